@@ -1,0 +1,3 @@
+from flowker.cli import main
+
+main()

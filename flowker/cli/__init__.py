@@ -1,0 +1,61 @@
+"""The ``flowker`` command line.
+
+Subcommands live in their own modules and are imported only when invoked, so
+``flowker validate`` in a pre-commit hook starts fast. Exit codes follow the error
+class (see :mod:`flowker.errors`): 0 success, 1 the work failed, 2 usage or
+configuration error.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from flowker import __version__
+
+# name -> "module:attribute"
+SUBCOMMANDS = {
+    "validate": "flowker.cli.validate:validate",
+    "run": "flowker.cli.run:run",
+    "serve": "flowker.cli.serve:serve",
+    "apply": "flowker.cli.apply:apply",
+    "plugins": "flowker.cli.plugins:plugins",
+    "audit": "flowker.cli.audit:audit",
+    "db": "flowker.cli.db:db",
+    "secrets": "flowker.cli.secrets:secrets_group",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(SUBCOMMANDS)
+
+    def get_command(self, ctx, name):
+        target = SUBCOMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attribute = target.split(":")
+        return getattr(importlib.import_module(module_name), attribute)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="flowker")
+@click.option(
+    "--config",
+    "config_file",
+    envvar="FLOWKER_CONFIG",
+    type=click.Path(dir_okay=False),
+    help="YAML bootstrap file of settings (environment variables win).",
+)
+@click.pass_context
+def cli(ctx, config_file):
+    """Flowker: declarative workflows, auth plugins, REST and an audit chain."""
+    ctx.obj = {"config_file": config_file}
+
+
+def main(argv=None):
+    from flowker.cli.common import run_cli
+
+    sys.exit(run_cli(cli, argv))

@@ -1,0 +1,28 @@
+"""``flowker db upgrade``: apply schema migrations."""
+
+from __future__ import annotations
+
+import click
+
+from flowker.cli.common import load_settings
+
+
+@click.group()
+def db():
+    """Database schema management."""
+
+
+@db.command()
+@click.option("--db", "database_url", help="Database URL (default: FLOWKER_DATABASE_URL).")
+@click.pass_context
+def upgrade(ctx, database_url):
+    """Apply pending schema migrations (safe when several processes run it at once)."""
+    from flowker.storage.database import open_database
+    from flowker.storage.migrations import LATEST_VERSION, upgrade as apply_migrations
+
+    settings = load_settings(ctx, database_url=database_url)
+    applied = apply_migrations(open_database(settings.database_url))
+    if applied:
+        click.echo(f"applied migrations {', '.join(map(str, applied))}; schema at version {LATEST_VERSION}")
+    else:
+        click.echo(f"schema already at version {LATEST_VERSION}")

@@ -1,0 +1,161 @@
+"""Settings, read once into an immutable object and passed down.
+
+Sources, later ones winning: defaults, a YAML bootstrap file (``--config`` or
+``FLOWKER_CONFIG``; keys are the variable names lower-cased without the prefix),
+then ``FLOWKER_*`` environment variables. Nothing here opens a connection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from flowker.errors import ConfigurationError
+
+ENV_PREFIX = "FLOWKER_"
+
+
+def _split_csv(value) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, (list, tuple)):
+        return tuple(str(v).strip() for v in value if str(v).strip())
+    return tuple(part.strip() for part in str(value).split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """One accepted API key. ``name`` is what the audit trail shows, never ``key``."""
+
+    name: str
+    key: str = field(repr=False)
+
+
+def _parse_api_keys(value) -> tuple[ApiKey, ...]:
+    import hashlib
+
+    keys = []
+    for item in _split_csv(value):
+        name, sep, key = item.partition(":")
+        if not sep:
+            key = name
+            # Unnamed keys are identified by a fingerprint so the key itself never leaks.
+            name = "key-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+        if not key:
+            raise ConfigurationError("FLOWKER_API_KEYS has an entry with an empty key")
+        keys.append(ApiKey(name=name.strip(), key=key.strip()))
+    return tuple(keys)
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite:///flowker.db"
+    api_keys: tuple[ApiKey, ...] = ()
+    env: str = "development"
+    secret_keys: tuple[str, ...] = field(default=(), repr=False)
+    allow_private_networks: tuple[str, ...] = ()
+    cors_allowed_origins: tuple[str, ...] = ()
+    trusted_proxies: tuple[str, ...] = ()
+    retry_base_seconds: float = 1.0
+    retry_max_attempts: int = 5
+    cb_failure_threshold: int = 5
+    cb_recovery_seconds: float = 30.0
+    execution_timeout_seconds: float = 300.0
+    max_body_bytes: int = 1048576
+    disabled_plugins: tuple[str, ...] = ()
+    audit_signing_key: str | None = field(default=None, repr=False)
+    audit_checkpoint_interval: int = 1000
+    # True when no FLOWKER_API_KEYS were given and one was generated for development.
+    api_key_generated: bool = False
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    def replace(self, **changes) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, config_file: str | None = None) -> "Settings":
+        """Read settings from a bootstrap file and the environment (which wins)."""
+        environ = os.environ if environ is None else environ
+        raw: dict[str, object] = {}
+        config_file = config_file or environ.get(ENV_PREFIX + "CONFIG")
+        if config_file:
+            raw.update(_read_config_file(config_file))
+        for name, value in environ.items():
+            if name.startswith(ENV_PREFIX) and name != ENV_PREFIX + "CONFIG":
+                raw[name[len(ENV_PREFIX):].lower()] = value
+        return cls.from_mapping(raw)
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, object]) -> "Settings":
+        known = {f.name for f in dataclasses.fields(cls)} | {"secret_key"}
+        values: dict[str, object] = {}
+        for key, value in raw.items():
+            if key not in known:
+                continue  # other FLOWKER_* variables (test settings, CONFIG) are not ours
+            try:
+                values.update(_convert(key, value))
+            except (TypeError, ValueError) as exc:
+                raise ConfigurationError(f"setting FLOWKER_{key.upper()}: {exc}") from None
+        settings = cls(**values)
+        return settings._checked()
+
+    def _checked(self) -> "Settings":
+        if self.env not in ("development", "production"):
+            raise ConfigurationError("FLOWKER_ENV must be 'development' or 'production'")
+        if self.production:
+            if not self.api_keys:
+                raise ConfigurationError("FLOWKER_API_KEYS is required in production")
+            if not self.secret_keys:
+                raise ConfigurationError("FLOWKER_SECRET_KEY is required in production")
+        for name in ("retry_max_attempts", "cb_failure_threshold", "max_body_bytes"):
+            if getattr(self, name) < 1:
+                raise ConfigurationError(f"FLOWKER_{name.upper()} must be at least 1")
+        return self
+
+    def with_generated_api_key(self) -> "Settings":
+        """Development convenience: a random key when none is configured."""
+        if self.api_keys:
+            return self
+        return self.replace(api_keys=(ApiKey("generated", secrets.token_urlsafe(24)),), api_key_generated=True)
+
+
+def _convert(key: str, value) -> dict[str, object]:
+    if key == "api_keys":
+        return {"api_keys": _parse_api_keys(value)}
+    if key in ("secret_key", "secret_keys"):
+        return {"secret_keys": _split_csv(value)}
+    if key in ("allow_private_networks", "cors_allowed_origins", "trusted_proxies", "disabled_plugins"):
+        return {key: _split_csv(value)}
+    if key in ("retry_base_seconds", "cb_recovery_seconds", "execution_timeout_seconds"):
+        number = float(value)
+        if number < 0:
+            raise ValueError("must not be negative")
+        return {key: number}
+    if key in ("retry_max_attempts", "cb_failure_threshold", "max_body_bytes", "audit_checkpoint_interval"):
+        return {key: int(value)}
+    if key == "api_key_generated":
+        return {}
+    return {key: None if value is None else str(value)}
+
+
+def _read_config_file(path: str) -> dict[str, object]:
+    import yaml
+
+    try:
+        with open(path, "rb") as handle:
+            data = yaml.safe_load(handle.read(262144))
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"config file {path} must be a mapping of setting names")
+    return {str(k).lower(): v for k, v in data.items()}

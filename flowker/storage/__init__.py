@@ -1,0 +1,1 @@
+"""Storage: the database proxy, models and migrations."""

@@ -1,0 +1,107 @@
+"""Opening the database named by a URL and binding it to the models' proxy.
+
+Nothing connects at import time: gunicorn forks workers, and each opens its own
+connections lazily on first use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import peewee
+from playhouse.pool import PooledPostgresqlDatabase
+
+from flowker.errors import ConfigurationError
+
+# Every model binds to this proxy; `bind_database` points it at a real database.
+database_proxy = peewee.DatabaseProxy()
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def open_database(url: str) -> peewee.Database:
+    """A peewee database for ``sqlite:///path`` or ``postgresql://user@host:port/db?opts``.
+
+    The connection is not opened here.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    query = dict(parse_qsl(parts.query))
+    if scheme == "sqlite":
+        path = unquote(parts.path)
+        # sqlite:///relative.db -> "relative.db"; sqlite:////abs/path.db -> "/abs/path.db"
+        if parts.netloc:
+            raise ConfigurationError(f"SQLite URLs look like sqlite:///path/to/file.db, not {url!r}")
+        path = path[1:] if path.startswith("/") else path
+        if not path:
+            raise ConfigurationError("the SQLite URL names no file")
+        return peewee.SqliteDatabase(
+            path,
+            # IMMEDIATE: every write transaction takes the write lock up front, so two
+            # writers never deadlock upgrading read locks, and audit appends serialize.
+            lock_type="IMMEDIATE",
+            timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+            pragmas={
+                "journal_mode": "wal",
+                "busy_timeout": SQLITE_BUSY_TIMEOUT_MS,
+                "foreign_keys": 1,
+                "synchronous": "normal",
+            },
+        )
+    if scheme in ("postgresql", "postgres"):
+        dbname = unquote(parts.path.lstrip("/"))
+        if not dbname:
+            raise ConfigurationError("the PostgreSQL URL names no database")
+        max_connections = int(query.pop("max_connections", 32))
+        connect_kwargs = {
+            "host": parts.hostname or "127.0.0.1",
+            "port": parts.port or 5432,
+            "user": unquote(parts.username) if parts.username else None,
+            "password": unquote(parts.password) if parts.password else None,
+            "connect_timeout": int(query.pop("connect_timeout", 10)),
+        }
+        connect_kwargs.update(query)  # e.g. options=-csearch_path=..., sslmode=require
+        connect_kwargs = {k: v for k, v in connect_kwargs.items() if v is not None}
+        return PooledPostgresqlDatabase(
+            dbname,
+            max_connections=max_connections,
+            stale_timeout=300,
+            timeout=30,
+            **connect_kwargs,
+        )
+    raise ConfigurationError(
+        "FLOWKER_DATABASE_URL must start with sqlite:/// or postgresql://"
+    )
+
+
+def bind_database(url: str) -> peewee.Database:
+    """Open the database for ``url`` and point the models' proxy at it."""
+    database = open_database(url)
+    database_proxy.initialize(database)
+    return database
+
+
+def is_postgres(database: peewee.Database | peewee.DatabaseProxy) -> bool:
+    target = database.obj if isinstance(database, peewee.DatabaseProxy) else database
+    return isinstance(target, peewee.PostgresqlDatabase)
+
+
+def write_transaction(database: peewee.Database | None = None):
+    """The transaction every state change uses (BEGIN IMMEDIATE on SQLite).
+
+    Nested calls become savepoints of the outer transaction.
+    """
+    return (database or database_proxy).atomic()
+
+
+@contextlib.contextmanager
+def connection(database: peewee.Database | None = None):
+    """Open a connection for the duration of a block (a request, a CLI command)."""
+    database = database or database_proxy
+    opened = database.connect(reuse_if_open=True)
+    try:
+        yield database
+    finally:
+        if opened and not database.is_closed():
+            database.close()

@@ -1,0 +1,86 @@
+"""Schema migrations: an ordered list, applied under a lock so that several
+processes starting at once apply each migration exactly once.
+"""
+
+from __future__ import annotations
+
+import peewee
+
+from flowker.storage.database import is_postgres
+from flowker.storage.models import ALL_MODELS, AuditCheckpoint, AuditEntry, SchemaMigration
+
+# An arbitrary constant: the PostgreSQL advisory lock that serializes migrations.
+MIGRATION_LOCK_ID = 0x466C6F776B6572  # "Flowker"
+
+APPEND_ONLY_TABLES = (AuditEntry._meta.table_name, AuditCheckpoint._meta.table_name)
+
+
+def _create_tables(database: peewee.Database) -> None:
+    database.create_tables(ALL_MODELS, safe=True)
+
+
+def _append_only_triggers(database: peewee.Database) -> None:
+    """UPDATE and DELETE (and TRUNCATE on PostgreSQL) on the audit tables fail."""
+    if is_postgres(database):
+        database.execute_sql(
+            "CREATE OR REPLACE FUNCTION flowker_refuse_audit_change() RETURNS trigger AS $$ "
+            "BEGIN RAISE EXCEPTION 'audit entries are append-only (%% refused on %%)', TG_OP, TG_TABLE_NAME; END; "
+            "$$ LANGUAGE plpgsql"
+        )
+        for table in APPEND_ONLY_TABLES:
+            database.execute_sql(
+                f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
+                "FOR EACH ROW EXECUTE FUNCTION flowker_refuse_audit_change()"
+            )
+            database.execute_sql(
+                f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+                "FOR EACH STATEMENT EXECUTE FUNCTION flowker_refuse_audit_change()"
+            )
+    else:
+        for table in APPEND_ONLY_TABLES:
+            for operation in ("UPDATE", "DELETE"):
+                database.execute_sql(
+                    f"CREATE TRIGGER IF NOT EXISTS {table}_no_{operation.lower()} "
+                    f"BEFORE {operation} ON {table} "
+                    f"BEGIN SELECT RAISE(ABORT, 'audit entries are append-only ({operation} refused on {table})'); END"
+                )
+
+
+def _initial(database: peewee.Database) -> None:
+    _create_tables(database)
+    _append_only_triggers(database)
+
+
+# (version, name, function). Append only; never edit a migration that has shipped.
+MIGRATIONS = (
+    (1, "initial schema with append-only audit tables", _initial),
+)
+
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+
+def upgrade(database: peewee.Database) -> list[int]:
+    """Apply pending migrations; returns the versions applied by this call."""
+    applied_now: list[int] = []
+    # bind_ctx: the models may not be bound to this database (a CLI, a child process).
+    with database.bind_ctx((SchemaMigration, *ALL_MODELS)), database.connection_context():
+        with database.atomic():  # BEGIN IMMEDIATE on SQLite: one migrator at a time
+            if is_postgres(database):
+                database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
+            database.create_tables([SchemaMigration], safe=True)
+            done = {row.version for row in SchemaMigration.select(SchemaMigration.version)}
+            for version, name, apply in MIGRATIONS:
+                if version in done:
+                    continue
+                apply(database)
+                SchemaMigration.create(version=version, name=name)
+                applied_now.append(version)
+    return applied_now
+
+
+def current_version(database: peewee.Database) -> int:
+    with database.bind_ctx((SchemaMigration,)), database.connection_context():
+        if not database.table_exists(SchemaMigration._meta.table_name):
+            return 0
+        latest = SchemaMigration.select(peewee.fn.MAX(SchemaMigration.version)).scalar()
+        return latest or 0

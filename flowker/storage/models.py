@@ -1,0 +1,193 @@
+"""peewee models for everything Flowker stores.
+
+All timestamps are naive UTC datetimes (see :func:`utcnow`). JSON columns are text,
+so both SQLite and PostgreSQL store exactly the same bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import uuid
+
+import peewee
+
+from flowker.storage.database import database_proxy
+
+
+def utcnow() -> _dt.datetime:
+    """Naive UTC now, with microseconds, the form every DateTimeField stores."""
+    return _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class JSONField(peewee.TextField):
+    """A JSON document kept as compact text."""
+
+    def db_value(self, value):
+        if value is None:
+            return None
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+    def python_value(self, value):
+        if value is None:
+            return None
+        return json.loads(value)
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = database_proxy
+        legacy_table_names = False
+
+
+class Workflow(BaseModel):
+    """The current state of a workflow; every saved spec is also a WorkflowVersion."""
+
+    id = peewee.CharField(primary_key=True, max_length=36, default=new_id)
+    name = peewee.CharField(max_length=100, unique=True)
+    description = peewee.TextField(null=True)
+    status = peewee.CharField(max_length=16, index=True, default="draft")  # draft|active|inactive
+    version = peewee.IntegerField(default=1)
+    # The REST body without `kind`: name, description, nodes, edges, metadata.
+    spec = JSONField()
+    # sha256 of the canonical spec: lets `flowker apply` see "unchanged" cheaply.
+    spec_hash = peewee.CharField(max_length=64)
+    created_at = peewee.DateTimeField(default=utcnow, index=True)
+    updated_at = peewee.DateTimeField(default=utcnow, index=True)
+
+
+class WorkflowVersion(BaseModel):
+    """An immutable snapshot: executions run against the version they started with."""
+
+    workflow_id = peewee.CharField(max_length=36, index=True)
+    version = peewee.IntegerField()
+    spec = JSONField()
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("workflow_id", "version"), True),)
+
+
+class WebhookRoute(BaseModel):
+    """Which active workflow owns a webhook method+path; read by every process."""
+
+    method = peewee.CharField(max_length=10)
+    path = peewee.CharField(max_length=500)
+    workflow_id = peewee.CharField(max_length=36, index=True)
+
+    class Meta:
+        indexes = ((("method", "path"), True),)
+
+
+class Executor(BaseModel):
+    id = peewee.CharField(primary_key=True, max_length=36, default=new_id)
+    name = peewee.CharField(max_length=100, unique=True)
+    description = peewee.TextField(null=True)
+    base_url = peewee.CharField(max_length=500)
+    status = peewee.CharField(max_length=16, index=True, default="active")  # active|disabled
+    version = peewee.IntegerField(default=1)
+    # The REST body without `kind`; literal secrets inside are Fernet-encrypted.
+    spec = JSONField()
+    spec_hash = peewee.CharField(max_length=64)
+    created_at = peewee.DateTimeField(default=utcnow, index=True)
+    updated_at = peewee.DateTimeField(default=utcnow, index=True)
+    last_tested_at = peewee.DateTimeField(null=True)
+
+
+class Execution(BaseModel):
+    id = peewee.CharField(primary_key=True, max_length=36, default=new_id)
+    workflow_id = peewee.CharField(max_length=36, index=True)
+    workflow_version = peewee.IntegerField()
+    status = peewee.CharField(max_length=16, index=True)  # running|completed|failed
+    input_data = JSONField(null=True)
+    final_output = JSONField(null=True)
+    error_message = peewee.TextField(null=True)
+    idempotency_key = peewee.CharField(max_length=255, null=True)
+    # sha256 of the canonical request body: the same key with another body is refused.
+    request_hash = peewee.CharField(max_length=64, null=True)
+    current_step = peewee.IntegerField(default=0)
+    total_steps = peewee.IntegerField(default=0)
+    # The lease: which process runs it, and until when its heartbeat holds.
+    owner = peewee.CharField(max_length=200, null=True)
+    lease_expires_at = peewee.DateTimeField(null=True, index=True)
+    started_at = peewee.DateTimeField(default=utcnow, index=True)
+    completed_at = peewee.DateTimeField(null=True, index=True)
+
+    class Meta:
+        indexes = ((("workflow_id", "idempotency_key"), True),)
+
+
+class StepResult(BaseModel):
+    execution = peewee.ForeignKeyField(Execution, backref="steps", on_delete="CASCADE")
+    step_number = peewee.IntegerField()
+    node_id = peewee.CharField(max_length=100)
+    node_name = peewee.CharField(max_length=200)
+    node_type = peewee.CharField(max_length=32)
+    status = peewee.CharField(max_length=16)  # completed|failed|skipped
+    input_data = JSONField(null=True)
+    output = JSONField(null=True)
+    error_message = peewee.TextField(null=True)
+    attempts = peewee.IntegerField(default=0)
+    duration_ms = peewee.IntegerField(default=0)
+    # Executor calls: {method, url (no secrets), statusCode, attempts: [...]}.
+    call_details = JSONField(null=True)
+    started_at = peewee.DateTimeField(default=utcnow)
+    completed_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("execution", "step_number"), True),)
+
+
+class AuditEntry(BaseModel):
+    """One link of the hash chain. Append-only: database triggers refuse UPDATE/DELETE."""
+
+    id = peewee.BigAutoField()
+    sequence = peewee.BigIntegerField(unique=True)
+    event_id = peewee.CharField(max_length=36, unique=True)
+    event_type = peewee.CharField(max_length=64, index=True)
+    action = peewee.CharField(max_length=32, index=True)
+    result = peewee.CharField(max_length=16, index=True)
+    resource_type = peewee.CharField(max_length=32, index=True)
+    resource_id = peewee.CharField(max_length=255, index=True)
+    actor_type = peewee.CharField(max_length=32)
+    actor_id = peewee.CharField(max_length=255)
+    actor_ip = peewee.CharField(max_length=45)
+    # UTC, fixed millisecond precision, e.g. 2026-11-29T12:00:00.123Z (sorts as text).
+    timestamp = peewee.CharField(max_length=32, index=True)
+    # RFC 8785 canonical JSON of the whole entry: exactly the bytes that were hashed.
+    canonical = peewee.TextField()
+    previous_hash = peewee.CharField(max_length=64, unique=True)
+    hash = peewee.CharField(max_length=64, unique=True)
+
+
+class AuditCheckpoint(BaseModel):
+    """A signed statement of the chain head at a sequence number."""
+
+    id = peewee.BigAutoField()
+    sequence = peewee.BigIntegerField(unique=True)
+    head_hash = peewee.CharField(max_length=64)
+    signature = peewee.TextField()
+    key_id = peewee.CharField(max_length=64)
+    created_at = peewee.CharField(max_length=32)
+
+
+class SchemaMigration(BaseModel):
+    version = peewee.IntegerField(primary_key=True)
+    name = peewee.CharField(max_length=200)
+    applied_at = peewee.DateTimeField(default=utcnow)
+
+
+ALL_MODELS = (
+    Workflow,
+    WorkflowVersion,
+    WebhookRoute,
+    Executor,
+    Execution,
+    StepResult,
+    AuditEntry,
+    AuditCheckpoint,
+)

@@ -1,0 +1,65 @@
+"""The auth type contract every plugin implements.
+
+An auth type is a class with a ``name``, a ``description``, a ``config_schema``
+(JSON Schema Draft 2020-12; secret fields marked ``"writeOnly": true`` so they can be
+redacted and masked) and one method, :meth:`AuthType.build`, that turns a validated
+config with resolved secrets into a :class:`requests.auth.AuthBase`.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import requests
+
+from flowker.schema_tools import compile_config_schema, config_problems
+
+
+@dataclass(frozen=True)
+class AuthContext:
+    """What an auth type may use while building credentials.
+
+    ``new_session`` makes the hardened HTTP session for token endpoints (SSRF guard,
+    no ``trust_env``); ``register_secret`` tells the redactor about a secret value
+    obtained at run time (an access token) so it is scrubbed from logs and records.
+    """
+
+    settings: Any = None
+    new_session: Callable[[], requests.Session] | None = None
+    register_secret: Callable[[str], None] = field(default=lambda value: None)
+    # Shared per process: OIDC token and discovery caches live here.
+    token_cache: Any = None
+
+
+class AuthType:
+    """Base class of every auth type (built-in or third-party)."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    config_schema: ClassVar[dict] = {"type": "object", "additionalProperties": False}
+
+    @functools.cached_property
+    def _validator(self):
+        return compile_config_schema(self.config_schema)
+
+    @property
+    def secret_fields(self) -> tuple[str, ...]:
+        """Top-level config keys whose values are secrets (``writeOnly`` in the schema)."""
+        properties = self.config_schema.get("properties", {})
+        return tuple(name for name, spec in properties.items() if spec.get("writeOnly"))
+
+    def validate_config(self, config: Any) -> list[tuple[str, str]]:
+        """Problems as (json path inside the config, message); empty when valid.
+
+        ``{$env: ...}``/``{$file: ...}`` references stand in for strings.
+        """
+        return config_problems(self._validator, config if config is not None else {})
+
+    def build(self, config: dict, context: AuthContext) -> requests.auth.AuthBase:
+        """Return the ``requests`` auth for a validated config whose secrets are resolved."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:  # never shows config or secrets
+        return f"<{type(self).__name__} auth type {self.name!r}>"

@@ -1,0 +1,226 @@
+"""CEL expressions in specs: bare conditions and ``${{ expr }}`` templates.
+
+Expressions see three variables only: ``workflow`` (the trigger input), ``nodes``
+(``nodes.<id>`` is that node's output) and ``execution`` (``id``, ``workflowId``).
+CEL itself has no access to the environment, files or the network. Everything is
+compiled once (per workflow version) and evaluated many times.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import cel
+
+from flowker.errors import UnprocessableEntity
+
+ALLOWED_VARIABLES = frozenset({"workflow", "nodes", "execution"})
+
+# `${{ ... }}`: the expression may not itself contain "}}".
+TEMPLATE_PATTERN = re.compile(r"\$\{\{(.*?)\}\}", re.DOTALL)
+_NODE_DOT_REFERENCE = re.compile(r"(?<![\w.])nodes\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
+_NODE_INDEX_REFERENCE = re.compile(r"(?<![\w.])nodes\s*\[\s*(?:\"([^\"]*)\"|'([^']*)')\s*\]")
+_MACRO_VARIABLE = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*,")
+_CEL_POSITION = re.compile(r"<input>:(\d+):(\d+):\s*(.*)")
+
+MAX_EXPRESSION_LENGTH = 4096
+
+
+class ExpressionError(UnprocessableEntity):
+    """An expression failed to compile or to evaluate.
+
+    ``column`` is 1-based within the expression source when CEL reports one.
+    """
+
+    code = "FLK-0105"
+    title = "Invalid Expression"
+
+    def __init__(self, message: str, *, expression: str, column: int | None = None):
+        super().__init__(message)
+        self.expression = expression
+        self.column = column
+
+
+@dataclass(frozen=True)
+class CompiledExpression:
+    source: str
+    program: Any
+
+    def evaluate(self, variables: dict) -> Any:
+        try:
+            return self.program.execute(variables)
+        except KeyError as exc:
+            raise ExpressionError(
+                f"expression `{self.source}`: no such key {exc.args[0]!r}", expression=self.source
+            ) from None
+        except Exception as exc:  # the CEL extension raises plain ValueError/TypeError/RuntimeError
+            raise ExpressionError(
+                f"expression `{self.source}`: {_first_line(str(exc))}", expression=self.source
+            ) from None
+
+    def variables(self) -> set[str]:
+        """Top-level names used, without comprehension variables (``x`` in ``l.map(x, ...)``)."""
+        names = set(self.program.variables())
+        return names - set(_MACRO_VARIABLE.findall(self.source))
+
+    def node_references(self) -> set[str]:
+        return node_references(self.source)
+
+
+def node_references(source: str) -> set[str]:
+    """Node ids an expression reads through ``nodes.x`` or ``nodes["x"]``."""
+    found = set(_NODE_DOT_REFERENCE.findall(source))
+    for double, single in _NODE_INDEX_REFERENCE.findall(source):
+        found.add(double or single)
+    return found
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "evaluation failed"
+
+
+def compile_condition(source: str) -> CompiledExpression:
+    """Compile a bare CEL expression (``condition`` fields); raises ExpressionError."""
+    if not isinstance(source, str) or not source.strip():
+        raise ExpressionError("expression is empty", expression=str(source))
+    if len(source) > MAX_EXPRESSION_LENGTH:
+        raise ExpressionError(
+            f"expression is longer than {MAX_EXPRESSION_LENGTH} characters", expression=source[:40]
+        )
+    try:
+        program = cel.compile(source)
+    except Exception as exc:  # ValueError with "<input>:line:col: Syntax error: ..."
+        message, column = _syntax_error(str(exc))
+        raise ExpressionError(f"invalid expression `{source.strip()}`: {message}", expression=source, column=column) from None
+    compiled = CompiledExpression(source=source, program=program)
+    unknown = compiled.variables() - ALLOWED_VARIABLES
+    if unknown:
+        raise ExpressionError(
+            f"expression `{source.strip()}` uses unknown variable(s) {', '.join(sorted(unknown))}; "
+            "only workflow, nodes and execution exist",
+            expression=source,
+        )
+    return compiled
+
+
+def _syntax_error(text: str) -> tuple[str, int | None]:
+    for line in text.splitlines():
+        match = _CEL_POSITION.search(line)
+        if match:
+            return match.group(3).strip(), int(match.group(2))  # CEL columns are 1-based
+    return _first_line(text), None
+
+
+@dataclass(frozen=True)
+class _Interpolation:
+    """Literal text with embedded expressions: evaluates to a string."""
+
+    parts: tuple  # str or CompiledExpression, in order
+
+    def evaluate(self, variables: dict) -> str:
+        pieces = []
+        for part in self.parts:
+            if isinstance(part, str):
+                pieces.append(part)
+            else:
+                pieces.append(_to_text(part.evaluate(variables)))
+        return "".join(pieces)
+
+
+def _to_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (dict, list)):
+        import json
+
+        return json.dumps(value, separators=(",", ":"), default=str)
+    return str(value)
+
+
+class CompiledValue:
+    """A JSON-like value whose strings may hold ``${{ }}`` templates, compiled once."""
+
+    __slots__ = ("_compiled", "expressions")
+
+    def __init__(self, value: Any):
+        self.expressions: list[CompiledExpression] = []
+        self._compiled = self._compile(value)
+
+    def _compile(self, value: Any):
+        if isinstance(value, dict):
+            return {key: self._compile(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self._compile(item) for item in value]
+        if isinstance(value, str) and "${{" in value:
+            return self._compile_string(value)
+        return value
+
+    def _compile_string(self, text: str):
+        matches = list(TEMPLATE_PATTERN.finditer(text))
+        if not matches:
+            return text
+        if len(matches) == 1 and matches[0].span() == (0, len(text)):
+            compiled = compile_condition(matches[0].group(1).strip())
+            self.expressions.append(compiled)
+            return compiled  # whole-value form keeps the expression's type
+        parts: list = []
+        position = 0
+        for match in matches:
+            if match.start() > position:
+                parts.append(text[position:match.start()])
+            compiled = compile_condition(match.group(1).strip())
+            self.expressions.append(compiled)
+            parts.append(compiled)
+            position = match.end()
+        if position < len(text):
+            parts.append(text[position:])
+        return _Interpolation(tuple(parts))
+
+    @property
+    def is_constant(self) -> bool:
+        return not self.expressions
+
+    def evaluate(self, variables: dict) -> Any:
+        if not self.expressions:
+            return self._compiled
+        return _evaluate(self._compiled, variables)
+
+    def node_references(self) -> set[str]:
+        found: set[str] = set()
+        for expression in self.expressions:
+            found |= expression.node_references()
+        return found
+
+
+def _evaluate(compiled: Any, variables: dict) -> Any:
+    if isinstance(compiled, dict):
+        return {key: _evaluate(item, variables) for key, item in compiled.items()}
+    if isinstance(compiled, list):
+        return [_evaluate(item, variables) for item in compiled]
+    if isinstance(compiled, (CompiledExpression, _Interpolation)):
+        return compiled.evaluate(variables)
+    return compiled
+
+
+def compile_value(value: Any) -> CompiledValue:
+    """Compile every template in a JSON-like value; raises ExpressionError."""
+    return CompiledValue(value)
+
+
+def iter_expressions(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """(json path suffix, expression source) for every ``${{ }}`` in a value, uncompiled."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from iter_expressions(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from iter_expressions(item, f"{path}[{index}]")
+    elif isinstance(value, str) and "${{" in value:
+        for match in TEMPLATE_PATTERN.finditer(value):
+            yield path, match.group(1).strip()
+        if value.count("${{") != len(TEMPLATE_PATTERN.findall(value)):
+            yield path, value  # an unterminated template: compiling it reports the error

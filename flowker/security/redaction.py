@@ -1,0 +1,455 @@
+"""Keeping secrets out of responses, logs, error messages, step records and audit payloads.
+
+Two layers:
+
+* :func:`redact` is stateless: a deep copy where values under secret-looking keys
+  (``password``, ``client_secret``, ``Authorization``...) become ``"****"``.
+* :class:`Redactor` does that too, and also scrubs free text: secret VALUES registered at
+  run time (resolved ``$env``/``$file`` secrets, OIDC tokens) in every encoding a log line
+  or a response could carry them in (raw, base64 - also inside ``base64(user:pass)`` -,
+  URL-encoded, JSON-escaped), token-like URL query parameters, ``Bearer``/``Basic``
+  credentials, ``key: value`` and ``"key": "value"`` pairs with secret key names.
+
+One process holds one :class:`Redactor` and passes it down; :class:`RedactingFilter` and
+:func:`install_log_redaction` put it in front of the logging machinery so DEBUG logs of
+requests-oauthlib and urllib3 never show tokens.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+import threading
+from collections import OrderedDict
+from typing import Any, Callable, Iterable, Mapping
+from urllib.parse import parse_qsl, quote, quote_plus, urlsplit, urlunsplit
+
+MASK = "****"
+
+# Secret references ({"$env": NAME}, {"$file": PATH}) name where a secret lives, not the
+# secret itself, so they are shown as they are; an {"$encrypted": ...} token is masked.
+_REFERENCE_KEYS = ("$env", "$file")
+
+# Normalised (lower-case, alphanumerics only) key names whose values are secrets.
+SECRET_KEY_NAMES = frozenset({
+    "password", "passwd", "passphrase", "secret", "token", "accesstoken", "refreshtoken",
+    "idtoken", "clientsecret", "apikey", "xapikey", "key", "authorization",
+    "proxyauthorization", "cookie", "setcookie", "privatekey", "signature", "credential",
+    "credentials", "sessiontoken", "authtoken", "encrypted",
+})
+# Keys ending in one of these are secrets too: dbPassword, X-Auth-Token, webhookSecret.
+SECRET_KEY_SUFFIXES = (
+    "password", "passwd", "passphrase", "secret", "token", "apikey", "privatekey",
+    "secretkey", "accesskey", "signingkey", "credential", "credentials", "authorization",
+    "cookie", "signature",
+)
+# Header names whose values are credentials (compared case-insensitively).
+SECRET_HEADER_NAMES = ("authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key")
+# URL query / form parameters that carry credentials.
+SECRET_QUERY_PARAMS = frozenset({
+    "access_token", "refresh_token", "id_token", "token", "api_key", "apikey", "key", "sig",
+    "signature", "client_secret", "code", "password", "secret", "assertion",
+    "client_assertion", "x-api-key",
+})
+
+# Shorter registered values are not scrubbed from free text: "abc" would mangle every line.
+MIN_SECRET_LENGTH = 4
+# Beyond this many registered values the oldest are forgotten (refreshed tokens pile up).
+MAX_REGISTERED_SECRETS = 4096
+# Last characters shown by masked GET output, and only for values at least this long.
+SHOW_LAST = 4
+SHOW_LAST_MIN_LENGTH = 12
+
+
+def normalize_key(name: str) -> str:
+    """``Client-Secret``, ``client_secret`` and ``clientSecret`` all become ``clientsecret``."""
+    return re.sub(r"[^a-z0-9]", "", str(name).lower())
+
+
+def is_secret_key(name: Any, extra_keys: Iterable[str] = ()) -> bool:
+    """Whether a mapping key (or header name) names a secret value."""
+    if not isinstance(name, str):
+        return False
+    normalized = normalize_key(name)
+    if not normalized:
+        return False
+    if normalized in SECRET_KEY_NAMES or normalized.endswith(SECRET_KEY_SUFFIXES):
+        return True
+    return any(normalized == normalize_key(extra) for extra in extra_keys)
+
+
+def mask_value(value: Any, show_last: bool = False) -> str:
+    """``"****"``, or ``"****"`` plus the last 4 characters of a long string when asked.
+
+    The last characters are only shown for strings of at least 12 characters, so they
+    never give away more than a third of a secret.
+    """
+    if show_last and isinstance(value, str) and len(value) >= SHOW_LAST_MIN_LENGTH:
+        return MASK + value[-SHOW_LAST:]
+    return MASK
+
+
+def _is_reference(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in _REFERENCE_KEYS
+
+
+def _mask_secret_value(value: Any, show_last: bool) -> Any:
+    if value is None or isinstance(value, bool) or _is_reference(value):
+        return value
+    return mask_value(value, show_last)
+
+
+def redact(value: Any, *, show_last: bool = False, extra_keys: Iterable[str] = ()) -> Any:
+    """Deep copy of ``value`` with every value under a secret-looking key masked.
+
+    ``show_last=True`` keeps the last 4 characters of long secrets (masked GET output);
+    audit and log redaction use the default plain ``"****"``. ``extra_keys`` adds key
+    names (e.g. a configured API-key header name). Strings are not scrubbed here; use
+    :meth:`Redactor.redact` for that.
+    """
+    extra = tuple(extra_keys)
+    return _walk(value, show_last, extra, scrub=None)
+
+
+def _walk(value: Any, show_last: bool, extra: tuple, scrub: Callable[[str], str] | None) -> Any:
+    if isinstance(value, Mapping):
+        result = {}
+        for key, item in value.items():
+            new_key = scrub(key) if scrub and isinstance(key, str) else key
+            if is_secret_key(key, extra):
+                result[new_key] = _mask_secret_value(item, show_last)
+            else:
+                result[new_key] = _walk(item, show_last, extra, scrub)
+        return result
+    if isinstance(value, list):
+        return [_walk(item, show_last, extra, scrub) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_walk(item, show_last, extra, scrub) for item in value)
+    if scrub is not None:
+        if isinstance(value, str):
+            return scrub(value)
+        if isinstance(value, (bytes, bytearray)):
+            return scrub(bytes(value).decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
+    return value
+
+
+def redact_url(url: str, extra_params: Iterable[str] = ()) -> str:
+    """The URL with a userinfo password and token-like query/fragment parameters masked."""
+    if not isinstance(url, str):
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return _scrub_query_like(url, extra_params)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, sep, _password = userinfo.partition(":")
+        netloc = f"{user}:{MASK}@{hostport}" if sep else f"{userinfo}@{hostport}"
+    query = _redact_query(parts.query, extra_params)
+    fragment = _redact_query(parts.fragment, extra_params) if "=" in parts.fragment else parts.fragment
+    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
+
+
+def _is_secret_param(name: str, extra_params: Iterable[str]) -> bool:
+    lowered = name.lower()
+    return lowered in SECRET_QUERY_PARAMS or lowered in {p.lower() for p in extra_params} or is_secret_key(name)
+
+
+def _redact_query(query: str, extra_params: Iterable[str]) -> str:
+    if not query:
+        return query
+    pieces = []
+    for piece in re.split(r"([&;])", query):
+        if piece in ("&", ";"):
+            pieces.append(piece)
+            continue
+        name, sep, _value = piece.partition("=")
+        from urllib.parse import unquote_plus
+
+        if sep and _is_secret_param(unquote_plus(name), extra_params):
+            pieces.append(f"{name}={MASK}")
+        else:
+            pieces.append(piece)
+    return "".join(pieces)
+
+
+def _scrub_query_like(text: str, extra_params: Iterable[str]) -> str:
+    return _redact_query(text, extra_params)
+
+
+def redact_headers(headers: Any, extra_secret_headers: Iterable[str] = ()) -> dict:
+    """A plain dict copy of a header map (or list of pairs) with credential headers masked.
+
+    Masked: Authorization, Proxy-Authorization, Cookie, Set-Cookie, X-API-Key, the names in
+    ``extra_secret_headers`` (e.g. the configured api_key ``header_name``) and any header
+    whose name looks like a secret (X-Auth-Token...).
+    """
+    if headers is None:
+        return {}
+    items = headers.items() if hasattr(headers, "items") else headers
+    extra = {name.lower() for name in extra_secret_headers}
+    result = {}
+    for name, value in items:
+        lowered = str(name).lower()
+        if lowered in SECRET_HEADER_NAMES or lowered in extra or is_secret_key(name):
+            result[name] = MASK
+        else:
+            result[name] = value
+    return result
+
+
+# --------------------------------------------------------------------------- Redactor
+
+_B64_ALPHABET = "A-Za-z0-9+/"
+_BASIC_RE = re.compile(r"(?i)\b(basic)(\s+)([A-Za-z0-9+/]{6,}={0,2})")
+_BEARER_RE = re.compile(r"(?i)\b(bearer|token|mac|dpop)(\s+)([A-Za-z0-9\-._~+/]{8,}=*)")
+_USERINFO_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^\s/@:\"'<>]*):([^\s/@\"'<>]*)@")
+# "name": "value" or 'name': 'value' (JSON, Python reprs) and name="value".
+_QUOTED_PAIR_RE = re.compile(
+    r"""(?P<q>["'])(?P<key>[A-Za-z0-9_.\- $]{1,64})(?P=q)(?P<sep>\s*[:=]\s*)"""
+    r"""(?P<vq>["'])(?P<value>(?:\\.|(?!(?P=vq)).)*)(?P=vq)""",
+    re.DOTALL,
+)
+# name=value and name: value, unquoted (form bodies, query strings, raw headers, messages).
+_BARE_PAIR_RE = re.compile(
+    r"(?P<lead>^|[?&;\s,({\[])(?P<key>[A-Za-z][A-Za-z0-9_.\-]{0,63})(?P<sep>=|:[ \t]*)"
+    r"(?P<value>[^\s&;,\"'<>)}\]]+)"
+)
+
+
+class Redactor:
+    """Scrubs secrets from any value or text; one instance per process, passed down.
+
+    Register secret values as they become known (:meth:`add_secret`); they are then
+    removed from every string :meth:`scrub_text` / :meth:`redact` sees, in raw, base64
+    (standard and URL-safe, at any alignment, so ``base64(user:password)`` is caught),
+    URL-encoded and JSON-escaped form. Thread-safe.
+    """
+
+    def __init__(self, *, extra_secret_headers: Iterable[str] = (), extra_secret_keys: Iterable[str] = (),
+                 max_secrets: int = MAX_REGISTERED_SECRETS):
+        self._extra_headers = tuple(h for h in extra_secret_headers if h)
+        self._extra_keys = tuple(k for k in extra_secret_keys if k) + self._extra_headers
+        self._max_secrets = max_secrets
+        self._lock = threading.Lock()
+        self._secrets: OrderedDict[str, None] = OrderedDict()
+        self._pattern: re.Pattern | None = None
+        self._pattern_ready = True
+
+    # -- registering ----------------------------------------------------------------
+
+    def add_secret(self, value: Any) -> None:
+        """Remember a secret value (a resolved secret, an access or refresh token)."""
+        if isinstance(value, (bytes, bytearray)):
+            value = bytes(value).decode("utf-8", "replace")
+        if not isinstance(value, str) or len(value) < MIN_SECRET_LENGTH:
+            return
+        with self._lock:
+            if value in self._secrets:
+                self._secrets.move_to_end(value)
+                return
+            self._secrets[value] = None
+            while len(self._secrets) > self._max_secrets:
+                self._secrets.popitem(last=False)
+            self._pattern_ready = False
+
+    def add_secrets(self, values: Iterable[Any]) -> None:
+        for value in values:
+            self.add_secret(value)
+
+    def add_basic_credentials(self, username: str, password: str) -> None:
+        """Register a Basic-auth pair: the password, and ``user:password`` as a whole."""
+        self.add_secret(password)
+        if username is not None and password:
+            self.add_secret(f"{username}:{password}")
+
+    def add_secret_header(self, name: str) -> None:
+        """Treat another header name (a configured api_key header) as a credential."""
+        with self._lock:
+            if name and name not in self._extra_headers:
+                self._extra_headers += (name,)
+                self._extra_keys += (name,)
+
+    @property
+    def secret_count(self) -> int:
+        return len(self._secrets)
+
+    def _known_pattern(self) -> re.Pattern | None:
+        with self._lock:
+            if not self._pattern_ready:
+                variants: set[str] = set()
+                for secret in self._secrets:
+                    variants.update(encoded_variants(secret))
+                ordered = sorted(variants, key=len, reverse=True)
+                self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+                self._pattern_ready = True
+            return self._pattern
+
+    # -- scrubbing ------------------------------------------------------------------
+
+    def scrub_text(self, text: Any) -> Any:
+        """The text with known secrets and credential-looking fragments replaced by ``****``."""
+        if not isinstance(text, str) or not text:
+            return text
+        pattern = self._known_pattern()
+        if pattern is not None:
+            text = pattern.sub(MASK, text)
+        text = _USERINFO_RE.sub(lambda m: f"{m.group(1)}:{MASK}@", text)
+        text = _BASIC_RE.sub(self._basic_replacement, text)
+        text = _BEARER_RE.sub(_bearer_replacement, text)
+        text = _QUOTED_PAIR_RE.sub(self._quoted_pair_replacement, text)
+        text = _BARE_PAIR_RE.sub(self._bare_pair_replacement, text)
+        return text
+
+    def redact(self, value: Any, *, show_last: bool = False) -> Any:
+        """Deep copy: secret keys masked (as :func:`redact`) and every string scrubbed."""
+        return _walk(value, show_last, self._extra_keys, scrub=self.scrub_text)
+
+    def redact_url(self, url: str) -> str:
+        return self.scrub_text(redact_url(url))
+
+    def redact_headers(self, headers: Any) -> dict:
+        masked = redact_headers(headers, self._extra_headers)
+        return {self.scrub_text(k): self.scrub_text(v) for k, v in masked.items()}
+
+    def scrub_exception(self, exc: BaseException) -> str:
+        """``str(exc)`` with secrets scrubbed: for error messages built from third-party exceptions."""
+        return self.scrub_text(f"{type(exc).__name__}: {exc}")
+
+    def log_filter(self) -> "RedactingFilter":
+        return RedactingFilter(self)
+
+    # -- helpers --------------------------------------------------------------------
+
+    def _is_secret_name(self, name: str) -> bool:
+        return is_secret_key(name, self._extra_keys) or name.lower() in SECRET_QUERY_PARAMS
+
+    @staticmethod
+    def _basic_replacement(match: re.Match) -> str:
+        candidate = match.group(3)
+        try:
+            decoded = base64.b64decode(candidate + "=" * (-len(candidate) % 4), validate=True)
+        except ValueError:
+            return match.group(0)
+        if b":" not in decoded:
+            return match.group(0)
+        return f"{match.group(1)}{match.group(2)}{MASK}"
+
+    def _quoted_pair_replacement(self, match: re.Match) -> str:
+        if not is_secret_key(match.group("key"), self._extra_keys) and \
+                match.group("key").lower() not in SECRET_QUERY_PARAMS:
+            return match.group(0)
+        if match.group("key").lower() == "code" and match.group("sep").strip() == ":":
+            return match.group(0)  # "code": "FLK-0001" in error bodies is not an OAuth code
+        quote_char = match.group("vq")
+        return f"{match.group('q')}{match.group('key')}{match.group('q')}{match.group('sep')}{quote_char}{MASK}{quote_char}"
+
+    def _bare_pair_replacement(self, match: re.Match) -> str:
+        key, value = match.group("key"), match.group("value")
+        if value == MASK or value.startswith(MASK):
+            return match.group(0)
+        lowered = key.lower()
+        after_query = match.group("lead") in ("?", "&", ";", "") and match.group("sep") == "="
+        if is_secret_key(key, self._extra_keys) or (after_query and lowered in SECRET_QUERY_PARAMS):
+            # "key" and "code" in prose ("status code: 200") are not credentials.
+            if lowered in ("key", "code", "sig") and not after_query:
+                return match.group(0)
+            return f"{match.group('lead')}{key}{match.group('sep')}{MASK}"
+        return match.group(0)
+
+
+def _bearer_replacement(match: re.Match) -> str:
+    token = match.group(3)
+    # Prose ("bearer authentication") is left alone; real tokens have digits, capitals or symbols.
+    if not re.search(r"[0-9A-Z\-._~+/]", token):
+        return match.group(0)
+    return f"{match.group(1)}{match.group(2)}{MASK}"
+
+
+def encoded_variants(secret: str) -> set[str]:
+    """Every form of ``secret`` to scrub: raw, URL-encoded, JSON-escaped and base64 cores.
+
+    The base64 cores are the characters of ``base64(prefix + secret)`` that depend on the
+    secret alone, for the three possible alignments; so a secret embedded anywhere in a
+    base64 blob - ``base64("user:" + password)`` in a Basic header - is found too.
+    """
+    variants = {secret}
+    raw = secret.encode("utf-8")
+    for encoded in (quote(secret, safe=""), quote_plus(secret), quote(secret)):
+        variants.add(encoded)
+        variants.add(re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), encoded))
+    variants.add(json.dumps(secret)[1:-1])
+    variants.add(json.dumps(secret, ensure_ascii=False)[1:-1])
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + raw).decode("ascii").rstrip("=")
+        start = -(-offset * 8 // 6)  # ceil: characters touched by the unknown prefix
+        end = (offset + len(raw)) * 8 // 6  # characters wholly inside the secret
+        core = encoded[start:end]
+        if len(core) >= 6:
+            variants.add(core)
+            variants.add(core.replace("+", "-").replace("/", "_"))
+    variants.discard("")
+    return {v for v in variants if len(v) >= MIN_SECRET_LENGTH}
+
+
+# --------------------------------------------------------------------------- logging
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that scrubs each record's message, args and exception text.
+
+    The message is formatted once (``msg % args``), scrubbed, and stored with ``args``
+    cleared, so no later formatter can re-insert a secret. Attach it to handlers (a
+    filter on a logger does not see records propagated from child loggers) or use
+    :func:`install_log_redaction`, which covers every logger.
+    """
+
+    def __init__(self, redactor: Redactor, name: str = ""):
+        super().__init__(name)
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        scrub_record(record, self.redactor)
+        return True
+
+
+def scrub_record(record: logging.LogRecord, redactor: Redactor) -> logging.LogRecord:
+    if getattr(record, "_flowker_redacted", False):
+        return record
+    try:
+        message = record.getMessage()
+    except Exception:  # a broken format string must not hide the log line, nor leak args
+        message = f"{record.msg!s} (unformattable log arguments)"
+    record.msg = redactor.scrub_text(message)
+    record.args = None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    if record.exc_text:
+        record.exc_text = redactor.scrub_text(record.exc_text)
+    if record.stack_info:
+        record.stack_info = redactor.scrub_text(record.stack_info)
+    record._flowker_redacted = True
+    return record
+
+
+def install_log_redaction(redactor: Redactor) -> Callable[[], None]:
+    """Scrub every log record of the process as it is created; returns an uninstaller.
+
+    Uses the standard logging record factory, so records from every logger (urllib3,
+    requests-oauthlib, pytest's capture) are covered whatever handlers exist.
+    """
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args, **kwargs):
+        return scrub_record(previous(*args, **kwargs), redactor)
+
+    logging.setLogRecordFactory(factory)
+
+    def uninstall() -> None:
+        if logging.getLogRecordFactory() is factory:
+            logging.setLogRecordFactory(previous)
+
+    return uninstall

@@ -38,6 +38,7 @@ class Registry:
     current_distribution: str = "flowker"
     plugins: list = field(default_factory=list)
     load_errors: list = field(default_factory=list)  # (distribution, message)
+    disabled_plugins: list = field(default_factory=list)  # (plugin name, distribution) not loaded
 
     @property
     def auth_types(self) -> Mapping[str, "AuthType"]:
@@ -56,6 +57,12 @@ class Registry:
 
     def register_action_type(self, action_type: "ActionType") -> None:
         self._register("action", self._action_types, action_type)
+
+    def unregister(self, kind: str, name: str) -> None:
+        """Remove a type again (used when a plugin's hook fails halfway)."""
+        table = self._auth_types if kind == "auth" else self._action_types
+        table.pop(name, None)
+        self._providers.pop((kind, name), None)
 
     def _register(self, kind: str, table: dict, item) -> None:
         name = getattr(item, "name", None)

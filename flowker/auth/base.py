@@ -19,18 +19,27 @@ from flowker.schema_tools import compile_config_schema, config_problems
 
 @dataclass(frozen=True)
 class AuthContext:
-    """What an auth type may use while building credentials.
+    """What an auth type may use while building credentials (all optional).
 
-    ``new_session`` makes the hardened HTTP session for token endpoints (SSRF guard,
-    no ``trust_env``); ``register_secret`` tells the redactor about a secret value
-    obtained at run time (an access token) so it is scrubbed from logs and records.
+    * ``settings``: the process :class:`~flowker.settings.Settings` (``production`` makes
+      OIDC refuse plain-HTTP providers).
+    * ``new_session()``: makes the hardened HTTP session for token endpoints and discovery
+      (SSRF guard, no ``trust_env``; :func:`flowker.security.http.new_session`). When None
+      and ``settings`` is given, OIDC builds the guarded session itself; with neither, a
+      plain ``requests.Session`` with ``trust_env = False``.
+    * ``register_secret(value)``: tells the redactor about a secret obtained at run time
+      (access, refresh and ID tokens; resolved client secrets and passwords).
+    * ``token_cache``: the process-wide :class:`flowker.auth.token_cache.TokenCache`
+      (OIDC tokens and discovery documents). None: each type instance keeps its own.
+    * ``redactor``: the process :class:`flowker.security.redaction.Redactor`; OIDC attaches
+      it to the requests-oauthlib/oauthlib loggers. None: the token cache's own is used.
     """
 
     settings: Any = None
     new_session: Callable[[], requests.Session] | None = None
     register_secret: Callable[[str], None] = field(default=lambda value: None)
-    # Shared per process: OIDC token and discovery caches live here.
     token_cache: Any = None
+    redactor: Any = None
 
 
 class AuthType:

@@ -18,13 +18,13 @@ requests-oauthlib and urllib3 never show tokens.
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import re
 import threading
-from collections import OrderedDict
 from typing import Any, Callable, Iterable, Mapping
-from urllib.parse import parse_qsl, quote, quote_plus, urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
+
+from flowker.security.known_secrets import MIN_SECRET_LENGTH, KnownSecrets, encoded_variants  # noqa: F401 (re-exported)
 
 MASK = "****"
 
@@ -54,10 +54,8 @@ SECRET_QUERY_PARAMS = frozenset({
     "client_assertion", "x-api-key",
 })
 
-# Shorter registered values are not scrubbed from free text: "abc" would mangle every line.
-MIN_SECRET_LENGTH = 4
 # Beyond this many registered values the oldest are forgotten (refreshed tokens pile up).
-MAX_REGISTERED_SECRETS = 4096
+MAX_REGISTERED_SECRETS = 2048
 # Last characters shown by masked GET output, and only for values at least this long.
 SHOW_LAST = 4
 SHOW_LAST_MIN_LENGTH = 12
@@ -141,8 +139,8 @@ def redact_url(url: str, extra_params: Iterable[str] = ()) -> str:
         return url
     try:
         parts = urlsplit(url)
-    except ValueError:
-        return _scrub_query_like(url, extra_params)
+    except ValueError:  # not parseable as a URL: treat it as a bare query string
+        return _redact_query(url, extra_params)
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, _, hostport = netloc.rpartition("@")
@@ -167,17 +165,11 @@ def _redact_query(query: str, extra_params: Iterable[str]) -> str:
             pieces.append(piece)
             continue
         name, sep, _value = piece.partition("=")
-        from urllib.parse import unquote_plus
-
         if sep and _is_secret_param(unquote_plus(name), extra_params):
             pieces.append(f"{name}={MASK}")
         else:
             pieces.append(piece)
     return "".join(pieces)
-
-
-def _scrub_query_like(text: str, extra_params: Iterable[str]) -> str:
-    return _redact_query(text, extra_params)
 
 
 def redact_headers(headers: Any, extra_secret_headers: Iterable[str] = ()) -> dict:
@@ -203,9 +195,9 @@ def redact_headers(headers: Any, extra_secret_headers: Iterable[str] = ()) -> di
 
 # --------------------------------------------------------------------------- Redactor
 
-_B64_ALPHABET = "A-Za-z0-9+/"
 _BASIC_RE = re.compile(r"(?i)\b(basic)(\s+)([A-Za-z0-9+/]{6,}={0,2})")
 _BEARER_RE = re.compile(r"(?i)\b(bearer|token|mac|dpop)(\s+)([A-Za-z0-9\-._~+/]{8,}=*)")
+_URL_RE = re.compile(r"(?i)\b[a-z][a-z0-9+.\-]*://[^\s\"'<>`]+")
 _USERINFO_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^\s/@:\"'<>]*):([^\s/@\"'<>]*)@")
 # "name": "value" or 'name': 'value' (JSON, Python reprs) and name="value".
 _QUOTED_PAIR_RE = re.compile(
@@ -215,7 +207,7 @@ _QUOTED_PAIR_RE = re.compile(
 )
 # name=value and name: value, unquoted (form bodies, query strings, raw headers, messages).
 _BARE_PAIR_RE = re.compile(
-    r"(?P<lead>^|[?&;\s,({\[])(?P<key>[A-Za-z][A-Za-z0-9_.\-]{0,63})(?P<sep>=|:[ \t]*)"
+    r"(?P<lead>^|[?&;\s,({\[])(?P<key>[A-Za-z][A-Za-z0-9_.\-]{0,63})(?P<sep>=|:[ \t]*)(?!//)"
     r"(?P<value>[^\s&;,\"'<>)}\]]+)"
 )
 
@@ -235,26 +227,21 @@ class Redactor:
         self._extra_keys = tuple(k for k in extra_secret_keys if k) + self._extra_headers
         self._max_secrets = max_secrets
         self._lock = threading.Lock()
-        self._secrets: OrderedDict[str, None] = OrderedDict()
-        self._pattern: re.Pattern | None = None
-        self._pattern_ready = True
+        self._known = KnownSecrets(max_secrets)
+        self._header_cache: tuple | None = None
 
     # -- registering ----------------------------------------------------------------
 
     def add_secret(self, value: Any) -> None:
-        """Remember a secret value (a resolved secret, an access or refresh token)."""
+        """Remember a secret value (a resolved secret, an access or refresh token).
+
+        Values shorter than 4 characters are not scrubbed from free text (they would
+        mangle every line); they are still masked under secret keys.
+        """
         if isinstance(value, (bytes, bytearray)):
             value = bytes(value).decode("utf-8", "replace")
-        if not isinstance(value, str) or len(value) < MIN_SECRET_LENGTH:
-            return
-        with self._lock:
-            if value in self._secrets:
-                self._secrets.move_to_end(value)
-                return
-            self._secrets[value] = None
-            while len(self._secrets) > self._max_secrets:
-                self._secrets.popitem(last=False)
-            self._pattern_ready = False
+        if isinstance(value, str):
+            self._known.add(value)
 
     def add_secrets(self, values: Iterable[Any]) -> None:
         for value in values:
@@ -275,18 +262,10 @@ class Redactor:
 
     @property
     def secret_count(self) -> int:
-        return len(self._secrets)
+        return len(self._known)
 
-    def _known_pattern(self) -> re.Pattern | None:
-        with self._lock:
-            if not self._pattern_ready:
-                variants: set[str] = set()
-                for secret in self._secrets:
-                    variants.update(encoded_variants(secret))
-                ordered = sorted(variants, key=len, reverse=True)
-                self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
-                self._pattern_ready = True
-            return self._pattern
+    def knows(self, value: str) -> bool:
+        return value in self._known
 
     # -- scrubbing ------------------------------------------------------------------
 
@@ -294,10 +273,10 @@ class Redactor:
         """The text with known secrets and credential-looking fragments replaced by ``****``."""
         if not isinstance(text, str) or not text:
             return text
-        pattern = self._known_pattern()
-        if pattern is not None:
-            text = pattern.sub(MASK, text)
+        text = self._known.scrub(text, MASK)
+        text = _URL_RE.sub(lambda m: redact_url(m.group(0)), text)
         text = _USERINFO_RE.sub(lambda m: f"{m.group(1)}:{MASK}@", text)
+        text = self._header_line_pattern().sub(_header_line_replacement, text)
         text = _BASIC_RE.sub(self._basic_replacement, text)
         text = _BEARER_RE.sub(_bearer_replacement, text)
         text = _QUOTED_PAIR_RE.sub(self._quoted_pair_replacement, text)
@@ -324,8 +303,15 @@ class Redactor:
 
     # -- helpers --------------------------------------------------------------------
 
-    def _is_secret_name(self, name: str) -> bool:
-        return is_secret_key(name, self._extra_keys) or name.lower() in SECRET_QUERY_PARAMS
+    def _header_line_pattern(self) -> re.Pattern:
+        names = SECRET_HEADER_NAMES + tuple(h.lower() for h in self._extra_headers)
+        cached = self._header_cache
+        if cached is None or cached[0] != names:
+            alternatives = "|".join(re.escape(n) for n in sorted(set(names), key=len, reverse=True))
+            # "Authorization: Bearer x" as raw header text: the whole rest of the line is the credential.
+            pattern = re.compile(rf"(?i)(?<![\w-])({alternatives})([ \t]*:[ \t]*)(?![\"'\s])([^\r\n]+)")
+            cached = self._header_cache = (names, pattern)
+        return cached[1]
 
     @staticmethod
     def _basic_replacement(match: re.Match) -> str:
@@ -344,8 +330,8 @@ class Redactor:
             return match.group(0)
         if match.group("key").lower() == "code" and match.group("sep").strip() == ":":
             return match.group(0)  # "code": "FLK-0001" in error bodies is not an OAuth code
-        quote_char = match.group("vq")
-        return f"{match.group('q')}{match.group('key')}{match.group('q')}{match.group('sep')}{quote_char}{MASK}{quote_char}"
+        key_quote, value_quote = match.group("q"), match.group("vq")
+        return f"{key_quote}{match.group('key')}{key_quote}{match.group('sep')}{value_quote}{MASK}{value_quote}"
 
     def _bare_pair_replacement(self, match: re.Match) -> str:
         key, value = match.group("key"), match.group("value")
@@ -361,38 +347,16 @@ class Redactor:
         return match.group(0)
 
 
+def _header_line_replacement(match: re.Match) -> str:
+    return f"{match.group(1)}{match.group(2)}{MASK}"
+
+
 def _bearer_replacement(match: re.Match) -> str:
     token = match.group(3)
     # Prose ("bearer authentication") is left alone; real tokens have digits, capitals or symbols.
     if not re.search(r"[0-9A-Z\-._~+/]", token):
         return match.group(0)
     return f"{match.group(1)}{match.group(2)}{MASK}"
-
-
-def encoded_variants(secret: str) -> set[str]:
-    """Every form of ``secret`` to scrub: raw, URL-encoded, JSON-escaped and base64 cores.
-
-    The base64 cores are the characters of ``base64(prefix + secret)`` that depend on the
-    secret alone, for the three possible alignments; so a secret embedded anywhere in a
-    base64 blob - ``base64("user:" + password)`` in a Basic header - is found too.
-    """
-    variants = {secret}
-    raw = secret.encode("utf-8")
-    for encoded in (quote(secret, safe=""), quote_plus(secret), quote(secret)):
-        variants.add(encoded)
-        variants.add(re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), encoded))
-    variants.add(json.dumps(secret)[1:-1])
-    variants.add(json.dumps(secret, ensure_ascii=False)[1:-1])
-    for offset in range(3):
-        encoded = base64.b64encode(b"\0" * offset + raw).decode("ascii").rstrip("=")
-        start = -(-offset * 8 // 6)  # ceil: characters touched by the unknown prefix
-        end = (offset + len(raw)) * 8 // 6  # characters wholly inside the secret
-        core = encoded[start:end]
-        if len(core) >= 6:
-            variants.add(core)
-            variants.add(core.replace("+", "-").replace("/", "_"))
-    variants.discard("")
-    return {v for v in variants if len(v) >= MIN_SECRET_LENGTH}
 
 
 # --------------------------------------------------------------------------- logging

@@ -19,8 +19,11 @@ def _create_tables(database: peewee.Database) -> None:
     database.create_tables(ALL_MODELS, safe=True)
 
 
-def _append_only_triggers(database: peewee.Database) -> None:
-    """UPDATE and DELETE (and TRUNCATE on PostgreSQL) on the audit tables fail."""
+def create_append_only_triggers(database: peewee.Database) -> None:
+    """UPDATE and DELETE (and TRUNCATE on PostgreSQL) on the audit tables fail.
+
+    Idempotent: existing triggers are kept (SQLite) or recreated (PostgreSQL).
+    """
     if is_postgres(database):
         database.execute_sql(
             "CREATE OR REPLACE FUNCTION flowker_refuse_audit_change() RETURNS trigger AS $$ "
@@ -28,14 +31,16 @@ def _append_only_triggers(database: peewee.Database) -> None:
             "$$ LANGUAGE plpgsql"
         )
         for table in APPEND_ONLY_TABLES:
-            database.execute_sql(
-                f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
-                "FOR EACH ROW EXECUTE FUNCTION flowker_refuse_audit_change()"
-            )
-            database.execute_sql(
-                f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
-                "FOR EACH STATEMENT EXECUTE FUNCTION flowker_refuse_audit_change()"
-            )
+            # DROP + CREATE rather than CREATE OR REPLACE TRIGGER, which needs PostgreSQL 14.
+            for trigger, timing in (
+                (f"{table}_append_only", "BEFORE UPDATE OR DELETE ON {table} FOR EACH ROW"),
+                (f"{table}_no_truncate", "BEFORE TRUNCATE ON {table} FOR EACH STATEMENT"),
+            ):
+                database.execute_sql(f"DROP TRIGGER IF EXISTS {trigger} ON {table}")
+                database.execute_sql(
+                    f"CREATE TRIGGER {trigger} {timing.format(table=table)} "
+                    "EXECUTE FUNCTION flowker_refuse_audit_change()"
+                )
     else:
         for table in APPEND_ONLY_TABLES:
             for operation in ("UPDATE", "DELETE"):
@@ -48,7 +53,7 @@ def _append_only_triggers(database: peewee.Database) -> None:
 
 def _initial(database: peewee.Database) -> None:
     _create_tables(database)
-    _append_only_triggers(database)
+    create_append_only_triggers(database)
 
 
 # (version, name, function). Append only; never edit a migration that has shipped.

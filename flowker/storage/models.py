@@ -165,14 +165,18 @@ class AuditEntry(BaseModel):
 
 
 class AuditCheckpoint(BaseModel):
-    """A signed statement of the chain head at a sequence number."""
+    """A signed statement of the chain head at a sequence number (see flowker.audit.checkpoints)."""
 
     id = peewee.BigAutoField()
     sequence = peewee.BigIntegerField(unique=True)
     head_hash = peewee.CharField(max_length=64)
-    signature = peewee.TextField()
     key_id = peewee.CharField(max_length=64)
     created_at = peewee.CharField(max_length=32)
+    # RFC 8785 canonical JSON of {createdAt, headHash, interval, keyId, sequence, type, v}:
+    # exactly the bytes that were signed.
+    statement = peewee.TextField()
+    # base64 Ed25519 signature of `statement`.
+    signature = peewee.TextField()
 
 
 class SchemaMigration(BaseModel):

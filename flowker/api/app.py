@@ -1,0 +1,182 @@
+"""``create_app(settings)``: the Falcon WSGI application.
+
+Everything the resources need is built here and passed in (no module globals): the
+plugin registry, the execution service, the stores, the secret box, the SSRF policy,
+the background pool and the draining flag, all reachable as ``app.state``
+(:class:`AppState`). Nothing connects to the database here; each request opens its
+connection (:class:`flowker.api.middleware.DatabaseMiddleware`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import falcon
+
+from flowker.api import errors as api_errors
+from flowker.api.background import BackgroundRunner
+from flowker.api.middleware import (
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    ClientMiddleware,
+    CorsMiddleware,
+    DatabaseMiddleware,
+    HttpsMiddleware,
+)
+from flowker.errors import ConfigurationError
+
+DEFAULT_BACKGROUND_WORKERS = 4
+DEFAULT_BACKGROUND_QUEUE = 64
+
+
+@dataclass
+class AppState:
+    """What one process's app holds; the serve command reaches it as ``app.state``.
+
+    ``draining`` is set on SIGTERM: readiness answers 503 and new executions are refused
+    (503 FLK-0801) while in-flight ones finish; ``background.shutdown(wait=True)`` then
+    waits for accepted async runs.
+    """
+
+    settings: object
+    registry: object
+    database: object
+    execution_service: object
+    workflows: object
+    executors: object
+    secret_box: object
+    address_policy: object
+    background: BackgroundRunner
+    draining: threading.Event = field(default_factory=threading.Event)
+    started_monotonic: float = field(default_factory=time.monotonic)
+
+    @property
+    def is_draining(self) -> bool:
+        return self.draining.is_set()
+
+    def start_draining(self) -> None:
+        self.draining.set()
+
+
+class FlowkerApp(falcon.App):
+    """A falcon.App that carries its :class:`AppState` (falcon.App itself has __slots__)."""
+
+    state: AppState
+
+
+def create_app(
+    settings,
+    *,
+    registry=None,
+    execution_service=None,
+    database=None,
+    background_workers: int = DEFAULT_BACKGROUND_WORKERS,
+    background_queue: int = DEFAULT_BACKGROUND_QUEUE,
+) -> FlowkerApp:
+    """The WSGI app for ``settings``.
+
+    ``registry`` defaults to :func:`flowker.plugins.load_registry`; ``execution_service``
+    to :class:`flowker.runner.service.ExecutionService`; ``database`` to the database of
+    ``settings.database_url`` bound to the models' proxy. The schema must already be
+    migrated (``flowker db upgrade`` or the serve command's start-up). ``settings.api_keys``
+    must not be empty (development: ``settings.with_generated_api_key()`` first).
+    """
+    if not settings.api_keys:
+        raise ConfigurationError(
+            "no API keys: set FLOWKER_API_KEYS (development: Settings.with_generated_api_key())"
+        )
+    from flowker.security.secrets import SecretBox
+    from flowker.security.ssrf import AddressPolicy
+    from flowker.storage.database import bind_database, database_proxy
+    from flowker.storage.executor_store import ExecutorStore
+    from flowker.storage.workflow_store import WorkflowStore
+
+    if registry is None:
+        from flowker.plugins import load_registry
+
+        registry = load_registry(settings)
+    if database is None:
+        database = bind_database(settings.database_url)
+    elif database_proxy.obj is not database:
+        database_proxy.initialize(database)
+    from flowker.audit import chain
+
+    # Appends from this process sign checkpoints with the settings' key.
+    chain.install(database, settings)
+    if execution_service is None:
+        from flowker.runner.service import ExecutionService
+
+        execution_service = ExecutionService(settings, registry)
+
+    secret_box = SecretBox.from_settings(settings)
+    address_policy = AddressPolicy.from_settings(settings)
+    state = AppState(
+        settings=settings,
+        registry=registry,
+        database=database,
+        execution_service=execution_service,
+        workflows=WorkflowStore(registry, secret_box),
+        executors=ExecutorStore(registry, secret_box, address_policy),
+        secret_box=secret_box,
+        address_policy=address_policy,
+        background=BackgroundRunner(
+            execution_service.run, database, workers=background_workers, max_queue=background_queue
+        ),
+    )
+
+    middleware = [ClientMiddleware(settings.trusted_proxies)]
+    if settings.production:
+        middleware.append(HttpsMiddleware())
+    middleware += [
+        CorsMiddleware(settings.cors_allowed_origins),
+        BodyLimitMiddleware(settings.max_body_bytes),
+        ApiKeyMiddleware(settings.api_keys),
+        DatabaseMiddleware(database),
+    ]
+    app = FlowkerApp(middleware=middleware)
+    app.state = state
+    app.req_options.strip_url_path_trailing_slash = True
+    api_errors.install(app)
+    for template, resource in build_routes(state):
+        app.add_route(template, resource)
+    return app
+
+
+def build_routes(state: AppState) -> list[tuple[str, object]]:
+    """Every route of the API. The OpenAPI document must describe each one (tested)."""
+    from flowker.api import audit, catalog, dashboards, executions, executors, health, openapi, webhooks, workflows
+
+    return [
+        ("/health", health.Health(state)),
+        ("/health/live", health.Live(state)),
+        ("/health/ready", health.Ready(state, legacy=True)),
+        ("/readyz", health.Ready(state)),
+        ("/version", health.Version(state)),
+        ("/openapi.json", openapi.OpenApiDocument(state)),
+        ("/v1/workflows", workflows.Collection(state)),
+        ("/v1/workflows/{workflow_id}", workflows.Item(state)),
+        ("/v1/workflows/{workflow_id}/activate", workflows.Transition(state, "activate")),
+        ("/v1/workflows/{workflow_id}/deactivate", workflows.Transition(state, "deactivate")),
+        ("/v1/workflows/{workflow_id}/draft", workflows.Transition(state, "draft")),
+        ("/v1/workflows/{workflow_id}/clone", workflows.Clone(state)),
+        ("/v1/workflows/{workflow_id}/executions", executions.Start(state)),
+        ("/v1/executions", executions.Collection(state)),
+        ("/v1/executions/{execution_id}", executions.Item(state)),
+        ("/v1/executions/{execution_id}/results", executions.Results(state)),
+        ("/v1/executors", executors.Collection(state)),
+        ("/v1/executors/{executor_id}", executors.Item(state)),
+        ("/v1/executors/{executor_id}/enable", executors.Status(state, "enable")),
+        ("/v1/executors/{executor_id}/disable", executors.Status(state, "disable")),
+        ("/v1/executors/{executor_id}/test", executors.Test(state)),
+        ("/v1/webhooks/{path:path}", webhooks.Webhook(state)),
+        ("/v1/audit-events", audit.Collection(state)),
+        ("/v1/audit-events/{event_id}", audit.Item(state)),
+        ("/v1/audit-events/{event_id}/verify", audit.Verify(state)),
+        ("/v1/catalog/auth-types", catalog.AuthTypes(state)),
+        ("/v1/catalog/auth-types/{type_name}", catalog.AuthType(state)),
+        ("/v1/catalog/action-types", catalog.ActionTypes(state)),
+        ("/v1/dashboards/workflows/summary", dashboards.WorkflowSummary(state)),
+        ("/v1/dashboards/executions", dashboards.Executions(state)),
+    ]

@@ -1,0 +1,108 @@
+"""``/v1/audit-events``: list (filters, date range, cursor), get, verify."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+
+from flowker.api.errors import INVALID_DATE_RANGE, INVALID_QUERY, bad_query
+from flowker.api.pagination import fetch_page, parse_choice, parse_limit, resolve_sort
+from flowker.api.views import checked_id, parse_time
+from flowker.errors import NotFound
+from flowker.storage.models import AuditEntry
+
+AUDIT_EVENT_NOT_FOUND = "FLK-0600"
+DEFAULT_LIMIT = 20
+RESULTS = ("SUCCESS", "FAILED")
+_UPPER_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
+_LOWER_NAME = re.compile(r"^[a-z][a-z0-9_.\-]{0,31}$")
+
+
+def _stamp(moment: _dt.datetime, *, round_up: bool) -> str:
+    """The stored timestamp text (UTC, milliseconds) for a bound; ``round_up`` for lower bounds."""
+    micro = moment.microsecond
+    if round_up and micro % 1000:
+        moment = moment + _dt.timedelta(microseconds=1000 - micro % 1000)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _name_filter(name: str, raw: str | None, pattern: re.Pattern) -> str | None:
+    if raw is None or raw == "":
+        return None
+    if not pattern.match(raw):
+        raise bad_query(f"{name} is not a valid value", INVALID_QUERY)
+    return raw
+
+
+def entry_view(entry: AuditEntry) -> dict:
+    from flowker.audit.chain import entry_to_dict
+
+    return entry_to_dict(entry)
+
+
+class Collection:
+    SORT_COLUMNS = {"sequence": AuditEntry.sequence}
+
+    def __init__(self, state):
+        self.state = state
+
+    def on_get(self, req, resp) -> None:
+        query = AuditEntry.select()
+        for name, column, pattern in (
+            ("eventType", AuditEntry.event_type, _UPPER_NAME),
+            ("action", AuditEntry.action, _UPPER_NAME),
+            ("resourceType", AuditEntry.resource_type, _LOWER_NAME),
+        ):
+            value = _name_filter(name, req.get_param(name), pattern)
+            if value is not None:
+                query = query.where(column == value)
+        result = parse_choice("result", req.get_param("result"), RESULTS)
+        if result:
+            query = query.where(AuditEntry.result == result)
+        resource_id = req.get_param("resourceId")
+        if resource_id not in (None, ""):
+            if len(resource_id) > 255:
+                raise bad_query("resourceId is too long", INVALID_QUERY)
+            query = query.where(AuditEntry.resource_id == resource_id)
+        date_from = parse_time("dateFrom", req.get_param("dateFrom"))
+        date_to = parse_time("dateTo", req.get_param("dateTo"))
+        if date_from is not None and date_to is not None and date_from > date_to:
+            raise bad_query("dateFrom must not be after dateTo", INVALID_DATE_RANGE, "Invalid Date Range")
+        if date_from is not None:
+            query = query.where(AuditEntry.timestamp >= _stamp(date_from, round_up=True))
+        if date_to is not None:
+            query = query.where(AuditEntry.timestamp <= _stamp(date_to, round_up=False))
+        limit = parse_limit(req.get_param("limit"), DEFAULT_LIMIT)
+        sort, cursor = resolve_sort(
+            req.get_param("cursor"), None, req.get_param("sortOrder"),
+            self.SORT_COLUMNS, AuditEntry.sequence, "sequence",
+        )
+        resp.media = fetch_page(query, sort, cursor, limit).body(entry_view)
+
+
+def _entry(event_id: str) -> AuditEntry:
+    entry = AuditEntry.get_or_none(AuditEntry.event_id == checked_id(event_id, "audit event"))
+    if entry is None:
+        raise NotFound(f"audit event {event_id} not found", code=AUDIT_EVENT_NOT_FOUND)
+    return entry
+
+
+class Item:
+    def __init__(self, state):
+        self.state = state
+
+    def on_get(self, req, resp, event_id: str) -> None:
+        resp.media = entry_view(_entry(event_id))
+
+
+class Verify:
+    """Recompute every hash and link up to the event: ``{isValid, totalChecked, firstInvalidId?, message}``."""
+
+    def __init__(self, state):
+        self.state = state
+
+    def on_get(self, req, resp, event_id: str) -> None:
+        from flowker.audit.chain import verify_chain
+
+        entry = _entry(event_id)
+        resp.media = verify_chain(entry.event_id).to_dict()

@@ -1,0 +1,55 @@
+"""``/v1/dashboards``: workflow counts by status; execution counts in a time window."""
+
+from __future__ import annotations
+
+import peewee
+
+from flowker.api.errors import INVALID_DASHBOARD_FILTER, bad_query
+from flowker.api.views import parse_time
+from flowker.storage.models import Execution, Workflow
+from flowker.storage.workflow_store import STATUSES as WORKFLOW_STATUSES
+
+EXECUTION_STATUSES = ("running", "completed", "failed")
+
+
+class WorkflowSummary:
+    def __init__(self, state):
+        self.state = state
+
+    def on_get(self, req, resp) -> None:
+        counts = dict.fromkeys(WORKFLOW_STATUSES, 0)
+        rows = Workflow.select(Workflow.status, peewee.fn.COUNT(Workflow.id).alias("n")).group_by(Workflow.status)
+        for row in rows:
+            counts[row.status] = counts.get(row.status, 0) + row.n
+        resp.media = {
+            "total": sum(counts.values()),
+            "active": counts.get("active", 0),
+            "byStatus": [{"status": status, "count": count} for status, count in counts.items()],
+        }
+
+
+class Executions:
+    """``?startTime&endTime`` (RFC 3339, inclusive, on startedAt) and ``?status``."""
+
+    def __init__(self, state):
+        self.state = state
+
+    def on_get(self, req, resp) -> None:
+        start = parse_time("startTime", req.get_param("startTime"), INVALID_DASHBOARD_FILTER)
+        end = parse_time("endTime", req.get_param("endTime"), INVALID_DASHBOARD_FILTER)
+        if start is not None and end is not None and start > end:
+            raise bad_query("startTime must not be after endTime", INVALID_DASHBOARD_FILTER)
+        status = req.get_param("status")
+        if status not in (None, "") and status not in EXECUTION_STATUSES:
+            raise bad_query(f"status must be one of {', '.join(EXECUTION_STATUSES)}", INVALID_DASHBOARD_FILTER)
+        query = Execution.select(Execution.status, peewee.fn.COUNT(Execution.id).alias("n"))
+        if start is not None:
+            query = query.where(Execution.started_at >= start)
+        if end is not None:
+            query = query.where(Execution.started_at <= end)
+        if status:
+            query = query.where(Execution.status == status)
+        counts = dict.fromkeys(EXECUTION_STATUSES, 0)
+        for row in query.group_by(Execution.status):
+            counts[row.status] = counts.get(row.status, 0) + row.n
+        resp.media = {"total": sum(counts.values()), **{status: counts[status] for status in EXECUTION_STATUSES}}

@@ -1,0 +1,136 @@
+"""One error shape for every failure: ``{"code": "FLK-xxxx", "title": ..., "message": ...}``.
+
+Three handlers are installed on the app: :class:`flowker.errors.FlowkerError` (the
+project's deliberate errors, carrying their own status and FLK code), falcon's own
+``HTTPError`` (unknown routes, wrong methods) and ``Exception`` (anything else, answered
+with 500 FLK-9999 and no internals; the details go to the log only).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import falcon
+
+from flowker.errors import BadRequest, FlowkerError, PayloadTooLarge, ServiceUnavailable
+
+logger = logging.getLogger("flowker.api")
+
+# Codes of errors raised by the API layer itself (the stores carry their own).
+INVALID_BODY = "FLK-0001"
+INVALID_ID = "FLK-0002"
+INVALID_QUERY = "FLK-0304"
+INVALID_DATE = "FLK-0305"
+INVALID_DATE_RANGE = "FLK-0308"
+INVALID_LIMIT = "FLK-0309"
+INVALID_SORT_ORDER = "FLK-0310"
+INVALID_CURSOR = "FLK-0311"
+INVALID_DASHBOARD_FILTER = "FLK-0302"
+ROUTE_NOT_FOUND = "FLK-0404"
+METHOD_NOT_ALLOWED = "FLK-0405"
+UNSUPPORTED_MEDIA_TYPE = "FLK-0415"
+BODY_TOO_LARGE = "FLK-0506"
+WEBHOOK_BODY_TOO_LARGE = "FLK-0363"
+HTTPS_REQUIRED = "FLK-0403"
+DRAINING = "FLK-0801"
+QUEUE_FULL = "FLK-0802"
+INTERNAL = "FLK-9999"
+
+
+class ApiError(FlowkerError):
+    """An error with an explicit HTTP status, for the few cases the hierarchy lacks."""
+
+    def __init__(self, status: int, code: str, title: str, message: str, headers: dict | None = None):
+        super().__init__(message, code=code, title=title)
+        self.http_status = status
+        self.headers = headers or {}
+
+
+def bad_query(message: str, code: str = INVALID_QUERY, title: str = "Bad Request") -> BadRequest:
+    return BadRequest(message, code=code, title=title)
+
+
+def bad_body(message: str) -> BadRequest:
+    return BadRequest(message, code=INVALID_BODY)
+
+
+def too_large(limit: int, code: str = BODY_TOO_LARGE) -> PayloadTooLarge:
+    return PayloadTooLarge(f"request body is larger than {limit} bytes", code=code)
+
+
+def unsupported_media_type(content_type: str) -> ApiError:
+    shown = content_type if len(content_type) <= 100 else content_type[:100] + "..."
+    return ApiError(
+        415, UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type",
+        f"content type {shown!r} is not accepted: send application/json or application/yaml",
+    )
+
+
+def unavailable(message: str, code: str = DRAINING, retry_after: int = 5) -> ServiceUnavailable:
+    error = ServiceUnavailable(message, code=code)
+    error.headers = {"Retry-After": str(retry_after)}
+    return error
+
+
+def _write(resp: falcon.Response, status: int, body: dict, headers: dict | None = None) -> None:
+    resp.status = falcon.code_to_http_status(status)
+    resp.media = body
+    resp.content_type = falcon.MEDIA_JSON
+    for name, value in (headers or {}).items():
+        resp.set_header(name, value)
+
+
+def handle_flowker_error(req: falcon.Request, resp: falcon.Response, error: FlowkerError, params) -> None:
+    status = int(getattr(error, "http_status", 500) or 500)
+    if status >= 500:
+        logger.error("%s %s failed: %s %s", req.method, req.path, error.code, error.message)
+    _write(resp, status, error.to_dict(), getattr(error, "headers", None))
+
+
+_HTTP_ERROR_CODES = {
+    400: (INVALID_BODY, "Bad Request"),
+    404: (ROUTE_NOT_FOUND, "Not Found"),
+    405: (METHOD_NOT_ALLOWED, "Method Not Allowed"),
+    413: (BODY_TOO_LARGE, "Payload Too Large"),
+    415: (UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type"),
+}
+
+
+def handle_http_error(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError, params) -> None:
+    """falcon's own errors (no route, wrong method, malformed request line) in our shape."""
+    status = error.status_code
+    code, title = _HTTP_ERROR_CODES.get(status, (f"FLK-0{status}" if status < 1000 else INTERNAL, error.title or "Error"))
+    if status == 404:
+        message = f"no route for {req.method} {_shown_path(req.path)}"
+    elif status == 405:
+        allowed = (error.headers or {}).get("Allow", "")
+        message = f"method {req.method} is not allowed here" + (f" (allowed: {allowed})" if allowed else "")
+    else:
+        message = error.description or error.title or "request failed"
+    _write(resp, status, {"code": code, "title": title, "message": message}, dict(error.headers or {}))
+
+
+def handle_unexpected(req: falcon.Request, resp: falcon.Response, error: Exception, params) -> None:
+    """A bug or an outage: the client learns nothing about internals, the log learns it all."""
+    request_id = getattr(req.context, "request_id", None) or "-"
+    logger.exception("unhandled error in %s %s (request %s)", req.method, req.path, request_id)
+    _write(
+        resp,
+        500,
+        {
+            "code": INTERNAL,
+            "title": "Internal Server Error",
+            "message": f"internal server error (request id {request_id})",
+        },
+    )
+
+
+def _shown_path(path: str) -> str:
+    return path if len(path) <= 200 else path[:200] + "..."
+
+
+def install(app: falcon.App) -> None:
+    # falcon picks the most specific handler by the exception's MRO.
+    app.add_error_handler(Exception, handle_unexpected)
+    app.add_error_handler(falcon.HTTPError, handle_http_error)
+    app.add_error_handler(FlowkerError, handle_flowker_error)

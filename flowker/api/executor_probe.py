@@ -1,0 +1,225 @@
+"""``POST /v1/executors/{id}/test``: probe an executor through the SSRF guard.
+
+Three stages, like the Flowker API's connectivity test, each a ``GET`` with a 10 s
+timeout and a 1 MiB response cap on a hardened, address-pinned session:
+
+* ``connectivity`` - the base URL without credentials answers below 500;
+* ``authentication`` - with credentials, the base URL does not answer 401/403/5xx
+  (skipped for auth type ``none``);
+* ``end_to_end`` - with credentials, the first GET endpoint without path parameters
+  (else the base URL) answers 2xx.
+
+After a failure the remaining stages are skipped. ``overallStatus`` ignores skipped
+stages: ``passed`` (no failure), ``failed`` (nothing passed), else ``partial``. Messages
+name hosts and status codes, never secrets (they pass through a Redactor that knows
+every secret resolved for the probe).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+import time
+from dataclasses import dataclass, field
+
+import requests
+
+from flowker.api.views import iso
+from flowker.errors import FlowkerError, SSRFBlockedError
+
+PROBE_TIMEOUT_SECONDS = 10.0
+PROBE_MAX_RESPONSE_BYTES = 1024 * 1024
+STAGES = ("connectivity", "authentication", "end_to_end")
+SUMMARIES = {
+    "passed": "All tests passed - executor connectivity verified",
+    "failed": "All tests failed - executor configuration needs review",
+    "partial": "Some tests failed - review failed stages before use",
+}
+
+
+@dataclass
+class Stage:
+    name: str
+    status: str = "skipped"
+    duration_ms: float = 0.0
+    message: str | None = None
+    details: dict = field(default_factory=dict)
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        item = {"name": self.name, "status": self.status, "durationMs": round(self.duration_ms, 2)}
+        if self.message:
+            item["message"] = self.message
+        if self.details:
+            item["details"] = self.details
+        if self.error:
+            item["error"] = self.error
+        return item
+
+
+def overall_status(stages: list[Stage]) -> str:
+    ran = [stage for stage in stages if stage.status != "skipped"]
+    failed = sum(stage.status == "failed" for stage in ran)
+    if failed == 0:
+        return "passed"
+    if failed == len(ran):
+        return "failed"
+    return "partial"
+
+
+class ExecutorProbe:
+    def __init__(self, settings, registry, secret_box, address_policy):
+        self.settings = settings
+        self.registry = registry
+        self.secret_box = secret_box
+        self.policy = address_policy
+
+    def run(self, executor, spec: dict) -> dict:
+        """Probe ``executor`` (a row) whose plain ``spec`` has literal secrets decrypted."""
+        from flowker.security.http import new_session
+        from flowker.security.redaction import Redactor, redact_url
+
+        base_url = spec["baseUrl"]
+        # Refused addresses are an error of the request (422 FLK-0341), not a failed stage.
+        self.policy.check_url_shape(base_url)
+        redactor = Redactor()
+        started_at = _dt.datetime.now(_dt.timezone.utc)
+        started = time.perf_counter()
+        stages = [Stage(name) for name in STAGES]
+        session = new_session(self.policy, max_response_bytes=PROBE_MAX_RESPONSE_BYTES)
+        try:
+            auth, auth_error = self._auth(spec, redactor)
+            end_to_end_url = _end_to_end_url(base_url, spec.get("endpoints") or [])
+            plan = [
+                (stages[0], base_url, None, _connectivity_verdict),
+                (stages[1], base_url, auth, _authentication_verdict),
+                (stages[2], end_to_end_url, auth, _end_to_end_verdict),
+            ]
+            failed_stage = None
+            for stage, url, stage_auth, verdict in plan:
+                if failed_stage is not None:
+                    stage.message = f"Skipped due to {failed_stage} failure"
+                    continue
+                if stage.name == "authentication" and auth is None and auth_error is None:
+                    stage.message = "Skipped: the executor uses no authentication"
+                    continue
+                if stage.name != "connectivity" and auth_error is not None:
+                    stage.status = "failed"
+                    stage.message = "credentials could not be prepared"
+                    stage.error = redactor.scrub_text(auth_error)
+                else:
+                    self._probe(session, stage, url, stage_auth, verdict, redactor, redact_url)
+                if stage.status == "failed":
+                    failed_stage = stage.name
+        finally:
+            session.close()
+        status = overall_status(stages)
+        return {
+            "executorId": executor.id,
+            "executorName": executor.name,
+            "overallStatus": status,
+            "durationMs": round((time.perf_counter() - started) * 1000, 2),
+            "stages": [stage.to_dict() for stage in stages],
+            "summary": SUMMARIES[status],
+            "startedAt": iso(started_at),
+            "completedAt": iso(_dt.datetime.now(_dt.timezone.utc)),
+        }
+
+    def _auth(self, spec: dict, redactor):
+        """(requests auth or None for type none, error text or None)."""
+        from flowker.auth.base import AuthContext
+        from flowker.security.http import new_session
+        from flowker.security.secrets import SecretResolver
+
+        authentication = spec.get("authentication") or {"type": "none"}
+        type_name = authentication.get("type", "none")
+        if type_name == "none":
+            return None, None
+        try:
+            auth_type = self.registry.auth_type(type_name)
+            resolver = SecretResolver.from_settings(self.settings, box=self.secret_box, register=redactor.add_secret)
+            config = resolver.resolve(authentication.get("config") or {})
+            context = AuthContext(
+                settings=self.settings,
+                new_session=lambda: new_session(self.policy, max_response_bytes=PROBE_MAX_RESPONSE_BYTES),
+                register_secret=redactor.add_secret,
+            )
+            return auth_type.build(config, context), None
+        except FlowkerError as exc:
+            return None, exc.message
+        except Exception as exc:  # noqa: BLE001 - a plugin's failure becomes a failed stage
+            return None, f"{type(exc).__name__}: {exc}"
+
+    def _probe(self, session, stage: Stage, url: str, auth, verdict, redactor, redact_url) -> None:
+        from flowker.security.http import read_capped
+
+        started = time.perf_counter()
+        stage.details = {"url": redactor.scrub_text(redact_url(url))}
+        try:
+            response = session.get(url, auth=auth, timeout=PROBE_TIMEOUT_SECONDS, stream=True)
+            try:
+                read_capped(response, PROBE_MAX_RESPONSE_BYTES)
+            except FlowkerError:
+                pass  # a large body still answered; the status is what counts
+            finally:
+                response.close()
+            stage.details["statusCode"] = response.status_code
+            passed, message = verdict(response.status_code)
+            stage.status = "passed" if passed else "failed"
+            stage.message = message
+        except SSRFBlockedError as exc:
+            stage.status = "failed"
+            stage.message = "address refused by the SSRF guard"
+            stage.error = exc.message
+        except FlowkerError as exc:
+            stage.status = "failed"
+            stage.message = "request failed"
+            stage.error = redactor.scrub_text(exc.message)
+        except requests.RequestException as exc:
+            stage.status = "failed"
+            stage.message = "request failed"
+            stage.error = redactor.scrub_text(_describe(exc))
+        finally:
+            stage.duration_ms = (time.perf_counter() - started) * 1000
+
+
+def _connectivity_verdict(status: int) -> tuple[bool, str]:
+    if status < 500:
+        return True, f"reachable (HTTP {status})"
+    return False, f"server error (HTTP {status})"
+
+
+def _authentication_verdict(status: int) -> tuple[bool, str]:
+    if status in (401, 403):
+        return False, f"credentials refused (HTTP {status})"
+    if status >= 500:
+        return False, f"server error (HTTP {status})"
+    if 200 <= status < 300:
+        return True, f"credentials accepted (HTTP {status})"
+    return True, f"credentials not refused (HTTP {status})"
+
+
+def _end_to_end_verdict(status: int) -> tuple[bool, str]:
+    if 200 <= status < 300:
+        return True, f"request succeeded (HTTP {status})"
+    return False, f"request did not succeed (HTTP {status})"
+
+
+def _end_to_end_url(base_url: str, endpoints: list) -> str:
+    for endpoint in endpoints:
+        if isinstance(endpoint, dict) and endpoint.get("method") == "GET" and "{" not in str(endpoint.get("path", "{")):
+            return base_url.rstrip("/") + endpoint["path"]
+    return base_url
+
+
+def _describe(exc: requests.RequestException) -> str:
+    if isinstance(exc, requests.Timeout):
+        return f"timed out after {PROBE_TIMEOUT_SECONDS:g} s"
+    if isinstance(exc, requests.TooManyRedirects):
+        return "too many redirects"
+    if isinstance(exc, requests.ConnectionError):
+        text = str(exc)
+        # Keep the reason ("Connection refused"), drop internals such as object reprs.
+        match = re.search(r"(Connection refused|Name or service not known|No route to host|timed out|reset by peer)", text)
+        return f"connection failed: {match.group(1)}" if match else "connection failed"
+    return type(exc).__name__

@@ -1,0 +1,145 @@
+"""gunicorn, run from Python, for ``flowker serve``.
+
+The master never holds a database connection while it forks: ``flowker serve``
+migrates, applies specs and recovers interrupted executions before gunicorn starts,
+then closes what it opened. Each worker builds its own app in :meth:`load` (no
+preload), so its database binding and its execution threads are its own.
+
+Shutdown on SIGTERM (gunicorn's master forwards it to every worker) is a drain:
+readiness answers 503 at once so load balancers stop routing here, the worker keeps
+serving for ``drain_seconds``, then stops accepting and lets the requests in flight,
+synchronous runs included, finish within the graceful timeout. SIGINT and SIGQUIT
+stay gunicorn's quick shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+
+from gunicorn.app.base import BaseApplication
+
+from flowker.settings import Settings
+
+logger = logging.getLogger("flowker.serve")
+
+# Seconds a worker gets beyond the execution deadline before gunicorn calls it stuck.
+WORKER_TIMEOUT_MARGIN = 30
+# Seconds beyond drain + execution deadline before the master kills a stopping worker.
+GRACEFUL_MARGIN = 10
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    bind: str = "127.0.0.1:8000"
+    workers: int = 2
+    threads: int = 8
+    certfile: str | None = None
+    keyfile: str | None = None
+    drain_seconds: float = 5.0
+    access_log: bool = False
+    # Printed once the listening socket exists (the port is known even with :0).
+    announce: object = None
+
+
+def gunicorn_settings(settings: Settings, options: ServeOptions) -> dict:
+    """The gunicorn configuration for these settings and options."""
+    deadline = settings.execution_timeout_seconds
+    return {
+        "bind": [options.bind],
+        "workers": options.workers,
+        "threads": options.threads,
+        "worker_class": "gthread",
+        # gthread workers heartbeat from their main loop, so a long run never trips
+        # this; it is set above the execution deadline all the same.
+        "timeout": int(deadline) + WORKER_TIMEOUT_MARGIN,
+        "graceful_timeout": int(deadline + options.drain_seconds) + GRACEFUL_MARGIN,
+        "keepalive": 5,
+        "preload_app": False,
+        # One control socket per user home would clash between several servers.
+        "control_socket_disable": True,
+        # gunicorn believes X-Forwarded-Proto only from these (default: localhost).
+        "forwarded_allow_ips": ",".join(settings.trusted_proxies),
+        "certfile": options.certfile,
+        "keyfile": options.keyfile,
+        "proc_name": "flowker",
+        "accesslog": "-" if options.access_log else None,
+        "errorlog": "-",
+        "loglevel": "info",
+    }
+
+
+class FlowkerApplication(BaseApplication):
+    """gunicorn's application: configuration from Settings, the app built per worker."""
+
+    def __init__(self, settings: Settings, options: ServeOptions, registry=None):
+        self.settings = settings
+        self.options = options
+        self.registry = registry
+        self.app = None
+        super().__init__(prog="flowker serve")
+
+    # --- gunicorn BaseApplication -------------------------------------------------
+
+    def load_config(self) -> None:
+        for name, value in gunicorn_settings(self.settings, self.options).items():
+            if value is not None:
+                self.cfg.set(name, value)
+        self.cfg.set("when_ready", self.when_ready)
+        self.cfg.set("post_worker_init", self.post_worker_init)
+        self.cfg.set("worker_exit", self.worker_exit)
+
+    def load(self):
+        """Runs in each worker: its own database binding and execution service."""
+        from flowker.api.app import create_app
+
+        self.app = create_app(self.settings, registry=self.registry)
+        return self.app
+
+    # --- hooks --------------------------------------------------------------------
+
+    def when_ready(self, server) -> None:
+        """Master, listening sockets bound, workers not yet forked."""
+        if callable(self.options.announce):
+            addresses = [listener.sock.getsockname() for listener in server.LISTENERS]
+            self.options.announce(addresses)
+
+    def post_worker_init(self, worker) -> None:
+        """Worker, app loaded: SIGTERM now drains instead of stopping at once."""
+        drain_seconds = self.options.drain_seconds
+
+        def drain(signum, frame):
+            state = self.app.state
+            if state.is_draining:
+                return
+            state.start_draining()
+            worker.log.info("draining for %.1fs: readiness now answers 503", drain_seconds)
+            stop = threading.Timer(drain_seconds, worker.handle_exit, args=(signum, None))
+            stop.daemon = True
+            stop.start()
+
+        signal.signal(signal.SIGTERM, drain)
+        signal.siginterrupt(signal.SIGTERM, False)
+
+    def worker_exit(self, server, worker) -> None:
+        """Worker, after its last request: accepted async runs finish, then clean up."""
+        state = getattr(self.app, "state", None)
+        if state is None:
+            return
+        try:
+            state.background.shutdown(wait=True)
+            state.execution_service.close()
+        except Exception:  # noqa: BLE001 - a failing clean-up must not hide the exit
+            logger.exception("worker clean-up failed")
+        finally:
+            _close_database(state.database)
+
+
+def _close_database(database) -> None:
+    if not database.is_closed():
+        database.close()
+    close_all = getattr(database, "close_all", None)  # pooled PostgreSQL connections
+    if close_all:
+        close_all()

@@ -1,0 +1,228 @@
+"""Request middleware, in the order the app installs it:
+
+1. :class:`ClientMiddleware` - request id (echo ``X-Request-ID`` or make one) and the
+   client address (``X-Forwarded-For``/``-Proto`` believed only from trusted proxies).
+2. :class:`HttpsMiddleware` - production: plain HTTP refused, HSTS on every response.
+3. :class:`CorsMiddleware` - configured origins only, never credentials, preflights answered here.
+4. :class:`BodyLimitMiddleware` - 413 from ``Content-Length`` before anything reads the body.
+5. :class:`ApiKeyMiddleware` - ``X-API-Key`` against every configured key; sets the audit actor.
+6. :class:`DatabaseMiddleware` - a connection per routed request, closed at its end.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import re
+import uuid
+
+import falcon
+
+from flowker.api.errors import BODY_TOO_LARGE, HTTPS_REQUIRED, WEBHOOK_BODY_TOO_LARGE, ApiError, too_large
+from flowker.errors import Unauthorized
+
+# Reachable without an API key: probes, the version, and the API description itself.
+PUBLIC_PATHS = frozenset({"/health", "/health/live", "/health/ready", "/readyz", "/version", "/openapi.json"})
+# Probes answer over plain HTTP even in production: orchestrators probe pods directly.
+PLAIN_HTTP_PATHS = frozenset({"/health", "/health/live", "/health/ready", "/readyz", "/version"})
+WEBHOOK_PREFIX = "/v1/webhooks/"
+
+HSTS_VALUE = "max-age=31536000; includeSubDomains"
+CORS_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
+CORS_ALLOWED_HEADERS = (
+    "Accept, Content-Type, X-API-Key, X-Request-ID, Idempotency-Key, Prefer, X-Webhook-Token"
+)
+CORS_EXPOSED_HEADERS = "X-Request-ID, X-Webhook-Workflow-ID, X-Webhook-Execution-ID, Retry-After, Location"
+CORS_MAX_AGE = "3600"
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def parse_networks(entries) -> tuple:
+    networks = []
+    for entry in entries:
+        networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+    return tuple(networks)
+
+
+def _address(text: str):
+    try:
+        return ipaddress.ip_address(text.strip().strip("[]"))
+    except ValueError:
+        return None
+
+
+def _in(networks, address) -> bool:
+    return address is not None and any(address.version == net.version and address in net for net in networks)
+
+
+class ClientMiddleware:
+    """Request id and client address; the rest of the stack reads ``req.context``."""
+
+    def __init__(self, trusted_proxies):
+        self.trusted = parse_networks(trusted_proxies)
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        given = req.get_header("X-Request-ID")
+        req.context.request_id = given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+        resp.set_header("X-Request-ID", req.context.request_id)
+        peer = _address(req.remote_addr or "")
+        req.context.via_trusted_proxy = _in(self.trusted, peer)
+        req.context.client_ip = self._client_ip(req, peer)
+
+    def _client_ip(self, req: falcon.Request, peer) -> str:
+        fallback = str(peer) if peer is not None else "0.0.0.0"
+        if not req.context.via_trusted_proxy:
+            return fallback
+        forwarded = req.get_header("X-Forwarded-For")
+        if not forwarded:
+            return fallback
+        hops = [_address(part) for part in forwarded.split(",")][:32]
+        # Walk from the nearest hop back: the first address that is not one of our
+        # proxies is the client; anything further left could be made up by it.
+        for hop in reversed(hops):
+            if hop is None:
+                return fallback
+            if not _in(self.trusted, hop):
+                return str(hop)
+        return str(hops[0]) if hops and hops[0] is not None else fallback
+
+
+class HttpsMiddleware:
+    """Production only: refuse plain HTTP (TLS in gunicorn or a trusted proxy's
+    ``X-Forwarded-Proto: https``) and send HSTS on every response."""
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if req.path in PLAIN_HTTP_PATHS:
+            return
+        if req.scheme == "https":
+            return
+        if req.context.via_trusted_proxy and (req.get_header("X-Forwarded-Proto") or "").lower() == "https":
+            return
+        raise ApiError(
+            403, HTTPS_REQUIRED, "HTTPS Required",
+            "HTTPS is required in production: use https://, or send the request through a trusted "
+            "proxy that sets X-Forwarded-Proto: https",
+        )
+
+    def process_response(self, req, resp, resource, req_succeeded) -> None:
+        resp.set_header("Strict-Transport-Security", HSTS_VALUE)
+
+
+class CorsMiddleware:
+    """CORS for the configured origins. Credentials are never allowed (API keys are
+    sent explicitly in a header, not by the browser)."""
+
+    def __init__(self, allowed_origins):
+        self.allow_any = "*" in allowed_origins
+        self.allowed = frozenset(origin.rstrip("/") for origin in allowed_origins if origin != "*")
+
+    def allows(self, origin: str) -> bool:
+        return self.allow_any or origin.rstrip("/") in self.allowed
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        origin = req.get_header("Origin")
+        if req.method != "OPTIONS" or not origin or not req.get_header("Access-Control-Request-Method"):
+            return
+        # A preflight: answered here, before authentication (browsers send no key on it).
+        resp.complete = True
+        resp.append_header("Vary", "Origin")
+        if not self.allows(origin):
+            resp.status = falcon.HTTP_403
+            resp.media = {
+                "code": "FLK-0403",
+                "title": "Forbidden",
+                "message": "this origin is not allowed by the CORS policy (FLOWKER_CORS_ALLOWED_ORIGINS)",
+            }
+            return
+        resp.status = falcon.HTTP_204
+        resp.set_header("Access-Control-Allow-Origin", origin)
+        resp.set_header("Access-Control-Allow-Methods", CORS_METHODS)
+        resp.set_header("Access-Control-Allow-Headers", CORS_ALLOWED_HEADERS)
+        resp.set_header("Access-Control-Max-Age", CORS_MAX_AGE)
+
+    def process_response(self, req, resp, resource, req_succeeded) -> None:
+        origin = req.get_header("Origin")
+        if not origin or resp.get_header("Access-Control-Allow-Origin"):
+            return
+        resp.append_header("Vary", "Origin")
+        if self.allows(origin):
+            resp.set_header("Access-Control-Allow-Origin", origin)
+            resp.set_header("Access-Control-Expose-Headers", CORS_EXPOSED_HEADERS)
+
+
+class BodyLimitMiddleware:
+    """413 before reading: a declared ``Content-Length`` over the limit stops the
+    request here; bodies without one (chunked) are capped while read
+    (:func:`flowker.api.bodies.read_body`)."""
+
+    def __init__(self, max_body_bytes: int):
+        self.limit = max_body_bytes
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.max_body_bytes = self.limit
+        req.context.body_too_large_code = (
+            WEBHOOK_BODY_TOO_LARGE if req.path.startswith(WEBHOOK_PREFIX) else BODY_TOO_LARGE
+        )
+        raw = req.get_header("Content-Length")
+        if raw is None:
+            return
+        try:
+            length = int(raw)
+        except ValueError:
+            raise ApiError(400, "FLK-0001", "Bad Request", "Content-Length is not a number") from None
+        if length > self.limit:
+            # Close the connection: the unread body must not be taken for the next request.
+            resp.set_header("Connection", "close")
+            raise too_large(self.limit, req.context.body_too_large_code)
+
+
+class ApiKeyMiddleware:
+    """``X-API-Key`` checked in constant time against every configured key.
+
+    The audit actor is the matching key's name (or fingerprint), never the key.
+    """
+
+    def __init__(self, api_keys):
+        self.keys = tuple((key.name, key.key.encode()) for key in api_keys)
+
+    def match(self, presented: str | None) -> str | None:
+        if not presented:
+            return None
+        candidate = presented.encode("utf-8", "surrogateescape")
+        found = None
+        for name, key in self.keys:
+            # Compare against every key, so timing does not tell which one (or whether) matched.
+            if hmac.compare_digest(candidate, key) and found is None:
+                found = name
+        return found
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        from flowker.audit.chain import Actor
+
+        if req.path in PUBLIC_PATHS:
+            req.context.actor = Actor(type="anonymous", id="anonymous", ip=req.context.client_ip)
+            return
+        name = self.match(req.get_header("X-API-Key"))
+        if name is None:
+            raise Unauthorized("API key missing or invalid: send it in the X-API-Key header")
+        req.context.actor = Actor(type="api_key", id=name, ip=req.context.client_ip)
+
+
+class DatabaseMiddleware:
+    """One connection per routed request (pooled on PostgreSQL), closed when it ends.
+
+    Resources that never touch the database say ``uses_database = False``.
+    """
+
+    def __init__(self, database):
+        self.database = database
+
+    def process_resource(self, req, resp, resource, params) -> None:
+        if resource is None or not getattr(resource, "uses_database", True):
+            return
+        req.context.opened_connection = self.database.connect(reuse_if_open=True)
+
+    def process_response(self, req, resp, resource, req_succeeded) -> None:
+        if getattr(req.context, "opened_connection", False) and not self.database.is_closed():
+            self.database.close()

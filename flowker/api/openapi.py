@@ -1,0 +1,337 @@
+"""The OpenAPI 3.1 document served at ``/openapi.json``.
+
+Generated from :data:`OPERATIONS` (every route and method, with every status it can
+answer) plus the spec JSON Schemas of ``flowker.specs`` (read once per app via
+importlib.resources; their ``$defs`` become components). A test walks the falcon router
+and fails when a route or method is missing here.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+
+from flowker import __version__
+from flowker.api import openapi_schemas as schemas
+
+SPEC_SCHEMA_FILES = {"WorkflowSpec": "workflow.schema.json", "ExecutorSpec": "executor.schema.json"}
+
+ERROR_DESCRIPTIONS = {
+    400: "Bad request: malformed body, id or query parameter",
+    401: "API key missing or invalid (or a webhook token)",
+    403: "HTTPS required (production mode, plain HTTP)",
+    404: "Not found",
+    409: "Conflict",
+    413: "Request body too large",
+    415: "Unsupported media type",
+    422: "Unprocessable: invalid spec, lifecycle rule or state",
+    500: "Internal error (no details)",
+    502: "Upstream failure",
+    503: "Unavailable: draining or the run queue is full",
+}
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str  # falcon template; converters such as {path:path} are dropped in the document
+    operation_id: str
+    tag: str
+    summary: str
+    success: dict  # status -> (description, schema name or None)
+    errors: tuple = ()
+    parameters: tuple = ()
+    body: str | None = None  # "spec:Workflow", "spec:Executor" or a component name
+    public: bool = False
+    headers: dict = field(default_factory=dict)  # success response headers: name -> description
+
+    @property
+    def document_path(self) -> str:
+        return re.sub(r"\{(\w+):\w+\}", r"{\1}", self.path)
+
+
+def _q(name: str, schema: dict, description: str = "") -> dict:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+LIMIT = _q("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "Page size, 1 to 100")
+CURSOR = _q("cursor", {"type": "string", "maxLength": 2048}, "nextCursor of the previous page")
+SORT_ORDER = _q("sortOrder", {"enum": ["ASC", "DESC", "asc", "desc"]}, "Default DESC")
+LIST = (LIMIT, CURSOR, SORT_ORDER)
+IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
+               "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"},
+               "description": "Replays return the first execution (200)"}
+PREFER = {"name": "Prefer", "in": "header", "required": False, "schema": {"type": "string"},
+          "description": "respond-async: answer 202 at once and run in the background"}
+WEBHOOK_TOKEN = {"name": "X-Webhook-Token", "in": "header", "required": False, "schema": {"type": "string"},
+                 "description": "Required when the trigger has a verify_token"}
+LOCATION = {"Location": "URL of the created or found resource"}
+EXECUTION_HEADERS = {"Location": "URL of the execution"}
+WEBHOOK_HEADERS = {"Location": "URL of the execution", "X-Webhook-Workflow-ID": "The workflow run",
+                   "X-Webhook-Execution-ID": "The execution"}
+
+
+def _workflow_ops() -> list[Operation]:
+    wid = "/v1/workflows/{workflow_id}"
+    ops = [
+        Operation("POST", "/v1/workflows", "createWorkflow", "workflows", "Create a draft workflow (JSON or YAML)",
+                  {201: ("Created", "WorkflowCreated")}, (400, 409, 413, 415, 422), body="spec:Workflow",
+                  headers=LOCATION),
+        Operation("GET", "/v1/workflows", "listWorkflows", "workflows", "List workflows",
+                  {200: ("A page of workflows", "WorkflowList")}, (400,),
+                  (_q("status", {"enum": ["draft", "active", "inactive"]}),
+                   _q("sortBy", {"enum": ["createdAt", "updatedAt", "name"]}), *LIST)),
+        Operation("GET", wid, "getWorkflow", "workflows", "Get a workflow", {200: ("The workflow", "Workflow")}, (400, 404)),
+        Operation("PUT", wid, "replaceWorkflow", "workflows", "Replace a draft's spec",
+                  {200: ("The workflow", "Workflow")}, (400, 404, 409, 413, 415, 422), body="spec:Workflow"),
+        Operation("DELETE", wid, "deleteWorkflow", "workflows", "Delete a workflow that is not active",
+                  {204: ("Deleted", None)}, (400, 404, 409, 422)),
+        Operation("POST", wid + "/clone", "cloneWorkflow", "workflows", "Copy a workflow into a new draft",
+                  {201: ("Created", "WorkflowCreated")}, (400, 404, 409, 413, 415, 422), body="CloneRequest",
+                  headers=LOCATION),
+    ]
+    for verb, summary in (("activate", "draft -> active (runs every check)"), ("deactivate", "active -> inactive"),
+                          ("draft", "inactive -> draft")):
+        ops.append(Operation("POST", f"{wid}/{verb}", f"{verb}Workflow", "workflows", summary,
+                             {200: ("The workflow", "Workflow")}, (400, 404, 409, 422)))
+    return ops
+
+
+def _executor_ops() -> list[Operation]:
+    eid = "/v1/executors/{executor_id}"
+    ops = [
+        Operation("POST", "/v1/executors", "createExecutor", "executors", "Create an executor (JSON or YAML)",
+                  {201: ("Created", "ExecutorCreated")}, (400, 409, 413, 415, 422), body="spec:Executor",
+                  headers=LOCATION),
+        Operation("GET", "/v1/executors", "listExecutors", "executors", "List executors (secrets masked)",
+                  {200: ("A page of executors", "ExecutorList")}, (400,),
+                  (_q("status", {"enum": ["active", "disabled"]}),
+                   _q("sortBy", {"enum": ["createdAt", "updatedAt", "name"]}), *LIST)),
+        Operation("GET", eid, "getExecutor", "executors", "Get an executor (secrets masked)",
+                  {200: ("The executor", "Executor")}, (400, 404)),
+        Operation("PUT", eid, "replaceExecutor", "executors", "Replace an executor's spec",
+                  {200: ("The executor", "Executor")}, (400, 404, 409, 413, 415, 422), body="spec:Executor"),
+        Operation("PATCH", eid, "patchExecutor", "executors", "JSON Merge Patch (RFC 7386) an executor",
+                  {200: ("The executor", "Executor")}, (400, 404, 409, 413, 415, 422), body="ExecutorPatch"),
+        Operation("DELETE", eid, "deleteExecutor", "executors", "Delete an executor no active workflow uses",
+                  {204: ("Deleted", None)}, (400, 404, 409)),
+        Operation("POST", eid + "/test", "testExecutor", "executors", "Probe the executor through the SSRF guard",
+                  {200: ("The probe report", "ExecutorTestReport")}, (400, 404, 422, 502)),
+    ]
+    for verb in ("enable", "disable"):
+        ops.append(Operation("POST", f"{eid}/{verb}", f"{verb}Executor", "executors", f"{verb.capitalize()} an executor",
+                             {200: ("The executor", "Executor")}, (400, 404, 409, 422)))
+    return ops
+
+
+def _execution_ops() -> list[Operation]:
+    started = {200: ("Idempotent replay: the first execution", "ExecutionSummary"),
+               201: ("Finished (synchronous run)", "ExecutionSummary"),
+               202: ("Accepted (Prefer: respond-async), running", "ExecutionSummary")}
+    return [
+        Operation("POST", "/v1/workflows/{workflow_id}/executions", "executeWorkflow", "executions",
+                  "Run an active workflow", started, (400, 404, 413, 415, 422, 503), (IDEMPOTENCY, PREFER),
+                  body="ExecuteRequest", headers=EXECUTION_HEADERS),
+        Operation("GET", "/v1/executions", "listExecutions", "executions", "List executions",
+                  {200: ("A page of executions", "ExecutionList")}, (400,),
+                  (_q("workflowId", {"type": "string", "format": "uuid"}),
+                   _q("status", {"enum": ["running", "completed", "failed"]}),
+                   _q("sortBy", {"enum": ["startedAt"]}), *LIST)),
+        Operation("GET", "/v1/executions/{execution_id}", "getExecution", "executions", "Get an execution",
+                  {200: ("The execution", "ExecutionSummary")}, (400, 404)),
+        Operation("GET", "/v1/executions/{execution_id}/results", "getExecutionResults", "executions",
+                  "Step results and final output (once finished)",
+                  {200: ("The results", "ExecutionResults")}, (400, 404, 422)),
+    ]
+
+
+def _webhook_ops() -> list[Operation]:
+    started = {200: ("Idempotent replay: the first execution", "ExecutionSummary"),
+               201: ("Finished (synchronous run)", "ExecutionSummary"),
+               202: ("Accepted (Prefer: respond-async), running", "ExecutionSummary")}
+    return [
+        Operation(method, "/v1/webhooks/{path:path}", f"webhook{method.capitalize()}", "webhooks",
+                  "Run the active workflow whose webhook trigger owns this method and path",
+                  started, (400, 404, 413, 422, 503), (IDEMPOTENCY, PREFER, WEBHOOK_TOKEN),
+                  body=None if method in ("GET", "DELETE") else "WebhookBody", headers=WEBHOOK_HEADERS)
+        for method in ("GET", "POST", "PUT", "PATCH", "DELETE")
+    ]
+
+
+def _other_ops() -> list[Operation]:
+    date = {"type": "string", "format": "date-time"}
+    return [
+        Operation("GET", "/health", "health", "health", "Health with a database check",
+                  {200: ("Healthy", "Health"), 503: ("Unhealthy", "Health")}, public=True),
+        Operation("GET", "/health/live", "live", "health", "Liveness", {200: ("Alive", "Live")}, public=True),
+        Operation("GET", "/health/ready", "ready", "health", "Readiness (legacy path)",
+                  {200: ("Ready", "Ready"), 503: ("Not ready or draining", "Ready")}, public=True),
+        Operation("GET", "/readyz", "readyz", "health", "Readiness: database reachable and not draining",
+                  {200: ("Ready", "Ready"), 503: ("Not ready or draining", "Ready")}, public=True),
+        Operation("GET", "/version", "version", "health", "Version", {200: ("The version", "Version")}, public=True),
+        Operation("GET", "/openapi.json", "openapi", "health", "This document",
+                  {200: ("OpenAPI 3.1", "OpenApi")}, public=True),
+        Operation("GET", "/v1/audit-events", "listAuditEvents", "audit", "List audit events",
+                  {200: ("A page of audit events", "AuditEventList")}, (400,),
+                  (_q("eventType", {"type": "string", "pattern": "^[A-Z][A-Z0-9_]{0,63}$"}),
+                   _q("action", {"type": "string", "pattern": "^[A-Z][A-Z0-9_]{0,63}$"}),
+                   _q("result", {"enum": ["SUCCESS", "FAILED"]}),
+                   _q("resourceType", {"type": "string", "pattern": "^[a-z][a-z0-9_.-]{0,31}$"}),
+                   _q("resourceId", {"type": "string", "minLength": 1, "maxLength": 255}),
+                   _q("dateFrom", date), _q("dateTo", date), *LIST)),
+        Operation("GET", "/v1/audit-events/{event_id}", "getAuditEvent", "audit", "Get an audit event",
+                  {200: ("The event", "AuditEvent")}, (400, 404)),
+        Operation("GET", "/v1/audit-events/{event_id}/verify", "verifyAuditChain", "audit",
+                  "Recompute every hash and link up to this event",
+                  {200: ("The verification", "ChainVerification")}, (400, 404)),
+        Operation("GET", "/v1/catalog/auth-types", "listAuthTypes", "catalog", "Registered auth types",
+                  {200: ("Auth types", "CatalogTypeList")}),
+        Operation("GET", "/v1/catalog/auth-types/{type_name}", "getAuthType", "catalog", "One auth type",
+                  {200: ("The auth type", "CatalogType")}, (404,)),
+        Operation("GET", "/v1/catalog/action-types", "listActionTypes", "catalog", "Registered action types",
+                  {200: ("Action types", "CatalogTypeList")}),
+        Operation("GET", "/v1/dashboards/workflows/summary", "workflowDashboard", "dashboards", "Workflows by status",
+                  {200: ("Counts", "WorkflowDashboard")}),
+        Operation("GET", "/v1/dashboards/executions", "executionDashboard", "dashboards",
+                  "Execution counts (startedAt window, inclusive)", {200: ("Counts", "ExecutionDashboard")}, (400,),
+                  (_q("startTime", date), _q("endTime", date),
+                   _q("status", {"enum": ["running", "completed", "failed"]}))),
+    ]
+
+
+OPERATIONS: tuple[Operation, ...] = tuple(
+    _workflow_ops() + _executor_ops() + _execution_ops() + _webhook_ops() + _other_ops()
+)
+
+
+def load_spec_schemas() -> dict[str, dict]:
+    """The spec JSON Schemas as components: ``$defs`` hoisted, local refs rewritten."""
+    components: dict[str, dict] = {}
+    for name, filename in SPEC_SCHEMA_FILES.items():
+        text = resources.files("flowker.specs").joinpath(filename).read_text(encoding="utf-8")
+        schema = json.loads(text)
+        prefix = name[: -len("Spec")]
+        definitions = schema.pop("$defs", {})
+        schema.pop("$schema", None)
+        schema.pop("$id", None)
+        for def_name, definition in definitions.items():
+            components[prefix + def_name[:1].upper() + def_name[1:]] = _rewrite_refs(definition, prefix)
+        components[name] = _rewrite_refs(schema, prefix)
+    return components
+
+
+def _rewrite_refs(value, prefix: str):
+    if isinstance(value, dict):
+        result = {}
+        for key, item in value.items():
+            if key == "$ref" and isinstance(item, str) and item.startswith("#/$defs/"):
+                target = item[len("#/$defs/"):]
+                result[key] = "#/components/schemas/" + prefix + target[:1].upper() + target[1:]
+            else:
+                result[key] = _rewrite_refs(item, prefix)
+        return result
+    if isinstance(value, list):
+        return [_rewrite_refs(item, prefix) for item in value]
+    return value
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _path_parameters(path: str) -> list[dict]:
+    parameters = []
+    for name in re.findall(r"\{(\w+)(?::\w+)?\}", path):
+        schema = {"type": "string", "minLength": 1} if name in ("path", "type_name") else {"type": "string", "format": "uuid"}
+        parameters.append({"name": name, "in": "path", "required": True, "schema": schema})
+    return parameters
+
+
+def _request_body(body: str) -> dict:
+    if body.startswith("spec:"):
+        name = body[len("spec:"):] + "Spec"
+        return {"required": True, "content": {
+            "application/json": {"schema": _ref(name)},
+            "application/yaml": {"schema": _ref(name)},
+        }}
+    content_type = "application/merge-patch+json" if body == "ExecutorPatch" else "application/json"
+    content = {content_type: {"schema": _ref(body)}}
+    if content_type != "application/json":
+        content["application/json"] = {"schema": _ref(body)}
+    return {"required": body not in ("ExecuteRequest", "WebhookBody"), "content": content}
+
+
+def _operation(op: Operation) -> dict:
+    responses = {}
+    for status, (description, schema) in sorted(op.success.items()):
+        response: dict = {"description": description}
+        if schema:
+            response["content"] = {"application/json": {"schema": _ref(schema)}}
+        if op.headers and status != 204:
+            response["headers"] = {name: {"description": text, "schema": {"type": "string"}}
+                                   for name, text in op.headers.items()}
+        responses[str(status)] = response
+    error_codes = set(op.errors) | {500}
+    if not op.public:
+        error_codes |= {401, 403}
+    for status in sorted(error_codes):
+        responses[str(status)] = {"description": ERROR_DESCRIPTIONS[status],
+                                  "content": {"application/json": {"schema": _ref("Error")}}}
+    document = {
+        "operationId": op.operation_id,
+        "tags": [op.tag],
+        "summary": op.summary,
+        "parameters": _path_parameters(op.path) + [dict(p) for p in op.parameters],
+        "responses": responses,
+    }
+    if op.body:
+        document["requestBody"] = _request_body(op.body)
+    if op.public:
+        document["security"] = []
+    return document
+
+
+def build_document(spec_schemas: dict[str, dict] | None = None) -> dict:
+    components = dict(schemas.RESPONSE_SCHEMAS)
+    components.update(spec_schemas if spec_schemas is not None else load_spec_schemas())
+    paths: dict[str, dict] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.document_path, {})[op.method.lower()] = _operation(op)
+    return {
+        "openapi": "3.1.0",
+        "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
+        "info": {
+            "title": "Flowker API",
+            "version": __version__,
+            "description": (
+                "Declarative workflows over REST. Errors are {code, title, message} with FLK codes; "
+                "lists are {items, nextCursor, hasMore} with opaque cursors. Every route but the "
+                "health probes and this document needs X-API-Key."
+            ),
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"ApiKey": []}],
+        "tags": [{"name": name} for name in
+                 ("workflows", "executors", "executions", "webhooks", "audit", "catalog", "dashboards", "health")],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+            "schemas": copy.deepcopy(components),
+        },
+    }
+
+
+class OpenApiDocument:
+    """``GET /openapi.json``; the document is built once per app and served as bytes."""
+
+    uses_database = False
+
+    def __init__(self, state):
+        self._body = json.dumps(build_document(), separators=(",", ":")).encode()
+
+    def on_get(self, req, resp) -> None:
+        resp.content_type = "application/json"
+        resp.data = self._body

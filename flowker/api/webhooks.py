@@ -1,0 +1,136 @@
+"""``ANY /v1/webhooks/{path}``: run the active workflow whose webhook trigger owns that
+method and path.
+
+Routes come from the WebhookRoute table (written at activation), so every process and
+host serves every webhook. A trigger with ``verify_token`` also needs ``X-Webhook-Token``
+(compared in constant time). The JSON body (empty = ``{}``) is the input, plus
+``_webhook: {method, path, headers, query, remote_ip}`` without credential headers.
+The response is the execution's, with ``X-Webhook-Workflow-ID`` and
+``X-Webhook-Execution-ID``.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+import falcon
+
+from flowker.api.bodies import parse_json, read_body
+from flowker.api.errors import bad_body
+from flowker.api.executions import idempotency_key, start_execution, summary
+from flowker.errors import NotFound, Unauthorized, UnprocessableEntity
+from flowker.storage.models import Execution, WebhookRoute, Workflow
+from flowker.storage.workflow_store import normalise_webhook_path
+
+NO_ROUTE = "FLK-0361"
+BAD_TOKEN = "FLK-0362"
+WORKFLOW_NOT_FOUND = "FLK-0100"
+WORKFLOW_NOT_ACTIVE = "FLK-0501"
+IDEMPOTENCY_MISMATCH = "FLK-0508"
+MAX_PATH = 500
+# Never copied into the run's input: they are credentials.
+DROPPED_HEADERS = frozenset({
+    "authorization", "proxy-authorization", "x-api-key", "x-webhook-token", "cookie",
+})
+
+
+def _trigger_data(spec: dict, method: str, path: str) -> dict:
+    for node in spec.get("nodes") or []:
+        data = node.get("data") if isinstance(node, dict) else None
+        if (
+            isinstance(data, dict) and node.get("type") == "trigger" and data.get("triggerType") == "webhook"
+            and str(data.get("method", "")).upper() == method
+            and normalise_webhook_path(str(data.get("path", ""))) == path
+        ):
+            return data
+    return {}
+
+
+class Webhook:
+    def __init__(self, state):
+        self.state = state
+
+    def _handle(self, req: falcon.Request, resp: falcon.Response, path: str) -> None:
+        method = req.method.upper()
+        route_path = normalise_webhook_path(path)
+        if len(route_path) > MAX_PATH:
+            raise NotFound(f"no webhook is registered for {method} (path too long)", code=NO_ROUTE)
+        route = WebhookRoute.get_or_none((WebhookRoute.method == method) & (WebhookRoute.path == route_path))
+        if route is None:
+            raise NotFound(f"no active workflow has a webhook for {method} {route_path}", code=NO_ROUTE)
+        workflow = Workflow.get_or_none(Workflow.id == route.workflow_id)
+        if workflow is None:
+            raise NotFound(f"workflow {route.workflow_id} not found", code=WORKFLOW_NOT_FOUND)
+        if workflow.status != "active":
+            raise UnprocessableEntity(f"workflow {workflow.name} is not active", code=WORKFLOW_NOT_ACTIVE)
+        self._verify_token(req, _trigger_data(workflow.spec, method, route_path))
+
+        key = idempotency_key(req)
+        body = parse_json(read_body(req), empty={}, what="webhook body")
+        if not isinstance(body, dict):
+            raise bad_body("the webhook body must be empty or a JSON object")
+        headers = {"X-Webhook-Workflow-ID": workflow.id}
+        if key is not None and self._replayed(req, resp, workflow.id, key, body, headers):
+            return
+        input_data = dict(body)
+        input_data["_webhook"] = {
+            "method": method,
+            "path": route_path.lstrip("/"),
+            "headers": {
+                name.lower(): value for name, value in req.headers.items() if name.lower() not in DROPPED_HEADERS
+            },
+            "query": dict(req.params),
+            "remote_ip": req.context.client_ip,
+        }
+        execution = start_execution(self.state, req, resp, workflow.id, input_data, key=key, headers=headers)
+        resp.set_header("X-Webhook-Execution-ID", execution.id)
+
+    def _replayed(self, req, resp, workflow_id: str, key: str, body: dict, headers: dict) -> bool:
+        """A repeated key: the first execution (200), if the body is the same; 422 if not.
+
+        Compared on the body alone: the ``_webhook`` part (headers, address) may differ
+        between a sender's retries.
+        """
+        existing = Execution.get_or_none((Execution.workflow_id == workflow_id) & (Execution.idempotency_key == key))
+        if existing is None:
+            return False
+        previous = {k: v for k, v in (existing.input_data or {}).items() if k != "_webhook"}
+        if previous != body:
+            raise UnprocessableEntity(
+                "this Idempotency-Key was already used with a different request body",
+                code=IDEMPOTENCY_MISMATCH, title="Idempotency Key Reused",
+            )
+        resp.status = falcon.HTTP_200
+        resp.location = f"/v1/executions/{existing.id}"
+        for name, value in headers.items():
+            resp.set_header(name, value)
+        resp.set_header("X-Webhook-Execution-ID", existing.id)
+        resp.media = summary(existing)
+        return True
+
+    def _verify_token(self, req: falcon.Request, trigger: dict) -> None:
+        expected_config = trigger.get("verify_token")
+        if expected_config is None:
+            return
+        from flowker.security.secrets import SecretResolver
+
+        resolver = SecretResolver.from_settings(self.state.settings, box=self.state.secret_box)
+        expected = resolver.resolve(expected_config)
+        presented = req.get_header("X-Webhook-Token") or ""
+        if not hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), str(expected).encode("utf-8")):
+            raise Unauthorized("webhook token missing or invalid (X-Webhook-Token)", code=BAD_TOKEN)
+
+    def on_get(self, req, resp, path: str) -> None:
+        self._handle(req, resp, path)
+
+    def on_post(self, req, resp, path: str) -> None:
+        self._handle(req, resp, path)
+
+    def on_put(self, req, resp, path: str) -> None:
+        self._handle(req, resp, path)
+
+    def on_patch(self, req, resp, path: str) -> None:
+        self._handle(req, resp, path)
+
+    def on_delete(self, req, resp, path: str) -> None:
+        self._handle(req, resp, path)

@@ -1,0 +1,289 @@
+"""Appending to the audit chain, and the API the rest of Flowker uses.
+
+::
+
+    from flowker.audit.chain import append, Actor, SYSTEM_ACTOR
+    with write_transaction():
+        workflow.save()
+        append(EventType.WORKFLOW_UPDATED, Action.UPDATE, Result.SUCCESS, "workflow", workflow.id,
+               actor=Actor(type="api_key", id="ci-bot", ip="127.0.0.1"), metadata={...})
+
+:func:`append` joins the caller's transaction (or opens its own), takes the append lock
+(SQLite: the transaction is already ``BEGIN IMMEDIATE``; PostgreSQL: a transaction-scoped
+advisory lock), reads the head, and inserts the next entry. The state change and its entry
+commit together or not at all; the unique ``sequence`` and unique ``previous_hash`` columns
+make a fork impossible to commit even if the lock were bypassed. Hashing is described in
+:mod:`flowker.audit.canonical`.
+
+Automatic checkpoints need the signing key from settings. Settings are passed down, not
+global, so the process that owns them attaches an :class:`AuditLog` to its database once
+(:func:`install`, e.g. in ``create_app(settings)`` and CLI commands); :func:`append` uses
+the log attached to the database it writes to, and a plain one (no checkpoints) otherwise.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import uuid
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import peewee
+
+from flowker.audit import checkpoints as cp
+from flowker.audit import events, store
+from flowker.audit.canonical import (
+    GENESIS_HASH,
+    NotCanonicalizable,
+    build_document,
+    canonical_text,
+    chain_hash,
+    now_timestamp,
+    to_hashable,
+)
+from flowker.audit.events import Action, EventType, Result  # noqa: F401 - re-exported for callers
+from flowker.audit.verify import VerifyResult, verify_database
+from flowker.errors import AuditChainError, ConfigurationError
+from flowker.security.redaction import redact
+from flowker.storage.models import AuditCheckpoint, AuditEntry
+
+UNKNOWN_IP = "0.0.0.0"
+_ATTACHED = "flowker_audit_log"  # attribute of the peewee Database holding its AuditLog
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who did it. ``id`` is a key's name or fingerprint, never a key."""
+
+    type: str
+    id: str
+    ip: str | None = None
+
+
+SYSTEM_ACTOR = Actor(type="system", id="flowker", ip=UNKNOWN_IP)
+
+
+def _text(value: Any, what: str, limit: int) -> str:
+    if value is None:
+        raise AuditChainError(f"audit {what} is missing")
+    text = str(value.value) if isinstance(value, enum.Enum) else str(value)
+    if not text or len(text) > limit:
+        raise AuditChainError(f"audit {what} must be 1 to {limit} characters")
+    return text
+
+
+def _payload(value: Any, what: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise AuditChainError(f"audit {what} must be a mapping, not {type(value).__name__}")
+    try:
+        # Normalised first (so redaction sees plain JSON), then secrets masked: the chain
+        # must never hold one, in any entry, forever.
+        return redact(to_hashable(value, what))
+    except NotCanonicalizable as exc:
+        raise AuditChainError(f"audit {what}: {exc}") from None
+
+
+class AuditLog:
+    """Appends to, checkpoints and verifies the chain of one database.
+
+    ``signing_key`` (an Ed25519 private key object) enables a signed checkpoint whenever
+    an append leaves the head ``checkpoint_interval`` or more entries past the last one.
+    """
+
+    def __init__(self, database: peewee.Database | peewee.DatabaseProxy | None = None, *,
+                 signing_key=None, checkpoint_interval: int = 1000, public_keys=()):
+        if checkpoint_interval < 0:
+            raise ConfigurationError("FLOWKER_AUDIT_CHECKPOINT_INTERVAL must not be negative")
+        self._database = database
+        self.signing_key = signing_key
+        self.checkpoint_interval = int(checkpoint_interval)
+        trusted = list(public_keys) + ([signing_key] if signing_key is not None else [])
+        self.public_keys = cp.keys_by_id(trusted) if trusted else None
+
+    @classmethod
+    def from_settings(cls, settings, database=None) -> "AuditLog":
+        key = cp.load_signing_key(settings.audit_signing_key) if settings.audit_signing_key else None
+        return cls(database, signing_key=key, checkpoint_interval=settings.audit_checkpoint_interval)
+
+    @property
+    def database(self) -> peewee.Database:
+        return store.resolve(self._database)
+
+    # -- appending ---------------------------------------------------------------------
+
+    def append(self, event_type, action, result, resource_type, resource_id,
+               actor: Actor = SYSTEM_ACTOR, context: Mapping | None = None,
+               metadata: Mapping | None = None) -> AuditEntry:
+        """Append one entry inside the caller's transaction (or a new one); returns it."""
+        try:
+            event_type = events.event_type_value(event_type)
+            action = events.action_value(action)
+            result = events.result_value(result)
+            resource_type = events.resource_type_value(resource_type)
+            actor_type = events.actor_type_value(actor.type)
+        except ValueError as exc:
+            raise AuditChainError(str(exc)) from None
+        resource_id = _text(resource_id, "resource id", 255)
+        actor_id = _text(actor.id, "actor id", 255)
+        actor_ip = _text(actor.ip or UNKNOWN_IP, "actor IP address", 45)
+        context = _payload(context, "context")
+        metadata = _payload(metadata, "metadata")
+        event_id = str(uuid.uuid4())
+
+        database = self.database
+        transaction = nullcontext() if database.in_transaction() else database.atomic()
+        with transaction:
+            store.lock_for_append(database)
+            head = store.head(database)
+            sequence, previous = (head[0] + 1, head[1]) if head else (1, GENESIS_HASH)
+            # Assigned under the lock, so timestamps never run backwards along the chain
+            # unless the clock itself does.
+            timestamp = now_timestamp()
+            try:
+                canonical = canonical_text(build_document(
+                    sequence=sequence, event_id=event_id, event_type=event_type, action=action,
+                    result=result, resource_type=resource_type, resource_id=resource_id,
+                    actor_type=actor_type, actor_id=actor_id, actor_ip=actor_ip,
+                    timestamp=timestamp, context=context, metadata=metadata,
+                ))
+            except NotCanonicalizable as exc:
+                raise AuditChainError(str(exc)) from None
+            digest = chain_hash(previous, canonical)
+            values = (sequence, event_id, event_type, action, result, resource_type, resource_id,
+                      actor_type, actor_id, actor_ip, timestamp, canonical, previous, digest)
+            row_id = store.insert_entry(database, values)
+            if self.signing_key is not None and self.checkpoint_interval:
+                if sequence - store.last_checkpoint_sequence(database) >= self.checkpoint_interval:
+                    self._insert_checkpoint(database, sequence, digest)
+        return AuditEntry(id=row_id, **dict(zip(store.ENTRY_COLUMNS, values)))
+
+    # -- checkpoints -------------------------------------------------------------------
+
+    def _insert_checkpoint(self, database, sequence: int, head_hash: str) -> cp.Checkpoint:
+        checkpoint = cp.sign(self.signing_key, sequence=sequence, head_hash=head_hash,
+                             interval=self.checkpoint_interval, created_at=now_timestamp())
+        store.insert_checkpoint(database, checkpoint.to_row())
+        return checkpoint
+
+    def create_checkpoint(self) -> AuditCheckpoint | None:
+        """Sign the current head now (None for an empty chain); reuses one already there."""
+        if self.signing_key is None:
+            raise ConfigurationError("no audit signing key is configured (FLOWKER_AUDIT_SIGNING_KEY)")
+        database = self.database
+        transaction = nullcontext() if database.in_transaction() else database.atomic()
+        with transaction:
+            store.lock_for_append(database)
+            head = store.head(database)
+            if head is None:
+                return None
+            existing = store.checkpoint_at(database, head[0])
+            if existing is not None and existing[1] == head[1]:
+                checkpoint = cp.Checkpoint.from_row(existing)
+            elif existing is not None:
+                raise AuditChainError(
+                    f"a checkpoint at sequence {head[0]} signs another head hash: the chain was tampered with"
+                )
+            else:
+                checkpoint = self._insert_checkpoint(database, head[0], head[1])
+        return AuditCheckpoint(**dict(zip(store.CHECKPOINT_COLUMNS, checkpoint.to_row())))
+
+    # -- verification ------------------------------------------------------------------
+
+    def verify(self, up_to_id=None, progress=None) -> VerifyResult:
+        return verify_database(
+            self.database, up_to=up_to_id, public_keys=self.public_keys,
+            checkpoint_interval=self.checkpoint_interval if self.signing_key is not None else None,
+            progress=progress,
+        )
+
+
+# --------------------------------------------------------------------------- module API
+
+
+def install(database: peewee.Database | peewee.DatabaseProxy, settings) -> AuditLog:
+    """Attach the settings' AuditLog to ``database``; later appends checkpoint with its key."""
+    target = store.resolve(database)
+    log = AuditLog.from_settings(settings, target)
+    setattr(target, _ATTACHED, log)
+    return log
+
+
+def audit_log_for(database: peewee.Database | peewee.DatabaseProxy | None = None) -> AuditLog:
+    """The AuditLog attached to ``database`` (default: the bound one), or a plain one."""
+    target = store.resolve(database)
+    return getattr(target, _ATTACHED, None) or AuditLog(target)
+
+
+def append(event_type, action, result, resource_type, resource_id, actor: Actor = SYSTEM_ACTOR,
+           context: Mapping | None = None, metadata: Mapping | None = None, *,
+           database=None, audit_log: AuditLog | None = None) -> AuditEntry:
+    """Append an entry to the chain of ``database`` (default: the bound one). See :class:`AuditLog`."""
+    log = audit_log or audit_log_for(database)
+    return log.append(event_type, action, result, resource_type, resource_id,
+                      actor=actor, context=context, metadata=metadata)
+
+
+def create_checkpoint(signing_key=None, *, database=None, interval: int | None = None) -> AuditCheckpoint | None:
+    """Sign the head now. Without ``signing_key``, the attached AuditLog's key is used.
+
+    ``interval`` is the promise written into the statement (default: the attached log's
+    interval when it signs automatically, else 0 = no promise).
+    """
+    attached = audit_log_for(database)
+    if signing_key is None:
+        return attached.create_checkpoint()
+    if isinstance(signing_key, str):
+        signing_key = cp.load_signing_key(signing_key)
+    if interval is None:
+        interval = attached.checkpoint_interval if attached.signing_key is not None else 0
+    return AuditLog(attached.database, signing_key=signing_key, checkpoint_interval=interval).create_checkpoint()
+
+
+def verify_chain(up_to_id=None, progress=None, *, database=None, public_keys=None,
+                 checkpoint_interval: int | None = None) -> VerifyResult:
+    """Verify up to an event id (or sequence number), or the whole chain.
+
+    Checkpoint signatures are checked with ``public_keys`` (keys or a key-id mapping) or,
+    by default, with the key of the attached AuditLog; without either, checkpoints are
+    checked for consistency only.
+    """
+    log = audit_log_for(database)
+    if public_keys is None:
+        return log.verify(up_to_id, progress)
+    keys = public_keys if isinstance(public_keys, Mapping) else cp.keys_by_id(public_keys)
+    return verify_database(log.database, up_to=up_to_id, public_keys=keys,
+                           checkpoint_interval=checkpoint_interval, progress=progress)
+
+
+def entry_to_dict(entry) -> dict:
+    """The REST item for an entry (an AuditEntry or any object with its attributes).
+
+    Built from the hashed document, so what the API shows is what the chain vouches for.
+    """
+    document = json.loads(entry.canonical)
+    fields, payload = document["entry"], document["payload"]
+    actor = fields["actor"]
+    return {
+        "eventId": fields["eventId"],
+        "sequence": fields["sequence"],
+        "eventType": fields["eventType"],
+        "action": fields["action"],
+        "result": fields["result"],
+        "resourceId": fields["resourceId"],
+        "resourceType": fields["resourceType"],
+        "actor": {"type": actor["type"], "id": actor["id"], "ipAddress": actor["ipAddress"]},
+        "context": payload["context"],
+        "metadata": payload["metadata"],
+        "timestamp": fields["timestamp"],
+        "hash": entry.hash,
+        "previousHash": entry.previous_hash,
+    }
+
+
+def checkpoint_to_dict(checkpoint) -> dict:
+    return cp.Checkpoint(checkpoint.sequence, checkpoint.head_hash, checkpoint.key_id,
+                         checkpoint.created_at, checkpoint.statement, checkpoint.signature).to_dict()

@@ -1,0 +1,204 @@
+"""Signed checkpoints: an Ed25519 signature over "the chain had head hash H at sequence S".
+
+A checkpoint's signed statement is the RFC 8785 canonical JSON of::
+
+    {"createdAt", "headHash", "interval", "keyId", "sequence",
+     "type": "flowker.audit.checkpoint", "v": 1}
+
+``interval`` is the promise the signer makes: the next checkpoint comes at most that many
+entries later (0: no promise, an on-demand checkpoint without automatic ones). Because
+every hash covers everything before it, one checkpoint vouches for the whole chain up to
+its sequence. Without the private key nobody can produce a new one, so a rewritten chain
+(new hashes) no longer matches the signed head hashes, and a truncated tail leaves
+checkpoints pointing past the end, or (if they are deleted too) a head further from the
+last checkpoint than its interval allows.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+import rfc8785
+
+from flowker.errors import ConfigurationError
+
+STATEMENT_TYPE = "flowker.audit.checkpoint"
+STATEMENT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    sequence: int
+    head_hash: str
+    key_id: str
+    created_at: str
+    statement: str
+    signature: str
+
+    @classmethod
+    def from_row(cls, row: tuple) -> "Checkpoint":
+        return cls(*row)
+
+    def to_row(self) -> tuple:
+        return (self.sequence, self.head_hash, self.key_id, self.created_at, self.statement, self.signature)
+
+    def to_dict(self) -> dict:
+        return {
+            "sequence": self.sequence,
+            "headHash": self.head_hash,
+            "keyId": self.key_id,
+            "createdAt": self.created_at,
+            "statement": self.statement,
+            "signature": self.signature,
+        }
+
+
+def _read_key_text(value: str, what: str) -> bytes:
+    text = value.strip()
+    if text.startswith("-----BEGIN"):
+        return text.encode("ascii", "replace")
+    try:
+        with open(os.path.expanduser(text), "rb") as handle:
+            return handle.read(65536)
+    except OSError as exc:
+        # The value is a path here (PEM text was handled above), so naming it leaks nothing.
+        raise ConfigurationError(f"cannot read the {what} file {text!r}: {exc.strerror}") from None
+
+
+def load_signing_key(value: str):
+    """An Ed25519 private key from PEM text or the path of a PEM file."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    data = _read_key_text(value, "audit signing key")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise ConfigurationError(
+            "FLOWKER_AUDIT_SIGNING_KEY is not an unencrypted Ed25519 private key in PEM form"
+        ) from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigurationError("FLOWKER_AUDIT_SIGNING_KEY must be an Ed25519 key")
+    return key
+
+
+def load_public_key(value: str):
+    """An Ed25519 public key from PEM text or a PEM file (a private key is accepted too)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+    data = _read_key_text(value, "public key")
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError):
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError):
+            raise ConfigurationError("the public key is not an Ed25519 key in PEM form") from None
+    if isinstance(key, Ed25519PrivateKey):
+        key = key.public_key()
+    if not isinstance(key, Ed25519PublicKey):
+        raise ConfigurationError("the public key must be an Ed25519 key")
+    return key
+
+
+def public_key_of(key):
+    """The public half of a private key; a public key is returned as it is."""
+    return key.public_key() if hasattr(key, "sign") else key
+
+
+def key_id(key) -> str:
+    """First 16 hex digits of sha256 of the raw 32-byte public key."""
+    from cryptography.hazmat.primitives import serialization
+
+    raw = public_key_of(key).public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def public_key_pem(key) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    return public_key_of(key).public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode("ascii")
+
+
+def private_key_pem(key) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode("ascii")
+
+
+def generate_signing_key():
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.generate()
+
+
+def keys_by_id(keys: Iterable) -> dict[str, object]:
+    return {key_id(key): public_key_of(key) for key in keys}
+
+
+def sign(signing_key, *, sequence: int, head_hash: str, interval: int, created_at: str) -> Checkpoint:
+    """A checkpoint for (sequence, head_hash) signed with ``signing_key``."""
+    kid = key_id(signing_key)
+    statement = rfc8785.dumps({
+        "createdAt": created_at,
+        "headHash": head_hash,
+        "interval": int(interval),
+        "keyId": kid,
+        "sequence": int(sequence),
+        "type": STATEMENT_TYPE,
+        "v": STATEMENT_VERSION,
+    })
+    signature = base64.b64encode(signing_key.sign(statement)).decode("ascii")
+    return Checkpoint(sequence, head_hash, kid, created_at, statement.decode("utf-8"), signature)
+
+
+def statement_fields(checkpoint: Checkpoint) -> dict | None:
+    """The parsed statement, or None when it is not a well-formed version-1 statement."""
+    import json
+
+    try:
+        fields = json.loads(checkpoint.statement)
+    except ValueError:
+        return None
+    if not isinstance(fields, dict) or fields.get("type") != STATEMENT_TYPE or fields.get("v") != STATEMENT_VERSION:
+        return None
+    if not isinstance(fields.get("sequence"), int) or not isinstance(fields.get("interval"), int):
+        return None
+    return fields
+
+
+def check(checkpoint: Checkpoint, public_keys: Mapping[str, object] | None) -> tuple[str | None, int]:
+    """(problem or None, promised interval) for one checkpoint.
+
+    Without public keys only the statement's agreement with the stored columns is checked.
+    """
+    fields = statement_fields(checkpoint)
+    where = f"checkpoint at sequence {checkpoint.sequence}"
+    if fields is None:
+        return f"{where}: its signed statement is malformed", 0
+    if (fields["sequence"], fields.get("headHash"), fields.get("keyId"), fields.get("createdAt")) != (
+        checkpoint.sequence, checkpoint.head_hash, checkpoint.key_id, checkpoint.created_at
+    ):
+        return f"{where}: the stored columns differ from the signed statement", 0
+    if public_keys is not None:
+        key = public_keys.get(checkpoint.key_id)
+        if key is None:
+            return f"{where}: signed by key {checkpoint.key_id}, which is not a trusted public key", 0
+        from cryptography.exceptions import InvalidSignature
+
+        try:
+            signature = base64.b64decode(checkpoint.signature, validate=True)
+            key.verify(signature, checkpoint.statement.encode("utf-8"))
+        except (binascii.Error, ValueError, InvalidSignature):
+            return f"{where}: the signature is invalid", 0
+    return None, max(0, fields["interval"])

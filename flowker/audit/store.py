@@ -1,0 +1,183 @@
+"""The SQL the audit chain runs, for SQLite and PostgreSQL.
+
+Raw SQL on purpose: appends and verification are the hot paths (thousands of appends and a
+million verified rows per second), and raw statements work on any peewee database object
+whether or not the models are bound to it.
+"""
+
+from __future__ import annotations
+
+import peewee
+
+from flowker.storage.database import database_proxy, is_postgres
+from flowker.storage.models import AuditCheckpoint, AuditEntry
+
+ENTRY_TABLE = AuditEntry._meta.table_name
+CHECKPOINT_TABLE = AuditCheckpoint._meta.table_name
+
+# Transaction-scoped PostgreSQL advisory lock that serializes appends ("FlowkAu").
+AUDIT_LOCK_ID = 0x466C6F776B4175
+
+ENTRY_COLUMNS = (
+    "sequence", "event_id", "event_type", "action", "result", "resource_type", "resource_id",
+    "actor_type", "actor_id", "actor_ip", "timestamp", "canonical", "previous_hash", "hash",
+)
+CHECKPOINT_COLUMNS = ("sequence", "head_hash", "key_id", "created_at", "statement", "signature")
+
+
+def resolve(database: peewee.Database | peewee.DatabaseProxy | None) -> peewee.Database:
+    """The real database behind ``database`` (default: the models' proxy)."""
+    database = database if database is not None else database_proxy
+    if isinstance(database, peewee.DatabaseProxy):
+        if database.obj is None:
+            raise RuntimeError("no database is bound: call flowker.storage.database.bind_database() first")
+        return database.obj
+    return database
+
+
+def param(database: peewee.Database) -> str:
+    return "%s" if is_postgres(database) else "?"
+
+
+def lock_for_append(database: peewee.Database) -> None:
+    """Serialize appenders. SQLite needs nothing more: the write transaction is already
+    ``BEGIN IMMEDIATE`` (the database holds the write lock). PostgreSQL: an advisory lock
+    released at commit or rollback."""
+    if is_postgres(database):
+        database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK_ID,))
+
+
+def head(database: peewee.Database) -> tuple[int, str] | None:
+    """(sequence, hash) of the last entry, or None for an empty chain."""
+    return database.execute_sql(
+        f"SELECT sequence, hash FROM {ENTRY_TABLE} ORDER BY sequence DESC LIMIT 1"
+    ).fetchone()
+
+
+def insert_entry(database: peewee.Database, values: tuple) -> int:
+    """Insert one entry (values in :data:`ENTRY_COLUMNS` order); returns its row id."""
+    p = param(database)
+    cursor = database.execute_sql(
+        f"INSERT INTO {ENTRY_TABLE} ({', '.join(ENTRY_COLUMNS)}) "
+        f"VALUES ({', '.join([p] * len(ENTRY_COLUMNS))}) RETURNING id",
+        values,
+    )
+    return cursor.fetchone()[0]
+
+
+def last_checkpoint_sequence(database: peewee.Database) -> int:
+    row = database.execute_sql(f"SELECT MAX(sequence) FROM {CHECKPOINT_TABLE}").fetchone()
+    return row[0] or 0 if row else 0
+
+
+def checkpoint_at(database: peewee.Database, sequence: int) -> tuple | None:
+    p = param(database)
+    return database.execute_sql(
+        f"SELECT {', '.join(CHECKPOINT_COLUMNS)} FROM {CHECKPOINT_TABLE} WHERE sequence = {p}",
+        (sequence,),
+    ).fetchone()
+
+
+def insert_checkpoint(database: peewee.Database, values: tuple) -> int:
+    p = param(database)
+    cursor = database.execute_sql(
+        f"INSERT INTO {CHECKPOINT_TABLE} ({', '.join(CHECKPOINT_COLUMNS)}) "
+        f"VALUES ({', '.join([p] * len(CHECKPOINT_COLUMNS))}) RETURNING id",
+        values,
+    )
+    return cursor.fetchone()[0]
+
+
+def all_checkpoints(database: peewee.Database) -> list[tuple]:
+    return list(database.execute_sql(
+        f"SELECT {', '.join(CHECKPOINT_COLUMNS)} FROM {CHECKPOINT_TABLE} ORDER BY sequence"
+    ).fetchall())
+
+
+def max_sequence(database: peewee.Database) -> int:
+    row = database.execute_sql(f"SELECT MAX(sequence) FROM {ENTRY_TABLE}").fetchone()
+    return (row[0] or 0) if row else 0
+
+
+def sequence_of_event(database: peewee.Database, event_id: str) -> int | None:
+    p = param(database)
+    row = database.execute_sql(
+        f"SELECT sequence FROM {ENTRY_TABLE} WHERE event_id = {p}", (event_id,)
+    ).fetchone()
+    return row[0] if row else None
+
+
+def event_id_at(database: peewee.Database, sequence: int) -> str | None:
+    p = param(database)
+    row = database.execute_sql(
+        f"SELECT event_id FROM {ENTRY_TABLE} WHERE sequence = {p}", (sequence,)
+    ).fetchone()
+    return row[0] if row else None
+
+
+def entry_row(database: peewee.Database, sequence: int) -> tuple | None:
+    """Every column of the entry at ``sequence`` (in :data:`ENTRY_COLUMNS` order)."""
+    p = param(database)
+    return database.execute_sql(
+        f"SELECT {', '.join(ENTRY_COLUMNS)} FROM {ENTRY_TABLE} WHERE sequence = {p}", (sequence,)
+    ).fetchone()
+
+
+def stream_links(database: peewee.Database, up_to: int, page_size: int = 50_000):
+    """Pages of (sequence, canonical, previous_hash, hash) in sequence order, up to ``up_to``.
+
+    Keyset pages on the unique sequence index: entries are append-only, so pages read at
+    different moments still form one consistent picture of the rows <= ``up_to``.
+    """
+    p = param(database)
+    sql = (
+        f"SELECT sequence, canonical, previous_hash, hash FROM {ENTRY_TABLE} "
+        f"WHERE sequence > {p} AND sequence <= {p} ORDER BY sequence LIMIT {int(page_size)}"
+    )
+    after = -(2**62)
+    while True:
+        rows = database.execute_sql(sql, (after, up_to)).fetchall()
+        if not rows:
+            return
+        yield rows
+        if len(rows) < page_size:
+            return
+        after = rows[-1][0]
+
+
+def _column_prefix_sql() -> str:
+    """SQL building :data:`flowker.audit.canonical.COLUMN_PREFIX_TEMPLATE` from a row."""
+    return (
+        "'{\"entry\":{\"action\":\"' || action || '\",\"actor\":{\"id\":\"' || actor_id"
+        " || '\",\"ipAddress\":\"' || actor_ip || '\",\"type\":\"' || actor_type"
+        " || '\"},\"eventId\":\"' || event_id || '\",\"eventType\":\"' || event_type"
+        " || '\",\"resourceId\":\"' || resource_id || '\",\"resourceType\":\"' || resource_type"
+        " || '\",\"result\":\"' || result || '\",\"sequence\":' || sequence"
+        " || ',\"timestamp\":\"' || timestamp || '\"},\"payload\":{'"
+    )
+
+
+def column_mismatch_candidates(database: peewee.Database, up_to: int):
+    """Sequences whose columns may differ from their hashed document, in order.
+
+    The database compares each document's start with the prefix built from the row's
+    columns. A row passes only if the prefix matches and holds no backslash (then no value
+    needed JSON escaping, and equal text means equal values). Every other row is a
+    candidate that the caller checks exactly by parsing the document.
+    """
+    p = param(database)
+    prefix = _column_prefix_sql()
+    if is_postgres(database):
+        passes = f"starts_with(canonical, {prefix}) AND strpos({prefix}, E'\\\\') = 0"
+    else:
+        passes = f"instr(canonical, {prefix}) = 1 AND instr({prefix}, char(92)) = 0"
+    cursor = database.execute_sql(
+        f"SELECT sequence FROM {ENTRY_TABLE} WHERE sequence <= {p} AND NOT ({passes}) ORDER BY sequence",
+        (up_to,),
+    )
+    while True:
+        rows = cursor.fetchmany(1000)
+        if not rows:
+            return
+        for (sequence,) in rows:
+            yield sequence

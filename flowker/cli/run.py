@@ -1,0 +1,233 @@
+"""``flowker run FILE --input JSON|@file [--executors DIR] [--db URL]``: run a workflow locally.
+
+The workflow file and its executors (``--executors DIR``, repeatable; by default the
+``executors/`` folder next to a ``workflows/`` folder holding FILE) are validated with
+every check ``flowker validate`` runs, loaded into an embedded SQLite database (a
+temporary one unless ``--db`` names one) with their audit entries, activated and run.
+Each step is shown on stderr as it starts and ends; the final output is printed as JSON
+on stdout.
+
+Exit codes: 0 the run completed, 1 the spec is invalid or the run failed, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+from flowker.cli.common import load_settings
+
+SPEC_SUFFIXES = (".yaml", ".yml")
+MAX_INPUT_BYTES = 1024 * 1024
+
+
+def parse_input(value: str | None) -> dict:
+    """``--input``: JSON text, or ``@path`` to a JSON file, or ``@-`` for stdin."""
+    if value is None:
+        return {}
+    if value.startswith("@"):
+        name = value[1:]
+        try:
+            text = sys.stdin.read(MAX_INPUT_BYTES + 1) if name == "-" else Path(name).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read {name}: {exc.strerror}", param_hint="--input") from None
+        except UnicodeDecodeError:
+            raise click.BadParameter(f"{name} is not UTF-8 text", param_hint="--input") from None
+    else:
+        text = value
+    if len(text.encode("utf-8")) > MAX_INPUT_BYTES:
+        raise click.BadParameter("the input is larger than 1 MiB", param_hint="--input")
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--input") from None
+    if not isinstance(data, dict):
+        raise click.BadParameter("the input must be a JSON object", param_hint="--input")
+    return data
+
+
+def default_executor_dirs(workflow_file: Path) -> list[Path]:
+    for parent in workflow_file.resolve().parents:
+        if parent.name == "workflows":
+            candidate = parent.parent / "executors"
+            return [candidate] if candidate.is_dir() else []
+    return []
+
+
+class ProgressPrinter:
+    """Prints each step as it starts and ends (stderr, so stdout is only the output JSON)."""
+
+    def __init__(self, total: int, echo=None):
+        self.total = total
+        self.echo = echo or (lambda line: click.echo(line, err=True))
+
+    def step_started(self, node) -> None:
+        label = f" ({node.name})" if node.name != node.id else ""
+        self.echo(f"-> [{node.step_number}/{self.total}] {node.id}{label} {node.type} ...")
+
+    def step_finished(self, record) -> None:
+        node = record.node
+        prefix = f"   [{node.step_number}/{self.total}] {node.id}"
+        if record.status == "skipped":
+            self.echo(f"{prefix} skipped ({record.reason})")
+            return
+        attempts = record.attempts
+        line = f"{prefix} {record.status} in {record.duration_ms:.1f} ms, {attempts} attempt{'s' if attempts != 1 else ''}"
+        if record.call is not None and record.call.status_code is not None:
+            line += f", HTTP {record.call.status_code}"
+        if record.error:
+            line += f": {record.error}"
+        self.echo(line)
+
+
+@click.command("run")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--input", "input_value", metavar="JSON|@FILE", help="The trigger input: JSON text or @file (@- is stdin).")
+@click.option("--executors", "executor_dirs", multiple=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder of executor spec files (repeatable). Default: executors/ beside the workflows/ folder.")
+@click.option("--db", "database_url", metavar="URL",
+              help="Database URL to keep the run in (default: a temporary SQLite file).")
+@click.pass_context
+def run(ctx, file, input_value, executor_dirs, database_url):
+    """Validate and run a workflow file locally; print the final output as JSON."""
+    input_data = parse_input(input_value)
+    documents, problems = _load(file, list(executor_dirs) or default_executor_dirs(file))
+    with tempfile.TemporaryDirectory(prefix="flowker-run-") as scratch:
+        url = database_url or f"sqlite:///{Path(scratch) / 'flowker.db'}"
+        settings = load_settings(ctx, database_url=url)
+        from flowker.plugins import load_registry
+
+        registry = load_registry(settings)
+        if not problems:
+            from flowker.spec.checks import validate_documents
+
+            problems = validate_documents(documents, registry)
+        if problems:
+            for problem in problems:
+                click.echo(problem.format(), err=True)
+            click.echo(f"{file}: {len(problems)} problem(s); nothing was run", err=True)
+            sys.exit(1)
+        execution = _run(settings, registry, documents, input_data, recover=database_url is not None)
+    if execution.status != "completed":
+        click.echo(f"execution {execution.id} failed: {execution.error_message}", err=True)
+        sys.exit(1)
+    click.echo(json.dumps(execution.final_output, indent=2, ensure_ascii=False, sort_keys=False))
+
+
+def _load(file: Path, executor_dirs: list[Path]):
+    from flowker.errors import SpecError
+    from flowker.spec.documents import ExecutorSpec, WorkflowSpec
+    from flowker.spec.loader import load_spec_file
+
+    problems, documents = [], []
+    try:
+        workflow = load_spec_file(file)
+    except SpecError as exc:
+        return [], exc.problems
+    if not isinstance(workflow, WorkflowSpec):
+        raise click.BadParameter(f"{file} is a {workflow.kind}, not a Workflow", param_hint="FILE")
+    documents.append(workflow)
+    for folder in executor_dirs:
+        for path in sorted(folder.rglob("*")):
+            if path.suffix not in SPEC_SUFFIXES or not path.is_file():
+                continue
+            try:
+                document = load_spec_file(path)
+            except SpecError as exc:
+                problems.extend(exc.problems)
+                continue
+            if isinstance(document, ExecutorSpec):
+                documents.append(document)
+    return documents, problems
+
+
+def _run(settings, registry, documents, input_data, *, recover: bool):
+    from flowker.audit.chain import Actor, install
+    from flowker.runner.service import ExecutionService
+    from flowker.storage.database import bind_database
+    from flowker.storage.migrations import upgrade
+
+    database = bind_database(settings.database_url)
+    service = None
+    try:
+        upgrade(database)
+        install(database, settings)  # checkpoints signed with the configured key, if any
+        with database.connection_context():
+            actor = Actor("user", f"cli:{_user()}", "127.0.0.1")
+            service = ExecutionService(settings, registry)
+            if recover:
+                recovered = service.recover_interrupted()
+                if recovered:
+                    click.echo(f"marked {len(recovered)} interrupted execution(s) as failed", err=True)
+            workflow = _install(settings, registry, documents, actor)
+            started_at = time.monotonic()
+            started = service.start(workflow.id, input_data, actor=actor)
+            plan = service.plan(workflow.id, workflow.version)
+            click.echo(f"execution {started.execution.id} of {workflow.name} v{workflow.version}: "
+                       f"{plan.total_steps} steps", err=True)
+            execution = service.run(started.execution.id, observer=ProgressPrinter(plan.total_steps))
+            click.echo(f"execution {execution.status} in {(time.monotonic() - started_at) * 1000:.0f} ms", err=True)
+            return execution
+    finally:
+        if service is not None:
+            service.close()
+        if not database.is_closed():
+            database.close()
+        close_all = getattr(database, "close_all", None)
+        if close_all:
+            close_all()
+
+
+def _install(settings, registry, documents, actor):
+    """Create or update the executors and the workflow, then make sure the workflow is active."""
+    from flowker.security.secrets import SecretBox
+    from flowker.security.ssrf import AddressPolicy
+    from flowker.spec.documents import ExecutorSpec
+    from flowker.storage.executor_store import ExecutorStore
+    from flowker.storage.workflow_store import WorkflowStore
+
+    box = SecretBox.from_settings(settings)
+    executors = ExecutorStore(registry, box, AddressPolicy.from_settings(settings))
+    for document in documents:
+        if isinstance(document, ExecutorSpec):
+            existing = executors.get_by_name(document.name)
+            if existing is None:
+                executors.create(document, actor)
+            else:
+                executors.update(existing.id, document, actor)
+                if executors.get(existing.id).status != "active":
+                    executors.enable(existing.id, actor)
+    workflows = WorkflowStore(registry, box)
+    document = documents[0]
+    workflow = workflows.get_by_name(document.name)
+    if workflow is None:
+        workflow = workflows.create(document, actor)
+    else:
+        from flowker.storage.executor_store import same_spec
+        from flowker.storage.workflow_store import SECRET_PATHS
+
+        if workflow.status == "active" and same_spec(workflow.spec, document.body, SECRET_PATHS, box):
+            return workflow
+        if workflow.status == "active":
+            workflows.deactivate(workflow.id, actor)
+        if workflows.get(workflow.id).status == "inactive":
+            workflows.to_draft(workflow.id, actor)
+        workflows.update(workflow.id, document, actor)
+    if workflows.get(workflow.id).status != "active":
+        workflows.activate(workflow.id, actor)
+    return workflows.get(workflow.id)
+
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in some containers
+        return "unknown"

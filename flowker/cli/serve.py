@@ -1,0 +1,128 @@
+"""``flowker serve``: the REST API under gunicorn (gthread workers).
+
+Start-up, in the master and once, before any worker is forked: API key check,
+schema migrations, ``--specs`` applied, interrupted executions recovered. Every
+connection opened for that is closed again, so no worker inherits one.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from flowker.cli.common import load_settings
+from flowker.errors import ConfigurationError
+
+
+def default_workers() -> int:
+    return max(2, os.cpu_count() or 1)
+
+
+@click.command()
+@click.option("--bind", default="127.0.0.1:8000", show_default=True, help="HOST:PORT to listen on (port 0 picks a free one).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes (default: CPU count, at least 2).")
+@click.option("--threads", type=click.IntRange(min=1), default=8, show_default=True, help="Threads per worker.")
+@click.option("--specs", "specs_dir", type=click.Path(exists=True, file_okay=False), help="Apply (and activate) this folder's specs at start.")
+@click.option("--db", "database_url", help="Database URL (default: FLOWKER_DATABASE_URL).")
+@click.option("--certfile", type=click.Path(exists=True, dir_okay=False), help="TLS certificate (PEM); needs --keyfile.")
+@click.option("--keyfile", type=click.Path(exists=True, dir_okay=False), help="TLS private key (PEM); needs --certfile.")
+@click.option("--drain-seconds", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="On SIGTERM, seconds readiness answers 503 before the workers stop accepting.")
+@click.option("--access-log/--no-access-log", default=False, help="Log every request to stderr.")
+@click.pass_context
+def serve(ctx, bind, workers, threads, specs_dir, database_url, certfile, keyfile, drain_seconds, access_log):
+    """Serve the REST API (gunicorn, gthread workers)."""
+    from flowker.api.gunicorn_app import FlowkerApplication, ServeOptions
+    from flowker.plugins import load_registry
+
+    if bool(certfile) != bool(keyfile):
+        raise click.UsageError("--certfile and --keyfile go together")
+    settings = startup_settings(load_settings(ctx, database_url=database_url))
+    registry = load_registry(settings)
+    scheme = "https" if certfile else "http"
+    prepare_database(settings, registry, specs_dir)
+
+    def announce(addresses):
+        host, port = addresses[0][:2]
+        base = f"{scheme}://{_url_host(host)}:{port}"
+        click.echo(f"Flowker listening on {base} ({options.workers} workers x {options.threads} threads)")
+        if settings.api_key_generated:
+            key = settings.api_keys[0].key
+            click.echo(f"API key (generated for this run; set FLOWKER_API_KEYS to choose your own): {key}")
+            click.echo(f"Try: curl -H 'X-API-Key: {key}' {base}/v1/workflows")
+
+    options = ServeOptions(
+        bind=bind,
+        workers=workers or default_workers(),
+        threads=threads,
+        certfile=certfile,
+        keyfile=keyfile,
+        drain_seconds=drain_seconds,
+        access_log=access_log,
+        announce=announce,
+    )
+    FlowkerApplication(settings, options, registry).run()
+
+
+def startup_settings(settings):
+    """Production refuses to start without API keys; development generates one."""
+    if settings.production:
+        if not settings.api_keys:
+            raise ConfigurationError("FLOWKER_API_KEYS is required in production; refusing to start")
+        return settings
+    return settings.with_generated_api_key()
+
+
+def prepare_database(settings, registry, specs_dir=None) -> None:
+    """Migrate, apply ``specs_dir`` and recover interrupted runs; then close everything.
+
+    Runs in the gunicorn master before it forks: nothing here may stay connected.
+    """
+    from flowker.runner.service import ExecutionService
+    from flowker.storage.database import bind_database
+    from flowker.storage.migrations import LATEST_VERSION, upgrade
+
+    database = bind_database(settings.database_url)
+    try:
+        applied = upgrade(database)
+        where = database_label(settings.database_url)
+        if applied:
+            click.echo(f"Database {where}: applied migrations {', '.join(map(str, applied))}")
+        else:
+            click.echo(f"Database {where}: schema at version {LATEST_VERSION}")
+        with database.connection_context():
+            if specs_dir:
+                from flowker.cli.apply import apply_local
+
+                if not apply_local(settings, registry, specs_dir, activate=True, database=database):
+                    sys.exit(1)
+            service = ExecutionService(settings, registry)
+            try:
+                recovered = service.recover_interrupted()
+            finally:
+                service.close()
+        if recovered:
+            click.echo(f"Recovered {_count(recovered)} interrupted execution(s)")
+    finally:
+        if not database.is_closed():
+            database.close()
+        close_all = getattr(database, "close_all", None)  # a pool keeps closed connections
+        if close_all:
+            close_all()
+
+
+def database_label(url: str) -> str:
+    """The database URL for messages: a password in it is masked."""
+    from flowker.security.redaction import redact_url
+
+    return url if url.startswith("sqlite:") else redact_url(url)
+
+
+def _count(recovered) -> int:
+    return recovered if isinstance(recovered, int) else len(recovered)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

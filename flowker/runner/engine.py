@@ -1,0 +1,254 @@
+"""The graph walker: one thread runs a compiled plan step by step.
+
+Semantics (DESIGN 4): nodes run in topological order. A node runs when all its
+predecessors are settled (guaranteed by the order) and at least one incoming edge is
+taken; an edge is taken when its source completed, its ``sourceHandle`` matches the
+result of a conditional source (an edge without a handle matches either result), and
+its ``condition``, if any, is true. A node with no taken incoming edge is ``skipped``.
+Each node runs once, so a diamond's join runs once. The first failure fails the run;
+every node after it is ``skipped``.
+
+Expression variables are ``workflow`` (the input), ``nodes`` (outputs of completed
+nodes only, so a skipped branch is absent: use ``has(nodes.x)``) and ``execution``
+(``id``, ``workflowId``). An executor node's ``output`` mapping is evaluated with
+``nodes.<that node>`` bound to its raw response ``{status, headers, body}``; the
+mapping's result then replaces it as the node's output.
+
+Persistence and progress are the :class:`StepSink`'s job, so the walker itself has no
+database code and the benchmark can measure both.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from flowker.errors import FlowkerError
+from flowker.expressions import ExpressionError
+from flowker.runner.executor_client import CallRequest, CallResult, DeadlineExceeded
+from flowker.runner.graph import EdgePlan, NodePlan, WorkflowPlan
+from flowker.storage.models import utcnow
+
+logger = logging.getLogger(__name__)
+
+COMPLETED, FAILED, SKIPPED = "completed", "failed", "skipped"
+
+
+@dataclass
+class StepRecord:
+    node: NodePlan
+    status: str
+    started_at: dt.datetime
+    completed_at: dt.datetime
+    duration_ms: float = 0.0
+    input: Any = None
+    output: Any = None
+    error: str | None = None
+    error_code: str | None = None
+    call: CallResult | None = None  # executor nodes
+    reason: str | None = None  # why a step was skipped
+
+    @property
+    def attempts(self) -> int:
+        if self.call is not None:
+            return len(self.call.attempts)
+        return 0 if self.status == SKIPPED else 1
+
+
+@dataclass
+class RunOutcome:
+    status: str  # completed | failed
+    final_output: Any = None
+    error_message: str | None = None
+    failed_node: str | None = None
+    steps: list = field(default_factory=list)
+
+
+class StepSink(Protocol):
+    def step_started(self, node: NodePlan) -> None: ...
+
+    def step_finished(self, record: StepRecord) -> None: ...
+
+
+# resolve(executor reference) -> (ExecutorClient, requests auth); raises FlowkerError.
+ExecutorResolver = Callable[[str], tuple]
+
+
+class StepFailure(Exception):
+    def __init__(self, message: str, *, code: str | None = None, output: Any = None, call: CallResult | None = None):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.output = output
+        self.call = call
+
+
+class Engine:
+    def __init__(self, plan: WorkflowPlan, *, execution_id: str, input_data: Any, deadline: float,
+                 resolve_executor: ExecutorResolver, sink: StepSink, scrub_text: Callable[[str], str] = str,
+                 start_after_step: int = 0, timeout_seconds: float | None = None):
+        self.plan = plan
+        self.execution_id = execution_id
+        self.input_data = input_data if input_data is not None else {}
+        self.deadline = deadline
+        self.timeout_seconds = timeout_seconds
+        self.resolve_executor = resolve_executor
+        self.sink = sink
+        self.scrub = scrub_text
+        self.outputs: dict[str, Any] = {}
+        self.status: dict[str, str] = {}
+        self.branch: dict[str, bool] = {}
+        self.final_output: Any = None
+        self.final_output_set = False
+        self.variables = {
+            "workflow": self.input_data,
+            "nodes": self.outputs,
+            "execution": {"id": execution_id, "workflowId": plan.workflow_id},
+        }
+
+    def run(self) -> RunOutcome:
+        outcome = RunOutcome(status=COMPLETED)
+        for node in self.plan.nodes:
+            if outcome.status == FAILED:
+                record = self._skipped(node, f"not run: step {outcome.failed_node!r} failed")
+            else:
+                record = self._settle(node)
+            self.status[node.id] = record.status
+            outcome.steps.append(record)
+            if record.status == FAILED and outcome.status != FAILED:
+                outcome.status = FAILED
+                outcome.failed_node = node.id
+                outcome.error_message = f"step {node.id!r} failed: {record.error}"
+            self.sink.step_finished(record)
+        if outcome.status == COMPLETED:
+            outcome.final_output = self.final_output if self.final_output_set else dict(self.outputs)
+        return outcome
+
+    # -- one node -------------------------------------------------------------------
+
+    def _settle(self, node: NodePlan) -> StepRecord:
+        if node.id != self.plan.trigger_id:
+            try:
+                taken = any([self._taken(edge) for edge in node.incoming])
+            except StepFailure as failure:
+                now = utcnow()
+                return StepRecord(node, FAILED, now, now, error=failure.message, error_code=failure.code)
+            if not taken:
+                return self._skipped(node, "no incoming edge was taken")
+        self.sink.step_started(node)
+        started_at, started = utcnow(), time.monotonic()
+        record = StepRecord(node, COMPLETED, started_at, started_at)
+        try:
+            if time.monotonic() >= self.deadline:
+                raise StepFailure(f"the execution deadline ({self.timeout_seconds:g} s) passed before this step",
+                                  code=DeadlineExceeded.code)
+            record.output = self._execute(node, record)
+            self.outputs[node.id] = record.output
+        except StepFailure as failure:
+            record.status, record.error, record.error_code = FAILED, self.scrub(failure.message), failure.code
+            record.output = failure.output
+            record.call = failure.call or record.call
+        except ExpressionError as exc:
+            record.status, record.error, record.error_code = FAILED, self.scrub(f"node {node.id!r}: {exc.message}"), exc.code
+        except FlowkerError as exc:
+            record.status, record.error, record.error_code = FAILED, self.scrub(exc.message), exc.code
+        except Exception as exc:  # noqa: BLE001 - a plugin bug fails the step, not the process
+            logger.exception("internal error in step %s of execution %s", node.id, self.execution_id)
+            record.status, record.error = FAILED, f"internal error in node {node.id!r}: {type(exc).__name__}"
+            record.error_code = "FLK-9999"
+        record.completed_at = utcnow()
+        record.duration_ms = (time.monotonic() - started) * 1000.0
+        return record
+
+    def _skipped(self, node: NodePlan, reason: str) -> StepRecord:
+        now = utcnow()
+        return StepRecord(node, SKIPPED, now, now, reason=reason)
+
+    def _taken(self, edge: EdgePlan) -> bool:
+        if self.status.get(edge.source) != COMPLETED:
+            return False
+        if edge.source_handle is not None and edge.source in self.branch:
+            if edge.source_handle != ("true" if self.branch[edge.source] else "false"):
+                return False
+        if edge.condition is None:
+            return True
+        try:
+            value = edge.condition.evaluate(self.variables)
+        except ExpressionError as exc:
+            raise StepFailure(f"edge {edge.label}: {exc.message}", code=exc.code) from None
+        if not isinstance(value, bool):
+            raise StepFailure(f"edge {edge.label}: condition `{edge.condition.source}` gave "
+                              f"{type(value).__name__}, not a boolean", code=ExpressionError.code)
+        return value
+
+    def _execute(self, node: NodePlan, record: StepRecord) -> Any:
+        if node.type == "trigger":
+            return self.input_data
+        if node.type == "conditional":
+            record.input = {"condition": node.condition.source}
+            value = node.condition.evaluate(self.variables)
+            if not isinstance(value, bool):
+                raise StepFailure(f"node {node.id!r}: condition `{node.condition.source}` gave "
+                                  f"{type(value).__name__}, not a boolean", code=ExpressionError.code)
+            self.branch[node.id] = value
+            return {"result": value}
+        if node.type == "action":
+            record.input = {"actionType": node.action_type.name}
+            outcome = node.action_type.run(node.action_compiled, self.variables)
+            output = jsonable(outcome.output)
+            if outcome.failure is not None:
+                raise StepFailure(str(outcome.failure), output=output, code="FLK-0510")
+            if outcome.final_output is not None:
+                self.final_output, self.final_output_set = jsonable(outcome.final_output), True
+            return output
+        return self._call_executor(node, record)
+
+    def _call_executor(self, node: NodePlan, record: StepRecord) -> Any:
+        plan = node.request
+        parts = {name: jsonable(value.evaluate(self.variables)) for name, value in plan.parts.items()}
+        record.input = {"executor": plan.executor, "endpoint": plan.endpoint, **parts}
+        client, auth = self.resolve_executor(plan.executor)
+        request = CallRequest(
+            endpoint=plan.endpoint,
+            path_params=parts.get("pathParams") or {},
+            query=parts.get("query") or {},
+            headers=parts.get("headers") or {},
+            body=parts.get("body"),
+            timeout=plan.timeout,
+            idempotency_key=f"{self.execution_id}:{node.id}",
+        )
+        call = client.call(request, auth=auth, deadline=self.deadline)
+        record.call = call
+        if not call.ok:
+            raise StepFailure(call.error.message, code=call.error.code, output=call.response, call=call)
+        response = call.response
+        if plan.output is None:
+            return response
+        self.outputs[node.id] = response  # the mapping reads nodes.<self>
+        try:
+            return jsonable(plan.output.evaluate(self.variables))
+        except ExpressionError as exc:
+            del self.outputs[node.id]
+            raise StepFailure(f"node {node.id!r} output mapping: {exc.message}", code=exc.code,
+                              output=response, call=call) from None
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-ready copy of a CEL result: timestamps, durations and bytes become strings."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dt.datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, dt.timedelta):
+        return f"{value.total_seconds():g}s"
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    return str(value)

@@ -1,0 +1,157 @@
+"""Executors at run time: one client (session + breaker) per executor version, auth reused.
+
+:class:`ExecutorPool` belongs to the execution service (one per process). For each
+executor step it reads the Executor row (so a new version, or a disabled executor, is
+seen at once), reuses the :class:`ExecutorClient` of that (id, version) and its hardened
+session, resolves the auth config's secret references at call time (``$env``, ``$file``,
+``$encrypted``) and reuses the ``requests`` auth built from them as long as the resolved
+values stay the same (token caching lives in the auth types and the shared TokenCache).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from flowker.auth.base import AuthContext
+from flowker.errors import UnprocessableEntity
+from flowker.runner.breakers import BreakerBoard
+from flowker.runner.executor_client import ExecutorClient, ExecutorDefinition, RetryPolicy
+from flowker.storage.models import Executor
+
+MAX_CLIENTS = 256
+EXECUTOR_NOT_FOUND = "FLK-0104"
+EXECUTOR_DISABLED = "FLK-0511"
+
+
+class _Entry:
+    def __init__(self, client: ExecutorClient):
+        self.client = client
+        self.lock = threading.Lock()
+        self.auth_fingerprint: str | None = None
+        self.auth: Any = None
+
+
+class ExecutorPool:
+    def __init__(self, settings, registry, redactor, breakers: BreakerBoard, *, token_cache=None,
+                 max_clients: int = MAX_CLIENTS):
+        self.settings = settings
+        self.registry = registry
+        self.redactor = redactor
+        self.breakers = breakers
+        self.retry_policy = RetryPolicy.from_settings(settings)
+        self.token_cache = token_cache
+        self._max = max_clients
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple, _Entry] = OrderedDict()
+        self._policy = None
+        self._secret_box = None
+        self._secret_box_loaded = False
+
+    # -- lookups ----------------------------------------------------------------------
+
+    def resolve(self, reference: str) -> tuple[ExecutorClient, Any]:
+        """The client and auth for an executor name (or id); raises FlowkerError."""
+        row = Executor.get_or_none(Executor.name == reference) or Executor.get_or_none(Executor.id == reference)
+        if row is None:
+            raise UnprocessableEntity(f"executor {reference!r} does not exist", code=EXECUTOR_NOT_FOUND)
+        if row.status != "active":
+            raise UnprocessableEntity(f"executor {row.name!r} is {row.status}", code=EXECUTOR_DISABLED)
+        entry = self._entry(row)
+        return entry.client, self._auth(entry)
+
+    def _entry(self, row: Executor) -> _Entry:
+        key = (row.id, row.version)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+                return entry
+        definition = ExecutorDefinition.from_row(row)
+        client = ExecutorClient(
+            definition, self._new_session(definition), self.breakers.get(definition.id), self.retry_policy,
+            redact_url=self.redactor.redact_url, scrub_text=self.redactor.scrub_text,
+        )
+        with self._lock:
+            existing = self._entries.get(key)
+            if existing is not None:  # another thread built it first
+                client.close()
+                return existing
+            entry = self._entries[key] = _Entry(client)
+            # Older versions of this executor and the least recently used clients go.
+            for old_key in [k for k in self._entries if k[0] == row.id and k != key]:
+                self._entries.pop(old_key).client.close()
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)[1].client.close()
+            return entry
+
+    def _new_session(self, definition: ExecutorDefinition):
+        from flowker.security.http import new_session
+
+        extra_headers = []
+        config = (definition.authentication or {}).get("config") or {}
+        if isinstance(config.get("header_name"), str):
+            extra_headers.append(config["header_name"])
+            self.redactor.add_secret_header(config["header_name"])
+        return new_session(self.address_policy, secret_headers=extra_headers)
+
+    @property
+    def address_policy(self):
+        if self._policy is None:
+            from flowker.security.ssrf import AddressPolicy
+
+            self._policy = AddressPolicy.from_settings(self.settings)
+        return self._policy
+
+    # -- auth -------------------------------------------------------------------------
+
+    def _auth(self, entry: _Entry) -> Any:
+        authentication = entry.client.definition.authentication or {}
+        type_name = authentication.get("type") or "none"
+        auth_type = self.registry.auth_type(type_name)
+        resolved = self._resolve_secrets(authentication.get("config") or {})
+        fingerprint = hashlib.sha256(
+            json.dumps([type_name, resolved], sort_keys=True, default=str).encode()
+        ).hexdigest()
+        with entry.lock:
+            if entry.auth_fingerprint != fingerprint:
+                entry.auth = auth_type.build(resolved, self._auth_context())
+                entry.auth_fingerprint = fingerprint
+            return entry.auth
+
+    def _resolve_secrets(self, config: dict) -> dict:
+        from flowker.security.secrets import SecretResolver, count_encrypted
+
+        box = self._box() if count_encrypted(config) else None
+        resolver = SecretResolver.from_settings(self.settings, box=box, register=self.redactor.add_secret)
+        return resolver.resolve(config)
+
+    def _box(self):
+        # Loaded only when a literal (encrypted) secret is met: in development this may
+        # create the key file next to the SQLite database.
+        if not self._secret_box_loaded:
+            from flowker.security.secrets import SecretBox
+
+            self._secret_box = SecretBox.from_settings(self.settings)
+            self._secret_box_loaded = True
+        return self._secret_box
+
+    def _auth_context(self) -> AuthContext:
+        from flowker.security.http import new_session
+
+        policy = self.address_policy
+        return AuthContext(
+            settings=self.settings,
+            new_session=lambda: new_session(policy),
+            register_secret=self.redactor.add_secret,
+            token_cache=self.token_cache,
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            entries, self._entries = list(self._entries.values()), OrderedDict()
+        for entry in entries:
+            entry.client.close()

@@ -1,0 +1,243 @@
+"""Execution and step rows, and the audit entries that commit with them.
+
+Each step's StepResult row, the execution's progress (current step, lease) and the
+step's audit entries (STEP_*, and PROVIDER_CALL_STARTED plus PROVIDER_CALL_COMPLETED or
+_FAILED for every attempt of an executor call) are written in one transaction: a step is
+recorded with its audit trail or not at all. Secrets never reach a row: stored inputs,
+outputs and messages pass through the process :class:`Redactor`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Callable
+
+from flowker.runner.engine import COMPLETED, FAILED, SKIPPED, RunOutcome, StepRecord
+from flowker.runner.graph import NodePlan
+from flowker.storage.database import write_transaction
+from flowker.storage.models import Execution, StepResult, utcnow
+
+RESOURCE_TYPE = "execution"
+MAX_ERROR_MESSAGE = 4000
+
+STEP_EVENTS = {COMPLETED: "STEP_COMPLETED", FAILED: "STEP_FAILED", SKIPPED: "STEP_SKIPPED"}
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    """Naive UTC datetime -> ``2026-11-29T12:00:00.123Z``."""
+    if value is None:
+        return None
+    return value.isoformat(timespec="milliseconds") + "Z"
+
+
+def audit_append(event_type: str, result: str, resource_id: str, *, actor=None, context: dict | None = None,
+                 metadata: dict | None = None, action: str = "EXECUTE") -> None:
+    """One audit entry inside the caller's transaction."""
+    from flowker.audit import chain
+
+    chain.append(
+        event_type=event_type,
+        action=action,
+        result=result,
+        resource_type=RESOURCE_TYPE,
+        resource_id=resource_id,
+        actor=actor if actor is not None else chain.SYSTEM_ACTOR,
+        context=context or {},
+        metadata=metadata or {},
+    )
+
+
+class ExecutionRecorder:
+    """The engine's step sink for one execution: writes rows, audit entries, progress.
+
+    ``observer`` (optional) sees each step start and end (``flowker run`` prints them).
+    """
+
+    def __init__(self, execution: Execution, *, owner: str, lease_seconds: float, redactor,
+                 observer=None, clock: Callable[[], dt.datetime] = utcnow):
+        self.execution = execution
+        self.owner = owner
+        self.lease_seconds = lease_seconds
+        self.redactor = redactor
+        self.observer = observer
+        self.clock = clock
+        self.context = {"workflowId": execution.workflow_id, "workflowVersion": execution.workflow_version}
+
+    # -- StepSink ---------------------------------------------------------------------
+
+    def step_started(self, node: NodePlan) -> None:
+        if self.observer is not None:
+            self.observer.step_started(node)
+
+    def step_finished(self, record: StepRecord) -> None:
+        with write_transaction():
+            self._write_step(record)
+            Execution.update(
+                current_step=record.node.step_number,
+                lease_expires_at=self.clock() + dt.timedelta(seconds=self.lease_seconds),
+            ).where((Execution.id == self.execution.id) & (Execution.owner == self.owner)).execute()
+        if self.observer is not None:
+            self.observer.step_finished(record)
+
+    # -- the end ----------------------------------------------------------------------
+
+    def finish(self, outcome: RunOutcome) -> None:
+        now = self.clock()
+        status = COMPLETED if outcome.status == COMPLETED else FAILED
+        error = self._message(outcome.error_message) if status == FAILED else None
+        final_output = self._clean(outcome.final_output) if status == COMPLETED else None
+        with write_transaction():
+            updated = Execution.update(
+                status=status, final_output=final_output, error_message=error, completed_at=now,
+                lease_expires_at=None,
+            ).where((Execution.id == self.execution.id) & (Execution.status == "running")).execute()
+            if not updated:
+                return  # already settled elsewhere (recovered after a lost lease): keep that record
+            audit_append(
+                "EXECUTION_COMPLETED" if status == COMPLETED else "EXECUTION_FAILED",
+                "SUCCESS" if status == COMPLETED else "FAILED",
+                self.execution.id,
+                context=self.context,
+                metadata={
+                    "status": status,
+                    "steps": len(outcome.steps),
+                    "durationMs": _ms_between(self.execution.started_at, now),
+                    **({"errorMessage": error, "failedNode": outcome.failed_node} if error else {}),
+                },
+            )
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def _write_step(self, record: StepRecord) -> None:
+        node = record.node
+        call = record.call
+        call_details = self._clean(call.details()) if call is not None else None
+        StepResult.create(
+            execution=self.execution.id,
+            step_number=node.step_number,
+            node_id=node.id,
+            node_name=node.name,
+            node_type=node.type,
+            status=record.status,
+            input_data=self._clean_input(record.input),
+            output=self._clean(record.output),
+            error_message=self._message(record.error),
+            attempts=record.attempts,
+            duration_ms=int(round(record.duration_ms)),
+            call_details=call_details,
+            started_at=record.started_at,
+            completed_at=record.completed_at,
+        )
+        step_context = {**self.context, "nodeId": node.id, "nodeType": node.type, "stepNumber": node.step_number}
+        if call is not None:
+            self._audit_attempts(record, step_context)
+        metadata: dict[str, Any] = {"status": record.status, "durationMs": round(record.duration_ms, 3),
+                                    "attempts": record.attempts}
+        if record.error:
+            metadata["errorMessage"] = self._message(record.error)
+        if record.error_code:
+            metadata["errorCode"] = record.error_code
+        if record.reason:
+            metadata["reason"] = record.reason
+        audit_append(STEP_EVENTS[record.status], "FAILED" if record.status == FAILED else "SUCCESS",
+                     self.execution.id, context=step_context, metadata=metadata)
+
+    def _audit_attempts(self, record: StepRecord, step_context: dict) -> None:
+        call = record.call
+        request = record.input or {}
+        call_context = {**step_context, "executor": request.get("executor"), "endpoint": request.get("endpoint"),
+                        "method": call.method, "url": call.url}
+        for attempt in call.attempts:
+            context = {**call_context, "attempt": attempt["attempt"]}
+            audit_append("PROVIDER_CALL_STARTED", "SUCCESS", self.execution.id, context=context,
+                         metadata={"startedAt": attempt["startedAt"]})
+            answered_ok = attempt.get("outcome") == "answered" and 200 <= attempt.get("statusCode", 0) < 300
+            metadata = {key: attempt[key] for key in ("statusCode", "durationMs", "outcome") if key in attempt}
+            if "error" in attempt:
+                metadata["error"] = self._message(attempt["error"])
+            audit_append("PROVIDER_CALL_COMPLETED" if answered_ok else "PROVIDER_CALL_FAILED",
+                         "SUCCESS" if answered_ok else "FAILED", self.execution.id, context=context, metadata=metadata)
+
+    def _message(self, message: str | None) -> str | None:
+        if not message:
+            return message
+        return self.redactor.scrub_text(message)[:MAX_ERROR_MESSAGE]
+
+    def _clean(self, value: Any) -> Any:
+        """Registered secret values and credential-looking text scrubbed from every string."""
+        if isinstance(value, str):
+            return self.redactor.scrub_text(value)
+        if isinstance(value, dict):
+            return {key: self._clean(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self._clean(item) for item in value]
+        return value
+
+    def _clean_input(self, value: Any) -> Any:
+        if isinstance(value, dict) and isinstance(value.get("headers"), dict):
+            value = {**value, "headers": self.redactor.redact_headers(value["headers"])}
+        return self._clean(value)
+
+
+def _ms_between(start: dt.datetime | None, end: dt.datetime) -> float | None:
+    if start is None:
+        return None
+    return round((end - start).total_seconds() * 1000.0, 3)
+
+
+# --------------------------------------------------------------------------- response shapes
+
+
+def execution_summary(execution: Execution) -> dict:
+    """``{executionId, workflowId, status, currentStepNumber, totalSteps, startedAt, completedAt?, errorMessage?}``."""
+    summary = {
+        "executionId": execution.id,
+        "workflowId": execution.workflow_id,
+        "status": execution.status,
+        "currentStepNumber": execution.current_step,
+        "totalSteps": execution.total_steps,
+        "startedAt": iso(execution.started_at),
+    }
+    if execution.completed_at is not None:
+        summary["completedAt"] = iso(execution.completed_at)
+    if execution.error_message:
+        summary["errorMessage"] = execution.error_message
+    return summary
+
+
+def step_result_dict(step: StepResult) -> dict:
+    item = {
+        "stepNumber": step.step_number,
+        "stepName": step.node_name,
+        "nodeId": step.node_id,
+        "nodeType": step.node_type,
+        "status": step.status,
+        "attempts": step.attempts,
+        "durationMs": step.duration_ms,
+        "executedAt": iso(step.started_at),
+        "completedAt": iso(step.completed_at),
+    }
+    if step.input_data is not None:
+        item["input"] = step.input_data
+    if step.output is not None:
+        item["output"] = step.output
+    if step.error_message:
+        item["errorMessage"] = step.error_message
+    if step.call_details is not None:
+        item["callDetails"] = step.call_details
+    return item
+
+
+def execution_results(execution: Execution) -> dict:
+    """``{executionId, workflowId, status, stepResults, finalOutput, startedAt, completedAt}``."""
+    steps = StepResult.select().where(StepResult.execution == execution.id).order_by(StepResult.step_number)
+    return {
+        "executionId": execution.id,
+        "workflowId": execution.workflow_id,
+        "status": execution.status,
+        "stepResults": [step_result_dict(step) for step in steps],
+        "finalOutput": execution.final_output,
+        "startedAt": iso(execution.started_at),
+        "completedAt": iso(execution.completed_at),
+        **({"errorMessage": execution.error_message} if execution.error_message else {}),
+    }

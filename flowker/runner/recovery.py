@@ -1,0 +1,124 @@
+"""Leases: no execution stays ``running`` forever after its process died.
+
+An execution carries its owner and ``lease_expires_at``. The owning process extends the
+lease with every step it records and, for long steps (a slow call, retry waits), from a
+heartbeat thread. :func:`recover_interrupted` (run at start-up by ``serve`` and ``run``)
+fails executions whose lease expired and audits each with EXECUTION_INTERRUPTED; an
+execution another live process is running keeps a fresh lease and is never touched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+
+from flowker.runner.records import audit_append
+from flowker.storage.database import connection, write_transaction
+from flowker.storage.models import Execution, utcnow
+
+logger = logging.getLogger(__name__)
+
+INTERRUPTED_MESSAGE = "interrupted: the process running this execution stopped before it finished"
+RECOVERY_BATCH = 500
+
+
+def _expired(now: dt.datetime):
+    return (Execution.status == "running") & (
+        Execution.lease_expires_at.is_null() | (Execution.lease_expires_at < now)
+    )
+
+
+def recover_interrupted(now: dt.datetime | None = None) -> list[str]:
+    """Fail every running execution whose lease expired; returns their ids."""
+    recovered: list[str] = []
+    seen: set[str] = set()
+    now = now or utcnow()
+    with connection():
+        while True:
+            candidates = list(
+                Execution.select(Execution.id, Execution.workflow_id, Execution.owner, Execution.current_step,
+                                 Execution.total_steps)
+                .where(_expired(now)).order_by(Execution.started_at).limit(RECOVERY_BATCH)
+            )
+            batch = [c for c in candidates if c.id not in seen]
+            if not batch:
+                return recovered
+            for execution in batch:
+                seen.add(execution.id)
+                with write_transaction():
+                    # Compare-and-set: a heartbeat that renewed the lease meanwhile wins.
+                    updated = Execution.update(
+                        status="failed", error_message=INTERRUPTED_MESSAGE, completed_at=now, lease_expires_at=None,
+                    ).where((Execution.id == execution.id) & _expired(now)).execute()
+                    if updated:
+                        audit_append(
+                            "EXECUTION_INTERRUPTED", "FAILED", execution.id,
+                            context={"workflowId": execution.workflow_id},
+                            metadata={"previousOwner": execution.owner, "currentStep": execution.current_step,
+                                      "totalSteps": execution.total_steps, "reason": "lease expired"},
+                        )
+                        recovered.append(execution.id)
+            if len(candidates) < RECOVERY_BATCH:
+                return recovered
+
+
+class LeaseHeartbeat:
+    """Extends the leases of this process's running executions every ``interval`` seconds.
+
+    A daemon thread started on first use and stopped by :meth:`stop`. It opens its own
+    database connection for each beat.
+    """
+
+    def __init__(self, owner: str, lease_seconds: float, interval: float | None = None):
+        self.owner = owner
+        self.lease_seconds = lease_seconds
+        self.interval = interval if interval is not None else max(lease_seconds / 3.0, 0.05)
+        self._active: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def track(self, execution_id: str) -> None:
+        with self._lock:
+            self._active[execution_id] = self._active.get(execution_id, 0) + 1
+            if self._thread is None and not self._stopped:
+                self._thread = threading.Thread(target=self._loop, name="flowker-lease-heartbeat", daemon=True)
+                self._thread.start()
+
+    def untrack(self, execution_id: str) -> None:
+        with self._lock:
+            count = self._active.get(execution_id, 0) - 1
+            if count > 0:
+                self._active[execution_id] = count
+            else:
+                self._active.pop(execution_id, None)
+
+    def beat(self) -> int:
+        """Renew the leases now; returns how many rows were renewed."""
+        with self._lock:
+            ids = list(self._active)
+        if not ids:
+            return 0
+        with connection():
+            return Execution.update(
+                lease_expires_at=utcnow() + dt.timedelta(seconds=self.lease_seconds)
+            ).where(
+                Execution.id.in_(ids) & (Execution.status == "running") & (Execution.owner == self.owner)
+            ).execute()
+
+    def _loop(self) -> None:
+        while not self._wake.wait(self.interval):
+            try:
+                self.beat()
+            except Exception:  # noqa: BLE001 - a missed beat is retried at the next interval
+                logger.warning("lease heartbeat failed; retrying in %.1f s", self.interval, exc_info=True)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            thread, self._thread = self._thread, None
+        self._wake.set()
+        if thread is not None:
+            thread.join(timeout=5)

@@ -1,0 +1,259 @@
+"""The execution service: what the REST API, webhooks and ``flowker run`` call.
+
+::
+
+    service = ExecutionService(settings, registry)          # opens no connection
+    started = service.start(workflow_id, input_data, actor=actor, idempotency_key=key)
+    execution = service.run(started.execution.id)            # synchronous, never raises for a failed run
+    started = service.execute(workflow_id, input_data, actor=actor)   # start + run
+    service.recover_interrupted()                            # at start-up
+
+The service owns everything that lives per process: the compiled plans (LRU keyed by
+(workflow id, version)), the circuit breakers (by executor id), the executor clients and
+their sessions, the OIDC token cache, the redactor and the lease heartbeat.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import peewee
+import rfc8785
+
+from flowker.errors import FlowkerError, NotFound, UnprocessableEntity
+from flowker.runner.breakers import BreakerBoard
+from flowker.runner.engine import FAILED, Engine, RunOutcome
+from flowker.runner.executors import ExecutorPool
+from flowker.runner.graph import WorkflowPlan, compile_plan
+from flowker.runner.records import ExecutionRecorder, audit_append, execution_results, execution_summary
+from flowker.runner.recovery import LeaseHeartbeat, recover_interrupted
+from flowker.storage.database import connection, write_transaction
+from flowker.storage.models import Execution, Workflow, WorkflowVersion, utcnow
+
+logger = logging.getLogger(__name__)
+
+WORKFLOW_NOT_FOUND = "FLK-0100"
+WORKFLOW_NOT_ACTIVE = "FLK-0501"
+EXECUTION_NOT_FOUND = "FLK-0500"
+IDEMPOTENCY_MISMATCH = "FLK-0508"
+DEFAULT_LEASE_SECONDS = 60.0
+PLAN_CACHE_SIZE = 256
+MAX_IDEMPOTENCY_KEY = 255
+
+__all__ = ["ExecutionService", "StartResult", "execution_summary", "execution_results", "request_hash"]
+
+
+@dataclass(frozen=True)
+class StartResult:
+    execution: Execution
+    created: bool
+
+
+def request_hash(input_data: Any) -> str:
+    """sha256 of the RFC 8785 canonical input: the same key must come with the same input."""
+    return hashlib.sha256(rfc8785.dumps(input_data if input_data is not None else {})).hexdigest()
+
+
+class PlanCache:
+    """Compiled plans by (workflow id, version); bounded, least recently used first out."""
+
+    def __init__(self, size: int = PLAN_CACHE_SIZE):
+        self.size = size
+        self._lock = threading.Lock()
+        self._plans: OrderedDict[tuple[str, int], WorkflowPlan] = OrderedDict()
+        self.compiled = 0  # how many compilations happened (tests and metrics)
+
+    def get(self, key: tuple[str, int], compile_: Callable[[], WorkflowPlan]) -> WorkflowPlan:
+        with self._lock:
+            plan = self._plans.get(key)
+            if plan is not None:
+                self._plans.move_to_end(key)
+                return plan
+        plan = compile_()  # outside the lock: a slow compile does not stall other workflows
+        with self._lock:
+            self.compiled += 1
+            self._plans[key] = plan
+            self._plans.move_to_end(key)
+            while len(self._plans) > self.size:
+                self._plans.popitem(last=False)
+        return plan
+
+
+class ExecutionService:
+    def __init__(self, settings, registry, *, redactor=None, owner: str | None = None,
+                 lease_seconds: float = DEFAULT_LEASE_SECONDS, heartbeat_interval: float | None = None,
+                 plan_cache_size: int = PLAN_CACHE_SIZE):
+        from flowker.auth.token_cache import TokenCache
+        from flowker.security.redaction import Redactor
+
+        self.settings = settings
+        self.registry = registry
+        self.redactor = redactor if redactor is not None else Redactor()
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease_seconds = lease_seconds
+        self.plans = PlanCache(plan_cache_size)
+        self.breakers = BreakerBoard.from_settings(settings)
+        self.token_cache = TokenCache()
+        self.executors = ExecutorPool(settings, registry, self.redactor, self.breakers, token_cache=self.token_cache)
+        self.heartbeat = LeaseHeartbeat(self.owner, lease_seconds, heartbeat_interval)
+
+    # -- starting ---------------------------------------------------------------------
+
+    def start(self, workflow_id: str, input_data: Any, *, actor, idempotency_key: str | None = None) -> StartResult:
+        """Create a running execution (and its EXECUTION_STARTED entry), or find the keyed one."""
+        if idempotency_key is not None and not (0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY):
+            raise UnprocessableEntity(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+        input_data = input_data if input_data is not None else {}
+        digest = request_hash(input_data)
+        with connection():
+            workflow = Workflow.get_or_none(Workflow.id == workflow_id)
+            if workflow is None:
+                raise NotFound(f"workflow {workflow_id} not found", code=WORKFLOW_NOT_FOUND, title="Not Found")
+            if idempotency_key is not None:
+                existing = self._keyed(workflow_id, idempotency_key)
+                if existing is not None:
+                    return self._replay(existing, digest)
+            if workflow.status != "active":
+                raise UnprocessableEntity(f"workflow {workflow.name} is not active (it is {workflow.status})",
+                                          code=WORKFLOW_NOT_ACTIVE)
+            plan = self.plan(workflow.id, workflow.version)
+            try:
+                with write_transaction():
+                    if idempotency_key is not None:
+                        # On SQLite the write lock is held here, so this check is the serial one.
+                        existing = self._keyed(workflow_id, idempotency_key)
+                        if existing is not None:
+                            return self._replay(existing, digest)
+                    execution = self._create(workflow, plan, input_data, digest, idempotency_key, actor)
+            except peewee.IntegrityError:
+                # Another request with the same key committed first (PostgreSQL): return the winner.
+                existing = self._keyed(workflow_id, idempotency_key) if idempotency_key is not None else None
+                if existing is None:
+                    raise
+                return self._replay(existing, digest)
+        return StartResult(execution, True)
+
+    def _create(self, workflow: Workflow, plan: WorkflowPlan, input_data, digest, idempotency_key, actor) -> Execution:
+        now = utcnow()
+        execution = Execution.create(
+            workflow_id=workflow.id, workflow_version=workflow.version, status="running", input_data=input_data,
+            idempotency_key=idempotency_key, request_hash=digest, current_step=0, total_steps=plan.total_steps,
+            owner=self.owner, lease_expires_at=now + _seconds(self.lease_seconds), started_at=now,
+        )
+        audit_append(
+            "EXECUTION_STARTED", "SUCCESS", execution.id, actor=actor,
+            context={"workflowId": workflow.id, "workflowVersion": workflow.version},
+            metadata={"workflowName": workflow.name, "totalSteps": plan.total_steps,
+                      "idempotencyKey": bool(idempotency_key), "inputHash": digest},
+        )
+        return execution
+
+    @staticmethod
+    def _keyed(workflow_id: str, key: str) -> Execution | None:
+        return Execution.get_or_none((Execution.workflow_id == workflow_id) & (Execution.idempotency_key == key))
+
+    @staticmethod
+    def _replay(existing: Execution, digest: str) -> StartResult:
+        if existing.request_hash != digest:
+            raise UnprocessableEntity(
+                "this Idempotency-Key was already used with a different request body", code=IDEMPOTENCY_MISMATCH,
+                title="Idempotency Key Reused")
+        return StartResult(existing, False)
+
+    def plan(self, workflow_id: str, version: int) -> WorkflowPlan:
+        """The compiled plan of a workflow version (compiled once, then cached)."""
+        def compile_() -> WorkflowPlan:
+            snapshot = WorkflowVersion.get_or_none(
+                (WorkflowVersion.workflow_id == workflow_id) & (WorkflowVersion.version == version))
+            if snapshot is None:
+                raise FlowkerError(f"workflow {workflow_id} has no stored version {version}")
+            return compile_plan(snapshot.spec, self.registry, workflow_id=workflow_id, version=version)
+
+        return self.plans.get((workflow_id, version), compile_)
+
+    # -- running ----------------------------------------------------------------------
+
+    def run(self, execution_id: str, *, observer=None) -> Execution:
+        """Run a started execution to its end; a failing workflow gives a failed execution."""
+        with connection():
+            execution = Execution.get_or_none(Execution.id == execution_id)
+            if execution is None:
+                raise NotFound(f"execution {execution_id} not found", code=EXECUTION_NOT_FOUND)
+            if execution.status != "running" or not self._claim(execution):
+                return execution  # finished already, or another live process runs it
+            self.heartbeat.track(execution.id)
+            try:
+                try:
+                    outcome = self._walk(execution, observer)
+                except Exception as exc:  # noqa: BLE001 - e.g. a step row failed to commit
+                    logger.exception("execution %s stopped by an internal error", execution.id)
+                    outcome = RunOutcome(status=FAILED, error_message=f"internal error: {type(exc).__name__}")
+                ExecutionRecorder(execution, owner=self.owner, lease_seconds=self.lease_seconds,
+                                  redactor=self.redactor).finish(outcome)
+            finally:
+                self.heartbeat.untrack(execution.id)
+            return Execution.get_by_id(execution.id)
+
+    def _claim(self, execution: Execution) -> bool:
+        """Take the lease: ours already, or expired (its process died)."""
+        now = utcnow()
+        claimed = Execution.update(owner=self.owner, lease_expires_at=now + _seconds(self.lease_seconds)).where(
+            (Execution.id == execution.id) & (Execution.status == "running")
+            & ((Execution.owner == self.owner) | Execution.owner.is_null()
+               | Execution.lease_expires_at.is_null() | (Execution.lease_expires_at < now))
+        ).execute()
+        if claimed:
+            execution.owner = self.owner
+        return bool(claimed)
+
+    def _walk(self, execution: Execution, observer) -> RunOutcome:
+        try:
+            plan = self.plan(execution.workflow_id, execution.workflow_version)
+        except FlowkerError as exc:
+            return RunOutcome(status=FAILED, error_message=f"the workflow cannot run: {exc.message}")
+        timeout = self.settings.execution_timeout_seconds
+        elapsed = (utcnow() - execution.started_at).total_seconds()
+        recorder = ExecutionRecorder(execution, owner=self.owner, lease_seconds=self.lease_seconds,
+                                     redactor=self.redactor, observer=observer)
+        engine = Engine(
+            plan, execution_id=execution.id, input_data=execution.input_data,
+            deadline=time.monotonic() + max(0.0, timeout - elapsed), timeout_seconds=timeout,
+            resolve_executor=self.executors.resolve, sink=recorder, scrub_text=self.redactor.scrub_text,
+        )
+        return engine.run()
+
+    def execute(self, workflow_id: str, input_data: Any, *, actor, idempotency_key: str | None = None,
+                observer=None) -> StartResult:
+        """Start and, when this call created the execution, run it to the end."""
+        started = self.start(workflow_id, input_data, actor=actor, idempotency_key=idempotency_key)
+        if not started.created:
+            return started
+        return StartResult(self.run(started.execution.id, observer=observer), True)
+
+    # -- upkeep -----------------------------------------------------------------------
+
+    def recover_interrupted(self) -> list[str]:
+        """Fail executions whose lease expired (their process died); audit each."""
+        recovered = recover_interrupted()
+        if recovered:
+            logger.warning("marked %d interrupted execution(s) as failed", len(recovered))
+        return recovered
+
+    def close(self) -> None:
+        self.heartbeat.stop()
+        self.executors.close()
+
+
+def _seconds(value: float):
+    import datetime as dt
+
+    return dt.timedelta(seconds=value)

@@ -1,0 +1,85 @@
+"""Typed spec documents: what the loader returns and the checks consume.
+
+``body`` is exactly the REST body of the resource (``kind`` removed), so a YAML
+file and a ``POST`` go through the same checks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from flowker.spec.problems import SourceMap
+
+WORKFLOW = "Workflow"
+EXECUTOR = "Executor"
+KINDS = (WORKFLOW, EXECUTOR)
+
+
+@dataclass(frozen=True)
+class SpecDocument:
+    kind: ClassVar[str] = ""
+
+    name: str
+    body: dict
+    source: str
+    locations: SourceMap = field(default_factory=SourceMap, repr=False, compare=False)
+    # True when the document came from a file (git): secrets must then be references.
+    from_file: bool = True
+
+    def location_of(self, path) -> tuple[int | None, int | None]:
+        return self.locations.locate(tuple(path))
+
+
+@dataclass(frozen=True)
+class WorkflowSpec(SpecDocument):
+    kind: ClassVar[str] = WORKFLOW
+
+    @property
+    def nodes(self) -> list:
+        nodes = self.body.get("nodes")
+        return nodes if isinstance(nodes, list) else []
+
+    @property
+    def edges(self) -> list:
+        edges = self.body.get("edges")
+        return edges if isinstance(edges, list) else []
+
+
+@dataclass(frozen=True)
+class ExecutorSpec(SpecDocument):
+    kind: ClassVar[str] = EXECUTOR
+
+    @property
+    def endpoints(self) -> list:
+        endpoints = self.body.get("endpoints")
+        return endpoints if isinstance(endpoints, list) else []
+
+    @property
+    def endpoint_names(self) -> set[str]:
+        return {e.get("name") for e in self.endpoints if isinstance(e, dict) and isinstance(e.get("name"), str)}
+
+    @property
+    def auth_type(self) -> str | None:
+        authentication = self.body.get("authentication")
+        return authentication.get("type") if isinstance(authentication, dict) else None
+
+
+DOCUMENT_TYPES = {WORKFLOW: WorkflowSpec, EXECUTOR: ExecutorSpec}
+
+
+def normalise_kind(kind: str) -> str | None:
+    """``Workflow``/``Executor`` from any casing (REST routes say ``workflow``); else None."""
+    for known in KINDS:
+        if isinstance(kind, str) and kind.lower() == known.lower():
+            return known
+    return None
+
+
+def make_document(kind: str, body: dict, source: str, locations: SourceMap | None = None, *, from_file: bool) -> SpecDocument:
+    """A typed document from a body; ``kind`` must already be ``Workflow`` or ``Executor``."""
+    body = {key: value for key, value in body.items() if key != "kind"}
+    name = body.get("name") if isinstance(body.get("name"), str) else ""
+    return DOCUMENT_TYPES[kind](
+        name=name, body=body, source=source, locations=locations or SourceMap(), from_file=from_file
+    )

@@ -1,0 +1,55 @@
+"""Expression checks: CEL syntax, known variables and node references.
+
+``condition`` fields (conditional nodes, edges) are bare CEL; every other string in
+node data may hold ``${{ expr }}`` templates. Compiling goes through
+:mod:`flowker.expressions`, the same code the runner uses.
+"""
+
+from __future__ import annotations
+
+from flowker.expressions import ExpressionError, compile_condition, iter_expressions, node_references
+from flowker.spec.problems import ProblemList, parse_path_suffix
+
+MAX_MESSAGE = 300
+
+
+def check_expressions(body: dict, known_nodes: set[str], problems: ProblemList) -> None:
+    nodes = body.get("nodes") if isinstance(body.get("nodes"), list) else []
+    for index, node in enumerate(nodes):
+        if not isinstance(node, dict) or not isinstance(node.get("data"), dict):
+            continue
+        data = node["data"]
+        base = ("nodes", index, "data")
+        templated = data
+        if node.get("type") == "conditional":
+            templated = {key: value for key, value in data.items() if key != "condition"}
+            if isinstance(data.get("condition"), str):
+                check_expression(base + ("condition",), data["condition"], known_nodes, problems)
+        for suffix, source in iter_expressions(templated):
+            check_expression(base + parse_path_suffix(suffix), source, known_nodes, problems, template=True)
+    edges = body.get("edges") if isinstance(body.get("edges"), list) else []
+    for index, edge in enumerate(edges):
+        if isinstance(edge, dict) and isinstance(edge.get("condition"), str):
+            check_expression(("edges", index, "condition"), edge["condition"], known_nodes, problems)
+
+
+def check_expression(path, source: str, known_nodes: set[str], problems: ProblemList, *, template: bool = False) -> None:
+    try:
+        compile_condition(source)
+    except ExpressionError as exc:
+        message = exc.message
+        if len(message) > MAX_MESSAGE:
+            message = message[:MAX_MESSAGE].rstrip() + "..."
+        if exc.column is not None:
+            message += f" (column {exc.column} of the expression)"
+        if template and "${{" in source:
+            message = "unterminated ${{ }} template: " + message
+        problems.add(path, message)
+    # Node references are checked even when compiling failed: every problem is reported.
+    for reference in sorted(node_references(source) - known_nodes):
+        problems.add(path, f"expression `{_short(source)}` refers to node {reference!r}, which does not exist")
+
+
+def _short(source: str) -> str:
+    source = " ".join(source.split())
+    return source if len(source) <= 80 else source[:77] + "..."

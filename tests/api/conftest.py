@@ -1,0 +1,126 @@
+"""Fixtures for the REST API tests: an app on a migrated database (both backends where
+storage matters), TestClients with and without the key, and a local HTTP stub that
+executors call on 127.0.0.1 (loopback is allowed in development mode)."""
+
+from __future__ import annotations
+
+import threading
+
+import falcon.testing
+import pytest
+
+from flowker.local_server import LocalHTTPServer
+
+from api_helpers import API_KEY, OTHER_KEY, create_executor, create_workflow
+
+
+SECRET_KEY = "0X1AhXLHhy4-ODGdvyI_-Uu7T_V2kJVxNDW3hSKIT2A="  # a test-only Fernet key
+
+
+def make_settings(database_url: str, **overrides):
+    from flowker.settings import Settings
+
+    values = {
+        "database_url": database_url,
+        "secret_key": SECRET_KEY,
+        "api_keys": f"ci-bot:{API_KEY},rotation:{OTHER_KEY}",
+        "retry_base_seconds": "0",
+        "retry_max_attempts": "1",
+    }
+    values.update(overrides)
+    return Settings.from_mapping(values)
+
+
+@pytest.fixture(scope="session")
+def registry():
+    from flowker.plugins import load_registry
+
+    return load_registry()
+
+
+class AppFactory:
+    """Builds apps on one database; every app built is shut down after the test."""
+
+    def __init__(self, database, database_url, registry):
+        self.database = database
+        self.database_url = database_url
+        self.registry = registry
+        self.apps = []
+
+    def __call__(self, **options):
+        from flowker.api.app import create_app
+
+        settings_overrides = options.pop("settings", {})
+        settings = make_settings(self.database_url, **settings_overrides)
+        app = create_app(settings, registry=self.registry, database=self.database, **options)
+        self.apps.append(app)
+        return app
+
+    def close(self):
+        for app in self.apps:
+            app.state.background.shutdown(wait=True)
+            app.state.execution_service.close()
+
+
+@pytest.fixture
+def make_app(database, database_url, registry):
+    factory = AppFactory(database, database_url, registry)
+    yield factory
+    factory.close()
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return falcon.testing.TestClient(app, headers={"X-API-Key": API_KEY})
+
+
+@pytest.fixture
+def anonymous(app):
+    return falcon.testing.TestClient(app)
+
+
+@pytest.fixture
+def stub():
+    """A local service answering JSON; ``stub.gate`` (an Event) can hold requests back."""
+    gate = threading.Event()
+    gate.set()
+
+    def handler(request):
+        gate.wait(timeout=10)
+        if request.path.startswith("/unauthorized"):
+            return 401, {}, {"error": "no"}
+        if request.path.startswith("/protected") and request.header("Authorization") != "Bearer stub-token-1234567":
+            return 401, {}, {"error": "bad token"}
+        return 200, {}, {"score": 42, "path": request.path}
+
+    server = LocalHTTPServer(handler)
+    server.gate = gate
+    with server:
+        yield server
+
+
+@pytest.fixture
+def active_workflow(client, stub):
+    """(workflow id, executor id) of an active payments workflow calling the stub."""
+    executor_id = create_executor(client, stub.url)
+    return create_workflow(client, activate=True), executor_id
+
+
+@pytest.fixture
+def sqlite_factory(tmp_path, registry):
+    """Apps on a SQLite file only: for behaviour that does not depend on the backend."""
+    from flowker.storage.database import bind_database
+    from flowker.storage.migrations import upgrade
+
+    database = bind_database(f"sqlite:///{tmp_path}/api.db")
+    upgrade(database)
+    factory = AppFactory(database, f"sqlite:///{tmp_path}/api.db", registry)
+    yield factory
+    factory.close()
+    if not database.is_closed():
+        database.close()

@@ -22,7 +22,10 @@ def load_settings(ctx: click.Context, **overrides):
 def run_cli(command: click.Command, argv=None) -> int:
     """Run the click command, turning Flowker errors into messages and exit codes."""
     try:
-        command.main(args=argv, prog_name="flowker", standalone_mode=False)
+        result = command.main(args=argv, prog_name="flowker", standalone_mode=False)
+        # With standalone_mode=False click returns ctx.exit(n)'s code instead of exiting.
+        if isinstance(result, int):
+            return result
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.exceptions.Abort:

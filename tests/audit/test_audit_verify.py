@@ -158,7 +158,7 @@ def test_export_round_trip_and_truncated_exports(chain_db, signing_key, attacker
     header = json.loads(lines[0])
     header["headSequence"] = 8
     forged_end = json.dumps({"type": "end", "entries": 8, "checkpoints": 2,
-                             "headHash": json.loads(lines[-4])["hash"]}) + "\n"
+                             "headHash": json.loads(lines[-4])["headHash"]}) + "\n"
     cut.write_text(json.dumps(header) + "\n" + "".join(lines[1:-3]) + forged_end, encoding="utf-8")
     result = verify_export(str(cut), keys)
     assert not result.is_valid and "not covered by a signed checkpoint" in result.message

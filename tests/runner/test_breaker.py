@@ -57,7 +57,6 @@ def test_4xx_does_not_count_against_the_breaker(service, http_server, token_env)
 
 
 def test_breakers_are_per_executor(service, http_server, token_env):
-    from runner_helpers import store_executor
 
     http_server.recorder.set((500, {}, {}))
     run_call(service, http_server.url, executor_name="flaky")

@@ -42,8 +42,14 @@ function fail(response, status, error, description) {
   response.body = { error, error_description: description };
 }
 
-service.on('beforeTokenSigning', (token) => {
+service.on('beforeTokenSigning', (token, req) => {
   token.payload.exp = Math.floor(Date.now() / 1000) + ttl;
+  // The mock names every refreshed token's subject "johndoe": use the real user instead.
+  const username = req.body.grant_type === 'password'
+    ? req.body.username : liveRefreshTokens.get(req.body.refresh_token);
+  if (username !== undefined) {
+    token.payload.sub = username;
+  }
 });
 
 service.on('beforeResponse', (response, req) => {

@@ -1,0 +1,142 @@
+"""Executions on both backends: synchronous and asynchronous runs, idempotency,
+results, lists, the bounded background pool and draining."""
+
+from __future__ import annotations
+
+import uuid
+
+import falcon.testing
+import pytest
+
+from api_helpers import API_KEY, create_executor, create_workflow, wait_for, workflow_body
+
+
+def execute(client, workflow_id: str, input_data=None, **request):
+    return client.simulate_post(
+        f"/v1/workflows/{workflow_id}/executions", json={"inputData": input_data or {"amount": 10}}, **request
+    )
+
+
+def test_synchronous_run_returns_201_with_the_finished_execution(client, active_workflow, stub):
+    workflow_id, _ = active_workflow
+    response = execute(client, workflow_id, {"amount": 12})
+    assert response.status_code == 201, response.text
+    execution = response.json
+    assert execution["status"] == "completed" and execution["workflowId"] == workflow_id
+    assert execution["completedAt"] and response.headers["Location"] == f"/v1/executions/{execution['executionId']}"
+    assert stub.requests[-1].json() == {"amount": 12}
+    results = client.simulate_get(f"/v1/executions/{execution['executionId']}/results").json
+    assert results["finalOutput"] == {"score": 42}
+    assert [step["nodeId"] for step in results["stepResults"]] == ["start", "score", "out"]
+    assert client.simulate_get(f"/v1/executions/{execution['executionId']}").json["status"] == "completed"
+
+
+def test_asynchronous_run_returns_202_and_finishes_in_the_background(client, active_workflow, stub):
+    workflow_id, _ = active_workflow
+    stub.gate.clear()  # hold the executor call so the run is still going when we look
+    try:
+        response = execute(client, workflow_id, headers={"Prefer": "respond-async"})
+        assert response.status_code == 202, response.text
+        assert response.json["status"] == "running"
+        assert response.headers["Preference-Applied"] == "respond-async"
+        execution_id = response.json["executionId"]
+        early = client.simulate_get(f"/v1/executions/{execution_id}/results")
+        assert early.status_code == 422 and early.json["code"] == "FLK-0502"
+    finally:
+        stub.gate.set()
+    wait_for(lambda: client.simulate_get(f"/v1/executions/{execution_id}").json["status"] == "completed")
+    assert client.simulate_get(f"/v1/executions/{execution_id}/results").json["finalOutput"] == {"score": 42}
+
+
+def test_idempotency_key_replays_the_first_execution(client, active_workflow, stub):
+    workflow_id, _ = active_workflow
+    headers = {"Idempotency-Key": "order-77"}
+    first = execute(client, workflow_id, {"amount": 1}, headers=headers)
+    assert first.status_code == 201
+    calls = len(stub.requests)
+    again = execute(client, workflow_id, {"amount": 1}, headers=headers)
+    assert again.status_code == 200 and again.json["executionId"] == first.json["executionId"]
+    async_again = execute(client, workflow_id, {"amount": 1}, headers={**headers, "Prefer": "respond-async"})
+    assert async_again.status_code == 200 and async_again.json["executionId"] == first.json["executionId"]
+    assert len(stub.requests) == calls  # never a second run
+    different = execute(client, workflow_id, {"amount": 2}, headers=headers)
+    assert different.status_code == 422 and different.json["code"] == "FLK-0508"
+    bad_key = execute(client, workflow_id, headers={"Idempotency-Key": "has space"})
+    assert bad_key.status_code == 400 and bad_key.json["code"] == "FLK-0509"
+
+
+def test_start_errors(client, active_workflow, stub):
+    workflow_id, _ = active_workflow
+    assert execute(client, str(uuid.uuid4())).json["code"] == "FLK-0100"
+    assert execute(client, "nope").json["code"] == "FLK-0002"
+    draft = create_workflow(client, workflow_body(name="draft-one", path="/d"))
+    not_active = execute(client, draft)
+    assert not_active.status_code == 422 and not_active.json["code"] == "FLK-0501"
+    unknown = client.simulate_post(f"/v1/workflows/{workflow_id}/executions", json={"input": {}})
+    assert unknown.status_code == 422
+    not_object = client.simulate_post(f"/v1/workflows/{workflow_id}/executions", json={"inputData": [1]})
+    assert not_object.status_code == 422
+    empty = client.simulate_post(f"/v1/workflows/{workflow_id}/executions")
+    assert empty.status_code == 201  # no body: empty input
+
+
+def test_failed_runs_are_completed_requests_with_failed_executions(client, stub):
+    create_executor(client, stub.url + "/unauthorized")
+    workflow_id = create_workflow(client, activate=True)
+    response = execute(client, workflow_id)
+    assert response.status_code == 201 and response.json["status"] == "failed"
+    results = client.simulate_get(f"/v1/executions/{response.json['executionId']}/results").json
+    assert [step["status"] for step in results["stepResults"]] == ["completed", "failed", "skipped"]
+
+
+def test_list_filters_and_cursors(client, active_workflow):
+    workflow_id, _ = active_workflow
+    ids = [execute(client, workflow_id, {"amount": n}).json["executionId"] for n in range(5)]
+    page = client.simulate_get("/v1/executions", params={"limit": 2, "workflowId": workflow_id}).json
+    collected = [item["executionId"] for item in page["items"]]
+    for _ in range(10):
+        if not page["hasMore"]:
+            break
+        page = client.simulate_get("/v1/executions", params={"limit": 2, "cursor": page["nextCursor"]}).json
+        collected += [item["executionId"] for item in page["items"]]
+    assert collected == list(reversed(ids))
+    assert len(client.simulate_get("/v1/executions", params={"status": "completed"}).json["items"]) == 5
+    assert client.simulate_get("/v1/executions", params={"status": "failed"}).json["items"] == []
+    assert client.simulate_get("/v1/executions", params={"workflowId": str(uuid.uuid4())}).json["items"] == []
+    for params, code in (({"status": "pending-ish"}, "FLK-0304"), ({"workflowId": "x"}, "FLK-0002"),
+                         ({"limit": 500}, "FLK-0309"), ({"sortBy": "completedAt"}, "FLK-0304")):
+        response = client.simulate_get("/v1/executions", params=params)
+        assert response.status_code == 400 and response.json["code"] == code, params
+    assert client.simulate_get(f"/v1/executions/{uuid.uuid4()}").json["code"] == "FLK-0500"
+    assert client.simulate_get(f"/v1/executions/{uuid.uuid4()}/results").json["code"] == "FLK-0500"
+
+
+def test_a_full_background_pool_answers_503_before_creating_anything(make_app, stub):
+    app = make_app(background_workers=1, background_queue=0)
+    client = falcon.testing.TestClient(app, headers={"X-API-Key": API_KEY})
+    create_executor(client, stub.url)
+    workflow_id = create_workflow(client, activate=True)
+    assert not app.state.background.started  # created lazily, on the first async request
+    stub.gate.clear()
+    try:
+        first = execute(client, workflow_id, headers={"Prefer": "respond-async"})
+        assert first.status_code == 202
+        full = execute(client, workflow_id, headers={"Prefer": "respond-async"})
+        assert full.status_code == 503 and full.json["code"] == "FLK-0802"
+        assert "Retry-After" in full.headers
+        assert len(client.simulate_get("/v1/executions").json["items"]) == 1
+    finally:
+        stub.gate.set()
+    app.state.background.shutdown(wait=True)  # waits for the accepted run
+    assert client.simulate_get(f"/v1/executions/{first.json['executionId']}").json["status"] == "completed"
+
+
+@pytest.mark.parametrize("probe", ["/readyz", "/health/ready"])
+def test_draining_refuses_new_runs_and_fails_readiness(client, app, active_workflow, probe):
+    workflow_id, _ = active_workflow
+    assert client.simulate_get(probe).status_code == 200
+    app.state.start_draining()
+    assert client.simulate_get(probe).status_code == 503
+    refused = execute(client, workflow_id)
+    assert refused.status_code == 503 and refused.json["code"] == "FLK-0801"
+    assert client.simulate_get("/health/live").status_code == 200

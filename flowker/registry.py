@@ -67,7 +67,7 @@ class Registry:
     def _register(self, kind: str, table: dict, item) -> None:
         name = getattr(item, "name", None)
         if not isinstance(name, str) or not name:
-            raise PluginError(f"{self.current_distribution} registered a {kind} type without a name")
+            raise PluginError(f"{self.current_distribution} registered an {kind} type without a name")
         if name in table:
             raise PluginError(
                 f"{kind} type {name!r} is registered twice: by {self._providers[(kind, name)]} "

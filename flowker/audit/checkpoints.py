@@ -146,10 +146,30 @@ def keys_by_id(keys: Iterable) -> dict[str, object]:
     return {key_id(key): public_key_of(key) for key in keys}
 
 
+def sign_document(signing_key, document: dict) -> tuple[str, str]:
+    """(canonical statement text, base64 Ed25519 signature) for ``document``."""
+    statement = rfc8785.dumps(document)
+    return statement.decode("utf-8"), base64.b64encode(signing_key.sign(statement)).decode("ascii")
+
+
+def signature_problem(public_keys: Mapping[str, object], kid: str, statement: str, signature: str) -> str | None:
+    """None when ``signature`` is a valid signature of ``statement`` by trusted key ``kid``."""
+    from cryptography.exceptions import InvalidSignature
+
+    key = public_keys.get(kid)
+    if key is None:
+        return f"signed by key {kid}, which is not a trusted public key"
+    try:
+        key.verify(base64.b64decode(signature, validate=True), statement.encode("utf-8"))
+    except (binascii.Error, ValueError, TypeError, InvalidSignature):
+        return "the signature is invalid"
+    return None
+
+
 def sign(signing_key, *, sequence: int, head_hash: str, interval: int, created_at: str) -> Checkpoint:
     """A checkpoint for (sequence, head_hash) signed with ``signing_key``."""
     kid = key_id(signing_key)
-    statement = rfc8785.dumps({
+    statement, signature = sign_document(signing_key, {
         "createdAt": created_at,
         "headHash": head_hash,
         "interval": int(interval),
@@ -158,8 +178,7 @@ def sign(signing_key, *, sequence: int, head_hash: str, interval: int, created_a
         "type": STATEMENT_TYPE,
         "v": STATEMENT_VERSION,
     })
-    signature = base64.b64encode(signing_key.sign(statement)).decode("ascii")
-    return Checkpoint(sequence, head_hash, kid, created_at, statement.decode("utf-8"), signature)
+    return Checkpoint(sequence, head_hash, kid, created_at, statement, signature)
 
 
 def statement_fields(checkpoint: Checkpoint) -> dict | None:
@@ -191,14 +210,7 @@ def check(checkpoint: Checkpoint, public_keys: Mapping[str, object] | None) -> t
     ):
         return f"{where}: the stored columns differ from the signed statement", 0
     if public_keys is not None:
-        key = public_keys.get(checkpoint.key_id)
-        if key is None:
-            return f"{where}: signed by key {checkpoint.key_id}, which is not a trusted public key", 0
-        from cryptography.exceptions import InvalidSignature
-
-        try:
-            signature = base64.b64decode(checkpoint.signature, validate=True)
-            key.verify(signature, checkpoint.statement.encode("utf-8"))
-        except (binascii.Error, ValueError, InvalidSignature):
-            return f"{where}: the signature is invalid", 0
+        problem = signature_problem(public_keys, checkpoint.key_id, checkpoint.statement, checkpoint.signature)
+        if problem:
+            return f"{where}: {problem}", 0
     return None, max(0, fields["interval"])

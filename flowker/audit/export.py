@@ -7,13 +7,16 @@ File format (one JSON object per line, UTF-8)::
     {"type": "entry", "sequence", "previousHash", "hash", "canonical"}      one per entry
     {"type": "checkpoint", "sequence", "headHash", "keyId", "createdAt",
      "statement", "signature"}                       right after the entry it signs
-    {"type": "end", "entries", "checkpoints", "headHash"}
+    {"type": "end", "entries", "checkpoints", "headHash", "exportedAt",
+     "keyId", "statement", "signature"}
 
-``canonical`` is the exact hashed text, so the file is verified with nothing but
-sha256 and the Ed25519 public key. When the exporter has the signing key it first signs
-the head, so the last entry of the file is covered by a signature: cutting entries off
-the end (and forging the unsigned ``end`` line) is then detected. Offline verification
-with a public key requires that final signature.
+``canonical`` is the exact hashed text, so the file is verified with nothing but sha256
+and the Ed25519 public key. The end record's ``statement`` is the RFC 8785 canonical JSON
+of ``{"type": "flowker.audit.export", "v": 1, "entries", "checkpoints", "headHash",
+"exportedAt", "keyId"}``, signed by the exporter when it has the signing key. Offline
+verification with a public key requires that signature, so a file cut short anywhere (even
+right after a checkpoint, with forged unsigned records) is detected. Exporting only reads
+the database.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from flowker.storage.database import connection
 
 FORMAT = "flowker-audit-export"
 FORMAT_VERSION = 1
+END_STATEMENT_TYPE = "flowker.audit.export"
 
 Progress = Callable[[int, int], None]
 
@@ -44,38 +48,35 @@ def export_chain(database, out_path: str, *, signing_key=None, checkpoint_interv
                  progress: Progress | None = None) -> dict:
     """Write every entry and checkpoint to ``out_path`` (atomically: a temporary file renamed).
 
-    With ``signing_key`` the head is signed first (a checkpoint stored in the database too).
-    Returns ``{"entries", "checkpoints", "headHash"}``.
+    With ``signing_key`` the end record is signed. Returns ``{"entries", "checkpoints",
+    "headHash", "signed"}``.
     """
-    from flowker.audit.chain import AuditLog
-
     database = store.resolve(database)
+    exported_at = now_timestamp()
     with connection(database):
-        if signing_key is not None:
-            AuditLog(database, signing_key=signing_key, checkpoint_interval=checkpoint_interval).create_checkpoint()
-        head = store.head(database)
-        head_sequence = head[0] if head else 0
+        # Checkpoints before the head: each is committed with the entry it signs, so all of
+        # them are at or below the head read next, unless entries were removed.
         pending = [cp.Checkpoint.from_row(row) for row in store.all_checkpoints(database)]
         pending.reverse()  # pop() from the end yields them in sequence order
+        head = store.head(database)
+        head_sequence = head[0] if head else 0
 
         temporary = f"{out_path}.partial-{os.getpid()}"
-        written_checkpoints, last_hash = 0, GENESIS_HASH
+        written_checkpoints, last_hash, written = 0, GENESIS_HASH, 0
         try:
             with open(temporary, "w", encoding="utf-8", newline="\n") as out:
                 out.write(_line({
                     "type": "header", "format": FORMAT, "formatVersion": FORMAT_VERSION,
-                    "exportedAt": now_timestamp(), "genesisHash": GENESIS_HASH,
+                    "exportedAt": exported_at, "genesisHash": GENESIS_HASH,
                     "checkpointInterval": checkpoint_interval, "headSequence": head_sequence,
                 }))
 
                 def flush_checkpoints(up_to: int) -> None:
                     nonlocal written_checkpoints
                     while pending and pending[-1].sequence <= up_to:
-                        record = {"type": "checkpoint", **pending.pop().to_dict()}
-                        out.write(_line(record))
+                        out.write(_line({"type": "checkpoint", **pending.pop().to_dict()}))
                         written_checkpoints += 1
 
-                written = 0
                 for page in store.stream_links(database, head_sequence):
                     for sequence, canonical, previous, digest in page:
                         flush_checkpoints(sequence - 1)
@@ -89,15 +90,30 @@ def export_chain(database, out_path: str, *, signing_key=None, checkpoint_interv
                 # Checkpoints past the end (a truncated chain) are exported too, so the
                 # offline verifier reports them.
                 flush_checkpoints(2**62)
-                out.write(_line({"type": "end", "entries": written, "checkpoints": written_checkpoints,
-                                 "headHash": last_hash}))
+                out.write(_line(_end_record(signing_key, written, written_checkpoints, last_hash, exported_at)))
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(temporary, out_path)
         finally:
             if os.path.exists(temporary):
                 os.unlink(temporary)
-    return {"entries": written, "checkpoints": written_checkpoints, "headHash": last_hash}
+    return {"entries": written, "checkpoints": written_checkpoints, "headHash": last_hash,
+            "signed": signing_key is not None}
+
+
+def _end_fields(entries: int, checkpoints: int, head_hash: str, exported_at: str, kid: str | None) -> dict:
+    return {"entries": entries, "checkpoints": checkpoints, "headHash": head_hash,
+            "exportedAt": exported_at, "keyId": kid}
+
+
+def _end_record(signing_key, entries: int, checkpoints: int, head_hash: str, exported_at: str) -> dict:
+    kid = cp.key_id(signing_key) if signing_key is not None else None
+    record = {"type": "end", **_end_fields(entries, checkpoints, head_hash, exported_at, kid)}
+    if signing_key is not None:
+        document = {"type": END_STATEMENT_TYPE, "v": FORMAT_VERSION,
+                    **_end_fields(entries, checkpoints, head_hash, exported_at, kid)}
+        record["statement"], record["signature"] = cp.sign_document(signing_key, document)
+    return record
 
 
 class _Broken(Exception):
@@ -120,7 +136,7 @@ def verify_export(path: str, public_keys: Mapping[str, object] | None = None,
         handle = open(path, "r", encoding="utf-8", newline="\n")
     except OSError as exc:
         raise ConfigurationError(f"cannot read the export file {path}: {exc.strerror}") from None
-    state = {"entries": 0, "signed": 0, "last_signed": 0}
+    state = {"entries": 0, "signed": 0}
     with handle:
         try:
             _verify_lines(handle, public_keys, progress, state)
@@ -131,9 +147,7 @@ def verify_export(path: str, public_keys: Mapping[str, object] | None = None,
     entries, signed = state["entries"], state["signed"]
     text = f"export is valid: {entries} entries checked"
     if public_keys is not None:
-        text += f", {signed} signed checkpoints verified"
-        if entries:
-            text += f", the last entry (sequence {entries}) is signed"
+        text += f", {signed} signed checkpoints verified, the export's end is signed"
     else:
         text += f", {signed} checkpoints consistent (signatures NOT checked: no public key given)"
     return VerifyResult(True, entries, text, None, None, signed, public_keys is not None, entries)
@@ -168,7 +182,6 @@ def _verify_lines(lines, public_keys, progress, state) -> None:
     if last != GENESIS_HASH:
         raise _Broken(None, "the header's genesis hash is not the Flowker genesis value")
     future: dict[int, cp.Checkpoint] = {}  # checkpoints seen before their entry
-    signed_at_head = False
     checkpoint_count = 0
     end = None
     for number, record in records:
@@ -195,10 +208,10 @@ def _verify_lines(lines, public_keys, progress, state) -> None:
                 raise _Broken(sequence, f"entry {sequence}: its hash does not match its content",
                               _event_id(canonical))
             state["entries"] = sequence
-            last, expected, signed_at_head = digest, expected + 1, False
+            last, expected = digest, expected + 1
             waiting = future.pop(sequence, None)
             if waiting is not None:
-                signed_at_head = _check_checkpoint(waiting, sequence, digest, public_keys, state)
+                _check_checkpoint(waiting, sequence, digest, public_keys, state)
             if progress is not None and sequence % 50_000 == 0:
                 progress(sequence, claimed if isinstance(claimed, int) else sequence)
         elif kind == "checkpoint":
@@ -208,11 +221,11 @@ def _verify_lines(lines, public_keys, progress, state) -> None:
                                            record["createdAt"], record["statement"], record["signature"])
             except KeyError:
                 raise _Broken(None, f"line {number}: the checkpoint record is incomplete") from None
-            if not isinstance(checkpoint.sequence, int):
+            if not isinstance(checkpoint.sequence, int) or isinstance(checkpoint.sequence, bool):
                 raise _Broken(None, f"line {number}: the checkpoint has no sequence number")
             head = expected - 1
             if checkpoint.sequence == head:
-                signed_at_head = _check_checkpoint(checkpoint, head, last, public_keys, state)
+                _check_checkpoint(checkpoint, head, last, public_keys, state)
             elif checkpoint.sequence > head:
                 future[checkpoint.sequence] = checkpoint
             else:
@@ -230,14 +243,32 @@ def _verify_lines(lines, public_keys, progress, state) -> None:
         raise _Broken(head + 1, f"the end record is missing after entry {head}: the file was truncated")
     if end.get("entries") != head or end.get("checkpoints") != checkpoint_count or end.get("headHash") != last:
         raise _Broken(head + 1, "the end record does not match the entries and checkpoints before it")
+    if public_keys is not None:
+        _check_end_signature(end, public_keys, head)
     if isinstance(claimed, int) and claimed != head:
         raise _Broken(head + 1, f"the header announces {claimed} entries but the file holds {head}")
-    if public_keys is not None and head and not signed_at_head:
-        raise _Broken(head + 1, f"the last entry (sequence {head}) is not covered by a signed checkpoint, so a "
-                      "truncated export cannot be told from a whole one (export with FLOWKER_AUDIT_SIGNING_KEY set)")
 
 
-def _check_checkpoint(checkpoint: cp.Checkpoint, sequence: int, digest: str, public_keys, state) -> bool:
+def _check_end_signature(end: dict, public_keys, head: int) -> None:
+    statement, signature, kid = end.get("statement"), end.get("signature"), end.get("keyId")
+    if not all(isinstance(v, str) for v in (statement, signature, kid)):
+        raise _Broken(head + 1, "the end record is not signed, so a truncated export cannot be told from a "
+                      "whole one (export with FLOWKER_AUDIT_SIGNING_KEY set)")
+    problem = cp.signature_problem(public_keys, kid, statement, signature)
+    if problem:
+        raise _Broken(head + 1, f"the export's end record: {problem}")
+    try:
+        fields = json.loads(statement)
+    except ValueError:
+        fields = None
+    expected = {"type": END_STATEMENT_TYPE, "v": FORMAT_VERSION,
+                **_end_fields(end.get("entries"), end.get("checkpoints"), end.get("headHash"),
+                              end.get("exportedAt"), kid)}
+    if fields != expected:
+        raise _Broken(head + 1, "the end record differs from its signed statement: the file was altered")
+
+
+def _check_checkpoint(checkpoint: cp.Checkpoint, sequence: int, digest: str, public_keys, state) -> None:
     problem, _interval = cp.check(checkpoint, public_keys)
     if problem:
         raise _Broken(sequence, problem)
@@ -245,8 +276,6 @@ def _check_checkpoint(checkpoint: cp.Checkpoint, sequence: int, digest: str, pub
         raise _Broken(sequence, f"entry {sequence}: its hash differs from the head hash signed by the checkpoint "
                       "(the chain was rewritten)")
     state["signed"] += 1
-    state["last_signed"] = sequence
-    return True
 
 
 def read_header(path: str) -> dict:

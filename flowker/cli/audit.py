@@ -128,14 +128,14 @@ def verify(ctx, database_url, export_file, public_keys, as_json, quiet):
 @audit.command()
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="JSON Lines file to write.")
 @click.option("--db", "database_url", help="Database URL (default: FLOWKER_DATABASE_URL).")
-@click.option("--no-sign", is_flag=True, help="Do not sign the head first, even with a signing key configured.")
+@click.option("--no-sign", is_flag=True, help="Do not sign the end record, even with a signing key configured.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.pass_context
 def export(ctx, out_path, database_url, no_sign, quiet):
     """Write every entry and checkpoint to a file that `audit verify --file` checks offline.
 
-    With FLOWKER_AUDIT_SIGNING_KEY set, the current head is signed first, so the file's
-    last entry is covered by a signature and a truncated copy is detected.
+    With FLOWKER_AUDIT_SIGNING_KEY set, the end record (entry count, head hash) is signed,
+    so a copy cut short anywhere is detected. Exporting only reads the database.
     """
     from flowker.audit import checkpoints as cp
     from flowker.audit.export import export_chain
@@ -143,7 +143,7 @@ def export(ctx, out_path, database_url, no_sign, quiet):
     settings = load_settings(ctx, database_url=database_url)
     key = cp.load_signing_key(settings.audit_signing_key) if settings.audit_signing_key and not no_sign else None
     if key is None:
-        click.echo("warning: no signing key: the export's last entry is not signed, so offline verification "
+        click.echo("warning: no signing key: the export's end is not signed, so offline verification "
                    "with a public key will refuse it", err=True)
     database = _open_migrated(settings.database_url)
     progress = _ProgressLine("exported", enabled=not quiet)

@@ -16,7 +16,9 @@ off limits to references, so an API client cannot make an executor send them out
 Development without ``FLOWKER_SECRET_KEY``: with a SQLite database, a key is generated
 once into ``<database file>.secret-key`` (mode 0600) and reused; with any other database
 there is no key, and storing a literal secret fails with a clear error (references
-still work). Production refuses to start without ``FLOWKER_SECRET_KEY``.
+still work). Once ``FLOWKER_SECRET_KEY`` is set, that file's key still decrypts (as the
+oldest key) until ``flowker secrets rotate`` has moved everything to the new key.
+Production refuses to start without ``FLOWKER_SECRET_KEY`` and never reads the file.
 """
 
 from __future__ import annotations
@@ -278,14 +280,21 @@ class SecretBox:
     @classmethod
     def from_settings(cls, settings, *, create_key_file: bool = True) -> "SecretBox | None":
         """The box for ``settings``; None in development when no key can be had (see module doc)."""
-        if settings.secret_keys:
-            return cls(settings.secret_keys)
-        if getattr(settings, "env", "development") != "development":
-            raise SecretKeyError("FLOWKER_SECRET_KEY is required in production")
+        development = getattr(settings, "env", "development") == "development"
         database_file = sqlite_path(settings.database_url)
-        if not database_file:
+        key_file = database_file + KEY_FILE_SUFFIX if database_file else None
+        if settings.secret_keys:
+            keys = list(settings.secret_keys)
+            # A development key file stays readable as the oldest key, so secrets stored
+            # before FLOWKER_SECRET_KEY was set still decrypt and `secrets rotate` moves them.
+            file_key = _read_key_file(key_file) if development and key_file else None
+            if file_key and file_key not in keys:
+                keys.append(file_key)
+            return cls(keys)
+        if not development:
+            raise SecretKeyError("FLOWKER_SECRET_KEY is required in production")
+        if not key_file:
             return None
-        key_file = database_file + KEY_FILE_SUFFIX
         key = read_or_create_key_file(key_file) if create_key_file else _read_key_file(key_file)
         return cls([key], source=key_file) if key else None
 

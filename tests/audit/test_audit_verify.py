@@ -145,24 +145,28 @@ def test_export_round_trip_and_truncated_exports(chain_db, signing_key, attacker
     _fill(log, 9, odd=True)
     out = tmp_path / "audit.jsonl"
     summary = export_chain(chain_db, str(out), signing_key=signing_key, checkpoint_interval=4)
-    assert summary["entries"] == 9 and summary["checkpoints"] == 3  # 4, 8 and the head 9
+    assert summary == {"entries": 9, "checkpoints": 2, "headHash": rows(chain_db)[-1][2], "signed": True}
     keys = cp.keys_by_id([signing_key])
     assert verify_export(str(out), keys).is_valid
     assert not verify_export(str(out), cp.keys_by_id([attacker_key])).is_valid
 
     lines = out.read_text(encoding="utf-8").splitlines(keepends=True)
     cut = tmp_path / "cut.jsonl"
-    cut.write_text("".join(lines[:-3]), encoding="utf-8")  # entry 9, its checkpoint, end
+    cut.write_text("".join(lines[:-2]), encoding="utf-8")  # entry 9 and the end record
     assert "truncated" in verify_export(str(cut), keys).message
-    # Forged unsigned records (header and end) do not help: the last entry is no longer signed.
-    header = json.loads(lines[0])
+    # Cut right after the checkpoint at 8, with the unsigned header and end record forged
+    # to match (signature and statement copied): the signed end statement gives it away.
+    header, end = json.loads(lines[0]), json.loads(lines[-1])
     header["headSequence"] = 8
-    forged_end = json.dumps({"type": "end", "entries": 8, "checkpoints": 2,
-                             "headHash": json.loads(lines[-4])["headHash"]}) + "\n"
-    cut.write_text(json.dumps(header) + "\n" + "".join(lines[1:-3]) + forged_end, encoding="utf-8")
+    end.update(entries=8, headHash=json.loads(lines[-3])["headHash"])
+    cut.write_text(json.dumps(header) + "\n" + "".join(lines[1:-2]) + json.dumps(end) + "\n", encoding="utf-8")
     result = verify_export(str(cut), keys)
-    assert not result.is_valid and "not covered by a signed checkpoint" in result.message
-    assert verify_export(str(cut), None).is_valid  # without the key, only the end record is checked
+    assert not result.is_valid and "differs from its signed statement" in result.message
+    del end["statement"], end["signature"]
+    cut.write_text(json.dumps(header) + "\n" + "".join(lines[1:-2]) + json.dumps(end) + "\n", encoding="utf-8")
+    result = verify_export(str(cut), keys)
+    assert not result.is_valid and "not signed" in result.message
+    assert verify_export(str(cut), None).is_valid  # without the key, unsigned records are believed
     cut.write_text("".join(lines)[:-10], encoding="utf-8")  # cut inside the last line
     assert not verify_export(str(cut), keys).is_valid
     dropped = tmp_path / "dropped.jsonl"

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 
 import pytest
 
 from flowker.local_server import LocalHTTPServer
 from flowker.settings import Settings
 
-from runner_helpers import BEARER_TOKEN, TOKEN_VARIABLE, Recorder
+from runner_helpers import TOKEN_VARIABLE, BEARER_TOKEN, Recorder, make_settings
 
 
 
@@ -21,17 +20,6 @@ def registry():
     from flowker.plugins import load_registry
 
     return load_registry(Settings())
-
-
-def make_settings(database_url: str, **changes) -> Settings:
-    base = Settings.from_mapping({
-        "database_url": database_url,
-        "retry_base_seconds": 0.05,
-        "cb_failure_threshold": 5,
-        "cb_recovery_seconds": 0.5,
-        "execution_timeout_seconds": 30,
-    })
-    return base.replace(**changes) if changes else base
 
 
 @pytest.fixture

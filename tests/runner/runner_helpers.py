@@ -5,8 +5,21 @@ from __future__ import annotations
 import threading
 import time
 
+from flowker.settings import Settings
+
 BEARER_TOKEN = "s3cr3t-runner-token-value"
 TOKEN_VARIABLE = "RUNNER_TEST_TOKEN"
+
+
+def make_settings(database_url: str, **changes) -> Settings:
+    base = Settings.from_mapping({
+        "database_url": database_url,
+        "retry_base_seconds": 0.05,
+        "cb_failure_threshold": 5,
+        "cb_recovery_seconds": 0.5,
+        "execution_timeout_seconds": 30,
+    })
+    return base.replace(**changes) if changes else base
 
 
 def store_workflow(spec: dict, status: str = "active", version: int = 1):

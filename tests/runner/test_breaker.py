@@ -8,7 +8,7 @@ import time
 import pytest
 
 from flowker.errors import CircuitOpenError
-from flowker.runner.breakers import BreakerBoard, ExecutorBreaker, NetworkError, TransientHTTPError
+from flowker.runner.breakers import BreakerBoard, ExecutorBreaker, NetworkError
 from flowker.storage.models import AuditEntry
 
 from runner_helpers import run_call

@@ -8,20 +8,18 @@ import threading
 
 import pytest
 
-from flowker.audit.chain import SYSTEM_ACTOR, Actor, verify_chain
+from flowker.audit.chain import Actor, verify_chain
 from flowker.errors import NotFound, UnprocessableEntity
 from flowker.runner.service import execution_results, execution_summary
 from flowker.storage.models import AuditEntry, Execution, StepResult, WorkflowVersion, utcnow
 
-from runner_helpers import BEARER_TOKEN, store_executor, store_workflow
+from runner_helpers import BEARER_TOKEN, make_settings, store_executor, store_workflow
 
 ACTOR = Actor(type="api_key", id="ci-bot", ip="127.0.0.1")
 
 
 @pytest.fixture
 def db_settings(database, database_url):
-    from conftest import make_settings
-
     return make_settings(database_url)
 
 

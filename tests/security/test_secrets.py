@@ -288,3 +288,16 @@ def test_secrets_rotate_without_a_key_is_a_usage_error(tmp_path):
     result = _flowker("secrets", "rotate", "--db", f"sqlite:///{tmp_path}/none.db", env_extra={})
     assert result.returncode == 2 and "FLOWKER_SECRET_KEY" in result.stderr
     assert not (tmp_path / "none.db.secret-key").exists()
+
+
+def test_development_key_file_stays_readable_after_a_real_key_is_set(tmp_path):
+    database_url = f"sqlite:///{tmp_path}/flowker.db"
+    dev_box = SecretBox.from_settings(Settings.from_mapping({"database_url": database_url}))
+    token = dev_box.encrypt("stored-in-development")
+    new = Fernet.generate_key().decode()
+    with_key = SecretBox.from_settings(Settings.from_mapping({"database_url": database_url, "secret_key": new}))
+    assert with_key.key_count == 2 and with_key.decrypt(token) == "stored-in-development"
+    assert SecretBox([new]).decrypt(with_key.rotate(token)) == "stored-in-development"
+    production = Settings.from_mapping({"env": "production", "api_keys": "k", "secret_key": new,
+                                        "database_url": database_url})
+    assert SecretBox.from_settings(production).key_count == 1

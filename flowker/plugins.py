@@ -151,7 +151,8 @@ def load_registry(settings=None, entry_points=None) -> Registry:
             except PluginError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a plugin whose hook breaks is reported, not fatal
-                message = f"plugin {plugin_name!r} from {distribution} failed in {hook_name}: {type(exc).__name__}: {exc}"
+                message = (f"plugin {plugin_name!r} from {distribution} failed in {hook_name}: "
+                           f"{type(exc).__name__}: {exc}")
                 logger.error("%s", message)
                 registry.load_errors.append((distribution, message))
                 failed.add(plugin_name)

@@ -24,6 +24,7 @@ from flowker.api.middleware import (
     CorsMiddleware,
     DatabaseMiddleware,
     HttpsMiddleware,
+    QueryParamsMiddleware,
 )
 from flowker.errors import ConfigurationError
 
@@ -133,6 +134,7 @@ def create_app(
         CorsMiddleware(settings.cors_allowed_origins),
         BodyLimitMiddleware(settings.max_body_bytes),
         ApiKeyMiddleware(settings.api_keys),
+        QueryParamsMiddleware(allowed_query_parameters()),
         DatabaseMiddleware(database),
     ]
     app = FlowkerApp(middleware=middleware)
@@ -142,6 +144,17 @@ def create_app(
     for template, resource in build_routes(state):
         app.add_route(template, resource)
     return app
+
+
+def allowed_query_parameters() -> dict:
+    """(route template, METHOD) -> query parameter names, from the OpenAPI operation table."""
+    from flowker.api.openapi import OPERATIONS
+
+    return {
+        (op.path, op.method): frozenset(p["name"] for p in op.parameters if p["in"] == "query")
+        for op in OPERATIONS
+        if not op.open_query
+    }
 
 
 def build_routes(state: AppState) -> list[tuple[str, object]]:

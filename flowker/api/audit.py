@@ -27,7 +27,7 @@ def _stamp(moment: _dt.datetime, *, round_up: bool) -> str:
 
 
 def _name_filter(name: str, raw: str | None, pattern: re.Pattern) -> str | None:
-    if raw is None or raw == "":
+    if raw is None:
         return None
     if not pattern.match(raw):
         raise bad_query(f"{name} is not a valid value", INVALID_QUERY)
@@ -60,9 +60,9 @@ class Collection:
         if result:
             query = query.where(AuditEntry.result == result)
         resource_id = req.get_param("resourceId")
-        if resource_id not in (None, ""):
-            if len(resource_id) > 255:
-                raise bad_query("resourceId is too long", INVALID_QUERY)
+        if resource_id is not None:
+            if not 1 <= len(resource_id) <= 255:
+                raise bad_query("resourceId must be 1 to 255 characters", INVALID_QUERY)
             query = query.where(AuditEntry.resource_id == resource_id)
         date_from = parse_time("dateFrom", req.get_param("dateFrom"))
         date_to = parse_time("dateTo", req.get_param("dateTo"))

@@ -40,7 +40,7 @@ class Executions:
         if start is not None and end is not None and start > end:
             raise bad_query("startTime must not be after endTime", INVALID_DASHBOARD_FILTER)
         status = req.get_param("status")
-        if status not in (None, "") and status not in EXECUTION_STATUSES:
+        if status is not None and status not in EXECUTION_STATUSES:
             raise bad_query(f"status must be one of {', '.join(EXECUTION_STATUSES)}", INVALID_DASHBOARD_FILTER)
         query = Execution.select(Execution.status, peewee.fn.COUNT(Execution.id).alias("n"))
         if start is not None:

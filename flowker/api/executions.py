@@ -132,7 +132,7 @@ class Collection:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         query = Execution.select()
         workflow_id = req.get_param("workflowId")
-        if workflow_id not in (None, ""):
+        if workflow_id is not None:
             query = query.where(Execution.workflow_id == checked_id(workflow_id, "workflow"))
         status = parse_choice("status", req.get_param("status"), STATUSES)
         if status:

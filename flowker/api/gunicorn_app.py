@@ -57,6 +57,8 @@ def gunicorn_settings(settings: Settings, options: ServeOptions) -> dict:
         "timeout": int(deadline) + WORKER_TIMEOUT_MARGIN,
         "graceful_timeout": int(deadline + options.drain_seconds) + GRACEFUL_MARGIN,
         "keepalive": 5,
+        # gunicorn's largest finite request line (long cursors and filters); longer ones get 414.
+        "limit_request_line": 8190,
         "preload_app": False,
         # One control socket per user home would clash between several servers.
         "control_socket_disable": True,

@@ -226,3 +226,25 @@ class DatabaseMiddleware:
     def process_response(self, req, resp, resource, req_succeeded) -> None:
         if getattr(req.context, "opened_connection", False) and not self.database.is_closed():
             self.database.close()
+
+
+class QueryParamsMiddleware:
+    """Unknown query parameters are refused (400 FLK-0304), so a typo such as
+    ``?stauts=draft`` does not silently return everything. ``allowed`` maps
+    (route template, METHOD) to the names the operation takes; routes not in it
+    (webhooks: their query is the run's input) take any."""
+
+    def __init__(self, allowed: dict):
+        self.allowed = allowed
+
+    def process_resource(self, req, resp, resource, params) -> None:
+        names = self.allowed.get((req.uri_template, req.method))
+        if names is None:
+            return
+        unknown = sorted(set(req.params) - names)
+        if unknown:
+            from flowker.api.errors import bad_query
+
+            shown = ", ".join(repr(name[:50]) for name in unknown[:5])
+            known = ", ".join(sorted(names)) or "none"
+            raise bad_query(f"unknown query parameter(s) {shown} (this route takes: {known})")

@@ -47,6 +47,7 @@ class Operation:
     body: str | None = None  # "spec:Workflow", "spec:Executor" or a component name
     public: bool = False
     headers: dict = field(default_factory=dict)  # success response headers: name -> description
+    open_query: bool = False  # any query parameter is accepted (webhooks pass them to the run)
 
     @property
     def document_path(self) -> str:
@@ -156,7 +157,8 @@ def _webhook_ops() -> list[Operation]:
         Operation(method, "/v1/webhooks/{path:path}", f"webhook{method.capitalize()}", "webhooks",
                   "Run the active workflow whose webhook trigger owns this method and path",
                   started, (400, 404, 413, 422, 503), (IDEMPOTENCY, PREFER, WEBHOOK_TOKEN),
-                  body=None if method in ("GET", "DELETE") else "WebhookBody", headers=WEBHOOK_HEADERS)
+                  body=None if method in ("GET", "DELETE") else "WebhookBody", headers=WEBHOOK_HEADERS,
+                  open_query=True)
         for method in ("GET", "POST", "PUT", "PATCH", "DELETE")
     ]
 

@@ -24,7 +24,7 @@ MAX_CURSOR_LENGTH = 2048
 
 
 def parse_limit(raw: str | None, default: int) -> int:
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
         value = int(raw)
@@ -36,7 +36,7 @@ def parse_limit(raw: str | None, default: int) -> int:
 
 
 def parse_sort_order(raw: str | None, default: str = "DESC") -> str:
-    if raw is None or raw == "":
+    if raw is None:
         return default
     if raw not in ("ASC", "DESC", "asc", "desc"):
         raise bad_query("sortOrder must be ASC or DESC", INVALID_SORT_ORDER, "Invalid Sort Order")
@@ -44,7 +44,7 @@ def parse_sort_order(raw: str | None, default: str = "DESC") -> str:
 
 
 def parse_choice(name: str, raw: str | None, choices, default=None):
-    if raw is None or raw == "":
+    if raw is None:
         return default
     if raw not in choices:
         raise bad_query(f"{name} must be one of {', '.join(choices)}")
@@ -148,7 +148,7 @@ def resolve_sort(
     default_order: str = "DESC",
 ) -> tuple[Sort, dict | None]:
     """The sort to use and the decoded cursor; a cursor keeps the sort it was made for."""
-    if sort_by not in (None, "") and sort_by not in columns:
+    if sort_by is not None and sort_by not in columns:
         raise bad_query(f"sortBy must be one of {', '.join(columns)}")
     order = parse_sort_order(sort_order, default_order)
     cursor = None
@@ -156,7 +156,7 @@ def resolve_sort(
         cursor = decode_cursor(cursor_text)
         if cursor["s"] not in columns:
             raise bad_query("cursor is not valid for this list", INVALID_CURSOR, "Invalid Cursor")
-        if (sort_by not in (None, "") and sort_by != cursor["s"]) or (sort_order not in (None, "") and order != cursor["o"]):
+        if (sort_by is not None and sort_by != cursor["s"]) or (sort_order is not None and order != cursor["o"]):
             raise bad_query("a cursor keeps the sort it was made with: drop sortBy/sortOrder or the cursor", INVALID_QUERY)
         return Sort(cursor["s"], columns[cursor["s"]], id_column, cursor["o"]), cursor
     name = sort_by or default_sort

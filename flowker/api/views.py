@@ -23,7 +23,7 @@ def iso(value: _dt.datetime | None) -> str | None:
 
 def parse_time(name: str, raw: str | None, code: str = INVALID_DATE) -> _dt.datetime | None:
     """An RFC 3339 query parameter as a naive UTC datetime (400 when malformed)."""
-    if raw is None or raw == "":
+    if raw is None:
         return None
     if not _RFC3339.match(raw):
         raise bad_query(f"{name} must be an RFC 3339 time such as 2026-01-31T23:59:59Z", code, "Invalid Date")

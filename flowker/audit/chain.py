@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import enum
 import json
-import uuid
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -40,6 +39,7 @@ from flowker.audit.canonical import (
     build_document,
     canonical_text,
     chain_hash,
+    new_event_id,
     now_timestamp,
     to_hashable,
 )
@@ -132,7 +132,7 @@ class AuditLog:
         actor_ip = _text(actor.ip or UNKNOWN_IP, "actor IP address", 45)
         context = _payload(context, "context")
         metadata = _payload(metadata, "metadata")
-        event_id = str(uuid.uuid4())
+        event_id = new_event_id()
 
         database = self.database
         transaction = nullcontext() if database.in_transaction() else database.atomic()

@@ -126,10 +126,21 @@ def entry_row(database: peewee.Database, sequence: int) -> tuple | None:
 def stream_links(database: peewee.Database, up_to: int, page_size: int = 50_000):
     """Pages of (sequence, canonical, previous_hash, hash) in sequence order, up to ``up_to``.
 
-    Keyset pages on the unique sequence index: entries are append-only, so pages read at
-    different moments still form one consistent picture of the rows <= ``up_to``.
+    SQLite: one cursor, read in chunks (a read transaction of its own, so one snapshot).
+    PostgreSQL: keyset pages on the unique sequence index (a plain cursor would hold the
+    whole result in memory); entries are append-only, so pages read at different moments
+    still form one consistent picture of the rows <= ``up_to``.
     """
     p = param(database)
+    if not is_postgres(database):
+        cursor = database.execute_sql(
+            f"SELECT sequence, canonical, previous_hash, hash FROM {ENTRY_TABLE} "
+            f"WHERE sequence <= {p} ORDER BY sequence", (up_to,))
+        while True:
+            rows = cursor.fetchmany(page_size)
+            if not rows:
+                return
+            yield rows
     sql = (
         f"SELECT sequence, canonical, previous_hash, hash FROM {ENTRY_TABLE} "
         f"WHERE sequence > {p} AND sequence <= {p} ORDER BY sequence LIMIT {int(page_size)}"
@@ -145,32 +156,42 @@ def stream_links(database: peewee.Database, up_to: int, page_size: int = 50_000)
         after = rows[-1][0]
 
 
-def _column_prefix_sql() -> str:
-    """SQL building :data:`flowker.audit.canonical.COLUMN_PREFIX_TEMPLATE` from a row."""
-    return (
-        "'{\"entry\":{\"action\":\"' || action || '\",\"actor\":{\"id\":\"' || actor_id"
-        " || '\",\"ipAddress\":\"' || actor_ip || '\",\"type\":\"' || actor_type"
-        " || '\"},\"eventId\":\"' || event_id || '\",\"eventType\":\"' || event_type"
-        " || '\",\"resourceId\":\"' || resource_id || '\",\"resourceType\":\"' || resource_type"
-        " || '\",\"result\":\"' || result || '\",\"sequence\":' || sequence"
-        " || ',\"timestamp\":\"' || timestamp || '\"},\"payload\":{'"
-    )
+# COLUMN_PREFIX_TEMPLATE as a printf/format() string over the row's columns.
+_PREFIX_FORMAT = (
+    '{"entry":{"action":"%s","actor":{"id":"%s","ipAddress":"%s","type":"%s"},"eventId":"%s",'
+    '"eventType":"%s","resourceId":"%s","resourceType":"%s","result":"%s","sequence":%s,'
+    '"timestamp":"%s"},"payload":{'
+)
+_PREFIX_ARGUMENTS = (
+    "action, actor_id, actor_ip, actor_type, event_id, event_type, resource_id, resource_type, "
+    "result, sequence, timestamp"
+)
+_PAYLOAD_BOUNDARY = '},"payload":{'
 
 
 def column_mismatch_candidates(database: peewee.Database, up_to: int):
     """Sequences whose columns may differ from their hashed document, in order.
 
-    The database compares each document's start with the prefix built from the row's
-    columns. A row passes only if the prefix matches and holds no backslash (then no value
-    needed JSON escaping, and equal text means equal values). Every other row is a
-    candidate that the caller checks exactly by parsing the document.
+    The database compares each document's start with the prefix printed from the row's
+    columns (see :data:`flowker.audit.canonical.COLUMN_PREFIX_TEMPLATE`). A row passes if
+    that prefix matches and no backslash comes before the payload: then no value needed
+    JSON escaping, so equal text means equal values (a quote inside a value would have
+    been escaped with a backslash). Every other row is a candidate, which the caller
+    checks exactly by parsing its document.
     """
     p = param(database)
-    prefix = _column_prefix_sql()
     if is_postgres(database):
-        passes = f"starts_with(canonical, {prefix}) AND strpos({prefix}, E'\\\\') = 0"
+        # psycopg2 reads %s as a parameter: the format() placeholders are doubled.
+        prefix = "format('{}', {})".format(_PREFIX_FORMAT.replace("%s", "%%s"), _PREFIX_ARGUMENTS)
+        backslash = "strpos(canonical, chr(92))"
+        boundary = f"strpos(canonical, '{_PAYLOAD_BOUNDARY}')"
+        starts = f"starts_with(canonical, {prefix})"
     else:
-        passes = f"instr(canonical, {prefix}) = 1 AND instr({prefix}, char(92)) = 0"
+        prefix = "printf('{}', {})".format(_PREFIX_FORMAT, _PREFIX_ARGUMENTS)
+        backslash = "instr(canonical, char(92))"
+        boundary = f"instr(canonical, '{_PAYLOAD_BOUNDARY}')"
+        starts = f"instr(canonical, {prefix}) = 1"
+    passes = f"{starts} AND ({backslash} = 0 OR {backslash} > {boundary})"
     cursor = database.execute_sql(
         f"SELECT sequence FROM {ENTRY_TABLE} WHERE sequence <= {p} AND NOT ({passes}) ORDER BY sequence",
         (up_to,),

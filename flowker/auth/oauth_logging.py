@@ -51,17 +51,20 @@ class OAuthLogFilter(logging.Filter):
             return True
         try:
             message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a broken format must not leak its arguments
-            message = f"{record.msg!s} (unformattable log arguments)"
-        for redactor in redactors:
-            message = redactor.scrub_text(message)
+            for redactor in redactors:
+                message = redactor.scrub_text(message)
+            exc_text = record.exc_text
+            if record.exc_info and not exc_text:
+                exc_text = logging.Formatter().formatException(record.exc_info)
+            for redactor in redactors:
+                exc_text = redactor.scrub_text(exc_text) if exc_text else exc_text
+        except Exception as exc:  # noqa: BLE001 - a filter must not raise, nor let the line through
+            message = f"log line withheld: redaction failed ({type(exc).__name__})"
+            exc_text = None
+            record.exc_info = None
         record.msg = message
         record.args = None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            for redactor in redactors:
-                record.exc_text = redactor.scrub_text(record.exc_text)
+        record.exc_text = exc_text
         return True
 
 

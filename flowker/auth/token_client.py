@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from dataclasses import dataclass, field
 from typing import Callable
 from urllib.parse import quote_plus
@@ -105,8 +104,6 @@ class TokenClient:
         self._scrub = scrub
         self._production = production
         self._timeout = timeout
-        self._session: requests.Session | None = None
-        self._session_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<TokenClient {self.request.describe()}>"
@@ -114,37 +111,43 @@ class TokenClient:
     # -- the cache calls this ----------------------------------------------------------
 
     def obtain(self, previous: CachedToken | None) -> CachedToken:
-        """A new token: the refresh grant when ``previous`` has a refresh token, else the grant."""
-        token_url = self.token_endpoint()
-        if previous is not None and previous.refresh_token:
-            try:
-                return self._refresh(token_url, previous.refresh_token)
-            except _RefreshRejected:
-                pass  # expired or revoked refresh token: start over with the grant
-        if self.request.grant == "password":
-            return self._password(token_url)
-        return self._client_credentials(token_url)
+        """A new token: the refresh grant when ``previous`` has a refresh token, else the grant.
 
-    def token_endpoint(self) -> str:
+        Each call uses a session of its own, closed afterwards: token requests are rare
+        (once per token lifetime), and no connection outlives them.
+        """
+        with self._new_session() as transport:
+            token_url = self.token_endpoint(transport)
+            if previous is not None and previous.refresh_token:
+                try:
+                    return self._refresh(transport, token_url, previous.refresh_token)
+                except _RefreshRejected:
+                    pass  # expired or revoked refresh token: start over with the grant
+            if self.request.grant == "password":
+                return self._password(transport, token_url)
+            return self._client_credentials(transport, token_url)
+
+    def token_endpoint(self, transport: requests.Session) -> str:
         issuer = normalize_issuer(self.request.issuer)
         document = self._cache.discovery(
-            issuer, lambda: fetch_discovery(self._transport(), issuer, self._production, self._timeout)
+            issuer, lambda: fetch_discovery(transport, issuer, self._production, self._timeout)
         )
         return document["token_endpoint"]
 
     # -- grants ------------------------------------------------------------------------
 
-    def _client_credentials(self, token_url: str) -> CachedToken:
+    def _client_credentials(self, transport: requests.Session, token_url: str) -> CachedToken:
         client = BackendApplicationClient(client_id=self.request.client_id)
-        return self._fetch(token_url, client, "client_credentials")
+        return self._fetch(transport, token_url, client, "client_credentials")
 
-    def _password(self, token_url: str) -> CachedToken:
+    def _password(self, transport: requests.Session, token_url: str) -> CachedToken:
         client = LegacyApplicationClient(client_id=self.request.client_id)
-        return self._fetch(token_url, client, "password",
+        return self._fetch(transport, token_url, client, "password",
                            username=self.request.username, password=self.request.password)
 
-    def _fetch(self, token_url: str, client, grant: str, **grant_kwargs) -> CachedToken:
-        oauth = self._oauth_session(client)
+    def _fetch(self, transport: requests.Session, token_url: str, client, grant: str,
+               **grant_kwargs) -> CachedToken:
+        oauth = self._oauth_session(transport, client)
         auth, include_client_id, secret_kwargs = self._client_authentication()
         started = self._cache.now()
         with oauth:
@@ -157,8 +160,8 @@ class TokenClient:
             )
         return self._cached(token, started)
 
-    def _refresh(self, token_url: str, refresh_token: str) -> CachedToken:
-        oauth = self._oauth_session(LegacyApplicationClient(client_id=self.request.client_id))
+    def _refresh(self, transport: requests.Session, token_url: str, refresh_token: str) -> CachedToken:
+        oauth = self._oauth_session(transport, LegacyApplicationClient(client_id=self.request.client_id))
         auth, include_client_id, secret_kwargs = self._client_authentication()
         body_kwargs = dict(self._extra_body())
         body_kwargs.pop("scope", None)  # OAuth2Session.refresh_token sends the session's scope
@@ -176,15 +179,9 @@ class TokenClient:
 
     # -- pieces --------------------------------------------------------------------------
 
-    def _transport(self) -> requests.Session:
-        with self._session_lock:
-            if self._session is None:
-                self._session = self._new_session()
-            return self._session
-
-    def _oauth_session(self, client) -> OAuth2Session:
+    def _oauth_session(self, transport: requests.Session, client) -> OAuth2Session:
         scope = list(self.request.scopes) or None
-        oauth = _TransportOAuth2Session(self._transport(), self._timeout, client=client, scope=scope)
+        oauth = _TransportOAuth2Session(transport, self._timeout, client=client, scope=scope)
         oauth.register_compliance_hook("access_token_response", self._checked_response)
         oauth.register_compliance_hook("refresh_token_response", self._checked_refresh_response)
         return oauth
@@ -227,7 +224,8 @@ class TokenClient:
             raise AuthTypeError(f"{where} failed: the TLS certificate of {redact_url(token_url)} "
                                 "was not accepted") from None
         except requests.exceptions.TooManyRedirects:
-            raise AuthTypeError(f"{where} failed: the token endpoint redirected; token requests do not follow redirects") from None
+            raise AuthTypeError(f"{where} failed: the token endpoint redirected; "
+                                "token requests do not follow redirects") from None
         except requests.exceptions.RequestException as exc:
             raise AuthTypeError(f"{where} failed: could not reach {redact_url(token_url)} "
                                 f"({type(exc).__name__})") from None
@@ -283,7 +281,10 @@ class TokenClient:
         for secret in (self.request.client_secret, self.request.password):
             if secret:
                 text = text.replace(secret, MASK)
-        return self._scrub(text)
+        try:
+            return self._scrub(text)
+        except Exception:  # noqa: BLE001 - without a working scrubber the description is left out
+            return ""
 
     def _cached(self, token, started: float, previous_refresh_token: str | None = None) -> CachedToken:
         access_token = token.get("access_token")

@@ -247,6 +247,9 @@ def apply_local(settings, registry, directory, *, activate: bool, dry_run: bool 
         database = bind_database(settings.database_url)
         if not dry_run:
             upgrade(database)
+    from flowker.audit.chain import install
+
+    install(database, settings)  # checkpoints signed with the configured key, if any
     with database.connection_context():
         target = LocalTarget(settings, registry, migrated=_migrated(database))
         return sync(directory, target, registry, activate=activate, dry_run=dry_run,

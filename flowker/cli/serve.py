@@ -84,7 +84,10 @@ def prepare_database(settings, registry, specs_dir=None) -> None:
     from flowker.storage.database import bind_database
     from flowker.storage.migrations import LATEST_VERSION, upgrade
 
+    from flowker.audit.chain import install
+
     database = bind_database(settings.database_url)
+    install(database, settings)  # audit checkpoints signed with the configured key, if any
     try:
         applied = upgrade(database)
         where = database_label(settings.database_url)

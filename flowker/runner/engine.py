@@ -90,7 +90,7 @@ class StepFailure(Exception):
 class Engine:
     def __init__(self, plan: WorkflowPlan, *, execution_id: str, input_data: Any, deadline: float,
                  resolve_executor: ExecutorResolver, sink: StepSink, scrub_text: Callable[[str], str] = str,
-                 start_after_step: int = 0, timeout_seconds: float | None = None):
+                 timeout_seconds: float | None = None):
         self.plan = plan
         self.execution_id = execution_id
         self.input_data = input_data if input_data is not None else {}
@@ -144,7 +144,8 @@ class Engine:
         record = StepRecord(node, COMPLETED, started_at, started_at)
         try:
             if time.monotonic() >= self.deadline:
-                raise StepFailure(f"the execution deadline ({self.timeout_seconds:g} s) passed before this step",
+                limit = f" ({self.timeout_seconds:g} s)" if self.timeout_seconds is not None else ""
+                raise StepFailure(f"the execution deadline{limit} passed before this step",
                                   code=DeadlineExceeded.code)
             record.output = self._execute(node, record)
             self.outputs[node.id] = record.output

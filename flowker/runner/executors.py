@@ -55,21 +55,33 @@ class ExecutorPool:
 
     def resolve(self, reference: str) -> tuple[ExecutorClient, Any]:
         """The client and auth for an executor name (or id); raises FlowkerError."""
-        row = Executor.get_or_none(Executor.name == reference) or Executor.get_or_none(Executor.id == reference)
-        if row is None:
-            raise UnprocessableEntity(f"executor {reference!r} does not exist", code=EXECUTOR_NOT_FOUND)
-        if row.status != "active":
-            raise UnprocessableEntity(f"executor {row.name!r} is {row.status}", code=EXECUTOR_DISABLED)
-        entry = self._entry(row)
+        executor_id, name, version, status = self._lookup(reference)
+        if status != "active":
+            raise UnprocessableEntity(f"executor {name!r} is {status}", code=EXECUTOR_DISABLED)
+        entry = self._entry(executor_id, version)
         return entry.client, self._auth(entry)
 
-    def _entry(self, row: Executor) -> _Entry:
-        key = (row.id, row.version)
+    @staticmethod
+    def _lookup(reference: str) -> tuple:
+        """(id, name, version, status) by name, else by id: one small query per step, so a
+        new version or a disabled executor is seen at once without reading the spec."""
+        rows = list(
+            Executor.select(Executor.id, Executor.name, Executor.version, Executor.status)
+            .where((Executor.name == reference) | (Executor.id == reference)).limit(2).tuples()
+        )
+        if not rows:
+            raise UnprocessableEntity(f"executor {reference!r} does not exist", code=EXECUTOR_NOT_FOUND)
+        return next((row for row in rows if row[1] == reference), rows[0])
+
+    def _entry(self, executor_id: str, version: int) -> _Entry:
+        key = (executor_id, version)
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None:
                 self._entries.move_to_end(key)
                 return entry
+        row = Executor.get_by_id(executor_id)
+        key = (row.id, row.version)  # the row read now is the version this client serves
         definition = ExecutorDefinition.from_row(row)
         client = ExecutorClient(
             definition, self._new_session(definition), self.breakers.get(definition.id), self.retry_policy,

@@ -3,13 +3,18 @@
 Each step's StepResult row, the execution's progress (current step, lease) and the
 step's audit entries (STEP_*, and PROVIDER_CALL_STARTED plus PROVIDER_CALL_COMPLETED or
 _FAILED for every attempt of an executor call) are written in one transaction: a step is
-recorded with its audit trail or not at all. Secrets never reach a row: stored inputs,
+recorded with its audit trail or not at all. Steps without side effects are grouped into
+one commit (the next executor step's, the execution's end, or after 0.25 s): a commit is
+the expensive part of a step on SQLite, and nothing outside Flowker saw those steps (a
+process that dies before that commit loses only them, and recovery fails the run). An
+executor step commits as soon as its call ends, so a call is never forgotten. Secrets never reach a row: stored inputs,
 outputs and messages pass through the process :class:`Redactor`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any, Callable
 
 from flowker.runner.engine import COMPLETED, FAILED, SKIPPED, RunOutcome, StepRecord
@@ -19,6 +24,10 @@ from flowker.storage.models import Execution, StepResult, utcnow
 
 RESOURCE_TYPE = "execution"
 MAX_ERROR_MESSAGE = 4000
+
+# Steps without side effects (actions, conditionals, skips) are committed in groups: at
+# the next executor step, at the end, or after this long.
+FLUSH_INTERVAL_SECONDS = 0.25
 
 STEP_EVENTS = {COMPLETED: "STEP_COMPLETED", FAILED: "STEP_FAILED", SKIPPED: "STEP_SKIPPED"}
 
@@ -54,14 +63,18 @@ class ExecutionRecorder:
     """
 
     def __init__(self, execution: Execution, *, owner: str, lease_seconds: float, redactor,
-                 observer=None, clock: Callable[[], dt.datetime] = utcnow):
+                 observer=None, clock: Callable[[], dt.datetime] = utcnow,
+                 flush_interval: float = FLUSH_INTERVAL_SECONDS):
         self.execution = execution
         self.owner = owner
         self.lease_seconds = lease_seconds
         self.redactor = redactor
         self.observer = observer
         self.clock = clock
+        self.flush_interval = flush_interval
         self.context = {"workflowId": execution.workflow_id, "workflowVersion": execution.workflow_version}
+        self._pending: list[StepRecord] = []
+        self._pending_since = 0.0
 
     # -- StepSink ---------------------------------------------------------------------
 
@@ -70,29 +83,56 @@ class ExecutionRecorder:
             self.observer.step_started(node)
 
     def step_finished(self, record: StepRecord) -> None:
-        with write_transaction():
-            self._write_step(record)
-            Execution.update(
-                current_step=record.node.step_number,
-                lease_expires_at=self.clock() + dt.timedelta(seconds=self.lease_seconds),
-            ).where((Execution.id == self.execution.id) & (Execution.owner == self.owner)).execute()
+        if not self._pending:
+            self._pending_since = time.monotonic()
+        self._pending.append(record)
+        # A call's record (its side effects happened) is committed at once; steps without
+        # side effects are grouped into the next commit, at most flush_interval later.
+        if record.call is not None or time.monotonic() - self._pending_since >= self.flush_interval:
+            self.flush()
         if self.observer is not None:
             self.observer.step_finished(record)
+
+    def flush(self) -> None:
+        """Commit the pending steps, each with its audit entries, and renew the lease."""
+        if not self._pending:
+            return
+        with write_transaction():
+            self._write_pending()
+            Execution.update(
+                current_step=self._pending[-1].node.step_number,
+                lease_expires_at=self.clock() + dt.timedelta(seconds=self.lease_seconds),
+            ).where((Execution.id == self.execution.id) & (Execution.owner == self.owner)).execute()
+        self._pending.clear()
+
+    def discard_pending(self) -> None:
+        """Forget steps that could not be committed (the run ends as failed without them)."""
+        self._pending.clear()
+
+    def _write_pending(self) -> None:
+        # One multi-row INSERT for the rows, then each step's audit entries in step order.
+        StepResult.insert_many([self._step_row(record) for record in self._pending]).execute()
+        for record in self._pending:
+            self._audit_step(record)
 
     # -- the end ----------------------------------------------------------------------
 
     def finish(self, outcome: RunOutcome) -> None:
+        """Commit the last steps with the execution's end and its EXECUTION_* entry."""
         now = self.clock()
         status = COMPLETED if outcome.status == COMPLETED else FAILED
         error = self._message(outcome.error_message) if status == FAILED else None
         final_output = self._clean(outcome.final_output) if status == COMPLETED else None
+        last_step = {"current_step": self._pending[-1].node.step_number} if self._pending else {}
         with write_transaction():
             updated = Execution.update(
                 status=status, final_output=final_output, error_message=error, completed_at=now,
-                lease_expires_at=None,
+                lease_expires_at=None, **last_step,
             ).where((Execution.id == self.execution.id) & (Execution.status == "running")).execute()
             if not updated:
                 return  # already settled elsewhere (recovered after a lost lease): keep that record
+            if self._pending:
+                self._write_pending()
             audit_append(
                 "EXECUTION_COMPLETED" if status == COMPLETED else "EXECUTION_FAILED",
                 "SUCCESS" if status == COMPLETED else "FAILED",
@@ -105,31 +145,33 @@ class ExecutionRecorder:
                     **({"errorMessage": error, "failedNode": outcome.failed_node} if error else {}),
                 },
             )
+        self._pending.clear()
 
     # -- helpers ----------------------------------------------------------------------
 
-    def _write_step(self, record: StepRecord) -> None:
+    def _step_row(self, record: StepRecord) -> dict:
+        node, call = record.node, record.call
+        return {
+            "execution": self.execution.id,
+            "step_number": node.step_number,
+            "node_id": node.id,
+            "node_name": node.name,
+            "node_type": node.type,
+            "status": record.status,
+            "input_data": self._clean_input(record.input),
+            "output": self._clean(record.output),
+            "error_message": self._message(record.error),
+            "attempts": record.attempts,
+            "duration_ms": int(round(record.duration_ms)),
+            "call_details": self._clean(call.details()) if call is not None else None,
+            "started_at": record.started_at,
+            "completed_at": record.completed_at,
+        }
+
+    def _audit_step(self, record: StepRecord) -> None:
         node = record.node
-        call = record.call
-        call_details = self._clean(call.details()) if call is not None else None
-        StepResult.create(
-            execution=self.execution.id,
-            step_number=node.step_number,
-            node_id=node.id,
-            node_name=node.name,
-            node_type=node.type,
-            status=record.status,
-            input_data=self._clean_input(record.input),
-            output=self._clean(record.output),
-            error_message=self._message(record.error),
-            attempts=record.attempts,
-            duration_ms=int(round(record.duration_ms)),
-            call_details=call_details,
-            started_at=record.started_at,
-            completed_at=record.completed_at,
-        )
         step_context = {**self.context, "nodeId": node.id, "nodeType": node.type, "stepNumber": node.step_number}
-        if call is not None:
+        if record.call is not None:
             self._audit_attempts(record, step_context)
         metadata: dict[str, Any] = {"status": record.status, "durationMs": round(record.duration_ms, 3),
                                     "attempts": record.attempts}

@@ -191,14 +191,16 @@ class ExecutionService:
             if execution.status != "running" or not self._claim(execution):
                 return execution  # finished already, or another live process runs it
             self.heartbeat.track(execution.id)
+            recorder = ExecutionRecorder(execution, owner=self.owner, lease_seconds=self.lease_seconds,
+                                         redactor=self.redactor, observer=observer)
             try:
                 try:
-                    outcome = self._walk(execution, observer)
+                    outcome = self._walk(execution, recorder)
                 except Exception as exc:  # noqa: BLE001 - e.g. a step row failed to commit
                     logger.exception("execution %s stopped by an internal error", execution.id)
+                    recorder.discard_pending()
                     outcome = RunOutcome(status=FAILED, error_message=f"internal error: {type(exc).__name__}")
-                ExecutionRecorder(execution, owner=self.owner, lease_seconds=self.lease_seconds,
-                                  redactor=self.redactor).finish(outcome)
+                recorder.finish(outcome)
             finally:
                 self.heartbeat.untrack(execution.id)
             return Execution.get_by_id(execution.id)
@@ -206,6 +208,9 @@ class ExecutionService:
     def _claim(self, execution: Execution) -> bool:
         """Take the lease: ours already, or expired (its process died)."""
         now = utcnow()
+        if execution.owner == self.owner and execution.lease_expires_at is not None \
+                and execution.lease_expires_at > now + _seconds(self.lease_seconds / 2):
+            return True  # just started by this service: the lease is fresh, no write needed
         claimed = Execution.update(owner=self.owner, lease_expires_at=now + _seconds(self.lease_seconds)).where(
             (Execution.id == execution.id) & (Execution.status == "running")
             & ((Execution.owner == self.owner) | Execution.owner.is_null()
@@ -215,15 +220,13 @@ class ExecutionService:
             execution.owner = self.owner
         return bool(claimed)
 
-    def _walk(self, execution: Execution, observer) -> RunOutcome:
+    def _walk(self, execution: Execution, recorder: ExecutionRecorder) -> RunOutcome:
         try:
             plan = self.plan(execution.workflow_id, execution.workflow_version)
         except FlowkerError as exc:
             return RunOutcome(status=FAILED, error_message=f"the workflow cannot run: {exc.message}")
         timeout = self.settings.execution_timeout_seconds
         elapsed = (utcnow() - execution.started_at).total_seconds()
-        recorder = ExecutionRecorder(execution, owner=self.owner, lease_seconds=self.lease_seconds,
-                                     redactor=self.redactor, observer=observer)
         engine = Engine(
             plan, execution_id=execution.id, input_data=execution.input_data,
             deadline=time.monotonic() + max(0.0, timeout - elapsed), timeout_seconds=timeout,

@@ -63,7 +63,17 @@ def trie_pattern(words: Iterable[str]) -> str:
         node[""] = {}
 
     def emit(node: dict) -> str:
-        branches = [re.escape(char) + emit(child) for char, child in sorted(node.items()) if char]
+        # Chains of single-child nodes become one literal, so nesting (and recursion)
+        # grows with the number of branch points, not with the length of a secret.
+        branches = []
+        for char, child in sorted(node.items()):
+            if not char:
+                continue
+            literal = char
+            while len(child) == 1 and "" not in child:
+                ((next_char, child),) = child.items()
+                literal += next_char
+            branches.append(re.escape(literal) + emit(child))
         if not branches:
             return ""
         body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"

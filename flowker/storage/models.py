@@ -143,16 +143,23 @@ class StepResult(BaseModel):
 
 
 class AuditEntry(BaseModel):
-    """One link of the hash chain. Append-only: database triggers refuse UPDATE/DELETE."""
+    """One link of the hash chain. Append-only: database triggers refuse UPDATE/DELETE.
+
+    The columns repeat values of the hashed ``canonical`` document so the API can filter
+    on them; verification checks that they agree. Indexes are few on purpose: each one
+    costs every append a page write. Unique ``sequence`` and ``previous_hash`` make a fork
+    impossible to commit. See flowker.audit.canonical for the hashing.
+    """
 
     id = peewee.BigAutoField()
     sequence = peewee.BigIntegerField(unique=True)
+    # UUIDv7 (time-ordered, so its unique index grows at one end).
     event_id = peewee.CharField(max_length=36, unique=True)
     event_type = peewee.CharField(max_length=64, index=True)
-    action = peewee.CharField(max_length=32, index=True)
-    result = peewee.CharField(max_length=16, index=True)
-    resource_type = peewee.CharField(max_length=32, index=True)
-    resource_id = peewee.CharField(max_length=255, index=True)
+    action = peewee.CharField(max_length=32)
+    result = peewee.CharField(max_length=16)
+    resource_type = peewee.CharField(max_length=32)
+    resource_id = peewee.CharField(max_length=255)
     actor_type = peewee.CharField(max_length=32)
     actor_id = peewee.CharField(max_length=255)
     actor_ip = peewee.CharField(max_length=45)
@@ -161,7 +168,10 @@ class AuditEntry(BaseModel):
     # RFC 8785 canonical JSON of the whole entry: exactly the bytes that were hashed.
     canonical = peewee.TextField()
     previous_hash = peewee.CharField(max_length=64, unique=True)
-    hash = peewee.CharField(max_length=64, unique=True)
+    hash = peewee.CharField(max_length=64)
+
+    class Meta:
+        indexes = ((("resource_type", "resource_id"), False),)
 
 
 class AuditCheckpoint(BaseModel):

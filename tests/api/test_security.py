@@ -4,6 +4,7 @@ client addresses (SQLite only: none of this depends on the storage backend)."""
 from __future__ import annotations
 
 import io
+import json
 import re
 import uuid
 
@@ -233,3 +234,20 @@ def test_x_forwarded_for_is_believed_only_from_trusted_proxies(sqlite_factory):
     ip = _actor_ip(trusted, "b", headers={"X-Forwarded-For": "198.51.100.7, 203.0.113.9, 10.2.2.2"}, remote_addr="10.1.1.1")
     assert ip == "203.0.113.9"
     assert audit_count(trusted, eventType="WORKFLOW_CREATED") == 2
+
+
+def test_unknown_query_parameters_are_refused_except_on_webhooks(sqlite_app):
+    client = falcon.testing.TestClient(sqlite_app, headers={"X-API-Key": API_KEY})
+    typo = client.simulate_get("/v1/workflows", params={"stauts": "draft"})
+    assert typo.status_code == 400 and typo.json["code"] == "FLK-0304" and "stauts" in typo.json["message"]
+    assert client.simulate_get("/v1/workflows", params={"status": "draft"}).status_code == 200
+    assert client.simulate_get("/v1/executions/" + SAMPLE_ID, params={"x": "1"}).status_code == 400
+    # A webhook's query string is input for the run: no route here, but not a 400.
+    assert client.simulate_post("/v1/webhooks/hook", params={"anything": "1"}, json={}).status_code == 404
+
+
+def test_chunked_bodies_within_the_limit_are_read(sqlite_factory):
+    app = sqlite_factory()
+    body = json.dumps(workflow_body()).encode()
+    status, _ = _raw_request(app, "/v1/workflows", SpyStream(body), None)
+    assert status.startswith("201")

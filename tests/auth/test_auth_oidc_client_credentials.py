@@ -168,11 +168,12 @@ def test_a_revoked_token_gets_one_refetch_and_the_call_succeeds(oidc_provider, a
 
 
 def test_an_executor_that_always_answers_401_gets_exactly_one_refetch_then_the_401(
-        oidc_provider, auth_context, plain_session):
+        oidc_provider, auth_context, session_factory):
     auth = OIDCClientCredentialsAuth().build(config_for(oidc_provider), auth_context)
     assert auth.handles_401 is True
-    with LocalHTTPServer(lambda request: (401, {}, {"error": "nope"})) as executor:
-        response = plain_session.post(executor.url + "/always-401", json={"a": 1}, auth=auth, timeout=10)
+    # The executor is called through the runner's kind of session: SSRF-guarded and pinned.
+    with LocalHTTPServer(lambda request: (401, {}, {"error": "nope"})) as executor, session_factory() as session:
+        response = session.post(executor.url + "/always-401", json={"a": 1}, auth=auth, timeout=10)
     assert response.status_code == 401
     assert len(response.history) == 1 and response.history[0].status_code == 401
     assert len(executor.requests) == 2  # the call and its one retry, no loop

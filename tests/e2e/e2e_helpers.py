@@ -50,7 +50,7 @@ def run_flowker(args: list[str], env: dict, timeout: float = 120.0, cwd: str | N
 class FlowkerServer:
     """``flowker serve --bind 127.0.0.1:0`` in a child process; the port is read from its output."""
 
-    def __init__(self, env: dict, *args: str, workers: int = 2, threads: int = 4, drain_seconds: float = 2.0):
+    def __init__(self, env: dict, *args: str, workers: int = 2, threads: int = 4, drain_seconds: float = 0.5):
         self.env = env
         self.args = ["serve", "--bind", "127.0.0.1:0", "--workers", str(workers), "--threads", str(threads),
                      "--drain-seconds", str(drain_seconds), *args]

@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+# The plugin author kit's fixtures (what `pytest_plugins = ["flowker.testing"]` gives an author).
+from flowker.testing import auth_context, local_server, registered_secrets  # noqa: F401
+
 PLUGIN_TEMPLATE = '''
 from requests.auth import AuthBase
 

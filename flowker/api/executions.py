@@ -84,11 +84,10 @@ def start_execution(state, req, resp, workflow_id: str, input_data, *, key: str 
             state.background.submit(started.execution.id)
         else:
             state.background.release()
+        execution = started.execution  # as created: running
     else:
         started = service.start(workflow_id, input_data, actor=actor, idempotency_key=key)
-        if started.created:
-            service.run(started.execution.id)
-    execution = Execution.get_by_id(started.execution.id)
+        execution = service.run(started.execution.id) if started.created else started.execution
     if not started.created:
         resp.status = falcon.HTTP_200
     elif asynchronous:

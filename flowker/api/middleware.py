@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import re
@@ -184,12 +185,13 @@ class ApiKeyMiddleware:
     """
 
     def __init__(self, api_keys):
-        self.keys = tuple((key.name, key.key.encode()) for key in api_keys)
+        # Digests, so the comparison time depends on neither the keys' contents nor lengths.
+        self.keys = tuple((key.name, hashlib.sha256(key.key.encode()).digest()) for key in api_keys)
 
     def match(self, presented: str | None) -> str | None:
         if not presented:
             return None
-        candidate = presented.encode("utf-8", "surrogateescape")
+        candidate = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
         found = None
         for name, key in self.keys:
             # Compare against every key, so timing does not tell which one (or whether) matched.

@@ -16,6 +16,7 @@ from importlib import resources
 
 from flowker import __version__
 from flowker.api import openapi_schemas as schemas
+from flowker.api.middleware import PLAIN_HTTP_PATHS
 
 SPEC_SCHEMA_FILES = {"WorkflowSpec": "workflow.schema.json", "ExecutorSpec": "executor.schema.json"}
 
@@ -278,7 +279,9 @@ def _operation(op: Operation) -> dict:
         responses[str(status)] = response
     error_codes = set(op.errors) | {500}
     if not op.public:
-        error_codes |= {401, 403}
+        error_codes.add(401)
+    if op.path not in PLAIN_HTTP_PATHS:
+        error_codes.add(403)  # production refuses plain HTTP everywhere but the probes
     for status in sorted(error_codes):
         responses[str(status)] = {"description": ERROR_DESCRIPTIONS[status],
                                   "content": {"application/json": {"schema": _ref("Error")}}}

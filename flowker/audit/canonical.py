@@ -77,7 +77,8 @@ def format_timestamp(moment: _dt.datetime) -> str:
     """RFC 3339 UTC with exactly three fractional digits; naive datetimes are taken as UTC."""
     if moment.tzinfo is not None:
         moment = moment.astimezone(_dt.timezone.utc).replace(tzinfo=None)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:"
+            f"{moment.minute:02d}:{moment.second:02d}.{moment.microsecond // 1000:03d}Z")
 
 
 def now_timestamp() -> str:

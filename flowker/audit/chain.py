@@ -75,8 +75,9 @@ def _text(value: Any, what: str, limit: int) -> str:
 
 
 def _payload(value: Any, what: str) -> dict:
-    if value is None:
-        return {}
+    if not value:
+        if value is None or isinstance(value, Mapping):
+            return {}
     if not isinstance(value, Mapping):
         raise AuditChainError(f"audit {what} must be a mapping, not {type(value).__name__}")
     try:
@@ -159,7 +160,10 @@ class AuditLog:
             if self.signing_key is not None and self.checkpoint_interval:
                 if sequence - store.last_checkpoint_sequence(database) >= self.checkpoint_interval:
                     self._insert_checkpoint(database, sequence, digest)
-        return AuditEntry(id=row_id, **dict(zip(store.ENTRY_COLUMNS, values)))
+        # The row as a model instance, built without peewee's per-field setattr (hot path).
+        entry = AuditEntry(__no_default__=1)
+        entry.__data__.update(zip(store.ENTRY_COLUMNS, values), id=row_id)
+        return entry
 
     # -- checkpoints -------------------------------------------------------------------
 

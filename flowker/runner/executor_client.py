@@ -34,6 +34,7 @@ from retrying import Retrying
 from flowker.errors import CircuitOpenError, FlowkerError
 from flowker.runner.breakers import ExecutorBreaker, NetworkError, TransientHTTPError
 from flowker.security.http import ResponseTooLargeError, read_capped
+from flowker.security.redaction import redact_headers
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
 MAX_CONNECT_TIMEOUT_SECONDS = 10.0
@@ -359,8 +360,6 @@ def _header_text(value: Any) -> str:
 
 
 def _headers(headers) -> dict:
-    from flowker.security.redaction import redact_headers
-
     return redact_headers(dict(headers))
 
 

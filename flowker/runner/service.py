@@ -16,6 +16,7 @@ their sessions, the OIDC token cache, the redactor and the lease heartbeat.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import socket
@@ -59,8 +60,17 @@ class StartResult:
 
 
 def request_hash(input_data: Any) -> str:
-    """sha256 of the RFC 8785 canonical input: the same key must come with the same input."""
-    return hashlib.sha256(rfc8785.dumps(input_data if input_data is not None else {})).hexdigest()
+    """sha256 of the RFC 8785 canonical input: the same key must come with the same input.
+
+    Inputs RFC 8785 cannot express (integers beyond 2**53, NaN) fall back to sorted
+    compact JSON, which is just as deterministic for this comparison.
+    """
+    value = input_data if input_data is not None else {}
+    try:
+        canonical = rfc8785.dumps(value)
+    except Exception:  # noqa: BLE001 - rfc8785's domain errors
+        canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return hashlib.sha256(canonical).hexdigest()
 
 
 class PlanCache:

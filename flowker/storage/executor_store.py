@@ -245,6 +245,12 @@ class ExecutorStore:
     def plain_spec(self, executor: Executor) -> dict:
         return decrypt_secrets(executor.spec, self.secret_paths(executor.spec), self.secret_box)
 
+    def is_unchanged(self, executor: Executor, spec: dict | SpecDocument) -> bool:
+        """Whether saving ``spec`` (PUT) would change nothing (``flowker apply``'s plan)."""
+        body = self._document(spec).body
+        body = restore_masked_secrets(body, self.plain_spec(executor), self.secret_paths(body))
+        return same_spec(executor.spec, body, self.secret_paths(body), self.secret_box)
+
     # -- writing ---------------------------------------------------------------------
 
     def create(self, spec: dict | SpecDocument, actor) -> Executor:

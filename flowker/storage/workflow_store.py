@@ -24,7 +24,7 @@ from flowker.errors import Conflict, NotFound, SpecError, UnprocessableEntity
 from flowker.spec.documents import WORKFLOW, SpecDocument, make_document
 from flowker.spec.problems import Problem
 from flowker.storage.database import write_transaction
-from flowker.storage.models import Executor, WebhookRoute, Workflow, WorkflowVersion, utcnow
+from flowker.storage.models import WebhookRoute, Workflow, WorkflowVersion, utcnow
 from flowker.storage.executor_store import (
     audit,
     canonical_hash,
@@ -112,6 +112,11 @@ class WorkflowStore:
     def plain_spec(self, workflow: Workflow) -> dict:
         """The spec as it was posted, with literal secrets decrypted (never for responses)."""
         return decrypt_secrets(workflow.spec, SECRET_PATHS, self.secret_box)
+
+    def is_unchanged(self, workflow: Workflow, spec: dict | SpecDocument) -> bool:
+        """Whether saving ``spec`` would change nothing (``flowker apply``'s plan)."""
+        body = restore_masked_secrets(self._document(spec).body, self.plain_spec(workflow), SECRET_PATHS)
+        return same_spec(workflow.spec, body, SECRET_PATHS, self.secret_box)
 
     # -- writing ---------------------------------------------------------------------
 

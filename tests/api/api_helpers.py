@@ -6,6 +6,7 @@ import time
 
 API_KEY = "test-key-0123456789"
 OTHER_KEY = "rotated-key-9876543210"
+SECRET_KEY = "0X1AhXLHhy4-ODGdvyI_-Uu7T_V2kJVxNDW3hSKIT2A="  # a test-only Fernet key
 
 
 def executor_body(base_url: str, name: str = "scorer", **extra) -> dict:

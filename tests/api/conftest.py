@@ -11,10 +11,7 @@ import pytest
 
 from flowker.local_server import LocalHTTPServer
 
-from api_helpers import API_KEY, OTHER_KEY, create_executor, create_workflow
-
-
-SECRET_KEY = "0X1AhXLHhy4-ODGdvyI_-Uu7T_V2kJVxNDW3hSKIT2A="  # a test-only Fernet key
+from api_helpers import API_KEY, OTHER_KEY, SECRET_KEY, create_executor, create_workflow
 
 
 def make_settings(database_url: str, **overrides):

@@ -7,7 +7,7 @@ import uuid
 
 import falcon.testing
 
-from api_helpers import API_KEY, audit_count, create_executor, create_workflow, executor_body, workflow_body
+from api_helpers import API_KEY, SECRET_KEY, audit_count, create_executor, create_workflow, executor_body, workflow_body
 from flowker.storage.models import Executor
 
 TOKEN = "stub-token-1234567"
@@ -73,7 +73,6 @@ def test_put_keeps_masked_secrets_and_unchanged_puts_do_nothing(client, stub):
     response = client.simulate_put(f"/v1/executors/{executor_id}", json=body)
     assert response.status_code == 200 and response.json["version"] == 2
     from flowker.security.secrets import SecretBox
-    from conftest import SECRET_KEY
 
     row = Executor.get_by_id(executor_id)
     assert SecretBox([SECRET_KEY]).decrypt_fields(row.spec)["authentication"]["config"]["token"] == TOKEN

@@ -188,7 +188,8 @@ def test_list_filters_sorting_and_cursors(client):
     assert client.simulate_get("/v1/workflows", params={"status": "active"}).json["items"] == []
     for params, code in (
         ({"limit": 0}, "FLK-0309"), ({"limit": 101}, "FLK-0309"), ({"limit": "x"}, "FLK-0309"),
-        ({"status": "weird"}, "FLK-0304"), ({"sortBy": "id"}, "FLK-0304"), ({"sortOrder": "up"}, "FLK-0310"),
+        ({"status": "weird"}, "FLK-0304"), ({"status": ""}, "FLK-0304"), ({"sortBy": "id"}, "FLK-0304"),
+        ({"sortOrder": "up"}, "FLK-0310"), ({"limit": ""}, "FLK-0309"),
         ({"cursor": "!!!"}, "FLK-0311"), ({"cursor": "eyJ4IjoxfQ"}, "FLK-0311"),
         ({"cursor": cursor, "sortBy": "createdAt"}, "FLK-0304"),
     ):

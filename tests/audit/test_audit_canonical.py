@@ -35,7 +35,7 @@ def test_canonical_text_is_rfc8785(value):
 
 
 def test_key_order_beyond_the_basic_plane_follows_utf16():
-    # U+FF21 sorts after U+1D11E by code point... no: before it by code point, after it in UTF-16.
+    # By code point U+FF21 < U+1D11E; in UTF-16, U+1D11E (surrogates D834 DD1E) comes first.
     document = {"\uff21": 1, "\U0001d11e": 2, "a": 3}
     assert canonical_text(document) == rfc8785.dumps(document).decode("utf-8")
     assert canonical_text(document).index("\U0001d11e") < canonical_text(document).index("\uff21")

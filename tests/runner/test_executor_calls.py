@@ -56,13 +56,15 @@ def test_output_mapping_reads_the_nodes_own_response(service, http_server, token
     assert execution.final_output["call"] == {"score": 77, "ok": True}
 
 
-def test_5xx_twice_then_success_takes_three_attempts_with_doubling_waits(service, http_server, token_env):
+def test_5xx_twice_then_success_takes_three_attempts_with_doubling_waits(service_factory, settings, http_server,
+                                                                         token_env):
+    service = service_factory(settings.replace(retry_base_seconds=0.1))
     http_server.recorder.set((503, {}, {"e": 1}), (502, {}, "bad gateway"), (200, {}, {"ok": True}))
     execution, step = run_call(service, http_server.url)
     assert execution.status == "completed"
     assert step.attempts == 3 and len(http_server.requests) == 3
-    first, second = gaps(http_server.recorder.times)
-    assert 0.045 <= first < 0.09 and 0.095 <= second < 0.16, (first, second)
+    first, second = gaps(http_server.recorder.times)  # base, then 2 x base
+    assert 0.1 <= first < 0.19 and 0.2 <= second < 0.35, (first, second)
     keys = {r.header("Idempotency-Key") for r in http_server.requests}
     assert keys == {f"{execution.id}:call"}  # the same key on every attempt
     log = step.call_details["attemptLog"]

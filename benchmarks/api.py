@@ -72,12 +72,13 @@ async def _stub_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
 
 def _run_stub(port_sender) -> None:
     async def main():
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         server = await asyncio.start_server(_stub_connection, "127.0.0.1", 0, backlog=1024)
         port_sender.send(server.sockets[0].getsockname()[1])
-        async with server:
-            await server.serve_forever()
+        await stop.wait()
+        server.close()
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     asyncio.run(main())
 
 
@@ -278,7 +279,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=5000, help="executions to send after the warm-up")
     parser.add_argument("--warmup", type=int, default=300)
-    parser.add_argument("--concurrency", type=int, default=16, help="client threads")
+    parser.add_argument("--concurrency", type=int, default=8, help="client threads")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8, help="threads per gunicorn worker")
     parser.add_argument("--max-seconds", type=float, default=120.0, help="stop sending after this long")

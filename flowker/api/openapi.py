@@ -285,6 +285,9 @@ def _operation(op: Operation) -> dict:
     for status in sorted(error_codes):
         responses[str(status)] = {"description": ERROR_DESCRIPTIONS[status],
                                   "content": {"application/json": {"schema": _ref("Error")}}}
+    # Answered by gunicorn itself, before the app, for request lines over its limit.
+    responses["414"] = {"description": "Request line too long (answered by the HTTP server, as HTML)",
+                        "content": {"text/html": {"schema": {"type": "string"}}}}
     document = {
         "operationId": op.operation_id,
         "tags": [op.tag],

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import peewee
 
@@ -43,11 +44,16 @@ from flowker.audit.canonical import (
     now_timestamp,
     to_hashable,
 )
-from flowker.audit.events import Action, EventType, Result  # noqa: F401 - re-exported for callers
+from flowker.audit.events import Action, EventType, Result  # re-exported for callers
 from flowker.audit.verify import VerifyResult, verify_database
 from flowker.errors import AuditChainError, ConfigurationError
 from flowker.security.redaction import redact
 from flowker.storage.models import AuditCheckpoint, AuditEntry
+
+__all__ = [
+    "Action", "Actor", "AuditLog", "EventType", "Result", "SYSTEM_ACTOR", "VerifyResult", "append",
+    "audit_log_for", "checkpoint_to_dict", "create_checkpoint", "entry_to_dict", "install", "verify_chain",
+]
 
 UNKNOWN_IP = "0.0.0.0"
 _ATTACHED = "flowker_audit_log"  # attribute of the peewee Database holding its AuditLog
@@ -71,6 +77,8 @@ def _text(value: Any, what: str, limit: int) -> str:
     text = str(value.value) if isinstance(value, enum.Enum) else str(value)
     if not text or len(text) > limit:
         raise AuditChainError(f"audit {what} must be 1 to {limit} characters")
+    if "\x00" in text:
+        raise AuditChainError(f"audit {what} must not contain NUL characters")
     return text
 
 
@@ -120,6 +128,7 @@ class AuditLog:
                actor: Actor = SYSTEM_ACTOR, context: Mapping | None = None,
                metadata: Mapping | None = None) -> AuditEntry:
         """Append one entry inside the caller's transaction (or a new one); returns it."""
+        actor = actor if actor is not None else SYSTEM_ACTOR
         try:
             event_type = events.event_type_value(event_type)
             action = events.action_value(action)

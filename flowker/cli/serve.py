@@ -30,7 +30,7 @@ def default_workers() -> int:
 @click.option("--keyfile", type=click.Path(exists=True, dir_okay=False), help="TLS private key (PEM); needs --certfile.")
 @click.option("--drain-seconds", type=click.FloatRange(min=0), default=5.0, show_default=True,
               help="On SIGTERM, seconds readiness answers 503 before the workers stop accepting.")
-@click.option("--access-log/--no-access-log", default=False, help="Log every request to stderr.")
+@click.option("--access-log/--no-access-log", default=False, help="Log every request to stdout.")
 @click.pass_context
 def serve(ctx, bind, workers, threads, specs_dir, database_url, certfile, keyfile, drain_seconds, access_log):
     """Serve the REST API (gunicorn, gthread workers)."""

@@ -137,9 +137,19 @@ class ExecutorPool:
     def _resolve_secrets(self, config: dict) -> dict:
         from flowker.security.secrets import SecretResolver, count_encrypted
 
+        from flowker.errors import ConfigurationError
+
         box = self._box() if count_encrypted(config) else None
         resolver = SecretResolver.from_settings(self.settings, box=box, register=self.redactor.add_secret)
-        return resolver.resolve(config)
+        try:
+            return resolver.resolve(config)
+        except ConfigurationError as exc:
+            # "token: environment variable X is not set" reads like a credential pair to the
+            # redactor (which would mask it); say where the secret belongs at the end instead.
+            where, separator, rest = exc.message.partition(": ")
+            message = f"{rest} (authentication.config.{where})" if separator and " " not in where else exc.message
+            raise UnprocessableEntity(f"cannot resolve the executor's secrets: {message}",
+                                      code=exc.code, title=exc.title) from None
 
     def _box(self):
         # Loaded only when a literal (encrypted) secret is met: in development this may

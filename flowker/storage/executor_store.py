@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -162,6 +163,28 @@ def merge_patch(target: Any, patch: Any) -> Any:
         else:
             result[key] = merge_patch(result.get(key), value)
     return result
+
+
+def checked_problems(document: SpecDocument, registry, executors=None) -> list:
+    """Every problem of a document (``flowker validate``'s checks).
+
+    The semantic checks assume a body that passed the schema; should one of them fail
+    on a malformed body, the schema problems are the answer (422), not a 500.
+    """
+    from flowker.spec.checks import check_document
+    from flowker.spec.problems import ProblemList
+    from flowker.spec.schemas import check_schema
+
+    try:
+        return check_document(document, registry, executors)
+    except Exception:
+        logging.getLogger(__name__).warning("spec checks failed on %s; answering with its schema problems",
+                                            document.source, exc_info=True)
+        schema_only = ProblemList(document.source, document.locations)
+        check_schema(document.kind, document.body, schema_only)
+        if schema_only.problems:
+            return schema_only.problems
+        raise
 
 
 @dataclass(frozen=True)
@@ -385,10 +408,8 @@ class ExecutorStore:
         return executor
 
     def _checked(self, spec: dict | SpecDocument) -> SpecDocument:
-        from flowker.spec.checks import check_document
-
         document = self._document(spec)
-        problems = check_document(document, self.registry, None)
+        problems = checked_problems(document, self.registry)
         if problems:
             raise SpecError(problems)
         if self.address_policy is not None:

@@ -28,6 +28,7 @@ from flowker.storage.models import WebhookRoute, Workflow, WorkflowVersion, utcn
 from flowker.storage.executor_store import (
     audit,
     canonical_hash,
+    checked_problems,
     decrypt_secrets,
     encrypt_secrets,
     executor_reference_map,
@@ -262,10 +263,8 @@ class WorkflowStore:
 
     def _checked(self, spec: dict | SpecDocument) -> SpecDocument:
         """Every check but executor resolution (that waits for activation)."""
-        from flowker.spec.checks import check_document
-
         document = self._document(spec)
-        problems = check_document(document, self.registry, None)
+        problems = checked_problems(document, self.registry)
         if problems:
             raise SpecError(problems)
         return document
@@ -283,12 +282,10 @@ class WorkflowStore:
         return make_document(WORKFLOW, spec, "<request>", from_file=False)
 
     def _check_for_activation(self, workflow: Workflow) -> None:
-        from flowker.spec.checks import check_document
-
         spec = self.plain_spec(workflow)
         references = executor_reference_map(executor_references(spec))
         document = make_document(WORKFLOW, spec, f"workflow {workflow.name}", from_file=False)
-        problems = check_document(document, self.registry, references.bodies)
+        problems = checked_problems(document, self.registry, references.bodies)
         for index, node in enumerate(spec.get("nodes") or []):
             data = node.get("data") if isinstance(node, dict) else None
             if node.get("type") != "executor" or not isinstance(data, dict):

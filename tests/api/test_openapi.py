@@ -63,6 +63,8 @@ def test_every_operation_lists_its_error_codes_with_the_error_schema(document):
             if "requestBody" in operation:
                 assert "413" in responses, (method, path)
             for status, response in responses.items():
+                if status == "414":
+                    continue  # gunicorn's own HTML answer
                 if int(status) >= 400 and int(status) != 503 or (int(status) == 503 and not public):
                     schema = response["content"]["application/json"]["schema"]
                     assert schema == {"$ref": "#/components/schemas/Error"}, (method, path, status)

@@ -58,6 +58,8 @@ class FlowkerServer:
         self.lines: list[str] = []
         self._reader: threading.Thread | None = None
         self.url: str | None = None
+        # A self-signed --certfile is the CA the readiness probe trusts.
+        self.verify = args[args.index("--certfile") + 1] if "--certfile" in args else True
 
     @property
     def output(self) -> str:
@@ -79,7 +81,7 @@ class FlowkerServer:
             match = LISTENING.search(self.output)
             self.url = match.group(1) if match else None
             time.sleep(0.05)
-        self.wait_until(lambda: _status(self.url + "/health/live") == 200, "the server to answer /health/live")
+        self.wait_until(lambda: _status(self.url + "/health/live", self.verify) == 200, "the server to answer /health/live")
         return self
 
     def _read(self) -> None:
@@ -115,9 +117,9 @@ class FlowkerServer:
             self.process.wait(timeout=STOP_TIMEOUT)
 
 
-def _status(url: str) -> int | None:
+def _status(url: str, verify=True) -> int | None:
     try:
-        return requests.get(url, timeout=2).status_code
+        return requests.get(url, timeout=2, verify=verify).status_code
     except requests.RequestException:
         return None
 

@@ -203,3 +203,45 @@ def test_certfile_without_keyfile_is_a_usage_error(tmp_path):
     result = run_flowker(["serve", "--certfile", str(certificate)], flowker_env(f"sqlite:///{tmp_path}/f.db"))
     assert result.returncode == 2
     assert "--certfile and --keyfile go together" in result.stderr
+
+
+def self_signed_certificate(folder) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+def test_tls_in_production_mode(start_server, tmp_path):
+    from cryptography.fernet import Fernet
+
+    cert, key = self_signed_certificate(tmp_path)
+    server = start_server("--certfile", cert, "--keyfile", key,
+                          env={"FLOWKER_ENV": "production", "FLOWKER_SECRET_KEY": Fernet.generate_key().decode()})
+    assert server.url.startswith("https://127.0.0.1:")
+    api = api_session()
+    api.verify = cert
+    response = api.get(f"{server.url}/v1/workflows")
+    assert response.status_code == 200, response.text
+    assert "max-age=" in response.headers.get("Strict-Transport-Security", "")
+    assert "API key (generated" not in server.output

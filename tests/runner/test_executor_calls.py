@@ -190,7 +190,7 @@ def test_missing_secret_fails_the_step_naming_the_variable(service, http_server,
     monkeypatch.delenv("RUNNER_TEST_TOKEN", raising=False)
     execution, step = run_call(service, http_server.url)
     assert execution.status == "failed" and len(http_server.requests) == 0
-    assert "RUNNER_TEST_TOKEN" in step.error_message
+    assert "environment variable RUNNER_TEST_TOKEN is not set (authentication.config.token)" in step.error_message
 
 
 def test_unknown_and_disabled_executors_fail_the_step(service, http_server, token_env):

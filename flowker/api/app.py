@@ -88,6 +88,7 @@ def create_app(
         raise ConfigurationError(
             "no API keys: set FLOWKER_API_KEYS (development: Settings.with_generated_api_key())"
         )
+    from flowker.audit import chain
     from flowker.security.secrets import SecretBox
     from flowker.security.ssrf import AddressPolicy
     from flowker.storage.database import bind_database, database_proxy
@@ -102,8 +103,6 @@ def create_app(
         database = bind_database(settings.database_url)
     elif database_proxy.obj is not database:
         database_proxy.initialize(database)
-    from flowker.audit import chain
-
     # Appends from this process sign checkpoints with the settings' key.
     chain.install(database, settings)
     if execution_service is None:

@@ -165,13 +165,13 @@ class AuditLog:
             digest = chain_hash(previous, canonical)
             values = (sequence, event_id, event_type, action, result, resource_type, resource_id,
                       actor_type, actor_id, actor_ip, timestamp, canonical, previous, digest)
-            row_id = store.insert_entry(database, values)
+            store.insert_entry(database, values)
             if self.signing_key is not None and self.checkpoint_interval:
                 if sequence - store.last_checkpoint_sequence(database) >= self.checkpoint_interval:
                     self._insert_checkpoint(database, sequence, digest)
         # The row as a model instance, built without peewee's per-field setattr (hot path).
         entry = AuditEntry(__no_default__=1)
-        entry.__data__.update(zip(store.ENTRY_COLUMNS, values), id=row_id)
+        entry.__data__.update(zip(store.ENTRY_COLUMNS, values))
         return entry
 
     # -- checkpoints -------------------------------------------------------------------

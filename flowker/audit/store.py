@@ -54,15 +54,13 @@ def head(database: peewee.Database) -> tuple[int, str] | None:
     ).fetchone()
 
 
-def insert_entry(database: peewee.Database, values: tuple) -> int:
-    """Insert one entry (values in :data:`ENTRY_COLUMNS` order); returns its row id."""
+def insert_entry(database: peewee.Database, values: tuple) -> None:
+    """Insert one entry (values in :data:`ENTRY_COLUMNS` order)."""
     p = param(database)
-    cursor = database.execute_sql(
-        f"INSERT INTO {ENTRY_TABLE} ({', '.join(ENTRY_COLUMNS)}) "
-        f"VALUES ({', '.join([p] * len(ENTRY_COLUMNS))}) RETURNING id",
+    database.execute_sql(
+        f"INSERT INTO {ENTRY_TABLE} ({', '.join(ENTRY_COLUMNS)}) VALUES ({', '.join([p] * len(ENTRY_COLUMNS))})",
         values,
     )
-    return cursor.fetchone()[0]
 
 
 def last_checkpoint_sequence(database: peewee.Database) -> int:

@@ -16,7 +16,6 @@ Exit codes: 0 applied (or planned, with ``--dry-run``), 1 something failed, 2 us
 from __future__ import annotations
 
 import getpass
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,7 +116,8 @@ def run_changes(changes: list[Change], backend) -> bool:
                 click.echo(f"  {change.kind} {change.document.name}: {step} failed{finished}: {exc.message}", err=True)
                 return False
             resource_id = result.get("id") or resource_id
-            done.append(_past(step) + (f" (version {result['version']})" if step in ("create", "update") and result.get("version") else ""))
+            version = result.get("version") if step in ("create", "update") else None
+            done.append(_past(step) + (f" (version {version})" if version else ""))
         click.echo(f"  {change.kind} {change.document.name}: {', '.join(done)}")
     return True
 
@@ -232,28 +232,41 @@ def apply(ctx, directory, server, api_key, activate, dry_run, database_url, time
     else:
         ok = apply_local(settings, registry, directory, activate=activate, dry_run=dry_run)
     if not ok:
-        sys.exit(1)  # (ctx.exit's code is lost under run_cli's standalone_mode=False)
+        ctx.exit(1)
 
 
 def apply_local(settings, registry, directory, *, activate: bool, dry_run: bool = False, database=None) -> bool:
     """Sync into the database of ``settings``. ``database``: already bound and migrated
     (``flowker serve``); otherwise it is bound here and migrated unless this is a dry run."""
+    from flowker.audit.chain import install
     from flowker.cli.serve import database_label
     from flowker.storage.database import bind_database
+    from flowker.storage.migrations import upgrade
 
+    label = database_label(settings.database_url)
+    if dry_run and database is None and _missing_sqlite_file(settings.database_url):
+        # Nothing to read, and a dry run must not create the file: everything is new.
+        target = LocalTarget(settings, registry, migrated=False)
+        return sync(directory, target, registry, activate=activate, dry_run=True, target=label)
     if database is None:
-        from flowker.storage.migrations import upgrade
-
         database = bind_database(settings.database_url)
         if not dry_run:
             upgrade(database)
-    from flowker.audit.chain import install
-
     install(database, settings)  # checkpoints signed with the configured key, if any
     with database.connection_context():
         target = LocalTarget(settings, registry, migrated=_migrated(database))
-        return sync(directory, target, registry, activate=activate, dry_run=dry_run,
-                    target=database_label(settings.database_url))
+        return sync(directory, target, registry, activate=activate, dry_run=dry_run, target=label)
+
+
+def _missing_sqlite_file(url: str) -> bool:
+    import os
+
+    import peewee
+
+    from flowker.storage.database import open_database
+
+    database = open_database(url)  # does not connect
+    return isinstance(database, peewee.SqliteDatabase) and not os.path.exists(database.database)
 
 
 def _migrated(database) -> bool:
@@ -401,12 +414,9 @@ class RemoteTarget:
         view = self._all("executors" if document.kind == "Executor" else "workflows").get(document.name)
         if view is None:
             return None
-        if view.get("specHash"):
-            from flowker.storage.executor_store import canonical_hash
-
-            unchanged = view["specHash"] == canonical_hash(document.body)
-        else:
-            unchanged = same_body(self._spec_of(view, document.kind), document.body)
+        # Files hold no literal secrets (only references, shown as they are), so the view
+        # compares exactly with the file's body.
+        unchanged = same_body(self._spec_of(view, document.kind), document.body)
         return Current(view["id"], view.get("status", ""), unchanged)
 
     def perform(self, step: str, document, resource_id: str | None) -> dict:

@@ -80,11 +80,10 @@ def prepare_database(settings, registry, specs_dir=None) -> None:
 
     Runs in the gunicorn master before it forks: nothing here may stay connected.
     """
+    from flowker.audit.chain import install
     from flowker.runner.service import ExecutionService
     from flowker.storage.database import bind_database
     from flowker.storage.migrations import LATEST_VERSION, upgrade
-
-    from flowker.audit.chain import install
 
     database = bind_database(settings.database_url)
     install(database, settings)  # audit checkpoints signed with the configured key, if any
@@ -107,7 +106,7 @@ def prepare_database(settings, registry, specs_dir=None) -> None:
             finally:
                 service.close()
         if recovered:
-            click.echo(f"Recovered {_count(recovered)} interrupted execution(s)")
+            click.echo(f"Recovered {len(recovered)} interrupted execution(s)")
     finally:
         if not database.is_closed():
             database.close()
@@ -121,10 +120,6 @@ def database_label(url: str) -> str:
     from flowker.security.redaction import redact_url
 
     return url if url.startswith("sqlite:") else redact_url(url)
-
-
-def _count(recovered) -> int:
-    return recovered if isinstance(recovered, int) else len(recovered)
 
 
 def _url_host(host: str) -> str:

@@ -26,10 +26,11 @@ def node_ids(body: dict) -> set[str]:
 
 
 def check_graph(body: dict, problems: ProblemList) -> None:
-    nodes = _indexed(body, "nodes")
+    # Nodes whose id is not a string are schema problems, reported there; skip them here.
+    nodes = [(index, node) for index, node in _indexed(body, "nodes") if isinstance(node.get("id"), str)]
     edges = _indexed(body, "edges")
     index_of = _check_node_ids(nodes, problems)
-    types = {node["id"]: node.get("type") for _, node in nodes if node.get("id") in index_of}
+    types = {node["id"]: node.get("type") for _, node in nodes if node["id"] in index_of}
     links = _check_edges(edges, index_of, problems)
     triggers = _check_triggers(nodes, index_of, links, problems)
     _check_cycles(index_of, links, problems)

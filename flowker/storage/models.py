@@ -151,15 +151,16 @@ class AuditEntry(BaseModel):
     impossible to commit. See flowker.audit.canonical for the hashing.
     """
 
-    id = peewee.BigAutoField()
-    sequence = peewee.BigIntegerField(unique=True)
+    # Position in the chain, 1, 2, 3... and the primary key (on SQLite the rowid itself, so
+    # rows are stored in chain order and a sequence needs no index of its own).
+    sequence = peewee.BigIntegerField(primary_key=True)
     # UUIDv7 (time-ordered, so its unique index grows at one end).
     event_id = peewee.CharField(max_length=36, unique=True)
     event_type = peewee.CharField(max_length=64, index=True)
     action = peewee.CharField(max_length=32)
     result = peewee.CharField(max_length=16)
     resource_type = peewee.CharField(max_length=32)
-    resource_id = peewee.CharField(max_length=255)
+    resource_id = peewee.CharField(max_length=255, index=True)
     actor_type = peewee.CharField(max_length=32)
     actor_id = peewee.CharField(max_length=255)
     actor_ip = peewee.CharField(max_length=45)
@@ -169,9 +170,6 @@ class AuditEntry(BaseModel):
     canonical = peewee.TextField()
     previous_hash = peewee.CharField(max_length=64, unique=True)
     hash = peewee.CharField(max_length=64)
-
-    class Meta:
-        indexes = ((("resource_type", "resource_id"), False),)
 
 
 class AuditCheckpoint(BaseModel):

@@ -11,21 +11,7 @@ import pytest
 
 from flowker.local_server import LocalHTTPServer
 
-from api_helpers import API_KEY, OTHER_KEY, SECRET_KEY, create_executor, create_workflow
-
-
-def make_settings(database_url: str, **overrides):
-    from flowker.settings import Settings
-
-    values = {
-        "database_url": database_url,
-        "secret_key": SECRET_KEY,
-        "api_keys": f"ci-bot:{API_KEY},rotation:{OTHER_KEY}",
-        "retry_base_seconds": "0",
-        "retry_max_attempts": "1",
-    }
-    values.update(overrides)
-    return Settings.from_mapping(values)
+from api_helpers import API_KEY, create_executor, create_workflow, make_settings
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from api_helpers import API_KEY, executor_body, workflow_body
+from api_helpers import API_KEY, executor_body, make_settings, workflow_body
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False, allow_infinity=False)
@@ -52,8 +52,6 @@ def fuzz_client(tmp_path_factory, registry):
     from flowker.api.app import create_app
     from flowker.storage.database import bind_database
     from flowker.storage.migrations import upgrade
-
-    from conftest import make_settings
 
     url = f"sqlite:///{tmp_path_factory.mktemp('fuzz')}/fuzz.db"
     database = bind_database(url)

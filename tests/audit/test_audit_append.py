@@ -167,7 +167,7 @@ def test_model_level_update_and_delete_are_refused(database):
     entry = _append()
     with pytest.raises(peewee.DatabaseError):
         with write_transaction():
-            models.AuditEntry.update(result="FAILED").where(models.AuditEntry.id == entry.id).execute()
+            models.AuditEntry.update(result="FAILED").where(models.AuditEntry.sequence == entry.sequence).execute()
     with pytest.raises(peewee.DatabaseError):
         with write_transaction():
             models.AuditEntry.delete().execute()

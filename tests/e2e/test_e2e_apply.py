@@ -4,6 +4,8 @@ entry), the audited ``--activate`` path, ``--dry-run`` and refusals."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from e2e_helpers import API_KEY, api_session, flowker_env, run_flowker, workflow_yaml, write_specs
@@ -51,6 +53,8 @@ def test_apply_locally_plans_creates_skips_unchanged_and_activates_through_draft
     assert plan_line(dry.stdout, "workflow", "e2e-score") == "workflow e2e-score create create -> activate"
     assert dry.stdout.index("executor  scorer") < dry.stdout.index("workflow  e2e-score")
     assert "Dry run: nothing changed." in dry.stdout
+    if database_url.startswith("sqlite:///"):
+        assert not Path(database_url[len("sqlite:///"):]).exists(), "a dry run created the database"
     assert read_database(database_url) == ([], {})
 
     created = apply(folder, env)

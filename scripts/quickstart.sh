@@ -38,9 +38,12 @@ if [ -z "${FLOWKER_API_KEYS:-}" ]; then
   fi
   export FLOWKER_API_KEYS="quickstart:$(cat "$data/api-key")"
 fi
-api_key=${FLOWKER_API_KEYS#*:}
-api_key=${api_key%%,*}
+first_key=${FLOWKER_API_KEYS%%,*}   # the first of the keys, as name:key or key
+api_key=${first_key#*:}
 
+# The sample service's OIDC issuer (customer-onboarding) is plain http on 127.0.0.1:
+# allowed here for this local demo only, never in production.
+export OAUTHLIB_INSECURE_TRANSPORT=${OAUTHLIB_INSECURE_TRANSPORT:-1}
 # The examples' secrets are {$env: NAME} references; any value works against the sample service.
 export FRAUD_API_TOKEN=${FRAUD_API_TOKEN:-dev-fraud-token}
 export LEDGER_API_KEY=${LEDGER_API_KEY:-dev-ledger-key}

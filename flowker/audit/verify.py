@@ -85,7 +85,9 @@ class _ColumnCheck:
         self.error: BaseException | None = None
         self._database, self._up_to = database, up_to
         self._thread = None
-        if up_to >= CONCURRENT_COLUMN_CHECK_FROM:
+        # An in-memory SQLite database is private to its connection: no second one.
+        in_memory = "memory" in str(getattr(database, "database", ""))
+        if up_to >= CONCURRENT_COLUMN_CHECK_FROM and not in_memory:
             self._thread = threading.Thread(target=self._run, name="audit-column-check", daemon=True)
             self._thread.start()
 
@@ -203,8 +205,9 @@ def verify_database(
             if interval and target - last_signed >= interval:
                 since = f"the last signed checkpoint at sequence {last_signed}" if last_signed else "the start"
                 problems.append((target + 1, (
-                    f"the chain ends {target - last_signed} entries after {since}, but checkpoints are "
-                    f"signed every {interval} entries: checkpoints were removed"
+                    f"the chain ends {target - last_signed} entries after {since}, but a checkpoint is "
+                    f"signed every {interval} entries: checkpoints were removed (or entries were "
+                    "appended by a process without the signing key)"
                 )))
 
         signatures = public_keys is not None

@@ -21,7 +21,8 @@ import base64
 import logging
 import re
 import threading
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Mapping
+from typing import Any, Callable, Iterable
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from flowker.security.known_secrets import MIN_SECRET_LENGTH, KnownSecrets, encoded_variants  # noqa: F401 (re-exported)

@@ -208,6 +208,13 @@ class Load:
             assert not pending, f"{len(pending)} operations did not finish in time"
 
 
+def server_errors(servers) -> str:
+    """The lines of the servers' output that tell of errors (tracebacks' last lines)."""
+    lines = [line.rstrip() for server in servers for line in server.lines
+             if "Error" in line or "deadlock" in line or "ERROR" in line]
+    return "\n".join(lines[-40:]) or "(none)"
+
+
 def test_two_servers_kill_one_mid_load(cluster, stub):
     a, b = cluster.start(2)
     api = api_session()
@@ -269,10 +276,15 @@ def test_two_servers_kill_one_mid_load(cluster, stub):
     assert "interrupted execution(s)" in restarted.output, restarted.output
 
     load.run(range(PHASE_ONE_OPERATIONS, PHASE_ONE_OPERATIONS + PHASE_TWO_OPERATIONS))
-    wait_for(lambda: all(row["status"] != "running" for row in database_report(cluster.url)["executions"].values()),
-             "every run to settle", 30, interval=0.2)
+    servers = (a, b, restarted)
+    try:
+        wait_for(lambda: all(row["status"] != "running" for row in database_report(cluster.url)["executions"].values()),
+                 "every run to settle", 30, interval=0.2)
+    except AssertionError as exc:
+        stuck = [i for i, row in database_report(cluster.url)["executions"].items() if row["status"] == "running"]
+        raise AssertionError(f"{exc}: still running {stuck}; server errors:\n{server_errors(servers)}") from None
 
-    logs = "\n".join(f"--- server {n}\n{s.output[-4000:]}" for n, s in enumerate((a, b, restarted)))
+    logs = server_errors(servers)
     assert load.unexpected == [], "\n".join(load.unexpected[:20]) + logs
     assert load.connection_errors > 0, "no request met the killed server: the kill was not mid-load"
     report = database_report(cluster.url)

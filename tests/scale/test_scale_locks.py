@@ -19,10 +19,14 @@ pytestmark = pytest.mark.postgres
 OWNER = "lock-test-owner"
 
 
-def _waiting_locks(connection, locktype: str) -> int:
+def _waits(connection, pid: int | None, locktype: str) -> bool:
+    """Whether that backend waits for a lock of that type (other tests share the server)."""
+    if pid is None:
+        return False
     with connection.cursor() as cursor:
-        cursor.execute("SELECT COUNT(*) FROM pg_locks WHERE NOT granted AND locktype = %s", (locktype,))
-        return cursor.fetchone()[0]
+        cursor.execute("SELECT COUNT(*) FROM pg_locks WHERE NOT granted AND pid = %s AND locktype = %s",
+                       (pid, locktype))
+        return cursor.fetchone()[0] > 0
 
 
 @pytest.mark.xfail(strict=True, reason=(
@@ -57,11 +61,13 @@ def test_heartbeat_step_commit_and_finish_do_not_deadlock(postgres_schema_url):
     blocker = psycopg2.connect(dbname=database.database, **database.connect_params)
     heartbeat = LeaseHeartbeat(OWNER, 60.0, interval=3600)
     errors: list[str] = []
+    pids: dict[str, int] = {}
 
     def in_thread(name, work):
         def run():
             try:
                 with database.connection_context():
+                    pids[name] = database.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
                     work()
             except Exception as exc:  # noqa: BLE001 - what the test reports
                 errors.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
@@ -79,13 +85,13 @@ def test_heartbeat_step_commit_and_finish_do_not_deadlock(postgres_schema_url):
         with blocker.cursor() as cursor:  # another process appending to the audit chain
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK_ID,))
         threads.append(in_thread("step commit (x)", lambda: step_commit.step_finished(step)))
-        wait_for(lambda: _waiting_locks(admin, "advisory") == 1, "the step commit to wait for the audit lock", 10)
+        wait_for(lambda: _waits(admin, pids.get("step commit (x)"), "advisory"), "the step commit to wait for the audit lock", 10)
         threads.append(in_thread("finish (y)", lambda: ending.finish(RunOutcome(status=COMPLETED, final_output={}))))
-        wait_for(lambda: _waiting_locks(admin, "advisory") == 2, "the finish to wait for the audit lock", 10)
+        wait_for(lambda: _waits(admin, pids.get("finish (y)"), "advisory"), "the finish to wait for the audit lock", 10)
         heartbeat.track(x.id)
         heartbeat.track(y.id)
         threads.append(in_thread("heartbeat", heartbeat.beat))
-        wait_for(lambda: _waiting_locks(admin, "transactionid") >= 1, "the heartbeat to wait for row y", 10)
+        wait_for(lambda: _waits(admin, pids.get("heartbeat"), "transactionid"), "the heartbeat to wait for row y", 10)
         blocker.commit()  # the audit lock goes to the step commit first
         for thread in threads:
             thread.join(timeout=30)

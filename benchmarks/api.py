@@ -30,6 +30,7 @@ import json
 import multiprocessing
 import os
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -38,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -203,6 +205,245 @@ def create_workflow(url: str, stub_port: int) -> str:
     return workflow_id
 
 
+# --------------------------------------------------------------------------- CPU accounting
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (from /proc)."""
+    found, frontier = [pid], [pid]
+    while frontier:
+        parent = frontier.pop()
+        try:
+            with open(f"/proc/{parent}/task/{parent}/children") as handle:
+                kids = [int(kid) for kid in handle.read().split()]
+        except OSError:
+            kids = []
+        found += kids
+        frontier += kids
+    return found
+
+
+def cpu_seconds(pids) -> float:
+    """User + system CPU seconds used so far by these processes (exited ones count 0)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def machine_cpu() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs, from /proc/stat."""
+    with open("/proc/stat") as handle:
+        values = [int(value) for value in handle.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return sum(values) - idle, sum(values)
+
+
+class CpuShare:
+    """CPU seconds of named process groups (and the whole machine) over a block."""
+
+    def __init__(self, groups: dict):
+        self.groups = groups  # name -> callable giving the pids now
+        self.used: dict[str, float] = {}
+        self.machine_busy = 0.0
+        self.wall = 0.0
+
+    def __enter__(self) -> "CpuShare":
+        self._pids = {name: pids() for name, pids in self.groups.items()}
+        self._start = {name: cpu_seconds(pids) for name, pids in self._pids.items()}
+        self._machine = machine_cpu()
+        self._began = time.perf_counter()
+        return self
+
+    def add(self, name: str, pid_list) -> None:
+        """A group started inside the block (its CPU counts from zero)."""
+        self._pids[name] = list(pid_list)
+        self._start[name] = 0.0
+
+    def finish(self, extra: dict | None = None) -> None:
+        """Read the counters now (call before the processes exit); ``extra`` adds seconds by name."""
+        self.wall = time.perf_counter() - self._began
+        for name, pids in self._pids.items():
+            self.used[name] = cpu_seconds(pids) - self._start[name]
+        for name, seconds in (extra or {}).items():
+            self.used[name] = self.used.get(name, 0.0) + seconds
+        busy, total = machine_cpu()
+        self.machine_busy = (busy - self._machine[0]) / max(1, total - self._machine[1])
+
+    def __exit__(self, *exc_info) -> None:
+        if not self.wall:
+            self.finish()
+
+    def lines(self, completed: int) -> list[str]:
+        capacity = self.wall * (os.cpu_count() or 1)
+        out = [f"CPU over {self.wall:.1f} s ({os.cpu_count()} CPUs, machine {100 * self.machine_busy:.0f}% busy):"]
+        for name, seconds in self.used.items():
+            per = f", {1000 * seconds / completed:.2f} ms per execution" if completed else ""
+            out.append(f"  {name:10s} {seconds:6.2f} s = {100 * seconds / capacity:4.1f}% of the machine{per}")
+        return out
+
+
+# --------------------------------------------------------------------------- wrk
+
+
+WRK_SCRIPT = """\
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-API-Key"] = "%(key)s"
+counter = 0
+bad = 0
+local threads = {}
+
+function setup(thread)
+  table.insert(threads, thread)
+end
+
+request = function()
+  counter = counter + 1
+  local body = '{"inputData": {"orderId": "wrk-' .. counter .. '", "amount": ' .. (counter %% 1000) .. '}}'
+  return wrk.format(nil, nil, nil, body)
+end
+
+response = function(status, headers, body)
+  if status ~= 201 or not string.find(body, '"status": *"completed"') then
+    bad = bad + 1
+  end
+end
+
+function done(summary, latency, requests)
+  local failed = 0
+  for _, thread in ipairs(threads) do
+    failed = failed + thread:get("bad")
+  end
+  io.write(string.format(
+    'WRK {"requests": %%d, "bad": %%d, "connect": %%d, "read": %%d, "write": %%d, ' ..
+    '"timeout": %%d, "status": %%d, "seconds": %%f, "p50": %%d, "p90": %%d, "p99": %%d, ' ..
+    '"max": %%d, "mean": %%f}\\n',
+    summary.requests, failed, summary.errors.connect, summary.errors.read, summary.errors.write,
+    summary.errors.timeout, summary.errors.status, summary.duration / 1e6,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
+end
+"""
+
+
+def find_wrk(install: bool = True) -> str | None:
+    """The wrk binary; installs the Debian package ``wrk`` when missing and allowed (as root)."""
+    found = shutil.which("wrk")
+    if found or not install:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("wrk is not installed: apt-get install -y wrk ...", flush=True)
+        subprocess.run(["apt-get", "update", "-qq"], check=False, stdout=subprocess.DEVNULL)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=False, stdout=subprocess.DEVNULL)
+    return shutil.which("wrk")
+
+
+@dataclass
+class WrkResult:
+    requests: int
+    bad: int  # answered, but not a 201 with status completed
+    socket_errors: int
+    seconds: float
+    latencies_ms: dict  # p50, p90, p99, max, mean
+
+    @property
+    def completed(self) -> int:
+        return self.requests - self.bad
+
+    @property
+    def errors(self) -> int:
+        return self.bad + self.socket_errors
+
+
+def run_wrk(url: str, workflow_id: str, seconds: float, connections: int, *, wrk: str = "wrk",
+            threads: int = 1, on_start=None) -> WrkResult:
+    """``wrk`` POSTing executions with distinct bodies for ``seconds`` over ``connections``
+    keep-alive connections. ``on_start(pid)`` is called once wrk runs (CPU accounting)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT % {"key": API_KEY})
+    try:
+        process = subprocess.Popen(
+            [wrk, f"-t{threads}", f"-c{max(connections, threads)}", f"-d{max(1, int(round(seconds)))}s",
+             "--timeout", "30s", "-s", script.name, f"{url}/v1/workflows/{workflow_id}/executions"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if on_start is not None:
+            on_start(process.pid)
+        output, _ = process.communicate(timeout=seconds + 120)
+    finally:
+        os.unlink(script.name)
+    line = next((line for line in output.splitlines() if line.startswith("WRK ")), None)
+    if line is None:
+        raise SystemExit(f"wrk gave no summary:\n{output}")
+    data = json.loads(line[4:])
+    socket_errors = data["connect"] + data["read"] + data["write"] + data["timeout"]
+    latencies = {key: data[key] / 1000.0 for key in ("p50", "p90", "p99", "max", "mean")}
+    return WrkResult(data["requests"], data["bad"], socket_errors, data["seconds"], latencies)
+
+
+def run_wrk_all(urls: list[str], workflow_id: str, seconds: float, connections: int, *,
+                wrk: str = "wrk") -> WrkResult:
+    """One wrk per server URL at once (connections split between them); results summed.
+    Latency percentiles are the worst server's (conservative)."""
+    results: list[WrkResult | None] = [None] * len(urls)
+    per_server = max(1, connections // len(urls))
+
+    def one(index: int) -> None:
+        results[index] = run_wrk(urls[index], workflow_id, seconds, per_server, wrk=wrk)
+
+    threads = [threading.Thread(target=one, args=(index,)) for index in range(len(urls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=seconds + 180)
+    if any(result is None for result in results):
+        raise SystemExit("a wrk run did not finish")
+    latencies = {key: max(result.latencies_ms[key] for result in results) for key in ("p50", "p90", "p99", "max")}
+    total = sum(result.requests for result in results)
+    latencies["mean"] = sum(result.latencies_ms["mean"] * result.requests for result in results) / max(1, total)
+    return WrkResult(total, sum(result.bad for result in results), sum(result.socket_errors for result in results),
+                     max(result.seconds for result in results), latencies)
+
+
+class FreshPostgresSchema:
+    """A new, empty schema in the PostgreSQL database of ``url`` for one run (dropped after):
+    the chain check covers every entry, so each run needs its own."""
+
+    def __init__(self, url: str):
+        import psycopg2
+
+        self.psycopg2 = psycopg2
+        self.base = url
+        self.name = f"flowker_bench_{os.getpid()}_{int(time.time())}"
+        parts = urlsplit(url)
+        self.dsn = dict(host=parts.hostname or "127.0.0.1", port=parts.port or 5432,
+                        user=parts.username or "postgres", dbname=parts.path.lstrip("/") or "postgres")
+        if parts.password:
+            self.dsn["password"] = parts.password
+
+    def _run(self, sql: str) -> None:
+        connection = self.psycopg2.connect(**self.dsn)
+        try:
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                cursor.execute(sql)
+        finally:
+            connection.close()
+
+    def __enter__(self) -> str:
+        self._run(f'CREATE SCHEMA "{self.name}"')
+        separator = "&" if "?" in self.base else "?"
+        return f"{self.base}{separator}options=-csearch_path%3D{self.name}"
+
+    def __exit__(self, *exc_info) -> None:
+        self._run(f'DROP SCHEMA IF EXISTS "{self.name}" CASCADE')
+
+
 # --------------------------------------------------------------------------- the load
 
 
@@ -277,50 +518,103 @@ def verify_chain(url: str) -> tuple[bool, int, float]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=5000, help="executions to send after the warm-up")
+    parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto",
+                        help="load generator: wrk (C, installed from Debian if missing) or Python threads")
+    parser.add_argument("--seconds", type=float, default=15.0, help="wrk: how long to send")
+    parser.add_argument("--requests", type=int, default=5000, help="python: executions to send after the warm-up")
     parser.add_argument("--warmup", type=int, default=300)
-    parser.add_argument("--concurrency", type=int, default=8, help="client threads")
+    parser.add_argument("--concurrency", type=int, default=8, help="client connections (threads for python)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8, help="threads per gunicorn worker")
-    parser.add_argument("--max-seconds", type=float, default=120.0, help="stop sending after this long")
+    parser.add_argument("--max-seconds", type=float, default=120.0, help="python: stop sending after this long")
     parser.add_argument("--database-url", help="default: SQLite in a temporary folder")
+    parser.add_argument("--postgres", metavar="URL",
+                        help="PostgreSQL database to run on, in a fresh schema made (and dropped) for this run")
+    parser.add_argument("--servers", type=int, default=1,
+                        help="flowker serve processes on the same database (each --workers workers); wrk only")
     args = parser.parse_args(argv)
+    if args.postgres:
+        with FreshPostgresSchema(args.postgres) as url:
+            return main([*(argv if argv is not None else sys.argv[1:]), "--database-url", url,
+                         "--postgres", ""])
+
+    wrk = None
+    if args.generator in ("auto", "wrk"):
+        wrk = find_wrk()
+        if wrk is None:
+            if args.generator == "wrk":
+                raise SystemExit("wrk is not installed and could not be installed (apt-get install wrk)")
+            print("note: wrk is not available; using the Python client, which takes CPU from the server")
 
     folder = tempfile.mkdtemp(prefix="flowker-bench-")
     database_url = args.database_url or f"sqlite:///{folder}/flowker.db"
     backend = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
+    if args.servers > 1 and wrk is None:
+        raise SystemExit("--servers above 1 needs wrk")
     stub, stub_port = start_stub()
     server = None
+    servers: list[Server] = []
     try:
-        server = Server(database_url, args.workers, args.threads)
-        wait_ready(server.url)
+        for _ in range(args.servers):
+            servers.append(Server(database_url, args.workers, args.threads))
+        server = servers[0]
+        for started in servers:
+            wait_ready(started.url)
         workflow_id = create_workflow(server.url, stub_port)
         warmup = Load(server.url, workflow_id, args.warmup, args.max_seconds)
         warmup.run(args.concurrency)
         if warmup.errors:
             print(f"warm-up errors ({len(warmup.errors)}), first: {warmup.errors[0]}")
 
-        load = Load(server.url, workflow_id, args.requests, args.max_seconds)
-        elapsed = load.run(args.concurrency)
+        for other in servers[1:]:
+            Load(other.url, workflow_id, args.warmup // 2, args.max_seconds).run(args.concurrency)
+        cpu = CpuShare({"server": lambda: [pid for one in servers for pid in process_tree(one.process.pid)],
+                        "stub": lambda: [stub.pid]})
+        with cpu:
+            if wrk is not None:
+                children = resource.getrusage(resource.RUSAGE_CHILDREN)
+                result = run_wrk_all([one.url for one in servers], workflow_id, args.seconds, args.concurrency,
+                                     wrk=wrk)
+                reaped = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk, the only child reaped meanwhile
+                cpu.finish({"wrk": reaped.ru_utime + reaped.ru_stime - children.ru_utime - children.ru_stime})
+                done, elapsed, errors = result.completed, result.seconds, result.errors
+                latency = result.latencies_ms
+                first_error = f"{result.bad} answers not 201/completed, {result.socket_errors} socket errors"
+                client = f"wrk, {args.concurrency} keep-alive connections"
+            else:
+                load = Load(server.url, workflow_id, args.requests, args.max_seconds)
+                own = time.process_time()
+                elapsed = load.run(args.concurrency)
+                cpu.finish({"client": time.process_time() - own})
+                done, errors = len(load.latencies), len(load.errors)
+                latency = {}
+                if done:
+                    latency = {name: 1000 * percentile(load.latencies, q)
+                               for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))}
+                    latency["mean"] = 1000 * statistics.fmean(load.latencies)
+                first_error = load.errors[0] if load.errors else ""
+                client = f"Python, {args.concurrency} threads (keep-alive)"
         valid, checked, verify_seconds = verify_chain(server.url)
 
-        done = len(load.latencies)
-        print(f"flowker serve: {args.workers} gthread workers x {args.threads} threads on {backend}; "
-              f"{os.cpu_count()} CPUs; client: {args.concurrency} threads (keep-alive)")
+        print(f"flowker serve: {args.servers} server(s) x {args.workers} gthread workers x {args.threads} threads "
+              f"on {backend}; "
+              f"{os.cpu_count()} CPUs; load average before: {os.getloadavg()[0]:.2f}; client: {client}")
         print("workflow: trigger -> executor call (local stub) -> set_output, synchronous (201 when finished)")
-        print(f"executions completed: {done} in {elapsed:.2f} s  ->  {done / elapsed:.0f} executions/s")
-        if done:
-            print("latency ms: p50 {:.1f}  p90 {:.1f}  p99 {:.1f}  max {:.1f}  mean {:.1f}".format(
-                *(1000 * percentile(load.latencies, q) for q in (0.5, 0.9, 0.99, 1.0)),
-                1000 * statistics.fmean(load.latencies)))
-        print(f"errors: {len(load.errors)}" + (f" (first: {load.errors[0]})" if load.errors else ""))
+        rate = done / elapsed if elapsed else 0.0
+        print(f"executions completed: {done} in {elapsed:.2f} s  ->  {rate:.0f} executions/s")
+        if latency:
+            print("latency ms: p50 {p50:.1f}  p90 {p90:.1f}  p99 {p99:.1f}  max {max:.1f}  mean {mean:.1f}".format(
+                **latency))
+        print(f"errors: {errors}" + (f" ({first_error})" if errors else ""))
+        for line in cpu.lines(done):
+            print(line)
         print(f"audit chain: {'valid' if valid else 'BROKEN'} ({checked} entries verified in {verify_seconds:.2f} s)")
-        met = done / elapsed >= 500 and done and 1000 * percentile(load.latencies, 0.99) <= 100 and not load.errors
+        met = rate >= 500 and done and latency.get("p99", 1e9) <= 100 and not errors
         print(f"targets (>= 500/s, p99 <= 100 ms, 0 errors, chain valid): {'met' if met and valid else 'NOT met'}")
-        return 0 if valid and not load.errors else 1
+        return 0 if valid and not errors else 1
     finally:
-        if server is not None:
-            server.stop()
+        for started in servers:
+            started.stop()
         stub.terminate()
         stub.join(timeout=10)
         shutil.rmtree(folder, ignore_errors=True)

@@ -9,7 +9,8 @@ client come from :mod:`benchmarks.api`. The load generator is ``wrk`` (Debian pa
 small machine) when installed, else the Python client. Completed executions are counted
 in the database (rows that reached ``completed`` during the measured window), so a
 201 is never counted for a run that did not complete. Two servers share one PostgreSQL
-schema; the load is split evenly between them, as a load balancer would.
+schema; each server gets the same offered load (``--connections`` per server), as when
+a host and its share of the clients are added behind a load balancer.
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import api as api_bench  # noqa: E402
+
+# Per server. Few threads and connections: on 2 cores more of them only queue on the
+# database write lock (SQLite) or the audit append lock (PostgreSQL) and lengthen every
+# holder's time in it (see docs/performance.md).
+DEFAULT_WORKERS, DEFAULT_THREADS, DEFAULT_CONNECTIONS = 2, 2, 4
 
 WRK_SCRIPT = """\
 wrk.method = "POST"
@@ -54,6 +60,11 @@ class RestResult:
     chain_entries: int = 0
     worker_rss_mb: list = field(default_factory=list)
     worker_pss_mb: list = field(default_factory=list)
+    cpu_busy: float | None = None  # share of all CPUs busy during the measured load (whole machine)
+    audit_lock_waiters: float | None = None  # PostgreSQL: mean sessions waiting for the audit lock
+    # CPU milliseconds per completed execution: the servers' workers, the load generator,
+    # the stub, and the whole machine (PostgreSQL and any other process included).
+    cpu_ms: dict = field(default_factory=dict)
     note: str = ""
 
     @property
@@ -97,6 +108,106 @@ def memory_mb(pid: int) -> tuple[float, float]:
     return rss, pss
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of one process, from /proc/<pid>/stat (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_and_children_cpu_seconds() -> float:
+    """CPU of this process (a threaded client) and of its waited-for children (wrk)."""
+    import resource
+
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
+def database_backends(database_url: str) -> list[int]:
+    """Process ids of the PostgreSQL sessions connected to this URL's database."""
+    from flowker.storage.database import open_database
+
+    database = open_database(database_url)
+    try:
+        with database.connection_context():
+            return [row[0] for row in database.execute_sql(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")]
+    finally:
+        if hasattr(database, "close_all"):
+            database.close_all()
+
+
+class BackendCpu:
+    """CPU used by the benchmark database's PostgreSQL sessions (ours alone: a separate
+    database keeps other users' sessions out) between :meth:`start` and :meth:`stop`."""
+
+    def __init__(self, database_url: str | None):
+        self.database_url = database_url
+        self.before: dict[int, float] = {}
+
+    def start(self) -> None:
+        if self.database_url:
+            self.before = {pid: process_cpu_seconds(pid) for pid in database_backends(self.database_url)}
+
+    def stop(self) -> float:
+        if not self.database_url:
+            return 0.0
+        now = {pid: process_cpu_seconds(pid) for pid in set(database_backends(self.database_url)) | set(self.before)}
+        return sum(max(0.0, seconds - self.before.get(pid, 0.0)) for pid, seconds in now.items())
+
+
+def cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs, from /proc/stat."""
+    with open("/proc/stat") as handle:
+        values = [int(value) for value in handle.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+class LockSampler:
+    """Samples, every 0.1 s, how many sessions of this PostgreSQL database wait for an
+    advisory lock (the audit append lock): a mean near the number of busy threads means
+    the appends, not the CPU, set the pace."""
+
+    def __init__(self, database_url: str):
+        self.database_url = database_url
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        from flowker.storage.database import open_database
+
+        database = open_database(self.database_url)
+        try:
+            with database.connection_context():
+                while not self._stop.wait(0.1):
+                    self.samples.append(database.execute_sql(
+                        "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND wait_event_type = 'Lock' AND wait_event = 'advisory'").fetchone()[0])
+        finally:
+            if hasattr(database, "close_all"):
+                database.close_all()
+
+    def __enter__(self) -> "LockSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    @property
+    def mean(self) -> float | None:
+        return sum(self.samples) / len(self.samples) if self.samples else None
+
+
 # --------------------------------------------------------------------------- counting in the database
 
 
@@ -118,13 +229,12 @@ def completed_count(database_url: str) -> int:
 
 
 def run_wrk(urls: list[str], workflow_id: str, seconds: float, connections: int) -> tuple[int, list[float]]:
-    """wrk against every URL at once (connections split); (non-2xx + socket errors, p50/p99 in ms)."""
+    """wrk against every URL at once, ``connections`` each; (non-2xx + socket errors, [p50, p99] in ms)."""
     script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
     script.write(WRK_SCRIPT % api_bench.API_KEY)
     script.close()
-    per_server = max(1, connections // len(urls))
     processes = [
-        subprocess.Popen(["wrk", "-t1", f"-c{per_server}", f"-d{max(1, int(round(seconds)))}s", "--latency",
+        subprocess.Popen(["wrk", "-t1", f"-c{connections}", f"-d{max(1, int(round(seconds)))}s", "--latency",
                           "--timeout", "30s", "-s", script.name, f"{url}/v1/workflows/{workflow_id}/executions"],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for url in urls
@@ -155,9 +265,9 @@ def _wrk_ms(output: str, label: str) -> float | None:
 
 
 def run_python(urls: list[str], workflow_id: str, seconds: float, concurrency: int) -> tuple[int, list[float]]:
-    """benchmarks/api.py's threaded keep-alive client, split over the URLs for ``seconds``."""
+    """benchmarks/api.py's threaded keep-alive client, ``concurrency`` threads per URL, for ``seconds``."""
     loads = [api_bench.Load(url, workflow_id, 10**9, seconds) for url in urls]
-    threads = [threading.Thread(target=load.run, args=(max(1, concurrency // len(urls)),)) for load in loads]
+    threads = [threading.Thread(target=load.run, args=(concurrency,)) for load in loads]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -180,10 +290,17 @@ def choose_generator(requested: str) -> str:
 # --------------------------------------------------------------------------- one configuration
 
 
+def pin(server: api_bench.Server, cpu: int) -> None:
+    """Server ``cpu``-bound, master and workers: one core each stands in for one host each."""
+    for pid in [server.process.pid, *children(server.process.pid)]:
+        os.sched_setaffinity(pid, {cpu})
+
+
 def measure(label: str, database_url: str, servers: int, *, generator: str, seconds: float, warmup_seconds: float,
-            connections: int, workers: int, threads: int) -> RestResult:
+            connections: int, workers: int, threads: int, pinned: bool = False) -> RestResult:
     backend = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
-    result = RestResult(label=label, servers=servers, backend=backend, generator=generator)
+    result = RestResult(label=label, servers=servers, backend=backend, generator=generator,
+                        note="each server pinned to its own core" if pinned else "")
     stub, stub_port = api_bench.start_stub()
     started: list[api_bench.Server] = []
     try:
@@ -192,14 +309,44 @@ def measure(label: str, database_url: str, servers: int, *, generator: str, seco
         urls = [server.url for server in started]
         for url in urls:
             api_bench.wait_ready(url)
+        if pinned:
+            for number, server in enumerate(started):
+                pin(server, number % (os.cpu_count() or 1))
         workflow_id = api_bench.create_workflow(urls[0], stub_port)
         load = run_wrk if generator == "wrk" else run_python
         load(urls, workflow_id, warmup_seconds, connections)
         before = completed_count(database_url)
+        sampler = LockSampler(database_url) if backend == "PostgreSQL" else None
+        workers = [pid for server in started for pid in children(server.process.pid)]
+        cpu_before = cpu_times()
+        workers_before = sum(process_cpu_seconds(pid) for pid in workers)
+        stub_before = process_cpu_seconds(stub.pid)
+        client_before = own_and_children_cpu_seconds()
+        backends = BackendCpu(database_url if backend == "PostgreSQL" else None)
+        backends.start()
         began = time.perf_counter()
-        result.errors, (result.p50_ms, result.p99_ms) = load(urls, workflow_id, seconds, connections)
+        if sampler:
+            sampler.__enter__()
+        try:
+            result.errors, (result.p50_ms, result.p99_ms) = load(urls, workflow_id, seconds, connections)
+        finally:
+            if sampler:
+                sampler.__exit__(None, None, None)
         result.seconds = time.perf_counter() - began
+        cpu_after = cpu_times()
+        result.cpu_busy = (cpu_after[0] - cpu_before[0]) / max(1, cpu_after[1] - cpu_before[1])
+        result.audit_lock_waiters = sampler.mean if sampler else None
         result.completed = completed_count(database_url) - before
+        if result.completed:
+            per = 1000.0 / result.completed
+            ticks = os.sysconf("SC_CLK_TCK")
+            result.cpu_ms = {
+                "workers": per * (sum(process_cpu_seconds(pid) for pid in workers) - workers_before),
+                "load generator": per * (own_and_children_cpu_seconds() - client_before),
+                "stub": per * (process_cpu_seconds(stub.pid) - stub_before),
+                "postgres": per * backends.stop(),
+                "machine": per * (cpu_after[0] - cpu_before[0]) / ticks,
+            }
         for server in started:
             for pid in children(server.process.pid):
                 rss, pss = memory_mb(pid)
@@ -221,7 +368,8 @@ def run_all(*, postgres_url: str | None, generator: str, seconds: float, warmup_
     generator = choose_generator(generator)
     results = []
     for configuration in configurations:
-        backend, count = configuration.rsplit("-", 1)
+        pinned = configuration.endswith("-pinned")
+        backend, count = configuration.removesuffix("-pinned").rsplit("-", 1)
         if backend == "postgresql" and not postgres_url:
             results.append(RestResult(configuration, int(count), "PostgreSQL", generator,
                                       note="skipped: no FLOWKER_BENCH_POSTGRES_URL / FLOWKER_TEST_POSTGRES_URL"))
@@ -231,7 +379,7 @@ def run_all(*, postgres_url: str | None, generator: str, seconds: float, warmup_
             url = scratch.new()
             results.append(measure(configuration, url, int(count), generator=generator, seconds=seconds,
                                    warmup_seconds=warmup_seconds, connections=connections, workers=workers,
-                                   threads=threads))
+                                   threads=threads, pinned=pinned))
         finally:
             scratch.cleanup()
     return results
@@ -242,9 +390,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured load per configuration")
     parser.add_argument("--warmup-seconds", type=float, default=2.0)
     parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per server")
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=DEFAULT_CONNECTIONS, help="client connections per server")
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="gunicorn workers per server")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
     parser.add_argument("--configurations", default="sqlite-1,postgresql-1,postgresql-2")
     args = parser.parse_args(argv)
     postgres_url = (os.environ.get("FLOWKER_BENCH_POSTGRES_URL") or os.environ.get("FLOWKER_TEST_POSTGRES_URL")

@@ -131,9 +131,46 @@ class PluginError(ConfigurationError):
     title = "Plugin Error"
 
 
+class SecretUnavailableError(ConfigurationError):
+    """A secret reference could not be resolved (variable unset, file unreadable...).
+
+    The message names the variable, file or field, never a value.
+    """
+
+    http_status = 500
+    code = "FLK-0005"
+    title = "Secret Unavailable"
+
+
+class SecretKeyError(ConfigurationError):
+    """No usable key: literal secrets cannot be stored, or a stored one cannot be decrypted."""
+
+    http_status = 500
+    code = "FLK-0006"
+    title = "Secret Key Error"
+
+
 class SSRFBlockedError(UnprocessableEntity):
+    """A URL or address the SSRF guard refuses (config time or call time); names the host only."""
+
     code = "FLK-0341"
     title = "Address Not Allowed"
+
+
+class HostResolutionError(FlowkerError):
+    """A host name did not resolve: a network failure, not a refusal."""
+
+    http_status = 502
+    code = "FLK-0342"
+    title = "Host Not Resolved"
+
+
+class ResponseTooLargeError(FlowkerError):
+    """An upstream response body is larger than the configured cap."""
+
+    http_status = 502
+    code = "FLK-0343"
+    title = "Response Too Large"
 
 
 class AuditChainError(FlowkerError):
@@ -141,3 +178,9 @@ class AuditChainError(FlowkerError):
 
     code = "FLK-0610"
     title = "Audit Chain Error"
+
+
+# The errors of the security layer, by code: the OpenAPI document names them under the
+# statuses they answer with (a tuple: no mutable module state).
+SECURITY_ERRORS = (SecretUnavailableError, SecretKeyError, SSRFBlockedError, HostResolutionError,
+                   ResponseTooLargeError, CircuitOpenError, AuthTypeError)

@@ -27,6 +27,7 @@ from flowker.api.middleware import (
     QueryParamsMiddleware,
 )
 from flowker.errors import ConfigurationError
+from flowker.security.redaction import install_log_redaction
 
 DEFAULT_BACKGROUND_WORKERS = 4
 DEFAULT_BACKGROUND_QUEUE = 64
@@ -52,6 +53,9 @@ class AppState:
     background: BackgroundRunner
     draining: threading.Event = field(default_factory=threading.Event)
     started_monotonic: float = field(default_factory=time.monotonic)
+    # The process Redactor (the execution service's): every secret resolved or obtained
+    # here is scrubbed from responses, records and every log record.
+    redactor: object = None
 
     @property
     def is_draining(self) -> bool:
@@ -112,6 +116,12 @@ def create_app(
 
     secret_box = SecretBox.from_settings(settings)
     address_policy = AddressPolicy.from_settings(settings)
+    redactor = getattr(execution_service, "redactor", None)
+    if redactor is None:
+        from flowker.security.redaction import Redactor
+
+        redactor = Redactor()
+    install_log_redaction(redactor)  # idempotent; held weakly, so it ends with the app
     state = AppState(
         settings=settings,
         registry=registry,
@@ -124,6 +134,7 @@ def create_app(
         background=BackgroundRunner(
             execution_service.run, database, workers=background_workers, max_queue=background_queue
         ),
+        redactor=redactor,
     )
 
     middleware = [ClientMiddleware(settings.trusted_proxies)]

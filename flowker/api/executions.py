@@ -87,7 +87,8 @@ def start_execution(state, req, resp, workflow_id: str, input_data, *, key: str 
         execution = started.execution  # as created: running
     else:
         started = service.start(workflow_id, input_data, actor=actor, idempotency_key=key)
-        execution = service.run(started.execution.id) if started.created else started.execution
+        # The row start() just created is run as it is, not read back first.
+        execution = service.run_started(started.execution) if started.created else started.execution
     if not started.created:
         resp.status = falcon.HTTP_200
     elif asynchronous:

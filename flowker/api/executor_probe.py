@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import requests
 
 from flowker.api.views import iso
-from flowker.errors import FlowkerError, SSRFBlockedError
+from flowker.errors import FlowkerError, HostResolutionError, SSRFBlockedError
 
 PROBE_TIMEOUT_SECONDS = 10.0
 PROBE_MAX_RESPONSE_BYTES = 1024 * 1024
@@ -68,11 +68,14 @@ def overall_status(stages: list[Stage]) -> str:
 
 
 class ExecutorProbe:
-    def __init__(self, settings, registry, secret_box, address_policy):
+    def __init__(self, settings, registry, secret_box, address_policy, redactor=None):
         self.settings = settings
         self.registry = registry
         self.secret_box = secret_box
         self.policy = address_policy
+        # The process redactor: secrets resolved for a probe are then also scrubbed from
+        # every log line (urllib3 logs the URL, query-string keys included).
+        self.redactor = redactor
 
     def run(self, executor, spec: dict) -> dict:
         """Probe ``executor`` (a row) whose plain ``spec`` has literal secrets decrypted."""
@@ -80,9 +83,13 @@ class ExecutorProbe:
         from flowker.security.redaction import Redactor, redact_url
 
         base_url = spec["baseUrl"]
-        # Refused addresses are an error of the request (422 FLK-0341), not a failed stage.
-        self.policy.check_url_shape(base_url)
-        redactor = Redactor()
+        # Refused addresses are an error of the request (422 FLK-0341), not a failed stage:
+        # checked as at call time, so a name resolving to a refused address is refused too.
+        try:
+            self.policy.check_url(base_url)
+        except HostResolutionError:
+            pass  # not a refusal: the connectivity stage reports it
+        redactor = self.redactor if self.redactor is not None else Redactor()
         started_at = _dt.datetime.now(_dt.timezone.utc)
         started = time.perf_counter()
         stages = [Stage(name) for name in STAGES]
@@ -143,6 +150,7 @@ class ExecutorProbe:
                 settings=self.settings,
                 new_session=lambda: new_session(self.policy, max_response_bytes=PROBE_MAX_RESPONSE_BYTES),
                 register_secret=redactor.add_secret,
+                redactor=redactor,
             )
             return auth_type.build(config, context), None
         except FlowkerError as exc:

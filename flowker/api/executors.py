@@ -83,7 +83,8 @@ class Test(_Resource):
 
     def __init__(self, state):
         super().__init__(state)
-        self.probe = ExecutorProbe(state.settings, state.registry, state.secret_box, state.address_policy)
+        self.probe = ExecutorProbe(state.settings, state.registry, state.secret_box, state.address_policy,
+                                   redactor=state.redactor)
 
     def on_post(self, req, resp, executor_id: str) -> None:
         executor = self.store.get(checked_id(executor_id, "executor"))

@@ -17,6 +17,7 @@ from importlib import resources
 from flowker import __version__
 from flowker.api import openapi_schemas as schemas
 from flowker.api.middleware import PLAIN_HTTP_PATHS
+from flowker.errors import SECURITY_ERRORS
 
 SPEC_SCHEMA_FILES = {"WorkflowSpec": "workflow.schema.json", "ExecutorSpec": "executor.schema.json"}
 
@@ -49,6 +50,7 @@ class Operation:
     public: bool = False
     headers: dict = field(default_factory=dict)  # success response headers: name -> description
     open_query: bool = False  # any query parameter is accepted (webhooks pass them to the run)
+    security_codes: tuple = ()  # FLK codes of flowker.errors.SECURITY_ERRORS this operation answers with
 
     @property
     def document_path(self) -> str:
@@ -102,12 +104,17 @@ def _workflow_ops() -> list[Operation]:
     return ops
 
 
+# Executor writes check URLs (FLK-0341) and may decrypt stored secrets (FLK-0006).
+_EXECUTOR_WRITE_CODES = ("FLK-0341", "FLK-0006")
+_EXECUTOR_TEST_CODES = ("FLK-0341", "FLK-0006")
+
+
 def _executor_ops() -> list[Operation]:
     eid = "/v1/executors/{executor_id}"
     ops = [
         Operation("POST", "/v1/executors", "createExecutor", "executors", "Create an executor (JSON or YAML)",
                   {201: ("Created", "ExecutorCreated")}, (400, 409, 413, 415, 422), body="spec:Executor",
-                  headers=LOCATION),
+                  headers=LOCATION, security_codes=_EXECUTOR_WRITE_CODES),
         Operation("GET", "/v1/executors", "listExecutors", "executors", "List executors (secrets masked)",
                   {200: ("A page of executors", "ExecutorList")}, (400,),
                   (_q("status", {"enum": ["active", "disabled"]}),
@@ -115,13 +122,16 @@ def _executor_ops() -> list[Operation]:
         Operation("GET", eid, "getExecutor", "executors", "Get an executor (secrets masked)",
                   {200: ("The executor", "Executor")}, (400, 404)),
         Operation("PUT", eid, "replaceExecutor", "executors", "Replace an executor's spec",
-                  {200: ("The executor", "Executor")}, (400, 404, 409, 413, 415, 422), body="spec:Executor"),
+                  {200: ("The executor", "Executor")}, (400, 404, 409, 413, 415, 422), body="spec:Executor",
+                  security_codes=_EXECUTOR_WRITE_CODES),
         Operation("PATCH", eid, "patchExecutor", "executors", "JSON Merge Patch (RFC 7386) an executor",
-                  {200: ("The executor", "Executor")}, (400, 404, 409, 413, 415, 422), body="ExecutorPatch"),
+                  {200: ("The executor", "Executor")}, (400, 404, 409, 413, 415, 422), body="ExecutorPatch",
+                  security_codes=_EXECUTOR_WRITE_CODES),
         Operation("DELETE", eid, "deleteExecutor", "executors", "Delete an executor no active workflow uses",
                   {204: ("Deleted", None)}, (400, 404, 409)),
         Operation("POST", eid + "/test", "testExecutor", "executors", "Probe the executor through the SSRF guard",
-                  {200: ("The probe report", "ExecutorTestReport")}, (400, 404, 422, 502)),
+                  {200: ("The probe report", "ExecutorTestReport")}, (400, 404, 422, 502),
+                  security_codes=_EXECUTOR_TEST_CODES),
     ]
     for verb in ("enable", "disable"):
         ops.append(Operation("POST", f"{eid}/{verb}", f"{verb}Executor", "executors", f"{verb.capitalize()} an executor",
@@ -283,7 +293,12 @@ def _operation(op: Operation) -> dict:
     if op.path not in PLAIN_HTTP_PATHS:
         error_codes.add(403)  # production refuses plain HTTP everywhere but the probes
     for status in sorted(error_codes):
-        responses[str(status)] = {"description": ERROR_DESCRIPTIONS[status],
+        description = ERROR_DESCRIPTIONS[status]
+        named = [error for error in SECURITY_ERRORS
+                 if error.http_status == status and error.code in op.security_codes]
+        if named:
+            description += "; " + ", ".join(f"{error.code} {error.title}" for error in named)
+        responses[str(status)] = {"description": description,
                                   "content": {"application/json": {"schema": _ref("Error")}}}
     # Answered by gunicorn itself, before the app, for request lines over its limit.
     responses["414"] = {"description": "Request line too long (answered by the HTTP server, as HTML)",
@@ -321,6 +336,9 @@ def build_document(spec_schemas: dict[str, dict] | None = None) -> dict:
             ),
         },
         "servers": [{"url": "/"}],
+        # Every security-layer code with its status, for clients that branch on codes.
+        "x-flowker-error-codes": [{"code": error.code, "title": error.title, "status": error.http_status}
+                                  for error in SECURITY_ERRORS],
         "security": [{"ApiKey": []}],
         "tags": [{"name": name} for name in
                  ("workflows", "executors", "executions", "webhooks", "audit", "catalog", "dashboards", "health")],

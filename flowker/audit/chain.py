@@ -24,6 +24,7 @@ the log attached to the database it writes to, and a plain one (no checkpoints) 
 from __future__ import annotations
 
 import enum
+import functools
 import json
 from collections.abc import Mapping
 from contextlib import nullcontext
@@ -47,11 +48,11 @@ from flowker.audit.canonical import (
 from flowker.audit.events import Action, EventType, Result  # re-exported for callers
 from flowker.audit.verify import VerifyResult, verify_database
 from flowker.errors import AuditChainError, ConfigurationError
-from flowker.security.redaction import redact
+from flowker.security.redaction import _mask_secret_value, is_secret_key
 from flowker.storage.models import AuditCheckpoint, AuditEntry
 
 __all__ = [
-    "Action", "Actor", "AuditLog", "EventType", "Result", "SYSTEM_ACTOR", "VerifyResult", "append",
+    "Action", "Actor", "AuditLog", "EventType", "Result", "SYSTEM_ACTOR", "VerifyResult", "append", "append_many",
     "audit_log_for", "checkpoint_to_dict", "create_checkpoint", "entry_to_dict", "install", "verify_chain",
 ]
 
@@ -82,6 +83,23 @@ def _text(value: Any, what: str, limit: int) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=8192)
+def _is_secret_key(name: str) -> bool:
+    # The same few keys come back in every entry: decide each once.
+    return is_secret_key(name)
+
+
+def _redact(value: Any) -> Any:
+    """:func:`flowker.security.redaction.redact` for the plain JSON that ``to_hashable`` gives."""
+    kind = type(value)
+    if kind is dict:
+        return {key: _mask_secret_value(item, False) if _is_secret_key(key) else _redact(item)
+                for key, item in value.items()}
+    if kind is list:
+        return [_redact(item) for item in value]
+    return value
+
+
 def _payload(value: Any, what: str) -> dict:
     if not value:
         if value is None or isinstance(value, Mapping):
@@ -91,7 +109,7 @@ def _payload(value: Any, what: str) -> dict:
     try:
         # Normalised first (so redaction sees plain JSON), then secrets masked: the chain
         # must never hold one, in any entry, forever.
-        return redact(to_hashable(value, what))
+        return _redact(to_hashable(value, what))
     except NotCanonicalizable as exc:
         raise AuditChainError(f"audit {what}: {exc}") from None
 
@@ -128,6 +146,27 @@ class AuditLog:
                actor: Actor = SYSTEM_ACTOR, context: Mapping | None = None,
                metadata: Mapping | None = None) -> AuditEntry:
         """Append one entry inside the caller's transaction (or a new one); returns it."""
+        prepared = self._prepare(event_type, action, result, resource_type, resource_id, actor, context, metadata)
+        return self._write([prepared])[0]
+
+    def append_many(self, entries) -> list[AuditEntry]:
+        """Append several entries, in order, inside the caller's transaction (or a new one).
+
+        Each item is a mapping of :meth:`append`'s arguments (``event_type``, ``action``,
+        ``result``, ``resource_type``, ``resource_id``, optional ``actor``, ``context``,
+        ``metadata``). One lock, one head read and one multi-row INSERT for all of them:
+        the same chain as appending them one by one, at a fraction of the cost.
+        """
+        prepared = [
+            self._prepare(item["event_type"], item["action"], item["result"], item["resource_type"],
+                          item["resource_id"], item.get("actor"), item.get("context"), item.get("metadata"))
+            for item in entries
+        ]
+        return self._write(prepared) if prepared else []
+
+    @staticmethod
+    def _prepare(event_type, action, result, resource_type, resource_id, actor, context, metadata) -> tuple:
+        """Validated fields of one entry (everything but its place in the chain)."""
         actor = actor if actor is not None else SYSTEM_ACTOR
         try:
             event_type = events.event_type_value(event_type)
@@ -142,37 +181,51 @@ class AuditLog:
         actor_ip = _text(actor.ip or UNKNOWN_IP, "actor IP address", 45)
         context = _payload(context, "context")
         metadata = _payload(metadata, "metadata")
-        event_id = new_event_id()
+        return (new_event_id(), event_type, action, result, resource_type, resource_id,
+                actor_type, actor_id, actor_ip, context, metadata)
 
+    def _write(self, prepared: list[tuple]) -> list[AuditEntry]:
         database = self.database
         transaction = nullcontext() if database.in_transaction() else database.atomic()
+        rows = []
         with transaction:
-            store.lock_for_append(database)
-            head = store.head(database)
-            sequence, previous = (head[0] + 1, head[1]) if head else (1, GENESIS_HASH)
+            head = store.lock_and_head(database)
+            sequence, previous = (head[0], head[1]) if head else (0, GENESIS_HASH)
             # Assigned under the lock, so timestamps never run backwards along the chain
             # unless the clock itself does.
             timestamp = now_timestamp()
-            try:
-                canonical = canonical_text(build_document(
-                    sequence=sequence, event_id=event_id, event_type=event_type, action=action,
-                    result=result, resource_type=resource_type, resource_id=resource_id,
-                    actor_type=actor_type, actor_id=actor_id, actor_ip=actor_ip,
-                    timestamp=timestamp, context=context, metadata=metadata,
-                ))
-            except NotCanonicalizable as exc:
-                raise AuditChainError(str(exc)) from None
-            digest = chain_hash(previous, canonical)
-            values = (sequence, event_id, event_type, action, result, resource_type, resource_id,
-                      actor_type, actor_id, actor_ip, timestamp, canonical, previous, digest)
-            store.insert_entry(database, values)
-            if self.signing_key is not None and self.checkpoint_interval:
-                if sequence - store.last_checkpoint_sequence(database) >= self.checkpoint_interval:
-                    self._insert_checkpoint(database, sequence, digest)
-        # The row as a model instance, built without peewee's per-field setattr (hot path).
-        entry = AuditEntry(__no_default__=1)
-        entry.__data__.update(zip(store.ENTRY_COLUMNS, values))
-        return entry
+            checkpoints = []
+            check = self.signing_key is not None and self.checkpoint_interval
+            last_checkpoint = store.last_checkpoint_sequence(database) if check else 0
+            for (event_id, event_type, action, result, resource_type, resource_id,
+                 actor_type, actor_id, actor_ip, context, metadata) in prepared:
+                sequence += 1
+                try:
+                    canonical = canonical_text(build_document(
+                        sequence=sequence, event_id=event_id, event_type=event_type, action=action,
+                        result=result, resource_type=resource_type, resource_id=resource_id,
+                        actor_type=actor_type, actor_id=actor_id, actor_ip=actor_ip,
+                        timestamp=timestamp, context=context, metadata=metadata,
+                    ))
+                except NotCanonicalizable as exc:
+                    raise AuditChainError(str(exc)) from None
+                digest = chain_hash(previous, canonical)
+                rows.append((sequence, event_id, event_type, action, result, resource_type, resource_id,
+                             actor_type, actor_id, actor_ip, timestamp, canonical, previous, digest))
+                previous = digest
+                if check and sequence - last_checkpoint >= self.checkpoint_interval:
+                    checkpoints.append((sequence, digest))
+                    last_checkpoint = sequence
+            store.insert_entries(database, rows)
+            for checkpoint_sequence, checkpoint_hash in checkpoints:
+                self._insert_checkpoint(database, checkpoint_sequence, checkpoint_hash)
+        entries = []
+        for values in rows:
+            # The row as a model instance, built without peewee's per-field setattr (hot path).
+            entry = AuditEntry(__no_default__=1)
+            entry.__data__.update(zip(store.ENTRY_COLUMNS, values))
+            entries.append(entry)
+        return entries
 
     # -- checkpoints -------------------------------------------------------------------
 
@@ -238,6 +291,12 @@ def append(event_type, action, result, resource_type, resource_id, actor: Actor 
     log = audit_log or audit_log_for(database)
     return log.append(event_type, action, result, resource_type, resource_id,
                       actor=actor, context=context, metadata=metadata)
+
+
+def append_many(entries, *, database=None, audit_log: AuditLog | None = None) -> list[AuditEntry]:
+    """Append several entries in order under one lock and one INSERT. See :meth:`AuditLog.append_many`."""
+    log = audit_log or audit_log_for(database)
+    return log.append_many(entries)
 
 
 def create_checkpoint(signing_key=None, *, database=None, interval: int | None = None) -> AuditCheckpoint | None:

@@ -47,6 +47,18 @@ def lock_for_append(database: peewee.Database) -> None:
         database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK_ID,))
 
 
+def lock_and_head(database: peewee.Database) -> tuple[int, str] | None:
+    """:func:`lock_for_append` then :func:`head`. On PostgreSQL both go in one round trip
+    (two statements, so the head is read with a snapshot taken after the lock was granted):
+    the lock is held until commit, and every round trip under it delays every appender."""
+    if not is_postgres(database):
+        return head(database)
+    return database.execute_sql(
+        f"SELECT pg_advisory_xact_lock(%s); SELECT sequence, hash FROM {ENTRY_TABLE} ORDER BY sequence DESC LIMIT 1",
+        (AUDIT_LOCK_ID,),
+    ).fetchone()
+
+
 def head(database: peewee.Database) -> tuple[int, str] | None:
     """(sequence, hash) of the last entry, or None for an empty chain."""
     return database.execute_sql(
@@ -56,11 +68,28 @@ def head(database: peewee.Database) -> tuple[int, str] | None:
 
 def insert_entry(database: peewee.Database, values: tuple) -> None:
     """Insert one entry (values in :data:`ENTRY_COLUMNS` order)."""
+    insert_entries(database, [values])
+
+
+# Rows per INSERT statement: SQLite allows 32766 parameters (14 per row) since 3.32.
+_MAX_ROWS_PER_INSERT = 500
+
+
+def _insert_sql(p: str, rows: int) -> str:
+    row = f"({', '.join([p] * len(ENTRY_COLUMNS))})"
+    return f"INSERT INTO {ENTRY_TABLE} ({', '.join(ENTRY_COLUMNS)}) VALUES {', '.join([row] * rows)}"
+
+
+_INSERT_SQL = {(p, n): _insert_sql(p, n) for p in ("?", "%s") for n in range(1, 17)}
+
+
+def insert_entries(database: peewee.Database, rows: list[tuple]) -> None:
+    """Insert entries in chain order with as few statements as possible (one up to 500 rows)."""
     p = param(database)
-    database.execute_sql(
-        f"INSERT INTO {ENTRY_TABLE} ({', '.join(ENTRY_COLUMNS)}) VALUES ({', '.join([p] * len(ENTRY_COLUMNS))})",
-        values,
-    )
+    for start in range(0, len(rows), _MAX_ROWS_PER_INSERT):
+        chunk = rows[start:start + _MAX_ROWS_PER_INSERT]
+        sql = _INSERT_SQL.get((p, len(chunk))) or _insert_sql(p, len(chunk))
+        database.execute_sql(sql, tuple(value for row in chunk for value in row))
 
 
 def last_checkpoint_sequence(database: peewee.Database) -> int:

@@ -21,6 +21,7 @@ from flowker.runner.engine import COMPLETED, FAILED, SKIPPED, RunOutcome, StepRe
 from flowker.runner.graph import NodePlan
 from flowker.storage.database import write_transaction
 from flowker.storage.models import Execution, StepResult, utcnow
+from flowker.storage.statements import CompiledInsert, CompiledUpdate, model_database
 
 RESOURCE_TYPE = "execution"
 MAX_ERROR_MESSAGE = 4000
@@ -30,6 +31,19 @@ MAX_ERROR_MESSAGE = 4000
 FLUSH_INTERVAL_SECONDS = 0.25
 
 STEP_EVENTS = {COMPLETED: "STEP_COMPLETED", FAILED: "STEP_FAILED", SKIPPED: "STEP_SKIPPED"}
+
+# The rows every execution writes, as statements compiled once (see flowker.storage.statements).
+STEP_COLUMNS = ("execution", "step_number", "node_id", "node_name", "node_type", "status", "input_data",
+                "output", "error_message", "attempts", "duration_ms", "call_details", "started_at",
+                "completed_at")
+INSERT_STEPS = CompiledInsert(StepResult, STEP_COLUMNS)
+RENEW_PROGRESS = CompiledUpdate(Execution, ("current_step", "lease_expires_at"), '"id" = {p} AND "owner" = {p}')
+FINISH_EXECUTION = CompiledUpdate(
+    Execution, ("status", "final_output", "error_message", "completed_at", "lease_expires_at", "current_step"),
+    '"id" = {p} AND "status" = \'running\'')
+FINISH_EXECUTION_KEEP_STEP = CompiledUpdate(
+    Execution, ("status", "final_output", "error_message", "completed_at", "lease_expires_at"),
+    '"id" = {p} AND "status" = \'running\'')
 
 
 def iso(value: dt.datetime | None) -> str | None:
@@ -44,16 +58,32 @@ def audit_append(event_type: str, result: str, resource_id: str, *, actor=None, 
     """One audit entry inside the caller's transaction."""
     from flowker.audit import chain
 
-    chain.append(
-        event_type=event_type,
-        action=action,
-        result=result,
-        resource_type=RESOURCE_TYPE,
-        resource_id=resource_id,
-        actor=actor if actor is not None else chain.SYSTEM_ACTOR,
-        context=context or {},
-        metadata=metadata or {},
-    )
+    chain.append(**audit_item(event_type, result, resource_id, actor=actor, context=context,
+                              metadata=metadata, action=action))
+
+
+def audit_item(event_type: str, result: str, resource_id: str, *, actor=None, context: dict | None = None,
+               metadata: dict | None = None, action: str = "EXECUTE") -> dict:
+    """The arguments of one execution audit entry, for ``chain.append``/``chain.append_many``."""
+    from flowker.audit import chain
+
+    return {
+        "event_type": event_type,
+        "action": action,
+        "result": result,
+        "resource_type": RESOURCE_TYPE,
+        "resource_id": resource_id,
+        "actor": actor if actor is not None else chain.SYSTEM_ACTOR,
+        "context": context or {},
+        "metadata": metadata or {},
+    }
+
+
+def audit_batch(items: list[dict]) -> None:
+    """Several entries, in order, inside the caller's transaction: one lock, one INSERT."""
+    from flowker.audit import chain
+
+    chain.append_many(items)
 
 
 class ExecutionRecorder:
@@ -97,43 +127,52 @@ class ExecutionRecorder:
         """Commit the pending steps, each with its audit entries, and renew the lease."""
         if not self._pending:
             return
+        database = model_database(Execution)
         with write_transaction():
-            self._write_pending()
-            Execution.update(
-                current_step=self._pending[-1].node.step_number,
-                lease_expires_at=self.clock() + dt.timedelta(seconds=self.lease_seconds),
-            ).where((Execution.id == self.execution.id) & (Execution.owner == self.owner)).execute()
+            # The audit append comes last: on PostgreSQL it holds the chain's lock until commit.
+            progress = (self._pending[-1].node.step_number, self.clock() + dt.timedelta(seconds=self.lease_seconds))
+            RENEW_PROGRESS.execute(database, progress, (self.execution.id, self.owner))
+            self._write_pending(database, [])
+        self.execution.current_step, self.execution.lease_expires_at = progress
         self._pending.clear()
 
     def discard_pending(self) -> None:
         """Forget steps that could not be committed (the run ends as failed without them)."""
         self._pending.clear()
 
-    def _write_pending(self) -> None:
-        # One multi-row INSERT for the rows, then each step's audit entries in step order.
-        StepResult.insert_many([self._step_row(record) for record in self._pending]).execute()
+    def _write_pending(self, database, trailing: list[dict]) -> None:
+        # One multi-row INSERT for the rows, then every step's audit entries in step order
+        # (and ``trailing`` ones after them) appended as one batch.
+        INSERT_STEPS.execute(database, [self._step_row(record) for record in self._pending])
+        items: list[dict] = []
         for record in self._pending:
-            self._audit_step(record)
+            self._audit_step(record, items)
+        items.extend(trailing)
+        audit_batch(items)
 
     # -- the end ----------------------------------------------------------------------
 
-    def finish(self, outcome: RunOutcome) -> None:
-        """Commit the last steps with the execution's end and its EXECUTION_* entry."""
+    def finish(self, outcome: RunOutcome) -> bool:
+        """Commit the last steps with the execution's end and its EXECUTION_* entry.
+
+        Answers False when the execution was already settled elsewhere (nothing written);
+        else the recorder's Execution object holds what was written."""
         now = self.clock()
         status = COMPLETED if outcome.status == COMPLETED else FAILED
         error = self._message(outcome.error_message) if status == FAILED else None
         final_output = self._clean(outcome.final_output) if status == COMPLETED else None
-        last_step = {"current_step": self._pending[-1].node.step_number} if self._pending else {}
+        database = model_database(Execution)
         with write_transaction():
-            updated = Execution.update(
-                status=status, final_output=final_output, error_message=error, completed_at=now,
-                lease_expires_at=None, **last_step,
-            ).where((Execution.id == self.execution.id) & (Execution.status == "running")).execute()
-            if not updated:
-                return  # already settled elsewhere (recovered after a lost lease): keep that record
             if self._pending:
-                self._write_pending()
-            audit_append(
+                updated = FINISH_EXECUTION.execute(
+                    database, (status, final_output, error, now, None, self._pending[-1].node.step_number),
+                    (self.execution.id,))
+            else:
+                updated = FINISH_EXECUTION_KEEP_STEP.execute(
+                    database, (status, final_output, error, now, None), (self.execution.id,))
+            if not updated:
+                return False  # already settled elsewhere (recovered after a lost lease): keep that record
+            ended = audit_item(
                 "EXECUTION_COMPLETED" if status == COMPLETED else "EXECUTION_FAILED",
                 "SUCCESS" if status == COMPLETED else "FAILED",
                 self.execution.id,
@@ -145,34 +184,44 @@ class ExecutionRecorder:
                     **({"errorMessage": error, "failedNode": outcome.failed_node} if error else {}),
                 },
             )
+            if self._pending:
+                self._write_pending(database, [ended])
+            else:
+                audit_batch([ended])
+        self.execution.status, self.execution.final_output, self.execution.error_message = status, final_output, error
+        self.execution.completed_at, self.execution.lease_expires_at = now, None
+        if self._pending:
+            self.execution.current_step = self._pending[-1].node.step_number
         self._pending.clear()
+        return True
 
     # -- helpers ----------------------------------------------------------------------
 
-    def _step_row(self, record: StepRecord) -> dict:
+    def _step_row(self, record: StepRecord) -> tuple:
+        """A StepResult row in :data:`STEP_COLUMNS` order."""
         node, call = record.node, record.call
-        return {
-            "execution": self.execution.id,
-            "step_number": node.step_number,
-            "node_id": node.id,
-            "node_name": node.name,
-            "node_type": node.type,
-            "status": record.status,
-            "input_data": self._clean_input(record.input),
-            "output": self._clean(record.output),
-            "error_message": self._message(record.error),
-            "attempts": record.attempts,
-            "duration_ms": int(round(record.duration_ms)),
-            "call_details": self._clean(call.details()) if call is not None else None,
-            "started_at": record.started_at,
-            "completed_at": record.completed_at,
-        }
+        return (
+            self.execution.id,
+            node.step_number,
+            node.id,
+            node.name,
+            node.type,
+            record.status,
+            self._clean_input(record.input),
+            self._clean(record.output),
+            self._message(record.error),
+            record.attempts,
+            int(round(record.duration_ms)),
+            self._clean(call.details()) if call is not None else None,
+            record.started_at,
+            record.completed_at,
+        )
 
-    def _audit_step(self, record: StepRecord) -> None:
+    def _audit_step(self, record: StepRecord, items: list[dict]) -> None:
         node = record.node
         step_context = {**self.context, "nodeId": node.id, "nodeType": node.type, "stepNumber": node.step_number}
         if record.call is not None:
-            self._audit_attempts(record, step_context)
+            self._audit_attempts(record, step_context, items)
         metadata: dict[str, Any] = {"status": record.status, "durationMs": round(record.duration_ms, 3),
                                     "attempts": record.attempts}
         if record.error:
@@ -181,24 +230,25 @@ class ExecutionRecorder:
             metadata["errorCode"] = record.error_code
         if record.reason:
             metadata["reason"] = record.reason
-        audit_append(STEP_EVENTS[record.status], "FAILED" if record.status == FAILED else "SUCCESS",
-                     self.execution.id, context=step_context, metadata=metadata)
+        items.append(audit_item(STEP_EVENTS[record.status], "FAILED" if record.status == FAILED else "SUCCESS",
+                                self.execution.id, context=step_context, metadata=metadata))
 
-    def _audit_attempts(self, record: StepRecord, step_context: dict) -> None:
+    def _audit_attempts(self, record: StepRecord, step_context: dict, items: list[dict]) -> None:
         call = record.call
         request = record.input or {}
         call_context = {**step_context, "executor": request.get("executor"), "endpoint": request.get("endpoint"),
                         "method": call.method, "url": call.url}
         for attempt in call.attempts:
             context = {**call_context, "attempt": attempt["attempt"]}
-            audit_append("PROVIDER_CALL_STARTED", "SUCCESS", self.execution.id, context=context,
-                         metadata={"startedAt": attempt["startedAt"]})
+            items.append(audit_item("PROVIDER_CALL_STARTED", "SUCCESS", self.execution.id, context=context,
+                                    metadata={"startedAt": attempt["startedAt"]}))
             answered_ok = attempt.get("outcome") == "answered" and 200 <= attempt.get("statusCode", 0) < 300
             metadata = {key: attempt[key] for key in ("statusCode", "durationMs", "outcome") if key in attempt}
             if "error" in attempt:
                 metadata["error"] = self._message(attempt["error"])
-            audit_append("PROVIDER_CALL_COMPLETED" if answered_ok else "PROVIDER_CALL_FAILED",
-                         "SUCCESS" if answered_ok else "FAILED", self.execution.id, context=context, metadata=metadata)
+            items.append(audit_item("PROVIDER_CALL_COMPLETED" if answered_ok else "PROVIDER_CALL_FAILED",
+                                    "SUCCESS" if answered_ok else "FAILED", self.execution.id, context=context,
+                                    metadata=metadata))
 
     def _message(self, message: str | None) -> str | None:
         if not message:
@@ -206,11 +256,12 @@ class ExecutionRecorder:
         return self.redactor.scrub_text(message)[:MAX_ERROR_MESSAGE]
 
     def _clean(self, value: Any) -> Any:
-        """Registered secret values and credential-looking text scrubbed from every string."""
+        """Registered secret values and credential-looking text scrubbed from every string,
+        keys included (a hostile executor may echo a credential back as a JSON key)."""
         if isinstance(value, str):
             return self.redactor.scrub_text(value)
         if isinstance(value, dict):
-            return {key: self._clean(item) for key, item in value.items()}
+            return {self._clean(key): self._clean(item) for key, item in value.items()}
         if isinstance(value, list):
             return [self._clean(item) for item in value]
         return value

@@ -38,7 +38,8 @@ from flowker.runner.graph import WorkflowPlan, compile_plan
 from flowker.runner.records import ExecutionRecorder, audit_append, execution_results, execution_summary
 from flowker.runner.recovery import LeaseHeartbeat, recover_interrupted
 from flowker.storage.database import connection, write_transaction
-from flowker.storage.models import Execution, Workflow, WorkflowVersion, utcnow
+from flowker.storage.models import Execution, Workflow, WorkflowVersion, new_id, utcnow
+from flowker.storage.statements import CompiledInsert, CompiledSelect, model_database
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,32 @@ IDEMPOTENCY_MISMATCH = "FLK-0508"
 DEFAULT_LEASE_SECONDS = 60.0
 PLAN_CACHE_SIZE = 256
 MAX_IDEMPOTENCY_KEY = 255
+
+# The statements every execution runs, compiled once (see flowker.storage.statements).
+EXECUTION_COLUMNS = ("id", "workflow_id", "workflow_version", "status", "input_data", "idempotency_key",
+                     "request_hash", "current_step", "total_steps", "owner", "lease_expires_at", "started_at")
+INSERT_EXECUTION = CompiledInsert(Execution, EXECUTION_COLUMNS)
+EXECUTION_BY_ID = CompiledSelect(Execution, '"id" = {p}')
+
+
+@dataclass(frozen=True)
+class WorkflowHead:
+    """The columns of a Workflow row that starting an execution needs (not its spec)."""
+
+    id: str
+    name: str
+    status: str
+    version: int
+
+
+def _workflow_head(workflow_id: str) -> WorkflowHead | None:
+    database = model_database(Workflow)
+    p = database.param
+    row = database.execute_sql(
+        f'SELECT "id", "name", "status", "version" FROM "{Workflow._meta.table_name}" WHERE "id" = {p}',
+        (workflow_id,)).fetchone()
+    return WorkflowHead(*row) if row else None
+
 
 __all__ = ["ExecutionService", "StartResult", "execution_summary", "execution_results", "request_hash"]
 
@@ -105,9 +132,15 @@ class ExecutionService:
         from flowker.auth.token_cache import TokenCache
         from flowker.security.redaction import Redactor
 
+        from flowker.security.redaction import install_log_redaction
+
         self.settings = settings
         self.registry = registry
         self.redactor = redactor if redactor is not None else Redactor()
+        # Secrets resolved and tokens obtained for runs are scrubbed from every log record of
+        # the process (urllib3 logs URLs with query-string keys, the log action the values
+        # it is given, peewee the SQL parameters).
+        self._uninstall_log_redaction = install_log_redaction(self.redactor)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease_seconds = lease_seconds
         self.plans = PlanCache(plan_cache_size)
@@ -125,7 +158,7 @@ class ExecutionService:
         input_data = input_data if input_data is not None else {}
         digest = request_hash(input_data)
         with connection():
-            workflow = Workflow.get_or_none(Workflow.id == workflow_id)
+            workflow = _workflow_head(workflow_id)
             if workflow is None:
                 raise NotFound(f"workflow {workflow_id} not found", code=WORKFLOW_NOT_FOUND, title="Not Found")
             if idempotency_key is not None:
@@ -152,13 +185,15 @@ class ExecutionService:
                 return self._replay(existing, digest)
         return StartResult(execution, True)
 
-    def _create(self, workflow: Workflow, plan: WorkflowPlan, input_data, digest, idempotency_key, actor) -> Execution:
+    def _create(self, workflow: WorkflowHead, plan: WorkflowPlan, input_data, digest, idempotency_key,
+                actor) -> Execution:
         now = utcnow()
-        execution = Execution.create(
-            workflow_id=workflow.id, workflow_version=workflow.version, status="running", input_data=input_data,
-            idempotency_key=idempotency_key, request_hash=digest, current_step=0, total_steps=plan.total_steps,
-            owner=self.owner, lease_expires_at=now + _seconds(self.lease_seconds), started_at=now,
-        )
+        values = (new_id(), workflow.id, workflow.version, "running", input_data, idempotency_key, digest, 0,
+                  plan.total_steps, self.owner, now + _seconds(self.lease_seconds), now)
+        INSERT_EXECUTION.execute(model_database(Execution), [values])
+        execution = Execution(__no_default__=1)
+        execution.__data__.update(zip(EXECUTION_COLUMNS, values))
+        execution.__data__.update(final_output=None, error_message=None, completed_at=None)
         audit_append(
             "EXECUTION_STARTED", "SUCCESS", execution.id, actor=actor,
             context={"workflowId": workflow.id, "workflowVersion": workflow.version},
@@ -195,25 +230,36 @@ class ExecutionService:
     def run(self, execution_id: str, *, observer=None) -> Execution:
         """Run a started execution to its end; a failing workflow gives a failed execution."""
         with connection():
-            execution = Execution.get_or_none(Execution.id == execution_id)
+            execution = EXECUTION_BY_ID.first(model_database(Execution), (execution_id,))
             if execution is None:
                 raise NotFound(f"execution {execution_id} not found", code=EXECUTION_NOT_FOUND)
-            if execution.status != "running" or not self._claim(execution):
-                return execution  # finished already, or another live process runs it
-            self.heartbeat.track(execution.id)
-            recorder = ExecutionRecorder(execution, owner=self.owner, lease_seconds=self.lease_seconds,
-                                         redactor=self.redactor, observer=observer)
+            return self._run_loaded(execution, observer)
+
+    def run_started(self, started: Execution, *, observer=None) -> Execution:
+        """Run an execution this service's :meth:`start` just created (its row as returned),
+        without reading it back first."""
+        with connection():
+            return self._run_loaded(started, observer)
+
+    def _run_loaded(self, execution: Execution, observer) -> Execution:
+        if execution.status != "running" or not self._claim(execution):
+            return execution  # finished already, or another live process runs it
+        self.heartbeat.track(execution.id)
+        recorder = ExecutionRecorder(execution, owner=self.owner, lease_seconds=self.lease_seconds,
+                                     redactor=self.redactor, observer=observer)
+        try:
             try:
-                try:
-                    outcome = self._walk(execution, recorder)
-                except Exception as exc:  # noqa: BLE001 - e.g. a step row failed to commit
-                    logger.exception("execution %s stopped by an internal error", execution.id)
-                    recorder.discard_pending()
-                    outcome = RunOutcome(status=FAILED, error_message=f"internal error: {type(exc).__name__}")
-                recorder.finish(outcome)
-            finally:
-                self.heartbeat.untrack(execution.id)
-            return Execution.get_by_id(execution.id)
+                outcome = self._walk(execution, recorder)
+            except Exception as exc:  # noqa: BLE001 - e.g. a step row failed to commit
+                logger.exception("execution %s stopped by an internal error", execution.id)
+                recorder.discard_pending()
+                outcome = RunOutcome(status=FAILED, error_message=f"internal error: {type(exc).__name__}")
+            settled = recorder.finish(outcome)
+        finally:
+            self.heartbeat.untrack(execution.id)
+        if settled:
+            return execution  # updated in memory as written
+        return EXECUTION_BY_ID.first(model_database(Execution), (execution.id,))
 
     def _claim(self, execution: Execution) -> bool:
         """Take the lease: ours already, or expired (its process died)."""
@@ -250,7 +296,7 @@ class ExecutionService:
         started = self.start(workflow_id, input_data, actor=actor, idempotency_key=idempotency_key)
         if not started.created:
             return started
-        return StartResult(self.run(started.execution.id, observer=observer), True)
+        return StartResult(self.run_started(started.execution, observer=observer), True)
 
     # -- upkeep -----------------------------------------------------------------------
 
@@ -264,6 +310,7 @@ class ExecutionService:
     def close(self) -> None:
         self.heartbeat.stop()
         self.executors.close()
+        self._uninstall_log_redaction()
 
 
 def _seconds(value: float):

@@ -28,7 +28,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.util.timeout import _DEFAULT_TIMEOUT
 
-from flowker.errors import FlowkerError
+from flowker.errors import ResponseTooLargeError  # noqa: F401 (re-exported)
 from flowker.security.redaction import SECRET_HEADER_NAMES
 from flowker.security.ssrf import AddressPolicy, HostResolutionError, ResolvedTarget
 
@@ -36,14 +36,6 @@ DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_REDIRECTS = 5
 _READ_CHUNK = 64 * 1024
 _TLS_POOL_KWARGS = ("cert_reqs", "ca_certs", "ca_cert_dir", "cert_file", "key_file")
-
-
-class ResponseTooLargeError(FlowkerError):
-    """An upstream response body is larger than the configured cap."""
-
-    http_status = 502
-    code = "FLK-0343"
-    title = "Response Too Large"
 
 
 # --------------------------------------------------------------------------- connections

@@ -21,6 +21,7 @@ import base64
 import logging
 import re
 import threading
+import weakref
 from collections.abc import Mapping
 from typing import Any, Callable, Iterable
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
@@ -198,8 +199,9 @@ def redact_headers(headers: Any, extra_secret_headers: Iterable[str] = ()) -> di
 
 _BASIC_RE = re.compile(r"(?i)\b(basic)(\s+)([A-Za-z0-9+/]{6,}={0,2})")
 _BEARER_RE = re.compile(r"(?i)\b(bearer|token|mac|dpop)(\s+)([A-Za-z0-9\-._~+/]{8,}=*)")
-_URL_RE = re.compile(r"(?i)\b[a-z][a-z0-9+.\-]*://[^\s\"'<>`]+")
-_USERINFO_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^\s/@:\"'<>]*):([^\s/@\"'<>]*)@")
+# Schemes are at most 32 characters: an unbounded scheme makes "a.a.a.a..." quadratic.
+_URL_RE = re.compile(r"(?i)\b[a-z][a-z0-9+.\-]{0,31}://[^\s\"'<>`]+")
+_USERINFO_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]{0,31}://[^\s/@:\"'<>]*):([^\s/@\"'<>]*)@")
 # "name": "value" or 'name': 'value' (JSON, Python reprs) and name="value".
 _QUOTED_PAIR_RE = re.compile(
     r"""(?P<q>["'])(?P<key>[A-Za-z0-9_.\- $]{1,64})(?P=q)(?P<sep>\s*[:=]\s*)"""
@@ -382,14 +384,22 @@ class RedactingFilter(logging.Filter):
 
 
 def scrub_record(record: logging.LogRecord, redactor: Redactor) -> logging.LogRecord:
+    """Scrub a record's message, exception and stack text in place (once per record).
+
+    A message that needs scrubbing is stored formatted, with ``args`` cleared, so no later
+    formatter can re-insert a secret; one that needs none is left exactly as it was.
+    """
     if getattr(record, "_flowker_redacted", False):
         return record
     try:
         message = record.getMessage()
     except Exception:  # a broken format string must not hide the log line, nor leak args
         message = f"{record.msg!s} (unformattable log arguments)"
-    record.msg = redactor.scrub_text(message)
-    record.args = None
+        record.msg, record.args = message, None
+    scrubbed = redactor.scrub_text(message)
+    if scrubbed != message:
+        record.msg = scrubbed
+        record.args = None
     if record.exc_info and not record.exc_text:
         record.exc_text = logging.Formatter().formatException(record.exc_info)
     if record.exc_text:
@@ -400,21 +410,67 @@ def scrub_record(record: logging.LogRecord, redactor: Redactor) -> logging.LogRe
     return record
 
 
+class RedactingRecordFactory:
+    """The process's log record factory while redactors are installed: every record any
+    logger creates is scrubbed by each of them (:func:`install_log_redaction`).
+
+    Redactors are held weakly: an execution service (or a test's app) that is gone stops
+    costing anything. One factory serves every installed redactor, so installing many
+    never stacks factories.
+    """
+
+    def __init__(self, previous: Callable[..., logging.LogRecord]):
+        self.previous = previous
+        self._lock = threading.Lock()
+        self._redactors: "weakref.WeakSet[Redactor]" = weakref.WeakSet()
+
+    def add(self, redactor: Redactor) -> None:
+        with self._lock:
+            self._redactors.add(redactor)
+
+    def remove(self, redactor: Redactor) -> bool:
+        """Forget ``redactor``; True when none is left."""
+        with self._lock:
+            self._redactors.discard(redactor)
+            return len(self._redactors) == 0
+
+    def redactors(self) -> list[Redactor]:
+        with self._lock:
+            return list(self._redactors)
+
+    def scrub_text(self, text: Any) -> Any:
+        for redactor in self.redactors():
+            text = redactor.scrub_text(text)
+        return text
+
+    def __call__(self, *args, **kwargs) -> logging.LogRecord:
+        record = self.previous(*args, **kwargs)
+        if self.redactors():
+            scrub_record(record, self)
+        return record
+
+
+_install_lock = threading.Lock()
+
+
 def install_log_redaction(redactor: Redactor) -> Callable[[], None]:
-    """Scrub every log record of the process as it is created; returns an uninstaller.
+    """Scrub every log record of the process with ``redactor``; returns an uninstaller.
 
     Uses the standard logging record factory, so records from every logger (urllib3,
-    requests-oauthlib, pytest's capture) are covered whatever handlers exist.
+    requests-oauthlib, peewee, pytest's capture) are covered whatever handlers exist.
+    Idempotent per redactor; several redactors share one factory. The redactor is held
+    weakly, so a forgotten uninstall does not keep it (or its secrets) alive.
     """
-    previous = logging.getLogRecordFactory()
-
-    def factory(*args, **kwargs):
-        return scrub_record(previous(*args, **kwargs), redactor)
-
-    logging.setLogRecordFactory(factory)
+    with _install_lock:
+        factory = logging.getLogRecordFactory()
+        if not isinstance(factory, RedactingRecordFactory):
+            factory = RedactingRecordFactory(factory)
+            logging.setLogRecordFactory(factory)
+        factory.add(redactor)
 
     def uninstall() -> None:
-        if logging.getLogRecordFactory() is factory:
-            logging.setLogRecordFactory(previous)
+        with _install_lock:
+            if factory.remove(redactor) and logging.getLogRecordFactory() is factory:
+                logging.setLogRecordFactory(factory.previous)
 
     return uninstall

@@ -32,7 +32,7 @@ from urllib.parse import unquote, urlsplit
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from flowker.errors import ConfigurationError
+from flowker.errors import ConfigurationError, SecretKeyError, SecretUnavailableError  # noqa: F401 (re-exported)
 from flowker.security.redaction import MASK, mask_value
 
 ENV_REFERENCE = "$env"
@@ -45,22 +45,6 @@ KEY_FILE_SUFFIX = ".secret-key"
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 Path = Sequence[Any]  # ("authentication", "config", "token"); "*" matches any key or index
-
-
-class SecretUnavailableError(ConfigurationError):
-    """A secret reference could not be resolved (variable unset, file unreadable...)."""
-
-    http_status = 500
-    code = "FLK-0005"
-    title = "Secret Unavailable"
-
-
-class SecretKeyError(ConfigurationError):
-    """No usable key: literal secrets cannot be stored, or a stored one cannot be decrypted."""
-
-    http_status = 500
-    code = "FLK-0006"
-    title = "Secret Key Error"
 
 
 def is_reference(value: Any) -> bool:

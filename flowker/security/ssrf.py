@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 from urllib.parse import SplitResult, urlsplit
 
-from flowker.errors import FlowkerError, SSRFBlockedError
+from flowker.errors import HostResolutionError, SSRFBlockedError  # noqa: F401 (HostResolutionError re-exported)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -47,14 +47,6 @@ _NAT64_NETWORKS = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("6
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 _HOST_LABEL_RE = re.compile(r"^[a-z0-9_]([a-z0-9_\-]{0,61}[a-z0-9_])?$")
 _NUMERIC_PART_RE = re.compile(r"^(0x[0-9a-f]+|0[0-7]*|[1-9][0-9]*)$")
-
-
-class HostResolutionError(FlowkerError):
-    """A host name did not resolve: a network failure, not a refusal."""
-
-    http_status = 502
-    code = "FLK-0342"
-    title = "Host Not Resolved"
 
 
 @dataclass(frozen=True)

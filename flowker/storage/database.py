@@ -7,6 +7,9 @@ connections lazily on first use.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
+import threading
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import peewee
@@ -18,6 +21,95 @@ from flowker.errors import ConfigurationError
 database_proxy = peewee.DatabaseProxy()
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class WriterQueue:
+    """Makes SQLite writers wait in line instead of in SQLite's busy handler.
+
+    A writer that finds the database locked sleeps in SQLite's busy handler in steps of
+    1, 2, 5, 10 ... 100 ms and retries; under load that sleeping, not the work, sets the
+    latency (p99 of hundreds of ms). Here each write transaction first takes a lock that
+    wakes the next waiter the moment it is released: a thread lock inside the process and
+    an ``flock`` on ``<database>-writer.lock`` across processes. It only orders writers:
+    ``BEGIN IMMEDIATE`` still takes SQLite's own lock, so a process that does not queue
+    (another tool on the same file) stays correct, just not as prompt. A thread that waits
+    longer than the busy timeout in the process goes on without the queue.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self._guard = threading.Lock()
+        self._thread_lock = threading.Lock()
+        self._local = threading.local()
+        self._fd: int | None = None
+        self._pid: int | None = None
+
+    def _for_this_process(self) -> None:
+        # After a fork (gunicorn workers) the child needs its own lock file description:
+        # flock locks belong to the description, which a forked copy of the fd shares.
+        with self._guard:
+            if self._pid == os.getpid():
+                return
+            if self._fd is not None:
+                os.close(self._fd)
+            self._thread_lock = threading.Lock()
+            self._local = threading.local()
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._pid = os.getpid()
+
+    def acquire(self) -> None:
+        if self._pid != os.getpid():
+            self._for_this_process()
+        if getattr(self._local, "held", False):
+            return
+        if not self._thread_lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+            return  # SQLite's busy handler takes over
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except OSError:
+            self._thread_lock.release()
+            return
+        self._local.held = True
+
+    def release(self) -> None:
+        if not getattr(self._local, "held", False):
+            return
+        self._local.held = False
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
+
+
+class QueuedSqliteDatabase(peewee.SqliteDatabase):
+    """SQLite whose write transactions (``BEGIN IMMEDIATE``) wait in a :class:`WriterQueue`."""
+
+    writer_queue: WriterQueue | None = None
+
+    def begin(self, lock_type=None):
+        queue = self.writer_queue
+        if queue is not None:
+            queue.acquire()
+        try:
+            super().begin(lock_type)
+        except BaseException:
+            if queue is not None:
+                queue.release()
+            raise
+
+    def commit(self):
+        try:
+            super().commit()
+        finally:
+            if self.writer_queue is not None:
+                self.writer_queue.release()
+
+    def rollback(self):
+        try:
+            super().rollback()
+        finally:
+            if self.writer_queue is not None:
+                self.writer_queue.release()
 
 
 def open_database(url: str) -> peewee.Database:
@@ -36,7 +128,7 @@ def open_database(url: str) -> peewee.Database:
         path = path[1:] if path.startswith("/") else path
         if not path:
             raise ConfigurationError("the SQLite URL names no file")
-        return peewee.SqliteDatabase(
+        database = QueuedSqliteDatabase(
             path,
             # IMMEDIATE: every write transaction takes the write lock up front, so two
             # writers never deadlock upgrading read locks, and audit appends serialize.
@@ -51,6 +143,9 @@ def open_database(url: str) -> peewee.Database:
                 "wal_autocheckpoint": 10000,
             },
         )
+        if path != ":memory:" and not path.startswith("file:"):
+            database.writer_queue = WriterQueue(f"{path}-writer.lock")
+        return database
     if scheme in ("postgresql", "postgres"):
         dbname = unquote(parts.path.lstrip("/"))
         if not dbname:

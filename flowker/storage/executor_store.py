@@ -416,7 +416,24 @@ class ExecutorStore:
             # Config time: scheme, https in production, literal and loopback/metadata
             # addresses. SSRFBlockedError (422 FLK-0341) names the host only.
             self.address_policy.check_url_shape(document.body["baseUrl"])
+            self._check_auth_urls(document.body)
         return document
+
+    def _check_auth_urls(self, body: dict) -> None:
+        """URLs in the auth config (``issuer_url``, a plugin's ``token_url``...) pass the same
+        config-time check as the base URL; token endpoints are checked again at call time."""
+        from flowker.errors import SSRFBlockedError
+
+        authentication = body.get("authentication")
+        config = authentication.get("config") if isinstance(authentication, dict) else None
+        if not isinstance(config, dict):
+            return
+        for key, value in sorted(config.items()):
+            if isinstance(key, str) and key.endswith("_url") and isinstance(value, str):
+                try:
+                    self.address_policy.check_url_shape(value)
+                except SSRFBlockedError as exc:
+                    raise SSRFBlockedError(f"authentication.config.{key}: {exc.message}") from None
 
     @staticmethod
     def _document(spec: dict | SpecDocument) -> SpecDocument:

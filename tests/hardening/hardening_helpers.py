@@ -117,3 +117,23 @@ def find_leaks(needles, haystacks: dict) -> list[Leak]:
                 context = text[max(0, position - 80):position + len(needle) + 40]
                 leaks.append(Leak(where, label, encoding, context.replace("\n", "\\n")))
     return leaks
+
+
+def leak_report(leaks: list[Leak], per_place: int = 6) -> str:
+    """A readable summary: leaks grouped by the kind of place (responses, logs, files)."""
+    groups: dict[str, list[Leak]] = {}
+    for leak in leaks:
+        groups.setdefault(leak.where.split(" #")[0], []).append(leak)
+    lines = [f"{len(leaks)} leak(s)"]
+    for place, found in groups.items():
+        lines.append(f"== {place}: {len(found)}")
+        seen = set()
+        for leak in found:
+            key = (leak.canary.split("-")[0], leak.encoding)
+            if key in seen:
+                continue
+            seen.add(key)
+            lines.append(f"  {leak}")
+            if len(seen) >= per_place:
+                break
+    return "\n".join(lines)

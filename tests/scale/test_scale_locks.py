@@ -30,12 +30,13 @@ def _waits(connection, pid: int | None, locktype: str) -> bool:
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "deadlock: ExecutionRecorder.flush() takes the audit advisory lock and then updates the execution "
-    "row, while finish() and recover_interrupted() update the row first and then take the audit lock; "
-    "LeaseHeartbeat.beat() locks several execution rows in one UPDATE and closes the cycle "
-    "(flush X holds audit lock, waits X; beat holds X, waits Y; finish Y holds Y, waits audit lock). "
-    "PostgreSQL aborts one of them: a 500, or a run left `running`. Fix in flowker/runner/records.py: "
-    "in flush(), run the Execution.update(...) before self._write_pending()."))
+    "deadlock: ExecutionRecorder.flush() appends the steps' audit entries (taking the audit advisory "
+    "lock) and then renews the execution row (RENEW_PROGRESS), while finish() and recover_interrupted() "
+    "update the row first and take the audit lock second; LeaseHeartbeat.beat() locks several execution "
+    "rows in one UPDATE and closes the cycle (flush X holds the audit lock, waits for row X; beat holds X, "
+    "waits for row Y; finish Y holds Y, waits for the audit lock). PostgreSQL aborts one of them: a 500, "
+    "or a run left `running`. Fix in flowker/runner/records.py: in flush(), renew the execution row "
+    "before self._write_pending(), the order finish() already uses."))
 def test_heartbeat_step_commit_and_finish_do_not_deadlock(postgres_schema_url):
     import psycopg2
 

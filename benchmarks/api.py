@@ -1,24 +1,32 @@
 """REST throughput: synchronous executions of a 3-node workflow through ``flowker serve``.
 
-    .venv/bin/python benchmarks/api.py [--requests 5000] [--concurrency 16] [--workers 2]
-                                       [--threads 8] [--database-url postgresql://...]
+    .venv/bin/python benchmarks/api.py [--generator auto|wrk|python] [--seconds 15]
+        [--concurrency 8] [--workers 2] [--threads 8]
+        [--database-url URL | --postgres postgresql://postgres@127.0.0.1:5432/test] [--servers 2]
 
 What runs, all on this machine:
 
-* ``flowker serve`` (gunicorn, ``--workers`` gthread workers) on SQLite in a temporary
-  folder by default, or on ``--database-url``;
+* ``flowker serve`` (gunicorn, ``--workers`` gthread workers), ``--servers`` of them on one
+  database: SQLite in a temporary folder by default, ``--database-url``, or with
+  ``--postgres URL`` a fresh schema in that PostgreSQL database (dropped afterwards);
 * a stub executor service: a separate process, asyncio, HTTP/1.1 keep-alive, answering a
   fixed JSON body at once (so the figures are Flowker's, not the stub's);
 * the workflow: a manual trigger, one executor call (bearer auth from ``$env``) and a
-  ``set_output``; each execution commits its rows and about ten audit entries;
-* the load: ``--concurrency`` client threads, each with its own keep-alive connection
-  (``http.client``, the lightest Python client, so it takes as little CPU from the
-  server as it can), sending ``POST /v1/workflows/{id}/executions`` (201 when finished)
-  until ``--requests`` are done or ``--max-seconds`` pass. A warm-up comes first.
+  ``set_output``; each execution commits three write transactions (start, the call's
+  step, the end) holding seven audit entries;
+* the load: ``wrk`` (C, one thread; installed with apt-get when missing and running as
+  root; ``--generator python`` or no wrk: Python client threads, which take far more
+  CPU) on ``--concurrency`` keep-alive connections, split between the servers, POSTing
+  ``/v1/workflows/{id}/executions`` with distinct bodies for ``--seconds`` (the Python
+  client sends ``--requests``). A warm-up with the Python client comes first.
 
 Printed: completed executions/s, p50/p90/p99/max latency, errors (anything but a 201 with
-status ``completed``), and whether the audit chain verifies afterwards (``/verify`` on
-the newest entry). Targets: >= 500 executions/s, p99 <= 100 ms, 0 errors.
+status ``completed``, and socket errors), the CPU each part used (servers, stub, load
+generator, PostgreSQL) against the machine's, and whether the audit chain verifies
+afterwards. Targets: >= 500 executions/s, p99 <= 100 ms, 0 errors.
+
+Functions other scripts reuse: start_stub, Server, wait_ready, create_workflow, Load,
+percentile, verify_chain, run_wrk, run_wrk_all, CpuShare, FreshPostgresSchema.
 """
 
 from __future__ import annotations
@@ -66,8 +74,8 @@ async def _stub_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
                 await reader.readexactly(int(match.group(1)))
             writer.write(STUB_RESPONSE)
             await writer.drain()
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-        pass
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, asyncio.CancelledError):
+        pass  # the client went away, or the stub is stopping
     finally:
         writer.close()
 
@@ -220,6 +228,21 @@ def process_tree(pid: int) -> list[int]:
             kids = []
         found += kids
         frontier += kids
+    return found
+
+
+def postgres_pids() -> list[int]:
+    """Every local PostgreSQL process (its backends do the database's share of the work;
+    other users of the same server count too)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as handle:
+                    if handle.read().strip() == "postgres":
+                        found.append(int(entry))
+            except OSError:
+                pass
     return found
 
 
@@ -569,7 +592,8 @@ def main(argv=None) -> int:
         for other in servers[1:]:
             Load(other.url, workflow_id, args.warmup // 2, args.max_seconds).run(args.concurrency)
         cpu = CpuShare({"server": lambda: [pid for one in servers for pid in process_tree(one.process.pid)],
-                        "stub": lambda: [stub.pid]})
+                        "stub": lambda: [stub.pid],
+                        **({"postgres": postgres_pids} if backend == "PostgreSQL" else {})})
         with cpu:
             if wrk is not None:
                 children = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -6,10 +6,15 @@ Two 10-step workflows run through the real ExecutionService (start + run, every 
 row and its audit entries committed):
 
 * ``actions``: a trigger, 8 ``transform`` steps with CEL expressions and a ``set_output``;
-* ``executors``: a trigger, 4 executor steps calling a LocalHTTPServer on 127.0.0.1 and
+* ``executors``: a trigger, 4 executor steps calling a stub service on 127.0.0.1 and
   5 action steps. The time inside the HTTP call (``CallResult.duration_ms``: session,
   socket, server) is subtracted, leaving the engine's own work: templates, the breaker,
-  retries' bookkeeping, recording 4 audit entries for the step.
+  retries' bookkeeping, recording 3 audit entries for the step.
+
+The stub is the REST benchmark's (``benchmarks/api.py``): its own process, asyncio,
+keep-alive, a fixed JSON answer. A stub in a thread of this process would hold the GIL
+when the runner's thread wants it back after each SQLite call, and that wait would be
+counted as the engine's.
 
 A step's cost is an execution's wall time (``start`` + ``run``: every commit, audit
 append, expression and lease update) minus the time inside HTTP calls, divided by its
@@ -28,8 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.api import start_stub  # noqa: E402
 from flowker.audit.chain import SYSTEM_ACTOR  # noqa: E402
-from flowker.local_server import LocalHTTPServer  # noqa: E402
 from flowker.plugins import load_registry  # noqa: E402
 from flowker.runner.service import ExecutionService  # noqa: E402
 from flowker.settings import Settings  # noqa: E402
@@ -110,8 +115,8 @@ def measure(service: ExecutionService, workflow: Workflow, executions: int, warm
             started_all = time.perf_counter()
         timer = CallTimer()
         began = time.perf_counter()
-        started = service.start(workflow.id, {"orderId": f"o-{number}", "amount": number}, actor=SYSTEM_ACTOR)
-        execution = service.run(started.execution.id, observer=timer)
+        execution = service.execute(workflow.id, {"orderId": f"o-{number}", "amount": number}, actor=SYSTEM_ACTOR,
+                                    observer=timer).execution
         samples.append(((time.perf_counter() - began) * 1000.0 - timer.call_ms) / steps)
         if execution.status != "completed":
             raise SystemExit(f"benchmark run failed: {execution.error_message}")
@@ -140,10 +145,11 @@ def main(argv=None) -> int:
         database = bind_database(url)
         upgrade(database)
         service = ExecutionService(settings, registry)
-        with database.connection_context(), LocalHTTPServer(
-                lambda request: (200, {}, {"score": 12, "ok": True})) as server:
-            Executor.create(name="bench-svc", base_url=server.url, spec_hash="bench", spec={
-                "name": "bench-svc", "baseUrl": server.url,
+        stub, stub_port = start_stub()
+        stub_url = f"http://127.0.0.1:{stub_port}"
+        with database.connection_context():
+            Executor.create(name="bench-svc", base_url=stub_url, spec_hash="bench", spec={
+                "name": "bench-svc", "baseUrl": stub_url,
                 "endpoints": [{"name": "score", "path": "/score", "method": "POST"}],
                 "authentication": {"type": "bearer", "config": {"token": {"$env": TOKEN_VARIABLE}}}})
             print(f"database: {url.split('///')[0]}  executions per workflow: {args.executions} "
@@ -152,7 +158,9 @@ def main(argv=None) -> int:
             report("actions", samples, rate)
             samples, rate = measure(service, store(executors_workflow()), args.executions, args.warmup)
             report("executors", samples, rate)
-        service.close()
+        service.close()  # its keep-alive connections first, then the stub
+        stub.terminate()
+        stub.join(timeout=10)
         database.close()
     return 0
 

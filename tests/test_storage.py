@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 
 import peewee
 import pytest
@@ -73,3 +74,115 @@ def test_no_connection_is_opened_by_importing_or_binding(database_url):
 
     db = bind_database(database_url)
     assert db.is_closed()
+
+
+# --------------------------------------------------------------------------- compiled statements
+
+
+def test_compiled_statements_store_and_read_what_the_models_do(database):
+    import datetime as dt
+
+    from flowker.storage.statements import CompiledInsert, CompiledSelect, CompiledUpdate, model_database
+
+    db = model_database(models.Execution)
+    assert db is database
+    started = dt.datetime(2026, 11, 29, 12, 0, 0, 123456)
+    # peewee's defaults live in Python, not in the schema: a compiled insert names every column.
+    insert = CompiledInsert(models.Execution, ("id", "workflow_id", "workflow_version", "status", "input_data",
+                                               "current_step", "total_steps", "started_at"))
+    insert.execute(db, [("e-1", "w-1", 1, "running", {"a": [1, "é"]}, 0, 3, started),
+                        ("e-2", "w-1", 1, "running", None, 0, 3, started)])
+    loaded = models.Execution.get_by_id("e-1")
+    assert (loaded.input_data, loaded.started_at, loaded.current_step) == ({"a": [1, "é"]}, started, 0)
+    assert models.Execution.get_by_id("e-2").input_data is None
+
+    update = CompiledUpdate(models.Execution, ("status", "final_output", "completed_at"),
+                            '"id" = {p} AND "status" = \'running\'')
+    assert update.execute(db, ("completed", {"ok": True}, started), ("e-1",)) == 1
+    assert update.execute(db, ("completed", {"ok": True}, started), ("e-1",)) == 0  # no longer running
+
+    select = CompiledSelect(models.Execution, '"id" = {p}')
+    fresh, reference = select.first(db, ("e-1",)), models.Execution.get_by_id("e-1")
+    assert fresh.__data__ == reference.__data__
+    assert (fresh.final_output, fresh.completed_at, fresh.status) == ({"ok": True}, started, "completed")
+    assert select.first(db, ("missing",)) is None
+
+
+# --------------------------------------------------------------------------- the SQLite writer queue
+
+
+def _queued_writer(url, name, count, queue):
+    try:
+        from flowker.storage.database import bind_database
+
+        db = bind_database(url)
+        for number in range(count):
+            with write_transaction(db):
+                models.WorkflowVersion.create(workflow_id=name, version=number, spec={})
+        db.close()
+        queue.put(count)
+    except Exception as exc:  # noqa: BLE001 - report any failure to the parent
+        queue.put(repr(exc))
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_sqlite_writers_in_several_processes_and_threads_all_commit(database_url, database):
+    import threading
+
+    from flowker.storage.database import QueuedSqliteDatabase
+
+    assert isinstance(database, QueuedSqliteDatabase) and database.writer_queue is not None
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    children = [context.Process(target=_queued_writer, args=(database_url, f"p{i}", 40, queue)) for i in range(2)]
+    for child in children:
+        child.start()
+    errors = []
+
+    def write(name):
+        try:
+            for number in range(40):
+                with write_transaction():
+                    models.WorkflowVersion.create(workflow_id=name, version=number, spec={})
+        except Exception as exc:  # noqa: BLE001
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=write, args=(f"t{i}",)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    results = [queue.get(timeout=120) for _ in children]
+    for child in children:
+        child.join(timeout=60)
+    assert errors == [] and results == [40, 40]
+    assert models.WorkflowVersion.select().count() == 5 * 40
+    assert os.path.exists(database.database + "-writer.lock")
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_sqlite_writer_queue_is_released_by_rollback_and_failed_begin(database_url, database):
+    import threading
+    import time
+
+    with pytest.raises(RuntimeError):
+        with write_transaction():
+            models.Workflow.create(name="doomed", spec={}, spec_hash="0" * 64)
+            raise RuntimeError("abort")
+    finished = []
+
+    def other_thread():
+        began = time.monotonic()
+        with write_transaction():
+            models.Workflow.create(name="kept", spec={}, spec_hash="0" * 64)
+        finished.append(time.monotonic() - began)
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join(timeout=60)
+    # Far below the 30 s a leaked queue slot would make it wait.
+    assert finished and finished[0] < 10
+    # Commit in this thread again too: the slot of the rolled-back transaction is free.
+    with write_transaction():
+        models.Workflow.create(name="again", spec={}, spec_hash="0" * 64)
+    assert sorted(w.name for w in models.Workflow.select()) == ["again", "kept"]

@@ -140,3 +140,24 @@ def test_draining_refuses_new_runs_and_fails_readiness(client, app, active_workf
     refused = execute(client, workflow_id)
     assert refused.status_code == 503 and refused.json["code"] == "FLK-0801"
     assert client.simulate_get("/health/live").status_code == 200
+
+
+def test_the_synchronous_answer_is_what_was_stored(client, active_workflow, stub, database):
+    # The run returns the execution it wrote without reading it back: the two must agree.
+    workflow_id, _ = active_workflow
+    answer = execute(client, workflow_id, {"amount": 7}).json
+    stored = client.simulate_get(f"/v1/executions/{answer['executionId']}").json
+    assert answer == stored
+    assert answer["currentStepNumber"] == answer["totalSteps"] == 3
+
+
+def test_connections_stay_open_per_thread_on_sqlite_and_go_back_to_the_pool_on_postgresql(
+        client, active_workflow, database):
+    from flowker.storage.database import is_postgres
+
+    database.close()
+    workflow_id, _ = active_workflow
+    assert client.simulate_get(f"/v1/workflows/{workflow_id}").status_code == 200
+    # SQLite: opening a connection (and the WAL checkpoint when the last one closes) costs
+    # more than a whole execution, so the request thread keeps its own.
+    assert database.is_closed() is is_postgres(database)

@@ -35,9 +35,9 @@ from scale_helpers import (
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 CLIENT_THREADS = 8
-PHASE_ONE_OPERATIONS = 128
-KILL_AFTER = 48  # operations finished before server A is killed
-PHASE_TWO_OPERATIONS = 64
+PHASE_ONE_OPERATIONS = 192
+KILL_AFTER = 72  # operations finished before server A is killed
+PHASE_TWO_OPERATIONS = 96
 ORPHANS = 3  # async runs held inside their executor call on A when it dies
 MIX = ("sync", "async", "webhook", "sync", "pair", "webhook", "async", "config")
 TRIGGER_OK = {201, 202, 200}

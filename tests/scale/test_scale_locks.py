@@ -1,8 +1,12 @@
 """Lock ordering between the lease heartbeat, step commits and execution ends, on a real
 PostgreSQL (several runs share one process and one audit lock).
 
-Found by the multi-server load test (``deadlock detected`` between these three
-statements, answered as 500); reproduced here step by step, so it fails every time.
+Found by the multi-server load test (``deadlock detected``, answered as 500): the step
+commit took the audit lock before renewing the execution row, while the execution's end
+and recovery take the row first; the heartbeat's multi-row UPDATE closed the cycle. The
+commit now renews the row first. This test builds that exact interleaving step by step
+(the other session holding the audit lock is released last), so a regression deadlocks
+every time.
 """
 
 from __future__ import annotations
@@ -29,14 +33,6 @@ def _waits(connection, pid: int | None, locktype: str) -> bool:
         return cursor.fetchone()[0] > 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "deadlock: ExecutionRecorder.flush() appends the steps' audit entries (taking the audit advisory "
-    "lock) and then renews the execution row (RENEW_PROGRESS), while finish() and recover_interrupted() "
-    "update the row first and take the audit lock second; LeaseHeartbeat.beat() locks several execution "
-    "rows in one UPDATE and closes the cycle (flush X holds the audit lock, waits for row X; beat holds X, "
-    "waits for row Y; finish Y holds Y, waits for the audit lock). PostgreSQL aborts one of them: a 500, "
-    "or a run left `running`. Fix in flowker/runner/records.py: in flush(), renew the execution row "
-    "before self._write_pending(), the order finish() already uses."))
 def test_heartbeat_step_commit_and_finish_do_not_deadlock(postgres_schema_url):
     import psycopg2
 

@@ -140,10 +140,12 @@ class ExecutionRecorder:
         """Forget steps that could not be committed (the run ends as failed without them)."""
         self._pending.clear()
 
-    def _write_pending(self, database, trailing: list[dict]) -> None:
+    def _write_pending(self, database, trailing: list[dict], scrubbed: dict[str, str] | None = None) -> None:
         # One multi-row INSERT for the rows, then every step's audit entries in step order
         # (and ``trailing`` ones after them) appended as one batch.
-        INSERT_STEPS.execute(database, [self._step_row(record) for record in self._pending])
+        if scrubbed is None:
+            scrubbed = {}  # one flush is one moment: each distinct string is scrubbed once
+        INSERT_STEPS.execute(database, [self._step_row(record, scrubbed) for record in self._pending])
         items: list[dict] = []
         for record in self._pending:
             self._audit_step(record, items)
@@ -160,7 +162,8 @@ class ExecutionRecorder:
         now = self.clock()
         status = COMPLETED if outcome.status == COMPLETED else FAILED
         error = self._message(outcome.error_message) if status == FAILED else None
-        final_output = self._clean(outcome.final_output) if status == COMPLETED else None
+        scrubbed: dict[str, str] = {}
+        final_output = self._clean(outcome.final_output, scrubbed) if status == COMPLETED else None
         database = model_database(Execution)
         with write_transaction():
             if self._pending:
@@ -185,7 +188,7 @@ class ExecutionRecorder:
                 },
             )
             if self._pending:
-                self._write_pending(database, [ended])
+                self._write_pending(database, [ended], scrubbed)
             else:
                 audit_batch([ended])
         self.execution.status, self.execution.final_output, self.execution.error_message = status, final_output, error
@@ -197,7 +200,7 @@ class ExecutionRecorder:
 
     # -- helpers ----------------------------------------------------------------------
 
-    def _step_row(self, record: StepRecord) -> tuple:
+    def _step_row(self, record: StepRecord, scrubbed: dict[str, str] | None = None) -> tuple:
         """A StepResult row in :data:`STEP_COLUMNS` order."""
         node, call = record.node, record.call
         return (
@@ -207,12 +210,12 @@ class ExecutionRecorder:
             node.name,
             node.type,
             record.status,
-            self._clean_input(record.input),
-            self._clean(record.output),
+            self._clean_input(record.input, scrubbed),
+            self._clean(record.output, scrubbed),
             self._message(record.error),
             record.attempts,
             int(round(record.duration_ms)),
-            self._clean(call.details()) if call is not None else None,
+            self._clean(call.details(), scrubbed) if call is not None else None,
             record.started_at,
             record.completed_at,
         )
@@ -255,21 +258,30 @@ class ExecutionRecorder:
             return message
         return self.redactor.scrub_text(message)[:MAX_ERROR_MESSAGE]
 
-    def _clean(self, value: Any) -> Any:
+    def _clean(self, value: Any, scrubbed: dict[str, str] | None = None) -> Any:
         """Registered secret values and credential-looking text scrubbed from every string,
-        keys included (a hostile executor may echo a credential back as a JSON key)."""
+        keys included (a hostile executor may echo a credential back as a JSON key).
+
+        ``scrubbed`` memoizes within one flush (the same keys and values recur across a
+        step's input, output and call details); never across flushes, so a secret
+        registered later is scrubbed from every later row."""
         if isinstance(value, str):
-            return self.redactor.scrub_text(value)
+            if scrubbed is None:
+                return self.redactor.scrub_text(value)
+            clean = scrubbed.get(value)
+            if clean is None:
+                clean = scrubbed[value] = self.redactor.scrub_text(value)
+            return clean
         if isinstance(value, dict):
-            return {self._clean(key): self._clean(item) for key, item in value.items()}
+            return {self._clean(key, scrubbed): self._clean(item, scrubbed) for key, item in value.items()}
         if isinstance(value, list):
-            return [self._clean(item) for item in value]
+            return [self._clean(item, scrubbed) for item in value]
         return value
 
-    def _clean_input(self, value: Any) -> Any:
+    def _clean_input(self, value: Any, scrubbed: dict[str, str] | None = None) -> Any:
         if isinstance(value, dict) and isinstance(value.get("headers"), dict):
             value = {**value, "headers": self.redactor.redact_headers(value["headers"])}
-        return self._clean(value)
+        return self._clean(value, scrubbed)
 
 
 def _ms_between(start: dt.datetime | None, end: dt.datetime) -> float | None:

@@ -15,6 +15,7 @@ from typing import Any, Iterator
 import cel
 
 from flowker.errors import UnprocessableEntity
+from flowker.expression_scope import project, referenced_paths
 
 ALLOWED_VARIABLES = frozenset({"workflow", "nodes", "execution"})
 
@@ -26,6 +27,26 @@ _MACRO_VARIABLE = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*
 _CEL_POSITION = re.compile(r"<input>:(\d+):(\d+):\s*(.*)")
 
 MAX_EXPRESSION_LENGTH = 4096
+
+
+def iter_templates(text: str) -> Iterator[tuple[int, int, str]]:
+    """(start, end, source) of each ``${{ source }}`` in ``text``, left to right.
+
+    Matches exactly what :data:`TEMPLATE_PATTERN` matches, in linear time: the regex
+    retries every later ``${{`` when one has no closing ``}}``, which is quadratic (a
+    few hundred KiB of ``${{`` took minutes), while no closing ``}}`` after one opening
+    means none after any later opening either.
+    """
+    position = 0
+    while True:
+        start = text.find("${{", position)
+        if start < 0:
+            return
+        end = text.find("}}", start + 3)
+        if end < 0:
+            return
+        yield start, end + 2, text[start + 3:end]
+        position = end + 2
 
 
 class ExpressionError(UnprocessableEntity):
@@ -47,8 +68,14 @@ class ExpressionError(UnprocessableEntity):
 class CompiledExpression:
     source: str
     program: Any
+    # The paths it reads from its variables (flowker.expression_scope); None: all of them.
+    scope: tuple | None = None
 
     def evaluate(self, variables: dict) -> Any:
+        if self.scope is not None:
+            # Only what the expression reads is converted to CEL values: the binding
+            # converts all it is given on every evaluation.
+            variables = project(variables, self.scope)
         try:
             return self.program.execute(variables)
         except KeyError as exc:
@@ -94,7 +121,7 @@ def compile_condition(source: str) -> CompiledExpression:
     except Exception as exc:  # ValueError with "<input>:line:col: Syntax error: ..."
         message, column = _syntax_error(str(exc))
         raise ExpressionError(f"invalid expression `{source.strip()}`: {message}", expression=source, column=column) from None
-    compiled = CompiledExpression(source=source, program=program)
+    compiled = CompiledExpression(source=source, program=program, scope=referenced_paths(source))
     unknown = compiled.variables() - ALLOWED_VARIABLES
     if unknown:
         raise ExpressionError(
@@ -160,22 +187,22 @@ class CompiledValue:
         return value
 
     def _compile_string(self, text: str):
-        matches = list(TEMPLATE_PATTERN.finditer(text))
+        matches = list(iter_templates(text))
         if not matches:
             return text
-        if len(matches) == 1 and matches[0].span() == (0, len(text)):
-            compiled = compile_condition(matches[0].group(1).strip())
+        if len(matches) == 1 and matches[0][:2] == (0, len(text)):
+            compiled = compile_condition(matches[0][2].strip())
             self.expressions.append(compiled)
             return compiled  # whole-value form keeps the expression's type
         parts: list = []
         position = 0
-        for match in matches:
-            if match.start() > position:
-                parts.append(text[position:match.start()])
-            compiled = compile_condition(match.group(1).strip())
+        for start, end, source in matches:
+            if start > position:
+                parts.append(text[position:start])
+            compiled = compile_condition(source.strip())
             self.expressions.append(compiled)
             parts.append(compiled)
-            position = match.end()
+            position = end
         if position < len(text):
             parts.append(text[position:])
         return _Interpolation(tuple(parts))
@@ -220,7 +247,9 @@ def iter_expressions(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
         for index, item in enumerate(value):
             yield from iter_expressions(item, f"{path}[{index}]")
     elif isinstance(value, str) and "${{" in value:
-        for match in TEMPLATE_PATTERN.finditer(value):
-            yield path, match.group(1).strip()
-        if value.count("${{") != len(TEMPLATE_PATTERN.findall(value)):
+        found = 0
+        for _start, _end, source in iter_templates(value):
+            found += 1
+            yield path, source.strip()
+        if value.count("${{") != found:
             yield path, value  # an unterminated template: compiling it reports the error

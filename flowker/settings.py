@@ -64,6 +64,9 @@ class Settings:
     cb_failure_threshold: int = 5
     cb_recovery_seconds: float = 30.0
     execution_timeout_seconds: float = 300.0
+    # How long a running execution's owner may stay silent (its heartbeat renews the lease
+    # every third of this) before another process's recovery may fail it as interrupted.
+    execution_lease_seconds: float = 60.0
     max_body_bytes: int = 1048576
     disabled_plugins: tuple[str, ...] = ()
     audit_signing_key: str | None = field(default=None, repr=False)
@@ -113,6 +116,8 @@ class Settings:
                 raise ConfigurationError("FLOWKER_API_KEYS is required in production")
             if not self.secret_keys:
                 raise ConfigurationError("FLOWKER_SECRET_KEY is required in production")
+        if self.execution_lease_seconds <= 0:
+            raise ConfigurationError("FLOWKER_EXECUTION_LEASE_SECONDS must be more than 0")
         for name in ("retry_max_attempts", "cb_failure_threshold", "max_body_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"FLOWKER_{name.upper()} must be at least 1")
@@ -132,7 +137,7 @@ def _convert(key: str, value) -> dict[str, object]:
         return {"secret_keys": _split_csv(value)}
     if key in ("allow_private_networks", "cors_allowed_origins", "trusted_proxies", "disabled_plugins"):
         return {key: _split_csv(value)}
-    if key in ("retry_base_seconds", "cb_recovery_seconds", "execution_timeout_seconds"):
+    if key in ("retry_base_seconds", "cb_recovery_seconds", "execution_timeout_seconds", "execution_lease_seconds"):
         number = float(value)
         if number < 0:
             raise ValueError("must not be negative")

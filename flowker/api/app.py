@@ -132,7 +132,8 @@ def create_app(
         secret_box=secret_box,
         address_policy=address_policy,
         background=BackgroundRunner(
-            execution_service.run, database, workers=background_workers, max_queue=background_queue
+            execution_service.run, database, workers=background_workers, max_queue=background_queue,
+            heartbeat=execution_service.heartbeat,
         ),
         redactor=redactor,
     )

@@ -18,7 +18,8 @@ logger = logging.getLogger("flowker.api.background")
 
 
 class BackgroundRunner:
-    def __init__(self, run: Callable[[str], object], database, *, workers: int = 4, max_queue: int = 64):
+    def __init__(self, run: Callable[[str], object], database, *, workers: int = 4, max_queue: int = 64,
+                 heartbeat=None):
         if workers < 1 or max_queue < 0:
             raise ValueError("workers must be at least 1 and max_queue not negative")
         self._run = run
@@ -30,6 +31,9 @@ class BackgroundRunner:
         self._pool: ThreadPoolExecutor | None = None
         self._closed = False
         self._in_flight = 0
+        # Renews the leases of accepted runs while they wait for a thread (else another
+        # server's start-up recovery would take a queued run for a dead one).
+        self._heartbeat = heartbeat
 
     @property
     def started(self) -> bool:
@@ -65,6 +69,8 @@ class BackgroundRunner:
                 raise RuntimeError("the background pool is shut down")
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="flowker-run")
+            if self._heartbeat is not None:
+                self._heartbeat.track(execution_id)
             self._pool.submit(self._execute, execution_id)
 
     def _execute(self, execution_id: str) -> None:
@@ -75,6 +81,8 @@ class BackgroundRunner:
         except Exception:  # noqa: BLE001 - the run records its own failure; this is a last resort
             logger.exception("background execution %s failed outside the runner", execution_id)
         finally:
+            if self._heartbeat is not None:
+                self._heartbeat.untrack(execution_id)
             if opened and not self._database.is_closed():
                 self._database.close()
             self.release()

@@ -62,7 +62,8 @@ def load_execution(execution_id: str) -> Execution:
     return execution
 
 
-def start_execution(state, req, resp, workflow_id: str, input_data, *, key: str | None, headers: dict | None = None) -> Execution:
+def start_execution(state, req, resp, workflow_id: str, input_data, *, key: str | None, headers: dict | None = None,
+                    digest: str | None = None) -> Execution:
     """Start (and, unless async, run) an execution and write the response. Shared with webhooks."""
     if state.is_draining:
         raise unavailable("this instance is shutting down: retry the request")
@@ -76,7 +77,7 @@ def start_execution(state, req, resp, workflow_id: str, input_data, *, key: str 
                 code=QUEUE_FULL,
             )
         try:
-            started = service.start(workflow_id, input_data, actor=actor, idempotency_key=key)
+            started = service.start(workflow_id, input_data, actor=actor, idempotency_key=key, request_digest=digest)
         except BaseException:
             state.background.release()
             raise
@@ -86,7 +87,7 @@ def start_execution(state, req, resp, workflow_id: str, input_data, *, key: str 
             state.background.release()
         execution = started.execution  # as created: running
     else:
-        started = service.start(workflow_id, input_data, actor=actor, idempotency_key=key)
+        started = service.start(workflow_id, input_data, actor=actor, idempotency_key=key, request_digest=digest)
         # The row start() just created is run as it is, not read back first.
         execution = service.run_started(started.execution) if started.created else started.execution
     if not started.created:

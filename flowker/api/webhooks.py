@@ -19,6 +19,7 @@ from flowker.api.bodies import parse_json, read_body
 from flowker.api.errors import bad_body
 from flowker.api.executions import idempotency_key, start_execution, summary
 from flowker.errors import NotFound, Unauthorized, UnprocessableEntity
+from flowker.runner.service import request_hash
 from flowker.storage.models import Execution, WebhookRoute, Workflow
 from flowker.storage.workflow_store import normalise_webhook_path
 
@@ -82,7 +83,9 @@ class Webhook:
             "query": dict(req.params),
             "remote_ip": req.context.client_ip,
         }
-        execution = start_execution(self.state, req, resp, workflow.id, input_data, key=key, headers=headers)
+        # A sender's retry is the same delivery even if its headers or address differ.
+        execution = start_execution(self.state, req, resp, workflow.id, input_data, key=key, headers=headers,
+                                    digest=request_hash(body))
         resp.set_header("X-Webhook-Execution-ID", execution.id)
 
     def _replayed(self, req, resp, workflow_id: str, key: str, body: dict, headers: dict) -> bool:

@@ -127,7 +127,7 @@ class PlanCache:
 
 class ExecutionService:
     def __init__(self, settings, registry, *, redactor=None, owner: str | None = None,
-                 lease_seconds: float = DEFAULT_LEASE_SECONDS, heartbeat_interval: float | None = None,
+                 lease_seconds: float | None = None, heartbeat_interval: float | None = None,
                  plan_cache_size: int = PLAN_CACHE_SIZE):
         from flowker.auth.token_cache import TokenCache
         from flowker.security.redaction import Redactor
@@ -142,6 +142,9 @@ class ExecutionService:
         # it is given, peewee the SQL parameters).
         self._uninstall_log_redaction = install_log_redaction(self.redactor)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # An explicit argument (tests) wins over FLOWKER_EXECUTION_LEASE_SECONDS.
+        if lease_seconds is None:
+            lease_seconds = getattr(settings, "execution_lease_seconds", DEFAULT_LEASE_SECONDS)
         self.lease_seconds = lease_seconds
         self.plans = PlanCache(plan_cache_size)
         self.breakers = BreakerBoard.from_settings(settings)
@@ -151,12 +154,17 @@ class ExecutionService:
 
     # -- starting ---------------------------------------------------------------------
 
-    def start(self, workflow_id: str, input_data: Any, *, actor, idempotency_key: str | None = None) -> StartResult:
-        """Create a running execution (and its EXECUTION_STARTED entry), or find the keyed one."""
+    def start(self, workflow_id: str, input_data: Any, *, actor, idempotency_key: str | None = None,
+              request_digest: str | None = None) -> StartResult:
+        """Create a running execution (and its EXECUTION_STARTED entry), or find the keyed one.
+
+        ``request_digest`` is what a repeated Idempotency-Key must match (default: the hash of
+        ``input_data``); webhooks pass the hash of the body alone, without ``_webhook``.
+        """
         if idempotency_key is not None and not (0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY):
             raise UnprocessableEntity(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
         input_data = input_data if input_data is not None else {}
-        digest = request_hash(input_data)
+        digest = request_digest or request_hash(input_data)
         with connection():
             workflow = _workflow_head(workflow_id)
             if workflow is None:

@@ -33,7 +33,10 @@ class WriterQueue:
     an ``flock`` on ``<database>-writer.lock`` across processes. It only orders writers:
     ``BEGIN IMMEDIATE`` still takes SQLite's own lock, so a process that does not queue
     (another tool on the same file) stays correct, just not as prompt. A thread that waits
-    longer than the busy timeout in the process goes on without the queue.
+    longer than the busy timeout in the process goes on without the queue. The ``flock``
+    wait has no timeout: only a process holding a write transaction open forever would
+    stall it, and that would stop every SQLite writer anyway; the kernel releases the lock
+    of a process that dies.
     """
 
     def __init__(self, path: str):
@@ -54,13 +57,16 @@ class WriterQueue:
                 os.close(self._fd)
             self._thread_lock = threading.Lock()
             self._local = threading.local()
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError:
+                self._fd = None  # no lock file (read-only folder): SQLite's busy handler alone
             self._pid = os.getpid()
 
     def acquire(self) -> None:
         if self._pid != os.getpid():
             self._for_this_process()
-        if getattr(self._local, "held", False):
+        if self._fd is None or getattr(self._local, "held", False):
             return
         if not self._thread_lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
             return  # SQLite's busy handler takes over

@@ -32,7 +32,6 @@ from e2e_helpers import (  # noqa: E402  (the e2e folder is on the path only fro
     workflow_yaml,
 )
 
-LAUNCHER = Path(__file__).resolve().parent / "serve_with_lease.py"
 LEASE_SECONDS = 3.0
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
@@ -68,7 +67,7 @@ class ServerProcess:
                  lease_seconds: float = LEASE_SECONDS, env: dict | None = None):
         self.env = flowker_env(database_url, FLOWKER_API_KEYS=f"scale:{API_KEY}",
                                FLOWKER_EXECUTION_LEASE_SECONDS=str(lease_seconds), **(env or {}))
-        self.args = [sys.executable, str(LAUNCHER), "serve", "--bind", "127.0.0.1:0", "--workers", str(workers),
+        self.args = [sys.executable, "-m", "flowker", "serve", "--bind", "127.0.0.1:0", "--workers", str(workers),
                      "--threads", str(threads), "--drain-seconds", "0"]
         self.process: subprocess.Popen | None = None
         self.lines: list[str] = []

@@ -123,11 +123,6 @@ def test_idempotency_key_holds_across_servers(cluster, stub):
     assert_one_linear_chain(report)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "webhooks: two simultaneous deliveries with one Idempotency-Key to two servers: the loser's "
-    "ExecutionService.start() compares request_hash over the whole input, _webhook metadata (Host "
-    "header, remote address) included, so it answers 422 FLK-0508 instead of 200 with the first "
-    "execution. Fix: hash the webhook body alone (flowker/api/webhooks.py passes it to start())."))
 def test_simultaneous_webhook_deliveries_with_one_key(cluster, stub):
     a, b = cluster.start(2)
     api_a, api_b = api_session(), api_session()
@@ -183,10 +178,6 @@ def test_killed_server_runs_are_recovered_on_restart(cluster, stub):
     assert_one_linear_chain(report)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the execution lease is not a setting: ExecutionService uses DEFAULT_LEASE_SECONDS (60 s) and "
-    "Settings ignores FLOWKER_EXECUTION_LEASE_SECONDS, so operators cannot choose how soon a dead "
-    "server's runs are recovered (the crash tests set it through tests/scale/serve_with_lease.py)."))
 def test_execution_lease_is_a_setting():
     from flowker.plugins import load_registry
     from flowker.runner.service import ExecutionService
@@ -200,12 +191,6 @@ def test_execution_lease_is_a_setting():
         service.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "an accepted async run waiting in the background queue has no lease renewal: start() gives it one "
-    "lease period, but LeaseHeartbeat only tracks it once run() claims it, so another server's start-up "
-    "recovery fails it as interrupted while its own, live server still holds it. Fix: track the "
-    "execution from submit until run() ends (flowker/api/background.py BackgroundRunner.submit/_execute "
-    "calling execution_service.heartbeat.track/untrack, or ExecutionService.start tracking what it creates)."))
 def test_queued_async_run_is_not_recovered_while_its_server_lives(cluster, stub):
     (a,) = cluster.start(1, workers=1)
     api = api_session()

@@ -9,6 +9,7 @@ compiled once (per workflow version) and evaluated many times.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -49,6 +50,39 @@ def iter_templates(text: str) -> Iterator[tuple[int, int, str]]:
         position = end + 2
 
 
+class EvaluationBudget:
+    """The CPU time (of the evaluating thread) the expressions of one execution may use.
+
+    Converting the data an expression reads costs time in proportion to that data, so
+    many expressions over a large input could keep a worker busy for minutes; once the
+    budget is spent the next evaluation fails instead. Plain expressions take
+    microseconds: a legitimate run stays far below it.
+    """
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.spent = 0.0
+
+    def check(self) -> None:
+        if self.spent > self.seconds:
+            raise ExpressionError(
+                f"the expressions of this execution used more than {self.seconds:g} s of CPU "
+                "(too many of them, or they read very large values)",
+                expression="",
+            )
+
+
+class Variables(dict):
+    """An execution's expression variables, carrying the :class:`EvaluationBudget` that
+    every evaluation against them (conditions, templates, actions) shares."""
+
+    __slots__ = ("budget",)
+
+    def __init__(self, values: dict, budget: EvaluationBudget | None = None):
+        super().__init__(values)
+        self.budget = budget
+
+
 class ExpressionError(UnprocessableEntity):
     """An expression failed to compile or to evaluate.
 
@@ -72,6 +106,17 @@ class CompiledExpression:
     scope: tuple | None = None
 
     def evaluate(self, variables: dict) -> Any:
+        budget = getattr(variables, "budget", None)
+        if budget is None:
+            return self._execute(variables)
+        budget.check()
+        started = time.thread_time()
+        try:
+            return self._execute(variables)
+        finally:
+            budget.spent += time.thread_time() - started
+
+    def _execute(self, variables: dict) -> Any:
         if self.scope is not None:
             # Only what the expression reads is converted to CEL values: the binding
             # converts all it is given on every evaluation.

@@ -15,6 +15,8 @@ from flowker.api.errors import BODY_TOO_LARGE, bad_body, too_large, unsupported_
 YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
 JSON_TYPES = frozenset({"application/json", "text/json"})
 READ_CHUNK = 65536
+# Objects and arrays inside one another: run inputs and webhook bodies may nest this deep.
+MAX_JSON_DEPTH = 64
 
 
 def read_body(req: falcon.Request) -> bytes:
@@ -50,13 +52,13 @@ def _refuse_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
-def parse_json(raw: bytes, *, empty=None, what: str = "request body"):
+def parse_json(raw: bytes, *, empty=None, what: str = "request body", max_depth: int = MAX_JSON_DEPTH):
     if not raw.strip():
         if empty is not None:
             return empty
         raise bad_body(f"the {what} is empty: send a JSON object")
     try:
-        return json.loads(raw.decode("utf-8-sig"), parse_constant=_refuse_constant)
+        value = json.loads(raw.decode("utf-8-sig"), parse_constant=_refuse_constant)
     except UnicodeDecodeError:
         raise bad_body(f"the {what} is not valid UTF-8") from None
     except ValueError as exc:
@@ -64,6 +66,31 @@ def parse_json(raw: bytes, *, empty=None, what: str = "request body"):
         raise bad_body(f"the {what} is not valid JSON: {str(exc)[:200]}") from None
     except RecursionError:
         raise bad_body(f"the {what} is nested too deeply") from None
+    if nesting_exceeds(value, max_depth):
+        raise bad_body(f"the {what} is nested more than {max_depth} levels deep")
+    return value
+
+
+def nesting_exceeds(value, limit: int) -> bool:
+    """Whether objects and arrays nest deeper than ``limit`` (iterative: any depth is safe).
+
+    json.loads accepts nesting up to the interpreter's recursion limit, but everything
+    after it (schema validation, redaction, canonical JSON) recurses too and would fail
+    with a 500 well before that.
+    """
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 def json_object(req: falcon.Request, *, empty: dict | None = None, what: str = "request body") -> dict:
@@ -95,7 +122,10 @@ def spec_body(req: falcon.Request, kind: str):
         return load_spec_text(text, "<request>", expected_kind=kind, from_file=False)
     if content_type and content_type not in JSON_TYPES and not content_type.endswith("+json"):
         raise unsupported_media_type(content_type)
-    value = parse_json(raw)
+    # Specs nest no deeper than YAML spec files may (flowker.spec.safe_yaml.MAX_DEPTH).
+    from flowker.spec.safe_yaml import MAX_DEPTH
+
+    value = parse_json(raw, max_depth=MAX_DEPTH)
     if not isinstance(value, dict):
         raise bad_body("the request body must be a JSON object")
     return value

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from flowker.errors import FlowkerError
-from flowker.expressions import ExpressionError
+from flowker.expressions import EvaluationBudget, ExpressionError, Variables
 from flowker.runner.executor_client import CallRequest, CallResult, DeadlineExceeded
 from flowker.runner.graph import EdgePlan, NodePlan, WorkflowPlan
 from flowker.storage.models import utcnow
@@ -36,6 +36,9 @@ from flowker.storage.models import utcnow
 logger = logging.getLogger(__name__)
 
 COMPLETED, FAILED, SKIPPED = "completed", "failed", "skipped"
+# CPU seconds all expression evaluations of one execution may use together (see
+# flowker.expressions.EvaluationBudget); ordinary expressions take microseconds each.
+EXPRESSION_CPU_SECONDS = 1.0
 
 
 @dataclass
@@ -90,7 +93,8 @@ class StepFailure(Exception):
 class Engine:
     def __init__(self, plan: WorkflowPlan, *, execution_id: str, input_data: Any, deadline: float,
                  resolve_executor: ExecutorResolver, sink: StepSink, scrub_text: Callable[[str], str] = str,
-                 timeout_seconds: float | None = None):
+                 timeout_seconds: float | None = None,
+                 expression_cpu_seconds: float = EXPRESSION_CPU_SECONDS):
         self.plan = plan
         self.execution_id = execution_id
         self.input_data = input_data if input_data is not None else {}
@@ -104,11 +108,11 @@ class Engine:
         self.branch: dict[str, bool] = {}
         self.final_output: Any = None
         self.final_output_set = False
-        self.variables = {
+        self.variables = Variables({
             "workflow": self.input_data,
             "nodes": self.outputs,
             "execution": {"id": execution_id, "workflowId": plan.workflow_id},
-        }
+        }, EvaluationBudget(expression_cpu_seconds))
 
     def run(self) -> RunOutcome:
         outcome = RunOutcome(status=COMPLETED)

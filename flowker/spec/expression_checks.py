@@ -11,9 +11,22 @@ from flowker.expressions import ExpressionError, compile_condition, iter_express
 from flowker.spec.problems import ProblemList, parse_path_suffix
 
 MAX_MESSAGE = 300
+# Compiling costs tens of microseconds per expression: a 1 MiB body could hold 100 000
+# of them and keep a worker busy for seconds at every create, activate and first run.
+MAX_EXPRESSIONS = 5000
 
 
 def check_expressions(body: dict, known_nodes: set[str], problems: ProblemList) -> None:
+    found = list(_expressions(body))
+    if len(found) > MAX_EXPRESSIONS:
+        problems.add(("nodes",), f"the workflow holds {len(found)} expressions; at most {MAX_EXPRESSIONS} are allowed")
+        return
+    for path, source, template in found:
+        check_expression(path, source, known_nodes, problems, template=template)
+
+
+def _expressions(body: dict):
+    """(path, source, is a template) of every expression, uncompiled."""
     nodes = body.get("nodes") if isinstance(body.get("nodes"), list) else []
     for index, node in enumerate(nodes):
         if not isinstance(node, dict) or not isinstance(node.get("data"), dict):
@@ -24,13 +37,13 @@ def check_expressions(body: dict, known_nodes: set[str], problems: ProblemList) 
         if node.get("type") == "conditional":
             templated = {key: value for key, value in data.items() if key != "condition"}
             if isinstance(data.get("condition"), str):
-                check_expression(base + ("condition",), data["condition"], known_nodes, problems)
+                yield base + ("condition",), data["condition"], False
         for suffix, source in iter_expressions(templated):
-            check_expression(base + parse_path_suffix(suffix), source, known_nodes, problems, template=True)
+            yield base + parse_path_suffix(suffix), source, True
     edges = body.get("edges") if isinstance(body.get("edges"), list) else []
     for index, edge in enumerate(edges):
         if isinstance(edge, dict) and isinstance(edge.get("condition"), str):
-            check_expression(("edges", index, "condition"), edge["condition"], known_nodes, problems)
+            yield ("edges", index, "condition"), edge["condition"], False
 
 
 def check_expression(path, source: str, known_nodes: set[str], problems: ProblemList, *, template: bool = False) -> None:

@@ -14,8 +14,9 @@ from flowker.storage.models import AuditEntry
 AUDIT_EVENT_NOT_FOUND = "FLK-0600"
 DEFAULT_LIMIT = 20
 RESULTS = ("SUCCESS", "FAILED")
-_UPPER_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
-_LOWER_NAME = re.compile(r"^[a-z][a-z0-9_.\-]{0,31}$")
+# \Z, not $: "$" also matches before a trailing newline ("ABC\n" would pass).
+_UPPER_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,63}\Z")
+_LOWER_NAME = re.compile(r"^[a-z][a-z0-9_.\-]{0,31}\Z")
 
 
 def _stamp(moment: _dt.datetime, *, round_up: bool) -> str:

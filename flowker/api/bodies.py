@@ -66,31 +66,36 @@ def parse_json(raw: bytes, *, empty=None, what: str = "request body", max_depth:
         raise bad_body(f"the {what} is not valid JSON: {str(exc)[:200]}") from None
     except RecursionError:
         raise bad_body(f"the {what} is nested too deeply") from None
-    if nesting_exceeds(value, max_depth):
-        raise bad_body(f"the {what} is nested more than {max_depth} levels deep")
+    refuse_hostile_values(value, max_depth, what)
     return value
 
 
-def nesting_exceeds(value, limit: int) -> bool:
-    """Whether objects and arrays nest deeper than ``limit`` (iterative: any depth is safe).
+def refuse_hostile_values(value, max_depth: int, what: str = "request body") -> None:
+    """400 for nesting deeper than ``max_depth`` or a NUL character in any key or string.
 
     json.loads accepts nesting up to the interpreter's recursion limit, but everything
-    after it (schema validation, redaction, canonical JSON) recurses too and would fail
-    with a 500 well before that.
+    after it (schema validation, redaction, canonical JSON) recurses too and failed with a
+    500 well before that; PostgreSQL refuses NUL in text (another 500). Iterative, so any
+    depth is safe to look at.
     """
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise bad_body(f"the {what} contains a NUL character (\\u0000)")
+            continue
         if isinstance(item, dict):
+            if any(isinstance(key, str) and "\x00" in key for key in item):
+                raise bad_body(f"the {what} contains a NUL character (\\u0000)")
             children = item.values()
         elif isinstance(item, list):
             children = item
         else:
             continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
-    return False
+        if depth > max_depth:
+            raise bad_body(f"the {what} is nested more than {max_depth} levels deep")
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list, str)))
 
 
 def json_object(req: falcon.Request, *, empty: dict | None = None, what: str = "request body") -> dict:
@@ -119,7 +124,9 @@ def spec_body(req: falcon.Request, kind: str):
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise bad_body("the request body is not valid UTF-8") from None
-        return load_spec_text(text, "<request>", expected_kind=kind, from_file=False)
+        document = load_spec_text(text, "<request>", expected_kind=kind, from_file=False)
+        refuse_hostile_values(document.body, MAX_JSON_DEPTH)  # YAML "\0" escapes are NUL too
+        return document
     if content_type and content_type not in JSON_TYPES and not content_type.endswith("+json"):
         raise unsupported_media_type(content_type)
     # Specs nest no deeper than YAML spec files may (flowker.spec.safe_yaml.MAX_DEPTH).

@@ -27,7 +27,7 @@ INVALID_EXECUTION_REQUEST = "FLK-0510"
 STATUSES = ("running", "completed", "failed")
 TERMINAL = ("completed", "failed")
 DEFAULT_LIMIT = 10
-_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+_KEY = re.compile(r"^[\x21-\x7e]{1,255}\Z")
 
 
 def idempotency_key(req: falcon.Request) -> str | None:

@@ -37,7 +37,7 @@ CORS_ALLOWED_HEADERS = (
 CORS_EXPOSED_HEADERS = "X-Request-ID, X-Webhook-Workflow-ID, X-Webhook-Execution-ID, Retry-After, Location"
 CORS_MAX_AGE = "3600"
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
 
 
 def parse_networks(entries) -> tuple:
@@ -79,7 +79,9 @@ class ClientMiddleware:
         forwarded = req.get_header("X-Forwarded-For")
         if not forwarded:
             return fallback
-        hops = [_address(part) for part in forwarded.split(",")][:32]
+        # The nearest 32 hops (the right end, appended by our proxies); anything further
+        # left is the client's own claim. Only those are parsed: the header may be huge.
+        hops = [_address(part) for part in forwarded.rsplit(",", 32)[-32:]]
         # Walk from the nearest hop back: the first address that is not one of our
         # proxies is the client; anything further left could be made up by it.
         for hop in reversed(hops):
@@ -169,10 +171,10 @@ class BodyLimitMiddleware:
         raw = req.get_header("Content-Length")
         if raw is None:
             return
-        try:
-            length = int(raw)
-        except ValueError:
-            raise ApiError(400, "FLK-0001", "Bad Request", "Content-Length is not a number") from None
+        # Digits only: int() would also take "-1", "+5" or "1_000".
+        if not (raw.isascii() and raw.strip().isdigit()):
+            raise ApiError(400, "FLK-0001", "Bad Request", "Content-Length is not a number")
+        length = int(raw)
         if length > self.limit:
             # Close the connection: the unread body must not be taken for the next request.
             resp.set_header("Connection", "close")
@@ -250,10 +252,28 @@ class QueryParamsMiddleware:
     def __init__(self, allowed: dict):
         self.allowed = allowed
 
+    def process_request(self, req, resp) -> None:
+        # PostgreSQL refuses NUL in text: an id, a filter or a webhook path holding one
+        # would fail the query (a 500) instead of being a bad request.
+        from flowker.api.errors import INVALID_BODY, bad_query
+        from flowker.errors import BadRequest
+
+        if "\x00" in req.path:
+            raise BadRequest("the URL path contains a NUL character (%00)", code=INVALID_BODY)
+        if "\x00" in req.query_string or any(
+                "\x00" in name or "\x00" in str(value) for name, value in req.params.items()):
+            raise bad_query("the query string contains a NUL character (%00)")
+
     def process_resource(self, req, resp, resource, params) -> None:
         names = self.allowed.get((req.uri_template, req.method))
         if names is None:
             return
+        repeated = sorted(name for name, value in req.params.items() if isinstance(value, list))
+        if repeated:
+            from flowker.api.errors import bad_query
+
+            shown = ", ".join(repr(name[:50]) for name in repeated[:5])
+            raise bad_query(f"query parameter(s) {shown} given more than once")
         unknown = sorted(set(req.params) - names)
         if unknown:
             from flowker.api.errors import bad_query

@@ -26,10 +26,10 @@ MAX_CURSOR_LENGTH = 2048
 def parse_limit(raw: str | None, default: int) -> int:
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise bad_query("limit must be an integer from 1 to 100", INVALID_LIMIT, "Invalid Limit") from None
+    # Plain ASCII digits only: int() would also take " 5", "1_0", "+5" and other scripts' digits.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 3):
+        raise bad_query("limit must be an integer from 1 to 100", INVALID_LIMIT, "Invalid Limit")
+    value = int(raw)
     if not 1 <= value <= MAX_LIMIT:
         raise bad_query("limit must be an integer from 1 to 100", INVALID_LIMIT, "Invalid Limit")
     return value
@@ -82,6 +82,23 @@ class Page:
         return {"items": [to_item(row) for row in self.rows], "nextCursor": self.next_cursor, "hasMore": self.has_more}
 
 
+_INTEGER_FIELDS = (peewee.IntegerField, peewee.BigIntegerField, peewee.AutoField)
+_MAX_CURSOR_STRING = 512
+
+
+def _decode_scalar(column: peewee.Field, value):
+    """A cursor value as the column's type, within what the database can compare: a
+    string against a text column, a 64-bit integer against an integer one (an oversized
+    integer or another type made SQLite overflow and PostgreSQL fail the query: a 500)."""
+    if isinstance(column, _INTEGER_FIELDS):
+        if not isinstance(value, int) or isinstance(value, bool) or not -2 ** 63 <= value < 2 ** 63:
+            raise ValueError("not a 64-bit integer")
+        return value
+    if not isinstance(value, str) or len(value) > _MAX_CURSOR_STRING:
+        raise ValueError("not a string")
+    return value
+
+
 @dataclass(frozen=True)
 class Sort:
     """What a list is sorted by: the public name, its column, the id column for ties."""
@@ -101,13 +118,7 @@ class Sort:
             if not isinstance(value, str):
                 raise ValueError("not a time")
             return _dt.datetime.fromisoformat(value)
-        if isinstance(self.column, (peewee.IntegerField, peewee.BigIntegerField, peewee.AutoField)):
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ValueError("not an integer")
-            return value
-        if not isinstance(value, str):
-            raise ValueError("not a string")
-        return value
+        return _decode_scalar(self.column, value)
 
     def cursor_for(self, row) -> str:
         value = getattr(row, self.column.name)
@@ -122,7 +133,10 @@ class Sort:
                 value = self._decode_value(cursor["v"])
             except ValueError:
                 raise bad_query("cursor is not valid: use the nextCursor of a previous page", INVALID_CURSOR, "Invalid Cursor") from None
-            last_id = cursor["id"]
+            try:
+                last_id = _decode_scalar(self.id_column, cursor["id"])
+            except ValueError:
+                raise bad_query("cursor is not valid: use the nextCursor of a previous page", INVALID_CURSOR, "Invalid Cursor") from None
             if self.column is self.id_column:
                 query = query.where(self.id_column > last_id if ascending else self.id_column < last_id)
             elif ascending:

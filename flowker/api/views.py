@@ -92,7 +92,8 @@ def executor_created(executor) -> dict:
     return {"id": executor.id, "name": executor.name, "status": executor.status, "createdAt": iso(executor.created_at)}
 
 
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+# \Z, not $: "$" also matches before a trailing newline, and "<uuid>\n" is not an id.
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
 
 
 def checked_id(value: str, what: str) -> str:

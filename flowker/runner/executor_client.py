@@ -96,7 +96,10 @@ class CallResult:
     url: str  # redacted
     attempts: list = field(default_factory=list)  # one dict per network attempt
     error: FlowkerError | None = None
-    duration_ms: float = 0.0
+    duration_ms: float = 0.0  # the whole call: preparing, every attempt, waits, parsing
+    # Time inside the HTTP transport alone (requests' session.request and reading the body,
+    # every attempt): what a benchmark of the engine's own overhead leaves out.
+    transport_ms: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -260,7 +263,7 @@ class ExecutorClient:
         record = {"attempt": len(result.attempts) + 1, "startedAt": _iso_now()}
         started = time.monotonic()
         try:
-            response, body = self.breaker.call_guarded(self._send, send, min(send.timeout, remaining))
+            response, body = self.breaker.call_guarded(self._send, send, min(send.timeout, remaining), result)
         except CircuitOpenError:
             raise  # no network call was made: not an attempt
         except TransientHTTPError as exc:
@@ -275,16 +278,21 @@ class ExecutorClient:
         _log_attempt(result, record, started, statusCode=response.status_code, outcome="answered")
         return response, body
 
-    def _send(self, send: "_Send", timeout: float):
+    def _send(self, send: "_Send", timeout: float, result: CallResult | None = None):
         kwargs = {}
         if send.body is not None:
             kwargs["json"] = send.body
+        started = time.perf_counter()
         try:
-            response = self.session.request(
-                send.method, send.url, params=send.query or None, headers=send.headers, auth=send.auth,
-                timeout=(min(timeout, MAX_CONNECT_TIMEOUT_SECONDS), timeout), stream=True, **kwargs,
-            )
-            body = read_capped(response, self.max_response_bytes)
+            try:
+                response = self.session.request(
+                    send.method, send.url, params=send.query or None, headers=send.headers, auth=send.auth,
+                    timeout=(min(timeout, MAX_CONNECT_TIMEOUT_SECONDS), timeout), stream=True, **kwargs,
+                )
+                body = read_capped(response, self.max_response_bytes)
+            finally:
+                if result is not None:
+                    result.transport_ms += (time.perf_counter() - started) * 1000.0
         except requests.Timeout:
             raise NetworkError(f"no answer within {timeout:g} s", timeout=True) from None
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:

@@ -51,6 +51,9 @@ class ExecutorPool:
         self._policy = None
         self._secret_box = None
         self._secret_box_loaded = False
+        # The secret resolvers (without and with the secret box): built from the settings
+        # once, not per call (building one resolves the denied files' real paths).
+        self._resolvers: dict[bool, Any] = {}
 
     # -- lookups ----------------------------------------------------------------------
 
@@ -143,8 +146,11 @@ class ExecutorPool:
 
         from flowker.errors import ConfigurationError
 
-        box = self._box() if count_encrypted(config) else None
-        resolver = SecretResolver.from_settings(self.settings, box=box, register=self.redactor.add_secret)
+        with_box = bool(count_encrypted(config))
+        resolver = self._resolvers.get(with_box)
+        if resolver is None:
+            resolver = self._resolvers[with_box] = SecretResolver.from_settings(
+                self.settings, box=self._box() if with_box else None, register=self.redactor.add_secret)
         try:
             return resolver.resolve(config)
         except ConfigurationError as exc:

@@ -263,25 +263,42 @@ class ExecutionRecorder:
         keys included (a hostile executor may echo a credential back as a JSON key).
 
         ``scrubbed`` memoizes within one flush (the same keys and values recur across a
-        step's input, output and call details); never across flushes, so a secret
-        registered later is scrubbed from every later row."""
-        if isinstance(value, str):
-            if scrubbed is None:
-                return self.redactor.scrub_text(value)
-            clean = scrubbed.get(value)
-            if clean is None:
-                clean = scrubbed[value] = self.redactor.scrub_text(value)
-            return clean
-        if isinstance(value, dict):
-            return {self._clean(key, scrubbed): self._clean(item, scrubbed) for key, item in value.items()}
-        if isinstance(value, list):
-            return [self._clean(item, scrubbed) for item in value]
-        return value
+        step's input, output and call details); never across flushes. Across flushes the
+        Redactor's own cache answers, and it is dropped whenever a secret is registered,
+        so a secret registered later is scrubbed from every later row."""
+        return _scrubbed_copy(value, self.redactor.scrub_text, {} if scrubbed is None else scrubbed)
 
     def _clean_input(self, value: Any, scrubbed: dict[str, str] | None = None) -> Any:
         if isinstance(value, dict) and isinstance(value.get("headers"), dict):
             value = {**value, "headers": self.redactor.redact_headers(value["headers"])}
         return self._clean(value, scrubbed)
+
+
+def _scrubbed_copy(value: Any, scrub: Callable[[str], str], memo: dict[str, str]) -> Any:
+    """A copy of JSON-like ``value`` with every string (keys included) passed through
+    ``scrub``, each distinct one once (``memo``). Leaves are handled in the loops: this
+    runs over every stored input, output and call details."""
+    if isinstance(value, str):
+        clean = memo.get(value)
+        if clean is None:
+            clean = memo[value] = scrub(value)
+        return clean
+    if isinstance(value, dict):
+        result = {}
+        for key, item in value.items():
+            if isinstance(key, str):
+                clean_key = memo.get(key)
+                if clean_key is None:
+                    clean_key = memo[key] = scrub(key)
+                key = clean_key
+            if isinstance(item, (str, dict, list)):
+                item = _scrubbed_copy(item, scrub, memo)
+            result[key] = item
+        return result
+    if isinstance(value, list):
+        return [_scrubbed_copy(item, scrub, memo) if isinstance(item, (str, dict, list)) else item
+                for item in value]
+    return value
 
 
 def _ms_between(start: dt.datetime | None, end: dt.datetime) -> float | None:

@@ -37,6 +37,7 @@ from flowker.runner.executors import ExecutorPool
 from flowker.runner.graph import WorkflowPlan, compile_plan
 from flowker.runner.records import ExecutionRecorder, audit_append, execution_results, execution_summary
 from flowker.runner.recovery import LeaseHeartbeat, recover_interrupted
+from flowker.runner.wal_checkpoints import WalCheckpointer
 from flowker.storage.database import connection, write_transaction
 from flowker.storage.models import Execution, Workflow, WorkflowVersion, new_id, utcnow
 from flowker.storage.statements import CompiledInsert, CompiledSelect, model_database
@@ -151,6 +152,8 @@ class ExecutionService:
         self.token_cache = TokenCache()
         self.executors = ExecutorPool(settings, registry, self.redactor, self.breakers, token_cache=self.token_cache)
         self.heartbeat = LeaseHeartbeat(self.owner, lease_seconds, heartbeat_interval)
+        # SQLite: the log is copied back by a thread of its own, not by a step's commit.
+        self.wal_checkpoints = WalCheckpointer()
 
     # -- starting ---------------------------------------------------------------------
 
@@ -253,6 +256,7 @@ class ExecutionService:
         if execution.status != "running" or not self._claim(execution):
             return execution  # finished already, or another live process runs it
         self.heartbeat.track(execution.id)
+        self.wal_checkpoints.poke()
         recorder = ExecutionRecorder(execution, owner=self.owner, lease_seconds=self.lease_seconds,
                                      redactor=self.redactor, observer=observer)
         try:
@@ -317,6 +321,7 @@ class ExecutionService:
 
     def close(self) -> None:
         self.heartbeat.stop()
+        self.wal_checkpoints.stop()
         self.executors.close()
         self._uninstall_log_redaction()
 

@@ -101,6 +101,9 @@ class KnownSecrets:
         self._chunks: list[_Chunk] = [_Chunk()]
         self._last_seen: dict[str, int] = {}  # value -> tick of its last registration
         self._tick = 0
+        # Bumped (under the lock) whenever the set of values changes, so a cache of scrub
+        # results (Redactor.scrub_text) knows it must be dropped.
+        self.version = 0
 
     def __len__(self) -> int:
         return len(self._last_seen)
@@ -132,6 +135,7 @@ class KnownSecrets:
         chunk.dirty = True
         chunk.version += 1
         self._last_seen[value] = self._tick
+        self.version += 1
 
     def _evict_if_full(self) -> None:
         if len(self._last_seen) <= self.max_secrets or len(self._chunks) < 2:
@@ -141,8 +145,10 @@ class KnownSecrets:
                 del chunk.values[oldest], self._last_seen[oldest]
                 chunk.dirty = True
                 chunk.version += 1
+                self.version += 1
             return
         oldest = self._chunks.pop(0)
+        self.version += 1
         recent = self._tick - self.max_secrets // 2
         for value, variants in oldest.values.items():
             if self._last_seen[value] > recent:

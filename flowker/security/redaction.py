@@ -58,6 +58,10 @@ SECRET_QUERY_PARAMS = frozenset({
 
 # Beyond this many registered values the oldest are forgotten (refreshed tokens pile up).
 MAX_REGISTERED_SECRETS = 2048
+# Scrub results remembered per Redactor: at most this many texts, each at most this long
+# (keys and short values recur in every step record; long free text rarely does).
+SCRUB_CACHE_SIZE = 4096
+SCRUB_CACHE_MAX_TEXT = 1024
 # Last characters shown by masked GET output, and only for values at least this long.
 SHOW_LAST = 4
 SHOW_LAST_MIN_LENGTH = 12
@@ -202,6 +206,11 @@ _BEARER_RE = re.compile(r"(?i)\b(bearer|token|mac|dpop)(\s+)([A-Za-z0-9\-._~+/]{
 # Schemes are at most 32 characters: an unbounded scheme makes "a.a.a.a..." quadratic.
 _URL_RE = re.compile(r"(?i)\b[a-z][a-z0-9+.\-]{0,31}://[^\s\"'<>`]+")
 _USERINFO_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]{0,31}://[^\s/@:\"'<>]*):([^\s/@\"'<>]*)@")
+# The same two patterns, found from each "://" (sub_urls): the regex engine would try the
+# scheme at every word start of the text, which costs ~0.5 s per MiB of "a.a.a...".
+_SCHEME_BEFORE_RE = re.compile(r"(?i)\b[a-z][a-z0-9+.\-]{0,31}\Z")
+_URL_TAIL_RE = re.compile(r"://[^\s\"'<>`]+")
+_USERINFO_TAIL_RE = re.compile(r"(://[^\s/@:\"'<>]*):([^\s/@\"'<>]*)@")
 # "name": "value" or 'name': 'value' (JSON, Python reprs) and name="value".
 _QUOTED_PAIR_RE = re.compile(
     r"""(?P<q>["'])(?P<key>[A-Za-z0-9_.\- $]{1,64})(?P=q)(?P<sep>\s*[:=]\s*)"""
@@ -222,16 +231,25 @@ class Redactor:
     removed from every string :meth:`scrub_text` / :meth:`redact` sees, in raw, base64
     (standard and URL-safe, at any alignment, so ``base64(user:password)`` is caught),
     URL-encoded and JSON-escaped form. Thread-safe.
+
+    Results of :meth:`scrub_text` are cached by text (bounded). The cache belongs to one
+    state of the registered values and secret header names: any change to either (a new
+    secret, an evicted one, a new header name) makes the next lookup drop it, so a secret
+    registered after a text was cached is masked the next time that text is scrubbed.
     """
 
     def __init__(self, *, extra_secret_headers: Iterable[str] = (), extra_secret_keys: Iterable[str] = (),
-                 max_secrets: int = MAX_REGISTERED_SECRETS):
+                 max_secrets: int = MAX_REGISTERED_SECRETS, cache_size: int = SCRUB_CACHE_SIZE):
         self._extra_headers = tuple(h for h in extra_secret_headers if h)
         self._extra_keys = tuple(k for k in extra_secret_keys if k) + self._extra_headers
         self._max_secrets = max_secrets
         self._lock = threading.Lock()
         self._known = KnownSecrets(max_secrets)
         self._header_cache: tuple | None = None
+        self._headers_version = 0  # bumped by add_secret_header (under self._lock)
+        self._cache_size = max(0, cache_size)
+        # (state it was computed for, {text: scrubbed}); replaced whole when the state changes.
+        self._scrub_cache: tuple[tuple[int, int], dict[str, str]] = ((0, 0), {})
 
     # -- registering ----------------------------------------------------------------
 
@@ -262,6 +280,7 @@ class Redactor:
             if name and name not in self._extra_headers:
                 self._extra_headers += (name,)
                 self._extra_keys += (name,)
+                self._headers_version += 1
 
     @property
     def secret_count(self) -> int:
@@ -276,9 +295,33 @@ class Redactor:
         """The text with known secrets and credential-looking fragments replaced by ``****``."""
         if not isinstance(text, str) or not text:
             return text
+        if len(text) > SCRUB_CACHE_MAX_TEXT or not self._cache_size:
+            return self._scrub_uncached(text)
+        # The state is read BEFORE scrubbing: a secret registered meanwhile changes it, so
+        # the result (which may lack that secret's mask) is never served for the new state.
+        state = (self._known.version, self._headers_version)
+        cached_state, cache = self._scrub_cache
+        if cached_state == state:
+            clean = cache.get(text)
+            if clean is not None:
+                return clean
+        clean = self._scrub_uncached(text)
+        with self._lock:
+            cached_state, cache = self._scrub_cache
+            if cached_state != state:
+                if state != (self._known.version, self._headers_version):
+                    return clean  # changed while scrubbing: do not cache for either state
+                cache = {}
+                self._scrub_cache = (state, cache)
+            elif len(cache) >= self._cache_size:
+                del cache[next(iter(cache))]  # the oldest entry
+            cache[text] = clean
+        return clean
+
+    def _scrub_uncached(self, text: str) -> str:
         text = self._known.scrub(text, MASK)
-        text = _URL_RE.sub(lambda m: redact_url(m.group(0)), text)
-        text = _USERINFO_RE.sub(lambda m: f"{m.group(1)}:{MASK}@", text)
+        text = sub_urls(text, _URL_TAIL_RE, lambda scheme, m: redact_url(scheme + m.group(0)))
+        text = sub_urls(text, _USERINFO_TAIL_RE, lambda scheme, m: f"{scheme}{m.group(1)}:{MASK}@")
         text = self._header_line_pattern().sub(_header_line_replacement, text)
         text = _BASIC_RE.sub(self._basic_replacement, text)
         text = _BEARER_RE.sub(_bearer_replacement, text)
@@ -348,6 +391,30 @@ class Redactor:
                 return match.group(0)
             return f"{match.group('lead')}{key}{match.group('sep')}{MASK}"
         return match.group(0)
+
+
+def sub_urls(text: str, tail: re.Pattern, replace: Callable[[str, re.Match], str]) -> str:
+    """``(?i)\\b<scheme>`` + ``tail`` replaced, as ``re.sub`` with the whole pattern would do
+    (leftmost, non-overlapping), but found from each ``://``: linear in the text.
+
+    ``tail`` matches from the ``://``; ``replace(scheme, tail match)`` gives the new text.
+    """
+    position = text.find("://")
+    if position < 0:
+        return text
+    pieces, done = [], 0
+    while position >= 0:
+        scheme = _SCHEME_BEFORE_RE.search(text, max(done, position - 32), position)
+        rest = tail.match(text, position) if scheme else None
+        if rest is None:
+            position = text.find("://", position + 1)
+            continue
+        pieces.append(text[done:scheme.start()])
+        pieces.append(replace(scheme.group(0), rest))
+        done = rest.end()
+        position = text.find("://", done)
+    pieces.append(text[done:])
+    return "".join(pieces)
 
 
 def _header_line_replacement(match: re.Match) -> str:

@@ -33,7 +33,7 @@ from canary_world import (
     provider_configs,
     resource_handler,
 )
-from hardening_helpers import API_KEY, Canaries, find_leaks, leak_report
+from hardening_helpers import API_KEY, SECRET_KEY, Canaries, find_leaks, leak_report
 
 WORKFLOW_TIMEOUT = 20.0
 
@@ -281,17 +281,30 @@ def test_no_canary_leaks_anywhere(make_app, database, database_url, canary_provi
                                              + world.minted_refresh))):
         canaries.values[f"obtained-token-{index}"] = token
 
+    # Flowker's own secrets: the API key and the Fernet key.
+    canaries.values["flowker-api-key"] = API_KEY
+    canaries.values["flowker-secret-key"] = SECRET_KEY
+
     haystacks = {f"API response #{i}": text for i, text in enumerate(client.responses)}
     haystacks["DEBUG logs"] = debug_logs.text
     haystacks.update({f"Flowker error #{i}": text for i, text in enumerate(flowker_errors)})
     haystacks.update({f"thread exception #{i}": text for i, text in enumerate(thread_exceptions)})
     if database_url.startswith("sqlite"):
         database.close()  # the WAL stays (no checkpoint on close with other connections) - read all of it
-        haystacks.update(sqlite_files(database_url))
+        stored = sqlite_files(database_url)
     else:
-        haystacks.update(postgres_rows(database))
+        stored = postgres_rows(database)
+    haystacks.update(stored)
+    # Literal secrets are there, encrypted: one token per literal secret field at least.
+    literal_fields = sum(1 for kind in world.kinds for value in kind.authentication["config"].values()
+                         if isinstance(value, str) and value in canaries.values.values())
+    encrypted = sum(str(text if isinstance(text, str) else text.decode("latin-1")).count("$encrypted")
+                    for text in stored.values())
+    assert literal_fields >= 8 and encrypted >= literal_fields, (literal_fields, encrypted)
     assert debug_logs.records > 100, "the DEBUG capture saw almost nothing"
     assert "urllib3" in debug_logs.text and "requests_oauthlib" in debug_logs.text
+    assert "flowker.workflow" in debug_logs.text  # the log action wrote the echoed bodies
+    assert "partner=" in debug_logs.text  # urllib3 wrote the request line with the query-string key
 
     leaks = find_leaks(canaries.needles(), haystacks)
     assert not leaks, leak_report(leaks)

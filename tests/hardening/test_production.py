@@ -213,3 +213,17 @@ def test_falcon_testclient_scheme_is_what_the_middleware_sees(sqlite_apps):
     app = production(sqlite_apps)
     plain = falcon.testing.simulate_get(app, "/v1/workflows", headers={"X-API-Key": API_KEY})
     assert plain.status_code == 403
+
+
+def test_a_long_x_forwarded_for_cannot_push_the_real_client_out_of_the_audit(sqlite_apps):
+    """The client may send any X-Forwarded-For; our proxy appends the address it saw. The
+    nearest hops decide, however many the client made up in front of them."""
+    client = sqlite_apps.client(production(sqlite_apps, trusted_proxies="10.0.0.0/8"))
+    made_up = ", ".join(f"198.51.100.{i}" for i in range(1, 41))
+    headers = {"X-Forwarded-Proto": "https", "X-Forwarded-For": f"{made_up}, 203.0.113.9, 10.0.0.7"}
+    created = client.simulate_post("/v1/executors", json=executor("https://ledger.example.com"), headers=headers,
+                                   remote_addr="10.0.0.1")
+    assert created.status_code == 201, created.text
+    entry = client.simulate_get("/v1/audit-events", params={"resourceId": created.json["id"]},
+                                headers={"X-Forwarded-Proto": "https"}, remote_addr="10.0.0.1").json["items"][0]
+    assert entry["actor"]["ipAddress"] == "203.0.113.9"

@@ -47,6 +47,11 @@ def _parse_api_keys(value) -> tuple[ApiKey, ...]:
         if not key:
             raise ConfigurationError("FLOWKER_API_KEYS has an entry with an empty key")
         keys.append(ApiKey(name=name.strip(), key=key.strip()))
+    # The audit actor is the key's name: two keys with one name would be indistinguishable.
+    names = [k.name for k in keys]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigurationError(f"FLOWKER_API_KEYS names {', '.join(duplicates)} more than once")
     return tuple(keys)
 
 

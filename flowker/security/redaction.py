@@ -18,10 +18,8 @@ requests-oauthlib and urllib3 never show tokens.
 from __future__ import annotations
 
 import base64
-import logging
 import re
 import threading
-import weakref
 from collections.abc import Mapping
 from typing import Any, Callable, Iterable
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
@@ -429,115 +427,10 @@ def _bearer_replacement(match: re.Match) -> str:
     return f"{match.group(1)}{match.group(2)}{MASK}"
 
 
-# --------------------------------------------------------------------------- logging
-
-
-class RedactingFilter(logging.Filter):
-    """A logging filter that scrubs each record's message, args and exception text.
-
-    The message is formatted once (``msg % args``), scrubbed, and stored with ``args``
-    cleared, so no later formatter can re-insert a secret. Attach it to handlers (a
-    filter on a logger does not see records propagated from child loggers) or use
-    :func:`install_log_redaction`, which covers every logger.
-    """
-
-    def __init__(self, redactor: Redactor, name: str = ""):
-        super().__init__(name)
-        self.redactor = redactor
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        scrub_record(record, self.redactor)
-        return True
-
-
-def scrub_record(record: logging.LogRecord, redactor: Redactor) -> logging.LogRecord:
-    """Scrub a record's message, exception and stack text in place (once per record).
-
-    A message that needs scrubbing is stored formatted, with ``args`` cleared, so no later
-    formatter can re-insert a secret; one that needs none is left exactly as it was.
-    """
-    if getattr(record, "_flowker_redacted", False):
-        return record
-    try:
-        message = record.getMessage()
-    except Exception:  # a broken format string must not hide the log line, nor leak args
-        message = f"{record.msg!s} (unformattable log arguments)"
-        record.msg, record.args = message, None
-    scrubbed = redactor.scrub_text(message)
-    if scrubbed != message:
-        record.msg = scrubbed
-        record.args = None
-    if record.exc_info and not record.exc_text:
-        record.exc_text = logging.Formatter().formatException(record.exc_info)
-    if record.exc_text:
-        record.exc_text = redactor.scrub_text(record.exc_text)
-    if record.stack_info:
-        record.stack_info = redactor.scrub_text(record.stack_info)
-    record._flowker_redacted = True
-    return record
-
-
-class RedactingRecordFactory:
-    """The process's log record factory while redactors are installed: every record any
-    logger creates is scrubbed by each of them (:func:`install_log_redaction`).
-
-    Redactors are held weakly: an execution service (or a test's app) that is gone stops
-    costing anything. One factory serves every installed redactor, so installing many
-    never stacks factories.
-    """
-
-    def __init__(self, previous: Callable[..., logging.LogRecord]):
-        self.previous = previous
-        self._lock = threading.Lock()
-        self._redactors: "weakref.WeakSet[Redactor]" = weakref.WeakSet()
-
-    def add(self, redactor: Redactor) -> None:
-        with self._lock:
-            self._redactors.add(redactor)
-
-    def remove(self, redactor: Redactor) -> bool:
-        """Forget ``redactor``; True when none is left."""
-        with self._lock:
-            self._redactors.discard(redactor)
-            return len(self._redactors) == 0
-
-    def redactors(self) -> list[Redactor]:
-        with self._lock:
-            return list(self._redactors)
-
-    def scrub_text(self, text: Any) -> Any:
-        for redactor in self.redactors():
-            text = redactor.scrub_text(text)
-        return text
-
-    def __call__(self, *args, **kwargs) -> logging.LogRecord:
-        record = self.previous(*args, **kwargs)
-        if self.redactors():
-            scrub_record(record, self)
-        return record
-
-
-_install_lock = threading.Lock()
-
-
-def install_log_redaction(redactor: Redactor) -> Callable[[], None]:
-    """Scrub every log record of the process with ``redactor``; returns an uninstaller.
-
-    Uses the standard logging record factory, so records from every logger (urllib3,
-    requests-oauthlib, peewee, pytest's capture) are covered whatever handlers exist.
-    Idempotent per redactor; several redactors share one factory. The redactor is held
-    weakly, so a forgotten uninstall does not keep it (or its secrets) alive.
-    """
-    with _install_lock:
-        factory = logging.getLogRecordFactory()
-        if not isinstance(factory, RedactingRecordFactory):
-            factory = RedactingRecordFactory(factory)
-            logging.setLogRecordFactory(factory)
-        factory.add(redactor)
-
-    def uninstall() -> None:
-        with _install_lock:
-            if factory.remove(redactor) and logging.getLogRecordFactory() is factory:
-                logging.setLogRecordFactory(factory.previous)
-
-    return uninstall
+# Log redaction lives in its own module; these names stay importable from here.
+from flowker.security.log_redaction import (  # noqa: E402,F401
+    RedactingFilter,
+    RedactingRecordFactory,
+    install_log_redaction,
+    scrub_record,
+)

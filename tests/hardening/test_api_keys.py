@@ -131,3 +131,15 @@ def test_key_names_and_fingerprints_from_the_setting(value, names):
 def test_an_unnamed_key_fingerprint_does_not_reveal_the_key():
     name = Settings.from_mapping({"api_keys": UNNAMED_KEY}).api_keys[0].name
     assert name == fingerprint(UNNAMED_KEY) and UNNAMED_KEY not in name and len(name) == 16
+
+
+def test_two_keys_with_one_name_are_refused_at_start():
+    """The audit actor is the key's name, so names must tell keys apart."""
+    import pytest as _pytest
+
+    from flowker.errors import ConfigurationError
+    from flowker.settings import Settings
+
+    with _pytest.raises(ConfigurationError, match="names ci more than once"):
+        Settings.load(environ={"FLOWKER_API_KEYS": "ci:first-key-value,ci:second-key-value"})
+    assert len(Settings.load(environ={"FLOWKER_API_KEYS": "ci:first,deploy:second"}).api_keys) == 2

@@ -34,7 +34,7 @@ from benchmarks import api as api_bench  # noqa: E402
 
 # Per server. Few threads and connections: on 2 cores more of them only queue on the
 # database write lock (SQLite) or the audit append lock (PostgreSQL) and lengthen every
-# holder's time in it (see docs/performance.md).
+# holder's time in it (see the README performance section and benchmarks/README.md).
 DEFAULT_WORKERS, DEFAULT_THREADS, DEFAULT_CONNECTIONS = 2, 2, 4
 
 WRK_SCRIPT = """\

@@ -24,7 +24,6 @@ the log attached to the database it writes to, and a plain one (no checkpoints) 
 from __future__ import annotations
 
 import enum
-import functools
 import json
 from collections.abc import Mapping
 from contextlib import nullcontext
@@ -48,7 +47,7 @@ from flowker.audit.canonical import (
 from flowker.audit.events import Action, EventType, Result  # re-exported for callers
 from flowker.audit.verify import VerifyResult, verify_database
 from flowker.errors import AuditChainError, ConfigurationError
-from flowker.security.redaction import _mask_secret_value, is_secret_key
+from flowker.security.redaction import redact
 from flowker.storage.models import AuditCheckpoint, AuditEntry
 
 __all__ = [
@@ -83,23 +82,6 @@ def _text(value: Any, what: str, limit: int) -> str:
     return text
 
 
-@functools.lru_cache(maxsize=8192)
-def _is_secret_key(name: str) -> bool:
-    # The same few keys come back in every entry: decide each once.
-    return is_secret_key(name)
-
-
-def _redact(value: Any) -> Any:
-    """:func:`flowker.security.redaction.redact` for the plain JSON that ``to_hashable`` gives."""
-    kind = type(value)
-    if kind is dict:
-        return {key: _mask_secret_value(item, False) if _is_secret_key(key) else _redact(item)
-                for key, item in value.items()}
-    if kind is list:
-        return [_redact(item) for item in value]
-    return value
-
-
 def _payload(value: Any, what: str) -> dict:
     if not value:
         if value is None or isinstance(value, Mapping):
@@ -109,7 +91,7 @@ def _payload(value: Any, what: str) -> dict:
     try:
         # Normalised first (so redaction sees plain JSON), then secrets masked: the chain
         # must never hold one, in any entry, forever.
-        return _redact(to_hashable(value, what))
+        return redact(to_hashable(value, what))
     except NotCanonicalizable as exc:
         raise AuditChainError(f"audit {what}: {exc}") from None
 

@@ -18,6 +18,7 @@ requests-oauthlib and urllib3 never show tokens.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 import threading
 from collections.abc import Mapping
@@ -74,12 +75,19 @@ def is_secret_key(name: Any, extra_keys: Iterable[str] = ()) -> bool:
     """Whether a mapping key (or header name) names a secret value."""
     if not isinstance(name, str):
         return False
-    normalized = normalize_key(name)
-    if not normalized:
-        return False
-    if normalized in SECRET_KEY_NAMES or normalized.endswith(SECRET_KEY_SUFFIXES):
+    if _is_builtin_secret_key(name):
         return True
-    return any(normalized == normalize_key(extra) for extra in extra_keys)
+    if not extra_keys:
+        return False
+    normalized = normalize_key(name)
+    return bool(normalized) and any(normalized == normalize_key(extra) for extra in extra_keys)
+
+
+@functools.lru_cache(maxsize=8192)
+def _is_builtin_secret_key(name: str) -> bool:
+    # The same few keys recur in every step record and audit entry: decide each once.
+    normalized = normalize_key(name)
+    return bool(normalized) and (normalized in SECRET_KEY_NAMES or normalized.endswith(SECRET_KEY_SUFFIXES))
 
 
 def mask_value(value: Any, show_last: bool = False) -> str:

@@ -32,7 +32,7 @@ from urllib.parse import unquote, urlsplit
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from flowker.errors import ConfigurationError, SecretKeyError, SecretUnavailableError  # noqa: F401 (re-exported)
+from flowker.errors import SecretKeyError, SecretUnavailableError  # noqa: F401 (re-exported)
 from flowker.security.redaction import MASK, mask_value
 
 ENV_REFERENCE = "$env"

@@ -64,6 +64,12 @@ class AppState:
     def start_draining(self) -> None:
         self.draining.set()
 
+    def close(self) -> None:
+        """Stop accepting async runs, wait for the accepted ones, then stop the service's
+        threads and sessions. The database is the caller's to close."""
+        self.background.shutdown(wait=True)
+        self.execution_service.close()
+
 
 class FlowkerApp(falcon.App):
     """A falcon.App that carries its :class:`AppState` (falcon.App itself has __slots__)."""

@@ -131,8 +131,7 @@ class FlowkerApplication(BaseApplication):
         if state is None:
             return
         try:
-            state.background.shutdown(wait=True)
-            state.execution_service.close()
+            state.close()
         except Exception:  # noqa: BLE001 - a failing clean-up must not hide the exit
             logger.exception("worker clean-up failed")
         finally:

@@ -41,8 +41,7 @@ class AppFactory:
 
     def close(self):
         for app in self.apps:
-            app.state.background.shutdown(wait=True)
-            app.state.execution_service.close()
+            app.state.close()
 
 
 @pytest.fixture

@@ -88,7 +88,7 @@ def database_url(request, tmp_path):
 @pytest.fixture
 def database(database_url):
     """The models' proxy bound to a migrated database, connected for the test."""
-    from flowker.storage.database import bind_database
+    from flowker.storage.database import bind_database, close_database
     from flowker.storage.migrations import upgrade
 
     db = bind_database(database_url)
@@ -97,8 +97,4 @@ def database(database_url):
     try:
         yield db
     finally:
-        if not db.is_closed():
-            db.close()
-        close_all = getattr(db, "close_all", None)
-        if close_all:
-            close_all()
+        close_database(db)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from gunicorn.app.base import BaseApplication
 
 from flowker.settings import Settings
+from flowker.storage.database import close_database
 
 logger = logging.getLogger("flowker.serve")
 
@@ -135,12 +136,5 @@ class FlowkerApplication(BaseApplication):
         except Exception:  # noqa: BLE001 - a failing clean-up must not hide the exit
             logger.exception("worker clean-up failed")
         finally:
-            _close_database(state.database)
+            close_database(state.database)
 
-
-def _close_database(database) -> None:
-    if not database.is_closed():
-        database.close()
-    close_all = getattr(database, "close_all", None)  # pooled PostgreSQL connections
-    if close_all:
-        close_all()

@@ -150,7 +150,7 @@ def _load(file: Path, executor_dirs: list[Path]):
 def _run(settings, registry, documents, input_data, *, recover: bool):
     from flowker.audit.chain import Actor, install
     from flowker.runner.service import ExecutionService
-    from flowker.storage.database import bind_database
+    from flowker.storage.database import bind_database, close_database
     from flowker.storage.migrations import upgrade
 
     database = bind_database(settings.database_url)
@@ -177,11 +177,7 @@ def _run(settings, registry, documents, input_data, *, recover: bool):
     finally:
         if service is not None:
             service.close()
-        if not database.is_closed():
-            database.close()
-        close_all = getattr(database, "close_all", None)
-        if close_all:
-            close_all()
+        close_database(database)
 
 
 def _install(settings, registry, documents, actor):

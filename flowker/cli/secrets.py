@@ -38,7 +38,7 @@ def rotate(ctx, database_url):
 def rotate_executor_secrets(database_url: str, box) -> tuple[int, int]:
     """Re-encrypt in one transaction; returns (executors changed, secrets re-encrypted)."""
     from flowker.errors import ConfigurationError
-    from flowker.storage.database import bind_database, connection, is_postgres, write_transaction
+    from flowker.storage.database import bind_database, close_database, connection, is_postgres, write_transaction
     from flowker.storage.models import Executor
 
     database = bind_database(database_url)
@@ -61,7 +61,5 @@ def rotate_executor_secrets(database_url: str, box) -> tuple[int, int]:
                         changed_executors += 1
                         changed_secrets += count
     finally:
-        close_all = getattr(database, "close_all", None)
-        if close_all:
-            close_all()
+        close_database(database)
     return changed_executors, changed_secrets

@@ -82,7 +82,7 @@ def prepare_database(settings, registry, specs_dir=None) -> None:
     """
     from flowker.audit.chain import install
     from flowker.runner.service import ExecutionService
-    from flowker.storage.database import bind_database
+    from flowker.storage.database import bind_database, close_database
     from flowker.storage.migrations import LATEST_VERSION, upgrade
 
     database = bind_database(settings.database_url)
@@ -108,11 +108,7 @@ def prepare_database(settings, registry, specs_dir=None) -> None:
         if recovered:
             click.echo(f"Recovered {len(recovered)} interrupted execution(s)")
     finally:
-        if not database.is_closed():
-            database.close()
-        close_all = getattr(database, "close_all", None)  # a pool keeps closed connections
-        if close_all:
-            close_all()
+        close_database(database)
 
 
 def database_label(url: str) -> str:

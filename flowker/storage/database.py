@@ -198,6 +198,16 @@ def write_transaction(database: peewee.Database | None = None):
     return (database or database_proxy).atomic()
 
 
+def close_database(database: peewee.Database) -> None:
+    """Close this thread's connection and, for a pool, every idle pooled one (a pool keeps
+    closed connections open for reuse, which would outlive a command or a fork)."""
+    if not database.is_closed():
+        database.close()
+    close_all = getattr(database, "close_all", None)
+    if close_all:
+        close_all()
+
+
 @contextlib.contextmanager
 def connection(database: peewee.Database | None = None):
     """Open a connection for the duration of a block (a request, a CLI command)."""

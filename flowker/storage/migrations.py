@@ -4,11 +4,9 @@ processes starting at once apply each migration exactly once.
 
 from __future__ import annotations
 
-import contextlib
-
 import peewee
 
-from flowker.storage.database import is_postgres
+from flowker.storage.database import connection, is_postgres
 from flowker.storage.models import ALL_MODELS, AuditCheckpoint, AuditEntry, SchemaMigration
 
 # An arbitrary constant: the PostgreSQL advisory lock that serializes migrations.
@@ -66,22 +64,11 @@ MIGRATIONS = (
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 
-@contextlib.contextmanager
-def _connected(database: peewee.Database):
-    """A connection for the block; one that was already open stays open."""
-    opened = database.connect(reuse_if_open=True)
-    try:
-        yield
-    finally:
-        if opened:
-            database.close()
-
-
 def upgrade(database: peewee.Database) -> list[int]:
     """Apply pending migrations; returns the versions applied by this call."""
     applied_now: list[int] = []
     # bind_ctx: the models may not be bound to this database (a CLI, a child process).
-    with database.bind_ctx((SchemaMigration, *ALL_MODELS)), _connected(database):
+    with database.bind_ctx((SchemaMigration, *ALL_MODELS)), connection(database):
         with database.atomic():  # BEGIN IMMEDIATE on SQLite: one migrator at a time
             if is_postgres(database):
                 database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
@@ -97,7 +84,7 @@ def upgrade(database: peewee.Database) -> list[int]:
 
 
 def current_version(database: peewee.Database) -> int:
-    with database.bind_ctx((SchemaMigration,)), _connected(database):
+    with database.bind_ctx((SchemaMigration,)), connection(database):
         if not database.table_exists(SchemaMigration._meta.table_name):
             return 0
         latest = SchemaMigration.select(peewee.fn.MAX(SchemaMigration.version)).scalar()

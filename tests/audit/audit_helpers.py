@@ -11,7 +11,7 @@ import rfc8785
 
 from flowker.audit import checkpoints as cp
 from flowker.audit import store
-from flowker.storage.database import is_postgres, open_database
+from flowker.storage.database import close_database, is_postgres, open_database
 from flowker.storage.migrations import create_append_only_triggers, upgrade
 
 ENTRY = store.ENTRY_TABLE
@@ -26,11 +26,7 @@ def migrated(url: str):
 
 
 def close(database) -> None:
-    if not database.is_closed():
-        database.close()
-    close_all = getattr(database, "close_all", None)
-    if close_all:
-        close_all()
+    close_database(database)
 
 
 def p(database) -> str:

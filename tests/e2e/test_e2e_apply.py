@@ -15,7 +15,7 @@ ACTIVATE_PATH = ["WORKFLOW_DEACTIVATED", "WORKFLOW_DRAFTED", "WORKFLOW_UPDATED",
 
 def read_database(database_url: str):
     """(audit entries as (event type, resource id), {workflow name: (status, version)})."""
-    from flowker.storage.database import open_database
+    from flowker.storage.database import close_database, open_database
     from flowker.storage.models import ALL_MODELS, AuditEntry, Workflow
 
     database = open_database(database_url)
@@ -27,9 +27,7 @@ def read_database(database_url: str):
             workflows = {w.name: (w.status, w.version) for w in Workflow.select()}
             return entries, workflows
     finally:
-        close_all = getattr(database, "close_all", None)
-        if close_all:
-            close_all()
+        close_database(database)
 
 
 def apply(folder, env, *options: str):

@@ -187,7 +187,7 @@ def database_report(database_url: str) -> dict:
     the chain verification (a :class:`flowker.audit.verify.VerifyResult`).
     """
     from flowker.audit.verify import verify_database
-    from flowker.storage.database import open_database
+    from flowker.storage.database import close_database, open_database
 
     database = open_database(database_url)
     try:
@@ -222,11 +222,7 @@ def database_report(database_url: str) -> dict:
             }
         verification = verify_database(database)
     finally:
-        if not database.is_closed():
-            database.close()
-        close_all = getattr(database, "close_all", None)
-        if close_all:
-            close_all()
+        close_database(database)
     return {"executions": executions, "steps": steps, "events": events, "sequences": sequences,
             "duplicate_keys": duplicate_keys, "links": tuple(links), "workflows": workflows,
             "verify": verification}

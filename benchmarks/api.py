@@ -12,8 +12,8 @@ What runs, all on this machine:
 * a stub executor service: a separate process, asyncio, HTTP/1.1 keep-alive, answering a
   fixed JSON body at once (so the figures are Flowker's, not the stub's);
 * the workflow: a manual trigger, one executor call (bearer auth from ``$env``) and a
-  ``set_output``; each execution commits three write transactions (start, the call's
-  step, the end) holding seven audit entries;
+  ``set_output``; each execution commits two write transactions (the start; the steps
+  with the end) holding seven audit entries;
 * the load: ``wrk`` (C, one thread; installed with apt-get when missing and running as
   root; ``--generator python`` or no wrk: Python client threads, which take far more
   CPU) on ``--concurrency`` keep-alive connections, split between the servers, POSTing

@@ -11,11 +11,19 @@ in the database (rows that reached ``completed`` during the measured window), so
 201 is never counted for a run that did not complete. Two servers share one PostgreSQL
 schema; each server gets the same offered load (``--connections`` per server), as when
 a host and its share of the clients are added behind a load balancer.
+
+Host emulation (``--host-cores Q``, default 0.6; 0: off): in ``postgresql-1-host`` and
+``postgresql-2-host`` each server (master and workers) runs in a cgroup CPU budget of Q
+CPUs of its own (:mod:`benchmarks.hosts`), as a host of Q cores would; PostgreSQL, the stub
+and wrk are not limited. Two servers then bring twice the CPU of one, as two hosts would,
+and the ratio shows whether what they share (PostgreSQL, the audit chain's lock) lets
+throughput scale. Each server's CPU use against its budget is printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -31,11 +39,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import api as api_bench  # noqa: E402
+from benchmarks import hosts  # noqa: E402
 
 # Per server. Few threads and connections: on 2 cores more of them only queue on the
 # database write lock (SQLite) or the audit append lock (PostgreSQL) and lengthen every
 # holder's time in it (see the README performance section and benchmarks/README.md).
 DEFAULT_WORKERS, DEFAULT_THREADS, DEFAULT_CONNECTIONS = 2, 2, 4
+DEFAULT_HOST_CORES = 0.6  # CPUs per emulated host; see benchmarks/README.md
+HOST_CONFIGURATIONS = ("postgresql-1-host", "postgresql-2-host")
 
 WRK_SCRIPT = """\
 wrk.method = "POST"
@@ -65,6 +76,10 @@ class RestResult:
     # CPU milliseconds per completed execution: the servers' workers, the load generator,
     # the stub, and the whole machine (PostgreSQL and any other process included).
     cpu_ms: dict = field(default_factory=dict)
+    host_cores: float = 0.0  # > 0: each server ran in a CPU budget of this many CPUs
+    # Per server with a budget: {"cores_used", "budget", "throttled"} over the measured load
+    # (throttled: share of the quota periods in which the budget ran out).
+    hosts: list = field(default_factory=list)
     note: str = ""
 
     @property
@@ -297,18 +312,33 @@ def pin(server: api_bench.Server, cpu: int) -> None:
 
 
 def measure(label: str, database_url: str, servers: int, *, generator: str, seconds: float, warmup_seconds: float,
-            connections: int, workers: int, threads: int, pinned: bool = False) -> RestResult:
+            connections: int, workers: int, threads: int, pinned: bool = False, host_cores: float = 0.0,
+            host_period_us: int = hosts.DEFAULT_PERIOD_US) -> RestResult:
     backend = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
-    result = RestResult(label=label, servers=servers, backend=backend, generator=generator,
-                        note="each server pinned to its own core" if pinned else "")
+    note = "each server pinned to its own core" if pinned else ""
+    if host_cores:
+        note = f"each server a host of {host_cores:g} CPUs (cgroup CPU quota, period {host_period_us / 1000:g} ms)"
+    result = RestResult(label=label, servers=servers, backend=backend, generator=generator, note=note,
+                        host_cores=host_cores)
     stub, stub_port = api_bench.start_stub()
     started: list[api_bench.Server] = []
+    budgets_stack = contextlib.ExitStack()
     try:
-        for _ in range(servers):
-            started.append(api_bench.Server(database_url, workers, threads))
+        budgets = [budgets_stack.enter_context(hosts.CpuBudget(f"server{number}", host_cores, host_period_us))
+                   for number in range(servers if host_cores else 0)]
+        for budget in budgets:
+            if not budget.available:
+                raise SystemExit(f"host emulation unavailable: {budget.reason}")
+        for number in range(servers):
+            if budgets:
+                started.append(hosts.HostServer(budgets[number], database_url, workers, threads))
+            else:
+                started.append(api_bench.Server(database_url, workers, threads))
         urls = [server.url for server in started]
         for url in urls:
             api_bench.wait_ready(url)
+        for server, budget in zip(started, budgets):
+            hosts.check_budget(server, budget, workers)
         if pinned:
             for number, server in enumerate(started):
                 pin(server, number % (os.cpu_count() or 1))
@@ -324,6 +354,7 @@ def measure(label: str, database_url: str, servers: int, *, generator: str, seco
         client_before = own_and_children_cpu_seconds()
         backends = BackendCpu(database_url if backend == "PostgreSQL" else None)
         backends.start()
+        host_meters = [hosts.HostMeter(server, budget) for server, budget in zip(started, budgets)]
         began = time.perf_counter()
         if sampler:
             sampler.__enter__()
@@ -333,6 +364,7 @@ def measure(label: str, database_url: str, servers: int, *, generator: str, seco
             if sampler:
                 sampler.__exit__(None, None, None)
         result.seconds = time.perf_counter() - began
+        result.hosts = [meter.read(result.seconds) for meter in host_meters]
         cpu_after = cpu_times()
         result.cpu_busy = (cpu_after[0] - cpu_before[0]) / max(1, cpu_after[1] - cpu_before[1])
         result.audit_lock_waiters = sampler.mean if sampler else None
@@ -354,35 +386,68 @@ def measure(label: str, database_url: str, servers: int, *, generator: str, seco
                 result.worker_pss_mb.append(pss)
         result.chain_valid, result.chain_entries, _ = api_bench.verify_chain(urls[-1])
     finally:
-        for server in started:
-            server.stop()
+        try:
+            for server in started:
+                server.stop()
+        finally:
+            budgets_stack.close()  # after the servers: nothing is left to move out
         stub.terminate()
         stub.join(timeout=10)
     return result
 
 
 def run_all(*, postgres_url: str | None, generator: str, seconds: float, warmup_seconds: float, connections: int,
-            workers: int, threads: int, configurations=("sqlite-1", "postgresql-1", "postgresql-2")) -> list[RestResult]:
+            workers: int, threads: int, configurations=("sqlite-1", "postgresql-1", "postgresql-2"),
+            host_cores: float = DEFAULT_HOST_CORES, host_period_us: int = hosts.DEFAULT_PERIOD_US) -> list[RestResult]:
+    """One result per configuration: ``<sqlite|postgresql>-<servers>[-pinned|-host]``."""
     from benchmarks.audit import Scratch
 
     generator = choose_generator(generator)
     results = []
+    host_state = None  # (usable, how or why not), probed once when a -host configuration comes
     for configuration in configurations:
-        pinned = configuration.endswith("-pinned")
-        backend, count = configuration.removesuffix("-pinned").rsplit("-", 1)
+        kind = configuration.rsplit("-", 1)[1] if configuration.endswith(("-pinned", "-host")) else ""
+        backend, count = configuration.removesuffix(f"-{kind}" if kind else "").rsplit("-", 1)
+        skip = ""
         if backend == "postgresql" and not postgres_url:
-            results.append(RestResult(configuration, int(count), "PostgreSQL", generator,
-                                      note="skipped: no FLOWKER_BENCH_POSTGRES_URL / FLOWKER_TEST_POSTGRES_URL"))
+            skip = "skipped: no FLOWKER_BENCH_POSTGRES_URL / FLOWKER_TEST_POSTGRES_URL"
+        elif kind == "host" and host_cores <= 0:
+            skip = "skipped: host emulation off (--host-cores 0)"
+        elif kind == "host":
+            host_state = host_state or hosts.probe()
+            if not host_state[0]:
+                skip = f"skipped: host emulation unavailable: {host_state[1]}"
+        if skip:
+            print(f"{configuration}: {skip}", flush=True)
+            results.append(RestResult(configuration, int(count), "PostgreSQL" if backend == "postgresql" else "SQLite",
+                                      generator, host_cores=host_cores if kind == "host" else 0.0, note=skip))
             continue
         scratch = Scratch(backend, postgres_url)
         try:
             url = scratch.new()
             results.append(measure(configuration, url, int(count), generator=generator, seconds=seconds,
                                    warmup_seconds=warmup_seconds, connections=connections, workers=workers,
-                                   threads=threads, pinned=pinned))
+                                   threads=threads, pinned=kind == "pinned",
+                                   host_cores=host_cores if kind == "host" else 0.0, host_period_us=host_period_us))
         finally:
             scratch.cleanup()
     return results
+
+
+def scale_out(results: list[RestResult]) -> list[tuple[str, float]]:
+    """(figure, ratio) for each pair of PostgreSQL 1- and 2-server results that both ran."""
+    by_label = {result.label: result for result in results}
+    out = []
+    for suffix in ("", "-pinned", "-host"):
+        one, two = by_label.get("postgresql-1" + suffix), by_label.get("postgresql-2" + suffix)
+        if not (one and two and one.rate and two.rate):
+            continue
+        if suffix == "-host":
+            how = f", each server a host of {one.host_cores:g} cores"
+        else:
+            how = " (one core per server, as one host each)" if suffix else " (sharing both cores)"
+        out.append((f"scale-out on PostgreSQL, 2 servers / 1 server{how}", two.rate / one.rate))
+    return out
 
 
 def main(argv=None) -> int:
@@ -393,15 +458,32 @@ def main(argv=None) -> int:
     parser.add_argument("--connections", type=int, default=DEFAULT_CONNECTIONS, help="client connections per server")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="gunicorn workers per server")
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
-    parser.add_argument("--configurations", default="sqlite-1,postgresql-1,postgresql-2")
+    parser.add_argument("--configurations", default=",".join(("sqlite-1", "postgresql-1", "postgresql-2",
+                                                               *HOST_CONFIGURATIONS)),
+                        help="of <sqlite|postgresql>-<servers>[-pinned|-host]; -host ones are dropped by "
+                             "--host-cores 0")
+    parser.add_argument("--host-cores", type=float, default=DEFAULT_HOST_CORES,
+                        help="host emulation: CPUs of each server's cgroup budget in the -host configurations "
+                             "(0: off)")
+    parser.add_argument("--host-period-ms", type=float, default=hosts.DEFAULT_PERIOD_US / 1000,
+                        help="the budget's quota period; each throttling pause is at most this long")
+    parser.add_argument("--postgres-url", default=(os.environ.get("FLOWKER_BENCH_POSTGRES_URL")
+                                                   or os.environ.get("FLOWKER_TEST_POSTGRES_URL") or "").strip()
+                        or None, help="default: $FLOWKER_BENCH_POSTGRES_URL or $FLOWKER_TEST_POSTGRES_URL")
     args = parser.parse_args(argv)
-    postgres_url = (os.environ.get("FLOWKER_BENCH_POSTGRES_URL") or os.environ.get("FLOWKER_TEST_POSTGRES_URL")
-                    or "").strip() or None
-    results = run_all(postgres_url=postgres_url, generator=args.generator, seconds=args.seconds,
+    configurations = [name for name in args.configurations.split(",")
+                      if args.host_cores > 0 or not name.endswith("-host")]
+    results = run_all(postgres_url=args.postgres_url, generator=args.generator, seconds=args.seconds,
                       warmup_seconds=args.warmup_seconds, connections=args.connections, workers=args.workers,
-                      threads=args.threads, configurations=tuple(args.configurations.split(",")))
+                      threads=args.threads, configurations=tuple(configurations), host_cores=args.host_cores,
+                      host_period_us=int(round(args.host_period_ms * 1000)))
     for result in results:
         print(json.dumps({**result.__dict__, "rate": round(result.rate, 1)}))
+    for result in results:
+        if result.hosts:
+            print(f"{result.label}: {result.rate:.0f}/s; server CPU use vs budget: {hosts.host_use(result)}")
+    for figure, ratio in scale_out(results):
+        print(f"{figure}: {ratio:.2f}x (target >= 1.5x)")
     return 0
 
 

@@ -13,6 +13,8 @@ and the others still run):
   and on PostgreSQL with 1 and 2 servers (benchmarks/api.py's servers and stub; load from
   ``wrk`` when installed, else api.py's threaded client), the chain verified after each,
   CPU use, audit-lock waiters, and the memory of every gunicorn worker after the load;
+  PostgreSQL 1 and 2 servers once more with each server a host of ``--host-cores`` CPUs
+  (a cgroup CPU quota per server, benchmarks/hosts.py; 0 leaves those rows out);
 * audit: appends/s (one writer, signed, N processes) and verify rate (benchmarks/audit.py);
 * validate: ``flowker validate`` over 1,000 generated spec files;
 * peer: the same 10-call workload in Flowker and in Prefect, per-step overhead ratio.
@@ -37,7 +39,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SECTIONS = ("runner", "rest", "audit", "validate", "peer")
-REST_CONFIGURATIONS = ("sqlite-1", "postgresql-1", "postgresql-2", "postgresql-1-pinned", "postgresql-2-pinned")
+REST_CONFIGURATIONS = ("sqlite-1", "postgresql-1", "postgresql-2", "postgresql-1-pinned", "postgresql-2-pinned",
+                       "postgresql-1-host", "postgresql-2-host")
 
 PROFILES = {
     "quick": {"runner_executions": 200, "runner_warmup": 20, "rest_seconds": 8.0, "rest_warmup": 2.0, "rest_repeat": 1,
@@ -108,12 +111,13 @@ def section_runner(table: Table, profile: dict, args) -> None:
 
 
 def section_rest(table: Table, profile: dict, args) -> None:
-    from benchmarks import scaleout
+    from benchmarks import hosts, scaleout
 
     args.connections = args.connections or scaleout.DEFAULT_CONNECTIONS
     args.workers = args.workers or scaleout.DEFAULT_WORKERS
     args.threads = args.threads or scaleout.DEFAULT_THREADS
     generator = scaleout.choose_generator(args.generator)
+    configurations = [name for name in REST_CONFIGURATIONS if args.host_cores > 0 or not name.endswith("-host")]
     best: dict = {}
     for _ in range(args.repeat or profile["rest_repeat"]):
         # Rounds interleave the configurations, so a burst of other work on the machine
@@ -121,15 +125,17 @@ def section_rest(table: Table, profile: dict, args) -> None:
         for result in scaleout.run_all(postgres_url=args.postgres_url, generator=generator,
                                        seconds=profile["rest_seconds"], warmup_seconds=profile["rest_warmup"],
                                        connections=args.connections, workers=args.workers, threads=args.threads,
-                                       configurations=REST_CONFIGURATIONS):
+                                       configurations=configurations, host_cores=args.host_cores):
             if result.label not in best or result.rate > best[result.label].rate:
                 best[result.label] = result
     by_label = {}
     for result in best.values():
         by_label[result.label] = result
         shape = f"{result.servers} server{'s' if result.servers > 1 else ''} x {args.workers} workers x {args.threads} threads"
-        pinned = ", each server pinned to one core" if result.label.endswith("pinned") else ""
-        figure = (f"REST 3-node executions/s, {result.backend}, {shape}{pinned} "
+        how = ", each server pinned to one core" if result.label.endswith("pinned") else ""
+        if result.label.endswith("-host"):
+            how = f", each server a host of {result.host_cores:g} cores (cgroup CPU quota)"
+        figure = (f"REST 3-node executions/s, {result.backend}, {shape}{how} "
                   f"({generator}, {args.connections} connections per server)")
         if result.note.startswith("skipped"):
             table.add("rest", figure, result.note)
@@ -145,6 +151,11 @@ def section_rest(table: Table, profile: dict, args) -> None:
                       f"load generator {cpu['load generator']:.2f}, stub {cpu['stub']:.2f}, "
                       f"other processes {max(0.0, others):.2f}; ceiling alone on this machine "
                       f"~{ceiling(result):.0f}/s")
+            if result.hosts:
+                # Servers at their budget (and throttled) are the bound, as hosts of that size would be.
+                value += (f"; server CPU vs budget: {hosts.host_use(result)}; host-bound ceiling "
+                          f"{result.servers} x {result.host_cores:g} CPUs / workers' CPU per execution "
+                          f"~{result.servers * result.host_cores * 1000 / cpu['workers']:.0f}/s")
         target, met = ("", None)
         if result.label == "sqlite-1":
             target, met = ">= 500/s", result.rate >= 500
@@ -157,7 +168,8 @@ def section_rest(table: Table, profile: dict, args) -> None:
             pss = sum(result.worker_pss_mb) / len(result.worker_pss_mb)
             table.add("memory", f"per gunicorn worker after the load ({result.label}, {len(result.worker_rss_mb)} workers)",
                       f"RSS {rss:.0f} MiB (PSS {pss:.0f} MiB)")
-    for suffix, how in (("", "sharing both cores"), ("-pinned", "one core per server, as one host each")):
+    for suffix, how in (("", " (sharing both cores)"), ("-pinned", " (one core per server, as one host each)"),
+                        ("-host", f", each server a host of {args.host_cores:g} cores")):
         one, two = by_label.get("postgresql-1" + suffix), by_label.get("postgresql-2" + suffix)
         if one and two and one.rate and two.rate:
             ratio = two.rate / one.rate
@@ -166,7 +178,7 @@ def section_rest(table: Table, profile: dict, args) -> None:
                 cost_one, cost_two = own_cpu_ms(one), own_cpu_ms(two)
                 value += (f" (Flowker + PostgreSQL CPU per execution: {cost_one:.2f} ms with 1 server, "
                           f"{cost_two:.2f} ms with 2: {100 * (cost_two / cost_one - 1):+.0f}%)")
-            table.add("rest", f"scale-out on PostgreSQL, 2 servers / 1 server ({how})", value, ">= 1.5x",
+            table.add("rest", f"scale-out on PostgreSQL, 2 servers / 1 server{how}", value, ">= 1.5x",
                       ratio >= 1.5)
 
 
@@ -255,12 +267,18 @@ def parse(argv):
     parser.add_argument("--connections", type=int, default=None, help="REST client connections per server")
     parser.add_argument("--workers", type=int, default=None, help="gunicorn workers per server")
     parser.add_argument("--threads", type=int, default=None, help="threads per gunicorn worker")
+    parser.add_argument("--host-cores", type=float, default=None,
+                        help="REST host emulation: CPUs per server in the -host rows (default 0.6; 0 leaves them out)")
     parser.add_argument("--repeat", type=int, default=None,
                         help="REST rounds; the best of each configuration is reported (quick 1, full 2)")
     parser.add_argument("--install-peer", action="store_true",
                         help="create benchmarks/.peer-venv and install the peer engine (needs PyPI)")
     parser.add_argument("--json", dest="json_path", help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
+    if args.host_cores is None:
+        from benchmarks.scaleout import DEFAULT_HOST_CORES
+
+        args.host_cores = DEFAULT_HOST_CORES
     unknown = set(args.sections.split(",")) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")

@@ -98,15 +98,57 @@ class ExpressionError(UnprocessableEntity):
         self.column = column
 
 
+# `workflow.orderId`, `nodes.score.body.score`: a chain of field selections, the commonest
+# template, read with dict lookups instead of a CEL evaluation (see CompiledExpression.path).
+_FIELD_CHAIN = re.compile(r"\s*(?:workflow|nodes|execution)(?:\s*\.\s*[A-Za-z_][A-Za-z0-9_]*)+\s*")
+_MISSING = object()
+# Integers CEL hands back unchanged (int64 and uint64); others come back as doubles.
+_CEL_INT_RANGE = range(-(2**63), 2**64)
+
+
+def _field_chain(source: str) -> tuple[str, ...] | None:
+    if not _FIELD_CHAIN.fullmatch(source):
+        return None
+    return tuple(part.strip() for part in source.split("."))
+
+
+def _select(variables: dict, path: tuple[str, ...]) -> Any:
+    """``variables[a][b]...`` when every step is a dict holding the key and the value is a
+    scalar CEL would return unchanged; else :data:`_MISSING` (CEL then evaluates, and
+    reports a missing key or a wrong type in its own words)."""
+    value: Any = variables
+    for name in path:
+        if not isinstance(value, dict):
+            return _MISSING
+        value = value.get(name, _MISSING)
+        if value is _MISSING:
+            return _MISSING
+    kind = type(value)
+    if value is None or kind is str or kind is bool or kind is float:
+        return value
+    if kind is int and value in _CEL_INT_RANGE:
+        return value
+    return _MISSING  # containers and other values: CEL's own conversion
+
+
 @dataclass(frozen=True)
 class CompiledExpression:
     source: str
     program: Any
     # The paths it reads from its variables (flowker.expression_scope); None: all of them.
     scope: tuple | None = None
+    # For a plain field chain (`workflow.a.b`), its names: evaluated by dict lookups, with
+    # the same result CEL gives; CEL still evaluates whatever the lookups cannot answer.
+    path: tuple | None = None
 
     def evaluate(self, variables: dict) -> Any:
         budget = getattr(variables, "budget", None)
+        if self.path is not None:
+            value = _select(variables, self.path)
+            if value is not _MISSING:
+                if budget is not None:
+                    budget.check()  # a spent budget fails every later evaluation alike
+                return value
         if budget is None:
             return self._execute(variables)
         budget.check()
@@ -166,7 +208,8 @@ def compile_condition(source: str) -> CompiledExpression:
     except Exception as exc:  # ValueError with "<input>:line:col: Syntax error: ..."
         message, column = _syntax_error(str(exc))
         raise ExpressionError(f"invalid expression `{source.strip()}`: {message}", expression=source, column=column) from None
-    compiled = CompiledExpression(source=source, program=program, scope=referenced_paths(source))
+    compiled = CompiledExpression(source=source, program=program, scope=referenced_paths(source),
+                                  path=_field_chain(source))
     unknown = compiled.variables() - ALLOWED_VARIABLES
     if unknown:
         raise ExpressionError(

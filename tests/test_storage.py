@@ -186,3 +186,38 @@ def test_sqlite_writer_queue_is_released_by_rollback_and_failed_begin(database_u
     with write_transaction():
         models.Workflow.create(name="again", spec={}, spec_hash="0" * 64)
     assert sorted(w.name for w in models.Workflow.select()) == ["again", "kept"]
+
+
+# --------------------------------------------------------------------------- migration 2: fewer indexes
+
+
+def _index_names(database, table: str) -> set[str]:
+    return {index.name for index in database.get_indexes(table)}
+
+
+def test_executions_keep_only_the_indexes_queries_use(database):
+    from flowker.storage.migrations import UNNEEDED_INDEXES
+
+    names = _index_names(database, "execution") | _index_names(database, "step_result")
+    assert not names & set(UNNEEDED_INDEXES)
+    # What serves the queries: list by workflow and idempotency lookups, status filters and
+    # the lease sweep, date ranges, a run's steps in order.
+    assert {"execution_workflow_id_idempotency_key", "execution_status", "execution_started_at",
+            "step_result_execution_id_step_number"} <= names
+
+
+def test_migration_2_drops_the_unneeded_indexes_of_an_older_database(database):
+    from flowker.storage.migrations import UNNEEDED_INDEXES
+
+    # A database made by a release with migration 1 only: its extra indexes exist.
+    for name in UNNEEDED_INDEXES:
+        table, column = ("step_result", "execution_id") if name.startswith("step_result") else \
+            ("execution", name[len("execution_"):])
+        database.execute_sql(f'CREATE INDEX "{name}" ON "{table}" ("{column}")')
+    models.SchemaMigration.delete().where(models.SchemaMigration.version >= 2).execute()
+    assert current_version(database) == 1
+    assert set(UNNEEDED_INDEXES) <= _index_names(database, "execution") | _index_names(database, "step_result")
+
+    assert upgrade(database) == list(range(2, LATEST_VERSION + 1))
+    assert not (_index_names(database, "execution") | _index_names(database, "step_result")) & set(UNNEEDED_INDEXES)
+    assert upgrade(database) == []  # applied once

@@ -52,7 +52,8 @@ def gunicorn_settings(settings: Settings, options: ServeOptions) -> dict:
         "bind": [options.bind],
         "workers": options.workers,
         "threads": options.threads,
-        "worker_class": "gthread",
+        # gthread, spreading new connections over the workers (flowker.api.gunicorn_worker).
+        "worker_class": "flowker.api.gunicorn_worker.BalancedThreadWorker",
         # gthread workers heartbeat from their main loop, so a long run never trips
         # this; it is set above the execution deadline all the same.
         "timeout": int(deadline) + WORKER_TIMEOUT_MARGIN,
@@ -112,6 +113,9 @@ class FlowkerApplication(BaseApplication):
     def post_worker_init(self, worker) -> None:
         """Worker, app loaded: SIGTERM now drains instead of stopping at once."""
         drain_seconds = self.options.drain_seconds
+        # Runs of servers that died are failed by the live ones (flowker.runner.recovery).
+        self.app.state.execution_service.start_sweeping()
+        worker.log.info("worker %s ready", worker.pid)
 
         def drain(signum, frame):
             state = self.app.state

@@ -36,14 +36,16 @@ import enum
 import hashlib
 import json
 import math
-import os
 import re
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from json.encoder import c_make_encoder, encode_basestring
+from typing import Any, Callable
 
 import rfc8785
+
+from flowker.ids import uuid7, uuid7s
 
 FORMAT_VERSION = 1
 GENESIS_HASH = "0" * 64
@@ -81,8 +83,17 @@ def format_timestamp(moment: _dt.datetime) -> str:
             f"{moment.minute:02d}:{moment.second:02d}.{moment.microsecond // 1000:03d}Z")
 
 
+_SECOND_TEXT = (-1, "")  # (Unix second, its text): now_timestamp runs under the append lock
+
+
 def now_timestamp() -> str:
-    return format_timestamp(_dt.datetime.now(_dt.timezone.utc))
+    """:func:`format_timestamp` of the current UTC time (truncated to the millisecond)."""
+    global _SECOND_TEXT
+    seconds, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
+    cached = _SECOND_TEXT
+    if cached[0] != seconds:
+        cached = _SECOND_TEXT = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    return f"{cached[1]}.{nanoseconds // 1_000_000:03d}Z"
 
 
 def _decimal_string(value: decimal.Decimal) -> str:
@@ -96,6 +107,12 @@ def _decimal_string(value: decimal.Decimal) -> str:
 
 def float_to_string(value: float) -> str:
     """The shortest round-tripping decimal of ``value``, positional (no exponent)."""
+    if type(value) is float:
+        text = repr(value)
+        # repr is already the positional shortest form unless it has an exponent or is
+        # nan/inf (Decimal(text) formatted "f" gives back the same digits).
+        if "e" not in text and "n" not in text:
+            return text
     if math.isnan(value):
         return "NaN"
     if math.isinf(value):
@@ -111,65 +128,54 @@ class _Problem(Exception):
         self.reason, self.parts = reason, []
 
 
-def to_hashable(value: Any, path: str = "$") -> Any:
+def to_hashable(value: Any, path: str = "$", *, secret_key: Callable[[str], bool] | None = None,
+                mask: Callable[[Any], Any] | None = None) -> Any:
     """A deep copy of ``value`` made only of dict/list/str/int/bool/None, deterministically.
 
     Raises :class:`NotCanonicalizable` (naming the path, never the value) for types with no
     single obvious JSON form (bytes, sets, arbitrary objects) and for non-string keys that
     are not ints or enums.
+
+    With ``secret_key`` and ``mask`` the copy is redacted in the same walk: under every key
+    of every dict of the copy for which ``secret_key(key)`` is true, the converted value is
+    replaced by ``mask(converted value)`` (which is not walked further). The result, and
+    every error, is exactly that of redacting the unredacted copy afterwards.
     """
     try:
-        return _convert(value, 0)
+        return _convert(value, 0, secret_key if mask is not None else None, mask)
     except _Problem as problem:
         raise NotCanonicalizable(f"{path}{''.join(reversed(problem.parts))} {problem.reason}") from None
 
 
-def _convert(value: Any, depth: int) -> Any:
-    if depth > MAX_DEPTH:
-        raise _Problem(f"is nested more than {MAX_DEPTH} levels deep")
-    kind = type(value)
-    if kind is str:
+def _check_text(value: str) -> None:
+    if not value.isascii():
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
             raise _Problem("is not valid Unicode text") from None
+
+
+def _convert(value: Any, depth: int, secret_key, mask) -> Any:
+    if depth > MAX_DEPTH:
+        raise _Problem(f"is nested more than {MAX_DEPTH} levels deep")
+    kind = type(value)
+    if kind is str:
+        _check_text(value)
         return value
     if kind is int:
         return value if -_SAFE_INT <= value <= _SAFE_INT else str(value)
     if value is None or kind is bool:
         return value
     if kind is dict or isinstance(value, Mapping):
-        result: dict[str, Any] = {}
-        for key, item in value.items():
-            if type(key) is not str:
-                if isinstance(key, enum.Enum):
-                    key = key.value
-                if isinstance(key, bool) or not isinstance(key, (str, int)):
-                    raise _Problem(f"has a key of type {type(key).__name__}")
-                key = str(key)
-            if key in result:
-                raise _Problem(f"has two keys that both read {key!r}")
-            try:
-                result[key] = _convert(item, depth + 1)
-            except _Problem as problem:
-                problem.parts.append(f".{key}")
-                raise
-        return result
+        return _convert_mapping(value, depth, secret_key, mask)
     if kind is list or kind is tuple:
-        converted = []
-        for index, item in enumerate(value):
-            try:
-                converted.append(_convert(item, depth + 1))
-            except _Problem as problem:
-                problem.parts.append(f"[{index}]")
-                raise
-        return converted
+        return _convert_items(value, depth, secret_key, mask)
     if isinstance(value, enum.Enum):
-        return _convert(value.value, depth + 1)
+        return _convert(value.value, depth + 1, secret_key, mask)
     if isinstance(value, str):
-        return _convert(str(value), depth)
+        return _convert(str(value), depth, secret_key, mask)
     if isinstance(value, int):
-        return _convert(int(value), depth)
+        return _convert(int(value), depth, secret_key, mask)
     if isinstance(value, float):
         return float_to_string(value)
     if isinstance(value, decimal.Decimal):
@@ -181,8 +187,69 @@ def _convert(value: Any, depth: int) -> Any:
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, (list, tuple)):
-        return _convert(list(value), depth)
+        return _convert(list(value), depth, secret_key, mask)
     raise _Problem(f"has a value of type {type(value).__name__}, which is not hashed")
+
+
+# The loops below convert plain str/int/float/bool/None children themselves (what _convert would
+# do, minus a call per leaf: these walks run over every audit payload). Below MAX_DEPTH
+# only: a child deeper than that is refused by _convert.
+
+
+def _convert_mapping(value: Mapping, depth: int, secret_key, mask) -> dict:
+    result: dict[str, Any] = {}
+    leaves = depth < MAX_DEPTH
+    for key, item in value.items():
+        if type(key) is not str:
+            if isinstance(key, enum.Enum):
+                key = key.value
+            if isinstance(key, bool) or not isinstance(key, (str, int)):
+                raise _Problem(f"has a key of type {type(key).__name__}")
+            key = str(key)
+        if key in result:
+            raise _Problem(f"has two keys that both read {key!r}")
+        try:
+            if secret_key is not None and secret_key(key):
+                # Converted in full (its errors count), then masked as a whole, unredacted inside.
+                result[key] = mask(_convert(item, depth + 1, None, None))
+                continue
+            kind = type(item)
+            if kind is str and leaves:
+                _check_text(item)
+            elif kind is int and leaves:
+                if not -_SAFE_INT <= item <= _SAFE_INT:
+                    item = str(item)
+            elif kind is float and leaves:
+                item = float_to_string(item)
+            elif not (leaves and (item is None or kind is bool)):
+                item = _convert(item, depth + 1, secret_key, mask)
+        except _Problem as problem:
+            problem.parts.append(f".{key}")
+            raise
+        result[key] = item
+    return result
+
+
+def _convert_items(value, depth: int, secret_key, mask) -> list:
+    converted = []
+    leaves = depth < MAX_DEPTH
+    for index, item in enumerate(value):
+        kind = type(item)
+        try:
+            if kind is str and leaves:
+                _check_text(item)
+            elif kind is int and leaves:
+                if not -_SAFE_INT <= item <= _SAFE_INT:
+                    item = str(item)
+            elif kind is float and leaves:
+                item = float_to_string(item)
+            elif not (leaves and (item is None or kind is bool)):
+                item = _convert(item, depth + 1, secret_key, mask)
+        except _Problem as problem:
+            problem.parts.append(f"[{index}]")
+            raise
+        converted.append(item)
+    return converted
 
 
 def build_document(
@@ -223,24 +290,101 @@ def canonical_text(document: dict) -> str:
     encoder is many times faster than ``rfc8785``, which handles every other document.
     The test suite checks both against each other on generated documents.
     """
+    return _checked_size(_serialize(document))
+
+
+def _serialize(document: dict) -> str:
     text = json.dumps(document, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)
     if _UTF16_ORDER_MAY_DIFFER.search(text):
         try:
             text = rfc8785.dumps(document).decode("utf-8")
         except rfc8785.CanonicalizationError as exc:
             raise NotCanonicalizable(f"the entry cannot be canonicalized: {type(exc).__name__}") from None
+    return text
+
+
+def _checked_size(text: str) -> str:
     size = len(text.encode("utf-8")) if len(text) * 4 > MAX_CANONICAL_BYTES else len(text)
     if size > MAX_CANONICAL_BYTES:
         raise NotCanonicalizable(f"the entry is {size} bytes, more than {MAX_CANONICAL_BYTES}")
     return text
 
 
+def _unserializable(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# json.dumps(ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)
+# without building an encoder per call (a tree from to_hashable needs no cycle check).
+_C_ENCODER = (c_make_encoder(None, _unserializable, encode_basestring, None, ":", ",", True, False, False)
+              if c_make_encoder is not None else None)
+
+
+def _json(value: Any) -> str:
+    if _C_ENCODER is None:
+        return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return "".join(_C_ENCODER(value, 0))
+
+
+_quote = encode_basestring  # a JSON string, escaped as json.dumps(ensure_ascii=False) escapes it
+
+# Keys are sorted, so "sequence" and "timestamp" are the last two members of "entry", just
+# before "payload": an entry's text is head + sequence + timestamp member + tail.
+_SEQUENCE_MEMBER = ',"sequence":'
+_PLACEHOLDERS = '0,"timestamp":""'
+_PLACEHOLDER_MARK = _SEQUENCE_MEMBER + _PLACEHOLDERS + '},"payload":'
+
+
+def entry_text_parts(
+    *, event_id: str, event_type: str, action: str, result: str, resource_type: str, resource_id: str,
+    actor_type: str, actor_id: str, actor_ip: str, context: dict, metadata: dict,
+) -> tuple[str, str]:
+    """(head, tail) of an entry's canonical text, everything but its sequence and timestamp.
+
+    So the document can be serialized before the append lock is taken, and only
+    :func:`join_entry_text` runs under it. Raises :class:`NotCanonicalizable` as
+    :func:`canonical_text` would, except for the size limit, which :func:`join_entry_text`
+    checks on the whole text.
+    """
+    # The entry's members in sorted order (COLUMN_PREFIX_TEMPLATE), strings escaped as
+    # json.dumps escapes them; the payload by the same C encoder json.dumps uses.
+    head = (
+        f'{{"entry":{{"action":{_quote(action)},"actor":{{"id":{_quote(actor_id)},'
+        f'"ipAddress":{_quote(actor_ip)},"type":{_quote(actor_type)}}},"eventId":{_quote(event_id)},'
+        f'"eventType":{_quote(event_type)},"resourceId":{_quote(resource_id)},'
+        f'"resourceType":{_quote(resource_type)},"result":{_quote(result)}{_SEQUENCE_MEMBER}'
+    )
+    payload = _json({"context": context, "metadata": metadata})
+    if head.isascii() and (payload.isascii() or not _UTF16_ORDER_MAY_DIFFER.search(payload)):
+        return head, f'}},"payload":{payload},"v":{FORMAT_VERSION}}}'
+    # Where rfc8785 may order keys differently: the whole document as canonical_text
+    # serializes it, with placeholders (sequence 0, timestamp ""). An integer and a
+    # format_timestamp string are ASCII with nothing to escape, so they change neither the
+    # encoder chosen nor any other byte. The first mark is the entry's own: a '"' inside
+    # a string is escaped, so one after ',' is structural, and the payload comes later.
+    text = _serialize(build_document(
+        sequence=0, event_id=event_id, event_type=event_type, action=action, result=result,
+        resource_type=resource_type, resource_id=resource_id, actor_type=actor_type, actor_id=actor_id,
+        actor_ip=actor_ip, timestamp="", context=context, metadata=metadata,
+    ))
+    split = text.index(_PLACEHOLDER_MARK) + len(_SEQUENCE_MEMBER)
+    return text[:split], text[split + len(_PLACEHOLDERS):]
+
+
+def join_entry_text(head: str, sequence: int, timestamp: str, tail: str) -> str:
+    """``canonical_text(build_document(...))`` from :func:`entry_text_parts`; ``timestamp``
+    comes from :func:`format_timestamp`/:func:`now_timestamp`."""
+    return _checked_size(f'{head}{sequence},"timestamp":"{timestamp}"{tail}')
+
+
 def new_event_id() -> str:
     """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, version 7, variant, 74 random bits."""
-    value = (time.time_ns() // 1_000_000 & (2**48 - 1)) << 80 | int.from_bytes(os.urandom(10), "big")
-    value = value & ~(0xF << 76) | 0x7 << 76
-    value = value & ~(0x3 << 62) | 0x2 << 62
-    return str(uuid.UUID(int=value))
+    return uuid7()
+
+
+def new_event_ids(count: int) -> list[str]:
+    """``count`` UUIDv7s of this millisecond (see :func:`flowker.ids.uuid7s`)."""
+    return uuid7s(count)
 
 
 def chain_hash(previous_hash: str, canonical: str) -> str:

@@ -10,8 +10,10 @@
 
 :func:`append` joins the caller's transaction (or opens its own), takes the append lock
 (SQLite: the transaction is already ``BEGIN IMMEDIATE``; PostgreSQL: a transaction-scoped
-advisory lock), reads the head, and inserts the next entry. The state change and its entry
-commit together or not at all; the unique ``sequence`` and unique ``previous_hash`` columns
+advisory lock), reads the head, and inserts the next entry. Everything that does not depend
+on the head (validation, redaction, the canonical text but for sequence and timestamp) is
+done before the lock; :func:`prepare_many` lets a caller do it before its transaction too,
+which on SQLite is the lock. The state change and its entry commit together or not at all; the unique ``sequence`` and unique ``previous_hash`` columns
 make a fork impossible to commit even if the lock were bypassed. Hashing is described in
 :mod:`flowker.audit.canonical`.
 
@@ -24,6 +26,7 @@ the log attached to the database it writes to, and a plain one (no checkpoints) 
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 from collections.abc import Mapping
 from contextlib import nullcontext
@@ -37,22 +40,22 @@ from flowker.audit import events, store
 from flowker.audit.canonical import (
     GENESIS_HASH,
     NotCanonicalizable,
-    build_document,
-    canonical_text,
-    chain_hash,
-    new_event_id,
+    entry_text_parts,
+    join_entry_text,
+    new_event_ids,
     now_timestamp,
     to_hashable,
 )
 from flowker.audit.events import Action, EventType, Result  # re-exported for callers
 from flowker.audit.verify import VerifyResult, verify_database
 from flowker.errors import AuditChainError, ConfigurationError
-from flowker.security.redaction import redact
+from flowker.security.redaction import mask_secret_value, secret_key_test
 from flowker.storage.models import AuditCheckpoint, AuditEntry
 
 __all__ = [
-    "Action", "Actor", "AuditLog", "EventType", "Result", "SYSTEM_ACTOR", "VerifyResult", "append", "append_many",
-    "audit_log_for", "checkpoint_to_dict", "create_checkpoint", "entry_to_dict", "install", "verify_chain",
+    "Action", "Actor", "AuditLog", "EventType", "PreparedEntry", "Result", "SYSTEM_ACTOR", "VerifyResult", "append",
+    "append_many", "audit_log_for", "checkpoint_to_dict", "create_checkpoint", "entry_to_dict", "install",
+    "prepare_many", "verify_chain",
 ]
 
 UNKNOWN_IP = "0.0.0.0"
@@ -72,6 +75,8 @@ SYSTEM_ACTOR = Actor(type="system", id="flowker", ip=UNKNOWN_IP)
 
 
 def _text(value: Any, what: str, limit: int) -> str:
+    if type(value) is str and 0 < len(value) <= limit and "\x00" not in value:
+        return value
     if value is None:
         raise AuditChainError(f"audit {what} is missing")
     text = str(value.value) if isinstance(value, enum.Enum) else str(value)
@@ -82,6 +87,9 @@ def _text(value: Any, what: str, limit: int) -> str:
     return text
 
 
+_SECRET_KEY = secret_key_test()  # redact()'s test of a key (no extra key names)
+
+
 def _payload(value: Any, what: str) -> dict:
     if not value:
         if value is None or isinstance(value, Mapping):
@@ -89,11 +97,30 @@ def _payload(value: Any, what: str) -> dict:
     if not isinstance(value, Mapping):
         raise AuditChainError(f"audit {what} must be a mapping, not {type(value).__name__}")
     try:
-        # Normalised first (so redaction sees plain JSON), then secrets masked: the chain
-        # must never hold one, in any entry, forever.
-        return redact(to_hashable(value, what))
+        # Normalised and redacted in one walk (the same as redact(to_hashable(value))): the
+        # chain must never hold a secret, in any entry, forever.
+        return to_hashable(value, what, secret_key=_SECRET_KEY, mask=mask_secret_value)
     except NotCanonicalizable as exc:
         raise AuditChainError(f"audit {what}: {exc}") from None
+
+
+_BLANK_ROW = dict.fromkeys(store.ENTRY_COLUMNS)  # an entry's __data__, in INSERT column order
+
+
+class PreparedEntry:
+    """An entry validated, redacted and serialized: all but its place in the chain.
+
+    ``AuditLog.append_many`` accepts these (from :meth:`AuditLog.prepare_many`) as well as
+    mappings, so a caller can do this work before it opens its write transaction. Each is
+    appended once (again only after that transaction rolled back).
+    """
+
+    __slots__ = ("entry", "head", "tail", "error")
+
+    def __init__(self, entry: AuditEntry, head: str | None, tail: str | None, error: Exception | None):
+        # ``entry`` holds every column in ENTRY_COLUMNS order; the five that depend on the
+        # chain's head are filled in under the append lock.
+        self.entry, self.head, self.tail, self.error = entry, head, tail, error
 
 
 class AuditLog:
@@ -128,7 +155,8 @@ class AuditLog:
                actor: Actor = SYSTEM_ACTOR, context: Mapping | None = None,
                metadata: Mapping | None = None) -> AuditEntry:
         """Append one entry inside the caller's transaction (or a new one); returns it."""
-        prepared = self._prepare(event_type, action, result, resource_type, resource_id, actor, context, metadata)
+        prepared = self._prepare(new_event_ids(1)[0], event_type, action, result, resource_type, resource_id,
+                                 actor, context, metadata)
         return self._write([prepared])[0]
 
     def append_many(self, entries) -> list[AuditEntry]:
@@ -136,19 +164,29 @@ class AuditLog:
 
         Each item is a mapping of :meth:`append`'s arguments (``event_type``, ``action``,
         ``result``, ``resource_type``, ``resource_id``, optional ``actor``, ``context``,
-        ``metadata``). One lock, one head read and one multi-row INSERT for all of them:
-        the same chain as appending them one by one, at a fraction of the cost.
+        ``metadata``), or a :class:`PreparedEntry` from :meth:`prepare_many`. One lock, one
+        head read and one multi-row INSERT for all of them: the same chain as appending
+        them one by one, at a fraction of the cost.
         """
-        prepared = [
-            self._prepare(item["event_type"], item["action"], item["result"], item["resource_type"],
-                          item["resource_id"], item.get("actor"), item.get("context"), item.get("metadata"))
-            for item in entries
-        ]
+        prepared = self.prepare_many(entries)
         return self._write(prepared) if prepared else []
 
+    @classmethod
+    def prepare_many(cls, entries) -> list[PreparedEntry]:
+        """Validate, redact and serialize items of :meth:`append_many` (PreparedEntry items
+        pass through): the work that needs neither the database nor the append lock."""
+        entries = entries if isinstance(entries, list) else list(entries)
+        event_ids = new_event_ids(len(entries))
+        return [
+            item if isinstance(item, PreparedEntry) else
+            cls._prepare(event_id, item["event_type"], item["action"], item["result"], item["resource_type"],
+                         item["resource_id"], item.get("actor"), item.get("context"), item.get("metadata"))
+            for event_id, item in zip(event_ids, entries)
+        ]
+
     @staticmethod
-    def _prepare(event_type, action, result, resource_type, resource_id, actor, context, metadata) -> tuple:
-        """Validated fields of one entry (everything but its place in the chain)."""
+    def _prepare(event_id, event_type, action, result, resource_type, resource_id, actor, context,
+                 metadata) -> PreparedEntry:
         actor = actor if actor is not None else SYSTEM_ACTOR
         try:
             event_type = events.event_type_value(event_type)
@@ -163,14 +201,32 @@ class AuditLog:
         actor_ip = _text(actor.ip or UNKNOWN_IP, "actor IP address", 45)
         context = _payload(context, "context")
         metadata = _payload(metadata, "metadata")
-        return (new_event_id(), event_type, action, result, resource_type, resource_id,
-                actor_type, actor_id, actor_ip, context, metadata)
+        head = tail = error = None
+        try:
+            head, tail = entry_text_parts(
+                event_id=event_id, event_type=event_type, action=action, result=result,
+                resource_type=resource_type, resource_id=resource_id, actor_type=actor_type,
+                actor_id=actor_id, actor_ip=actor_ip, context=context, metadata=metadata,
+            )
+        except NotCanonicalizable as exc:
+            # Raised where the entry is written, as when the text was built under the lock.
+            error = AuditChainError(str(exc))
+        except Exception as exc:  # e.g. rfc8785 sorting a key with a lone surrogate: likewise
+            error = exc
+        entry = AuditEntry(__no_default__=1)
+        entry.__data__ = row = _BLANK_ROW.copy()
+        row["event_id"], row["event_type"], row["action"], row["result"] = event_id, event_type, action, result
+        row["resource_type"], row["resource_id"] = resource_type, resource_id
+        row["actor_type"], row["actor_id"], row["actor_ip"] = actor_type, actor_id, actor_ip
+        return PreparedEntry(entry, head, tail, error)
 
-    def _write(self, prepared: list[tuple]) -> list[AuditEntry]:
+    def _write(self, prepared: list[PreparedEntry]) -> list[AuditEntry]:
         database = self.database
         transaction = nullcontext() if database.in_transaction() else database.atomic()
-        rows = []
+        sha256 = hashlib.sha256
         with transaction:
+            # From here on only what depends on the head: the append lock is held until commit
+            # (on SQLite from the transaction's BEGIN IMMEDIATE).
             head = store.lock_and_head(database)
             sequence, previous = (head[0], head[1]) if head else (0, GENESIS_HASH)
             # Assigned under the lock, so timestamps never run backwards along the chain
@@ -179,35 +235,28 @@ class AuditLog:
             checkpoints = []
             check = self.signing_key is not None and self.checkpoint_interval
             last_checkpoint = store.last_checkpoint_sequence(database) if check else 0
-            for (event_id, event_type, action, result, resource_type, resource_id,
-                 actor_type, actor_id, actor_ip, context, metadata) in prepared:
+            values = []
+            for item in prepared:
                 sequence += 1
+                if item.error is not None:
+                    raise item.error from None
                 try:
-                    canonical = canonical_text(build_document(
-                        sequence=sequence, event_id=event_id, event_type=event_type, action=action,
-                        result=result, resource_type=resource_type, resource_id=resource_id,
-                        actor_type=actor_type, actor_id=actor_id, actor_ip=actor_ip,
-                        timestamp=timestamp, context=context, metadata=metadata,
-                    ))
+                    canonical = join_entry_text(item.head, sequence, timestamp, item.tail)
                 except NotCanonicalizable as exc:
                     raise AuditChainError(str(exc)) from None
-                digest = chain_hash(previous, canonical)
-                rows.append((sequence, event_id, event_type, action, result, resource_type, resource_id,
-                             actor_type, actor_id, actor_ip, timestamp, canonical, previous, digest))
+                digest = sha256((previous + canonical).encode("utf-8")).hexdigest()  # canonical.chain_hash
+                row = item.entry.__data__
+                row["sequence"], row["timestamp"], row["canonical"] = sequence, timestamp, canonical
+                row["previous_hash"], row["hash"] = previous, digest
+                values += row.values()
                 previous = digest
                 if check and sequence - last_checkpoint >= self.checkpoint_interval:
                     checkpoints.append((sequence, digest))
                     last_checkpoint = sequence
-            store.insert_entries(database, rows)
+            store.insert_values(database, len(prepared), values)
             for checkpoint_sequence, checkpoint_hash in checkpoints:
                 self._insert_checkpoint(database, checkpoint_sequence, checkpoint_hash)
-        entries = []
-        for values in rows:
-            # The row as a model instance, built without peewee's per-field setattr (hot path).
-            entry = AuditEntry(__no_default__=1)
-            entry.__data__.update(zip(store.ENTRY_COLUMNS, values))
-            entries.append(entry)
-        return entries
+        return [item.entry for item in prepared]
 
     # -- checkpoints -------------------------------------------------------------------
 
@@ -279,6 +328,12 @@ def append_many(entries, *, database=None, audit_log: AuditLog | None = None) ->
     """Append several entries in order under one lock and one INSERT. See :meth:`AuditLog.append_many`."""
     log = audit_log or audit_log_for(database)
     return log.append_many(entries)
+
+
+def prepare_many(entries) -> list[PreparedEntry]:
+    """Items for :func:`append_many`, validated, redacted and serialized ahead of the write
+    transaction (less work while the append lock is held). See :meth:`AuditLog.prepare_many`."""
+    return AuditLog.prepare_many(entries)
 
 
 def create_checkpoint(signing_key=None, *, database=None, interval: int | None = None) -> AuditCheckpoint | None:

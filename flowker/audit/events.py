@@ -108,21 +108,31 @@ def _checked(value, enum_type, pattern: re.Pattern | None, what: str) -> str:
     raise ValueError(f"audit {what} {value!r} is not valid")
 
 
-def event_type_value(value) -> str:
-    return _checked(value, EventType, _UPPER_NAME, "event type")
+# Plain strings (and members of these enums, which hash and compare as their values) known
+# to be valid -> value: the enums' values up front, names of new types as first seen (bounded).
+_KNOWN_MAX = 256
+_ENUMS = frozenset({EventType, Action, Result, ActorType, ResourceType})
 
 
-def action_value(value) -> str:
-    return _checked(value, Action, _UPPER_NAME, "action")
+def _validator(enum_type, pattern: re.Pattern | None, what: str):
+    known = {member.value: member.value for member in enum_type}
+
+    def value_of(value) -> str:
+        kind = type(value)
+        if kind is str or kind in _ENUMS:
+            checked = known.get(value)
+            if checked is not None:
+                return checked
+        checked = _checked(value, enum_type, pattern, what)
+        if kind is str and len(known) < _KNOWN_MAX:
+            known[value] = checked
+        return checked
+
+    return value_of
 
 
-def result_value(value) -> str:
-    return _checked(value, Result, None, "result")
-
-
-def actor_type_value(value) -> str:
-    return _checked(value, ActorType, _LOWER_NAME, "actor type")
-
-
-def resource_type_value(value) -> str:
-    return _checked(value, ResourceType, _LOWER_NAME, "resource type")
+event_type_value = _validator(EventType, _UPPER_NAME, "event type")
+action_value = _validator(Action, _UPPER_NAME, "action")
+result_value = _validator(Result, None, "result")
+actor_type_value = _validator(ActorType, _LOWER_NAME, "actor type")
+resource_type_value = _validator(ResourceType, _LOWER_NAME, "resource type")

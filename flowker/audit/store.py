@@ -68,28 +68,41 @@ def head(database: peewee.Database) -> tuple[int, str] | None:
 
 def insert_entry(database: peewee.Database, values: tuple) -> None:
     """Insert one entry (values in :data:`ENTRY_COLUMNS` order)."""
-    insert_entries(database, [values])
+    insert_values(database, 1, list(values))
 
 
 # Rows per INSERT statement: SQLite allows 32766 parameters (14 per row) since 3.32.
 _MAX_ROWS_PER_INSERT = 500
+_WIDTH = len(ENTRY_COLUMNS)
 
 
 def _insert_sql(p: str, rows: int) -> str:
-    row = f"({', '.join([p] * len(ENTRY_COLUMNS))})"
+    row = f"({', '.join([p] * _WIDTH)})"
     return f"INSERT INTO {ENTRY_TABLE} ({', '.join(ENTRY_COLUMNS)}) VALUES {', '.join([row] * rows)}"
 
 
-_INSERT_SQL = {(p, n): _insert_sql(p, n) for p in ("?", "%s") for n in range(1, 17)}
+# Statement text by (database class, rows), made once (SQLite's statement cache is keyed by it).
+_INSERT_SQL: dict[tuple[type, int], str] = {}
 
 
 def insert_entries(database: peewee.Database, rows: list[tuple]) -> None:
     """Insert entries in chain order with as few statements as possible (one up to 500 rows)."""
-    p = param(database)
-    for start in range(0, len(rows), _MAX_ROWS_PER_INSERT):
-        chunk = rows[start:start + _MAX_ROWS_PER_INSERT]
-        sql = _INSERT_SQL.get((p, len(chunk))) or _insert_sql(p, len(chunk))
-        database.execute_sql(sql, tuple(value for row in chunk for value in row))
+    insert_values(database, len(rows), [value for row in rows for value in row])
+
+
+def insert_values(database: peewee.Database, rows: int, values: list) -> None:
+    """:func:`insert_entries` for ``rows`` rows given as one flat list of values, row after row."""
+    if rows > _MAX_ROWS_PER_INSERT:
+        step = _MAX_ROWS_PER_INSERT * _WIDTH
+        for start in range(0, len(values), step):
+            chunk = values[start:start + step]
+            insert_values(database, len(chunk) // _WIDTH, chunk)
+        return
+    key = (type(database), rows)
+    sql = _INSERT_SQL.get(key)
+    if sql is None:
+        sql = _INSERT_SQL[key] = _insert_sql(param(database), rows)
+    database.execute_sql(sql, values)
 
 
 def last_checkpoint_sequence(database: peewee.Database) -> int:

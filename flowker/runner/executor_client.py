@@ -33,7 +33,7 @@ from retrying import Retrying
 
 from flowker.errors import CircuitOpenError, FlowkerError
 from flowker.runner.breakers import ExecutorBreaker, NetworkError, TransientHTTPError
-from flowker.security.http import ResponseTooLargeError, read_capped
+from flowker.security.http import ResponseTooLargeError, read_capped, send_request
 from flowker.security.redaction import redact_headers
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
@@ -97,7 +97,7 @@ class CallResult:
     attempts: list = field(default_factory=list)  # one dict per network attempt
     error: FlowkerError | None = None
     duration_ms: float = 0.0  # the whole call: preparing, every attempt, waits, parsing
-    # Time inside the HTTP transport alone (requests' session.request and reading the body,
+    # Time inside the HTTP transport alone (sending through requests and reading the body,
     # every attempt): what a benchmark of the engine's own overhead leaves out.
     transport_ms: float = 0.0
 
@@ -279,15 +279,12 @@ class ExecutorClient:
         return response, body
 
     def _send(self, send: "_Send", timeout: float, result: CallResult | None = None):
-        kwargs = {}
-        if send.body is not None:
-            kwargs["json"] = send.body
         started = time.perf_counter()
         try:
             try:
-                response = self.session.request(
-                    send.method, send.url, params=send.query or None, headers=send.headers, auth=send.auth,
-                    timeout=(min(timeout, MAX_CONNECT_TIMEOUT_SECONDS), timeout), stream=True, **kwargs,
+                response = send_request(
+                    self.session, send.method, send.url, params=send.query or None, headers=send.headers,
+                    json=send.body, auth=send.auth, timeout=(min(timeout, MAX_CONNECT_TIMEOUT_SECONDS), timeout),
                 )
                 body = read_capped(response, self.max_response_bytes)
             finally:

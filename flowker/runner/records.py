@@ -3,12 +3,15 @@
 Each step's StepResult row, the execution's progress (current step, lease) and the
 step's audit entries (STEP_*, and PROVIDER_CALL_STARTED plus PROVIDER_CALL_COMPLETED or
 _FAILED for every attempt of an executor call) are written in one transaction: a step is
-recorded with its audit trail or not at all. Steps without side effects are grouped into
-one commit (the next executor step's, the execution's end, or after 0.25 s): a commit is
-the expensive part of a step on SQLite, and nothing outside Flowker saw those steps (a
-process that dies before that commit loses only them, and recovery fails the run). An
-executor step commits as soon as its call ends, so a call is never forgotten. Secrets never reach a row: stored inputs,
-outputs and messages pass through the process :class:`Redactor`.
+recorded with its audit trail or not at all. Steps are grouped into one commit: the
+pending ones are committed before the next executor call goes out, with the execution's
+end, or once the oldest has waited 0.25 s. A commit (and the write lock it holds) is the
+expensive part of a step, so a trigger, a call and the actions after it usually share
+the execution's last commit. An executor call's record is therefore committed before any
+other call is made and at most 0.25 s (plus one step) after its call ended: a process
+that dies in that window loses the record of that one call as it would for a call in
+flight, and recovery fails the run. Secrets never reach a row: stored inputs, outputs
+and messages pass through the process :class:`Redactor`.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ from flowker.storage.statements import CompiledInsert, CompiledUpdate, model_dat
 RESOURCE_TYPE = "execution"
 MAX_ERROR_MESSAGE = 4000
 
-# Steps without side effects (actions, conditionals, skips) are committed in groups: at
-# the next executor step, at the end, or after this long.
+# Pending steps are committed before the next executor call, at the end, or once the
+# oldest has waited this long.
 FLUSH_INTERVAL_SECONDS = 0.25
 
 STEP_EVENTS = {COMPLETED: "STEP_COMPLETED", FAILED: "STEP_FAILED", SKIPPED: "STEP_SKIPPED"}
@@ -79,11 +82,20 @@ def audit_item(event_type: str, result: str, resource_id: str, *, actor=None, co
     }
 
 
-def audit_batch(items: list[dict]) -> None:
-    """Several entries, in order, inside the caller's transaction: one lock, one INSERT."""
+def audit_batch(items: list) -> None:
+    """Several entries (items of :func:`audit_item` or from :func:`prepare_audit`), in
+    order, inside the caller's transaction: one lock, one INSERT."""
     from flowker.audit import chain
 
     chain.append_many(items)
+
+
+def prepare_audit(items: list[dict]) -> list:
+    """``items`` validated, redacted and serialized for :func:`audit_batch`: done before a
+    write transaction begins, this work does not hold the database's write lock."""
+    from flowker.audit import chain
+
+    return chain.prepare_many(items)
 
 
 class ExecutionRecorder:
@@ -105,10 +117,17 @@ class ExecutionRecorder:
         self.context = {"workflowId": execution.workflow_id, "workflowVersion": execution.workflow_version}
         self._pending: list[StepRecord] = []
         self._pending_since = 0.0
+        self._pending_call = False  # a pending record is an executor call's (it had side effects)
 
     # -- StepSink ---------------------------------------------------------------------
 
     def step_started(self, node: NodePlan) -> None:
+        # A finished call is on record before the next call goes out: at most one call's
+        # record is ever pending, and only while steps without side effects run.
+        if self._pending and (
+                (self._pending_call and node.type == "executor")
+                or time.monotonic() - self._pending_since >= self.flush_interval):
+            self.flush()
         if self.observer is not None:
             self.observer.step_started(node)
 
@@ -116,9 +135,9 @@ class ExecutionRecorder:
         if not self._pending:
             self._pending_since = time.monotonic()
         self._pending.append(record)
-        # A call's record (its side effects happened) is committed at once; steps without
-        # side effects are grouped into the next commit, at most flush_interval later.
-        if record.call is not None or time.monotonic() - self._pending_since >= self.flush_interval:
+        if record.call is not None:
+            self._pending_call = True
+        if time.monotonic() - self._pending_since >= self.flush_interval:
             self.flush()
         if self.observer is not None:
             self.observer.step_finished(record)
@@ -128,29 +147,36 @@ class ExecutionRecorder:
         if not self._pending:
             return
         database = model_database(Execution)
+        rows, entries = self._prepared_pending([])
         with write_transaction():
             # The audit append comes last: on PostgreSQL it holds the chain's lock until commit.
             progress = (self._pending[-1].node.step_number, self.clock() + dt.timedelta(seconds=self.lease_seconds))
             RENEW_PROGRESS.execute(database, progress, (self.execution.id, self.owner))
-            self._write_pending(database, [])
+            INSERT_STEPS.execute(database, rows)
+            audit_batch(entries)
         self.execution.current_step, self.execution.lease_expires_at = progress
-        self._pending.clear()
+        self._forget_pending()
 
     def discard_pending(self) -> None:
         """Forget steps that could not be committed (the run ends as failed without them)."""
-        self._pending.clear()
+        self._forget_pending()
 
-    def _write_pending(self, database, trailing: list[dict], scrubbed: dict[str, str] | None = None) -> None:
-        # One multi-row INSERT for the rows, then every step's audit entries in step order
-        # (and ``trailing`` ones after them) appended as one batch.
+    def _forget_pending(self) -> None:
+        self._pending.clear()
+        self._pending_call = False
+
+    def _prepared_pending(self, trailing: list[dict], scrubbed: dict[str, str] | None = None) -> tuple[list, list]:
+        """The pending steps' rows and their audit entries in step order (``trailing`` ones
+        after them), scrubbed and serialized before the write transaction begins, so the
+        database's write lock is held only for the statements."""
         if scrubbed is None:
             scrubbed = {}  # one flush is one moment: each distinct string is scrubbed once
-        INSERT_STEPS.execute(database, [self._step_row(record, scrubbed) for record in self._pending])
+        rows = [self._step_row(record, scrubbed) for record in self._pending]
         items: list[dict] = []
         for record in self._pending:
             self._audit_step(record, items)
         items.extend(trailing)
-        audit_batch(items)
+        return rows, prepare_audit(items)
 
     # -- the end ----------------------------------------------------------------------
 
@@ -164,6 +190,19 @@ class ExecutionRecorder:
         error = self._message(outcome.error_message) if status == FAILED else None
         scrubbed: dict[str, str] = {}
         final_output = self._clean(outcome.final_output, scrubbed) if status == COMPLETED else None
+        ended = audit_item(
+            "EXECUTION_COMPLETED" if status == COMPLETED else "EXECUTION_FAILED",
+            "SUCCESS" if status == COMPLETED else "FAILED",
+            self.execution.id,
+            context=self.context,
+            metadata={
+                "status": status,
+                "steps": len(outcome.steps),
+                "durationMs": _ms_between(self.execution.started_at, now),
+                **({"errorMessage": error, "failedNode": outcome.failed_node} if error else {}),
+            },
+        )
+        rows, entries = self._prepared_pending([ended], scrubbed)
         database = model_database(Execution)
         with write_transaction():
             if self._pending:
@@ -175,27 +214,14 @@ class ExecutionRecorder:
                     database, (status, final_output, error, now, None), (self.execution.id,))
             if not updated:
                 return False  # already settled elsewhere (recovered after a lost lease): keep that record
-            ended = audit_item(
-                "EXECUTION_COMPLETED" if status == COMPLETED else "EXECUTION_FAILED",
-                "SUCCESS" if status == COMPLETED else "FAILED",
-                self.execution.id,
-                context=self.context,
-                metadata={
-                    "status": status,
-                    "steps": len(outcome.steps),
-                    "durationMs": _ms_between(self.execution.started_at, now),
-                    **({"errorMessage": error, "failedNode": outcome.failed_node} if error else {}),
-                },
-            )
-            if self._pending:
-                self._write_pending(database, [ended], scrubbed)
-            else:
-                audit_batch([ended])
+            if rows:
+                INSERT_STEPS.execute(database, rows)
+            audit_batch(entries)
         self.execution.status, self.execution.final_output, self.execution.error_message = status, final_output, error
         self.execution.completed_at, self.execution.lease_expires_at = now, None
         if self._pending:
             self.execution.current_step = self._pending[-1].node.step_number
-        self._pending.clear()
+        self._forget_pending()
         return True
 
     # -- helpers ----------------------------------------------------------------------

@@ -2,9 +2,11 @@
 
 An execution carries its owner and ``lease_expires_at``. The owning process extends the
 lease with every step it records and, for long steps (a slow call, retry waits), from a
-heartbeat thread. :func:`recover_interrupted` (run at start-up by ``serve`` and ``run``)
-fails executions whose lease expired and audits each with EXECUTION_INTERRUPTED; an
-execution another live process is running keeps a fresh lease and is never touched.
+heartbeat thread. :func:`recover_interrupted` fails executions whose lease expired and
+audits each with EXECUTION_INTERRUPTED; an execution another live process is running
+keeps a fresh lease and is never touched. It runs at start-up (``serve`` and ``run``) and,
+in every server worker, from a :class:`LeaseSweeper` thread: the runs of a server that
+died are failed by the servers still alive, without waiting for it to restart.
 """
 
 from __future__ import annotations
@@ -121,4 +123,47 @@ class LeaseHeartbeat:
             thread, self._thread = self._thread, None
         self._wake.set()
         if thread is not None:
+            thread.join(timeout=5)
+
+
+class LeaseSweeper:
+    """Runs :func:`recover_interrupted` every ``interval`` seconds in a daemon thread.
+
+    Every worker of every server sweeps; two sweeps racing for one execution are settled
+    by the compare-and-set in :func:`recover_interrupted` (one update, one audit entry).
+    """
+
+    def __init__(self, interval: float):
+        self.interval = max(float(interval), 0.05)
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.recovered = 0  # executions this sweeper failed (tests and metrics)
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None and not self._wake.is_set():
+                self._thread = threading.Thread(target=self._loop, name="flowker-lease-sweeper", daemon=True)
+                self._thread.start()
+
+    def sweep(self) -> list[str]:
+        recovered = recover_interrupted()
+        if recovered:
+            self.recovered += len(recovered)
+            logger.warning("failed %d execution(s) whose process stopped (lease expired): %s",
+                           len(recovered), ", ".join(recovered[:10]))
+        return recovered
+
+    def _loop(self) -> None:
+        while not self._wake.wait(self.interval):
+            try:
+                self.sweep()
+            except Exception:  # noqa: BLE001 - e.g. the database is briefly down: try again next time
+                logger.warning("lease sweep failed; retrying in %.1f s", self.interval, exc_info=True)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._wake.set()
+            thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)

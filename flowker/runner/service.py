@@ -35,8 +35,11 @@ from flowker.runner.breakers import BreakerBoard
 from flowker.runner.engine import FAILED, Engine, RunOutcome
 from flowker.runner.executors import ExecutorPool
 from flowker.runner.graph import WorkflowPlan, compile_plan
-from flowker.runner.records import ExecutionRecorder, audit_append, execution_results, execution_summary
-from flowker.runner.recovery import LeaseHeartbeat, recover_interrupted
+from flowker.runner.records import (
+    FLUSH_INTERVAL_SECONDS, ExecutionRecorder, audit_batch, audit_item, execution_results, execution_summary,
+    prepare_audit,
+)
+from flowker.runner.recovery import LeaseHeartbeat, LeaseSweeper, recover_interrupted
 from flowker.runner.wal_checkpoints import WalCheckpointer
 from flowker.storage.database import connection, write_transaction
 from flowker.storage.models import Execution, Workflow, WorkflowVersion, new_id, utcnow
@@ -129,7 +132,7 @@ class PlanCache:
 class ExecutionService:
     def __init__(self, settings, registry, *, redactor=None, owner: str | None = None,
                  lease_seconds: float | None = None, heartbeat_interval: float | None = None,
-                 plan_cache_size: int = PLAN_CACHE_SIZE):
+                 plan_cache_size: int = PLAN_CACHE_SIZE, flush_interval: float = FLUSH_INTERVAL_SECONDS):
         from flowker.auth.token_cache import TokenCache
         from flowker.security.redaction import Redactor
 
@@ -147,11 +150,15 @@ class ExecutionService:
         if lease_seconds is None:
             lease_seconds = getattr(settings, "execution_lease_seconds", DEFAULT_LEASE_SECONDS)
         self.lease_seconds = lease_seconds
+        self.flush_interval = flush_interval  # how long finished steps may wait for a commit
         self.plans = PlanCache(plan_cache_size)
         self.breakers = BreakerBoard.from_settings(settings)
         self.token_cache = TokenCache()
         self.executors = ExecutorPool(settings, registry, self.redactor, self.breakers, token_cache=self.token_cache)
         self.heartbeat = LeaseHeartbeat(self.owner, lease_seconds, heartbeat_interval)
+        # Started by server workers (start_sweeping): a dead peer's runs fail within about
+        # one and a half leases, without waiting for it to restart.
+        self.sweeper = LeaseSweeper(lease_seconds / 2.0)
         # SQLite: the log is copied back by a thread of its own, not by a step's commit.
         self.wal_checkpoints = WalCheckpointer()
 
@@ -180,6 +187,14 @@ class ExecutionService:
                 raise UnprocessableEntity(f"workflow {workflow.name} is not active (it is {workflow.status})",
                                           code=WORKFLOW_NOT_ACTIVE)
             plan = self.plan(workflow.id, workflow.version)
+            execution_id = new_id()
+            # Serialized before the transaction: the write lock is held for the statements only.
+            (started_entry,) = prepare_audit([audit_item(
+                "EXECUTION_STARTED", "SUCCESS", execution_id, actor=actor,
+                context={"workflowId": workflow.id, "workflowVersion": workflow.version},
+                metadata={"workflowName": workflow.name, "totalSteps": plan.total_steps,
+                          "idempotencyKey": bool(idempotency_key), "inputHash": digest},
+            )])
             try:
                 with write_transaction():
                     if idempotency_key is not None:
@@ -187,7 +202,8 @@ class ExecutionService:
                         existing = self._keyed(workflow_id, idempotency_key)
                         if existing is not None:
                             return self._replay(existing, digest)
-                    execution = self._create(workflow, plan, input_data, digest, idempotency_key, actor)
+                    execution = self._create(execution_id, workflow, plan, input_data, digest, idempotency_key)
+                    audit_batch([started_entry])
             except peewee.IntegrityError:
                 # Another request with the same key committed first (PostgreSQL): return the winner.
                 existing = self._keyed(workflow_id, idempotency_key) if idempotency_key is not None else None
@@ -196,21 +212,15 @@ class ExecutionService:
                 return self._replay(existing, digest)
         return StartResult(execution, True)
 
-    def _create(self, workflow: WorkflowHead, plan: WorkflowPlan, input_data, digest, idempotency_key,
-                actor) -> Execution:
+    def _create(self, execution_id: str, workflow: WorkflowHead, plan: WorkflowPlan, input_data, digest,
+                idempotency_key) -> Execution:
         now = utcnow()
-        values = (new_id(), workflow.id, workflow.version, "running", input_data, idempotency_key, digest, 0,
+        values = (execution_id, workflow.id, workflow.version, "running", input_data, idempotency_key, digest, 0,
                   plan.total_steps, self.owner, now + _seconds(self.lease_seconds), now)
         INSERT_EXECUTION.execute(model_database(Execution), [values])
         execution = Execution(__no_default__=1)
         execution.__data__.update(zip(EXECUTION_COLUMNS, values))
         execution.__data__.update(final_output=None, error_message=None, completed_at=None)
-        audit_append(
-            "EXECUTION_STARTED", "SUCCESS", execution.id, actor=actor,
-            context={"workflowId": workflow.id, "workflowVersion": workflow.version},
-            metadata={"workflowName": workflow.name, "totalSteps": plan.total_steps,
-                      "idempotencyKey": bool(idempotency_key), "inputHash": digest},
-        )
         return execution
 
     @staticmethod
@@ -258,7 +268,7 @@ class ExecutionService:
         self.heartbeat.track(execution.id)
         self.wal_checkpoints.poke()
         recorder = ExecutionRecorder(execution, owner=self.owner, lease_seconds=self.lease_seconds,
-                                     redactor=self.redactor, observer=observer)
+                                     redactor=self.redactor, observer=observer, flush_interval=self.flush_interval)
         try:
             try:
                 outcome = self._walk(execution, recorder)
@@ -319,7 +329,12 @@ class ExecutionService:
             logger.warning("marked %d interrupted execution(s) as failed", len(recovered))
         return recovered
 
+    def start_sweeping(self) -> None:
+        """Fail, from now on and every half lease, runs whose process died (server workers)."""
+        self.sweeper.start()
+
     def close(self) -> None:
+        self.sweeper.stop()
         self.heartbeat.stop()
         self.wal_checkpoints.stop()
         self.executors.close()

@@ -11,6 +11,9 @@
   A DNS answer that changes between check and connect (rebinding) reaches nothing new;
 * drops credential headers when a redirect leaves the origin;
 * caps response bodies (decoded size, so compression bombs stop too).
+
+:func:`send_request` is ``session.request(..., stream=True)`` for the runner's hot path:
+the same request, prepared without Session.request's per-call merging.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ from __future__ import annotations
 import socket
 import sys
 import threading
-from typing import Iterable
+from typing import Any, Iterable
 
 import requests
 from requests.adapters import DEFAULT_POOLSIZE, HTTPAdapter
+from requests.cookies import RequestsCookieJar, merge_cookies
+from requests.structures import CaseInsensitiveDict
 from urllib3._collections import RecentlyUsedContainer
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -30,12 +35,13 @@ from urllib3.util.timeout import _DEFAULT_TIMEOUT
 
 from flowker.errors import ResponseTooLargeError  # noqa: F401 (re-exported)
 from flowker.security.redaction import SECRET_HEADER_NAMES
-from flowker.security.ssrf import AddressPolicy, HostResolutionError, ResolvedTarget
+from flowker.security.ssrf import AddressPolicy, HostResolutionError, ResolvedTarget, parse_ip_literal
 
 DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_REDIRECTS = 5
 _READ_CHUNK = 64 * 1024
 _TLS_POOL_KWARGS = ("cert_reqs", "ca_certs", "ca_cert_dir", "cert_file", "key_file")
+_MEMO_SIZE = 256  # URLs remembered by the two memos below; cleared when full
 
 
 # --------------------------------------------------------------------------- connections
@@ -96,6 +102,9 @@ class PinnedAdapter(HTTPAdapter):
         self.max_response_bytes = max_response_bytes
         self._pools_lock = threading.Lock()
         self._pools = RecentlyUsedContainer(pool_connections, dispose_func=lambda pool: pool.close())
+        # URL -> (policy, target) for URLs whose host is a literal IP address: no DNS is
+        # involved, so the check's answer depends on the URL and the policy alone.
+        self._literal_targets: dict[str, tuple[AddressPolicy, ResolvedTarget]] = {}
         super().__init__(pool_connections=pool_connections, pool_maxsize=pool_maxsize, max_retries=0)
 
     def send(self, request, stream=False, timeout=None, verify=True, cert=None, proxies=None):
@@ -107,13 +116,27 @@ class PinnedAdapter(HTTPAdapter):
             raise requests.exceptions.ConnectionError(exc.message, request=request) from None
 
     def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):
-        target = self.policy.check_url(request.url)
+        target = self._check(request.url)
         _host_params, pool_kwargs = self.build_connection_pool_key_attributes(request, verify, cert)
         return self._pool_for(target, pool_kwargs)
 
     def get_connection(self, url, proxies=None):  # pre-2.32.2 requests API, kept safe
         request = requests.Request("GET", url).prepare()
         return self.get_connection_with_tls_context(request, True)
+
+    def _check(self, url: str) -> ResolvedTarget:
+        """``policy.check_url(url)``, remembered for literal-IP hosts only: a host name is
+        resolved and checked again on every request (a new DNS answer must be seen)."""
+        policy = self.policy
+        entry = self._literal_targets.get(url)
+        if entry is not None and entry[0] is policy:  # AddressPolicy is never changed in place
+            return entry[1]
+        target = policy.check_url(url)  # raises when refused: nothing refused is remembered
+        if parse_ip_literal(target.host) is not None:
+            if len(self._literal_targets) >= _MEMO_SIZE:
+                self._literal_targets.clear()
+            self._literal_targets[url] = (policy, target)
+        return target
 
     def _pool_for(self, target: ResolvedTarget, pool_kwargs: dict) -> HTTPConnectionPool:
         tls = target.scheme == "https"
@@ -227,6 +250,58 @@ def read_capped(response: requests.Response, limit: int) -> bytes:
     response._content = body
     response._content_consumed = True
     return body
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def send_request(session: requests.Session, method: str, url: str, *, params: dict | None = None,
+                 headers: dict | None = None, json: Any = None, auth: Any = None, timeout: Any = None,
+                 ) -> requests.Response:
+    """``session.request(method, url, params=..., headers=..., json=..., auth=..., timeout=...,
+    stream=True)``, cheaper per call.
+
+    Session.request merges the session's settings into each request (seven merge_setting
+    calls, a cookie jar copy and scan, the environment) before Session.send. For a session
+    as :func:`harden_session` leaves it (no trust_env, proxies, params or session hooks),
+    the same prepared request is built here directly - session headers then ``headers``,
+    the URL, the JSON body, the session's cookies, then ``auth`` (with any hook it
+    registers) - and goes through Session.send as before: response hooks, redirects (each
+    hop re-checked), cookie persistence unchanged. Any other session (or stand-in) takes
+    its own ``request``.
+    """
+    if (not isinstance(session, requests.Session) or session.trust_env or session.params or session.proxies
+            or session.headers is None or not (session.hooks is None or session.hooks.get("response") == [])):
+        return session.request(method, url, params=params or None, headers=headers, json=json, auth=auth,
+                               timeout=timeout, stream=True)
+    prepared = requests.PreparedRequest()
+    prepared.prepare_method(method)
+    if params or not isinstance(url, str):
+        prepared.prepare_url(url, params)
+    else:  # a pure function of the URL, and the same few URLs come back on every call
+        # The memo lives on the session (one per executor), not in the module.
+        prepared_urls = session.__dict__.setdefault("_flowker_prepared_urls", {})
+        prepared.url = prepared_urls.get(url)
+        if prepared.url is None:
+            prepared.prepare_url(url, None)
+            if len(prepared_urls) >= _MEMO_SIZE:
+                prepared_urls.clear()
+            prepared_urls[url] = prepared.url
+    merged = CaseInsensitiveDict(session.headers)
+    if headers:
+        merged.update(headers)
+    for name in [name for name, value in merged.items() if value is None]:
+        del merged[name]
+    prepared.prepare_headers(merged)
+    jar = RequestsCookieJar()
+    if len(session.cookies):
+        prepared.prepare_cookies(merge_cookies(jar, session.cookies))
+    else:
+        prepared._cookies = jar  # an empty jar adds no Cookie header; redirects still use the jar
+    prepared.prepare_body({}, None, json)
+    prepared.prepare_auth(auth if auth is not None else session.auth, url)
+    return session.send(prepared, timeout=timeout, allow_redirects=True, proxies={}, stream=True,
+                        verify=session.verify, cert=session.cert)
 
 
 # --------------------------------------------------------------------------- session

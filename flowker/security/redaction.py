@@ -83,6 +83,15 @@ def is_secret_key(name: Any, extra_keys: Iterable[str] = ()) -> bool:
     return bool(normalized) and any(normalized == normalize_key(extra) for extra in extra_keys)
 
 
+def secret_key_test(extra_keys: Iterable[str] = ()) -> Callable[[str], bool]:
+    """``is_secret_key(name, extra_keys)`` for string names, as one callable (the built-in
+    names alone: the memoized test itself, no call in between)."""
+    extra = tuple(extra_keys)
+    if not extra:
+        return _is_builtin_secret_key
+    return lambda name: is_secret_key(name, extra)
+
+
 @functools.lru_cache(maxsize=8192)
 def _is_builtin_secret_key(name: str) -> bool:
     # The same few keys recur in every step record and audit entry: decide each once.
@@ -105,7 +114,9 @@ def _is_reference(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in _REFERENCE_KEYS
 
 
-def _mask_secret_value(value: Any, show_last: bool) -> Any:
+def mask_secret_value(value: Any, show_last: bool = False) -> Any:
+    """What :func:`redact` puts under a secret key: ``value`` itself when it is None, a
+    boolean or a secret reference, else :func:`mask_value`."""
     if value is None or isinstance(value, bool) or _is_reference(value):
         return value
     return mask_value(value, show_last)
@@ -129,7 +140,7 @@ def _walk(value: Any, show_last: bool, extra: tuple, scrub: Callable[[str], str]
         for key, item in value.items():
             new_key = scrub(key) if scrub and isinstance(key, str) else key
             if is_secret_key(key, extra):
-                result[new_key] = _mask_secret_value(item, show_last)
+                result[new_key] = mask_secret_value(item, show_last)
             else:
                 result[new_key] = _walk(item, show_last, extra, scrub)
         return result

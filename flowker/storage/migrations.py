@@ -56,9 +56,24 @@ def _initial(database: peewee.Database) -> None:
     create_append_only_triggers(database)
 
 
+# Indexes that cost every execution page writes and serve no query (flowker.storage.models).
+UNNEEDED_INDEXES = (
+    "execution_workflow_id",  # the (workflow_id, idempotency_key) index serves it
+    "execution_lease_expires_at",  # the lease sweep finds running rows by status
+    "execution_completed_at",  # nothing filters or sorts on it
+    "step_result_execution_id",  # the (execution_id, step_number) index serves it
+)
+
+
+def _drop_unneeded_indexes(database: peewee.Database) -> None:
+    for name in UNNEEDED_INDEXES:
+        database.execute_sql(f'DROP INDEX IF EXISTS "{name}"')
+
+
 # (version, name, function). Append only; never edit a migration that has shipped.
 MIGRATIONS = (
     (1, "initial schema with append-only audit tables", _initial),
+    (2, "drop indexes no query needs (fewer page writes per execution)", _drop_unneeded_indexes),
 )
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import uuid
-
 import peewee
 
+from flowker.ids import uuid7
 from flowker.storage.database import database_proxy
 
 
@@ -21,7 +20,8 @@ def utcnow() -> _dt.datetime:
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A UUIDv7: time-ordered, so new rows append to their indexes (see flowker.ids)."""
+    return uuid7()
 
 
 class JSONField(peewee.TextField):
@@ -99,8 +99,12 @@ class Executor(BaseModel):
 
 
 class Execution(BaseModel):
+    """Indexes are few on purpose, as on the audit table: each costs every start and end a
+    page write. ``workflow_id`` is served by the (workflow_id, idempotency_key) index, the
+    lease sweep by ``status`` (few rows are running), and nothing filters on completion."""
+
     id = peewee.CharField(primary_key=True, max_length=36, default=new_id)
-    workflow_id = peewee.CharField(max_length=36, index=True)
+    workflow_id = peewee.CharField(max_length=36)
     workflow_version = peewee.IntegerField()
     status = peewee.CharField(max_length=16, index=True)  # running|completed|failed
     input_data = JSONField(null=True)
@@ -113,16 +117,17 @@ class Execution(BaseModel):
     total_steps = peewee.IntegerField(default=0)
     # The lease: which process runs it, and until when its heartbeat holds.
     owner = peewee.CharField(max_length=200, null=True)
-    lease_expires_at = peewee.DateTimeField(null=True, index=True)
+    lease_expires_at = peewee.DateTimeField(null=True)
     started_at = peewee.DateTimeField(default=utcnow, index=True)
-    completed_at = peewee.DateTimeField(null=True, index=True)
+    completed_at = peewee.DateTimeField(null=True)
 
     class Meta:
         indexes = ((("workflow_id", "idempotency_key"), True),)
 
 
 class StepResult(BaseModel):
-    execution = peewee.ForeignKeyField(Execution, backref="steps", on_delete="CASCADE")
+    # No index of its own: the unique (execution, step_number) index serves it.
+    execution = peewee.ForeignKeyField(Execution, backref="steps", on_delete="CASCADE", index=False)
     step_number = peewee.IntegerField()
     node_id = peewee.CharField(max_length=100)
     node_name = peewee.CharField(max_length=200)

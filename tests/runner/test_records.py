@@ -183,6 +183,32 @@ def test_recovery_fails_expired_leases_only(db_service, service_factory, db_sett
     assert db_service.run(dead.id).status == "failed"
 
 
+def test_a_live_service_sweeps_expired_leases_and_spares_live_ones(service_factory, db_settings):
+    import time
+
+    service = service_factory(db_settings, lease_seconds=0.6)  # sweeps every 0.3 s, heartbeat every 0.2 s
+    workflow = store_workflow(simple_spec("sweeps"))
+    dead = service.start(workflow.id, {"n": 1}, actor=ACTOR).execution
+    live = service.start(workflow.id, {"n": 2}, actor=ACTOR).execution
+    Execution.update(owner="gone-host:1:abc", lease_expires_at=utcnow() - dt.timedelta(seconds=5)).where(
+        Execution.id == dead.id).execute()
+    service.heartbeat.track(live.id)  # as a run in progress is
+    try:
+        service.start_sweeping()
+        deadline = time.monotonic() + 10
+        while Execution.get_by_id(dead.id).status == "running" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert Execution.get_by_id(dead.id).status == "failed"
+        time.sleep(1.5)  # five more sweeps, two and a half leases
+        assert Execution.get_by_id(live.id).status == "running"
+    finally:
+        service.heartbeat.untrack(live.id)
+    assert service.sweeper.recovered == 1
+    interrupted = AuditEntry.select().where(AuditEntry.event_type == "EXECUTION_INTERRUPTED")
+    assert [entry.resource_id for entry in interrupted] == [dead.id]
+    assert service.run(live.id).status == "completed"
+
+
 def test_heartbeat_extends_the_lease(service_factory, db_settings):
     service = service_factory(db_settings, lease_seconds=30)
     workflow = store_workflow(simple_spec("heartbeat"))
@@ -204,3 +230,65 @@ def test_another_process_does_not_run_a_leased_execution(service_factory, db_set
     assert other.run(execution.id).status == "running"  # leased by db_service: left alone
     assert StepResult.select().count() == 0
     assert db_service.run(execution.id).status == "completed"
+
+
+class CommittedSteps:
+    """An observer that notes, as each step starts, which step rows are already committed
+    (the recorder writes rows only when it commits, so a row that exists is committed)."""
+
+    def __init__(self, execution_id):
+        self.execution_id = execution_id
+        self.seen: dict[str, list[str]] = {}
+
+    def step_started(self, node):
+        rows = StepResult.select(StepResult.node_id).where(StepResult.execution == self.execution_id)
+        self.seen[node.id] = sorted(row.node_id for row in rows)
+
+    def step_finished(self, record):
+        pass
+
+
+def two_call_spec():
+    call = {"executor": "svc", "endpoint": "op", "body": {"n": "${{ workflow.n }}"}}
+    nodes = [{"id": "start", "type": "trigger", "data": {"triggerType": "manual"}},
+             {"id": "call1", "type": "executor", "data": call},
+             {"id": "act", "type": "action", "data": {"actionType": "transform", "values": {"v": 1}}},
+             {"id": "call2", "type": "executor", "data": call},
+             {"id": "out", "type": "action", "data": {"actionType": "set_output", "output": {"v": 2}}}]
+    edges = [{"source": a, "target": b} for a, b in
+             [("start", "call1"), ("call1", "act"), ("act", "call2"), ("call2", "out")]]
+    return {"name": "two-calls", "nodes": nodes, "edges": edges}
+
+
+def test_a_calls_record_is_committed_before_the_next_call_and_the_rest_with_the_end(db_service, http_server,
+                                                                                   token_env):
+    store_executor("svc", http_server.url, [{"name": "op", "path": "/op", "method": "POST"}])
+    http_server.recorder.set((200, {}, {"ok": True}))
+    workflow = store_workflow(two_call_spec())
+    started = db_service.start(workflow.id, {"n": 1}, actor=ACTOR)
+    observer = CommittedSteps(started.execution.id)
+    execution = db_service.run(started.execution.id, observer=observer)
+    assert execution.status == "completed", execution.error_message
+    # Nothing is committed before the first call; everything up to it before the second
+    # call goes out; the second call's record commits with the actions after it and the end.
+    assert observer.seen == {"start": [], "call1": [], "act": [],
+                             "call2": ["act", "call1", "start"], "out": ["act", "call1", "start"]}
+    steps = StepResult.select().where(StepResult.execution == execution.id)
+    assert sorted(s.node_id for s in steps) == ["act", "call1", "call2", "out", "start"]
+    kinds = [e.event_type for e in AuditEntry.select().order_by(AuditEntry.sequence)]
+    assert kinds.count("PROVIDER_CALL_COMPLETED") == 2 and kinds[-1] == "EXECUTION_COMPLETED"
+    assert verify_chain().is_valid
+
+
+def test_pending_steps_commit_once_the_flush_interval_passes(service_factory, db_settings, http_server, token_env):
+    service = service_factory(db_settings, flush_interval=0.0)
+    store_executor("svc", http_server.url, [{"name": "op", "path": "/op", "method": "POST"}])
+    http_server.recorder.set((200, {}, {"ok": True}))
+    workflow = store_workflow(two_call_spec())
+    started = service.start(workflow.id, {"n": 1}, actor=ACTOR)
+    observer = CommittedSteps(started.execution.id)
+    execution = service.run(started.execution.id, observer=observer)
+    assert execution.status == "completed", execution.error_message
+    # With no wait allowed, every step is committed as it finishes.
+    assert observer.seen == {"start": [], "call1": ["start"], "act": ["call1", "start"],
+                             "call2": ["act", "call1", "start"], "out": ["act", "call1", "call2", "start"]}

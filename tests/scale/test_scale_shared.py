@@ -1,7 +1,8 @@
 """Shared nothing but PostgreSQL: two ``flowker serve`` processes (separate ports, as
 separate hosts would be) on one schema. Any of them serves any request, webhook routes
 and workflow state come from the database, idempotency keys hold across processes, runs
-left by a killed server are recovered on restart, and the audit chain stays one chain."""
+left by a killed server are recovered by the live ones or on restart, and the audit chain
+stays one chain."""
 
 from __future__ import annotations
 
@@ -140,21 +141,36 @@ def test_simultaneous_webhook_deliveries_with_one_key(cluster, stub):
     assert all(pair == [200, 201] for pair in statuses), statuses
 
 
-def test_killed_server_runs_are_recovered_on_restart(cluster, stub):
+def _start_slow_runs(api, server, slow_id, stub, count: int = 3) -> list[str]:
+    """``count`` async runs accepted by ``server`` and caught inside their executor call."""
+    accepted = []
+    for number in range(count):
+        response = api.post(f"{server.url}/v1/workflows/{slow_id}/executions", json={"inputData": {"amount": number}},
+                            headers={"Prefer": "respond-async"})
+        assert response.status_code == 202, response.text
+        accepted.append(response.json()["executionId"])
+    wait_for(lambda: stub.service.slow_calls >= count, "the slow calls to reach the stub", 30)
+    return accepted
+
+
+def _assert_interrupted(api, url: str, report: dict, accepted: list[str]) -> None:
+    for run_id in accepted:
+        row = report["executions"][run_id]
+        assert row["status"] == "failed" and row["error"].startswith("interrupted:"), row
+        assert report["events"].get((run_id, "EXECUTION_INTERRUPTED")) == 1  # once, however many sweep
+        assert report["events"].get((run_id, "EXECUTION_STARTED")) == 1
+        assert api.get(f"{url}/v1/executions/{run_id}").json()["status"] == "failed"
+    assert_one_linear_chain(report)
+
+
+def test_killed_server_runs_are_recovered_by_the_live_server(cluster, stub):
     a, b = cluster.start(2)
     api = api_session()
     assert api.post(f"{a.url}/v1/executors", data=executor_yaml(stub.url), headers=YAML).status_code == 201
     slow_id = create_workflow(api, a.url, "slow", path="/scale/slow", endpoint="slow", activate_via=a.url)
     fast_id = create_workflow(api, b.url, "fast", path="/scale/fast", activate_via=b.url)
-
-    # Three runs accepted by A and caught inside their executor call.
-    accepted = []
-    for number in range(3):
-        response = api.post(f"{a.url}/v1/workflows/{slow_id}/executions", json={"inputData": {"amount": number}},
-                            headers={"Prefer": "respond-async"})
-        assert response.status_code == 202, response.text
-        accepted.append(response.json()["executionId"])
-    wait_for(lambda: stub.service.slow_calls >= 3, "the slow calls to reach the stub", 30)
+    accepted = _start_slow_runs(api, a, slow_id, stub)
+    killed_at = time.monotonic()
     a.kill_hard()
 
     # B goes on serving; A's runs are still `running` (their lease has not expired).
@@ -163,19 +179,30 @@ def test_killed_server_runs_are_recovered_on_restart(cluster, stub):
     rows = database_report(cluster.url)["executions"]
     assert [rows[run_id]["status"] for run_id in accepted] == ["running"] * 3
 
+    # A is never restarted: B's workers sweep expired leases every half lease.
+    wait_for(lambda: all(database_report(cluster.url)["executions"][run_id]["status"] == "failed"
+                         for run_id in accepted), "B to fail A's runs", LEASE_SECONDS * 4, interval=0.2)
+    assert time.monotonic() - killed_at >= LEASE_SECONDS * 0.9  # not before their lease expired
+    _assert_interrupted(api, b.url, database_report(cluster.url), accepted)
+    assert "failed 3 execution(s) whose process stopped" in b.output or \
+        b.output.count("whose process stopped") >= 2, b.output  # one worker took all, or both a share
+
+
+def test_killed_server_runs_are_recovered_on_restart(cluster, stub):
+    (a,) = cluster.start(1)
+    api = api_session()
+    assert api.post(f"{a.url}/v1/executors", data=executor_yaml(stub.url), headers=YAML).status_code == 201
+    slow_id = create_workflow(api, a.url, "slow", path="/scale/slow", endpoint="slow", activate_via=a.url)
+    accepted = _start_slow_runs(api, a, slow_id, stub)
+    a.kill_hard()
+    rows = database_report(cluster.url)["executions"]
+    assert [rows[run_id]["status"] for run_id in accepted] == ["running"] * 3
+
     # Restarted once the lease has expired: its start-up recovery fails them, audited.
     time.sleep(LEASE_SECONDS + 1.0)
     (restarted,) = cluster.start(1)
     assert "Recovered 3 interrupted execution(s)" in restarted.output, restarted.output
-    report = database_report(cluster.url)
-    for run_id in accepted:
-        row = report["executions"][run_id]
-        assert row["status"] == "failed" and row["error"].startswith("interrupted:"), row
-        assert report["events"].get((run_id, "EXECUTION_INTERRUPTED")) == 1
-        assert report["events"].get((run_id, "EXECUTION_STARTED")) == 1
-        shown = api.get(f"{b.url}/v1/executions/{run_id}").json()
-        assert shown["status"] == "failed"
-    assert_one_linear_chain(report)
+    _assert_interrupted(api, restarted.url, database_report(cluster.url), accepted)
 
 
 def test_execution_lease_is_a_setting():

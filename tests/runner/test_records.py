@@ -260,15 +260,21 @@ def two_call_spec():
     return {"name": "two-calls", "nodes": nodes, "edges": edges}
 
 
-def test_a_calls_record_is_committed_before_the_next_call_and_the_rest_with_the_end(db_service, http_server,
-                                                                                   token_env):
+def run_two_calls(service, http_server):
+    """Run :func:`two_call_spec` against ``http_server``; returns (execution, observer)."""
     store_executor("svc", http_server.url, [{"name": "op", "path": "/op", "method": "POST"}])
     http_server.recorder.set((200, {}, {"ok": True}))
     workflow = store_workflow(two_call_spec())
-    started = db_service.start(workflow.id, {"n": 1}, actor=ACTOR)
+    started = service.start(workflow.id, {"n": 1}, actor=ACTOR)
     observer = CommittedSteps(started.execution.id)
-    execution = db_service.run(started.execution.id, observer=observer)
+    execution = service.run(started.execution.id, observer=observer)
     assert execution.status == "completed", execution.error_message
+    return execution, observer
+
+
+def test_a_calls_record_is_committed_before_the_next_call_and_the_rest_with_the_end(db_service, http_server,
+                                                                                   token_env):
+    execution, observer = run_two_calls(db_service, http_server)
     # Nothing is committed before the first call; everything up to it before the second
     # call goes out; the second call's record commits with the actions after it and the end.
     assert observer.seen == {"start": [], "call1": [], "act": [],
@@ -281,14 +287,7 @@ def test_a_calls_record_is_committed_before_the_next_call_and_the_rest_with_the_
 
 
 def test_pending_steps_commit_once_the_flush_interval_passes(service_factory, db_settings, http_server, token_env):
-    service = service_factory(db_settings, flush_interval=0.0)
-    store_executor("svc", http_server.url, [{"name": "op", "path": "/op", "method": "POST"}])
-    http_server.recorder.set((200, {}, {"ok": True}))
-    workflow = store_workflow(two_call_spec())
-    started = service.start(workflow.id, {"n": 1}, actor=ACTOR)
-    observer = CommittedSteps(started.execution.id)
-    execution = service.run(started.execution.id, observer=observer)
-    assert execution.status == "completed", execution.error_message
+    _, observer = run_two_calls(service_factory(db_settings, flush_interval=0.0), http_server)
     # With no wait allowed, every step is committed as it finishes.
     assert observer.seen == {"start": [], "call1": ["start"], "act": ["call1", "start"],
                              "call2": ["act", "call1", "start"], "out": ["act", "call1", "call2", "start"]}

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from security_helpers import PUBLIC
+
 
 @dataclass
 class ConnectLog:
@@ -201,3 +203,20 @@ def fake_dns(monkeypatch):
     dns = FakeDNS(socket.getaddrinfo)
     monkeypatch.setattr(socket, "getaddrinfo", dns)
     return dns
+
+
+@pytest.fixture
+def session():
+    """``session(policy=PUBLIC, **kwargs)``: a hardened session (new_session), closed at teardown."""
+    from flowker.security.http import new_session
+
+    sessions = []
+
+    def make(policy=PUBLIC, **kwargs):
+        made = new_session(policy, **kwargs)
+        sessions.append(made)
+        return made
+
+    yield make
+    for made in sessions:
+        made.close()

@@ -11,25 +11,12 @@ import pytest
 import requests
 
 from flowker.errors import SSRFBlockedError
-from flowker.security.http import ResponseTooLargeError, new_session, read_capped
+from flowker.security.http import ResponseTooLargeError, read_capped
 from flowker.security.ssrf import AddressPolicy
 
-# 127.0.0.1 plays "the public internet" (allow-listed); every other loopback address is refused.
-PUBLIC = AddressPolicy(allowed_networks=["127.0.0.1/32"])
+from security_helpers import PUBLIC
 
 
-@pytest.fixture
-def session():
-    sessions = []
-
-    def make(policy=PUBLIC, **kwargs):
-        s = new_session(policy, **kwargs)
-        sessions.append(s)
-        return s
-
-    yield make
-    for s in sessions:
-        s.close()
 
 
 def test_dns_rebind_cannot_reach_the_refused_address(local_server, trap, fake_dns, connect_log, session):

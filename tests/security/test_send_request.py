@@ -10,24 +10,11 @@ import requests
 from flowker.auth.builtin import ApiKeyAuth, BasicAuth, BearerAuth
 from flowker.auth.refreshing import RefreshingBearerAuth
 from flowker.errors import SSRFBlockedError
-from flowker.security.http import new_session, send_request
+from flowker.security.http import send_request
 from flowker.security.ssrf import AddressPolicy
 
-PUBLIC = AddressPolicy(allowed_networks=["127.0.0.1/32"])
 
 
-@pytest.fixture
-def session():
-    sessions = []
-
-    def make(policy=PUBLIC, **kwargs):
-        s = new_session(policy, **kwargs)
-        sessions.append(s)
-        return s
-
-    yield make
-    for s in sessions:
-        s.close()
 
 
 class Tokens:

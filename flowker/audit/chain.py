@@ -13,8 +13,9 @@
 advisory lock), reads the head, and inserts the next entry. Everything that does not depend
 on the head (validation, redaction, the canonical text but for sequence and timestamp) is
 done before the lock; :func:`prepare_many` lets a caller do it before its transaction too,
-which on SQLite is the lock. The state change and its entry commit together or not at all; the unique ``sequence`` and unique ``previous_hash`` columns
-make a fork impossible to commit even if the lock were bypassed. Hashing is described in
+which on SQLite is the lock. The state change and its entry commit together or not at
+all; the unique ``sequence`` and unique ``previous_hash`` columns make a fork impossible
+to commit even if the lock were bypassed. Hashing is described in
 :mod:`flowker.audit.canonical`.
 
 Automatic checkpoints need the signing key from settings. Settings are passed down, not

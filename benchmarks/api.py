@@ -1,7 +1,7 @@
 """REST throughput: synchronous executions of a 3-node workflow through ``flowker serve``.
 
     .venv/bin/python benchmarks/api.py [--generator auto|wrk|python] [--seconds 15]
-        [--concurrency 8] [--workers 2] [--threads 8]
+        [--concurrency 4] [--workers 2] [--threads 1]
         [--database-url URL | --postgres postgresql://postgres@127.0.0.1:5432/test] [--servers 2]
 
 What runs, all on this machine:
@@ -347,9 +347,10 @@ def main(argv=None) -> int:
     parser.add_argument("--seconds", type=float, default=15.0, help="wrk: how long to send")
     parser.add_argument("--requests", type=int, default=5000, help="python: executions to send after the warm-up")
     parser.add_argument("--warmup", type=int, default=300)
-    parser.add_argument("--concurrency", type=int, default=8, help="client connections (threads for python)")
+    # Two connections per worker, one thread each (see benchmarks/scaleout.py: DEFAULT_THREADS).
+    parser.add_argument("--concurrency", type=int, default=4, help="client connections (threads for python)")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=8, help="threads per gunicorn worker")
+    parser.add_argument("--threads", type=int, default=1, help="threads per gunicorn worker")
     parser.add_argument("--max-seconds", type=float, default=120.0, help="python: stop sending after this long")
     parser.add_argument("--database-url", help="default: SQLite in a temporary folder")
     parser.add_argument("--postgres", metavar="URL",

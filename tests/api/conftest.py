@@ -12,6 +12,7 @@ import pytest
 from flowker.local_server import LocalHTTPServer
 
 from api_helpers import API_KEY, create_executor, create_workflow, make_settings
+from app_factory import AppFactory
 
 
 @pytest.fixture(scope="session")
@@ -21,32 +22,16 @@ def registry():
     return load_registry()
 
 
-class AppFactory:
-    """Builds apps on one database; every app built is shut down after the test."""
-
-    def __init__(self, database, database_url, registry):
-        self.database = database
-        self.database_url = database_url
-        self.registry = registry
-        self.apps = []
+class ApiAppFactory(AppFactory):
+    """``make_app(settings={...overrides}, **create_app options)``."""
 
     def __call__(self, **options):
-        from flowker.api.app import create_app
-
-        settings_overrides = options.pop("settings", {})
-        settings = make_settings(self.database_url, **settings_overrides)
-        app = create_app(settings, registry=self.registry, database=self.database, **options)
-        self.apps.append(app)
-        return app
-
-    def close(self):
-        for app in self.apps:
-            app.state.close()
+        return self.build(self.settings(**options.pop("settings", {})), **options)
 
 
 @pytest.fixture
 def make_app(database, database_url, registry):
-    factory = AppFactory(database, database_url, registry)
+    factory = ApiAppFactory(database, database_url, registry, make_settings)
     yield factory
     factory.close()
 
@@ -101,7 +86,7 @@ def sqlite_factory(tmp_path, registry):
 
     database = bind_database(f"sqlite:///{tmp_path}/api.db")
     upgrade(database)
-    factory = AppFactory(database, f"sqlite:///{tmp_path}/api.db", registry)
+    factory = ApiAppFactory(database, f"sqlite:///{tmp_path}/api.db", registry, make_settings)
     yield factory
     factory.close()
     if not database.is_closed():

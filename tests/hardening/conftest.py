@@ -16,6 +16,7 @@ from pathlib import Path
 import falcon.testing
 import pytest
 
+from app_factory import AppFactory
 from hardening_helpers import API_KEY, make_settings
 
 _AUTH_CONFTEST = Path(__file__).resolve().parents[1] / "auth" / "conftest.py"
@@ -50,40 +51,22 @@ def hardening_registry():
     return load_registry()
 
 
-class AppFactory:
-    """Builds apps on one database; every app built is shut down after the test."""
-
-    def __init__(self, database, database_url, registry):
-        self.database = database
-        self.database_url = database_url
-        self.registry = registry
-        self.apps = []
-
-    def settings(self, **overrides):
-        return make_settings(self.database_url, **overrides)
+class HardeningAppFactory(AppFactory):
+    """``make_app(settings=None, **overrides)`` and ``client(app=None, key=..., **overrides)``."""
 
     def __call__(self, settings=None, **overrides):
-        from flowker.api.app import create_app
-
-        settings = settings or self.settings(**overrides)
-        app = create_app(settings, registry=self.registry, database=self.database)
-        self.apps.append(app)
-        return app
+        return self.build(settings or self.settings(**overrides))
 
     def client(self, app=None, key: str | None = API_KEY, **overrides):
         app = app or self(**overrides)
         headers = {"X-API-Key": key} if key else {}
         return falcon.testing.TestClient(app, headers=headers)
 
-    def close(self):
-        for app in self.apps:
-            app.state.close()
-
 
 @pytest.fixture
 def make_app(database, database_url, hardening_registry):
     """Apps on the ``database`` fixture's backend (SQLite file and PostgreSQL)."""
-    factory = AppFactory(database, database_url, hardening_registry)
+    factory = HardeningAppFactory(database, database_url, hardening_registry, make_settings)
     yield factory
     factory.close()
 
@@ -97,7 +80,7 @@ def sqlite_apps(tmp_path, hardening_registry):
     url = f"sqlite:///{tmp_path}/hardening.db"
     database = bind_database(url)
     upgrade(database)
-    factory = AppFactory(database, url, hardening_registry)
+    factory = HardeningAppFactory(database, url, hardening_registry, make_settings)
     yield factory
     factory.close()
     if not database.is_closed():

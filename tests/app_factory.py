@@ -1,7 +1,18 @@
-"""The app factory the API and hardening tests share (imported by name: ``tests/`` is on
-sys.path through its conftest): apps built on one database, each shut down after the test."""
+"""What the API and hardening tests share (imported by name: ``tests/`` is on sys.path
+through its conftest): their settings, and apps built on one database, each shut down
+after the test."""
 
 from __future__ import annotations
+
+
+def app_settings(database_url: str, **overrides):
+    """Settings for an app under test: no retry waits, one attempt; ``overrides`` (the
+    suite's keys first, then the test's) win."""
+    from flowker.settings import Settings
+
+    values = {"database_url": database_url, "retry_base_seconds": "0", "retry_max_attempts": "1"}
+    values.update(overrides)
+    return Settings.from_mapping(values)
 
 
 class AppFactory:

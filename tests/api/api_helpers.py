@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import time
 
+from app_factory import app_settings
+
 API_KEY = "test-key-0123456789"
 OTHER_KEY = "rotated-key-9876543210"
 SECRET_KEY = "0X1AhXLHhy4-ODGdvyI_-Uu7T_V2kJVxNDW3hSKIT2A="  # a test-only Fernet key
 
 
 def make_settings(database_url: str, **overrides):
-    from flowker.settings import Settings
-
-    values = {
-        "database_url": database_url,
-        "secret_key": SECRET_KEY,
-        "api_keys": f"ci-bot:{API_KEY},rotation:{OTHER_KEY}",
-        "retry_base_seconds": "0",
-        "retry_max_attempts": "1",
-    }
-    values.update(overrides)
-    return Settings.from_mapping(values)
+    keys = f"ci-bot:{API_KEY},rotation:{OTHER_KEY}"
+    return app_settings(database_url, **{"secret_key": SECRET_KEY, "api_keys": keys, **overrides})
 
 
 def executor_body(base_url: str, name: str = "scorer", **extra) -> dict:

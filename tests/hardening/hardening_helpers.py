@@ -8,23 +8,15 @@ import secrets
 from dataclasses import dataclass, field
 from urllib.parse import quote, quote_plus
 
+from app_factory import app_settings
+
 API_KEY = "hardening-key-0123456789abcdef"
 SECOND_KEY = "hardening-rotated-key-fedcba9876543210"
 SECRET_KEY = "q0cBSlwPOlVEa5hDxZ1qQ2hgXnlo0mX3M8GgR5S6qzU="  # a test-only Fernet key
 
 
 def make_settings(database_url: str, **overrides):
-    from flowker.settings import Settings
-
-    values = {
-        "database_url": database_url,
-        "secret_key": SECRET_KEY,
-        "api_keys": f"ci-bot:{API_KEY}",
-        "retry_base_seconds": "0",
-        "retry_max_attempts": "1",
-    }
-    values.update(overrides)
-    return Settings.from_mapping(values)
+    return app_settings(database_url, **{"secret_key": SECRET_KEY, "api_keys": f"ci-bot:{API_KEY}", **overrides})
 
 
 def canary(label: str) -> str:

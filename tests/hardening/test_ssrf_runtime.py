@@ -5,12 +5,12 @@ the same way; redirects and OIDC token endpoints are held to the same rule."""
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 
 import pytest
 
 from flowker.local_server import LocalHTTPServer
+from network_fakes import install_connect_log, install_fake_dns
 
 REFUSED_ANSWERS = {
     "private": ["10.20.30.40"],
@@ -26,55 +26,20 @@ REFUSED_ANSWERS = {
 }
 
 
-class FakeResolver:
-    """socket.getaddrinfo for ``*.partner.test`` names; numeric hosts resolve for real."""
-
-    def __init__(self, real):
-        self.real = real
-        self.answers: dict[str, list[str]] = {}
-        self.lookups: list[str] = []
-
-    def __call__(self, host, port, family=0, type=0, proto=0, flags=0):
-        name = host.decode() if isinstance(host, bytes) else str(host)
-        try:
-            ipaddress.ip_address(name.strip("[]").split("%")[0])
-            return self.real(host, port, family, type, proto, flags)
-        except ValueError:
-            pass
-        self.lookups.append(name)
-        if name not in self.answers:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        result = []
-        for address in self.answers[name]:
-            v6 = ":" in address
-            result.append((socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_STREAM, 6, "",
-                           (address, int(port or 0), 0, 0) if v6 else (address, int(port or 0))))
-        return result
-
-
 @pytest.fixture
 def resolver(monkeypatch):
-    fake = FakeResolver(socket.getaddrinfo)
-    monkeypatch.setattr(socket, "getaddrinfo", fake)
-    return fake
+    """``*.partner.test`` names answered as the test says; numeric hosts resolve for real."""
+    return install_fake_dns(monkeypatch)
 
 
 @pytest.fixture
 def connects(monkeypatch):
     """Every address a Python socket tried to connect to."""
-    seen: list = []
-    real = socket.socket.connect
-
-    def connect(sock, address):
-        seen.append(address)
-        return real(sock, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    return seen
+    return install_connect_log(monkeypatch)
 
 
 def connected_hosts(connects) -> set[str]:
-    return {address[0] for address in connects if isinstance(address, tuple)}
+    return set(connects.hosts())
 
 
 def setup_workflow(client, base_url: str, authentication: dict | None = None) -> tuple[str, str]:
@@ -102,7 +67,7 @@ def run_step(client, workflow_id: str) -> dict:
 
 @pytest.mark.parametrize("case", sorted(REFUSED_ANSWERS))
 def test_a_name_resolving_to_a_refused_address_fails_the_step_and_the_probe(sqlite_apps, resolver, connects, case):
-    resolver.answers["api.partner.test"] = REFUSED_ANSWERS[case]
+    resolver.add("api.partner.test", REFUSED_ANSWERS[case])
     client = sqlite_apps.client(retry_max_attempts="3")
     executor_id, workflow_id = setup_workflow(client, "http://api.partner.test:8080")
     step = run_step(client, workflow_id)
@@ -119,14 +84,14 @@ def test_the_guard_resolves_at_every_call_so_a_changed_answer_is_refused(sqlite_
     """Each call resolves and checks again: a name that first answered a permitted address
     (loopback, allowed in development) and then a metadata address is refused."""
     with LocalHTTPServer(lambda request: (200, {}, {"ok": True})) as service:
-        resolver.answers["api.partner.test"] = ["127.0.0.1"]  # loopback: allowed in development
+        resolver.add("api.partner.test", ["127.0.0.1"])  # loopback: allowed in development
         client = sqlite_apps.client()
         _, workflow_id = setup_workflow(client, f"http://api.partner.test:{service.port}")
         first = client.simulate_post(f"/v1/workflows/{workflow_id}/executions", json={"inputData": {}})
         assert first.json["status"] == "completed", first.text
         assert len(service.requests) == 1
-        connects.clear()
-        resolver.answers["api.partner.test"] = ["169.254.169.254"]  # the DNS answer changes
+        connects.addresses.clear()
+        resolver.add("api.partner.test", ["169.254.169.254"])  # the DNS answer changes
         step = run_step(client, workflow_id)
         assert step["callDetails"]["errorCode"] == "FLK-0341"
         assert connected_hosts(connects) == set() and len(service.requests) == 1
@@ -138,7 +103,7 @@ def test_production_refuses_loopback_answers_and_nothing_reaches_the_trap(sqlite
     trap.listen(8)
     trap.setblocking(False)
     try:
-        resolver.answers["api.partner.test"] = ["127.0.0.1"]
+        resolver.add("api.partner.test", ["127.0.0.1"])
         client = sqlite_apps.client(env="production")
         https = {"protocol": "https"}
         body = {"name": "partner", "baseUrl": f"https://api.partner.test:{trap.getsockname()[1]}",
@@ -170,7 +135,7 @@ def test_a_redirect_to_a_refused_address_is_not_followed(sqlite_apps, resolver, 
 
 
 def test_an_oidc_issuer_resolving_to_a_metadata_address_is_refused_at_call_time(sqlite_apps, resolver, connects):
-    resolver.answers["login.partner.test"] = ["169.254.169.254"]
+    resolver.add("login.partner.test", ["169.254.169.254"])
     with LocalHTTPServer(lambda request: (200, {}, {"ok": True})) as service:
         client = sqlite_apps.client()
         authentication = {"type": "oidc_client_credentials", "config": {

@@ -45,7 +45,8 @@ from typing import Any, Callable
 
 import rfc8785
 
-from flowker.ids import uuid7, uuid7s
+# Event ids are UUIDv7s (RFC 9562), like every id Flowker makes.
+from flowker.ids import uuid7 as new_event_id, uuid7s as new_event_ids  # noqa: F401 (re-exported)
 
 FORMAT_VERSION = 1
 GENESIS_HASH = "0" * 64
@@ -375,16 +376,6 @@ def join_entry_text(head: str, sequence: int, timestamp: str, tail: str) -> str:
     """``canonical_text(build_document(...))`` from :func:`entry_text_parts`; ``timestamp``
     comes from :func:`format_timestamp`/:func:`now_timestamp`."""
     return _checked_size(f'{head}{sequence},"timestamp":"{timestamp}"{tail}')
-
-
-def new_event_id() -> str:
-    """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, version 7, variant, 74 random bits."""
-    return uuid7()
-
-
-def new_event_ids(count: int) -> list[str]:
-    """``count`` UUIDv7s of this millisecond (see :func:`flowker.ids.uuid7s`)."""
-    return uuid7s(count)
 
 
 def chain_hash(previous_hash: str, canonical: str) -> str:

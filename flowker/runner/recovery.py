@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+from typing import Callable
 
 from flowker.runner.records import audit_append
 from flowker.storage.database import connection, write_transaction
@@ -65,6 +66,40 @@ def recover_interrupted(now: dt.datetime | None = None) -> list[str]:
                 return recovered
 
 
+class PeriodicTask:
+    """Calls ``work`` every ``interval`` seconds in a daemon thread, from :meth:`start`
+    (again after a call is harmless) until :meth:`stop`; a failing call is logged and
+    tried again at the next interval."""
+
+    def __init__(self, name: str, interval: float, work: Callable[[], object]):
+        self.name = name
+        self.interval = interval
+        self.work = work
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None and not self._wake.is_set():
+                self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+                self._thread.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._wake.set()
+            thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._wake.wait(self.interval):
+            try:
+                self.work()
+            except Exception:  # noqa: BLE001 - e.g. the database is briefly down: next interval
+                logger.warning("%s failed; retrying in %.1f s", self.name, self.interval, exc_info=True)
+
+
 class LeaseHeartbeat:
     """Extends the leases of this process's running executions every ``interval`` seconds.
 
@@ -78,16 +113,12 @@ class LeaseHeartbeat:
         self.interval = interval if interval is not None else max(lease_seconds / 3.0, 0.05)
         self._active: dict[str, int] = {}
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._stopped = False
+        self._task = PeriodicTask("flowker-lease-heartbeat", self.interval, self.beat)
 
     def track(self, execution_id: str) -> None:
         with self._lock:
             self._active[execution_id] = self._active.get(execution_id, 0) + 1
-            if self._thread is None and not self._stopped:
-                self._thread = threading.Thread(target=self._loop, name="flowker-lease-heartbeat", daemon=True)
-                self._thread.start()
+        self._task.start()
 
     def untrack(self, execution_id: str) -> None:
         with self._lock:
@@ -110,20 +141,8 @@ class LeaseHeartbeat:
                 Execution.id.in_(ids) & (Execution.status == "running") & (Execution.owner == self.owner)
             ).execute()
 
-    def _loop(self) -> None:
-        while not self._wake.wait(self.interval):
-            try:
-                self.beat()
-            except Exception:  # noqa: BLE001 - a missed beat is retried at the next interval
-                logger.warning("lease heartbeat failed; retrying in %.1f s", self.interval, exc_info=True)
-
     def stop(self) -> None:
-        with self._lock:
-            self._stopped = True
-            thread, self._thread = self._thread, None
-        self._wake.set()
-        if thread is not None:
-            thread.join(timeout=5)
+        self._task.stop()
 
 
 class LeaseSweeper:
@@ -135,16 +154,14 @@ class LeaseSweeper:
 
     def __init__(self, interval: float):
         self.interval = max(float(interval), 0.05)
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
         self.recovered = 0  # executions this sweeper failed (tests and metrics)
+        self._task = PeriodicTask("flowker-lease-sweeper", self.interval, self.sweep)
 
     def start(self) -> None:
-        with self._lock:
-            if self._thread is None and not self._wake.is_set():
-                self._thread = threading.Thread(target=self._loop, name="flowker-lease-sweeper", daemon=True)
-                self._thread.start()
+        self._task.start()
+
+    def stop(self) -> None:
+        self._task.stop()
 
     def sweep(self) -> list[str]:
         recovered = recover_interrupted()
@@ -153,17 +170,3 @@ class LeaseSweeper:
             logger.warning("failed %d execution(s) whose process stopped (lease expired): %s",
                            len(recovered), ", ".join(recovered[:10]))
         return recovered
-
-    def _loop(self) -> None:
-        while not self._wake.wait(self.interval):
-            try:
-                self.sweep()
-            except Exception:  # noqa: BLE001 - e.g. the database is briefly down: try again next time
-                logger.warning("lease sweep failed; retrying in %.1f s", self.interval, exc_info=True)
-
-    def stop(self) -> None:
-        with self._lock:
-            self._wake.set()
-            thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)

@@ -180,13 +180,10 @@ def _other_ops() -> list[Operation]:
         Operation("GET", "/health", "health", "health", "Health with a database check",
                   {200: ("Healthy", "Health"), 503: ("Unhealthy", "Health")}, public=True),
         Operation("GET", "/health/live", "live", "health", "Liveness", {200: ("Alive", "Live")}, public=True),
-        Operation("GET", "/health/ready", "ready", "health", "Readiness (legacy path)",
+        Operation("GET", "/health/ready", "ready", "health", "Readiness: database reachable and not draining",
                   {200: ("Ready", "Ready"), 503: ("Not ready or draining", "Ready")}, public=True),
-        Operation("GET", "/readyz", "readyz", "health", "Readiness: database reachable and not draining",
-                  {200: ("Ready", "Ready"), 503: ("Not ready or draining", "Ready")}, public=True),
-        Operation("GET", "/version", "version", "health", "Version", {200: ("The version", "Version")}, public=True),
-        Operation("GET", "/openapi.json", "openapi", "health", "This document",
-                  {200: ("OpenAPI 3.1", "OpenApi")}, public=True),
+        Operation("GET", "/version", "version", "health", "Version", {200: ("The version", "Version")}),
+        Operation("GET", "/openapi.json", "openapi", "health", "This document", {200: ("OpenAPI 3.1", "OpenApi")}),
         Operation("GET", "/v1/audit-events", "listAuditEvents", "audit", "List audit events",
                   {200: ("A page of audit events", "AuditEventList")}, (400,),
                   (_q("eventType", {"type": "string", "pattern": "^[A-Z][A-Z0-9_]{0,63}$"}),
@@ -332,7 +329,7 @@ def build_document(spec_schemas: dict[str, dict] | None = None) -> dict:
             "description": (
                 "Declarative workflows over REST. Errors are {code, title, message} with FLK codes; "
                 "lists are {items, nextCursor, hasMore} with opaque cursors. Every route but the "
-                "health probes and this document needs X-API-Key."
+                "health probes (/health, /health/live, /health/ready) needs X-API-Key."
             ),
         },
         "servers": [{"url": "/"}],

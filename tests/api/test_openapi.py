@@ -8,6 +8,7 @@ import falcon.testing
 import jsonschema
 import pytest
 
+from api_helpers import API_KEY
 from flowker.api.openapi import OPERATIONS, build_document
 
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
@@ -33,7 +34,8 @@ def served_operations(app) -> set[tuple[str, str]]:
 @pytest.fixture
 def document(sqlite_factory):
     app = sqlite_factory()
-    response = falcon.testing.TestClient(app).simulate_get("/openapi.json")
+    assert falcon.testing.TestClient(app).simulate_get("/openapi.json").status_code == 401  # DESIGN §5
+    response = falcon.testing.TestClient(app, headers={"X-API-Key": API_KEY}).simulate_get("/openapi.json")
     assert response.status_code == 200
     return app, response.json
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 
 import falcon
 
@@ -140,6 +141,7 @@ def refuse_hostile_values(value, max_depth: int, what: str = "request body") -> 
             if not math.isfinite(item):
                 raise bad_body(f"the {what} contains a number that is not finite (NaN or Infinity)")
             continue
+        children: Iterable
         if isinstance(item, dict):
             for key in item:
                 problem = _refused_text(key) if isinstance(key, str) else None

@@ -132,8 +132,8 @@ def test_every_json_body_refuses_hostile_json_without_a_server_error(world):
            content_type=st.sampled_from(["application/json", "application/merge-patch+json"]))
     def fuzz(target, text, wrap, content_type):
         method, path, _ = target
-        body = {"bare": text, "inputData": '{"inputData": %s}' % text,
-                "member": '{"name": "fuzz-x", "metadata": %s, "description": %s}' % (text, text)}[wrap]
+        body = {"bare": text, "inputData": f'{{"inputData": {text}}}',
+                "member": f'{{"name": "fuzz-x", "metadata": {text}, "description": {text}}}'}[wrap]
         response = client.simulate_request(method, concrete(path, ids, active), body=body.encode("utf-8"),
                                            headers={"Content-Type": content_type})
         check(client, response)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import uuid
 
 import falcon.testing
-import pytest
 
 from api_helpers import API_KEY, create_executor, create_workflow, wait_for, workflow_body
 

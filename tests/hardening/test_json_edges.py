@@ -50,9 +50,9 @@ def bodies(workflow_id: str, fragment: str) -> dict:
         "executor name": ("POST", "/v1/executors", json.dumps({**EXECUTOR, "name": "@@"}).replace('"@@"', fragment), {}),
         "workflow node data": ("POST", "/v1/workflows", json.dumps(
             workflow("n", {"triggerType": "manual"}, metadata={"v": "@@"})).replace('"@@"', fragment), {}),
-        "sync inputData": ("POST", run, '{"inputData": {"v": %s}}' % fragment, {}),
-        "async inputData": ("POST", run, '{"inputData": {"v": %s}}' % fragment, {"Prefer": "respond-async"}),
-        "webhook body": ("POST", "/v1/webhooks" + WEBHOOK, '{"v": %s}' % fragment, {}),
+        "sync inputData": ("POST", run, f'{{"inputData": {{"v": {fragment}}}}}', {}),
+        "async inputData": ("POST", run, f'{{"inputData": {{"v": {fragment}}}}}', {"Prefer": "respond-async"}),
+        "webhook body": ("POST", "/v1/webhooks" + WEBHOOK, f'{{"v": {fragment}}}', {}),
     }
 
 

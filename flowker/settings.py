@@ -16,6 +16,8 @@ from typing import Mapping
 from flowker.errors import ConfigurationError
 
 ENV_PREFIX = "FLOWKER_"
+# Production API keys are at least this long (DESIGN §6): guessing one must be hopeless.
+MIN_PRODUCTION_KEY_LENGTH = 32
 
 
 def _split_csv(value) -> tuple[str, ...]:
@@ -121,6 +123,13 @@ class Settings:
                 raise ConfigurationError("FLOWKER_API_KEYS is required in production")
             if not self.secret_keys:
                 raise ConfigurationError("FLOWKER_SECRET_KEY is required in production")
+            # Named, never shown: the message must not help anyone guess the key.
+            short = [key.name for key in self.api_keys if len(key.key) < MIN_PRODUCTION_KEY_LENGTH]
+            if short:
+                raise ConfigurationError(
+                    f"FLOWKER_API_KEYS: key(s) {', '.join(short)} shorter than {MIN_PRODUCTION_KEY_LENGTH} "
+                    "characters; production refuses them (make one with "
+                    "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
         if self.execution_lease_seconds <= 0:
             raise ConfigurationError("FLOWKER_EXECUTION_LEASE_SECONDS must be more than 0")
         for name in ("retry_max_attempts", "cb_failure_threshold", "max_body_bytes"):

@@ -163,6 +163,27 @@ def create_app(
     return app
 
 
+def check_settings(settings) -> None:
+    """Build, once and to throw away, everything :func:`create_app` builds from settings,
+    so a bad value stops ``flowker serve`` before it binds (exit 2, the setting named)
+    instead of failing every worker after it says "listening"."""
+    from flowker.api.middleware import parse_networks
+    from flowker.security.secrets import SecretBox
+    from flowker.security.ssrf import AddressPolicy
+
+    for name, entries in (("FLOWKER_TRUSTED_PROXIES", settings.trusted_proxies),):
+        try:
+            parse_networks(entries)
+        except ValueError as exc:
+            raise ConfigurationError(f"{name}: {exc}") from None
+    # Fernet keys parse (SecretKeyError names FLOWKER_SECRET_KEY and the key's position only).
+    SecretBox.from_settings(settings, create_key_file=False)
+    try:
+        AddressPolicy.from_settings(settings)
+    except ValueError as exc:
+        raise ConfigurationError(f"FLOWKER_ALLOW_PRIVATE_NETWORKS: {exc}") from None
+
+
 def allowed_query_parameters() -> dict:
     """(route template, METHOD) -> query parameter names, from the OpenAPI operation table."""
     from flowker.api.openapi import OPERATIONS
@@ -181,8 +202,7 @@ def build_routes(state: AppState) -> list[tuple[str, object]]:
     return [
         ("/health", health.Health(state)),
         ("/health/live", health.Live(state)),
-        ("/health/ready", health.Ready(state, legacy=True)),
-        ("/readyz", health.Ready(state)),
+        ("/health/ready", health.Ready(state)),
         ("/version", health.Version(state)),
         ("/openapi.json", openapi.OpenApiDocument(state)),
         ("/v1/workflows", workflows.Collection(state)),

@@ -79,6 +79,9 @@ class FlowkerApplication(BaseApplication):
     """gunicorn's application: configuration from Settings, the app built per worker."""
 
     def __init__(self, settings: Settings, options: ServeOptions, registry=None):
+        from flowker.api.app import check_settings
+
+        check_settings(settings)  # a bad setting stops the master here, not each worker after binding
         self.settings = settings
         self.options = options
         self.registry = registry

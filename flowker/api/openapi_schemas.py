@@ -134,7 +134,7 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
     ),
     "Live": obj({"status": {"const": "alive"}, "timestamp": TIME}),
     "Ready": obj(
-        {"status": {"enum": ["healthy", "unhealthy", "ready", "not_ready", "draining"]}, "timestamp": TIME,
+        {"status": {"enum": ["ready", "not_ready", "draining"]}, "timestamp": TIME,
          "checks": {"type": "object"}},
         {"version": {"type": "string"}},
     ),

@@ -203,7 +203,7 @@ def test_development_without_sqlite_has_no_box_and_production_needs_a_key(tmp_pa
     assert SecretBox.from_settings(Settings.from_mapping({"database_url": f"sqlite:///{tmp_path}/x.db"}),
                                    create_key_file=False) is None
     key = Fernet.generate_key().decode()
-    production = Settings.from_mapping({"env": "production", "api_keys": "k", "secret_key": key})
+    production = Settings.from_mapping({"env": "production", "api_keys": "k" * 32, "secret_key": key})
     assert SecretBox.from_settings(production).decrypt(SecretBox([key]).encrypt("p")) == "p"
     with pytest.raises(SecretKeyError):
         SecretBox.from_settings(production.replace(secret_keys=()))
@@ -298,6 +298,6 @@ def test_development_key_file_stays_readable_after_a_real_key_is_set(tmp_path):
     with_key = SecretBox.from_settings(Settings.from_mapping({"database_url": database_url, "secret_key": new}))
     assert with_key.key_count == 2 and with_key.decrypt(token) == "stored-in-development"
     assert SecretBox([new]).decrypt(with_key.rotate(token)) == "stored-in-development"
-    production = Settings.from_mapping({"env": "production", "api_keys": "k", "secret_key": new,
+    production = Settings.from_mapping({"env": "production", "api_keys": "k" * 32, "secret_key": new,
                                         "database_url": database_url})
     assert SecretBox.from_settings(production).key_count == 1

@@ -19,16 +19,9 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from flowker.auth.base import AuthContext, AuthType
-from flowker.errors import ConfigurationError, UnprocessableEntity
+from flowker.errors import ConfigurationError, ResolvedConfigError, UnprocessableEntity
 
-RESOLVED_CONFIG_INVALID = "FLK-0521"
-
-
-class ResolvedConfigError(UnprocessableEntity):
-    """A config whose secrets, once resolved, do not fit the auth type's schema."""
-
-    code = RESOLVED_CONFIG_INVALID
-    title = "Resolved Auth Config Invalid"
+__all__ = ["AuthResolution", "ResolvedConfigError"]
 
 
 class AuthResolution:

@@ -148,7 +148,7 @@ def build_kinds(canaries: Canaries, oidc_issuer: str, user_issuer: str, hostile_
         return lambda request: request.header("Authorization") == "Basic " + base64.b64encode(
             f"{username}:{password()}".encode()).decode()
 
-    kinds = []
+    kinds = [Kind("none", {"type": "none"}, lambda request: True)]
     key_header = canaries.new("api-key-header")
     kinds.append(Kind("apikey-header", {"type": "api_key", "config": {
         "key": key_header, "header_name": "X-Partner-Key", "prefix": "Key "}},

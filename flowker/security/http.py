@@ -267,11 +267,28 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 @dataclass(frozen=True)
 class AddedCredentials:
-    """What the auth of a request put on it, and the origin it was meant for."""
+    """What the auth of a request put on it, and the URL it was meant for.
 
-    origin: tuple  # (scheme, host, port) of the first request
+    Only the header names are worked out when the request is sent; the origin and the
+    query parameters (URL parsing) only when a redirect needs them.
+    """
+
+    url: str  # the first request's URL before its auth ran
     headers: frozenset = frozenset()  # lower-case header names
-    query: frozenset = frozenset()  # query parameter names (decoded)
+    url_with_auth: str | None = None  # the URL after the auth ran, when it changed it
+    declared_query: tuple = ()  # query parameter names the auth object declares
+
+    @property
+    def origin(self) -> tuple:
+        return url_origin(self.url)
+
+    @property
+    def query(self) -> frozenset:
+        names = set(self.declared_query)
+        if self.url_with_auth is not None:
+            before, after = _query_values(self.url), _query_values(self.url_with_auth)
+            names.update(name for name, values in after.items() if before.get(name) != values)
+        return frozenset(names)
 
 
 def url_origin(url: str | None) -> tuple:
@@ -300,17 +317,16 @@ def apply_auth(prepared: requests.PreparedRequest, auth: Any, url: str) -> reque
     in ``credential_headers`` / ``credential_query_params``); a redirect hop that leaves
     the first request's origin loses exactly those (see :func:`strip_off_origin`).
     """
-    headers_before = prepared.headers.copy()
-    url_before = prepared.url
+    headers_before = dict(prepared.headers.lower_items())
+    url_before = prepared.url or ""
     prepared.prepare_auth(auth, url)
-    added_headers = {name.lower() for name, value in prepared.headers.items() if headers_before.get(name) != value}
-    added_headers.update(str(name).lower() for name in getattr(auth, "credential_headers", ()) or ())
-    added_query = set(str(name) for name in getattr(auth, "credential_query_params", ()) or ())
-    if prepared.url != url_before:
-        before, after = _query_values(url_before or ""), _query_values(prepared.url or "")
-        added_query.update(name for name, values in after.items() if before.get(name) != values)
-    setattr(prepared, _CREDENTIALS_ATTRIBUTE,
-            AddedCredentials(url_origin(url_before), frozenset(added_headers), frozenset(added_query)))
+    added_headers = {name for name, value in prepared.headers.lower_items() if headers_before.get(name) != value}
+    declared_headers = getattr(auth, "credential_headers", None)
+    if declared_headers:
+        added_headers.update(str(name).lower() for name in declared_headers)
+    setattr(prepared, _CREDENTIALS_ATTRIBUTE, AddedCredentials(
+        url_before, frozenset(added_headers), prepared.url if prepared.url != url_before else None,
+        tuple(str(name) for name in getattr(auth, "credential_query_params", None) or ())))
     return prepared
 
 
@@ -330,7 +346,7 @@ def strip_off_origin(prepared_request: requests.PreparedRequest, response: reque
     previous = response.request
     credentials = getattr(previous, _CREDENTIALS_ATTRIBUTE, None)
     if credentials is None:  # prepared elsewhere: its own URL is the origin
-        credentials = AddedCredentials(url_origin(previous.url))
+        credentials = AddedCredentials(previous.url or "")
     setattr(prepared_request, _CREDENTIALS_ATTRIBUTE, credentials)
     if url_origin(prepared_request.url) == credentials.origin:
         return
@@ -338,8 +354,9 @@ def strip_off_origin(prepared_request: requests.PreparedRequest, response: reque
     for name in list(prepared_request.headers):
         if name.lower() in stripped:
             del prepared_request.headers[name]
-    if credentials.query and prepared_request.url:
-        prepared_request.url = _without_query_params(prepared_request.url, credentials.query)
+    query = credentials.query
+    if query and prepared_request.url:
+        prepared_request.url = _without_query_params(prepared_request.url, query)
 
 
 def _prepare_tracking_auth(prepare, session: requests.Session, request: requests.Request) -> requests.PreparedRequest:

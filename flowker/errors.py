@@ -124,6 +124,15 @@ class AuthTypeError(FlowkerError):
     title = "Authentication Failed"
 
 
+class ResolvedConfigError(UnprocessableEntity):
+    """An auth config whose secrets, once resolved, do not fit the auth type's schema
+    (a reference passes as a string when the spec is saved; its value is checked at call
+    time). The message names the field and the rule, never the value."""
+
+    code = "FLK-0521"
+    title = "Resolved Auth Config Invalid"
+
+
 class PluginError(ConfigurationError):
     """A plugin could not be loaded or clashes with another one."""
 

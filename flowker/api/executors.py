@@ -88,6 +88,6 @@ class Test(_Resource):
 
     def on_post(self, req, resp, executor_id: str) -> None:
         executor = self.store.get(checked_id(executor_id, "executor"))
-        report = self.probe.run(executor, self.store.plain_spec(executor))
+        report = self.probe.run(executor, executor.spec)
         self.store.mark_tested(executor.id, req.context.actor, report["overallStatus"])
         resp.media = report

@@ -62,12 +62,15 @@ class SecretResolver:
     """Resolves ``$env``/``$file``/``$encrypted`` references in a config, at call time.
 
     Each resolved value is handed to ``register`` (the process :class:`Redactor`'s
-    ``add_secret``) so it is scrubbed from everything Flowker writes.
+    ``add_secret``) so it is scrubbed from everything Flowker writes. ``register`` is
+    required: no resolver exists that could hand out a secret the redactor does not know.
     """
 
-    def __init__(self, *, environ: Mapping[str, str] | None = None, box: "SecretBox | None" = None,
-                 register: Callable[[str], None] | None = None, max_file_bytes: int = MAX_SECRET_FILE_BYTES,
+    def __init__(self, *, register: Callable[[str], None], environ: Mapping[str, str] | None = None,
+                 box: "SecretBox | None" = None, max_file_bytes: int = MAX_SECRET_FILE_BYTES,
                  denied_env_prefixes: Iterable[str] = DENIED_ENV_PREFIXES, denied_files: Iterable[str] = ()):
+        if not callable(register):
+            raise TypeError("SecretResolver needs register: the redactor's add_secret")
         self._environ = environ
         self.box = box
         self.register = register
@@ -76,7 +79,7 @@ class SecretResolver:
         self.denied_files = tuple(os.path.realpath(p) for p in denied_files if p)
 
     @classmethod
-    def from_settings(cls, settings, *, box: "SecretBox | None" = None, register=None,
+    def from_settings(cls, settings, *, register: Callable[[str], None], box: "SecretBox | None" = None,
                       environ: Mapping[str, str] | None = None) -> "SecretResolver":
         denied = []
         signing_key = getattr(settings, "audit_signing_key", None)
@@ -113,8 +116,7 @@ class SecretResolver:
         return value
 
     def _registered(self, secret: str) -> str:
-        if self.register is not None:
-            self.register(secret)
+        self.register(secret)
         return secret
 
     def resolve_env(self, name: Any, path: tuple = ()) -> str:
@@ -163,8 +165,17 @@ class SecretResolver:
 def resolve_secrets(config: Any, environ: Mapping[str, str] | None = None, *, box: "SecretBox | None" = None,
                     register: Callable[[str], None] | None = None,
                     max_file_bytes: int = MAX_SECRET_FILE_BYTES) -> Any:
-    """A resolved copy of ``config`` (see :class:`SecretResolver`); ``environ`` defaults to os.environ."""
-    return SecretResolver(environ=environ, box=box, register=register, max_file_bytes=max_file_bytes).resolve(config)
+    """A resolved copy of ``config`` (see :class:`SecretResolver`); ``environ`` defaults to os.environ.
+
+    A convenience for tests and tools: without ``register`` nothing learns the values.
+    Flowker's own call paths resolve through :class:`flowker.auth.resolution.AuthResolution`.
+    """
+    return SecretResolver(environ=environ, box=box, register=register or _unregistered,
+                          max_file_bytes=max_file_bytes).resolve(config)
+
+
+def _unregistered(secret: str) -> None:
+    pass
 
 
 def _dotted(path: tuple) -> str:

@@ -108,7 +108,7 @@ def test_resolver_from_settings_protects_flowkers_own_files(tmp_path):
     key_file = tmp_path / "audit.pem"
     key_file.write_text("-----BEGIN PRIVATE KEY-----\nsecret\n-----END PRIVATE KEY-----\n")
     settings = Settings.from_mapping({"database_url": f"sqlite:///{database}", "audit_signing_key": str(key_file)})
-    resolver = SecretResolver.from_settings(settings, environ={})
+    resolver = SecretResolver.from_settings(settings, environ={}, register=Redactor().add_secret)
     for path in (database, key_file):
         with pytest.raises(SecretUnavailableError, match="not allowed"):
             resolver.resolve({"k": {"$file": str(path)}})

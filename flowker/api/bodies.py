@@ -7,6 +7,7 @@ The body is read at most ``max_body_bytes + 1`` bytes at a time, so a request wi
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
 import falcon
 
@@ -88,7 +89,7 @@ def refuse_hostile_values(value, max_depth: int, what: str = "request body") -> 
         if isinstance(item, dict):
             if any(isinstance(key, str) and "\x00" in key for key in item):
                 raise bad_body(f"the {what} contains a NUL character (\\u0000)")
-            children = item.values()
+            children: Iterable = item.values()
         elif isinstance(item, list):
             children = item
         else:

@@ -46,7 +46,7 @@ def endpoint_paths(executor) -> dict[str, str]:
     found: dict[str, str] = {}
     for endpoint in endpoints if isinstance(endpoints, list) else []:
         if isinstance(endpoint, Mapping) and isinstance(endpoint.get("name"), str):
-            found.setdefault(endpoint["name"], endpoint.get("path") if isinstance(endpoint.get("path"), str) else "")
+            found.setdefault(endpoint["name"], endpoint["path"] if isinstance(endpoint.get("path"), str) else "")
     return found
 
 

@@ -151,8 +151,7 @@ class AddressPolicy:
                    require_https=not development)
 
     def replace(self, **changes) -> "AddressPolicy":
-        values: dict = dict(allowed_networks=self.allowed_networks,
- allowed_hosts=self.allowed_hosts,
+        values: dict = dict(allowed_networks=self.allowed_networks, allowed_hosts=self.allowed_hosts,
                       allow_loopback=self.allow_loopback, require_https=self.require_https,
                       resolver=self._resolver)
         values.update(changes)

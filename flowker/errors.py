@@ -106,6 +106,7 @@ class ServiceUnavailable(FlowkerError):
     http_status = 503
     code = "FLK-0801"
     title = "Service Unavailable"
+    headers: dict[str, str] | None = None  # e.g. Retry-After (flowker.api.errors.unavailable)
 
 
 class CircuitOpenError(FlowkerError):

@@ -11,7 +11,7 @@ import dataclasses
 import os
 import secrets
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
 
 from flowker.errors import ConfigurationError
 
@@ -104,7 +104,7 @@ class Settings:
     @classmethod
     def from_mapping(cls, raw: Mapping[str, object]) -> "Settings":
         known = {f.name for f in dataclasses.fields(cls)} | {"secret_key"}
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}  # each converted to its field's type by _convert
         for key, value in raw.items():
             if key not in known:
                 continue  # other FLOWKER_* variables (test settings, CONFIG) are not ours

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import falcon
 
@@ -29,6 +30,9 @@ from flowker.api.middleware import (
 from flowker.errors import ConfigurationError
 from flowker.security.redaction import install_log_redaction
 
+if TYPE_CHECKING:
+    from flowker.runner.service import ExecutionService
+
 DEFAULT_BACKGROUND_WORKERS = 4
 DEFAULT_BACKGROUND_QUEUE = 64
 
@@ -45,7 +49,7 @@ class AppState:
     settings: object
     registry: object
     database: object
-    execution_service: object
+    execution_service: ExecutionService
     workflows: object
     executors: object
     secret_box: object
@@ -144,7 +148,7 @@ def create_app(
         redactor=redactor,
     )
 
-    middleware = [ClientMiddleware(settings.trusted_proxies)]
+    middleware: list = [ClientMiddleware(settings.trusted_proxies)]
     if settings.production:
         middleware.append(HttpsMiddleware())
     middleware += [

@@ -18,11 +18,15 @@ import logging
 import signal
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gunicorn.app.base import BaseApplication
 
 from flowker.settings import Settings
 from flowker.storage.database import close_database
+
+if TYPE_CHECKING:
+    from flowker.api.app import FlowkerApp
 
 logger = logging.getLogger("flowker.serve")
 
@@ -85,7 +89,7 @@ class FlowkerApplication(BaseApplication):
         self.settings = settings
         self.options = options
         self.registry = registry
-        self.app = None
+        self.app: FlowkerApp | None = None
         super().__init__(prog="flowker serve")
 
     # --- gunicorn BaseApplication -------------------------------------------------
@@ -117,11 +121,13 @@ class FlowkerApplication(BaseApplication):
         """Worker, app loaded: SIGTERM now drains instead of stopping at once."""
         drain_seconds = self.options.drain_seconds
         # Runs of servers that died are failed by the live ones (flowker.runner.recovery).
-        self.app.state.execution_service.start_sweeping()
+        app = self.app
+        assert app is not None  # gunicorn calls load() before this hook
+        app.state.execution_service.start_sweeping()
         worker.log.info("worker %s ready", worker.pid)
 
         def drain(signum, frame):
-            state = self.app.state
+            state = app.state
             if state.is_draining:
                 return
             state.start_draining()

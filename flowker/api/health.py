@@ -20,7 +20,9 @@ logger = logging.getLogger("flowker.api.health")
 
 
 def _now() -> str:
-    return iso(_dt.datetime.now(_dt.timezone.utc))
+    now = iso(_dt.datetime.now(_dt.timezone.utc))
+    assert now is not None  # iso maps only None to None
+    return now
 
 
 def check_database(database) -> dict:

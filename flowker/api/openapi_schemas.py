@@ -6,7 +6,7 @@ from __future__ import annotations
 TIME = {"type": "string", "format": "date-time"}
 OPTIONAL_TIME = {"type": ["string", "null"], "format": "date-time"}
 UUID = {"type": "string", "format": "uuid"}
-ANY = {}
+ANY: dict = {}
 
 
 def obj(required: dict, optional: dict | None = None) -> dict:

@@ -18,11 +18,16 @@ from __future__ import annotations
 import getpass
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
 
 import click
 import rfc8785
 
 from flowker.cli.common import load_settings
+
+if TYPE_CHECKING:
+    from flowker.spec.documents import SpecDocument
+    from flowker.storage.models import Executor, Workflow
 
 CREATE, UPDATE, UNCHANGED = "create", "update", "unchanged"
 
@@ -40,7 +45,7 @@ class Current:
 class Change:
     """What apply does to one resource: ``steps`` in order (empty when nothing)."""
 
-    document: object
+    document: SpecDocument
     action: str
     current: Current | None
     steps: list = field(default_factory=list)
@@ -107,7 +112,7 @@ def run_changes(changes: list[Change], backend) -> bool:
         if not change.steps:
             continue
         resource_id = change.current.id if change.current else None
-        done = []
+        done: list[str] = []
         for step in change.steps:
             try:
                 result = backend.perform(step, change.document, resource_id)
@@ -308,8 +313,8 @@ class LocalTarget:
         if not self.migrated:
             return None
         if document.kind == "Executor":
-            existing = self.executors.get_by_name(document.name)
-            paths = self.executors.secret_paths(document.body) if existing else ()
+            existing: Executor | Workflow | None = self.executors.get_by_name(document.name)
+            paths: Iterable[tuple] = self.executors.secret_paths(document.body) if existing else ()
         else:
             existing = self.workflows.get_by_name(document.name)
             paths = SECRET_PATHS
@@ -319,16 +324,16 @@ class LocalTarget:
         return Current(existing.id, existing.status, unchanged)
 
     def perform(self, step: str, document, resource_id: str | None) -> dict:
+        if step == "create":
+            saved: Executor | Workflow = (self.executors if document.kind == "Executor" else self.workflows).create(
+                document, self.actor)
+            return {"id": saved.id, "version": saved.version}
+        assert resource_id is not None  # every step but create acts on a resource that exists
         if document.kind == "Executor":
-            store = self.executors
-            if step == "create":
-                saved = store.create(document, self.actor)
-            else:
-                saved = store.update(resource_id, document, self.actor).executor
+            saved = self.executors.update(resource_id, document, self.actor).executor
             return {"id": saved.id, "version": saved.version}
         store = self.workflows
         operation = {
-            "create": lambda: store.create(document, self.actor),
             "update": lambda: store.update(resource_id, document, self.actor).workflow,
             "activate": lambda: store.activate(resource_id, self.actor),
             "deactivate": lambda: store.deactivate(resource_id, self.actor),

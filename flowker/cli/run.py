@@ -125,7 +125,8 @@ def _load(file: Path, executor_dirs: list[Path]):
     from flowker.spec.documents import ExecutorSpec, WorkflowSpec
     from flowker.spec.loader import load_spec_file
 
-    problems, documents = [], []
+    problems: list = []
+    documents: list[ExecutorSpec | WorkflowSpec] = []
     try:
         workflow = load_spec_file(file)
     except SpecError as exc:

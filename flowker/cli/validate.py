@@ -102,7 +102,7 @@ def validate(ctx, paths, executor_dirs, quiet):
                 reference_executors.append(document)
 
     registry = load_registry(load_settings(ctx))
-    for distribution, message in registry.load_errors:
+    for _distribution, message in registry.load_errors:
         # Its types will show up as unknown below; say why.
         click.echo(f"flowker: warning: {message}", err=True)
     problems.extend(validate_documents(documents, registry, reference_executors=reference_executors))

@@ -26,7 +26,7 @@ import socket
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 from urllib.parse import parse_qsl, unquote_plus, urlsplit, urlunsplit
 
 import requests
@@ -53,7 +53,15 @@ _MEMO_SIZE = 256  # URLs remembered by the two memos below; cleared when full
 # --------------------------------------------------------------------------- connections
 
 
-class _PinnedConnectionMixin:
+# The mixin relies on HTTPConnection's attributes (host, port, timeout...): the type checker
+# sees it as one; at run time it is a plain mixin placed before the real connection class.
+if TYPE_CHECKING:
+    _MixinBase = HTTPConnection
+else:
+    _MixinBase = object
+
+
+class _PinnedConnectionMixin(_MixinBase):
     """Connects to the checked addresses only; ``self.host`` stays the URL's host name."""
 
     def __init__(self, *args, pinned_addresses: Iterable[str] = (), **kwargs):
@@ -85,6 +93,7 @@ class _PinnedConnectionMixin:
             else:
                 sys.audit("http.client.connect", self, self.host, self.port)
                 return sock
+        assert error is not None  # pinned_addresses is not empty: the loop set it
         raise error
 
 
@@ -107,7 +116,7 @@ class PinnedAdapter(HTTPAdapter):
         self.policy = policy
         self.max_response_bytes = max_response_bytes
         self._pools_lock = threading.Lock()
-        self._pools = RecentlyUsedContainer(pool_connections, dispose_func=lambda pool: pool.close())
+        self._pools: RecentlyUsedContainer[tuple, HTTPConnectionPool] = RecentlyUsedContainer(pool_connections, dispose_func=lambda pool: pool.close())
         # URL -> (policy, target) for URLs whose host is a literal IP address: no DNS is
         # involved, so the check's answer depends on the URL and the policy alone.
         self._literal_targets: dict[str, tuple[AddressPolicy, ResolvedTarget]] = {}
@@ -153,7 +162,7 @@ class PinnedAdapter(HTTPAdapter):
             pool = self._pools.get(key)
             if pool is None:
                 pool_class = HTTPSConnectionPool if tls else HTTPConnectionPool
-                pool = pool_class(target.host, target.port, maxsize=self._pool_maxsize, block=self._pool_block,
+                pool = pool_class(target.host, target.port, maxsize=self._pool_maxsize, block=self._pool_block,  # type: ignore[attr-defined]  # set by HTTPAdapter.init_poolmanager; not in types-requests
                                   pinned_addresses=target.addresses, **kwargs)
                 pool.ConnectionCls = PinnedHTTPSConnection if tls else PinnedHTTPConnection
                 self._pools[key] = pool
@@ -213,7 +222,7 @@ class CappedBody:
     def read(self, amt: int | None = None, decode_content: bool | None = None, **kwargs) -> bytes:
         if amt is not None:
             return self._count(self._raw.read(amt, decode_content=decode_content, **kwargs))
-        parts = []
+        parts: list[bytes] = []
         while True:
             chunk = self._raw.read(_READ_CHUNK, decode_content=decode_content, **kwargs)
             if not chunk:
@@ -254,7 +263,7 @@ def read_capped(response: requests.Response, limit: int) -> bytes:
         raise
     body = b"".join(parts)
     response._content = body
-    response._content_consumed = True
+    response._content_consumed = True  # type: ignore[attr-defined]  # requests' private flag, not in its stubs
     return body
 
 
@@ -416,7 +425,7 @@ def send_request(session: requests.Session, method: str, url: str, *, params: di
     if len(session.cookies):
         prepared.prepare_cookies(merge_cookies(jar, session.cookies))
     else:
-        prepared._cookies = jar  # an empty jar adds no Cookie header; redirects still use the jar
+        prepared._cookies = jar  # type: ignore[attr-defined]  # (private, not in the stubs) an empty jar adds no Cookie header; redirects still use the jar
     prepared.prepare_body({}, None, json)
     apply_auth(prepared, auth if auth is not None else session.auth, url)
     return session.send(prepared, timeout=timeout, allow_redirects=True, proxies={}, stream=True,
@@ -474,9 +483,11 @@ def harden_session(session: requests.Session, policy: AddressPolicy, *,
             original_rebuild_auth(prepared_request, response)
             strip_off_origin(prepared_request, response, stripped)
 
-        session.rebuild_auth = rebuild_auth
-        session.prepare_request = lambda request: _prepare_tracking_auth(original_prepare_request, session, request)
-        session.rebuild_proxies = lambda prepared_request, proxies: {}
+        # Per-session overrides of a caller's plain Session (a HardenedSession has them as methods).
+        session.rebuild_auth = rebuild_auth  # type: ignore[method-assign]
+        session.prepare_request = lambda request: _prepare_tracking_auth(  # type: ignore[method-assign]
+            original_prepare_request, session, request)
+        session.rebuild_proxies = lambda prepared_request, proxies: {}  # type: ignore[method-assign]
     adapter = PinnedAdapter(policy, max_response_bytes=max_response_bytes, pool_maxsize=pool_maxsize)
     # Replace the default adapters: every scheme requests knows goes through the guard.
     for old in list(session.adapters.values()):

@@ -82,6 +82,7 @@ class WriterQueue:
             return
         self._local.held = False
         try:
+            assert self._fd is not None  # held only after a flock on it; a fork resets both
             fcntl.flock(self._fd, fcntl.LOCK_UN)
         finally:
             self._thread_lock.release()
@@ -209,7 +210,7 @@ def close_database(database: peewee.Database) -> None:
 
 
 @contextlib.contextmanager
-def connection(database: peewee.Database | None = None):
+def connection(database: peewee.Database | peewee.DatabaseProxy | None = None):
     """Open a connection for the duration of a block (a request, a CLI command)."""
     database = database or database_proxy
     opened = database.connect(reuse_if_open=True)

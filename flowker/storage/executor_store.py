@@ -233,7 +233,7 @@ class ExecutorStore:
     def get_by_name(self, name: str) -> Executor | None:
         return Executor.get_or_none(Executor.name == name)
 
-    def query(self, status: str | None = None) -> peewee.ModelSelect:
+    def query(self, status: str | None = None) -> peewee.ModelSelect[Executor]:
         query = Executor.select()
         if status:
             query = query.where(Executor.status == status)

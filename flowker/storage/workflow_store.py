@@ -100,7 +100,7 @@ class WorkflowStore:
     def get_by_name(self, name: str) -> Workflow | None:
         return Workflow.get_or_none(Workflow.name == name)
 
-    def query(self, status: str | None = None) -> peewee.ModelSelect:
+    def query(self, status: str | None = None) -> peewee.ModelSelect[Workflow]:
         query = Workflow.select()
         if status:
             query = query.where(Workflow.status == status)

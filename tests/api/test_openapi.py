@@ -78,7 +78,7 @@ def test_every_operation_lists_its_error_codes_with_the_error_schema(document):
 def test_component_schemas_are_valid_json_schema_and_refs_resolve(document):
     _, doc = document
     schemas = doc["components"]["schemas"]
-    for name, schema in schemas.items():
+    for _name, schema in schemas.items():
         jsonschema.Draft202012Validator.check_schema(schema)
     text = str(doc)
     for target in set(re.findall(r"#/components/schemas/(\w+)", text)):

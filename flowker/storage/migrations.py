@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import peewee
 
-from flowker.storage.database import connection, is_postgres
+from flowker.storage.database import connection, exclusive_transaction, is_postgres
 from flowker.storage.models import ALL_MODELS, AuditCheckpoint, AuditEntry, SchemaMigration
 
 # An arbitrary constant: the PostgreSQL advisory lock that serializes migrations.
@@ -84,9 +84,7 @@ def upgrade(database: peewee.Database) -> list[int]:
     applied_now: list[int] = []
     # bind_ctx: the models may not be bound to this database (a CLI, a child process).
     with database.bind_ctx((SchemaMigration, *ALL_MODELS)), connection(database):
-        with database.atomic():  # BEGIN IMMEDIATE on SQLite: one migrator at a time
-            if is_postgres(database):
-                database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
+        with exclusive_transaction(database, MIGRATION_LOCK_ID):  # one migrator at a time
             database.create_tables([SchemaMigration], safe=True)
             done = {row.version for row in SchemaMigration.select(SchemaMigration.version)}
             for version, name, apply in MIGRATIONS:

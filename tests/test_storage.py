@@ -221,3 +221,14 @@ def test_migration_2_drops_the_unneeded_indexes_of_an_older_database(database):
     assert upgrade(database) == list(range(2, LATEST_VERSION + 1))
     assert not (_index_names(database, "execution") | _index_names(database, "step_result")) & set(UNNEEDED_INDEXES)
     assert upgrade(database) == []  # applied once
+
+
+def test_an_upgraded_database_gets_the_shared_breaker_table(database):
+    # A database at version 2, made before breakers were shared: no table, no migration 3.
+    table = models.CircuitBreakerState._meta.table_name
+    database.execute_sql(f'DROP TABLE "{table}"')
+    database.execute_sql("DELETE FROM schema_migration WHERE version = 3")
+    assert current_version(database) == 2
+    assert upgrade(database) == [3]
+    assert database.table_exists(table) and current_version(database) == LATEST_VERSION
+    assert upgrade(database) == []

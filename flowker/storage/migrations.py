@@ -7,7 +7,13 @@ from __future__ import annotations
 import peewee
 
 from flowker.storage.database import connection, exclusive_transaction, is_postgres
-from flowker.storage.models import ALL_MODELS, AuditCheckpoint, AuditEntry, SchemaMigration
+from flowker.storage.models import (
+    ALL_MODELS,
+    AuditCheckpoint,
+    AuditEntry,
+    CircuitBreakerState,
+    SchemaMigration,
+)
 
 # An arbitrary constant: the PostgreSQL advisory lock that serializes migrations.
 MIGRATION_LOCK_ID = 0x466C6F776B6572  # "Flowker"
@@ -70,10 +76,16 @@ def _drop_unneeded_indexes(database: peewee.Database) -> None:
         database.execute_sql(f'DROP INDEX IF EXISTS "{name}"')
 
 
+def _create_breaker_state(database: peewee.Database) -> None:
+    # A database made by migration 1 after the model was added already has the table.
+    database.create_tables([CircuitBreakerState], safe=True)
+
+
 # (version, name, function). Append only; never edit a migration that has shipped.
 MIGRATIONS = (
     (1, "initial schema with append-only audit tables", _initial),
     (2, "drop indexes no query needs (fewer page writes per execution)", _drop_unneeded_indexes),
+    (3, "circuit breaker state shared by every process", _create_breaker_state),
 )
 
 LATEST_VERSION = MIGRATIONS[-1][0]

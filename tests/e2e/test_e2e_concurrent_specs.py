@@ -40,7 +40,7 @@ def start_together(commands: list[list[str]], env: dict) -> list[subprocess.Comp
 
     def run(command):
         barrier.wait(30)
-        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+        return subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=180)
 
     with ThreadPoolExecutor(max_workers=len(commands)) as pool:
         return list(pool.map(run, commands))

@@ -29,11 +29,13 @@ answers prove the service is up and count as successes.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
 from typing import Callable, TypeVar
 
+import peewee
 import requests
 from circuitbreaker import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN, CircuitBreaker
 
@@ -41,6 +43,7 @@ from flowker.errors import CircuitOpenError
 from flowker.storage.breaker_store import BreakerRow, BreakerStateStore
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 HALF_OPEN_MAX_CALLS = 1
 MAX_BREAKERS = 10_000
@@ -121,7 +124,6 @@ class ExecutorBreaker(CircuitBreaker):
             raise self._open_error(state)
 
     def _admit_shared(self) -> bool:
-        assert self._shared is not None
         with self._lock:
             if self._fresh():
                 state = self.state
@@ -129,6 +131,16 @@ class ExecutorBreaker(CircuitBreaker):
                     return False  # the fast path: no query
                 if state == STATE_OPEN:
                     raise self._open_error(state)
+        try:
+            return self._admit_by_row()
+        except peewee.PeeweeException as exc:
+            # The database did not answer: decide on this process's view rather than fail
+            # the call for a reason that is not the executor's.
+            self._log_unshared("read", exc)
+            return self._admit_local()
+
+    def _admit_by_row(self) -> bool:
+        assert self._shared is not None
         row = self._shared.read(self.executor_id)
         with self._lock:
             self._load(row)
@@ -169,19 +181,20 @@ class ExecutorBreaker(CircuitBreaker):
             with self._lock:
                 if trial:
                     self._trial_calls -= 1
-                if failure is not None:
-                    self.__exit__(type(failure), failure, None)  # counts the failure, opens at the threshold
-                elif succeeded:
-                    self.reset()
+                self._apply_locally(failure, succeeded)
             return
         if failure is None and not trial:
             with self._lock:
                 if not succeeded or (self._state == STATE_CLOSED and self._failure_count == 0):
                     return  # nothing to record: a success on a breaker with no failures writes nothing
 
+        applied = False
+
         def record(row: BreakerRow) -> BreakerRow:
+            nonlocal applied
             with self._lock:
                 self._load(row)
+                applied = True
                 in_flight = max(0, row.half_open_in_flight - (1 if trial else 0))
                 if failure is not None:
                     self.__exit__(type(failure), failure, None)  # the library counts it, opens at the threshold
@@ -192,9 +205,26 @@ class ExecutorBreaker(CircuitBreaker):
                     in_flight = 0
                 return self._to_row(row, in_flight)
 
-        row = self._shared.change(self.executor_id, record)
+        try:
+            row = self._shared.change(self.executor_id, record)
+        except peewee.PeeweeException as exc:
+            self._log_unshared("record", exc)
+            if not applied:  # at least this process's view counts the outcome
+                with self._lock:
+                    self._apply_locally(failure, succeeded)
+            return
         with self._lock:
             self._load(row)
+
+    def _apply_locally(self, failure: BaseException | None, succeeded: bool) -> None:
+        if failure is not None:
+            self.__exit__(type(failure), failure, None)  # counts the failure, opens at the threshold
+        elif succeeded:
+            self.reset()
+
+    def _log_unshared(self, what: str, exc: Exception) -> None:
+        logger.warning("circuit breaker for executor %r: could not %s the shared state (%s); "
+                       "using this process's view", self.name, what, type(exc).__name__)
 
     # -- the shared row ---------------------------------------------------------------
 

@@ -223,3 +223,20 @@ def _response(status: int):
     response = requests.Response()
     response.status_code = status
     return response
+
+
+def test_without_the_shared_state_a_process_decides_on_its_own_view(database, caplog):
+    # The table is gone (a database that failed mid-upgrade, a lost connection): calls are not
+    # failed for a reason that is not the executor's, and this process still counts.
+    from flowker.storage.models import CircuitBreakerState
+
+    database.execute_sql(f'DROP TABLE "{CircuitBreakerState._meta.table_name}"')
+    breaker = BreakerBoard(2, 60, shared=BreakerStateStore()).get("exec-6", "svc")
+    assert breaker.call_guarded(lambda: "up") == "up"
+    for _ in range(2):
+        with pytest.raises(NetworkError):
+            breaker.call_guarded(_fail(NetworkError("down")))
+    with pytest.raises(CircuitOpenError):
+        breaker.call_guarded(lambda: "never")
+    assert "could not read the shared state" in caplog.text
+    assert database.execute_sql("SELECT 1").fetchone() == (1,)  # the connection is still usable

@@ -14,7 +14,8 @@ success and opens again on a failed trial. Flowker adds, in :class:`ExecutorBrea
   breaker with failures counted, or one that is half-open, reads its row before each
   call. So another process's change is seen within ``CACHE_SECONDS`` at most, and the
   calls that reach a failing service before every process refuses are the threshold
-  plus at most one per process racing on the last count.
+  plus at most one per caller (process or thread) racing on the last count or still
+  trusting a view less than ``CACHE_SECONDS`` old.
 * A cap on trial calls while half-open (``FLOWKER_CB_HALF_OPEN_CALLS``, fleet-wide when
   shared; the library alone lets every caller through), and a lock for threads.
 

@@ -224,11 +224,13 @@ def test_migration_2_drops_the_unneeded_indexes_of_an_older_database(database):
 
 
 def test_an_upgraded_database_gets_the_shared_breaker_table(database):
-    # A database at version 2, made before breakers were shared: no table, no migration 3.
+    from flowker.storage.migrations import MIGRATIONS, _create_breaker_state
+
+    version = next(number for number, _, apply in MIGRATIONS if apply is _create_breaker_state)
+    # A database made before breakers were shared: no table, no record of that migration.
     table = models.CircuitBreakerState._meta.table_name
     database.execute_sql(f'DROP TABLE "{table}"')
-    database.execute_sql("DELETE FROM schema_migration WHERE version = 3")
-    assert current_version(database) == 2
-    assert upgrade(database) == [3]
+    database.execute_sql(f"DELETE FROM schema_migration WHERE version = {version}")
+    assert upgrade(database) == [version]
     assert database.table_exists(table) and current_version(database) == LATEST_VERSION
     assert upgrade(database) == []

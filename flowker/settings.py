@@ -70,6 +70,7 @@ class Settings:
     retry_max_attempts: int = 5
     cb_failure_threshold: int = 5
     cb_recovery_seconds: float = 30.0
+    cb_half_open_calls: int = 1  # trial calls let through, fleet-wide, once the recovery time has passed
     execution_timeout_seconds: float = 300.0
     # How long a running execution's owner may stay silent (its heartbeat renews the lease
     # every third of this) before another process's recovery may fail it as interrupted.
@@ -132,7 +133,7 @@ class Settings:
                     "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
         if self.execution_lease_seconds <= 0:
             raise ConfigurationError("FLOWKER_EXECUTION_LEASE_SECONDS must be more than 0")
-        for name in ("retry_max_attempts", "cb_failure_threshold", "max_body_bytes"):
+        for name in ("retry_max_attempts", "cb_failure_threshold", "cb_half_open_calls", "max_body_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"FLOWKER_{name.upper()} must be at least 1")
         return self
@@ -156,7 +157,8 @@ def _convert(key: str, value) -> dict[str, object]:
         if number < 0:
             raise ValueError("must not be negative")
         return {key: number}
-    if key in ("retry_max_attempts", "cb_failure_threshold", "max_body_bytes", "audit_checkpoint_interval"):
+    if key in ("retry_max_attempts", "cb_failure_threshold", "cb_half_open_calls", "max_body_bytes",
+               "audit_checkpoint_interval"):
         return {key: int(value)}
     if key == "api_key_generated":
         return {}

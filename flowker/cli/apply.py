@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from flowker.storage.models import Executor, Workflow
 
 CREATE, UPDATE, UNCHANGED = "create", "update", "unchanged"
+# The PostgreSQL advisory lock that serializes local spec syncs (``flowker apply``, ``serve --specs``).
+SPEC_SYNC_LOCK_ID = 0x466C6F776B6573  # "Flowkes"
 
 
 @dataclass(frozen=True)
@@ -245,7 +247,7 @@ def apply_local(settings, registry, directory, *, activate: bool, dry_run: bool 
     (``flowker serve``); otherwise it is bound here and migrated unless this is a dry run."""
     from flowker.audit.chain import install
     from flowker.cli.serve import database_label
-    from flowker.storage.database import bind_database
+    from flowker.storage.database import bind_database, exclusive_transaction
     from flowker.storage.migrations import upgrade
 
     label = database_label(settings.database_url)
@@ -259,8 +261,14 @@ def apply_local(settings, registry, directory, *, activate: bool, dry_run: bool 
             upgrade(database)
     install(database, settings)  # checkpoints signed with the configured key, if any
     with database.connection_context():
-        target = LocalTarget(settings, registry, migrated=_migrated(database))
-        return sync(directory, target, registry, activate=activate, dry_run=dry_run, target=label)
+        if dry_run:
+            target = LocalTarget(settings, registry, migrated=_migrated(database))
+            return sync(directory, target, registry, activate=activate, dry_run=True, target=label)
+        # Several servers may start with --specs at once: one sync at a time, each planning
+        # only once it holds the lock, so the later ones find everything done.
+        with exclusive_transaction(database, SPEC_SYNC_LOCK_ID):
+            target = LocalTarget(settings, registry, migrated=_migrated(database))
+            return sync(directory, target, registry, activate=activate, dry_run=False, target=label)
 
 
 def _missing_sqlite_file(url: str) -> bool:
@@ -324,6 +332,29 @@ class LocalTarget:
         return Current(existing.id, existing.status, unchanged)
 
     def perform(self, step: str, document, resource_id: str | None) -> dict:
+        from flowker.errors import FlowkerError
+
+        try:
+            return self._perform(step, document, resource_id)
+        except FlowkerError:
+            # A writer outside the sync lock (the REST API) got there first: what it made
+            # is what this step would make, so the step is done.
+            done = self._already_done(step, document)
+            if done is None:
+                raise
+            return done
+
+    def _already_done(self, step: str, document) -> dict | None:
+        if step not in ("create", "activate"):
+            return None
+        current = self.current(document)
+        if current is None or not current.unchanged:
+            return None
+        if step == "activate" and current.status != "active":
+            return None
+        return {"id": current.id}
+
+    def _perform(self, step: str, document, resource_id: str | None) -> dict:
         if step == "create":
             saved: Executor | Workflow = (self.executors if document.kind == "Executor" else self.workflows).create(
                 document, self.actor)

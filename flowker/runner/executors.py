@@ -92,7 +92,7 @@ class ExecutorPool:
         key = (row.id, row.version)  # the row read now is the version this client serves
         definition = ExecutorDefinition.from_row(row)
         client = ExecutorClient(
-            definition, self._new_session(definition), self.breakers.get(definition.id), self.retry_policy,
+            definition, self._new_session(definition), self.breakers.get(definition.id, definition.name), self.retry_policy,
             redact_url=self.redactor.redact_url, scrub_text=self.redactor.scrub_text,
         )
         with self._lock:

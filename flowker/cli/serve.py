@@ -40,6 +40,9 @@ def serve(ctx, bind, workers, threads, specs_dir, database_url, certfile, keyfil
     if bool(certfile) != bool(keyfile):
         raise click.UsageError("--certfile and --keyfile go together")
     settings = startup_settings(load_settings(ctx, database_url=database_url))
+    # The TLS pair joins the files no secret reference may read.
+    settings = settings.replace(tls_certfile=certfile and os.path.abspath(certfile),
+                                tls_keyfile=keyfile and os.path.abspath(keyfile))
     registry = load_registry(settings)
     scheme = "https" if certfile else "http"
     prepare_database(settings, registry, specs_dir)

@@ -20,16 +20,18 @@ Messages name the reference and the rule, never a value.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
-from flowker.errors import SecretReferenceRefusedError
+from flowker.errors import SecretReferenceRefusedError, SecretUnavailableError
 
 DEFAULT_FILE_DIRS = ("/run/secrets",)
 PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
+_PSEUDO_PREFIXES = tuple(root + "/" for root in PSEUDO_FILESYSTEMS)  # real paths: normalised, absolute
 OWN_ENV_PREFIX = "FLOWKER_"
 KEY_FILE_SUFFIX = ".secret-key"
 SQLITE_COMPANIONS = ("", "-wal", "-shm", "-journal")
@@ -58,6 +60,15 @@ class SecretReferencePolicy:
     # Glob patterns on the variable name; None: any name (development's default).
     env_allow: tuple[str, ...] | None = None
     protected_files: tuple[str, ...] = ()
+    # Real paths, resolved once (a call checks the file's own real path against them, so a
+    # directory that later becomes a link elsewhere only refuses more). Identities of the
+    # protected files are read at every check: they may be created or replaced meanwhile.
+    real_dirs: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _real_protected: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "real_dirs", tuple(os.path.realpath(d) for d in self.file_dirs if d))
+        object.__setattr__(self, "_real_protected", tuple(os.path.realpath(p) for p in self.protected_files))
 
     @classmethod
     def from_settings(cls, settings) -> "SecretReferencePolicy":
@@ -74,10 +85,6 @@ class SecretReferencePolicy:
                    protected_files=tuple(os.path.abspath(p) for p in protected if p))
 
     # -- descriptions -----------------------------------------------------------------
-
-    @property
-    def real_dirs(self) -> tuple[str, ...]:
-        return tuple(os.path.realpath(directory) for directory in self.file_dirs if directory)
 
     def _dirs_text(self) -> str:
         return ", ".join(self.file_dirs) if self.file_dirs else "none set"
@@ -106,58 +113,70 @@ class SecretReferencePolicy:
         passes; it is checked again when a call reads it.
         """
         real = os.path.realpath(file_name)
-        if not any(_under(real, directory) for directory in self.real_dirs):
-            return f"$file {file_name} must lie under FLOWKER_SECRET_FILE_DIRS ({self._dirs_text()})"
-        if any(_under(real, pseudo) for pseudo in PSEUDO_FILESYSTEMS):
-            return f"$file {file_name} is in a kernel pseudo-filesystem ({', '.join(PSEUDO_FILESYSTEMS)})"
-        if self._is_protected(real, _identity(real)):
-            return f"$file {file_name} is one of Flowker's own files (configuration, TLS, key or database files)"
+        refusal = self._place_refusal(file_name, real) or self._own_file_refusal(file_name, real, _identity(real))
+        if refusal:
+            return refusal
         try:
             mode = os.stat(real).st_mode
         except OSError as exc:
             # Save time: not there (or not readable) yet is fine, secrets are often mounted later.
-            return f"$file {file_name} cannot be read: {exc.strerror or type(exc).__name__}" if must_exist else None
+            return _unreadable(file_name, exc) if must_exist else None
         if not stat.S_ISREG(mode):
             return f"$file {file_name} is not a regular file"
         return None
 
-    def _is_protected(self, real: str, identity: tuple[int, int] | None) -> bool:
-        for protected in self.protected_files:
-            protected_real = os.path.realpath(protected)
-            if real == protected_real:
-                return True
-            if identity is not None and identity == _identity(protected_real):
-                return True  # a hard link to a protected file
-        return False
+    def _place_refusal(self, file_name: str, real: str) -> str | None:
+        if not any(_under(real, directory) for directory in self.real_dirs):
+            return f"$file {file_name} must lie under FLOWKER_SECRET_FILE_DIRS ({self._dirs_text()})"
+        if real.startswith(_PSEUDO_PREFIXES) or real in PSEUDO_FILESYSTEMS:
+            return f"$file {file_name} is in a kernel pseudo-filesystem ({', '.join(PSEUDO_FILESYSTEMS)})"
+        return None
+
+    def _own_file_refusal(self, file_name: str, real: str, identity: tuple[int, int] | None) -> str | None:
+        # By path, and by inode: a hard link to a protected file (or the file a protected
+        # path now points to) is the same file.
+        if real in self._real_protected or (
+                identity is not None and any(identity == _identity(p) for p in self.protected_files)):
+            return f"$file {file_name} is one of Flowker's own files (configuration, TLS, key or database files)"
+        return None
 
     def open_file(self, file_name: str, where: str = "") -> int:
-        """A read-only descriptor on the allowed, regular file ``file_name`` names.
+        """A read-only descriptor on the allowed, regular file ``file_name`` names (call time).
 
-        The checks run on the path and again on what was opened (its inode and, where
-        the kernel says, its real path), so a symlink swapped in between does not help.
+        The place is checked on the real path before opening; the kind of file, its
+        identity and (where the kernel says) its real path on what was opened, so a
+        symlink or FIFO swapped in between does not help.
         """
-        refusal = self.file_refusal(file_name, must_exist=True)
+        real = os.path.realpath(file_name)
+        refusal = self._place_refusal(file_name, real)
         if refusal:
             raise SecretReferenceRefusedError(where + refusal)
-        real = os.path.realpath(file_name)
-        # O_NONBLOCK: opening a FIFO swapped in must not hang the call; O_NOFOLLOW: nor a symlink.
+        # O_NONBLOCK: opening a FIFO must not hang the call; O_NOFOLLOW: nor may a symlink swapped in.
         flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
         try:
             descriptor = os.open(real, flags)
         except OSError as exc:
-            raise SecretReferenceRefusedError(
-                f"{where}$file {file_name} cannot be read: {exc.strerror or type(exc).__name__}") from None
+            if exc.errno == errno.ELOOP:  # the last part became a symlink since realpath
+                raise SecretReferenceRefusedError(f"{where}$file {file_name} changed while it was opened; refused") from None
+            raise SecretUnavailableError(where + _unreadable(file_name, exc)) from None
         try:
             info = os.fstat(descriptor)
             opened = _opened_path(descriptor)
-            if (not stat.S_ISREG(info.st_mode)
-                    or self._is_protected(opened or real, (info.st_dev, info.st_ino))
-                    or (opened is not None and not any(_under(opened, d) for d in self.real_dirs))):
+            if opened is not None and opened != real and self._place_refusal(file_name, opened):
                 raise SecretReferenceRefusedError(f"{where}$file {file_name} changed while it was opened; refused")
+            if not stat.S_ISREG(info.st_mode):
+                raise SecretReferenceRefusedError(f"{where}$file {file_name} is not a regular file")
+            refusal = self._own_file_refusal(file_name, opened or real, (info.st_dev, info.st_ino))
+            if refusal:
+                raise SecretReferenceRefusedError(where + refusal)
         except BaseException:
             os.close(descriptor)
             raise
         return descriptor
+
+
+def _unreadable(file_name: str, exc: OSError) -> str:
+    return f"$file {file_name} cannot be read: {exc.strerror or type(exc).__name__}"
 
 
 def _opened_path(descriptor: int) -> str | None:

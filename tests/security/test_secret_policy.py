@@ -97,18 +97,25 @@ def test_env_globs_and_flowkers_own_variables():
 
 def test_what_was_opened_is_checked_again(tmp_path, monkeypatch):
     """Should the path check pass and the file change before it is opened (a symlink or
-    FIFO swapped in), the checks on the open descriptor still refuse it."""
+    FIFO swapped in, a folder on the way replaced by a link), the checks on the open
+    descriptor still refuse it. The race is made certain by a realpath that resolves
+    nothing (what it would have returned a moment before the swap)."""
     allowed = tmp_path / "secrets"
     allowed.mkdir()
-    outside = tmp_path / "outside"
-    outside.write_text("outside-secret\n")
-    policy = SecretReferencePolicy(file_dirs=(str(allowed),))
-    monkeypatch.setattr(policy.__class__, "file_refusal", lambda self, name, must_exist: None)
-    with pytest.raises(SecretReferenceRefusedError, match="changed while it was opened"):
-        policy.open_file(str(outside))
+    outside_dir = tmp_path / "outside"
+    outside_dir.mkdir()
+    (outside_dir / "shadow").write_text("outside-secret\n")
+    (allowed / "link").symlink_to(outside_dir / "shadow")
+    (allowed / "folder").symlink_to(outside_dir)
     os.mkfifo(allowed / "fifo")
-    with pytest.raises(SecretReferenceRefusedError, match="changed while it was opened"):
-        policy.open_file(str(allowed / "fifo"))
+    policy = SecretReferencePolicy(file_dirs=(str(allowed),))
+    monkeypatch.setattr("flowker.security.secret_policy.os.path.realpath", os.path.abspath)
+    for swapped in (allowed / "link", allowed / "folder" / "shadow"):
+        with pytest.raises(SecretReferenceRefusedError, match="changed while it was opened") as caught:
+            policy.open_file(str(swapped))
+        assert "outside-secret" not in caught.value.message
+    with pytest.raises(SecretReferenceRefusedError, match="is not a regular file"):
+        policy.open_file(str(allowed / "fifo"))  # and does not block waiting for a writer
 
 
 def test_serve_adds_the_tls_pair_to_the_settings(tmp_path, monkeypatch):

@@ -135,3 +135,15 @@ def test_run_refuses_before_anything_is_sent_and_runs_an_allowed_reference(proje
     allowed = flowker("run", "workflows/grab.yaml", cwd=project, **settings)
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
     assert [request.query_string for request in stub.requests] == ["api_key=allowed-partner-key-123456"]
+
+
+def test_apply_to_a_local_database_refuses_the_same_references(project, stub, tmp_path):
+    secrets_dir = str(project.parent / "secrets")
+    write_executor(project, stub.url, "{$env: HOME}")
+    database = f"sqlite:///{tmp_path}/apply.db"
+    refused = flowker("apply", ".", "--db", database, cwd=project, FLOWKER_SECRET_FILE_DIRS=secrets_dir,
+                      FLOWKER_SECRET_ENV_ALLOW="PARTNER_*")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert ("executors/partner.yaml:10:17: $env HOME is not allowed by FLOWKER_SECRET_ENV_ALLOW (PARTNER_*) "
+            "(at $.authentication.config.key.$env)") in refused.stderr
+    assert "nothing applied" in refused.stderr

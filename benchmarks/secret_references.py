@@ -28,6 +28,7 @@ def measure(resolver, config: dict, count: int) -> float:
 
 
 def main() -> None:
+    from flowker.security.redaction import Redactor
     from flowker.security.secrets import SecretResolver
     from flowker.settings import Settings
 
@@ -43,7 +44,8 @@ def main() -> None:
                                           "secret_env_allow": "PARTNER_*,LEDGER_*"})
         settings = settings.replace(config_file=f"{root}/flowker.yaml", tls_keyfile=f"{root}/tls.key",
                                     tls_certfile=f"{root}/tls.crt")
-        resolver = SecretResolver.from_settings(settings, environ={"PARTNER_TOKEN": "partner-token-123456"})
+        resolver = SecretResolver.from_settings(settings, environ={"PARTNER_TOKEN": "partner-token-123456"},
+                                               register=Redactor().add_secret)
         file_us = measure(resolver, {"key": {"$file": os.path.join(secrets_dir, "key")}}, count)
         env_us = measure(resolver, {"key": {"$env": "PARTNER_TOKEN"}}, count)
     print(f"$file reference: {file_us:.1f} us per resolution")

@@ -119,7 +119,7 @@ class Settings:
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, object]) -> "Settings":
-        known = ({f.name for f in dataclasses.fields(cls)} | {"secret_key"}) - _NOT_SETTINGS
+        known = {f.name for f in dataclasses.fields(cls)} | {"secret_key"}
         values: dict[str, object] = {}
         for key, value in raw.items():
             if key not in known:
@@ -170,6 +170,8 @@ def _convert(key: str, value) -> dict[str, object]:
         return {key: number}
     if key in ("retry_max_attempts", "cb_failure_threshold", "max_body_bytes", "audit_checkpoint_interval"):
         return {key: int(value)}
+    if key in _NOT_SETTINGS:
+        return {}
     if key in ("secret_file_dirs", "secret_env_allow"):
         # Set but empty means none (no $file / no $env reference resolves).
         return {key: _split_csv(value)}

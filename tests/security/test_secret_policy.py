@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from flowker.errors import SecretReferenceRefusedError
+from flowker.security.redaction import Redactor
 from flowker.security.secret_policy import SecretReferencePolicy
 from flowker.security.secrets import SecretResolver
 from flowker.settings import Settings
@@ -70,7 +71,7 @@ def test_flowkers_own_files_are_refused_even_under_an_allowed_dir(tmp_path):
     policy = SecretReferencePolicy.from_settings(settings)
     for path in own + [tmp_path / "hard-link-to-db", tmp_path / "symlink-to-key"]:
         assert "one of Flowker's own files" in policy.file_refusal(str(path), must_exist=False), path
-    resolver = SecretResolver.from_settings(settings, environ={})
+    resolver = SecretResolver.from_settings(settings, environ={}, register=Redactor().add_secret)
     with pytest.raises(SecretReferenceRefusedError) as caught:
         resolver.resolve({"k": {"$file": str(tmp_path / "hard-link-to-db")}})
     assert caught.value.code == "FLK-0007" and "own-file-content" not in caught.value.message

@@ -22,9 +22,9 @@ from flowker.security.secrets import (
     mask_fields,
     resolve_secrets,
 )
-
-resolve_secrets_in = resolve_secrets
 from flowker.settings import Settings
+
+resolve_secrets_in = resolve_secrets  # the module's function, where a test shadows the name
 
 SECRET_PATHS = ["authentication.config.token", "authentication.config.client_secret",
                 "authentication.config.password"]
@@ -118,7 +118,7 @@ def test_resolver_from_settings_protects_flowkers_own_files(tmp_path):
     key_file.write_text("-----BEGIN PRIVATE KEY-----\nsecret\n-----END PRIVATE KEY-----\n")
     settings = Settings.from_mapping({"database_url": f"sqlite:///{database}", "audit_signing_key": str(key_file),
                                       "secret_file_dirs": str(tmp_path)})
-    resolver = SecretResolver.from_settings(settings, environ={})
+    resolver = SecretResolver.from_settings(settings, environ={}, register=Redactor().add_secret)
     for path in (database, key_file):
         with pytest.raises(SecretUnavailableError, match="one of Flowker's own files"):
             resolver.resolve({"k": {"$file": str(path)}})

@@ -23,6 +23,7 @@ from __future__ import annotations
 import errno
 import fnmatch
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -33,6 +34,7 @@ DEFAULT_FILE_DIRS = ("/run/secrets",)
 PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
 _PSEUDO_PREFIXES = tuple(root + "/" for root in PSEUDO_FILESYSTEMS)  # real paths: normalised, absolute
 OWN_ENV_PREFIX = "FLOWKER_"
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 KEY_FILE_SUFFIX = ".secret-key"
 SQLITE_COMPANIONS = ("", "-wal", "-shm", "-journal")
 
@@ -196,13 +198,15 @@ def reference_refusals(value, policy: SecretReferencePolicy, path: tuple = ()) -
     if isinstance(value, dict):
         if len(value) == 1:
             key, target = next(iter(value.items()))
-            if key == "$env" and isinstance(target, str):
-                refusal = policy.env_refusal(target)
+            if key == "$env":
+                valid = isinstance(target, str) and ENV_NAME.match(target)
+                refusal = policy.env_refusal(target) if valid else "$env must name an environment variable"
                 if refusal:
                     yield path + (key,), refusal
                 return
-            if key == "$file" and isinstance(target, str) and target and "\0" not in target:
-                refusal = policy.file_refusal(target, must_exist=False)
+            if key == "$file":
+                valid = isinstance(target, str) and target and "\0" not in target
+                refusal = policy.file_refusal(target, must_exist=False) if valid else "$file must name a file"
                 if refusal:
                     yield path + (key,), refusal
                 return

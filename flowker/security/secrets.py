@@ -25,7 +25,6 @@ Production refuses to start without ``FLOWKER_SECRET_KEY`` and never reads the f
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from typing import Any, Callable, Iterable, Mapping, Sequence
 from urllib.parse import unquote, urlsplit
@@ -34,13 +33,12 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from flowker.errors import SecretKeyError, SecretReferenceRefusedError, SecretUnavailableError  # noqa: F401 (re-exported)
 from flowker.security.redaction import MASK, mask_value
-from flowker.security.secret_policy import KEY_FILE_SUFFIX, SecretReferencePolicy
+from flowker.security.secret_policy import ENV_NAME, KEY_FILE_SUFFIX, SecretReferencePolicy
 
 ENV_REFERENCE = "$env"
 FILE_REFERENCE = "$file"
 ENCRYPTED = "$encrypted"
 MAX_SECRET_FILE_BYTES = 64 * 1024
-_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 Path = Sequence[Any]  # ("authentication", "config", "token"); "*" matches any key or index
 
@@ -109,7 +107,7 @@ class SecretResolver:
         return secret
 
     def resolve_env(self, name: Any, path: tuple = ()) -> str:
-        if not isinstance(name, str) or not _ENV_NAME_RE.match(name):
+        if not isinstance(name, str) or not ENV_NAME.match(name):
             raise SecretUnavailableError(f"{_where(path)}$env must name an environment variable")
         refusal = self.policy.env_refusal(name)
         if refusal:

@@ -145,3 +145,14 @@ def test_serve_adds_the_tls_pair_to_the_settings(tmp_path, monkeypatch):
     assert seen["settings"].tls_keyfile == str(tmp_path / "tls.key")
     policy = SecretReferencePolicy.from_settings(seen["settings"].replace(secret_file_dirs=(str(tmp_path),)))
     assert "one of Flowker's own files" in policy.file_refusal(str(tmp_path / "tls.key"), must_exist=True)
+
+
+def test_malformed_references_are_refused_when_saved():
+    from flowker.security.secret_policy import reference_refusals
+
+    config = {"a": {"$file": ""}, "b": {"$file": "/run/secrets/x\0y"}, "c": {"$env": "BAD NAME"}, "d": {"$env": 7},
+              "e": [{"$file": "/run/secrets/fine"}]}
+    refusals = dict(reference_refusals(config, SecretReferencePolicy()))
+    assert refusals == {("a", "$file"): "$file must name a file", ("b", "$file"): "$file must name a file",
+                        ("c", "$env"): "$env must name an environment variable",
+                        ("d", "$env"): "$env must name an environment variable"}

@@ -199,14 +199,14 @@ def reference_refusals(value, policy: SecretReferencePolicy, path: tuple = ()) -
         if len(value) == 1:
             key, target = next(iter(value.items()))
             if key == "$env":
-                valid = isinstance(target, str) and ENV_NAME.match(target)
-                refusal = policy.env_refusal(target) if valid else "$env must name an environment variable"
+                name_ok = isinstance(target, str) and ENV_NAME.match(target) is not None
+                refusal = policy.env_refusal(target) if name_ok else "$env must name an environment variable"
                 if refusal:
                     yield path + (key,), refusal
                 return
             if key == "$file":
-                valid = isinstance(target, str) and target and "\0" not in target
-                refusal = policy.file_refusal(target, must_exist=False) if valid else "$file must name a file"
+                path_ok = isinstance(target, str) and target != "" and "\0" not in target
+                refusal = policy.file_refusal(target, must_exist=False) if path_ok else "$file must name a file"
                 if refusal:
                     yield path + (key,), refusal
                 return

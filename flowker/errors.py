@@ -102,6 +102,14 @@ class SpecError(UnprocessableEntity):
         return body
 
 
+class SecretReferenceSpecError(SpecError):
+    """A spec being saved holds ``$file``/``$env`` references the server may not resolve
+    (DESIGN §6); the same code as :class:`SecretReferenceRefusedError` at call time."""
+
+    code = "FLK-0007"
+    title = "Secret Reference Refused"
+
+
 class ServiceUnavailable(FlowkerError):
     http_status = 503
     code = "FLK-0801"
@@ -152,6 +160,16 @@ class SecretUnavailableError(ConfigurationError):
     title = "Secret Unavailable"
 
 
+class SecretReferenceRefusedError(SecretUnavailableError):
+    """A ``$file``/``$env`` reference points where references may not: outside
+    ``FLOWKER_SECRET_FILE_DIRS``, a name ``FLOWKER_SECRET_ENV_ALLOW`` does not allow, one of
+    Flowker's own files, or not a regular file. Nothing was read or sent."""
+
+    http_status = 422
+    code = "FLK-0007"
+    title = "Secret Reference Refused"
+
+
 class SecretKeyError(ConfigurationError):
     """No usable key: literal secrets cannot be stored, or a stored one cannot be decrypted."""
 
@@ -192,5 +210,5 @@ class AuditChainError(FlowkerError):
 
 # The errors of the security layer, by code: the OpenAPI document names them under the
 # statuses they answer with (a tuple: no mutable module state).
-SECURITY_ERRORS = (SecretUnavailableError, SecretKeyError, SSRFBlockedError, HostResolutionError,
+SECURITY_ERRORS = (SecretUnavailableError, SecretReferenceRefusedError, SecretKeyError, SSRFBlockedError, HostResolutionError,
                    ResponseTooLargeError, CircuitOpenError, AuthTypeError)

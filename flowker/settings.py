@@ -79,12 +79,29 @@ class Settings:
     disabled_plugins: tuple[str, ...] = ()
     audit_signing_key: str | None = field(default=None, repr=False)
     audit_checkpoint_interval: int = 1000
+    # Where {$file} references may resolve, and the globs {$env} names must match (None:
+    # the environment's default, see secret_env_patterns).
+    secret_file_dirs: tuple[str, ...] = ("/run/secrets",)
+    secret_env_allow: tuple[str, ...] | None = None
     # True when no FLOWKER_API_KEYS were given and one was generated for development.
     api_key_generated: bool = False
+    # Files Flowker itself reads, which no secret reference may: the bootstrap file
+    # (set by load) and serve's TLS pair. Not settings: never read from the mapping.
+    config_file: str | None = None
+    tls_certfile: str | None = None
+    tls_keyfile: str | None = None
 
     @property
     def production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def secret_env_patterns(self) -> tuple[str, ...] | None:
+        """The globs ``{$env}`` names must match; None: any (development's default).
+        ``FLOWKER_*`` names are refused whatever this says."""
+        if self.secret_env_allow is not None:
+            return self.secret_env_allow
+        return () if self.production else None
 
     def replace(self, **changes) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -100,7 +117,8 @@ class Settings:
         for name, value in environ.items():
             if name.startswith(ENV_PREFIX) and name != ENV_PREFIX + "CONFIG":
                 raw[name[len(ENV_PREFIX):].lower()] = value
-        return cls.from_mapping(raw)
+        settings = cls.from_mapping(raw)
+        return settings.replace(config_file=os.path.abspath(config_file)) if config_file else settings
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, object]) -> "Settings":
@@ -145,6 +163,9 @@ class Settings:
         return self.replace(api_keys=(ApiKey("generated", secrets.token_urlsafe(24)),), api_key_generated=True)
 
 
+_NOT_SETTINGS = frozenset({"api_key_generated", "config_file", "tls_certfile", "tls_keyfile"})
+
+
 def _convert(key: str, value) -> dict[str, object]:
     if key == "api_keys":
         return {"api_keys": _parse_api_keys(value)}
@@ -160,8 +181,11 @@ def _convert(key: str, value) -> dict[str, object]:
     if key in ("retry_max_attempts", "cb_failure_threshold", "cb_half_open_calls", "max_body_bytes",
                "audit_checkpoint_interval"):
         return {key: int(value)}
-    if key == "api_key_generated":
+    if key in _NOT_SETTINGS:
         return {}
+    if key in ("secret_file_dirs", "secret_env_allow"):
+        # Set but empty means none (no $file / no $env reference resolves).
+        return {key: _split_csv(value)}
     return {key: None if value is None else str(value)}
 
 

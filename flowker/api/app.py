@@ -103,6 +103,7 @@ def create_app(
             "no API keys: set FLOWKER_API_KEYS (development: Settings.with_generated_api_key())"
         )
     from flowker.audit import chain
+    from flowker.security.secret_policy import SecretReferencePolicy
     from flowker.security.secrets import SecretBox
     from flowker.security.ssrf import AddressPolicy
     from flowker.storage.database import bind_database, database_proxy
@@ -126,6 +127,7 @@ def create_app(
 
     secret_box = SecretBox.from_settings(settings)
     address_policy = AddressPolicy.from_settings(settings)
+    secret_policy = SecretReferencePolicy.from_settings(settings)
     redactor = getattr(execution_service, "redactor", None)
     if redactor is None:
         from flowker.security.redaction import Redactor
@@ -137,8 +139,8 @@ def create_app(
         registry=registry,
         database=database,
         execution_service=execution_service,
-        workflows=WorkflowStore(registry, secret_box),
-        executors=ExecutorStore(registry, secret_box, address_policy),
+        workflows=WorkflowStore(registry, secret_box, secret_policy),
+        executors=ExecutorStore(registry, secret_box, address_policy, secret_policy),
         secret_box=secret_box,
         address_policy=address_policy,
         background=BackgroundRunner(

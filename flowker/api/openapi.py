@@ -122,8 +122,9 @@ def _workflow_ops() -> list[Operation]:
     return ops
 
 
-# Executor writes check URLs (FLK-0341) and may decrypt stored secrets (FLK-0006).
-_EXECUTOR_WRITE_CODES = ("FLK-0341", "FLK-0006")
+# Executor writes check URLs (FLK-0341) and where secret references point (FLK-0007), and
+# may decrypt stored secrets (FLK-0006).
+_EXECUTOR_WRITE_CODES = ("FLK-0341", "FLK-0007", "FLK-0006")
 _EXECUTOR_TEST_CODES = ("FLK-0341", "FLK-0006")
 
 

@@ -181,7 +181,9 @@ def sync(directory, backend, registry, *, activate: bool, dry_run: bool, target:
         return False
     names = {d.name for d in documents if isinstance(d, ExecutorSpec)}
     references = [e for e in backend.reference_executors() if e.name not in names]
-    problems = problems + validate_documents(documents, registry, reference_executors=references)
+    # A local target applies this environment's secret reference rules; a server its own.
+    problems = problems + validate_documents(documents, registry, reference_executors=references,
+                                             secret_policy=getattr(backend, "secret_policy", None))
     if problems:
         for problem in problems:
             click.echo(problem.format(), err=True)
@@ -293,6 +295,7 @@ class LocalTarget:
 
     def __init__(self, settings, registry, *, migrated: bool = True):
         from flowker.audit.chain import Actor
+        from flowker.security.secret_policy import SecretReferencePolicy
         from flowker.security.secrets import SecretBox
         from flowker.security.ssrf import AddressPolicy
         from flowker.storage.executor_store import ExecutorStore
@@ -300,8 +303,9 @@ class LocalTarget:
 
         box = SecretBox.from_settings(settings)
         self.box = box
-        self.executors = ExecutorStore(registry, box, AddressPolicy.from_settings(settings))
-        self.workflows = WorkflowStore(registry, box)
+        self.secret_policy = SecretReferencePolicy.from_settings(settings)
+        self.executors = ExecutorStore(registry, box, AddressPolicy.from_settings(settings), self.secret_policy)
+        self.workflows = WorkflowStore(registry, box, self.secret_policy)
         self.migrated = migrated
         self.actor = Actor("user", f"cli:{_user()}", "127.0.0.1")
 

@@ -137,7 +137,7 @@ class Engine:
             self.sink.step_finished(record)
         if outcome.status == COMPLETED:
             outcome.final_output = self.final_output if self.final_output_set else dict(self.outputs)
-            size = output_size(outcome.final_output)
+            size = output_size(outcome.final_output, self.max_output_bytes)
             if size > self.max_output_bytes:
                 outcome.status, outcome.final_output = FAILED, None
                 outcome.error_message = (
@@ -147,7 +147,7 @@ class Engine:
 
     def _capped(self, value: Any, what: str) -> Any:
         """``value``, or OutputTooLargeError when its JSON is larger than the cap."""
-        size = output_size(value)
+        size = output_size(value, self.max_output_bytes)
         if size > self.max_output_bytes:
             raise OutputTooLargeError(f"{what} is {size} bytes, more than the cap of {self.max_output_bytes} "
                                       "(FLOWKER_MAX_OUTPUT_BYTES)")
@@ -177,7 +177,7 @@ class Engine:
         except StepFailure as failure:
             record.status, record.error, record.error_code = FAILED, self.scrub(failure.message), failure.code
             record.output = failure.output
-            if output_size(record.output) > self.max_output_bytes:
+            if output_size(record.output, self.max_output_bytes) > self.max_output_bytes:
                 record.output = None  # the failure is on record; a huge output is not kept
             record.call = failure.call or record.call
         except ExpressionError as exc:
@@ -267,11 +267,22 @@ class Engine:
                               output=response, call=call) from None
 
 
-def output_size(value: Any) -> int:
-    """Bytes of ``value`` as compact UTF-8 JSON (what a stored output costs)."""
+_ASCII_JSON = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
+def output_size(value: Any, limit: int | None = None) -> int:
+    """Bytes of ``value`` as compact UTF-8 JSON (what a stored output costs).
+
+    With ``limit``, any size up to it may be answered for a value within it: ASCII-only
+    JSON (one encoder built once, every step runs this) is never shorter than UTF-8,
+    so only a value whose escaped form passes the limit is measured again exactly."""
     if value is None:
         return 0
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8", "surrogatepass"))
+    size = len(_ASCII_JSON(value))
+    if limit is not None and size <= limit:
+        return size
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+               .encode("utf-8", "surrogatepass"))
 
 
 def jsonable(value: Any) -> Any:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from itertools import pairwise
 
 import pytest
 
@@ -46,7 +47,7 @@ def body(name: str, output, *, extra_nodes: list | None = None) -> dict:
     nodes = [{"id": "start", "type": "trigger", "data": {"triggerType": "manual"}}, *(extra_nodes or [])]
     nodes.append({"id": "out", "type": "action", "data": {"actionType": "set_output", "output": output}})
     ids = [node["id"] for node in nodes]
-    return {"name": name, "nodes": nodes, "edges": [{"source": a, "target": b} for a, b in zip(ids, ids[1:])]}
+    return {"name": name, "nodes": nodes, "edges": [{"source": a, "target": b} for a, b in pairwise(ids)]}
 
 
 def transform(node_id: str, values: dict) -> dict:

@@ -14,7 +14,12 @@ from flowker.errors import OutputTooLargeError
 from flowker.expression_limits import needs_isolation, shape, shape_problem
 from flowker.expression_sandbox import ExpressionSandbox
 from flowker.expressions import (
-    EvaluationBudget, ExpressionBudgetExceeded, ExpressionError, ExpressionMemoryExceeded, Variables, compile_condition,
+    EvaluationBudget,
+    ExpressionBudgetExceeded,
+    ExpressionError,
+    ExpressionMemoryExceeded,
+    Variables,
+    compile_condition,
 )
 
 MIB = 1024 * 1024

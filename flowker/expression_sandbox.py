@@ -238,24 +238,29 @@ class ExpressionSandbox:
             evaluator.requests.send_bytes(request)
         except OSError:
             self._raise_for_death(evaluator, source, cpu_seconds)
+        used = 0.0
         while True:
-            now = time.monotonic()
-            cpu = evaluator.cpu_seconds()
-            used = (cpu - started_cpu) if cpu is not None and started_cpu is not None else now - started_wall
-            cpu_left, wall_left = cpu_seconds - used, deadline - now
+            cpu_left, wall_left = cpu_seconds - used, deadline - time.monotonic()
             if cpu_left <= 0:
                 raise ExpressionBudgetExceeded(
-                    f"expression `{short_source(source)}` was stopped: it used the {cpu_seconds:.3g} s of CPU left in this "
-                    "execution's expression budget (FLOWKER_EXPRESSION_CPU_SECONDS)", expression=source)
+                    f"expression `{short_source(source)}` was stopped: it used the {cpu_seconds:.3g} s of CPU left in "
+                    "this execution's expression budget (FLOWKER_EXPRESSION_CPU_SECONDS)", expression=source)
             if wall_left <= 0:
                 raise ExpressionBudgetExceeded(
-                    f"expression `{short_source(source)}` was stopped: the execution's deadline passed", expression=source)
-            # A single-threaded process uses at most as much CPU as wall time passes.
+                    f"expression `{short_source(source)}` was stopped: the execution's deadline passed",
+                    expression=source)
+            # A single-threaded process uses at most as much CPU as wall time passes: until
+            # then there is no need to look at its CPU time.
             try:
                 if evaluator.answers.poll(min(cpu_left, wall_left) + 0.002):
                     return pickle.loads(evaluator.answers.recv_bytes()), used
             except (EOFError, OSError):
                 self._raise_for_death(evaluator, source, cpu_seconds)
+            cpu = evaluator.cpu_seconds()
+            if cpu is not None and started_cpu is not None:
+                used = cpu - started_cpu
+            else:
+                used = time.monotonic() - started_wall
 
     def _raise_for_death(self, evaluator: _Evaluator, source: str, cpu_seconds: float):
         try:

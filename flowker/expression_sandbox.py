@@ -59,13 +59,14 @@ class EvaluatorUnavailable(ExpressionError):
 
 
 class _Evaluator:
-    """One evaluator process and its two pipe ends."""
+    """One evaluator process and its two pipe ends. It starts in ``/`` (``-m`` puts the
+    working directory first on its path: nothing there may shadow a module)."""
 
     def __init__(self, memory_bytes: int):
         self.process = subprocess.Popen(
             [sys.executable, "-m", "flowker.expression_worker", str(memory_bytes)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            env=_child_environment(), close_fds=True, start_new_session=True,
+            env=_child_environment(), cwd="/", close_fds=True, start_new_session=True,
         )
         assert self.process.stdin is not None and self.process.stdout is not None
         self.requests = Connection(os.dup(self.process.stdin.fileno()), readable=False)
@@ -118,7 +119,7 @@ class _Evaluator:
 
 def _child_environment() -> dict:
     """Only what the interpreter needs to find Flowker and CEL: no settings, no secrets."""
-    path = [_PACKAGE_ROOT, *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
+    path = [_PACKAGE_ROOT, *[os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
     return {"PYTHONPATH": os.pathsep.join(path), "PATH": os.defpath, "LC_ALL": "C.UTF-8"}
 
 

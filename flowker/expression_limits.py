@@ -18,6 +18,7 @@ Two answers come from one scan (string literals skipped):
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -27,7 +28,14 @@ MAX_IN_PROCESS_REFERENCES = 8
 
 _MACRO = re.compile(r"\.\s*(all|exists_one|exists|map|filter)\s*\(")
 _REFERENCE = re.compile(r"(?<![\w.$])(?:workflow|nodes|execution)\b")
-_STRING = re.compile(r"""[rR]?[bB]?(?:'''.*?'''|\"\"\".*?\"\"\"|'(?:\\.|[^'\\\n])*'|"(?:\\.|[^"\\\n])*")""", re.DOTALL)
+_PAREN = re.compile(r"[()]")
+# A string literal (a raw or bytes prefix stays outside the match: it is one letter of code).
+_STRING = re.compile("|".join((
+    r"'''.*?'''",
+    r'""".*?"""',
+    r"'(?:\\.|[^'\\\n])*'",
+    r'"(?:\\.|[^"\\\n])*"',
+)), re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -41,16 +49,20 @@ class Shape:
 
 def _blank_strings(source: str) -> str:
     """The source with string literals' contents replaced by spaces (offsets kept)."""
+    if "'" not in source and '"' not in source:
+        return source
     return _STRING.sub(lambda m: m.group(0)[0] + " " * (len(m.group(0)) - 2) + m.group(0)[-1], source)
 
 
+@functools.lru_cache(maxsize=1024)
 def shape(source: str) -> Shape:
     code = _blank_strings(source)
     macro_at = {match.end() - 1: match.start(1) for match in _MACRO.finditer(code)}  # "(" -> name
     open_parens: list[bool] = []  # per open "(": is it a comprehension's
     comprehensions = nesting = 0
     too_deep_at = too_many_at = None
-    for offset, char in enumerate(code):
+    for paren in _PAREN.finditer(code):
+        offset, char = paren.start(), paren.group()
         if char == "(":
             is_macro = offset in macro_at
             if is_macro:

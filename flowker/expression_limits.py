@@ -30,12 +30,13 @@ _MACRO = re.compile(r"\.\s*(all|exists_one|exists|map|filter)\s*\(")
 _REFERENCE = re.compile(r"(?<![\w.$])(?:workflow|nodes|execution)\b")
 _PAREN = re.compile(r"[()]")
 # A string literal (a raw or bytes prefix stays outside the match: it is one letter of code).
-_STRING = re.compile("|".join((
-    r"'''.*?'''",
-    r'""".*?"""',
-    r"'(?:\\.|[^'\\\n])*'",
-    r'"(?:\\.|[^"\\\n])*"',
-)), re.DOTALL)
+_STRING = re.compile(
+    r"'''.*?'''"
+    r'|""".*?"""'
+    r"|'(?:\\.|[^'\\\n])*'"
+    r'|"(?:\\.|[^"\\\n])*"',
+    re.DOTALL,
+)
 
 
 @dataclass(frozen=True)

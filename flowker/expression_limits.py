@@ -11,7 +11,8 @@ Two answers come from one scan (string literals skipped):
 * :func:`needs_isolation`: an expression whose cost is not bounded by its length and the
   size of the values it reads (any comprehension, or more than
   :data:`MAX_IN_PROCESS_REFERENCES` variable references, each of which may copy a 1 MiB
-  value) is evaluated in a separate process (:mod:`flowker.expression_sandbox`), where
+  value, or a ``matches`` call, which compiles a regular expression that may come from
+  the input) is evaluated in a separate process (:mod:`flowker.expression_sandbox`), where
   its CPU and memory are bounded while it runs. Everything else (field reads,
   arithmetic, comparisons) stays in the worker: it costs microseconds.
 """
@@ -29,6 +30,8 @@ MAX_IN_PROCESS_REFERENCES = 8
 _MACRO = re.compile(r"\.\s*(all|exists_one|exists|map|filter)\s*\(")
 _REFERENCE = re.compile(r"(?<![\w.$])(?:workflow|nodes|execution)\b")
 _PAREN = re.compile(r"[()]")
+# Functions whose cost grows faster than their arguments: a regex is compiled per call.
+_COSTLY_CALL = re.compile(r"\bmatches\s*\(")
 # A string literal (a raw or bytes prefix stays outside the match: it is one letter of code).
 _STRING = re.compile(
     r"'''.*?'''"
@@ -96,4 +99,6 @@ def shape_problem(source: str) -> tuple[str, int] | None:
 
 def needs_isolation(source: str) -> bool:
     found = shape(source)
-    return found.comprehensions > 0 or found.references > MAX_IN_PROCESS_REFERENCES
+    if found.comprehensions > 0 or found.references > MAX_IN_PROCESS_REFERENCES:
+        return True
+    return _COSTLY_CALL.search(_blank_strings(source)) is not None

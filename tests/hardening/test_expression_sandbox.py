@@ -65,7 +65,8 @@ def test_only_expressions_whose_shape_does_not_bound_their_cost_leave_the_worker
                   "workflow.s + workflow.s + workflow.s", "'.map(' + workflow.a"]:
         assert not needs_isolation(cheap), cheap
         assert not compile_condition(cheap).isolated
-    for costly in ["workflow.l.exists(x, x == 1)", " + ".join(["workflow.s"] * 9)]:
+    assert not needs_isolation("workflow.s == 'matches(x)'")
+    for costly in ["workflow.l.exists(x, x == 1)", " + ".join(["workflow.s"] * 9), "workflow.s.matches(workflow.p)"]:
         assert needs_isolation(costly), costly
         assert compile_condition(costly).isolated
 

@@ -18,6 +18,7 @@ from e2e_helpers import api_session
 BUDGET_SECONDS = 3.0
 HEALTH_LATENCY_LIMIT = 0.2
 HEALTH_SAMPLES = 8
+RUN_SECONDS_LIMIT = 45.0
 
 
 def evaluator_pids(ancestor: int) -> list[int]:
@@ -93,10 +94,12 @@ def test_health_answers_while_an_expression_runs_on_the_only_worker(start_server
 
     execution = answer["response"].json()
     assert answer["response"].status_code == 201 and execution["status"] == "failed", execution
-    assert answer["seconds"] < BUDGET_SECONDS + 6, answer["seconds"]
+    # Stopped at the budget: CPU seconds, so on a machine shared with other jobs the wall
+    # time is longer (3 s of CPU took 9.8 s at a load average of 11 on 2 cores).
+    assert answer["seconds"] < RUN_SECONDS_LIMIT, answer["seconds"]
     results = api.get(f"{server.url}/v1/executions/{execution['executionId']}/results", timeout=30).json()
     failed = [step for step in results["stepResults"] if step["status"] == "failed"]
-    assert len(failed) == 1 and "expression budget" in failed[0]["errorMessage"], results
+    assert len(failed) == 1 and "the 3 s of CPU left" in failed[0]["errorMessage"], results
     events = api.get(server.url + "/v1/audit-events", params={
         "eventType": "STEP_FAILED", "resourceId": execution["executionId"]}, timeout=30).json()["items"]
     assert [event["metadata"]["errorCode"] for event in events] == ["FLK-0106"]

@@ -21,9 +21,10 @@ import pytest
 
 from flowker.local_server import LocalHTTPServer
 
-# Wall-clock bound for a run whose expression is stopped at a 1 s CPU budget, with
-# room for a loaded test machine (the evaluator's start included).
-RUN_SECONDS_LIMIT = 8.0
+# Wall-clock bound for a run whose expression is stopped at a 1 s CPU budget: the budget
+# is CPU time, and on a machine shared with other jobs the evaluator gets a fraction of a
+# core (the evaluator's start included). The CPU bound below is the one that matters.
+RUN_SECONDS_LIMIT = 20.0
 # CPU of the serving process for one run (converting and recording a 3,000-element input).
 WORKER_CPU_LIMIT = 0.8
 

@@ -201,6 +201,15 @@ class ResponseTooLargeError(FlowkerError):
     title = "Response Too Large"
 
 
+class OutputTooLargeError(FlowkerError):
+    """A step's output, an action's output, an executor request or the final output is
+    larger than FLOWKER_MAX_OUTPUT_BYTES (measured as compact UTF-8 JSON)."""
+
+    http_status = 422
+    code = "FLK-0512"
+    title = "Output Too Large"
+
+
 class AuditChainError(FlowkerError):
     """The audit chain failed verification or could not be appended to."""
 

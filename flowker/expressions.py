@@ -16,6 +16,7 @@ from typing import Any, Iterator
 import cel
 
 from flowker.errors import UnprocessableEntity
+from flowker.expression_limits import needs_isolation, shape_problem
 from flowker.expression_scope import project, referenced_paths
 
 ALLOWED_VARIABLES = frozenset({"workflow", "nodes", "execution"})
@@ -51,23 +52,37 @@ def iter_templates(text: str) -> Iterator[tuple[int, int, str]]:
 
 
 class EvaluationBudget:
-    """The CPU time (of the evaluating thread) the expressions of one execution may use.
+    """The CPU time the expressions of one execution may use, and where the expensive
+    ones are evaluated.
 
     Converting the data an expression reads costs time in proportion to that data, so
     many expressions over a large input could keep a worker busy for minutes; once the
     budget is spent the next evaluation fails instead. Plain expressions take
-    microseconds: a legitimate run stays far below it.
+    microseconds and run in the calling thread, counted after they return. Expressions
+    whose cost their shape does not bound (:func:`flowker.expression_limits.needs_isolation`)
+    go to ``sandbox`` (a :class:`flowker.expression_sandbox.ExpressionSandbox`) when one
+    is given: stopped as soon as they use what is left of the budget, or 256 MiB, or
+    reach ``deadline`` (``time.monotonic()``), and their result refused past
+    ``max_result_bytes``.
     """
 
-    def __init__(self, seconds: float):
+    def __init__(self, seconds: float, *, sandbox: Any = None, deadline: float | None = None,
+                 max_result_bytes: int = 1048576):
         self.seconds = seconds
         self.spent = 0.0
+        self.sandbox = sandbox
+        self.deadline = deadline
+        self.max_result_bytes = max_result_bytes
+
+    @property
+    def remaining(self) -> float:
+        return max(0.0, self.seconds - self.spent)
 
     def check(self) -> None:
-        if self.spent > self.seconds:
-            raise ExpressionError(
+        if self.spent >= self.seconds:
+            raise ExpressionBudgetExceeded(
                 f"the expressions of this execution used more than {self.seconds:g} s of CPU "
-                "(too many of them, or they read very large values)",
+                "(FLOWKER_EXPRESSION_CPU_SECONDS: too many of them, or they read very large values)",
                 expression="",
             )
 
@@ -96,6 +111,20 @@ class ExpressionError(UnprocessableEntity):
         super().__init__(message)
         self.expression = expression
         self.column = column
+
+
+class ExpressionBudgetExceeded(ExpressionError):
+    """The execution's expressions used their CPU budget (or its deadline passed)."""
+
+    code = "FLK-0106"
+    title = "Expression Budget Exceeded"
+
+
+class ExpressionMemoryExceeded(ExpressionError):
+    """An evaluation needed more memory than an evaluator process may use."""
+
+    code = "FLK-0107"
+    title = "Expression Memory Exceeded"
 
 
 # `workflow.orderId`, `nodes.score.body.score`: a chain of field selections, the commonest
@@ -140,6 +169,8 @@ class CompiledExpression:
     # For a plain field chain (`workflow.a.b`), its names: evaluated by dict lookups, with
     # the same result CEL gives; CEL still evaluates whatever the lookups cannot answer.
     path: tuple | None = None
+    # Evaluated in an evaluator process when the budget has one (flowker.expression_limits).
+    isolated: bool = False
 
     def evaluate(self, variables: dict) -> Any:
         budget = getattr(variables, "budget", None)
@@ -152,11 +183,25 @@ class CompiledExpression:
         if budget is None:
             return self._execute(variables)
         budget.check()
+        if self.isolated and budget.sandbox is not None:
+            return self._execute_isolated(variables, budget)
         started = time.thread_time()
         try:
             return self._execute(variables)
         finally:
             budget.spent += time.thread_time() - started
+
+    def _execute_isolated(self, variables: dict, budget: EvaluationBudget) -> Any:
+        scope = project(variables, self.scope) if self.scope is not None else dict(variables)
+        deadline = budget.deadline if budget.deadline is not None else time.monotonic() + 3600.0
+        try:
+            value, used = budget.sandbox.evaluate(self.source, scope, cpu_seconds=budget.remaining,
+                                                  deadline=deadline, max_result_bytes=budget.max_result_bytes)
+        except ExpressionBudgetExceeded:
+            budget.spent = max(budget.spent, budget.seconds)  # every later evaluation fails alike
+            raise
+        budget.spent += used
+        return value
 
     def _execute(self, variables: dict) -> Any:
         if self.scope is not None:
@@ -191,6 +236,11 @@ def node_references(source: str) -> set[str]:
     return found
 
 
+def short_source(source: str) -> str:
+    source = " ".join(source.split())
+    return source if len(source) <= 80 else source[:77] + "..."
+
+
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else "evaluation failed"
 
@@ -208,8 +258,11 @@ def compile_condition(source: str) -> CompiledExpression:
     except Exception as exc:  # ValueError with "<input>:line:col: Syntax error: ..."
         message, column = _syntax_error(str(exc))
         raise ExpressionError(f"invalid expression `{source.strip()}`: {message}", expression=source, column=column) from None
+    refused = shape_problem(source)
+    if refused is not None:
+        raise ExpressionError(f"expression `{short_source(source)}`: {refused[0]}", expression=source, column=refused[1])
     compiled = CompiledExpression(source=source, program=program, scope=referenced_paths(source),
-                                  path=_field_chain(source))
+                                  path=_field_chain(source), isolated=needs_isolation(source))
     unknown = compiled.variables() - ALLOWED_VARIABLES
     if unknown:
         raise ExpressionError(

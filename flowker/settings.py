@@ -83,6 +83,9 @@ class Settings:
     # the environment's default, see secret_env_patterns).
     secret_file_dirs: tuple[str, ...] = ("/run/secrets",)
     secret_env_allow: tuple[str, ...] | None = None
+    # Expressions (DESIGN 6): CPU seconds per execution; the cap on each stored output.
+    expression_cpu_seconds: float = 1.0
+    max_output_bytes: int = 1048576
     # True when no FLOWKER_API_KEYS were given and one was generated for development.
     api_key_generated: bool = False
     # Files Flowker itself reads, which no secret reference may: the bootstrap file
@@ -151,7 +154,10 @@ class Settings:
                     "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
         if self.execution_lease_seconds <= 0:
             raise ConfigurationError("FLOWKER_EXECUTION_LEASE_SECONDS must be more than 0")
-        for name in ("retry_max_attempts", "cb_failure_threshold", "cb_half_open_calls", "max_body_bytes"):
+        if self.expression_cpu_seconds <= 0:
+            raise ConfigurationError("FLOWKER_EXPRESSION_CPU_SECONDS must be more than 0")
+        for name in ("retry_max_attempts", "cb_failure_threshold", "cb_half_open_calls", "max_body_bytes",
+                     "max_output_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"FLOWKER_{name.upper()} must be at least 1")
         return self
@@ -173,13 +179,14 @@ def _convert(key: str, value) -> dict[str, object]:
         return {"secret_keys": _split_csv(value)}
     if key in ("allow_private_networks", "cors_allowed_origins", "trusted_proxies", "disabled_plugins"):
         return {key: _split_csv(value)}
-    if key in ("retry_base_seconds", "cb_recovery_seconds", "execution_timeout_seconds", "execution_lease_seconds"):
+    if key in ("retry_base_seconds", "cb_recovery_seconds", "execution_timeout_seconds", "execution_lease_seconds",
+               "expression_cpu_seconds"):
         number = float(value)
         if number < 0:
             raise ValueError("must not be negative")
         return {key: number}
     if key in ("retry_max_attempts", "cb_failure_threshold", "cb_half_open_calls", "max_body_bytes",
-               "audit_checkpoint_interval"):
+               "audit_checkpoint_interval", "max_output_bytes"):
         return {key: int(value)}
     if key in _NOT_SETTINGS:
         return {}

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from flowker.errors import FlowkerError
+from flowker.errors import FlowkerError, OutputTooLargeError
 from flowker.expressions import EvaluationBudget, ExpressionError, Variables
 from flowker.runner.executor_client import CallRequest, CallResult, DeadlineExceeded
 from flowker.runner.graph import EdgePlan, NodePlan, WorkflowPlan
@@ -39,6 +40,9 @@ COMPLETED, FAILED, SKIPPED = "completed", "failed", "skipped"
 # CPU seconds all expression evaluations of one execution may use together (see
 # flowker.expressions.EvaluationBudget); ordinary expressions take microseconds each.
 EXPRESSION_CPU_SECONDS = 1.0
+# The cap on each step output, action output, executor request and final output (bytes of
+# compact UTF-8 JSON): FLOWKER_MAX_OUTPUT_BYTES.
+MAX_OUTPUT_BYTES = 1048576
 
 
 @dataclass
@@ -94,7 +98,8 @@ class Engine:
     def __init__(self, plan: WorkflowPlan, *, execution_id: str, input_data: Any, deadline: float,
                  resolve_executor: ExecutorResolver, sink: StepSink, scrub_text: Callable[[str], str] = str,
                  timeout_seconds: float | None = None,
-                 expression_cpu_seconds: float = EXPRESSION_CPU_SECONDS):
+                 expression_cpu_seconds: float = EXPRESSION_CPU_SECONDS,
+                 max_output_bytes: int = MAX_OUTPUT_BYTES, expression_sandbox: Any = None):
         self.plan = plan
         self.execution_id = execution_id
         self.input_data = input_data if input_data is not None else {}
@@ -108,11 +113,13 @@ class Engine:
         self.branch: dict[str, bool] = {}
         self.final_output: Any = None
         self.final_output_set = False
+        self.max_output_bytes = max_output_bytes
         self.variables = Variables({
             "workflow": self.input_data,
             "nodes": self.outputs,
             "execution": {"id": execution_id, "workflowId": plan.workflow_id},
-        }, EvaluationBudget(expression_cpu_seconds))
+        }, EvaluationBudget(expression_cpu_seconds, sandbox=expression_sandbox, deadline=deadline,
+                            max_result_bytes=max_output_bytes))
 
     def run(self) -> RunOutcome:
         outcome = RunOutcome(status=COMPLETED)
@@ -130,7 +137,21 @@ class Engine:
             self.sink.step_finished(record)
         if outcome.status == COMPLETED:
             outcome.final_output = self.final_output if self.final_output_set else dict(self.outputs)
+            size = output_size(outcome.final_output, self.max_output_bytes)
+            if size > self.max_output_bytes:
+                outcome.status, outcome.final_output = FAILED, None
+                outcome.error_message = (
+                    f"{OutputTooLargeError.code}: the final output (every node's output, as no set_output action "
+                    f"ran) is {size} bytes, more than the cap of {self.max_output_bytes} (FLOWKER_MAX_OUTPUT_BYTES)")
         return outcome
+
+    def _capped(self, value: Any, what: str) -> Any:
+        """``value``, or OutputTooLargeError when its JSON is larger than the cap."""
+        size = output_size(value, self.max_output_bytes)
+        if size > self.max_output_bytes:
+            raise OutputTooLargeError(f"{what} is {size} bytes, more than the cap of {self.max_output_bytes} "
+                                      "(FLOWKER_MAX_OUTPUT_BYTES)")
+        return value
 
     # -- one node -------------------------------------------------------------------
 
@@ -151,11 +172,13 @@ class Engine:
                 limit = f" ({self.timeout_seconds:g} s)" if self.timeout_seconds is not None else ""
                 raise StepFailure(f"the execution deadline{limit} passed before this step",
                                   code=DeadlineExceeded.code)
-            record.output = self._execute(node, record)
+            record.output = self._capped(self._execute(node, record), f"the output of node {node.id!r}")
             self.outputs[node.id] = record.output
         except StepFailure as failure:
             record.status, record.error, record.error_code = FAILED, self.scrub(failure.message), failure.code
             record.output = failure.output
+            if output_size(record.output, self.max_output_bytes) > self.max_output_bytes:
+                record.output = None  # the failure is on record; a huge output is not kept
             record.call = failure.call or record.call
         except ExpressionError as exc:
             record.status, record.error, record.error_code = FAILED, self.scrub(f"node {node.id!r}: {exc.message}"), exc.code
@@ -183,7 +206,7 @@ class Engine:
             return True
         try:
             value = edge.condition.evaluate(self.variables)
-        except ExpressionError as exc:
+        except FlowkerError as exc:  # ExpressionError, or its result past the output cap
             raise StepFailure(f"edge {edge.label}: {exc.message}", code=exc.code) from None
         if not isinstance(value, bool):
             raise StepFailure(f"edge {edge.label}: condition `{edge.condition.source}` gave "
@@ -218,7 +241,9 @@ class Engine:
         plan = node.request
         assert plan is not None  # every executor node has one (graph._node_plan)
         parts = {name: jsonable(value.evaluate(self.variables)) for name, value in plan.parts.items()}
-        record.input = {"executor": plan.executor, "endpoint": plan.endpoint, **parts}
+        record.input = {"executor": plan.executor, "endpoint": plan.endpoint}
+        self._capped(parts, f"the request of node {node.id!r}")
+        record.input.update(parts)
         client, auth = self.resolve_executor(plan.executor)
         request = CallRequest(
             endpoint=plan.endpoint,
@@ -239,10 +264,28 @@ class Engine:
         self.outputs[node.id] = response  # the mapping reads nodes.<self>
         try:
             return jsonable(plan.output.evaluate(self.variables))
-        except ExpressionError as exc:
+        except FlowkerError as exc:  # ExpressionError, or its result past the output cap
             del self.outputs[node.id]
             raise StepFailure(f"node {node.id!r} output mapping: {exc.message}", code=exc.code,
                               output=response, call=call) from None
+
+
+_ASCII_JSON = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
+def output_size(value: Any, limit: int | None = None) -> int:
+    """Bytes of ``value`` as compact UTF-8 JSON (what a stored output costs).
+
+    With ``limit``, any size up to it may be answered for a value within it: ASCII-only
+    JSON (one encoder built once, every step runs this) is never shorter than UTF-8,
+    so only a value whose escaped form passes the limit is measured again exactly."""
+    if value is None:
+        return 0
+    size = len(_ASCII_JSON(value))
+    if limit is not None and size <= limit:
+        return size
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+               .encode("utf-8", "surrogatepass"))
 
 
 def jsonable(value: Any) -> Any:

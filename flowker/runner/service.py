@@ -31,6 +31,7 @@ import peewee
 import rfc8785
 
 from flowker.errors import FlowkerError, NotFound, UnprocessableEntity
+from flowker.expression_sandbox import ExpressionSandbox
 from flowker.runner.breakers import BreakerBoard
 from flowker.runner.engine import FAILED, Engine, RunOutcome
 from flowker.runner.executors import ExecutorPool
@@ -161,6 +162,8 @@ class ExecutionService:
         self.sweeper = LeaseSweeper(lease_seconds / 2.0)
         # SQLite: the log is copied back by a thread of its own, not by a step's commit.
         self.wal_checkpoints = WalCheckpointer()
+        # Expensive expressions run in evaluator processes, started on first use (after a fork).
+        self.expression_sandbox = ExpressionSandbox()
 
     # -- starting ---------------------------------------------------------------------
 
@@ -309,6 +312,8 @@ class ExecutionService:
             plan, execution_id=execution.id, input_data=execution.input_data,
             deadline=time.monotonic() + max(0.0, timeout - elapsed), timeout_seconds=timeout,
             resolve_executor=self.executors.resolve, sink=recorder, scrub_text=self.redactor.scrub_text,
+            expression_cpu_seconds=self.settings.expression_cpu_seconds,
+            max_output_bytes=self.settings.max_output_bytes, expression_sandbox=self.expression_sandbox,
         )
         return engine.run()
 
@@ -338,6 +343,7 @@ class ExecutionService:
         self.heartbeat.stop()
         self.wal_checkpoints.stop()
         self.executors.close()
+        self.expression_sandbox.close()
         self._uninstall_log_redaction()
 
 

@@ -495,9 +495,10 @@ ECHO_INPUTS = {
 @pytest.mark.parametrize("name", sorted(ECHO_INPUTS))
 def test_a_megabyte_of_hostile_text_through_a_run_costs_under_a_second(sqlite_apps, name):
     """The input goes to an executor that echoes it back: scrubbed as step input, output and
-    final output, each time in linear time."""
+    final output, each time in linear time. (The final output, every node's output, holds
+    the input twice: past the 1 MiB default output cap, raised here.)"""
     with LocalHTTPServer(lambda request: (200, {"Content-Type": "application/json"}, request.body)) as echo:
-        client = sqlite_apps.client()
+        client = sqlite_apps.client(max_output_bytes=str(4 * MIB))
         assert client.simulate_post("/v1/executors", json=executor_body(echo.url, "echo")).status_code == 201
         nodes = [{"id": "start", "type": "trigger", "data": {"triggerType": "manual"}},
                  {"id": "call", "type": "executor", "data": {"executor": "echo", "endpoint": "echo",

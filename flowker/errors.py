@@ -102,6 +102,14 @@ class SpecError(UnprocessableEntity):
         return body
 
 
+class TooManyRequests(FlowkerError):
+    """Refused for now: the caller should retry after the ``Retry-After`` it is given."""
+
+    http_status = 429
+    code = "FLK-0429"
+    title = "Too Many Requests"
+
+
 class ServiceUnavailable(FlowkerError):
     http_status = 503
     code = "FLK-0801"

@@ -76,6 +76,8 @@ class Settings:
     disabled_plugins: tuple[str, ...] = ()
     audit_signing_key: str | None = field(default=None, repr=False)
     audit_checkpoint_interval: int = 1000
+    # Where signed checkpoints are also sent: file:///DIR or an http(s):// witness service.
+    audit_witness: str | None = None
     # True when no FLOWKER_API_KEYS were given and one was generated for development.
     api_key_generated: bool = False
 

@@ -217,8 +217,7 @@ def _verify_lines(lines, public_keys, progress, state) -> None:
         elif kind == "checkpoint":
             checkpoint_count += 1
             try:
-                checkpoint = cp.Checkpoint(record["sequence"], record["headHash"], record["keyId"],
-                                           record["createdAt"], record["statement"], record["signature"])
+                checkpoint = cp.Checkpoint.from_dict(record)
             except KeyError:
                 raise _Broken(None, f"line {number}: the checkpoint record is incomplete") from None
             if not isinstance(checkpoint.sequence, int) or isinstance(checkpoint.sequence, bool):

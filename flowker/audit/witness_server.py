@@ -71,7 +71,7 @@ def countersignature_problem(record: dict, witness_public_key) -> str | None:
     if not isinstance(witness, dict):
         return "the record carries no countersignature"
     statement, signature, kid = witness.get("statement"), witness.get("signature"), witness.get("keyId")
-    if not all(isinstance(value, str) for value in (statement, signature, kid)):
+    if not isinstance(statement, str) or not isinstance(signature, str) or not isinstance(kid, str):
         return "the countersignature is incomplete"
     problem = cp.signature_problem(cp.keys_by_id([witness_public_key]), kid, statement, signature)
     if problem:

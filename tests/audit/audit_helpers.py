@@ -132,3 +132,22 @@ def read_acks(path: str) -> tuple[list[tuple[int, str]], bool]:
     if lines:
         mid_append = lines[-1].startswith("B ")
     return acked, mid_append
+
+
+def delete_checkpoints_from(database, first_sequence: int) -> None:
+    """Delete the checkpoint rows at ``first_sequence`` and after (what an insider who cut
+    the chain there does to hide the cut)."""
+    with unprotected(database):
+        database.execute_sql(f"DELETE FROM {CHECKPOINT} WHERE sequence >= {p(database)}", (first_sequence,))
+
+
+def delete_checkpoint_at(database, sequence: int) -> None:
+    with unprotected(database):
+        database.execute_sql(f"DELETE FROM {CHECKPOINT} WHERE sequence = {p(database)}", (sequence,))
+
+
+def truncate(database, keep: int) -> None:
+    """Delete every entry after ``keep`` and every checkpoint past it."""
+    with unprotected(database):
+        database.execute_sql(f"DELETE FROM {ENTRY} WHERE sequence > {p(database)}", (keep,))
+        database.execute_sql(f"DELETE FROM {CHECKPOINT} WHERE sequence > {p(database)}", (keep,))

@@ -102,7 +102,8 @@ class Verify:
 
     At most one verification runs per process (:class:`flowker.audit.verify_gate.VerifyGate`):
     another request meanwhile gets 429 with ``Retry-After``; a result is reused while the
-    chain's head and checkpoints are unchanged, for a short while.
+    chain's head and checkpoints are unchanged, for a short while. The work runs in a child
+    process (:mod:`flowker.audit.verify_process`), off this worker's GIL and memory.
     """
 
     def __init__(self, state):
@@ -112,8 +113,11 @@ class Verify:
         self.gate = VerifyGate()
 
     def on_get(self, req, resp, event_id: str) -> None:
-        from flowker.audit.chain import audit_log_for
+        from flowker.audit.verify_process import verify_isolated
 
         entry = _entry(event_id)
-        log = audit_log_for(self.state.database)
-        resp.media = self.gate.run(log.database, entry.sequence, lambda: log.verify(entry.sequence)).to_dict()
+        state = self.state
+        resp.media = self.gate.run(
+            state.database, entry.sequence,
+            lambda: verify_isolated(state.settings, entry.sequence, state.database),
+        ).to_dict()

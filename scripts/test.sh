@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: from a fresh clone with only Python 3.11 (and Node 20 for the
 # OIDC provider fixtures), create a virtualenv, install everything, run pytest on
-# SQLite and, when FLOWKER_TEST_POSTGRES_URL is set, on PostgreSQL too.
+# SQLite and, when FLOWKER_TEST_POSTGRES_URL is set, on PostgreSQL too. Installs are
+# skipped when nothing they depend on has changed; extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -12,13 +13,26 @@ command -v "$python" >/dev/null 2>&1 || python=python3
 if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
 fi
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$root[test]"
-for plugin in "$root"/plugins/*/; do
-  [ -f "$plugin/pyproject.toml" ] && "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$plugin"
-done
-if [ -f "$root/tests/servers/package.json" ]; then
-  (cd "$root/tests/servers" && npm ci --no-audit --no-fund --loglevel=error)
+# Reinstall only when what pip reads has changed (editable installs pick up code changes
+# by themselves): the package metadata, the plugins' metadata and the Python version.
+install_stamp="$venv/.flowker-install-stamp"
+install_inputs=$(cd "$root" && cat setup.cfg pyproject.toml flowker/__init__.py plugins/*/pyproject.toml plugins/*/setup.cfg 2>/dev/null; "$venv/bin/python" -VV)
+install_hash=$(printf '%s' "$install_inputs" | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$install_stamp" 2>/dev/null)" != "$install_hash" ]; then
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$root[test]"
+  for plugin in "$root"/plugins/*/; do
+    [ -f "$plugin/pyproject.toml" ] && "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$plugin"
+  done
+  echo "$install_hash" >"$install_stamp"
+fi
+servers="$root/tests/servers"
+if [ -f "$servers/package.json" ]; then
+  npm_hash=$(cat "$servers/package.json" "$servers/package-lock.json" | sha256sum | cut -d' ' -f1)
+  if [ "$(cat "$servers/node_modules/.flowker-stamp" 2>/dev/null)" != "$npm_hash" ]; then
+    (cd "$servers" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$npm_hash" >"$servers/node_modules/.flowker-stamp"
+  fi
 fi
 
 if [ -z "${FLOWKER_TEST_POSTGRES_URL:-}" ]; then

@@ -180,9 +180,10 @@ def _witness_problems(witnessed, by_sequence: Mapping[int, cp.Checkpoint], targe
     beyond = [w for w in witnessed if w.sequence > head]
     if at_head and beyond:
         last = max(beyond, key=lambda w: w.sequence)
+        lost = f"entry {head + 1} was" if last.sequence == head + 1 else f"entries {head + 1}..{last.sequence} were"
         problems.append((head + 1, (
             f"the witness holds a checkpoint at sequence {last.sequence} ({last.sequence} entries) but the chain "
-            f"ends at {head}: entries {head + 1}..{last.sequence} or more were removed from the end, "
+            f"ends at {head}: at least {lost} removed from the end, "
             f"and {len(beyond)} witnessed checkpoint{'s' if len(beyond) != 1 else ''} with them")))
     for w in witnessed:
         if w.sequence > target:

@@ -50,6 +50,7 @@ def test_deep_truncation_with_the_checkpoints_past_the_cut(chain_db, signing_key
     assert not result.is_valid
     assert result.first_invalid_sequence == 300
     assert "the witness holds a checkpoint at sequence 300 (300 entries) but the chain ends at 299" in result.message
+    assert "at least entry 300 was removed from the end, and 1 witnessed checkpoint with them" in result.message
 
     truncate(chain_db, 341 - 164)
     assert strict(chain_db, signing_key).is_valid  # "valid, 3 signed checkpoints verified"
@@ -57,6 +58,7 @@ def test_deep_truncation_with_the_checkpoints_past_the_cut(chain_db, signing_key
     result = verify_database(chain_db, witness=witness)  # even without the public key
     assert not result.is_valid
     assert "sequence 300" in result.message and "ends at 177" in result.message
+    assert "at least entries 178..300 were removed" in result.message
     assert "3 witnessed checkpoints with them" in result.message
 
 

@@ -14,6 +14,8 @@ and other requests' p99 stays under 100 ms.
   reads the whole chain); meanwhile ``--clients`` threads loop on
   ``GET /v1/executions?limit=1``. Verifies refused with 429 (one already running in the
   worker) are counted. The worker's RSS is sampled every 0.25 s.
+* ``--server-path`` runs the server from another checkout (e.g. the code before this
+  change) against the same chain, for a before/after comparison.
 """
 
 from __future__ import annotations
@@ -87,9 +89,9 @@ def run(args) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWKER_")}
         env.update(FLOWKER_DATABASE_URL=url, FLOWKER_API_KEYS=f"bench:{API_KEY}",
                    FLOWKER_AUDIT_SIGNING_KEY=str(key_path), FLOWKER_AUDIT_CHECKPOINT_INTERVAL=str(CHECKPOINT_INTERVAL),
-                   FLOWKER_LOG_LEVEL="WARNING", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+                   FLOWKER_LOG_LEVEL="WARNING", PYTHONPATH=args.server_path)
         server = subprocess.Popen([sys.executable, "-m", "flowker", "serve", "--bind", f"127.0.0.1:{port}",
-                                   "--workers", "1", "--threads", "4"], env=env,
+                                   "--workers", "1", "--threads", "4"], env=env, cwd=args.server_path,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         base = f"http://127.0.0.1:{port}"
         session = requests.Session()
@@ -113,7 +115,7 @@ def run(args) -> None:
         stop = threading.Event()
         latencies: list[float] = []
         samples: list[float] = []
-        verifies = {"ok": 0, "busy": 0, "seconds": []}
+        verifies: dict = {"ok": 0, "busy": 0, "invalid": 0, "seconds": []}
 
         def reader() -> None:
             own = requests.Session()
@@ -141,8 +143,8 @@ def run(args) -> None:
                     entry = log.append("WORKFLOW_UPDATED", "UPDATE", "SUCCESS", "workflow", "bench")
                 response = own.get(f"{base}/v1/audit-events/{entry.event_id}/verify", timeout=600)
                 if response.status_code == 200:
-                    assert response.json()["isValid"], response.json()
                     verifies["ok"] += 1
+                    verifies["invalid"] += not response.json()["isValid"]
                     verifies["seconds"].append(time.perf_counter() - started)
                 elif response.status_code == 429:
                     verifies["busy"] += 1
@@ -165,6 +167,10 @@ def run(args) -> None:
         print(f"worker RSS: {baseline:.0f} MiB before, peak {peak:.0f} MiB, {end:.0f} MiB after "
               f"(growth {peak - baseline:+.1f} MiB peak, {end - baseline:+.1f} MiB after)")
         mean = sum(verifies["seconds"]) / len(verifies["seconds"]) if verifies["seconds"] else float("nan")
+        if verifies["invalid"]:
+            print(f"NOTE: {verifies['invalid']} verifies answered invalid (a server from another checkout reading "
+                  "this one's checkpoints?)")
+        print(f"load average at the end: {os.getloadavg()[0]:.1f}")
         print(f"verifies: {verifies['ok']} completed (mean {mean:.2f} s each), {verifies['busy']} refused with 429, "
               f"in {args.seconds} s at up to {args.verify_rate}/s from {args.verifiers} client(s)")
         print(f"other requests (GET /v1/executions?limit=1, {args.clients} clients): {len(latencies)} requests, "
@@ -188,6 +194,8 @@ def main() -> None:
     parser.add_argument("--verify-rate", type=float, default=2.0, help="verifies per second per verifying client")
     parser.add_argument("--verifiers", type=int, default=2, help="clients asking for verifies concurrently")
     parser.add_argument("--clients", type=int, default=4, help="clients of other requests")
+    parser.add_argument("--server-path", default=str(Path(__file__).resolve().parents[1]),
+                        help="the checkout whose `flowker serve` runs (to compare with another version)")
     run(parser.parse_args())
 
 

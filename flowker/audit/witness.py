@@ -209,13 +209,17 @@ class HttpWitness:
     """A witness service: ``POST {url}/v1/checkpoints``, ``GET {url}/v1/checkpoints``."""
 
     def __init__(self, url: str):
-        self.url = url.rstrip("/")
+        self._target = url.rstrip("/")
+        parts = urlsplit(self._target)
+        # What messages show: never credentials given in the URL.
+        self.url = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl() \
+            if parts.username or parts.password else self._target
 
     def _request(self, method: str, path: str, body: dict | None = None):
         import requests
 
         try:
-            return requests.request(method, self.url + path, json=body, timeout=HTTP_TIMEOUT_SECONDS,
+            return requests.request(method, self._target + path, json=body, timeout=HTTP_TIMEOUT_SECONDS,
                                     allow_redirects=False)
         except requests.RequestException as exc:
             raise WitnessUnavailable(

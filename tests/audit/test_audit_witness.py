@@ -190,3 +190,14 @@ def test_a_file_witness_is_append_only_and_refuses_a_fork(tmp_path, signing_key)
     with pytest.raises(WitnessRefused, match="already holds a checkpoint at sequence 5"):
         witness.submit(fork)
     assert [w.head_hash for w in witness.witnessed()] == ["a" * 64]
+
+
+def test_witness_urls(tmp_path):
+    from flowker.errors import ConfigurationError
+
+    assert open_witness(None) is None and open_witness("") is None
+    assert open_witness("https://user:secret@witness.example:8443/").url == "https://witness.example:8443"
+    assert open_witness(f"file://{tmp_path}").log.directory == str(tmp_path)
+    for bad in ("ftp://x/", "file://host/dir", "witness.example"):
+        with pytest.raises(ConfigurationError):
+            open_witness(bad)

@@ -225,7 +225,8 @@ def statement_fields(checkpoint: Checkpoint) -> dict | None:
         fields = json.loads(checkpoint.statement)
     except ValueError:
         return None
-    if not isinstance(fields, dict) or fields.get("type") != STATEMENT_TYPE or fields.get("v") not in STATEMENT_VERSIONS:
+    if not isinstance(fields, dict) or fields.get("type") != STATEMENT_TYPE \
+            or fields.get("v") not in STATEMENT_VERSIONS:
         return None
     if not isinstance(fields.get("sequence"), int) or not isinstance(fields.get("interval"), int):
         return None

@@ -123,7 +123,8 @@ def _walk_links(database, up_to: int, expected_heads: Mapping[int, tuple[str, st
                     return expected, sequence, f"entry {sequence} follows entry {expected - 1}: {missing}"
                 return expected, sequence, f"entry {sequence} is out of order (expected {expected})"
             if previous != last:
-                return expected, sequence, f"entry {sequence}: its previous hash is not the hash of entry {sequence - 1}"
+                return expected, sequence, (
+                    f"entry {sequence}: its previous hash is not the hash of entry {sequence - 1}")
             if sha256((previous + canonical).encode("utf-8")).hexdigest() != digest:
                 return expected, sequence, f"entry {sequence}: its hash does not match its content"
             if sequence in expected_heads and expected_heads[sequence][0] != digest:
@@ -254,7 +255,8 @@ def verify_database(
             if problem:
                 problems.append((checkpoint.sequence, problem))
                 continue
-            expected_heads[checkpoint.sequence] = (checkpoint.head_hash, f"the checkpoint at sequence {checkpoint.sequence}")
+            expected_heads[checkpoint.sequence] = (checkpoint.head_hash,
+                                                   f"the checkpoint at sequence {checkpoint.sequence}")
             last_signed, last_interval, consistent = checkpoint.sequence, interval, consistent + 1
         problems += _checkpoint_chain_problems(covered)
         if at_head:

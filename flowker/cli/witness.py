@@ -27,7 +27,8 @@ def witness():
 @witness.command()
 @click.option("--dir", "directory", required=True, type=click.Path(file_okay=False),
               help="Where the witnessed checkpoints (append-only) and the witness's key are kept.")
-@click.option("--bind", default="127.0.0.1:8790", show_default=True, help="HOST:PORT to listen on (port 0 picks a free one).")
+@click.option("--bind", default="127.0.0.1:8790", show_default=True,
+              help="HOST:PORT to listen on (port 0 picks a free one).")
 def serve(directory, bind):
     """Accept checkpoints that extend the last one held, countersign them, keep them."""
     from flowker.audit.witness_server import make_witness_server

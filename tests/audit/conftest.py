@@ -110,7 +110,8 @@ def witness_service(tmp_path):
         line = process.stdout.readline() if ready else ""
         found = re.search(r"http://127\.0\.0\.1:\d+", line)
         if not found:
-            raise RuntimeError(f"the witness did not start: {line!r} {process.stderr.read() if process.poll() is not None else ''}")
+            details = process.stderr.read() if process.poll() is not None else ""
+            raise RuntimeError(f"the witness did not start: {line!r} {details}")
         yield found.group(0), directory
     finally:
         process.terminate()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from audit_helpers import CHECKPOINT, unprotected
+
 from flowker.audit import checkpoints as cp
 from flowker.audit import store
 from flowker.audit.chain import AuditLog

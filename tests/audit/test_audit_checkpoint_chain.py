@@ -52,3 +52,21 @@ def test_migration_3_adds_the_columns_and_old_checkpoints_still_verify(chain_db,
     assert old.previous_checkpoint_hash is None and new.previous_checkpoint_hash == old.hash
     result = verify_database(chain_db, public_keys=cp.keys_by_id([signing_key]), checkpoint_interval=4)
     assert result.is_valid and "2 signed checkpoints verified" in result.message
+
+
+def test_an_export_missing_a_middle_checkpoint_is_broken_offline(chain_db, signing_key, tmp_path):
+    from audit_helpers import delete_checkpoint_at
+
+    from flowker.audit.export import export_chain, verify_export
+
+    log = AuditLog(chain_db, signing_key=signing_key, checkpoint_interval=3)
+    for i in range(10):
+        log.append("WORKFLOW_UPDATED", "UPDATE", "SUCCESS", "workflow", f"wf-{i}")
+    out = tmp_path / "audit.jsonl"
+    export_chain(chain_db, str(out), signing_key=signing_key, checkpoint_interval=3)
+    assert verify_export(str(out), cp.keys_by_id([signing_key])).is_valid
+    delete_checkpoint_at(chain_db, 6)
+    export_chain(chain_db, str(out), signing_key=signing_key, checkpoint_interval=3)
+    result = verify_export(str(out), None)
+    assert not result.is_valid and result.first_invalid_sequence == 9
+    assert "does not follow the checkpoint at sequence 3" in result.message

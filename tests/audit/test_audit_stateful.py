@@ -76,8 +76,8 @@ class AuditChainMachine(RuleBasedStateMachine):
         return {
             "lax": gap or chain or columns or bad or unlinked,
             "strict": gap or chain or columns or bad or forged or stale or unlinked,
-            "file_lax": gap or chain or bad,
-            "file_strict": gap or chain or bad or forged,
+            "file_lax": gap or chain or bad or unlinked,
+            "file_strict": gap or chain or bad or forged or unlinked,
         }
 
     # -- honest operations --------------------------------------------------------------

@@ -180,7 +180,7 @@ def wait_ready(url: str, timeout: float = 60.0) -> None:
     while time.monotonic() < deadline:
         try:
             client = Client(url, timeout=2)
-            if client.call("GET", "/readyz")[0] == 200:
+            if client.call("GET", "/health/ready")[0] == 200:
                 return
         except OSError:
             pass

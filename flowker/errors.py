@@ -102,18 +102,28 @@ class SpecError(UnprocessableEntity):
         return body
 
 
+class SecretReferenceSpecError(SpecError):
+    """A spec being saved holds ``$file``/``$env`` references the server may not resolve
+    (DESIGN §6); the same code as :class:`SecretReferenceRefusedError` at call time."""
+
+    code = "FLK-0007"
+    title = "Secret Reference Refused"
+
+
 class TooManyRequests(FlowkerError):
     """Refused for now: the caller should retry after the ``Retry-After`` it is given."""
 
     http_status = 429
     code = "FLK-0429"
     title = "Too Many Requests"
+    headers: dict[str, str] | None = None  # Retry-After
 
 
 class ServiceUnavailable(FlowkerError):
     http_status = 503
     code = "FLK-0801"
     title = "Service Unavailable"
+    headers: dict[str, str] | None = None  # e.g. Retry-After (flowker.api.errors.unavailable)
 
 
 class CircuitOpenError(FlowkerError):
@@ -132,6 +142,15 @@ class AuthTypeError(FlowkerError):
     title = "Authentication Failed"
 
 
+class ResolvedConfigError(UnprocessableEntity):
+    """An auth config whose secrets, once resolved, do not fit the auth type's schema
+    (a reference passes as a string when the spec is saved; its value is checked at call
+    time). The message names the field and the rule, never the value."""
+
+    code = "FLK-0521"
+    title = "Resolved Auth Config Invalid"
+
+
 class PluginError(ConfigurationError):
     """A plugin could not be loaded or clashes with another one."""
 
@@ -148,6 +167,16 @@ class SecretUnavailableError(ConfigurationError):
     http_status = 500
     code = "FLK-0005"
     title = "Secret Unavailable"
+
+
+class SecretReferenceRefusedError(SecretUnavailableError):
+    """A ``$file``/``$env`` reference points where references may not: outside
+    ``FLOWKER_SECRET_FILE_DIRS``, a name ``FLOWKER_SECRET_ENV_ALLOW`` does not allow, one of
+    Flowker's own files, or not a regular file. Nothing was read or sent."""
+
+    http_status = 422
+    code = "FLK-0007"
+    title = "Secret Reference Refused"
 
 
 class SecretKeyError(ConfigurationError):
@@ -190,5 +219,5 @@ class AuditChainError(FlowkerError):
 
 # The errors of the security layer, by code: the OpenAPI document names them under the
 # statuses they answer with (a tuple: no mutable module state).
-SECURITY_ERRORS = (SecretUnavailableError, SecretKeyError, SSRFBlockedError, HostResolutionError,
+SECURITY_ERRORS = (SecretUnavailableError, SecretReferenceRefusedError, SecretKeyError, SSRFBlockedError, HostResolutionError,
                    ResponseTooLargeError, CircuitOpenError, AuthTypeError)

@@ -62,12 +62,14 @@ class LocalHTTPServer:
     handler: Handler = json_ok
     host: str = "127.0.0.1"
     requests: list = field(default_factory=list)
-    _server: object = None
-    _thread: object = None
+    _server: _ThreadingServer | None = None
+    _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the server is not started")
         return self._server.server_address[1]
 
     @property
@@ -113,7 +115,8 @@ class LocalHTTPServer:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
-            self._thread.join(timeout=5)
+            if self._thread is not None:
+                self._thread.join(timeout=5)
             self._server = None
 
     def __enter__(self) -> "LocalHTTPServer":

@@ -44,7 +44,7 @@ def config_problems(validator: jsonschema.protocols.Validator, config: Any) -> l
     for error in validator.iter_errors(candidate):
         by_path.setdefault(tuple(error.absolute_path), []).append(error)
     problems = []
-    for path, errors in sorted(by_path.items(), key=lambda item: [str(p) for p in item[0]]):
+    for _path, errors in sorted(by_path.items(), key=lambda item: [str(p) for p in item[0]]):
         error = best_match(errors)
         problems.append((_json_path(error.absolute_path), describe_error(error)))
     return problems

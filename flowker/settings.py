@@ -11,11 +11,13 @@ import dataclasses
 import os
 import secrets
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
 
 from flowker.errors import ConfigurationError
 
 ENV_PREFIX = "FLOWKER_"
+# Production API keys are at least this long (DESIGN §6): guessing one must be hopeless.
+MIN_PRODUCTION_KEY_LENGTH = 32
 
 
 def _split_csv(value) -> tuple[str, ...]:
@@ -68,6 +70,7 @@ class Settings:
     retry_max_attempts: int = 5
     cb_failure_threshold: int = 5
     cb_recovery_seconds: float = 30.0
+    cb_half_open_calls: int = 1  # trial calls let through, fleet-wide, once the recovery time has passed
     execution_timeout_seconds: float = 300.0
     # How long a running execution's owner may stay silent (its heartbeat renews the lease
     # every third of this) before another process's recovery may fail it as interrupted.
@@ -76,14 +79,31 @@ class Settings:
     disabled_plugins: tuple[str, ...] = ()
     audit_signing_key: str | None = field(default=None, repr=False)
     audit_checkpoint_interval: int = 1000
+    # Where {$file} references may resolve, and the globs {$env} names must match (None:
+    # the environment's default, see secret_env_patterns).
+    secret_file_dirs: tuple[str, ...] = ("/run/secrets",)
+    secret_env_allow: tuple[str, ...] | None = None
     # Where signed checkpoints are also sent: file:///DIR or an http(s):// witness service.
     audit_witness: str | None = None
     # True when no FLOWKER_API_KEYS were given and one was generated for development.
     api_key_generated: bool = False
+    # Files Flowker itself reads, which no secret reference may: the bootstrap file
+    # (set by load) and serve's TLS pair. Not settings: never read from the mapping.
+    config_file: str | None = None
+    tls_certfile: str | None = None
+    tls_keyfile: str | None = None
 
     @property
     def production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def secret_env_patterns(self) -> tuple[str, ...] | None:
+        """The globs ``{$env}`` names must match; None: any (development's default).
+        ``FLOWKER_*`` names are refused whatever this says."""
+        if self.secret_env_allow is not None:
+            return self.secret_env_allow
+        return () if self.production else None
 
     def replace(self, **changes) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -99,12 +119,13 @@ class Settings:
         for name, value in environ.items():
             if name.startswith(ENV_PREFIX) and name != ENV_PREFIX + "CONFIG":
                 raw[name[len(ENV_PREFIX):].lower()] = value
-        return cls.from_mapping(raw)
+        settings = cls.from_mapping(raw)
+        return settings.replace(config_file=os.path.abspath(config_file)) if config_file else settings
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, object]) -> "Settings":
         known = {f.name for f in dataclasses.fields(cls)} | {"secret_key"}
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}  # each converted to its field's type by _convert
         for key, value in raw.items():
             if key not in known:
                 continue  # other FLOWKER_* variables (test settings, CONFIG) are not ours
@@ -123,9 +144,16 @@ class Settings:
                 raise ConfigurationError("FLOWKER_API_KEYS is required in production")
             if not self.secret_keys:
                 raise ConfigurationError("FLOWKER_SECRET_KEY is required in production")
+            # Named, never shown: the message must not help anyone guess the key.
+            short = [key.name for key in self.api_keys if len(key.key) < MIN_PRODUCTION_KEY_LENGTH]
+            if short:
+                raise ConfigurationError(
+                    f"FLOWKER_API_KEYS: key(s) {', '.join(short)} shorter than {MIN_PRODUCTION_KEY_LENGTH} "
+                    "characters; production refuses them (make one with "
+                    "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
         if self.execution_lease_seconds <= 0:
             raise ConfigurationError("FLOWKER_EXECUTION_LEASE_SECONDS must be more than 0")
-        for name in ("retry_max_attempts", "cb_failure_threshold", "max_body_bytes"):
+        for name in ("retry_max_attempts", "cb_failure_threshold", "cb_half_open_calls", "max_body_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"FLOWKER_{name.upper()} must be at least 1")
         return self
@@ -135,6 +163,9 @@ class Settings:
         if self.api_keys:
             return self
         return self.replace(api_keys=(ApiKey("generated", secrets.token_urlsafe(24)),), api_key_generated=True)
+
+
+_NOT_SETTINGS = frozenset({"api_key_generated", "config_file", "tls_certfile", "tls_keyfile"})
 
 
 def _convert(key: str, value) -> dict[str, object]:
@@ -149,10 +180,14 @@ def _convert(key: str, value) -> dict[str, object]:
         if number < 0:
             raise ValueError("must not be negative")
         return {key: number}
-    if key in ("retry_max_attempts", "cb_failure_threshold", "max_body_bytes", "audit_checkpoint_interval"):
+    if key in ("retry_max_attempts", "cb_failure_threshold", "cb_half_open_calls", "max_body_bytes",
+               "audit_checkpoint_interval"):
         return {key: int(value)}
-    if key == "api_key_generated":
+    if key in _NOT_SETTINGS:
         return {}
+    if key in ("secret_file_dirs", "secret_env_allow"):
+        # Set but empty means none (no $file / no $env reference resolves).
+        return {key: _split_csv(value)}
     return {key: None if value is None else str(value)}
 
 

@@ -64,7 +64,7 @@ def make_auth_context(registered: list | None = None, **overrides) -> AuthContex
         session.trust_env = False
         return session
 
-    values = {"new_session": new_session, "register_secret": sink.append}
+    values: dict = {"new_session": new_session, "register_secret": sink.append}
     values.update(overrides)
     return AuthContext(**values)
 

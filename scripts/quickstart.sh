@@ -80,7 +80,7 @@ base="http://127.0.0.1:$port"
 cat <<EOF
 
 Flowker quick start
-  API:          $base   (OpenAPI: $base/openapi.json)
+  API:          $base   (OpenAPI: curl -H 'X-API-Key: $api_key' $base/openapi.json)
   API key:      $api_key
   Database:     $FLOWKER_DATABASE_URL
   Sample service (the example executors' backend): http://127.0.0.1:$sample_port

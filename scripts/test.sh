@@ -38,4 +38,13 @@ fi
 if [ -z "${FLOWKER_TEST_POSTGRES_URL:-}" ]; then
   echo "NOTE: FLOWKER_TEST_POSTGRES_URL is not set: the PostgreSQL tests will NOT run."
 fi
+# Lint and type checks first (configured in pyproject.toml): a finding fails the command.
+if ! "$venv/bin/ruff" check flowker tests benchmarks plugins examples; then
+  echo "FAILED: ruff found problems (above); fix them before the tests run." >&2
+  exit 1
+fi
+if ! "$venv/bin/mypy"; then
+  echo "FAILED: mypy found type errors (above); fix them before the tests run." >&2
+  exit 1
+fi
 exec "$venv/bin/python" -m pytest "$@"

@@ -221,3 +221,16 @@ def test_migration_2_drops_the_unneeded_indexes_of_an_older_database(database):
     assert upgrade(database) == list(range(2, LATEST_VERSION + 1))
     assert not (_index_names(database, "execution") | _index_names(database, "step_result")) & set(UNNEEDED_INDEXES)
     assert upgrade(database) == []  # applied once
+
+
+def test_an_upgraded_database_gets_the_shared_breaker_table(database):
+    from flowker.storage.migrations import MIGRATIONS, _create_breaker_state
+
+    version = next(number for number, _, apply in MIGRATIONS if apply is _create_breaker_state)
+    # A database made before breakers were shared: no table, no record of that migration.
+    table = models.CircuitBreakerState._meta.table_name
+    database.execute_sql(f'DROP TABLE "{table}"')
+    database.execute_sql(f"DELETE FROM schema_migration WHERE version = {version}")
+    assert upgrade(database) == [version]
+    assert database.table_exists(table) and current_version(database) == LATEST_VERSION
+    assert upgrade(database) == []

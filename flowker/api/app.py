@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import falcon
 
@@ -29,6 +30,9 @@ from flowker.api.middleware import (
 from flowker.errors import ConfigurationError
 from flowker.security.redaction import install_log_redaction
 
+if TYPE_CHECKING:
+    from flowker.runner.service import ExecutionService
+
 DEFAULT_BACKGROUND_WORKERS = 4
 DEFAULT_BACKGROUND_QUEUE = 64
 
@@ -45,7 +49,7 @@ class AppState:
     settings: object
     registry: object
     database: object
-    execution_service: object
+    execution_service: ExecutionService
     workflows: object
     executors: object
     secret_box: object
@@ -99,6 +103,7 @@ def create_app(
             "no API keys: set FLOWKER_API_KEYS (development: Settings.with_generated_api_key())"
         )
     from flowker.audit import chain
+    from flowker.security.secret_policy import SecretReferencePolicy
     from flowker.security.secrets import SecretBox
     from flowker.security.ssrf import AddressPolicy
     from flowker.storage.database import bind_database, database_proxy
@@ -122,6 +127,7 @@ def create_app(
 
     secret_box = SecretBox.from_settings(settings)
     address_policy = AddressPolicy.from_settings(settings)
+    secret_policy = SecretReferencePolicy.from_settings(settings)
     redactor = getattr(execution_service, "redactor", None)
     if redactor is None:
         from flowker.security.redaction import Redactor
@@ -133,8 +139,8 @@ def create_app(
         registry=registry,
         database=database,
         execution_service=execution_service,
-        workflows=WorkflowStore(registry, secret_box),
-        executors=ExecutorStore(registry, secret_box, address_policy),
+        workflows=WorkflowStore(registry, secret_box, secret_policy),
+        executors=ExecutorStore(registry, secret_box, address_policy, secret_policy),
         secret_box=secret_box,
         address_policy=address_policy,
         background=BackgroundRunner(
@@ -144,7 +150,7 @@ def create_app(
         redactor=redactor,
     )
 
-    middleware = [ClientMiddleware(settings.trusted_proxies)]
+    middleware: list = [ClientMiddleware(settings.trusted_proxies)]
     if settings.production:
         middleware.append(HttpsMiddleware())
     middleware += [
@@ -161,6 +167,27 @@ def create_app(
     for template, resource in build_routes(state):
         app.add_route(template, resource)
     return app
+
+
+def check_settings(settings) -> None:
+    """Build, once and to throw away, everything :func:`create_app` builds from settings,
+    so a bad value stops ``flowker serve`` before it binds (exit 2, the setting named)
+    instead of failing every worker after it says "listening"."""
+    from flowker.api.middleware import parse_networks
+    from flowker.security.secrets import SecretBox
+    from flowker.security.ssrf import AddressPolicy
+
+    for name, entries in (("FLOWKER_TRUSTED_PROXIES", settings.trusted_proxies),):
+        try:
+            parse_networks(entries)
+        except ValueError as exc:
+            raise ConfigurationError(f"{name}: {exc}") from None
+    # Fernet keys parse (SecretKeyError names FLOWKER_SECRET_KEY and the key's position only).
+    SecretBox.from_settings(settings, create_key_file=False)
+    try:
+        AddressPolicy.from_settings(settings)
+    except ValueError as exc:
+        raise ConfigurationError(f"FLOWKER_ALLOW_PRIVATE_NETWORKS: {exc}") from None
 
 
 def allowed_query_parameters() -> dict:
@@ -181,8 +208,7 @@ def build_routes(state: AppState) -> list[tuple[str, object]]:
     return [
         ("/health", health.Health(state)),
         ("/health/live", health.Live(state)),
-        ("/health/ready", health.Ready(state, legacy=True)),
-        ("/readyz", health.Ready(state)),
+        ("/health/ready", health.Ready(state)),
         ("/version", health.Version(state)),
         ("/openapi.json", openapi.OpenApiDocument(state)),
         ("/v1/workflows", workflows.Collection(state)),

@@ -7,6 +7,8 @@ The body is read at most ``max_body_bytes + 1`` bytes at a time, so a request wi
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Iterable
 
 import falcon
 
@@ -48,8 +50,41 @@ def media_type(req: falcon.Request) -> str:
     return (req.content_type or "").split(";", 1)[0].strip().lower()
 
 
+class _RefusedJson(ValueError):
+    """Valid JSON syntax that Flowker refuses; the message says what and where, without values."""
+
+
 def _refuse_constant(name: str):
-    raise ValueError(f"{name} is not valid JSON")
+    raise _RefusedJson(f"{name} is not a JSON number (NaN and Infinity are not allowed)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        # 1e400 parses as inf, which would be stored and answered as "Infinity" (not JSON).
+        raise _RefusedJson(f"the number {text[:40]} is too large for a JSON number (a 64-bit float)")
+    return value
+
+
+def _object_without_duplicates(pairs: list) -> dict:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set = set()
+        for key, _ in pairs:
+            if key in seen:
+                # json.dumps: ASCII-only, so a lone surrogate in the key cannot break the answer.
+                raise _RefusedJson(f"the key {json.dumps(key[:50])} appears more than once in one object")
+            seen.add(key)
+    return value
+
+
+def loads_strict(text: str):
+    """json.loads that refuses NaN/Infinity, numbers too large for a float, duplicate keys.
+
+    (Lone surrogates and nesting are checked afterwards by :func:`refuse_hostile_values`.)
+    """
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float,
+                      object_pairs_hook=_object_without_duplicates)
 
 
 def parse_json(raw: bytes, *, empty=None, what: str = "request body", max_depth: int = MAX_JSON_DEPTH):
@@ -58,9 +93,11 @@ def parse_json(raw: bytes, *, empty=None, what: str = "request body", max_depth:
             return empty
         raise bad_body(f"the {what} is empty: send a JSON object")
     try:
-        value = json.loads(raw.decode("utf-8-sig"), parse_constant=_refuse_constant)
+        value = loads_strict(raw.decode("utf-8-sig"))
     except UnicodeDecodeError:
         raise bad_body(f"the {what} is not valid UTF-8") from None
+    except _RefusedJson as exc:
+        raise bad_body(f"the {what} is refused: {exc}") from None
     except ValueError as exc:
         # json's messages give the position only, never echo content.
         raise bad_body(f"the {what} is not valid JSON: {str(exc)[:200]}") from None
@@ -70,8 +107,22 @@ def parse_json(raw: bytes, *, empty=None, what: str = "request body", max_depth:
     return value
 
 
+def _refused_text(text: str) -> str | None:
+    """Why a string or key cannot be stored, or None. PostgreSQL refuses NUL in text; a lone
+    surrogate (JSON's ``"\\ud800"``) is not Unicode text and cannot be encoded as UTF-8."""
+    if "\x00" in text:
+        return "a NUL character (\\u0000)"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "a lone surrogate (such as \\ud800): not a Unicode character"
+    return None
+
+
 def refuse_hostile_values(value, max_depth: int, what: str = "request body") -> None:
-    """400 for nesting deeper than ``max_depth`` or a NUL character in any key or string.
+    """400 for nesting deeper than ``max_depth``, a NUL character or lone surrogate in any key
+    or string, or a number that is not finite (YAML's ``.inf``/``.nan``).
 
     json.loads accepts nesting up to the interpreter's recursion limit, but everything
     after it (schema validation, redaction, canonical JSON) recurses too and failed with a
@@ -82,12 +133,20 @@ def refuse_hostile_values(value, max_depth: int, what: str = "request body") -> 
     while stack:
         item, depth = stack.pop()
         if isinstance(item, str):
-            if "\x00" in item:
-                raise bad_body(f"the {what} contains a NUL character (\\u0000)")
+            problem = _refused_text(item)
+            if problem:
+                raise bad_body(f"the {what} contains {problem}")
             continue
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                raise bad_body(f"the {what} contains a number that is not finite (NaN or Infinity)")
+            continue
+        children: Iterable
         if isinstance(item, dict):
-            if any(isinstance(key, str) and "\x00" in key for key in item):
-                raise bad_body(f"the {what} contains a NUL character (\\u0000)")
+            for key in item:
+                problem = _refused_text(key) if isinstance(key, str) else None
+                if problem:
+                    raise bad_body(f"the {what} contains {problem} in a key")
             children = item.values()
         elif isinstance(item, list):
             children = item
@@ -95,7 +154,7 @@ def refuse_hostile_values(value, max_depth: int, what: str = "request body") -> 
             continue
         if depth > max_depth:
             raise bad_body(f"the {what} is nested more than {max_depth} levels deep")
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list, str)))
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list, str, float)))
 
 
 def json_object(req: falcon.Request, *, empty: dict | None = None, what: str = "request body") -> dict:

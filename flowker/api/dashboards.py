@@ -20,7 +20,7 @@ class WorkflowSummary:
         counts = dict.fromkeys(WORKFLOW_STATUSES, 0)
         rows = Workflow.select(Workflow.status, peewee.fn.COUNT(Workflow.id).alias("n")).group_by(Workflow.status)
         for row in rows:
-            counts[row.status] = counts.get(row.status, 0) + row.n
+            counts[row.status] = counts.get(row.status, 0) + row.n  # type: ignore[attr-defined]  # the COUNT alias
         resp.media = {
             "total": sum(counts.values()),
             "active": counts.get("active", 0),
@@ -51,5 +51,5 @@ class Executions:
             query = query.where(Execution.status == status)
         counts = dict.fromkeys(EXECUTION_STATUSES, 0)
         for row in query.group_by(Execution.status):
-            counts[row.status] = counts.get(row.status, 0) + row.n
+            counts[row.status] = counts.get(row.status, 0) + row.n  # type: ignore[attr-defined]  # the COUNT alias
         resp.media = {"total": sum(counts.values()), **{status: counts[status] for status in EXECUTION_STATUSES}}

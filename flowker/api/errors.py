@@ -103,7 +103,7 @@ def handle_http_error(req: falcon.Request, resp: falcon.Response, error: falcon.
     if status == 404:
         message = f"no route for {req.method} {_shown_path(req.path)}"
     elif status == 405:
-        allowed = (error.headers or {}).get("Allow", "")
+        allowed = dict(error.headers or {}).get("Allow", "")  # falcon takes a dict or a list of pairs
         message = f"method {req.method} is not allowed here" + (f" (allowed: {allowed})" if allowed else "")
     else:
         message = error.description or error.title or "request failed"

@@ -68,7 +68,9 @@ def overall_status(stages: list[Stage]) -> str:
 
 
 class ExecutorProbe:
-    def __init__(self, settings, registry, secret_box, address_policy, redactor=None):
+    def __init__(self, settings, registry, secret_box, address_policy, redactor):
+        from flowker.auth.resolution import AuthResolution
+
         self.settings = settings
         self.registry = registry
         self.secret_box = secret_box
@@ -76,11 +78,14 @@ class ExecutorProbe:
         # The process redactor: secrets resolved for a probe are then also scrubbed from
         # every log line (urllib3 logs the URL, query-string keys included).
         self.redactor = redactor
+        # The runner's way to credentials: every secret registered before any request.
+        self.auth_resolution = AuthResolution(settings, registry, redactor, secret_box=lambda: secret_box)
 
     def run(self, executor, spec: dict) -> dict:
-        """Probe ``executor`` (a row) whose plain ``spec`` has literal secrets decrypted."""
+        """Probe ``executor`` (a row) with its stored ``spec`` (literal secrets encrypted:
+        they are decrypted and registered with the redactor on the way to the auth)."""
         from flowker.security.http import new_session
-        from flowker.security.redaction import Redactor, redact_url
+        from flowker.security.redaction import redact_url
 
         base_url = spec["baseUrl"]
         # Refused addresses are an error of the request (422 FLK-0341), not a failed stage:
@@ -89,7 +94,7 @@ class ExecutorProbe:
             self.policy.check_url(base_url)
         except HostResolutionError:
             pass  # not a refusal: the connectivity stage reports it
-        redactor = self.redactor if self.redactor is not None else Redactor()
+        redactor = self.redactor
         started_at = _dt.datetime.now(_dt.timezone.utc)
         started = time.perf_counter()
         stages = [Stage(name) for name in STAGES]
@@ -136,23 +141,19 @@ class ExecutorProbe:
         """(requests auth or None for type none, error text or None)."""
         from flowker.auth.base import AuthContext
         from flowker.security.http import new_session
-        from flowker.security.secrets import SecretResolver
 
         authentication = spec.get("authentication") or {"type": "none"}
-        type_name = authentication.get("type", "none")
-        if type_name == "none":
+        if authentication.get("type", "none") == "none":
             return None, None
         try:
-            auth_type = self.registry.auth_type(type_name)
-            resolver = SecretResolver.from_settings(self.settings, box=self.secret_box, register=redactor.add_secret)
-            config = resolver.resolve(authentication.get("config") or {})
+            auth_type, config = self.auth_resolution.resolve(authentication)
             context = AuthContext(
                 settings=self.settings,
                 new_session=lambda: new_session(self.policy, max_response_bytes=PROBE_MAX_RESPONSE_BYTES),
                 register_secret=redactor.add_secret,
                 redactor=redactor,
             )
-            return auth_type.build(config, context), None
+            return self.auth_resolution.build(auth_type, config, context), None
         except FlowkerError as exc:
             return None, exc.message
         except Exception as exc:  # noqa: BLE001 - a plugin's failure becomes a failed stage

@@ -4,6 +4,7 @@ DELETE, enable / disable, and the connectivity ``test``."""
 from __future__ import annotations
 
 import falcon
+import peewee
 
 from flowker.api.bodies import json_object, spec_body
 from flowker.api.executor_probe import ExecutorProbe
@@ -12,7 +13,7 @@ from flowker.api.views import checked_id, executor_created, executor_view
 from flowker.storage.executor_store import STATUSES
 from flowker.storage.models import Executor
 
-SORT_COLUMNS = {"createdAt": Executor.created_at, "updatedAt": Executor.updated_at, "name": Executor.name}
+SORT_COLUMNS: dict[str, peewee.Field] = {"createdAt": Executor.created_at, "updatedAt": Executor.updated_at, "name": Executor.name}
 DEFAULT_LIMIT = 10
 MERGE_PATCH_TYPES = ("application/merge-patch+json",)
 
@@ -88,6 +89,6 @@ class Test(_Resource):
 
     def on_post(self, req, resp, executor_id: str) -> None:
         executor = self.store.get(checked_id(executor_id, "executor"))
-        report = self.probe.run(executor, self.store.plain_spec(executor))
+        report = self.probe.run(executor, executor.spec)
         self.store.mark_tested(executor.id, req.context.actor, report["overallStatus"])
         resp.media = report

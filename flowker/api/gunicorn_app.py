@@ -18,11 +18,15 @@ import logging
 import signal
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gunicorn.app.base import BaseApplication
 
 from flowker.settings import Settings
 from flowker.storage.database import close_database
+
+if TYPE_CHECKING:
+    from flowker.api.app import FlowkerApp
 
 logger = logging.getLogger("flowker.serve")
 
@@ -79,10 +83,13 @@ class FlowkerApplication(BaseApplication):
     """gunicorn's application: configuration from Settings, the app built per worker."""
 
     def __init__(self, settings: Settings, options: ServeOptions, registry=None):
+        from flowker.api.app import check_settings
+
+        check_settings(settings)  # a bad setting stops the master here, not each worker after binding
         self.settings = settings
         self.options = options
         self.registry = registry
-        self.app = None
+        self.app: FlowkerApp | None = None
         super().__init__(prog="flowker serve")
 
     # --- gunicorn BaseApplication -------------------------------------------------
@@ -114,11 +121,13 @@ class FlowkerApplication(BaseApplication):
         """Worker, app loaded: SIGTERM now drains instead of stopping at once."""
         drain_seconds = self.options.drain_seconds
         # Runs of servers that died are failed by the live ones (flowker.runner.recovery).
-        self.app.state.execution_service.start_sweeping()
+        app = self.app
+        assert app is not None  # gunicorn calls load() before this hook
+        app.state.execution_service.start_sweeping()
         worker.log.info("worker %s ready", worker.pid)
 
         def drain(signum, frame):
-            state = self.app.state
+            state = app.state
             if state.is_draining:
                 return
             state.start_draining()

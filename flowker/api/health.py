@@ -1,4 +1,5 @@
-"""Probes (no API key): ``/health``, ``/health/live``, ``/health/ready``, ``/readyz``, ``/version``.
+"""Probes (no API key): ``/health``, ``/health/live``, ``/health/ready``; and ``/version``
+(which needs a key, like every route but the probes).
 
 Readiness is 503 while the database does not answer or while the process drains
 (SIGTERM: ``app.state.draining``), so a load balancer stops sending new work.
@@ -19,7 +20,9 @@ logger = logging.getLogger("flowker.api.health")
 
 
 def _now() -> str:
-    return iso(_dt.datetime.now(_dt.timezone.utc))
+    now = iso(_dt.datetime.now(_dt.timezone.utc))
+    assert now is not None  # iso maps only None to None
+    return now
 
 
 def check_database(database) -> dict:
@@ -73,11 +76,7 @@ class Live(_Probe):
 
 
 class Ready(_Probe):
-    """``/readyz`` and the older ``/health/ready`` (``legacy``: ready/not_ready wording)."""
-
-    def __init__(self, state, legacy: bool = False):
-        super().__init__(state)
-        self.legacy = legacy
+    """``/health/ready``: ``ready``; ``not_ready`` (database down) or ``draining`` with 503."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         if self.state.is_draining:
@@ -86,10 +85,7 @@ class Ready(_Probe):
             return
         database = check_database(self.state.database)
         ready = database["status"] == "up"
-        if self.legacy:
-            status = "ready" if ready else "not_ready"
-        else:
-            status = "healthy" if ready else "unhealthy"
+        status = "ready" if ready else "not_ready"
         resp.status = falcon.HTTP_200 if ready else falcon.HTTP_503
         resp.media = {"status": status, "timestamp": _now(), "version": __version__, "checks": {"database": database}}
 

@@ -23,10 +23,11 @@ import peewee
 from flowker.api.errors import BODY_TOO_LARGE, HTTPS_REQUIRED, WEBHOOK_BODY_TOO_LARGE, ApiError, too_large
 from flowker.errors import Unauthorized
 
-# Reachable without an API key: probes, the version, and the API description itself.
-PUBLIC_PATHS = frozenset({"/health", "/health/live", "/health/ready", "/readyz", "/version", "/openapi.json"})
+# Reachable without an API key: the probes only (DESIGN §5). The version and the API
+# description say what runs here, so they need a key like everything else.
+PUBLIC_PATHS = frozenset({"/health", "/health/live", "/health/ready"})
 # Probes answer over plain HTTP even in production: orchestrators probe pods directly.
-PLAIN_HTTP_PATHS = frozenset({"/health", "/health/live", "/health/ready", "/readyz", "/version"})
+PLAIN_HTTP_PATHS = PUBLIC_PATHS
 WEBHOOK_PREFIX = "/v1/webhooks/"
 
 HSTS_VALUE = "max-age=31536000; includeSubDomains"
@@ -122,6 +123,10 @@ class CorsMiddleware:
         self.allowed = frozenset(origin.rstrip("/") for origin in allowed_origins if origin != "*")
 
     def allows(self, origin: str) -> bool:
+        # "null" is the origin of sandboxed frames, file:// pages and some redirects: any
+        # page can make itself one, so "*" does not cover it (it must be listed by name).
+        if origin == "null":
+            return "null" in self.allowed
         return self.allow_any or origin.rstrip("/") in self.allowed
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -149,6 +154,8 @@ class CorsMiddleware:
         origin = req.get_header("Origin")
         if not origin or resp.get_header("Access-Control-Allow-Origin"):
             return
+        if "origin" in (resp.get_header("Vary") or "").lower():
+            return  # a preflight answered (or refused) in process_request
         resp.append_header("Vary", "Origin")
         if self.allows(origin):
             resp.set_header("Access-Control-Allow-Origin", origin)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 from flowker import __version__
+from flowker.api import openapi_rules as rules
 from flowker.api import openapi_schemas as schemas
 from flowker.api.middleware import PLAIN_HTTP_PATHS
 from flowker.errors import SECURITY_ERRORS
@@ -52,6 +53,9 @@ class Operation:
     headers: dict = field(default_factory=dict)  # success response headers: name -> description
     open_query: bool = False  # any query parameter is accepted (webhooks pass them to the run)
     security_codes: tuple = ()  # FLK codes of flowker.errors.SECURITY_ERRORS this operation answers with
+    # status -> FLK codes that can refuse a request its schemas admit (rules across fields or
+    # against stored state, which no JSON Schema states); the document lists them as x-flowker-codes.
+    refusals: dict = field(default_factory=dict)
 
     @property
     def document_path(self) -> str:
@@ -63,9 +67,21 @@ def _q(name: str, schema: dict, description: str = "") -> dict:
 
 
 LIMIT = _q("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "Page size, 1 to 100")
-CURSOR = _q("cursor", {"type": "string", "maxLength": 2048}, "nextCursor of the previous page")
+CURSOR = _q("cursor", {"type": "string", "maxLength": 2048, "pattern": "^[A-Za-z0-9_-]*$"},
+           "nextCursor of the previous page of this list, unchanged (any other value: 400 FLK-0311; "
+           "with a sortBy or sortOrder other than its own: 400 FLK-0304)")
 SORT_ORDER = _q("sortOrder", {"enum": ["ASC", "DESC", "asc", "desc"]}, "Default DESC")
 LIST = (LIMIT, CURSOR, SORT_ORDER)
+# A cursor is opaque: one of the right shape may still not come from this list.
+LIST_REFUSALS = {400: ("FLK-0311", "FLK-0304")}
+# Spec bodies: rules across fields and against other specs (graph, references, secrets, URLs).
+SPEC_REFUSALS = ("FLK-0120", "FLK-0121")
+WORKFLOW_WRITE = {422: (*SPEC_REFUSALS, "FLK-0103")}
+# Executors: also the auth config against its auth type's own schema (GET /v1/catalog/auth-types/{type}),
+# the SSRF guard and stored secrets.
+EXECUTOR_WRITE = {422: (*SPEC_REFUSALS, "FLK-0341", "FLK-0006")}
+# Runs: the workflow must be active; an Idempotency-Key reused with another body.
+RUN_REFUSALS = {422: ("FLK-0501", "FLK-0508", "FLK-0120")}
 IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
                "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"},
                "description": "Replays return the first execution (200)"}
@@ -84,29 +100,32 @@ def _workflow_ops() -> list[Operation]:
     ops = [
         Operation("POST", "/v1/workflows", "createWorkflow", "workflows", "Create a draft workflow (JSON or YAML)",
                   {201: ("Created", "WorkflowCreated")}, (400, 409, 413, 415, 422), body="spec:Workflow",
-                  headers=LOCATION),
+                  headers=LOCATION, refusals=WORKFLOW_WRITE),
         Operation("GET", "/v1/workflows", "listWorkflows", "workflows", "List workflows",
                   {200: ("A page of workflows", "WorkflowList")}, (400,),
                   (_q("status", {"enum": ["draft", "active", "inactive"]}),
-                   _q("sortBy", {"enum": ["createdAt", "updatedAt", "name"]}), *LIST)),
+                   _q("sortBy", {"enum": ["createdAt", "updatedAt", "name"]}), *LIST), refusals=LIST_REFUSALS),
         Operation("GET", wid, "getWorkflow", "workflows", "Get a workflow", {200: ("The workflow", "Workflow")}, (400, 404)),
         Operation("PUT", wid, "replaceWorkflow", "workflows", "Replace a draft's spec",
-                  {200: ("The workflow", "Workflow")}, (400, 404, 409, 413, 415, 422), body="spec:Workflow"),
+                  {200: ("The workflow", "Workflow")}, (400, 404, 409, 413, 415, 422), body="spec:Workflow",
+                  refusals=WORKFLOW_WRITE),
         Operation("DELETE", wid, "deleteWorkflow", "workflows", "Delete a workflow that is not active",
-                  {204: ("Deleted", None)}, (400, 404, 409, 422)),
+                  {204: ("Deleted", None)}, (400, 404, 409, 422), refusals={422: ("FLK-0103",)}),
         Operation("POST", wid + "/clone", "cloneWorkflow", "workflows", "Copy a workflow into a new draft",
                   {201: ("Created", "WorkflowCreated")}, (400, 404, 409, 413, 415, 422), body="CloneRequest",
-                  headers=LOCATION),
+                  headers=LOCATION, refusals=WORKFLOW_WRITE),
     ]
     for verb, summary in (("activate", "draft -> active (runs every check)"), ("deactivate", "active -> inactive"),
                           ("draft", "inactive -> draft")):
         ops.append(Operation("POST", f"{wid}/{verb}", f"{verb}Workflow", "workflows", summary,
-                             {200: ("The workflow", "Workflow")}, (400, 404, 409, 422)))
+                             {200: ("The workflow", "Workflow")}, (400, 404, 409, 422),
+                             refusals={422: ("FLK-0102", *SPEC_REFUSALS)}))
     return ops
 
 
-# Executor writes check URLs (FLK-0341) and may decrypt stored secrets (FLK-0006).
-_EXECUTOR_WRITE_CODES = ("FLK-0341", "FLK-0006")
+# Executor writes check URLs (FLK-0341) and where secret references point (FLK-0007), and
+# may decrypt stored secrets (FLK-0006).
+_EXECUTOR_WRITE_CODES = ("FLK-0341", "FLK-0007", "FLK-0006")
 _EXECUTOR_TEST_CODES = ("FLK-0341", "FLK-0006")
 
 
@@ -115,28 +134,29 @@ def _executor_ops() -> list[Operation]:
     ops = [
         Operation("POST", "/v1/executors", "createExecutor", "executors", "Create an executor (JSON or YAML)",
                   {201: ("Created", "ExecutorCreated")}, (400, 409, 413, 415, 422), body="spec:Executor",
-                  headers=LOCATION, security_codes=_EXECUTOR_WRITE_CODES),
+                  headers=LOCATION, security_codes=_EXECUTOR_WRITE_CODES, refusals=EXECUTOR_WRITE),
         Operation("GET", "/v1/executors", "listExecutors", "executors", "List executors (secrets masked)",
                   {200: ("A page of executors", "ExecutorList")}, (400,),
                   (_q("status", {"enum": ["active", "disabled"]}),
-                   _q("sortBy", {"enum": ["createdAt", "updatedAt", "name"]}), *LIST)),
+                   _q("sortBy", {"enum": ["createdAt", "updatedAt", "name"]}), *LIST), refusals=LIST_REFUSALS),
         Operation("GET", eid, "getExecutor", "executors", "Get an executor (secrets masked)",
                   {200: ("The executor", "Executor")}, (400, 404)),
         Operation("PUT", eid, "replaceExecutor", "executors", "Replace an executor's spec",
                   {200: ("The executor", "Executor")}, (400, 404, 409, 413, 415, 422), body="spec:Executor",
-                  security_codes=_EXECUTOR_WRITE_CODES),
+                  security_codes=_EXECUTOR_WRITE_CODES, refusals=EXECUTOR_WRITE),
         Operation("PATCH", eid, "patchExecutor", "executors", "JSON Merge Patch (RFC 7386) an executor",
                   {200: ("The executor", "Executor")}, (400, 404, 409, 413, 415, 422), body="ExecutorPatch",
-                  security_codes=_EXECUTOR_WRITE_CODES),
+                  security_codes=_EXECUTOR_WRITE_CODES, refusals=EXECUTOR_WRITE),
         Operation("DELETE", eid, "deleteExecutor", "executors", "Delete an executor no active workflow uses",
                   {204: ("Deleted", None)}, (400, 404, 409)),
         Operation("POST", eid + "/test", "testExecutor", "executors", "Probe the executor through the SSRF guard",
                   {200: ("The probe report", "ExecutorTestReport")}, (400, 404, 422, 502),
-                  security_codes=_EXECUTOR_TEST_CODES),
+                  security_codes=_EXECUTOR_TEST_CODES, refusals={422: ("FLK-0341", "FLK-0006")}),
     ]
     for verb in ("enable", "disable"):
         ops.append(Operation("POST", f"{eid}/{verb}", f"{verb}Executor", "executors", f"{verb.capitalize()} an executor",
-                             {200: ("The executor", "Executor")}, (400, 404, 409, 422)))
+                             {200: ("The executor", "Executor")}, (400, 404, 409, 422),
+                             refusals={422: ("FLK-0252",)}))
     return ops
 
 
@@ -147,17 +167,17 @@ def _execution_ops() -> list[Operation]:
     return [
         Operation("POST", "/v1/workflows/{workflow_id}/executions", "executeWorkflow", "executions",
                   "Run an active workflow", started, (400, 404, 413, 415, 422, 503), (IDEMPOTENCY, PREFER),
-                  body="ExecuteRequest", headers=EXECUTION_HEADERS),
+                  body="ExecuteRequest", headers=EXECUTION_HEADERS, refusals=RUN_REFUSALS),
         Operation("GET", "/v1/executions", "listExecutions", "executions", "List executions",
                   {200: ("A page of executions", "ExecutionList")}, (400,),
                   (_q("workflowId", {"type": "string", "format": "uuid"}),
                    _q("status", {"enum": ["running", "completed", "failed"]}),
-                   _q("sortBy", {"enum": ["startedAt"]}), *LIST)),
+                   _q("sortBy", {"enum": ["startedAt"]}), *LIST), refusals=LIST_REFUSALS),
         Operation("GET", "/v1/executions/{execution_id}", "getExecution", "executions", "Get an execution",
                   {200: ("The execution", "ExecutionSummary")}, (400, 404)),
         Operation("GET", "/v1/executions/{execution_id}/results", "getExecutionResults", "executions",
                   "Step results and final output (once finished)",
-                  {200: ("The results", "ExecutionResults")}, (400, 404, 422)),
+                  {200: ("The results", "ExecutionResults")}, (400, 404, 422), refusals={422: ("FLK-0502",)}),
     ]
 
 
@@ -170,7 +190,7 @@ def _webhook_ops() -> list[Operation]:
                   "Run the active workflow whose webhook trigger owns this method and path",
                   started, (400, 404, 413, 422, 503), (IDEMPOTENCY, PREFER, WEBHOOK_TOKEN),
                   body=None if method in ("GET", "DELETE") else "WebhookBody", headers=WEBHOOK_HEADERS,
-                  open_query=True)
+                  open_query=True, refusals=RUN_REFUSALS)
         for method in ("GET", "POST", "PUT", "PATCH", "DELETE")
     ]
 
@@ -181,13 +201,10 @@ def _other_ops() -> list[Operation]:
         Operation("GET", "/health", "health", "health", "Health with a database check",
                   {200: ("Healthy", "Health"), 503: ("Unhealthy", "Health")}, public=True),
         Operation("GET", "/health/live", "live", "health", "Liveness", {200: ("Alive", "Live")}, public=True),
-        Operation("GET", "/health/ready", "ready", "health", "Readiness (legacy path)",
+        Operation("GET", "/health/ready", "ready", "health", "Readiness: database reachable and not draining",
                   {200: ("Ready", "Ready"), 503: ("Not ready or draining", "Ready")}, public=True),
-        Operation("GET", "/readyz", "readyz", "health", "Readiness: database reachable and not draining",
-                  {200: ("Ready", "Ready"), 503: ("Not ready or draining", "Ready")}, public=True),
-        Operation("GET", "/version", "version", "health", "Version", {200: ("The version", "Version")}, public=True),
-        Operation("GET", "/openapi.json", "openapi", "health", "This document",
-                  {200: ("OpenAPI 3.1", "OpenApi")}, public=True),
+        Operation("GET", "/version", "version", "health", "Version", {200: ("The version", "Version")}),
+        Operation("GET", "/openapi.json", "openapi", "health", "This document", {200: ("OpenAPI 3.1", "OpenApi")}),
         Operation("GET", "/v1/audit-events", "listAuditEvents", "audit", "List audit events",
                   {200: ("A page of audit events", "AuditEventList")}, (400,),
                   (_q("eventType", {"type": "string", "pattern": "^[A-Z][A-Z0-9_]{0,63}$"}),
@@ -195,7 +212,8 @@ def _other_ops() -> list[Operation]:
                    _q("result", {"enum": ["SUCCESS", "FAILED"]}),
                    _q("resourceType", {"type": "string", "pattern": "^[a-z][a-z0-9_.-]{0,31}$"}),
                    _q("resourceId", {"type": "string", "minLength": 1, "maxLength": 255}),
-                   _q("dateFrom", date), _q("dateTo", date), *LIST)),
+                   _q("dateFrom", date), _q("dateTo", date), *LIST),
+                  refusals={400: (*LIST_REFUSALS[400], "FLK-0308")}),
         Operation("GET", "/v1/audit-events/{event_id}", "getAuditEvent", "audit", "Get an audit event",
                   {200: ("The event", "AuditEvent")}, (400, 404)),
         Operation("GET", "/v1/audit-events/{event_id}/verify", "verifyAuditChain", "audit",
@@ -211,8 +229,8 @@ def _other_ops() -> list[Operation]:
                   {200: ("Counts", "WorkflowDashboard")}),
         Operation("GET", "/v1/dashboards/executions", "executionDashboard", "dashboards",
                   "Execution counts (startedAt window, inclusive)", {200: ("Counts", "ExecutionDashboard")}, (400,),
-                  (_q("startTime", date), _q("endTime", date),
-                   _q("status", {"enum": ["running", "completed", "failed"]}))),
+                  (_q("startTime", date, "Inclusive; after endTime: 400 FLK-0302"), _q("endTime", date),
+                   _q("status", {"enum": ["running", "completed", "failed"]})), refusals={400: ("FLK-0302",)}),
     ]
 
 
@@ -264,10 +282,14 @@ def _path_parameters(path: str) -> list[dict]:
     return parameters
 
 
+BODY_LIMIT = ("At most FLOWKER_MAX_BODY_BYTES (default 1 MiB; larger: 413). Strings and keys hold no NUL "
+              "or lone surrogate, numbers are finite, no object repeats a key (400).")
+
+
 def _request_body(body: str) -> dict:
     if body.startswith("spec:"):
         name = body[len("spec:"):] + "Spec"
-        return {"required": True, "content": {
+        return {"required": True, "description": BODY_LIMIT + " YAML specs: at most 256 KiB.", "content": {
             "application/json": {"schema": _ref(name)},
             "application/yaml": {"schema": _ref(name)},
         }}
@@ -275,7 +297,7 @@ def _request_body(body: str) -> dict:
     content = {content_type: {"schema": _ref(body)}}
     if content_type != "application/json":
         content["application/json"] = {"schema": _ref(body)}
-    return {"required": body not in ("ExecuteRequest", "WebhookBody"), "content": content}
+    return {"required": body not in ("ExecuteRequest", "WebhookBody"), "description": BODY_LIMIT, "content": content}
 
 
 def _operation(op: Operation) -> dict:
@@ -288,7 +310,7 @@ def _operation(op: Operation) -> dict:
             response["headers"] = {name: {"description": text, "schema": {"type": "string"}}
                                    for name, text in op.headers.items()}
         responses[str(status)] = response
-    error_codes = set(op.errors) | {500}
+    error_codes = set(op.errors) | set(op.refusals) | {500}
     if not op.public:
         error_codes.add(401)
     if op.path not in PLAIN_HTTP_PATHS:
@@ -299,8 +321,13 @@ def _operation(op: Operation) -> dict:
                  if error.http_status == status and error.code in op.security_codes]
         if named:
             description += "; " + ", ".join(f"{error.code} {error.title}" for error in named)
+        refusals = op.refusals.get(status, ())
+        if refusals:
+            description += "; a request these schemas admit may still get " + ", ".join(refusals)
         responses[str(status)] = {"description": description,
                                   "content": {"application/json": {"schema": _ref("Error")}}}
+        if refusals:
+            responses[str(status)]["x-flowker-codes"] = list(refusals)
     # Answered by gunicorn itself, before the app, for request lines over its limit.
     responses["414"] = {"description": "Request line too long (answered by the HTTP server, as HTML)",
                         "content": {"text/html": {"schema": {"type": "string"}}}}
@@ -308,7 +335,8 @@ def _operation(op: Operation) -> dict:
         "operationId": op.operation_id,
         "tags": [op.tag],
         "summary": op.summary,
-        "parameters": _path_parameters(op.path) + [dict(p) for p in op.parameters],
+        "parameters": [{**p, "schema": rules.forbid_nul(p["schema"])}
+                       for p in _path_parameters(op.path) + [dict(p) for p in op.parameters]],
         "responses": responses,
     }
     if op.body:
@@ -318,9 +346,21 @@ def _operation(op: Operation) -> dict:
     return document
 
 
-def build_document(spec_schemas: dict[str, dict] | None = None) -> dict:
+# Components only requests use: their strings and keys exclude NUL (flowker.api.openapi_rules).
+REQUEST_COMPONENTS = ("CloneRequest", "ExecutorPatch", "ExecuteRequest", "WebhookBody")
+
+
+def build_document(spec_schemas: dict[str, dict] | None = None, auth_types=None) -> dict:
+    """The document; ``auth_types`` (the registry's names) become ``authentication.type``'s enum."""
     components = dict(schemas.RESPONSE_SCHEMAS)
-    components.update(spec_schemas if spec_schemas is not None else load_spec_schemas())
+    specs = dict(spec_schemas if spec_schemas is not None else load_spec_schemas())
+    if auth_types is not None:
+        specs["ExecutorSpec"] = rules.with_auth_types(specs["ExecutorSpec"], auth_types)
+    components["ExecutorPatch"] = rules.executor_patch(specs["ExecutorSpec"])
+    for name in REQUEST_COMPONENTS:
+        components[name] = rules.forbid_nul(components[name])
+    components.update({name: rules.forbid_nul(schema) for name, schema in specs.items()})
+    components[rules.JSON_VALUE_NAME] = rules.JSON_VALUE
     paths: dict[str, dict] = {}
     for op in OPERATIONS:
         paths.setdefault(op.document_path, {})[op.method.lower()] = _operation(op)
@@ -333,7 +373,7 @@ def build_document(spec_schemas: dict[str, dict] | None = None) -> dict:
             "description": (
                 "Declarative workflows over REST. Errors are {code, title, message} with FLK codes; "
                 "lists are {items, nextCursor, hasMore} with opaque cursors. Every route but the "
-                "health probes and this document needs X-API-Key."
+                "health probes (/health, /health/live, /health/ready) needs X-API-Key."
             ),
         },
         "servers": [{"url": "/"}],
@@ -357,7 +397,8 @@ class OpenApiDocument:
     uses_database = False
 
     def __init__(self, state):
-        self._body = json.dumps(build_document(), separators=(",", ":")).encode()
+        auth_types = sorted(state.registry.auth_types) if state is not None else None
+        self._body = json.dumps(build_document(auth_types=auth_types), separators=(",", ":")).encode()
 
     def on_get(self, req, resp) -> None:
         resp.content_type = "application/json"

@@ -6,7 +6,7 @@ from __future__ import annotations
 TIME = {"type": "string", "format": "date-time"}
 OPTIONAL_TIME = {"type": ["string", "null"], "format": "date-time"}
 UUID = {"type": "string", "format": "uuid"}
-ANY = {}
+ANY: dict = {}
 
 
 def obj(required: dict, optional: dict | None = None) -> dict:
@@ -134,7 +134,7 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
     ),
     "Live": obj({"status": {"const": "alive"}, "timestamp": TIME}),
     "Ready": obj(
-        {"status": {"enum": ["healthy", "unhealthy", "ready", "not_ready", "draining"]}, "timestamp": TIME,
+        {"status": {"enum": ["ready", "not_ready", "draining"]}, "timestamp": TIME,
          "checks": {"type": "object"}},
         {"version": {"type": "string"}},
     ),

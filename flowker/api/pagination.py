@@ -13,7 +13,7 @@ import binascii
 import datetime as _dt
 import json
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import peewee
 
@@ -126,7 +126,7 @@ class Sort:
             {"s": self.name, "o": self.order, "v": self._encode_value(value), "id": getattr(row, self.id_column.name)}
         )
 
-    def apply(self, query: peewee.ModelSelect, cursor: dict | None) -> peewee.ModelSelect:
+    def apply(self, query: peewee.ModelSelect[Any], cursor: dict | None) -> peewee.ModelSelect[Any]:
         ascending = self.order == "ASC"
         if cursor is not None:
             try:
@@ -144,7 +144,7 @@ class Sort:
             else:
                 query = query.where((self.column < value) | ((self.column == value) & (self.id_column < last_id)))
         if self.column is self.id_column:
-            order = (self.id_column.asc() if ascending else self.id_column.desc(),)
+            order: tuple = (self.id_column.asc() if ascending else self.id_column.desc(),)
         else:
             order = (
                 (self.column.asc(), self.id_column.asc()) if ascending else (self.column.desc(), self.id_column.desc())
@@ -156,7 +156,7 @@ def resolve_sort(
     cursor_text: str | None,
     sort_by: str | None,
     sort_order: str | None,
-    columns: dict[str, peewee.Field],
+    columns: Mapping[str, peewee.Field],
     id_column: peewee.Field,
     default_sort: str,
     default_order: str = "DESC",
@@ -177,7 +177,7 @@ def resolve_sort(
     return Sort(name, columns[name], id_column, order), None
 
 
-def fetch_page(query: peewee.ModelSelect, sort: Sort, cursor: dict | None, limit: int) -> Page:
+def fetch_page(query: peewee.ModelSelect[Any], sort: Sort, cursor: dict | None, limit: int) -> Page:
     rows = list(sort.apply(query, cursor).limit(limit + 1))
     has_more = len(rows) > limit
     rows = rows[:limit]

@@ -117,7 +117,8 @@ class Webhook:
             return
         from flowker.security.secrets import SecretResolver
 
-        resolver = SecretResolver.from_settings(self.state.settings, box=self.state.secret_box)
+        resolver = SecretResolver.from_settings(self.state.settings, box=self.state.secret_box,
+                                                register=self.state.redactor.add_secret)
         expected = resolver.resolve(expected_config)
         presented = req.get_header("X-Webhook-Token") or ""
         if not hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), str(expected).encode("utf-8")):

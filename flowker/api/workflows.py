@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import falcon
+import peewee
 
 from flowker.api.bodies import json_object, spec_body
 from flowker.api.pagination import fetch_page, parse_choice, parse_limit, resolve_sort
@@ -13,7 +14,7 @@ from flowker.spec.problems import Problem
 from flowker.storage.models import Workflow
 from flowker.storage.workflow_store import STATUSES
 
-SORT_COLUMNS = {"createdAt": Workflow.created_at, "updatedAt": Workflow.updated_at, "name": Workflow.name}
+SORT_COLUMNS: dict[str, peewee.Field] = {"createdAt": Workflow.created_at, "updatedAt": Workflow.updated_at, "name": Workflow.name}
 DEFAULT_LIMIT = 10
 
 

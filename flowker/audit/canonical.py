@@ -40,7 +40,7 @@ import re
 import time
 import uuid
 from collections.abc import Mapping
-from json.encoder import c_make_encoder, encode_basestring
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]  # C accelerator: not in typeshed
 from typing import Any, Callable
 
 import rfc8785
@@ -126,7 +126,8 @@ class _Problem(Exception):
 
     def __init__(self, reason: str):
         super().__init__(reason)
-        self.reason, self.parts = reason, []
+        self.reason = reason
+        self.parts: list[str] = []
 
 
 def to_hashable(value: Any, path: str = "$", *, secret_key: Callable[[str], bool] | None = None,

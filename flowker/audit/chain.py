@@ -212,7 +212,8 @@ class AuditLog:
         actor_ip = _text(actor.ip or UNKNOWN_IP, "actor IP address", 45)
         context = _payload(context, "context")
         metadata = _payload(metadata, "metadata")
-        head = tail = error = None
+        head = tail = None
+        error: Exception | None = None
         try:
             head, tail = entry_text_parts(
                 event_id=event_id, event_type=event_type, action=action, result=result,
@@ -251,6 +252,7 @@ class AuditLog:
                 sequence += 1
                 if item.error is not None:
                     raise item.error from None
+                assert item.head is not None and item.tail is not None  # set whenever error is None
                 try:
                     canonical = join_entry_text(item.head, sequence, timestamp, item.tail)
                 except NotCanonicalizable as exc:

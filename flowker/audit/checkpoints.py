@@ -28,11 +28,14 @@ import binascii
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 import rfc8785
 
 from flowker.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 STATEMENT_TYPE = "flowker.audit.checkpoint"
 STATEMENT_VERSION = 2
@@ -125,7 +128,7 @@ def load_public_key(value: str):
 
     data = _read_key_text(value, "public key")
     try:
-        key = serialization.load_pem_public_key(data)
+        key: object = serialization.load_pem_public_key(data)
     except (ValueError, TypeError):
         try:
             key = serialization.load_pem_private_key(data, password=None)
@@ -173,7 +176,7 @@ def generate_signing_key():
     return Ed25519PrivateKey.generate()
 
 
-def keys_by_id(keys: Iterable) -> dict[str, object]:
+def keys_by_id(keys: Iterable) -> dict[str, Ed25519PublicKey]:
     return {key_id(key): public_key_of(key) for key in keys}
 
 
@@ -183,7 +186,7 @@ def sign_document(signing_key, document: dict) -> tuple[str, str]:
     return statement.decode("utf-8"), base64.b64encode(signing_key.sign(statement)).decode("ascii")
 
 
-def signature_problem(public_keys: Mapping[str, object], kid: str, statement: str, signature: str) -> str | None:
+def signature_problem(public_keys: Mapping[str, Ed25519PublicKey], kid: str, statement: str, signature: str) -> str | None:
     """None when ``signature`` is a valid signature of ``statement`` by trusted key ``kid``."""
     from cryptography.exceptions import InvalidSignature
 
@@ -236,7 +239,7 @@ def statement_fields(checkpoint: Checkpoint) -> dict | None:
     return fields
 
 
-def check(checkpoint: Checkpoint, public_keys: Mapping[str, object] | None) -> tuple[str | None, int]:
+def check(checkpoint: Checkpoint, public_keys: Mapping[str, Ed25519PublicKey] | None) -> tuple[str | None, int]:
     """(problem or None, promised interval) for one checkpoint.
 
     Without public keys only the statement's agreement with the stored columns is checked.

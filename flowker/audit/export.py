@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 from flowker.audit import checkpoints as cp
 from flowker.audit import store
@@ -32,6 +32,9 @@ from flowker.audit.canonical import GENESIS_HASH, now_timestamp
 from flowker.audit.verify import VerifyResult
 from flowker.errors import ConfigurationError
 from flowker.storage.database import connection
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 FORMAT = "flowker-audit-export"
 FORMAT_VERSION = 1
@@ -101,7 +104,8 @@ def export_chain(database, out_path: str, *, signing_key=None, checkpoint_interv
             "signed": signing_key is not None}
 
 
-def _end_fields(entries: int, checkpoints: int, head_hash: str, exported_at: str, kid: str | None) -> dict:
+def _end_fields(entries: int | None, checkpoints: int | None, head_hash: str | None, exported_at: str | None,
+                kid: str | None) -> dict:  # None: a field missing from a file being verified
     return {"entries": entries, "checkpoints": checkpoints, "headHash": head_hash,
             "exportedAt": exported_at, "keyId": kid}
 
@@ -129,7 +133,7 @@ def _event_id(canonical: str) -> str | None:
         return None
 
 
-def verify_export(path: str, public_keys: Mapping[str, object] | None = None,
+def verify_export(path: str, public_keys: Mapping[str, Ed25519PublicKey] | None = None,
                   progress: Progress | None = None) -> VerifyResult:
     """Verify an export file offline. ``public_keys``: key id -> Ed25519 public key."""
     try:
@@ -255,7 +259,7 @@ def _verify_lines(lines, public_keys, progress, state) -> None:
 
 def _check_end_signature(end: dict, public_keys, head: int) -> None:
     statement, signature, kid = end.get("statement"), end.get("signature"), end.get("keyId")
-    if not all(isinstance(v, str) for v in (statement, signature, kid)):
+    if not (isinstance(statement, str) and isinstance(signature, str) and isinstance(kid, str)):
         raise _Broken(head + 1, "the end record is not signed, so a truncated export cannot be told from a "
                       "whole one (export with FLOWKER_AUDIT_SIGNING_KEY set)")
     problem = cp.signature_problem(public_keys, kid, statement, signature)

@@ -23,7 +23,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import peewee
 
@@ -32,6 +32,9 @@ from flowker.audit import store
 from flowker.audit.canonical import GENESIS_HASH, document_columns
 from flowker.errors import NotFound
 from flowker.storage.database import connection
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 Progress = Callable[[int, int], None]
 
@@ -52,7 +55,7 @@ class VerifyResult:
 
     def to_dict(self) -> dict:
         """The REST shape: ``{isValid, totalChecked, firstInvalidId?, message}``."""
-        body = {"isValid": self.is_valid, "totalChecked": self.total_checked}
+        body: dict = {"isValid": self.is_valid, "totalChecked": self.total_checked}
         if self.first_invalid_id is not None:
             body["firstInvalidId"] = self.first_invalid_id
         body["message"] = self.message
@@ -213,7 +216,7 @@ def verify_database(
     database: peewee.Database | peewee.DatabaseProxy | None = None,
     *,
     up_to=None,
-    public_keys: Mapping[str, object] | None = None,
+    public_keys: Mapping[str, Ed25519PublicKey] | None = None,
     checkpoint_interval: int | None = None,
     progress: Progress | None = None,
     witness=None,
@@ -278,7 +281,7 @@ def verify_database(
             problems.append((column_bad, f"entry {column_bad}: its indexed columns differ from its hashed content"))
 
         if at_head and public_keys is not None and not problems:
-            interval = last_interval if last_signed else (checkpoint_interval or 0)
+            interval = (last_interval or 0) if last_signed else (checkpoint_interval or 0)
             if interval and target - last_signed >= interval:
                 since = f"the last signed checkpoint at sequence {last_signed}" if last_signed else "the start"
                 problems.append((target + 1, (

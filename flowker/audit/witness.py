@@ -212,8 +212,8 @@ class HttpWitness:
         self._target = url.rstrip("/")
         parts = urlsplit(self._target)
         # What messages show: never credentials given in the URL.
-        self.url = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")).geturl() \
-            if parts.username or parts.password else self._target
+        host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+        self.url = parts._replace(netloc=host).geturl() if parts.username or parts.password else self._target
 
     def _request(self, method: str, path: str, body: dict | None = None):
         import requests

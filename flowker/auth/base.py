@@ -4,6 +4,14 @@ An auth type is a class with a ``name``, a ``description``, a ``config_schema``
 (JSON Schema Draft 2020-12; secret fields marked ``"writeOnly": true`` so they can be
 redacted and masked) and one method, :meth:`AuthType.build`, that turns a validated
 config with resolved secrets into a :class:`requests.auth.AuthBase`.
+
+What Flowker guarantees around ``build`` (:mod:`flowker.auth.resolution`): the config
+passed the schema when the spec was saved *and* again after its secret references were
+resolved (FLK-0521 otherwise), and every secret in it is known to the redactor. Around
+the auth's ``__call__`` (:func:`flowker.security.http.apply_auth`): every header and query
+parameter it sets is recorded and removed from a redirect hop that leaves the origin. An
+auth object may name more in ``credential_headers`` / ``credential_query_params``
+(iterables of names), e.g. a header it sets to a value the caller's request already had.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ RESERVED_PARAMS = (
     "verify", "proxies", "cert", "include_client_id", "force_querystring", "authorization_response",
 )
 
-_COMMON_PROPERTIES = {
+_COMMON_PROPERTIES: dict[str, dict] = {
     "issuer_url": {
         "type": "string", "minLength": 1, "maxLength": 2048,
         "description": "The OpenID provider; discovery is at <issuer_url>/.well-known/openid-configuration.",

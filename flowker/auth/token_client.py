@@ -197,7 +197,7 @@ class TokenClient:
         return HTTPBasicAuth(quote_plus(self.request.client_id), quote_plus(secret)), False, {}
 
     def _extra_body(self) -> dict:
-        body = dict(self.request.extra_params)
+        body: dict = dict(self.request.extra_params)
         if self.request.scopes:
             body["scope"] = list(self.request.scopes)
         if self.request.audience:

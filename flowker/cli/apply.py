@@ -18,13 +18,20 @@ from __future__ import annotations
 import getpass
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
 
 import click
 import rfc8785
 
 from flowker.cli.common import load_settings
 
+if TYPE_CHECKING:
+    from flowker.spec.documents import SpecDocument
+    from flowker.storage.models import Executor, Workflow
+
 CREATE, UPDATE, UNCHANGED = "create", "update", "unchanged"
+# The PostgreSQL advisory lock that serializes local spec syncs (``flowker apply``, ``serve --specs``).
+SPEC_SYNC_LOCK_ID = 0x466C6F776B6573  # "Flowkes"
 
 
 @dataclass(frozen=True)
@@ -40,7 +47,7 @@ class Current:
 class Change:
     """What apply does to one resource: ``steps`` in order (empty when nothing)."""
 
-    document: object
+    document: SpecDocument
     action: str
     current: Current | None
     steps: list = field(default_factory=list)
@@ -107,7 +114,7 @@ def run_changes(changes: list[Change], backend) -> bool:
         if not change.steps:
             continue
         resource_id = change.current.id if change.current else None
-        done = []
+        done: list[str] = []
         for step in change.steps:
             try:
                 result = backend.perform(step, change.document, resource_id)
@@ -174,7 +181,9 @@ def sync(directory, backend, registry, *, activate: bool, dry_run: bool, target:
         return False
     names = {d.name for d in documents if isinstance(d, ExecutorSpec)}
     references = [e for e in backend.reference_executors() if e.name not in names]
-    problems = problems + validate_documents(documents, registry, reference_executors=references)
+    # A local target applies this environment's secret reference rules; a server its own.
+    problems = problems + validate_documents(documents, registry, reference_executors=references,
+                                             secret_policy=getattr(backend, "secret_policy", None))
     if problems:
         for problem in problems:
             click.echo(problem.format(), err=True)
@@ -240,7 +249,7 @@ def apply_local(settings, registry, directory, *, activate: bool, dry_run: bool 
     (``flowker serve``); otherwise it is bound here and migrated unless this is a dry run."""
     from flowker.audit.chain import install
     from flowker.cli.serve import database_label
-    from flowker.storage.database import bind_database
+    from flowker.storage.database import bind_database, exclusive_transaction
     from flowker.storage.migrations import upgrade
 
     label = database_label(settings.database_url)
@@ -254,8 +263,14 @@ def apply_local(settings, registry, directory, *, activate: bool, dry_run: bool 
             upgrade(database)
     install(database, settings)  # checkpoints signed with the configured key, if any
     with database.connection_context():
-        target = LocalTarget(settings, registry, migrated=_migrated(database))
-        return sync(directory, target, registry, activate=activate, dry_run=dry_run, target=label)
+        if dry_run:
+            target = LocalTarget(settings, registry, migrated=_migrated(database))
+            return sync(directory, target, registry, activate=activate, dry_run=True, target=label)
+        # Several servers may start with --specs at once: one sync at a time, each planning
+        # only once it holds the lock, so the later ones find everything done.
+        with exclusive_transaction(database, SPEC_SYNC_LOCK_ID):
+            target = LocalTarget(settings, registry, migrated=_migrated(database))
+            return sync(directory, target, registry, activate=activate, dry_run=False, target=label)
 
 
 def _missing_sqlite_file(url: str) -> bool:
@@ -280,6 +295,7 @@ class LocalTarget:
 
     def __init__(self, settings, registry, *, migrated: bool = True):
         from flowker.audit.chain import Actor
+        from flowker.security.secret_policy import SecretReferencePolicy
         from flowker.security.secrets import SecretBox
         from flowker.security.ssrf import AddressPolicy
         from flowker.storage.executor_store import ExecutorStore
@@ -287,8 +303,9 @@ class LocalTarget:
 
         box = SecretBox.from_settings(settings)
         self.box = box
-        self.executors = ExecutorStore(registry, box, AddressPolicy.from_settings(settings))
-        self.workflows = WorkflowStore(registry, box)
+        self.secret_policy = SecretReferencePolicy.from_settings(settings)
+        self.executors = ExecutorStore(registry, box, AddressPolicy.from_settings(settings), self.secret_policy)
+        self.workflows = WorkflowStore(registry, box, self.secret_policy)
         self.migrated = migrated
         self.actor = Actor("user", f"cli:{_user()}", "127.0.0.1")
 
@@ -308,8 +325,8 @@ class LocalTarget:
         if not self.migrated:
             return None
         if document.kind == "Executor":
-            existing = self.executors.get_by_name(document.name)
-            paths = self.executors.secret_paths(document.body) if existing else ()
+            existing: Executor | Workflow | None = self.executors.get_by_name(document.name)
+            paths: Iterable[tuple] = self.executors.secret_paths(document.body) if existing else ()
         else:
             existing = self.workflows.get_by_name(document.name)
             paths = SECRET_PATHS
@@ -319,16 +336,39 @@ class LocalTarget:
         return Current(existing.id, existing.status, unchanged)
 
     def perform(self, step: str, document, resource_id: str | None) -> dict:
+        from flowker.errors import FlowkerError
+
+        try:
+            return self._perform(step, document, resource_id)
+        except FlowkerError:
+            # A writer outside the sync lock (the REST API) got there first: what it made
+            # is what this step would make, so the step is done.
+            done = self._already_done(step, document)
+            if done is None:
+                raise
+            return done
+
+    def _already_done(self, step: str, document) -> dict | None:
+        if step not in ("create", "activate"):
+            return None
+        current = self.current(document)
+        if current is None or not current.unchanged:
+            return None
+        if step == "activate" and current.status != "active":
+            return None
+        return {"id": current.id}
+
+    def _perform(self, step: str, document, resource_id: str | None) -> dict:
+        if step == "create":
+            saved: Executor | Workflow = (self.executors if document.kind == "Executor" else self.workflows).create(
+                document, self.actor)
+            return {"id": saved.id, "version": saved.version}
+        assert resource_id is not None  # every step but create acts on a resource that exists
         if document.kind == "Executor":
-            store = self.executors
-            if step == "create":
-                saved = store.create(document, self.actor)
-            else:
-                saved = store.update(resource_id, document, self.actor).executor
+            saved = self.executors.update(resource_id, document, self.actor).executor
             return {"id": saved.id, "version": saved.version}
         store = self.workflows
         operation = {
-            "create": lambda: store.create(document, self.actor),
             "update": lambda: store.update(resource_id, document, self.actor).workflow,
             "activate": lambda: store.activate(resource_id, self.actor),
             "deactivate": lambda: store.deactivate(resource_id, self.actor),

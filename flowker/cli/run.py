@@ -105,9 +105,11 @@ def run(ctx, file, input_value, executor_dirs, database_url):
 
         registry = load_registry(settings)
         if not problems:
+            from flowker.security.secret_policy import SecretReferencePolicy
             from flowker.spec.checks import validate_documents
 
-            problems = validate_documents(documents, registry)
+            problems = validate_documents(documents, registry,
+                                          secret_policy=SecretReferencePolicy.from_settings(settings))
         if problems:
             for problem in problems:
                 click.echo(problem.format(), err=True)
@@ -125,7 +127,8 @@ def _load(file: Path, executor_dirs: list[Path]):
     from flowker.spec.documents import ExecutorSpec, WorkflowSpec
     from flowker.spec.loader import load_spec_file
 
-    problems, documents = [], []
+    problems: list = []
+    documents: list[ExecutorSpec | WorkflowSpec] = []
     try:
         workflow = load_spec_file(file)
     except SpecError as exc:
@@ -182,6 +185,7 @@ def _run(settings, registry, documents, input_data, *, recover: bool):
 
 def _install(settings, registry, documents, actor):
     """Create or update the executors and the workflow, then make sure the workflow is active."""
+    from flowker.security.secret_policy import SecretReferencePolicy
     from flowker.security.secrets import SecretBox
     from flowker.security.ssrf import AddressPolicy
     from flowker.spec.documents import ExecutorSpec
@@ -189,7 +193,8 @@ def _install(settings, registry, documents, actor):
     from flowker.storage.workflow_store import WorkflowStore
 
     box = SecretBox.from_settings(settings)
-    executors = ExecutorStore(registry, box, AddressPolicy.from_settings(settings))
+    secret_policy = SecretReferencePolicy.from_settings(settings)
+    executors = ExecutorStore(registry, box, AddressPolicy.from_settings(settings), secret_policy)
     for document in documents:
         if isinstance(document, ExecutorSpec):
             existing = executors.get_by_name(document.name)
@@ -199,7 +204,7 @@ def _install(settings, registry, documents, actor):
                 executors.update(existing.id, document, actor)
                 if executors.get(existing.id).status != "active":
                     executors.enable(existing.id, actor)
-    workflows = WorkflowStore(registry, box)
+    workflows = WorkflowStore(registry, box, secret_policy)
     document = documents[0]
     workflow = workflows.get_by_name(document.name)
     if workflow is None:

@@ -34,12 +34,17 @@ def default_workers() -> int:
 @click.pass_context
 def serve(ctx, bind, workers, threads, specs_dir, database_url, certfile, keyfile, drain_seconds, access_log):
     """Serve the REST API (gunicorn, gthread workers)."""
+    from flowker.api.app import check_settings
     from flowker.api.gunicorn_app import FlowkerApplication, ServeOptions
     from flowker.plugins import load_registry
 
     if bool(certfile) != bool(keyfile):
         raise click.UsageError("--certfile and --keyfile go together")
     settings = startup_settings(load_settings(ctx, database_url=database_url))
+    # The TLS pair joins the files no secret reference may read.
+    settings = settings.replace(tls_certfile=certfile and os.path.abspath(certfile),
+                                tls_keyfile=keyfile and os.path.abspath(keyfile))
+    check_settings(settings)  # every setting, before the database is touched or a port bound
     registry = load_registry(settings)
     scheme = "https" if certfile else "http"
     prepare_database(settings, registry, specs_dir)

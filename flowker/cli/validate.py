@@ -64,6 +64,7 @@ def validate(ctx, paths, executor_dirs, quiet):
     """
     from flowker.errors import SpecError
     from flowker.plugins import load_registry
+    from flowker.security.secret_policy import SecretReferencePolicy
     from flowker.spec.checks import validate_documents
     from flowker.spec.documents import ExecutorSpec
     from flowker.spec.loader import load_spec_file
@@ -101,11 +102,15 @@ def validate(ctx, paths, executor_dirs, quiet):
             if isinstance(document, ExecutorSpec):
                 reference_executors.append(document)
 
-    registry = load_registry(load_settings(ctx))
-    for distribution, message in registry.load_errors:
+    settings = load_settings(ctx)
+    registry = load_registry(settings)
+    for _distribution, message in registry.load_errors:
         # Its types will show up as unknown below; say why.
         click.echo(f"flowker: warning: {message}", err=True)
-    problems.extend(validate_documents(documents, registry, reference_executors=reference_executors))
+    # The server's rules for secret references, with this environment's settings.
+    secret_policy = SecretReferencePolicy.from_settings(settings)
+    problems.extend(validate_documents(documents, registry, reference_executors=reference_executors,
+                                       secret_policy=secret_policy))
     problems = sorted_unique(problems)
 
     for problem in problems:

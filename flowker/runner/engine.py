@@ -194,6 +194,7 @@ class Engine:
         if node.type == "trigger":
             return self.input_data
         if node.type == "conditional":
+            assert node.condition is not None  # every conditional node has one (graph._node_plan)
             record.input = {"condition": node.condition.source}
             value = node.condition.evaluate(self.variables)
             if not isinstance(value, bool):
@@ -202,6 +203,7 @@ class Engine:
             self.branch[node.id] = value
             return {"result": value}
         if node.type == "action":
+            assert node.action_type is not None  # every action node has one (graph._node_plan)
             record.input = {"actionType": node.action_type.name}
             outcome = node.action_type.run(node.action_compiled, self.variables)
             output = jsonable(outcome.output)
@@ -214,6 +216,7 @@ class Engine:
 
     def _call_executor(self, node: NodePlan, record: StepRecord) -> Any:
         plan = node.request
+        assert plan is not None  # every executor node has one (graph._node_plan)
         parts = {name: jsonable(value.evaluate(self.variables)) for name, value in plan.parts.items()}
         record.input = {"executor": plan.executor, "endpoint": plan.endpoint, **parts}
         client, auth = self.resolve_executor(plan.executor)

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from typing import Any
 
 from flowker.auth.base import AuthContext
+from flowker.auth.resolution import AuthResolution
 from flowker.errors import UnprocessableEntity
 from flowker.runner.breakers import BreakerBoard
 from flowker.runner.executor_client import ExecutorClient, ExecutorDefinition, RetryPolicy
@@ -51,9 +52,9 @@ class ExecutorPool:
         self._policy = None
         self._secret_box = None
         self._secret_box_loaded = False
-        # The secret resolvers (without and with the secret box): built from the settings
-        # once, not per call (building one resolves the denied files' real paths).
-        self._resolvers: dict[bool, Any] = {}
+        # Resolves (registering every secret with the redactor), validates and builds
+        # auths; its secret resolvers are built from the settings once, not per call.
+        self.auth_resolution = AuthResolution(settings, registry, redactor, secret_box=self._box)
 
     # -- lookups ----------------------------------------------------------------------
 
@@ -91,7 +92,7 @@ class ExecutorPool:
         key = (row.id, row.version)  # the row read now is the version this client serves
         definition = ExecutorDefinition.from_row(row)
         client = ExecutorClient(
-            definition, self._new_session(definition), self.breakers.get(definition.id), self.retry_policy,
+            definition, self._new_session(definition), self.breakers.get(definition.id, definition.name), self.retry_policy,
             redact_url=self.redactor.redact_url, scrub_text=self.redactor.scrub_text,
         )
         with self._lock:
@@ -129,37 +130,17 @@ class ExecutorPool:
 
     def _auth(self, entry: _Entry) -> Any:
         authentication = entry.client.definition.authentication or {}
-        type_name = authentication.get("type") or "none"
-        auth_type = self.registry.auth_type(type_name)
-        resolved = self._resolve_secrets(authentication.get("config") or {})
+        auth_type, resolved = self.auth_resolution.resolve(authentication)
         fingerprint = hashlib.sha256(
-            json.dumps([type_name, resolved], sort_keys=True, default=str).encode()
+            json.dumps([auth_type.name, resolved], sort_keys=True, default=str).encode()
         ).hexdigest()
         with entry.lock:
             if entry.auth_fingerprint != fingerprint:
-                entry.auth = auth_type.build(resolved, self._auth_context())
+                # The resolved values are checked against the type's schema only when they
+                # change: a failing check leaves no auth behind, so it fails every call.
+                entry.auth = self.auth_resolution.build(auth_type, resolved, self._auth_context())
                 entry.auth_fingerprint = fingerprint
             return entry.auth
-
-    def _resolve_secrets(self, config: dict) -> dict:
-        from flowker.security.secrets import SecretResolver, count_encrypted
-
-        from flowker.errors import ConfigurationError
-
-        with_box = bool(count_encrypted(config))
-        resolver = self._resolvers.get(with_box)
-        if resolver is None:
-            resolver = self._resolvers[with_box] = SecretResolver.from_settings(
-                self.settings, box=self._box() if with_box else None, register=self.redactor.add_secret)
-        try:
-            return resolver.resolve(config)
-        except ConfigurationError as exc:
-            # "token: environment variable X is not set" reads like a credential pair to the
-            # redactor (which would mask it); say where the secret belongs at the end instead.
-            where, separator, rest = exc.message.partition(": ")
-            message = f"{rest} (authentication.config.{where})" if separator and " " not in where else exc.message
-            raise UnprocessableEntity(f"cannot resolve the executor's secrets: {message}",
-                                      code=exc.code, title=exc.title) from None
 
     def _box(self):
         # Loaded only when a literal (encrypted) secret is met: in development this may

@@ -85,7 +85,7 @@ class _Problems:
 
 def compile_plan(spec: dict, registry, *, workflow_id: str = "", version: int = 0) -> WorkflowPlan:
     """Compile a workflow body (the REST body, ``kind`` optional); raises SpecError."""
-    name = spec.get("name") if isinstance(spec.get("name"), str) else workflow_id
+    name = spec["name"] if isinstance(spec.get("name"), str) else workflow_id
     problems = _Problems(f"workflow {name}")
     nodes = [n for n in spec.get("nodes") or [] if isinstance(n, dict)]
     edges = [e for e in spec.get("edges") or [] if isinstance(e, dict)]
@@ -179,7 +179,7 @@ def _topological_order(nodes, index_of, edges: list[EdgePlan], problems: _Proble
 
 def _node_plan(node: dict, index: int, step_number: int, incoming, registry, problems: _Problems) -> NodePlan | None:
     node_id, node_type = node["id"], node["type"]
-    data = node.get("data") if isinstance(node.get("data"), dict) else {}
+    data = node["data"] if isinstance(node.get("data"), dict) else {}
     name = node.get("name") if isinstance(node.get("name"), str) and node.get("name") else node_id
     base = dict(id=node_id, name=name, type=node_type, step_number=step_number, incoming=incoming)
     where = ("nodes", index, "data")

@@ -264,6 +264,7 @@ class ExecutionRecorder:
 
     def _audit_attempts(self, record: StepRecord, step_context: dict, items: list[dict]) -> None:
         call = record.call
+        assert call is not None  # _audit_step calls this only for a step that made a call
         request = record.input or {}
         call_context = {**step_context, "executor": request.get("executor"), "endpoint": request.get("endpoint"),
                         "method": call.method, "url": call.url}

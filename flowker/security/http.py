@@ -9,7 +9,11 @@
   name is resolved once, checked, and the socket connects to that exact IP, while the
   Host header, TLS SNI and certificate verification still use the original host name.
   A DNS answer that changes between check and connect (rebinding) reaches nothing new;
-* drops credential headers when a redirect leaves the origin;
+* drops credentials when a redirect leaves the origin (scheme, host and port of the
+  first request): Authorization, Cookie, Proxy-Authorization and the configured secret
+  headers, plus every header and query parameter the request's auth added - found by
+  comparing the request before and after the auth ran (:func:`apply_auth`), so a
+  plugin's headers go too, whatever their names;
 * caps response bodies (decoded size, so compression bombs stop too).
 
 :func:`send_request` is ``session.request(..., stream=True)`` for the runner's hot path:
@@ -21,7 +25,9 @@ from __future__ import annotations
 import socket
 import sys
 import threading
-from typing import Any, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable
+from urllib.parse import parse_qsl, unquote_plus, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import DEFAULT_POOLSIZE, HTTPAdapter
@@ -47,7 +53,15 @@ _MEMO_SIZE = 256  # URLs remembered by the two memos below; cleared when full
 # --------------------------------------------------------------------------- connections
 
 
-class _PinnedConnectionMixin:
+# The mixin relies on HTTPConnection's attributes (host, port, timeout...): the type checker
+# sees it as one; at run time it is a plain mixin placed before the real connection class.
+if TYPE_CHECKING:
+    _MixinBase = HTTPConnection
+else:
+    _MixinBase = object
+
+
+class _PinnedConnectionMixin(_MixinBase):
     """Connects to the checked addresses only; ``self.host`` stays the URL's host name."""
 
     def __init__(self, *args, pinned_addresses: Iterable[str] = (), **kwargs):
@@ -79,6 +93,7 @@ class _PinnedConnectionMixin:
             else:
                 sys.audit("http.client.connect", self, self.host, self.port)
                 return sock
+        assert error is not None  # pinned_addresses is not empty: the loop set it
         raise error
 
 
@@ -101,7 +116,7 @@ class PinnedAdapter(HTTPAdapter):
         self.policy = policy
         self.max_response_bytes = max_response_bytes
         self._pools_lock = threading.Lock()
-        self._pools = RecentlyUsedContainer(pool_connections, dispose_func=lambda pool: pool.close())
+        self._pools: RecentlyUsedContainer[tuple, HTTPConnectionPool] = RecentlyUsedContainer(pool_connections, dispose_func=lambda pool: pool.close())
         # URL -> (policy, target) for URLs whose host is a literal IP address: no DNS is
         # involved, so the check's answer depends on the URL and the policy alone.
         self._literal_targets: dict[str, tuple[AddressPolicy, ResolvedTarget]] = {}
@@ -147,7 +162,7 @@ class PinnedAdapter(HTTPAdapter):
             pool = self._pools.get(key)
             if pool is None:
                 pool_class = HTTPSConnectionPool if tls else HTTPConnectionPool
-                pool = pool_class(target.host, target.port, maxsize=self._pool_maxsize, block=self._pool_block,
+                pool = pool_class(target.host, target.port, maxsize=self._pool_maxsize, block=self._pool_block,  # type: ignore[attr-defined]  # set by HTTPAdapter.init_poolmanager; not in types-requests
                                   pinned_addresses=target.addresses, **kwargs)
                 pool.ConnectionCls = PinnedHTTPSConnection if tls else PinnedHTTPConnection
                 self._pools[key] = pool
@@ -207,7 +222,7 @@ class CappedBody:
     def read(self, amt: int | None = None, decode_content: bool | None = None, **kwargs) -> bytes:
         if amt is not None:
             return self._count(self._raw.read(amt, decode_content=decode_content, **kwargs))
-        parts = []
+        parts: list[bytes] = []
         while True:
             chunk = self._raw.read(_READ_CHUNK, decode_content=decode_content, **kwargs)
             if not chunk:
@@ -248,8 +263,121 @@ def read_capped(response: requests.Response, limit: int) -> bytes:
         raise
     body = b"".join(parts)
     response._content = body
-    response._content_consumed = True
+    response._content_consumed = True  # type: ignore[attr-defined]  # requests' private flag, not in its stubs
     return body
+
+
+# --------------------------------------------------------------------------- auth tracking
+
+# The PreparedRequest attribute holding what its auth added (carried from hop to hop).
+_CREDENTIALS_ATTRIBUTE = "_flowker_credentials"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True)
+class AddedCredentials:
+    """What the auth of a request put on it, and the URL it was meant for.
+
+    Only the header names are worked out when the request is sent; the origin and the
+    query parameters (URL parsing) only when a redirect needs them.
+    """
+
+    url: str  # the first request's URL before its auth ran
+    headers: frozenset = frozenset()  # lower-case header names
+    url_with_auth: str | None = None  # the URL after the auth ran, when it changed it
+    declared_query: tuple = ()  # query parameter names the auth object declares
+
+    @property
+    def origin(self) -> tuple:
+        return url_origin(self.url)
+
+    @property
+    def query(self) -> frozenset:
+        names = set(self.declared_query)
+        if self.url_with_auth is not None:
+            before, after = _query_values(self.url), _query_values(self.url_with_auth)
+            names.update(name for name, values in after.items() if before.get(name) != values)
+        return frozenset(names)
+
+
+def url_origin(url: str | None) -> tuple:
+    """(scheme, host, port) of ``url``, lower-cased, default ports filled in."""
+    try:
+        parts = urlsplit(url or "")
+        scheme = parts.scheme.lower()
+        port = parts.port or _DEFAULT_PORTS.get(scheme)
+        return scheme, (parts.hostname or "").lower(), port
+    except ValueError:
+        return ("", url or "", None)
+
+
+def _query_values(url: str) -> dict[str, list[str]]:
+    values: dict[str, list[str]] = {}
+    for name, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+        values.setdefault(name, []).append(value)
+    return values
+
+
+def apply_auth(prepared: requests.PreparedRequest, auth: Any, url: str) -> requests.PreparedRequest:
+    """``prepared.prepare_auth(auth, url)``, recording what the auth added.
+
+    The headers whose value the auth set or changed, and the query parameters it added
+    or changed, are remembered on the request (plus any names the auth object declares
+    in ``credential_headers`` / ``credential_query_params``); a redirect hop that leaves
+    the first request's origin loses exactly those (see :func:`strip_off_origin`).
+    """
+    headers_before = dict(prepared.headers.lower_items())
+    url_before = prepared.url or ""
+    prepared.prepare_auth(auth, url)
+    added_headers = {name for name, value in prepared.headers.lower_items() if headers_before.get(name) != value}
+    declared_headers = getattr(auth, "credential_headers", None)
+    if declared_headers:
+        added_headers.update(str(name).lower() for name in declared_headers)
+    setattr(prepared, _CREDENTIALS_ATTRIBUTE, AddedCredentials(
+        url_before, frozenset(added_headers), prepared.url if prepared.url != url_before else None,
+        tuple(str(name) for name in getattr(auth, "credential_query_params", None) or ())))
+    return prepared
+
+
+def _without_query_params(url: str, names: frozenset) -> str:
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    kept = [pair for pair in parts.query.split("&") if unquote_plus(pair.split("=", 1)[0]) not in names]
+    return urlunsplit(parts._replace(query="&".join(kept)))
+
+
+def strip_off_origin(prepared_request: requests.PreparedRequest, response: requests.Response,
+                     secret_headers: Iterable[str]) -> None:
+    """On a redirect hop: carry the record of what the auth added, and when the hop's
+    origin differs from the first request's, remove it all from ``prepared_request`` -
+    the auth's headers and query parameters and ``secret_headers`` (lower-case)."""
+    previous = response.request
+    credentials = getattr(previous, _CREDENTIALS_ATTRIBUTE, None)
+    if credentials is None:  # prepared elsewhere: its own URL is the origin
+        credentials = AddedCredentials(previous.url or "")
+    setattr(prepared_request, _CREDENTIALS_ATTRIBUTE, credentials)
+    if url_origin(prepared_request.url) == credentials.origin:
+        return
+    stripped = set(secret_headers) | credentials.headers
+    for name in list(prepared_request.headers):
+        if name.lower() in stripped:
+            del prepared_request.headers[name]
+    query = credentials.query
+    if query and prepared_request.url:
+        prepared_request.url = _without_query_params(prepared_request.url, query)
+
+
+def _prepare_tracking_auth(prepare, session: requests.Session, request: requests.Request) -> requests.PreparedRequest:
+    """Session.prepare_request with the auth applied last, through :func:`apply_auth`."""
+    original = request.auth
+    auth = original if original is not None else session.auth
+    request.auth = False  # merge_setting keeps False; prepare_auth then adds nothing
+    try:
+        prepared = prepare(request)
+    finally:
+        request.auth = original
+    return apply_auth(prepared, auth, prepared.url)
 
 
 # --------------------------------------------------------------------------- requests
@@ -297,9 +425,9 @@ def send_request(session: requests.Session, method: str, url: str, *, params: di
     if len(session.cookies):
         prepared.prepare_cookies(merge_cookies(jar, session.cookies))
     else:
-        prepared._cookies = jar  # an empty jar adds no Cookie header; redirects still use the jar
+        prepared._cookies = jar  # type: ignore[attr-defined]  # (private, not in the stubs) an empty jar adds no Cookie header; redirects still use the jar
     prepared.prepare_body({}, None, json)
-    prepared.prepare_auth(auth if auth is not None else session.auth, url)
+    apply_auth(prepared, auth if auth is not None else session.auth, url)
     return session.send(prepared, timeout=timeout, allow_redirects=True, proxies={}, stream=True,
                         verify=session.verify, cert=session.cert)
 
@@ -314,12 +442,12 @@ class HardenedSession(requests.Session):
         super().__init__()
         self.secret_headers = tuple(SECRET_HEADER_NAMES) + tuple(h.lower() for h in secret_headers)
 
+    def prepare_request(self, request):
+        return _prepare_tracking_auth(super().prepare_request, self, request)
+
     def rebuild_auth(self, prepared_request, response):
         super().rebuild_auth(prepared_request, response)  # drops Authorization across hosts
-        if self.should_strip_auth(response.request.url, prepared_request.url):
-            for name in list(prepared_request.headers):
-                if name.lower() in self.secret_headers:
-                    del prepared_request.headers[name]
+        strip_off_origin(prepared_request, response, self.secret_headers)
 
     def rebuild_proxies(self, prepared_request, proxies):
         return {}
@@ -349,16 +477,17 @@ def harden_session(session: requests.Session, policy: AddressPolicy, *,
     if not isinstance(session, HardenedSession):
         stripped = tuple(SECRET_HEADER_NAMES) + tuple(h.lower() for h in secret_headers)
         original_rebuild_auth = session.rebuild_auth
+        original_prepare_request = session.prepare_request
 
         def rebuild_auth(prepared_request, response):
             original_rebuild_auth(prepared_request, response)
-            if session.should_strip_auth(response.request.url, prepared_request.url):
-                for name in list(prepared_request.headers):
-                    if name.lower() in stripped:
-                        del prepared_request.headers[name]
+            strip_off_origin(prepared_request, response, stripped)
 
-        session.rebuild_auth = rebuild_auth
-        session.rebuild_proxies = lambda prepared_request, proxies: {}
+        # Per-session overrides of a caller's plain Session (a HardenedSession has them as methods).
+        session.rebuild_auth = rebuild_auth  # type: ignore[method-assign]
+        session.prepare_request = lambda request: _prepare_tracking_auth(  # type: ignore[method-assign]
+            original_prepare_request, session, request)
+        session.rebuild_proxies = lambda prepared_request, proxies: {}  # type: ignore[method-assign]
     adapter = PinnedAdapter(policy, max_response_bytes=max_response_bytes, pool_maxsize=pool_maxsize)
     # Replace the default adapters: every scheme requests knows goes through the guard.
     for old in list(session.adapters.values()):

@@ -147,10 +147,10 @@ class KnownSecrets:
                 chunk.version += 1
                 self.version += 1
             return
-        oldest = self._chunks.pop(0)
+        oldest_chunk = self._chunks.pop(0)
         self.version += 1
         recent = self._tick - self.max_secrets // 2
-        for value, variants in oldest.values.items():
+        for value, variants in oldest_chunk.values.items():
             if self._last_seen[value] > recent:
                 self._insert(value, variants)  # registered again lately: still in use, keep it
             else:

@@ -35,7 +35,7 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def scrub_record(record: logging.LogRecord, redactor: Redactor) -> logging.LogRecord:
+def scrub_record(record: logging.LogRecord, redactor: Redactor | RedactingRecordFactory) -> logging.LogRecord:
     """Scrub a record's message, exception and stack text in place (once per record).
 
     A message that needs scrubbing is stored formatted, with ``args`` cleared, so no later

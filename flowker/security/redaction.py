@@ -423,7 +423,7 @@ def sub_urls(text: str, tail: re.Pattern, replace: Callable[[str, re.Match], str
     while position >= 0:
         scheme = _SCHEME_BEFORE_RE.search(text, max(done, position - 32), position)
         rest = tail.match(text, position) if scheme else None
-        if rest is None:
+        if scheme is None or rest is None:
             position = text.find("://", position + 1)
             continue
         pieces.append(text[done:scheme.start()])

@@ -9,9 +9,10 @@ A secret field holds one of:
   with ``FLOWKER_SECRET_KEY`` (:class:`SecretBox`) before it is stored;
 * a plain string - only ever in memory, between a REST body and :meth:`SecretBox.encrypt_fields`.
 
-Errors name the variable, file or field, never the value. ``FLOWKER_*`` variables
-(Flowker's own API keys, secret key, database URL) and the kernel's pseudo-files are
-off limits to references, so an API client cannot make an executor send them out.
+Errors name the variable, file or field, never the value. Where references may point is
+confined by :class:`flowker.security.secret_policy.SecretReferencePolicy`
+(``FLOWKER_SECRET_FILE_DIRS``, ``FLOWKER_SECRET_ENV_ALLOW``; ``FLOWKER_*`` variables and
+Flowker's own files never), so an API client cannot make an executor send them out.
 
 Development without ``FLOWKER_SECRET_KEY``: with a SQLite database, a key is generated
 once into ``<database file>.secret-key`` (mode 0600) and reused; with any other database
@@ -24,25 +25,20 @@ Production refuses to start without ``FLOWKER_SECRET_KEY`` and never reads the f
 from __future__ import annotations
 
 import os
-import re
-import stat
 import tempfile
 from typing import Any, Callable, Iterable, Mapping, Sequence
 from urllib.parse import unquote, urlsplit
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from flowker.errors import SecretKeyError, SecretUnavailableError  # noqa: F401 (re-exported)
+from flowker.errors import SecretKeyError, SecretReferenceRefusedError, SecretUnavailableError  # noqa: F401 (re-exported)
 from flowker.security.redaction import MASK, mask_value
+from flowker.security.secret_policy import ENV_NAME, KEY_FILE_SUFFIX, SecretReferencePolicy
 
 ENV_REFERENCE = "$env"
 FILE_REFERENCE = "$file"
 ENCRYPTED = "$encrypted"
 MAX_SECRET_FILE_BYTES = 64 * 1024
-DENIED_ENV_PREFIXES = ("FLOWKER_",)
-DENIED_FILE_PREFIXES = ("/proc/", "/sys/", "/dev/")
-KEY_FILE_SUFFIX = ".secret-key"
-_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 Path = Sequence[Any]  # ("authentication", "config", "token"); "*" matches any key or index
 
@@ -62,30 +58,26 @@ class SecretResolver:
     """Resolves ``$env``/``$file``/``$encrypted`` references in a config, at call time.
 
     Each resolved value is handed to ``register`` (the process :class:`Redactor`'s
-    ``add_secret``) so it is scrubbed from everything Flowker writes.
+    ``add_secret``) so it is scrubbed from everything Flowker writes. ``register`` is
+    required: no resolver exists that could hand out a secret the redactor does not know.
     """
 
-    def __init__(self, *, environ: Mapping[str, str] | None = None, box: "SecretBox | None" = None,
-                 register: Callable[[str], None] | None = None, max_file_bytes: int = MAX_SECRET_FILE_BYTES,
-                 denied_env_prefixes: Iterable[str] = DENIED_ENV_PREFIXES, denied_files: Iterable[str] = ()):
+    def __init__(self, *, register: Callable[[str], None], environ: Mapping[str, str] | None = None,
+                 box: "SecretBox | None" = None, max_file_bytes: int = MAX_SECRET_FILE_BYTES,
+                 policy: SecretReferencePolicy | None = None):
+        if not callable(register):
+            raise TypeError("SecretResolver needs register: the redactor's add_secret")
         self._environ = environ
         self.box = box
         self.register = register
         self.max_file_bytes = max_file_bytes
-        self.denied_env_prefixes = tuple(denied_env_prefixes)
-        self.denied_files = tuple(os.path.realpath(p) for p in denied_files if p)
+        # Without settings: development's defaults (files under /run/secrets, any name but FLOWKER_*).
+        self.policy = policy or SecretReferencePolicy()
 
     @classmethod
-    def from_settings(cls, settings, *, box: "SecretBox | None" = None, register=None,
+    def from_settings(cls, settings, *, register: Callable[[str], None], box: "SecretBox | None" = None,
                       environ: Mapping[str, str] | None = None) -> "SecretResolver":
-        denied = []
-        signing_key = getattr(settings, "audit_signing_key", None)
-        if signing_key and "-----BEGIN" not in signing_key:
-            denied.append(signing_key)  # a path to Flowker's own private key
-        database_file = sqlite_path(settings.database_url)
-        if database_file:
-            denied += [database_file, database_file + "-wal", database_file + KEY_FILE_SUFFIX]
-        return cls(environ=environ, box=box, register=register, denied_files=denied)
+        return cls(environ=environ, box=box, register=register, policy=SecretReferencePolicy.from_settings(settings))
 
     @property
     def environ(self) -> Mapping[str, str]:
@@ -113,16 +105,15 @@ class SecretResolver:
         return value
 
     def _registered(self, secret: str) -> str:
-        if self.register is not None:
-            self.register(secret)
+        self.register(secret)
         return secret
 
     def resolve_env(self, name: Any, path: tuple = ()) -> str:
-        if not isinstance(name, str) or not _ENV_NAME_RE.match(name):
+        if not isinstance(name, str) or not ENV_NAME.match(name):
             raise SecretUnavailableError(f"{_where(path)}$env must name an environment variable")
-        if name.upper().startswith(self.denied_env_prefixes):
-            raise SecretUnavailableError(
-                f"{_where(path)}environment variable {name} is Flowker's own setting and cannot be a secret reference")
+        refusal = self.policy.env_refusal(name)
+        if refusal:
+            raise SecretReferenceRefusedError(f"{_where(path)}{refusal}")
         value = self.environ.get(name)
         if value is None:
             raise SecretUnavailableError(f"{_where(path)}environment variable {name} is not set")
@@ -133,15 +124,8 @@ class SecretResolver:
     def resolve_file(self, file_name: Any, path: tuple = ()) -> str:
         if not isinstance(file_name, str) or not file_name or "\0" in file_name:
             raise SecretUnavailableError(f"{_where(path)}$file must name a file")
-        real = os.path.realpath(file_name)
-        if real.startswith(DENIED_FILE_PREFIXES) or real in self.denied_files:
-            raise SecretUnavailableError(f"{_where(path)}secret file {file_name} is not allowed")
+        descriptor = self.policy.open_file(file_name, _where(path))
         try:
-            # O_NONBLOCK: opening a FIFO must not hang the call; it is refused just below.
-            descriptor = os.open(real, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-            if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-                os.close(descriptor)
-                raise SecretUnavailableError(f"{_where(path)}secret file {file_name} is not a regular file")
             with os.fdopen(descriptor, "rb") as handle:
                 data = handle.read(self.max_file_bytes + 1)
         except OSError as exc:
@@ -162,9 +146,18 @@ class SecretResolver:
 
 def resolve_secrets(config: Any, environ: Mapping[str, str] | None = None, *, box: "SecretBox | None" = None,
                     register: Callable[[str], None] | None = None,
-                    max_file_bytes: int = MAX_SECRET_FILE_BYTES) -> Any:
-    """A resolved copy of ``config`` (see :class:`SecretResolver`); ``environ`` defaults to os.environ."""
-    return SecretResolver(environ=environ, box=box, register=register, max_file_bytes=max_file_bytes).resolve(config)
+                    max_file_bytes: int = MAX_SECRET_FILE_BYTES, policy: SecretReferencePolicy | None = None) -> Any:
+    """A resolved copy of ``config`` (see :class:`SecretResolver`); ``environ`` defaults to os.environ.
+
+    A convenience for tests and tools: without ``register`` nothing learns the values.
+    Flowker's own call paths resolve through :class:`flowker.auth.resolution.AuthResolution`.
+    """
+    return SecretResolver(environ=environ, box=box, register=register or _unregistered,
+                          max_file_bytes=max_file_bytes, policy=policy).resolve(config)
+
+
+def _unregistered(secret: str) -> None:
+    pass
 
 
 def _dotted(path: tuple) -> str:

@@ -133,7 +133,7 @@ class AddressPolicy:
     ``require_https`` (production) refuses ``http://``.
     """
 
-    def __init__(self, *, allowed_networks: Iterable[str | ipaddress._BaseNetwork] = (),
+    def __init__(self, *, allowed_networks: Iterable[str | ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
                  allowed_hosts: Iterable[str] = (), allow_loopback: bool = False,
                  require_https: bool = False, resolver: Callable | None = None):
         self.allowed_networks = tuple(ipaddress.ip_network(n, strict=False) for n in allowed_networks)
@@ -151,7 +151,7 @@ class AddressPolicy:
                    require_https=not development)
 
     def replace(self, **changes) -> "AddressPolicy":
-        values = dict(allowed_networks=self.allowed_networks, allowed_hosts=self.allowed_hosts,
+        values: dict = dict(allowed_networks=self.allowed_networks, allowed_hosts=self.allowed_hosts,
                       allow_loopback=self.allow_loopback, require_https=self.require_https,
                       resolver=self._resolver)
         values.update(changes)

@@ -43,15 +43,22 @@ def count_values(value, limit: int) -> int:
     return count
 
 
-def check_document(document: SpecDocument, registry, executors: Mapping | None = None) -> list[Problem]:
+def check_document(document: SpecDocument, registry, executors: Mapping | None = None, *,
+                   secret_policy=None) -> list[Problem]:
     """Problems of one document on its own; ``executors`` (name or id -> executor
-    document or REST body) resolves executor nodes, None skips that check."""
+    document or REST body) resolves executor nodes, None skips that check;
+    ``secret_policy`` (a :class:`SecretReferencePolicy`) checks where secret references
+    point, None skips that check."""
     problems = ProblemList(document.source, document.locations)
     body = document.body
     if count_values(body, MAX_DOCUMENT_VALUES) > MAX_DOCUMENT_VALUES:
         problems.add((), f"the document holds more than {MAX_DOCUMENT_VALUES} values; at most {MAX_DOCUMENT_VALUES} are allowed")
         return problems.problems
     check_schema(document.kind, body, problems)
+    if secret_policy is not None:
+        from flowker.spec.secret_reference_checks import check_secret_references
+
+        check_secret_references(document.kind, body, secret_policy, problems)
     if document.kind == EXECUTOR:
         check_executor(body, registry, problems, from_file=document.from_file)
     else:
@@ -70,8 +77,9 @@ def validate_documents(
     registry,
     *,
     reference_executors: Iterable[ExecutorSpec] = (),
+    secret_policy=None,
 ) -> list[Problem]:
-    """Problems of every document, in file order.
+    """Problems of every document, in file order (``secret_policy``: see :func:`check_document`).
 
     Workflows resolve executors among the executor documents given, plus
     ``reference_executors`` (loaded only to resolve names, their own problems are
@@ -89,7 +97,7 @@ def validate_documents(
 
     problems: list[Problem] = []
     for document in documents:
-        problems.extend(check_document(document, registry, executors))
+        problems.extend(check_document(document, registry, executors, secret_policy=secret_policy))
     problems.extend(_duplicate_names(documents))
     problems.extend(_webhook_conflicts(documents))
     return sorted_unique(problems)

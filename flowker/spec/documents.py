@@ -57,7 +57,7 @@ class ExecutorSpec(SpecDocument):
 
     @property
     def endpoint_names(self) -> set[str]:
-        return {e.get("name") for e in self.endpoints if isinstance(e, dict) and isinstance(e.get("name"), str)}
+        return {e["name"] for e in self.endpoints if isinstance(e, dict) and isinstance(e.get("name"), str)}
 
     @property
     def auth_type(self) -> str | None:
@@ -79,7 +79,7 @@ def normalise_kind(kind: str) -> str | None:
 def make_document(kind: str, body: dict, source: str, locations: SourceMap | None = None, *, from_file: bool) -> SpecDocument:
     """A typed document from a body; ``kind`` must already be ``Workflow`` or ``Executor``."""
     body = {key: value for key, value in body.items() if key != "kind"}
-    name = body.get("name") if isinstance(body.get("name"), str) else ""
+    name = body["name"] if isinstance(body.get("name"), str) else ""
     return DOCUMENT_TYPES[kind](
         name=name, body=body, source=source, locations=locations or SourceMap(), from_file=from_file
     )

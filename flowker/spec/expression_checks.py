@@ -27,7 +27,7 @@ def check_expressions(body: dict, known_nodes: set[str], problems: ProblemList) 
 
 def _expressions(body: dict):
     """(path, source, is a template) of every expression, uncompiled."""
-    nodes = body.get("nodes") if isinstance(body.get("nodes"), list) else []
+    nodes = body["nodes"] if isinstance(body.get("nodes"), list) else []
     for index, node in enumerate(nodes):
         if not isinstance(node, dict) or not isinstance(node.get("data"), dict):
             continue
@@ -40,7 +40,7 @@ def _expressions(body: dict):
                 yield base + ("condition",), data["condition"], False
         for suffix, source in iter_expressions(templated):
             yield base + parse_path_suffix(suffix), source, True
-    edges = body.get("edges") if isinstance(body.get("edges"), list) else []
+    edges = body["edges"] if isinstance(body.get("edges"), list) else []
     for index, edge in enumerate(edges):
         if isinstance(edge, dict) and isinstance(edge.get("condition"), str):
             yield ("edges", index, "condition"), edge["condition"], False

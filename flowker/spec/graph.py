@@ -88,7 +88,7 @@ def _check_triggers(nodes, index_of, links, problems: ProblemList) -> list[str]:
             f"second trigger node {extra!r}: a workflow has exactly one trigger (the first is {triggers[0]!r})",
         )
     trigger_set = set(triggers)
-    for edge_index, source, target in links:
+    for edge_index, _source, target in links:
         if target in trigger_set:
             problems.add(("edges", edge_index, "target"), f"edge into trigger {target!r}: a trigger has no incoming edges")
     return triggers

@@ -68,7 +68,7 @@ def load_spec_text(
         raise SpecError(problems + [Problem(source, line, column, (), "the document must be a mapping (kind, name, ...)")])
 
     kind = _document_kind(value, source, locations, expected_kind, problems)
-    if problems:
+    if problems or kind is None:  # no kind comes with a problem
         raise SpecError(problems)
     return make_document(kind, value, source, locations, from_file=from_file)
 

@@ -43,10 +43,10 @@ def endpoint_paths(executor) -> dict[str, str]:
     """Endpoint name -> path of an executor given as a document or a REST body."""
     body = getattr(executor, "body", executor)
     endpoints = body.get("endpoints") if isinstance(body, Mapping) else None
-    found = {}
+    found: dict[str, str] = {}
     for endpoint in endpoints if isinstance(endpoints, list) else []:
         if isinstance(endpoint, Mapping) and isinstance(endpoint.get("name"), str):
-            found.setdefault(endpoint["name"], endpoint.get("path") if isinstance(endpoint.get("path"), str) else "")
+            found.setdefault(endpoint["name"], endpoint["path"] if isinstance(endpoint.get("path"), str) else "")
     return found
 
 

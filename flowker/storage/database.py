@@ -82,6 +82,7 @@ class WriterQueue:
             return
         self._local.held = False
         try:
+            assert self._fd is not None  # held only after a flock on it; a fork resets both
             fcntl.flock(self._fd, fcntl.LOCK_UN)
         finally:
             self._thread_lock.release()
@@ -198,6 +199,20 @@ def write_transaction(database: peewee.Database | None = None):
     return (database or database_proxy).atomic()
 
 
+@contextlib.contextmanager
+def exclusive_transaction(database: peewee.Database, lock_id: int):
+    """A write transaction that is also the only one holding the lock ``lock_id`` until it ends.
+
+    Serializes a piece of work across every process and host on the database (migrations,
+    spec sync): SQLite's ``BEGIN IMMEDIATE`` already excludes every other writer; PostgreSQL
+    takes the transaction-scoped advisory lock ``lock_id``, released by commit or rollback.
+    """
+    with database.atomic():
+        if is_postgres(database):
+            database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (lock_id,))
+        yield database
+
+
 def close_database(database: peewee.Database) -> None:
     """Close this thread's connection and, for a pool, every idle pooled one (a pool keeps
     closed connections open for reuse, which would outlive a command or a fork)."""
@@ -209,7 +224,7 @@ def close_database(database: peewee.Database) -> None:
 
 
 @contextlib.contextmanager
-def connection(database: peewee.Database | None = None):
+def connection(database: peewee.Database | peewee.DatabaseProxy | None = None):
     """Open a connection for the duration of a block (a request, a CLI command)."""
     database = database or database_proxy
     opened = database.connect(reuse_if_open=True)

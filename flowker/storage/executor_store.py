@@ -187,6 +187,24 @@ def checked_problems(document: SpecDocument, registry, executors=None) -> list:
         raise
 
 
+def refuse_secret_references(document: SpecDocument, policy) -> None:
+    """422 FLK-0007 naming each field whose ``$file``/``$env`` reference the policy refuses
+    (a :class:`SecretReferencePolicy`; DESIGN §6). The path, never a value."""
+    from flowker.errors import SecretReferenceSpecError
+    from flowker.spec.problems import ProblemList
+    from flowker.spec.secret_reference_checks import check_secret_references
+
+    problems = ProblemList(document.source, document.locations)
+    check_secret_references(document.kind, document.body, policy, problems)
+    if problems.problems:
+        messages = []
+        for problem in problems.problems:
+            field_path = ".".join(f"[{p}]" if isinstance(p, int) else p for p in problem.path[:-1]).replace(".[", "[")
+            location = f"{problem.source}:{problem.line}:{problem.column}: " if problem.line is not None else ""
+            messages.append(f"{location}{field_path}: {problem.message}")
+        raise SecretReferenceSpecError(problems.problems, message="; ".join(messages))
+
+
 @dataclass(frozen=True)
 class ExecutorReferences:
     """Executors that workflow nodes name, keyed by name and by id."""
@@ -217,10 +235,14 @@ class SaveResult:
 
 
 class ExecutorStore:
-    def __init__(self, registry, secret_box=None, address_policy=None):
+    def __init__(self, registry, secret_box=None, address_policy=None, secret_policy=None):
+        from flowker.security.secret_policy import SecretReferencePolicy
+
         self.registry = registry
         self.secret_box = secret_box
         self.address_policy = address_policy
+        # Where $file/$env references may point; without settings, development's defaults.
+        self.secret_policy = secret_policy or SecretReferencePolicy()
 
     # -- reading ---------------------------------------------------------------------
 
@@ -233,7 +255,7 @@ class ExecutorStore:
     def get_by_name(self, name: str) -> Executor | None:
         return Executor.get_or_none(Executor.name == name)
 
-    def query(self, status: str | None = None) -> peewee.ModelSelect:
+    def query(self, status: str | None = None) -> peewee.ModelSelect[Executor]:
         query = Executor.select()
         if status:
             query = query.where(Executor.status == status)
@@ -412,6 +434,7 @@ class ExecutorStore:
         problems = checked_problems(document, self.registry)
         if problems:
             raise SpecError(problems)
+        refuse_secret_references(document, self.secret_policy)
         if self.address_policy is not None:
             # Config time: scheme, https in production, literal and loopback/metadata
             # addresses. SSRFBlockedError (422 FLK-0341) names the host only.

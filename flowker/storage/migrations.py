@@ -6,8 +6,14 @@ from __future__ import annotations
 
 import peewee
 
-from flowker.storage.database import connection, is_postgres
-from flowker.storage.models import ALL_MODELS, AuditCheckpoint, AuditEntry, SchemaMigration
+from flowker.storage.database import connection, exclusive_transaction, is_postgres
+from flowker.storage.models import (
+    ALL_MODELS,
+    AuditCheckpoint,
+    AuditEntry,
+    CircuitBreakerState,
+    SchemaMigration,
+)
 
 # An arbitrary constant: the PostgreSQL advisory lock that serializes migrations.
 MIGRATION_LOCK_ID = 0x466C6F776B6572  # "Flowker"
@@ -70,6 +76,11 @@ def _drop_unneeded_indexes(database: peewee.Database) -> None:
         database.execute_sql(f'DROP INDEX IF EXISTS "{name}"')
 
 
+def _create_breaker_state(database: peewee.Database) -> None:
+    # A database made by migration 1 after the model was added already has the table.
+    database.create_tables([CircuitBreakerState], safe=True)
+
+
 # Columns added to existing tables after migration 1: (table, column, SQL type). A database
 # created since has them already (migration 1 creates the tables from the current models).
 ADDED_COLUMNS = (
@@ -91,7 +102,8 @@ def _add_checkpoint_chain_columns(database: peewee.Database) -> None:
 MIGRATIONS = (
     (1, "initial schema with append-only audit tables", _initial),
     (2, "drop indexes no query needs (fewer page writes per execution)", _drop_unneeded_indexes),
-    (3, "chain the audit checkpoints (previous checkpoint hash, entry count)", _add_checkpoint_chain_columns),
+    (3, "circuit breaker state shared by every process", _create_breaker_state),
+    (4, "chain the audit checkpoints (previous checkpoint hash, entry count)", _add_checkpoint_chain_columns),
 )
 
 LATEST_VERSION = MIGRATIONS[-1][0]
@@ -102,9 +114,7 @@ def upgrade(database: peewee.Database) -> list[int]:
     applied_now: list[int] = []
     # bind_ctx: the models may not be bound to this database (a CLI, a child process).
     with database.bind_ctx((SchemaMigration, *ALL_MODELS)), connection(database):
-        with database.atomic():  # BEGIN IMMEDIATE on SQLite: one migrator at a time
-            if is_postgres(database):
-                database.execute_sql("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_ID,))
+        with exclusive_transaction(database, MIGRATION_LOCK_ID):  # one migrator at a time
             database.create_tables([SchemaMigration], safe=True)
             done = {row.version for row in SchemaMigration.select(SchemaMigration.version)}
             for version, name, apply in MIGRATIONS:

@@ -196,6 +196,20 @@ class AuditCheckpoint(BaseModel):
     entry_count = peewee.BigIntegerField(null=True)
 
 
+class CircuitBreakerState(BaseModel):
+    """One executor's circuit breaker, shared by every process and host (flowker.runner.breakers).
+
+    Times are Unix seconds (``time.time()``): hosts compare them with their own clocks.
+    """
+
+    executor_id = peewee.CharField(primary_key=True, max_length=36)
+    state = peewee.CharField(max_length=16, default="closed")  # closed|open (half-open: open past opened_until)
+    consecutive_failures = peewee.IntegerField(default=0)
+    opened_until = peewee.DoubleField(default=0.0)
+    half_open_in_flight = peewee.IntegerField(default=0)  # trial calls running now
+    updated_at = peewee.DoubleField(default=0.0)
+
+
 class SchemaMigration(BaseModel):
     version = peewee.IntegerField(primary_key=True)
     name = peewee.CharField(max_length=200)
@@ -211,4 +225,5 @@ ALL_MODELS = (
     StepResult,
     AuditEntry,
     AuditCheckpoint,
+    CircuitBreakerState,
 )

@@ -100,5 +100,5 @@ class CompiledSelect:
             return None
         instance = self.model(__no_default__=1)
         instance.__data__.update(zip(self.names, (convert(value) for convert, value in zip(self.converters, row))))
-        instance._dirty.clear()
+        instance._dirty.clear()  # type: ignore[attr-defined]  # peewee's stubs omit this private set
         return instance

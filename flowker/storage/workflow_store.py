@@ -30,6 +30,7 @@ from flowker.storage.executor_store import (
     canonical_hash,
     checked_problems,
     decrypt_secrets,
+    refuse_secret_references,
     encrypt_secrets,
     executor_reference_map,
     mask_secrets,
@@ -85,9 +86,13 @@ class SaveResult:
 class WorkflowStore:
     """Workflow operations. ``actor`` is an :class:`flowker.audit.chain.Actor`."""
 
-    def __init__(self, registry, secret_box=None):
+    def __init__(self, registry, secret_box=None, secret_policy=None):
+        from flowker.security.secret_policy import SecretReferencePolicy
+
         self.registry = registry
         self.secret_box = secret_box
+        # Where a webhook's verify_token reference may point; without settings, development's defaults.
+        self.secret_policy = secret_policy or SecretReferencePolicy()
 
     # -- reading ---------------------------------------------------------------------
 
@@ -100,7 +105,7 @@ class WorkflowStore:
     def get_by_name(self, name: str) -> Workflow | None:
         return Workflow.get_or_none(Workflow.name == name)
 
-    def query(self, status: str | None = None) -> peewee.ModelSelect:
+    def query(self, status: str | None = None) -> peewee.ModelSelect[Workflow]:
         query = Workflow.select()
         if status:
             query = query.where(Workflow.status == status)
@@ -267,6 +272,7 @@ class WorkflowStore:
         problems = checked_problems(document, self.registry)
         if problems:
             raise SpecError(problems)
+        refuse_secret_references(document, self.secret_policy)
         return document
 
     @staticmethod

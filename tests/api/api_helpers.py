@@ -6,8 +6,8 @@ import time
 
 from app_factory import app_settings
 
-API_KEY = "test-key-0123456789"
-OTHER_KEY = "rotated-key-9876543210"
+API_KEY = "test-key-0123456789abcdef01234567"
+OTHER_KEY = "rotated-key-9876543210fedcba9876543"
 SECRET_KEY = "0X1AhXLHhy4-ODGdvyI_-Uu7T_V2kJVxNDW3hSKIT2A="  # a test-only Fernet key
 
 

@@ -128,15 +128,16 @@ def test_dashboards(client, active_workflow):
         assert response.status_code == 400 and response.json["code"] == "FLK-0302", params
 
 
-def test_probes(anonymous):
+def test_probes(anonymous, client):
     health = anonymous.simulate_get("/health")
     assert health.status_code == 200 and health.json["checks"]["database"]["status"] == "up"
-    assert anonymous.simulate_get("/readyz").json["status"] == "healthy"
+    assert client.simulate_get("/readyz").status_code == 404  # folded into /health/ready
     assert anonymous.simulate_get("/health/ready").json["status"] == "ready"
     assert anonymous.simulate_get("/health/live").json["status"] == "alive"
     from flowker import __version__
 
-    assert anonymous.simulate_get("/version").json["version"] == __version__
+    assert anonymous.simulate_get("/version").status_code == 401
+    assert client.simulate_get("/version").json["version"] == __version__
 
 
 def test_probes_report_a_database_that_does_not_answer(make_app, monkeypatch):
@@ -151,4 +152,5 @@ def test_probes_report_a_database_that_does_not_answer(make_app, monkeypatch):
     monkeypatch.setattr(app.state.database, "execute_sql", down)
     health = client.simulate_get("/health")
     assert health.status_code == 503 and health.json["status"] == "unhealthy"
-    assert client.simulate_get("/readyz").status_code == 503
+    not_ready = client.simulate_get("/health/ready")
+    assert not_ready.status_code == 503 and not_ready.json["status"] == "not_ready"

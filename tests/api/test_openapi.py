@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import falcon.testing
 import jsonschema
 import pytest
+import referencing
+import referencing.jsonschema
 
+from api_helpers import API_KEY
 from flowker.api.openapi import OPERATIONS, build_document
 
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
@@ -33,7 +37,8 @@ def served_operations(app) -> set[tuple[str, str]]:
 @pytest.fixture
 def document(sqlite_factory):
     app = sqlite_factory()
-    response = falcon.testing.TestClient(app).simulate_get("/openapi.json")
+    assert falcon.testing.TestClient(app).simulate_get("/openapi.json").status_code == 401  # DESIGN §5
+    response = falcon.testing.TestClient(app, headers={"X-API-Key": API_KEY}).simulate_get("/openapi.json")
     assert response.status_code == 200
     return app, response.json
 
@@ -73,7 +78,7 @@ def test_every_operation_lists_its_error_codes_with_the_error_schema(document):
 def test_component_schemas_are_valid_json_schema_and_refs_resolve(document):
     _, doc = document
     schemas = doc["components"]["schemas"]
-    for name, schema in schemas.items():
+    for _name, schema in schemas.items():
         jsonschema.Draft202012Validator.check_schema(schema)
     text = str(doc)
     for target in set(re.findall(r"#/components/schemas/(\w+)", text)):
@@ -89,3 +94,69 @@ def test_the_operation_table_has_unique_ids(document):
     ids = [op.operation_id for op in OPERATIONS]
     assert len(ids) == len(set(ids))
     assert build_document()["paths"] == document[1]["paths"]
+
+
+def test_the_document_states_what_the_server_enforces(document, registry):
+    """Generated clients and validators must agree with the server (schemathesis -c all)."""
+    _, doc = document
+    schemas = doc["components"]["schemas"]
+    auth_type = schemas["ExecutorSpec"]["properties"]["authentication"]["properties"]["type"]
+    assert auth_type["enum"] == sorted(registry.auth_types)
+    patch = schemas["ExecutorPatch"]
+    assert patch["additionalProperties"] is False and "name" in patch["properties"]
+    lists = doc["paths"]["/v1/workflows"]["get"]
+    cursor = next(p for p in lists["parameters"] if p["name"] == "cursor")
+    assert cursor["schema"]["pattern"] == "^[A-Za-z0-9_-]*$"
+    assert lists["responses"]["400"]["x-flowker-codes"] == ["FLK-0311", "FLK-0304"]
+    dashboard = doc["paths"]["/v1/dashboards/executions"]["get"]["responses"]["400"]
+    assert dashboard["x-flowker-codes"] == ["FLK-0302"]
+    assert "413" in doc["paths"]["/v1/workflows"]["post"]["responses"]
+    assert "FLOWKER_MAX_BODY_BYTES" in doc["paths"]["/v1/workflows"]["post"]["requestBody"]["description"]
+
+
+def test_no_request_schema_admits_a_nul_character(document):
+    _, doc = document
+    validator_for = jsonschema.Draft202012Validator
+    schemas = doc["components"]["schemas"]
+    resolver_root = {"components": {"schemas": schemas}}
+
+    def valid(schema, value) -> bool:
+        registry_ = referencing.Registry().with_resource("urn:doc", referencing.Resource.from_contents(
+            resolver_root, default_specification=referencing.jsonschema.DRAFT202012))
+        return validator_for({"$ref": "urn:doc#/components/schemas/" + schema}, registry=registry_).is_valid(value)
+
+    executor = {"name": "ledger", "baseUrl": "https://ledger.example.com",
+                "endpoints": [{"name": "book", "path": "/book", "method": "POST"}],
+                "authentication": {"type": "bearer", "config": {"token": "t"}}}
+    assert valid("ExecutorSpec", executor)
+    for path, bad in ((("name",), "led\u0000ger"), (("baseUrl",), "https://led\u0000ger.example.com"),
+                      (("metadata",), {"k": "a\u0000"}), (("metadata",), {"k\u0000": 1}),
+                      (("authentication", "config"), {"token": "\u0000"})):
+        mangled = json.loads(json.dumps(executor))
+        target = mangled
+        for part in path[:-1]:
+            target = target[part]
+        target[path[-1]] = bad
+        assert not valid("ExecutorSpec", mangled), path
+    assert valid("ExecuteRequest", {"inputData": {"a": ["b", {"c": None}]}})
+    assert not valid("ExecuteRequest", {"inputData": {"a": ["b", {"c": "\u0000"}]}})
+    for operation in (op for item in doc["paths"].values() for op in item.values()):
+        for parameter in operation["parameters"]:
+            schema = parameter["schema"]
+            if schema.get("type") == "string" and "format" not in schema:
+                assert not re.search(schema["pattern"].replace("\\u0000", "\\x00"), "a\u0000"), parameter["name"]
+
+
+@pytest.mark.parametrize("pattern,admitted,refused", [
+    ("^\\S(.*\\S)?$", ["a", "a b", "a\rb"], ["\u0000", "a\u0000b", " a", "a\nb"]),
+    ("^https?://[^\\s/?#@]+(/[^\\s?#]*)?$", ["https://x/y"], ["https://x\u0000/y", "https://x/\u0000"]),
+    ("^[a-z]+$", ["abc"], ["a\u0000"]),
+])
+def test_nul_free_patterns_admit_the_same_text_without_nul(pattern, admitted, refused):
+    from flowker.api.openapi_rules import nul_free_pattern
+
+    rewritten = re.compile(nul_free_pattern(pattern).replace("\\u0000", "\\x00"))
+    for text in admitted:
+        assert re.search(pattern, text) and rewritten.search(text), text
+    for text in refused:
+        assert not rewritten.search(text), text

@@ -43,9 +43,16 @@ def test_every_protected_route_refuses_a_missing_or_wrong_key(sqlite_app, op, ke
 
 
 @pytest.mark.parametrize("op", PUBLIC, ids=lambda op: op.path)
-def test_probes_and_the_document_need_no_key(sqlite_app, op):
+def test_the_probes_need_no_key(sqlite_app, op):
     response = falcon.testing.TestClient(sqlite_app).simulate_get(op.path)
     assert response.status_code == 200, response.text
+
+
+def test_only_the_seeds_three_probes_need_no_key():
+    """DESIGN §5: /version and /openapi.json need a key; /readyz is folded into /health/ready."""
+    assert sorted(op.path for op in PUBLIC) == ["/health", "/health/live", "/health/ready"]
+    assert {"/version", "/openapi.json"} <= {op.path for op in PROTECTED}
+    assert "/readyz" not in {op.path for op in OPERATIONS}
 
 
 def test_every_configured_key_works_and_the_audit_actor_is_the_key_name(sqlite_app):
@@ -107,6 +114,41 @@ def test_cors_preflight_from_another_origin_is_refused(sqlite_factory):
     )
     assert response.status_code == 403
     assert "Access-Control-Allow-Origin" not in response.headers
+
+
+@pytest.mark.parametrize("origins", ["https://ui.example.com", "*"])
+def test_cors_answers_vary_on_origin_exactly_once(sqlite_factory, origins):
+    app = sqlite_factory(settings={"cors_allowed_origins": origins})
+    client = falcon.testing.TestClient(app, headers={"X-API-Key": API_KEY})
+    preflight = {"Access-Control-Request-Method": "POST"}
+    answers = {
+        "refused preflight": client.simulate_options("/v1/workflows", headers={"Origin": "null", **preflight}),
+        "allowed preflight": client.simulate_options(
+            "/v1/workflows", headers={"Origin": "https://ui.example.com", **preflight}),
+        "refused request": client.simulate_get("/v1/workflows", headers={"Origin": "null"}),
+        "allowed request": client.simulate_get("/v1/workflows", headers={"Origin": "https://ui.example.com"}),
+    }
+    for name, response in answers.items():
+        assert response.headers.get("Vary") == "Origin", (name, response.headers.get("Vary"))
+    assert answers["refused preflight"].status_code == 403
+
+
+def test_a_wildcard_does_not_admit_the_null_origin(sqlite_factory):
+    """``Origin: null`` (sandboxed frames, file:// pages) is any page that asks to be it."""
+    client = falcon.testing.TestClient(sqlite_factory(settings={"cors_allowed_origins": "*"}),
+                                       headers={"X-API-Key": API_KEY})
+    for origin in ("null", "https://anything.example"):
+        preflight = client.simulate_options(
+            "/v1/workflows", headers={"Origin": origin, "Access-Control-Request-Method": "GET"})
+        request = client.simulate_get("/v1/workflows", headers={"Origin": origin})
+        allowed = origin != "null"
+        assert (preflight.status_code == 204) is allowed, origin
+        assert (preflight.headers.get("Access-Control-Allow-Origin") == origin) is allowed, origin
+        assert (request.headers.get("Access-Control-Allow-Origin") == origin) is allowed, origin
+    # Listed by name, it is admitted.
+    named = falcon.testing.TestClient(sqlite_factory(settings={"cors_allowed_origins": "null"}))
+    response = named.simulate_options("/v1/workflows", headers={"Origin": "null", "Access-Control-Request-Method": "GET"})
+    assert response.status_code == 204 and response.headers["Access-Control-Allow-Origin"] == "null"
 
 
 def test_cors_headers_on_actual_requests_only_for_allowed_origins(sqlite_factory):

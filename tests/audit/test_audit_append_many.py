@@ -30,7 +30,7 @@ def test_a_batch_links_after_single_appends_and_verifies(database):
     last = append(**_item(6))
     assert [e.sequence for e in [first, *batch, last]] == list(range(1, 8))
     previous = GENESIS_HASH
-    for sequence, _event_id, digest, previous_hash, canonical in rows(database):
+    for _sequence, _event_id, digest, previous_hash, canonical in rows(database):
         assert previous_hash == previous
         assert digest == hashlib.sha256(previous.encode("ascii") + canonical.encode("utf-8")).hexdigest()
         previous = digest

@@ -1,4 +1,4 @@
-"""Checkpoints chained to each other, and migration 3 on a database made before it."""
+"""Checkpoints chained to each other, and the migration that chains them on a database made before it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from flowker.audit import checkpoints as cp
 from flowker.audit import store
 from flowker.audit.chain import AuditLog
 from flowker.audit.verify import verify_database
-from flowker.storage.migrations import LATEST_VERSION, upgrade
+from flowker.storage.migrations import LATEST_VERSION, MIGRATIONS, _add_checkpoint_chain_columns, upgrade
 
 
 def test_each_checkpoint_names_the_previous_one_and_its_entry_count(chain_db, signing_key):
@@ -24,8 +24,9 @@ def test_each_checkpoint_names_the_previous_one_and_its_entry_count(chain_db, si
     assert verify_database(chain_db, public_keys=cp.keys_by_id([signing_key]), checkpoint_interval=3).is_valid
 
 
-def test_migration_3_adds_the_columns_and_old_checkpoints_still_verify(chain_db, signing_key):
-    # A database made before migration 3: no chain columns, a version-1 checkpoint.
+def test_the_migration_adds_the_columns_and_old_checkpoints_still_verify(chain_db, signing_key):
+    # A database made before the migration: no chain columns, a version-1 checkpoint.
+    version = next(v for v, _name, apply in MIGRATIONS if apply is _add_checkpoint_chain_columns)
     log = AuditLog(chain_db, signing_key=signing_key, checkpoint_interval=0)
     for i in range(4):
         log.append("WORKFLOW_UPDATED", "UPDATE", "SUCCESS", "workflow", f"wf-{i}")
@@ -41,8 +42,8 @@ def test_migration_3_adds_the_columns_and_old_checkpoints_still_verify(chain_db,
             f"INSERT INTO {CHECKPOINT} (sequence, head_hash, key_id, created_at, statement, signature) "
             f"VALUES ({', '.join([store.param(chain_db)] * 6)})",
             (head[0], head[1], cp.key_id(signing_key), "2026-01-01T00:00:00.000Z", statement, signature))
-        chain_db.execute_sql("DELETE FROM schema_migration WHERE version >= 3")
-    assert upgrade(chain_db) == list(range(3, LATEST_VERSION + 1))
+        chain_db.execute_sql(f"DELETE FROM schema_migration WHERE version >= {version}")
+    assert upgrade(chain_db) == list(range(version, LATEST_VERSION + 1))
     assert upgrade(chain_db) == []
     log = AuditLog(chain_db, signing_key=signing_key, checkpoint_interval=4)
     for i in range(4):

@@ -380,7 +380,7 @@ def test_appended_entries_hash_what_the_old_path_would_have(database):
     stored = rows(database)
     assert [entry.sequence for entry in entries] == [row[0] for row in stored] == list(range(1, 8))
     previous = GENESIS_HASH
-    for entry, item, (sequence, event_id, digest, previous_hash, text) in zip(entries, [items[0], *items, *items],
+    for entry, item, (_sequence, event_id, digest, previous_hash, text) in zip(entries, [items[0], *items, *items],
                                                                                 stored):
         assert (entry.event_id, entry.hash, entry.previous_hash, entry.canonical) == (event_id, digest,
                                                                                       previous_hash, text)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import requests
 
-API_KEY = "e2e-key-0123456789abcdef"
+API_KEY = "e2e-key-0123456789abcdef0123456789"
 SCORER_TOKEN = "e2e-scorer-token-9876"  # the executor's bearer secret ($env reference)
 LISTENING = re.compile(r"Flowker listening on (https?://\S+)")
 GENERATED_KEY = re.compile(r"API key \(generated[^)]*\): (\S+)")

@@ -132,7 +132,7 @@ def test_sigterm_turns_readiness_503_while_the_run_in_flight_finishes(start_serv
     server = start_server(drain_seconds=3.0)
     api, url = api_session(), server.url
     workflow_id = create_from_yaml(api, url, executor_yaml(scorer.url), workflow_yaml(endpoint="slow"))
-    assert api.get(f"{url}/readyz").status_code == 200
+    assert api.get(f"{url}/health/ready").status_code == 200
     scorer.stub.slow_seconds = 3.0
 
     outcome = {}
@@ -149,7 +149,7 @@ def test_sigterm_turns_readiness_503_while_the_run_in_flight_finishes(start_serv
     try:
         assert scorer.stub.slow_started.wait(timeout=20), "the run never reached the executor"
         server.send(signal.SIGTERM)
-        poll(lambda: api.get(f"{url}/readyz", timeout=5).status_code, lambda status: status == 503,
+        poll(lambda: api.get(f"{url}/health/ready", timeout=5).status_code, lambda status: status == 503,
              "readiness to answer 503", timeout=2.5)
         refused = api.post(f"{url}/v1/workflows/{workflow_id}/executions", json={"inputData": {"amount": 1}}, timeout=10)
         assert refused.status_code == 503, refused.text
@@ -245,3 +245,34 @@ def test_tls_in_production_mode(start_server, tmp_path):
     assert response.status_code == 200, response.text
     assert "max-age=" in response.headers.get("Strict-Transport-Security", "")
     assert "API key (generated" not in server.output
+
+
+@pytest.mark.parametrize("variable,value,named", [
+    ("FLOWKER_SECRET_KEY", "not-a-fernet-key", "FLOWKER_SECRET_KEY"),
+    ("FLOWKER_SECRET_KEY", "{fernet},also-not-a-key", "key #2"),
+    ("FLOWKER_TRUSTED_PROXIES", "10.0.0.0/33", "FLOWKER_TRUSTED_PROXIES"),
+])
+def test_a_malformed_setting_stops_serve_before_it_listens(tmp_path, variable, value, named):
+    from cryptography.fernet import Fernet
+
+    value = value.replace("{fernet}", Fernet.generate_key().decode())
+    env = flowker_env(f"sqlite:///{tmp_path}/flowker.db", FLOWKER_API_KEYS=f"e2e:{API_KEY}", **{variable: value})
+    result = run_flowker(["serve", "--bind", "127.0.0.1:0"], env, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert named in result.stderr and "listening" not in result.stdout
+    assert value not in result.stderr or variable == "FLOWKER_TRUSTED_PROXIES"  # keys are never echoed
+    assert not (tmp_path / "flowker.db").exists()  # nothing was touched
+
+
+def test_production_refuses_a_short_api_key_naming_it_without_printing_it(tmp_path):
+    from cryptography.fernet import Fernet
+
+    short = "s3cr3t-but-short-0123456789"  # 27 characters
+    env = flowker_env(f"sqlite:///{tmp_path}/flowker.db", FLOWKER_ENV="production",
+                      FLOWKER_SECRET_KEY=Fernet.generate_key().decode(),
+                      FLOWKER_API_KEYS=f"deploy:{short},ci:{API_KEY}")
+    result = run_flowker(["serve", "--bind", "127.0.0.1:0"], env, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "deploy" in result.stderr and "32 characters" in result.stderr
+    assert short not in result.stdout + result.stderr and API_KEY not in result.stdout + result.stderr
+    assert not (tmp_path / "flowker.db").exists()

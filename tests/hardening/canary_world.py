@@ -1,12 +1,16 @@
 """The world the canary test runs in: identity providers started with canary secrets, a
 resource server that really checks every credential, and hostile token endpoints.
 
-Every secret of every built-in auth type is a distinct canary (:func:`hardening_helpers.canary`).
+Every secret of every built-in auth type, of the ``hmac`` plugin in ``plugins/`` and of the
+plugin guide's ``acme`` example is a distinct canary (:func:`hardening_helpers.canary`).
 The resource server answers by path ``/svc/<kind>/r/<mode>``:
 
 * ``ok`` - 200 when the kind's credentials are right (else 401), echoing back everything
   it received (headers, query, body) and using the credential as a JSON key too: a
   hostile executor that tries to get the secrets into Flowker's records;
+* ``redirect`` - 307 to another origin (the ``elsewhere`` server, another port), the query
+  string going along as a naive service would send it; the probe's ``/health`` does the
+  same. Nothing the auth added may arrive there;
 * ``denied`` - always 401, with the same echo;
 * ``recover`` - 503 twice (per kind), then like ``ok``;
 * ``flaky`` - always 503 with the echo.
@@ -31,6 +35,11 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from flowker.local_server import LocalHTTPServer
 
 from hardening_helpers import Canaries
+
+# What an auth may add to a request (any case): none of it may reach another origin.
+CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "cookie", "x-partner-key", "x-acme-token",
+                      "x-signature", "x-key-id", "x-timestamp")
+CREDENTIAL_QUERY_PARAMS = ("partner", "auth")
 
 RESOURCE = "https://api.example.test"
 
@@ -70,8 +79,9 @@ class Kind:
     name: str
     authentication: dict
     check: object  # callable(RecordedRequest) -> bool
-    modes: tuple = ("ok", "denied", "recover", "flaky", "ok")
+    modes: tuple = ("ok", "redirect", "denied", "recover", "flaky", "ok")
     fails_to_authenticate: bool = False
+    error_code: str = "FLK-0520"  # the step's code when it fails to authenticate
 
 
 @dataclass
@@ -81,6 +91,7 @@ class CanaryWorld:
     kinds: list
     resource_server: LocalHTTPServer
     hostile_issuer: LocalHTTPServer
+    elsewhere: LocalHTTPServer  # the other origin redirects point to
     seen_tokens: list = field(default_factory=list)  # access tokens the resource server saw
     minted: list = field(default_factory=list)  # access tokens the hostile issuer handed out
     minted_refresh: list = field(default_factory=list)
@@ -137,7 +148,7 @@ def build_kinds(canaries: Canaries, oidc_issuer: str, user_issuer: str, hostile_
         return lambda request: request.header("Authorization") == "Basic " + base64.b64encode(
             f"{username}:{password()}".encode()).decode()
 
-    kinds = []
+    kinds = [Kind("none", {"type": "none"}, lambda request: True)]
     key_header = canaries.new("api-key-header")
     kinds.append(Kind("apikey-header", {"type": "api_key", "config": {
         "key": key_header, "header_name": "X-Partner-Key", "prefix": "Key "}},
@@ -183,6 +194,40 @@ def build_kinds(canaries: Canaries, oidc_issuer: str, user_issuer: str, hostile_
         "username": "bob", "password": {"$env": "CANARY_OUSER_BOB_PASSWORD"}}},
         jwt_check(user_jwt, "sub", "bob")))
 
+    # The probe's leak: a literal query-string key (decrypted by the probe itself).
+    key_literal = canaries.new("api-key-query-literal")
+    kinds.append(Kind("apikey-query-literal", {"type": "api_key", "config": {
+        "key": key_literal, "location": "query", "query_param_name": "auth"}},
+        lambda request: request.query.get("auth") == key_literal))
+
+    # Plugins: flowker-auth-hmac (plugins/) and the plugin guide's acme example.
+    def hmac_check(secret):
+        from flowker_auth_hmac import verify_signature
+
+        def check(request):
+            path = request.path + (f"?{request.query_string}" if request.query_string else "")
+            return request.header("X-Key-Id") == "canary-key" and verify_signature(
+                secret().encode(), request.method, path, request.header("X-Timestamp") or "", request.body,
+                request.header("X-Signature") or "")
+        return check
+
+    hmac_secret = canaries.new("hmac-secret")
+    kinds.append(Kind("hmac", {"type": "hmac", "config": {"key_id": "canary-key", "secret": hmac_secret}},
+                      hmac_check(lambda: hmac_secret)))
+    kinds.append(Kind("hmac-env", {"type": "hmac", "config": {
+        "key_id": "canary-key", "secret": from_env("hmac-env-secret")}},
+        hmac_check(lambda: env["CANARY_HMAC_ENV_SECRET"])))
+    acme_token = canaries.new("acme-token")
+    kinds.append(Kind("acme", {"type": "acme", "config": {"token": acme_token, "region": "eu"}},
+                      lambda request: request.header("X-Acme-Token") == acme_token))
+    # A reference whose value breaks the schema (hmac secrets are at least 16 characters):
+    # the step fails with FLK-0521 naming the field and the rule, never the value.
+    env["CANARY_HMAC_SHORT_SECRET"] = short = "Qz" + "".join(secrets.choice("ghijkmnpqrstuvwxyz") for _ in range(13))
+    canaries.values["hmac-short-secret"] = short
+    kinds.append(Kind("hmac-short", {"type": "hmac", "config": {
+        "key_id": "canary-key", "secret": {"$env": "CANARY_HMAC_SHORT_SECRET"}}},
+        lambda request: False, modes=("ok", "ok"), fails_to_authenticate=True, error_code="FLK-0521"))
+
     # Failing token endpoints: a wrong client secret, a wrong password, and hostile issuers
     # that echo what they were sent (a 200 with an echo and a minted token; a 500 echo page).
     failing = ("ok", "ok")
@@ -222,6 +267,10 @@ def resource_handler(world_ref: dict):
             with lock:
                 world.seen_tokens.append(authorization[len("Bearer "):])
         mode = parts[3] if len(parts) >= 4 and parts[2] == "r" else "probe"
+        if mode == "redirect" or parts[2:] == ["health"]:
+            # Before any check, as a misconfigured service or a load balancer would.
+            query = f"?{request.query_string}" if request.query_string else ""
+            return 307, {"Location": f"{world.elsewhere.url}/landed/{kind.name}/{parts[-1]}{query}"}, {}
         echo = {"headers": request.headers, "query": request.query_string,
                 "body": request.body.decode("utf-8", "replace"),
                 # A hostile service may put what it got anywhere, keys included.
@@ -266,3 +315,21 @@ def hostile_issuer_handler(world_ref: dict):
         return 500, {"Content-Type": "text/html"}, page
 
     return handle
+
+
+def elsewhere_handler(request):
+    """The other origin: answers 200 to anything (it records what it got)."""
+    return 200, {}, {"landed": True}
+
+
+def credentials_sent_elsewhere(world: CanaryWorld) -> list[str]:
+    """Every credential header or query parameter the other origin received."""
+    found = []
+    for request in world.elsewhere.requests:
+        for name in request.headers:
+            if name.lower() in CREDENTIAL_HEADERS:
+                found.append(f"{request.path}: header {name}")
+        for name in request.query:
+            if name in CREDENTIAL_QUERY_PARAMS:
+                found.append(f"{request.path}: query parameter {name}")
+    return found

@@ -10,7 +10,7 @@ from urllib.parse import quote, quote_plus
 
 from app_factory import app_settings
 
-API_KEY = "hardening-key-0123456789abcdef"
+API_KEY = "hardening-key-0123456789abcdef-0123"
 SECOND_KEY = "hardening-rotated-key-fedcba9876543210"
 SECRET_KEY = "q0cBSlwPOlVEa5hDxZ1qQ2hgXnlo0mX3M8GgR5S6qzU="  # a test-only Fernet key
 

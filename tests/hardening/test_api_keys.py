@@ -143,3 +143,19 @@ def test_two_keys_with_one_name_are_refused_at_start():
     with _pytest.raises(ConfigurationError, match="names ci more than once"):
         Settings.load(environ={"FLOWKER_API_KEYS": "ci:first-key-value,ci:second-key-value"})
     assert len(Settings.load(environ={"FLOWKER_API_KEYS": "ci:first,deploy:second"}).api_keys) == 2
+
+
+def test_production_refuses_keys_shorter_than_32_characters_by_name():
+    from flowker.errors import ConfigurationError
+
+    base = {"FLOWKER_ENV": "production", "FLOWKER_SECRET_KEY": "q0cBSlwPOlVEa5hDxZ1qQ2hgXnlo0mX3M8GgR5S6qzU="}
+    for keys, named in (("ops:x", "ops"), (f"ops:{'a' * 31},ci:{'b' * 40}", "ops"), ("y" * 20, "key-")):
+        with pytest.raises(ConfigurationError) as refused:
+            Settings.load(environ={**base, "FLOWKER_API_KEYS": keys})
+        message = str(refused.value)
+        assert named in message and "32 characters" in message and refused.value.exit_code == 2
+        for key in keys.split(","):
+            assert key.partition(":")[2 if ":" in key else 0] not in message
+    assert len(Settings.load(environ={**base, "FLOWKER_API_KEYS": f"ops:{'a' * 32}"}).api_keys) == 1
+    # Development takes any length (a local toy server).
+    assert Settings.load(environ={"FLOWKER_API_KEYS": "dev:x"}).api_keys[0].name == "dev"

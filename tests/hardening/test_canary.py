@@ -1,15 +1,19 @@
 """The canary test: no secret ever leaves Flowker, in any encoding, anywhere.
 
-Distinct random secrets sit in every secret field of every built-in auth type (literal,
-so encrypted at rest, and as ``{$env}`` references), and the tokens the providers hand
-out join them. Executors and workflows are created over the REST API and run through
-success, a 401 from the executor (OIDC: a token refresh and one resend), 5xx with
-retries, an open breaker, and failing or hostile token endpoints, while a resource server
-checks every credential for real. Then no canary may appear - raw, base64 (also inside
+Distinct random secrets sit in every secret field of every built-in auth type, of the
+``hmac`` plugin (plugins/flowker-auth-hmac) and of the plugin guide's ``acme`` example
+(literal, so encrypted at rest, and as ``{$env}`` references), and the tokens the providers
+hand out join them. Executors and workflows are created over the REST API, probed
+(``POST /v1/executors/{id}/test``) and run through success, a 307 to another origin, a 401
+from the executor (OIDC: a token refresh and one resend), 5xx with retries, an open
+breaker, failing or hostile token endpoints and a reference whose value breaks the type's
+schema, while a resource server checks every credential for real. Nothing an auth added
+may reach the other origin, and no canary may appear - raw, base64 (also inside
 ``base64(user:pass)``), URL- or form-encoded, JSON-escaped - in any response body or
 header of the API, in the logs captured at DEBUG (root, urllib3, requests-oauthlib,
 oauthlib), in the database (the SQLite file, its -wal and -shm read as bytes; every
-PostgreSQL row as text), or in the text of any Flowker error raised on the way.
+PostgreSQL row as text), in what the other origin received, or in the text of any
+Flowker error raised on the way.
 """
 
 from __future__ import annotations
@@ -29,13 +33,27 @@ from canary_world import (
     CanaryWorld,
     JwtChecker,
     build_kinds,
+    credentials_sent_elsewhere,
+    elsewhere_handler,
     hostile_issuer_handler,
     provider_configs,
     resource_handler,
 )
 from hardening_helpers import API_KEY, SECRET_KEY, Canaries, find_leaks, leak_report
+from plugin_guide import acme_example
 
 WORKFLOW_TIMEOUT = 20.0
+
+
+@pytest.fixture(scope="module")
+def hardening_registry():
+    """Every installed plugin (flowker-auth-hmac among them) plus the guide's acme example."""
+    from flowker.plugins import load_registry
+
+    registry = load_registry()
+    assert "hmac" in registry.auth_types, "plugins/flowker-auth-hmac is not installed"
+    registry.register_auth_type(acme_example().AcmeAuth())
+    return registry
 
 
 @pytest.fixture(scope="session")
@@ -258,12 +276,13 @@ def test_no_canary_leaks_anywhere(make_app, database, database_url, canary_provi
 
     world_ref: dict = {}
     with LocalHTTPServer(resource_handler(world_ref)) as resource, \
-            LocalHTTPServer(hostile_issuer_handler(world_ref)) as hostile:
+            LocalHTTPServer(hostile_issuer_handler(world_ref)) as hostile, \
+            LocalHTTPServer(elsewhere_handler) as elsewhere:
         minted: list = []
         kinds, env = build_kinds(canaries, oidc.issuer, users.issuer, hostile.url,
                                  JwtChecker(oidc.issuer, hardening_tls.ca), JwtChecker(users.issuer, hardening_tls.ca),
                                  minted)
-        world = CanaryWorld(canaries, env, kinds, resource, hostile, minted=minted)
+        world = CanaryWorld(canaries, env, kinds, resource, hostile, elsewhere, minted=minted)
         world_ref["world"] = world
         for name, value in env.items():
             monkeypatch.setenv(name, value)
@@ -285,7 +304,19 @@ def test_no_canary_leaks_anywhere(make_app, database, database_url, canary_provi
     canaries.values["flowker-api-key"] = API_KEY
     canaries.values["flowker-secret-key"] = SECRET_KEY
 
+    # Every kind that authenticates was redirected to the other origin twice (the probe's
+    # end-to-end stage and a run), and nothing its auth added went along.
+    landed = [request.path for request in world.elsewhere.requests]
+    for kind in world.kinds:
+        if not kind.fails_to_authenticate:
+            assert f"/landed/{kind.name}/health" in landed and f"/landed/{kind.name}/redirect" in landed, \
+                (kind.name, landed)
+    assert not credentials_sent_elsewhere(world), credentials_sent_elsewhere(world)
+
     haystacks = {f"API response #{i}": text for i, text in enumerate(client.responses)}
+    haystacks.update({f"request to the other origin #{i}": json.dumps(
+        {"path": r.path, "query": r.query_string, "headers": r.headers, "body": r.body.decode("latin-1")})
+        for i, r in enumerate(world.elsewhere.requests)})
     haystacks["DEBUG logs"] = debug_logs.text
     haystacks.update({f"Flowker error #{i}": text for i, text in enumerate(flowker_errors)})
     haystacks.update({f"thread exception #{i}": text for i, text in enumerate(thread_exceptions)})
@@ -296,7 +327,7 @@ def test_no_canary_leaks_anywhere(make_app, database, database_url, canary_provi
         stored = postgres_rows(database)
     haystacks.update(stored)
     # Literal secrets are there, encrypted: one token per literal secret field at least.
-    literal_fields = sum(1 for kind in world.kinds for value in kind.authentication["config"].values()
+    literal_fields = sum(1 for kind in world.kinds for value in kind.authentication.get("config", {}).values()
                          if isinstance(value, str) and value in canaries.values.values())
     encrypted = sum(str(text if isinstance(text, str) else text.decode("latin-1")).count("$encrypted")
                     for text in stored.values())
@@ -305,6 +336,7 @@ def test_no_canary_leaks_anywhere(make_app, database, database_url, canary_provi
     assert "urllib3" in debug_logs.text and "requests_oauthlib" in debug_logs.text
     assert "flowker.workflow" in debug_logs.text  # the log action wrote the echoed bodies
     assert "partner=" in debug_logs.text  # urllib3 wrote the request line with the query-string key
+    assert "auth=" in debug_logs.text  # ... for the literal key too (the probe's and the runs')
 
     leaks = find_leaks(canaries.needles(), haystacks)
     assert not leaks, leak_report(leaks)
@@ -404,12 +436,16 @@ def check_outcomes(outcomes: dict, world: CanaryWorld) -> None:
             for mode, results in runs:
                 call = step(results, "call")
                 assert results["status"] == "failed", (kind.name, mode)
-                assert call["callDetails"].get("errorCode") == "FLK-0520", (kind.name, call)
+                if kind.error_code == "FLK-0521":  # refused before any call: the message says why
+                    assert "authentication.config.secret must be at least 16 characters long" in str(call), call
+                else:
+                    assert call["callDetails"].get("errorCode") == kind.error_code, (kind.name, call)
             continue
         by_mode = [(mode, results["status"], step(results, "call")) for mode, results in runs]
-        (ok, _, ok_call), (_, denied, denied_call), (_, recover, recover_call), (_, flaky, flaky_call), \
-            (_, last, last_call) = by_mode
+        (ok, _, ok_call), (_, moved, moved_call), (_, denied, denied_call), (_, recover, recover_call), \
+            (_, flaky, flaky_call), (_, last, last_call) = by_mode
         assert runs[0][1]["status"] == "completed", (kind.name, ok_call)
+        assert moved == "completed" and moved_call["output"]["body"] == {"landed": True}, (kind.name, moved_call)
         assert denied == "failed" and denied_call["callDetails"]["statusCode"] == 401, (kind.name, denied_call)
         assert recover == "completed" and recover_call["attempts"] == 3, (kind.name, recover_call)
         assert flaky == "failed" and flaky_call["attempts"] == 3, (kind.name, flaky_call)

@@ -20,8 +20,9 @@ PROTECTED = [
     ("POST", f"/v1/executors/{SAMPLE_ID}/test"), ("GET", "/v1/executions"),
     ("POST", f"/v1/workflows/{SAMPLE_ID}/executions"), ("POST", "/v1/webhooks/pay"),
     ("GET", "/v1/audit-events"), ("GET", "/v1/catalog/auth-types"), ("GET", "/openapi.json"),
+    ("GET", "/version"),
 ]
-PROBES = ["/health", "/health/live", "/health/ready", "/readyz", "/version"]
+PROBES = ["/health", "/health/live", "/health/ready"]
 
 
 def production(apps, **overrides):
@@ -95,7 +96,7 @@ def test_hsts_is_on_every_response(sqlite_apps, monkeypatch):
                                     headers={"Content-Type": "text/plain"}),
         "422": secure.simulate_post("/v1/workflows", json={"name": "x"}, protocol="https"),
         "probe": anonymous.simulate_get("/health/live"),
-        "openapi": anonymous.simulate_get("/openapi.json", protocol="https"),
+        "openapi": secure.simulate_get("/openapi.json", protocol="https"),
     }
     from flowker.api import catalog
 

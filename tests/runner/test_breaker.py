@@ -68,14 +68,26 @@ def test_breakers_are_per_executor(service, http_server, token_env):
     assert execution.status == "completed"
 
 
-def test_breakers_belong_to_the_service(service_factory, settings, http_server, token_env):
+def test_breakers_are_shared_by_every_service_on_the_database(service_factory, settings, http_server, token_env):
     first = service_factory(settings)
     http_server.recorder.set((500, {}, {}))
     run_call(first, http_server.url)
-    second = service_factory(settings)  # another process's view: its own breakers
+    second = service_factory(settings)  # another process's view: the same breaker
     http_server.recorder.set((200, {}, {}))
-    execution, _ = run_call(second, http_server.url)
-    assert execution.status == "completed"
+    execution, step = run_call(second, http_server.url)
+    assert execution.status == "failed" and step.call_details["errorCode"] == "FLK-0507"
+    assert "executor 'svc'" in step.error_message
+
+
+def test_half_open_calls_come_from_the_settings():
+    from flowker.errors import ConfigurationError
+    from flowker.settings import Settings
+
+    assert Settings().cb_half_open_calls == 1
+    settings = Settings.load({"FLOWKER_CB_HALF_OPEN_CALLS": "4"})
+    assert settings.cb_half_open_calls == 4 and BreakerBoard.from_settings(settings).half_open_calls == 4
+    with pytest.raises(ConfigurationError, match="FLOWKER_CB_HALF_OPEN_CALLS"):
+        Settings.load({"FLOWKER_CB_HALF_OPEN_CALLS": "0"})
 
 
 # -- the breaker on its own ------------------------------------------------------------------

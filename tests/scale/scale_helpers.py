@@ -89,7 +89,7 @@ class ServerProcess:
             return match.group(1) if match else None
 
         self.url = wait_for(announced, "flowker serve to announce its address", START_TIMEOUT)
-        wait_for(lambda: _status(self.url + "/readyz") == 200, "the server to be ready", START_TIMEOUT)
+        wait_for(lambda: _status(self.url + "/health/ready") == 200, "the server to be ready", START_TIMEOUT)
         return self
 
     def _read(self) -> None:

@@ -13,6 +13,7 @@ from cryptography.fernet import Fernet
 
 from flowker.errors import ConfigurationError
 from flowker.security.redaction import Redactor
+from flowker.security.secret_policy import SecretReferencePolicy
 from flowker.security.secrets import (
     SecretBox,
     SecretKeyError,
@@ -22,6 +23,8 @@ from flowker.security.secrets import (
     resolve_secrets,
 )
 from flowker.settings import Settings
+
+resolve_secrets_in = resolve_secrets  # the module's function, where a test shadows the name
 
 SECRET_PATHS = ["authentication.config.token", "authentication.config.client_secret",
                 "authentication.config.password"]
@@ -38,10 +41,12 @@ def executor_config(**auth_config):
 def test_env_and_file_references_are_resolved_at_call_time(tmp_path):
     secret_file = tmp_path / "client-secret"
     secret_file.write_text("file-secret-value\n")
+    policy = SecretReferencePolicy(file_dirs=(str(tmp_path),))
     config = executor_config(token={"$env": "TRACER_TOKEN"}, client_secret={"$file": str(secret_file)},
                              scopes=["openid"])
     registered = []
-    resolved = resolve_secrets(config, {"TRACER_TOKEN": "env-secret-value"}, register=registered.append)
+    resolved = resolve_secrets(config, {"TRACER_TOKEN": "env-secret-value"}, register=registered.append,
+                               policy=policy)
     assert resolved["authentication"]["config"]["token"] == "env-secret-value"
     assert resolved["authentication"]["config"]["client_secret"] == "file-secret-value"
     assert resolved["authentication"]["config"]["scopes"] == ["openid"]
@@ -49,8 +54,8 @@ def test_env_and_file_references_are_resolved_at_call_time(tmp_path):
     assert registered == ["env-secret-value", "file-secret-value"]
     # Call time: a changed file is read again on the next resolution.
     secret_file.write_text("rotated-file-secret")
-    assert resolve_secrets(config, {"TRACER_TOKEN": "x" * 8})["authentication"]["config"]["client_secret"] == \
-        "rotated-file-secret"
+    assert resolve_secrets(config, {"TRACER_TOKEN": "x" * 8}, policy=policy)["authentication"]["config"][
+        "client_secret"] == "rotated-file-secret"
 
 
 def test_environment_defaults_to_the_process_environment(monkeypatch):
@@ -65,8 +70,9 @@ def test_environment_defaults_to_the_process_environment(monkeypatch):
     ({"$env": "BAD NAME"}, {}, "$env must name an environment variable"),
     ({"$env": "FLOWKER_SECRET_KEY"}, {"FLOWKER_SECRET_KEY": "the-master-key"}, "Flowker's own setting"),
     ({"$env": "flowker_api_keys"}, {"flowker_api_keys": "the-api-key"}, "Flowker's own setting"),
-    ({"$file": "/nonexistent/secret"}, {}, "secret file /nonexistent/secret cannot be read"),
-    ({"$file": "/proc/self/environ"}, {}, "secret file /proc/self/environ is not allowed"),
+    ({"$file": "/run/secrets/nonexistent/secret"}, {}, "$file /run/secrets/nonexistent/secret cannot be read"),
+    ({"$file": "/nonexistent/secret"}, {}, "$file /nonexistent/secret must lie under FLOWKER_SECRET_FILE_DIRS"),
+    ({"$file": "/proc/self/environ"}, {}, "$file /proc/self/environ must lie under FLOWKER_SECRET_FILE_DIRS"),
     ({"$file": ""}, {}, "$file must name a file"),
 ])
 def test_resolution_errors_name_the_reference_never_a_value(reference, environ, message):
@@ -81,6 +87,9 @@ def test_resolution_errors_name_the_reference_never_a_value(reference, environ, 
 
 
 def test_secret_files_are_capped_regular_utf8_files(tmp_path):
+    def resolve_secrets(config):
+        return resolve_secrets_in(config, policy=SecretReferencePolicy(file_dirs=(str(tmp_path), "/proc")))
+
     big = tmp_path / "big"
     big.write_bytes(b"a" * 70_000)
     with pytest.raises(SecretUnavailableError, match="larger than 65536 bytes"):
@@ -98,7 +107,7 @@ def test_secret_files_are_capped_regular_utf8_files(tmp_path):
         resolve_secrets({"k": {"$file": str(fifo)}})  # must not block waiting for a writer
     link = tmp_path / "link"
     link.symlink_to("/proc/self/environ")
-    with pytest.raises(SecretUnavailableError, match="not allowed"):
+    with pytest.raises(SecretUnavailableError, match="kernel pseudo-filesystem"):
         resolve_secrets({"k": {"$file": str(link)}})
 
 
@@ -107,10 +116,11 @@ def test_resolver_from_settings_protects_flowkers_own_files(tmp_path):
     database.write_bytes(b"SQLite format 3\0")
     key_file = tmp_path / "audit.pem"
     key_file.write_text("-----BEGIN PRIVATE KEY-----\nsecret\n-----END PRIVATE KEY-----\n")
-    settings = Settings.from_mapping({"database_url": f"sqlite:///{database}", "audit_signing_key": str(key_file)})
-    resolver = SecretResolver.from_settings(settings, environ={})
+    settings = Settings.from_mapping({"database_url": f"sqlite:///{database}", "audit_signing_key": str(key_file),
+                                      "secret_file_dirs": str(tmp_path)})
+    resolver = SecretResolver.from_settings(settings, environ={}, register=Redactor().add_secret)
     for path in (database, key_file):
-        with pytest.raises(SecretUnavailableError, match="not allowed"):
+        with pytest.raises(SecretUnavailableError, match="one of Flowker's own files"):
             resolver.resolve({"k": {"$file": str(path)}})
 
 
@@ -203,7 +213,7 @@ def test_development_without_sqlite_has_no_box_and_production_needs_a_key(tmp_pa
     assert SecretBox.from_settings(Settings.from_mapping({"database_url": f"sqlite:///{tmp_path}/x.db"}),
                                    create_key_file=False) is None
     key = Fernet.generate_key().decode()
-    production = Settings.from_mapping({"env": "production", "api_keys": "k", "secret_key": key})
+    production = Settings.from_mapping({"env": "production", "api_keys": "k" * 32, "secret_key": key})
     assert SecretBox.from_settings(production).decrypt(SecretBox([key]).encrypt("p")) == "p"
     with pytest.raises(SecretKeyError):
         SecretBox.from_settings(production.replace(secret_keys=()))
@@ -298,6 +308,6 @@ def test_development_key_file_stays_readable_after_a_real_key_is_set(tmp_path):
     with_key = SecretBox.from_settings(Settings.from_mapping({"database_url": database_url, "secret_key": new}))
     assert with_key.key_count == 2 and with_key.decrypt(token) == "stored-in-development"
     assert SecretBox([new]).decrypt(with_key.rotate(token)) == "stored-in-development"
-    production = Settings.from_mapping({"env": "production", "api_keys": "k", "secret_key": new,
+    production = Settings.from_mapping({"env": "production", "api_keys": "k" * 32, "secret_key": new,
                                         "database_url": database_url})
     assert SecretBox.from_settings(production).key_count == 1

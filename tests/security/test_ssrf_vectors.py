@@ -133,7 +133,7 @@ def test_vector_refused_at_call_time(name, template, at_config, traps, dns, conn
 
 def test_production_refuses_every_vector_and_plain_http(traps, dns, connect_log):
     trap, port, port6 = traps
-    settings = Settings.from_mapping({"env": "production", "api_keys": "k",
+    settings = Settings.from_mapping({"env": "production", "api_keys": "k" * 32,
                                       "secret_key": "x" * 43 + "="})
     policy = AddressPolicy.from_settings(settings)
     assert policy.require_https and not policy.allow_loopback
@@ -161,7 +161,7 @@ def test_development_admits_loopback_but_nothing_else(traps, dns):
 
 
 def test_allow_list_admits_named_networks_and_hosts_only(dns):
-    settings = Settings.from_mapping({"env": "production", "api_keys": "k", "secret_key": "x" * 43 + "=",
+    settings = Settings.from_mapping({"env": "production", "api_keys": "k" * 32, "secret_key": "x" * 43 + "=",
                                       "allow_private_networks": "10.0.0.0/8, .corp.example.test, private.example.test"})
     policy = AddressPolicy.from_settings(settings)
     dns.add("billing.corp.example.test", ["192.168.7.7"])

@@ -1,0 +1,82 @@
+"""From an executor's ``authentication`` block to a ``requests`` auth, one way for every path.
+
+The runner (:class:`flowker.runner.executors.ExecutorPool`) and the connectivity probe
+(:mod:`flowker.api.executor_probe`) both go through :class:`AuthResolution`:
+
+1. every ``$env``/``$file``/``$encrypted`` reference is resolved by a
+   :class:`~flowker.security.secrets.SecretResolver` wired to the redactor, and every
+   value of a secret (``writeOnly``) field is registered with the redactor as well, so
+   each secret that can enter an outbound request is known before the request is built;
+2. the resolved config is checked against the type's config schema (a reference passes
+   as a string when the spec is saved; here its value must fit too), failing with
+   :class:`ResolvedConfigError`, whose message names the field and the rule, never the
+   value;
+3. the type's ``build`` makes the auth.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from flowker.auth.base import AuthContext, AuthType
+from flowker.errors import ConfigurationError, ResolvedConfigError, UnprocessableEntity
+
+__all__ = ["AuthResolution", "ResolvedConfigError"]
+
+
+class AuthResolution:
+    """Resolves, validates and builds auths for one process (thread-safe: no mutable state
+    but the resolvers, built once).
+
+    ``secret_box`` is called only when a config holds an ``$encrypted`` value (in
+    development, loading the box may create the key file).
+    """
+
+    def __init__(self, settings, registry, redactor, *, secret_box: Callable[[], Any]):
+        self.settings = settings
+        self.registry = registry
+        self.redactor = redactor
+        self._secret_box = secret_box
+        self._resolvers: dict[bool, Any] = {}
+
+    def resolve(self, authentication: dict | None) -> tuple[AuthType, dict]:
+        """(the auth type, its config with every secret resolved and registered)."""
+        from flowker.security.secrets import SecretResolver, count_encrypted
+
+        authentication = authentication or {}
+        auth_type = self.registry.auth_type(authentication.get("type") or "none")
+        config = authentication.get("config") or {}
+        with_box = bool(count_encrypted(config))
+        resolver = self._resolvers.get(with_box)
+        if resolver is None:
+            resolver = self._resolvers[with_box] = SecretResolver.from_settings(
+                self.settings, box=self._secret_box() if with_box else None, register=self.redactor.add_secret)
+        try:
+            resolved = resolver.resolve(config)
+        except ConfigurationError as exc:
+            # "token: environment variable X is not set" reads like a credential pair to the
+            # redactor (which would mask it); say where the secret belongs at the end instead.
+            where, separator, rest = exc.message.partition(": ")
+            message = f"{rest} (authentication.config.{where})" if separator and " " not in where else exc.message
+            raise UnprocessableEntity(f"cannot resolve the executor's secrets: {message}",
+                                      code=exc.code, title=exc.title) from None
+        if isinstance(resolved, dict):
+            # Literal secrets the caller already decrypted are secrets too.
+            for name in auth_type.secret_fields:
+                if isinstance(resolved.get(name), str):
+                    self.redactor.add_secret(resolved[name])
+        return auth_type, resolved
+
+    def validate(self, auth_type: AuthType, resolved: Any) -> None:
+        """Raise :class:`ResolvedConfigError` when ``resolved`` does not fit the schema."""
+        problems = auth_type.validate_config(resolved)
+        if problems:
+            text = "; ".join(f"authentication.config{'.' + path if path else ''} {message}"
+                             for path, message in problems)
+            raise ResolvedConfigError(self.redactor.scrub_text(
+                f"the resolved config of auth type {auth_type.name!r} does not match its schema: {text}"))
+
+    def build(self, auth_type: AuthType, resolved: dict, context: AuthContext):
+        """Validate ``resolved`` and build the auth."""
+        self.validate(auth_type, resolved)
+        return auth_type.build(resolved, context)

@@ -238,10 +238,13 @@ def bulk_load(url: str, count: int, signing_key) -> float:
             for _, definition in indexes:
                 database.execute_sql(definition)
             with database.atomic():
+                previous = cp.GENESIS_CHECKPOINT_HASH
                 for sequence, head_hash in heads.items():
                     signed = cp.sign(signing_key, sequence=sequence, head_hash=head_hash,
-                                     interval=CHECKPOINT_INTERVAL, created_at="2026-01-01T00:00:00.000Z")
+                                     interval=CHECKPOINT_INTERVAL, created_at="2026-01-01T00:00:00.000Z",
+                                     previous_checkpoint_hash=previous)
                     store.insert_checkpoint(database, signed.to_row())
+                    previous = signed.hash
             if is_postgres(database):
                 database.execute_sql(f"ANALYZE {store.ENTRY_TABLE}")
     finally:

@@ -110,6 +110,15 @@ class SecretReferenceSpecError(SpecError):
     title = "Secret Reference Refused"
 
 
+class TooManyRequests(FlowkerError):
+    """Refused for now: the caller should retry after the ``Retry-After`` it is given."""
+
+    http_status = 429
+    code = "FLK-0429"
+    title = "Too Many Requests"
+    headers: dict[str, str] | None = None  # Retry-After
+
+
 class ServiceUnavailable(FlowkerError):
     http_status = 503
     code = "FLK-0801"

@@ -86,6 +86,8 @@ class Settings:
     # Expressions (DESIGN 6): CPU seconds per execution; the cap on each stored output.
     expression_cpu_seconds: float = 1.0
     max_output_bytes: int = 1048576
+    # Where signed checkpoints are also sent: file:///DIR or an http(s):// witness service.
+    audit_witness: str | None = None
     # True when no FLOWKER_API_KEYS were given and one was generated for development.
     api_key_generated: bool = False
     # Files Flowker itself reads, which no secret reference may: the bootstrap file

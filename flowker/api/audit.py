@@ -97,13 +97,27 @@ class Item:
 
 
 class Verify:
-    """Recompute every hash and link up to the event: ``{isValid, totalChecked, firstInvalidId?, message}``."""
+    """Every check ``flowker audit verify`` runs, up to the event (and the witness's, when one
+    is configured): ``{isValid, totalChecked, firstInvalidId?, message}``.
+
+    At most one verification runs per process (:class:`flowker.audit.verify_gate.VerifyGate`):
+    another request meanwhile gets 429 with ``Retry-After``; a result is reused while the
+    chain's head and checkpoints are unchanged, for a short while. The work runs in a child
+    process (:mod:`flowker.audit.verify_process`), off this worker's GIL and memory.
+    """
 
     def __init__(self, state):
+        from flowker.audit.verify_gate import VerifyGate
+
         self.state = state
+        self.gate = VerifyGate()
 
     def on_get(self, req, resp, event_id: str) -> None:
-        from flowker.audit.chain import verify_chain
+        from flowker.audit.verify_process import verify_isolated
 
         entry = _entry(event_id)
-        resp.media = verify_chain(entry.event_id).to_dict()
+        state = self.state
+        resp.media = self.gate.run(
+            state.database, entry.sequence,
+            lambda: verify_isolated(state.settings, entry.sequence, state.database),
+        ).to_dict()

@@ -132,19 +132,29 @@ class AuditLog:
     """
 
     def __init__(self, database: peewee.Database | peewee.DatabaseProxy | None = None, *,
-                 signing_key=None, checkpoint_interval: int = 1000, public_keys=()):
+                 signing_key=None, checkpoint_interval: int = 1000, public_keys=(), witness=None):
         if checkpoint_interval < 0:
             raise ConfigurationError("FLOWKER_AUDIT_CHECKPOINT_INTERVAL must not be negative")
         self._database = database
         self.signing_key = signing_key
+        # Where each signed checkpoint also goes before its transaction commits (a
+        # flowker.audit.witness.Witness, or None).
+        self.witness = witness
         self.checkpoint_interval = int(checkpoint_interval)
         trusted = list(public_keys) + ([signing_key] if signing_key is not None else [])
         self.public_keys = cp.keys_by_id(trusted) if trusted else None
 
     @classmethod
     def from_settings(cls, settings, database=None) -> "AuditLog":
+        from flowker.audit.witness import open_witness
+
         key = cp.load_signing_key(settings.audit_signing_key) if settings.audit_signing_key else None
-        return cls(database, signing_key=key, checkpoint_interval=settings.audit_checkpoint_interval)
+        witness = open_witness(settings.audit_witness)
+        if witness is not None and key is None:
+            raise ConfigurationError("FLOWKER_AUDIT_WITNESS needs FLOWKER_AUDIT_SIGNING_KEY: only signed "
+                                     "checkpoints are witnessed")
+        return cls(database, signing_key=key, checkpoint_interval=settings.audit_checkpoint_interval,
+                   witness=witness)
 
     @property
     def database(self) -> peewee.Database:
@@ -257,17 +267,32 @@ class AuditLog:
                     checkpoints.append((sequence, digest))
                     last_checkpoint = sequence
             store.insert_values(database, len(prepared), values)
-            for checkpoint_sequence, checkpoint_hash in checkpoints:
-                self._insert_checkpoint(database, checkpoint_sequence, checkpoint_hash)
+            if checkpoints:  # only the append that completes an interval does more
+                self._insert_checkpoints(database, checkpoints)
         return [item.entry for item in prepared]
 
     # -- checkpoints -------------------------------------------------------------------
 
-    def _insert_checkpoint(self, database, sequence: int, head_hash: str) -> cp.Checkpoint:
-        checkpoint = cp.sign(self.signing_key, sequence=sequence, head_hash=head_hash,
-                             interval=self.checkpoint_interval, created_at=now_timestamp())
-        store.insert_checkpoint(database, checkpoint.to_row())
-        return checkpoint
+    def _insert_checkpoints(self, database, heads: list[tuple[int, str]]) -> list[cp.Checkpoint]:
+        """Sign, store and witness checkpoints at ``heads`` ((sequence, hash), in order),
+        inside the append's transaction and under its lock. The witness hears of each
+        before the transaction commits: if it is unreachable or refuses, the exception
+        rolls the entries and their state change back, so nothing is acknowledged that the
+        witness does not hold."""
+        statement = store.last_checkpoint_statement(database)
+        previous = cp.checkpoint_hash(statement) if statement is not None else cp.GENESIS_CHECKPOINT_HASH
+        signed = []
+        for sequence, head_hash in heads:
+            checkpoint = cp.sign(self.signing_key, sequence=sequence, head_hash=head_hash,
+                                 interval=self.checkpoint_interval, created_at=now_timestamp(),
+                                 previous_checkpoint_hash=previous)
+            store.insert_checkpoint(database, checkpoint.to_row())
+            signed.append(checkpoint)
+            previous = checkpoint.hash
+        if self.witness is not None:
+            for checkpoint in signed:
+                self.witness.submit(checkpoint)
+        return signed
 
     def create_checkpoint(self) -> AuditCheckpoint | None:
         """Sign the current head now (None for an empty chain); reuses one already there."""
@@ -288,16 +313,18 @@ class AuditLog:
                     f"a checkpoint at sequence {head[0]} signs another head hash: the chain was tampered with"
                 )
             else:
-                checkpoint = self._insert_checkpoint(database, head[0], head[1])
+                checkpoint = self._insert_checkpoints(database, [head])[0]
         return AuditCheckpoint(**dict(zip(store.CHECKPOINT_COLUMNS, checkpoint.to_row())))
 
     # -- verification ------------------------------------------------------------------
 
     def verify(self, up_to_id=None, progress=None) -> VerifyResult:
+        """Every check ``flowker audit verify`` runs with the same settings, up to the entry,
+        including the witness's checkpoints when one is configured."""
         return verify_database(
             self.database, up_to=up_to_id, public_keys=self.public_keys,
             checkpoint_interval=self.checkpoint_interval if self.signing_key is not None else None,
-            progress=progress,
+            progress=progress, witness=self.witness,
         )
 
 
@@ -352,7 +379,8 @@ def create_checkpoint(signing_key=None, *, database=None, interval: int | None =
         signing_key = cp.load_signing_key(signing_key)
     if interval is None:
         interval = attached.checkpoint_interval if attached.signing_key is not None else 0
-    return AuditLog(attached.database, signing_key=signing_key, checkpoint_interval=interval).create_checkpoint()
+    return AuditLog(attached.database, signing_key=signing_key, checkpoint_interval=interval,
+                    witness=attached.witness).create_checkpoint()
 
 
 def verify_chain(up_to_id=None, progress=None, *, database=None, public_keys=None,
@@ -368,7 +396,7 @@ def verify_chain(up_to_id=None, progress=None, *, database=None, public_keys=Non
         return log.verify(up_to_id, progress)
     keys = public_keys if isinstance(public_keys, Mapping) else cp.keys_by_id(public_keys)
     return verify_database(log.database, up_to=up_to_id, public_keys=keys,
-                           checkpoint_interval=checkpoint_interval, progress=progress)
+                           checkpoint_interval=checkpoint_interval, progress=progress, witness=log.witness)
 
 
 def entry_to_dict(entry) -> dict:
@@ -398,4 +426,5 @@ def entry_to_dict(entry) -> dict:
 
 def checkpoint_to_dict(checkpoint) -> dict:
     return cp.Checkpoint(checkpoint.sequence, checkpoint.head_hash, checkpoint.key_id,
-                         checkpoint.created_at, checkpoint.statement, checkpoint.signature).to_dict()
+                         checkpoint.created_at, checkpoint.statement, checkpoint.signature,
+                         checkpoint.previous_checkpoint_hash, checkpoint.entry_count).to_dict()

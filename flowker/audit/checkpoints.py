@@ -2,8 +2,15 @@
 
 A checkpoint's signed statement is the RFC 8785 canonical JSON of::
 
-    {"createdAt", "headHash", "interval", "keyId", "sequence",
-     "type": "flowker.audit.checkpoint", "v": 1}
+    {"createdAt", "entryCount", "headHash", "interval", "keyId", "previousCheckpointHash",
+     "sequence", "type": "flowker.audit.checkpoint", "v": 2}
+
+Checkpoints form a chain of their own: ``previousCheckpointHash`` is the
+:func:`checkpoint_hash` (sha256 of the signed statement text) of the checkpoint before it
+(``GENESIS_HASH`` for the first), and ``entryCount`` the number of entries it covers (equal
+to its sequence). Version-1 statements (written before checkpoints were chained) carry
+neither and are still accepted; the first version-2 checkpoint after them names the last
+of them.
 
 ``interval`` is the promise the signer makes: the next checkpoint comes at most that many
 entries later (0: no promise, an on-demand checkpoint without automatic ones). Because
@@ -31,7 +38,9 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 STATEMENT_TYPE = "flowker.audit.checkpoint"
-STATEMENT_VERSION = 1
+STATEMENT_VERSION = 2
+STATEMENT_VERSIONS = (1, 2)  # accepted when verifying
+GENESIS_CHECKPOINT_HASH = "0" * 64  # what the first checkpoint names as its predecessor
 
 
 @dataclass(frozen=True)
@@ -42,13 +51,21 @@ class Checkpoint:
     created_at: str
     statement: str
     signature: str
+    # None for version-1 checkpoints (written before checkpoints were chained).
+    previous_checkpoint_hash: str | None = None
+    entry_count: int | None = None
 
     @classmethod
     def from_row(cls, row: tuple) -> "Checkpoint":
         return cls(*row)
 
     def to_row(self) -> tuple:
-        return (self.sequence, self.head_hash, self.key_id, self.created_at, self.statement, self.signature)
+        return (self.sequence, self.head_hash, self.key_id, self.created_at, self.statement, self.signature,
+                self.previous_checkpoint_hash, self.entry_count)
+
+    @property
+    def hash(self) -> str:
+        return checkpoint_hash(self.statement)
 
     def to_dict(self) -> dict:
         return {
@@ -58,7 +75,21 @@ class Checkpoint:
             "createdAt": self.created_at,
             "statement": self.statement,
             "signature": self.signature,
+            "previousCheckpointHash": self.previous_checkpoint_hash,
+            "entryCount": self.entry_count,
         }
+
+    @classmethod
+    def from_dict(cls, record: Mapping) -> Checkpoint:
+        """The inverse of :meth:`to_dict` (KeyError when a required field is absent)."""
+        return cls(record["sequence"], record["headHash"], record["keyId"], record["createdAt"],
+                   record["statement"], record["signature"], record.get("previousCheckpointHash"),
+                   record.get("entryCount"))
+
+
+def checkpoint_hash(statement: str) -> str:
+    """What the next checkpoint names as its predecessor: sha256 of the signed statement."""
+    return hashlib.sha256(statement.encode("utf-8")).hexdigest()
 
 
 def _read_key_text(value: str, what: str) -> bytes:
@@ -169,19 +200,24 @@ def signature_problem(public_keys: Mapping[str, Ed25519PublicKey], kid: str, sta
     return None
 
 
-def sign(signing_key, *, sequence: int, head_hash: str, interval: int, created_at: str) -> Checkpoint:
-    """A checkpoint for (sequence, head_hash) signed with ``signing_key``."""
+def sign(signing_key, *, sequence: int, head_hash: str, interval: int, created_at: str,
+         previous_checkpoint_hash: str = GENESIS_CHECKPOINT_HASH) -> Checkpoint:
+    """A checkpoint for (sequence, head_hash), following the checkpoint whose
+    :func:`checkpoint_hash` is ``previous_checkpoint_hash``, signed with ``signing_key``."""
     kid = key_id(signing_key)
     statement, signature = sign_document(signing_key, {
         "createdAt": created_at,
+        "entryCount": int(sequence),
         "headHash": head_hash,
         "interval": int(interval),
         "keyId": kid,
+        "previousCheckpointHash": previous_checkpoint_hash,
         "sequence": int(sequence),
         "type": STATEMENT_TYPE,
         "v": STATEMENT_VERSION,
     })
-    return Checkpoint(sequence, head_hash, kid, created_at, statement, signature)
+    return Checkpoint(sequence, head_hash, kid, created_at, statement, signature, previous_checkpoint_hash,
+                      int(sequence))
 
 
 def statement_fields(checkpoint: Checkpoint) -> dict | None:
@@ -192,9 +228,13 @@ def statement_fields(checkpoint: Checkpoint) -> dict | None:
         fields = json.loads(checkpoint.statement)
     except ValueError:
         return None
-    if not isinstance(fields, dict) or fields.get("type") != STATEMENT_TYPE or fields.get("v") != STATEMENT_VERSION:
+    if not isinstance(fields, dict) or fields.get("type") != STATEMENT_TYPE \
+            or fields.get("v") not in STATEMENT_VERSIONS:
         return None
     if not isinstance(fields.get("sequence"), int) or not isinstance(fields.get("interval"), int):
+        return None
+    if fields["v"] >= 2 and (not isinstance(fields.get("entryCount"), int)
+                             or not isinstance(fields.get("previousCheckpointHash"), str)):
         return None
     return fields
 
@@ -208,10 +248,14 @@ def check(checkpoint: Checkpoint, public_keys: Mapping[str, Ed25519PublicKey] | 
     where = f"checkpoint at sequence {checkpoint.sequence}"
     if fields is None:
         return f"{where}: its signed statement is malformed", 0
-    if (fields["sequence"], fields.get("headHash"), fields.get("keyId"), fields.get("createdAt")) != (
-        checkpoint.sequence, checkpoint.head_hash, checkpoint.key_id, checkpoint.created_at
+    if (fields["sequence"], fields.get("headHash"), fields.get("keyId"), fields.get("createdAt"),
+            fields.get("previousCheckpointHash"), fields.get("entryCount")) != (
+        checkpoint.sequence, checkpoint.head_hash, checkpoint.key_id, checkpoint.created_at,
+        checkpoint.previous_checkpoint_hash, checkpoint.entry_count,
     ):
         return f"{where}: the stored columns differ from the signed statement", 0
+    if fields["v"] >= 2 and fields["entryCount"] != fields["sequence"]:
+        return f"{where}: its entry count {fields['entryCount']} is not its sequence", 0
     if public_keys is not None:
         problem = signature_problem(public_keys, checkpoint.key_id, checkpoint.statement, checkpoint.signature)
         if problem:

@@ -187,6 +187,7 @@ def _verify_lines(lines, public_keys, progress, state) -> None:
         raise _Broken(None, "the header's genesis hash is not the Flowker genesis value")
     future: dict[int, cp.Checkpoint] = {}  # checkpoints seen before their entry
     checkpoint_count = 0
+    previous_checkpoint: cp.Checkpoint | None = None  # the checkpoints' own chain
     end = None
     for number, record in records:
         kind = record.get("type")
@@ -221,12 +222,15 @@ def _verify_lines(lines, public_keys, progress, state) -> None:
         elif kind == "checkpoint":
             checkpoint_count += 1
             try:
-                checkpoint = cp.Checkpoint(record["sequence"], record["headHash"], record["keyId"],
-                                           record["createdAt"], record["statement"], record["signature"])
+                checkpoint = cp.Checkpoint.from_dict(record)
             except KeyError:
                 raise _Broken(None, f"line {number}: the checkpoint record is incomplete") from None
             if not isinstance(checkpoint.sequence, int) or isinstance(checkpoint.sequence, bool):
                 raise _Broken(None, f"line {number}: the checkpoint has no sequence number")
+            if not isinstance(checkpoint.statement, str):
+                raise _Broken(checkpoint.sequence, f"line {number}: the checkpoint has no statement")
+            _check_link(checkpoint, previous_checkpoint)
+            previous_checkpoint = checkpoint
             head = expected - 1
             if checkpoint.sequence == head:
                 _check_checkpoint(checkpoint, head, last, public_keys, state)
@@ -270,6 +274,18 @@ def _check_end_signature(end: dict, public_keys, head: int) -> None:
                               end.get("exportedAt"), kid)}
     if fields != expected:
         raise _Broken(head + 1, "the end record differs from its signed statement: the file was altered")
+
+
+def _check_link(checkpoint: cp.Checkpoint, previous: cp.Checkpoint | None) -> None:
+    named = checkpoint.previous_checkpoint_hash
+    if named is None:
+        return  # a version-1 checkpoint, from before checkpoints were chained
+    if previous is None and named != cp.GENESIS_CHECKPOINT_HASH:
+        raise _Broken(checkpoint.sequence, f"the checkpoint at sequence {checkpoint.sequence} follows a checkpoint "
+                      "the export does not hold: earlier checkpoints were removed")
+    if previous is not None and named != previous.hash:
+        raise _Broken(checkpoint.sequence, f"the checkpoint at sequence {checkpoint.sequence} does not follow the "
+                      f"checkpoint at sequence {previous.sequence}: a checkpoint between them was removed or replaced")
 
 
 def _check_checkpoint(checkpoint: cp.Checkpoint, sequence: int, digest: str, public_keys, state) -> None:

@@ -7,6 +7,8 @@ whether or not the models are bound to it.
 
 from __future__ import annotations
 
+import uuid
+
 import peewee
 
 from flowker.storage.database import database_proxy, is_postgres
@@ -22,7 +24,8 @@ ENTRY_COLUMNS = (
     "sequence", "event_id", "event_type", "action", "result", "resource_type", "resource_id",
     "actor_type", "actor_id", "actor_ip", "timestamp", "canonical", "previous_hash", "hash",
 )
-CHECKPOINT_COLUMNS = ("sequence", "head_hash", "key_id", "created_at", "statement", "signature")
+CHECKPOINT_COLUMNS = ("sequence", "head_hash", "key_id", "created_at", "statement", "signature",
+                      "previous_checkpoint_hash", "entry_count")
 
 
 def resolve(database: peewee.Database | peewee.DatabaseProxy | None) -> peewee.Database:
@@ -110,6 +113,14 @@ def last_checkpoint_sequence(database: peewee.Database) -> int:
     return row[0] or 0 if row else 0
 
 
+def last_checkpoint_statement(database: peewee.Database) -> str | None:
+    """The signed statement of the newest checkpoint (None without one): the next names its hash."""
+    row = database.execute_sql(
+        f"SELECT statement FROM {CHECKPOINT_TABLE} ORDER BY sequence DESC LIMIT 1"
+    ).fetchone()
+    return row[0] if row else None
+
+
 def checkpoint_at(database: peewee.Database, sequence: int) -> tuple | None:
     p = param(database)
     return database.execute_sql(
@@ -163,28 +174,30 @@ def entry_row(database: peewee.Database, sequence: int) -> tuple | None:
     ).fetchone()
 
 
-def stream_links(database: peewee.Database, up_to: int, page_size: int = 50_000):
-    """Pages of (sequence, canonical, previous_hash, hash) in sequence order, up to ``up_to``.
+# Rows per batch when streaming the chain: small enough that a verify's memory does not
+# depend on the chain's length (a batch of 1000 entries is about 1 MB), large enough that
+# the per-batch round trip costs little.
+STREAM_BATCH = 1000
+_LINK_COLUMNS = "sequence, canonical, previous_hash, hash"
 
-    SQLite: one cursor, read in chunks (a read transaction of its own, so one snapshot).
-    PostgreSQL: keyset pages on the unique sequence index (a plain cursor would hold the
-    whole result in memory); entries are append-only, so pages read at different moments
-    still form one consistent picture of the rows <= ``up_to``.
+
+def stream_links(database: peewee.Database, up_to: int, page_size: int = STREAM_BATCH):
+    """Batches of (sequence, canonical, previous_hash, hash) in sequence order, up to ``up_to``,
+    in constant memory.
+
+    PostgreSQL: a server-side cursor (``DECLARE ... CURSOR``, what a psycopg2 named cursor
+    is) fetched ``page_size`` rows at a time, inside a transaction of its own (or the
+    caller's), so the rows come from one snapshot. SQLite: keyset batches on the primary
+    key, each a short statement, so no read transaction stays open (it would hold back WAL
+    checkpoints); entries are append-only, so batches read at different moments still form
+    one picture of the rows <= ``up_to``.
     """
     p = param(database)
-    if not is_postgres(database):
-        cursor = database.execute_sql(
-            f"SELECT sequence, canonical, previous_hash, hash FROM {ENTRY_TABLE} "
-            f"WHERE sequence <= {p} ORDER BY sequence", (up_to,))
-        while True:
-            rows = cursor.fetchmany(page_size)
-            if not rows:
-                return
-            yield rows
-    sql = (
-        f"SELECT sequence, canonical, previous_hash, hash FROM {ENTRY_TABLE} "
-        f"WHERE sequence > {p} AND sequence <= {p} ORDER BY sequence LIMIT {int(page_size)}"
-    )
+    if is_postgres(database):
+        yield from _stream_with_server_cursor(database, up_to, page_size)
+        return
+    sql = (f"SELECT {_LINK_COLUMNS} FROM {ENTRY_TABLE} WHERE sequence > {p} AND sequence <= {p} "
+           f"ORDER BY sequence LIMIT {int(page_size)}")
     after = -(2**62)
     while True:
         rows = database.execute_sql(sql, (after, up_to)).fetchall()
@@ -194,6 +207,20 @@ def stream_links(database: peewee.Database, up_to: int, page_size: int = 50_000)
         if len(rows) < page_size:
             return
         after = rows[-1][0]
+
+
+def _stream_with_server_cursor(database: peewee.Database, up_to: int, page_size: int):
+    name = f"flowker_audit_stream_{uuid.uuid4().hex[:12]}"
+    with database.atomic():
+        database.execute_sql(
+            f"DECLARE {name} NO SCROLL CURSOR FOR SELECT {_LINK_COLUMNS} FROM {ENTRY_TABLE} "
+            f"WHERE sequence <= %s ORDER BY sequence", (up_to,))
+        # The cursor ends with the transaction (commit, or rollback on an error).
+        while True:
+            rows = database.execute_sql(f"FETCH FORWARD {int(page_size)} FROM {name}").fetchall()
+            if not rows:
+                return
+            yield rows
 
 
 # COLUMN_PREFIX_TEMPLATE as a printf/format() string over the row's columns.

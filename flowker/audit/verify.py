@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Mapping
 
@@ -109,8 +110,11 @@ class _ColumnCheck:
         return self.result
 
 
-def _walk_links(database, up_to: int, signed_heads: Mapping[int, str], progress: Progress | None):
-    """(entries checked, first bad sequence or None, message)."""
+def _walk_links(database, up_to: int, expected_heads: Mapping[int, tuple[str, str]], progress: Progress | None):
+    """(entries checked, first bad sequence or None, message).
+
+    ``expected_heads``: sequence -> (hash the entry there must have, who says so).
+    """
     sha256 = hashlib.sha256
     expected, last = 1, GENESIS_HASH
     for page in store.stream_links(database, up_to):
@@ -122,18 +126,22 @@ def _walk_links(database, up_to: int, signed_heads: Mapping[int, str], progress:
                     return expected, sequence, f"entry {sequence} follows entry {expected - 1}: {missing}"
                 return expected, sequence, f"entry {sequence} is out of order (expected {expected})"
             if previous != last:
-                return expected, sequence, f"entry {sequence}: its previous hash is not the hash of entry {sequence - 1}"
+                return expected, sequence, (
+                    f"entry {sequence}: its previous hash is not the hash of entry {sequence - 1}")
             if sha256((previous + canonical).encode("utf-8")).hexdigest() != digest:
                 return expected, sequence, f"entry {sequence}: its hash does not match its content"
-            if sequence in signed_heads and signed_heads[sequence] != digest:
+            if sequence in expected_heads and expected_heads[sequence][0] != digest:
                 return expected, sequence, (
-                    f"entry {sequence}: its hash differs from the head hash signed by the checkpoint at "
-                    f"sequence {sequence} (the chain was rewritten)"
+                    f"entry {sequence}: its hash differs from the head hash signed by {expected_heads[sequence][1]} "
+                    "(the chain was rewritten)"
                 )
             last = digest
             expected += 1
         if progress is not None:
             progress(expected - 1, up_to)
+        # Let other threads of the process run between batches (a verify of a long chain is
+        # seconds of Python work; requests served meanwhile should not wait for it).
+        time.sleep(0)
     return expected - 1, None, None
 
 
@@ -150,6 +158,60 @@ def resolve_target(database: peewee.Database, up_to) -> int:
     return sequence
 
 
+def _checkpoint_chain_problems(checkpoints: list[cp.Checkpoint]) -> list[tuple[int, str]]:
+    """Each chained (version-2) checkpoint must name the one before it in the database."""
+    problems = []
+    previous: cp.Checkpoint | None = None
+    for checkpoint in checkpoints:
+        named = checkpoint.previous_checkpoint_hash
+        if named is not None:
+            where = f"checkpoint at sequence {checkpoint.sequence}"
+            if previous is None and named != cp.GENESIS_CHECKPOINT_HASH:
+                problems.append((checkpoint.sequence, (
+                    f"{where} follows a checkpoint the database no longer holds: earlier checkpoints were removed")))
+            elif previous is not None and named != previous.hash:
+                problems.append((checkpoint.sequence, (
+                    f"{where} does not follow the checkpoint at sequence {previous.sequence}: a checkpoint "
+                    f"between them was removed or replaced")))
+        previous = checkpoint
+    return problems
+
+
+def _witness_problems(witnessed, by_sequence: Mapping[int, cp.Checkpoint], target: int, head: int,
+                      at_head: bool, expected_heads: dict[int, tuple[str, str]]) -> list[tuple[int, str]]:
+    """What the database lacks of what the witness holds; fills ``expected_heads``."""
+    problems = []
+    beyond = [w for w in witnessed if w.sequence > head]
+    if at_head and beyond:
+        last = max(beyond, key=lambda w: w.sequence)
+        lost = f"entry {head + 1} was" if last.sequence == head + 1 else f"entries {head + 1}..{last.sequence} were"
+        problems.append((head + 1, (
+            f"the witness holds a checkpoint at sequence {last.sequence} ({last.sequence} entries) but the chain "
+            f"ends at {head}: at least {lost} removed from the end, "
+            f"and {len(beyond)} witnessed checkpoint{'s' if len(beyond) != 1 else ''} with them")))
+    for w in witnessed:
+        if w.sequence > target:
+            continue
+        stored = by_sequence.get(w.sequence)
+        if stored is None:
+            problems.append((w.sequence, (
+                f"the witness holds a checkpoint at sequence {w.sequence} that the database does not: "
+                "the checkpoint was removed")))
+        elif stored.hash != w.checkpoint_hash:
+            problems.append((w.sequence, (
+                f"the checkpoint at sequence {w.sequence} differs from the one the witness holds: "
+                "it was replaced")))
+        expected_heads[w.sequence] = (w.head_hash, f"the witnessed checkpoint at sequence {w.sequence}")
+    return problems
+
+
+def _read_ends(database) -> tuple[list[int], int, list[cp.Checkpoint]]:
+    """(checkpoint sequences read before the head, head sequence, checkpoints read after)."""
+    earlier = [row[0] for row in store.all_checkpoints(database)]
+    head = store.max_sequence(database)
+    return earlier, head, [cp.Checkpoint.from_row(row) for row in store.all_checkpoints(database)]
+
+
 def verify_database(
     database: peewee.Database | peewee.DatabaseProxy | None = None,
     *,
@@ -157,53 +219,68 @@ def verify_database(
     public_keys: Mapping[str, Ed25519PublicKey] | None = None,
     checkpoint_interval: int | None = None,
     progress: Progress | None = None,
+    witness=None,
 ) -> VerifyResult:
     """Verify the chain (up to an event id or sequence, or all of it).
 
     ``public_keys`` (key id -> Ed25519 public key, see :func:`checkpoints.keys_by_id`)
     turns on signature checks and the freshness rule; ``checkpoint_interval`` is the
-    configured interval, used for that rule when no checkpoint exists yet.
+    configured interval, used for that rule when no checkpoint exists yet. ``witness``
+    (:mod:`flowker.audit.witness`) adds its checkpoints: each must be in the database,
+    unchanged, with the witnessed hash at its sequence, and none past the end.
+
+    Verifying up to the newest entry is verifying the whole chain: the checks of the
+    chain's end (checkpoints past it, the freshness rule, the witness) run too.
     """
     database = store.resolve(database)
+    witnessed = witness.witnessed() if witness is not None else []
     with connection(database):
         # Checkpoints first, then the head, then checkpoints again: a checkpoint is
         # committed with the entry it signs, so one read before the head can only point
         # past the head if entries were removed, and the second read sees every
         # checkpoint up to the head.
-        earlier = [cp.Checkpoint.from_row(row) for row in store.all_checkpoints(database)]
-        full = up_to is None
-        target = store.max_sequence(database) if full else resolve_target(database, up_to)
-        current = [cp.Checkpoint.from_row(row) for row in store.all_checkpoints(database)]
+        earlier_sequences, head, current = _read_ends(database)
+        if witnessed and max(w.sequence for w in witnessed) > head:
+            # An append sends its checkpoint to the witness before its transaction commits:
+            # once the append lock is ours, that append has committed or rolled back.
+            with database.atomic():
+                store.lock_for_append(database)
+                earlier_sequences, head, current = _read_ends(database)
+        target = head if up_to is None else resolve_target(database, up_to)
+        at_head = target >= head
 
         problems: list[tuple[int, str]] = []  # (sequence, message)
-        signed_heads: dict[int, str] = {}
-        last_signed, last_interval = 0, None
-        for checkpoint in current:
-            if checkpoint.sequence > target:
-                continue
+        expected_heads: dict[int, tuple[str, str]] = {}
+        last_signed, last_interval, consistent = 0, None, 0
+        covered = [c for c in current if c.sequence <= target]
+        for checkpoint in covered:
             problem, interval = cp.check(checkpoint, public_keys)
             if problem:
                 problems.append((checkpoint.sequence, problem))
                 continue
-            signed_heads[checkpoint.sequence] = checkpoint.head_hash
-            last_signed, last_interval = checkpoint.sequence, interval
-        if full:
-            beyond = [c.sequence for c in earlier if c.sequence > target]
+            expected_heads[checkpoint.sequence] = (checkpoint.head_hash,
+                                                   f"the checkpoint at sequence {checkpoint.sequence}")
+            last_signed, last_interval, consistent = checkpoint.sequence, interval, consistent + 1
+        problems += _checkpoint_chain_problems(covered)
+        if at_head:
+            beyond = [sequence for sequence in earlier_sequences if sequence > target]
             if beyond:
                 problems.append((target + 1, (
                     f"a checkpoint signs sequence {max(beyond)} but the chain ends at {target}: "
                     "entries were removed from the end"
                 )))
+        problems += _witness_problems(witnessed, {c.sequence: c for c in current}, target, head, at_head,
+                                      expected_heads)
 
         column_check = _ColumnCheck(database, target)
-        checked, bad_sequence, message = _walk_links(database, target, signed_heads, progress)
+        checked, bad_sequence, message = _walk_links(database, target, expected_heads, progress)
         if bad_sequence is not None:
             problems.append((bad_sequence, message))
         column_bad = column_check.first_mismatch()
         if column_bad is not None:
             problems.append((column_bad, f"entry {column_bad}: its indexed columns differ from its hashed content"))
 
-        if full and public_keys is not None and not problems:
+        if at_head and public_keys is not None and not problems:
             interval = (last_interval or 0) if last_signed else (checkpoint_interval or 0)
             if interval and target - last_signed >= interval:
                 since = f"the last signed checkpoint at sequence {last_signed}" if last_signed else "the start"
@@ -219,15 +296,18 @@ def verify_database(
             event_id = store.event_id_at(database, sequence) if sequence <= target else None
             total = min(checked, max(sequence, 1)) if sequence <= target else checked
             return VerifyResult(False, total, f"hash chain broken: {message}", event_id, sequence,
-                                len(signed_heads), signatures, target)
+                                consistent, signatures, target)
         if target == 0:
             text = "hash chain is valid: the chain is empty"
         else:
             text = f"hash chain is valid: {checked} {'entry' if checked == 1 else 'entries'} checked"
-        if signed_heads:
-            text += (f", {len(signed_heads)} signed checkpoints verified (last at sequence {last_signed})"
+        if consistent:
+            text += (f", {consistent} signed checkpoints verified (last at sequence {last_signed})"
                      if signatures else
-                     f", {len(signed_heads)} checkpoints consistent (signatures not checked: no public key)")
+                     f", {consistent} checkpoints consistent (signatures not checked: no public key)")
         elif signatures and target:
             text += ", no checkpoint covers it yet"
-        return VerifyResult(True, checked, text, None, None, len(signed_heads), signatures, target)
+        if witness is not None:
+            held = sum(1 for w in witnessed if w.sequence <= target)
+            text += f", {held} witnessed checkpoint{'s' if held != 1 else ''} matched ({witness.url})"
+        return VerifyResult(True, checked, text, None, None, consistent, signatures, target)

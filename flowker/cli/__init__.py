@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "audit": "flowker.cli.audit:audit",
     "db": "flowker.cli.db:db",
     "secrets": "flowker.cli.secrets:secrets_group",
+    "witness": "flowker.cli.witness:witness",
 }
 
 

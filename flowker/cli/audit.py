@@ -85,20 +85,26 @@ def audit():
 @click.option("--file", "export_file", type=click.Path(dir_okay=False), help="Verify this export file offline.")
 @click.option("--public-key", "public_keys", multiple=True, metavar="KEY",
               help="Ed25519 public key, PEM text or file (repeatable, for rotated keys).")
+@click.option("--witness", "witness_url", metavar="URL",
+              help="Check the database against this witness (file:///DIR or http(s)://...; "
+                   "default: FLOWKER_AUDIT_WITNESS).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.pass_context
-def verify(ctx, database_url, export_file, public_keys, as_json, quiet):
+def verify(ctx, database_url, export_file, public_keys, witness_url, as_json, quiet):
     """Recompute every hash and link; check columns and signed checkpoints.
 
     With --db (or FLOWKER_DATABASE_URL) the database is verified; the configured
-    FLOWKER_AUDIT_SIGNING_KEY and any --public-key are trusted for checkpoints. With
-    --file an export is verified offline, without a database.
+    FLOWKER_AUDIT_SIGNING_KEY and any --public-key are trusted for checkpoints, and every
+    checkpoint the witness (--witness or FLOWKER_AUDIT_WITNESS) holds must be in the
+    database with the same hashes. With --file an export is verified offline.
     """
     from flowker.audit import checkpoints as cp
 
     if export_file and database_url:
         raise click.UsageError("give either --db or --file, not both")
+    if export_file and witness_url:
+        raise click.UsageError("--witness checks a database: give --db, not --file")
     progress = _ProgressLine("verified", enabled=not quiet and not as_json)
     if export_file:
         from flowker.audit.export import verify_export
@@ -111,15 +117,18 @@ def verify(ctx, database_url, export_file, public_keys, as_json, quiet):
         result = verify_export(export_file, cp.keys_by_id(keys) if keys else None, progress)
     else:
         from flowker.audit.verify import verify_database
+        from flowker.audit.witness import open_witness
 
         settings = load_settings(ctx, database_url=database_url)
         keys = _public_keys(public_keys)
         if settings.audit_signing_key:
             keys.append(cp.load_signing_key(settings.audit_signing_key))
+        witness = open_witness(witness_url or settings.audit_witness)
         database = _open_migrated(settings.database_url)
         result = verify_database(
             database, public_keys=cp.keys_by_id(keys) if keys else None,
             checkpoint_interval=settings.audit_checkpoint_interval if keys else None, progress=progress,
+            witness=witness,
         )
     progress.finish()
     _report(result, as_json)

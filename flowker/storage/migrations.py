@@ -81,11 +81,29 @@ def _create_breaker_state(database: peewee.Database) -> None:
     database.create_tables([CircuitBreakerState], safe=True)
 
 
+# Columns added to existing tables after migration 1: (table, column, SQL type). A database
+# created since has them already (migration 1 creates the tables from the current models).
+ADDED_COLUMNS = (
+    (AuditCheckpoint._meta.table_name, "previous_checkpoint_hash", "VARCHAR(64)"),
+    (AuditCheckpoint._meta.table_name, "entry_count", "BIGINT"),
+)
+
+
+def _add_checkpoint_chain_columns(database: peewee.Database) -> None:
+    # ALTER TABLE ... ADD COLUMN (nullable, no default) fires no UPDATE trigger and
+    # rewrites no row on either backend; existing checkpoints keep NULL (version 1).
+    for table, column, sql_type in ADDED_COLUMNS:
+        present = {c.name for c in database.get_columns(table)}
+        if column not in present:
+            database.execute_sql(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
+
+
 # (version, name, function). Append only; never edit a migration that has shipped.
 MIGRATIONS = (
     (1, "initial schema with append-only audit tables", _initial),
     (2, "drop indexes no query needs (fewer page writes per execution)", _drop_unneeded_indexes),
     (3, "circuit breaker state shared by every process", _create_breaker_state),
+    (4, "chain the audit checkpoints (previous checkpoint hash, entry count)", _add_checkpoint_chain_columns),
 )
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -190,6 +190,10 @@ class AuditCheckpoint(BaseModel):
     statement = peewee.TextField()
     # base64 Ed25519 signature of `statement`.
     signature = peewee.TextField()
+    # The checkpoint chain (statement version 2): sha256 of the previous checkpoint's
+    # statement, and the number of entries covered. NULL on version-1 checkpoints.
+    previous_checkpoint_hash = peewee.CharField(max_length=64, null=True)
+    entry_count = peewee.BigIntegerField(null=True)
 
 
 class CircuitBreakerState(BaseModel):

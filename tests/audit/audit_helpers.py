@@ -99,13 +99,21 @@ def rewrite_from(database, first_sequence: int, marker: int, forge_key=None) -> 
                 (text, previous, digest, sequence))
             new_hashes[sequence] = previous = digest
         if forge_key is not None:
+            # Re-signed as a linked checkpoint chain, as an attacker with their own key can.
+            kept = database.execute_sql(
+                f"SELECT statement FROM {CHECKPOINT} WHERE sequence < {ph} ORDER BY sequence DESC LIMIT 1",
+                (first_sequence,)).fetchone()
+            previous_checkpoint = cp.checkpoint_hash(kept[0]) if kept else cp.GENESIS_CHECKPOINT_HASH
             forged = list(database.execute_sql(
-                f"SELECT sequence, created_at FROM {CHECKPOINT} WHERE sequence >= {ph}", (first_sequence,)).fetchall())
+                f"SELECT sequence, created_at FROM {CHECKPOINT} WHERE sequence >= {ph} ORDER BY sequence",
+                (first_sequence,)).fetchall())
             for sequence, created_at in forged:
                 if sequence not in new_hashes:
                     continue
                 checkpoint = cp.sign(forge_key, sequence=sequence, head_hash=new_hashes[sequence],
-                                     interval=1000, created_at=created_at)
+                                     interval=1000, created_at=created_at,
+                                     previous_checkpoint_hash=previous_checkpoint)
+                previous_checkpoint = checkpoint.hash
                 database.execute_sql(f"DELETE FROM {CHECKPOINT} WHERE sequence = {ph}", (sequence,))
                 store.insert_checkpoint(database, checkpoint.to_row())
 
@@ -124,3 +132,22 @@ def read_acks(path: str) -> tuple[list[tuple[int, str]], bool]:
     if lines:
         mid_append = lines[-1].startswith("B ")
     return acked, mid_append
+
+
+def delete_checkpoints_from(database, first_sequence: int) -> None:
+    """Delete the checkpoint rows at ``first_sequence`` and after (what an insider who cut
+    the chain there does to hide the cut)."""
+    with unprotected(database):
+        database.execute_sql(f"DELETE FROM {CHECKPOINT} WHERE sequence >= {p(database)}", (first_sequence,))
+
+
+def delete_checkpoint_at(database, sequence: int) -> None:
+    with unprotected(database):
+        database.execute_sql(f"DELETE FROM {CHECKPOINT} WHERE sequence = {p(database)}", (sequence,))
+
+
+def truncate(database, keep: int) -> None:
+    """Delete every entry after ``keep`` and every checkpoint past it."""
+    with unprotected(database):
+        database.execute_sql(f"DELETE FROM {ENTRY} WHERE sequence > {p(database)}", (keep,))
+        database.execute_sql(f"DELETE FROM {CHECKPOINT} WHERE sequence > {p(database)}", (keep,))

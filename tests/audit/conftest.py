@@ -90,3 +90,43 @@ def chain_db(database_url):
         yield database
     finally:
         close(database)
+
+
+@pytest.fixture
+def witness_service(tmp_path):
+    """A real ``flowker witness serve`` process on 127.0.0.1 (a free port): (url, its dir)."""
+    import re
+    import select
+    import subprocess
+    import sys
+
+    directory = tmp_path / "witness"
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("FLOWKER_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flowker", "witness", "serve", "--dir", str(directory), "--bind", "127.0.0.1:0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], 30)
+        line = process.stdout.readline() if ready else ""
+        found = re.search(r"http://127\.0\.0\.1:\d+", line)
+        if not found:
+            details = process.stderr.read() if process.poll() is not None else ""
+            raise RuntimeError(f"the witness did not start: {line!r} {details}")
+        yield found.group(0), directory
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+        process.stdout.close()
+        process.stderr.close()
+
+
+@pytest.fixture(params=["file", "http"])
+def witness_url(request, tmp_path):
+    """A witness of each kind: a file:// directory, and a real witness service."""
+    if request.param == "file":
+        return f"file://{tmp_path}/witness-volume"
+    return request.getfixturevalue("witness_service")[0]

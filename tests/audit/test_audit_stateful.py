@@ -50,6 +50,10 @@ class AuditChainMachine(RuleBasedStateMachine):
         self.present: list[int] = []
         self.broken: dict[int, set[str]] = {}
         self.checkpoints: dict[int, str] = {}
+        # Per checkpoint, the sequence of the checkpoint its statement names as its
+        # predecessor (0: none); a checkpoint made while one past the head existed (after a
+        # truncation) names that one, which breaks the checkpoints' own chain.
+        self.predecessor: dict[int, int] = {}
         self.marker = 0
 
     def teardown(self):
@@ -67,11 +71,13 @@ class AuditChainMachine(RuleBasedStateMachine):
         forged = "forged" in self.checkpoints.values()
         last_good = max((s for s, state in self.checkpoints.items() if state == "good" and s <= self.head), default=0)
         stale = self.head - last_good >= INTERVAL
+        in_order = sorted(self.checkpoints)
+        unlinked = any(self.predecessor[s] != ([0] + in_order)[i] for i, s in enumerate(in_order))
         return {
-            "lax": gap or chain or columns or bad,
-            "strict": gap or chain or columns or bad or forged or stale,
-            "file_lax": gap or chain or bad,
-            "file_strict": gap or chain or bad or forged,
+            "lax": gap or chain or columns or bad or unlinked,
+            "strict": gap or chain or columns or bad or forged or stale or unlinked,
+            "file_lax": gap or chain or bad or unlinked,
+            "file_strict": gap or chain or bad or forged or unlinked,
         }
 
     # -- honest operations --------------------------------------------------------------
@@ -86,6 +92,7 @@ class AuditChainMachine(RuleBasedStateMachine):
             self.present.append(expected)
             self.broken[expected] = set()
             if expected - max(self.checkpoints, default=0) >= INTERVAL:
+                self.predecessor[expected] = max(self.checkpoints, default=0)
                 self.checkpoints[expected] = "good"
 
     @precondition(lambda self: self.present)
@@ -99,7 +106,9 @@ class AuditChainMachine(RuleBasedStateMachine):
             raise AssertionError("a checkpoint contradicting the head was not noticed")
         signed = self.log.create_checkpoint()
         assert signed.sequence == self.head
-        self.checkpoints.setdefault(self.head, "good")
+        if self.head not in self.checkpoints:
+            self.predecessor[self.head] = max(self.checkpoints, default=0)
+            self.checkpoints[self.head] = "good"
 
     # -- tampering (with the append-only triggers switched off) -------------------------
 
@@ -148,6 +157,11 @@ class AuditChainMachine(RuleBasedStateMachine):
         first = self.present[pick % len(self.present)]
         self.marker += 1
         rewrite_from(self.database, first, self.marker, forge_key=self.attacker_key if forge else None)
+        if forge:  # re-signed checkpoints are linked to the last one kept, and to each other
+            prior = max((s for s in self.checkpoints if s < first), default=0)
+            for sequence in sorted(self.checkpoints):
+                if sequence >= first and sequence in self.present:
+                    self.predecessor[sequence], prior = prior, sequence
         for sequence in self.present:
             if sequence > first:
                 self.broken[sequence] -= {"prev", "hash", "content"}

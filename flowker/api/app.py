@@ -107,8 +107,8 @@ def create_app(
     from flowker.security.secrets import SecretBox
     from flowker.security.ssrf import AddressPolicy
     from flowker.storage.database import bind_database, database_proxy
-    from flowker.storage.executor_store import ExecutorStore
-    from flowker.storage.workflow_store import WorkflowStore
+    from flowker.catalog.executors import ExecutorStore
+    from flowker.catalog.workflows import WorkflowStore
 
     if registry is None:
         from flowker.plugins import load_registry

@@ -7,7 +7,7 @@ import peewee
 from flowker.api.errors import INVALID_DASHBOARD_FILTER, bad_query
 from flowker.api.views import parse_time
 from flowker.storage.models import Execution, Workflow
-from flowker.storage.workflow_store import STATUSES as WORKFLOW_STATUSES
+from flowker.catalog.workflows import STATUSES as WORKFLOW_STATUSES
 
 EXECUTION_STATUSES = ("running", "completed", "failed")
 

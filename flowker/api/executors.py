@@ -10,7 +10,7 @@ from flowker.api.bodies import json_object, spec_body
 from flowker.api.executor_probe import ExecutorProbe
 from flowker.api.pagination import fetch_page, parse_choice, parse_limit, resolve_sort
 from flowker.api.views import checked_id, executor_created, executor_view
-from flowker.storage.executor_store import STATUSES
+from flowker.catalog.executors import STATUSES
 from flowker.storage.models import Executor
 
 SORT_COLUMNS: dict[str, peewee.Field] = {"createdAt": Executor.created_at, "updatedAt": Executor.updated_at, "name": Executor.name}

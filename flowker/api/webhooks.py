@@ -21,7 +21,7 @@ from flowker.api.executions import idempotency_key, start_execution, summary
 from flowker.errors import NotFound, Unauthorized, UnprocessableEntity
 from flowker.runner.service import request_hash
 from flowker.storage.models import Execution, WebhookRoute, Workflow
-from flowker.storage.workflow_store import normalise_webhook_path
+from flowker.catalog.workflows import normalise_webhook_path
 
 NO_ROUTE = "FLK-0361"
 BAD_TOKEN = "FLK-0362"

@@ -12,7 +12,7 @@ from flowker.api.views import checked_id, workflow_created, workflow_view
 from flowker.errors import SpecError
 from flowker.spec.problems import Problem
 from flowker.storage.models import Workflow
-from flowker.storage.workflow_store import STATUSES
+from flowker.catalog.workflows import STATUSES
 
 SORT_COLUMNS: dict[str, peewee.Field] = {"createdAt": Workflow.created_at, "updatedAt": Workflow.updated_at, "name": Workflow.name}
 DEFAULT_LIMIT = 10

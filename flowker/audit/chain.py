@@ -52,6 +52,7 @@ from flowker.audit.verify import VerifyResult, verify_database
 from flowker.errors import AuditChainError, ConfigurationError
 from flowker.security.redaction import mask_secret_value, secret_key_test
 from flowker.storage.models import AuditCheckpoint, AuditEntry
+from flowker.storage.statements import model_row, row_backed_model
 
 __all__ = [
     "Action", "Actor", "AuditLog", "EventType", "PreparedEntry", "Result", "SYSTEM_ACTOR", "VerifyResult", "append",
@@ -105,7 +106,7 @@ def _payload(value: Any, what: str) -> dict:
         raise AuditChainError(f"audit {what}: {exc}") from None
 
 
-_BLANK_ROW = dict.fromkeys(store.ENTRY_COLUMNS)  # an entry's __data__, in INSERT column order
+_BLANK_ROW = dict.fromkeys(store.ENTRY_COLUMNS)  # an entry's field values, in INSERT column order
 
 
 class PreparedEntry:
@@ -225,8 +226,8 @@ class AuditLog:
             error = AuditChainError(str(exc))
         except Exception as exc:  # e.g. rfc8785 sorting a key with a lone surrogate: likewise
             error = exc
-        entry = AuditEntry(__no_default__=1)
-        entry.__data__ = row = _BLANK_ROW.copy()
+        row = _BLANK_ROW.copy()
+        entry = row_backed_model(AuditEntry, row)
         row["event_id"], row["event_type"], row["action"], row["result"] = event_id, event_type, action, result
         row["resource_type"], row["resource_id"] = resource_type, resource_id
         row["actor_type"], row["actor_id"], row["actor_ip"] = actor_type, actor_id, actor_ip
@@ -247,7 +248,7 @@ class AuditLog:
             checkpoints = []
             check = self.signing_key is not None and self.checkpoint_interval
             last_checkpoint = store.last_checkpoint_sequence(database) if check else 0
-            values = []
+            values: list = []
             for item in prepared:
                 sequence += 1
                 if item.error is not None:
@@ -258,7 +259,7 @@ class AuditLog:
                 except NotCanonicalizable as exc:
                     raise AuditChainError(str(exc)) from None
                 digest = sha256((previous + canonical).encode("utf-8")).hexdigest()  # canonical.chain_hash
-                row = item.entry.__data__
+                row = model_row(item.entry)
                 row["sequence"], row["timestamp"], row["canonical"] = sequence, timestamp, canonical
                 row["previous_hash"], row["hash"] = previous, digest
                 values += row.values()

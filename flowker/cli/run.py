@@ -3,7 +3,8 @@
 The workflow file and its executors (``--executors DIR``, repeatable; by default the
 ``executors/`` folder next to a ``workflows/`` folder holding FILE) are validated with
 every check ``flowker validate`` runs, loaded into an embedded SQLite database (a
-temporary one unless ``--db`` names one) with their audit entries, activated and run.
+temporary one unless ``--db`` names one) with their audit entries, activated and run
+(the plan ``flowker apply --activate`` makes: :func:`flowker.catalog.spec_sync.install_for_run`).
 Each step is shown on stderr as it starts and ends; the final output is printed as JSON
 on stdout.
 
@@ -21,8 +22,8 @@ from pathlib import Path
 import click
 
 from flowker.cli.common import load_settings
+from flowker.spec.loader import SPEC_SUFFIXES
 
-SPEC_SUFFIXES = (".yaml", ".yml")
 MAX_INPUT_BYTES = 1024 * 1024
 
 
@@ -152,6 +153,7 @@ def _load(file: Path, executor_dirs: list[Path]):
 
 def _run(settings, registry, documents, input_data, *, recover: bool):
     from flowker.audit.chain import Actor, install
+    from flowker.catalog.spec_sync import install_for_run
     from flowker.runner.service import ExecutionService
     from flowker.storage.database import bind_database, close_database
     from flowker.storage.migrations import upgrade
@@ -168,7 +170,7 @@ def _run(settings, registry, documents, input_data, *, recover: bool):
                 recovered = service.recover_interrupted()
                 if recovered:
                     click.echo(f"marked {len(recovered)} interrupted execution(s) as failed", err=True)
-            workflow = _install(settings, registry, documents, actor)
+            workflow = install_for_run(settings, registry, documents, actor)
             started_at = time.monotonic()
             started = service.start(workflow.id, input_data, actor=actor)
             plan = service.plan(workflow.id, workflow.version)
@@ -181,48 +183,6 @@ def _run(settings, registry, documents, input_data, *, recover: bool):
         if service is not None:
             service.close()
         close_database(database)
-
-
-def _install(settings, registry, documents, actor):
-    """Create or update the executors and the workflow, then make sure the workflow is active."""
-    from flowker.security.secret_policy import SecretReferencePolicy
-    from flowker.security.secrets import SecretBox
-    from flowker.security.ssrf import AddressPolicy
-    from flowker.spec.documents import ExecutorSpec
-    from flowker.storage.executor_store import ExecutorStore
-    from flowker.storage.workflow_store import WorkflowStore
-
-    box = SecretBox.from_settings(settings)
-    secret_policy = SecretReferencePolicy.from_settings(settings)
-    executors = ExecutorStore(registry, box, AddressPolicy.from_settings(settings), secret_policy)
-    for document in documents:
-        if isinstance(document, ExecutorSpec):
-            existing = executors.get_by_name(document.name)
-            if existing is None:
-                executors.create(document, actor)
-            else:
-                executors.update(existing.id, document, actor)
-                if executors.get(existing.id).status != "active":
-                    executors.enable(existing.id, actor)
-    workflows = WorkflowStore(registry, box, secret_policy)
-    document = documents[0]
-    workflow = workflows.get_by_name(document.name)
-    if workflow is None:
-        workflow = workflows.create(document, actor)
-    else:
-        from flowker.storage.executor_store import same_spec
-        from flowker.storage.workflow_store import SECRET_PATHS
-
-        if workflow.status == "active" and same_spec(workflow.spec, document.body, SECRET_PATHS, box):
-            return workflow
-        if workflow.status == "active":
-            workflows.deactivate(workflow.id, actor)
-        if workflows.get(workflow.id).status == "inactive":
-            workflows.to_draft(workflow.id, actor)
-        workflows.update(workflow.id, document, actor)
-    if workflows.get(workflow.id).status != "active":
-        workflows.activate(workflow.id, actor)
-    return workflows.get(workflow.id)
 
 
 def _user() -> str:

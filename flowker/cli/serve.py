@@ -87,7 +87,7 @@ def prepare_database(settings, registry, specs_dir=None) -> None:
     """
     from flowker.audit.chain import install
     from flowker.runner.service import ExecutionService
-    from flowker.storage.database import bind_database, close_database
+    from flowker.storage.database import bind_database, close_database, database_label
     from flowker.storage.migrations import LATEST_VERSION, upgrade
 
     database = bind_database(settings.database_url)
@@ -101,9 +101,9 @@ def prepare_database(settings, registry, specs_dir=None) -> None:
             click.echo(f"Database {where}: schema at version {LATEST_VERSION}")
         with database.connection_context():
             if specs_dir:
-                from flowker.cli.apply import apply_local
+                from flowker.catalog.spec_sync import apply_local
 
-                if not apply_local(settings, registry, specs_dir, activate=True, database=database):
+                if not apply_local(settings, registry, specs_dir, activate=True, database=database, echo=click.echo):
                     sys.exit(1)
             service = ExecutionService(settings, registry)
             try:
@@ -114,13 +114,6 @@ def prepare_database(settings, registry, specs_dir=None) -> None:
             click.echo(f"Recovered {len(recovered)} interrupted execution(s)")
     finally:
         close_database(database)
-
-
-def database_label(url: str) -> str:
-    """The database URL for messages: a password in it is masked."""
-    from flowker.security.redaction import redact_url
-
-    return url if url.startswith("sqlite:") else redact_url(url)
 
 
 def _url_host(host: str) -> str:

@@ -17,20 +17,7 @@ from pathlib import Path
 import click
 
 from flowker.cli.common import load_settings
-
-SPEC_SUFFIXES = (".yaml", ".yml")
-
-
-def find_spec_files(root: Path) -> list[Path]:
-    """``*.yaml``/``*.yml`` under ``root``, skipping hidden folders, in a stable order."""
-    found = []
-    for path in sorted(root.rglob("*")):
-        # Hidden folders and files (.git, .github, .pre-commit-config.yaml) are not specs.
-        if any(part.startswith(".") for part in path.relative_to(root).parts):
-            continue
-        if path.suffix in SPEC_SUFFIXES and path.is_file():
-            found.append(path)
-    return found
+from flowker.spec.loader import find_spec_files
 
 
 def _sibling_executor_folders(files: list[Path]) -> set[Path]:

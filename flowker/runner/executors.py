@@ -21,8 +21,8 @@ from flowker.auth.resolution import AuthResolution
 from flowker.errors import UnprocessableEntity
 from flowker.runner.breakers import BreakerBoard
 from flowker.runner.executor_client import ExecutorClient, ExecutorDefinition, RetryPolicy
+from flowker.storage.lookups import executor_heads
 from flowker.storage.models import Executor
-from flowker.storage.statements import model_database
 
 MAX_CLIENTS = 256
 EXECUTOR_NOT_FOUND = "FLK-0104"
@@ -70,13 +70,7 @@ class ExecutorPool:
     def _lookup(reference: str) -> tuple:
         """(id, name, version, status) by name, else by id: one small query per step, so a
         new version or a disabled executor is seen at once without reading the spec."""
-        # Raw SQL: this runs for every executor step, and building it with peewee cost more
-        # than running it.
-        database = model_database(Executor)
-        p = database.param
-        rows = database.execute_sql(
-            f'SELECT "id", "name", "version", "status" FROM "{Executor._meta.table_name}" '
-            f'WHERE "name" = {p} OR "id" = {p} LIMIT 2', (reference, reference)).fetchall()
+        rows = executor_heads(reference)
         if not rows:
             raise UnprocessableEntity(f"executor {reference!r} does not exist", code=EXECUTOR_NOT_FOUND)
         return next((row for row in rows if row[1] == reference), rows[0])

@@ -43,8 +43,9 @@ from flowker.runner.records import (
 from flowker.runner.recovery import LeaseHeartbeat, LeaseSweeper, recover_interrupted
 from flowker.runner.wal_checkpoints import WalCheckpointer
 from flowker.storage.database import connection, write_transaction
-from flowker.storage.models import Execution, Workflow, WorkflowVersion, new_id, utcnow
-from flowker.storage.statements import CompiledInsert, CompiledSelect, model_database
+from flowker.storage.lookups import WorkflowHead, workflow_head
+from flowker.storage.models import Execution, WorkflowVersion, new_id, utcnow
+from flowker.storage.statements import CompiledInsert, CompiledSelect, model_database, model_from_values
 
 logger = logging.getLogger(__name__)
 
@@ -61,25 +62,6 @@ EXECUTION_COLUMNS = ("id", "workflow_id", "workflow_version", "status", "input_d
                      "request_hash", "current_step", "total_steps", "owner", "lease_expires_at", "started_at")
 INSERT_EXECUTION = CompiledInsert(Execution, EXECUTION_COLUMNS)
 EXECUTION_BY_ID = CompiledSelect(Execution, '"id" = {p}')
-
-
-@dataclass(frozen=True)
-class WorkflowHead:
-    """The columns of a Workflow row that starting an execution needs (not its spec)."""
-
-    id: str
-    name: str
-    status: str
-    version: int
-
-
-def _workflow_head(workflow_id: str) -> WorkflowHead | None:
-    database = model_database(Workflow)
-    p = database.param
-    row = database.execute_sql(
-        f'SELECT "id", "name", "status", "version" FROM "{Workflow._meta.table_name}" WHERE "id" = {p}',
-        (workflow_id,)).fetchone()
-    return WorkflowHead(*row) if row else None
 
 
 __all__ = ["ExecutionService", "StartResult", "execution_summary", "execution_results", "request_hash"]
@@ -179,7 +161,7 @@ class ExecutionService:
         input_data = input_data if input_data is not None else {}
         digest = request_digest or request_hash(input_data)
         with connection():
-            workflow = _workflow_head(workflow_id)
+            workflow = workflow_head(workflow_id)
             if workflow is None:
                 raise NotFound(f"workflow {workflow_id} not found", code=WORKFLOW_NOT_FOUND, title="Not Found")
             if idempotency_key is not None:
@@ -221,10 +203,8 @@ class ExecutionService:
         values = (execution_id, workflow.id, workflow.version, "running", input_data, idempotency_key, digest, 0,
                   plan.total_steps, self.owner, now + _seconds(self.lease_seconds), now)
         INSERT_EXECUTION.execute(model_database(Execution), [values])
-        execution = Execution(__no_default__=1)
-        execution.__data__.update(zip(EXECUTION_COLUMNS, values))
-        execution.__data__.update(final_output=None, error_message=None, completed_at=None)
-        return execution
+        return model_from_values(Execution, EXECUTION_COLUMNS + ("final_output", "error_message", "completed_at"),
+                                 values + (None, None, None))
 
     @staticmethod
     def _keyed(workflow_id: str, key: str) -> Execution | None:

@@ -9,12 +9,27 @@ unknown ``kind``). Schema and semantic checks are :mod:`flowker.spec.checks`.
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
 from flowker.errors import SpecError
 from flowker.spec.documents import KINDS, SpecDocument, make_document, normalise_kind
 from flowker.spec.problems import Problem
 from flowker.spec.safe_yaml import YamlRejected, read_yaml
 
 MAX_SPEC_BYTES = 256 * 1024
+SPEC_SUFFIXES = (".yaml", ".yml")
+
+
+def find_spec_files(root: Path) -> list[Path]:
+    """``*.yaml``/``*.yml`` under ``root``, skipping hidden folders, in a stable order."""
+    found = []
+    for path in sorted(root.rglob("*")):
+        # Hidden folders and files (.git, .github, .pre-commit-config.yaml) are not specs.
+        if any(part.startswith(".") for part in path.relative_to(root).parts):
+            continue
+        if path.suffix in SPEC_SUFFIXES and path.is_file():
+            found.append(path)
+    return found
 
 
 def _too_large(source: str, size: int) -> SpecError:

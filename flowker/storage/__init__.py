@@ -1,1 +1,1 @@
-"""Storage: the database proxy, models and migrations."""
+"""Storage: the database proxy, models, migrations and compiled statements (no domain rules)."""

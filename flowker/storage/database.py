@@ -179,6 +179,19 @@ def open_database(url: str) -> peewee.Database:
     )
 
 
+def database_label(url: str) -> str:
+    """The database URL for messages: a password in it is masked."""
+    from flowker.security.redaction import redact_url
+
+    return url if url.startswith("sqlite:") else redact_url(url)
+
+
+def missing_sqlite_file(url: str) -> bool:
+    """Whether ``url`` names a SQLite file that does not exist yet (nothing is created)."""
+    database = open_database(url)  # does not connect
+    return isinstance(database, peewee.SqliteDatabase) and not os.path.exists(database.database)
+
+
 def bind_database(url: str) -> peewee.Database:
     """Open the database for ``url`` and point the models' proxy at it."""
     database = open_database(url)

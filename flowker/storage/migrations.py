@@ -13,6 +13,7 @@ from flowker.storage.models import (
     AuditEntry,
     CircuitBreakerState,
     SchemaMigration,
+    Workflow,
 )
 
 # An arbitrary constant: the PostgreSQL advisory lock that serializes migrations.
@@ -132,3 +133,8 @@ def current_version(database: peewee.Database) -> int:
             return 0
         latest = SchemaMigration.select(peewee.fn.MAX(SchemaMigration.version)).scalar()
         return latest or 0
+
+
+def schema_exists(database: peewee.Database) -> bool:
+    """Whether the tables were created (a dry run reads a database it must not migrate)."""
+    return database.table_exists(Workflow._meta.table_name)

@@ -8,7 +8,11 @@ what is stored is exactly what the peewee models would store and read.
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 import peewee
+
+M = TypeVar("M", bound=peewee.Model)
 
 
 def model_database(model: type[peewee.Model]) -> peewee.Database:
@@ -98,7 +102,26 @@ class CompiledSelect:
         row = database.execute_sql(text, list(where_values)).fetchone()
         if row is None:
             return None
-        instance = self.model(__no_default__=1)
-        instance.__data__.update(zip(self.names, (convert(value) for convert, value in zip(self.converters, row))))
-        instance._dirty.clear()  # type: ignore[attr-defined]  # peewee's stubs omit this private set
-        return instance
+        return model_from_values(self.model, self.names, (convert(value) for convert, value in zip(self.converters, row)))
+
+
+def model_from_values(model: type[M], names, values) -> M:
+    """An instance holding ``values`` (python values, in ``names`` order) as if read from its
+    row: no defaults computed, nothing marked dirty."""
+    instance = model(__no_default__=1)
+    instance.__data__.update(zip(names, values))
+    instance._dirty.clear()  # type: ignore[attr-defined]  # peewee's stubs omit this private set
+    return instance
+
+
+def row_backed_model(model: type[M], row: dict) -> M:
+    """An instance whose field values are ``row`` itself (no copy): filling ``row`` later fills
+    the instance (the audit chain prepares entries before their place in the chain is known)."""
+    instance = model(__no_default__=1)
+    instance.__data__ = row
+    return instance
+
+
+def model_row(instance: peewee.Model) -> dict[str, Any]:
+    """The field values of an instance, by field name (the dict itself, not a copy)."""
+    return instance.__data__

@@ -366,7 +366,7 @@ class ExecutorStore:
         return Executor.get_by_id(executor.id)
 
     def active_workflows_using(self, executor: Executor) -> list[str]:
-        from flowker.storage.workflow_store import executor_references
+        from flowker.catalog.workflows import executor_references
 
         names = []
         for workflow in Workflow.select().where(Workflow.status == "active"):

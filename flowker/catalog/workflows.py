@@ -25,7 +25,7 @@ from flowker.spec.documents import WORKFLOW, SpecDocument, make_document
 from flowker.spec.problems import Problem
 from flowker.storage.database import write_transaction
 from flowker.storage.models import WebhookRoute, Workflow, WorkflowVersion, utcnow
-from flowker.storage.executor_store import (
+from flowker.catalog.executors import (
     audit,
     canonical_hash,
     checked_problems,

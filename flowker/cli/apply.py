@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Iterable
 import click
 import rfc8785
 
-from flowker.cli.common import load_settings
+from flowker.cli.common import DATABASE_HELP, announce_database, load_settings
 
 if TYPE_CHECKING:
     from flowker.spec.documents import SpecDocument
@@ -222,7 +222,7 @@ def sync(directory, backend, registry, *, activate: bool, dry_run: bool, target:
 @click.option("--api-key", envvar="FLOWKER_API_KEY", help="API key for --server (or FLOWKER_API_KEY).")
 @click.option("--activate", is_flag=True, help="Activate new workflows; move changed active ones through draft and back.")
 @click.option("--dry-run", is_flag=True, help="Print the plan only.")
-@click.option("--db", "database_url", help="Database URL for local mode (default: FLOWKER_DATABASE_URL).")
+@click.option("--db", "database_url", metavar="URL|PATH", help="Local mode: " + DATABASE_HELP)
 @click.option("--timeout", type=click.FloatRange(min=1), default=60.0, show_default=True, help="Seconds per REST request.")
 @click.pass_context
 def apply(ctx, directory, server, api_key, activate, dry_run, database_url, timeout):
@@ -239,6 +239,7 @@ def apply(ctx, directory, server, api_key, activate, dry_run, database_url, time
         ok = sync(directory, RemoteTarget(server, api_key, timeout), registry,
                   activate=activate, dry_run=dry_run, target=server)
     else:
+        announce_database(ctx, settings, database_url)
         ok = apply_local(settings, registry, directory, activate=activate, dry_run=dry_run)
     if not ok:
         ctx.exit(1)
@@ -255,7 +256,7 @@ def apply_local(settings, registry, directory, *, activate: bool, dry_run: bool 
     label = database_label(settings.database_url)
     if dry_run and database is None and _missing_sqlite_file(settings.database_url):
         # Nothing to read, and a dry run must not create the file: everything is new.
-        target = LocalTarget(settings, registry, migrated=False)
+        target = LocalTarget(settings, registry, migrated=False, dry_run=True)
         return sync(directory, target, registry, activate=activate, dry_run=True, target=label)
     if database is None:
         database = bind_database(settings.database_url)
@@ -264,7 +265,7 @@ def apply_local(settings, registry, directory, *, activate: bool, dry_run: bool 
     install(database, settings)  # checkpoints signed with the configured key, if any
     with database.connection_context():
         if dry_run:
-            target = LocalTarget(settings, registry, migrated=_migrated(database))
+            target = LocalTarget(settings, registry, migrated=_migrated(database), dry_run=True)
             return sync(directory, target, registry, activate=activate, dry_run=True, target=label)
         # Several servers may start with --specs at once: one sync at a time, each planning
         # only once it holds the lock, so the later ones find everything done.
@@ -293,7 +294,7 @@ def _migrated(database) -> bool:
 class LocalTarget:
     """The database, through the stores the REST API uses."""
 
-    def __init__(self, settings, registry, *, migrated: bool = True):
+    def __init__(self, settings, registry, *, migrated: bool = True, dry_run: bool = False):
         from flowker.audit.chain import Actor
         from flowker.security.secret_policy import SecretReferencePolicy
         from flowker.security.secrets import SecretBox
@@ -301,7 +302,8 @@ class LocalTarget:
         from flowker.storage.executor_store import ExecutorStore
         from flowker.storage.workflow_store import WorkflowStore
 
-        box = SecretBox.from_settings(settings)
+        # A dry run writes nothing, not even the development secret key file.
+        box = SecretBox.from_settings(settings, create_key_file=not dry_run)
         self.box = box
         self.secret_policy = SecretReferencePolicy.from_settings(settings)
         self.executors = ExecutorStore(registry, box, AddressPolicy.from_settings(settings), self.secret_policy)

@@ -30,11 +30,11 @@ def rotate(ctx, database_url):
     from flowker.storage.models import Executor
 
     settings = load_settings(ctx, database_url=database_url)
-    announce_database(ctx, settings, database_url)
-    open_existing_database(ctx, settings, database_url, Executor)  # named if missing, never created
     box = SecretBox.from_settings(settings, create_key_file=False)
     if box is None:
         raise SecretKeyError("no secret key is configured (FLOWKER_SECRET_KEY): there is nothing to rotate with")
+    open_existing_database(ctx, settings, database_url, Executor)  # named if missing, never created
+    announce_database(ctx, settings, database_url)
     executors, secrets = rotate_executor_secrets(settings.database_url, box)
     click.echo(f"re-encrypted {secrets} secret(s) in {executors} executor(s) with the newest key")
 

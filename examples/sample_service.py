@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import errno
 import hashlib
 import json
 import os
@@ -352,7 +353,15 @@ def main(argv=None) -> int:
     parser.add_argument("--port", type=int, default=int(os.environ.get("SAMPLE_SERVICE_PORT", DEFAULT_PORT)),
                         help="port to listen on (0 picks a free one); default 8700 or $SAMPLE_SERVICE_PORT")
     args = parser.parse_args(argv)
-    server = make_sample_server(args.host, args.port)
+    try:
+        server = make_sample_server(args.host, args.port)
+    except OSError as exc:
+        # One line naming the port and the setting, not a traceback.
+        reason = "in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        print(f"sample service: cannot listen on {args.host}:{args.port}: port {reason}; "
+              "choose another with --port or SAMPLE_SERVICE_PORT (the example executors call 8700)",
+              file=sys.stderr)
+        return 2
     print(f"sample service listening on http://{args.host}:{server.server_address[1]}", flush=True)
     try:
         server.serve_forever(poll_interval=0.2)

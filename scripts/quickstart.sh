@@ -77,6 +77,8 @@ for _ in $(seq 1 50); do
 done
 
 base="http://127.0.0.1:$port"
+# The flowker command is in $venv/bin, which is not activated: the lines below name it,
+# and the exports make the other terminal's commands use this database and server.
 cat <<EOF
 
 Flowker quick start
@@ -85,11 +87,16 @@ Flowker quick start
   Database:     $FLOWKER_DATABASE_URL
   Sample service (the example executors' backend): http://127.0.0.1:$sample_port
 
-Try (in another terminal):
-  curl -s -X POST $base/v1/webhooks/payments \\
-    -H 'X-API-Key: $api_key' -H 'X-Webhook-Token: $PAYMENTS_WEBHOOK_TOKEN' \\
+In another terminal (the flowker command is $venv/bin/flowker):
+  export PATH="$venv/bin:\$PATH"
+  export FLOWKER_DATABASE_URL=$FLOWKER_DATABASE_URL
+  export FLOWKER_URL=$base KEY='$api_key'
+
+  curl -s -X POST \$FLOWKER_URL/v1/webhooks/payments \\
+    -H "X-API-Key: \$KEY" -H 'X-Webhook-Token: $PAYMENTS_WEBHOOK_TOKEN' \\
     -H 'Content-Type: application/json' \\
     -d '{"transactionId": "tx-1", "amount": 120.5, "currency": "EUR", "payer": "alice"}'
+  flowker audit verify        # checks the chain of the database above
 
 Ctrl-C stops Flowker and the sample service.
 

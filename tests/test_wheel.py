@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCES = ("flowker", "specs", "setup.cfg", "pyproject.toml", "README.md")
+SOURCES = ("flowker", "specs", "setup.cfg", "pyproject.toml", "README.md", "LICENSE")
 
 
 def _run(command, **kwargs):

@@ -237,7 +237,7 @@ def apply_local(settings, registry, directory, *, activate: bool, dry_run: bool 
     label = database_label(settings.database_url)
     if dry_run and database is None and missing_sqlite_file(settings.database_url):
         # Nothing to read, and a dry run must not create the file: everything is new.
-        target = LocalTarget(settings, registry, migrated=False)
+        target = LocalTarget(settings, registry, migrated=False, dry_run=True)
         return sync(directory, target, registry, activate=activate, dry_run=True, target=label, echo=echo)
     if database is None:
         database = bind_database(settings.database_url)
@@ -246,7 +246,7 @@ def apply_local(settings, registry, directory, *, activate: bool, dry_run: bool 
     install(database, settings)  # checkpoints signed with the configured key, if any
     with database.connection_context():
         if dry_run:
-            target = LocalTarget(settings, registry, migrated=schema_exists(database))
+            target = LocalTarget(settings, registry, migrated=schema_exists(database), dry_run=True)
             return sync(directory, target, registry, activate=activate, dry_run=True, target=label, echo=echo)
         # Several servers may start with --specs at once: one sync at a time, each planning
         # only once it holds the lock, so the later ones find everything done.
@@ -258,7 +258,7 @@ def apply_local(settings, registry, directory, *, activate: bool, dry_run: bool 
 class LocalTarget:
     """The database, through the catalog services the REST API uses."""
 
-    def __init__(self, settings, registry, *, migrated: bool = True, actor=None):
+    def __init__(self, settings, registry, *, migrated: bool = True, actor=None, dry_run: bool = False):
         from flowker.audit.chain import Actor
         from flowker.catalog.executors import ExecutorStore
         from flowker.catalog.workflows import WorkflowStore
@@ -266,7 +266,8 @@ class LocalTarget:
         from flowker.security.secrets import SecretBox
         from flowker.security.ssrf import AddressPolicy
 
-        box = SecretBox.from_settings(settings)
+        # A dry run writes nothing, not even the development secret key file.
+        box = SecretBox.from_settings(settings, create_key_file=not dry_run)
         self.box = box
         self.secret_policy = SecretReferencePolicy.from_settings(settings)
         self.executors = ExecutorStore(registry, box, AddressPolicy.from_settings(settings), self.secret_policy)

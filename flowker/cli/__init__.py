@@ -14,6 +14,7 @@ import sys
 import click
 
 from flowker import __version__
+from flowker.cli.common import CONTEXT_SETTINGS, WholeHelpGroup
 
 # name -> "module:attribute"
 SUBCOMMANDS = {
@@ -29,7 +30,7 @@ SUBCOMMANDS = {
 }
 
 
-class LazyGroup(click.Group):
+class LazyGroup(WholeHelpGroup):
     def list_commands(self, ctx):
         return sorted(SUBCOMMANDS)
 
@@ -38,10 +39,13 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module_name, attribute = target.split(":")
-        return getattr(importlib.import_module(module_name), attribute)
+        self.commands[name] = getattr(importlib.import_module(module_name), attribute)
+        return super().get_command(ctx, name)
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings=CONTEXT_SETTINGS,
+             epilog="\b\nGet started: flowker validate examples/ && flowker run --help\n"
+                    "Shell completion: eval \"$(_FLOWKER_COMPLETE=bash_source flowker)\"  (docs/cli.md)")
 @click.version_option(__version__, prog_name="flowker")
 @click.option(
     "--config",

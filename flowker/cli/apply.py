@@ -23,7 +23,7 @@ import click
 import rfc8785
 
 from flowker.catalog.spec_sync import Current
-from flowker.cli.common import load_settings
+from flowker.cli.common import DATABASE_HELP, announce_database, load_settings
 
 
 @click.command()
@@ -32,7 +32,7 @@ from flowker.cli.common import load_settings
 @click.option("--api-key", envvar="FLOWKER_API_KEY", help="API key for --server (or FLOWKER_API_KEY).")
 @click.option("--activate", is_flag=True, help="Activate new workflows; move changed active ones through draft and back.")
 @click.option("--dry-run", is_flag=True, help="Print the plan only.")
-@click.option("--db", "database_url", help="Database URL for local mode (default: FLOWKER_DATABASE_URL).")
+@click.option("--db", "database_url", metavar="URL|PATH", help="Local mode: " + DATABASE_HELP)
 @click.option("--timeout", type=click.FloatRange(min=1), default=60.0, show_default=True, help="Seconds per REST request.")
 @click.pass_context
 def apply(ctx, directory, server, api_key, activate, dry_run, database_url, timeout):
@@ -50,6 +50,7 @@ def apply(ctx, directory, server, api_key, activate, dry_run, database_url, time
         ok = sync(directory, RemoteTarget(server, api_key, timeout), registry,
                   activate=activate, dry_run=dry_run, target=server, echo=click.echo)
     else:
+        announce_database(ctx, settings, database_url)
         ok = apply_local(settings, registry, directory, activate=activate, dry_run=dry_run, echo=click.echo)
     if not ok:
         ctx.exit(1)

@@ -12,7 +12,7 @@ import time
 
 import click
 
-from flowker.cli.common import load_settings
+from flowker.cli.common import DATABASE_HELP, WholeHelpGroup, announce_database, load_settings, open_existing_database
 
 
 class _ProgressLine:
@@ -39,15 +39,12 @@ class _ProgressLine:
             click.echo("", err=True)
 
 
-def _open_migrated(url: str):
-    from flowker.errors import ConfigurationError
-    from flowker.storage.database import open_database
+def _open_migrated(ctx, settings, database_url):
+    """The audit chain's database: named when it is not the default, never created here."""
     from flowker.storage.models import AuditEntry
 
-    database = open_database(url)
-    with database.connection_context():
-        if not database.table_exists(AuditEntry._meta.table_name):
-            raise ConfigurationError("the database has no audit table: run `flowker db upgrade` first")
+    database = open_existing_database(ctx, settings, database_url, AuditEntry)
+    announce_database(ctx, settings, database_url)
     return database
 
 
@@ -75,13 +72,13 @@ def _report(result, as_json: bool) -> None:
         sys.exit(1)
 
 
-@click.group()
+@click.group(cls=WholeHelpGroup)
 def audit():
     """Verify, export and checkpoint the tamper-evident audit chain."""
 
 
 @audit.command()
-@click.option("--db", "database_url", help="Database URL (default: FLOWKER_DATABASE_URL).")
+@click.option("--db", "database_url", metavar="URL|PATH", help=DATABASE_HELP)
 @click.option("--file", "export_file", type=click.Path(dir_okay=False), help="Verify this export file offline.")
 @click.option("--public-key", "public_keys", multiple=True, metavar="KEY",
               help="Ed25519 public key, PEM text or file (repeatable, for rotated keys).")
@@ -124,7 +121,7 @@ def verify(ctx, database_url, export_file, public_keys, witness_url, as_json, qu
         if settings.audit_signing_key:
             keys.append(cp.load_signing_key(settings.audit_signing_key))
         witness = open_witness(witness_url or settings.audit_witness)
-        database = _open_migrated(settings.database_url)
+        database = _open_migrated(ctx, settings, database_url)
         result = verify_database(
             database, public_keys=cp.keys_by_id(keys) if keys else None,
             checkpoint_interval=settings.audit_checkpoint_interval if keys else None, progress=progress,
@@ -136,7 +133,7 @@ def verify(ctx, database_url, export_file, public_keys, witness_url, as_json, qu
 
 @audit.command()
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="JSON Lines file to write.")
-@click.option("--db", "database_url", help="Database URL (default: FLOWKER_DATABASE_URL).")
+@click.option("--db", "database_url", metavar="URL|PATH", help=DATABASE_HELP)
 @click.option("--no-sign", is_flag=True, help="Do not sign the end record, even with a signing key configured.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.pass_context
@@ -154,7 +151,7 @@ def export(ctx, out_path, database_url, no_sign, quiet):
     if key is None:
         click.echo("warning: no signing key: the export's end is not signed, so offline verification "
                    "with a public key will refuse it", err=True)
-    database = _open_migrated(settings.database_url)
+    database = _open_migrated(ctx, settings, database_url)
     progress = _ProgressLine("exported", enabled=not quiet)
     summary = export_chain(database, out_path, signing_key=key,
                            checkpoint_interval=settings.audit_checkpoint_interval if key else 0, progress=progress)
@@ -163,7 +160,7 @@ def export(ctx, out_path, database_url, no_sign, quiet):
 
 
 @audit.command()
-@click.option("--db", "database_url", help="Database URL (default: FLOWKER_DATABASE_URL).")
+@click.option("--db", "database_url", metavar="URL|PATH", help=DATABASE_HELP)
 @click.pass_context
 def checkpoint(ctx, database_url):
     """Sign the current head now (needs FLOWKER_AUDIT_SIGNING_KEY)."""
@@ -173,7 +170,7 @@ def checkpoint(ctx, database_url):
     settings = load_settings(ctx, database_url=database_url)
     if not settings.audit_signing_key:
         raise ConfigurationError("FLOWKER_AUDIT_SIGNING_KEY is not set")
-    log = AuditLog.from_settings(settings, _open_migrated(settings.database_url))
+    log = AuditLog.from_settings(settings, _open_migrated(ctx, settings, database_url))
     with log.database.connection_context():
         signed = log.create_checkpoint()
     if signed is None:

@@ -92,8 +92,8 @@ class ProgressPrinter:
 @click.option("--executors", "executor_dirs", multiple=True,
               type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder of executor spec files (repeatable). Default: executors/ beside the workflows/ folder.")
-@click.option("--db", "database_url", metavar="URL",
-              help="Database URL to keep the run in (default: a temporary SQLite file).")
+@click.option("--db", "database_url", metavar="URL|PATH",
+              help="Database URL or SQLite file path to keep the run in (default: a temporary SQLite file).")
 @click.pass_context
 def run(ctx, file, input_value, executor_dirs, database_url):
     """Validate and run a workflow file locally; print the final output as JSON."""

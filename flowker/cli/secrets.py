@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import click
 
-from flowker.cli.common import load_settings
+from flowker.cli.common import DATABASE_HELP, WholeHelpGroup, announce_database, load_settings, open_existing_database
 
 
-@click.group("secrets")
+@click.group("secrets", cls=WholeHelpGroup)
 def secrets_group():
     """Secrets stored encrypted at rest."""
 
 
 @secrets_group.command()
-@click.option("--db", "database_url", help="Database URL (default: FLOWKER_DATABASE_URL).")
+@click.option("--db", "database_url", metavar="URL|PATH", help=DATABASE_HELP)
 @click.pass_context
 def rotate(ctx, database_url):
     """Re-encrypt every stored executor secret with the newest FLOWKER_SECRET_KEY key.
@@ -27,10 +27,14 @@ def rotate(ctx, database_url):
     """
     from flowker.security.secrets import SecretBox, SecretKeyError
 
+    from flowker.storage.models import Executor
+
     settings = load_settings(ctx, database_url=database_url)
     box = SecretBox.from_settings(settings, create_key_file=False)
     if box is None:
         raise SecretKeyError("no secret key is configured (FLOWKER_SECRET_KEY): there is nothing to rotate with")
+    open_existing_database(ctx, settings, database_url, Executor)  # named if missing, never created
+    announce_database(ctx, settings, database_url)
     executors, secrets = rotate_executor_secrets(settings.database_url, box)
     click.echo(f"re-encrypted {secrets} secret(s) in {executors} executor(s) with the newest key")
 

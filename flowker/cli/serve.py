@@ -7,12 +7,13 @@ connection opened for that is closed again, so no worker inherits one.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
 import click
 
-from flowker.cli.common import load_settings
+from flowker.cli.common import DATABASE_HELP, load_settings
 from flowker.errors import ConfigurationError
 
 
@@ -25,7 +26,7 @@ def default_workers() -> int:
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes (default: CPU count, at least 2).")
 @click.option("--threads", type=click.IntRange(min=1), default=8, show_default=True, help="Threads per worker.")
 @click.option("--specs", "specs_dir", type=click.Path(exists=True, file_okay=False), help="Apply (and activate) this folder's specs at start.")
-@click.option("--db", "database_url", help="Database URL (default: FLOWKER_DATABASE_URL).")
+@click.option("--db", "database_url", metavar="URL|PATH", help=DATABASE_HELP)
 @click.option("--certfile", type=click.Path(exists=True, dir_okay=False), help="TLS certificate (PEM); needs --keyfile.")
 @click.option("--keyfile", type=click.Path(exists=True, dir_okay=False), help="TLS private key (PEM); needs --certfile.")
 @click.option("--drain-seconds", type=click.FloatRange(min=0), default=5.0, show_default=True,
@@ -45,6 +46,7 @@ def serve(ctx, bind, workers, threads, specs_dir, database_url, certfile, keyfil
     settings = settings.replace(tls_certfile=certfile and os.path.abspath(certfile),
                                 tls_keyfile=keyfile and os.path.abspath(keyfile))
     check_settings(settings)  # every setting, before the database is touched or a port bound
+    check_bind_free(bind)  # one line naming the port, not gunicorn's traceback and retries
     registry = load_registry(settings)
     scheme = "https" if certfile else "http"
     prepare_database(settings, registry, specs_dir)
@@ -114,6 +116,36 @@ def prepare_database(settings, registry, specs_dir=None) -> None:
             click.echo(f"Recovered {len(recovered)} interrupted execution(s)")
     finally:
         close_database(database)
+
+
+def check_bind_free(bind: str) -> None:
+    """Refuse, in one line, a ``HOST:PORT`` another process is listening on.
+
+    Bound the way gunicorn binds (SO_REUSEADDR), so a port left in TIME_WAIT is not
+    refused; the probe is closed at once and gunicorn binds for real just after.
+    """
+    import socket
+
+    if bind.startswith(("unix:", "fd://")):
+        return
+    host, _, port_text = bind.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    if not port_text.isdigit() or int(port_text) == 0:
+        return
+    port = int(port_text)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigurationError(f"--bind {bind}: cannot resolve {host!r} ({exc.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot listen on {bind}: port {port} is {'in use' if exc.errno == errno.EADDRINUSE else exc.strerror}; "
+                "choose another with --bind HOST:PORT (scripts/quickstart.sh: FLOWKER_PORT)") from None
 
 
 def _url_host(host: str) -> str:

@@ -95,7 +95,10 @@ def test_usage_and_configuration_errors_exit_2(populated, tmp_path):
     bad_key = flowker("audit", "verify", env={**env, "FLOWKER_AUDIT_SIGNING_KEY": str(tmp_path / "missing.pem")})
     assert bad_key.returncode == 2 and "missing.pem" in bad_key.stderr
     empty = flowker("audit", "verify", "--db", f"sqlite:///{tmp_path}/never-migrated.db")
-    assert empty.returncode == 2 and "db upgrade" in empty.stderr
+    # A file that does not exist is named, not created, and not "run db upgrade" (it is
+    # most likely the wrong database, not an unmigrated one).
+    assert empty.returncode == 2 and f"no database at {tmp_path}/never-migrated.db" in empty.stderr
+    assert not (tmp_path / "never-migrated.db").exists()
 
 
 def test_checkpoint_on_demand(populated):

@@ -19,6 +19,7 @@ from flowker.api import openapi_rules as rules
 from flowker.api import openapi_schemas as schemas
 from flowker.api.middleware import PLAIN_HTTP_PATHS
 from flowker.errors import SECURITY_ERRORS
+from flowker.error_codes import ErrorCode
 
 SPEC_SCHEMA_FILES = {"WorkflowSpec": "workflow.schema.json", "ExecutorSpec": "executor.schema.json"}
 
@@ -72,15 +73,15 @@ CURSOR = _q("cursor", {"type": "string", "maxLength": 2048, "pattern": "^[A-Za-z
 SORT_ORDER = _q("sortOrder", {"enum": ["ASC", "DESC", "asc", "desc"]}, "Default DESC")
 LIST = (LIMIT, CURSOR, SORT_ORDER)
 # A cursor is opaque: one of the right shape may still not come from this list.
-LIST_REFUSALS = {400: ("FLK-0311", "FLK-0304")}
+LIST_REFUSALS = {400: (ErrorCode.INVALID_CURSOR, ErrorCode.INVALID_QUERY)}
 # Spec bodies: rules across fields and against other specs (graph, references, secrets, URLs).
-SPEC_REFUSALS = ("FLK-0120", "FLK-0121")
-WORKFLOW_WRITE = {422: (*SPEC_REFUSALS, "FLK-0103")}
+SPEC_REFUSALS = (ErrorCode.INVALID_SPEC, ErrorCode.LITERAL_SECRET_WITHOUT_KEY)
+WORKFLOW_WRITE = {422: (*SPEC_REFUSALS, ErrorCode.WORKFLOW_NOT_DRAFT)}
 # Executors: also the auth config against its auth type's own schema (GET /v1/catalog/auth-types/{type}),
 # the SSRF guard and stored secrets.
-EXECUTOR_WRITE = {422: (*SPEC_REFUSALS, "FLK-0341", "FLK-0006")}
+EXECUTOR_WRITE = {422: (*SPEC_REFUSALS, ErrorCode.ADDRESS_NOT_ALLOWED, ErrorCode.SECRET_KEY_UNUSABLE)}
 # Runs: the workflow must be active; an Idempotency-Key reused with another body.
-RUN_REFUSALS = {422: ("FLK-0501", "FLK-0508", "FLK-0120")}
+RUN_REFUSALS = {422: (ErrorCode.WORKFLOW_NOT_ACTIVE, ErrorCode.IDEMPOTENCY_KEY_REUSED, ErrorCode.INVALID_SPEC)}
 IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
                "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"},
                "description": "Replays return the first execution (200)"}
@@ -109,7 +110,7 @@ def _workflow_ops() -> list[Operation]:
                   {200: ("The workflow", "Workflow")}, (400, 404, 409, 413, 415, 422), body="spec:Workflow",
                   refusals=WORKFLOW_WRITE),
         Operation("DELETE", wid, "deleteWorkflow", "workflows", "Delete a workflow that is not active",
-                  {204: ("Deleted", None)}, (400, 404, 409, 422), refusals={422: ("FLK-0103",)}),
+                  {204: ("Deleted", None)}, (400, 404, 409, 422), refusals={422: (ErrorCode.WORKFLOW_NOT_DRAFT,)}),
         Operation("POST", wid + "/clone", "cloneWorkflow", "workflows", "Copy a workflow into a new draft",
                   {201: ("Created", "WorkflowCreated")}, (400, 404, 409, 413, 415, 422), body="CloneRequest",
                   headers=LOCATION, refusals=WORKFLOW_WRITE),
@@ -118,14 +119,14 @@ def _workflow_ops() -> list[Operation]:
                           ("draft", "inactive -> draft")):
         ops.append(Operation("POST", f"{wid}/{verb}", f"{verb}Workflow", "workflows", summary,
                              {200: ("The workflow", "Workflow")}, (400, 404, 409, 422),
-                             refusals={422: ("FLK-0102", *SPEC_REFUSALS)}))
+                             refusals={422: (ErrorCode.WORKFLOW_TRANSITION_REFUSED, *SPEC_REFUSALS)}))
     return ops
 
 
 # Executor writes check URLs (FLK-0341) and where secret references point (FLK-0007), and
 # may decrypt stored secrets (FLK-0006).
-_EXECUTOR_WRITE_CODES = ("FLK-0341", "FLK-0007", "FLK-0006")
-_EXECUTOR_TEST_CODES = ("FLK-0341", "FLK-0006")
+_EXECUTOR_WRITE_CODES = (ErrorCode.ADDRESS_NOT_ALLOWED, ErrorCode.SECRET_REFERENCE_REFUSED, ErrorCode.SECRET_KEY_UNUSABLE)
+_EXECUTOR_TEST_CODES = (ErrorCode.ADDRESS_NOT_ALLOWED, ErrorCode.SECRET_KEY_UNUSABLE)
 
 
 def _executor_ops() -> list[Operation]:
@@ -150,12 +151,12 @@ def _executor_ops() -> list[Operation]:
                   {204: ("Deleted", None)}, (400, 404, 409)),
         Operation("POST", eid + "/test", "testExecutor", "executors", "Probe the executor through the SSRF guard",
                   {200: ("The probe report", "ExecutorTestReport")}, (400, 404, 422, 502),
-                  security_codes=_EXECUTOR_TEST_CODES, refusals={422: ("FLK-0341", "FLK-0006")}),
+                  security_codes=_EXECUTOR_TEST_CODES, refusals={422: (ErrorCode.ADDRESS_NOT_ALLOWED, ErrorCode.SECRET_KEY_UNUSABLE)}),
     ]
     for verb in ("enable", "disable"):
         ops.append(Operation("POST", f"{eid}/{verb}", f"{verb}Executor", "executors", f"{verb.capitalize()} an executor",
                              {200: ("The executor", "Executor")}, (400, 404, 409, 422),
-                             refusals={422: ("FLK-0252",)}))
+                             refusals={422: (ErrorCode.EXECUTOR_TRANSITION_REFUSED,)}))
     return ops
 
 
@@ -176,7 +177,7 @@ def _execution_ops() -> list[Operation]:
                   {200: ("The execution", "ExecutionSummary")}, (400, 404)),
         Operation("GET", "/v1/executions/{execution_id}/results", "getExecutionResults", "executions",
                   "Step results and final output (once finished)",
-                  {200: ("The results", "ExecutionResults")}, (400, 404, 422), refusals={422: ("FLK-0502",)}),
+                  {200: ("The results", "ExecutionResults")}, (400, 404, 422), refusals={422: (ErrorCode.RESULTS_NOT_READY,)}),
     ]
 
 
@@ -212,7 +213,7 @@ def _other_ops() -> list[Operation]:
                    _q("resourceType", {"type": "string", "pattern": "^[a-z][a-z0-9_.-]{0,31}$"}),
                    _q("resourceId", {"type": "string", "minLength": 1, "maxLength": 255}),
                    _q("dateFrom", date), _q("dateTo", date), *LIST),
-                  refusals={400: (*LIST_REFUSALS[400], "FLK-0308")}),
+                  refusals={400: (*LIST_REFUSALS[400], ErrorCode.INVALID_DATE_RANGE)}),
         Operation("GET", "/v1/audit-events/{event_id}", "getAuditEvent", "audit", "Get an audit event",
                   {200: ("The event", "AuditEvent")}, (400, 404)),
         Operation("GET", "/v1/audit-events/{event_id}/verify", "verifyAuditChain", "audit",
@@ -229,7 +230,7 @@ def _other_ops() -> list[Operation]:
         Operation("GET", "/v1/dashboards/executions", "executionDashboard", "dashboards",
                   "Execution counts (startedAt window, inclusive)", {200: ("Counts", "ExecutionDashboard")}, (400,),
                   (_q("startTime", date, "Inclusive; after endTime: 400 FLK-0302"), _q("endTime", date),
-                   _q("status", {"enum": ["running", "completed", "failed"]})), refusals={400: ("FLK-0302",)}),
+                   _q("status", {"enum": ["running", "completed", "failed"]})), refusals={400: (ErrorCode.INVALID_DASHBOARD_FILTER,)}),
     ]
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as _dt
 import re
 
-from flowker.api.errors import INVALID_DATE, bad_query
+from flowker.api.errors import bad_query
+from flowker.error_codes import ErrorCode
 
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
@@ -21,12 +22,12 @@ def iso(value: _dt.datetime | None) -> str | None:
     return value.isoformat(timespec="milliseconds") + "Z"
 
 
-def parse_time(name: str, raw: str | None, code: str = INVALID_DATE) -> _dt.datetime | None:
+def parse_time(name: str, raw: str | None, code: ErrorCode = ErrorCode.INVALID_DATE) -> _dt.datetime | None:
     """An RFC 3339 query parameter as a naive UTC datetime (400 when malformed)."""
     if raw is None:
         return None
     if not _RFC3339.match(raw):
-        raise bad_query(f"{name} must be an RFC 3339 time such as 2026-01-31T23:59:59Z", code, "Invalid Date")
+        raise bad_query(f"{name} must be an RFC 3339 time such as 2026-01-31T23:59:59Z", code)
     text = raw.replace("t", "T").replace("z", "Z").replace(" ", "T")
     fraction = re.search(r"\.(\d+)", text)
     if fraction and len(fraction.group(1)) > 6:  # Python reads at most microseconds
@@ -34,7 +35,7 @@ def parse_time(name: str, raw: str | None, code: str = INVALID_DATE) -> _dt.date
     try:
         value = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise bad_query(f"{name} is not a valid date and time", code, "Invalid Date") from None
+        raise bad_query(f"{name} is not a valid date and time", code) from None
     return value.astimezone(_dt.timezone.utc).replace(tzinfo=None)
 
 
@@ -98,9 +99,8 @@ _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 
 def checked_id(value: str, what: str) -> str:
     """A path id must be a UUID (400 FLK-0002 otherwise); returned lower-cased."""
-    from flowker.api.errors import INVALID_ID
     from flowker.errors import BadRequest
 
     if not isinstance(value, str) or not _UUID.match(value):
-        raise BadRequest(f"invalid {what} ID: expected a UUID", code=INVALID_ID)
+        raise BadRequest(f"invalid {what} ID: expected a UUID", code=ErrorCode.INVALID_ID)
     return value.lower()

@@ -47,7 +47,7 @@ def wants_async(req: falcon.Request) -> bool:
 
 
 def summary(execution) -> dict:
-    from flowker.runner.records import execution_summary
+    from flowker.api.views import execution_summary
 
     return execution_summary(execution)
 
@@ -156,7 +156,7 @@ class Results:
         self.state = state
 
     def on_get(self, req, resp, execution_id: str) -> None:
-        from flowker.runner.records import execution_results
+        from flowker.api.views import execution_results
 
         execution = load_execution(checked_id(execution_id, "execution"))
         if execution.status not in TERMINAL:

@@ -7,6 +7,7 @@ import re
 
 from flowker.api.errors import bad_query
 from flowker.error_codes import ErrorCode
+from flowker.storage.models import Execution, StepResult
 
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
@@ -104,3 +105,61 @@ def checked_id(value: str, what: str) -> str:
     if not isinstance(value, str) or not _UUID.match(value):
         raise BadRequest(f"invalid {what} ID: expected a UUID", code=ErrorCode.INVALID_ID)
     return value.lower()
+
+
+# -- executions (the rows flowker.runner.records writes) ----------------------------
+
+
+def execution_summary(execution: Execution) -> dict:
+    """``{executionId, workflowId, status, currentStepNumber, totalSteps, startedAt, completedAt?, errorMessage?}``."""
+    summary = {
+        "executionId": execution.id,
+        "workflowId": execution.workflow_id,
+        "status": execution.status,
+        "currentStepNumber": execution.current_step,
+        "totalSteps": execution.total_steps,
+        "startedAt": iso(execution.started_at),
+    }
+    if execution.completed_at is not None:
+        summary["completedAt"] = iso(execution.completed_at)
+    if execution.error_message:
+        summary["errorMessage"] = execution.error_message
+    return summary
+
+
+def step_result_dict(step: StepResult) -> dict:
+    item = {
+        "stepNumber": step.step_number,
+        "stepName": step.node_name,
+        "nodeId": step.node_id,
+        "nodeType": step.node_type,
+        "status": step.status,
+        "attempts": step.attempts,
+        "durationMs": step.duration_ms,
+        "executedAt": iso(step.started_at),
+        "completedAt": iso(step.completed_at),
+    }
+    if step.input_data is not None:
+        item["input"] = step.input_data
+    if step.output is not None:
+        item["output"] = step.output
+    if step.error_message:
+        item["errorMessage"] = step.error_message
+    if step.call_details is not None:
+        item["callDetails"] = step.call_details
+    return item
+
+
+def execution_results(execution: Execution) -> dict:
+    """``{executionId, workflowId, status, stepResults, finalOutput, startedAt, completedAt}``."""
+    steps = StepResult.select().where(StepResult.execution == execution.id).order_by(StepResult.step_number)
+    return {
+        "executionId": execution.id,
+        "workflowId": execution.workflow_id,
+        "status": execution.status,
+        "stepResults": [step_result_dict(step) for step in steps],
+        "finalOutput": execution.final_output,
+        "startedAt": iso(execution.started_at),
+        "completedAt": iso(execution.completed_at),
+        **({"errorMessage": execution.error_message} if execution.error_message else {}),
+    }

@@ -37,7 +37,7 @@ from flowker.runner.engine import FAILED, Engine, RunOutcome
 from flowker.runner.executors import ExecutorPool
 from flowker.runner.graph import WorkflowPlan, compile_plan
 from flowker.runner.records import (
-    FLUSH_INTERVAL_SECONDS, ExecutionRecorder, audit_batch, audit_item, execution_results, execution_summary,
+    FLUSH_INTERVAL_SECONDS, ExecutionRecorder, audit_batch, audit_item,
     prepare_audit,
 )
 from flowker.runner.recovery import LeaseHeartbeat, LeaseSweeper, recover_interrupted
@@ -79,7 +79,7 @@ def _workflow_head(workflow_id: str) -> WorkflowHead | None:
     return WorkflowHead(*row) if row else None
 
 
-__all__ = ["ExecutionService", "StartResult", "execution_summary", "execution_results", "request_hash"]
+__all__ = ["ExecutionService", "StartResult", "request_hash"]
 
 
 @dataclass(frozen=True)

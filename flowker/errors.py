@@ -1,29 +1,50 @@
 """The project's error hierarchy.
 
-Every error Flowker raises on purpose derives from :class:`FlowkerError`. Each class
-carries the HTTP status, FLK code and title the REST API answers with, and the exit
-code the command line ends with, so one handler in each front end maps them all.
-Messages must never contain secret values: callers build them from names, not values.
+Every error Flowker raises on purpose derives from :class:`FlowkerError` and carries a
+code of the catalog :class:`flowker.error_codes.ErrorCode`, which gives the HTTP status
+and title the REST API answers with; the class gives the exit code the command line ends
+with, so one handler in each front end maps them all. A raise names what went wrong with
+its code (``NotFound(..., code=ErrorCode.WORKFLOW_NOT_FOUND)``); a class's ``code`` is
+its default. Messages must never contain secret values: callers build them from names,
+not values.
 """
 
 from __future__ import annotations
+
+from flowker.error_codes import ErrorCode, catalog_entry
 
 
 class FlowkerError(Exception):
     """Base of every deliberate Flowker error."""
 
-    http_status = 500
-    code = "FLK-9999"
-    title = "Internal Server Error"
+    code: str = ErrorCode.INTERNAL
+    http_status: int = ErrorCode.INTERNAL.status
+    title: str = ErrorCode.INTERNAL.error_title
     exit_code = 1
 
-    def __init__(self, message: str, *, code: str | None = None, title: str | None = None):
+    def __init_subclass__(cls, **kwargs) -> None:
+        # A class states its default code; the status and title come with it from the catalog.
+        super().__init_subclass__(**kwargs)
+        entry = catalog_entry(cls.code)
+        if entry is not None:
+            cls.http_status, cls.title = entry.status, entry.error_title
+
+    def __init__(self, message: str, *, code: str | None = None, title: str | None = None,
+                 status: int | None = None):
+        """``code`` replaces the class's default (status and title follow it from the catalog;
+        a plain string outside the catalog keeps the class's); ``status`` and ``title`` are for
+        the rare error that re-raises another one's code under its own status."""
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+            entry = catalog_entry(code)
+            if entry is not None:
+                self.http_status, self.title = entry.status, entry.error_title
         if title is not None:
             self.title = title
+        if status is not None:
+            self.http_status = status
 
     def to_dict(self) -> dict:
         return {"code": self.code, "title": self.title, "message": self.message}
@@ -32,51 +53,36 @@ class FlowkerError(Exception):
 class ConfigurationError(FlowkerError):
     """Settings or command-line usage are wrong: nothing was attempted."""
 
-    code = "FLK-0003"
-    title = "Configuration Error"
+    code = ErrorCode.CONFIGURATION
     exit_code = 2
 
 
 class BadRequest(FlowkerError):
-    http_status = 400
-    code = "FLK-0001"
-    title = "Bad Request"
+    code = ErrorCode.INVALID_BODY
 
 
 class Unauthorized(FlowkerError):
-    http_status = 401
-    code = "FLK-0401"
-    title = "Unauthorized"
+    code = ErrorCode.UNAUTHENTICATED
 
 
 class Forbidden(FlowkerError):
-    http_status = 403
-    code = "FLK-0403"
-    title = "Forbidden"
+    code = ErrorCode.FORBIDDEN
 
 
 class NotFound(FlowkerError):
-    http_status = 404
-    code = "FLK-0404"
-    title = "Not Found"
+    code = ErrorCode.ROUTE_NOT_FOUND
 
 
 class Conflict(FlowkerError):
-    http_status = 409
-    code = "FLK-0409"
-    title = "Conflict"
+    code = ErrorCode.CONFLICT
 
 
 class PayloadTooLarge(FlowkerError):
-    http_status = 413
-    code = "FLK-0413"
-    title = "Payload Too Large"
+    code = ErrorCode.PAYLOAD_TOO_LARGE
 
 
 class UnprocessableEntity(FlowkerError):
-    http_status = 422
-    code = "FLK-0422"
-    title = "Unprocessable Entity"
+    code = ErrorCode.UNPROCESSABLE
 
 
 class SpecError(UnprocessableEntity):
@@ -85,8 +91,7 @@ class SpecError(UnprocessableEntity):
     ``problems`` is a list of :class:`flowker.spec.problems.Problem`.
     """
 
-    code = "FLK-0120"
-    title = "Invalid Specification"
+    code = ErrorCode.INVALID_SPEC
 
     def __init__(self, problems, message: str | None = None):
         self.problems = list(problems)
@@ -106,40 +111,31 @@ class SecretReferenceSpecError(SpecError):
     """A spec being saved holds ``$file``/``$env`` references the server may not resolve
     (DESIGN §6); the same code as :class:`SecretReferenceRefusedError` at call time."""
 
-    code = "FLK-0007"
-    title = "Secret Reference Refused"
+    code = ErrorCode.SECRET_REFERENCE_REFUSED
 
 
 class TooManyRequests(FlowkerError):
     """Refused for now: the caller should retry after the ``Retry-After`` it is given."""
 
-    http_status = 429
-    code = "FLK-0429"
-    title = "Too Many Requests"
+    code = ErrorCode.TOO_MANY_REQUESTS
     headers: dict[str, str] | None = None  # Retry-After
 
 
 class ServiceUnavailable(FlowkerError):
-    http_status = 503
-    code = "FLK-0801"
-    title = "Service Unavailable"
+    code = ErrorCode.DRAINING
     headers: dict[str, str] | None = None  # e.g. Retry-After (flowker.api.errors.unavailable)
 
 
 class CircuitOpenError(FlowkerError):
     """An executor's breaker is open: the step fails without a network call."""
 
-    http_status = 503
-    code = "FLK-0507"
-    title = "Circuit Open"
+    code = ErrorCode.CIRCUIT_OPEN
 
 
 class AuthTypeError(FlowkerError):
     """An auth type failed to produce credentials (token endpoint down, bad secret...)."""
 
-    http_status = 502
-    code = "FLK-0520"
-    title = "Authentication Failed"
+    code = ErrorCode.AUTH_FAILED
 
 
 class ResolvedConfigError(UnprocessableEntity):
@@ -147,15 +143,13 @@ class ResolvedConfigError(UnprocessableEntity):
     (a reference passes as a string when the spec is saved; its value is checked at call
     time). The message names the field and the rule, never the value."""
 
-    code = "FLK-0521"
-    title = "Resolved Auth Config Invalid"
+    code = ErrorCode.RESOLVED_AUTH_CONFIG_INVALID
 
 
 class PluginError(ConfigurationError):
     """A plugin could not be loaded or clashes with another one."""
 
-    code = "FLK-0004"
-    title = "Plugin Error"
+    code = ErrorCode.PLUGIN_FAILED
 
 
 class SecretUnavailableError(ConfigurationError):
@@ -164,9 +158,7 @@ class SecretUnavailableError(ConfigurationError):
     The message names the variable, file or field, never a value.
     """
 
-    http_status = 500
-    code = "FLK-0005"
-    title = "Secret Unavailable"
+    code = ErrorCode.SECRET_UNAVAILABLE
 
 
 class SecretReferenceRefusedError(SecretUnavailableError):
@@ -174,56 +166,44 @@ class SecretReferenceRefusedError(SecretUnavailableError):
     ``FLOWKER_SECRET_FILE_DIRS``, a name ``FLOWKER_SECRET_ENV_ALLOW`` does not allow, one of
     Flowker's own files, or not a regular file. Nothing was read or sent."""
 
-    http_status = 422
-    code = "FLK-0007"
-    title = "Secret Reference Refused"
+    code = ErrorCode.SECRET_REFERENCE_REFUSED
 
 
 class SecretKeyError(ConfigurationError):
     """No usable key: literal secrets cannot be stored, or a stored one cannot be decrypted."""
 
-    http_status = 500
-    code = "FLK-0006"
-    title = "Secret Key Error"
+    code = ErrorCode.SECRET_KEY_UNUSABLE
 
 
 class SSRFBlockedError(UnprocessableEntity):
     """A URL or address the SSRF guard refuses (config time or call time); names the host only."""
 
-    code = "FLK-0341"
-    title = "Address Not Allowed"
+    code = ErrorCode.ADDRESS_NOT_ALLOWED
 
 
 class HostResolutionError(FlowkerError):
     """A host name did not resolve: a network failure, not a refusal."""
 
-    http_status = 502
-    code = "FLK-0342"
-    title = "Host Not Resolved"
+    code = ErrorCode.HOST_NOT_RESOLVED
 
 
 class ResponseTooLargeError(FlowkerError):
     """An upstream response body is larger than the configured cap."""
 
-    http_status = 502
-    code = "FLK-0343"
-    title = "Response Too Large"
+    code = ErrorCode.UPSTREAM_RESPONSE_TOO_LARGE
 
 
 class OutputTooLargeError(FlowkerError):
     """A step's output, an action's output, an executor request or the final output is
     larger than FLOWKER_MAX_OUTPUT_BYTES (measured as compact UTF-8 JSON)."""
 
-    http_status = 422
-    code = "FLK-0512"
-    title = "Output Too Large"
+    code = ErrorCode.OUTPUT_TOO_LARGE
 
 
 class AuditChainError(FlowkerError):
     """The audit chain failed verification or could not be appended to."""
 
-    code = "FLK-0610"
-    title = "Audit Chain Error"
+    code = ErrorCode.AUDIT_CHAIN_BROKEN
 
 
 # The errors of the security layer, by code: the OpenAPI document names them under the

@@ -43,6 +43,7 @@ from flowker.expressions import (
     ExpressionMemoryExceeded,
     short_source,
 )
+from flowker.error_codes import ErrorCode
 
 MEMORY_BYTES = 256 * 1024 * 1024
 MAX_PROCESSES = 4
@@ -54,8 +55,7 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 
 
 class EvaluatorUnavailable(ExpressionError):
-    code = "FLK-0108"
-    title = "Expression Evaluator Unavailable"
+    code = ErrorCode.EXPRESSION_EVALUATOR_UNAVAILABLE
 
 
 class _Evaluator:

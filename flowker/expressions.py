@@ -18,6 +18,7 @@ import cel
 from flowker.errors import UnprocessableEntity
 from flowker.expression_limits import needs_isolation, shape_problem
 from flowker.expression_scope import project, referenced_paths
+from flowker.error_codes import ErrorCode
 
 ALLOWED_VARIABLES = frozenset({"workflow", "nodes", "execution"})
 
@@ -104,8 +105,7 @@ class ExpressionError(UnprocessableEntity):
     ``column`` is 1-based within the expression source when CEL reports one.
     """
 
-    code = "FLK-0105"
-    title = "Invalid Expression"
+    code = ErrorCode.INVALID_EXPRESSION
 
     def __init__(self, message: str, *, expression: str, column: int | None = None):
         super().__init__(message)
@@ -116,15 +116,13 @@ class ExpressionError(UnprocessableEntity):
 class ExpressionBudgetExceeded(ExpressionError):
     """The execution's expressions used their CPU budget (or its deadline passed)."""
 
-    code = "FLK-0106"
-    title = "Expression Budget Exceeded"
+    code = ErrorCode.EXPRESSION_BUDGET_EXCEEDED
 
 
 class ExpressionMemoryExceeded(ExpressionError):
     """An evaluation needed more memory than an evaluator process may use."""
 
-    code = "FLK-0107"
-    title = "Expression Memory Exceeded"
+    code = ErrorCode.EXPRESSION_MEMORY_EXCEEDED
 
 
 # `workflow.orderId`, `nodes.score.body.score`: a chain of field selections, the commonest

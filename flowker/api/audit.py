@@ -5,13 +5,13 @@ from __future__ import annotations
 import datetime as _dt
 import re
 
-from flowker.api.errors import INVALID_DATE_RANGE, INVALID_QUERY, bad_query
+from flowker.api.errors import bad_query
 from flowker.api.pagination import fetch_page, parse_choice, parse_limit, resolve_sort
 from flowker.api.views import checked_id, parse_time
 from flowker.errors import NotFound
 from flowker.storage.models import AuditEntry
+from flowker.error_codes import ErrorCode
 
-AUDIT_EVENT_NOT_FOUND = "FLK-0600"
 DEFAULT_LIMIT = 20
 RESULTS = ("SUCCESS", "FAILED")
 # \Z, not $: "$" also matches before a trailing newline ("ABC\n" would pass).
@@ -31,7 +31,7 @@ def _name_filter(name: str, raw: str | None, pattern: re.Pattern) -> str | None:
     if raw is None:
         return None
     if not pattern.match(raw):
-        raise bad_query(f"{name} is not a valid value", INVALID_QUERY)
+        raise bad_query(f"{name} is not a valid value", ErrorCode.INVALID_QUERY)
     return raw
 
 
@@ -63,12 +63,12 @@ class Collection:
         resource_id = req.get_param("resourceId")
         if resource_id is not None:
             if not 1 <= len(resource_id) <= 255:
-                raise bad_query("resourceId must be 1 to 255 characters", INVALID_QUERY)
+                raise bad_query("resourceId must be 1 to 255 characters", ErrorCode.INVALID_QUERY)
             query = query.where(AuditEntry.resource_id == resource_id)
         date_from = parse_time("dateFrom", req.get_param("dateFrom"))
         date_to = parse_time("dateTo", req.get_param("dateTo"))
         if date_from is not None and date_to is not None and date_from > date_to:
-            raise bad_query("dateFrom must not be after dateTo", INVALID_DATE_RANGE, "Invalid Date Range")
+            raise bad_query("dateFrom must not be after dateTo", ErrorCode.INVALID_DATE_RANGE)
         if date_from is not None:
             query = query.where(AuditEntry.timestamp >= _stamp(date_from, round_up=True))
         if date_to is not None:
@@ -84,7 +84,7 @@ class Collection:
 def _entry(event_id: str) -> AuditEntry:
     entry = AuditEntry.get_or_none(AuditEntry.event_id == checked_id(event_id, "audit event"))
     if entry is None:
-        raise NotFound(f"audit event {event_id} not found", code=AUDIT_EVENT_NOT_FOUND)
+        raise NotFound(f"audit event {event_id} not found", code=ErrorCode.AUDIT_EVENT_NOT_FOUND)
     return entry
 
 

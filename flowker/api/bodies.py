@@ -12,7 +12,8 @@ from collections.abc import Iterable
 
 import falcon
 
-from flowker.api.errors import BODY_TOO_LARGE, bad_body, too_large, unsupported_media_type
+from flowker.api.errors import bad_body, too_large, unsupported_media_type
+from flowker.error_codes import ErrorCode
 
 YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
 JSON_TYPES = frozenset({"application/json", "text/json"})
@@ -23,7 +24,7 @@ MAX_JSON_DEPTH = 64
 
 def read_body(req: falcon.Request) -> bytes:
     limit = getattr(req.context, "max_body_bytes", 1048576)
-    code = getattr(req.context, "body_too_large_code", BODY_TOO_LARGE)
+    code = getattr(req.context, "body_too_large_code", ErrorCode.BODY_TOO_LARGE)
     if req.content_length is None and _terminated_input(req):
         # Chunked: the server (gunicorn) de-chunks and ends the stream; read it capped.
         stream = req.stream

@@ -4,8 +4,8 @@ config JSON Schemas and the distribution that provides each."""
 from __future__ import annotations
 
 from flowker.errors import NotFound
+from flowker.error_codes import ErrorCode
 
-AUTH_TYPE_NOT_FOUND = "FLK-0200"
 
 
 def _type_view(registry, kind: str, item) -> dict:
@@ -43,7 +43,7 @@ class AuthType(_Catalog):
         item = self.registry.auth_types.get(type_name)
         if item is None:
             shown = type_name if len(type_name) <= 100 else type_name[:100] + "..."
-            raise NotFound(f"auth type {shown!r} is not registered", code=AUTH_TYPE_NOT_FOUND)
+            raise NotFound(f"auth type {shown!r} is not registered", code=ErrorCode.AUTH_TYPE_NOT_FOUND)
         resp.media = _type_view(self.registry, "auth", item)
 
 

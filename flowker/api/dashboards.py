@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import peewee
 
-from flowker.api.errors import INVALID_DASHBOARD_FILTER, bad_query
+from flowker.api.errors import bad_query
 from flowker.api.views import parse_time
 from flowker.storage.models import Execution, Workflow
 from flowker.catalog.workflows import STATUSES as WORKFLOW_STATUSES
+from flowker.error_codes import ErrorCode
 
 EXECUTION_STATUSES = ("running", "completed", "failed")
 
@@ -35,13 +36,13 @@ class Executions:
         self.state = state
 
     def on_get(self, req, resp) -> None:
-        start = parse_time("startTime", req.get_param("startTime"), INVALID_DASHBOARD_FILTER)
-        end = parse_time("endTime", req.get_param("endTime"), INVALID_DASHBOARD_FILTER)
+        start = parse_time("startTime", req.get_param("startTime"), ErrorCode.INVALID_DASHBOARD_FILTER)
+        end = parse_time("endTime", req.get_param("endTime"), ErrorCode.INVALID_DASHBOARD_FILTER)
         if start is not None and end is not None and start > end:
-            raise bad_query("startTime must not be after endTime", INVALID_DASHBOARD_FILTER)
+            raise bad_query("startTime must not be after endTime", ErrorCode.INVALID_DASHBOARD_FILTER)
         status = req.get_param("status")
         if status is not None and status not in EXECUTION_STATUSES:
-            raise bad_query(f"status must be one of {', '.join(EXECUTION_STATUSES)}", INVALID_DASHBOARD_FILTER)
+            raise bad_query(f"status must be one of {', '.join(EXECUTION_STATUSES)}", ErrorCode.INVALID_DASHBOARD_FILTER)
         query = Execution.select(Execution.status, peewee.fn.COUNT(Execution.id).alias("n"))
         if start is not None:
             query = query.where(Execution.started_at >= start)

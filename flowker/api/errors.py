@@ -13,60 +13,40 @@ import logging
 import falcon
 
 from flowker.errors import BadRequest, FlowkerError, PayloadTooLarge, ServiceUnavailable
+from flowker.error_codes import ErrorCode
 
 logger = logging.getLogger("flowker.api")
 
-# Codes of errors raised by the API layer itself (the stores carry their own).
-INVALID_BODY = "FLK-0001"
-INVALID_ID = "FLK-0002"
-INVALID_QUERY = "FLK-0304"
-INVALID_DATE = "FLK-0305"
-INVALID_DATE_RANGE = "FLK-0308"
-INVALID_LIMIT = "FLK-0309"
-INVALID_SORT_ORDER = "FLK-0310"
-INVALID_CURSOR = "FLK-0311"
-INVALID_DASHBOARD_FILTER = "FLK-0302"
-ROUTE_NOT_FOUND = "FLK-0404"
-METHOD_NOT_ALLOWED = "FLK-0405"
-UNSUPPORTED_MEDIA_TYPE = "FLK-0415"
-BODY_TOO_LARGE = "FLK-0506"
-WEBHOOK_BODY_TOO_LARGE = "FLK-0363"
-HTTPS_REQUIRED = "FLK-0403"
-DRAINING = "FLK-0801"
-QUEUE_FULL = "FLK-0802"
-INTERNAL = "FLK-9999"
-
 
 class ApiError(FlowkerError):
-    """An error with an explicit HTTP status, for the few cases the hierarchy lacks."""
+    """An error of the HTTP layer itself (media type, HTTPS, headers): its code says it all."""
 
-    def __init__(self, status: int, code: str, title: str, message: str, headers: dict | None = None):
-        super().__init__(message, code=code, title=title)
-        self.http_status = status
+    def __init__(self, code: ErrorCode, message: str, headers: dict | None = None):
+        super().__init__(message, code=code)
         self.headers = headers or {}
 
 
-def bad_query(message: str, code: str = INVALID_QUERY, title: str = "Bad Request") -> BadRequest:
-    return BadRequest(message, code=code, title=title)
+def bad_query(message: str, code: ErrorCode = ErrorCode.INVALID_QUERY) -> BadRequest:
+    return BadRequest(message, code=code)
 
 
 def bad_body(message: str) -> BadRequest:
-    return BadRequest(message, code=INVALID_BODY)
+    return BadRequest(message, code=ErrorCode.INVALID_BODY)
 
 
-def too_large(limit: int, code: str = BODY_TOO_LARGE) -> PayloadTooLarge:
+def too_large(limit: int, code: str = ErrorCode.BODY_TOO_LARGE) -> PayloadTooLarge:
     return PayloadTooLarge(f"request body is larger than {limit} bytes", code=code)
 
 
 def unsupported_media_type(content_type: str) -> ApiError:
     shown = content_type if len(content_type) <= 100 else content_type[:100] + "..."
     return ApiError(
-        415, UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type",
+        ErrorCode.UNSUPPORTED_MEDIA_TYPE,
         f"content type {shown!r} is not accepted: send application/json or application/yaml",
     )
 
 
-def unavailable(message: str, code: str = DRAINING, retry_after: int = 5) -> ServiceUnavailable:
+def unavailable(message: str, code: str = ErrorCode.DRAINING, retry_after: int = 5) -> ServiceUnavailable:
     error = ServiceUnavailable(message, code=code)
     error.headers = {"Retry-After": str(retry_after)}
     return error
@@ -87,19 +67,20 @@ def handle_flowker_error(req: falcon.Request, resp: falcon.Response, error: Flow
     _write(resp, status, error.to_dict(), getattr(error, "headers", None))
 
 
+# falcon's own errors by status; any other 4xx it raises (a malformed header, say) is a
+# request it could not read (FLK-0001), any 5xx an internal error, both under falcon's status.
 _HTTP_ERROR_CODES = {
-    400: (INVALID_BODY, "Bad Request"),
-    404: (ROUTE_NOT_FOUND, "Not Found"),
-    405: (METHOD_NOT_ALLOWED, "Method Not Allowed"),
-    413: (BODY_TOO_LARGE, "Payload Too Large"),
-    415: (UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type"),
+    404: ErrorCode.ROUTE_NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.BODY_TOO_LARGE,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
 }
 
 
 def handle_http_error(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError, params) -> None:
     """falcon's own errors (no route, wrong method, malformed request line) in our shape."""
     status = error.status_code
-    code, title = _HTTP_ERROR_CODES.get(status, (f"FLK-0{status}" if status < 1000 else INTERNAL, error.title or "Error"))
+    code = _HTTP_ERROR_CODES.get(status, ErrorCode.INVALID_BODY if status < 500 else ErrorCode.INTERNAL)
     if status == 404:
         message = f"no route for {req.method} {_shown_path(req.path)}"
     elif status == 405:
@@ -107,7 +88,7 @@ def handle_http_error(req: falcon.Request, resp: falcon.Response, error: falcon.
         message = f"method {req.method} is not allowed here" + (f" (allowed: {allowed})" if allowed else "")
     else:
         message = error.description or error.title or "request failed"
-    _write(resp, status, {"code": code, "title": title, "message": message}, dict(error.headers or {}))
+    _write(resp, status, {"code": code, "title": code.error_title, "message": message}, dict(error.headers or {}))
 
 
 def handle_unexpected(req: falcon.Request, resp: falcon.Response, error: Exception, params) -> None:
@@ -118,8 +99,8 @@ def handle_unexpected(req: falcon.Request, resp: falcon.Response, error: Excepti
         resp,
         500,
         {
-            "code": INTERNAL,
-            "title": "Internal Server Error",
+            "code": ErrorCode.INTERNAL,
+            "title": ErrorCode.INTERNAL.error_title,
             "message": f"internal server error (request id {request_id})",
         },
     )

@@ -14,16 +14,13 @@ import re
 import falcon
 
 from flowker.api.bodies import json_object
-from flowker.api.errors import QUEUE_FULL, unavailable
+from flowker.api.errors import unavailable
 from flowker.api.pagination import fetch_page, parse_choice, parse_limit, resolve_sort
 from flowker.api.views import checked_id
 from flowker.errors import BadRequest, NotFound, UnprocessableEntity
 from flowker.storage.models import Execution
+from flowker.error_codes import ErrorCode
 
-EXECUTION_NOT_FOUND = "FLK-0500"
-RESULTS_NOT_READY = "FLK-0502"
-INVALID_IDEMPOTENCY_KEY = "FLK-0509"
-INVALID_EXECUTION_REQUEST = "FLK-0510"
 STATUSES = ("running", "completed", "failed")
 TERMINAL = ("completed", "failed")
 DEFAULT_LIMIT = 10
@@ -36,7 +33,7 @@ def idempotency_key(req: falcon.Request) -> str | None:
         return None
     if not _KEY.match(key):
         raise BadRequest(
-            "Idempotency-Key must be 1 to 255 visible ASCII characters", code=INVALID_IDEMPOTENCY_KEY
+            "Idempotency-Key must be 1 to 255 visible ASCII characters", code=ErrorCode.INVALID_IDEMPOTENCY_KEY
         )
     return key
 
@@ -50,7 +47,7 @@ def wants_async(req: falcon.Request) -> bool:
 
 
 def summary(execution) -> dict:
-    from flowker.runner.records import execution_summary
+    from flowker.api.views import execution_summary
 
     return execution_summary(execution)
 
@@ -58,7 +55,7 @@ def summary(execution) -> dict:
 def load_execution(execution_id: str) -> Execution:
     execution = Execution.get_or_none(Execution.id == execution_id)
     if execution is None:
-        raise NotFound(f"execution {execution_id} not found", code=EXECUTION_NOT_FOUND)
+        raise NotFound(f"execution {execution_id} not found", code=ErrorCode.EXECUTION_NOT_FOUND)
     return execution
 
 
@@ -74,7 +71,7 @@ def start_execution(state, req, resp, workflow_id: str, input_data, *, key: str 
         if not state.background.try_reserve():
             raise unavailable(
                 "too many executions are waiting to run: retry later or drop Prefer: respond-async",
-                code=QUEUE_FULL,
+                code=ErrorCode.RUN_QUEUE_FULL,
             )
         try:
             started = service.start(workflow_id, input_data, actor=actor, idempotency_key=key, request_digest=digest)
@@ -116,11 +113,11 @@ class Start:
         if unknown:
             raise UnprocessableEntity(
                 f"unknown field(s) {', '.join(repr(name) for name in unknown)}: the body is {{\"inputData\": {{...}}}}",
-                code=INVALID_EXECUTION_REQUEST,
+                code=ErrorCode.INVALID_EXECUTION_REQUEST,
             )
         input_data = body.get("inputData", {})
         if not isinstance(input_data, dict):
-            raise UnprocessableEntity("inputData must be a JSON object", code=INVALID_EXECUTION_REQUEST)
+            raise UnprocessableEntity("inputData must be a JSON object", code=ErrorCode.INVALID_EXECUTION_REQUEST)
         start_execution(self.state, req, resp, workflow_id, input_data, key=key)
 
 
@@ -159,12 +156,12 @@ class Results:
         self.state = state
 
     def on_get(self, req, resp, execution_id: str) -> None:
-        from flowker.runner.records import execution_results
+        from flowker.api.views import execution_results
 
         execution = load_execution(checked_id(execution_id, "execution"))
         if execution.status not in TERMINAL:
             raise UnprocessableEntity(
                 f"execution {execution.id} is {execution.status}: results are ready when it has completed or failed",
-                code=RESULTS_NOT_READY,
+                code=ErrorCode.RESULTS_NOT_READY,
             )
         resp.media = execution_results(execution)

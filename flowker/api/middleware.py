@@ -20,8 +20,9 @@ import uuid
 import falcon
 import peewee
 
-from flowker.api.errors import BODY_TOO_LARGE, HTTPS_REQUIRED, WEBHOOK_BODY_TOO_LARGE, ApiError, too_large
+from flowker.api.errors import ApiError, too_large
 from flowker.errors import Unauthorized
+from flowker.error_codes import ErrorCode
 
 # Reachable without an API key: the probes only (DESIGN §5). The version and the API
 # description say what runs here, so they need a key like everything else.
@@ -105,7 +106,7 @@ class HttpsMiddleware:
         if req.context.via_trusted_proxy and (req.get_header("X-Forwarded-Proto") or "").lower() == "https":
             return
         raise ApiError(
-            403, HTTPS_REQUIRED, "HTTPS Required",
+            ErrorCode.FORBIDDEN,
             "HTTPS is required in production: use https://, or send the request through a trusted "
             "proxy that sets X-Forwarded-Proto: https",
         )
@@ -139,8 +140,8 @@ class CorsMiddleware:
         if not self.allows(origin):
             resp.status = falcon.HTTP_403
             resp.media = {
-                "code": "FLK-0403",
-                "title": "Forbidden",
+                "code": ErrorCode.FORBIDDEN,
+                "title": ErrorCode.FORBIDDEN.error_title,
                 "message": "this origin is not allowed by the CORS policy (FLOWKER_CORS_ALLOWED_ORIGINS)",
             }
             return
@@ -173,14 +174,14 @@ class BodyLimitMiddleware:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.max_body_bytes = self.limit
         req.context.body_too_large_code = (
-            WEBHOOK_BODY_TOO_LARGE if req.path.startswith(WEBHOOK_PREFIX) else BODY_TOO_LARGE
+            ErrorCode.WEBHOOK_BODY_TOO_LARGE if req.path.startswith(WEBHOOK_PREFIX) else ErrorCode.BODY_TOO_LARGE
         )
         raw = req.get_header("Content-Length")
         if raw is None:
             return
         # Digits only: int() would also take "-1", "+5" or "1_000".
         if not (raw.isascii() and raw.strip().isdigit()):
-            raise ApiError(400, "FLK-0001", "Bad Request", "Content-Length is not a number")
+            raise ApiError(ErrorCode.INVALID_BODY, "Content-Length is not a number")
         length = int(raw)
         if length > self.limit:
             # Close the connection: the unread body must not be taken for the next request.
@@ -262,11 +263,11 @@ class QueryParamsMiddleware:
     def process_request(self, req, resp) -> None:
         # PostgreSQL refuses NUL in text: an id, a filter or a webhook path holding one
         # would fail the query (a 500) instead of being a bad request.
-        from flowker.api.errors import INVALID_BODY, bad_query
+        from flowker.api.errors import bad_query
         from flowker.errors import BadRequest
 
         if "\x00" in req.path:
-            raise BadRequest("the URL path contains a NUL character (%00)", code=INVALID_BODY)
+            raise BadRequest("the URL path contains a NUL character (%00)", code=ErrorCode.INVALID_BODY)
         if "\x00" in req.query_string or any(
                 "\x00" in name or "\x00" in str(value) for name, value in req.params.items()):
             raise bad_query("the query string contains a NUL character (%00)")

@@ -19,6 +19,7 @@ from flowker.api import openapi_rules as rules
 from flowker.api import openapi_schemas as schemas
 from flowker.api.middleware import PLAIN_HTTP_PATHS
 from flowker.errors import SECURITY_ERRORS
+from flowker.error_codes import ErrorCode
 
 SPEC_SCHEMA_FILES = {"WorkflowSpec": "workflow.schema.json", "ExecutorSpec": "executor.schema.json"}
 
@@ -51,6 +52,7 @@ class Operation:
     body: str | None = None  # "spec:Workflow", "spec:Executor" or a component name
     public: bool = False
     headers: dict = field(default_factory=dict)  # success response headers: name -> description
+    description: str = ""
     open_query: bool = False  # any query parameter is accepted (webhooks pass them to the run)
     security_codes: tuple = ()  # FLK codes of flowker.errors.SECURITY_ERRORS this operation answers with
     # status -> FLK codes that can refuse a request its schemas admit (rules across fields or
@@ -68,20 +70,21 @@ def _q(name: str, schema: dict, description: str = "") -> dict:
 
 LIMIT = _q("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "Page size, 1 to 100")
 CURSOR = _q("cursor", {"type": "string", "maxLength": 2048, "pattern": "^[A-Za-z0-9_-]*$"},
-           "nextCursor of the previous page of this list, unchanged (any other value: 400 FLK-0311; "
-           "with a sortBy or sortOrder other than its own: 400 FLK-0304)")
-SORT_ORDER = _q("sortOrder", {"enum": ["ASC", "DESC", "asc", "desc"]}, "Default DESC")
+           "nextCursor of the previous page of this list, unchanged (any other value: 400 "
+           f"{ErrorCode.INVALID_CURSOR.value}; with a sortBy or sortOrder other than its own: 400 "
+           f"{ErrorCode.INVALID_QUERY.value})")
+SORT_ORDER = _q("sortOrder", {"enum": ["ASC", "DESC"]}, "Default DESC; lower case (asc, desc) is accepted too")
 LIST = (LIMIT, CURSOR, SORT_ORDER)
 # A cursor is opaque: one of the right shape may still not come from this list.
-LIST_REFUSALS = {400: ("FLK-0311", "FLK-0304")}
+LIST_REFUSALS = {400: (ErrorCode.INVALID_CURSOR, ErrorCode.INVALID_QUERY)}
 # Spec bodies: rules across fields and against other specs (graph, references, secrets, URLs).
-SPEC_REFUSALS = ("FLK-0120", "FLK-0121")
-WORKFLOW_WRITE = {422: (*SPEC_REFUSALS, "FLK-0103")}
+SPEC_REFUSALS = (ErrorCode.INVALID_SPEC, ErrorCode.LITERAL_SECRET_WITHOUT_KEY)
+WORKFLOW_WRITE = {422: (*SPEC_REFUSALS, ErrorCode.WORKFLOW_NOT_DRAFT)}
 # Executors: also the auth config against its auth type's own schema (GET /v1/catalog/auth-types/{type}),
 # the SSRF guard and stored secrets.
-EXECUTOR_WRITE = {422: (*SPEC_REFUSALS, "FLK-0341", "FLK-0006")}
+EXECUTOR_WRITE = {422: (*SPEC_REFUSALS, ErrorCode.ADDRESS_NOT_ALLOWED, ErrorCode.SECRET_KEY_UNUSABLE)}
 # Runs: the workflow must be active; an Idempotency-Key reused with another body.
-RUN_REFUSALS = {422: ("FLK-0501", "FLK-0508", "FLK-0120")}
+RUN_REFUSALS = {422: (ErrorCode.WORKFLOW_NOT_ACTIVE, ErrorCode.IDEMPOTENCY_KEY_REUSED, ErrorCode.INVALID_SPEC)}
 IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
                "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"},
                "description": "Replays return the first execution (200)"}
@@ -90,8 +93,19 @@ PREFER = {"name": "Prefer", "in": "header", "required": False, "schema": {"type"
 WEBHOOK_TOKEN = {"name": "X-Webhook-Token", "in": "header", "required": False, "schema": {"type": "string"},
                  "description": "Required when the trigger has a verify_token"}
 LOCATION = {"Location": "URL of the created or found resource"}
-EXECUTION_HEADERS = {"Location": "URL of the execution"}
-WEBHOOK_HEADERS = {"Location": "URL of the execution", "X-Webhook-Workflow-ID": "The workflow run",
+# OpenAPI path templates match one segment per parameter, so the document cannot state the
+# route for a multi-segment webhook path; the server serves it all the same.
+WEBHOOK_PATH_NOTE = ("`path` is the trigger's webhook path without its leading slash. This template matches "
+                     "one path segment only: a multi-segment webhook path (such as `orders/created`) is "
+                     "served at `/v1/webhooks/orders/created` as well, but OpenAPI tools cannot match it "
+                     "to this operation; call its URL directly.")
+# Answered on every response; documented on each one so generated clients expose it.
+REQUEST_ID = {"X-Request-ID": "The request id: the one sent in X-Request-ID, else a new one (also in logs)"}
+YAML_NOTE = (" Also accepted as YAML (`Content-Type: application/yaml`, at most 256 KiB) with the same "
+             "schema; the document lists JSON only so generated clients stay JSON.")
+EXECUTION_HEADERS = {"Location": "URL of the execution",
+                     "Preference-Applied": "respond-async when the Prefer header was honoured (202)"}
+WEBHOOK_HEADERS = {**EXECUTION_HEADERS, "X-Webhook-Workflow-ID": "The workflow run",
                    "X-Webhook-Execution-ID": "The execution"}
 
 
@@ -110,7 +124,7 @@ def _workflow_ops() -> list[Operation]:
                   {200: ("The workflow", "Workflow")}, (400, 404, 409, 413, 415, 422), body="spec:Workflow",
                   refusals=WORKFLOW_WRITE),
         Operation("DELETE", wid, "deleteWorkflow", "workflows", "Delete a workflow that is not active",
-                  {204: ("Deleted", None)}, (400, 404, 409, 422), refusals={422: ("FLK-0103",)}),
+                  {204: ("Deleted", None)}, (400, 404, 409, 422), refusals={422: (ErrorCode.WORKFLOW_NOT_DRAFT,)}),
         Operation("POST", wid + "/clone", "cloneWorkflow", "workflows", "Copy a workflow into a new draft",
                   {201: ("Created", "WorkflowCreated")}, (400, 404, 409, 413, 415, 422), body="CloneRequest",
                   headers=LOCATION, refusals=WORKFLOW_WRITE),
@@ -119,14 +133,14 @@ def _workflow_ops() -> list[Operation]:
                           ("draft", "inactive -> draft")):
         ops.append(Operation("POST", f"{wid}/{verb}", f"{verb}Workflow", "workflows", summary,
                              {200: ("The workflow", "Workflow")}, (400, 404, 409, 422),
-                             refusals={422: ("FLK-0102", *SPEC_REFUSALS)}))
+                             refusals={422: (ErrorCode.WORKFLOW_TRANSITION_REFUSED, *SPEC_REFUSALS)}))
     return ops
 
 
 # Executor writes check URLs (FLK-0341) and where secret references point (FLK-0007), and
 # may decrypt stored secrets (FLK-0006).
-_EXECUTOR_WRITE_CODES = ("FLK-0341", "FLK-0007", "FLK-0006")
-_EXECUTOR_TEST_CODES = ("FLK-0341", "FLK-0006")
+_EXECUTOR_WRITE_CODES = (ErrorCode.ADDRESS_NOT_ALLOWED, ErrorCode.SECRET_REFERENCE_REFUSED, ErrorCode.SECRET_KEY_UNUSABLE)
+_EXECUTOR_TEST_CODES = (ErrorCode.ADDRESS_NOT_ALLOWED, ErrorCode.SECRET_KEY_UNUSABLE)
 
 
 def _executor_ops() -> list[Operation]:
@@ -151,12 +165,12 @@ def _executor_ops() -> list[Operation]:
                   {204: ("Deleted", None)}, (400, 404, 409)),
         Operation("POST", eid + "/test", "testExecutor", "executors", "Probe the executor through the SSRF guard",
                   {200: ("The probe report", "ExecutorTestReport")}, (400, 404, 422, 502),
-                  security_codes=_EXECUTOR_TEST_CODES, refusals={422: ("FLK-0341", "FLK-0006")}),
+                  security_codes=_EXECUTOR_TEST_CODES, refusals={422: (ErrorCode.ADDRESS_NOT_ALLOWED, ErrorCode.SECRET_KEY_UNUSABLE)}),
     ]
     for verb in ("enable", "disable"):
         ops.append(Operation("POST", f"{eid}/{verb}", f"{verb}Executor", "executors", f"{verb.capitalize()} an executor",
                              {200: ("The executor", "Executor")}, (400, 404, 409, 422),
-                             refusals={422: ("FLK-0252",)}))
+                             refusals={422: (ErrorCode.EXECUTOR_TRANSITION_REFUSED,)}))
     return ops
 
 
@@ -177,7 +191,7 @@ def _execution_ops() -> list[Operation]:
                   {200: ("The execution", "ExecutionSummary")}, (400, 404)),
         Operation("GET", "/v1/executions/{execution_id}/results", "getExecutionResults", "executions",
                   "Step results and final output (once finished)",
-                  {200: ("The results", "ExecutionResults")}, (400, 404, 422), refusals={422: ("FLK-0502",)}),
+                  {200: ("The results", "ExecutionResults")}, (400, 404, 422), refusals={422: (ErrorCode.RESULTS_NOT_READY,)}),
     ]
 
 
@@ -190,7 +204,7 @@ def _webhook_ops() -> list[Operation]:
                   "Run the active workflow whose webhook trigger owns this method and path",
                   started, (400, 404, 413, 422, 503), (IDEMPOTENCY, PREFER, WEBHOOK_TOKEN),
                   body=None if method in ("GET", "DELETE") else "WebhookBody", headers=WEBHOOK_HEADERS,
-                  open_query=True, refusals=RUN_REFUSALS)
+                  open_query=True, refusals=RUN_REFUSALS, description=WEBHOOK_PATH_NOTE)
         for method in ("GET", "POST", "PUT", "PATCH", "DELETE")
     ]
 
@@ -213,7 +227,7 @@ def _other_ops() -> list[Operation]:
                    _q("resourceType", {"type": "string", "pattern": "^[a-z][a-z0-9_.-]{0,31}$"}),
                    _q("resourceId", {"type": "string", "minLength": 1, "maxLength": 255}),
                    _q("dateFrom", date), _q("dateTo", date), *LIST),
-                  refusals={400: (*LIST_REFUSALS[400], "FLK-0308")}),
+                  refusals={400: (*LIST_REFUSALS[400], ErrorCode.INVALID_DATE_RANGE)}),
         Operation("GET", "/v1/audit-events/{event_id}", "getAuditEvent", "audit", "Get an audit event",
                   {200: ("The event", "AuditEvent")}, (400, 404)),
         Operation("GET", "/v1/audit-events/{event_id}/verify", "verifyAuditChain", "audit",
@@ -229,8 +243,8 @@ def _other_ops() -> list[Operation]:
                   {200: ("Counts", "WorkflowDashboard")}),
         Operation("GET", "/v1/dashboards/executions", "executionDashboard", "dashboards",
                   "Execution counts (startedAt window, inclusive)", {200: ("Counts", "ExecutionDashboard")}, (400,),
-                  (_q("startTime", date, "Inclusive; after endTime: 400 FLK-0302"), _q("endTime", date),
-                   _q("status", {"enum": ["running", "completed", "failed"]})), refusals={400: ("FLK-0302",)}),
+                  (_q("startTime", date, f"Inclusive; after endTime: 400 {ErrorCode.INVALID_DASHBOARD_FILTER.value}"), _q("endTime", date),
+                   _q("status", {"enum": ["running", "completed", "failed"]})), refusals={400: (ErrorCode.INVALID_DASHBOARD_FILTER,)}),
     ]
 
 
@@ -278,6 +292,8 @@ def _path_parameters(path: str) -> list[dict]:
     parameters = []
     for name in re.findall(r"\{(\w+)(?::\w+)?\}", path):
         schema = {"type": "string", "minLength": 1} if name in ("path", "type_name") else {"type": "string", "format": "uuid"}
+        if name == "path":
+            schema["pattern"] = "^[^/]+$"  # one segment: see WEBHOOK_PATH_NOTE
         parameters.append({"name": name, "in": "path", "required": True, "schema": schema})
     return parameters
 
@@ -289,15 +305,16 @@ BODY_LIMIT = ("At most FLOWKER_MAX_BODY_BYTES (default 1 MiB; larger: 413). Stri
 def _request_body(body: str) -> dict:
     if body.startswith("spec:"):
         name = body[len("spec:"):] + "Spec"
-        return {"required": True, "description": BODY_LIMIT + " YAML specs: at most 256 KiB.", "content": {
-            "application/json": {"schema": _ref(name)},
-            "application/yaml": {"schema": _ref(name)},
-        }}
+        return {"required": True, "description": BODY_LIMIT + YAML_NOTE,
+                "content": {"application/json": {"schema": _ref(name)}}}
+    # One media type per body: the server also takes application/json for the patch.
     content_type = "application/merge-patch+json" if body == "ExecutorPatch" else "application/json"
     content = {content_type: {"schema": _ref(body)}}
-    if content_type != "application/json":
-        content["application/json"] = {"schema": _ref(body)}
     return {"required": body not in ("ExecuteRequest", "WebhookBody"), "description": BODY_LIMIT, "content": content}
+
+
+def _headers(headers: dict[str, str]) -> dict:
+    return {name: {"description": text, "schema": {"type": "string"}} for name, text in headers.items()}
 
 
 def _operation(op: Operation) -> dict:
@@ -306,9 +323,10 @@ def _operation(op: Operation) -> dict:
         response: dict = {"description": description}
         if schema:
             response["content"] = {"application/json": {"schema": _ref(schema)}}
-        if op.headers and status != 204:
-            response["headers"] = {name: {"description": text, "schema": {"type": "string"}}
-                                   for name, text in op.headers.items()}
+        headers = {**(op.headers if status != 204 else {}), **REQUEST_ID}
+        if status != 202:
+            headers.pop("Preference-Applied", None)
+        response["headers"] = _headers(headers)
         responses[str(status)] = response
     error_codes = set(op.errors) | set(op.refusals) | {500}
     if not op.public:
@@ -324,7 +342,7 @@ def _operation(op: Operation) -> dict:
         refusals = op.refusals.get(status, ())
         if refusals:
             description += "; a request these schemas admit may still get " + ", ".join(refusals)
-        responses[str(status)] = {"description": description,
+        responses[str(status)] = {"description": description, "headers": _headers(REQUEST_ID),
                                   "content": {"application/json": {"schema": _ref("Error")}}}
         if refusals:
             responses[str(status)]["x-flowker-codes"] = list(refusals)
@@ -335,6 +353,7 @@ def _operation(op: Operation) -> dict:
         "operationId": op.operation_id,
         "tags": [op.tag],
         "summary": op.summary,
+        **({"description": op.description} if op.description else {}),
         "parameters": [{**p, "schema": rules.forbid_nul(p["schema"])}
                        for p in _path_parameters(op.path) + [dict(p) for p in op.parameters]],
         "responses": responses,
@@ -359,7 +378,7 @@ def build_document(spec_schemas: dict[str, dict] | None = None, auth_types=None)
     components["ExecutorPatch"] = rules.executor_patch(specs["ExecutorSpec"])
     for name in REQUEST_COMPONENTS:
         components[name] = rules.forbid_nul(components[name])
-    components.update({name: rules.forbid_nul(schema) for name, schema in specs.items()})
+    components.update({name: rules.any_json(rules.forbid_nul(schema)) for name, schema in specs.items()})
     components[rules.JSON_VALUE_NAME] = rules.JSON_VALUE
     paths: dict[str, dict] = {}
     for op in OPERATIONS:
@@ -377,9 +396,9 @@ def build_document(spec_schemas: dict[str, dict] | None = None, auth_types=None)
             ),
         },
         "servers": [{"url": "/"}],
-        # Every security-layer code with its status, for clients that branch on codes.
-        "x-flowker-error-codes": [{"code": error.code, "title": error.title, "status": error.http_status}
-                                  for error in SECURITY_ERRORS],
+        # The whole catalog (flowker.error_codes), for clients that branch on codes.
+        "x-flowker-error-codes": [{"code": entry.value, "name": entry.name, "status": entry.status,
+                                   "title": entry.error_title, "meaning": entry.meaning} for entry in ErrorCode],
         "security": [{"ApiKey": []}],
         "tags": [{"name": name} for name in
                  ("workflows", "executors", "executions", "webhooks", "audit", "catalog", "dashboards", "health")],

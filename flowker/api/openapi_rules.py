@@ -20,9 +20,11 @@ NUL_FREE = "^[^\\u0000]*$"
 # Python's ``.`` (the server validates with Python's re): anything but a newline.
 _DOT = "[^\\u0000\\n]"
 JSON_VALUE_NAME = "JsonValue"
+# No "type": listing all six JSON types states nothing, and client generators cannot
+# build a class for a union that refers back to itself; the keywords below still hold.
+JSON_TYPES = ["object", "array", "string", "number", "boolean", "null"]
 JSON_VALUE = {
     "description": "Any JSON value without NUL characters in its strings or keys",
-    "type": ["object", "array", "string", "number", "boolean", "null"],
     "pattern": NUL_FREE,
     "propertyNames": {"pattern": NUL_FREE},
     "items": {"$ref": f"#/components/schemas/{JSON_VALUE_NAME}"},
@@ -89,6 +91,15 @@ def forbid_nul(schema):
         names["pattern"] = nul_free_pattern(names["pattern"]) if "pattern" in names else NUL_FREE
         result["propertyNames"] = names
     return result
+
+
+def any_json(schema: dict) -> dict:
+    """``schema`` without a ``type`` naming every JSON type (the spec files' jsonValue), which
+    constrains nothing but stops client generators; every other keyword still applies."""
+    if sorted(schema.get("type") or ()) == sorted(JSON_TYPES):
+        schema = {key: value for key, value in schema.items() if key != "type"}
+        schema.setdefault("description", "Any JSON value")
+    return schema
 
 
 def with_auth_types(executor_spec: dict, auth_types) -> dict:

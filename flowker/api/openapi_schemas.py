@@ -43,7 +43,7 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
         {"id": UUID, "name": {"type": "string"}, "status": {"enum": ["draft", "active", "inactive"]},
          "version": {"type": "integer", "minimum": 1}, "nodes": {"type": "array", "items": {"type": "object"}},
          "edges": {"type": "array", "items": {"type": "object"}}, "createdAt": TIME, "updatedAt": TIME},
-        {"description": {"type": "string"}, "metadata": {"type": "object"}},
+        {"description": {"type": "string"}, "metadata": {"$ref": "#/components/schemas/WorkflowMetadata"}},
     ),
     "WorkflowList": page("Workflow"),
     "CloneRequest": {

@@ -17,7 +17,8 @@ from typing import Any, Callable, Mapping
 
 import peewee
 
-from flowker.api.errors import INVALID_CURSOR, INVALID_LIMIT, INVALID_QUERY, INVALID_SORT_ORDER, bad_query
+from flowker.api.errors import bad_query
+from flowker.error_codes import ErrorCode
 
 MAX_LIMIT = 100
 MAX_CURSOR_LENGTH = 2048
@@ -28,10 +29,10 @@ def parse_limit(raw: str | None, default: int) -> int:
         return default
     # Plain ASCII digits only: int() would also take " 5", "1_0", "+5" and other scripts' digits.
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 3):
-        raise bad_query("limit must be an integer from 1 to 100", INVALID_LIMIT, "Invalid Limit")
+        raise bad_query("limit must be an integer from 1 to 100", ErrorCode.INVALID_LIMIT)
     value = int(raw)
     if not 1 <= value <= MAX_LIMIT:
-        raise bad_query("limit must be an integer from 1 to 100", INVALID_LIMIT, "Invalid Limit")
+        raise bad_query("limit must be an integer from 1 to 100", ErrorCode.INVALID_LIMIT)
     return value
 
 
@@ -39,7 +40,7 @@ def parse_sort_order(raw: str | None, default: str = "DESC") -> str:
     if raw is None:
         return default
     if raw not in ("ASC", "DESC", "asc", "desc"):
-        raise bad_query("sortOrder must be ASC or DESC", INVALID_SORT_ORDER, "Invalid Sort Order")
+        raise bad_query("sortOrder must be ASC or DESC", ErrorCode.INVALID_SORT_ORDER)
     return raw.upper()
 
 
@@ -57,7 +58,7 @@ def encode_cursor(payload: dict) -> str:
 
 
 def decode_cursor(text: str) -> dict:
-    invalid = bad_query("cursor is not valid: use the nextCursor of a previous page", INVALID_CURSOR, "Invalid Cursor")
+    invalid = bad_query("cursor is not valid: use the nextCursor of a previous page", ErrorCode.INVALID_CURSOR)
     if not text or len(text) > MAX_CURSOR_LENGTH:
         raise invalid
     try:
@@ -132,11 +133,11 @@ class Sort:
             try:
                 value = self._decode_value(cursor["v"])
             except ValueError:
-                raise bad_query("cursor is not valid: use the nextCursor of a previous page", INVALID_CURSOR, "Invalid Cursor") from None
+                raise bad_query("cursor is not valid: use the nextCursor of a previous page", ErrorCode.INVALID_CURSOR) from None
             try:
                 last_id = _decode_scalar(self.id_column, cursor["id"])
             except ValueError:
-                raise bad_query("cursor is not valid: use the nextCursor of a previous page", INVALID_CURSOR, "Invalid Cursor") from None
+                raise bad_query("cursor is not valid: use the nextCursor of a previous page", ErrorCode.INVALID_CURSOR) from None
             if self.column is self.id_column:
                 query = query.where(self.id_column > last_id if ascending else self.id_column < last_id)
             elif ascending:
@@ -169,9 +170,9 @@ def resolve_sort(
     if cursor_text not in (None, ""):
         cursor = decode_cursor(cursor_text)
         if cursor["s"] not in columns:
-            raise bad_query("cursor is not valid for this list", INVALID_CURSOR, "Invalid Cursor")
+            raise bad_query("cursor is not valid for this list", ErrorCode.INVALID_CURSOR)
         if (sort_by is not None and sort_by != cursor["s"]) or (sort_order is not None and order != cursor["o"]):
-            raise bad_query("a cursor keeps the sort it was made with: drop sortBy/sortOrder or the cursor", INVALID_QUERY)
+            raise bad_query("a cursor keeps the sort it was made with: drop sortBy/sortOrder or the cursor", ErrorCode.INVALID_QUERY)
         return Sort(cursor["s"], columns[cursor["s"]], id_column, cursor["o"]), cursor
     name = sort_by or default_sort
     return Sort(name, columns[name], id_column, order), None

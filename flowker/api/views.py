@@ -5,7 +5,9 @@ from __future__ import annotations
 import datetime as _dt
 import re
 
-from flowker.api.errors import INVALID_DATE, bad_query
+from flowker.api.errors import bad_query
+from flowker.error_codes import ErrorCode
+from flowker.storage.models import Execution, StepResult
 
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
@@ -21,12 +23,12 @@ def iso(value: _dt.datetime | None) -> str | None:
     return value.isoformat(timespec="milliseconds") + "Z"
 
 
-def parse_time(name: str, raw: str | None, code: str = INVALID_DATE) -> _dt.datetime | None:
+def parse_time(name: str, raw: str | None, code: ErrorCode = ErrorCode.INVALID_DATE) -> _dt.datetime | None:
     """An RFC 3339 query parameter as a naive UTC datetime (400 when malformed)."""
     if raw is None:
         return None
     if not _RFC3339.match(raw):
-        raise bad_query(f"{name} must be an RFC 3339 time such as 2026-01-31T23:59:59Z", code, "Invalid Date")
+        raise bad_query(f"{name} must be an RFC 3339 time such as 2026-01-31T23:59:59Z", code)
     text = raw.replace("t", "T").replace("z", "Z").replace(" ", "T")
     fraction = re.search(r"\.(\d+)", text)
     if fraction and len(fraction.group(1)) > 6:  # Python reads at most microseconds
@@ -34,7 +36,7 @@ def parse_time(name: str, raw: str | None, code: str = INVALID_DATE) -> _dt.date
     try:
         value = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise bad_query(f"{name} is not a valid date and time", code, "Invalid Date") from None
+        raise bad_query(f"{name} is not a valid date and time", code) from None
     return value.astimezone(_dt.timezone.utc).replace(tzinfo=None)
 
 
@@ -98,9 +100,66 @@ _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 
 def checked_id(value: str, what: str) -> str:
     """A path id must be a UUID (400 FLK-0002 otherwise); returned lower-cased."""
-    from flowker.api.errors import INVALID_ID
     from flowker.errors import BadRequest
 
     if not isinstance(value, str) or not _UUID.match(value):
-        raise BadRequest(f"invalid {what} ID: expected a UUID", code=INVALID_ID)
+        raise BadRequest(f"invalid {what} ID: expected a UUID", code=ErrorCode.INVALID_ID)
     return value.lower()
+
+
+# -- executions (the rows flowker.runner.records writes) ----------------------------
+
+
+def execution_summary(execution: Execution) -> dict:
+    """``{executionId, workflowId, status, currentStepNumber, totalSteps, startedAt, completedAt?, errorMessage?}``."""
+    summary = {
+        "executionId": execution.id,
+        "workflowId": execution.workflow_id,
+        "status": execution.status,
+        "currentStepNumber": execution.current_step,
+        "totalSteps": execution.total_steps,
+        "startedAt": iso(execution.started_at),
+    }
+    if execution.completed_at is not None:
+        summary["completedAt"] = iso(execution.completed_at)
+    if execution.error_message:
+        summary["errorMessage"] = execution.error_message
+    return summary
+
+
+def step_result_dict(step: StepResult) -> dict:
+    item = {
+        "stepNumber": step.step_number,
+        "stepName": step.node_name,
+        "nodeId": step.node_id,
+        "nodeType": step.node_type,
+        "status": step.status,
+        "attempts": step.attempts,
+        "durationMs": step.duration_ms,
+        "executedAt": iso(step.started_at),
+        "completedAt": iso(step.completed_at),
+    }
+    if step.input_data is not None:
+        item["input"] = step.input_data
+    if step.output is not None:
+        item["output"] = step.output
+    if step.error_message:
+        item["errorMessage"] = step.error_message
+    if step.call_details is not None:
+        item["callDetails"] = step.call_details
+    return item
+
+
+def execution_results(execution: Execution) -> dict:
+    """``{executionId, workflowId, status, stepResults, finalOutput, startedAt, completedAt}``."""
+    steps = StepResult.select().where(StepResult.execution == execution.id).order_by(StepResult.step_number)
+    return {
+        "executionId": execution.id,
+        "workflowId": execution.workflow_id,
+        "status": execution.status,
+        "stepResults": [step_result_dict(step) for step in steps],
+        "finalOutput": execution.final_output,
+        "startedAt": iso(execution.started_at),
+        "completedAt": iso(execution.completed_at),
+        **({"errorMessage": execution.error_message} if execution.error_message else {}),
+    }

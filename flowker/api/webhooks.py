@@ -22,12 +22,8 @@ from flowker.errors import NotFound, Unauthorized, UnprocessableEntity
 from flowker.runner.service import request_hash
 from flowker.storage.models import Execution, WebhookRoute, Workflow
 from flowker.catalog.workflows import normalise_webhook_path
+from flowker.error_codes import ErrorCode
 
-NO_ROUTE = "FLK-0361"
-BAD_TOKEN = "FLK-0362"
-WORKFLOW_NOT_FOUND = "FLK-0100"
-WORKFLOW_NOT_ACTIVE = "FLK-0501"
-IDEMPOTENCY_MISMATCH = "FLK-0508"
 MAX_PATH = 500
 # Never copied into the run's input: they are credentials.
 DROPPED_HEADERS = frozenset({
@@ -55,15 +51,15 @@ class Webhook:
         method = req.method.upper()
         route_path = normalise_webhook_path(path)
         if len(route_path) > MAX_PATH:
-            raise NotFound(f"no webhook is registered for {method} (path too long)", code=NO_ROUTE)
+            raise NotFound(f"no webhook is registered for {method} (path too long)", code=ErrorCode.WEBHOOK_ROUTE_NOT_FOUND)
         route = WebhookRoute.get_or_none((WebhookRoute.method == method) & (WebhookRoute.path == route_path))
         if route is None:
-            raise NotFound(f"no active workflow has a webhook for {method} {route_path}", code=NO_ROUTE)
+            raise NotFound(f"no active workflow has a webhook for {method} {route_path}", code=ErrorCode.WEBHOOK_ROUTE_NOT_FOUND)
         workflow = Workflow.get_or_none(Workflow.id == route.workflow_id)
         if workflow is None:
-            raise NotFound(f"workflow {route.workflow_id} not found", code=WORKFLOW_NOT_FOUND)
+            raise NotFound(f"workflow {route.workflow_id} not found", code=ErrorCode.WORKFLOW_NOT_FOUND)
         if workflow.status != "active":
-            raise UnprocessableEntity(f"workflow {workflow.name} is not active", code=WORKFLOW_NOT_ACTIVE)
+            raise UnprocessableEntity(f"workflow {workflow.name} is not active", code=ErrorCode.WORKFLOW_NOT_ACTIVE)
         self._verify_token(req, _trigger_data(workflow.spec, method, route_path))
 
         key = idempotency_key(req)
@@ -101,7 +97,7 @@ class Webhook:
         if previous != body:
             raise UnprocessableEntity(
                 "this Idempotency-Key was already used with a different request body",
-                code=IDEMPOTENCY_MISMATCH, title="Idempotency Key Reused",
+                code=ErrorCode.IDEMPOTENCY_KEY_REUSED,
             )
         resp.status = falcon.HTTP_200
         resp.location = f"/v1/executions/{existing.id}"
@@ -122,7 +118,7 @@ class Webhook:
         expected = resolver.resolve(expected_config)
         presented = req.get_header("X-Webhook-Token") or ""
         if not hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), str(expected).encode("utf-8")):
-            raise Unauthorized("webhook token missing or invalid (X-Webhook-Token)", code=BAD_TOKEN)
+            raise Unauthorized("webhook token missing or invalid (X-Webhook-Token)", code=ErrorCode.WEBHOOK_TOKEN_INVALID)
 
     def on_get(self, req, resp, path: str) -> None:
         self._handle(req, resp, path)

@@ -32,6 +32,7 @@ from flowker.audit import store
 from flowker.audit.canonical import GENESIS_HASH, document_columns
 from flowker.errors import NotFound
 from flowker.storage.database import connection
+from flowker.error_codes import ErrorCode
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -154,7 +155,7 @@ def resolve_target(database: peewee.Database, up_to) -> int:
     else:
         sequence = store.sequence_of_event(database, str(up_to))
     if sequence is None:
-        raise NotFound("audit event not found", code="FLK-0600")
+        raise NotFound("audit event not found", code=ErrorCode.AUDIT_EVENT_NOT_FOUND)
     return sequence
 
 

@@ -23,10 +23,10 @@ import peewee
 
 from flowker.audit import store
 from flowker.audit.verify import VerifyResult
+from flowker.error_codes import ErrorCode
 from flowker.errors import TooManyRequests
 from flowker.storage.database import connection
 
-VERIFY_BUSY = "FLK-0614"
 REUSE_SECONDS = 60.0
 
 
@@ -55,7 +55,7 @@ class VerifyGate:
         if not self._lock.acquire(blocking=False):
             remaining = self._last_seconds - (self._clock() - self._started)
             error = TooManyRequests("another audit chain verification is running in this process: retry later",
-                                    code=VERIFY_BUSY, title="Verification Busy")
+                                    code=ErrorCode.AUDIT_VERIFY_BUSY)
             error.headers = {"Retry-After": str(max(1, math.ceil(remaining)))}
             raise error
         try:

@@ -27,28 +27,23 @@ from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 from flowker.audit import checkpoints as cp
+from flowker.error_codes import ErrorCode
 from flowker.errors import AuditChainError, ConfigurationError
 
 LOG_FILE = "checkpoints.jsonl"
-WITNESS_UNAVAILABLE = "FLK-0611"
-WITNESS_REFUSED = "FLK-0612"
 HTTP_TIMEOUT_SECONDS = 10.0
 
 
 class WitnessUnavailable(AuditChainError):
     """The witness could not be reached or answered nonsense: the append is refused."""
 
-    http_status = 503
-    code = WITNESS_UNAVAILABLE
-    title = "Audit Witness Unavailable"
+    code = ErrorCode.AUDIT_WITNESS_UNAVAILABLE
 
 
 class WitnessRefused(AuditChainError):
     """The witness holds a checkpoint this one does not extend."""
 
-    http_status = 409
-    code = WITNESS_REFUSED
-    title = "Audit Witness Refused"
+    code = ErrorCode.AUDIT_WITNESS_REFUSED
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ import rfc8785
 from flowker.audit import checkpoints as cp
 from flowker.audit.canonical import now_timestamp
 from flowker.audit.witness import WitnessLog, WitnessRefused, WitnessUnavailable
+from flowker.error_codes import ErrorCode
 
 KEY_FILE = "witness-key.pem"
 STATEMENT_TYPE = "flowker.audit.witness"
@@ -113,19 +114,19 @@ class WitnessApp:
         if path == "/v1/checkpoints" and method == "POST":
             return self._accept(environ)
         if method != "GET" and path in ("/v1/checkpoints", "/v1/checkpoints/latest", "/v1/witness-key", "/health"):
-            return 405, _error("FLK-0405", "Method Not Allowed", f"method {method} is not allowed here")
+            return 405, _error(ErrorCode.METHOD_NOT_ALLOWED, "Method Not Allowed", f"method {method} is not allowed here")
         if path == "/v1/checkpoints":
             return 200, {"checkpoints": self.log.records(), **self._identity()}
         if path == "/v1/checkpoints/latest":
             last = self.log.last()
             if last is None:
-                return 404, _error("FLK-0613", "Not Found", "the witness holds no checkpoint yet")
+                return 404, _error(ErrorCode.AUDIT_WITNESS_EMPTY, "Not Found", "the witness holds no checkpoint yet")
             return 200, {"checkpoint": last}
         if path == "/v1/witness-key":
             return 200, self._identity()
         if path == "/health":
             return 200, {"status": "ok"}
-        return 404, _error("FLK-0404", "Not Found", f"no route for {method} {path[:200]}")
+        return 404, _error(ErrorCode.ROUTE_NOT_FOUND, "Not Found", f"no route for {method} {path[:200]}")
 
     def _identity(self) -> dict:
         return {"witnessKeyId": self.key_id, "witnessPublicKey": self.public_key_pem}
@@ -136,7 +137,7 @@ class WitnessApp:
         except ValueError:
             length = -1
         if length < 0 or length > MAX_BODY_BYTES:
-            return 413 if length > 0 else 400, _error("FLK-0001", "Bad Request",
+            return 413 if length > 0 else 400, _error(ErrorCode.INVALID_BODY, "Bad Request",
                                                       f"send a JSON checkpoint of at most {MAX_BODY_BYTES} bytes")
         try:
             record = json.loads(environ["wsgi.input"].read(length))
@@ -147,7 +148,7 @@ class WitnessApp:
                                                          checkpoint.signature)):
                 raise TypeError("wrong field types")
         except (ValueError, KeyError, TypeError, AttributeError):
-            return 400, _error("FLK-0001", "Bad Request", "the body is not a checkpoint")
+            return 400, _error(ErrorCode.INVALID_BODY, "Bad Request", "the body is not a checkpoint")
         held_before = self.log.last()
         stored = self.log.append(checkpoint, countersign=lambda r: countersign(self.key, r))
         already = held_before is not None and held_before.get("checkpointHash") == stored["checkpointHash"]

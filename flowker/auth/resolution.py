@@ -59,7 +59,7 @@ class AuthResolution:
             where, separator, rest = exc.message.partition(": ")
             message = f"{rest} (authentication.config.{where})" if separator and " " not in where else exc.message
             raise UnprocessableEntity(f"cannot resolve the executor's secrets: {message}",
-                                      code=exc.code, title=exc.title) from None
+                                      code=exc.code, status=UnprocessableEntity.http_status) from None
         if isinstance(resolved, dict):
             # Literal secrets the caller already decrypted are secrets too.
             for name in auth_type.secret_fields:

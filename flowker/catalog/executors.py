@@ -23,13 +23,8 @@ from flowker.spec.documents import EXECUTOR, SpecDocument, make_document
 from flowker.spec.problems import Problem
 from flowker.storage.database import write_transaction
 from flowker.storage.models import Executor, Workflow, utcnow
+from flowker.error_codes import ErrorCode
 
-EXECUTOR_NOT_FOUND = "FLK-0250"
-DUPLICATE_EXECUTOR = "FLK-0251"
-BAD_EXECUTOR_STATE = "FLK-0252"
-EXECUTOR_IN_USE = "FLK-0253"
-NO_SECRET_KEY = "FLK-0121"
-CONCURRENT_CHANGE = "FLK-0350"
 
 ACTIVE, DISABLED = "active", "disabled"
 STATUSES = (ACTIVE, DISABLED)
@@ -110,7 +105,7 @@ def encrypt_secrets(body: dict, paths: Iterable[tuple], box) -> dict:
         raise UnprocessableEntity(
             "literal secrets cannot be stored: no FLOWKER_SECRET_KEY is configured; "
             "use {$env: NAME} or {$file: PATH} references instead",
-            code=NO_SECRET_KEY,
+            code=ErrorCode.LITERAL_SECRET_WITHOUT_KEY,
         )
     return box.encrypt_fields(body, paths)
 
@@ -249,7 +244,7 @@ class ExecutorStore:
     def get(self, executor_id: str) -> Executor:
         executor = Executor.get_or_none(Executor.id == executor_id)
         if executor is None:
-            raise NotFound(f"executor {executor_id} not found", code=EXECUTOR_NOT_FOUND)
+            raise NotFound(f"executor {executor_id} not found", code=ErrorCode.EXECUTOR_NOT_FOUND)
         return executor
 
     def get_by_name(self, name: str) -> Executor | None:
@@ -340,7 +335,7 @@ class ExecutorStore:
             raise Conflict(
                 f"executor {executor.name!r} is used by active workflow(s) {', '.join(sorted(users))}: "
                 "deactivate them first",
-                code=EXECUTOR_IN_USE,
+                code=ErrorCode.EXECUTOR_IN_USE,
             )
         with write_transaction():
             deleted = Executor.delete().where((Executor.id == executor.id) & (Executor.version == executor.version)).execute()
@@ -391,7 +386,7 @@ class ExecutorStore:
                 raise Conflict(
                     f"executor {executor.name!r} cannot be renamed: active workflow(s) "
                     f"{', '.join(sorted(users))} use it by name",
-                    code=EXECUTOR_IN_USE,
+                    code=ErrorCode.EXECUTOR_IN_USE,
                 )
         stored = encrypt_secrets(body, paths, self.secret_box)
         try:
@@ -416,7 +411,7 @@ class ExecutorStore:
     def _set_status(self, executor_id: str, expected: str, new: str, event_type: str, action: str, actor) -> Executor:
         executor = self.get(executor_id)
         if executor.status != expected:
-            raise UnprocessableEntity(f"executor {executor.id} is already {executor.status}", code=BAD_EXECUTOR_STATE)
+            raise UnprocessableEntity(f"executor {executor.id} is already {executor.status}", code=ErrorCode.EXECUTOR_TRANSITION_REFUSED)
         with write_transaction():
             changed = (
                 Executor.update(status=new, updated_at=utcnow())
@@ -472,11 +467,11 @@ class ExecutorStore:
 
     @staticmethod
     def _duplicate(name: str) -> Conflict:
-        return Conflict(f"an executor named {name!r} already exists", code=DUPLICATE_EXECUTOR)
+        return Conflict(f"an executor named {name!r} already exists", code=ErrorCode.EXECUTOR_NAME_TAKEN)
 
     @staticmethod
     def _concurrent(executor_id: str) -> Conflict:
-        return Conflict(f"executor {executor_id} was changed by another request: read it again and retry", code=CONCURRENT_CHANGE)
+        return Conflict(f"executor {executor_id} was changed by another request: read it again and retry", code=ErrorCode.CONCURRENT_CHANGE)
 
     @staticmethod
     def _audit(event_type: str, action: str, executor: Executor, actor, metadata: dict, result: str = "SUCCESS") -> None:

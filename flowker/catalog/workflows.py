@@ -37,13 +37,8 @@ from flowker.catalog.executors import (
     restore_masked_secrets,
     same_spec,
 )
+from flowker.error_codes import ErrorCode
 
-WORKFLOW_NOT_FOUND = "FLK-0100"
-DUPLICATE_NAME = "FLK-0101"
-BAD_TRANSITION = "FLK-0102"
-NOT_DRAFT = "FLK-0103"
-CONCURRENT_CHANGE = "FLK-0350"
-WEBHOOK_TAKEN = "FLK-0360"
 
 DRAFT, ACTIVE, INACTIVE = "draft", "active", "inactive"
 STATUSES = (DRAFT, ACTIVE, INACTIVE)
@@ -99,7 +94,7 @@ class WorkflowStore:
     def get(self, workflow_id: str) -> Workflow:
         workflow = Workflow.get_or_none(Workflow.id == workflow_id)
         if workflow is None:
-            raise NotFound(f"workflow {workflow_id} not found", code=WORKFLOW_NOT_FOUND)
+            raise NotFound(f"workflow {workflow_id} not found", code=ErrorCode.WORKFLOW_NOT_FOUND)
         return workflow
 
     def get_by_name(self, name: str) -> Workflow | None:
@@ -151,7 +146,7 @@ class WorkflowStore:
         if workflow.status != DRAFT:
             raise UnprocessableEntity(
                 f"workflow {workflow.id} is {workflow.status}: only drafts are edited "
-                "(deactivate it, then POST .../draft)", code=NOT_DRAFT,
+                "(deactivate it, then POST .../draft)", code=ErrorCode.WORKFLOW_NOT_DRAFT,
             )
         document = self._checked(spec)
         body = restore_masked_secrets(document.body, self.plain_spec(workflow), SECRET_PATHS)
@@ -187,7 +182,7 @@ class WorkflowStore:
         workflow = self.get(workflow_id)
         if workflow.status == ACTIVE:
             raise UnprocessableEntity(
-                f"workflow {workflow.id} is active and cannot be deleted: deactivate it first", code=NOT_DRAFT
+                f"workflow {workflow.id} is active and cannot be deleted: deactivate it first", code=ErrorCode.WORKFLOW_NOT_DRAFT
             )
         with write_transaction():
             deleted = (
@@ -322,21 +317,21 @@ class WorkflowStore:
             raise UnprocessableEntity(
                 f"cannot {verb} workflow {workflow.id}: it is {workflow.status} and must be {expected} "
                 "(draft -> active -> inactive -> draft)",
-                code=BAD_TRANSITION,
+                code=ErrorCode.WORKFLOW_TRANSITION_REFUSED,
             )
 
     @staticmethod
     def _duplicate(name: str) -> Conflict:
-        return Conflict(f"a workflow named {name!r} already exists", code=DUPLICATE_NAME)
+        return Conflict(f"a workflow named {name!r} already exists", code=ErrorCode.WORKFLOW_NAME_TAKEN)
 
     @staticmethod
     def _concurrent(workflow_id: str) -> Conflict:
-        return Conflict(f"workflow {workflow_id} was changed by another request: read it again and retry", code=CONCURRENT_CHANGE)
+        return Conflict(f"workflow {workflow_id} was changed by another request: read it again and retry", code=ErrorCode.CONCURRENT_CHANGE)
 
     @staticmethod
     def _route_taken(method: str, path: str, owner: str | None) -> Conflict:
         whose = f" by workflow {owner}" if owner else " by another workflow"
-        return Conflict(f"webhook route {method} {path} is already taken{whose}", code=WEBHOOK_TAKEN)
+        return Conflict(f"webhook route {method} {path} is already taken{whose}", code=ErrorCode.WEBHOOK_ROUTE_TAKEN)
 
     @staticmethod
     def _audit(event_type: str, action: str, workflow: Workflow, actor, metadata: dict) -> None:

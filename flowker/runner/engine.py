@@ -33,6 +33,7 @@ from flowker.expressions import EvaluationBudget, ExpressionError, Variables
 from flowker.runner.executor_client import CallRequest, CallResult, DeadlineExceeded
 from flowker.runner.graph import EdgePlan, NodePlan, WorkflowPlan
 from flowker.storage.models import utcnow
+from flowker.error_codes import ErrorCode
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ class Engine:
         except Exception as exc:  # noqa: BLE001 - a plugin bug fails the step, not the process
             logger.exception("internal error in step %s of execution %s", node.id, self.execution_id)
             record.status, record.error = FAILED, f"internal error in node {node.id!r}: {type(exc).__name__}"
-            record.error_code = "FLK-9999"
+            record.error_code = ErrorCode.INTERNAL
         record.completed_at = utcnow()
         record.duration_ms = (time.monotonic() - started) * 1000.0
         return record
@@ -231,7 +232,7 @@ class Engine:
             outcome = node.action_type.run(node.action_compiled, self.variables)
             output = jsonable(outcome.output)
             if outcome.failure is not None:
-                raise StepFailure(str(outcome.failure), output=output, code="FLK-0510")
+                raise StepFailure(str(outcome.failure), output=output, code=ErrorCode.FAILED_BY_ACTION)
             if outcome.final_output is not None:
                 self.final_output, self.final_output_set = jsonable(outcome.final_output), True
             return output

@@ -35,6 +35,7 @@ from flowker.errors import CircuitOpenError, FlowkerError
 from flowker.runner.breakers import ExecutorBreaker, NetworkError, TransientHTTPError
 from flowker.security.http import ResponseTooLargeError, read_capped, send_request
 from flowker.security.redaction import redact_headers
+from flowker.error_codes import ErrorCode
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
 MAX_CONNECT_TIMEOUT_SECONDS = 10.0
@@ -45,15 +46,11 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 class CallFailed(FlowkerError):
     """The executor call failed for good (after retries, or at once)."""
 
-    http_status = 502
-    code = "FLK-0503"
-    title = "Executor Call Failed"
+    code = ErrorCode.EXECUTOR_CALL_FAILED
 
 
 class DeadlineExceeded(FlowkerError):
-    http_status = 504
-    code = "FLK-0504"
-    title = "Execution Deadline Exceeded"
+    code = ErrorCode.EXECUTION_DEADLINE_EXCEEDED
 
 
 @dataclass(frozen=True)
@@ -301,7 +298,7 @@ class ExecutorClient:
         except requests.RequestException as exc:
             raise CallFailed(f"request failed: {self._scrub(type(exc).__name__)}") from None
         except FlowkerError as exc:
-            if getattr(exc, "code", "") == "FLK-0342":  # the host did not resolve: a network error
+            if getattr(exc, "code", "") == ErrorCode.HOST_NOT_RESOLVED:  # the host did not resolve: a network error
                 raise NetworkError(exc.message) from None
             raise
         if response.status_code >= 500 or response.status_code == 429:

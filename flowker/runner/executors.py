@@ -23,10 +23,9 @@ from flowker.runner.breakers import BreakerBoard
 from flowker.runner.executor_client import ExecutorClient, ExecutorDefinition, RetryPolicy
 from flowker.storage.lookups import executor_heads
 from flowker.storage.models import Executor
+from flowker.error_codes import ErrorCode
 
 MAX_CLIENTS = 256
-EXECUTOR_NOT_FOUND = "FLK-0104"
-EXECUTOR_DISABLED = "FLK-0511"
 
 
 class _Entry:
@@ -62,7 +61,7 @@ class ExecutorPool:
         """The client and auth for an executor name (or id); raises FlowkerError."""
         executor_id, name, version, status = self._lookup(reference)
         if status != "active":
-            raise UnprocessableEntity(f"executor {name!r} is {status}", code=EXECUTOR_DISABLED)
+            raise UnprocessableEntity(f"executor {name!r} is {status}", code=ErrorCode.EXECUTOR_DISABLED)
         entry = self._entry(executor_id, version)
         return entry.client, self._auth(entry)
 
@@ -72,7 +71,7 @@ class ExecutorPool:
         new version or a disabled executor is seen at once without reading the spec."""
         rows = executor_heads(reference)
         if not rows:
-            raise UnprocessableEntity(f"executor {reference!r} does not exist", code=EXECUTOR_NOT_FOUND)
+            raise UnprocessableEntity(f"executor {reference!r} does not exist", code=ErrorCode.EXECUTOR_REFERENCE_UNKNOWN)
         return next((row for row in rows if row[1] == reference), rows[0])
 
     def _entry(self, executor_id: str, version: int) -> _Entry:

@@ -49,13 +49,6 @@ FINISH_EXECUTION_KEEP_STEP = CompiledUpdate(
     '"id" = {p} AND "status" = \'running\'')
 
 
-def iso(value: dt.datetime | None) -> str | None:
-    """Naive UTC datetime -> ``2026-11-29T12:00:00.123Z``."""
-    if value is None:
-        return None
-    return value.isoformat(timespec="milliseconds") + "Z"
-
-
 def audit_append(event_type: str, result: str, resource_id: str, *, actor=None, context: dict | None = None,
                  metadata: dict | None = None, action: str = "EXECUTE") -> None:
     """One audit entry inside the caller's transaction."""
@@ -333,60 +326,3 @@ def _ms_between(start: dt.datetime | None, end: dt.datetime) -> float | None:
         return None
     return round((end - start).total_seconds() * 1000.0, 3)
 
-
-# --------------------------------------------------------------------------- response shapes
-
-
-def execution_summary(execution: Execution) -> dict:
-    """``{executionId, workflowId, status, currentStepNumber, totalSteps, startedAt, completedAt?, errorMessage?}``."""
-    summary = {
-        "executionId": execution.id,
-        "workflowId": execution.workflow_id,
-        "status": execution.status,
-        "currentStepNumber": execution.current_step,
-        "totalSteps": execution.total_steps,
-        "startedAt": iso(execution.started_at),
-    }
-    if execution.completed_at is not None:
-        summary["completedAt"] = iso(execution.completed_at)
-    if execution.error_message:
-        summary["errorMessage"] = execution.error_message
-    return summary
-
-
-def step_result_dict(step: StepResult) -> dict:
-    item = {
-        "stepNumber": step.step_number,
-        "stepName": step.node_name,
-        "nodeId": step.node_id,
-        "nodeType": step.node_type,
-        "status": step.status,
-        "attempts": step.attempts,
-        "durationMs": step.duration_ms,
-        "executedAt": iso(step.started_at),
-        "completedAt": iso(step.completed_at),
-    }
-    if step.input_data is not None:
-        item["input"] = step.input_data
-    if step.output is not None:
-        item["output"] = step.output
-    if step.error_message:
-        item["errorMessage"] = step.error_message
-    if step.call_details is not None:
-        item["callDetails"] = step.call_details
-    return item
-
-
-def execution_results(execution: Execution) -> dict:
-    """``{executionId, workflowId, status, stepResults, finalOutput, startedAt, completedAt}``."""
-    steps = StepResult.select().where(StepResult.execution == execution.id).order_by(StepResult.step_number)
-    return {
-        "executionId": execution.id,
-        "workflowId": execution.workflow_id,
-        "status": execution.status,
-        "stepResults": [step_result_dict(step) for step in steps],
-        "finalOutput": execution.final_output,
-        "startedAt": iso(execution.started_at),
-        "completedAt": iso(execution.completed_at),
-        **({"errorMessage": execution.error_message} if execution.error_message else {}),
-    }

@@ -30,14 +30,14 @@ from typing import Any, Callable
 import peewee
 import rfc8785
 
-from flowker.errors import FlowkerError, NotFound, UnprocessableEntity
+from flowker.errors import BadRequest, FlowkerError, NotFound, UnprocessableEntity
 from flowker.expression_sandbox import ExpressionSandbox
 from flowker.runner.breakers import BreakerBoard
 from flowker.runner.engine import FAILED, Engine, RunOutcome
 from flowker.runner.executors import ExecutorPool
 from flowker.runner.graph import WorkflowPlan, compile_plan
 from flowker.runner.records import (
-    FLUSH_INTERVAL_SECONDS, ExecutionRecorder, audit_batch, audit_item, execution_results, execution_summary,
+    FLUSH_INTERVAL_SECONDS, ExecutionRecorder, audit_batch, audit_item,
     prepare_audit,
 )
 from flowker.runner.recovery import LeaseHeartbeat, LeaseSweeper, recover_interrupted
@@ -46,13 +46,10 @@ from flowker.storage.database import connection, write_transaction
 from flowker.storage.lookups import WorkflowHead, workflow_head
 from flowker.storage.models import Execution, WorkflowVersion, new_id, utcnow
 from flowker.storage.statements import CompiledInsert, CompiledSelect, model_database, model_from_values
+from flowker.error_codes import ErrorCode
 
 logger = logging.getLogger(__name__)
 
-WORKFLOW_NOT_FOUND = "FLK-0100"
-WORKFLOW_NOT_ACTIVE = "FLK-0501"
-EXECUTION_NOT_FOUND = "FLK-0500"
-IDEMPOTENCY_MISMATCH = "FLK-0508"
 DEFAULT_LEASE_SECONDS = 60.0
 PLAN_CACHE_SIZE = 256
 MAX_IDEMPOTENCY_KEY = 255
@@ -64,7 +61,7 @@ INSERT_EXECUTION = CompiledInsert(Execution, EXECUTION_COLUMNS)
 EXECUTION_BY_ID = CompiledSelect(Execution, '"id" = {p}')
 
 
-__all__ = ["ExecutionService", "StartResult", "execution_summary", "execution_results", "request_hash"]
+__all__ = ["ExecutionService", "StartResult", "request_hash"]
 
 
 @dataclass(frozen=True)
@@ -157,20 +154,21 @@ class ExecutionService:
         ``input_data``); webhooks pass the hash of the body alone, without ``_webhook``.
         """
         if idempotency_key is not None and not (0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY):
-            raise UnprocessableEntity(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+            raise BadRequest(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
+                             code=ErrorCode.INVALID_IDEMPOTENCY_KEY)
         input_data = input_data if input_data is not None else {}
         digest = request_digest or request_hash(input_data)
         with connection():
             workflow = workflow_head(workflow_id)
             if workflow is None:
-                raise NotFound(f"workflow {workflow_id} not found", code=WORKFLOW_NOT_FOUND, title="Not Found")
+                raise NotFound(f"workflow {workflow_id} not found", code=ErrorCode.WORKFLOW_NOT_FOUND)
             if idempotency_key is not None:
                 existing = self._keyed(workflow_id, idempotency_key)
                 if existing is not None:
                     return self._replay(existing, digest)
             if workflow.status != "active":
                 raise UnprocessableEntity(f"workflow {workflow.name} is not active (it is {workflow.status})",
-                                          code=WORKFLOW_NOT_ACTIVE)
+                                          code=ErrorCode.WORKFLOW_NOT_ACTIVE)
             plan = self.plan(workflow.id, workflow.version)
             execution_id = new_id()
             # Serialized before the transaction: the write lock is held for the statements only.
@@ -214,8 +212,7 @@ class ExecutionService:
     def _replay(existing: Execution, digest: str) -> StartResult:
         if existing.request_hash != digest:
             raise UnprocessableEntity(
-                "this Idempotency-Key was already used with a different request body", code=IDEMPOTENCY_MISMATCH,
-                title="Idempotency Key Reused")
+                "this Idempotency-Key was already used with a different request body", code=ErrorCode.IDEMPOTENCY_KEY_REUSED)
         return StartResult(existing, False)
 
     def plan(self, workflow_id: str, version: int) -> WorkflowPlan:
@@ -236,7 +233,7 @@ class ExecutionService:
         with connection():
             execution = EXECUTION_BY_ID.first(model_database(Execution), (execution_id,))
             if execution is None:
-                raise NotFound(f"execution {execution_id} not found", code=EXECUTION_NOT_FOUND)
+                raise NotFound(f"execution {execution_id} not found", code=ErrorCode.EXECUTION_NOT_FOUND)
             return self._run_loaded(execution, observer)
 
     def run_started(self, started: Execution, *, observer=None) -> Execution:

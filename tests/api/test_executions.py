@@ -72,9 +72,9 @@ def test_start_errors(client, active_workflow, stub):
     not_active = execute(client, draft)
     assert not_active.status_code == 422 and not_active.json["code"] == "FLK-0501"
     unknown = client.simulate_post(f"/v1/workflows/{workflow_id}/executions", json={"input": {}})
-    assert unknown.status_code == 422
+    assert unknown.status_code == 422 and unknown.json["code"] == "FLK-0510"  # an invalid execution body
     not_object = client.simulate_post(f"/v1/workflows/{workflow_id}/executions", json={"inputData": [1]})
-    assert not_object.status_code == 422
+    assert not_object.status_code == 422 and not_object.json["code"] == "FLK-0510"
     empty = client.simulate_post(f"/v1/workflows/{workflow_id}/executions")
     assert empty.status_code == 201  # no body: empty input
 

@@ -160,3 +160,41 @@ def test_nul_free_patterns_admit_the_same_text_without_nul(pattern, admitted, re
         assert re.search(pattern, text) and rewritten.search(text), text
     for text in refused:
         assert not rewritten.search(text), text
+
+
+def test_the_document_enumerates_the_code_catalog_and_its_headers(document):
+    _, document = document
+    from flowker.error_codes import ErrorCode
+
+    listed = document["x-flowker-error-codes"]
+    assert [entry["code"] for entry in listed] == [member.value for member in ErrorCode]
+    assert all({"code", "name", "status", "title", "meaning"} <= set(entry) for entry in listed)
+    operations = [op for path in document["paths"].values() for op in path.values()]
+    for operation in operations:
+        for status, response in operation["responses"].items():
+            if status != "414":  # answered by gunicorn, before the app
+                assert "X-Request-ID" in response.get("headers", {}), (operation["operationId"], status)
+    execute = document["paths"]["/v1/workflows/{workflow_id}/executions"]["post"]["responses"]
+    assert "Preference-Applied" in execute["202"]["headers"] and "Preference-Applied" not in execute["201"]["headers"]
+
+
+def test_the_document_is_one_client_generators_accept(document):
+    """What stopped openapi-python-client (tests/e2e/test_e2e_generated_client.py drives one)."""
+    _, document = document
+    schemas = document["components"]["schemas"]
+    for path in document["paths"].values():
+        for operation in path.values():
+            for parameter in operation["parameters"]:
+                if parameter["name"] == "sortOrder":
+                    assert parameter["schema"]["enum"] == ["ASC", "DESC"]  # no duplicate enum keys
+            body = operation.get("requestBody", {}).get("content", {})
+            assert len(body) <= 1, operation["operationId"]  # one schema, one media type
+    patch = document["paths"]["/v1/executors/{executor_id}"]["patch"]["requestBody"]["content"]
+    assert list(patch) == ["application/merge-patch+json"]
+    # A self-referencing union of every JSON type cannot become a class: arbitrary JSON has no type.
+    for name in ("JsonValue", "WorkflowJsonValue", "ExecutorJsonValue"):
+        assert "type" not in schemas[name] and schemas[name]["description"], name
+    assert schemas["Workflow"]["properties"]["metadata"] == {"$ref": "#/components/schemas/WorkflowMetadata"}
+    webhook = document["paths"]["/v1/webhooks/{path}"]["post"]
+    assert "multi-segment" in webhook["description"]
+    assert webhook["parameters"][0]["schema"]["pattern"] == "^[^\\u0000/]+$"  # one segment, no NUL

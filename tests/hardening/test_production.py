@@ -40,7 +40,7 @@ def test_plain_http_is_refused_with_a_clear_error_before_anything_else(sqlite_ap
     client = sqlite_apps.client(production(sqlite_apps))
     response = client.simulate_request(method, path, json={"name": "x"})
     assert response.status_code == 403
-    assert response.json["code"] == "FLK-0403" and response.json["title"] == "HTTPS Required"
+    assert response.json["code"] == "FLK-0403" and response.json["title"] == "Forbidden"
     assert "HTTPS is required in production" in response.json["message"]
     assert "X-Forwarded-Proto" in response.json["message"]
     # Refused even without a key: plain HTTP is answered the same whoever asks.

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from flowker.audit.chain import SYSTEM_ACTOR
 from flowker.errors import SpecError
 from flowker.runner.graph import compile_plan
-from flowker.storage.models import StepResult
+from flowker.storage.models import AuditEntry, StepResult
 
 from runner_helpers import store_workflow
 
@@ -154,6 +156,10 @@ def test_first_failure_fails_the_run_and_skips_the_rest(service):
     assert "stop" in execution.error_message and "no: limit" in execution.error_message
     assert execution.final_output is None
     assert steps["stop"].status == "failed" and steps["stop"].error_message == "no: limit"
+    # The fail action has its own code, not the invalid execution body's FLK-0510.
+    failed = [json.loads(event.canonical) for event in AuditEntry.select().where(
+        (AuditEntry.event_type == "STEP_FAILED") & (AuditEntry.resource_id == execution.id))]
+    assert len(failed) == 1 and '"errorCode":"FLK-0513"' in json.dumps(failed[0], separators=(",", ":")), failed
     # Nodes after the failure in topological order are skipped, whatever branch they are on.
     order = sorted(steps.values(), key=lambda s: s.step_number)
     failed_at = next(s.step_number for s in order if s.status == "failed")

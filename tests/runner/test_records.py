@@ -10,7 +10,7 @@ import pytest
 
 from flowker.audit.chain import Actor, verify_chain
 from flowker.errors import NotFound, UnprocessableEntity
-from flowker.runner.service import execution_results, execution_summary
+from flowker.api.views import execution_results, execution_summary
 from flowker.storage.models import AuditEntry, Execution, StepResult, WorkflowVersion, utcnow
 
 from runner_helpers import BEARER_TOKEN, make_settings, store_executor, store_workflow

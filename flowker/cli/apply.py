@@ -244,33 +244,39 @@ def apply(ctx, directory, server, api_key, activate, dry_run, database_url, time
         ctx.exit(1)
 
 
-def apply_local(settings, registry, directory, *, activate: bool, dry_run: bool = False, database=None) -> bool:
-    """Sync into the database of ``settings``. ``database``: already bound and migrated
-    (``flowker serve``); otherwise it is bound here and migrated unless this is a dry run."""
-    from flowker.audit.chain import install
+def apply_local(settings, registry, directory, *, activate: bool, dry_run: bool = False, runtime=None) -> bool:
+    """Sync into the database of ``settings``. ``runtime``: one whose database is already
+    migrated (``flowker serve``); otherwise one is built here, its database migrated unless
+    this is a dry run, and closed at the end."""
     from flowker.cli.serve import database_label
-    from flowker.storage.database import bind_database, exclusive_transaction
+    from flowker.runtime import Runtime
+    from flowker.storage.database import exclusive_transaction
     from flowker.storage.migrations import upgrade
 
     label = database_label(settings.database_url)
-    if dry_run and database is None and _missing_sqlite_file(settings.database_url):
+    if dry_run and runtime is None and _missing_sqlite_file(settings.database_url):
         # Nothing to read, and a dry run must not create the file: everything is new.
         target = LocalTarget(settings, registry, migrated=False)
         return sync(directory, target, registry, activate=activate, dry_run=True, target=label)
-    if database is None:
-        database = bind_database(settings.database_url)
-        if not dry_run:
+    own_runtime = runtime is None
+    if runtime is None:
+        runtime = Runtime.from_settings(settings, registry=registry)
+    database = runtime.database
+    try:
+        if own_runtime and not dry_run:
             upgrade(database)
-    install(database, settings)  # checkpoints signed with the configured key, if any
-    with database.connection_context():
-        if dry_run:
-            target = LocalTarget(settings, registry, migrated=_migrated(database))
-            return sync(directory, target, registry, activate=activate, dry_run=True, target=label)
-        # Several servers may start with --specs at once: one sync at a time, each planning
-        # only once it holds the lock, so the later ones find everything done.
-        with exclusive_transaction(database, SPEC_SYNC_LOCK_ID):
-            target = LocalTarget(settings, registry, migrated=_migrated(database))
-            return sync(directory, target, registry, activate=activate, dry_run=False, target=label)
+        with runtime.bound(), database.connection_context():
+            if dry_run:
+                target = LocalTarget(settings, registry, migrated=_migrated(database), runtime=runtime)
+                return sync(directory, target, registry, activate=activate, dry_run=True, target=label)
+            # Several servers may start with --specs at once: one sync at a time, each planning
+            # only once it holds the lock, so the later ones find everything done.
+            with exclusive_transaction(database, SPEC_SYNC_LOCK_ID):
+                target = LocalTarget(settings, registry, migrated=_migrated(database), runtime=runtime)
+                return sync(directory, target, registry, activate=activate, dry_run=False, target=label)
+    finally:
+        if own_runtime:
+            runtime.close()
 
 
 def _missing_sqlite_file(url: str) -> bool:
@@ -284,6 +290,13 @@ def _missing_sqlite_file(url: str) -> bool:
     return isinstance(database, peewee.SqliteDatabase) and not os.path.exists(database.database)
 
 
+def _unopened(settings):
+    """The database the models are bound to, else one for the settings' URL (not connected)."""
+    from flowker.storage.database import database_proxy, open_database
+
+    return database_proxy.obj or open_database(settings.database_url)
+
+
 def _migrated(database) -> bool:
     from flowker.storage.models import Workflow
 
@@ -293,19 +306,19 @@ def _migrated(database) -> bool:
 class LocalTarget:
     """The database, through the stores the REST API uses."""
 
-    def __init__(self, settings, registry, *, migrated: bool = True):
+    def __init__(self, settings, registry, *, migrated: bool = True, runtime=None):
         from flowker.audit.chain import Actor
-        from flowker.security.secret_policy import SecretReferencePolicy
-        from flowker.security.secrets import SecretBox
-        from flowker.security.ssrf import AddressPolicy
-        from flowker.storage.executor_store import ExecutorStore
-        from flowker.storage.workflow_store import WorkflowStore
 
-        box = SecretBox.from_settings(settings)
-        self.box = box
-        self.secret_policy = SecretReferencePolicy.from_settings(settings)
-        self.executors = ExecutorStore(registry, box, AddressPolicy.from_settings(settings), self.secret_policy)
-        self.workflows = WorkflowStore(registry, box, self.secret_policy)
+        if runtime is None:  # e.g. a dry run against a database that does not exist yet
+            from flowker.runtime import Runtime
+
+            runtime = Runtime.from_settings(settings, registry=registry, database=_unopened(settings),
+                                            bind_process=False)
+            runtime.execution_service.close()  # not used here: only the stores are
+        self.box = runtime.secret_box
+        self.secret_policy = runtime.secret_policy
+        self.executors = runtime.executors
+        self.workflows = runtime.workflows
         self.migrated = migrated
         self.actor = Actor("user", f"cli:{_user()}", "127.0.0.1")
 

@@ -151,24 +151,22 @@ def _load(file: Path, executor_dirs: list[Path]):
 
 
 def _run(settings, registry, documents, input_data, *, recover: bool):
-    from flowker.audit.chain import Actor, install
-    from flowker.runner.service import ExecutionService
-    from flowker.storage.database import bind_database, close_database
+    from flowker.audit.chain import Actor
+    from flowker.runtime import Runtime
     from flowker.storage.migrations import upgrade
 
-    database = bind_database(settings.database_url)
-    service = None
+    runtime = Runtime.from_settings(settings, registry=registry)
+    database = runtime.database
     try:
         upgrade(database)
-        install(database, settings)  # checkpoints signed with the configured key, if any
         with database.connection_context():
             actor = Actor("user", f"cli:{_user()}", "127.0.0.1")
-            service = ExecutionService(settings, registry)
+            service = runtime.execution_service
             if recover:
                 recovered = service.recover_interrupted()
                 if recovered:
                     click.echo(f"marked {len(recovered)} interrupted execution(s) as failed", err=True)
-            workflow = _install(settings, registry, documents, actor)
+            workflow = _install(runtime, documents, actor)
             started_at = time.monotonic()
             started = service.start(workflow.id, input_data, actor=actor)
             plan = service.plan(workflow.id, workflow.version)
@@ -178,23 +176,15 @@ def _run(settings, registry, documents, input_data, *, recover: bool):
             click.echo(f"execution {execution.status} in {(time.monotonic() - started_at) * 1000:.0f} ms", err=True)
             return execution
     finally:
-        if service is not None:
-            service.close()
-        close_database(database)
+        runtime.close()
 
 
-def _install(settings, registry, documents, actor):
+def _install(runtime, documents, actor):
     """Create or update the executors and the workflow, then make sure the workflow is active."""
-    from flowker.security.secret_policy import SecretReferencePolicy
-    from flowker.security.secrets import SecretBox
-    from flowker.security.ssrf import AddressPolicy
     from flowker.spec.documents import ExecutorSpec
-    from flowker.storage.executor_store import ExecutorStore
-    from flowker.storage.workflow_store import WorkflowStore
 
-    box = SecretBox.from_settings(settings)
-    secret_policy = SecretReferencePolicy.from_settings(settings)
-    executors = ExecutorStore(registry, box, AddressPolicy.from_settings(settings), secret_policy)
+    box = runtime.secret_box
+    executors = runtime.executors
     for document in documents:
         if isinstance(document, ExecutorSpec):
             existing = executors.get_by_name(document.name)
@@ -204,7 +194,7 @@ def _install(settings, registry, documents, actor):
                 executors.update(existing.id, document, actor)
                 if executors.get(existing.id).status != "active":
                     executors.enable(existing.id, actor)
-    workflows = WorkflowStore(registry, box, secret_policy)
+    workflows = runtime.workflows
     document = documents[0]
     workflow = workflows.get_by_name(document.name)
     if workflow is None:

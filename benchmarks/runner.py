@@ -42,7 +42,7 @@ from flowker.audit.chain import SYSTEM_ACTOR  # noqa: E402
 from flowker.plugins import load_registry  # noqa: E402
 from flowker.runner.service import ExecutionService  # noqa: E402
 from flowker.settings import Settings  # noqa: E402
-from flowker.storage.database import bind_database  # noqa: E402
+from flowker.runtime import Runtime  # noqa: E402
 from flowker.storage.migrations import upgrade  # noqa: E402
 from flowker.storage.models import Executor, Workflow, WorkflowVersion  # noqa: E402
 
@@ -146,9 +146,11 @@ def main(argv=None) -> int:
         url = args.database or f"sqlite:///{scratch}/bench.db"
         settings = Settings.from_mapping({"database_url": url, "retry_base_seconds": 0.01})
         registry = load_registry(settings)
-        database = bind_database(url)
+        # The composition root, as the server and `flowker run` build it (runs bind its database).
+        runtime = Runtime.from_settings(settings, registry=registry)
+        database = runtime.database
         upgrade(database)
-        service = ExecutionService(settings, registry)
+        service = runtime.execution_service
         stub, stub_port = start_stub()
         stub_url = f"http://127.0.0.1:{stub_port}"
         with database.connection_context():
@@ -162,10 +164,9 @@ def main(argv=None) -> int:
             report("actions", samples, rate)
             samples, rate = measure(service, store(executors_workflow()), args.executions, args.warmup)
             report("executors", samples, rate)
-        service.close()  # its keep-alive connections first, then the stub
+        runtime.close()  # its keep-alive connections and database first, then the stub
         stub.terminate()
         stub.join(timeout=10)
-        database.close()
     return 0
 
 

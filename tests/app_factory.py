@@ -31,8 +31,11 @@ class AppFactory:
 
     def build(self, settings, **options):
         from flowker.api.app import create_app
+        from flowker.runtime import Runtime
 
-        app = create_app(settings, registry=self.registry, database=self.database, **options)
+        # The composition root, on the suite's database (the runtime does not close it).
+        runtime = Runtime.from_settings(settings, registry=self.registry, database=self.database)
+        app = create_app(settings, runtime=runtime, **options)
         self.apps.append(app)
         return app
 

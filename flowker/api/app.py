@@ -1,10 +1,11 @@
 """``create_app(settings)``: the Falcon WSGI application.
 
-Everything the resources need is built here and passed in (no module globals): the
-plugin registry, the execution service, the stores, the secret box, the SSRF policy,
-the background pool and the draining flag, all reachable as ``app.state``
-(:class:`AppState`). Nothing connects to the database here; each request opens its
-connection (:class:`flowker.api.middleware.DatabaseMiddleware`).
+Everything the resources need comes from one :class:`flowker.runtime.Runtime` (the
+composition root: plugin registry, execution service, stores, secret box, SSRF policy,
+audit log) plus what only the API has, the background pool and the draining flag; all
+reachable as ``app.state`` (:class:`AppState`). Nothing connects to the database here;
+each request opens its connection and binds the models to the runtime's database
+(:class:`flowker.api.middleware.DatabaseMiddleware`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from flowker.security.redaction import install_log_redaction
 
 if TYPE_CHECKING:
     from flowker.runner.service import ExecutionService
+    from flowker.runtime import Runtime
 
 DEFAULT_BACKGROUND_WORKERS = 4
 DEFAULT_BACKGROUND_QUEUE = 64
@@ -60,6 +62,8 @@ class AppState:
     # The process Redactor (the execution service's): every secret resolved or obtained
     # here is scrubbed from responses, records and every log record.
     redactor: object = None
+    # What the app was built from (flowker.runtime): its database, audit log and services.
+    runtime: Runtime | None = None
 
     @property
     def is_draining(self) -> bool:
@@ -68,11 +72,19 @@ class AppState:
     def start_draining(self) -> None:
         self.draining.set()
 
+    @property
+    def audit_log(self):
+        """The runtime's AuditLog: appends, checkpoints and verification with its keys."""
+        return self.runtime.audit_log if self.runtime is not None else None
+
     def close(self) -> None:
-        """Stop accepting async runs, wait for the accepted ones, then stop the service's
-        threads and sessions. The database is the caller's to close."""
+        """Stop accepting async runs, wait for the accepted ones, then close the runtime:
+        the service's threads and sessions, then its database if the runtime opened it."""
         self.background.shutdown(wait=True)
-        self.execution_service.close()
+        if self.runtime is not None:
+            self.runtime.close()
+        else:
+            self.execution_service.close()
 
 
 class FlowkerApp(falcon.App):
@@ -87,67 +99,43 @@ def create_app(
     registry=None,
     execution_service=None,
     database=None,
+    runtime: Runtime | None = None,
     background_workers: int = DEFAULT_BACKGROUND_WORKERS,
     background_queue: int = DEFAULT_BACKGROUND_QUEUE,
 ) -> FlowkerApp:
-    """The WSGI app for ``settings``.
-
-    ``registry`` defaults to :func:`flowker.plugins.load_registry`; ``execution_service``
-    to :class:`flowker.runner.service.ExecutionService`; ``database`` to the database of
-    ``settings.database_url`` bound to the models' proxy. The schema must already be
-    migrated (``flowker db upgrade`` or the serve command's start-up). ``settings.api_keys``
-    must not be empty (development: ``settings.with_generated_api_key()`` first).
+    """The WSGI app for ``settings``, on ``runtime`` (default: ``Runtime.from_settings``
+    with ``registry``, ``execution_service`` and ``database``; see :mod:`flowker.runtime`).
+    The schema must already be migrated (``flowker db upgrade`` or the serve command's
+    start-up). ``settings.api_keys`` must not be empty (development:
+    ``settings.with_generated_api_key()`` first).
     """
     if not settings.api_keys:
         raise ConfigurationError(
             "no API keys: set FLOWKER_API_KEYS (development: Settings.with_generated_api_key())"
         )
-    from flowker.audit import chain
-    from flowker.security.secret_policy import SecretReferencePolicy
-    from flowker.security.secrets import SecretBox
-    from flowker.security.ssrf import AddressPolicy
-    from flowker.storage.database import bind_database, database_proxy
-    from flowker.catalog.executors import ExecutorStore
-    from flowker.catalog.workflows import WorkflowStore
+    if runtime is None:
+        from flowker.runtime import Runtime
 
-    if registry is None:
-        from flowker.plugins import load_registry
-
-        registry = load_registry(settings)
-    if database is None:
-        database = bind_database(settings.database_url)
-    elif database_proxy.obj is not database:
-        database_proxy.initialize(database)
-    # Appends from this process sign checkpoints with the settings' key.
-    chain.install(database, settings)
-    if execution_service is None:
-        from flowker.runner.service import ExecutionService
-
-        execution_service = ExecutionService(settings, registry)
-
-    secret_box = SecretBox.from_settings(settings)
-    address_policy = AddressPolicy.from_settings(settings)
-    secret_policy = SecretReferencePolicy.from_settings(settings)
-    redactor = getattr(execution_service, "redactor", None)
-    if redactor is None:
-        from flowker.security.redaction import Redactor
-
-        redactor = Redactor()
-    install_log_redaction(redactor)  # idempotent; held weakly, so it ends with the app
+        runtime = Runtime.from_settings(settings, registry=registry, database=database,
+                                        execution_service=execution_service)
+    database = runtime.database
+    execution_service = runtime.execution_service
+    install_log_redaction(runtime.redactor)  # idempotent; held weakly, so it ends with the app
     state = AppState(
         settings=settings,
-        registry=registry,
+        registry=runtime.registry,
         database=database,
         execution_service=execution_service,
-        workflows=WorkflowStore(registry, secret_box, secret_policy),
-        executors=ExecutorStore(registry, secret_box, address_policy, secret_policy),
-        secret_box=secret_box,
-        address_policy=address_policy,
+        workflows=runtime.workflows,
+        executors=runtime.executors,
+        secret_box=runtime.secret_box,
+        address_policy=runtime.address_policy,
         background=BackgroundRunner(
             execution_service.run, database, workers=background_workers, max_queue=background_queue,
             heartbeat=execution_service.heartbeat,
         ),
-        redactor=redactor,
+        redactor=runtime.redactor,
+        runtime=runtime,
     )
 
     middleware: list = [ClientMiddleware(settings.trusted_proxies)]

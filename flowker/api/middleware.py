@@ -23,6 +23,7 @@ import peewee
 from flowker.api.errors import ApiError, too_large
 from flowker.errors import Unauthorized
 from flowker.error_codes import ErrorCode
+from flowker.storage.database import bind_context, unbind_context
 
 # Reachable without an API key: the probes only (DESIGN §5). The version and the API
 # description say what runs here, so they need a key like everything else.
@@ -241,9 +242,12 @@ class DatabaseMiddleware:
     def process_resource(self, req, resp, resource, params) -> None:
         if resource is None or not getattr(resource, "uses_database", True):
             return
+        # The models use this app's database for the request (two apps may share a process).
+        req.context.database_binding = bind_context(self.database)
         req.context.opened_connection = self.database.connect(reuse_if_open=True)
 
     def process_response(self, req, resp, resource, req_succeeded) -> None:
+        unbind_context(getattr(req.context, "database_binding", None))
         if not getattr(req.context, "opened_connection", False) or self.database.is_closed():
             return
         if self.keep_open and not self.database.in_transaction():

@@ -1,7 +1,7 @@
 """The tamper-evident audit chain.
 
 * :mod:`flowker.audit.chain`: ``append`` (joins the caller's transaction), ``Actor``,
-  ``AuditLog``/``install`` (automatic signed checkpoints), ``verify_chain``,
+  ``AuditLog`` (automatic signed checkpoints; one per runtime), ``verify_chain``,
   ``entry_to_dict``.
 * :mod:`flowker.audit.canonical`: exactly what is hashed (RFC 8785, genesis, no floats).
 * :mod:`flowker.audit.checkpoints`: Ed25519 signed checkpoints and keys.

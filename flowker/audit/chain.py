@@ -19,9 +19,10 @@ to commit even if the lock were bypassed. Hashing is described in
 :mod:`flowker.audit.canonical`.
 
 Automatic checkpoints need the signing key from settings. Settings are passed down, not
-global, so the process that owns them attaches an :class:`AuditLog` to its database once
-(:func:`install`, e.g. in ``create_app(settings)`` and CLI commands); :func:`append` uses
-the log attached to the database it writes to, and a plain one (no checkpoints) otherwise.
+global: the composition root (:class:`flowker.runtime.Runtime`) builds one :class:`AuditLog`
+for its database and hands it to everything that appends (stores, the execution service,
+recovery). The module functions take ``audit_log=`` too; without it they append with a
+plain log (no checkpoints) to ``database``, by default the one bound to the caller's context.
 """
 
 from __future__ import annotations
@@ -56,12 +57,10 @@ from flowker.storage.statements import model_row, row_backed_model
 
 __all__ = [
     "Action", "Actor", "AuditLog", "EventType", "PreparedEntry", "Result", "SYSTEM_ACTOR", "VerifyResult", "append",
-    "append_many", "audit_log_for", "checkpoint_to_dict", "create_checkpoint", "entry_to_dict", "install",
-    "prepare_many", "verify_chain",
+    "append_many", "checkpoint_to_dict", "create_checkpoint", "entry_to_dict", "prepare_many", "verify_chain",
 ]
 
 UNKNOWN_IP = "0.0.0.0"
-_ATTACHED = "flowker_audit_log"  # attribute of the peewee Database holding its AuditLog
 
 
 @dataclass(frozen=True)
@@ -332,33 +331,24 @@ class AuditLog:
 # --------------------------------------------------------------------------- module API
 
 
-def install(database: peewee.Database | peewee.DatabaseProxy, settings) -> AuditLog:
-    """Attach the settings' AuditLog to ``database``; later appends checkpoint with its key."""
-    target = store.resolve(database)
-    log = AuditLog.from_settings(settings, target)
-    setattr(target, _ATTACHED, log)
-    return log
-
-
-def audit_log_for(database: peewee.Database | peewee.DatabaseProxy | None = None) -> AuditLog:
-    """The AuditLog attached to ``database`` (default: the bound one), or a plain one."""
-    target = store.resolve(database)
-    return getattr(target, _ATTACHED, None) or AuditLog(target)
+def _log(audit_log: AuditLog | None, database) -> AuditLog:
+    """``audit_log``, else a plain log (no checkpoints) of ``database`` (default: the bound one)."""
+    return audit_log if audit_log is not None else AuditLog(store.resolve(database))
 
 
 def append(event_type, action, result, resource_type, resource_id, actor: Actor = SYSTEM_ACTOR,
            context: Mapping | None = None, metadata: Mapping | None = None, *,
            database=None, audit_log: AuditLog | None = None) -> AuditEntry:
-    """Append an entry to the chain of ``database`` (default: the bound one). See :class:`AuditLog`."""
-    log = audit_log or audit_log_for(database)
+    """Append an entry with ``audit_log`` (else to the chain of ``database``, default: the
+    bound one, without checkpoints). See :class:`AuditLog`."""
+    log = _log(audit_log, database)
     return log.append(event_type, action, result, resource_type, resource_id,
                       actor=actor, context=context, metadata=metadata)
 
 
 def append_many(entries, *, database=None, audit_log: AuditLog | None = None) -> list[AuditEntry]:
     """Append several entries in order under one lock and one INSERT. See :meth:`AuditLog.append_many`."""
-    log = audit_log or audit_log_for(database)
-    return log.append_many(entries)
+    return _log(audit_log, database).append_many(entries)
 
 
 def prepare_many(entries) -> list[PreparedEntry]:
@@ -367,32 +357,33 @@ def prepare_many(entries) -> list[PreparedEntry]:
     return AuditLog.prepare_many(entries)
 
 
-def create_checkpoint(signing_key=None, *, database=None, interval: int | None = None) -> AuditCheckpoint | None:
-    """Sign the head now. Without ``signing_key``, the attached AuditLog's key is used.
+def create_checkpoint(signing_key=None, *, database=None, interval: int | None = None,
+                      audit_log: AuditLog | None = None) -> AuditCheckpoint | None:
+    """Sign the head now. Without ``signing_key``, ``audit_log``'s key is used.
 
-    ``interval`` is the promise written into the statement (default: the attached log's
+    ``interval`` is the promise written into the statement (default: ``audit_log``'s
     interval when it signs automatically, else 0 = no promise).
     """
-    attached = audit_log_for(database)
+    log = _log(audit_log, database)
     if signing_key is None:
-        return attached.create_checkpoint()
+        return log.create_checkpoint()
     if isinstance(signing_key, str):
         signing_key = cp.load_signing_key(signing_key)
     if interval is None:
-        interval = attached.checkpoint_interval if attached.signing_key is not None else 0
-    return AuditLog(attached.database, signing_key=signing_key, checkpoint_interval=interval,
-                    witness=attached.witness).create_checkpoint()
+        interval = log.checkpoint_interval if log.signing_key is not None else 0
+    return AuditLog(log.database, signing_key=signing_key, checkpoint_interval=interval,
+                    witness=log.witness).create_checkpoint()
 
 
 def verify_chain(up_to_id=None, progress=None, *, database=None, public_keys=None,
-                 checkpoint_interval: int | None = None) -> VerifyResult:
+                 checkpoint_interval: int | None = None, audit_log: AuditLog | None = None) -> VerifyResult:
     """Verify up to an event id (or sequence number), or the whole chain.
 
     Checkpoint signatures are checked with ``public_keys`` (keys or a key-id mapping) or,
-    by default, with the key of the attached AuditLog; without either, checkpoints are
-    checked for consistency only.
+    by default, with the key of ``audit_log``; without either, checkpoints are checked for
+    consistency only.
     """
-    log = audit_log_for(database)
+    log = _log(audit_log, database)
     if public_keys is None:
         return log.verify(up_to_id, progress)
     keys = public_keys if isinstance(public_keys, Mapping) else cp.keys_by_id(public_keys)

@@ -107,6 +107,6 @@ def verify_isolated(settings, target: int, database=None) -> VerifyResult:
 
 
 def _verify_here(settings, target: int, database) -> VerifyResult:
-    from flowker.audit.chain import audit_log_for
+    from flowker.audit.chain import AuditLog
 
-    return audit_log_for(database).verify(target)
+    return AuditLog.from_settings(settings, database).verify(target)

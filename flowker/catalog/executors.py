@@ -36,13 +36,14 @@ _ENCRYPTED = "$encrypted"
 
 
 def audit(event_type: str, action: str, resource_type: str, resource_id: str, actor, metadata: dict,
-          result: str = "SUCCESS", context: dict | None = None) -> None:
-    """Append an audit entry inside the caller's transaction (it fails -> the change rolls back)."""
+          result: str = "SUCCESS", context: dict | None = None, audit_log=None) -> None:
+    """Append an audit entry inside the caller's transaction (it fails -> the change rolls back),
+    with ``audit_log`` (the runtime's; None: a plain log of the bound database)."""
     from flowker.audit import chain
 
     chain.append(
         event_type=event_type, action=action, result=result, resource_type=resource_type,
-        resource_id=resource_id, actor=actor, context=context or {}, metadata=metadata,
+        resource_id=resource_id, actor=actor, context=context or {}, metadata=metadata, audit_log=audit_log,
     )
 
 
@@ -230,10 +231,11 @@ class SaveResult:
 
 
 class ExecutorStore:
-    def __init__(self, registry, secret_box=None, address_policy=None, secret_policy=None):
+    def __init__(self, registry, secret_box=None, address_policy=None, secret_policy=None, audit_log=None):
         from flowker.security.secret_policy import SecretReferencePolicy
 
         self.registry = registry
+        self.audit_log = audit_log  # the runtime's AuditLog; every change is appended with it
         self.secret_box = secret_box
         self.address_policy = address_policy
         # Where $file/$env references may point; without settings, development's defaults.
@@ -473,6 +475,5 @@ class ExecutorStore:
     def _concurrent(executor_id: str) -> Conflict:
         return Conflict(f"executor {executor_id} was changed by another request: read it again and retry", code=ErrorCode.CONCURRENT_CHANGE)
 
-    @staticmethod
-    def _audit(event_type: str, action: str, executor: Executor, actor, metadata: dict, result: str = "SUCCESS") -> None:
-        audit(event_type, action, RESOURCE_TYPE, executor.id, actor, metadata, result=result)
+    def _audit(self, event_type: str, action: str, executor: Executor, actor, metadata: dict, result: str = "SUCCESS") -> None:
+        audit(event_type, action, RESOURCE_TYPE, executor.id, actor, metadata, result=result, audit_log=self.audit_log)

@@ -226,52 +226,75 @@ def sync(directory, backend, registry, *, activate: bool, dry_run: bool, target:
 # --------------------------------------------------------------------------- the local target
 
 
-def apply_local(settings, registry, directory, *, activate: bool, dry_run: bool = False, database=None,
+def apply_local(settings, registry, directory, *, activate: bool, dry_run: bool = False, runtime=None,
                 echo: Echo = _quiet) -> bool:
-    """Sync into the database of ``settings``. ``database``: already bound and migrated
-    (``flowker serve``); otherwise it is bound here and migrated unless this is a dry run."""
-    from flowker.audit.chain import install
-    from flowker.storage.database import bind_database, database_label, exclusive_transaction, missing_sqlite_file
+    """Sync into the database of ``settings``. ``runtime``: one whose database is already
+    migrated (``flowker serve``); otherwise one is built here, its database migrated unless
+    this is a dry run, and closed at the end."""
+    from flowker.runtime import Runtime
+    from flowker.storage.database import (bind_database, bound_to, close_database, database_label,
+                                          exclusive_transaction, missing_sqlite_file)
     from flowker.storage.migrations import schema_exists, upgrade
 
     label = database_label(settings.database_url)
-    if dry_run and database is None and missing_sqlite_file(settings.database_url):
+    if dry_run and runtime is None and missing_sqlite_file(settings.database_url):
         # Nothing to read, and a dry run must not create the file: everything is new.
         target = LocalTarget(settings, registry, migrated=False, dry_run=True)
         return sync(directory, target, registry, activate=activate, dry_run=True, target=label, echo=echo)
-    if database is None:
-        database = bind_database(settings.database_url)
-        if not dry_run:
+    if dry_run:
+        # Read-only: no runtime (its secret box would create the development key file).
+        database = runtime.database if runtime is not None else bind_database(settings.database_url)
+        try:
+            with bound_to(database), database.connection_context():
+                target = LocalTarget(settings, registry, migrated=schema_exists(database), dry_run=True)
+                return sync(directory, target, registry, activate=activate, dry_run=True, target=label, echo=echo)
+        finally:
+            if runtime is None:
+                close_database(database)
+    own_runtime = runtime is None
+    if runtime is None:
+        runtime = Runtime.from_settings(settings, registry=registry)
+    database = runtime.database
+    try:
+        if own_runtime:
             upgrade(database)
-    install(database, settings)  # checkpoints signed with the configured key, if any
-    with database.connection_context():
-        if dry_run:
-            target = LocalTarget(settings, registry, migrated=schema_exists(database), dry_run=True)
-            return sync(directory, target, registry, activate=activate, dry_run=True, target=label, echo=echo)
-        # Several servers may start with --specs at once: one sync at a time, each planning
-        # only once it holds the lock, so the later ones find everything done.
-        with exclusive_transaction(database, SPEC_SYNC_LOCK_ID):
-            target = LocalTarget(settings, registry, migrated=schema_exists(database))
-            return sync(directory, target, registry, activate=activate, dry_run=False, target=label, echo=echo)
+        with runtime.bound(), database.connection_context():
+            # Several servers may start with --specs at once: one sync at a time, each planning
+            # only once it holds the lock, so the later ones find everything done.
+            with exclusive_transaction(database, SPEC_SYNC_LOCK_ID):
+                target = LocalTarget(settings, registry, migrated=schema_exists(database), runtime=runtime)
+                return sync(directory, target, registry, activate=activate, dry_run=False, target=label, echo=echo)
+    finally:
+        if own_runtime:
+            runtime.close()
 
 
 class LocalTarget:
-    """The database, through the catalog services the REST API uses."""
+    """The database, through the catalog services the REST API uses: the runtime's, or
+    (a dry run, which writes nothing) stores of its own that append nothing."""
 
-    def __init__(self, settings, registry, *, migrated: bool = True, actor=None, dry_run: bool = False):
+    def __init__(self, settings, registry, *, migrated: bool = True, actor=None, dry_run: bool = False,
+                 runtime=None):
         from flowker.audit.chain import Actor
-        from flowker.catalog.executors import ExecutorStore
-        from flowker.catalog.workflows import WorkflowStore
-        from flowker.security.secret_policy import SecretReferencePolicy
-        from flowker.security.secrets import SecretBox
-        from flowker.security.ssrf import AddressPolicy
 
-        # A dry run writes nothing, not even the development secret key file.
-        box = SecretBox.from_settings(settings, create_key_file=not dry_run)
-        self.box = box
-        self.secret_policy = SecretReferencePolicy.from_settings(settings)
-        self.executors = ExecutorStore(registry, box, AddressPolicy.from_settings(settings), self.secret_policy)
-        self.workflows = WorkflowStore(registry, box, self.secret_policy)
+        if runtime is not None:
+            self.box = runtime.secret_box
+            self.secret_policy = runtime.secret_policy
+            self.executors = runtime.executors
+            self.workflows = runtime.workflows
+        else:
+            from flowker.catalog.executors import ExecutorStore
+            from flowker.catalog.workflows import WorkflowStore
+            from flowker.security.secret_policy import SecretReferencePolicy
+            from flowker.security.secrets import SecretBox
+            from flowker.security.ssrf import AddressPolicy
+
+            # A dry run writes nothing, not even the development secret key file.
+            self.box = SecretBox.from_settings(settings, create_key_file=not dry_run)
+            self.secret_policy = SecretReferencePolicy.from_settings(settings)
+            self.executors = ExecutorStore(registry, self.box, AddressPolicy.from_settings(settings),
+                                           self.secret_policy)
+            self.workflows = WorkflowStore(registry, self.box, self.secret_policy)
         self.migrated = migrated
         self.actor = actor or Actor("user", f"cli:{_user()}", "127.0.0.1")
 
@@ -347,11 +370,11 @@ class LocalTarget:
         return {"id": saved.id, "version": saved.version}
 
 
-def install_for_run(settings, registry, documents, actor):
+def install_for_run(settings, registry, documents, actor, *, runtime=None):
     """``flowker run``: the executors among ``documents`` created, updated or enabled, and the
     workflow (the first document) brought to active holding this spec: ``flowker apply
     --activate``'s plan, plus enabling. A failing step raises its error. Answers the workflow."""
-    target = LocalTarget(settings, registry, actor=actor)
+    target = LocalTarget(settings, registry, actor=actor, runtime=runtime)
     for change in plan_changes(documents, target, activate=True, enable_executors=True):
         try:
             apply_change(change, target)

@@ -81,10 +81,11 @@ class SaveResult:
 class WorkflowStore:
     """Workflow operations. ``actor`` is an :class:`flowker.audit.chain.Actor`."""
 
-    def __init__(self, registry, secret_box=None, secret_policy=None):
+    def __init__(self, registry, secret_box=None, secret_policy=None, audit_log=None):
         from flowker.security.secret_policy import SecretReferencePolicy
 
         self.registry = registry
+        self.audit_log = audit_log  # the runtime's AuditLog; every change is appended with it
         self.secret_box = secret_box
         # Where a webhook's verify_token reference may point; without settings, development's defaults.
         self.secret_policy = secret_policy or SecretReferencePolicy()
@@ -333,6 +334,5 @@ class WorkflowStore:
         whose = f" by workflow {owner}" if owner else " by another workflow"
         return Conflict(f"webhook route {method} {path} is already taken{whose}", code=ErrorCode.WEBHOOK_ROUTE_TAKEN)
 
-    @staticmethod
-    def _audit(event_type: str, action: str, workflow: Workflow, actor, metadata: dict) -> None:
-        audit(event_type, action, RESOURCE_TYPE, workflow.id, actor, metadata)
+    def _audit(self, event_type: str, action: str, workflow: Workflow, actor, metadata: dict) -> None:
+        audit(event_type, action, RESOURCE_TYPE, workflow.id, actor, metadata, audit_log=self.audit_log)

@@ -152,25 +152,23 @@ def _load(file: Path, executor_dirs: list[Path]):
 
 
 def _run(settings, registry, documents, input_data, *, recover: bool):
-    from flowker.audit.chain import Actor, install
+    from flowker.audit.chain import Actor
     from flowker.catalog.spec_sync import install_for_run
-    from flowker.runner.service import ExecutionService
-    from flowker.storage.database import bind_database, close_database
+    from flowker.runtime import Runtime
     from flowker.storage.migrations import upgrade
 
-    database = bind_database(settings.database_url)
-    service = None
+    runtime = Runtime.from_settings(settings, registry=registry)
+    database = runtime.database
     try:
         upgrade(database)
-        install(database, settings)  # checkpoints signed with the configured key, if any
         with database.connection_context():
             actor = Actor("user", f"cli:{_user()}", "127.0.0.1")
-            service = ExecutionService(settings, registry)
+            service = runtime.execution_service
             if recover:
                 recovered = service.recover_interrupted()
                 if recovered:
                     click.echo(f"marked {len(recovered)} interrupted execution(s) as failed", err=True)
-            workflow = install_for_run(settings, registry, documents, actor)
+            workflow = install_for_run(settings, registry, documents, actor, runtime=runtime)
             started_at = time.monotonic()
             started = service.start(workflow.id, input_data, actor=actor)
             plan = service.plan(workflow.id, workflow.version)
@@ -180,9 +178,7 @@ def _run(settings, registry, documents, input_data, *, recover: bool):
             click.echo(f"execution {execution.status} in {(time.monotonic() - started_at) * 1000:.0f} ms", err=True)
             return execution
     finally:
-        if service is not None:
-            service.close()
-        close_database(database)
+        runtime.close()
 
 
 def _user() -> str:

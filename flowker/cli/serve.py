@@ -87,13 +87,12 @@ def prepare_database(settings, registry, specs_dir=None) -> None:
 
     Runs in the gunicorn master before it forks: nothing here may stay connected.
     """
-    from flowker.audit.chain import install
-    from flowker.runner.service import ExecutionService
-    from flowker.storage.database import bind_database, close_database, database_label
+    from flowker.runtime import Runtime
+    from flowker.storage.database import database_label
     from flowker.storage.migrations import LATEST_VERSION, upgrade
 
-    database = bind_database(settings.database_url)
-    install(database, settings)  # audit checkpoints signed with the configured key, if any
+    runtime = Runtime.from_settings(settings, registry=registry)
+    database = runtime.database
     try:
         applied = upgrade(database)
         where = database_label(settings.database_url)
@@ -105,17 +104,13 @@ def prepare_database(settings, registry, specs_dir=None) -> None:
             if specs_dir:
                 from flowker.catalog.spec_sync import apply_local
 
-                if not apply_local(settings, registry, specs_dir, activate=True, database=database, echo=click.echo):
+                if not apply_local(settings, registry, specs_dir, activate=True, runtime=runtime, echo=click.echo):
                     sys.exit(1)
-            service = ExecutionService(settings, registry)
-            try:
-                recovered = service.recover_interrupted()
-            finally:
-                service.close()
+            recovered = runtime.execution_service.recover_interrupted()
         if recovered:
             click.echo(f"Recovered {len(recovered)} interrupted execution(s)")
     finally:
-        close_database(database)
+        runtime.close()  # the service's threads and every connection: nothing crosses the fork
 
 
 def check_bind_free(bind: str) -> None:

@@ -50,12 +50,13 @@ FINISH_EXECUTION_KEEP_STEP = CompiledUpdate(
 
 
 def audit_append(event_type: str, result: str, resource_id: str, *, actor=None, context: dict | None = None,
-                 metadata: dict | None = None, action: str = "EXECUTE") -> None:
-    """One audit entry inside the caller's transaction."""
+                 metadata: dict | None = None, action: str = "EXECUTE", audit_log=None) -> None:
+    """One audit entry inside the caller's transaction, appended with ``audit_log`` (the
+    runtime's; without it, a plain log of the bound database)."""
     from flowker.audit import chain
 
     chain.append(**audit_item(event_type, result, resource_id, actor=actor, context=context,
-                              metadata=metadata, action=action))
+                              metadata=metadata, action=action), audit_log=audit_log)
 
 
 def audit_item(event_type: str, result: str, resource_id: str, *, actor=None, context: dict | None = None,
@@ -75,12 +76,13 @@ def audit_item(event_type: str, result: str, resource_id: str, *, actor=None, co
     }
 
 
-def audit_batch(items: list) -> None:
+def audit_batch(items: list, audit_log=None) -> None:
     """Several entries (items of :func:`audit_item` or from :func:`prepare_audit`), in
-    order, inside the caller's transaction: one lock, one INSERT."""
+    order, inside the caller's transaction: one lock, one INSERT. ``audit_log`` as for
+    :func:`audit_append`."""
     from flowker.audit import chain
 
-    chain.append_many(items)
+    chain.append_many(items, audit_log=audit_log)
 
 
 def prepare_audit(items: list[dict]) -> list:
@@ -99,8 +101,9 @@ class ExecutionRecorder:
 
     def __init__(self, execution: Execution, *, owner: str, lease_seconds: float, redactor,
                  observer=None, clock: Callable[[], dt.datetime] = utcnow,
-                 flush_interval: float = FLUSH_INTERVAL_SECONDS):
+                 flush_interval: float = FLUSH_INTERVAL_SECONDS, audit_log=None):
         self.execution = execution
+        self.audit_log = audit_log  # the runtime's AuditLog (None: a plain log of the bound database)
         self.owner = owner
         self.lease_seconds = lease_seconds
         self.redactor = redactor
@@ -146,7 +149,7 @@ class ExecutionRecorder:
             progress = (self._pending[-1].node.step_number, self.clock() + dt.timedelta(seconds=self.lease_seconds))
             RENEW_PROGRESS.execute(database, progress, (self.execution.id, self.owner))
             INSERT_STEPS.execute(database, rows)
-            audit_batch(entries)
+            audit_batch(entries, self.audit_log)
         self.execution.current_step, self.execution.lease_expires_at = progress
         self._forget_pending()
 
@@ -209,7 +212,7 @@ class ExecutionRecorder:
                 return False  # already settled elsewhere (recovered after a lost lease): keep that record
             if rows:
                 INSERT_STEPS.execute(database, rows)
-            audit_batch(entries)
+            audit_batch(entries, self.audit_log)
         self.execution.status, self.execution.final_output, self.execution.error_message = status, final_output, error
         self.execution.completed_at, self.execution.lease_expires_at = now, None
         if self._pending:

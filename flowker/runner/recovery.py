@@ -17,7 +17,7 @@ import threading
 from typing import Callable
 
 from flowker.runner.records import audit_append
-from flowker.storage.database import connection, write_transaction
+from flowker.storage.database import bound_to, connection, write_transaction
 from flowker.storage.models import Execution, utcnow
 
 logger = logging.getLogger(__name__)
@@ -32,12 +32,13 @@ def _expired(now: dt.datetime):
     )
 
 
-def recover_interrupted(now: dt.datetime | None = None) -> list[str]:
-    """Fail every running execution whose lease expired; returns their ids."""
+def recover_interrupted(now: dt.datetime | None = None, *, audit_log=None, database=None) -> list[str]:
+    """Fail every running execution whose lease expired; returns their ids. ``database``
+    (default: the bound one) and ``audit_log`` are the runtime's."""
     recovered: list[str] = []
     seen: set[str] = set()
     now = now or utcnow()
-    with connection():
+    with bound_to(database), connection():
         while True:
             candidates = list(
                 Execution.select(Execution.id, Execution.workflow_id, Execution.owner, Execution.current_step,
@@ -60,6 +61,7 @@ def recover_interrupted(now: dt.datetime | None = None) -> list[str]:
                             context={"workflowId": execution.workflow_id},
                             metadata={"previousOwner": execution.owner, "currentStep": execution.current_step,
                                       "totalSteps": execution.total_steps, "reason": "lease expired"},
+                            audit_log=audit_log,
                         )
                         recovered.append(execution.id)
             if len(candidates) < RECOVERY_BATCH:
@@ -107,8 +109,9 @@ class LeaseHeartbeat:
     database connection for each beat.
     """
 
-    def __init__(self, owner: str, lease_seconds: float, interval: float | None = None):
+    def __init__(self, owner: str, lease_seconds: float, interval: float | None = None, *, database=None):
         self.owner = owner
+        self.database = database  # the runtime's (None: the process's bound one)
         self.lease_seconds = lease_seconds
         self.interval = interval if interval is not None else max(lease_seconds / 3.0, 0.05)
         self._active: dict[str, int] = {}
@@ -134,7 +137,7 @@ class LeaseHeartbeat:
             ids = list(self._active)
         if not ids:
             return 0
-        with connection():
+        with bound_to(self.database), connection():
             return Execution.update(
                 lease_expires_at=utcnow() + dt.timedelta(seconds=self.lease_seconds)
             ).where(
@@ -152,8 +155,9 @@ class LeaseSweeper:
     by the compare-and-set in :func:`recover_interrupted` (one update, one audit entry).
     """
 
-    def __init__(self, interval: float):
+    def __init__(self, interval: float, *, audit_log=None, database=None):
         self.interval = max(float(interval), 0.05)
+        self.audit_log, self.database = audit_log, database  # the runtime's
         self.recovered = 0  # executions this sweeper failed (tests and metrics)
         self._task = PeriodicTask("flowker-lease-sweeper", self.interval, self.sweep)
 
@@ -164,7 +168,7 @@ class LeaseSweeper:
         self._task.stop()
 
     def sweep(self) -> list[str]:
-        recovered = recover_interrupted()
+        recovered = recover_interrupted(audit_log=self.audit_log, database=self.database)
         if recovered:
             self.recovered += len(recovered)
             logger.warning("failed %d execution(s) whose process stopped (lease expired): %s",

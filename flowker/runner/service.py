@@ -42,7 +42,7 @@ from flowker.runner.records import (
 )
 from flowker.runner.recovery import LeaseHeartbeat, LeaseSweeper, recover_interrupted
 from flowker.runner.wal_checkpoints import WalCheckpointer
-from flowker.storage.database import connection, write_transaction
+from flowker.storage.database import bound_to, connection, write_transaction
 from flowker.storage.lookups import WorkflowHead, workflow_head
 from flowker.storage.models import Execution, WorkflowVersion, new_id, utcnow
 from flowker.storage.statements import CompiledInsert, CompiledSelect, model_database, model_from_values
@@ -112,7 +112,8 @@ class PlanCache:
 class ExecutionService:
     def __init__(self, settings, registry, *, redactor=None, owner: str | None = None,
                  lease_seconds: float | None = None, heartbeat_interval: float | None = None,
-                 plan_cache_size: int = PLAN_CACHE_SIZE, flush_interval: float = FLUSH_INTERVAL_SECONDS):
+                 plan_cache_size: int = PLAN_CACHE_SIZE, flush_interval: float = FLUSH_INTERVAL_SECONDS,
+                 database=None, audit_log=None):
         from flowker.auth.token_cache import TokenCache
         from flowker.security.redaction import Redactor
 
@@ -120,6 +121,11 @@ class ExecutionService:
 
         self.settings = settings
         self.registry = registry
+        # The runtime's database and audit log (flowker.runtime): every run, and this
+        # service's threads, use them. None: the database bound to the caller's context,
+        # appended to without checkpoints.
+        self.database = database
+        self.audit_log = audit_log
         self.redactor = redactor if redactor is not None else Redactor()
         # Secrets resolved and tokens obtained for runs are scrubbed from every log record of
         # the process (urllib3 logs URLs with query-string keys, the log action the values
@@ -135,12 +141,12 @@ class ExecutionService:
         self.breakers = BreakerBoard.from_settings(settings)
         self.token_cache = TokenCache()
         self.executors = ExecutorPool(settings, registry, self.redactor, self.breakers, token_cache=self.token_cache)
-        self.heartbeat = LeaseHeartbeat(self.owner, lease_seconds, heartbeat_interval)
+        self.heartbeat = LeaseHeartbeat(self.owner, lease_seconds, heartbeat_interval, database=database)
         # Started by server workers (start_sweeping): a dead peer's runs fail within about
         # one and a half leases, without waiting for it to restart.
-        self.sweeper = LeaseSweeper(lease_seconds / 2.0)
+        self.sweeper = LeaseSweeper(lease_seconds / 2.0, audit_log=audit_log, database=database)
         # SQLite: the log is copied back by a thread of its own, not by a step's commit.
-        self.wal_checkpoints = WalCheckpointer()
+        self.wal_checkpoints = WalCheckpointer(database=database)
         # Expensive expressions run in evaluator processes, started on first use (after a fork).
         self.expression_sandbox = ExpressionSandbox()
 
@@ -158,7 +164,7 @@ class ExecutionService:
                              code=ErrorCode.INVALID_IDEMPOTENCY_KEY)
         input_data = input_data if input_data is not None else {}
         digest = request_digest or request_hash(input_data)
-        with connection():
+        with bound_to(self.database), connection():
             workflow = workflow_head(workflow_id)
             if workflow is None:
                 raise NotFound(f"workflow {workflow_id} not found", code=ErrorCode.WORKFLOW_NOT_FOUND)
@@ -186,7 +192,7 @@ class ExecutionService:
                         if existing is not None:
                             return self._replay(existing, digest)
                     execution = self._create(execution_id, workflow, plan, input_data, digest, idempotency_key)
-                    audit_batch([started_entry])
+                    audit_batch([started_entry], self.audit_log)
             except peewee.IntegrityError:
                 # Another request with the same key committed first (PostgreSQL): return the winner.
                 existing = self._keyed(workflow_id, idempotency_key) if idempotency_key is not None else None
@@ -218,8 +224,9 @@ class ExecutionService:
     def plan(self, workflow_id: str, version: int) -> WorkflowPlan:
         """The compiled plan of a workflow version (compiled once, then cached)."""
         def compile_() -> WorkflowPlan:
-            snapshot = WorkflowVersion.get_or_none(
-                (WorkflowVersion.workflow_id == workflow_id) & (WorkflowVersion.version == version))
+            with bound_to(self.database):
+                snapshot = WorkflowVersion.get_or_none(
+                    (WorkflowVersion.workflow_id == workflow_id) & (WorkflowVersion.version == version))
             if snapshot is None:
                 raise FlowkerError(f"workflow {workflow_id} has no stored version {version}")
             return compile_plan(snapshot.spec, self.registry, workflow_id=workflow_id, version=version)
@@ -230,7 +237,7 @@ class ExecutionService:
 
     def run(self, execution_id: str, *, observer=None) -> Execution:
         """Run a started execution to its end; a failing workflow gives a failed execution."""
-        with connection():
+        with bound_to(self.database), connection():
             execution = EXECUTION_BY_ID.first(model_database(Execution), (execution_id,))
             if execution is None:
                 raise NotFound(f"execution {execution_id} not found", code=ErrorCode.EXECUTION_NOT_FOUND)
@@ -239,7 +246,7 @@ class ExecutionService:
     def run_started(self, started: Execution, *, observer=None) -> Execution:
         """Run an execution this service's :meth:`start` just created (its row as returned),
         without reading it back first."""
-        with connection():
+        with bound_to(self.database), connection():
             return self._run_loaded(started, observer)
 
     def _run_loaded(self, execution: Execution, observer) -> Execution:
@@ -248,7 +255,8 @@ class ExecutionService:
         self.heartbeat.track(execution.id)
         self.wal_checkpoints.poke()
         recorder = ExecutionRecorder(execution, owner=self.owner, lease_seconds=self.lease_seconds,
-                                     redactor=self.redactor, observer=observer, flush_interval=self.flush_interval)
+                                     redactor=self.redactor, observer=observer, flush_interval=self.flush_interval,
+                                     audit_log=self.audit_log)
         try:
             try:
                 outcome = self._walk(execution, recorder)
@@ -306,7 +314,7 @@ class ExecutionService:
 
     def recover_interrupted(self) -> list[str]:
         """Fail executions whose lease expired (their process died); audit each."""
-        recovered = recover_interrupted()
+        recovered = recover_interrupted(audit_log=self.audit_log, database=self.database)
         if recovered:
             logger.warning("marked %d interrupted execution(s) as failed", len(recovered))
         return recovered

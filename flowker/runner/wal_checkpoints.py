@@ -51,8 +51,10 @@ class WalCheckpointer:
     """Runs ``PRAGMA wal_checkpoint(PASSIVE)`` every ``interval`` seconds while in use."""
 
     def __init__(self, interval: float = CHECKPOINT_INTERVAL_SECONDS,
-                 idle_exit: int = IDLE_CHECKPOINTS_BEFORE_EXIT):
+                 idle_exit: int = IDLE_CHECKPOINTS_BEFORE_EXIT, *, database=None):
         self.interval = interval
+        # The runtime's database (None: whatever the models' proxy is bound to).
+        self.database = database if database is not None else database_proxy
         self.idle_exit = idle_exit
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -65,7 +67,7 @@ class WalCheckpointer:
         """Make sure the thread runs (cheap when it does): called as each execution starts."""
         if (self._thread is not None and self._pid == os.getpid()) or self._stopped:
             return
-        if sqlite_path(database_proxy) is None:
+        if sqlite_path(self.database) is None:
             return
         with self._lock:
             if self._pid != os.getpid():  # forked: the parent's thread does not exist here
@@ -88,7 +90,7 @@ class WalCheckpointer:
         idle, last = 0, None
         try:
             while not self._wake.wait(self.interval):
-                path = sqlite_path(database_proxy)
+                path = sqlite_path(self.database)
                 if path != opened_for:
                     if connection is not None:
                         connection.close()

@@ -7,6 +7,7 @@ connections lazily on first use.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
 import os
 import threading
@@ -17,8 +18,67 @@ from playhouse.pool import PooledPostgresqlDatabase
 
 from flowker.errors import ConfigurationError
 
+# The database a Runtime bound to the current thread or task (None: the process's one).
+_bound_database: contextvars.ContextVar[peewee.Database | None] = contextvars.ContextVar(
+    "flowker_bound_database", default=None)
+
+
+class RuntimeDatabaseProxy(peewee.DatabaseProxy):
+    """The models' proxy: the database bound to the running context (:func:`bound_to`,
+    what each Runtime's entry points do), else the process's (:meth:`initialize`).
+
+    So two Runtimes on two databases can serve one process: a request, a run or a
+    runtime's own thread reads and writes the database of the runtime it belongs to.
+    """
+
+    __slots__ = ("_process_database",)
+
+    @property  # type: ignore[override]
+    def obj(self):
+        bound = _bound_database.get()
+        return bound if bound is not None else self._process_database
+
+    @obj.setter
+    def obj(self, value) -> None:
+        object.__setattr__(self, "_process_database", value)
+
+    def __setattr__(self, attr, value) -> None:
+        object.__setattr__(self, attr, value)
+
+
 # Every model binds to this proxy; `bind_database` points it at a real database.
-database_proxy = peewee.DatabaseProxy()
+database_proxy = RuntimeDatabaseProxy()
+
+
+@contextlib.contextmanager
+def bound_to(database: peewee.Database | None):
+    """Models and ``database_proxy`` use ``database`` in this thread (or task) for the
+    block; ``None`` leaves the binding as it is."""
+    if database is None or _bound_database.get() is database:
+        yield database
+        return
+    token = _bound_database.set(database)
+    try:
+        yield database
+    finally:
+        _bound_database.reset(token)
+
+
+def bind_context(database: peewee.Database | None):
+    """Bind ``database`` for the rest of this context (a request); returns the token for
+    :func:`unbind_context`, or None when nothing changed."""
+    if database is None or _bound_database.get() is database:
+        return None
+    return _bound_database.set(database)
+
+
+def unbind_context(token) -> None:
+    if token is None:
+        return
+    try:
+        _bound_database.reset(token)
+    except ValueError:  # set in another context (a thread the request moved from): nothing to undo here
+        pass
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 

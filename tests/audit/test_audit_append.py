@@ -210,19 +210,19 @@ def test_verify_up_to_an_event(database):
     assert raised.value.code == "FLK-0600"
 
 
-def test_installed_log_checkpoints_automatically(database, signing_key, key_files):
+def test_settings_log_checkpoints_automatically(database, signing_key, key_files):
     from flowker.settings import Settings
 
     settings = Settings.from_mapping({"audit_signing_key": key_files[0], "audit_checkpoint_interval": "3"})
-    chain.install(database, settings)
-    try:
-        for i in range(7):
-            _append(i)
-        assert [c.sequence for c in models.AuditCheckpoint.select().order_by(models.AuditCheckpoint.sequence)] == [3, 6]
-        result = verify_chain()
-        assert result.is_valid and result.signatures_checked and result.checkpoints_checked == 2
-        on_demand = chain.create_checkpoint()
-        assert on_demand.sequence == 7
-        assert chain.create_checkpoint().sequence == 7  # idempotent at the same head
-    finally:
-        delattr(database, "flowker_audit_log")
+    log = AuditLog.from_settings(settings, database)  # what the runtime passes to every appender
+    for i in range(7):
+        _append(i, audit_log=log)
+    assert [c.sequence for c in models.AuditCheckpoint.select().order_by(models.AuditCheckpoint.sequence)] == [3, 6]
+    result = verify_chain(audit_log=log)
+    assert result.is_valid and result.signatures_checked and result.checkpoints_checked == 2
+    on_demand = chain.create_checkpoint(audit_log=log)
+    assert on_demand.sequence == 7
+    assert chain.create_checkpoint(audit_log=log).sequence == 7  # idempotent at the same head
+    # Without the log, appends go on unsigned (no attribute on the database carries a key).
+    _append(8)
+    assert models.AuditCheckpoint.select().count() == 3

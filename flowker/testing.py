@@ -19,7 +19,11 @@ What is checked:
   shows in ``repr``/``str`` of the type or the built auth, in any log record at DEBUG
   while building and sending, or in the problems and errors of bad configs;
 * :func:`sign_request` - the built auth sends a request to a real local HTTP server; the
-  recorded request is returned for your own assertions.
+  recorded request is returned for your own assertions: a :class:`RecordedRequest`
+  (``method``, ``path``, ``query``, ``headers``, ``body``; ``header(name)`` reads a header
+  case-insensitively, ``json()`` parses the body).
+
+Install with ``pip install "flowker[testing]"`` (it brings pytest).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ DEFAULT_IGNORED_LOGGERS = ("urllib3",)
 __all__ = [
     "CANARY_PREFIX", "new_canary", "make_auth_context", "check_schema", "check_builds",
     "with_canaries", "check_secrets_hidden", "sign_request", "check_auth_type", "capture_logs",
-    "auth_context", "local_server", "registered_secrets",
+    "auth_context", "local_server", "registered_secrets", "RecordedRequest",
 ]
 
 

@@ -5,7 +5,7 @@ timeout and a 1 MiB response cap on a hardened, address-pinned session:
 
 * ``connectivity`` - the base URL without credentials answers below 500;
 * ``authentication`` - with credentials, the base URL does not answer 401/403/5xx
-  (skipped for auth type ``none``);
+  (skipped for an auth type that sends no credentials, such as ``none``);
 * ``end_to_end`` - with credentials, the first GET endpoint without path parameters
   (else the base URL) answers 2xx.
 
@@ -138,22 +138,23 @@ class ExecutorProbe:
         }
 
     def _auth(self, spec: dict, redactor):
-        """(requests auth or None for type none, error text or None)."""
-        from flowker.auth.base import AuthContext
+        """(requests auth or None for a type that sends no credentials, error text or None)."""
+        from flowker.auth.base import AuthContext, AuthenticationSpec
         from flowker.security.http import new_session
 
-        authentication = spec.get("authentication") or {"type": "none"}
-        if authentication.get("type", "none") == "none":
-            return None, None
-        try:
-            auth_type, config = self.auth_resolution.resolve(authentication)
-            context = AuthContext(
+        def context() -> AuthContext:
+            return AuthContext(
                 settings=self.settings,
                 new_session=lambda: new_session(self.policy, max_response_bytes=PROBE_MAX_RESPONSE_BYTES),
                 register_secret=redactor.add_secret,
                 redactor=redactor,
             )
-            return self.auth_resolution.build(auth_type, config, context), None
+
+        try:
+            auth_type, config = self.auth_resolution.resolve(AuthenticationSpec.from_spec(spec.get("authentication")))
+            if not auth_type.sends_credentials:
+                return None, None
+            return self.auth_resolution.credentials(auth_type, config, context).auth, None
         except FlowkerError as exc:
             return None, exc.message
         except Exception as exc:  # noqa: BLE001 - a plugin's failure becomes a failed stage

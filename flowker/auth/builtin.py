@@ -1,14 +1,17 @@
 """The static-credential auth types: none, api_key, bearer and basic.
 
-They are registered through the same hook as third-party plugins.
+They are registered through the same hook as third-party plugins, each as its own plugin
+(named after the type: ``FLOWKER_DISABLED_PLUGINS=bearer`` switches off just that one; see
+:data:`flowker.plugins.BUILTIN_PLUGINS`).
 """
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 from requests.auth import AuthBase, HTTPBasicAuth
 
 from flowker.auth.base import AuthContext, AuthType
-from flowker.hookspecs import hookimpl
 
 
 class _NoAuth(AuthBase):
@@ -53,6 +56,7 @@ class NoneAuth(AuthType):
     name = "none"
     description = "No authentication."
     config_schema = {"type": "object", "additionalProperties": False, "properties": {}}
+    sends_credentials = False
 
     def build(self, config: dict, context: AuthContext) -> AuthBase:
         return _NoAuth()
@@ -75,6 +79,12 @@ class ApiKeyAuth(AuthType):
         },
     }
 
+    def credential_headers(self, config: Mapping[str, Any]) -> tuple[str, ...]:
+        if config.get("location", "header") == "query":
+            return ()
+        header = config.get("header_name", "X-API-Key")
+        return (header,) if isinstance(header, str) and header else ()
+
     def build(self, config: dict, context: AuthContext) -> AuthBase:
         if config.get("location", "header") == "query":
             return _QueryAuth(config.get("query_param_name", "api_key"), config["key"])
@@ -90,6 +100,9 @@ class BearerAuth(AuthType):
         "required": ["token"],
         "properties": {"token": {"type": "string", "minLength": 1, "maxLength": 16384, "writeOnly": True}},
     }
+
+    def credential_headers(self, config: Mapping[str, Any]) -> tuple[str, ...]:
+        return ("Authorization",)
 
     def build(self, config: dict, context: AuthContext) -> AuthBase:
         return _HeaderAuth("Authorization", f"Bearer {config['token']}")
@@ -108,14 +121,11 @@ class BasicAuth(AuthType):
         },
     }
 
+    def credential_headers(self, config: Mapping[str, Any]) -> tuple[str, ...]:
+        return ("Authorization",)
+
     def build(self, config: dict, context: AuthContext) -> AuthBase:
         return _BasicAuth(config["username"], config["password"])
-
-
-@hookimpl
-def flowker_register_auth_types(registry):
-    for auth_type in (NoneAuth(), ApiKeyAuth(), BearerAuth(), BasicAuth()):
-        registry.register_auth_type(auth_type)
 
 
 __all__ = ["NoneAuth", "ApiKeyAuth", "BearerAuth", "BasicAuth"]

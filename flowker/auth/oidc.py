@@ -13,7 +13,7 @@ when many threads need one, and fetched again once when the executor answers 401
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import requests
 
@@ -23,7 +23,6 @@ from flowker.auth.oauth_logging import protect_oauth_logging
 from flowker.auth.refreshing import RefreshingBearerAuth
 from flowker.auth.token_cache import TokenCache
 from flowker.auth.token_client import CLIENT_SECRET_BASIC, CLIENT_SECRET_POST, GrantRequest, TokenClient
-from flowker.hookspecs import hookimpl
 
 # Body parameters Flowker sets itself (or requests-oauthlib takes as arguments):
 # extra_params may not override them.
@@ -64,6 +63,14 @@ class _OIDCAuthType(AuthType):
         # Used when the context brings no process-wide cache: the registry holds one
         # instance of each type per process, so this is per process too.
         self._default_cache = TokenCache()
+
+    @property
+    def url_fields(self) -> tuple[str, ...]:
+        # Discovery and the token endpoint it names are fetched (the latter checked again at call time).
+        return ("issuer_url",)
+
+    def credential_headers(self, config: Mapping[str, Any]) -> tuple[str, ...]:
+        return ("Authorization",)
 
     def grant_request(self, config: dict) -> GrantRequest:
         raise NotImplementedError
@@ -206,12 +213,6 @@ def _fallback_session_factory(settings: Any):
         return session
 
     return plain
-
-
-@hookimpl
-def flowker_register_auth_types(registry):
-    registry.register_auth_type(OIDCClientCredentialsAuth())
-    registry.register_auth_type(OIDCUserAuth())
 
 
 __all__ = ["OIDCClientCredentialsAuth", "OIDCUserAuth", "CachedTokenSource", "cache_key", "RESERVED_PARAMS"]

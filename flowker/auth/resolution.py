@@ -11,17 +11,35 @@ The runner (:class:`flowker.runner.executors.ExecutorPool`) and the connectivity
    as a string when the spec is saved; here its value must fit too), failing with
    :class:`ResolvedConfigError`, whose message names the field and the rule, never the
    value;
-3. the type's ``build`` makes the auth.
+3. the type's ``build`` makes the auth (:meth:`AuthResolution.credentials`, which also
+   reuses the auth built last time while the resolved values stay the same).
+
+The block comes in as an :class:`~flowker.auth.base.AuthenticationSpec` (a plain mapping
+is accepted and converted); what the auth sets and which fields are secrets come from the
+type's declarations, never from config key names.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
-from flowker.auth.base import AuthContext, AuthType
+from flowker.auth.base import AuthContext, AuthenticationSpec, AuthType
 from flowker.errors import ConfigurationError, ResolvedConfigError, UnprocessableEntity
 
-__all__ = ["AuthResolution", "ResolvedConfigError"]
+__all__ = ["AuthResolution", "Credentials", "ResolvedConfigError"]
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A built auth, the type it came from and a digest of the resolved config it was
+    built from (the same digest: the same auth can be reused)."""
+
+    auth_type: AuthType
+    fingerprint: str
+    auth: Any
 
 
 class AuthResolution:
@@ -39,13 +57,13 @@ class AuthResolution:
         self._secret_box = secret_box
         self._resolvers: dict[bool, Any] = {}
 
-    def resolve(self, authentication: dict | None) -> tuple[AuthType, dict]:
+    def resolve(self, authentication: AuthenticationSpec | Mapping | None) -> tuple[AuthType, dict]:
         """(the auth type, its config with every secret resolved and registered)."""
         from flowker.security.secrets import SecretResolver, count_encrypted
 
-        authentication = authentication or {}
-        auth_type = self.registry.auth_type(authentication.get("type") or "none")
-        config = authentication.get("config") or {}
+        spec = AuthenticationSpec.from_spec(authentication)
+        auth_type = self.registry.auth_type(spec.type)
+        config = dict(spec.config)
         with_box = bool(count_encrypted(config))
         resolver = self._resolvers.get(with_box)
         if resolver is None:
@@ -80,3 +98,14 @@ class AuthResolution:
         """Validate ``resolved`` and build the auth."""
         self.validate(auth_type, resolved)
         return auth_type.build(resolved, context)
+
+    def credentials(self, auth_type: AuthType, resolved: dict, context: Callable[[], AuthContext], *,
+                    reuse: Credentials | None = None) -> Credentials:
+        """The auth for a resolved config: ``reuse`` when it was built from the same values,
+        else validated and built anew (``context()`` is called only then). A failing check
+        leaves nothing to reuse, so it fails every call."""
+        fingerprint = hashlib.sha256(
+            json.dumps([auth_type.name, resolved], sort_keys=True, default=str).encode()).hexdigest()
+        if reuse is not None and reuse.fingerprint == fingerprint and reuse.auth_type is auth_type:
+            return reuse
+        return Credentials(auth_type, fingerprint, self.build(auth_type, resolved, context()))

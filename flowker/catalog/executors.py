@@ -440,16 +440,19 @@ class ExecutorStore:
         return document
 
     def _check_auth_urls(self, body: dict) -> None:
-        """URLs in the auth config (``issuer_url``, a plugin's ``token_url``...) pass the same
-        config-time check as the base URL; token endpoints are checked again at call time."""
+        """URLs in the auth config (the fields its type declares in ``url_fields``) pass the
+        same config-time check as the base URL; token endpoints are checked again at call time."""
         from flowker.errors import SSRFBlockedError
 
         authentication = body.get("authentication")
-        config = authentication.get("config") if isinstance(authentication, dict) else None
-        if not isinstance(config, dict):
+        if not isinstance(authentication, dict) or not isinstance(authentication.get("config"), dict):
+            return
+        config = authentication["config"]
+        auth_type = self.registry.auth_types.get(authentication.get("type")) if self.registry is not None else None
+        if auth_type is None:
             return
         for key, value in sorted(config.items()):
-            if isinstance(key, str) and key.endswith("_url") and isinstance(value, str):
+            if key in auth_type.url_fields and isinstance(value, str):
                 try:
                     self.address_policy.check_url_shape(value)
                 except SSRFBlockedError as exc:

@@ -31,6 +31,7 @@ from urllib.parse import quote
 import requests
 from retrying import Retrying
 
+from flowker.auth.base import AuthenticationSpec
 from flowker.errors import CircuitOpenError, FlowkerError
 from flowker.runner.breakers import ExecutorBreaker, NetworkError, TransientHTTPError
 from flowker.security.http import ResponseTooLargeError, read_capped, send_request
@@ -62,7 +63,7 @@ class ExecutorDefinition:
     version: int
     base_url: str
     endpoints: dict  # name -> {path, method, timeout?}
-    authentication: dict  # {type, config}
+    authentication: AuthenticationSpec
     status: str = "active"
 
     @classmethod
@@ -71,7 +72,7 @@ class ExecutorDefinition:
         endpoints = {e["name"]: e for e in spec.get("endpoints") or [] if isinstance(e, dict) and "name" in e}
         return cls(
             id=row.id, name=row.name, version=row.version, base_url=(spec.get("baseUrl") or row.base_url),
-            endpoints=endpoints, authentication=spec.get("authentication") or {"type": "none"}, status=row.status,
+            endpoints=endpoints, authentication=AuthenticationSpec.from_spec(spec.get("authentication")), status=row.status,
         )
 
 

@@ -10,14 +10,12 @@ values stay the same (token caching lives in the auth types and the shared Token
 
 from __future__ import annotations
 
-import hashlib
-import json
 import threading
 from collections import OrderedDict
 from typing import Any
 
 from flowker.auth.base import AuthContext
-from flowker.auth.resolution import AuthResolution
+from flowker.auth.resolution import AuthResolution, Credentials
 from flowker.errors import UnprocessableEntity
 from flowker.runner.breakers import BreakerBoard
 from flowker.runner.executor_client import ExecutorClient, ExecutorDefinition, RetryPolicy
@@ -32,8 +30,7 @@ class _Entry:
     def __init__(self, client: ExecutorClient):
         self.client = client
         self.lock = threading.Lock()
-        self.auth_fingerprint: str | None = None
-        self.auth: Any = None
+        self.credentials: Credentials | None = None
 
 
 class ExecutorPool:
@@ -104,11 +101,15 @@ class ExecutorPool:
     def _new_session(self, definition: ExecutorDefinition):
         from flowker.security.http import new_session
 
-        extra_headers = []
-        config = (definition.authentication or {}).get("config") or {}
-        if isinstance(config.get("header_name"), str):
-            extra_headers.append(config["header_name"])
-            self.redactor.add_secret_header(config["header_name"])
+        from flowker.security.redaction import SECRET_HEADER_NAMES
+
+        # The headers the auth type declares it sets: dropped on a redirect to another
+        # origin, masked in logs and step records.
+        auth_type = self.registry.auth_types.get(definition.authentication.type)
+        declared = auth_type.credential_headers(definition.authentication.config) if auth_type is not None else ()
+        extra_headers = [name for name in declared if name.lower() not in SECRET_HEADER_NAMES]
+        for name in extra_headers:
+            self.redactor.add_secret_header(name)
         return new_session(self.address_policy, secret_headers=extra_headers)
 
     @property
@@ -122,18 +123,12 @@ class ExecutorPool:
     # -- auth -------------------------------------------------------------------------
 
     def _auth(self, entry: _Entry) -> Any:
-        authentication = entry.client.definition.authentication or {}
-        auth_type, resolved = self.auth_resolution.resolve(authentication)
-        fingerprint = hashlib.sha256(
-            json.dumps([auth_type.name, resolved], sort_keys=True, default=str).encode()
-        ).hexdigest()
+        auth_type, resolved = self.auth_resolution.resolve(entry.client.definition.authentication)
         with entry.lock:
-            if entry.auth_fingerprint != fingerprint:
-                # The resolved values are checked against the type's schema only when they
-                # change: a failing check leaves no auth behind, so it fails every call.
-                entry.auth = self.auth_resolution.build(auth_type, resolved, self._auth_context())
-                entry.auth_fingerprint = fingerprint
-            return entry.auth
+            # Built (and checked against the type's schema) only when the resolved values change.
+            entry.credentials = self.auth_resolution.credentials(
+                auth_type, resolved, self._auth_context, reuse=entry.credentials)
+            return entry.credentials.auth
 
     def _box(self):
         # Loaded only when a literal (encrypted) secret is met: in development this may

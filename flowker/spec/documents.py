@@ -7,9 +7,12 @@ file and a ``POST`` go through the same checks.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from flowker.spec.problems import SourceMap
+
+if TYPE_CHECKING:
+    from flowker.auth.base import AuthenticationSpec
 
 WORKFLOW = "Workflow"
 EXECUTOR = "Executor"
@@ -63,6 +66,13 @@ class ExecutorSpec(SpecDocument):
     def auth_type(self) -> str | None:
         authentication = self.body.get("authentication")
         return authentication.get("type") if isinstance(authentication, dict) else None
+
+    @property
+    def authentication(self) -> "AuthenticationSpec":
+        """The ``authentication`` block, typed (what the runner gets from the stored spec)."""
+        from flowker.auth.base import AuthenticationSpec
+
+        return AuthenticationSpec.from_spec(self.body.get("authentication"))
 
 
 DOCUMENT_TYPES = {WORKFLOW: WorkflowSpec, EXECUTOR: ExecutorSpec}

@@ -68,8 +68,9 @@ def test_flowker_plugins_lists_packages_versions_and_types():
     hmac_line = next(line for line in lines if line.startswith("hmac "))
     assert hmac_line.split()[:4] == ["hmac", "flowker-auth-hmac", importlib.metadata.version("flowker-auth-hmac"),
                                      "hmac"]
-    oidc_line = next(line for line in lines if line.startswith("flowker.auth.oidc"))
-    assert "oidc_client_credentials, oidc_user" in oidc_line and " flowker " in oidc_line
+    # Each built-in auth type is its own plugin, named after the type.
+    oidc_line = next(line for line in lines if line.startswith("oidc_user "))
+    assert oidc_line.split()[:2] == ["oidc_user", "flowker"] and oidc_line.split()[3] == "oidc_user"
 
 
 def test_flowker_plugins_json_with_a_disabled_plugin():
@@ -78,9 +79,9 @@ def test_flowker_plugins_json_with_a_disabled_plugin():
     data = json.loads(result.output)
     assert "hmac" not in [plugin["name"] for plugin in data["plugins"]]
     assert data["disabled"] == [{"name": "hmac", "distribution": "flowker-auth-hmac"}]
-    builtin = next(p for p in data["plugins"] if p["name"] == "flowker.auth.builtin")
-    assert builtin == {"name": "flowker.auth.builtin", "distribution": "flowker", "version": builtin["version"],
-                       "authTypes": ["api_key", "basic", "bearer", "none"], "actionTypes": []}
+    builtin = next(p for p in data["plugins"] if p["name"] == "bearer")
+    assert builtin == {"name": "bearer", "distribution": "flowker", "version": builtin["version"],
+                       "authTypes": ["bearer"], "actionTypes": []}
     assert data["loadErrors"] == []
 
 

@@ -20,8 +20,8 @@ def test_the_six_built_in_auth_types_are_registered_as_plugins_of_flowker():
     assert {registry.provider_of("auth", name) for name in BUILTIN_AUTH_TYPES} == {"flowker"}
     by_name = {plugin.name: plugin for plugin in registry.plugins}
     assert set(by_name) == set(BUILTIN_PLUGINS)
-    assert set(by_name["flowker.auth.builtin"].auth_types) == {"none", "api_key", "bearer", "basic"}
-    assert by_name["flowker.auth.oidc"].auth_types == ("oidc_client_credentials", "oidc_user")
+    # One plugin per built-in auth type, named after it (FLOWKER_DISABLED_PLUGINS=bearer disables just that one).
+    assert {name: by_name[name].auth_types for name in BUILTIN_AUTH_TYPES} == {name: (name,) for name in BUILTIN_AUTH_TYPES}
     assert {"set_output", "transform", "log", "fail"} <= set(by_name["flowker.actions"].action_types)
     assert registry.load_errors == []
 
@@ -110,7 +110,7 @@ def test_a_third_party_type_reusing_a_built_in_name_fails_naming_flowker_and_the
     fake_site.add("flowker-auth-evil", ("bearer",), entry_name="evil")
     with pytest.raises(PluginError) as caught:
         load_registry(Settings(), entry_points=fake_site.entry_points())
-    assert caught.value.message == ("auth type 'bearer' is registered twice: by flowker and by flowker-auth-evil")
+    assert caught.value.message.startswith("auth type 'bearer' is registered twice: by flowker and by flowker-auth-evil")
 
 
 def test_two_distributions_using_the_same_plugin_name_fail_naming_both(fake_site):

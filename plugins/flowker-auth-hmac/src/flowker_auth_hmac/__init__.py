@@ -124,6 +124,17 @@ class HmacAuth(AuthType):
         },
     }
 
+    # What Flowker needs to know about the config, declared rather than guessed.
+    secret_fields = ("secret",)
+    url_fields = ()
+
+    def credential_headers(self, config):
+        """The three headers it sets (masked in logs, dropped on a redirect to another origin)."""
+        names = (config.get("key_id_header", DEFAULT_KEY_ID_HEADER),
+                 config.get("timestamp_header", DEFAULT_TIMESTAMP_HEADER),
+                 config.get("signature_header", DEFAULT_SIGNATURE_HEADER))
+        return tuple(name for name in names if isinstance(name, str))
+
     def build(self, config: dict, context: AuthContext) -> AuthBase:
         encoding = config.get("secret_encoding", "utf-8")
         try:

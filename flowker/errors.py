@@ -88,7 +88,7 @@ class UnprocessableEntity(FlowkerError):
 class SpecError(UnprocessableEntity):
     """A spec (YAML file or REST body) is invalid; carries every problem found.
 
-    ``problems`` is a list of :class:`flowker.spec.problems.Problem`.
+    ``problems`` is a list of :class:`flowker.validation.problems.Problem`.
     """
 
     code = ErrorCode.INVALID_SPEC

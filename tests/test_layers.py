@@ -2,7 +2,7 @@
 
 A module may import its own layer and the layers below it, never one above: every import
 counts, also the ones inside functions and under ``TYPE_CHECKING``. The modules outside the
-layers (flowker.spec, flowker.security, flowker.errors...) are not checked here.
+layers (flowker.validation, flowker.security, flowker.errors...) are not checked here.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ import pytest
 from flowker.audit.chain import Actor
 from flowker.local_server import LocalHTTPServer
 from flowker.settings import Settings
-from flowker.spec.loader import load_spec_text
+from flowker.validation.loader import load_spec_text
 
 ACTOR = Actor(type="user", id="two-runtimes", ip="127.0.0.1")
 ROUNDS = 6

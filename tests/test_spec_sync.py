@@ -60,7 +60,7 @@ def test_a_step_another_writer_already_did_identically_is_success(database, data
 
 def test_a_different_resource_of_the_same_name_still_fails(database, database_url, tmp_path):
     from flowker.catalog.spec_sync import run_changes
-    from flowker.spec.loader import load_spec_text
+    from flowker.validation.loader import load_spec_text
     from flowker.storage.models import Executor
 
     target, _, changes = _target_and_plan(database_url, tmp_path)
@@ -86,7 +86,7 @@ def test_run_installs_through_the_same_plan_enabling_executors_and_reactivating(
     assert workflow.status == "active" and workflow.version == 1
     assert Executor.get().status == "active"
 
-    from flowker.spec.loader import load_spec_text
+    from flowker.validation.loader import load_spec_text
 
     changed = load_spec_text(WORKFLOW.replace("name: sync-score", "name: sync-score\ndescription: changed"), "w.yaml")
     workflow = install_for_run(target_settings(database_url), target.executors.registry, [changed, by_kind["Executor"]],
@@ -107,7 +107,7 @@ def test_run_install_raises_the_failing_steps_error(database, database_url, tmp_
 
     from flowker.catalog.spec_sync import install_for_run
     from flowker.errors import SSRFBlockedError
-    from flowker.spec.loader import load_spec_text
+    from flowker.validation.loader import load_spec_text
     from flowker.storage.models import Workflow
 
     target, documents, _ = _target_and_plan(database_url, tmp_path)

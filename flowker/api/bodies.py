@@ -178,7 +178,7 @@ def spec_body(req: falcon.Request, kind: str):
     content_type = media_type(req)
     raw = read_body(req)
     if content_type in YAML_TYPES:
-        from flowker.spec.loader import load_spec_text
+        from flowker.validation.loader import load_spec_text
 
         try:
             text = raw.decode("utf-8-sig")
@@ -189,8 +189,8 @@ def spec_body(req: falcon.Request, kind: str):
         return document
     if content_type and content_type not in JSON_TYPES and not content_type.endswith("+json"):
         raise unsupported_media_type(content_type)
-    # Specs nest no deeper than YAML spec files may (flowker.spec.safe_yaml.MAX_DEPTH).
-    from flowker.spec.safe_yaml import MAX_DEPTH
+    # Specs nest no deeper than YAML spec files may (flowker.validation.safe_yaml.MAX_DEPTH).
+    from flowker.validation.safe_yaml import MAX_DEPTH
 
     value = parse_json(raw, max_depth=MAX_DEPTH)
     if not isinstance(value, dict):

@@ -10,7 +10,7 @@ from flowker.api.bodies import json_object, spec_body
 from flowker.api.pagination import fetch_page, parse_choice, parse_limit, resolve_sort
 from flowker.api.views import checked_id, workflow_created, workflow_view
 from flowker.errors import SpecError
-from flowker.spec.problems import Problem
+from flowker.validation.problems import Problem
 from flowker.storage.models import Workflow
 from flowker.catalog.workflows import STATUSES
 

@@ -19,8 +19,8 @@ import peewee
 import rfc8785
 
 from flowker.errors import Conflict, NotFound, SpecError, UnprocessableEntity
-from flowker.spec.documents import EXECUTOR, SpecDocument, make_document
-from flowker.spec.problems import Problem
+from flowker.validation.documents import EXECUTOR, SpecDocument, make_document
+from flowker.validation.problems import Problem
 from flowker.storage.database import write_transaction
 from flowker.storage.models import Executor, Workflow, utcnow
 from flowker.error_codes import ErrorCode
@@ -167,9 +167,9 @@ def checked_problems(document: SpecDocument, registry, executors=None) -> list:
     The semantic checks assume a body that passed the schema; should one of them fail
     on a malformed body, the schema problems are the answer (422), not a 500.
     """
-    from flowker.spec.checks import check_document
-    from flowker.spec.problems import ProblemList
-    from flowker.spec.schemas import check_schema
+    from flowker.validation.checks import check_document
+    from flowker.validation.problems import ProblemList
+    from flowker.validation.schemas import check_schema
 
     try:
         return check_document(document, registry, executors)
@@ -187,8 +187,8 @@ def refuse_secret_references(document: SpecDocument, policy) -> None:
     """422 FLK-0007 naming each field whose ``$file``/``$env`` reference the policy refuses
     (a :class:`SecretReferencePolicy`; DESIGN §6). The path, never a value."""
     from flowker.errors import SecretReferenceSpecError
-    from flowker.spec.problems import ProblemList
-    from flowker.spec.secret_reference_checks import check_secret_references
+    from flowker.validation.problems import ProblemList
+    from flowker.validation.secret_reference_checks import check_secret_references
 
     problems = ProblemList(document.source, document.locations)
     check_secret_references(document.kind, document.body, policy, problems)

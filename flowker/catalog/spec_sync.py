@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 from flowker.errors import FlowkerError
 
 if TYPE_CHECKING:
-    from flowker.spec.documents import SpecDocument
+    from flowker.validation.documents import SpecDocument
     from flowker.storage.models import Executor, Workflow
 
 Echo = Callable[..., None]
@@ -168,7 +168,7 @@ def summary(changes: list[Change]) -> str:
 def load_documents(directory: Path):
     """Every spec under ``directory`` and the problems that stopped any from loading."""
     from flowker.errors import SpecError
-    from flowker.spec.loader import find_spec_files, load_spec_file
+    from flowker.validation.loader import find_spec_files, load_spec_file
 
     documents, problems = [], []
     for path in find_spec_files(directory):
@@ -181,8 +181,8 @@ def load_documents(directory: Path):
 
 def sync(directory, backend, registry, *, activate: bool, dry_run: bool, target: str, echo: Echo = _quiet) -> bool:
     """Validate, plan, print, apply. True when everything asked for succeeded."""
-    from flowker.spec.checks import validate_documents
-    from flowker.spec.documents import ExecutorSpec
+    from flowker.validation.checks import validate_documents
+    from flowker.validation.documents import ExecutorSpec
 
     directory = Path(directory)
     documents, problems = load_documents(directory)
@@ -299,7 +299,7 @@ class LocalTarget:
         self.actor = actor or Actor("user", f"cli:{_user()}", "127.0.0.1")
 
     def reference_executors(self):
-        from flowker.spec.documents import EXECUTOR, make_document
+        from flowker.validation.documents import EXECUTOR, make_document
         from flowker.storage.models import Executor
 
         if not self.migrated:

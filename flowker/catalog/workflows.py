@@ -21,8 +21,8 @@ from typing import Any
 import peewee
 
 from flowker.errors import Conflict, NotFound, SpecError, UnprocessableEntity
-from flowker.spec.documents import WORKFLOW, SpecDocument, make_document
-from flowker.spec.problems import Problem
+from flowker.validation.documents import WORKFLOW, SpecDocument, make_document
+from flowker.validation.problems import Problem
 from flowker.storage.database import write_transaction
 from flowker.storage.models import WebhookRoute, Workflow, WorkflowVersion, utcnow
 from flowker.catalog.executors import (

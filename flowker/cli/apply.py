@@ -128,7 +128,7 @@ class RemoteTarget:
         return {key: view[key] for key in keys if key in view}
 
     def reference_executors(self):
-        from flowker.spec.documents import EXECUTOR, make_document
+        from flowker.validation.documents import EXECUTOR, make_document
 
         return [make_document(EXECUTOR, self._spec_of(view, "Executor"), f"<{self.server} executor {name}>", from_file=False)
                 for name, view in self._all("executors").items()]

@@ -22,7 +22,7 @@ from pathlib import Path
 import click
 
 from flowker.cli.common import load_settings
-from flowker.spec.loader import SPEC_SUFFIXES
+from flowker.validation.loader import SPEC_SUFFIXES
 
 MAX_INPUT_BYTES = 1024 * 1024
 
@@ -107,7 +107,7 @@ def run(ctx, file, input_value, executor_dirs, database_url):
         registry = load_registry(settings)
         if not problems:
             from flowker.security.secret_policy import SecretReferencePolicy
-            from flowker.spec.checks import validate_documents
+            from flowker.validation.checks import validate_documents
 
             problems = validate_documents(documents, registry,
                                           secret_policy=SecretReferencePolicy.from_settings(settings))
@@ -125,8 +125,8 @@ def run(ctx, file, input_value, executor_dirs, database_url):
 
 def _load(file: Path, executor_dirs: list[Path]):
     from flowker.errors import SpecError
-    from flowker.spec.documents import ExecutorSpec, WorkflowSpec
-    from flowker.spec.loader import load_spec_file
+    from flowker.validation.documents import ExecutorSpec, WorkflowSpec
+    from flowker.validation.loader import load_spec_file
 
     problems: list = []
     documents: list[ExecutorSpec | WorkflowSpec] = []

@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from flowker.cli.common import load_settings
-from flowker.spec.loader import find_spec_files
+from flowker.validation.loader import find_spec_files
 
 
 def _sibling_executor_folders(files: list[Path]) -> set[Path]:
@@ -52,10 +52,10 @@ def validate(ctx, paths, executor_dirs, quiet):
     from flowker.errors import SpecError
     from flowker.plugins import load_registry
     from flowker.security.secret_policy import SecretReferencePolicy
-    from flowker.spec.checks import validate_documents
-    from flowker.spec.documents import ExecutorSpec
-    from flowker.spec.loader import load_spec_file
-    from flowker.spec.problems import sorted_unique
+    from flowker.validation.checks import validate_documents
+    from flowker.validation.documents import ExecutorSpec
+    from flowker.validation.loader import load_spec_file
+    from flowker.validation.problems import sorted_unique
 
     if not paths:
         raise click.UsageError("give at least one file or folder to validate")

@@ -17,7 +17,7 @@ from typing import Any
 from flowker.actions import ActionType, action_config
 from flowker.errors import FlowkerError, SpecError
 from flowker.expressions import CompiledExpression, CompiledValue, ExpressionError, compile_condition, compile_value
-from flowker.spec.problems import Problem
+from flowker.validation.problems import Problem
 
 NODE_TYPES = ("trigger", "executor", "conditional", "action")
 EXECUTOR_REQUEST_PARTS = ("body", "pathParams", "query", "headers")

@@ -7,7 +7,7 @@ import pytest
 
 from flowker.audit.chain import Actor
 from flowker.errors import SpecError
-from flowker.spec.loader import load_spec_text
+from flowker.validation.loader import load_spec_text
 from flowker.storage.models import AuditEntry, WorkflowVersion
 
 ACTOR = Actor(type="user", id="flowker-apply", ip="127.0.0.1")

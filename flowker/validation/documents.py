@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
-from flowker.spec.problems import SourceMap
+from flowker.validation.problems import SourceMap
 
 if TYPE_CHECKING:
     from flowker.auth.base import AuthenticationSpec

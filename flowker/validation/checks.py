@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping
 
-from flowker.spec.documents import EXECUTOR, WORKFLOW, ExecutorSpec, SpecDocument, WorkflowSpec, make_document, normalise_kind
-from flowker.spec.executor_checks import check_executor
-from flowker.spec.expression_checks import check_expressions
-from flowker.spec.graph import check_graph, node_ids
-from flowker.spec.node_checks import check_actions, check_executor_references, check_triggers, webhook_route
-from flowker.spec.problems import Problem, ProblemList, sorted_unique
-from flowker.spec.schemas import check_schema
+from flowker.validation.documents import EXECUTOR, WORKFLOW, ExecutorSpec, SpecDocument, WorkflowSpec, make_document, normalise_kind
+from flowker.validation.executor_checks import check_executor
+from flowker.validation.expression_checks import check_expressions
+from flowker.validation.graph import check_graph, node_ids
+from flowker.validation.node_checks import check_actions, check_executor_references, check_triggers, webhook_route
+from flowker.validation.problems import Problem, ProblemList, sorted_unique
+from flowker.validation.schemas import check_schema
 
 
 # Schema validation costs tens of microseconds per value: a 1 MiB body of tiny values
@@ -56,7 +56,7 @@ def check_document(document: SpecDocument, registry, executors: Mapping | None =
         return problems.problems
     check_schema(document.kind, body, problems)
     if secret_policy is not None:
-        from flowker.spec.secret_reference_checks import check_secret_references
+        from flowker.validation.secret_reference_checks import check_secret_references
 
         check_secret_references(document.kind, body, secret_policy, problems)
     if document.kind == EXECUTOR:

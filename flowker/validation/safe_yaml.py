@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from flowker.spec.problems import PathParts, Problem, SourceMap
+from flowker.validation.problems import PathParts, Problem, SourceMap
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 

@@ -12,8 +12,8 @@ import jsonschema
 from jsonschema.exceptions import best_match
 
 from flowker.schema_tools import describe_error
-from flowker.spec.documents import EXECUTOR, WORKFLOW
-from flowker.spec.problems import ProblemList
+from flowker.validation.documents import EXECUTOR, WORKFLOW
+from flowker.validation.problems import ProblemList
 
 # A schema keyword of ours: the message for a value failing that (sub)schema's
 # pattern or length, clearer than quoting a regular expression.

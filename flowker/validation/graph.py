@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from flowker.spec.problems import ProblemList
+from flowker.validation.problems import ProblemList
 
 BRANCH_HANDLES = ("true", "false")
 

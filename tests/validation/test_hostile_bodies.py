@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flowker.plugins import load_registry
-from flowker.spec.checks import validate_body
+from flowker.validation.checks import validate_body
 
 REGISTRY = load_registry()
 

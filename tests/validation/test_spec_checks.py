@@ -8,10 +8,10 @@ import json
 import pytest
 
 from flowker.errors import SpecError
-from flowker.spec.checks import validate_body, validate_documents
-from flowker.spec.loader import load_spec_text
-from flowker.spec.problems import Problem, format_json_path, parse_path_suffix
-from flowker.spec.schemas import schema_document, schema_validator
+from flowker.validation.checks import validate_body, validate_documents
+from flowker.validation.loader import load_spec_text
+from flowker.validation.problems import Problem, format_json_path, parse_path_suffix
+from flowker.validation.schemas import schema_document, schema_validator
 
 EXECUTOR = {
     "name": "fraud-check",

@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Iterable
 
 from flowker.security.secret_policy import SecretReferencePolicy, reference_refusals
-from flowker.spec.documents import EXECUTOR
-from flowker.spec.problems import ProblemList
+from flowker.validation.documents import EXECUTOR
+from flowker.validation.problems import ProblemList
 
 
 def secret_reference_refusals(kind: str, body: dict, policy: SecretReferencePolicy) -> Iterable[tuple[tuple, str]]:

@@ -8,7 +8,7 @@ node data may hold ``${{ expr }}`` templates. Compiling goes through
 from __future__ import annotations
 
 from flowker.expressions import ExpressionError, compile_condition, iter_expressions, node_references
-from flowker.spec.problems import ProblemList, parse_path_suffix
+from flowker.validation.problems import ProblemList, parse_path_suffix
 
 MAX_MESSAGE = 300
 # Compiling costs tens of microseconds per expression: a 1 MiB body could hold 100 000

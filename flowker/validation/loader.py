@@ -3,7 +3,7 @@
 Entry points: :func:`load_spec_file` and :func:`load_spec_text`. Both raise
 :class:`flowker.errors.SpecError` listing every problem that stops the load
 (oversized file, YAML errors, anchors or aliases, duplicate keys, a missing or
-unknown ``kind``). Schema and semantic checks are :mod:`flowker.spec.checks`.
+unknown ``kind``). Schema and semantic checks are :mod:`flowker.validation.checks`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import os
 from pathlib import Path
 
 from flowker.errors import SpecError
-from flowker.spec.documents import KINDS, SpecDocument, make_document, normalise_kind
-from flowker.spec.problems import Problem
-from flowker.spec.safe_yaml import YamlRejected, read_yaml
+from flowker.validation.documents import KINDS, SpecDocument, make_document, normalise_kind
+from flowker.validation.problems import Problem
+from flowker.validation.safe_yaml import YamlRejected, read_yaml
 
 MAX_SPEC_BYTES = 256 * 1024
 SPEC_SUFFIXES = (".yaml", ".yml")

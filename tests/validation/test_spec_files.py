@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from flowker.errors import SpecError
-from flowker.spec.checks import validate_documents
-from flowker.spec.loader import load_spec_file
+from flowker.validation.checks import validate_documents
+from flowker.validation.loader import load_spec_file
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"

@@ -7,8 +7,8 @@ from __future__ import annotations
 import re
 from typing import Mapping
 
-from flowker.spec.executor_checks import known_list
-from flowker.spec.problems import ProblemList, parse_path_suffix
+from flowker.validation.executor_checks import known_list
+from flowker.validation.problems import ProblemList, parse_path_suffix
 
 _PATH_PARAMETER = re.compile(r"\{([^{}/]+)\}")
 

@@ -7,9 +7,9 @@ import time
 import pytest
 
 from flowker.errors import SpecError
-from flowker.spec.documents import ExecutorSpec, WorkflowSpec
-from flowker.spec.loader import MAX_SPEC_BYTES, load_spec_file, load_spec_text
-from flowker.spec.safe_yaml import MAX_DEPTH, resolve_plain_scalar
+from flowker.validation.documents import ExecutorSpec, WorkflowSpec
+from flowker.validation.loader import MAX_SPEC_BYTES, load_spec_file, load_spec_text
+from flowker.validation.safe_yaml import MAX_DEPTH, resolve_plain_scalar
 
 MINIMAL_WORKFLOW = """\
 kind: Workflow

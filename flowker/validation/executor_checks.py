@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flowker.spec.problems import ProblemList, parse_path_suffix
+from flowker.validation.problems import ProblemList, parse_path_suffix
 
 FILE_SECRET_REFERENCE_KEYS = ("$env", "$file")
 

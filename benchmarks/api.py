@@ -55,15 +55,24 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import load_tools  # noqa: E402
 from benchmarks.load_tools import (  # noqa: E402,F401 - re-exported for other benchmark scripts
-    CpuShare, WrkResult, cpu_seconds, find_wrk, machine_cpu, postgres_pids, process_tree,
+    CpuShare,
+    WrkResult,
+    cpu_seconds,
+    find_wrk,
+    machine_cpu,
+    postgres_pids,
+    process_tree,
 )
+
 API_KEY = "benchmark-api-key-0123456789"
 STUB_TOKEN = "benchmark-stub-token"
 LISTENING = re.compile(r"Flowker listening on (http://\S+)")
 STUB_BODY = json.dumps({"score": 42, "decision": "ALLOW"}).encode()
 STUB_RESPONSE = (
     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-    + str(len(STUB_BODY)).encode() + b"\r\nConnection: keep-alive\r\n\r\n" + STUB_BODY
+    + str(len(STUB_BODY)).encode()
+    + b"\r\nConnection: keep-alive\r\n\r\n"
+    + STUB_BODY
 )
 
 
@@ -113,12 +122,32 @@ def start_stub() -> tuple[multiprocessing.Process, int]:
 class Server:
     def __init__(self, database_url: str, workers: int, threads: int):
         env = {key: value for key, value in os.environ.items() if not key.startswith("FLOWKER_")}
-        env.update(FLOWKER_DATABASE_URL=database_url, FLOWKER_API_KEYS=f"bench:{API_KEY}",
-                   BENCHMARK_STUB_TOKEN=STUB_TOKEN, PYTHONUNBUFFERED="1")
+        env.update(
+            FLOWKER_DATABASE_URL=database_url,
+            FLOWKER_API_KEYS=f"bench:{API_KEY}",
+            BENCHMARK_STUB_TOKEN=STUB_TOKEN,
+            PYTHONUNBUFFERED="1",
+        )
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "flowker", "serve", "--bind", "127.0.0.1:0", "--workers", str(workers),
-             "--threads", str(threads), "--drain-seconds", "0"],
-            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-m",
+                "flowker",
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+                "--workers",
+                str(workers),
+                "--threads",
+                str(threads),
+                "--drain-seconds",
+                "0",
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -191,21 +220,36 @@ def wait_ready(url: str, timeout: float = 60.0) -> None:
 def create_workflow(url: str, stub_port: int) -> str:
     client = Client(url)
     executor = {
-        "kind": "Executor", "name": "bench-stub", "baseUrl": f"http://127.0.0.1:{stub_port}",
+        "kind": "Executor",
+        "name": "bench-stub",
+        "baseUrl": f"http://127.0.0.1:{stub_port}",
         "endpoints": [{"name": "score", "path": "/score", "method": "POST", "timeout": 10}],
         "authentication": {"type": "bearer", "config": {"token": {"$env": "BENCHMARK_STUB_TOKEN"}}},
     }
     status, body = client.call("POST", "/v1/executors", executor)
     assert status == 201, (status, body)
     workflow = {
-        "kind": "Workflow", "name": "bench-3-nodes",
+        "kind": "Workflow",
+        "name": "bench-3-nodes",
         "nodes": [
             {"id": "start", "type": "trigger", "data": {"triggerType": "manual"}},
-            {"id": "score", "type": "executor", "data": {
-                "executor": "bench-stub", "endpoint": "score",
-                "body": {"orderId": "${{ workflow.orderId }}", "amount": "${{ workflow.amount }}"}}},
-            {"id": "out", "type": "action", "data": {"actionType": "set_output", "output": {
-                "orderId": "${{ workflow.orderId }}", "score": "${{ nodes.score.body.score }}"}}},
+            {
+                "id": "score",
+                "type": "executor",
+                "data": {
+                    "executor": "bench-stub",
+                    "endpoint": "score",
+                    "body": {"orderId": "${{ workflow.orderId }}", "amount": "${{ workflow.amount }}"},
+                },
+            },
+            {
+                "id": "out",
+                "type": "action",
+                "data": {
+                    "actionType": "set_output",
+                    "output": {"orderId": "${{ workflow.orderId }}", "score": "${{ nodes.score.body.score }}"},
+                },
+            },
         ],
         "edges": [{"source": "start", "target": "score"}, {"source": "score", "target": "out"}],
     }
@@ -221,15 +265,16 @@ def create_workflow(url: str, stub_port: int) -> str:
 # --------------------------------------------------------------------------- CPU and wrk (benchmarks/load_tools.py)
 
 
-def run_wrk(url: str, workflow_id: str, seconds: float, connections: int, *, wrk: str = "wrk",
-            threads: int = 1, on_start=None) -> WrkResult:
+def run_wrk(
+    url: str, workflow_id: str, seconds: float, connections: int, *, wrk: str = "wrk", threads: int = 1, on_start=None
+) -> WrkResult:
     """wrk POSTing executions of ``workflow_id`` to one server (see :mod:`benchmarks.load_tools`)."""
-    return load_tools.run_wrk(url, workflow_id, seconds, connections, api_key=API_KEY, wrk=wrk, threads=threads,
-                              on_start=on_start)
+    return load_tools.run_wrk(
+        url, workflow_id, seconds, connections, api_key=API_KEY, wrk=wrk, threads=threads, on_start=on_start
+    )
 
 
-def run_wrk_all(urls: list[str], workflow_id: str, seconds: float, connections: int, *,
-                wrk: str = "wrk") -> WrkResult:
+def run_wrk_all(urls: list[str], workflow_id: str, seconds: float, connections: int, *, wrk: str = "wrk") -> WrkResult:
     """One wrk per server at once, results summed (see :mod:`benchmarks.load_tools`)."""
     return load_tools.run_wrk_all(urls, workflow_id, seconds, connections, api_key=API_KEY, wrk=wrk)
 
@@ -245,8 +290,12 @@ class FreshPostgresSchema:
         self.base = url
         self.name = f"flowker_bench_{os.getpid()}_{int(time.time())}"
         parts = urlsplit(url)
-        self.dsn = dict(host=parts.hostname or "127.0.0.1", port=parts.port or 5432,
-                        user=parts.username or "postgres", dbname=parts.path.lstrip("/") or "postgres")
+        self.dsn = dict(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 5432,
+            user=parts.username or "postgres",
+            dbname=parts.path.lstrip("/") or "postgres",
+        )
         if parts.password:
             self.dsn["password"] = parts.password
 
@@ -342,8 +391,12 @@ def verify_chain(url: str) -> tuple[bool, int, float]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto",
-                        help="load generator: wrk (C, installed from Debian if missing) or Python threads")
+    parser.add_argument(
+        "--generator",
+        choices=("auto", "wrk", "python"),
+        default="auto",
+        help="load generator: wrk (C, installed from Debian if missing) or Python threads",
+    )
     parser.add_argument("--seconds", type=float, default=15.0, help="wrk: how long to send")
     parser.add_argument("--requests", type=int, default=5000, help="python: executions to send after the warm-up")
     parser.add_argument("--warmup", type=int, default=300)
@@ -353,15 +406,21 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="threads per gunicorn worker")
     parser.add_argument("--max-seconds", type=float, default=120.0, help="python: stop sending after this long")
     parser.add_argument("--database-url", help="default: SQLite in a temporary folder")
-    parser.add_argument("--postgres", metavar="URL",
-                        help="PostgreSQL database to run on, in a fresh schema made (and dropped) for this run")
-    parser.add_argument("--servers", type=int, default=1,
-                        help="flowker serve processes on the same database (each --workers workers); wrk only")
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="PostgreSQL database to run on, in a fresh schema made (and dropped) for this run",
+    )
+    parser.add_argument(
+        "--servers",
+        type=int,
+        default=1,
+        help="flowker serve processes on the same database (each --workers workers); wrk only",
+    )
     args = parser.parse_args(argv)
     if args.postgres:
         with FreshPostgresSchema(args.postgres) as url:
-            return main([*(argv if argv is not None else sys.argv[1:]), "--database-url", url,
-                         "--postgres", ""])
+            return main([*(argv if argv is not None else sys.argv[1:]), "--database-url", url, "--postgres", ""])
 
     wrk = None
     if args.generator in ("auto", "wrk"):
@@ -394,14 +453,17 @@ def main(argv=None) -> int:
 
         for other in servers[1:]:
             Load(other.url, workflow_id, args.warmup // 2, args.max_seconds).run(args.concurrency)
-        cpu = CpuShare({"server": lambda: [pid for one in servers for pid in process_tree(one.process.pid)],
-                        "stub": lambda: [stub.pid],
-                        **({"postgres": postgres_pids} if backend == "PostgreSQL" else {})})
+        cpu = CpuShare(
+            {
+                "server": lambda: [pid for one in servers for pid in process_tree(one.process.pid)],
+                "stub": lambda: [stub.pid],
+                **({"postgres": postgres_pids} if backend == "PostgreSQL" else {}),
+            }
+        )
         with cpu:
             if wrk is not None:
                 children = resource.getrusage(resource.RUSAGE_CHILDREN)
-                result = run_wrk_all([one.url for one in servers], workflow_id, args.seconds, args.concurrency,
-                                     wrk=wrk)
+                result = run_wrk_all([one.url for one in servers], workflow_id, args.seconds, args.concurrency, wrk=wrk)
                 reaped = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk, the only child reaped meanwhile
                 cpu.finish({"wrk": reaped.ru_utime + reaped.ru_stime - children.ru_utime - children.ru_stime})
                 done, elapsed, errors = result.completed, result.seconds, result.errors
@@ -416,22 +478,29 @@ def main(argv=None) -> int:
                 done, errors = len(load.latencies), len(load.errors)
                 latency = {}
                 if done:
-                    latency = {name: 1000 * percentile(load.latencies, q)
-                               for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))}
+                    latency = {
+                        name: 1000 * percentile(load.latencies, q)
+                        for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))
+                    }
                     latency["mean"] = 1000 * statistics.fmean(load.latencies)
                 first_error = load.errors[0] if load.errors else ""
                 client = f"Python, {args.concurrency} threads (keep-alive)"
         valid, checked, verify_seconds = verify_chain(server.url)
 
-        print(f"flowker serve: {args.servers} server(s) x {args.workers} gthread workers x {args.threads} threads "
-              f"on {backend}; "
-              f"{os.cpu_count()} CPUs; load average before: {load_before:.2f}; client: {client}")
+        print(
+            f"flowker serve: {args.servers} server(s) x {args.workers} gthread workers x {args.threads} threads "
+            f"on {backend}; "
+            f"{os.cpu_count()} CPUs; load average before: {load_before:.2f}; client: {client}"
+        )
         print("workflow: trigger -> executor call (local stub) -> set_output, synchronous (201 when finished)")
         rate = done / elapsed if elapsed else 0.0
         print(f"executions completed: {done} in {elapsed:.2f} s  ->  {rate:.0f} executions/s")
         if latency:
-            print("latency ms: p50 {p50:.1f}  p90 {p90:.1f}  p99 {p99:.1f}  max {max:.1f}  mean {mean:.1f}".format(
-                **latency))
+            print(
+                "latency ms: p50 {p50:.1f}  p90 {p90:.1f}  p99 {p99:.1f}  max {max:.1f}  mean {mean:.1f}".format(
+                    **latency
+                )
+            )
         print(f"errors: {errors}" + (f" ({first_error})" if errors else ""))
         for line in cpu.lines(done):
             print(line)

@@ -106,9 +106,16 @@ def append_many(url: str, count: int, signing_key=None, worker: int = 0) -> None
     log = AuditLog(database, signing_key=signing_key, checkpoint_interval=CHECKPOINT_INTERVAL)
     try:
         for i in range(count):
-            log.append("STEP_COMPLETED", "EXECUTE", "SUCCESS", "execution", f"exec-{worker}",
-                       actor=ACTOR, context={"requestId": f"req-{i}"},
-                       metadata={"node": "score", "durationMs": 12, "attempt": 1, "worker": worker})
+            log.append(
+                "STEP_COMPLETED",
+                "EXECUTE",
+                "SUCCESS",
+                "execution",
+                f"exec-{worker}",
+                actor=ACTOR,
+                context={"requestId": f"req-{i}"},
+                metadata={"node": "score", "durationMs": 12, "attempt": 1, "worker": worker},
+            )
     finally:
         close(database)
 
@@ -173,30 +180,63 @@ def _entries(count: int, signing_key):
         moment = base + sequence / 1000
         timestamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment)) + f".{int(moment * 1000) % 1000:03d}Z"
         event_id = str(uuid.uuid4())
-        canonical = _FAST_CANONICAL.format(event_id=event_id, resource_id=resource_id, sequence=sequence,
-                                           timestamp=timestamp)
+        canonical = _FAST_CANONICAL.format(
+            event_id=event_id, resource_id=resource_id, sequence=sequence, timestamp=timestamp
+        )
         if sequence % 997 == 1:
-            real = canonical_text(build_document(
-                sequence=sequence, event_id=event_id, event_type="STEP_COMPLETED", action="EXECUTE",
-                result="SUCCESS", resource_type="execution", resource_id=resource_id, actor_type="api_key",
-                actor_id="ci-bot", actor_ip="127.0.0.1", timestamp=timestamp,
-                context={"requestId": f"req-{sequence}"},
-                metadata={"attempt": 1, "durationMs": 12, "node": "score", "workflow.id": resource_id}))
+            real = canonical_text(
+                build_document(
+                    sequence=sequence,
+                    event_id=event_id,
+                    event_type="STEP_COMPLETED",
+                    action="EXECUTE",
+                    result="SUCCESS",
+                    resource_type="execution",
+                    resource_id=resource_id,
+                    actor_type="api_key",
+                    actor_id="ci-bot",
+                    actor_ip="127.0.0.1",
+                    timestamp=timestamp,
+                    context={"requestId": f"req-{sequence}"},
+                    metadata={"attempt": 1, "durationMs": 12, "node": "score", "workflow.id": resource_id},
+                )
+            )
             assert real == canonical, "the benchmark's canonical template drifted from rfc8785"
         digest = hashlib.sha256((previous + canonical).encode("utf-8")).hexdigest()
-        yield (sequence, event_id, "STEP_COMPLETED", "EXECUTE", "SUCCESS", "execution", resource_id,
-               "api_key", "ci-bot", "127.0.0.1", timestamp, canonical, previous, digest)
+        yield (
+            sequence,
+            event_id,
+            "STEP_COMPLETED",
+            "EXECUTE",
+            "SUCCESS",
+            "execution",
+            resource_id,
+            "api_key",
+            "ci-bot",
+            "127.0.0.1",
+            timestamp,
+            canonical,
+            previous,
+            digest,
+        )
         previous = digest
 
 
 def _entry_indexes(database) -> list[tuple[str, str]]:
     if is_postgres(database):
-        return list(database.execute_sql(
-            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s AND schemaname = current_schema() "
-            "AND indexname NOT LIKE %s", (store.ENTRY_TABLE, "%pkey")).fetchall())
-    return list(database.execute_sql(
-        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL",
-        (store.ENTRY_TABLE,)).fetchall())
+        return list(
+            database.execute_sql(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s AND schemaname = current_schema() "
+                "AND indexname NOT LIKE %s",
+                (store.ENTRY_TABLE, "%pkey"),
+            ).fetchall()
+        )
+    return list(
+        database.execute_sql(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL",
+            (store.ENTRY_TABLE,),
+        ).fetchall()
+    )
 
 
 def bulk_load(url: str, count: int, signing_key) -> float:
@@ -221,11 +261,16 @@ def bulk_load(url: str, count: int, signing_key) -> float:
                     if is_postgres(database):
                         from psycopg2.extras import execute_values
 
-                        execute_values(database.cursor(), f"INSERT INTO {store.ENTRY_TABLE} ({columns}) VALUES %s",
-                                       batch, page_size=5000)
+                        execute_values(
+                            database.cursor(),
+                            f"INSERT INTO {store.ENTRY_TABLE} ({columns}) VALUES %s",
+                            batch,
+                            page_size=5000,
+                        )
                     else:
                         database.cursor().executemany(
-                            f"INSERT INTO {store.ENTRY_TABLE} ({columns}) VALUES ({', '.join(['?'] * 14)})", batch)
+                            f"INSERT INTO {store.ENTRY_TABLE} ({columns}) VALUES ({', '.join(['?'] * 14)})", batch
+                        )
                 batch.clear()
 
             for row in _entries(count, signing_key):
@@ -240,9 +285,14 @@ def bulk_load(url: str, count: int, signing_key) -> float:
             with database.atomic():
                 previous = cp.GENESIS_CHECKPOINT_HASH
                 for sequence, head_hash in heads.items():
-                    signed = cp.sign(signing_key, sequence=sequence, head_hash=head_hash,
-                                     interval=CHECKPOINT_INTERVAL, created_at="2026-01-01T00:00:00.000Z",
-                                     previous_checkpoint_hash=previous)
+                    signed = cp.sign(
+                        signing_key,
+                        sequence=sequence,
+                        head_hash=head_hash,
+                        interval=CHECKPOINT_INTERVAL,
+                        created_at="2026-01-01T00:00:00.000Z",
+                        previous_checkpoint_hash=previous,
+                    )
                     store.insert_checkpoint(database, signed.to_row())
                     previous = signed.hash
             if is_postgres(database):
@@ -256,8 +306,9 @@ def verify_rate(url: str, count: int, signing_key) -> tuple[float, float]:
     database = open_database(url)
     try:
         started = time.perf_counter()
-        result = verify_database(database, public_keys=cp.keys_by_id([signing_key]),
-                                 checkpoint_interval=CHECKPOINT_INTERVAL)
+        result = verify_database(
+            database, public_keys=cp.keys_by_id([signing_key]), checkpoint_interval=CHECKPOINT_INTERVAL
+        )
         elapsed = time.perf_counter() - started
     finally:
         close(database)
@@ -285,8 +336,10 @@ def run_backend(backend: str, args, postgres_url: str | None, signing_key) -> No
             print(f"bulk-loaded {args.verify_entries:,} entries in {loaded:.1f} s")
             for attempt in range(args.verify_runs):
                 rate, elapsed = verify_rate(url, args.verify_entries, signing_key)
-                print(f"verify (run {attempt + 1}):                   {rate:10,.0f} entries/s  "
-                      f"({args.verify_entries:,} entries in {elapsed:.2f} s, hashes, links, columns, signatures)")
+                print(
+                    f"verify (run {attempt + 1}):                   {rate:10,.0f} entries/s  "
+                    f"({args.verify_entries:,} entries in {elapsed:.2f} s, hashes, links, columns, signatures)"
+                )
     finally:
         scratch.cleanup()
 
@@ -299,7 +352,9 @@ def main(argv=None) -> None:
     parser.add_argument("--verify-runs", type=int, default=2, help="verification runs (the first warms caches)")
     parser.add_argument("--backends", default="sqlite,postgresql")
     args = parser.parse_args(argv)
-    postgres_url = (os.environ.get("FLOWKER_BENCH_POSTGRES_URL") or os.environ.get("FLOWKER_TEST_POSTGRES_URL") or "").strip()
+    postgres_url = (
+        os.environ.get("FLOWKER_BENCH_POSTGRES_URL") or os.environ.get("FLOWKER_TEST_POSTGRES_URL") or ""
+    ).strip()
     signing_key = cp.generate_signing_key()
     print(f"audit chain benchmark: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:

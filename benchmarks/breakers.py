@@ -44,8 +44,10 @@ def main() -> None:
             CountingStore.changes += 1
             return super().change(executor_id, transition)
 
-    print(f"database: {url.split('?')[0] if url.startswith('postgres') else 'sqlite'}; "
-          f"load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"database: {url.split('?')[0] if url.startswith('postgres') else 'sqlite'}; "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
     with database.connection_context():
         for label, shared in (("process-local", None), ("shared", CountingStore())):
             breaker = BreakerBoard(5, 30, shared=shared).get(f"bench-{label}", "bench")
@@ -53,8 +55,10 @@ def main() -> None:
             for _ in range(options.calls):
                 breaker.call_guarded(int)
             elapsed = time.perf_counter() - started
-            print(f"closed breaker, {label:>13}: {elapsed / options.calls * 1e6:6.2f} us per call over "
-                  f"{elapsed:.2f} s; queries {CountingStore.reads + CountingStore.changes}")
+            print(
+                f"closed breaker, {label:>13}: {elapsed / options.calls * 1e6:6.2f} us per call over "
+                f"{elapsed:.2f} s; queries {CountingStore.reads + CountingStore.changes}"
+            )
 
         breaker = BreakerBoard(options.failures + 1, 30, shared=CountingStore()).get("bench-failures", "bench")
 
@@ -68,8 +72,10 @@ def main() -> None:
             except NetworkError:
                 pass
         elapsed = time.perf_counter() - started
-        print(f"one failure recorded in the shared row: {elapsed / options.failures * 1e3:.3f} ms "
-              f"(a read and a write transaction)")
+        print(
+            f"one failure recorded in the shared row: {elapsed / options.failures * 1e3:.3f} ms "
+            f"(a read and a write transaction)"
+        )
     close_database(database)
 
 

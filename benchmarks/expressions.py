@@ -47,9 +47,12 @@ def main() -> None:
     sandbox = ExpressionSandbox()
     try:
         started = time.perf_counter()
-        compile_condition("workflow.items.exists(i, true)").evaluate(Variables(
-            {"workflow": INPUT, "nodes": {}, "execution": {}},
-            EvaluationBudget(60.0, sandbox=sandbox, deadline=time.monotonic() + 60)))
+        compile_condition("workflow.items.exists(i, true)").evaluate(
+            Variables(
+                {"workflow": INPUT, "nodes": {}, "execution": {}},
+                EvaluationBudget(60.0, sandbox=sandbox, deadline=time.monotonic() + 60),
+            )
+        )
         print(f"first isolated evaluation (starts the evaluator): {(time.perf_counter() - started) * 1000:.0f} ms")
         for source in EXPRESSIONS:
             expression = compile_condition(source)
@@ -58,7 +61,9 @@ def main() -> None:
                     continue  # plain expressions never leave the worker
                 budget = EvaluationBudget(3600.0, sandbox=pool, deadline=time.monotonic() + 3600)
                 data = Variables({"workflow": INPUT, "nodes": {}, "execution": {}}, budget)
-                p50, p99 = timed(lambda expression=expression, data=data: expression.evaluate(data), options.evaluations)
+                p50, p99 = timed(
+                    lambda expression=expression, data=data: expression.evaluate(data), options.evaluations
+                )
                 print(f"{source:45s} {where:16s} p50={p50:.3f} ms  p99={p99:.3f} ms")
     finally:
         sandbox.close()

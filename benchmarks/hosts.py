@@ -134,7 +134,7 @@ def sweep(parent: str) -> None:
     for entry in entries:
         if not entry.startswith(PREFIX):
             continue
-        owner = entry[len(PREFIX):].split("-", 1)[0]
+        owner = entry[len(PREFIX) :].split("-", 1)[0]
         if owner.isdigit() and not os.path.exists(f"/proc/{owner}"):
             _remove(os.path.join(parent, entry), parent)
 
@@ -276,10 +276,12 @@ class HostMeter:
         "connections" (per worker)} over ``seconds``."""
         now = self.budget.stat()
         periods = now["nr_periods"] - self.stat["nr_periods"]
-        return {"budget": self.budget.cores,
-                "cores_used": (cpu_seconds(process_tree(self.server.process.pid)) - self.used) / seconds,
-                "throttled": (now["nr_throttled"] - self.stat["nr_throttled"]) / periods if periods else 0.0,
-                "connections": self.connections}
+        return {
+            "budget": self.budget.cores,
+            "cores_used": (cpu_seconds(process_tree(self.server.process.pid)) - self.used) / seconds,
+            "throttled": (now["nr_throttled"] - self.stat["nr_throttled"]) / periods if periods else 0.0,
+            "connections": self.connections,
+        }
 
 
 def client_connections(pid: int, port: int) -> int:
@@ -306,16 +308,22 @@ def client_connections(pid: int, port: int) -> int:
 def host_use(result) -> str:
     """Each server's CPU use against its budget, and whether the budgets were the bound:
     "0.59/0.60 CPUs (throttled in 93% of periods); servers at their budget"."""
-    used = ", ".join(f"{host['cores_used']:.2f}/{host['budget']:.2f} CPUs (throttled in "
-                     f"{100 * host['throttled']:.0f}% of periods, client connections per worker "
-                     f"{'/'.join(map(str, host.get('connections') or ['?']))})" for host in result.hosts)
+    used = ", ".join(
+        f"{host['cores_used']:.2f}/{host['budget']:.2f} CPUs (throttled in "
+        f"{100 * host['throttled']:.0f}% of periods, client connections per worker "
+        f"{'/'.join(map(str, host.get('connections') or ['?']))})"
+        for host in result.hosts
+    )
     if all(host["cores_used"] >= 0.9 * host["budget"] for host in result.hosts):
         return used + "; servers at their budget"
     # Below budget: something else set the pace: the machine's CPU (shared with PostgreSQL
     # and any other process), the audit chain's lock, or a worker left without connections.
     waiters = result.audit_lock_waiters
-    return used + (f"; servers BELOW their budget (machine {100 * (result.cpu_busy or 0):.0f}% busy"
-                   + (f", {waiters:.1f} sessions waiting for the audit lock" if waiters is not None else "") + ")")
+    return used + (
+        f"; servers BELOW their budget (machine {100 * (result.cpu_busy or 0):.0f}% busy"
+        + (f", {waiters:.1f} sessions waiting for the audit lock" if waiters is not None else "")
+        + ")"
+    )
 
 
 # --------------------------------------------------------------------------- self-check
@@ -351,8 +359,10 @@ def self_check(cores: float, seconds: float) -> int:
         throttled = stat_after["nr_throttled"] - stat_before["nr_throttled"]
         print(f"cgroup {budget.version} {budget.path}: quota {budget.quota_us} us per {budget.period_us} us")
         print(f"processes in the budget: {inside} (the second one forked after the move)")
-        print(f"two spinning processes used {used:.2f} CPUs with a budget of {cores:.2f} "
-              f"(throttled in {throttled} of {periods} periods)")
+        print(
+            f"two spinning processes used {used:.2f} CPUs with a budget of {cores:.2f} "
+            f"(throttled in {throttled} of {periods} periods)"
+        )
     left = os.path.exists(budget.parent and os.path.join(budget.parent, budget.name))
     print(f"cgroup removed afterwards: {not left}")
     ok = len(inside) == 2 and all(inside.values()) and used <= cores * 1.15 and not left

@@ -187,17 +187,38 @@ class WrkResult:
         return self.bad + self.socket_errors
 
 
-def run_wrk(url: str, workflow_id: str, seconds: float, connections: int, *, api_key: str, wrk: str = "wrk",
-            threads: int = 1, on_start=None) -> WrkResult:
+def run_wrk(
+    url: str,
+    workflow_id: str,
+    seconds: float,
+    connections: int,
+    *,
+    api_key: str,
+    wrk: str = "wrk",
+    threads: int = 1,
+    on_start=None,
+) -> WrkResult:
     """``wrk`` POSTing executions with distinct bodies for ``seconds`` over ``connections``
     keep-alive connections. ``on_start(pid)`` is called once wrk runs (CPU accounting)."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_SCRIPT % {"key": api_key})
     try:
         process = subprocess.Popen(
-            [wrk, f"-t{threads}", f"-c{max(connections, threads)}", f"-d{max(1, int(round(seconds)))}s",
-             "--timeout", "30s", "-s", script.name, f"{url}/v1/workflows/{workflow_id}/executions"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [
+                wrk,
+                f"-t{threads}",
+                f"-c{max(connections, threads)}",
+                f"-d{max(1, int(round(seconds)))}s",
+                "--timeout",
+                "30s",
+                "-s",
+                script.name,
+                f"{url}/v1/workflows/{workflow_id}/executions",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         if on_start is not None:
             on_start(process.pid)
         output, _ = process.communicate(timeout=seconds + 120)
@@ -212,8 +233,9 @@ def run_wrk(url: str, workflow_id: str, seconds: float, connections: int, *, api
     return WrkResult(data["requests"], data["bad"], socket_errors, data["seconds"], latencies)
 
 
-def run_wrk_all(urls: list[str], workflow_id: str, seconds: float, connections: int, *, api_key: str,
-                wrk: str = "wrk") -> WrkResult:
+def run_wrk_all(
+    urls: list[str], workflow_id: str, seconds: float, connections: int, *, api_key: str, wrk: str = "wrk"
+) -> WrkResult:
     """One wrk per server URL at once (connections split between them); results summed.
     Latency percentiles are the worst server's (conservative)."""
     results: list[WrkResult | None] = [None] * len(urls)
@@ -232,5 +254,10 @@ def run_wrk_all(urls: list[str], workflow_id: str, seconds: float, connections: 
     latencies = {key: max(result.latencies_ms[key] for result in results) for key in ("p50", "p90", "p99", "max")}
     total = sum(result.requests for result in results)
     latencies["mean"] = sum(result.latencies_ms["mean"] * result.requests for result in results) / max(1, total)
-    return WrkResult(total, sum(result.bad for result in results), sum(result.socket_errors for result in results),
-                     max(result.seconds for result in results), latencies)
+    return WrkResult(
+        total,
+        sum(result.bad for result in results),
+        sum(result.socket_errors for result in results),
+        max(result.seconds for result in results),
+        latencies,
+    )

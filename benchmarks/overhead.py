@@ -38,14 +38,30 @@ class Overhead:
 
 def three_node_workflow() -> dict:
     """The REST benchmark's workflow: trigger -> one executor call -> set_output."""
-    return {"name": "bench-3-nodes", "nodes": [
-        {"id": "start", "type": "trigger", "data": {"triggerType": "manual"}},
-        {"id": "score", "type": "executor", "data": {
-            "executor": STUB_EXECUTOR, "endpoint": "score",
-            "body": {"orderId": "${{ workflow.orderId }}", "amount": "${{ workflow.amount }}"}}},
-        {"id": "out", "type": "action", "data": {"actionType": "set_output", "output": {
-            "orderId": "${{ workflow.orderId }}", "score": "${{ nodes.score.body.score }}"}}},
-    ], "edges": [{"source": "start", "target": "score"}, {"source": "score", "target": "out"}]}
+    return {
+        "name": "bench-3-nodes",
+        "nodes": [
+            {"id": "start", "type": "trigger", "data": {"triggerType": "manual"}},
+            {
+                "id": "score",
+                "type": "executor",
+                "data": {
+                    "executor": STUB_EXECUTOR,
+                    "endpoint": "score",
+                    "body": {"orderId": "${{ workflow.orderId }}", "amount": "${{ workflow.amount }}"},
+                },
+            },
+            {
+                "id": "out",
+                "type": "action",
+                "data": {
+                    "actionType": "set_output",
+                    "output": {"orderId": "${{ workflow.orderId }}", "score": "${{ nodes.score.body.score }}"},
+                },
+            },
+        ],
+        "edges": [{"source": "start", "target": "score"}, {"source": "score", "target": "out"}],
+    }
 
 
 def ten_calls_workflow() -> dict:
@@ -54,13 +70,29 @@ def ten_calls_workflow() -> dict:
     edges, previous = [], "start"
     for index in range(10):
         node_id = f"call{index}"
-        nodes.append({"id": node_id, "type": "executor", "data": {
-            "executor": STUB_EXECUTOR, "endpoint": "score",
-            "body": {"orderId": "${{ workflow.orderId }}", "step": index}}})
+        nodes.append(
+            {
+                "id": node_id,
+                "type": "executor",
+                "data": {
+                    "executor": STUB_EXECUTOR,
+                    "endpoint": "score",
+                    "body": {"orderId": "${{ workflow.orderId }}", "step": index},
+                },
+            }
+        )
         edges.append({"source": previous, "target": node_id})
         previous = node_id
-    nodes.append({"id": "out", "type": "action", "data": {"actionType": "set_output", "output": {
-        "orderId": "${{ workflow.orderId }}", "score": f"${{{{ nodes.{previous}.body.score }}}}"}}})
+    nodes.append(
+        {
+            "id": "out",
+            "type": "action",
+            "data": {
+                "actionType": "set_output",
+                "output": {"orderId": "${{ workflow.orderId }}", "score": f"${{{{ nodes.{previous}.body.score }}}}"},
+            },
+        }
+    )
     edges.append({"source": previous, "target": "out"})
     return {"name": "bench-ten-calls", "nodes": nodes, "edges": edges}
 
@@ -93,10 +125,20 @@ def service_on(stub_url: str, database_url: str | None = None):
         service = ExecutionService(settings, load_registry(settings))
         try:
             with database.connection_context():
-                Executor.create(name=STUB_EXECUTOR, base_url=stub_url, spec_hash="bench", spec={
-                    "name": STUB_EXECUTOR, "baseUrl": stub_url,
-                    "endpoints": [{"name": "score", "path": "/score", "method": "POST"}],
-                    "authentication": {"type": "bearer", "config": {"token": {"$env": runner_bench.TOKEN_VARIABLE}}}})
+                Executor.create(
+                    name=STUB_EXECUTOR,
+                    base_url=stub_url,
+                    spec_hash="bench",
+                    spec={
+                        "name": STUB_EXECUTOR,
+                        "baseUrl": stub_url,
+                        "endpoints": [{"name": "score", "path": "/score", "method": "POST"}],
+                        "authentication": {
+                            "type": "bearer",
+                            "config": {"token": {"$env": runner_bench.TOKEN_VARIABLE}},
+                        },
+                    },
+                )
                 yield service
         finally:
             service.close()

@@ -72,9 +72,16 @@ def peer_python(install: bool) -> Path | None:
 def peer_environment(home: str) -> dict:
     """No API URL (ephemeral mode), state under ``home``, no telemetry, quiet logs."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("PREFECT_", "FLOWKER_"))}
-    env.update(PREFECT_HOME=home, DO_NOT_TRACK="1", PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               PREFECT_LOGGING_LEVEL="WARNING", PREFECT_LOGGING_TO_API_ENABLED="false",
-               PREFECT_SERVER_LOGGING_LEVEL="WARNING", NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+    env.update(
+        PREFECT_HOME=home,
+        DO_NOT_TRACK="1",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_LOGGING_LEVEL="WARNING",
+        PREFECT_LOGGING_TO_API_ENABLED="false",
+        PREFECT_SERVER_LOGGING_LEVEL="WARNING",
+        NO_PROXY="127.0.0.1,localhost",
+        no_proxy="127.0.0.1,localhost",
+    )
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         env.pop(name, None)
     return env
@@ -95,7 +102,11 @@ def run(runs: int = 20, warmup: int = 3, *, install: bool = False, timeout: floa
         with tempfile.TemporaryDirectory(prefix="flowker-peer-") as home:
             completed = subprocess.run(
                 [str(python), str(PEER_SCRIPT), "--stub-url", stub_url, "--runs", str(runs), "--warmup", str(warmup)],
-                env=peer_environment(home), capture_output=True, text=True, timeout=timeout)
+                env=peer_environment(home),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
         if completed.returncode != 0:
             result.note = "peer run failed: " + (completed.stderr or completed.stdout).strip()[-500:]
             return result

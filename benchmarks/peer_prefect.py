@@ -60,8 +60,11 @@ def main(argv=None) -> int:
             startup = wall
         if number >= args.warmup:
             samples.append((wall - inside_calls[0]) * 1000.0 / STEPS)
-    print(json.dumps({"engine": f"prefect {prefect.__version__}", "samples": samples, "startup_seconds": startup,
-                      "steps": STEPS}))
+    print(
+        json.dumps(
+            {"engine": f"prefect {prefect.__version__}", "samples": samples, "startup_seconds": startup, "steps": STEPS}
+        )
+    )
     return 0
 
 

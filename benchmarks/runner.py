@@ -55,12 +55,31 @@ def actions_workflow() -> dict:
     for index in range(8):
         node_id = f"t{index}"
         source = "workflow.amount" if index == 0 else f"nodes.{previous}.amount"
-        nodes.append({"id": node_id, "type": "action", "data": {"actionType": "transform", "values": {
-            "amount": f"${{{{ {source} + 1 }}}}", "label": f"step {index} of ${{{{ workflow.orderId }}}}"}}})
+        nodes.append(
+            {
+                "id": node_id,
+                "type": "action",
+                "data": {
+                    "actionType": "transform",
+                    "values": {
+                        "amount": f"${{{{ {source} + 1 }}}}",
+                        "label": f"step {index} of ${{{{ workflow.orderId }}}}",
+                    },
+                },
+            }
+        )
         edges.append({"source": previous, "target": node_id})
         previous = node_id
-    nodes.append({"id": "out", "type": "action", "data": {"actionType": "set_output", "output": {
-        "orderId": "${{ workflow.orderId }}", "amount": f"${{{{ nodes.{previous}.amount }}}}"}}})
+    nodes.append(
+        {
+            "id": "out",
+            "type": "action",
+            "data": {
+                "actionType": "set_output",
+                "output": {"orderId": "${{ workflow.orderId }}", "amount": f"${{{{ nodes.{previous}.amount }}}}"},
+            },
+        }
+    )
     edges.append({"source": previous, "target": "out"})
     return {"name": "bench-actions", "nodes": nodes, "edges": edges}
 
@@ -71,14 +90,30 @@ def executors_workflow() -> dict:
     for index in range(9):
         node_id = f"s{index}"
         if index % 2 == 0 and index < 8:
-            nodes.append({"id": node_id, "type": "executor", "data": {
-                "executor": "bench-svc", "endpoint": "score",
-                "body": {"orderId": "${{ workflow.orderId }}", "step": index},
-                "headers": {"X-Correlation-Id": "bench-${{ workflow.orderId }}"}}})
+            nodes.append(
+                {
+                    "id": node_id,
+                    "type": "executor",
+                    "data": {
+                        "executor": "bench-svc",
+                        "endpoint": "score",
+                        "body": {"orderId": "${{ workflow.orderId }}", "step": index},
+                        "headers": {"X-Correlation-Id": "bench-${{ workflow.orderId }}"},
+                    },
+                }
+            )
             last_call = node_id
         else:
-            nodes.append({"id": node_id, "type": "action", "data": {"actionType": "transform", "values": {
-                "score": f"${{{{ nodes.{last_call}.body.score + {index} }}}}"}}})
+            nodes.append(
+                {
+                    "id": node_id,
+                    "type": "action",
+                    "data": {
+                        "actionType": "transform",
+                        "values": {"score": f"${{{{ nodes.{last_call}.body.score + {index} }}}}"},
+                    },
+                }
+            )
         edges.append({"source": previous, "target": node_id})
         previous = node_id
     return {"name": "bench-executors", "nodes": nodes, "edges": edges}
@@ -119,8 +154,9 @@ def measure(service: ExecutionService, workflow: Workflow, executions: int, warm
             started_all = time.perf_counter()
         timer = CallTimer()
         began = time.perf_counter()
-        execution = service.execute(workflow.id, {"orderId": f"o-{number}", "amount": number}, actor=SYSTEM_ACTOR,
-                                    observer=timer).execution
+        execution = service.execute(
+            workflow.id, {"orderId": f"o-{number}", "amount": number}, actor=SYSTEM_ACTOR, observer=timer
+        ).execution
         samples.append(((time.perf_counter() - began) * 1000.0 - timer.call_ms) / steps)
         if execution.status != "completed":
             raise SystemExit(f"benchmark run failed: {execution.error_message}")
@@ -129,9 +165,11 @@ def measure(service: ExecutionService, workflow: Workflow, executions: int, warm
 
 
 def report(name: str, samples: list[float], rate: float) -> None:
-    print(f"{name:10s} per-step overhead over {len(samples)} executions: p50={statistics.median(samples):.3f} ms  "
-          f"p99={percentile(samples, 0.99):.3f} ms  max={max(samples):.3f} ms  |  {rate:.1f} executions/s "
-          "(10 steps, start + run, calls included)")
+    print(
+        f"{name:10s} per-step overhead over {len(samples)} executions: p50={statistics.median(samples):.3f} ms  "
+        f"p99={percentile(samples, 0.99):.3f} ms  max={max(samples):.3f} ms  |  {rate:.1f} executions/s "
+        "(10 steps, start + run, calls included)"
+    )
 
 
 def main(argv=None) -> int:
@@ -154,12 +192,20 @@ def main(argv=None) -> int:
         stub, stub_port = start_stub()
         stub_url = f"http://127.0.0.1:{stub_port}"
         with database.connection_context():
-            Executor.create(name="bench-svc", base_url=stub_url, spec_hash="bench", spec={
-                "name": "bench-svc", "baseUrl": stub_url,
-                "endpoints": [{"name": "score", "path": "/score", "method": "POST"}],
-                "authentication": {"type": "bearer", "config": {"token": {"$env": TOKEN_VARIABLE}}}})
-            print(f"database: {url.split('///')[0]}  executions per workflow: {args.executions} "
-                  f"(+{args.warmup} warm-up)")
+            Executor.create(
+                name="bench-svc",
+                base_url=stub_url,
+                spec_hash="bench",
+                spec={
+                    "name": "bench-svc",
+                    "baseUrl": stub_url,
+                    "endpoints": [{"name": "score", "path": "/score", "method": "POST"}],
+                    "authentication": {"type": "bearer", "config": {"token": {"$env": TOKEN_VARIABLE}}},
+                },
+            )
+            print(
+                f"database: {url.split('///')[0]}  executions per workflow: {args.executions} (+{args.warmup} warm-up)"
+            )
             samples, rate = measure(service, store(actions_workflow()), args.executions, args.warmup)
             report("actions", samples, rate)
             samples, rate = measure(service, store(executors_workflow()), args.executions, args.warmup)

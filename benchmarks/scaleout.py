@@ -152,8 +152,12 @@ def database_backends(database_url: str) -> list[int]:
     database = open_database(database_url)
     try:
         with database.connection_context():
-            return [row[0] for row in database.execute_sql(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")]
+            return [
+                row[0]
+                for row in database.execute_sql(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ]
     finally:
         if hasattr(database, "close_all"):
             database.close_all()
@@ -204,9 +208,12 @@ class LockSampler:
         try:
             with database.connection_context():
                 while not self._stop.wait(0.1):
-                    self.samples.append(database.execute_sql(
-                        "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
-                        "AND wait_event_type = 'Lock' AND wait_event = 'advisory'").fetchone()[0])
+                    self.samples.append(
+                        database.execute_sql(
+                            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
+                        ).fetchone()[0]
+                    )
         finally:
             if hasattr(database, "close_all"):
                 database.close_all()
@@ -250,17 +257,34 @@ def run_wrk(urls: list[str], workflow_id: str, seconds: float, connections: int)
     script.write(WRK_SCRIPT % api_bench.API_KEY)
     script.close()
     processes = [
-        subprocess.Popen(["wrk", "-t1", f"-c{connections}", f"-d{max(1, int(round(seconds)))}s", "--latency",
-                          "--timeout", "30s", "-s", script.name, f"{url}/v1/workflows/{workflow_id}/executions"],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            [
+                "wrk",
+                "-t1",
+                f"-c{connections}",
+                f"-d{max(1, int(round(seconds)))}s",
+                "--latency",
+                "--timeout",
+                "30s",
+                "-s",
+                script.name,
+                f"{url}/v1/workflows/{workflow_id}/executions",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for url in urls
     ]
     errors, p50s, p99s = 0, [], []
     try:
         for process in processes:
             output, _ = process.communicate(timeout=seconds + 60)
-            for pattern in (r"Non-2xx or 3xx responses: (\d+)", r"Socket errors: connect (\d+), read (\d+), "
-                                                                 r"write (\d+), timeout (\d+)"):
+            for pattern in (
+                r"Non-2xx or 3xx responses: (\d+)",
+                r"Socket errors: connect (\d+), read (\d+), "
+                r"write (\d+), timeout (\d+)",
+            ):
                 match = re.search(pattern, output)
                 if match:
                     errors += sum(int(value) for value in match.groups())
@@ -312,21 +336,36 @@ def pin(server: api_bench.Server, cpu: int) -> None:
         os.sched_setaffinity(pid, {cpu})
 
 
-def measure(label: str, database_url: str, servers: int, *, generator: str, seconds: float, warmup_seconds: float,
-            connections: int, workers: int, threads: int, pinned: bool = False, host_cores: float = 0.0,
-            host_period_us: int = hosts.DEFAULT_PERIOD_US) -> RestResult:
+def measure(
+    label: str,
+    database_url: str,
+    servers: int,
+    *,
+    generator: str,
+    seconds: float,
+    warmup_seconds: float,
+    connections: int,
+    workers: int,
+    threads: int,
+    pinned: bool = False,
+    host_cores: float = 0.0,
+    host_period_us: int = hosts.DEFAULT_PERIOD_US,
+) -> RestResult:
     backend = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
     note = "each server pinned to its own core" if pinned else ""
     if host_cores:
         note = f"each server a host of {host_cores:g} CPUs (cgroup CPU quota, period {host_period_us / 1000:g} ms)"
-    result = RestResult(label=label, servers=servers, backend=backend, generator=generator, note=note,
-                        host_cores=host_cores)
+    result = RestResult(
+        label=label, servers=servers, backend=backend, generator=generator, note=note, host_cores=host_cores
+    )
     stub, stub_port = api_bench.start_stub()
     started: list[api_bench.Server] = []
     budgets_stack = contextlib.ExitStack()
     try:
-        budgets = [budgets_stack.enter_context(hosts.CpuBudget(f"server{number}", host_cores, host_period_us))
-                   for number in range(servers if host_cores else 0)]
+        budgets = [
+            budgets_stack.enter_context(hosts.CpuBudget(f"server{number}", host_cores, host_period_us))
+            for number in range(servers if host_cores else 0)
+        ]
         for budget in budgets:
             if not budget.available:
                 raise SystemExit(f"host emulation unavailable: {budget.reason}")
@@ -397,9 +436,19 @@ def measure(label: str, database_url: str, servers: int, *, generator: str, seco
     return result
 
 
-def run_all(*, postgres_url: str | None, generator: str, seconds: float, warmup_seconds: float, connections: int,
-            workers: int, threads: int, configurations=("sqlite-1", "postgresql-1", "postgresql-2"),
-            host_cores: float = DEFAULT_HOST_CORES, host_period_us: int = hosts.DEFAULT_PERIOD_US) -> list[RestResult]:
+def run_all(
+    *,
+    postgres_url: str | None,
+    generator: str,
+    seconds: float,
+    warmup_seconds: float,
+    connections: int,
+    workers: int,
+    threads: int,
+    configurations=("sqlite-1", "postgresql-1", "postgresql-2"),
+    host_cores: float = DEFAULT_HOST_CORES,
+    host_period_us: int = hosts.DEFAULT_PERIOD_US,
+) -> list[RestResult]:
     """One result per configuration: ``<sqlite|postgresql>-<servers>[-pinned|-host]``."""
     from benchmarks.audit import Scratch
 
@@ -420,16 +469,36 @@ def run_all(*, postgres_url: str | None, generator: str, seconds: float, warmup_
                 skip = f"skipped: host emulation unavailable: {host_state[1]}"
         if skip:
             print(f"{configuration}: {skip}", flush=True)
-            results.append(RestResult(configuration, int(count), "PostgreSQL" if backend == "postgresql" else "SQLite",
-                                      generator, host_cores=host_cores if kind == "host" else 0.0, note=skip))
+            results.append(
+                RestResult(
+                    configuration,
+                    int(count),
+                    "PostgreSQL" if backend == "postgresql" else "SQLite",
+                    generator,
+                    host_cores=host_cores if kind == "host" else 0.0,
+                    note=skip,
+                )
+            )
             continue
         scratch = Scratch(backend, postgres_url)
         try:
             url = scratch.new()
-            results.append(measure(configuration, url, int(count), generator=generator, seconds=seconds,
-                                   warmup_seconds=warmup_seconds, connections=connections, workers=workers,
-                                   threads=threads, pinned=kind == "pinned",
-                                   host_cores=host_cores if kind == "host" else 0.0, host_period_us=host_period_us))
+            results.append(
+                measure(
+                    configuration,
+                    url,
+                    int(count),
+                    generator=generator,
+                    seconds=seconds,
+                    warmup_seconds=warmup_seconds,
+                    connections=connections,
+                    workers=workers,
+                    threads=threads,
+                    pinned=kind == "pinned",
+                    host_cores=host_cores if kind == "host" else 0.0,
+                    host_period_us=host_period_us,
+                )
+            )
         finally:
             scratch.cleanup()
     return results
@@ -459,25 +528,47 @@ def main(argv=None) -> int:
     parser.add_argument("--connections", type=int, default=DEFAULT_CONNECTIONS, help="client connections per server")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="gunicorn workers per server")
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
-    parser.add_argument("--configurations", default=",".join(("sqlite-1", "postgresql-1", "postgresql-2",
-                                                               *HOST_CONFIGURATIONS)),
-                        help="of <sqlite|postgresql>-<servers>[-pinned|-host]; -host ones are dropped by "
-                             "--host-cores 0")
-    parser.add_argument("--host-cores", type=float, default=DEFAULT_HOST_CORES,
-                        help="host emulation: CPUs of each server's cgroup budget in the -host configurations "
-                             "(0: off)")
-    parser.add_argument("--host-period-ms", type=float, default=hosts.DEFAULT_PERIOD_US / 1000,
-                        help="the budget's quota period; each throttling pause is at most this long")
-    parser.add_argument("--postgres-url", default=(os.environ.get("FLOWKER_BENCH_POSTGRES_URL")
-                                                   or os.environ.get("FLOWKER_TEST_POSTGRES_URL") or "").strip()
-                        or None, help="default: $FLOWKER_BENCH_POSTGRES_URL or $FLOWKER_TEST_POSTGRES_URL")
+    parser.add_argument(
+        "--configurations",
+        default=",".join(("sqlite-1", "postgresql-1", "postgresql-2", *HOST_CONFIGURATIONS)),
+        help="of <sqlite|postgresql>-<servers>[-pinned|-host]; -host ones are dropped by --host-cores 0",
+    )
+    parser.add_argument(
+        "--host-cores",
+        type=float,
+        default=DEFAULT_HOST_CORES,
+        help="host emulation: CPUs of each server's cgroup budget in the -host configurations (0: off)",
+    )
+    parser.add_argument(
+        "--host-period-ms",
+        type=float,
+        default=hosts.DEFAULT_PERIOD_US / 1000,
+        help="the budget's quota period; each throttling pause is at most this long",
+    )
+    parser.add_argument(
+        "--postgres-url",
+        default=(
+            os.environ.get("FLOWKER_BENCH_POSTGRES_URL") or os.environ.get("FLOWKER_TEST_POSTGRES_URL") or ""
+        ).strip()
+        or None,
+        help="default: $FLOWKER_BENCH_POSTGRES_URL or $FLOWKER_TEST_POSTGRES_URL",
+    )
     args = parser.parse_args(argv)
-    configurations = [name for name in args.configurations.split(",")
-                      if args.host_cores > 0 or not name.endswith("-host")]
-    results = run_all(postgres_url=args.postgres_url, generator=args.generator, seconds=args.seconds,
-                      warmup_seconds=args.warmup_seconds, connections=args.connections, workers=args.workers,
-                      threads=args.threads, configurations=tuple(configurations), host_cores=args.host_cores,
-                      host_period_us=int(round(args.host_period_ms * 1000)))
+    configurations = [
+        name for name in args.configurations.split(",") if args.host_cores > 0 or not name.endswith("-host")
+    ]
+    results = run_all(
+        postgres_url=args.postgres_url,
+        generator=args.generator,
+        seconds=args.seconds,
+        warmup_seconds=args.warmup_seconds,
+        connections=args.connections,
+        workers=args.workers,
+        threads=args.threads,
+        configurations=tuple(configurations),
+        host_cores=args.host_cores,
+        host_period_us=int(round(args.host_period_ms * 1000)),
+    )
     for result in results:
         print(json.dumps({**result.__dict__, "rate": round(result.rate, 1)}))
     for result in results:

@@ -40,12 +40,19 @@ def main() -> None:
         os.mkdir(secrets_dir)
         with open(os.path.join(secrets_dir, "key"), "w") as handle:
             handle.write("partner-key-123456\n")
-        settings = Settings.from_mapping({"database_url": f"sqlite:///{root}/flowker.db", "secret_file_dirs": secrets_dir,
-                                          "secret_env_allow": "PARTNER_*,LEDGER_*"})
-        settings = settings.replace(config_file=f"{root}/flowker.yaml", tls_keyfile=f"{root}/tls.key",
-                                    tls_certfile=f"{root}/tls.crt")
-        resolver = SecretResolver.from_settings(settings, environ={"PARTNER_TOKEN": "partner-token-123456"},
-                                               register=Redactor().add_secret)
+        settings = Settings.from_mapping(
+            {
+                "database_url": f"sqlite:///{root}/flowker.db",
+                "secret_file_dirs": secrets_dir,
+                "secret_env_allow": "PARTNER_*,LEDGER_*",
+            }
+        )
+        settings = settings.replace(
+            config_file=f"{root}/flowker.yaml", tls_keyfile=f"{root}/tls.key", tls_certfile=f"{root}/tls.crt"
+        )
+        resolver = SecretResolver.from_settings(
+            settings, environ={"PARTNER_TOKEN": "partner-token-123456"}, register=Redactor().add_secret
+        )
         file_us = measure(resolver, {"key": {"$file": os.path.join(secrets_dir, "key")}}, count)
         env_us = measure(resolver, {"key": {"$env": "PARTNER_TOKEN"}}, count)
     print(f"$file reference: {file_us:.1f} us per resolution")

@@ -87,11 +87,17 @@ def generate(folder: Path, files: int) -> None:
     (folder / "workflows").mkdir(parents=True)
     for number in range(executors):
         (folder / "executors" / f"scoring-{number}.yaml").write_text(
-            EXECUTOR.format(name=f"scoring-{number}", number=number))
+            EXECUTOR.format(name=f"scoring-{number}", number=number)
+        )
     for number in range(files - executors):
-        (folder / "workflows" / f"payment-{number}.yaml").write_text(WORKFLOW.format(
-            name=f"payment-approval-{number}", number=number, executor=f"scoring-{number % executors}",
-            threshold=50 + number % 50))
+        (folder / "workflows" / f"payment-{number}.yaml").write_text(
+            WORKFLOW.format(
+                name=f"payment-approval-{number}",
+                number=number,
+                executor=f"scoring-{number % executors}",
+                threshold=50 + number % 50,
+            )
+        )
 
 
 def run(files: int = 1000, timeout: float = 300.0) -> ValidateResult:
@@ -99,12 +105,18 @@ def run(files: int = 1000, timeout: float = 300.0) -> ValidateResult:
         folder = Path(scratch) / "specs"
         generate(folder, files)
         began = time.perf_counter()
-        completed = subprocess.run([sys.executable, "-m", "flowker", "validate", str(folder)], cwd=ROOT,
-                                   capture_output=True, text=True, timeout=timeout)
+        completed = subprocess.run(
+            [sys.executable, "-m", "flowker", "validate", str(folder)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         seconds = time.perf_counter() - began
     lines = (completed.stdout + completed.stderr).strip().splitlines()
-    return ValidateResult(files=files, seconds=seconds, exit_code=completed.returncode,
-                          summary=lines[-1] if lines else "")
+    return ValidateResult(
+        files=files, seconds=seconds, exit_code=completed.returncode, summary=lines[-1] if lines else ""
+    )
 
 
 def main(argv=None) -> int:
@@ -112,8 +124,10 @@ def main(argv=None) -> int:
     parser.add_argument("--files", type=int, default=1000)
     args = parser.parse_args(argv)
     result = run(args.files)
-    print(f"flowker validate: {result.files} files in {result.seconds:.2f} s ({result.files_per_second:.0f} files/s), "
-          f"exit {result.exit_code}: {result.summary}")
+    print(
+        f"flowker validate: {result.files} files in {result.seconds:.2f} s ({result.files_per_second:.0f} files/s), "
+        f"exit {result.exit_code}: {result.summary}"
+    )
     return result.exit_code
 
 

@@ -87,12 +87,33 @@ def run(args) -> None:
         print(f"chain: {args.entries} entries ({args.backend}) loaded in {loaded:.1f} s")
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWKER_")}
-        env.update(FLOWKER_DATABASE_URL=url, FLOWKER_API_KEYS=f"bench:{API_KEY}",
-                   FLOWKER_AUDIT_SIGNING_KEY=str(key_path), FLOWKER_AUDIT_CHECKPOINT_INTERVAL=str(CHECKPOINT_INTERVAL),
-                   FLOWKER_LOG_LEVEL="WARNING", PYTHONPATH=args.server_path)
-        server = subprocess.Popen([sys.executable, "-m", "flowker", "serve", "--bind", f"127.0.0.1:{port}",
-                                   "--workers", "1", "--threads", "4"], env=env, cwd=args.server_path,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        env.update(
+            FLOWKER_DATABASE_URL=url,
+            FLOWKER_API_KEYS=f"bench:{API_KEY}",
+            FLOWKER_AUDIT_SIGNING_KEY=str(key_path),
+            FLOWKER_AUDIT_CHECKPOINT_INTERVAL=str(CHECKPOINT_INTERVAL),
+            FLOWKER_LOG_LEVEL="WARNING",
+            PYTHONPATH=args.server_path,
+        )
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "flowker",
+                "serve",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "1",
+                "--threads",
+                "4",
+            ],
+            env=env,
+            cwd=args.server_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         base = f"http://127.0.0.1:{port}"
         session = requests.Session()
         session.headers["X-API-Key"] = API_KEY
@@ -164,18 +185,26 @@ def run(args) -> None:
         close_database(database)
         end = rss_mib(worker)
         peak = max(samples) if samples else end
-        print(f"worker RSS: {baseline:.0f} MiB before, peak {peak:.0f} MiB, {end:.0f} MiB after "
-              f"(growth {peak - baseline:+.1f} MiB peak, {end - baseline:+.1f} MiB after)")
+        print(
+            f"worker RSS: {baseline:.0f} MiB before, peak {peak:.0f} MiB, {end:.0f} MiB after "
+            f"(growth {peak - baseline:+.1f} MiB peak, {end - baseline:+.1f} MiB after)"
+        )
         mean = sum(verifies["seconds"]) / len(verifies["seconds"]) if verifies["seconds"] else float("nan")
         if verifies["invalid"]:
-            print(f"NOTE: {verifies['invalid']} verifies answered invalid (a server from another checkout reading "
-                  "this one's checkpoints?)")
+            print(
+                f"NOTE: {verifies['invalid']} verifies answered invalid (a server from another checkout reading "
+                "this one's checkpoints?)"
+            )
         print(f"load average at the end: {os.getloadavg()[0]:.1f}")
-        print(f"verifies: {verifies['ok']} completed (mean {mean:.2f} s each), {verifies['busy']} refused with 429, "
-              f"in {args.seconds} s at up to {args.verify_rate}/s from {args.verifiers} client(s)")
-        print(f"other requests (GET /v1/executions?limit=1, {args.clients} clients): {len(latencies)} requests, "
-              f"p50 {percentile(latencies, 0.5) * 1000:.1f} ms, p99 {percentile(latencies, 0.99) * 1000:.1f} ms, "
-              f"max {max(latencies) * 1000:.1f} ms")
+        print(
+            f"verifies: {verifies['ok']} completed (mean {mean:.2f} s each), {verifies['busy']} refused with 429, "
+            f"in {args.seconds} s at up to {args.verify_rate}/s from {args.verifiers} client(s)"
+        )
+        print(
+            f"other requests (GET /v1/executions?limit=1, {args.clients} clients): {len(latencies)} requests, "
+            f"p50 {percentile(latencies, 0.5) * 1000:.1f} ms, p99 {percentile(latencies, 0.99) * 1000:.1f} ms, "
+            f"max {max(latencies) * 1000:.1f} ms"
+        )
     finally:
         if server is not None:
             os.killpg(server.pid, signal.SIGTERM)
@@ -194,8 +223,11 @@ def main() -> None:
     parser.add_argument("--verify-rate", type=float, default=2.0, help="verifies per second per verifying client")
     parser.add_argument("--verifiers", type=int, default=2, help="clients asking for verifies concurrently")
     parser.add_argument("--clients", type=int, default=4, help="clients of other requests")
-    parser.add_argument("--server-path", default=str(Path(__file__).resolve().parents[1]),
-                        help="the checkout whose `flowker serve` runs (to compare with another version)")
+    parser.add_argument(
+        "--server-path",
+        default=str(Path(__file__).resolve().parents[1]),
+        help="the checkout whose `flowker serve` runs (to compare with another version)",
+    )
     run(parser.parse_args())
 
 

@@ -40,23 +40,38 @@ DEFAULT_PORT = 8700
 MAX_BODY = 1024 * 1024
 TOKEN_LIFETIME = 3600
 
-_REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
-            402: "Payment Required", 404: "Not Found", 405: "Method Not Allowed", 422: "Unprocessable Entity"}
+_REASONS = {
+    200: "OK",
+    201: "Created",
+    204: "No Content",
+    400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    422: "Unprocessable Entity",
+}
 
 
 class Request:
     def __init__(self, environ: dict):
         self.method = environ["REQUEST_METHOD"]
         self.path = environ.get("PATH_INFO", "/")
-        self.query = dict(part.split("=", 1) if "=" in part else (part, "")
-                          for part in environ.get("QUERY_STRING", "").split("&") if part)
-        self.headers = {key[5:].replace("_", "-").lower(): value
-                        for key, value in environ.items() if key.startswith("HTTP_")}
+        self.query = dict(
+            part.split("=", 1) if "=" in part else (part, "")
+            for part in environ.get("QUERY_STRING", "").split("&")
+            if part
+        )
+        self.headers = {
+            key[5:].replace("_", "-").lower(): value for key, value in environ.items() if key.startswith("HTTP_")
+        }
         if environ.get("CONTENT_TYPE"):
             self.headers["content-type"] = environ["CONTENT_TYPE"]
         length = int(environ.get("CONTENT_LENGTH") or 0)
         self.raw = environ["wsgi.input"].read(min(length, MAX_BODY)) if length else b""
-        self.host_url = f"{environ.get('wsgi.url_scheme', 'http')}://{environ.get('HTTP_HOST') or environ['SERVER_NAME']}"
+        self.host_url = (
+            f"{environ.get('wsgi.url_scheme', 'http')}://{environ.get('HTTP_HOST') or environ['SERVER_NAME']}"
+        )
 
     def json(self) -> dict:
         try:
@@ -210,8 +225,12 @@ class SampleService:
         access_token = "sample_" + secrets.token_urlsafe(24)
         with self._lock:
             self._tokens.add(access_token)
-        answer = {"access_token": access_token, "token_type": "Bearer", "expires_in": TOKEN_LIFETIME,
-                  "scope": form.get("scope", "")}
+        answer = {
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "expires_in": TOKEN_LIFETIME,
+            "scope": form.get("scope", ""),
+        }
         if grant != "client_credentials":
             answer["refresh_token"] = "sample_refresh_" + secrets.token_urlsafe(16)
         return 200, answer
@@ -247,15 +266,23 @@ class SampleService:
     def ledger_book(self, request: Request):
         self._require_header(request, "X-Ledger-Key")
         body = request.json()
-        return 201, {"bookingId": _id("bk", body.get("transactionId"), request.headers.get("idempotency-key")),
-                     "transactionId": body.get("transactionId"), "status": "BOOKED",
-                     "amount": body.get("amount"), "currency": body.get("currency")}
+        return 201, {
+            "bookingId": _id("bk", body.get("transactionId"), request.headers.get("idempotency-key")),
+            "transactionId": body.get("transactionId"),
+            "status": "BOOKED",
+            "amount": body.get("amount"),
+            "currency": body.get("currency"),
+        }
 
     def ledger_review(self, request: Request):
         self._require_header(request, "X-Ledger-Key")
         body = request.json()
-        return 201, {"reviewId": _id("rv", body.get("transactionId")), "status": "OPEN",
-                     "queue": "fraud-review", "reason": body.get("reason")}
+        return 201, {
+            "reviewId": _id("rv", body.get("transactionId")),
+            "status": "OPEN",
+            "queue": "fraud-review",
+            "reason": body.get("reason"),
+        }
 
     # -- core banking ---------------------------------------------------------------------
 
@@ -268,16 +295,26 @@ class SampleService:
         body = request.json()
         if not body.get("fullName"):
             return 422, {"error": "validation_failed", "message": "fullName is required"}
-        return 201, {"customerId": _id("cus", body.get("fullName"), body.get("email")),
-                     "fullName": body["fullName"], "email": body.get("email"), "status": "ACTIVE"}
+        return 201, {
+            "customerId": _id("cus", body.get("fullName"), body.get("email")),
+            "fullName": body["fullName"],
+            "email": body.get("email"),
+            "status": "ACTIVE",
+        }
 
     def bank_account(self, request: Request, customer_id: str):
         self._require_basic(request)
         body = request.json()
         account_id = _id("acc", customer_id, body.get("product"))
         digits = str(int(hashlib.sha256(account_id.encode()).hexdigest()[:12], 16))[:10].rjust(10, "0")
-        return 201, {"accountId": account_id, "customerId": customer_id, "product": body.get("product", "CURRENT"),
-                     "currency": body.get("currency", "EUR"), "iban": f"DE89370400{digits}", "status": "OPEN"}
+        return 201, {
+            "accountId": account_id,
+            "customerId": customer_id,
+            "product": body.get("product", "CURRENT"),
+            "currency": body.get("currency", "EUR"),
+            "iban": f"DE89370400{digits}",
+            "status": "OPEN",
+        }
 
     # -- KYC ------------------------------------------------------------------------------
 
@@ -290,9 +327,13 @@ class SampleService:
             return 422, {"error": "validation_failed", "message": "document.number is required"}
         status = "REJECTED" if number.upper().startswith("X") else "VERIFIED"
         risk = "HIGH" if str(body.get("country", "")).upper() == "ZZ" else "LOW"
-        return 201, {"verificationId": _id("kyc", body.get("reference"), number), "status": status,
-                     "riskLevel": risk, "checks": ["DOCUMENT", "SANCTIONS", "PEP"],
-                     "reference": body.get("reference")}
+        return 201, {
+            "verificationId": _id("kyc", body.get("reference"), number),
+            "status": status,
+            "riskLevel": risk,
+            "checks": ["DOCUMENT", "SANCTIONS", "PEP"],
+            "reference": body.get("reference"),
+        }
 
     def kyc_get(self, request: Request, verification_id: str):
         self._require_issued_token(request)
@@ -305,8 +346,12 @@ class SampleService:
         body = request.json()
         if body.get("cardToken") == "tok_declined":
             return 402, {"error": "card_declined", "message": "the card was declined"}
-        return 201, {"authorisationId": _id("auth", body.get("orderId")), "status": "AUTHORISED",
-                     "amount": body.get("amount"), "currency": body.get("currency")}
+        return 201, {
+            "authorisationId": _id("auth", body.get("orderId")),
+            "status": "AUTHORISED",
+            "amount": body.get("amount"),
+            "currency": body.get("currency"),
+        }
 
     def warehouse_reserve(self, request: Request):
         self._require_header(request, "X-API-Key")
@@ -314,8 +359,12 @@ class SampleService:
         items = body.get("items") if isinstance(body.get("items"), list) else []
         if not items:
             return 422, {"error": "validation_failed", "message": "items must not be empty"}
-        return 201, {"reservationId": _id("res", body.get("orderId")), "status": "RESERVED",
-                     "items": items, "warehouse": "FRA-1"}
+        return 201, {
+            "reservationId": _id("res", body.get("orderId")),
+            "status": "RESERVED",
+            "items": items,
+            "warehouse": "FRA-1",
+        }
 
     def warehouse_release(self, request: Request, reservation_id: str):
         self._require_header(request, "X-API-Key")
@@ -326,9 +375,13 @@ class SampleService:
             raise Unauthorized("query parameter apikey is required")
         body = request.json()
         service = body.get("service", "STANDARD")
-        return 201, {"shipmentId": _id("shp", body.get("orderId"), service), "service": service,
-                     "trackingNumber": f"{'EX' if service == 'EXPRESS' else 'ST'}{_id('', body.get('orderId'))[1:11].upper()}",
-                     "parcels": body.get("parcels", 1), "etaDays": 1 if service == "EXPRESS" else 3}
+        return 201, {
+            "shipmentId": _id("shp", body.get("orderId"), service),
+            "service": service,
+            "trackingNumber": f"{'EX' if service == 'EXPRESS' else 'ST'}{_id('', body.get('orderId'))[1:11].upper()}",
+            "parcels": body.get("parcels", 1),
+            "etaDays": 1 if service == "EXPRESS" else 3,
+        }
 
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
@@ -350,17 +403,23 @@ def make_sample_server(host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> WSG
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Local stand-ins for the example executors' services.")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("SAMPLE_SERVICE_PORT", DEFAULT_PORT)),
-                        help="port to listen on (0 picks a free one); default 8700 or $SAMPLE_SERVICE_PORT")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("SAMPLE_SERVICE_PORT", DEFAULT_PORT)),
+        help="port to listen on (0 picks a free one); default 8700 or $SAMPLE_SERVICE_PORT",
+    )
     args = parser.parse_args(argv)
     try:
         server = make_sample_server(args.host, args.port)
     except OSError as exc:
         # One line naming the port and the setting, not a traceback.
         reason = "in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-        print(f"sample service: cannot listen on {args.host}:{args.port}: port {reason}; "
-              "choose another with --port or SAMPLE_SERVICE_PORT (the example executors call 8700)",
-              file=sys.stderr)
+        print(
+            f"sample service: cannot listen on {args.host}:{args.port}: port {reason}; "
+            "choose another with --port or SAMPLE_SERVICE_PORT (the example executors call 8700)",
+            file=sys.stderr,
+        )
         return 2
     print(f"sample service listening on http://{args.host}:{server.server_address[1]}", flush=True)
     try:

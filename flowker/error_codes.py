@@ -31,138 +31,294 @@ class ErrorCode(StrEnum):
         return member
 
     # -- requests and configuration -------------------------------------------------
-    INVALID_BODY = ("FLK-0001", 400, "Bad Request",
-                    "The request body (or URL) cannot be read: not JSON or YAML, a NUL character, a "
-                    "repeated key, a non-finite number, a bad Content-Length, or the wrong shape.")
+    INVALID_BODY = (
+        "FLK-0001",
+        400,
+        "Bad Request",
+        "The request body (or URL) cannot be read: not JSON or YAML, a NUL character, a "
+        "repeated key, a non-finite number, a bad Content-Length, or the wrong shape.",
+    )
     INVALID_ID = ("FLK-0002", 400, "Bad Request", "A path id is not a UUID.")
-    CONFIGURATION = ("FLK-0003", 500, "Configuration Error",
-                     "Settings or command-line usage are wrong; nothing was attempted (exit 2).")
+    CONFIGURATION = (
+        "FLK-0003",
+        500,
+        "Configuration Error",
+        "Settings or command-line usage are wrong; nothing was attempted (exit 2).",
+    )
     PLUGIN_FAILED = ("FLK-0004", 500, "Plugin Error", "A plugin could not be loaded or clashes with another one.")
-    SECRET_UNAVAILABLE = ("FLK-0005", 500, "Secret Unavailable",
-                          "A secret reference could not be resolved (variable unset, file unreadable). "
-                          "422 when the secrets of an executor a request uses cannot be resolved.")
-    SECRET_KEY_UNUSABLE = ("FLK-0006", 500, "Secret Key Error",
-                           "No usable FLOWKER_SECRET_KEY: a stored secret cannot be decrypted. 422 when "
-                           "the executor a request uses holds such a secret.")
-    SECRET_REFERENCE_REFUSED = ("FLK-0007", 422, "Secret Reference Refused",
-                                "A $file/$env reference points where references may not (outside "
-                                "FLOWKER_SECRET_FILE_DIRS, a variable not allowed, Flowker's own files); "
-                                "nothing was read or sent.")
+    SECRET_UNAVAILABLE = (
+        "FLK-0005",
+        500,
+        "Secret Unavailable",
+        "A secret reference could not be resolved (variable unset, file unreadable). "
+        "422 when the secrets of an executor a request uses cannot be resolved.",
+    )
+    SECRET_KEY_UNUSABLE = (
+        "FLK-0006",
+        500,
+        "Secret Key Error",
+        "No usable FLOWKER_SECRET_KEY: a stored secret cannot be decrypted. 422 when "
+        "the executor a request uses holds such a secret.",
+    )
+    SECRET_REFERENCE_REFUSED = (
+        "FLK-0007",
+        422,
+        "Secret Reference Refused",
+        "A $file/$env reference points where references may not (outside "
+        "FLOWKER_SECRET_FILE_DIRS, a variable not allowed, Flowker's own files); "
+        "nothing was read or sent.",
+    )
     # -- workflows and expressions ----------------------------------------------------
     WORKFLOW_NOT_FOUND = ("FLK-0100", 404, "Not Found", "No workflow has this id.")
     WORKFLOW_NAME_TAKEN = ("FLK-0101", 409, "Conflict", "Another workflow already has this name.")
-    WORKFLOW_TRANSITION_REFUSED = ("FLK-0102", 422, "Unprocessable Entity",
-                                   "The workflow is not in the status this transition starts from "
-                                   "(draft -> active -> inactive -> draft).")
-    WORKFLOW_NOT_DRAFT = ("FLK-0103", 422, "Unprocessable Entity",
-                          "Only a draft can be replaced, and an active workflow cannot be deleted.")
-    EXECUTOR_REFERENCE_UNKNOWN = ("FLK-0104", 422, "Unprocessable Entity",
-                                  "A workflow node names an executor that does not exist.")
-    INVALID_EXPRESSION = ("FLK-0105", 422, "Invalid Expression",
-                          "An expression failed to compile or to evaluate (or a condition gave no boolean).")
-    EXPRESSION_BUDGET_EXCEEDED = ("FLK-0106", 422, "Expression Budget Exceeded",
-                                  "The execution's expressions used up their CPU budget.")
-    EXPRESSION_MEMORY_EXCEEDED = ("FLK-0107", 422, "Expression Memory Exceeded",
-                                  "An evaluation needed more memory than an evaluator process may use.")
-    EXPRESSION_EVALUATOR_UNAVAILABLE = ("FLK-0108", 422, "Expression Evaluator Unavailable",
-                                        "No expression evaluator process could be started or reached.")
-    INVALID_SPEC = ("FLK-0120", 422, "Invalid Specification",
-                    "A spec (YAML file or REST body) is invalid; `details` lists every problem.")
-    LITERAL_SECRET_WITHOUT_KEY = ("FLK-0121", 422, "Unprocessable Entity",
-                                  "A literal secret cannot be stored: no FLOWKER_SECRET_KEY is configured.")
+    WORKFLOW_TRANSITION_REFUSED = (
+        "FLK-0102",
+        422,
+        "Unprocessable Entity",
+        "The workflow is not in the status this transition starts from (draft -> active -> inactive -> draft).",
+    )
+    WORKFLOW_NOT_DRAFT = (
+        "FLK-0103",
+        422,
+        "Unprocessable Entity",
+        "Only a draft can be replaced, and an active workflow cannot be deleted.",
+    )
+    EXECUTOR_REFERENCE_UNKNOWN = (
+        "FLK-0104",
+        422,
+        "Unprocessable Entity",
+        "A workflow node names an executor that does not exist.",
+    )
+    INVALID_EXPRESSION = (
+        "FLK-0105",
+        422,
+        "Invalid Expression",
+        "An expression failed to compile or to evaluate (or a condition gave no boolean).",
+    )
+    EXPRESSION_BUDGET_EXCEEDED = (
+        "FLK-0106",
+        422,
+        "Expression Budget Exceeded",
+        "The execution's expressions used up their CPU budget.",
+    )
+    EXPRESSION_MEMORY_EXCEEDED = (
+        "FLK-0107",
+        422,
+        "Expression Memory Exceeded",
+        "An evaluation needed more memory than an evaluator process may use.",
+    )
+    EXPRESSION_EVALUATOR_UNAVAILABLE = (
+        "FLK-0108",
+        422,
+        "Expression Evaluator Unavailable",
+        "No expression evaluator process could be started or reached.",
+    )
+    INVALID_SPEC = (
+        "FLK-0120",
+        422,
+        "Invalid Specification",
+        "A spec (YAML file or REST body) is invalid; `details` lists every problem.",
+    )
+    LITERAL_SECRET_WITHOUT_KEY = (
+        "FLK-0121",
+        422,
+        "Unprocessable Entity",
+        "A literal secret cannot be stored: no FLOWKER_SECRET_KEY is configured.",
+    )
     # -- catalog and executors --------------------------------------------------------
     AUTH_TYPE_NOT_FOUND = ("FLK-0200", 404, "Not Found", "No auth type of this name is registered.")
     EXECUTOR_NOT_FOUND = ("FLK-0250", 404, "Not Found", "No executor has this id.")
     EXECUTOR_NAME_TAKEN = ("FLK-0251", 409, "Conflict", "Another executor already has this name.")
-    EXECUTOR_TRANSITION_REFUSED = ("FLK-0252", 422, "Unprocessable Entity",
-                                   "The executor is already in the status asked for.")
-    EXECUTOR_IN_USE = ("FLK-0253", 409, "Conflict",
-                       "An active workflow uses this executor: it cannot be deleted, disabled or renamed.")
+    EXECUTOR_TRANSITION_REFUSED = (
+        "FLK-0252",
+        422,
+        "Unprocessable Entity",
+        "The executor is already in the status asked for.",
+    )
+    EXECUTOR_IN_USE = (
+        "FLK-0253",
+        409,
+        "Conflict",
+        "An active workflow uses this executor: it cannot be deleted, disabled or renamed.",
+    )
     # -- query parameters -------------------------------------------------------------
     INVALID_DASHBOARD_FILTER = ("FLK-0302", 400, "Bad Request", "A dashboard filter is not valid.")
-    INVALID_QUERY = ("FLK-0304", 400, "Bad Request",
-                     "A query parameter is unknown, repeated or not valid, or a cursor comes with "
-                     "another sort.")
+    INVALID_QUERY = (
+        "FLK-0304",
+        400,
+        "Bad Request",
+        "A query parameter is unknown, repeated or not valid, or a cursor comes with another sort.",
+    )
     INVALID_DATE = ("FLK-0305", 400, "Invalid Date", "A date parameter is not an RFC 3339 time.")
     INVALID_DATE_RANGE = ("FLK-0308", 400, "Invalid Date Range", "dateFrom is after dateTo.")
     INVALID_LIMIT = ("FLK-0309", 400, "Invalid Limit", "limit is not an integer from 1 to 100.")
     INVALID_SORT_ORDER = ("FLK-0310", 400, "Invalid Sort Order", "sortOrder is not ASC or DESC.")
     INVALID_CURSOR = ("FLK-0311", 400, "Invalid Cursor", "cursor is not the nextCursor of a page of this list.")
     # -- network guard ----------------------------------------------------------------
-    ADDRESS_NOT_ALLOWED = ("FLK-0341", 422, "Address Not Allowed",
-                           "The SSRF guard refuses this URL or address (private, loopback, metadata...).")
+    ADDRESS_NOT_ALLOWED = (
+        "FLK-0341",
+        422,
+        "Address Not Allowed",
+        "The SSRF guard refuses this URL or address (private, loopback, metadata...).",
+    )
     HOST_NOT_RESOLVED = ("FLK-0342", 502, "Host Not Resolved", "A host name did not resolve.")
-    UPSTREAM_RESPONSE_TOO_LARGE = ("FLK-0343", 502, "Response Too Large",
-                                   "An upstream response body is larger than the configured cap.")
-    CONCURRENT_CHANGE = ("FLK-0350", 409, "Conflict",
-                         "Another request changed this workflow or executor first: read it again and retry.")
+    UPSTREAM_RESPONSE_TOO_LARGE = (
+        "FLK-0343",
+        502,
+        "Response Too Large",
+        "An upstream response body is larger than the configured cap.",
+    )
+    CONCURRENT_CHANGE = (
+        "FLK-0350",
+        409,
+        "Conflict",
+        "Another request changed this workflow or executor first: read it again and retry.",
+    )
     # -- webhooks ---------------------------------------------------------------------
     WEBHOOK_ROUTE_TAKEN = ("FLK-0360", 409, "Conflict", "Another workflow's trigger owns this webhook method and path.")
-    WEBHOOK_ROUTE_NOT_FOUND = ("FLK-0361", 404, "Not Found", "No active workflow has a webhook for this method and path.")
+    WEBHOOK_ROUTE_NOT_FOUND = (
+        "FLK-0361",
+        404,
+        "Not Found",
+        "No active workflow has a webhook for this method and path.",
+    )
     WEBHOOK_TOKEN_INVALID = ("FLK-0362", 401, "Unauthorized", "X-Webhook-Token is missing or does not match.")
     WEBHOOK_BODY_TOO_LARGE = ("FLK-0363", 413, "Payload Too Large", "A webhook body is larger than the limit.")
     # -- HTTP layer -------------------------------------------------------------------
     UNAUTHENTICATED = ("FLK-0401", 401, "Unauthorized", "The API key (or bearer token) is missing or not valid.")
-    FORBIDDEN = ("FLK-0403", 403, "Forbidden",
-                 "The request is refused as sent: plain HTTP where production requires HTTPS, or a "
-                 "CORS origin that is not allowed.")
+    FORBIDDEN = (
+        "FLK-0403",
+        403,
+        "Forbidden",
+        "The request is refused as sent: plain HTTP where production requires HTTPS, or a "
+        "CORS origin that is not allowed.",
+    )
     ROUTE_NOT_FOUND = ("FLK-0404", 404, "Not Found", "No route has this path.")
     METHOD_NOT_ALLOWED = ("FLK-0405", 405, "Method Not Allowed", "The route does not take this method.")
     CONFLICT = ("FLK-0409", 409, "Conflict", "A conflict no more specific code names (plugins).")
     PAYLOAD_TOO_LARGE = ("FLK-0413", 413, "Payload Too Large", "A body too large, where no more specific code applies.")
-    UNSUPPORTED_MEDIA_TYPE = ("FLK-0415", 415, "Unsupported Media Type",
-                              "The Content-Type is not one this route accepts.")
-    UNPROCESSABLE = ("FLK-0422", 422, "Unprocessable Entity",
-                     "A refusal no more specific code names (plugins).")
+    UNSUPPORTED_MEDIA_TYPE = (
+        "FLK-0415",
+        415,
+        "Unsupported Media Type",
+        "The Content-Type is not one this route accepts.",
+    )
+    UNPROCESSABLE = ("FLK-0422", 422, "Unprocessable Entity", "A refusal no more specific code names (plugins).")
     # -- executions -------------------------------------------------------------------
     EXECUTION_NOT_FOUND = ("FLK-0500", 404, "Not Found", "No execution has this id.")
     WORKFLOW_NOT_ACTIVE = ("FLK-0501", 422, "Unprocessable Entity", "Only an active workflow runs.")
-    RESULTS_NOT_READY = ("FLK-0502", 422, "Unprocessable Entity",
-                         "The execution is still running: results are ready once it completed or failed.")
-    EXECUTOR_CALL_FAILED = ("FLK-0503", 502, "Executor Call Failed",
-                            "An executor call failed for good (after retries, or at once); in step records.")
-    EXECUTION_DEADLINE_EXCEEDED = ("FLK-0504", 504, "Execution Deadline Exceeded",
-                                   "The execution's deadline passed; in step records.")
+    RESULTS_NOT_READY = (
+        "FLK-0502",
+        422,
+        "Unprocessable Entity",
+        "The execution is still running: results are ready once it completed or failed.",
+    )
+    EXECUTOR_CALL_FAILED = (
+        "FLK-0503",
+        502,
+        "Executor Call Failed",
+        "An executor call failed for good (after retries, or at once); in step records.",
+    )
+    EXECUTION_DEADLINE_EXCEEDED = (
+        "FLK-0504",
+        504,
+        "Execution Deadline Exceeded",
+        "The execution's deadline passed; in step records.",
+    )
     BODY_TOO_LARGE = ("FLK-0506", 413, "Payload Too Large", "The request body is larger than FLOWKER_MAX_BODY_BYTES.")
-    CIRCUIT_OPEN = ("FLK-0507", 503, "Circuit Open",
-                    "The executor's circuit breaker is open: the step failed without a network call.")
-    IDEMPOTENCY_KEY_REUSED = ("FLK-0508", 422, "Idempotency Key Reused",
-                              "This Idempotency-Key was already used with a different request body.")
-    INVALID_IDEMPOTENCY_KEY = ("FLK-0509", 400, "Bad Request",
-                               "Idempotency-Key is not 1 to 255 visible ASCII characters.")
-    INVALID_EXECUTION_REQUEST = ("FLK-0510", 422, "Unprocessable Entity",
-                                 "The execution request body is not {\"inputData\": {...}} (an unknown field, "
-                                 "or inputData is not an object).")
+    CIRCUIT_OPEN = (
+        "FLK-0507",
+        503,
+        "Circuit Open",
+        "The executor's circuit breaker is open: the step failed without a network call.",
+    )
+    IDEMPOTENCY_KEY_REUSED = (
+        "FLK-0508",
+        422,
+        "Idempotency Key Reused",
+        "This Idempotency-Key was already used with a different request body.",
+    )
+    INVALID_IDEMPOTENCY_KEY = (
+        "FLK-0509",
+        400,
+        "Bad Request",
+        "Idempotency-Key is not 1 to 255 visible ASCII characters.",
+    )
+    INVALID_EXECUTION_REQUEST = (
+        "FLK-0510",
+        422,
+        "Unprocessable Entity",
+        'The execution request body is not {"inputData": {...}} (an unknown field, or inputData is not an object).',
+    )
     EXECUTOR_DISABLED = ("FLK-0511", 422, "Unprocessable Entity", "A step's executor is disabled.")
-    OUTPUT_TOO_LARGE = ("FLK-0512", 422, "Output Too Large",
-                        "A step's output, an executor request or the final output is larger than "
-                        "FLOWKER_MAX_OUTPUT_BYTES.")
-    FAILED_BY_ACTION = ("FLK-0513", 422, "Failed By Workflow",
-                        "A `fail` action ended the run as failed with its message; in step records.")
-    AUTH_FAILED = ("FLK-0520", 502, "Authentication Failed",
-                   "An auth type failed to produce credentials (token endpoint down, secret refused...).")
-    RESOLVED_AUTH_CONFIG_INVALID = ("FLK-0521", 422, "Resolved Auth Config Invalid",
-                                    "An auth config's secrets, once resolved, do not fit the auth type's schema.")
+    OUTPUT_TOO_LARGE = (
+        "FLK-0512",
+        422,
+        "Output Too Large",
+        "A step's output, an executor request or the final output is larger than FLOWKER_MAX_OUTPUT_BYTES.",
+    )
+    FAILED_BY_ACTION = (
+        "FLK-0513",
+        422,
+        "Failed By Workflow",
+        "A `fail` action ended the run as failed with its message; in step records.",
+    )
+    AUTH_FAILED = (
+        "FLK-0520",
+        502,
+        "Authentication Failed",
+        "An auth type failed to produce credentials (token endpoint down, secret refused...).",
+    )
+    RESOLVED_AUTH_CONFIG_INVALID = (
+        "FLK-0521",
+        422,
+        "Resolved Auth Config Invalid",
+        "An auth config's secrets, once resolved, do not fit the auth type's schema.",
+    )
     # -- audit ------------------------------------------------------------------------
     AUDIT_EVENT_NOT_FOUND = ("FLK-0600", 404, "Not Found", "No audit event has this id.")
-    AUDIT_CHAIN_BROKEN = ("FLK-0610", 500, "Audit Chain Error",
-                          "The audit chain failed verification or could not be appended to.")
-    AUDIT_WITNESS_UNAVAILABLE = ("FLK-0611", 503, "Audit Witness Unavailable",
-                                 "The audit witness (FLOWKER_AUDIT_WITNESS) could not be reached or answered "
-                                 "nonsense: the append that completes a checkpoint is refused and rolled back.")
-    AUDIT_WITNESS_REFUSED = ("FLK-0612", 409, "Audit Witness Refused",
-                             "The witness holds a checkpoint this one does not extend (the chain was cut or "
-                             "forked): the append is refused and rolled back.")
+    AUDIT_CHAIN_BROKEN = (
+        "FLK-0610",
+        500,
+        "Audit Chain Error",
+        "The audit chain failed verification or could not be appended to.",
+    )
+    AUDIT_WITNESS_UNAVAILABLE = (
+        "FLK-0611",
+        503,
+        "Audit Witness Unavailable",
+        "The audit witness (FLOWKER_AUDIT_WITNESS) could not be reached or answered "
+        "nonsense: the append that completes a checkpoint is refused and rolled back.",
+    )
+    AUDIT_WITNESS_REFUSED = (
+        "FLK-0612",
+        409,
+        "Audit Witness Refused",
+        "The witness holds a checkpoint this one does not extend (the chain was cut or "
+        "forked): the append is refused and rolled back.",
+    )
     AUDIT_WITNESS_EMPTY = ("FLK-0613", 404, "Not Found", "The witness service holds no checkpoint yet.")
-    AUDIT_VERIFY_BUSY = ("FLK-0614", 429, "Verification Busy",
-                         "Another verify is running in this process; retry after Retry-After seconds.")
+    AUDIT_VERIFY_BUSY = (
+        "FLK-0614",
+        429,
+        "Verification Busy",
+        "Another verify is running in this process; retry after Retry-After seconds.",
+    )
     # -- availability -----------------------------------------------------------------
     TOO_MANY_REQUESTS = ("FLK-0429", 429, "Too Many Requests", "Refused for now: retry after Retry-After seconds.")
-    DRAINING = ("FLK-0801", 503, "Service Unavailable",
-                "The server is shutting down and takes no new work (Retry-After says when to retry).")
+    DRAINING = (
+        "FLK-0801",
+        503,
+        "Service Unavailable",
+        "The server is shutting down and takes no new work (Retry-After says when to retry).",
+    )
     RUN_QUEUE_FULL = ("FLK-0802", 503, "Service Unavailable", "The background run queue is full (Retry-After).")
-    INTERNAL = ("FLK-9999", 500, "Internal Server Error",
-                "A bug or an outage; the response holds no internals, the log and request id do.")
+    INTERNAL = (
+        "FLK-9999",
+        500,
+        "Internal Server Error",
+        "A bug or an outage; the response holds no internals, the log and request id do.",
+    )
 
 
 def catalog_entry(code: str | None) -> ErrorCode | None:
@@ -179,7 +335,7 @@ def markdown() -> str:
         "# Error codes",
         "",
         "Every error Flowker answers with, records in a step or ends a command with carries one",
-        "of these codes: REST bodies are `{\"code\", \"title\", \"message\"}`, step results carry",
+        'of these codes: REST bodies are `{"code", "title", "message"}`, step results carry',
         "`errorCode`. Clients should branch on the code, not on the message. The OpenAPI",
         "document (`/openapi.json`) lists the same catalog under `x-flowker-error-codes`.",
         "",

@@ -29,8 +29,7 @@ class FlowkerError(Exception):
         if entry is not None:
             cls.http_status, cls.title = entry.status, entry.error_title
 
-    def __init__(self, message: str, *, code: str | None = None, title: str | None = None,
-                 status: int | None = None):
+    def __init__(self, message: str, *, code: str | None = None, title: str | None = None, status: int | None = None):
         """``code`` replaces the class's default (status and title follow it from the catalog;
         a plain string outside the catalog keeps the class's); ``status`` and ``title`` are for
         the rare error that re-raises another one's code under its own status."""
@@ -208,5 +207,13 @@ class AuditChainError(FlowkerError):
 
 # The errors of the security layer, by code: the OpenAPI document names them under the
 # statuses they answer with (a tuple: no mutable module state).
-SECURITY_ERRORS = (SecretUnavailableError, SecretReferenceRefusedError, SecretKeyError, SSRFBlockedError, HostResolutionError,
-                   ResponseTooLargeError, CircuitOpenError, AuthTypeError)
+SECURITY_ERRORS = (
+    SecretUnavailableError,
+    SecretReferenceRefusedError,
+    SecretKeyError,
+    SSRFBlockedError,
+    HostResolutionError,
+    ResponseTooLargeError,
+    CircuitOpenError,
+    AuthTypeError,
+)

@@ -87,12 +87,15 @@ def shape_problem(source: str) -> tuple[str, int] | None:
     """(message, 1-based column) when the expression's shape is refused, else None."""
     found = shape(source)
     if found.too_deep_at is not None:
-        message = ("comprehensions (all, exists, exists_one, map, filter) may be nested at most "
-                   f"{MAX_COMPREHENSION_NESTING} deep")
+        message = (
+            "comprehensions (all, exists, exists_one, map, filter) may be nested at most "
+            f"{MAX_COMPREHENSION_NESTING} deep"
+        )
         return message, found.too_deep_at + 1
     if found.too_many_at is not None:
-        message = (f"an expression may hold at most {MAX_COMPREHENSIONS} comprehensions "
-                   "(all, exists, exists_one, map, filter)")
+        message = (
+            f"an expression may hold at most {MAX_COMPREHENSIONS} comprehensions (all, exists, exists_one, map, filter)"
+        )
         return message, found.too_many_at + 1
     return None
 

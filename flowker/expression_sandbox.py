@@ -65,8 +65,13 @@ class _Evaluator:
     def __init__(self, memory_bytes: int):
         self.process = subprocess.Popen(
             [sys.executable, "-m", "flowker.expression_worker", str(memory_bytes)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            env=_child_environment(), cwd="/", close_fds=True, start_new_session=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=_child_environment(),
+            cwd="/",
+            close_fds=True,
+            start_new_session=True,
         )
         assert self.process.stdin is not None and self.process.stdout is not None
         self.requests = Connection(os.dup(self.process.stdin.fileno()), readable=False)
@@ -156,7 +161,8 @@ class ExpressionSandbox:
                 left = deadline - time.monotonic()
                 if left <= 0 or not self._condition.wait(left):
                     raise ExpressionBudgetExceeded(
-                        "no expression evaluator became free before the expression's time ran out", expression="")
+                        "no expression evaluator became free before the expression's time ran out", expression=""
+                    )
             if not self._atexit_registered:
                 atexit.register(_close_at_exit, weakref.ref(self))
                 self._atexit_registered = True
@@ -210,8 +216,9 @@ class ExpressionSandbox:
 
     # -- one evaluation ---------------------------------------------------------------
 
-    def evaluate(self, source: str, variables: dict, *, cpu_seconds: float, deadline: float,
-                 max_result_bytes: int) -> tuple[Any, float]:
+    def evaluate(
+        self, source: str, variables: dict, *, cpu_seconds: float, deadline: float, max_result_bytes: int
+    ) -> tuple[Any, float]:
         """(the value, the CPU seconds used); raises an :class:`ExpressionError` (the
         budget, the memory limit, the evaluation's own error) or OutputTooLargeError."""
         evaluator = self._take(min(deadline, time.monotonic() + max(cpu_seconds, 0.0) + START_TIMEOUT_SECONDS))
@@ -231,8 +238,9 @@ class ExpressionSandbox:
         finally:
             self._give_back(evaluator, healthy)
 
-    def _exchange(self, evaluator: _Evaluator, source: str, request: bytes, cpu_seconds: float,
-                  deadline: float) -> tuple[tuple, float]:
+    def _exchange(
+        self, evaluator: _Evaluator, source: str, request: bytes, cpu_seconds: float, deadline: float
+    ) -> tuple[tuple, float]:
         started_wall = time.monotonic()
         started_cpu = evaluator.cpu_seconds()
         try:
@@ -245,11 +253,14 @@ class ExpressionSandbox:
             if cpu_left <= 0:
                 raise ExpressionBudgetExceeded(
                     f"expression `{short_source(source)}` was stopped: it used the {cpu_seconds:.3g} s of CPU left in "
-                    "this execution's expression budget (FLOWKER_EXPRESSION_CPU_SECONDS)", expression=source)
+                    "this execution's expression budget (FLOWKER_EXPRESSION_CPU_SECONDS)",
+                    expression=source,
+                )
             if wall_left <= 0:
                 raise ExpressionBudgetExceeded(
                     f"expression `{short_source(source)}` was stopped: the execution's deadline passed",
-                    expression=source)
+                    expression=source,
+                )
             # A single-threaded process uses at most as much CPU as wall time passes: until
             # then there is no need to look at its CPU time.
             try:
@@ -271,13 +282,16 @@ class ExpressionSandbox:
         if code == -signal.SIGXCPU:
             raise ExpressionBudgetExceeded(
                 f"expression `{short_source(source)}` was stopped: it used more than {cpu_seconds:.3g} s of CPU",
-                expression=source)
+                expression=source,
+            )
         raise self._memory_error(source)
 
     def _memory_error(self, source: str) -> ExpressionMemoryExceeded:
         return ExpressionMemoryExceeded(
             f"expression `{short_source(source)}` was stopped: it needed more than {self.memory_bytes // 2**20} MiB of "
-            "memory", expression=source)
+            "memory",
+            expression=source,
+        )
 
     def _result(self, status: str, payload: Any, source: str, max_result_bytes: int) -> Any:
         if status == "ok":
@@ -285,7 +299,8 @@ class ExpressionSandbox:
         if status == "too_large":
             raise OutputTooLargeError(
                 f"expression `{short_source(source)}` produced about {payload} bytes, more than the output cap of "
-                f"{max_result_bytes} bytes (FLOWKER_MAX_OUTPUT_BYTES)")
+                f"{max_result_bytes} bytes (FLOWKER_MAX_OUTPUT_BYTES)"
+            )
         if status == "memory":
             raise self._memory_error(source)
         if status == "missing":

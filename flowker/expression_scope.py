@@ -55,7 +55,7 @@ def referenced_paths(source: str) -> tuple[Path, ...]:
             break
         paths.add(tuple(path))
     # A path below another one adds nothing: the shorter one is passed whole.
-    return tuple(sorted((p for p in paths if not any(q != p and p[:len(q)] == q for q in paths)), key=str))
+    return tuple(sorted((p for p in paths if not any(q != p and p[: len(q)] == q for q in paths)), key=str))
 
 
 def project(variables: dict, paths: tuple[Path, ...]) -> dict:

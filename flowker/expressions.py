@@ -48,7 +48,7 @@ def iter_templates(text: str) -> Iterator[tuple[int, int, str]]:
         end = text.find("}}", start + 3)
         if end < 0:
             return
-        yield start, end + 2, text[start + 3:end]
+        yield start, end + 2, text[start + 3 : end]
         position = end + 2
 
 
@@ -67,8 +67,9 @@ class EvaluationBudget:
     ``max_result_bytes``.
     """
 
-    def __init__(self, seconds: float, *, sandbox: Any = None, deadline: float | None = None,
-                 max_result_bytes: int = 1048576):
+    def __init__(
+        self, seconds: float, *, sandbox: Any = None, deadline: float | None = None, max_result_bytes: int = 1048576
+    ):
         self.seconds = seconds
         self.spent = 0.0
         self.sandbox = sandbox
@@ -193,8 +194,13 @@ class CompiledExpression:
         scope = project(variables, self.scope) if self.scope is not None else dict(variables)
         deadline = budget.deadline if budget.deadline is not None else time.monotonic() + 3600.0
         try:
-            value, used = budget.sandbox.evaluate(self.source, scope, cpu_seconds=budget.remaining,
-                                                  deadline=deadline, max_result_bytes=budget.max_result_bytes)
+            value, used = budget.sandbox.evaluate(
+                self.source,
+                scope,
+                cpu_seconds=budget.remaining,
+                deadline=deadline,
+                max_result_bytes=budget.max_result_bytes,
+            )
         except ExpressionBudgetExceeded:
             budget.spent = max(budget.spent, budget.seconds)  # every later evaluation fails alike
             raise
@@ -248,19 +254,26 @@ def compile_condition(source: str) -> CompiledExpression:
     if not isinstance(source, str) or not source.strip():
         raise ExpressionError("expression is empty", expression=str(source))
     if len(source) > MAX_EXPRESSION_LENGTH:
-        raise ExpressionError(
-            f"expression is longer than {MAX_EXPRESSION_LENGTH} characters", expression=source[:40]
-        )
+        raise ExpressionError(f"expression is longer than {MAX_EXPRESSION_LENGTH} characters", expression=source[:40])
     try:
         program = cel.compile(source)
     except Exception as exc:  # ValueError with "<input>:line:col: Syntax error: ..."
         message, column = _syntax_error(str(exc))
-        raise ExpressionError(f"invalid expression `{source.strip()}`: {message}", expression=source, column=column) from None
+        raise ExpressionError(
+            f"invalid expression `{source.strip()}`: {message}", expression=source, column=column
+        ) from None
     refused = shape_problem(source)
     if refused is not None:
-        raise ExpressionError(f"expression `{short_source(source)}`: {refused[0]}", expression=source, column=refused[1])
-    compiled = CompiledExpression(source=source, program=program, scope=referenced_paths(source),
-                                  path=_field_chain(source), isolated=needs_isolation(source))
+        raise ExpressionError(
+            f"expression `{short_source(source)}`: {refused[0]}", expression=source, column=refused[1]
+        )
+    compiled = CompiledExpression(
+        source=source,
+        program=program,
+        scope=referenced_paths(source),
+        path=_field_chain(source),
+        isolated=needs_isolation(source),
+    )
     unknown = compiled.variables() - ALLOWED_VARIABLES
     if unknown:
         raise ExpressionError(

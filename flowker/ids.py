@@ -24,8 +24,8 @@ def uuid7s(count: int) -> list[str]:
     # the top two bits of the fifth to the variant; 74 random bits remain.
     random = os.urandom(10 * count).hex()
     return [
-        f"{first}-{second}-7{random[at + 1:at + 4]}-{_VARIANT_DIGIT[random[at + 4]]}{random[at + 5:at + 8]}"
-        f"-{random[at + 8:at + 20]}"
+        f"{first}-{second}-7{random[at + 1 : at + 4]}-{_VARIANT_DIGIT[random[at + 4]]}{random[at + 5 : at + 8]}"
+        f"-{random[at + 8 : at + 20]}"
         for at in range(0, 20 * count, 20)
     ]
 

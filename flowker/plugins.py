@@ -120,8 +120,10 @@ def create_plugin_manager(
             loaded.disabled.append((entry_point.name, distribution))
             continue
         if entry_point.name in builtin_names:
-            raise PluginError(f"plugin name {entry_point.name!r} is used by both {BUILTIN_DISTRIBUTION} and "
-                              f"{distribution}: a plugin's entry-point name must not be a built-in's")
+            raise PluginError(
+                f"plugin name {entry_point.name!r} is used by both {BUILTIN_DISTRIBUTION} and "
+                f"{distribution}: a plugin's entry-point name must not be a built-in's"
+            )
         if entry_point.name in loaded.origins:
             other = loaded.origins[entry_point.name][0]
             if other == distribution:
@@ -131,8 +133,9 @@ def create_plugin_manager(
             plugin = entry_point.load()
             manager.register(AttributedPlugin(plugin, entry_point.name, distribution, manager), name=entry_point.name)
         except Exception as exc:  # noqa: BLE001 - one broken plugin must not stop the others
-            message = (f"plugin {entry_point.name!r} from {distribution} {version} failed to load: "
-                       f"{type(exc).__name__}: {exc}")
+            message = (
+                f"plugin {entry_point.name!r} from {distribution} {version} failed to load: {type(exc).__name__}: {exc}"
+            )
             logger.error("%s", message)
             loaded.errors.append((distribution, message))
             continue
@@ -200,8 +203,9 @@ class AttributedPlugin:
                         raise  # a clash: which type wins is not for Flowker to guess
                     message = exc.message
                 except Exception as exc:  # noqa: BLE001 - a plugin whose hook breaks is reported, not fatal
-                    message = (f"plugin {plugin_name!r} from {distribution} failed in {hook_name}: "
-                               f"{type(exc).__name__}: {exc}")
+                    message = (
+                        f"plugin {plugin_name!r} from {distribution} failed in {hook_name}: {type(exc).__name__}: {exc}"
+                    )
             logger.error("%s", message)
             registry.load_errors.append((distribution, message))
             registry.drop_plugin(plugin_name)  # nothing half-registered
@@ -231,11 +235,15 @@ def collect_registry(manager: pluggy.PluginManager, loaded: LoadedPlugins) -> Re
     for plugin_name, (distribution, version) in loaded.origins.items():
         if plugin_name in registry.failed_plugins:
             continue
-        registry.plugins.append(PluginInfo(
-            name=plugin_name, distribution=distribution, version=version,
-            auth_types=registry.provided_by(plugin_name, "auth"),
-            action_types=registry.provided_by(plugin_name, "action"),
-        ))
+        registry.plugins.append(
+            PluginInfo(
+                name=plugin_name,
+                distribution=distribution,
+                version=version,
+                auth_types=registry.provided_by(plugin_name, "auth"),
+                action_types=registry.provided_by(plugin_name, "action"),
+            )
+        )
     return registry
 
 

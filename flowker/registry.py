@@ -118,8 +118,11 @@ class Registry:
             first = (self._providers[(kind, name)], self._provider_plugins.get((kind, name)))
             second = (self.current_distribution, self.current_plugin)
             plugins = " or ".join(f"{plugin!r} ({distribution})" for distribution, plugin in (first, second) if plugin)
-            hint = f"; to keep one, list the other's plugin in FLOWKER_DISABLED_PLUGINS: {plugins}" if plugins else (
-                "; to keep one, list the other's plugin or package in FLOWKER_DISABLED_PLUGINS")
+            hint = (
+                f"; to keep one, list the other's plugin in FLOWKER_DISABLED_PLUGINS: {plugins}"
+                if plugins
+                else ("; to keep one, list the other's plugin or package in FLOWKER_DISABLED_PLUGINS")
+            )
             raise PluginError(f"{kind} type {name!r} is registered twice: by {first[0]} and by {second[0]}{hint}")
         table[name] = item
         self._providers[(kind, name)] = self.current_distribution

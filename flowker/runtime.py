@@ -58,8 +58,16 @@ class Runtime:
     owns_database: bool = False
 
     @classmethod
-    def from_settings(cls, settings, *, registry=None, database=None, execution_service=None,
-                      bind_process: bool = True, **service_options) -> "Runtime":
+    def from_settings(
+        cls,
+        settings,
+        *,
+        registry=None,
+        database=None,
+        execution_service=None,
+        bind_process: bool = True,
+        **service_options,
+    ) -> "Runtime":
         """Build everything for ``settings``; nothing connects yet.
 
         ``registry`` defaults to :func:`flowker.plugins.load_registry`; ``database`` to the
@@ -93,8 +101,9 @@ class Runtime:
             from flowker.runner.service import ExecutionService
 
             # Built last: it registers its redactor with the process's logging (undone by close()).
-            execution_service = ExecutionService(settings, registry, redactor=Redactor(), database=database,
-                                                 audit_log=audit_log, **service_options)
+            execution_service = ExecutionService(
+                settings, registry, redactor=Redactor(), database=database, audit_log=audit_log, **service_options
+            )
         if bind_process:
             database_proxy.initialize(database)
         return cls(

@@ -66,7 +66,11 @@ def describe_error(error: jsonschema.ValidationError) -> str:
         names = missing or list(schema_value)
         return f"missing required field {', '.join(repr(name) for name in names)}"
     if validator == "additionalProperties":
-        extra = sorted(set(error.instance) - set(error.schema.get("properties", {}))) if isinstance(error.instance, dict) else []
+        extra = (
+            sorted(set(error.instance) - set(error.schema.get("properties", {})))
+            if isinstance(error.instance, dict)
+            else []
+        )
         return f"unknown field {', '.join(repr(e) for e in extra)}" if extra else "unknown field"
     if validator == "type":
         return f"must be of type {schema_value if isinstance(schema_value, str) else ' or '.join(schema_value)}"
@@ -74,7 +78,16 @@ def describe_error(error: jsonschema.ValidationError) -> str:
         return f"must be one of {', '.join(repr(v) for v in schema_value)}"
     if validator == "const":
         return f"must be {schema_value!r}"
-    if validator in ("minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum", "minProperties", "maxProperties"):
+    if validator in (
+        "minLength",
+        "maxLength",
+        "minItems",
+        "maxItems",
+        "minimum",
+        "maximum",
+        "minProperties",
+        "maxProperties",
+    ):
         words = {
             "minLength": "at least {} characters long",
             "maxLength": "at most {} characters long",

@@ -121,7 +121,7 @@ class Settings:
             raw.update(_read_config_file(config_file))
         for name, value in environ.items():
             if name.startswith(ENV_PREFIX) and name != ENV_PREFIX + "CONFIG":
-                raw[name[len(ENV_PREFIX):].lower()] = value
+                raw[name[len(ENV_PREFIX) :].lower()] = value
         settings = cls.from_mapping(raw)
         return settings.replace(config_file=os.path.abspath(config_file)) if config_file else settings
 
@@ -153,13 +153,19 @@ class Settings:
                 raise ConfigurationError(
                     f"FLOWKER_API_KEYS: key(s) {', '.join(short)} shorter than {MIN_PRODUCTION_KEY_LENGTH} "
                     "characters; production refuses them (make one with "
-                    "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
+                    "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+                )
         if self.execution_lease_seconds <= 0:
             raise ConfigurationError("FLOWKER_EXECUTION_LEASE_SECONDS must be more than 0")
         if self.expression_cpu_seconds <= 0:
             raise ConfigurationError("FLOWKER_EXPRESSION_CPU_SECONDS must be more than 0")
-        for name in ("retry_max_attempts", "cb_failure_threshold", "cb_half_open_calls", "max_body_bytes",
-                     "max_output_bytes"):
+        for name in (
+            "retry_max_attempts",
+            "cb_failure_threshold",
+            "cb_half_open_calls",
+            "max_body_bytes",
+            "max_output_bytes",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"FLOWKER_{name.upper()} must be at least 1")
         return self
@@ -181,14 +187,25 @@ def _convert(key: str, value) -> dict[str, object]:
         return {"secret_keys": _split_csv(value)}
     if key in ("allow_private_networks", "cors_allowed_origins", "trusted_proxies", "disabled_plugins"):
         return {key: _split_csv(value)}
-    if key in ("retry_base_seconds", "cb_recovery_seconds", "execution_timeout_seconds", "execution_lease_seconds",
-               "expression_cpu_seconds"):
+    if key in (
+        "retry_base_seconds",
+        "cb_recovery_seconds",
+        "execution_timeout_seconds",
+        "execution_lease_seconds",
+        "expression_cpu_seconds",
+    ):
         number = float(value)
         if number < 0:
             raise ValueError("must not be negative")
         return {key: number}
-    if key in ("retry_max_attempts", "cb_failure_threshold", "cb_half_open_calls", "max_body_bytes",
-               "audit_checkpoint_interval", "max_output_bytes"):
+    if key in (
+        "retry_max_attempts",
+        "cb_failure_threshold",
+        "cb_half_open_calls",
+        "max_body_bytes",
+        "audit_checkpoint_interval",
+        "max_output_bytes",
+    ):
         return {key: int(value)}
     if key in _NOT_SETTINGS:
         return {}

@@ -47,9 +47,20 @@ CANARY_PREFIX = "flowkercanary"
 DEFAULT_IGNORED_LOGGERS = ("urllib3",)
 
 __all__ = [
-    "CANARY_PREFIX", "new_canary", "make_auth_context", "check_schema", "check_builds",
-    "with_canaries", "check_secrets_hidden", "sign_request", "check_auth_type", "capture_logs",
-    "auth_context", "local_server", "registered_secrets", "RecordedRequest",
+    "CANARY_PREFIX",
+    "new_canary",
+    "make_auth_context",
+    "check_schema",
+    "check_builds",
+    "with_canaries",
+    "check_secrets_hidden",
+    "sign_request",
+    "check_auth_type",
+    "capture_logs",
+    "auth_context",
+    "local_server",
+    "registered_secrets",
+    "RecordedRequest",
 ]
 
 
@@ -80,28 +91,29 @@ def check_schema(auth_type: AuthType) -> None:
     """The type's name, description and config schema are well formed."""
     assert isinstance(auth_type, AuthType), f"{auth_type!r} does not subclass flowker.auth.base.AuthType"
     assert isinstance(auth_type.name, str) and auth_type.name, "the auth type has no name"
-    assert auth_type.name.replace("_", "").isalnum() and auth_type.name == auth_type.name.lower(), \
+    assert auth_type.name.replace("_", "").isalnum() and auth_type.name == auth_type.name.lower(), (
         f"auth type name {auth_type.name!r} should be lower_snake_case"
-    assert isinstance(auth_type.description, str) and auth_type.description.strip(), \
+    )
+    assert isinstance(auth_type.description, str) and auth_type.description.strip(), (
         f"auth type {auth_type.name!r} has no description"
+    )
     schema = auth_type.config_schema
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
-        raise AssertionError(f"config_schema of {auth_type.name!r} is not valid Draft 2020-12: {exc.message}") \
-            from None
+        raise AssertionError(f"config_schema of {auth_type.name!r} is not valid Draft 2020-12: {exc.message}") from None
     assert schema.get("type") == "object", f"config_schema of {auth_type.name!r} must be an object schema"
     properties = schema.get("properties", {})
     for name in auth_type.secret_fields:
         field_type = properties[name].get("type")
-        assert field_type == "string" or (isinstance(field_type, list) and "string" in field_type), \
+        assert field_type == "string" or (isinstance(field_type, list) and "string" in field_type), (
             f"secret field {name!r} of {auth_type.name!r} should be a string"
+        )
     for name, spec in properties.items():
         if spec.get("writeOnly"):
             continue
         # The same rule Flowker's redactor uses for key names (client_secret, api_token...).
-        assert not is_secret_key(name), \
-            f"field {name!r} of {auth_type.name!r} looks secret: mark it \"writeOnly\": true"
+        assert not is_secret_key(name), f'field {name!r} of {auth_type.name!r} looks secret: mark it "writeOnly": true'
 
 
 # --------------------------------------------------------------------------- building
@@ -194,9 +206,13 @@ def _bad_configs(auth_type: AuthType, config: dict, canaries: list[str]) -> Iter
     yield "an unknown field", {**config, "unknown_field_" + _secrets.token_hex(4): canaries[0] if canaries else "x"}
 
 
-def check_secrets_hidden(auth_type: AuthType, config: dict, context: AuthContext | None = None,
-                         ignore_loggers: tuple[str, ...] = DEFAULT_IGNORED_LOGGERS,
-                         handler=json_ok) -> list[str]:
+def check_secrets_hidden(
+    auth_type: AuthType,
+    config: dict,
+    context: AuthContext | None = None,
+    ignore_loggers: tuple[str, ...] = DEFAULT_IGNORED_LOGGERS,
+    handler=json_ok,
+) -> list[str]:
     """Secrets never appear in reprs, DEBUG logs, validation problems or build errors.
 
     Builds ``config`` with canaries in every secret field, sends a request with it while
@@ -207,8 +223,12 @@ def check_secrets_hidden(auth_type: AuthType, config: dict, context: AuthContext
     context = context or make_auth_context()
     with capture_logs() as records:
         auth = check_builds(auth_type, filled, context)
-        for where, text in (("repr(auth type)", repr(auth_type)), ("str(auth type)", str(auth_type)),
-                            ("repr(auth)", repr(auth)), ("str(auth)", str(auth))):
+        for where, text in (
+            ("repr(auth type)", repr(auth_type)),
+            ("str(auth type)", str(auth_type)),
+            ("repr(auth)", repr(auth)),
+            ("str(auth)", str(auth)),
+        ):
             _assert_hidden(where, text, canaries)
         with LocalHTTPServer(handler) as server:
             with _session() as session:
@@ -237,10 +257,19 @@ def _session() -> requests.Session:
     return session
 
 
-def sign_request(auth_type: AuthType, config: dict, *, method: str = "POST", path: str = "/resource",
-                 query: dict | None = None, body: bytes | str | None = b'{"hello": "world"}',
-                 headers: dict | None = None, context: AuthContext | None = None, handler=json_ok,
-                 expect_status: int | None = None) -> RecordedRequest:
+def sign_request(
+    auth_type: AuthType,
+    config: dict,
+    *,
+    method: str = "POST",
+    path: str = "/resource",
+    query: dict | None = None,
+    body: bytes | str | None = b'{"hello": "world"}',
+    headers: dict | None = None,
+    context: AuthContext | None = None,
+    handler=json_ok,
+    expect_status: int | None = None,
+) -> RecordedRequest:
     """Send one request with the built auth to a real local HTTP server; return what it got.
 
     ``handler`` (``RecordedRequest -> (status, headers, body)``) lets the server check the
@@ -248,18 +277,21 @@ def sign_request(auth_type: AuthType, config: dict, *, method: str = "POST", pat
     """
     auth = check_builds(auth_type, config, context)
     with LocalHTTPServer(handler) as server, _session() as session:
-        response = session.request(method, server.url + path, params=query, data=body, headers=headers,
-                                   auth=auth, timeout=10)
+        response = session.request(
+            method, server.url + path, params=query, data=body, headers=headers, auth=auth, timeout=10
+        )
         assert server.requests, "the request never reached the local server"
         recorded = server.requests[-1]
     if expect_status is not None:
-        assert response.status_code == expect_status, \
+        assert response.status_code == expect_status, (
             f"the local server answered {response.status_code}, expected {expect_status}"
+        )
     return recorded
 
 
-def check_auth_type(auth_type: AuthType, sample_config: dict, context: AuthContext | None = None,
-                    handler=json_ok) -> RecordedRequest:
+def check_auth_type(
+    auth_type: AuthType, sample_config: dict, context: AuthContext | None = None, handler=json_ok
+) -> RecordedRequest:
     """Every check at once; returns the request the sample config signed."""
     check_schema(auth_type)
     check_builds(auth_type, sample_config, context)

@@ -38,9 +38,13 @@ fi
 if [ -z "${FLOWKER_TEST_POSTGRES_URL:-}" ]; then
   echo "NOTE: FLOWKER_TEST_POSTGRES_URL is not set: the PostgreSQL tests will NOT run."
 fi
-# Lint and type checks first (configured in pyproject.toml): a finding fails the command.
+# Lint, format and type checks first (configured in pyproject.toml): a finding fails the command.
 if ! "$venv/bin/ruff" check flowker tests benchmarks plugins examples; then
   echo "FAILED: ruff found problems (above); fix them before the tests run." >&2
+  exit 1
+fi
+if ! "$venv/bin/ruff" format --check flowker tests benchmarks plugins examples; then
+  echo "FAILED: files above are not formatted; run: $venv/bin/ruff format flowker tests benchmarks plugins examples" >&2
   exit 1
 fi
 if ! "$venv/bin/mypy"; then

@@ -35,8 +35,11 @@ def _docstring_nodes(tree: ast.AST) -> set[int]:
 def test_each_code_is_defined_once_in_the_catalog():
     tree = ast.parse(CATALOG.read_text(encoding="utf-8"))
     catalog = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "ErrorCode")
-    literals = [statement.value.elts[0].value for statement in catalog.body
-                if isinstance(statement, ast.Assign) and isinstance(statement.value, ast.Tuple)]
+    literals = [
+        statement.value.elts[0].value
+        for statement in catalog.body
+        if isinstance(statement, ast.Assign) and isinstance(statement.value, ast.Tuple)
+    ]
     duplicates = {code for code in literals if literals.count(code) > 1}
     assert not duplicates, f"codes defined more than once: {sorted(duplicates)}"
     assert sorted(literals) == sorted(member.value for member in ErrorCode)
@@ -87,8 +90,10 @@ def test_an_error_raised_with_a_domain_code_answers_that_codes_status_and_title(
     from flowker.errors import NotFound, UnprocessableEntity
 
     error = NotFound("workflow x not found", code=ErrorCode.WORKFLOW_NOT_FOUND)
-    assert (error.http_status, error.to_dict()) == (404, {"code": "FLK-0100", "title": "Not Found",
-                                                          "message": "workflow x not found"})
+    assert (error.http_status, error.to_dict()) == (
+        404,
+        {"code": "FLK-0100", "title": "Not Found", "message": "workflow x not found"},
+    )
     reused = UnprocessableEntity("used", code=ErrorCode.IDEMPOTENCY_KEY_REUSED)
     assert reused.to_dict()["title"] == "Idempotency Key Reused"
     assert ErrorCode.FAILED_BY_ACTION != ErrorCode.INVALID_EXECUTION_REQUEST == "FLK-0510"
@@ -97,4 +102,5 @@ def test_an_error_raised_with_a_domain_code_answers_that_codes_status_and_title(
 def test_the_documentation_is_the_catalog():
     docs = PACKAGE.parent / "docs" / "error-codes.md"
     assert docs.read_text(encoding="utf-8") == markdown(), (
-        "docs/error-codes.md is stale: python -m flowker.error_codes > docs/error-codes.md")
+        "docs/error-codes.md is stale: python -m flowker.error_codes > docs/error-codes.md"
+    )

@@ -25,8 +25,14 @@ def _env(**extra: str) -> dict:
 
 
 def flowker(*args, cwd, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flowker", *map(str, args)], cwd=cwd, env=_env(**env),
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "flowker", *map(str, args)],
+        cwd=cwd,
+        env=_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _files(folder: Path) -> list[str]:
@@ -134,8 +140,13 @@ def test_serve_on_a_taken_port_prints_one_line_and_exits_2(taken_port, tmp_path)
 
 
 def test_sample_service_on_a_taken_port_prints_one_line_and_exits_2(taken_port):
-    result = subprocess.run([sys.executable, str(EXAMPLES / "sample_service.py"), "--port", str(taken_port)],
-                            env=_env(), capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "sample_service.py"), "--port", str(taken_port)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     lines = (result.stdout + result.stderr).strip().splitlines()
     assert len(lines) == 1, lines
@@ -144,9 +155,20 @@ def test_sample_service_on_a_taken_port_prints_one_line_and_exits_2(taken_port):
 
 # ------------------------------------------------------------------ help: whole lines, examples
 
-COMMANDS = [["validate"], ["run"], ["serve"], ["apply"], ["plugins"], ["audit", "verify"], ["audit", "export"],
-            ["audit", "checkpoint"], ["audit", "keygen"], ["audit", "public-key"], ["db", "upgrade"],
-            ["secrets", "rotate"]]
+COMMANDS = [
+    ["validate"],
+    ["run"],
+    ["serve"],
+    ["apply"],
+    ["plugins"],
+    ["audit", "verify"],
+    ["audit", "export"],
+    ["audit", "checkpoint"],
+    ["audit", "keygen"],
+    ["audit", "public-key"],
+    ["db", "upgrade"],
+    ["secrets", "rotate"],
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
@@ -170,5 +192,7 @@ def test_command_lists_are_not_cut_off(group, tmp_path):
 
 def test_help_uses_a_wide_terminal(tmp_path):
     result = flowker("audit", "verify", "--help", cwd=tmp_path, COLUMNS="200")
-    assert "--db URL|PATH     Database URL or SQLite file path (default: FLOWKER_DATABASE_URL, else " \
-           "sqlite:///flowker.db)." in result.stdout
+    assert (
+        "--db URL|PATH     Database URL or SQLite file path (default: FLOWKER_DATABASE_URL, else "
+        "sqlite:///flowker.db)." in result.stdout
+    )

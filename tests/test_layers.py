@@ -66,8 +66,11 @@ def test_the_cli_commands_do_not_import_each_other():
     found = []
     for path in sorted((PACKAGE / "cli").glob("*.py")):
         for line, module in _imported_modules(path):
-            if module.startswith("flowker.cli.") and not module.startswith(tuple(s + "." for s in shared)) \
-                    and module not in shared:
+            if (
+                module.startswith("flowker.cli.")
+                and not module.startswith(tuple(s + "." for s in shared))
+                and module not in shared
+            ):
                 found.append(f"cli/{path.name}:{line}: {module}")
     assert found == []
 
@@ -78,7 +81,8 @@ def test_the_check_sees_an_upward_import(tmp_path):
     for layer in LAYERS:
         (tmp_path / layer).mkdir()
     (tmp_path / "storage" / "executor_store.py").write_text(
-        "def audit():\n    from flowker.audit import chain\n    return chain\n")
+        "def audit():\n    from flowker.audit import chain\n    return chain\n"
+    )
     (tmp_path / "runner" / "service.py").write_text("from ..api import app\nfrom flowker import cli\n")
     assert layer_violations(tmp_path) == [
         f"{tmp_path.name}/runner/service.py:1: runner imports flowker.api",

@@ -64,10 +64,14 @@ def runtimes(tmp_path, second_url):
 
     key_path = tmp_path / "audit-signing.pem"
     key_path.write_text(private_key_pem(generate_signing_key()))
-    first_settings = Settings.from_mapping({
-        "database_url": f"sqlite:///{tmp_path}/first.db", "retry_max_attempts": "1",
-        "audit_signing_key": str(key_path), "audit_checkpoint_interval": "3",
-    })
+    first_settings = Settings.from_mapping(
+        {
+            "database_url": f"sqlite:///{tmp_path}/first.db",
+            "retry_max_attempts": "1",
+            "audit_signing_key": str(key_path),
+            "audit_checkpoint_interval": "3",
+        }
+    )
     second_settings = Settings.from_mapping({"database_url": second_url, "retry_max_attempts": "1"})
     registry = load_registry(first_settings)
     built = []
@@ -87,8 +91,9 @@ def _install(runtime, url: str, name: str):
     """The executor and an active workflow, through the runtime's stores."""
     with runtime.bound(), runtime.database.connection_context():
         runtime.executors.create(load_spec_text(EXECUTOR_FILE.format(url=url), "echo.yaml", from_file=True), ACTOR)
-        workflow = runtime.workflows.create(load_spec_text(WORKFLOW_FILE.format(name=name), "wf.yaml", from_file=True),
-                                            ACTOR)
+        workflow = runtime.workflows.create(
+            load_spec_text(WORKFLOW_FILE.format(name=name), "wf.yaml", from_file=True), ACTOR
+        )
         return runtime.workflows.activate(workflow.id, ACTOR)
 
 
@@ -101,8 +106,15 @@ def _run_once(runtime, workflow_id: str, mine: set, round_number: int) -> None:
         runtime.workflows.deactivate(workflow_id, ACTOR)
         runtime.workflows.to_draft(workflow_id, ACTOR)
         runtime.workflows.activate(workflow_id, ACTOR)
-        runtime.audit_log.append("WORKFLOW_UPDATED", "UPDATE", "SUCCESS", "workflow", workflow_id, actor=ACTOR,
-                                 metadata={"round": round_number})
+        runtime.audit_log.append(
+            "WORKFLOW_UPDATED",
+            "UPDATE",
+            "SUCCESS",
+            "workflow",
+            workflow_id,
+            actor=ACTOR,
+            metadata={"round": round_number},
+        )
 
 
 def _chain_of(runtime):
@@ -111,8 +123,13 @@ def _chain_of(runtime):
     with runtime.bound(), runtime.database.connection_context():
         verified = runtime.audit_log.verify()
         entries = list(AuditEntry.select(AuditEntry.resource_type, AuditEntry.resource_id))
-        return (verified, entries, {e.id for e in Execution.select(Execution.id)},
-                {w.id for w in Workflow.select(Workflow.id)}, AuditCheckpoint.select().count())
+        return (
+            verified,
+            entries,
+            {e.id for e in Execution.select(Execution.id)},
+            {w.id for w in Workflow.select(Workflow.id)},
+            AuditCheckpoint.select().count(),
+        )
 
 
 def test_two_runtimes_in_one_process_keep_to_their_own_databases(runtimes):
@@ -148,8 +165,11 @@ def test_two_runtimes_in_one_process_keep_to_their_own_databases(runtimes):
         assert verified.total_checked == len(entries)
         assert execution_ids == executions[id(runtime)] and len(execution_ids) == 2 * ROUNDS
         assert workflow_ids == {workflows[id(runtime)].id}
-        audited = {resource_id for kind, resource_id in ((e.resource_type, e.resource_id) for e in entries)
-                   if kind in ("execution", "workflow")}
+        audited = {
+            resource_id
+            for kind, resource_id in ((e.resource_type, e.resource_id) for e in entries)
+            if kind in ("execution", "workflow")
+        }
         # Every entry is about this runtime's own workflow and executions, none about the other's.
         assert audited == execution_ids | workflow_ids
         assert not audited & (executions[id(other)] | {workflows[id(other)].id})

@@ -81,23 +81,29 @@ def test_run_installs_through_the_same_plan_enabling_executors_and_reactivating(
     by_kind = {document.kind: document for document in documents}
     executor = target.executors.create(by_kind["Executor"], target.actor)
     target.executors.disable(executor.id, target.actor)
-    workflow = install_for_run(target_settings(database_url), target.executors.registry,
-                               [by_kind["Workflow"], by_kind["Executor"]], target.actor)
+    workflow = install_for_run(
+        target_settings(database_url),
+        target.executors.registry,
+        [by_kind["Workflow"], by_kind["Executor"]],
+        target.actor,
+    )
     assert workflow.status == "active" and workflow.version == 1
     assert Executor.get().status == "active"
 
     from flowker.validation.loader import load_spec_text
 
     changed = load_spec_text(WORKFLOW.replace("name: sync-score", "name: sync-score\ndescription: changed"), "w.yaml")
-    workflow = install_for_run(target_settings(database_url), target.executors.registry, [changed, by_kind["Executor"]],
-                               target.actor)
+    workflow = install_for_run(
+        target_settings(database_url), target.executors.registry, [changed, by_kind["Executor"]], target.actor
+    )
     assert (workflow.status, workflow.version, workflow.description) == ("active", 2, "changed")
     events = [e.event_type for e in AuditEntry.select().order_by(AuditEntry.sequence)][-4:]
     assert events == ["WORKFLOW_DEACTIVATED", "WORKFLOW_DRAFTED", "WORKFLOW_UPDATED", "WORKFLOW_ACTIVATED"]
 
     before = AuditEntry.select().count()
-    again = install_for_run(target_settings(database_url), target.executors.registry, [changed, by_kind["Executor"]],
-                            target.actor)
+    again = install_for_run(
+        target_settings(database_url), target.executors.registry, [changed, by_kind["Executor"]], target.actor
+    )
     assert again.version == 2 and AuditEntry.select().count() == before
     assert WorkflowVersion.select().count() == 2
 

@@ -88,16 +88,24 @@ def test_compiled_statements_store_and_read_what_the_models_do(database):
     assert db is database
     started = dt.datetime(2026, 11, 29, 12, 0, 0, 123456)
     # peewee's defaults live in Python, not in the schema: a compiled insert names every column.
-    insert = CompiledInsert(models.Execution, ("id", "workflow_id", "workflow_version", "status", "input_data",
-                                               "current_step", "total_steps", "started_at"))
-    insert.execute(db, [("e-1", "w-1", 1, "running", {"a": [1, "é"]}, 0, 3, started),
-                        ("e-2", "w-1", 1, "running", None, 0, 3, started)])
+    insert = CompiledInsert(
+        models.Execution,
+        ("id", "workflow_id", "workflow_version", "status", "input_data", "current_step", "total_steps", "started_at"),
+    )
+    insert.execute(
+        db,
+        [
+            ("e-1", "w-1", 1, "running", {"a": [1, "é"]}, 0, 3, started),
+            ("e-2", "w-1", 1, "running", None, 0, 3, started),
+        ],
+    )
     loaded = models.Execution.get_by_id("e-1")
     assert (loaded.input_data, loaded.started_at, loaded.current_step) == ({"a": [1, "é"]}, started, 0)
     assert models.Execution.get_by_id("e-2").input_data is None
 
-    update = CompiledUpdate(models.Execution, ("status", "final_output", "completed_at"),
-                            '"id" = {p} AND "status" = \'running\'')
+    update = CompiledUpdate(
+        models.Execution, ("status", "final_output", "completed_at"), '"id" = {p} AND "status" = \'running\''
+    )
     assert update.execute(db, ("completed", {"ok": True}, started), ("e-1",)) == 1
     assert update.execute(db, ("completed", {"ok": True}, started), ("e-1",)) == 0  # no longer running
 
@@ -202,8 +210,12 @@ def test_executions_keep_only_the_indexes_queries_use(database):
     assert not names & set(UNNEEDED_INDEXES)
     # What serves the queries: list by workflow and idempotency lookups, status filters and
     # the lease sweep, date ranges, a run's steps in order.
-    assert {"execution_workflow_id_idempotency_key", "execution_status", "execution_started_at",
-            "step_result_execution_id_step_number"} <= names
+    assert {
+        "execution_workflow_id_idempotency_key",
+        "execution_status",
+        "execution_started_at",
+        "step_result_execution_id_step_number",
+    } <= names
 
 
 def test_migration_2_drops_the_unneeded_indexes_of_an_older_database(database):
@@ -211,8 +223,11 @@ def test_migration_2_drops_the_unneeded_indexes_of_an_older_database(database):
 
     # A database made by a release with migration 1 only: its extra indexes exist.
     for name in UNNEEDED_INDEXES:
-        table, column = ("step_result", "execution_id") if name.startswith("step_result") else \
-            ("execution", name[len("execution_"):])
+        table, column = (
+            ("step_result", "execution_id")
+            if name.startswith("step_result")
+            else ("execution", name[len("execution_") :])
+        )
         database.execute_sql(f'CREATE INDEX "{name}" ON "{table}" ("{column}")')
     models.SchemaMigration.delete().where(models.SchemaMigration.version >= 2).execute()
     assert current_version(database) == 1

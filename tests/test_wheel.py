@@ -22,7 +22,9 @@ SOURCES = ("flowker", "specs", "setup.cfg", "pyproject.toml", "README.md", "LICE
 
 
 def _run(command, **kwargs):
-    environment = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV") and not k.startswith("FLOWKER_")}
+    environment = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV") and not k.startswith("FLOWKER_")
+    }
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment, **kwargs)
     assert result.returncode == 0, f"{command} failed:\n{result.stdout}\n{result.stderr}"
     return result
@@ -72,7 +74,11 @@ def test_wheel_installs_in_a_fresh_virtualenv_and_validates_an_example(tmp_path)
 
     flowker = venv / "bin" / "flowker"
     result = subprocess.run(
-        [str(flowker), "validate", "order-fulfilment"], cwd=work, capture_output=True, text=True, timeout=120,
+        [str(flowker), "validate", "order-fulfilment"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)},
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -81,7 +87,11 @@ def test_wheel_installs_in_a_fresh_virtualenv_and_validates_an_example(tmp_path)
     broken = work / "order-fulfilment" / "workflows" / "order-fulfilment.yaml"
     broken.write_text(broken.read_text().replace("endpoint: authorise", "endpoint: authorize"))
     failed = subprocess.run(
-        [str(flowker), "validate", "order-fulfilment"], cwd=work, capture_output=True, text=True, timeout=120,
+        [str(flowker), "validate", "order-fulfilment"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)},
     )
     assert failed.returncode == 1

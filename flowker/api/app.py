@@ -110,14 +110,13 @@ def create_app(
     ``settings.with_generated_api_key()`` first).
     """
     if not settings.api_keys:
-        raise ConfigurationError(
-            "no API keys: set FLOWKER_API_KEYS (development: Settings.with_generated_api_key())"
-        )
+        raise ConfigurationError("no API keys: set FLOWKER_API_KEYS (development: Settings.with_generated_api_key())")
     if runtime is None:
         from flowker.runtime import Runtime
 
-        runtime = Runtime.from_settings(settings, registry=registry, database=database,
-                                        execution_service=execution_service)
+        runtime = Runtime.from_settings(
+            settings, registry=registry, database=database, execution_service=execution_service
+        )
     database = runtime.database
     execution_service = runtime.execution_service
     install_log_redaction(runtime.redactor)  # idempotent; held weakly, so it ends with the app
@@ -131,7 +130,10 @@ def create_app(
         secret_box=runtime.secret_box,
         address_policy=runtime.address_policy,
         background=BackgroundRunner(
-            execution_service.run, database, workers=background_workers, max_queue=background_queue,
+            execution_service.run,
+            database,
+            workers=background_workers,
+            max_queue=background_queue,
             heartbeat=execution_service.heartbeat,
         ),
         redactor=runtime.redactor,

@@ -75,8 +75,12 @@ class Collection:
             query = query.where(AuditEntry.timestamp <= _stamp(date_to, round_up=False))
         limit = parse_limit(req.get_param("limit"), DEFAULT_LIMIT)
         sort, cursor = resolve_sort(
-            req.get_param("cursor"), None, req.get_param("sortOrder"),
-            self.SORT_COLUMNS, AuditEntry.sequence, "sequence",
+            req.get_param("cursor"),
+            None,
+            req.get_param("sortOrder"),
+            self.SORT_COLUMNS,
+            AuditEntry.sequence,
+            "sequence",
         )
         resp.media = fetch_page(query, sort, cursor, limit).body(entry_view)
 
@@ -118,6 +122,7 @@ class Verify:
         entry = _entry(event_id)
         state = self.state
         resp.media = self.gate.run(
-            state.database, entry.sequence,
+            state.database,
+            entry.sequence,
             lambda: verify_isolated(state.settings, entry.sequence, state.database),
         ).to_dict()

@@ -18,8 +18,9 @@ logger = logging.getLogger("flowker.api.background")
 
 
 class BackgroundRunner:
-    def __init__(self, run: Callable[[str], object], database, *, workers: int = 4, max_queue: int = 64,
-                 heartbeat=None):
+    def __init__(
+        self, run: Callable[[str], object], database, *, workers: int = 4, max_queue: int = 64, heartbeat=None
+    ):
         if workers < 1 or max_queue < 0:
             raise ValueError("workers must be at least 1 and max_queue not negative")
         self._run = run

@@ -44,7 +44,9 @@ def read_body(req: falcon.Request) -> bytes:
 
 
 def _terminated_input(req: falcon.Request) -> bool:
-    return bool(req.env.get("wsgi.input_terminated")) or "chunked" in (req.get_header("Transfer-Encoding") or "").lower()
+    return (
+        bool(req.env.get("wsgi.input_terminated")) or "chunked" in (req.get_header("Transfer-Encoding") or "").lower()
+    )
 
 
 def media_type(req: falcon.Request) -> str:
@@ -84,8 +86,9 @@ def loads_strict(text: str):
 
     (Lone surrogates and nesting are checked afterwards by :func:`refuse_hostile_values`.)
     """
-    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float,
-                      object_pairs_hook=_object_without_duplicates)
+    return json.loads(
+        text, parse_constant=_refuse_constant, parse_float=_finite_float, object_pairs_hook=_object_without_duplicates
+    )
 
 
 def parse_json(raw: bytes, *, empty=None, what: str = "request body", max_depth: int = MAX_JSON_DEPTH):

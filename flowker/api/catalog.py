@@ -40,8 +40,11 @@ def _list(req, registry, kind: str, table) -> dict:
         names = [name for name in names if name > cursor["v"]]
     page, has_more = names[:limit], len(names) > limit
     next_cursor = encode_cursor({"s": _SORT, "o": "ASC", "v": page[-1], "id": page[-1]}) if has_more else ""
-    return {"items": [_type_view(registry, kind, table[name]) for name in page],
-            "nextCursor": next_cursor, "hasMore": has_more}
+    return {
+        "items": [_type_view(registry, kind, table[name]) for name in page],
+        "nextCursor": next_cursor,
+        "hasMore": has_more,
+    }
 
 
 class _Catalog:

@@ -42,7 +42,9 @@ class Executions:
             raise bad_query("startTime must not be after endTime", ErrorCode.INVALID_DASHBOARD_FILTER)
         status = req.get_param("status")
         if status is not None and status not in EXECUTION_STATUSES:
-            raise bad_query(f"status must be one of {', '.join(EXECUTION_STATUSES)}", ErrorCode.INVALID_DASHBOARD_FILTER)
+            raise bad_query(
+                f"status must be one of {', '.join(EXECUTION_STATUSES)}", ErrorCode.INVALID_DASHBOARD_FILTER
+            )
         query = Execution.select(Execution.status, peewee.fn.COUNT(Execution.id).alias("n"))
         if start is not None:
             query = query.where(Execution.started_at >= start)

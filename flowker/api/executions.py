@@ -59,8 +59,17 @@ def load_execution(execution_id: str) -> Execution:
     return execution
 
 
-def start_execution(state, req, resp, workflow_id: str, input_data, *, key: str | None, headers: dict | None = None,
-                    digest: str | None = None) -> Execution:
+def start_execution(
+    state,
+    req,
+    resp,
+    workflow_id: str,
+    input_data,
+    *,
+    key: str | None,
+    headers: dict | None = None,
+    digest: str | None = None,
+) -> Execution:
     """Start (and, unless async, run) an execution and write the response. Shared with webhooks."""
     if state.is_draining:
         raise unavailable("this instance is shutting down: retry the request")
@@ -112,7 +121,7 @@ class Start:
         unknown = sorted(set(body) - {"inputData"})
         if unknown:
             raise UnprocessableEntity(
-                f"unknown field(s) {', '.join(repr(name) for name in unknown)}: the body is {{\"inputData\": {{...}}}}",
+                f'unknown field(s) {", ".join(repr(name) for name in unknown)}: the body is {{"inputData": {{...}}}}',
                 code=ErrorCode.INVALID_EXECUTION_REQUEST,
             )
         input_data = body.get("inputData", {})
@@ -137,8 +146,12 @@ class Collection:
             query = query.where(Execution.status == status)
         limit = parse_limit(req.get_param("limit"), DEFAULT_LIMIT)
         sort, cursor = resolve_sort(
-            req.get_param("cursor"), req.get_param("sortBy"), req.get_param("sortOrder"),
-            self.SORT_COLUMNS, Execution.id, "startedAt",
+            req.get_param("cursor"),
+            req.get_param("sortBy"),
+            req.get_param("sortOrder"),
+            self.SORT_COLUMNS,
+            Execution.id,
+            "startedAt",
         )
         resp.media = fetch_page(query, sort, cursor, limit).body(summary)
 

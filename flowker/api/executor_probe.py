@@ -230,6 +230,8 @@ def _describe(exc: requests.RequestException) -> str:
     if isinstance(exc, requests.ConnectionError):
         text = str(exc)
         # Keep the reason ("Connection refused"), drop internals such as object reprs.
-        match = re.search(r"(Connection refused|Name or service not known|No route to host|timed out|reset by peer)", text)
+        match = re.search(
+            r"(Connection refused|Name or service not known|No route to host|timed out|reset by peer)", text
+        )
         return f"connection failed: {match.group(1)}" if match else "connection failed"
     return type(exc).__name__

@@ -13,7 +13,11 @@ from flowker.api.views import checked_id, executor_created, executor_view
 from flowker.catalog.executors import STATUSES
 from flowker.storage.models import Executor
 
-SORT_COLUMNS: dict[str, peewee.Field] = {"createdAt": Executor.created_at, "updatedAt": Executor.updated_at, "name": Executor.name}
+SORT_COLUMNS: dict[str, peewee.Field] = {
+    "createdAt": Executor.created_at,
+    "updatedAt": Executor.updated_at,
+    "name": Executor.name,
+}
 DEFAULT_LIMIT = 10
 MERGE_PATCH_TYPES = ("application/merge-patch+json",)
 
@@ -38,8 +42,12 @@ class Collection(_Resource):
         status = parse_choice("status", req.get_param("status"), STATUSES)
         limit = parse_limit(req.get_param("limit"), DEFAULT_LIMIT)
         sort, cursor = resolve_sort(
-            req.get_param("cursor"), req.get_param("sortBy"), req.get_param("sortOrder"),
-            SORT_COLUMNS, Executor.id, "createdAt",
+            req.get_param("cursor"),
+            req.get_param("sortBy"),
+            req.get_param("sortOrder"),
+            SORT_COLUMNS,
+            Executor.id,
+            "createdAt",
         )
         page = fetch_page(self.store.query(status), sort, cursor, limit)
         resp.media = page.body(self.view)
@@ -84,8 +92,9 @@ class Test(_Resource):
 
     def __init__(self, state):
         super().__init__(state)
-        self.probe = ExecutorProbe(state.settings, state.registry, state.secret_box, state.address_policy,
-                                   redactor=state.redactor)
+        self.probe = ExecutorProbe(
+            state.settings, state.registry, state.secret_box, state.address_policy, redactor=state.redactor
+        )
 
     def on_post(self, req, resp, executor_id: str) -> None:
         executor = self.store.get(checked_id(executor_id, "executor"))

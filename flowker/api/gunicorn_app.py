@@ -150,4 +150,3 @@ class FlowkerApplication(BaseApplication):
             logger.exception("worker clean-up failed")
         finally:
             close_database(state.database)
-

@@ -34,9 +34,7 @@ WEBHOOK_PREFIX = "/v1/webhooks/"
 
 HSTS_VALUE = "max-age=31536000; includeSubDomains"
 CORS_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
-CORS_ALLOWED_HEADERS = (
-    "Accept, Content-Type, X-API-Key, X-Request-ID, Idempotency-Key, Prefer, X-Webhook-Token"
-)
+CORS_ALLOWED_HEADERS = "Accept, Content-Type, X-API-Key, X-Request-ID, Idempotency-Key, Prefer, X-Webhook-Token"
 CORS_EXPOSED_HEADERS = "X-Request-ID, X-Webhook-Workflow-ID, X-Webhook-Execution-ID, Retry-After, Location"
 CORS_MAX_AGE = "3600"
 
@@ -273,7 +271,8 @@ class QueryParamsMiddleware:
         if "\x00" in req.path:
             raise BadRequest("the URL path contains a NUL character (%00)", code=ErrorCode.INVALID_BODY)
         if "\x00" in req.query_string or any(
-                "\x00" in name or "\x00" in str(value) for name, value in req.params.items()):
+            "\x00" in name or "\x00" in str(value) for name, value in req.params.items()
+        ):
             raise bad_query("the query string contains a NUL character (%00)")
 
     def process_resource(self, req, resp, resource, params) -> None:

@@ -69,10 +69,13 @@ def _q(name: str, schema: dict, description: str = "") -> dict:
 
 
 LIMIT = _q("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "Page size, 1 to 100")
-CURSOR = _q("cursor", {"type": "string", "maxLength": 2048, "pattern": "^[A-Za-z0-9_-]*$"},
-           "nextCursor of the previous page of this list, unchanged (any other value: 400 "
-           f"{ErrorCode.INVALID_CURSOR.value}; with a sortBy or sortOrder other than its own: 400 "
-           f"{ErrorCode.INVALID_QUERY.value})")
+CURSOR = _q(
+    "cursor",
+    {"type": "string", "maxLength": 2048, "pattern": "^[A-Za-z0-9_-]*$"},
+    "nextCursor of the previous page of this list, unchanged (any other value: 400 "
+    f"{ErrorCode.INVALID_CURSOR.value}; with a sortBy or sortOrder other than its own: 400 "
+    f"{ErrorCode.INVALID_QUERY.value})",
+)
 SORT_ORDER = _q("sortOrder", {"enum": ["ASC", "DESC"]}, "Default DESC; lower case (asc, desc) is accepted too")
 LIST = (LIMIT, CURSOR, SORT_ORDER)
 # A cursor is opaque: one of the right shape may still not come from this list.
@@ -85,126 +88,331 @@ WORKFLOW_WRITE = {422: (*SPEC_REFUSALS, ErrorCode.WORKFLOW_NOT_DRAFT)}
 EXECUTOR_WRITE = {422: (*SPEC_REFUSALS, ErrorCode.ADDRESS_NOT_ALLOWED, ErrorCode.SECRET_KEY_UNUSABLE)}
 # Runs: the workflow must be active; an Idempotency-Key reused with another body.
 RUN_REFUSALS = {422: (ErrorCode.WORKFLOW_NOT_ACTIVE, ErrorCode.IDEMPOTENCY_KEY_REUSED, ErrorCode.INVALID_SPEC)}
-IDEMPOTENCY = {"name": "Idempotency-Key", "in": "header", "required": False,
-               "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"},
-               "description": "Replays return the first execution (200)"}
-PREFER = {"name": "Prefer", "in": "header", "required": False, "schema": {"type": "string"},
-          "description": "respond-async: answer 202 at once and run in the background"}
-WEBHOOK_TOKEN = {"name": "X-Webhook-Token", "in": "header", "required": False, "schema": {"type": "string"},
-                 "description": "Required when the trigger has a verify_token"}
+IDEMPOTENCY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"},
+    "description": "Replays return the first execution (200)",
+}
+PREFER = {
+    "name": "Prefer",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "respond-async: answer 202 at once and run in the background",
+}
+WEBHOOK_TOKEN = {
+    "name": "X-Webhook-Token",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "Required when the trigger has a verify_token",
+}
 LOCATION = {"Location": "URL of the created or found resource"}
 # OpenAPI path templates match one segment per parameter, so the document cannot state the
 # route for a multi-segment webhook path; the server serves it all the same.
-WEBHOOK_PATH_NOTE = ("`path` is the trigger's webhook path without its leading slash. This template matches "
-                     "one path segment only: a multi-segment webhook path (such as `orders/created`) is "
-                     "served at `/v1/webhooks/orders/created` as well, but OpenAPI tools cannot match it "
-                     "to this operation; call its URL directly.")
+WEBHOOK_PATH_NOTE = (
+    "`path` is the trigger's webhook path without its leading slash. This template matches "
+    "one path segment only: a multi-segment webhook path (such as `orders/created`) is "
+    "served at `/v1/webhooks/orders/created` as well, but OpenAPI tools cannot match it "
+    "to this operation; call its URL directly."
+)
 # Answered on every response; documented on each one so generated clients expose it.
 REQUEST_ID = {"X-Request-ID": "The request id: the one sent in X-Request-ID, else a new one (also in logs)"}
-YAML_NOTE = (" Also accepted as YAML (`Content-Type: application/yaml`, at most 256 KiB) with the same "
-             "schema; the document lists JSON only so generated clients stay JSON.")
-EXECUTION_HEADERS = {"Location": "URL of the execution",
-                     "Preference-Applied": "respond-async when the Prefer header was honoured (202)"}
-WEBHOOK_HEADERS = {**EXECUTION_HEADERS, "X-Webhook-Workflow-ID": "The workflow run",
-                   "X-Webhook-Execution-ID": "The execution"}
+YAML_NOTE = (
+    " Also accepted as YAML (`Content-Type: application/yaml`, at most 256 KiB) with the same "
+    "schema; the document lists JSON only so generated clients stay JSON."
+)
+EXECUTION_HEADERS = {
+    "Location": "URL of the execution",
+    "Preference-Applied": "respond-async when the Prefer header was honoured (202)",
+}
+WEBHOOK_HEADERS = {
+    **EXECUTION_HEADERS,
+    "X-Webhook-Workflow-ID": "The workflow run",
+    "X-Webhook-Execution-ID": "The execution",
+}
 
 
 def _workflow_ops() -> list[Operation]:
     wid = "/v1/workflows/{workflow_id}"
     ops = [
-        Operation("POST", "/v1/workflows", "createWorkflow", "workflows", "Create a draft workflow (JSON or YAML)",
-                  {201: ("Created", "WorkflowCreated")}, (400, 409, 413, 415, 422), body="spec:Workflow",
-                  headers=LOCATION, refusals=WORKFLOW_WRITE),
-        Operation("GET", "/v1/workflows", "listWorkflows", "workflows", "List workflows",
-                  {200: ("A page of workflows", "WorkflowList")}, (400,),
-                  (_q("status", {"enum": ["draft", "active", "inactive"]}),
-                   _q("sortBy", {"enum": ["createdAt", "updatedAt", "name"]}), *LIST), refusals=LIST_REFUSALS),
-        Operation("GET", wid, "getWorkflow", "workflows", "Get a workflow", {200: ("The workflow", "Workflow")}, (400, 404)),
-        Operation("PUT", wid, "replaceWorkflow", "workflows", "Replace a draft's spec",
-                  {200: ("The workflow", "Workflow")}, (400, 404, 409, 413, 415, 422), body="spec:Workflow",
-                  refusals=WORKFLOW_WRITE),
-        Operation("DELETE", wid, "deleteWorkflow", "workflows", "Delete a workflow that is not active",
-                  {204: ("Deleted", None)}, (400, 404, 409, 422), refusals={422: (ErrorCode.WORKFLOW_NOT_DRAFT,)}),
-        Operation("POST", wid + "/clone", "cloneWorkflow", "workflows", "Copy a workflow into a new draft",
-                  {201: ("Created", "WorkflowCreated")}, (400, 404, 409, 413, 415, 422), body="CloneRequest",
-                  headers=LOCATION, refusals=WORKFLOW_WRITE),
+        Operation(
+            "POST",
+            "/v1/workflows",
+            "createWorkflow",
+            "workflows",
+            "Create a draft workflow (JSON or YAML)",
+            {201: ("Created", "WorkflowCreated")},
+            (400, 409, 413, 415, 422),
+            body="spec:Workflow",
+            headers=LOCATION,
+            refusals=WORKFLOW_WRITE,
+        ),
+        Operation(
+            "GET",
+            "/v1/workflows",
+            "listWorkflows",
+            "workflows",
+            "List workflows",
+            {200: ("A page of workflows", "WorkflowList")},
+            (400,),
+            (
+                _q("status", {"enum": ["draft", "active", "inactive"]}),
+                _q("sortBy", {"enum": ["createdAt", "updatedAt", "name"]}),
+                *LIST,
+            ),
+            refusals=LIST_REFUSALS,
+        ),
+        Operation(
+            "GET", wid, "getWorkflow", "workflows", "Get a workflow", {200: ("The workflow", "Workflow")}, (400, 404)
+        ),
+        Operation(
+            "PUT",
+            wid,
+            "replaceWorkflow",
+            "workflows",
+            "Replace a draft's spec",
+            {200: ("The workflow", "Workflow")},
+            (400, 404, 409, 413, 415, 422),
+            body="spec:Workflow",
+            refusals=WORKFLOW_WRITE,
+        ),
+        Operation(
+            "DELETE",
+            wid,
+            "deleteWorkflow",
+            "workflows",
+            "Delete a workflow that is not active",
+            {204: ("Deleted", None)},
+            (400, 404, 409, 422),
+            refusals={422: (ErrorCode.WORKFLOW_NOT_DRAFT,)},
+        ),
+        Operation(
+            "POST",
+            wid + "/clone",
+            "cloneWorkflow",
+            "workflows",
+            "Copy a workflow into a new draft",
+            {201: ("Created", "WorkflowCreated")},
+            (400, 404, 409, 413, 415, 422),
+            body="CloneRequest",
+            headers=LOCATION,
+            refusals=WORKFLOW_WRITE,
+        ),
     ]
-    for verb, summary in (("activate", "draft -> active (runs every check)"), ("deactivate", "active -> inactive"),
-                          ("draft", "inactive -> draft")):
-        ops.append(Operation("POST", f"{wid}/{verb}", f"{verb}Workflow", "workflows", summary,
-                             {200: ("The workflow", "Workflow")}, (400, 404, 409, 422),
-                             refusals={422: (ErrorCode.WORKFLOW_TRANSITION_REFUSED, *SPEC_REFUSALS)}))
+    for verb, summary in (
+        ("activate", "draft -> active (runs every check)"),
+        ("deactivate", "active -> inactive"),
+        ("draft", "inactive -> draft"),
+    ):
+        ops.append(
+            Operation(
+                "POST",
+                f"{wid}/{verb}",
+                f"{verb}Workflow",
+                "workflows",
+                summary,
+                {200: ("The workflow", "Workflow")},
+                (400, 404, 409, 422),
+                refusals={422: (ErrorCode.WORKFLOW_TRANSITION_REFUSED, *SPEC_REFUSALS)},
+            )
+        )
     return ops
 
 
 # Executor writes check URLs (FLK-0341) and where secret references point (FLK-0007), and
 # may decrypt stored secrets (FLK-0006).
-_EXECUTOR_WRITE_CODES = (ErrorCode.ADDRESS_NOT_ALLOWED, ErrorCode.SECRET_REFERENCE_REFUSED, ErrorCode.SECRET_KEY_UNUSABLE)
+_EXECUTOR_WRITE_CODES = (
+    ErrorCode.ADDRESS_NOT_ALLOWED,
+    ErrorCode.SECRET_REFERENCE_REFUSED,
+    ErrorCode.SECRET_KEY_UNUSABLE,
+)
 _EXECUTOR_TEST_CODES = (ErrorCode.ADDRESS_NOT_ALLOWED, ErrorCode.SECRET_KEY_UNUSABLE)
 
 
 def _executor_ops() -> list[Operation]:
     eid = "/v1/executors/{executor_id}"
     ops = [
-        Operation("POST", "/v1/executors", "createExecutor", "executors", "Create an executor (JSON or YAML)",
-                  {201: ("Created", "ExecutorCreated")}, (400, 409, 413, 415, 422), body="spec:Executor",
-                  headers=LOCATION, security_codes=_EXECUTOR_WRITE_CODES, refusals=EXECUTOR_WRITE),
-        Operation("GET", "/v1/executors", "listExecutors", "executors", "List executors (secrets masked)",
-                  {200: ("A page of executors", "ExecutorList")}, (400,),
-                  (_q("status", {"enum": ["active", "disabled"]}),
-                   _q("sortBy", {"enum": ["createdAt", "updatedAt", "name"]}), *LIST), refusals=LIST_REFUSALS),
-        Operation("GET", eid, "getExecutor", "executors", "Get an executor (secrets masked)",
-                  {200: ("The executor", "Executor")}, (400, 404)),
-        Operation("PUT", eid, "replaceExecutor", "executors", "Replace an executor's spec",
-                  {200: ("The executor", "Executor")}, (400, 404, 409, 413, 415, 422), body="spec:Executor",
-                  security_codes=_EXECUTOR_WRITE_CODES, refusals=EXECUTOR_WRITE),
-        Operation("PATCH", eid, "patchExecutor", "executors", "JSON Merge Patch (RFC 7386) an executor",
-                  {200: ("The executor", "Executor")}, (400, 404, 409, 413, 415, 422), body="ExecutorPatch",
-                  security_codes=_EXECUTOR_WRITE_CODES, refusals=EXECUTOR_WRITE),
-        Operation("DELETE", eid, "deleteExecutor", "executors", "Delete an executor no active workflow uses",
-                  {204: ("Deleted", None)}, (400, 404, 409)),
-        Operation("POST", eid + "/test", "testExecutor", "executors", "Probe the executor through the SSRF guard",
-                  {200: ("The probe report", "ExecutorTestReport")}, (400, 404, 422, 502),
-                  security_codes=_EXECUTOR_TEST_CODES, refusals={422: (ErrorCode.ADDRESS_NOT_ALLOWED, ErrorCode.SECRET_KEY_UNUSABLE)}),
+        Operation(
+            "POST",
+            "/v1/executors",
+            "createExecutor",
+            "executors",
+            "Create an executor (JSON or YAML)",
+            {201: ("Created", "ExecutorCreated")},
+            (400, 409, 413, 415, 422),
+            body="spec:Executor",
+            headers=LOCATION,
+            security_codes=_EXECUTOR_WRITE_CODES,
+            refusals=EXECUTOR_WRITE,
+        ),
+        Operation(
+            "GET",
+            "/v1/executors",
+            "listExecutors",
+            "executors",
+            "List executors (secrets masked)",
+            {200: ("A page of executors", "ExecutorList")},
+            (400,),
+            (
+                _q("status", {"enum": ["active", "disabled"]}),
+                _q("sortBy", {"enum": ["createdAt", "updatedAt", "name"]}),
+                *LIST,
+            ),
+            refusals=LIST_REFUSALS,
+        ),
+        Operation(
+            "GET",
+            eid,
+            "getExecutor",
+            "executors",
+            "Get an executor (secrets masked)",
+            {200: ("The executor", "Executor")},
+            (400, 404),
+        ),
+        Operation(
+            "PUT",
+            eid,
+            "replaceExecutor",
+            "executors",
+            "Replace an executor's spec",
+            {200: ("The executor", "Executor")},
+            (400, 404, 409, 413, 415, 422),
+            body="spec:Executor",
+            security_codes=_EXECUTOR_WRITE_CODES,
+            refusals=EXECUTOR_WRITE,
+        ),
+        Operation(
+            "PATCH",
+            eid,
+            "patchExecutor",
+            "executors",
+            "JSON Merge Patch (RFC 7386) an executor",
+            {200: ("The executor", "Executor")},
+            (400, 404, 409, 413, 415, 422),
+            body="ExecutorPatch",
+            security_codes=_EXECUTOR_WRITE_CODES,
+            refusals=EXECUTOR_WRITE,
+        ),
+        Operation(
+            "DELETE",
+            eid,
+            "deleteExecutor",
+            "executors",
+            "Delete an executor no active workflow uses",
+            {204: ("Deleted", None)},
+            (400, 404, 409),
+        ),
+        Operation(
+            "POST",
+            eid + "/test",
+            "testExecutor",
+            "executors",
+            "Probe the executor through the SSRF guard",
+            {200: ("The probe report", "ExecutorTestReport")},
+            (400, 404, 422, 502),
+            security_codes=_EXECUTOR_TEST_CODES,
+            refusals={422: (ErrorCode.ADDRESS_NOT_ALLOWED, ErrorCode.SECRET_KEY_UNUSABLE)},
+        ),
     ]
     for verb in ("enable", "disable"):
-        ops.append(Operation("POST", f"{eid}/{verb}", f"{verb}Executor", "executors", f"{verb.capitalize()} an executor",
-                             {200: ("The executor", "Executor")}, (400, 404, 409, 422),
-                             refusals={422: (ErrorCode.EXECUTOR_TRANSITION_REFUSED,)}))
+        ops.append(
+            Operation(
+                "POST",
+                f"{eid}/{verb}",
+                f"{verb}Executor",
+                "executors",
+                f"{verb.capitalize()} an executor",
+                {200: ("The executor", "Executor")},
+                (400, 404, 409, 422),
+                refusals={422: (ErrorCode.EXECUTOR_TRANSITION_REFUSED,)},
+            )
+        )
     return ops
 
 
 def _execution_ops() -> list[Operation]:
-    started = {200: ("Idempotent replay: the first execution", "ExecutionSummary"),
-               201: ("Finished (synchronous run)", "ExecutionSummary"),
-               202: ("Accepted (Prefer: respond-async), running", "ExecutionSummary")}
+    started = {
+        200: ("Idempotent replay: the first execution", "ExecutionSummary"),
+        201: ("Finished (synchronous run)", "ExecutionSummary"),
+        202: ("Accepted (Prefer: respond-async), running", "ExecutionSummary"),
+    }
     return [
-        Operation("POST", "/v1/workflows/{workflow_id}/executions", "executeWorkflow", "executions",
-                  "Run an active workflow", started, (400, 404, 413, 415, 422, 503), (IDEMPOTENCY, PREFER),
-                  body="ExecuteRequest", headers=EXECUTION_HEADERS, refusals=RUN_REFUSALS),
-        Operation("GET", "/v1/executions", "listExecutions", "executions", "List executions",
-                  {200: ("A page of executions", "ExecutionList")}, (400,),
-                  (_q("workflowId", {"type": "string", "format": "uuid"}),
-                   _q("status", {"enum": ["running", "completed", "failed"]}),
-                   _q("sortBy", {"enum": ["startedAt"]}), *LIST), refusals=LIST_REFUSALS),
-        Operation("GET", "/v1/executions/{execution_id}", "getExecution", "executions", "Get an execution",
-                  {200: ("The execution", "ExecutionSummary")}, (400, 404)),
-        Operation("GET", "/v1/executions/{execution_id}/results", "getExecutionResults", "executions",
-                  "Step results and final output (once finished)",
-                  {200: ("The results", "ExecutionResults")}, (400, 404, 422), refusals={422: (ErrorCode.RESULTS_NOT_READY,)}),
+        Operation(
+            "POST",
+            "/v1/workflows/{workflow_id}/executions",
+            "executeWorkflow",
+            "executions",
+            "Run an active workflow",
+            started,
+            (400, 404, 413, 415, 422, 503),
+            (IDEMPOTENCY, PREFER),
+            body="ExecuteRequest",
+            headers=EXECUTION_HEADERS,
+            refusals=RUN_REFUSALS,
+        ),
+        Operation(
+            "GET",
+            "/v1/executions",
+            "listExecutions",
+            "executions",
+            "List executions",
+            {200: ("A page of executions", "ExecutionList")},
+            (400,),
+            (
+                _q("workflowId", {"type": "string", "format": "uuid"}),
+                _q("status", {"enum": ["running", "completed", "failed"]}),
+                _q("sortBy", {"enum": ["startedAt"]}),
+                *LIST,
+            ),
+            refusals=LIST_REFUSALS,
+        ),
+        Operation(
+            "GET",
+            "/v1/executions/{execution_id}",
+            "getExecution",
+            "executions",
+            "Get an execution",
+            {200: ("The execution", "ExecutionSummary")},
+            (400, 404),
+        ),
+        Operation(
+            "GET",
+            "/v1/executions/{execution_id}/results",
+            "getExecutionResults",
+            "executions",
+            "Step results and final output (once finished)",
+            {200: ("The results", "ExecutionResults")},
+            (400, 404, 422),
+            refusals={422: (ErrorCode.RESULTS_NOT_READY,)},
+        ),
     ]
 
 
 def _webhook_ops() -> list[Operation]:
-    started = {200: ("Idempotent replay: the first execution", "ExecutionSummary"),
-               201: ("Finished (synchronous run)", "ExecutionSummary"),
-               202: ("Accepted (Prefer: respond-async), running", "ExecutionSummary")}
+    started = {
+        200: ("Idempotent replay: the first execution", "ExecutionSummary"),
+        201: ("Finished (synchronous run)", "ExecutionSummary"),
+        202: ("Accepted (Prefer: respond-async), running", "ExecutionSummary"),
+    }
     return [
-        Operation(method, "/v1/webhooks/{path:path}", f"webhook{method.capitalize()}", "webhooks",
-                  "Run the active workflow whose webhook trigger owns this method and path",
-                  started, (400, 404, 413, 422, 503), (IDEMPOTENCY, PREFER, WEBHOOK_TOKEN),
-                  body=None if method in ("GET", "DELETE") else "WebhookBody", headers=WEBHOOK_HEADERS,
-                  open_query=True, refusals=RUN_REFUSALS, description=WEBHOOK_PATH_NOTE)
+        Operation(
+            method,
+            "/v1/webhooks/{path:path}",
+            f"webhook{method.capitalize()}",
+            "webhooks",
+            "Run the active workflow whose webhook trigger owns this method and path",
+            started,
+            (400, 404, 413, 422, 503),
+            (IDEMPOTENCY, PREFER, WEBHOOK_TOKEN),
+            body=None if method in ("GET", "DELETE") else "WebhookBody",
+            headers=WEBHOOK_HEADERS,
+            open_query=True,
+            refusals=RUN_REFUSALS,
+            description=WEBHOOK_PATH_NOTE,
+        )
         for method in ("GET", "POST", "PUT", "PATCH", "DELETE")
     ]
 
@@ -212,41 +420,119 @@ def _webhook_ops() -> list[Operation]:
 def _other_ops() -> list[Operation]:
     date = {"type": "string", "format": "date-time"}
     return [
-        Operation("GET", "/health", "health", "health", "Health with a database check",
-                  {200: ("Healthy", "Health"), 503: ("Unhealthy", "Health")}, public=True),
+        Operation(
+            "GET",
+            "/health",
+            "health",
+            "health",
+            "Health with a database check",
+            {200: ("Healthy", "Health"), 503: ("Unhealthy", "Health")},
+            public=True,
+        ),
         Operation("GET", "/health/live", "live", "health", "Liveness", {200: ("Alive", "Live")}, public=True),
-        Operation("GET", "/health/ready", "ready", "health", "Readiness: database reachable and not draining",
-                  {200: ("Ready", "Ready"), 503: ("Not ready or draining", "Ready")}, public=True),
+        Operation(
+            "GET",
+            "/health/ready",
+            "ready",
+            "health",
+            "Readiness: database reachable and not draining",
+            {200: ("Ready", "Ready"), 503: ("Not ready or draining", "Ready")},
+            public=True,
+        ),
         Operation("GET", "/version", "version", "health", "Version", {200: ("The version", "Version")}),
         Operation("GET", "/openapi.json", "openapi", "health", "This document", {200: ("OpenAPI 3.1", "OpenApi")}),
-        Operation("GET", "/v1/audit-events", "listAuditEvents", "audit", "List audit events",
-                  {200: ("A page of audit events", "AuditEventList")}, (400,),
-                  (_q("eventType", {"type": "string", "pattern": "^[A-Z][A-Z0-9_]{0,63}$"}),
-                   _q("action", {"type": "string", "pattern": "^[A-Z][A-Z0-9_]{0,63}$"}),
-                   _q("result", {"enum": ["SUCCESS", "FAILED"]}),
-                   _q("resourceType", {"type": "string", "pattern": "^[a-z][a-z0-9_.-]{0,31}$"}),
-                   _q("resourceId", {"type": "string", "minLength": 1, "maxLength": 255}),
-                   _q("dateFrom", date), _q("dateTo", date), *LIST),
-                  refusals={400: (*LIST_REFUSALS[400], ErrorCode.INVALID_DATE_RANGE)}),
-        Operation("GET", "/v1/audit-events/{event_id}", "getAuditEvent", "audit", "Get an audit event",
-                  {200: ("The event", "AuditEvent")}, (400, 404)),
-        Operation("GET", "/v1/audit-events/{event_id}/verify", "verifyAuditChain", "audit",
-                  "Recompute every hash and link up to this event (every check of `flowker audit verify`)",
-                  {200: ("The verification", "ChainVerification")}, (400, 404, 429, 503)),
-        Operation("GET", "/v1/catalog/auth-types", "listAuthTypes", "catalog", "Registered auth types, by name",
-                  {200: ("Auth types", "CatalogTypeList")}, (400,), (LIMIT, CURSOR),
-                  refusals={400: (ErrorCode.INVALID_CURSOR,)}),
-        Operation("GET", "/v1/catalog/auth-types/{type_name}", "getAuthType", "catalog", "One auth type",
-                  {200: ("The auth type", "CatalogType")}, (404,)),
-        Operation("GET", "/v1/catalog/action-types", "listActionTypes", "catalog", "Registered action types, by name",
-                  {200: ("Action types", "CatalogTypeList")}, (400,), (LIMIT, CURSOR),
-                  refusals={400: (ErrorCode.INVALID_CURSOR,)}),
-        Operation("GET", "/v1/dashboards/workflows/summary", "workflowDashboard", "dashboards", "Workflows by status",
-                  {200: ("Counts", "WorkflowDashboard")}),
-        Operation("GET", "/v1/dashboards/executions", "executionDashboard", "dashboards",
-                  "Execution counts (startedAt window, inclusive)", {200: ("Counts", "ExecutionDashboard")}, (400,),
-                  (_q("startTime", date, f"Inclusive; after endTime: 400 {ErrorCode.INVALID_DASHBOARD_FILTER.value}"), _q("endTime", date),
-                   _q("status", {"enum": ["running", "completed", "failed"]})), refusals={400: (ErrorCode.INVALID_DASHBOARD_FILTER,)}),
+        Operation(
+            "GET",
+            "/v1/audit-events",
+            "listAuditEvents",
+            "audit",
+            "List audit events",
+            {200: ("A page of audit events", "AuditEventList")},
+            (400,),
+            (
+                _q("eventType", {"type": "string", "pattern": "^[A-Z][A-Z0-9_]{0,63}$"}),
+                _q("action", {"type": "string", "pattern": "^[A-Z][A-Z0-9_]{0,63}$"}),
+                _q("result", {"enum": ["SUCCESS", "FAILED"]}),
+                _q("resourceType", {"type": "string", "pattern": "^[a-z][a-z0-9_.-]{0,31}$"}),
+                _q("resourceId", {"type": "string", "minLength": 1, "maxLength": 255}),
+                _q("dateFrom", date),
+                _q("dateTo", date),
+                *LIST,
+            ),
+            refusals={400: (*LIST_REFUSALS[400], ErrorCode.INVALID_DATE_RANGE)},
+        ),
+        Operation(
+            "GET",
+            "/v1/audit-events/{event_id}",
+            "getAuditEvent",
+            "audit",
+            "Get an audit event",
+            {200: ("The event", "AuditEvent")},
+            (400, 404),
+        ),
+        Operation(
+            "GET",
+            "/v1/audit-events/{event_id}/verify",
+            "verifyAuditChain",
+            "audit",
+            "Recompute every hash and link up to this event (every check of `flowker audit verify`)",
+            {200: ("The verification", "ChainVerification")},
+            (400, 404, 429, 503),
+        ),
+        Operation(
+            "GET",
+            "/v1/catalog/auth-types",
+            "listAuthTypes",
+            "catalog",
+            "Registered auth types, by name",
+            {200: ("Auth types", "CatalogTypeList")},
+            (400,),
+            (LIMIT, CURSOR),
+            refusals={400: (ErrorCode.INVALID_CURSOR,)},
+        ),
+        Operation(
+            "GET",
+            "/v1/catalog/auth-types/{type_name}",
+            "getAuthType",
+            "catalog",
+            "One auth type",
+            {200: ("The auth type", "CatalogType")},
+            (404,),
+        ),
+        Operation(
+            "GET",
+            "/v1/catalog/action-types",
+            "listActionTypes",
+            "catalog",
+            "Registered action types, by name",
+            {200: ("Action types", "CatalogTypeList")},
+            (400,),
+            (LIMIT, CURSOR),
+            refusals={400: (ErrorCode.INVALID_CURSOR,)},
+        ),
+        Operation(
+            "GET",
+            "/v1/dashboards/workflows/summary",
+            "workflowDashboard",
+            "dashboards",
+            "Workflows by status",
+            {200: ("Counts", "WorkflowDashboard")},
+        ),
+        Operation(
+            "GET",
+            "/v1/dashboards/executions",
+            "executionDashboard",
+            "dashboards",
+            "Execution counts (startedAt window, inclusive)",
+            {200: ("Counts", "ExecutionDashboard")},
+            (400,),
+            (
+                _q("startTime", date, f"Inclusive; after endTime: 400 {ErrorCode.INVALID_DASHBOARD_FILTER.value}"),
+                _q("endTime", date),
+                _q("status", {"enum": ["running", "completed", "failed"]}),
+            ),
+            refusals={400: (ErrorCode.INVALID_DASHBOARD_FILTER,)},
+        ),
     ]
 
 
@@ -276,7 +562,7 @@ def _rewrite_refs(value, prefix: str):
         result = {}
         for key, item in value.items():
             if key == "$ref" and isinstance(item, str) and item.startswith("#/$defs/"):
-                target = item[len("#/$defs/"):]
+                target = item[len("#/$defs/") :]
                 result[key] = "#/components/schemas/" + prefix + target[:1].upper() + target[1:]
             else:
                 result[key] = _rewrite_refs(item, prefix)
@@ -293,22 +579,31 @@ def _ref(name: str) -> dict:
 def _path_parameters(path: str) -> list[dict]:
     parameters = []
     for name in re.findall(r"\{(\w+)(?::\w+)?\}", path):
-        schema = {"type": "string", "minLength": 1} if name in ("path", "type_name") else {"type": "string", "format": "uuid"}
+        schema = (
+            {"type": "string", "minLength": 1}
+            if name in ("path", "type_name")
+            else {"type": "string", "format": "uuid"}
+        )
         if name == "path":
             schema["pattern"] = "^[^/]+$"  # one segment: see WEBHOOK_PATH_NOTE
         parameters.append({"name": name, "in": "path", "required": True, "schema": schema})
     return parameters
 
 
-BODY_LIMIT = ("At most FLOWKER_MAX_BODY_BYTES (default 1 MiB; larger: 413). Strings and keys hold no NUL "
-              "or lone surrogate, numbers are finite, no object repeats a key (400).")
+BODY_LIMIT = (
+    "At most FLOWKER_MAX_BODY_BYTES (default 1 MiB; larger: 413). Strings and keys hold no NUL "
+    "or lone surrogate, numbers are finite, no object repeats a key (400)."
+)
 
 
 def _request_body(body: str) -> dict:
     if body.startswith("spec:"):
-        name = body[len("spec:"):] + "Spec"
-        return {"required": True, "description": BODY_LIMIT + YAML_NOTE,
-                "content": {"application/json": {"schema": _ref(name)}}}
+        name = body[len("spec:") :] + "Spec"
+        return {
+            "required": True,
+            "description": BODY_LIMIT + YAML_NOTE,
+            "content": {"application/json": {"schema": _ref(name)}},
+        }
     # One media type per body: the server also takes application/json for the patch.
     content_type = "application/merge-patch+json" if body == "ExecutorPatch" else "application/json"
     content = {content_type: {"schema": _ref(body)}}
@@ -337,27 +632,33 @@ def _operation(op: Operation) -> dict:
         error_codes.add(403)  # production refuses plain HTTP everywhere but the probes
     for status in sorted(error_codes):
         description = ERROR_DESCRIPTIONS[status]
-        named = [error for error in SECURITY_ERRORS
-                 if error.http_status == status and error.code in op.security_codes]
+        named = [error for error in SECURITY_ERRORS if error.http_status == status and error.code in op.security_codes]
         if named:
             description += "; " + ", ".join(f"{error.code} {error.title}" for error in named)
         refusals = op.refusals.get(status, ())
         if refusals:
             description += "; a request these schemas admit may still get " + ", ".join(refusals)
-        responses[str(status)] = {"description": description, "headers": _headers(REQUEST_ID),
-                                  "content": {"application/json": {"schema": _ref("Error")}}}
+        responses[str(status)] = {
+            "description": description,
+            "headers": _headers(REQUEST_ID),
+            "content": {"application/json": {"schema": _ref("Error")}},
+        }
         if refusals:
             responses[str(status)]["x-flowker-codes"] = list(refusals)
     # Answered by gunicorn itself, before the app, for request lines over its limit.
-    responses["414"] = {"description": "Request line too long (answered by the HTTP server, as HTML)",
-                        "content": {"text/html": {"schema": {"type": "string"}}}}
+    responses["414"] = {
+        "description": "Request line too long (answered by the HTTP server, as HTML)",
+        "content": {"text/html": {"schema": {"type": "string"}}},
+    }
     document = {
         "operationId": op.operation_id,
         "tags": [op.tag],
         "summary": op.summary,
         **({"description": op.description} if op.description else {}),
-        "parameters": [{**p, "schema": rules.forbid_nul(p["schema"])}
-                       for p in _path_parameters(op.path) + [dict(p) for p in op.parameters]],
+        "parameters": [
+            {**p, "schema": rules.forbid_nul(p["schema"])}
+            for p in _path_parameters(op.path) + [dict(p) for p in op.parameters]
+        ],
         "responses": responses,
     }
     if op.body:
@@ -399,11 +700,21 @@ def build_document(spec_schemas: dict[str, dict] | None = None, auth_types=None)
         },
         "servers": [{"url": "/"}],
         # The whole catalog (flowker.error_codes), for clients that branch on codes.
-        "x-flowker-error-codes": [{"code": entry.value, "name": entry.name, "status": entry.status,
-                                   "title": entry.error_title, "meaning": entry.meaning} for entry in ErrorCode],
+        "x-flowker-error-codes": [
+            {
+                "code": entry.value,
+                "name": entry.name,
+                "status": entry.status,
+                "title": entry.error_title,
+                "meaning": entry.meaning,
+            }
+            for entry in ErrorCode
+        ],
         "security": [{"ApiKey": []}],
-        "tags": [{"name": name} for name in
-                 ("workflows", "executors", "executions", "webhooks", "audit", "catalog", "dashboards", "health")],
+        "tags": [
+            {"name": name}
+            for name in ("workflows", "executors", "executions", "webhooks", "audit", "catalog", "dashboards", "health")
+        ],
         "paths": paths,
         "components": {
             "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},

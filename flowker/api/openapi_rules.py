@@ -40,7 +40,7 @@ def nul_free_pattern(pattern: str) -> str:
     while index < len(pattern):
         char = pattern[index]
         if char == "\\" and index + 1 < len(pattern):
-            pair = pattern[index:index + 2]
+            pair = pattern[index : index + 2]
             out.append("[^\\s\\u0000]" if pair == "\\S" and not in_class else pair)
             index += 2
             continue
@@ -119,12 +119,17 @@ def executor_patch(executor_spec: dict) -> dict:
     for name, schema in executor_spec["properties"].items():
         if name == "authentication":
             auth = schema["properties"]
-            schema = {"type": "object", "additionalProperties": False,
-                      "properties": {"type": auth["type"], "config": {**auth["config"], "type": ["object", "null"]}}}
+            schema = {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"type": auth["type"], "config": {**auth["config"], "type": ["object", "null"]}},
+            }
         elif name not in required and name != "kind":
             schema = {"anyOf": [schema, {"type": "null"}]}
         properties[name] = schema
     return {
-        "type": "object", "additionalProperties": False, "properties": properties,
+        "type": "object",
+        "additionalProperties": False,
+        "properties": properties,
         "description": "JSON Merge Patch (RFC 7386) of an executor spec; the result must be a valid executor.",
     }

@@ -16,48 +16,82 @@ def obj(required: dict, optional: dict | None = None) -> dict:
 
 
 def page(item: str) -> dict:
-    return obj({
-        "items": {"type": "array", "items": {"$ref": f"#/components/schemas/{item}"}},
-        "nextCursor": {"type": "string"},
-        "hasMore": {"type": "boolean"},
-    })
+    return obj(
+        {
+            "items": {"type": "array", "items": {"$ref": f"#/components/schemas/{item}"}},
+            "nextCursor": {"type": "string"},
+            "hasMore": {"type": "boolean"},
+        }
+    )
 
 
 PROBLEM = obj(
     {"message": {"type": "string"}},
-    {"source": {"type": "string"}, "line": {"type": ["integer", "null"]},
-     "column": {"type": ["integer", "null"]}, "path": {"type": "string"}},
+    {
+        "source": {"type": "string"},
+        "line": {"type": ["integer", "null"]},
+        "column": {"type": ["integer", "null"]},
+        "path": {"type": "string"},
+    },
 )
 
 RESPONSE_SCHEMAS: dict[str, dict] = {
     "Error": obj(
-        {"code": {"type": "string", "pattern": "^FLK-[0-9]{4}$"}, "title": {"type": "string"},
-         "message": {"type": "string"}},
+        {
+            "code": {"type": "string", "pattern": "^FLK-[0-9]{4}$"},
+            "title": {"type": "string"},
+            "message": {"type": "string"},
+        },
         {"details": {"type": "array", "items": PROBLEM}},
     ),
-    "WorkflowCreated": obj({
-        "workflowId": UUID, "version": {"type": "integer", "minimum": 1},
-        "status": {"enum": ["draft", "active", "inactive"]}, "createdAt": TIME,
-    }),
+    "WorkflowCreated": obj(
+        {
+            "workflowId": UUID,
+            "version": {"type": "integer", "minimum": 1},
+            "status": {"enum": ["draft", "active", "inactive"]},
+            "createdAt": TIME,
+        }
+    ),
     "Workflow": obj(
-        {"id": UUID, "name": {"type": "string"}, "status": {"enum": ["draft", "active", "inactive"]},
-         "version": {"type": "integer", "minimum": 1}, "nodes": {"type": "array", "items": {"type": "object"}},
-         "edges": {"type": "array", "items": {"type": "object"}}, "createdAt": TIME, "updatedAt": TIME},
+        {
+            "id": UUID,
+            "name": {"type": "string"},
+            "status": {"enum": ["draft", "active", "inactive"]},
+            "version": {"type": "integer", "minimum": 1},
+            "nodes": {"type": "array", "items": {"type": "object"}},
+            "edges": {"type": "array", "items": {"type": "object"}},
+            "createdAt": TIME,
+            "updatedAt": TIME,
+        },
         {"description": {"type": "string"}, "metadata": {"$ref": "#/components/schemas/WorkflowMetadata"}},
     ),
     "WorkflowList": page("Workflow"),
     "CloneRequest": {
-        "type": "object", "additionalProperties": False, "required": ["name"],
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name"],
         "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 100, "pattern": "^\\S(.*\\S)?$"}},
     },
-    "ExecutorCreated": obj({
-        "id": UUID, "name": {"type": "string"}, "status": {"enum": ["active", "disabled"]}, "createdAt": TIME,
-    }),
+    "ExecutorCreated": obj(
+        {
+            "id": UUID,
+            "name": {"type": "string"},
+            "status": {"enum": ["active", "disabled"]},
+            "createdAt": TIME,
+        }
+    ),
     "Executor": obj(
-        {"id": UUID, "name": {"type": "string"}, "baseUrl": {"type": "string"},
-         "endpoints": {"type": "array", "items": {"type": "object"}},
-         "authentication": {"type": "object"}, "status": {"enum": ["active", "disabled"]},
-         "version": {"type": "integer", "minimum": 1}, "createdAt": TIME, "updatedAt": TIME},
+        {
+            "id": UUID,
+            "name": {"type": "string"},
+            "baseUrl": {"type": "string"},
+            "endpoints": {"type": "array", "items": {"type": "object"}},
+            "authentication": {"type": "object"},
+            "status": {"enum": ["active", "disabled"]},
+            "version": {"type": "integer", "minimum": 1},
+            "createdAt": TIME,
+            "updatedAt": TIME,
+        },
         {"description": {"type": "string"}, "metadata": {"type": "object"}, "lastTestedAt": TIME},
     ),
     "ExecutorList": page("Executor"),
@@ -65,77 +99,136 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
         "type": "object",
         "description": "JSON Merge Patch (RFC 7386) of an executor spec; the result must be a valid executor.",
     },
-    "ExecutorTestReport": obj({
-        "executorId": UUID, "executorName": {"type": "string"},
-        "overallStatus": {"enum": ["passed", "failed", "partial"]},
-        "durationMs": {"type": "number"},
-        "stages": {"type": "array", "items": obj(
-            {"name": {"enum": ["connectivity", "authentication", "end_to_end"]},
-             "status": {"enum": ["passed", "failed", "skipped"]}, "durationMs": {"type": "number"}},
-            {"message": {"type": "string"}, "details": {"type": "object"}, "error": {"type": "string"}},
-        )},
-        "summary": {"type": "string"}, "startedAt": TIME, "completedAt": TIME,
-    }),
+    "ExecutorTestReport": obj(
+        {
+            "executorId": UUID,
+            "executorName": {"type": "string"},
+            "overallStatus": {"enum": ["passed", "failed", "partial"]},
+            "durationMs": {"type": "number"},
+            "stages": {
+                "type": "array",
+                "items": obj(
+                    {
+                        "name": {"enum": ["connectivity", "authentication", "end_to_end"]},
+                        "status": {"enum": ["passed", "failed", "skipped"]},
+                        "durationMs": {"type": "number"},
+                    },
+                    {"message": {"type": "string"}, "details": {"type": "object"}, "error": {"type": "string"}},
+                ),
+            },
+            "summary": {"type": "string"},
+            "startedAt": TIME,
+            "completedAt": TIME,
+        }
+    ),
     "ExecuteRequest": {
-        "type": "object", "additionalProperties": False,
+        "type": "object",
+        "additionalProperties": False,
         "properties": {"inputData": {"type": "object", "description": "The trigger input (`workflow` in expressions)"}},
     },
     "WebhookBody": {"type": "object", "description": "The run's input (plus _webhook request metadata)"},
     "ExecutionSummary": obj(
-        {"executionId": UUID, "workflowId": UUID, "status": {"enum": ["running", "completed", "failed"]},
-         "currentStepNumber": {"type": "integer"}, "totalSteps": {"type": "integer"}, "startedAt": TIME},
+        {
+            "executionId": UUID,
+            "workflowId": UUID,
+            "status": {"enum": ["running", "completed", "failed"]},
+            "currentStepNumber": {"type": "integer"},
+            "totalSteps": {"type": "integer"},
+            "startedAt": TIME,
+        },
         {"completedAt": TIME, "errorMessage": {"type": "string"}},
     ),
     "ExecutionList": page("ExecutionSummary"),
     "StepResult": obj(
-        {"stepNumber": {"type": "integer"}, "nodeId": {"type": "string"},
-         "status": {"enum": ["completed", "failed", "skipped"]}},
-        {"stepName": {"type": "string"}, "nodeType": {"type": "string"}, "attempts": {"type": "integer"},
-         "durationMs": {"type": "number"}, "executedAt": OPTIONAL_TIME, "completedAt": OPTIONAL_TIME,
-         "input": ANY, "output": ANY, "errorMessage": {"type": "string"}, "callDetails": ANY},
+        {
+            "stepNumber": {"type": "integer"},
+            "nodeId": {"type": "string"},
+            "status": {"enum": ["completed", "failed", "skipped"]},
+        },
+        {
+            "stepName": {"type": "string"},
+            "nodeType": {"type": "string"},
+            "attempts": {"type": "integer"},
+            "durationMs": {"type": "number"},
+            "executedAt": OPTIONAL_TIME,
+            "completedAt": OPTIONAL_TIME,
+            "input": ANY,
+            "output": ANY,
+            "errorMessage": {"type": "string"},
+            "callDetails": ANY,
+        },
     ),
     "ExecutionResults": obj(
-        {"executionId": UUID, "workflowId": UUID, "status": {"enum": ["running", "completed", "failed"]},
-         "stepResults": {"type": "array", "items": {"$ref": "#/components/schemas/StepResult"}},
-         "finalOutput": ANY, "startedAt": TIME},
+        {
+            "executionId": UUID,
+            "workflowId": UUID,
+            "status": {"enum": ["running", "completed", "failed"]},
+            "stepResults": {"type": "array", "items": {"$ref": "#/components/schemas/StepResult"}},
+            "finalOutput": ANY,
+            "startedAt": TIME,
+        },
         {"completedAt": OPTIONAL_TIME, "errorMessage": {"type": "string"}},
     ),
     "AuditEvent": obj(
-        {"eventId": UUID, "eventType": {"type": "string"}, "action": {"type": "string"},
-         "result": {"enum": ["SUCCESS", "FAILED"]}, "resourceType": {"type": "string"},
-         "resourceId": {"type": "string"},
-         "actor": obj({"type": {"type": "string"}, "id": {"type": "string"}}, {"ipAddress": {"type": "string"}}),
-         "timestamp": TIME, "hash": {"type": "string"}},
-        {"sequence": {"type": "integer"}, "context": {"type": "object"}, "metadata": {"type": "object"},
-         "previousHash": {"type": ["string", "null"]}},
+        {
+            "eventId": UUID,
+            "eventType": {"type": "string"},
+            "action": {"type": "string"},
+            "result": {"enum": ["SUCCESS", "FAILED"]},
+            "resourceType": {"type": "string"},
+            "resourceId": {"type": "string"},
+            "actor": obj({"type": {"type": "string"}, "id": {"type": "string"}}, {"ipAddress": {"type": "string"}}),
+            "timestamp": TIME,
+            "hash": {"type": "string"},
+        },
+        {
+            "sequence": {"type": "integer"},
+            "context": {"type": "object"},
+            "metadata": {"type": "object"},
+            "previousHash": {"type": ["string", "null"]},
+        },
     ),
     "AuditEventList": page("AuditEvent"),
     "ChainVerification": obj(
         {"isValid": {"type": "boolean"}, "totalChecked": {"type": "integer"}, "message": {"type": "string"}},
         {"firstInvalidId": {"type": ["string", "integer", "null"]}},
     ),
-    "CatalogType": obj({
-        "name": {"type": "string"}, "description": {"type": "string"},
-        "configSchema": {"type": ["object", "boolean"]}, "provider": {"type": ["string", "null"]},
-    }),
+    "CatalogType": obj(
+        {
+            "name": {"type": "string"},
+            "description": {"type": "string"},
+            "configSchema": {"type": ["object", "boolean"]},
+            "provider": {"type": ["string", "null"]},
+        }
+    ),
     "CatalogTypeList": page("CatalogType"),
-    "WorkflowDashboard": obj({
-        "total": {"type": "integer"}, "active": {"type": "integer"},
-        "byStatus": {"type": "array", "items": obj({"status": {"type": "string"}, "count": {"type": "integer"}})},
-    }),
-    "ExecutionDashboard": obj({
-        "total": {"type": "integer"}, "running": {"type": "integer"}, "completed": {"type": "integer"},
-        "failed": {"type": "integer"},
-    }),
+    "WorkflowDashboard": obj(
+        {
+            "total": {"type": "integer"},
+            "active": {"type": "integer"},
+            "byStatus": {"type": "array", "items": obj({"status": {"type": "string"}, "count": {"type": "integer"}})},
+        }
+    ),
+    "ExecutionDashboard": obj(
+        {
+            "total": {"type": "integer"},
+            "running": {"type": "integer"},
+            "completed": {"type": "integer"},
+            "failed": {"type": "integer"},
+        }
+    ),
     "Health": obj(
-        {"status": {"enum": ["healthy", "unhealthy"]}, "version": {"type": "string"}, "timestamp": TIME,
-         "checks": {"type": "object"}},
+        {
+            "status": {"enum": ["healthy", "unhealthy"]},
+            "version": {"type": "string"},
+            "timestamp": TIME,
+            "checks": {"type": "object"},
+        },
         {"uptimeSeconds": {"type": "number"}},
     ),
     "Live": obj({"status": {"const": "alive"}, "timestamp": TIME}),
     "Ready": obj(
-        {"status": {"enum": ["ready", "not_ready", "draining"]}, "timestamp": TIME,
-         "checks": {"type": "object"}},
+        {"status": {"enum": ["ready", "not_ready", "draining"]}, "timestamp": TIME, "checks": {"type": "object"}},
         {"version": {"type": "string"}},
     ),
     "Version": obj({"version": {"type": "string"}, "requestDate": TIME}),

@@ -92,7 +92,7 @@ def _decode_scalar(column: peewee.Field, value):
     string against a text column, a 64-bit integer against an integer one (an oversized
     integer or another type made SQLite overflow and PostgreSQL fail the query: a 500)."""
     if isinstance(column, _INTEGER_FIELDS):
-        if not isinstance(value, int) or isinstance(value, bool) or not -2 ** 63 <= value < 2 ** 63:
+        if not isinstance(value, int) or isinstance(value, bool) or not -(2**63) <= value < 2**63:
             raise ValueError("not a 64-bit integer")
         return value
     if not isinstance(value, str) or len(value) > _MAX_CURSOR_STRING:
@@ -133,11 +133,15 @@ class Sort:
             try:
                 value = self._decode_value(cursor["v"])
             except ValueError:
-                raise bad_query("cursor is not valid: use the nextCursor of a previous page", ErrorCode.INVALID_CURSOR) from None
+                raise bad_query(
+                    "cursor is not valid: use the nextCursor of a previous page", ErrorCode.INVALID_CURSOR
+                ) from None
             try:
                 last_id = _decode_scalar(self.id_column, cursor["id"])
             except ValueError:
-                raise bad_query("cursor is not valid: use the nextCursor of a previous page", ErrorCode.INVALID_CURSOR) from None
+                raise bad_query(
+                    "cursor is not valid: use the nextCursor of a previous page", ErrorCode.INVALID_CURSOR
+                ) from None
             if self.column is self.id_column:
                 query = query.where(self.id_column > last_id if ascending else self.id_column < last_id)
             elif ascending:
@@ -172,7 +176,9 @@ def resolve_sort(
         if cursor["s"] not in columns:
             raise bad_query("cursor is not valid for this list", ErrorCode.INVALID_CURSOR)
         if (sort_by is not None and sort_by != cursor["s"]) or (sort_order is not None and order != cursor["o"]):
-            raise bad_query("a cursor keeps the sort it was made with: drop sortBy/sortOrder or the cursor", ErrorCode.INVALID_QUERY)
+            raise bad_query(
+                "a cursor keeps the sort it was made with: drop sortBy/sortOrder or the cursor", ErrorCode.INVALID_QUERY
+            )
         return Sort(cursor["s"], columns[cursor["s"]], id_column, cursor["o"]), cursor
     name = sort_by or default_sort
     return Sort(name, columns[name], id_column, order), None

@@ -9,9 +9,7 @@ from flowker.api.errors import bad_query
 from flowker.error_codes import ErrorCode
 from flowker.storage.models import Execution, StepResult
 
-_RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
-)
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 
 
 def iso(value: _dt.datetime | None) -> str | None:

@@ -26,16 +26,24 @@ from flowker.error_codes import ErrorCode
 
 MAX_PATH = 500
 # Never copied into the run's input: they are credentials.
-DROPPED_HEADERS = frozenset({
-    "authorization", "proxy-authorization", "x-api-key", "x-webhook-token", "cookie",
-})
+DROPPED_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "x-api-key",
+        "x-webhook-token",
+        "cookie",
+    }
+)
 
 
 def _trigger_data(spec: dict, method: str, path: str) -> dict:
     for node in spec.get("nodes") or []:
         data = node.get("data") if isinstance(node, dict) else None
         if (
-            isinstance(data, dict) and node.get("type") == "trigger" and data.get("triggerType") == "webhook"
+            isinstance(data, dict)
+            and node.get("type") == "trigger"
+            and data.get("triggerType") == "webhook"
             and str(data.get("method", "")).upper() == method
             and normalise_webhook_path(str(data.get("path", ""))) == path
         ):
@@ -51,10 +59,14 @@ class Webhook:
         method = req.method.upper()
         route_path = normalise_webhook_path(path)
         if len(route_path) > MAX_PATH:
-            raise NotFound(f"no webhook is registered for {method} (path too long)", code=ErrorCode.WEBHOOK_ROUTE_NOT_FOUND)
+            raise NotFound(
+                f"no webhook is registered for {method} (path too long)", code=ErrorCode.WEBHOOK_ROUTE_NOT_FOUND
+            )
         route = WebhookRoute.get_or_none((WebhookRoute.method == method) & (WebhookRoute.path == route_path))
         if route is None:
-            raise NotFound(f"no active workflow has a webhook for {method} {route_path}", code=ErrorCode.WEBHOOK_ROUTE_NOT_FOUND)
+            raise NotFound(
+                f"no active workflow has a webhook for {method} {route_path}", code=ErrorCode.WEBHOOK_ROUTE_NOT_FOUND
+            )
         workflow = Workflow.get_or_none(Workflow.id == route.workflow_id)
         if workflow is None:
             raise NotFound(f"workflow {route.workflow_id} not found", code=ErrorCode.WORKFLOW_NOT_FOUND)
@@ -80,8 +92,9 @@ class Webhook:
             "remote_ip": req.context.client_ip,
         }
         # A sender's retry is the same delivery even if its headers or address differ.
-        execution = start_execution(self.state, req, resp, workflow.id, input_data, key=key, headers=headers,
-                                    digest=request_hash(body))
+        execution = start_execution(
+            self.state, req, resp, workflow.id, input_data, key=key, headers=headers, digest=request_hash(body)
+        )
         resp.set_header("X-Webhook-Execution-ID", execution.id)
 
     def _replayed(self, req, resp, workflow_id: str, key: str, body: dict, headers: dict) -> bool:
@@ -113,12 +126,15 @@ class Webhook:
             return
         from flowker.security.secrets import SecretResolver
 
-        resolver = SecretResolver.from_settings(self.state.settings, box=self.state.secret_box,
-                                                register=self.state.redactor.add_secret)
+        resolver = SecretResolver.from_settings(
+            self.state.settings, box=self.state.secret_box, register=self.state.redactor.add_secret
+        )
         expected = resolver.resolve(expected_config)
         presented = req.get_header("X-Webhook-Token") or ""
         if not hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), str(expected).encode("utf-8")):
-            raise Unauthorized("webhook token missing or invalid (X-Webhook-Token)", code=ErrorCode.WEBHOOK_TOKEN_INVALID)
+            raise Unauthorized(
+                "webhook token missing or invalid (X-Webhook-Token)", code=ErrorCode.WEBHOOK_TOKEN_INVALID
+            )
 
     def on_get(self, req, resp, path: str) -> None:
         self._handle(req, resp, path)

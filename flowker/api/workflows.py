@@ -14,7 +14,11 @@ from flowker.validation.problems import Problem
 from flowker.storage.models import Workflow
 from flowker.catalog.workflows import STATUSES
 
-SORT_COLUMNS: dict[str, peewee.Field] = {"createdAt": Workflow.created_at, "updatedAt": Workflow.updated_at, "name": Workflow.name}
+SORT_COLUMNS: dict[str, peewee.Field] = {
+    "createdAt": Workflow.created_at,
+    "updatedAt": Workflow.updated_at,
+    "name": Workflow.name,
+}
 DEFAULT_LIMIT = 10
 
 
@@ -38,8 +42,12 @@ class Collection(_Resource):
         status = parse_choice("status", req.get_param("status"), STATUSES)
         limit = parse_limit(req.get_param("limit"), DEFAULT_LIMIT)
         sort, cursor = resolve_sort(
-            req.get_param("cursor"), req.get_param("sortBy"), req.get_param("sortOrder"),
-            SORT_COLUMNS, Workflow.id, "createdAt",
+            req.get_param("cursor"),
+            req.get_param("sortBy"),
+            req.get_param("sortOrder"),
+            SORT_COLUMNS,
+            Workflow.id,
+            "createdAt",
         )
         page = fetch_page(self.store.query(status), sort, cursor, limit)
         resp.media = page.body(self.view)

@@ -67,8 +67,17 @@ COLUMN_PREFIX_TEMPLATE = (
 
 # The columns an entry's document is checked against, in the order of :func:`entry_columns`.
 COLUMN_NAMES = (
-    "sequence", "event_id", "event_type", "action", "result", "resource_type",
-    "resource_id", "actor_type", "actor_id", "actor_ip", "timestamp",
+    "sequence",
+    "event_id",
+    "event_type",
+    "action",
+    "result",
+    "resource_type",
+    "resource_id",
+    "actor_type",
+    "actor_id",
+    "actor_ip",
+    "timestamp",
 )
 
 
@@ -80,8 +89,10 @@ def format_timestamp(moment: _dt.datetime) -> str:
     """RFC 3339 UTC with exactly three fractional digits; naive datetimes are taken as UTC."""
     if moment.tzinfo is not None:
         moment = moment.astimezone(_dt.timezone.utc).replace(tzinfo=None)
-    return (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:"
-            f"{moment.minute:02d}:{moment.second:02d}.{moment.microsecond // 1000:03d}Z")
+    return (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:"
+        f"{moment.minute:02d}:{moment.second:02d}.{moment.microsecond // 1000:03d}Z"
+    )
 
 
 _SECOND_TEXT = (-1, "")  # (Unix second, its text): now_timestamp runs under the append lock
@@ -130,8 +141,13 @@ class _Problem(Exception):
         self.parts: list[str] = []
 
 
-def to_hashable(value: Any, path: str = "$", *, secret_key: Callable[[str], bool] | None = None,
-                mask: Callable[[Any], Any] | None = None) -> Any:
+def to_hashable(
+    value: Any,
+    path: str = "$",
+    *,
+    secret_key: Callable[[str], bool] | None = None,
+    mask: Callable[[Any], Any] | None = None,
+) -> Any:
     """A deep copy of ``value`` made only of dict/list/str/int/bool/None, deterministically.
 
     Raises :class:`NotCanonicalizable` (naming the path, never the value) for types with no
@@ -255,9 +271,20 @@ def _convert_items(value, depth: int, secret_key, mask) -> list:
 
 
 def build_document(
-    *, sequence: int, event_id: str, event_type: str, action: str, result: str,
-    resource_type: str, resource_id: str, actor_type: str, actor_id: str, actor_ip: str,
-    timestamp: str, context: dict, metadata: dict,
+    *,
+    sequence: int,
+    event_id: str,
+    event_type: str,
+    action: str,
+    result: str,
+    resource_type: str,
+    resource_id: str,
+    actor_type: str,
+    actor_id: str,
+    actor_ip: str,
+    timestamp: str,
+    context: dict,
+    metadata: dict,
 ) -> dict:
     """The document that is hashed; ``context``/``metadata`` must already be hashable."""
     return {
@@ -318,8 +345,11 @@ def _unserializable(value: Any) -> Any:
 
 # json.dumps(ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)
 # without building an encoder per call (a tree from to_hashable needs no cycle check).
-_C_ENCODER = (c_make_encoder(None, _unserializable, encode_basestring, None, ":", ",", True, False, False)
-              if c_make_encoder is not None else None)
+_C_ENCODER = (
+    c_make_encoder(None, _unserializable, encode_basestring, None, ":", ",", True, False, False)
+    if c_make_encoder is not None
+    else None
+)
 
 
 def _json(value: Any) -> str:
@@ -338,8 +368,18 @@ _PLACEHOLDER_MARK = _SEQUENCE_MEMBER + _PLACEHOLDERS + '},"payload":'
 
 
 def entry_text_parts(
-    *, event_id: str, event_type: str, action: str, result: str, resource_type: str, resource_id: str,
-    actor_type: str, actor_id: str, actor_ip: str, context: dict, metadata: dict,
+    *,
+    event_id: str,
+    event_type: str,
+    action: str,
+    result: str,
+    resource_type: str,
+    resource_id: str,
+    actor_type: str,
+    actor_id: str,
+    actor_ip: str,
+    context: dict,
+    metadata: dict,
 ) -> tuple[str, str]:
     """(head, tail) of an entry's canonical text, everything but its sequence and timestamp.
 
@@ -364,13 +404,25 @@ def entry_text_parts(
     # format_timestamp string are ASCII with nothing to escape, so they change neither the
     # encoder chosen nor any other byte. The first mark is the entry's own: a '"' inside
     # a string is escaped, so one after ',' is structural, and the payload comes later.
-    text = _serialize(build_document(
-        sequence=0, event_id=event_id, event_type=event_type, action=action, result=result,
-        resource_type=resource_type, resource_id=resource_id, actor_type=actor_type, actor_id=actor_id,
-        actor_ip=actor_ip, timestamp="", context=context, metadata=metadata,
-    ))
+    text = _serialize(
+        build_document(
+            sequence=0,
+            event_id=event_id,
+            event_type=event_type,
+            action=action,
+            result=result,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            actor_type=actor_type,
+            actor_id=actor_id,
+            actor_ip=actor_ip,
+            timestamp="",
+            context=context,
+            metadata=metadata,
+        )
+    )
     split = text.index(_PLACEHOLDER_MARK) + len(_SEQUENCE_MEMBER)
-    return text[:split], text[split + len(_PLACEHOLDERS):]
+    return text[:split], text[split + len(_PLACEHOLDERS) :]
 
 
 def join_entry_text(head: str, sequence: int, timestamp: str, tail: str) -> str:
@@ -389,7 +441,15 @@ def document_columns(document: Mapping) -> tuple:
     entry = document["entry"]
     actor = entry["actor"]
     return (
-        entry["sequence"], entry["eventId"], entry["eventType"], entry["action"], entry["result"],
-        entry["resourceType"], entry["resourceId"], actor["type"], actor["id"], actor["ipAddress"],
+        entry["sequence"],
+        entry["eventId"],
+        entry["eventType"],
+        entry["action"],
+        entry["result"],
+        entry["resourceType"],
+        entry["resourceId"],
+        actor["type"],
+        actor["id"],
+        actor["ipAddress"],
         entry["timestamp"],
     )

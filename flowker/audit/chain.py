@@ -56,8 +56,21 @@ from flowker.storage.models import AuditCheckpoint, AuditEntry
 from flowker.storage.statements import model_row, row_backed_model
 
 __all__ = [
-    "Action", "Actor", "AuditLog", "EventType", "PreparedEntry", "Result", "SYSTEM_ACTOR", "VerifyResult", "append",
-    "append_many", "checkpoint_to_dict", "create_checkpoint", "entry_to_dict", "prepare_many", "verify_chain",
+    "Action",
+    "Actor",
+    "AuditLog",
+    "EventType",
+    "PreparedEntry",
+    "Result",
+    "SYSTEM_ACTOR",
+    "VerifyResult",
+    "append",
+    "append_many",
+    "checkpoint_to_dict",
+    "create_checkpoint",
+    "entry_to_dict",
+    "prepare_many",
+    "verify_chain",
 ]
 
 UNKNOWN_IP = "0.0.0.0"
@@ -131,8 +144,15 @@ class AuditLog:
     an append leaves the head ``checkpoint_interval`` or more entries past the last one.
     """
 
-    def __init__(self, database: peewee.Database | peewee.DatabaseProxy | None = None, *,
-                 signing_key=None, checkpoint_interval: int = 1000, public_keys=(), witness=None):
+    def __init__(
+        self,
+        database: peewee.Database | peewee.DatabaseProxy | None = None,
+        *,
+        signing_key=None,
+        checkpoint_interval: int = 1000,
+        public_keys=(),
+        witness=None,
+    ):
         if checkpoint_interval < 0:
             raise ConfigurationError("FLOWKER_AUDIT_CHECKPOINT_INTERVAL must not be negative")
         self._database = database
@@ -151,10 +171,10 @@ class AuditLog:
         key = cp.load_signing_key(settings.audit_signing_key) if settings.audit_signing_key else None
         witness = open_witness(settings.audit_witness)
         if witness is not None and key is None:
-            raise ConfigurationError("FLOWKER_AUDIT_WITNESS needs FLOWKER_AUDIT_SIGNING_KEY: only signed "
-                                     "checkpoints are witnessed")
-        return cls(database, signing_key=key, checkpoint_interval=settings.audit_checkpoint_interval,
-                   witness=witness)
+            raise ConfigurationError(
+                "FLOWKER_AUDIT_WITNESS needs FLOWKER_AUDIT_SIGNING_KEY: only signed checkpoints are witnessed"
+            )
+        return cls(database, signing_key=key, checkpoint_interval=settings.audit_checkpoint_interval, witness=witness)
 
     @property
     def database(self) -> peewee.Database:
@@ -162,12 +182,21 @@ class AuditLog:
 
     # -- appending ---------------------------------------------------------------------
 
-    def append(self, event_type, action, result, resource_type, resource_id,
-               actor: Actor = SYSTEM_ACTOR, context: Mapping | None = None,
-               metadata: Mapping | None = None) -> AuditEntry:
+    def append(
+        self,
+        event_type,
+        action,
+        result,
+        resource_type,
+        resource_id,
+        actor: Actor = SYSTEM_ACTOR,
+        context: Mapping | None = None,
+        metadata: Mapping | None = None,
+    ) -> AuditEntry:
         """Append one entry inside the caller's transaction (or a new one); returns it."""
-        prepared = self._prepare(new_event_ids(1)[0], event_type, action, result, resource_type, resource_id,
-                                 actor, context, metadata)
+        prepared = self._prepare(
+            new_event_ids(1)[0], event_type, action, result, resource_type, resource_id, actor, context, metadata
+        )
         return self._write([prepared])[0]
 
     def append_many(self, entries) -> list[AuditEntry]:
@@ -189,15 +218,26 @@ class AuditLog:
         entries = entries if isinstance(entries, list) else list(entries)
         event_ids = new_event_ids(len(entries))
         return [
-            item if isinstance(item, PreparedEntry) else
-            cls._prepare(event_id, item["event_type"], item["action"], item["result"], item["resource_type"],
-                         item["resource_id"], item.get("actor"), item.get("context"), item.get("metadata"))
+            item
+            if isinstance(item, PreparedEntry)
+            else cls._prepare(
+                event_id,
+                item["event_type"],
+                item["action"],
+                item["result"],
+                item["resource_type"],
+                item["resource_id"],
+                item.get("actor"),
+                item.get("context"),
+                item.get("metadata"),
+            )
             for event_id, item in zip(event_ids, entries)
         ]
 
     @staticmethod
-    def _prepare(event_id, event_type, action, result, resource_type, resource_id, actor, context,
-                 metadata) -> PreparedEntry:
+    def _prepare(
+        event_id, event_type, action, result, resource_type, resource_id, actor, context, metadata
+    ) -> PreparedEntry:
         actor = actor if actor is not None else SYSTEM_ACTOR
         try:
             event_type = events.event_type_value(event_type)
@@ -216,9 +256,17 @@ class AuditLog:
         error: Exception | None = None
         try:
             head, tail = entry_text_parts(
-                event_id=event_id, event_type=event_type, action=action, result=result,
-                resource_type=resource_type, resource_id=resource_id, actor_type=actor_type,
-                actor_id=actor_id, actor_ip=actor_ip, context=context, metadata=metadata,
+                event_id=event_id,
+                event_type=event_type,
+                action=action,
+                result=result,
+                resource_type=resource_type,
+                resource_id=resource_id,
+                actor_type=actor_type,
+                actor_id=actor_id,
+                actor_ip=actor_ip,
+                context=context,
+                metadata=metadata,
             )
         except NotCanonicalizable as exc:
             # Raised where the entry is written, as when the text was built under the lock.
@@ -283,9 +331,14 @@ class AuditLog:
         previous = cp.checkpoint_hash(statement) if statement is not None else cp.GENESIS_CHECKPOINT_HASH
         signed = []
         for sequence, head_hash in heads:
-            checkpoint = cp.sign(self.signing_key, sequence=sequence, head_hash=head_hash,
-                                 interval=self.checkpoint_interval, created_at=now_timestamp(),
-                                 previous_checkpoint_hash=previous)
+            checkpoint = cp.sign(
+                self.signing_key,
+                sequence=sequence,
+                head_hash=head_hash,
+                interval=self.checkpoint_interval,
+                created_at=now_timestamp(),
+                previous_checkpoint_hash=previous,
+            )
             store.insert_checkpoint(database, checkpoint.to_row())
             signed.append(checkpoint)
             previous = checkpoint.hash
@@ -322,9 +375,12 @@ class AuditLog:
         """Every check ``flowker audit verify`` runs with the same settings, up to the entry,
         including the witness's checkpoints when one is configured."""
         return verify_database(
-            self.database, up_to=up_to_id, public_keys=self.public_keys,
+            self.database,
+            up_to=up_to_id,
+            public_keys=self.public_keys,
             checkpoint_interval=self.checkpoint_interval if self.signing_key is not None else None,
-            progress=progress, witness=self.witness,
+            progress=progress,
+            witness=self.witness,
         )
 
 
@@ -336,14 +392,25 @@ def _log(audit_log: AuditLog | None, database) -> AuditLog:
     return audit_log if audit_log is not None else AuditLog(store.resolve(database))
 
 
-def append(event_type, action, result, resource_type, resource_id, actor: Actor = SYSTEM_ACTOR,
-           context: Mapping | None = None, metadata: Mapping | None = None, *,
-           database=None, audit_log: AuditLog | None = None) -> AuditEntry:
+def append(
+    event_type,
+    action,
+    result,
+    resource_type,
+    resource_id,
+    actor: Actor = SYSTEM_ACTOR,
+    context: Mapping | None = None,
+    metadata: Mapping | None = None,
+    *,
+    database=None,
+    audit_log: AuditLog | None = None,
+) -> AuditEntry:
     """Append an entry with ``audit_log`` (else to the chain of ``database``, default: the
     bound one, without checkpoints). See :class:`AuditLog`."""
     log = _log(audit_log, database)
-    return log.append(event_type, action, result, resource_type, resource_id,
-                      actor=actor, context=context, metadata=metadata)
+    return log.append(
+        event_type, action, result, resource_type, resource_id, actor=actor, context=context, metadata=metadata
+    )
 
 
 def append_many(entries, *, database=None, audit_log: AuditLog | None = None) -> list[AuditEntry]:
@@ -357,8 +424,9 @@ def prepare_many(entries) -> list[PreparedEntry]:
     return AuditLog.prepare_many(entries)
 
 
-def create_checkpoint(signing_key=None, *, database=None, interval: int | None = None,
-                      audit_log: AuditLog | None = None) -> AuditCheckpoint | None:
+def create_checkpoint(
+    signing_key=None, *, database=None, interval: int | None = None, audit_log: AuditLog | None = None
+) -> AuditCheckpoint | None:
     """Sign the head now. Without ``signing_key``, ``audit_log``'s key is used.
 
     ``interval`` is the promise written into the statement (default: ``audit_log``'s
@@ -371,12 +439,20 @@ def create_checkpoint(signing_key=None, *, database=None, interval: int | None =
         signing_key = cp.load_signing_key(signing_key)
     if interval is None:
         interval = log.checkpoint_interval if log.signing_key is not None else 0
-    return AuditLog(log.database, signing_key=signing_key, checkpoint_interval=interval,
-                    witness=log.witness).create_checkpoint()
+    return AuditLog(
+        log.database, signing_key=signing_key, checkpoint_interval=interval, witness=log.witness
+    ).create_checkpoint()
 
 
-def verify_chain(up_to_id=None, progress=None, *, database=None, public_keys=None,
-                 checkpoint_interval: int | None = None, audit_log: AuditLog | None = None) -> VerifyResult:
+def verify_chain(
+    up_to_id=None,
+    progress=None,
+    *,
+    database=None,
+    public_keys=None,
+    checkpoint_interval: int | None = None,
+    audit_log: AuditLog | None = None,
+) -> VerifyResult:
     """Verify up to an event id (or sequence number), or the whole chain.
 
     Checkpoint signatures are checked with ``public_keys`` (keys or a key-id mapping) or,
@@ -387,8 +463,14 @@ def verify_chain(up_to_id=None, progress=None, *, database=None, public_keys=Non
     if public_keys is None:
         return log.verify(up_to_id, progress)
     keys = public_keys if isinstance(public_keys, Mapping) else cp.keys_by_id(public_keys)
-    return verify_database(log.database, up_to=up_to_id, public_keys=keys,
-                           checkpoint_interval=checkpoint_interval, progress=progress, witness=log.witness)
+    return verify_database(
+        log.database,
+        up_to=up_to_id,
+        public_keys=keys,
+        checkpoint_interval=checkpoint_interval,
+        progress=progress,
+        witness=log.witness,
+    )
 
 
 def entry_to_dict(entry) -> dict:
@@ -417,6 +499,13 @@ def entry_to_dict(entry) -> dict:
 
 
 def checkpoint_to_dict(checkpoint) -> dict:
-    return cp.Checkpoint(checkpoint.sequence, checkpoint.head_hash, checkpoint.key_id,
-                         checkpoint.created_at, checkpoint.statement, checkpoint.signature,
-                         checkpoint.previous_checkpoint_hash, checkpoint.entry_count).to_dict()
+    return cp.Checkpoint(
+        checkpoint.sequence,
+        checkpoint.head_hash,
+        checkpoint.key_id,
+        checkpoint.created_at,
+        checkpoint.statement,
+        checkpoint.signature,
+        checkpoint.previous_checkpoint_hash,
+        checkpoint.entry_count,
+    ).to_dict()

@@ -60,8 +60,16 @@ class Checkpoint:
         return cls(*row)
 
     def to_row(self) -> tuple:
-        return (self.sequence, self.head_hash, self.key_id, self.created_at, self.statement, self.signature,
-                self.previous_checkpoint_hash, self.entry_count)
+        return (
+            self.sequence,
+            self.head_hash,
+            self.key_id,
+            self.created_at,
+            self.statement,
+            self.signature,
+            self.previous_checkpoint_hash,
+            self.entry_count,
+        )
 
     @property
     def hash(self) -> str:
@@ -82,9 +90,16 @@ class Checkpoint:
     @classmethod
     def from_dict(cls, record: Mapping) -> Checkpoint:
         """The inverse of :meth:`to_dict` (KeyError when a required field is absent)."""
-        return cls(record["sequence"], record["headHash"], record["keyId"], record["createdAt"],
-                   record["statement"], record["signature"], record.get("previousCheckpointHash"),
-                   record.get("entryCount"))
+        return cls(
+            record["sequence"],
+            record["headHash"],
+            record["keyId"],
+            record["createdAt"],
+            record["statement"],
+            record["signature"],
+            record.get("previousCheckpointHash"),
+            record.get("entryCount"),
+        )
 
 
 def checkpoint_hash(statement: str) -> str:
@@ -157,9 +172,11 @@ def key_id(key) -> str:
 def public_key_pem(key) -> str:
     from cryptography.hazmat.primitives import serialization
 
-    return public_key_of(key).public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode("ascii")
+    return (
+        public_key_of(key)
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode("ascii")
+    )
 
 
 def private_key_pem(key) -> str:
@@ -186,7 +203,9 @@ def sign_document(signing_key, document: dict) -> tuple[str, str]:
     return statement.decode("utf-8"), base64.b64encode(signing_key.sign(statement)).decode("ascii")
 
 
-def signature_problem(public_keys: Mapping[str, Ed25519PublicKey], kid: str, statement: str, signature: str) -> str | None:
+def signature_problem(
+    public_keys: Mapping[str, Ed25519PublicKey], kid: str, statement: str, signature: str
+) -> str | None:
     """None when ``signature`` is a valid signature of ``statement`` by trusted key ``kid``."""
     from cryptography.exceptions import InvalidSignature
 
@@ -200,24 +219,35 @@ def signature_problem(public_keys: Mapping[str, Ed25519PublicKey], kid: str, sta
     return None
 
 
-def sign(signing_key, *, sequence: int, head_hash: str, interval: int, created_at: str,
-         previous_checkpoint_hash: str = GENESIS_CHECKPOINT_HASH) -> Checkpoint:
+def sign(
+    signing_key,
+    *,
+    sequence: int,
+    head_hash: str,
+    interval: int,
+    created_at: str,
+    previous_checkpoint_hash: str = GENESIS_CHECKPOINT_HASH,
+) -> Checkpoint:
     """A checkpoint for (sequence, head_hash), following the checkpoint whose
     :func:`checkpoint_hash` is ``previous_checkpoint_hash``, signed with ``signing_key``."""
     kid = key_id(signing_key)
-    statement, signature = sign_document(signing_key, {
-        "createdAt": created_at,
-        "entryCount": int(sequence),
-        "headHash": head_hash,
-        "interval": int(interval),
-        "keyId": kid,
-        "previousCheckpointHash": previous_checkpoint_hash,
-        "sequence": int(sequence),
-        "type": STATEMENT_TYPE,
-        "v": STATEMENT_VERSION,
-    })
-    return Checkpoint(sequence, head_hash, kid, created_at, statement, signature, previous_checkpoint_hash,
-                      int(sequence))
+    statement, signature = sign_document(
+        signing_key,
+        {
+            "createdAt": created_at,
+            "entryCount": int(sequence),
+            "headHash": head_hash,
+            "interval": int(interval),
+            "keyId": kid,
+            "previousCheckpointHash": previous_checkpoint_hash,
+            "sequence": int(sequence),
+            "type": STATEMENT_TYPE,
+            "v": STATEMENT_VERSION,
+        },
+    )
+    return Checkpoint(
+        sequence, head_hash, kid, created_at, statement, signature, previous_checkpoint_hash, int(sequence)
+    )
 
 
 def statement_fields(checkpoint: Checkpoint) -> dict | None:
@@ -228,13 +258,17 @@ def statement_fields(checkpoint: Checkpoint) -> dict | None:
         fields = json.loads(checkpoint.statement)
     except ValueError:
         return None
-    if not isinstance(fields, dict) or fields.get("type") != STATEMENT_TYPE \
-            or fields.get("v") not in STATEMENT_VERSIONS:
+    if (
+        not isinstance(fields, dict)
+        or fields.get("type") != STATEMENT_TYPE
+        or fields.get("v") not in STATEMENT_VERSIONS
+    ):
         return None
     if not isinstance(fields.get("sequence"), int) or not isinstance(fields.get("interval"), int):
         return None
-    if fields["v"] >= 2 and (not isinstance(fields.get("entryCount"), int)
-                             or not isinstance(fields.get("previousCheckpointHash"), str)):
+    if fields["v"] >= 2 and (
+        not isinstance(fields.get("entryCount"), int) or not isinstance(fields.get("previousCheckpointHash"), str)
+    ):
         return None
     return fields
 
@@ -248,10 +282,20 @@ def check(checkpoint: Checkpoint, public_keys: Mapping[str, Ed25519PublicKey] | 
     where = f"checkpoint at sequence {checkpoint.sequence}"
     if fields is None:
         return f"{where}: its signed statement is malformed", 0
-    if (fields["sequence"], fields.get("headHash"), fields.get("keyId"), fields.get("createdAt"),
-            fields.get("previousCheckpointHash"), fields.get("entryCount")) != (
-        checkpoint.sequence, checkpoint.head_hash, checkpoint.key_id, checkpoint.created_at,
-        checkpoint.previous_checkpoint_hash, checkpoint.entry_count,
+    if (
+        fields["sequence"],
+        fields.get("headHash"),
+        fields.get("keyId"),
+        fields.get("createdAt"),
+        fields.get("previousCheckpointHash"),
+        fields.get("entryCount"),
+    ) != (
+        checkpoint.sequence,
+        checkpoint.head_hash,
+        checkpoint.key_id,
+        checkpoint.created_at,
+        checkpoint.previous_checkpoint_hash,
+        checkpoint.entry_count,
     ):
         return f"{where}: the stored columns differ from the signed statement", 0
     if fields["v"] >= 2 and fields["entryCount"] != fields["sequence"]:

@@ -47,8 +47,9 @@ def _line(record: dict) -> str:
     return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
-def export_chain(database, out_path: str, *, signing_key=None, checkpoint_interval: int = 0,
-                 progress: Progress | None = None) -> dict:
+def export_chain(
+    database, out_path: str, *, signing_key=None, checkpoint_interval: int = 0, progress: Progress | None = None
+) -> dict:
     """Write every entry and checkpoint to ``out_path`` (atomically: a temporary file renamed).
 
     With ``signing_key`` the end record is signed. Returns ``{"entries", "checkpoints",
@@ -68,11 +69,19 @@ def export_chain(database, out_path: str, *, signing_key=None, checkpoint_interv
         written_checkpoints, last_hash, written = 0, GENESIS_HASH, 0
         try:
             with open(temporary, "w", encoding="utf-8", newline="\n") as out:
-                out.write(_line({
-                    "type": "header", "format": FORMAT, "formatVersion": FORMAT_VERSION,
-                    "exportedAt": exported_at, "genesisHash": GENESIS_HASH,
-                    "checkpointInterval": checkpoint_interval, "headSequence": head_sequence,
-                }))
+                out.write(
+                    _line(
+                        {
+                            "type": "header",
+                            "format": FORMAT,
+                            "formatVersion": FORMAT_VERSION,
+                            "exportedAt": exported_at,
+                            "genesisHash": GENESIS_HASH,
+                            "checkpointInterval": checkpoint_interval,
+                            "headSequence": head_sequence,
+                        }
+                    )
+                )
 
                 def flush_checkpoints(up_to: int) -> None:
                     nonlocal written_checkpoints
@@ -83,8 +92,17 @@ def export_chain(database, out_path: str, *, signing_key=None, checkpoint_interv
                 for page in store.stream_links(database, head_sequence):
                     for sequence, canonical, previous, digest in page:
                         flush_checkpoints(sequence - 1)
-                        out.write(_line({"type": "entry", "sequence": sequence, "previousHash": previous,
-                                         "hash": digest, "canonical": canonical}))
+                        out.write(
+                            _line(
+                                {
+                                    "type": "entry",
+                                    "sequence": sequence,
+                                    "previousHash": previous,
+                                    "hash": digest,
+                                    "canonical": canonical,
+                                }
+                            )
+                        )
                         flush_checkpoints(sequence)
                         last_hash = digest
                     written += len(page)
@@ -100,22 +118,35 @@ def export_chain(database, out_path: str, *, signing_key=None, checkpoint_interv
         finally:
             if os.path.exists(temporary):
                 os.unlink(temporary)
-    return {"entries": written, "checkpoints": written_checkpoints, "headHash": last_hash,
-            "signed": signing_key is not None}
+    return {
+        "entries": written,
+        "checkpoints": written_checkpoints,
+        "headHash": last_hash,
+        "signed": signing_key is not None,
+    }
 
 
-def _end_fields(entries: int | None, checkpoints: int | None, head_hash: str | None, exported_at: str | None,
-                kid: str | None) -> dict:  # None: a field missing from a file being verified
-    return {"entries": entries, "checkpoints": checkpoints, "headHash": head_hash,
-            "exportedAt": exported_at, "keyId": kid}
+def _end_fields(
+    entries: int | None, checkpoints: int | None, head_hash: str | None, exported_at: str | None, kid: str | None
+) -> dict:  # None: a field missing from a file being verified
+    return {
+        "entries": entries,
+        "checkpoints": checkpoints,
+        "headHash": head_hash,
+        "exportedAt": exported_at,
+        "keyId": kid,
+    }
 
 
 def _end_record(signing_key, entries: int, checkpoints: int, head_hash: str, exported_at: str) -> dict:
     kid = cp.key_id(signing_key) if signing_key is not None else None
     record = {"type": "end", **_end_fields(entries, checkpoints, head_hash, exported_at, kid)}
     if signing_key is not None:
-        document = {"type": END_STATEMENT_TYPE, "v": FORMAT_VERSION,
-                    **_end_fields(entries, checkpoints, head_hash, exported_at, kid)}
+        document = {
+            "type": END_STATEMENT_TYPE,
+            "v": FORMAT_VERSION,
+            **_end_fields(entries, checkpoints, head_hash, exported_at, kid),
+        }
         record["statement"], record["signature"] = cp.sign_document(signing_key, document)
     return record
 
@@ -133,8 +164,9 @@ def _event_id(canonical: str) -> str | None:
         return None
 
 
-def verify_export(path: str, public_keys: Mapping[str, Ed25519PublicKey] | None = None,
-                  progress: Progress | None = None) -> VerifyResult:
+def verify_export(
+    path: str, public_keys: Mapping[str, Ed25519PublicKey] | None = None, progress: Progress | None = None
+) -> VerifyResult:
     """Verify an export file offline. ``public_keys``: key id -> Ed25519 public key."""
     try:
         handle = open(path, "r", encoding="utf-8", newline="\n")
@@ -145,9 +177,16 @@ def verify_export(path: str, public_keys: Mapping[str, Ed25519PublicKey] | None 
         try:
             _verify_lines(handle, public_keys, progress, state)
         except _Broken as broken:
-            return VerifyResult(False, state["entries"], f"export broken: {broken.message}",
-                                broken.event_id, broken.sequence, state["signed"], public_keys is not None,
-                                state["entries"])
+            return VerifyResult(
+                False,
+                state["entries"],
+                f"export broken: {broken.message}",
+                broken.event_id,
+                broken.sequence,
+                state["signed"],
+                public_keys is not None,
+                state["entries"],
+            )
     entries, signed = state["entries"], state["signed"]
     text = f"export is valid: {entries} entries checked"
     if public_keys is not None:
@@ -203,15 +242,19 @@ def _verify_lines(lines, public_keys, progress, state) -> None:
             except (ValueError, KeyError, TypeError):
                 inner = None
             if inner != expected or record.get("sequence") != expected:
-                raise _Broken(inner if isinstance(inner, int) else None,
-                              f"line {number}: expected entry {expected}, found {inner!r}: entries are missing "
-                              "or out of order", _event_id(canonical))
+                raise _Broken(
+                    inner if isinstance(inner, int) else None,
+                    f"line {number}: expected entry {expected}, found {inner!r}: entries are missing or out of order",
+                    _event_id(canonical),
+                )
             if previous != last:
-                raise _Broken(sequence, f"entry {sequence}: its previous hash is not the hash of entry "
-                              f"{sequence - 1}", _event_id(canonical))
+                raise _Broken(
+                    sequence,
+                    f"entry {sequence}: its previous hash is not the hash of entry {sequence - 1}",
+                    _event_id(canonical),
+                )
             if sha256((previous + canonical).encode("utf-8")).hexdigest() != digest:
-                raise _Broken(sequence, f"entry {sequence}: its hash does not match its content",
-                              _event_id(canonical))
+                raise _Broken(sequence, f"entry {sequence}: its hash does not match its content", _event_id(canonical))
             state["entries"] = sequence
             last, expected = digest, expected + 1
             waiting = future.pop(sequence, None)
@@ -237,16 +280,21 @@ def _verify_lines(lines, public_keys, progress, state) -> None:
             elif checkpoint.sequence > head:
                 future[checkpoint.sequence] = checkpoint
             else:
-                raise _Broken(checkpoint.sequence, f"line {number}: the checkpoint for sequence "
-                              f"{checkpoint.sequence} comes after later entries")
+                raise _Broken(
+                    checkpoint.sequence,
+                    f"line {number}: the checkpoint for sequence {checkpoint.sequence} comes after later entries",
+                )
         elif kind == "end":
             end = record
         else:
             raise _Broken(None, f"line {number}: unknown record type {kind!r}")
     head = expected - 1
     if future:
-        raise _Broken(head + 1, f"a checkpoint signs sequence {max(future)} but the export ends at entry {head}: "
-                      "entries were removed from the end")
+        raise _Broken(
+            head + 1,
+            f"a checkpoint signs sequence {max(future)} but the export ends at entry {head}: "
+            "entries were removed from the end",
+        )
     if end is None:
         raise _Broken(head + 1, f"the end record is missing after entry {head}: the file was truncated")
     if end.get("entries") != head or end.get("checkpoints") != checkpoint_count or end.get("headHash") != last:
@@ -260,8 +308,11 @@ def _verify_lines(lines, public_keys, progress, state) -> None:
 def _check_end_signature(end: dict, public_keys, head: int) -> None:
     statement, signature, kid = end.get("statement"), end.get("signature"), end.get("keyId")
     if not (isinstance(statement, str) and isinstance(signature, str) and isinstance(kid, str)):
-        raise _Broken(head + 1, "the end record is not signed, so a truncated export cannot be told from a "
-                      "whole one (export with FLOWKER_AUDIT_SIGNING_KEY set)")
+        raise _Broken(
+            head + 1,
+            "the end record is not signed, so a truncated export cannot be told from a "
+            "whole one (export with FLOWKER_AUDIT_SIGNING_KEY set)",
+        )
     problem = cp.signature_problem(public_keys, kid, statement, signature)
     if problem:
         raise _Broken(head + 1, f"the export's end record: {problem}")
@@ -269,9 +320,11 @@ def _check_end_signature(end: dict, public_keys, head: int) -> None:
         fields = json.loads(statement)
     except ValueError:
         fields = None
-    expected = {"type": END_STATEMENT_TYPE, "v": FORMAT_VERSION,
-                **_end_fields(end.get("entries"), end.get("checkpoints"), end.get("headHash"),
-                              end.get("exportedAt"), kid)}
+    expected = {
+        "type": END_STATEMENT_TYPE,
+        "v": FORMAT_VERSION,
+        **_end_fields(end.get("entries"), end.get("checkpoints"), end.get("headHash"), end.get("exportedAt"), kid),
+    }
     if fields != expected:
         raise _Broken(head + 1, "the end record differs from its signed statement: the file was altered")
 
@@ -281,11 +334,17 @@ def _check_link(checkpoint: cp.Checkpoint, previous: cp.Checkpoint | None) -> No
     if named is None:
         return  # a version-1 checkpoint, from before checkpoints were chained
     if previous is None and named != cp.GENESIS_CHECKPOINT_HASH:
-        raise _Broken(checkpoint.sequence, f"the checkpoint at sequence {checkpoint.sequence} follows a checkpoint "
-                      "the export does not hold: earlier checkpoints were removed")
+        raise _Broken(
+            checkpoint.sequence,
+            f"the checkpoint at sequence {checkpoint.sequence} follows a checkpoint "
+            "the export does not hold: earlier checkpoints were removed",
+        )
     if previous is not None and named != previous.hash:
-        raise _Broken(checkpoint.sequence, f"the checkpoint at sequence {checkpoint.sequence} does not follow the "
-                      f"checkpoint at sequence {previous.sequence}: a checkpoint between them was removed or replaced")
+        raise _Broken(
+            checkpoint.sequence,
+            f"the checkpoint at sequence {checkpoint.sequence} does not follow the "
+            f"checkpoint at sequence {previous.sequence}: a checkpoint between them was removed or replaced",
+        )
 
 
 def _check_checkpoint(checkpoint: cp.Checkpoint, sequence: int, digest: str, public_keys, state) -> None:
@@ -293,8 +352,10 @@ def _check_checkpoint(checkpoint: cp.Checkpoint, sequence: int, digest: str, pub
     if problem:
         raise _Broken(sequence, problem)
     if checkpoint.head_hash != digest:
-        raise _Broken(sequence, f"entry {sequence}: its hash differs from the head hash signed by the checkpoint "
-                      "(the chain was rewritten)")
+        raise _Broken(
+            sequence,
+            f"entry {sequence}: its hash differs from the head hash signed by the checkpoint (the chain was rewritten)",
+        )
     state["signed"] += 1
 
 

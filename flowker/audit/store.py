@@ -21,11 +21,31 @@ CHECKPOINT_TABLE = AuditCheckpoint._meta.table_name
 AUDIT_LOCK_ID = 0x466C6F776B4175
 
 ENTRY_COLUMNS = (
-    "sequence", "event_id", "event_type", "action", "result", "resource_type", "resource_id",
-    "actor_type", "actor_id", "actor_ip", "timestamp", "canonical", "previous_hash", "hash",
+    "sequence",
+    "event_id",
+    "event_type",
+    "action",
+    "result",
+    "resource_type",
+    "resource_id",
+    "actor_type",
+    "actor_id",
+    "actor_ip",
+    "timestamp",
+    "canonical",
+    "previous_hash",
+    "hash",
 )
-CHECKPOINT_COLUMNS = ("sequence", "head_hash", "key_id", "created_at", "statement", "signature",
-                      "previous_checkpoint_hash", "entry_count")
+CHECKPOINT_COLUMNS = (
+    "sequence",
+    "head_hash",
+    "key_id",
+    "created_at",
+    "statement",
+    "signature",
+    "previous_checkpoint_hash",
+    "entry_count",
+)
 
 
 def resolve(database: peewee.Database | peewee.DatabaseProxy | None) -> peewee.Database:
@@ -64,9 +84,7 @@ def lock_and_head(database: peewee.Database) -> tuple[int, str] | None:
 
 def head(database: peewee.Database) -> tuple[int, str] | None:
     """(sequence, hash) of the last entry, or None for an empty chain."""
-    return database.execute_sql(
-        f"SELECT sequence, hash FROM {ENTRY_TABLE} ORDER BY sequence DESC LIMIT 1"
-    ).fetchone()
+    return database.execute_sql(f"SELECT sequence, hash FROM {ENTRY_TABLE} ORDER BY sequence DESC LIMIT 1").fetchone()
 
 
 def insert_entry(database: peewee.Database, values: tuple) -> None:
@@ -98,7 +116,7 @@ def insert_values(database: peewee.Database, rows: int, values: list) -> None:
     if rows > _MAX_ROWS_PER_INSERT:
         step = _MAX_ROWS_PER_INSERT * _WIDTH
         for start in range(0, len(values), step):
-            chunk = values[start:start + step]
+            chunk = values[start : start + step]
             insert_values(database, len(chunk) // _WIDTH, chunk)
         return
     key = (type(database), rows)
@@ -115,9 +133,7 @@ def last_checkpoint_sequence(database: peewee.Database) -> int:
 
 def last_checkpoint_statement(database: peewee.Database) -> str | None:
     """The signed statement of the newest checkpoint (None without one): the next names its hash."""
-    row = database.execute_sql(
-        f"SELECT statement FROM {CHECKPOINT_TABLE} ORDER BY sequence DESC LIMIT 1"
-    ).fetchone()
+    row = database.execute_sql(f"SELECT statement FROM {CHECKPOINT_TABLE} ORDER BY sequence DESC LIMIT 1").fetchone()
     return row[0] if row else None
 
 
@@ -140,9 +156,11 @@ def insert_checkpoint(database: peewee.Database, values: tuple) -> int:
 
 
 def all_checkpoints(database: peewee.Database) -> list[tuple]:
-    return list(database.execute_sql(
-        f"SELECT {', '.join(CHECKPOINT_COLUMNS)} FROM {CHECKPOINT_TABLE} ORDER BY sequence"
-    ).fetchall())
+    return list(
+        database.execute_sql(
+            f"SELECT {', '.join(CHECKPOINT_COLUMNS)} FROM {CHECKPOINT_TABLE} ORDER BY sequence"
+        ).fetchall()
+    )
 
 
 def max_sequence(database: peewee.Database) -> int:
@@ -152,17 +170,13 @@ def max_sequence(database: peewee.Database) -> int:
 
 def sequence_of_event(database: peewee.Database, event_id: str) -> int | None:
     p = param(database)
-    row = database.execute_sql(
-        f"SELECT sequence FROM {ENTRY_TABLE} WHERE event_id = {p}", (event_id,)
-    ).fetchone()
+    row = database.execute_sql(f"SELECT sequence FROM {ENTRY_TABLE} WHERE event_id = {p}", (event_id,)).fetchone()
     return row[0] if row else None
 
 
 def event_id_at(database: peewee.Database, sequence: int) -> str | None:
     p = param(database)
-    row = database.execute_sql(
-        f"SELECT event_id FROM {ENTRY_TABLE} WHERE sequence = {p}", (sequence,)
-    ).fetchone()
+    row = database.execute_sql(f"SELECT event_id FROM {ENTRY_TABLE} WHERE sequence = {p}", (sequence,)).fetchone()
     return row[0] if row else None
 
 
@@ -196,8 +210,10 @@ def stream_links(database: peewee.Database, up_to: int, page_size: int = STREAM_
     if is_postgres(database):
         yield from _stream_with_server_cursor(database, up_to, page_size)
         return
-    sql = (f"SELECT {_LINK_COLUMNS} FROM {ENTRY_TABLE} WHERE sequence > {p} AND sequence <= {p} "
-           f"ORDER BY sequence LIMIT {int(page_size)}")
+    sql = (
+        f"SELECT {_LINK_COLUMNS} FROM {ENTRY_TABLE} WHERE sequence > {p} AND sequence <= {p} "
+        f"ORDER BY sequence LIMIT {int(page_size)}"
+    )
     after = -(2**62)
     while True:
         rows = database.execute_sql(sql, (after, up_to)).fetchall()
@@ -214,7 +230,9 @@ def _stream_with_server_cursor(database: peewee.Database, up_to: int, page_size:
     with database.atomic():
         database.execute_sql(
             f"DECLARE {name} NO SCROLL CURSOR FOR SELECT {_LINK_COLUMNS} FROM {ENTRY_TABLE} "
-            f"WHERE sequence <= %s ORDER BY sequence", (up_to,))
+            f"WHERE sequence <= %s ORDER BY sequence",
+            (up_to,),
+        )
         # The cursor ends with the transaction (commit, or rollback on an error).
         while True:
             rows = database.execute_sql(f"FETCH FORWARD {int(page_size)} FROM {name}").fetchall()

@@ -122,19 +122,29 @@ def _walk_links(database, up_to: int, expected_heads: Mapping[int, tuple[str, st
         for sequence, canonical, previous, digest in page:
             if sequence != expected:
                 if sequence > expected:
-                    missing = f"entry {expected} is missing" if sequence == expected + 1 else \
-                        f"entries {expected}..{sequence - 1} are missing"
+                    missing = (
+                        f"entry {expected} is missing"
+                        if sequence == expected + 1
+                        else f"entries {expected}..{sequence - 1} are missing"
+                    )
                     return expected, sequence, f"entry {sequence} follows entry {expected - 1}: {missing}"
                 return expected, sequence, f"entry {sequence} is out of order (expected {expected})"
             if previous != last:
-                return expected, sequence, (
-                    f"entry {sequence}: its previous hash is not the hash of entry {sequence - 1}")
+                return (
+                    expected,
+                    sequence,
+                    (f"entry {sequence}: its previous hash is not the hash of entry {sequence - 1}"),
+                )
             if sha256((previous + canonical).encode("utf-8")).hexdigest() != digest:
                 return expected, sequence, f"entry {sequence}: its hash does not match its content"
             if sequence in expected_heads and expected_heads[sequence][0] != digest:
-                return expected, sequence, (
-                    f"entry {sequence}: its hash differs from the head hash signed by {expected_heads[sequence][1]} "
-                    "(the chain was rewritten)"
+                return (
+                    expected,
+                    sequence,
+                    (
+                        f"entry {sequence}: its hash differs from the head hash signed by {expected_heads[sequence][1]} "
+                        "(the chain was rewritten)"
+                    ),
                 )
             last = digest
             expected += 1
@@ -168,40 +178,76 @@ def _checkpoint_chain_problems(checkpoints: list[cp.Checkpoint]) -> list[tuple[i
         if named is not None:
             where = f"checkpoint at sequence {checkpoint.sequence}"
             if previous is None and named != cp.GENESIS_CHECKPOINT_HASH:
-                problems.append((checkpoint.sequence, (
-                    f"{where} follows a checkpoint the database no longer holds: earlier checkpoints were removed")))
+                problems.append(
+                    (
+                        checkpoint.sequence,
+                        (
+                            f"{where} follows a checkpoint the database no longer holds: earlier checkpoints were removed"
+                        ),
+                    )
+                )
             elif previous is not None and named != previous.hash:
-                problems.append((checkpoint.sequence, (
-                    f"{where} does not follow the checkpoint at sequence {previous.sequence}: a checkpoint "
-                    f"between them was removed or replaced")))
+                problems.append(
+                    (
+                        checkpoint.sequence,
+                        (
+                            f"{where} does not follow the checkpoint at sequence {previous.sequence}: a checkpoint "
+                            f"between them was removed or replaced"
+                        ),
+                    )
+                )
         previous = checkpoint
     return problems
 
 
-def _witness_problems(witnessed, by_sequence: Mapping[int, cp.Checkpoint], target: int, head: int,
-                      at_head: bool, expected_heads: dict[int, tuple[str, str]]) -> list[tuple[int, str]]:
+def _witness_problems(
+    witnessed,
+    by_sequence: Mapping[int, cp.Checkpoint],
+    target: int,
+    head: int,
+    at_head: bool,
+    expected_heads: dict[int, tuple[str, str]],
+) -> list[tuple[int, str]]:
     """What the database lacks of what the witness holds; fills ``expected_heads``."""
     problems = []
     beyond = [w for w in witnessed if w.sequence > head]
     if at_head and beyond:
         last = max(beyond, key=lambda w: w.sequence)
         lost = f"entry {head + 1} was" if last.sequence == head + 1 else f"entries {head + 1}..{last.sequence} were"
-        problems.append((head + 1, (
-            f"the witness holds a checkpoint at sequence {last.sequence} ({last.sequence} entries) but the chain "
-            f"ends at {head}: at least {lost} removed from the end, "
-            f"and {len(beyond)} witnessed checkpoint{'s' if len(beyond) != 1 else ''} with them")))
+        problems.append(
+            (
+                head + 1,
+                (
+                    f"the witness holds a checkpoint at sequence {last.sequence} ({last.sequence} entries) but the chain "
+                    f"ends at {head}: at least {lost} removed from the end, "
+                    f"and {len(beyond)} witnessed checkpoint{'s' if len(beyond) != 1 else ''} with them"
+                ),
+            )
+        )
     for w in witnessed:
         if w.sequence > target:
             continue
         stored = by_sequence.get(w.sequence)
         if stored is None:
-            problems.append((w.sequence, (
-                f"the witness holds a checkpoint at sequence {w.sequence} that the database does not: "
-                "the checkpoint was removed")))
+            problems.append(
+                (
+                    w.sequence,
+                    (
+                        f"the witness holds a checkpoint at sequence {w.sequence} that the database does not: "
+                        "the checkpoint was removed"
+                    ),
+                )
+            )
         elif stored.hash != w.checkpoint_hash:
-            problems.append((w.sequence, (
-                f"the checkpoint at sequence {w.sequence} differs from the one the witness holds: "
-                "it was replaced")))
+            problems.append(
+                (
+                    w.sequence,
+                    (
+                        f"the checkpoint at sequence {w.sequence} differs from the one the witness holds: "
+                        "it was replaced"
+                    ),
+                )
+            )
         expected_heads[w.sequence] = (w.head_hash, f"the witnessed checkpoint at sequence {w.sequence}")
     return problems
 
@@ -259,19 +305,27 @@ def verify_database(
             if problem:
                 problems.append((checkpoint.sequence, problem))
                 continue
-            expected_heads[checkpoint.sequence] = (checkpoint.head_hash,
-                                                   f"the checkpoint at sequence {checkpoint.sequence}")
+            expected_heads[checkpoint.sequence] = (
+                checkpoint.head_hash,
+                f"the checkpoint at sequence {checkpoint.sequence}",
+            )
             last_signed, last_interval, consistent = checkpoint.sequence, interval, consistent + 1
         problems += _checkpoint_chain_problems(covered)
         if at_head:
             beyond = [sequence for sequence in earlier_sequences if sequence > target]
             if beyond:
-                problems.append((target + 1, (
-                    f"a checkpoint signs sequence {max(beyond)} but the chain ends at {target}: "
-                    "entries were removed from the end"
-                )))
-        problems += _witness_problems(witnessed, {c.sequence: c for c in current}, target, head, at_head,
-                                      expected_heads)
+                problems.append(
+                    (
+                        target + 1,
+                        (
+                            f"a checkpoint signs sequence {max(beyond)} but the chain ends at {target}: "
+                            "entries were removed from the end"
+                        ),
+                    )
+                )
+        problems += _witness_problems(
+            witnessed, {c.sequence: c for c in current}, target, head, at_head, expected_heads
+        )
 
         column_check = _ColumnCheck(database, target)
         checked, bad_sequence, message = _walk_links(database, target, expected_heads, progress)
@@ -285,27 +339,35 @@ def verify_database(
             interval = (last_interval or 0) if last_signed else (checkpoint_interval or 0)
             if interval and target - last_signed >= interval:
                 since = f"the last signed checkpoint at sequence {last_signed}" if last_signed else "the start"
-                problems.append((target + 1, (
-                    f"the chain ends {target - last_signed} entries after {since}, but a checkpoint is "
-                    f"signed every {interval} entries: checkpoints were removed (or entries were "
-                    "appended by a process without the signing key)"
-                )))
+                problems.append(
+                    (
+                        target + 1,
+                        (
+                            f"the chain ends {target - last_signed} entries after {since}, but a checkpoint is "
+                            f"signed every {interval} entries: checkpoints were removed (or entries were "
+                            "appended by a process without the signing key)"
+                        ),
+                    )
+                )
 
         signatures = public_keys is not None
         if problems:
             sequence, message = min(problems, key=lambda p: p[0])
             event_id = store.event_id_at(database, sequence) if sequence <= target else None
             total = min(checked, max(sequence, 1)) if sequence <= target else checked
-            return VerifyResult(False, total, f"hash chain broken: {message}", event_id, sequence,
-                                consistent, signatures, target)
+            return VerifyResult(
+                False, total, f"hash chain broken: {message}", event_id, sequence, consistent, signatures, target
+            )
         if target == 0:
             text = "hash chain is valid: the chain is empty"
         else:
             text = f"hash chain is valid: {checked} {'entry' if checked == 1 else 'entries'} checked"
         if consistent:
-            text += (f", {consistent} signed checkpoints verified (last at sequence {last_signed})"
-                     if signatures else
-                     f", {consistent} checkpoints consistent (signatures not checked: no public key)")
+            text += (
+                f", {consistent} signed checkpoints verified (last at sequence {last_signed})"
+                if signatures
+                else f", {consistent} checkpoints consistent (signatures not checked: no public key)"
+            )
         elif signatures and target:
             text += ", no checkpoint covers it yet"
         if witness is not None:

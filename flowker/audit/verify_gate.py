@@ -34,8 +34,7 @@ def chain_state(database: peewee.Database) -> tuple:
     """What a reused result must still match: head (sequence, hash), checkpoints (count, newest)."""
     with connection(database):
         head = store.head(database)
-        checkpoints = database.execute_sql(
-            f"SELECT COUNT(*), MAX(sequence) FROM {store.CHECKPOINT_TABLE}").fetchone()
+        checkpoints = database.execute_sql(f"SELECT COUNT(*), MAX(sequence) FROM {store.CHECKPOINT_TABLE}").fetchone()
     return (tuple(head) if head else None, tuple(checkpoints) if checkpoints else None)
 
 
@@ -54,8 +53,10 @@ class VerifyGate:
             return reusable[2]
         if not self._lock.acquire(blocking=False):
             remaining = self._last_seconds - (self._clock() - self._started)
-            error = TooManyRequests("another audit chain verification is running in this process: retry later",
-                                    code=ErrorCode.AUDIT_VERIFY_BUSY)
+            error = TooManyRequests(
+                "another audit chain verification is running in this process: retry later",
+                code=ErrorCode.AUDIT_VERIFY_BUSY,
+            )
             error.headers = {"Retry-After": str(max(1, math.ceil(remaining)))}
             raise error
         try:

@@ -46,8 +46,10 @@ def _child(connection, settings, target: int) -> None:
     try:
         outcome: tuple[str, Any] = ("ok", _verify(settings, target))
     except FlowkerError as exc:
-        outcome = ("flowker", (type(exc).__module__, type(exc).__qualname__, exc.message, exc.code, exc.title,
-                               exc.http_status))
+        outcome = (
+            "flowker",
+            (type(exc).__module__, type(exc).__qualname__, exc.message, exc.code, exc.title, exc.http_status),
+        )
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
         outcome = ("other", f"{type(exc).__name__}: {exc}"[:1000])
     try:
@@ -82,8 +84,7 @@ def verify_isolated(settings, target: int, database=None) -> VerifyResult:
         return _verify_here(settings, target, database)
     context = _context()
     receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=_child, args=(sender, settings, target), name="flowker-audit-verify",
-                              daemon=True)
+    process = context.Process(target=_child, args=(sender, settings, target), name="flowker-audit-verify", daemon=True)
     process.start()
     sender.close()
     try:

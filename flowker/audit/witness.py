@@ -75,11 +75,15 @@ def extension_problem(last: dict | None, checkpoint: cp.Checkpoint) -> str | Non
     if last is None:
         return None  # the first checkpoint a witness sees is trusted on first use
     if checkpoint.sequence <= last["sequence"]:
-        return (f"the witness already holds a checkpoint at sequence {last['sequence']}; "
-                f"one at sequence {checkpoint.sequence} does not extend it")
+        return (
+            f"the witness already holds a checkpoint at sequence {last['sequence']}; "
+            f"one at sequence {checkpoint.sequence} does not extend it"
+        )
     if checkpoint.previous_checkpoint_hash != last["checkpointHash"]:
-        return (f"the checkpoint at sequence {checkpoint.sequence} does not name the witness's last checkpoint "
-                f"(sequence {last['sequence']}) as its predecessor")
+        return (
+            f"the checkpoint at sequence {checkpoint.sequence} does not name the witness's last checkpoint "
+            f"(sequence {last['sequence']}) as its predecessor"
+        )
     return None
 
 
@@ -214,8 +218,9 @@ class HttpWitness:
         import requests
 
         try:
-            return requests.request(method, self._target + path, json=body, timeout=HTTP_TIMEOUT_SECONDS,
-                                    allow_redirects=False)
+            return requests.request(
+                method, self._target + path, json=body, timeout=HTTP_TIMEOUT_SECONDS, allow_redirects=False
+            )
         except requests.RequestException as exc:
             raise WitnessUnavailable(
                 f"the audit witness {self.url} is unreachable ({type(exc).__name__}): nothing past this "
@@ -225,11 +230,14 @@ class HttpWitness:
     def submit(self, checkpoint: cp.Checkpoint) -> dict:
         response = self._request("POST", "/v1/checkpoints", checkpoint.to_dict())
         if response.status_code == 409:
-            raise WitnessRefused(f"the audit witness {self.url} refused the checkpoint at sequence "
-                                 f"{checkpoint.sequence}: {_message(response)}")
+            raise WitnessRefused(
+                f"the audit witness {self.url} refused the checkpoint at sequence "
+                f"{checkpoint.sequence}: {_message(response)}"
+            )
         if response.status_code not in (200, 201):
-            raise WitnessUnavailable(f"the audit witness {self.url} answered {response.status_code}: "
-                                     f"{_message(response)}")
+            raise WitnessUnavailable(
+                f"the audit witness {self.url} answered {response.status_code}: {_message(response)}"
+            )
         try:
             record = response.json()["checkpoint"]
         except (ValueError, KeyError, TypeError):
@@ -241,8 +249,9 @@ class HttpWitness:
     def witnessed(self) -> list[Witnessed]:
         response = self._request("GET", "/v1/checkpoints")
         if response.status_code != 200:
-            raise WitnessUnavailable(f"the audit witness {self.url} answered {response.status_code}: "
-                                     f"{_message(response)}")
+            raise WitnessUnavailable(
+                f"the audit witness {self.url} answered {response.status_code}: {_message(response)}"
+            )
         try:
             return [witnessed_of(record) for record in response.json()["checkpoints"]]
         except (ValueError, KeyError, TypeError):

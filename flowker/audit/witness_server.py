@@ -56,13 +56,22 @@ def load_or_create_key(directory: str):
 def countersign(key, record: dict) -> dict:
     witnessed_at = now_timestamp()
     kid = cp.key_id(key)
-    statement, signature = cp.sign_document(key, {
-        "type": STATEMENT_TYPE, "v": STATEMENT_VERSION, "checkpointHash": record["checkpointHash"],
-        "headHash": record["headHash"], "sequence": record["sequence"], "witnessedAt": witnessed_at,
-        "keyId": kid,
-    })
-    return {**record, "witness": {"keyId": kid, "witnessedAt": witnessed_at, "statement": statement,
-                                  "signature": signature}}
+    statement, signature = cp.sign_document(
+        key,
+        {
+            "type": STATEMENT_TYPE,
+            "v": STATEMENT_VERSION,
+            "checkpointHash": record["checkpointHash"],
+            "headHash": record["headHash"],
+            "sequence": record["sequence"],
+            "witnessedAt": witnessed_at,
+            "keyId": kid,
+        },
+    )
+    return {
+        **record,
+        "witness": {"keyId": kid, "witnessedAt": witnessed_at, "statement": statement, "signature": signature},
+    }
 
 
 def countersignature_problem(record: dict, witness_public_key) -> str | None:
@@ -78,9 +87,15 @@ def countersignature_problem(record: dict, witness_public_key) -> str | None:
     if problem:
         return f"countersignature: {problem}"
     fields = json.loads(statement)
-    expected = {"type": STATEMENT_TYPE, "v": STATEMENT_VERSION, "checkpointHash": record.get("checkpointHash"),
-                "headHash": record.get("headHash"), "sequence": record.get("sequence"),
-                "witnessedAt": witness.get("witnessedAt"), "keyId": kid}
+    expected = {
+        "type": STATEMENT_TYPE,
+        "v": STATEMENT_VERSION,
+        "checkpointHash": record.get("checkpointHash"),
+        "headHash": record.get("headHash"),
+        "sequence": record.get("sequence"),
+        "witnessedAt": witness.get("witnessedAt"),
+        "keyId": kid,
+    }
     if rfc8785.dumps(fields) != rfc8785.dumps(expected):
         return "the countersigned statement does not match the record"
     return None
@@ -104,17 +119,26 @@ class WitnessApp:
         except WitnessUnavailable as exc:
             status, body = 503, exc.to_dict()
         data = json.dumps(body, separators=(",", ":")).encode("utf-8")
-        reason = {200: "OK", 201: "Created", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-                  409: "Conflict", 413: "Payload Too Large", 503: "Service Unavailable"}[status]
-        start_response(f"{status} {reason}", [("Content-Type", "application/json"),
-                                              ("Content-Length", str(len(data)))])
+        reason = {
+            200: "OK",
+            201: "Created",
+            400: "Bad Request",
+            404: "Not Found",
+            405: "Method Not Allowed",
+            409: "Conflict",
+            413: "Payload Too Large",
+            503: "Service Unavailable",
+        }[status]
+        start_response(f"{status} {reason}", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
         return [data]
 
     def _route(self, method: str, path: str, environ) -> tuple[int, dict]:
         if path == "/v1/checkpoints" and method == "POST":
             return self._accept(environ)
         if method != "GET" and path in ("/v1/checkpoints", "/v1/checkpoints/latest", "/v1/witness-key", "/health"):
-            return 405, _error(ErrorCode.METHOD_NOT_ALLOWED, "Method Not Allowed", f"method {method} is not allowed here")
+            return 405, _error(
+                ErrorCode.METHOD_NOT_ALLOWED, "Method Not Allowed", f"method {method} is not allowed here"
+            )
         if path == "/v1/checkpoints":
             return 200, {"checkpoints": self.log.records(), **self._identity()}
         if path == "/v1/checkpoints/latest":
@@ -137,15 +161,26 @@ class WitnessApp:
         except ValueError:
             length = -1
         if length < 0 or length > MAX_BODY_BYTES:
-            return 413 if length > 0 else 400, _error(ErrorCode.INVALID_BODY, "Bad Request",
-                                                      f"send a JSON checkpoint of at most {MAX_BODY_BYTES} bytes")
+            return 413 if length > 0 else 400, _error(
+                ErrorCode.INVALID_BODY, "Bad Request", f"send a JSON checkpoint of at most {MAX_BODY_BYTES} bytes"
+            )
         try:
             record = json.loads(environ["wsgi.input"].read(length))
             checkpoint = cp.Checkpoint.from_dict(record)
-            if not isinstance(checkpoint.sequence, int) or isinstance(checkpoint.sequence, bool) or not all(
-                    isinstance(value, str) for value in (checkpoint.head_hash, checkpoint.key_id,
-                                                         checkpoint.created_at, checkpoint.statement,
-                                                         checkpoint.signature)):
+            if (
+                not isinstance(checkpoint.sequence, int)
+                or isinstance(checkpoint.sequence, bool)
+                or not all(
+                    isinstance(value, str)
+                    for value in (
+                        checkpoint.head_hash,
+                        checkpoint.key_id,
+                        checkpoint.created_at,
+                        checkpoint.statement,
+                        checkpoint.signature,
+                    )
+                )
+            ):
                 raise TypeError("wrong field types")
         except (ValueError, KeyError, TypeError, AttributeError):
             return 400, _error(ErrorCode.INVALID_BODY, "Bad Request", "the body is not a checkpoint")
@@ -171,5 +206,4 @@ class _QuietHandler(WSGIRequestHandler):
 
 def make_witness_server(directory: str, host: str, port: int):
     """A threaded WSGI server of :class:`WitnessApp` (call ``serve_forever``/``shutdown``)."""
-    return make_server(host, port, WitnessApp(directory), server_class=_ThreadingServer,
-                       handler_class=_QuietHandler)
+    return make_server(host, port, WitnessApp(directory), server_class=_ThreadingServer, handler_class=_QuietHandler)

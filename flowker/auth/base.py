@@ -121,15 +121,20 @@ class AuthType:
     def secret_fields(self) -> tuple[str, ...]:
         """Top-level config keys whose values are secrets (default: ``writeOnly`` in the
         schema). A subclass may set a tuple instead."""
-        return tuple(name for name, spec in self._properties.items() if isinstance(spec, dict) and spec.get("writeOnly"))
+        return tuple(
+            name for name, spec in self._properties.items() if isinstance(spec, dict) and spec.get("writeOnly")
+        )
 
     @property
     def url_fields(self) -> tuple[str, ...]:
         """Top-level config keys whose values are URLs Flowker fetches, checked by the SSRF
         guard when a spec is saved (default: ``"format": "uri"`` in the schema, or a name
         ending in ``_url``). A subclass may set a tuple instead."""
-        return tuple(name for name, spec in self._properties.items()
-                     if name.endswith("_url") or (isinstance(spec, dict) and spec.get("format") in _URI_FORMATS))
+        return tuple(
+            name
+            for name, spec in self._properties.items()
+            if name.endswith("_url") or (isinstance(spec, dict) and spec.get("format") in _URI_FORMATS)
+        )
 
     def credential_headers(self, config: Mapping[str, Any]) -> tuple[str, ...]:
         """Request headers the auth built from ``config`` sets (besides ``Authorization``,

@@ -71,8 +71,13 @@ class ApiKeyAuth(AuthType):
         "required": ["key"],
         "properties": {
             "key": {"type": "string", "minLength": 1, "maxLength": 4096, "writeOnly": True},
-            "header_name": {"type": "string", "minLength": 1, "maxLength": 100, "default": "X-API-Key",
-                            "pattern": "^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"},
+            "header_name": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 100,
+                "default": "X-API-Key",
+                "pattern": "^[A-Za-z0-9!#$%&'*+.^_`|~-]+$",
+            },
             "prefix": {"type": "string", "maxLength": 100, "default": ""},
             "location": {"enum": ["header", "query"], "default": "header"},
             "query_param_name": {"type": "string", "minLength": 1, "maxLength": 100, "default": "api_key"},

@@ -52,16 +52,16 @@ def require_secure_transport(url: str, what: str, production: bool) -> None:
         )
 
 
-def fetch_discovery(session: requests.Session, issuer_url: str, production: bool = False,
-                    timeout: float = REQUEST_TIMEOUT_SECONDS) -> dict:
+def fetch_discovery(
+    session: requests.Session, issuer_url: str, production: bool = False, timeout: float = REQUEST_TIMEOUT_SECONDS
+) -> dict:
     """The provider's metadata, validated; raises AuthTypeError with a clear reason."""
     issuer = normalize_issuer(issuer_url)
     url = discovery_url(issuer)
     require_secure_transport(url, "OIDC issuer", production)
     where = f"OIDC discovery for issuer {redact_url(issuer)}"
     try:
-        response = session.get(url, timeout=timeout, allow_redirects=False,
-                                headers={"Accept": "application/json"})
+        response = session.get(url, timeout=timeout, allow_redirects=False, headers={"Accept": "application/json"})
     except requests.exceptions.Timeout:
         raise AuthTypeError(f"{where} failed: {url} did not answer within {timeout:g} s") from None
     except requests.exceptions.SSLError:

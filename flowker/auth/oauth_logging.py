@@ -76,7 +76,8 @@ def protect_oauth_logging(redactor) -> None:
     with _install_lock:
         names = set(OAUTH_LOGGER_NAMES)
         names.update(
-            name for name in list(logging.root.manager.loggerDict)
+            name
+            for name in list(logging.root.manager.loggerDict)
             if isinstance(name, str) and name.startswith(OAUTH_LOGGER_PREFIXES)
         )
         for name in sorted(names):

@@ -27,28 +27,58 @@ from flowker.auth.token_client import CLIENT_SECRET_BASIC, CLIENT_SECRET_POST, G
 # Body parameters Flowker sets itself (or requests-oauthlib takes as arguments):
 # extra_params may not override them.
 RESERVED_PARAMS = (
-    "grant_type", "client_id", "client_secret", "username", "password", "scope", "audience",
-    "refresh_token", "code", "redirect_uri", "code_verifier", "client_assertion",
-    "client_assertion_type", "token_url", "body", "auth", "method", "timeout", "headers",
-    "verify", "proxies", "cert", "include_client_id", "force_querystring", "authorization_response",
+    "grant_type",
+    "client_id",
+    "client_secret",
+    "username",
+    "password",
+    "scope",
+    "audience",
+    "refresh_token",
+    "code",
+    "redirect_uri",
+    "code_verifier",
+    "client_assertion",
+    "client_assertion_type",
+    "token_url",
+    "body",
+    "auth",
+    "method",
+    "timeout",
+    "headers",
+    "verify",
+    "proxies",
+    "cert",
+    "include_client_id",
+    "force_querystring",
+    "authorization_response",
 )
 
 _COMMON_PROPERTIES: dict[str, dict] = {
     "issuer_url": {
-        "type": "string", "minLength": 1, "maxLength": 2048,
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 2048,
         "description": "The OpenID provider; discovery is at <issuer_url>/.well-known/openid-configuration.",
     },
     "client_id": {"type": "string", "minLength": 1, "maxLength": 512},
     "scopes": {
-        "type": "array", "maxItems": 50, "uniqueItems": True,
+        "type": "array",
+        "maxItems": 50,
+        "uniqueItems": True,
         # RFC 6749 3.3 scope-token characters.
         "items": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[\\x21\\x23-\\x5B\\x5D-\\x7E]+$"},
     },
-    "audience": {"type": "string", "minLength": 1, "maxLength": 2048,
-                 "description": "Sent as the audience parameter of the token request."},
+    "audience": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 2048,
+        "description": "Sent as the audience parameter of the token request.",
+    },
     "token_endpoint_auth_method": {"enum": [CLIENT_SECRET_BASIC, CLIENT_SECRET_POST], "default": CLIENT_SECRET_BASIC},
     "extra_params": {
-        "type": "object", "maxProperties": 20,
+        "type": "object",
+        "maxProperties": 20,
         "description": "More token request parameters, e.g. {resource: https://api.example.com}.",
         "propertyNames": {"pattern": "^[A-Za-z0-9_.\\-]{1,64}$", "not": {"enum": list(RESERVED_PARAMS)}},
         "additionalProperties": {"type": "string", "maxLength": 2048},
@@ -104,20 +134,24 @@ class _OIDCAuthType(AuthType):
                 register_secret(secret)
         settings = context.settings
         client = TokenClient(
-            grant, cache,
+            grant,
+            cache,
             new_session=context.new_session or _fallback_session_factory(settings),
             register_secret=register_secret,
             scrub=redactor.scrub_text,
             production=bool(getattr(settings, "production", False)),
         )
-        return RefreshingBearerAuth(CachedTokenSource(cache, cache_key(grant, cache), client),
-                                    description=f"OIDC token of {grant.describe()}")
+        return RefreshingBearerAuth(
+            CachedTokenSource(cache, cache_key(grant, cache), client), description=f"OIDC token of {grant.describe()}"
+        )
 
 
 class OIDCClientCredentialsAuth(_OIDCAuthType):
     name = "oidc_client_credentials"
-    description = ("OAuth 2.0 client-credentials grant against an OpenID provider (discovery); "
-                   "sends Authorization: Bearer <access token>.")
+    description = (
+        "OAuth 2.0 client-credentials grant against an OpenID provider (discovery); "
+        "sends Authorization: Bearer <access token>."
+    )
     config_schema = {
         "type": "object",
         "additionalProperties": False,
@@ -134,8 +168,10 @@ class OIDCClientCredentialsAuth(_OIDCAuthType):
 
 class OIDCUserAuth(_OIDCAuthType):
     name = "oidc_user"
-    description = ("OAuth 2.0 resource-owner password grant against an OpenID provider (discovery), "
-                   "renewed with the refresh token; sends Authorization: Bearer <access token>.")
+    description = (
+        "OAuth 2.0 resource-owner password grant against an OpenID provider (discovery), "
+        "renewed with the refresh token; sends Authorization: Bearer <access token>."
+    )
     config_schema = {
         "type": "object",
         "additionalProperties": False,
@@ -150,12 +186,14 @@ class OIDCUserAuth(_OIDCAuthType):
     }
 
     def grant_request(self, config: dict) -> GrantRequest:
-        return _grant_request(config, username=config["username"], password=config["password"],
-                              default_scopes=("openid",))
+        return _grant_request(
+            config, username=config["username"], password=config["password"], default_scopes=("openid",)
+        )
 
 
-def _grant_request(config: dict, username: str | None = None, password: str | None = None,
-                   default_scopes: tuple[str, ...] = ()) -> GrantRequest:
+def _grant_request(
+    config: dict, username: str | None = None, password: str | None = None, default_scopes: tuple[str, ...] = ()
+) -> GrantRequest:
     scopes = config.get("scopes")
     return GrantRequest(
         issuer=normalize_issuer(config["issuer_url"]),
@@ -173,8 +211,14 @@ def _grant_request(config: dict, username: str | None = None, password: str | No
 def cache_key(grant: GrantRequest, cache: TokenCache) -> tuple:
     """(issuer, client, scopes, audience, user) plus what else changes the token obtained."""
     return (
-        grant.issuer, grant.client_id, tuple(sorted(grant.scopes)), grant.audience, grant.username,
-        grant.extra_params, grant.auth_method, cache.credentials_digest(grant.client_secret, grant.password),
+        grant.issuer,
+        grant.client_id,
+        tuple(sorted(grant.scopes)),
+        grant.audience,
+        grant.username,
+        grant.extra_params,
+        grant.auth_method,
+        cache.credentials_digest(grant.client_secret, grant.password),
     )
 
 
@@ -199,6 +243,7 @@ class CachedTokenSource:
 def _fallback_session_factory(settings: Any):
     """Without ``context.new_session``: the SSRF-guarded session when settings are known."""
     if settings is not None:
+
         def guarded() -> requests.Session:
             from flowker.security.http import new_session
             from flowker.security.ssrf import AddressPolicy

@@ -67,8 +67,9 @@ class RefreshingBearerAuth(AuthBase):
         response.close()
         retry = original.copy()
         # The copy keeps the hooks; without ours the second answer is returned as it is.
-        retry.hooks = {event: [hook for hook in hooks if hook != self.handle_401]
-                       for event, hooks in original.hooks.items()}
+        retry.hooks = {
+            event: [hook for hook in hooks if hook != self.handle_401] for event, hooks in original.hooks.items()
+        }
         retry.headers["Authorization"] = BEARER_PREFIX + self._source.access_token()
         logger.info("%s was refused with HTTP 401; retrying once with a new token", self._description)
         second = response.connection.send(retry, **send_kwargs)
@@ -82,7 +83,7 @@ class RefreshingBearerAuth(AuthBase):
 
 def _bearer_of(request: requests.PreparedRequest) -> str | None:
     value = request.headers.get("Authorization", "")
-    return value[len(BEARER_PREFIX):] if value.startswith(BEARER_PREFIX) else None
+    return value[len(BEARER_PREFIX) :] if value.startswith(BEARER_PREFIX) else None
 
 
 def _resendable(body) -> bool:

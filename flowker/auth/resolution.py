@@ -68,7 +68,8 @@ class AuthResolution:
         resolver = self._resolvers.get(with_box)
         if resolver is None:
             resolver = self._resolvers[with_box] = SecretResolver.from_settings(
-                self.settings, box=self._secret_box() if with_box else None, register=self.redactor.add_secret)
+                self.settings, box=self._secret_box() if with_box else None, register=self.redactor.add_secret
+            )
         try:
             resolved = resolver.resolve(config)
         except ConfigurationError as exc:
@@ -76,8 +77,11 @@ class AuthResolution:
             # redactor (which would mask it); say where the secret belongs at the end instead.
             where, separator, rest = exc.message.partition(": ")
             message = f"{rest} (authentication.config.{where})" if separator and " " not in where else exc.message
-            raise UnprocessableEntity(f"cannot resolve the executor's secrets: {message}",
-                                      code=exc.code, status=UnprocessableEntity.http_status) from None
+            raise UnprocessableEntity(
+                f"cannot resolve the executor's secrets: {message}",
+                code=exc.code,
+                status=UnprocessableEntity.http_status,
+            ) from None
         if isinstance(resolved, dict):
             # Literal secrets the caller already decrypted are secrets too.
             for name in auth_type.secret_fields:
@@ -89,23 +93,34 @@ class AuthResolution:
         """Raise :class:`ResolvedConfigError` when ``resolved`` does not fit the schema."""
         problems = auth_type.validate_config(resolved)
         if problems:
-            text = "; ".join(f"authentication.config{'.' + path if path else ''} {message}"
-                             for path, message in problems)
-            raise ResolvedConfigError(self.redactor.scrub_text(
-                f"the resolved config of auth type {auth_type.name!r} does not match its schema: {text}"))
+            text = "; ".join(
+                f"authentication.config{'.' + path if path else ''} {message}" for path, message in problems
+            )
+            raise ResolvedConfigError(
+                self.redactor.scrub_text(
+                    f"the resolved config of auth type {auth_type.name!r} does not match its schema: {text}"
+                )
+            )
 
     def build(self, auth_type: AuthType, resolved: dict, context: AuthContext):
         """Validate ``resolved`` and build the auth."""
         self.validate(auth_type, resolved)
         return auth_type.build(resolved, context)
 
-    def credentials(self, auth_type: AuthType, resolved: dict, context: Callable[[], AuthContext], *,
-                    reuse: Credentials | None = None) -> Credentials:
+    def credentials(
+        self,
+        auth_type: AuthType,
+        resolved: dict,
+        context: Callable[[], AuthContext],
+        *,
+        reuse: Credentials | None = None,
+    ) -> Credentials:
         """The auth for a resolved config: ``reuse`` when it was built from the same values,
         else validated and built anew (``context()`` is called only then). A failing check
         leaves nothing to reuse, so it fails every call."""
         fingerprint = hashlib.sha256(
-            json.dumps([auth_type.name, resolved], sort_keys=True, default=str).encode()).hexdigest()
+            json.dumps([auth_type.name, resolved], sort_keys=True, default=str).encode()
+        ).hexdigest()
         if reuse is not None and reuse.fingerprint == fingerprint and reuse.auth_type is auth_type:
             return reuse
         return Credentials(auth_type, fingerprint, self.build(auth_type, resolved, context()))

@@ -37,12 +37,24 @@ class CachedToken:
     scope: str | None = None
 
     @classmethod
-    def from_lifetime(cls, access_token: str, lifetime: float | None, now: float,
-                      refresh_token: str | None = None, scope: str | None = None) -> "CachedToken":
+    def from_lifetime(
+        cls,
+        access_token: str,
+        lifetime: float | None,
+        now: float,
+        refresh_token: str | None = None,
+        scope: str | None = None,
+    ) -> "CachedToken":
         lifetime = DEFAULT_TOKEN_LIFETIME if lifetime is None or lifetime <= 0 else float(lifetime)
         leeway = min(MAX_REFRESH_LEEWAY, lifetime * REFRESH_LEEWAY_SHARE)
-        return cls(access_token=access_token, obtained_at=now, expires_at=now + lifetime,
-                   refresh_at=now + lifetime - leeway, refresh_token=refresh_token, scope=scope)
+        return cls(
+            access_token=access_token,
+            obtained_at=now,
+            expires_at=now + lifetime,
+            refresh_at=now + lifetime - leeway,
+            refresh_token=refresh_token,
+            scope=scope,
+        )
 
     def usable(self, now: float) -> bool:
         """Still comfortably valid: not yet inside its refresh window."""
@@ -132,9 +144,14 @@ class TokenCache:
                 return False
             now = self._clock()
             # Mark it due (not gone): obtain() still sees its refresh token.
-            slot.token = CachedToken(access_token=current.access_token, obtained_at=current.obtained_at,
-                                     expires_at=now, refresh_at=now, refresh_token=current.refresh_token,
-                                     scope=current.scope)
+            slot.token = CachedToken(
+                access_token=current.access_token,
+                obtained_at=current.obtained_at,
+                expires_at=now,
+                refresh_at=now,
+                refresh_token=current.refresh_token,
+                scope=current.scope,
+            )
             return True
 
     def peek(self, key: Hashable) -> CachedToken | None:

@@ -73,8 +73,18 @@ class _TransportOAuth2Session(OAuth2Session):
         self._transport = transport
         self._timeout = timeout
 
-    def request(self, method, url, data=None, headers=None, withhold_token=False,
-                client_id=None, client_secret=None, files=None, **kwargs):
+    def request(
+        self,
+        method,
+        url,
+        data=None,
+        headers=None,
+        withhold_token=False,
+        client_id=None,
+        client_secret=None,
+        files=None,
+        **kwargs,
+    ):
         kwargs["timeout"] = kwargs.get("timeout") or self._timeout
         kwargs.pop("proxies", None)
         if kwargs.get("verify") is None:
@@ -91,12 +101,17 @@ class TokenClient:
     from provider-supplied text (error descriptions) before it goes into a message.
     """
 
-    def __init__(self, request: GrantRequest, cache: TokenCache, *,
-                 new_session: Callable[[], requests.Session],
-                 register_secret: Callable[[str], None],
-                 scrub: Callable[[str], str],
-                 production: bool = False,
-                 timeout: float = REQUEST_TIMEOUT_SECONDS):
+    def __init__(
+        self,
+        request: GrantRequest,
+        cache: TokenCache,
+        *,
+        new_session: Callable[[], requests.Session],
+        register_secret: Callable[[str], None],
+        scrub: Callable[[str], str],
+        production: bool = False,
+        timeout: float = REQUEST_TIMEOUT_SECONDS,
+    ):
         self.request = request
         self._cache = cache
         self._new_session = new_session
@@ -142,20 +157,26 @@ class TokenClient:
 
     def _password(self, transport: requests.Session, token_url: str) -> CachedToken:
         client = LegacyApplicationClient(client_id=self.request.client_id)
-        return self._fetch(transport, token_url, client, "password",
-                           username=self.request.username, password=self.request.password)
+        return self._fetch(
+            transport, token_url, client, "password", username=self.request.username, password=self.request.password
+        )
 
-    def _fetch(self, transport: requests.Session, token_url: str, client, grant: str,
-               **grant_kwargs) -> CachedToken:
+    def _fetch(self, transport: requests.Session, token_url: str, client, grant: str, **grant_kwargs) -> CachedToken:
         oauth = self._oauth_session(transport, client)
         auth, include_client_id, secret_kwargs = self._client_authentication()
         started = self._cache.now()
         with oauth:
             token = self._call(
-                grant, token_url,
+                grant,
+                token_url,
                 lambda: oauth.fetch_token(
-                    token_url, auth=auth, include_client_id=include_client_id, timeout=self._timeout,
-                    **secret_kwargs, **grant_kwargs, **self._extra_body(),
+                    token_url,
+                    auth=auth,
+                    include_client_id=include_client_id,
+                    timeout=self._timeout,
+                    **secret_kwargs,
+                    **grant_kwargs,
+                    **self._extra_body(),
                 ),
             )
         return self._cached(token, started)
@@ -171,9 +192,11 @@ class TokenClient:
         started = self._cache.now()
         with oauth:
             token = self._call(
-                "refresh_token", token_url,
-                lambda: oauth.refresh_token(token_url, refresh_token=refresh_token, auth=auth,
-                                            timeout=self._timeout, **body_kwargs),
+                "refresh_token",
+                token_url,
+                lambda: oauth.refresh_token(
+                    token_url, refresh_token=refresh_token, auth=auth, timeout=self._timeout, **body_kwargs
+                ),
             )
         return self._cached(token, started, previous_refresh_token=refresh_token)
 
@@ -218,17 +241,21 @@ class TokenClient:
                 raise AuthTypeError(f"{where} failed: {type(warning).__name__}") from None
             return token
         except requests.exceptions.Timeout:
-            raise AuthTypeError(f"{where} failed: {redact_url(token_url)} did not answer within "
-                                f"{self._timeout:g} s") from None
+            raise AuthTypeError(
+                f"{where} failed: {redact_url(token_url)} did not answer within {self._timeout:g} s"
+            ) from None
         except requests.exceptions.SSLError:
-            raise AuthTypeError(f"{where} failed: the TLS certificate of {redact_url(token_url)} "
-                                "was not accepted") from None
+            raise AuthTypeError(
+                f"{where} failed: the TLS certificate of {redact_url(token_url)} was not accepted"
+            ) from None
         except requests.exceptions.TooManyRedirects:
-            raise AuthTypeError(f"{where} failed: the token endpoint redirected; "
-                                "token requests do not follow redirects") from None
+            raise AuthTypeError(
+                f"{where} failed: the token endpoint redirected; token requests do not follow redirects"
+            ) from None
         except requests.exceptions.RequestException as exc:
-            raise AuthTypeError(f"{where} failed: could not reach {redact_url(token_url)} "
-                                f"({type(exc).__name__})") from None
+            raise AuthTypeError(
+                f"{where} failed: could not reach {redact_url(token_url)} ({type(exc).__name__})"
+            ) from None
         except OAuth2Error as exc:
             raise AuthTypeError(f"{where} failed: {_safe_code(exc.error)}") from None
         except (ValueError, TypeError, KeyError) as exc:
@@ -246,18 +273,22 @@ class TokenClient:
         body = _json_or_none(response)
         if 200 <= response.status_code < 300:
             if body is None:
-                raise AuthTypeError(f"{where} failed: the token endpoint {url} answered HTTP "
-                                    f"{response.status_code} with a body that is not JSON ({content_type})")
-            if not isinstance(body, dict) or not isinstance(body.get("access_token"), str) \
-                    or not body["access_token"]:
+                raise AuthTypeError(
+                    f"{where} failed: the token endpoint {url} answered HTTP "
+                    f"{response.status_code} with a body that is not JSON ({content_type})"
+                )
+            if not isinstance(body, dict) or not isinstance(body.get("access_token"), str) or not body["access_token"]:
                 raise AuthTypeError(f"{where} failed: the token endpoint {url} answered without an access_token")
             return response
         if 300 <= response.status_code < 400:
-            raise AuthTypeError(f"{where} failed: the token endpoint {url} redirected "
-                                f"(HTTP {response.status_code}); token requests do not follow redirects")
+            raise AuthTypeError(
+                f"{where} failed: the token endpoint {url} redirected "
+                f"(HTTP {response.status_code}); token requests do not follow redirects"
+            )
         if not isinstance(body, dict) or "error" not in body:
-            raise AuthTypeError(f"{where} failed: the token endpoint {url} answered HTTP "
-                                f"{response.status_code} ({content_type})")
+            raise AuthTypeError(
+                f"{where} failed: the token endpoint {url} answered HTTP {response.status_code} ({content_type})"
+            )
         code = _safe_code(body.get("error"))
         description = self._description(body.get("error_description"))
         if refresh and code == "invalid_grant":
@@ -269,9 +300,7 @@ class TokenClient:
                 "check client_id, client_secret and token_endpoint_auth_method"
             )
         if code == "invalid_grant" and self.request.grant == "password":
-            raise AuthTypeError(
-                f"{where} failed: the provider rejected the username or password: {code}{detail}"
-            )
+            raise AuthTypeError(f"{where} failed: the provider rejected the username or password: {code}{detail}")
         raise AuthTypeError(f"{where} failed: HTTP {response.status_code} {code}{detail}")
 
     def _description(self, value) -> str:
@@ -298,9 +327,13 @@ class TokenClient:
         scope = token.get("scope")
         if isinstance(scope, (list, tuple, set)):
             scope = " ".join(sorted(scope))
-        return CachedToken.from_lifetime(access_token, lifetime, started,
-                                         refresh_token=refresh_token if isinstance(refresh_token, str) else None,
-                                         scope=scope if isinstance(scope, str) else None)
+        return CachedToken.from_lifetime(
+            access_token,
+            lifetime,
+            started,
+            refresh_token=refresh_token if isinstance(refresh_token, str) else None,
+            scope=scope if isinstance(scope, str) else None,
+        )
 
 
 def _json_or_none(response: requests.Response):

@@ -35,15 +35,31 @@ _ENCRYPTED = "$encrypted"
 # --------------------------------------------------------------------------- shared helpers
 
 
-def audit(event_type: str, action: str, resource_type: str, resource_id: str, actor, metadata: dict,
-          result: str = "SUCCESS", context: dict | None = None, audit_log=None) -> None:
+def audit(
+    event_type: str,
+    action: str,
+    resource_type: str,
+    resource_id: str,
+    actor,
+    metadata: dict,
+    result: str = "SUCCESS",
+    context: dict | None = None,
+    audit_log=None,
+) -> None:
     """Append an audit entry inside the caller's transaction (it fails -> the change rolls back),
     with ``audit_log`` (the runtime's; None: a plain log of the bound database)."""
     from flowker.audit import chain
 
     chain.append(
-        event_type=event_type, action=action, result=result, resource_type=resource_type,
-        resource_id=resource_id, actor=actor, context=context or {}, metadata=metadata, audit_log=audit_log,
+        event_type=event_type,
+        action=action,
+        result=result,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        actor=actor,
+        context=context or {},
+        metadata=metadata,
+        audit_log=audit_log,
     )
 
 
@@ -174,8 +190,9 @@ def checked_problems(document: SpecDocument, registry, executors=None) -> list:
     try:
         return check_document(document, registry, executors)
     except Exception:
-        logging.getLogger(__name__).warning("spec checks failed on %s; answering with its schema problems",
-                                            document.source, exc_info=True)
+        logging.getLogger(__name__).warning(
+            "spec checks failed on %s; answering with its schema problems", document.source, exc_info=True
+        )
         schema_only = ProblemList(document.source, document.locations)
         check_schema(document.kind, document.body, schema_only)
         if schema_only.problems:
@@ -304,9 +321,15 @@ class ExecutorStore:
         try:
             with write_transaction():
                 executor = Executor.create(
-                    name=body["name"], description=body.get("description"), base_url=body["baseUrl"],
-                    status=ACTIVE, version=1, spec=stored, spec_hash=canonical_hash(stored),
-                    created_at=now, updated_at=now,
+                    name=body["name"],
+                    description=body.get("description"),
+                    base_url=body["baseUrl"],
+                    status=ACTIVE,
+                    version=1,
+                    spec=stored,
+                    spec_hash=canonical_hash(stored),
+                    created_at=now,
+                    updated_at=now,
                 )
                 self._audit("EXECUTOR_CREATED", "CREATE", executor, actor, {"executor.name": executor.name})
         except peewee.IntegrityError:
@@ -340,10 +363,18 @@ class ExecutorStore:
                 code=ErrorCode.EXECUTOR_IN_USE,
             )
         with write_transaction():
-            deleted = Executor.delete().where((Executor.id == executor.id) & (Executor.version == executor.version)).execute()
+            deleted = (
+                Executor.delete().where((Executor.id == executor.id) & (Executor.version == executor.version)).execute()
+            )
             if deleted != 1:
                 raise self._concurrent(executor.id)
-            self._audit("EXECUTOR_DELETED", "DELETE", executor, actor, {"executor.id": executor.id, "executor.name": executor.name})
+            self._audit(
+                "EXECUTOR_DELETED",
+                "DELETE",
+                executor,
+                actor,
+                {"executor.id": executor.id, "executor.name": executor.name},
+            )
 
     def enable(self, executor_id: str, actor) -> Executor:
         return self._set_status(executor_id, DISABLED, ACTIVE, "EXECUTOR_ENABLED", "ENABLE", actor)
@@ -356,7 +387,10 @@ class ExecutorStore:
         with write_transaction():
             Executor.update(last_tested_at=utcnow()).where(Executor.id == executor.id).execute()
             self._audit(
-                "EXECUTOR_TESTED", "TEST", executor, actor,
+                "EXECUTOR_TESTED",
+                "TEST",
+                executor,
+                actor,
                 {"executor.name": executor.name, "overallStatus": overall_status},
                 result="SUCCESS" if overall_status == "passed" else "FAILED",
             )
@@ -395,8 +429,12 @@ class ExecutorStore:
             with write_transaction():
                 updated = (
                     Executor.update(
-                        name=body["name"], description=body.get("description"), base_url=body["baseUrl"],
-                        spec=stored, spec_hash=canonical_hash(stored), version=executor.version + 1,
+                        name=body["name"],
+                        description=body.get("description"),
+                        base_url=body["baseUrl"],
+                        spec=stored,
+                        spec_hash=canonical_hash(stored),
+                        version=executor.version + 1,
                         updated_at=utcnow(),
                     )
                     .where((Executor.id == executor.id) & (Executor.version == executor.version))
@@ -405,7 +443,13 @@ class ExecutorStore:
                 if updated != 1:
                     raise self._concurrent(executor.id)
                 executor = Executor.get_by_id(executor.id)
-                self._audit("EXECUTOR_UPDATED", "UPDATE", executor, actor, {"executor.name": executor.name, "version": executor.version})
+                self._audit(
+                    "EXECUTOR_UPDATED",
+                    "UPDATE",
+                    executor,
+                    actor,
+                    {"executor.name": executor.name, "version": executor.version},
+                )
         except peewee.IntegrityError:
             raise self._duplicate(body["name"]) from None
         return SaveResult(executor, changed=True)
@@ -413,7 +457,9 @@ class ExecutorStore:
     def _set_status(self, executor_id: str, expected: str, new: str, event_type: str, action: str, actor) -> Executor:
         executor = self.get(executor_id)
         if executor.status != expected:
-            raise UnprocessableEntity(f"executor {executor.id} is already {executor.status}", code=ErrorCode.EXECUTOR_TRANSITION_REFUSED)
+            raise UnprocessableEntity(
+                f"executor {executor.id} is already {executor.status}", code=ErrorCode.EXECUTOR_TRANSITION_REFUSED
+            )
         with write_transaction():
             changed = (
                 Executor.update(status=new, updated_at=utcnow())
@@ -462,7 +508,9 @@ class ExecutorStore:
     def _document(spec: dict | SpecDocument) -> SpecDocument:
         if isinstance(spec, SpecDocument):
             if spec.kind != EXECUTOR:
-                raise SpecError([Problem(spec.source, 1, 1, ("kind",), f"kind is {spec.kind!r} but this takes 'Executor'")])
+                raise SpecError(
+                    [Problem(spec.source, 1, 1, ("kind",), f"kind is {spec.kind!r} but this takes 'Executor'")]
+                )
             return spec
         if not isinstance(spec, dict):
             raise SpecError([Problem("<request>", None, None, (), "the body must be a JSON object")])
@@ -476,7 +524,12 @@ class ExecutorStore:
 
     @staticmethod
     def _concurrent(executor_id: str) -> Conflict:
-        return Conflict(f"executor {executor_id} was changed by another request: read it again and retry", code=ErrorCode.CONCURRENT_CHANGE)
+        return Conflict(
+            f"executor {executor_id} was changed by another request: read it again and retry",
+            code=ErrorCode.CONCURRENT_CHANGE,
+        )
 
-    def _audit(self, event_type: str, action: str, executor: Executor, actor, metadata: dict, result: str = "SUCCESS") -> None:
+    def _audit(
+        self, event_type: str, action: str, executor: Executor, actor, metadata: dict, result: str = "SUCCESS"
+    ) -> None:
         audit(event_type, action, RESOURCE_TYPE, executor.id, actor, metadata, result=result, audit_log=self.audit_log)

@@ -81,8 +81,11 @@ def plan_changes(documents, backend, *, activate: bool, enable_executors: bool =
             if document.kind != kind:
                 continue
             current = backend.current(document)
-            changes.append(_executor_change(document, current, enable_executors) if kind == "Executor"
-                           else _workflow_change(document, current, activate))
+            changes.append(
+                _executor_change(document, current, enable_executors)
+                if kind == "Executor"
+                else _workflow_change(document, current, activate)
+            )
     return changes
 
 
@@ -109,8 +112,13 @@ def _workflow_change(document, current: Current | None, activate: bool) -> Chang
         return Change(document, UPDATE, current, ["draft", "update", *then_activate])
     if activate:
         return Change(document, UPDATE, current, ["deactivate", "draft", "update", "activate"])
-    return Change(document, UPDATE, current, refusal="the workflow is active and changed; --activate moves it "
-                  "through deactivate, draft, update and activate")
+    return Change(
+        document,
+        UPDATE,
+        current,
+        refusal="the workflow is active and changed; --activate moves it "
+        "through deactivate, draft, update and activate",
+    )
 
 
 def run_changes(changes: list[Change], backend, echo: Echo = _quiet) -> bool:
@@ -122,8 +130,10 @@ def run_changes(changes: list[Change], backend, echo: Echo = _quiet) -> bool:
             done = apply_change(change, backend)
         except StepFailed as failed:
             finished = f" after {', '.join(failed.done)}" if failed.done else ""
-            echo(f"  {change.kind} {change.document.name}: {failed.step} failed{finished}: {failed.cause.message}",
-                 err=True)
+            echo(
+                f"  {change.kind} {change.document.name}: {failed.step} failed{finished}: {failed.cause.message}",
+                err=True,
+            )
             return False
         echo(f"  {change.kind} {change.document.name}: {', '.join(done)}")
     return True
@@ -153,8 +163,14 @@ def apply_change(change: Change, backend) -> list[str]:
 
 
 def _past(step: str) -> str:
-    return {"create": "created", "update": "updated", "activate": "activated", "deactivate": "deactivated",
-            "draft": "moved to draft", "enable": "enabled"}[step]
+    return {
+        "create": "created",
+        "update": "updated",
+        "activate": "activated",
+        "deactivate": "deactivated",
+        "draft": "moved to draft",
+        "enable": "enabled",
+    }[step]
 
 
 def summary(changes: list[Change]) -> str:
@@ -192,8 +208,9 @@ def sync(directory, backend, registry, *, activate: bool, dry_run: bool, target:
     names = {d.name for d in documents if isinstance(d, ExecutorSpec)}
     references = [e for e in backend.reference_executors() if e.name not in names]
     # A local target applies this environment's secret reference rules; a server its own.
-    problems = problems + validate_documents(documents, registry, reference_executors=references,
-                                             secret_policy=getattr(backend, "secret_policy", None))
+    problems = problems + validate_documents(
+        documents, registry, reference_executors=references, secret_policy=getattr(backend, "secret_policy", None)
+    )
     if problems:
         for problem in problems:
             echo(problem.format(), err=True)
@@ -226,14 +243,21 @@ def sync(directory, backend, registry, *, activate: bool, dry_run: bool, target:
 # --------------------------------------------------------------------------- the local target
 
 
-def apply_local(settings, registry, directory, *, activate: bool, dry_run: bool = False, runtime=None,
-                echo: Echo = _quiet) -> bool:
+def apply_local(
+    settings, registry, directory, *, activate: bool, dry_run: bool = False, runtime=None, echo: Echo = _quiet
+) -> bool:
     """Sync into the database of ``settings``. ``runtime``: one whose database is already
     migrated (``flowker serve``); otherwise one is built here, its database migrated unless
     this is a dry run, and closed at the end."""
     from flowker.runtime import Runtime
-    from flowker.storage.database import (bind_database, bound_to, close_database, database_label,
-                                          exclusive_transaction, missing_sqlite_file)
+    from flowker.storage.database import (
+        bind_database,
+        bound_to,
+        close_database,
+        database_label,
+        exclusive_transaction,
+        missing_sqlite_file,
+    )
     from flowker.storage.migrations import schema_exists, upgrade
 
     label = database_label(settings.database_url)
@@ -273,8 +297,7 @@ class LocalTarget:
     """The database, through the catalog services the REST API uses: the runtime's, or
     (a dry run, which writes nothing) stores of its own that append nothing."""
 
-    def __init__(self, settings, registry, *, migrated: bool = True, actor=None, dry_run: bool = False,
-                 runtime=None):
+    def __init__(self, settings, registry, *, migrated: bool = True, actor=None, dry_run: bool = False, runtime=None):
         from flowker.audit.chain import Actor
 
         if runtime is not None:
@@ -292,8 +315,9 @@ class LocalTarget:
             # A dry run writes nothing, not even the development secret key file.
             self.box = SecretBox.from_settings(settings, create_key_file=not dry_run)
             self.secret_policy = SecretReferencePolicy.from_settings(settings)
-            self.executors = ExecutorStore(registry, self.box, AddressPolicy.from_settings(settings),
-                                           self.secret_policy)
+            self.executors = ExecutorStore(
+                registry, self.box, AddressPolicy.from_settings(settings), self.secret_policy
+            )
             self.workflows = WorkflowStore(registry, self.box, self.secret_policy)
         self.migrated = migrated
         self.actor = actor or Actor("user", f"cli:{_user()}", "127.0.0.1")
@@ -304,8 +328,9 @@ class LocalTarget:
 
         if not self.migrated:
             return []
-        return [make_document(EXECUTOR, e.spec, f"<database executor {e.name}>", from_file=False)
-                for e in Executor.select()]
+        return [
+            make_document(EXECUTOR, e.spec, f"<database executor {e.name}>", from_file=False) for e in Executor.select()
+        ]
 
     def current(self, document) -> Current | None:
         from flowker.catalog.executors import same_spec
@@ -350,7 +375,8 @@ class LocalTarget:
     def _perform(self, step: str, document, resource_id: str | None) -> dict:
         if step == "create":
             saved: Executor | Workflow = (self.executors if document.kind == "Executor" else self.workflows).create(
-                document, self.actor)
+                document, self.actor
+            )
             return {"id": saved.id, "version": saved.version}
         assert resource_id is not None  # every step but create acts on a resource that exists
         if document.kind == "Executor":

@@ -67,8 +67,10 @@ def executor_references(spec: dict) -> set[str]:
     return {
         node["data"]["executor"]
         for node in spec.get("nodes") or []
-        if isinstance(node, dict) and node.get("type") == "executor"
-        and isinstance(node.get("data"), dict) and isinstance(node["data"].get("executor"), str)
+        if isinstance(node, dict)
+        and node.get("type") == "executor"
+        and isinstance(node.get("data"), dict)
+        and isinstance(node["data"].get("executor"), str)
     }
 
 
@@ -132,11 +134,19 @@ class WorkflowStore:
         try:
             with write_transaction():
                 workflow = Workflow.create(
-                    name=body["name"], description=body.get("description"), status=DRAFT, version=1,
-                    spec=stored, spec_hash=canonical_hash(stored), created_at=now, updated_at=now,
+                    name=body["name"],
+                    description=body.get("description"),
+                    status=DRAFT,
+                    version=1,
+                    spec=stored,
+                    spec_hash=canonical_hash(stored),
+                    created_at=now,
+                    updated_at=now,
                 )
                 WorkflowVersion.create(workflow_id=workflow.id, version=1, spec=stored, created_at=now)
-                self._audit("WORKFLOW_CREATED", "CREATE", workflow, actor, {"workflow.name": workflow.name, "version": 1})
+                self._audit(
+                    "WORKFLOW_CREATED", "CREATE", workflow, actor, {"workflow.name": workflow.name, "version": 1}
+                )
         except peewee.IntegrityError:
             raise self._duplicate(body["name"]) from None
         return workflow
@@ -147,7 +157,8 @@ class WorkflowStore:
         if workflow.status != DRAFT:
             raise UnprocessableEntity(
                 f"workflow {workflow.id} is {workflow.status}: only drafts are edited "
-                "(deactivate it, then POST .../draft)", code=ErrorCode.WORKFLOW_NOT_DRAFT,
+                "(deactivate it, then POST .../draft)",
+                code=ErrorCode.WORKFLOW_NOT_DRAFT,
             )
         document = self._checked(spec)
         body = restore_masked_secrets(document.body, self.plain_spec(workflow), SECRET_PATHS)
@@ -164,17 +175,27 @@ class WorkflowStore:
             with write_transaction():
                 updated = (
                     Workflow.update(
-                        name=body["name"], description=body.get("description"), spec=stored,
-                        spec_hash=canonical_hash(stored), version=version, updated_at=now,
+                        name=body["name"],
+                        description=body.get("description"),
+                        spec=stored,
+                        spec_hash=canonical_hash(stored),
+                        version=version,
+                        updated_at=now,
                     )
-                    .where((Workflow.id == workflow.id) & (Workflow.status == DRAFT) & (Workflow.version == workflow.version))
+                    .where(
+                        (Workflow.id == workflow.id)
+                        & (Workflow.status == DRAFT)
+                        & (Workflow.version == workflow.version)
+                    )
                     .execute()
                 )
                 if updated != 1:
                     raise self._concurrent(workflow.id)
                 WorkflowVersion.create(workflow_id=workflow.id, version=version, spec=stored, created_at=now)
                 workflow = Workflow.get_by_id(workflow.id)
-                self._audit("WORKFLOW_UPDATED", "UPDATE", workflow, actor, {"workflow.name": workflow.name, "version": version})
+                self._audit(
+                    "WORKFLOW_UPDATED", "UPDATE", workflow, actor, {"workflow.name": workflow.name, "version": version}
+                )
         except peewee.IntegrityError:
             raise self._duplicate(body["name"]) from None
         return SaveResult(workflow, changed=True)
@@ -183,18 +204,23 @@ class WorkflowStore:
         workflow = self.get(workflow_id)
         if workflow.status == ACTIVE:
             raise UnprocessableEntity(
-                f"workflow {workflow.id} is active and cannot be deleted: deactivate it first", code=ErrorCode.WORKFLOW_NOT_DRAFT
+                f"workflow {workflow.id} is active and cannot be deleted: deactivate it first",
+                code=ErrorCode.WORKFLOW_NOT_DRAFT,
             )
         with write_transaction():
             deleted = (
-                Workflow.delete()
-                .where((Workflow.id == workflow.id) & (Workflow.status == workflow.status))
-                .execute()
+                Workflow.delete().where((Workflow.id == workflow.id) & (Workflow.status == workflow.status)).execute()
             )
             if deleted != 1:
                 raise self._concurrent(workflow.id)
             WebhookRoute.delete().where(WebhookRoute.workflow_id == workflow.id).execute()
-            self._audit("WORKFLOW_DELETED", "DELETE", workflow, actor, {"workflow.id": workflow.id, "workflow.name": workflow.name})
+            self._audit(
+                "WORKFLOW_DELETED",
+                "DELETE",
+                workflow,
+                actor,
+                {"workflow.id": workflow.id, "workflow.name": workflow.name},
+            )
 
     def activate(self, workflow_id: str, actor) -> Workflow:
         workflow = self.get(workflow_id)
@@ -210,7 +236,13 @@ class WorkflowStore:
                     if owner is None:
                         WebhookRoute.create(method=method, path=path, workflow_id=workflow.id)
                 workflow = self._transition(workflow, DRAFT, ACTIVE)
-                self._audit("WORKFLOW_ACTIVATED", "ACTIVATE", workflow, actor, {"workflow.name": workflow.name, "version": workflow.version})
+                self._audit(
+                    "WORKFLOW_ACTIVATED",
+                    "ACTIVATE",
+                    workflow,
+                    actor,
+                    {"workflow.name": workflow.name, "version": workflow.version},
+                )
         except peewee.IntegrityError:
             # Another process claimed a route between our check and our insert.
             method, path = routes[0] if routes else ("", "")
@@ -248,12 +280,21 @@ class WorkflowStore:
         try:
             with write_transaction():
                 workflow = Workflow.create(
-                    name=document.body["name"], description=document.body.get("description"), status=DRAFT,
-                    version=1, spec=stored, spec_hash=canonical_hash(stored), created_at=now, updated_at=now,
+                    name=document.body["name"],
+                    description=document.body.get("description"),
+                    status=DRAFT,
+                    version=1,
+                    spec=stored,
+                    spec_hash=canonical_hash(stored),
+                    created_at=now,
+                    updated_at=now,
                 )
                 WorkflowVersion.create(workflow_id=workflow.id, version=1, spec=stored, created_at=now)
                 self._audit(
-                    "WORKFLOW_CLONED", "CLONE", workflow, actor,
+                    "WORKFLOW_CLONED",
+                    "CLONE",
+                    workflow,
+                    actor,
                     {"workflow.name": workflow.name, "version": 1, "clonedFrom": source.id},
                 )
         except peewee.IntegrityError:
@@ -275,7 +316,9 @@ class WorkflowStore:
     def _document(spec: dict | SpecDocument) -> SpecDocument:
         if isinstance(spec, SpecDocument):
             if spec.kind != WORKFLOW:
-                raise SpecError([Problem(spec.source, 1, 1, ("kind",), f"kind is {spec.kind!r} but this takes 'Workflow'")])
+                raise SpecError(
+                    [Problem(spec.source, 1, 1, ("kind",), f"kind is {spec.kind!r} but this takes 'Workflow'")]
+                )
             return spec
         if not isinstance(spec, dict):
             raise SpecError([Problem("<request>", None, None, (), "the body must be a JSON object")])
@@ -295,11 +338,18 @@ class WorkflowStore:
             status = references.statuses.get(data.get("executor"))
             if status is not None and status != "active":
                 problems.append(
-                    Problem(document.source, None, None, ("nodes", index, "data", "executor"),
-                            f"executor {data.get('executor')!r} is {status}: enable it first")
+                    Problem(
+                        document.source,
+                        None,
+                        None,
+                        ("nodes", index, "data", "executor"),
+                        f"executor {data.get('executor')!r} is {status}: enable it first",
+                    )
                 )
         if problems:
-            raise SpecError(problems, message="workflow cannot be activated: " + "; ".join(p.format() for p in problems[:20]))
+            raise SpecError(
+                problems, message="workflow cannot be activated: " + "; ".join(p.format() for p in problems[:20])
+            )
 
     def _transition(self, workflow: Workflow, expected: str, new: str) -> Workflow:
         now = utcnow()
@@ -327,7 +377,10 @@ class WorkflowStore:
 
     @staticmethod
     def _concurrent(workflow_id: str) -> Conflict:
-        return Conflict(f"workflow {workflow_id} was changed by another request: read it again and retry", code=ErrorCode.CONCURRENT_CHANGE)
+        return Conflict(
+            f"workflow {workflow_id} was changed by another request: read it again and retry",
+            code=ErrorCode.CONCURRENT_CHANGE,
+        )
 
     @staticmethod
     def _route_taken(method: str, path: str, owner: str | None) -> Conflict:

@@ -43,9 +43,12 @@ class LazyGroup(WholeHelpGroup):
         return super().get_command(ctx, name)
 
 
-@click.group(cls=LazyGroup, context_settings=CONTEXT_SETTINGS,
-             epilog="\b\nGet started: flowker validate examples/ && flowker run --help\n"
-                    "Shell completion: eval \"$(_FLOWKER_COMPLETE=bash_source flowker)\"  (docs/cli.md)")
+@click.group(
+    cls=LazyGroup,
+    context_settings=CONTEXT_SETTINGS,
+    epilog="\b\nGet started: flowker validate examples/ && flowker run --help\n"
+    'Shell completion: eval "$(_FLOWKER_COMPLETE=bash_source flowker)"  (docs/cli.md)',
+)
 @click.version_option(__version__, prog_name="flowker")
 @click.option(
     "--config",

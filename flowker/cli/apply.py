@@ -30,10 +30,14 @@ from flowker.cli.common import DATABASE_HELP, announce_database, load_settings
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--server", help="Flowker server URL (default: the local database).")
 @click.option("--api-key", envvar="FLOWKER_API_KEY", help="API key for --server (or FLOWKER_API_KEY).")
-@click.option("--activate", is_flag=True, help="Activate new workflows; move changed active ones through draft and back.")
+@click.option(
+    "--activate", is_flag=True, help="Activate new workflows; move changed active ones through draft and back."
+)
 @click.option("--dry-run", is_flag=True, help="Print the plan only.")
 @click.option("--db", "database_url", metavar="URL|PATH", help="Local mode: " + DATABASE_HELP)
-@click.option("--timeout", type=click.FloatRange(min=1), default=60.0, show_default=True, help="Seconds per REST request.")
+@click.option(
+    "--timeout", type=click.FloatRange(min=1), default=60.0, show_default=True, help="Seconds per REST request."
+)
 @click.pass_context
 def apply(ctx, directory, server, api_key, activate, dry_run, database_url, timeout):
     """Sync the workflows and executors of DIRECTORY into the database or a server."""
@@ -47,8 +51,15 @@ def apply(ctx, directory, server, api_key, activate, dry_run, database_url, time
     settings = load_settings(ctx, database_url=database_url)
     registry = load_registry(settings)
     if server:
-        ok = sync(directory, RemoteTarget(server, api_key, timeout), registry,
-                  activate=activate, dry_run=dry_run, target=server, echo=click.echo)
+        ok = sync(
+            directory,
+            RemoteTarget(server, api_key, timeout),
+            registry,
+            activate=activate,
+            dry_run=dry_run,
+            target=server,
+            echo=click.echo,
+        )
     else:
         announce_database(ctx, settings, database_url)
         ok = apply_local(settings, registry, directory, activate=activate, dry_run=dry_run, echo=click.echo)
@@ -123,15 +134,22 @@ class RemoteTarget:
 
     @staticmethod
     def _spec_of(view: dict, kind: str) -> dict:
-        keys = ("name", "description", "baseUrl", "endpoints", "authentication", "metadata") if kind == "Executor" \
+        keys = (
+            ("name", "description", "baseUrl", "endpoints", "authentication", "metadata")
+            if kind == "Executor"
             else ("name", "description", "nodes", "edges", "metadata")
+        )
         return {key: view[key] for key in keys if key in view}
 
     def reference_executors(self):
         from flowker.validation.documents import EXECUTOR, make_document
 
-        return [make_document(EXECUTOR, self._spec_of(view, "Executor"), f"<{self.server} executor {name}>", from_file=False)
-                for name, view in self._all("executors").items()]
+        return [
+            make_document(
+                EXECUTOR, self._spec_of(view, "Executor"), f"<{self.server} executor {name}>", from_file=False
+            )
+            for name, view in self._all("executors").items()
+        ]
 
     def current(self, document) -> Current | None:
         view = self._all("executors" if document.kind == "Executor" else "workflows").get(document.name)

@@ -80,11 +80,19 @@ def audit():
 @audit.command()
 @click.option("--db", "database_url", metavar="URL|PATH", help=DATABASE_HELP)
 @click.option("--file", "export_file", type=click.Path(dir_okay=False), help="Verify this export file offline.")
-@click.option("--public-key", "public_keys", multiple=True, metavar="KEY",
-              help="Ed25519 public key, PEM text or file (repeatable, for rotated keys).")
-@click.option("--witness", "witness_url", metavar="URL",
-              help="Check the database against this witness (file:///DIR or http(s)://...; "
-                   "default: FLOWKER_AUDIT_WITNESS).")
+@click.option(
+    "--public-key",
+    "public_keys",
+    multiple=True,
+    metavar="KEY",
+    help="Ed25519 public key, PEM text or file (repeatable, for rotated keys).",
+)
+@click.option(
+    "--witness",
+    "witness_url",
+    metavar="URL",
+    help="Check the database against this witness (file:///DIR or http(s)://...; default: FLOWKER_AUDIT_WITNESS).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @click.pass_context
@@ -123,8 +131,10 @@ def verify(ctx, database_url, export_file, public_keys, witness_url, as_json, qu
         witness = open_witness(witness_url or settings.audit_witness)
         database = _open_migrated(ctx, settings, database_url)
         result = verify_database(
-            database, public_keys=cp.keys_by_id(keys) if keys else None,
-            checkpoint_interval=settings.audit_checkpoint_interval if keys else None, progress=progress,
+            database,
+            public_keys=cp.keys_by_id(keys) if keys else None,
+            checkpoint_interval=settings.audit_checkpoint_interval if keys else None,
+            progress=progress,
             witness=witness,
         )
     progress.finish()
@@ -149,12 +159,20 @@ def export(ctx, out_path, database_url, no_sign, quiet):
     settings = load_settings(ctx, database_url=database_url)
     key = cp.load_signing_key(settings.audit_signing_key) if settings.audit_signing_key and not no_sign else None
     if key is None:
-        click.echo("warning: no signing key: the export's end is not signed, so offline verification "
-                   "with a public key will refuse it", err=True)
+        click.echo(
+            "warning: no signing key: the export's end is not signed, so offline verification "
+            "with a public key will refuse it",
+            err=True,
+        )
     database = _open_migrated(ctx, settings, database_url)
     progress = _ProgressLine("exported", enabled=not quiet)
-    summary = export_chain(database, out_path, signing_key=key,
-                           checkpoint_interval=settings.audit_checkpoint_interval if key else 0, progress=progress)
+    summary = export_chain(
+        database,
+        out_path,
+        signing_key=key,
+        checkpoint_interval=settings.audit_checkpoint_interval if key else 0,
+        progress=progress,
+    )
     progress.finish()
     click.echo(f"exported {summary['entries']} entries and {summary['checkpoints']} checkpoints to {out_path}")
 
@@ -180,8 +198,13 @@ def checkpoint(ctx, database_url):
 
 
 @audit.command()
-@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
-              help="Where to write the new private key (PEM, mode 0600).")
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Where to write the new private key (PEM, mode 0600).",
+)
 @click.option("--public-out", type=click.Path(dir_okay=False), help="Also write the public key here.")
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 def keygen(out_path, public_out, force):
@@ -199,8 +222,10 @@ def keygen(out_path, public_out, force):
     if public_out:
         with open(public_out, "w") as handle:
             handle.write(cp.public_key_pem(key))
-    click.echo(f"wrote private key {out_path} (key id {cp.key_id(key)})"
-               + (f" and public key {public_out}" if public_out else ""))
+    click.echo(
+        f"wrote private key {out_path} (key id {cp.key_id(key)})"
+        + (f" and public key {public_out}" if public_out else "")
+    )
 
 
 @audit.command("public-key")

@@ -14,8 +14,7 @@ from flowker.errors import ConfigurationError, FlowkerError
 # descriptions and the command list are not cut short.
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 120}
 
-DATABASE_HELP = ("Database URL or SQLite file path (default: FLOWKER_DATABASE_URL, "
-                 "else sqlite:///flowker.db).")
+DATABASE_HELP = "Database URL or SQLite file path (default: FLOWKER_DATABASE_URL, else sqlite:///flowker.db)."
 
 
 def load_settings(ctx: click.Context, **overrides):
@@ -57,8 +56,10 @@ def announce_database(ctx: click.Context, settings, option_value: str | None) ->
     from flowker.settings import Settings
 
     if settings.database_url != Settings.database_url:
-        click.echo(f"flowker: database {database_label(settings.database_url)} "
-                   f"(from {database_source(ctx, option_value)})", err=True)
+        click.echo(
+            f"flowker: database {database_label(settings.database_url)} (from {database_source(ctx, option_value)})",
+            err=True,
+        )
 
 
 def missing_sqlite_file(url: str) -> str | None:
@@ -68,8 +69,12 @@ def missing_sqlite_file(url: str) -> str | None:
     from flowker.storage.database import open_database
 
     database = open_database(url)  # does not connect
-    if isinstance(database, peewee.SqliteDatabase) and database.database != ":memory:" \
-            and not database.database.startswith("file:") and not os.path.exists(database.database):
+    if (
+        isinstance(database, peewee.SqliteDatabase)
+        and database.database != ":memory:"
+        and not database.database.startswith("file:")
+        and not os.path.exists(database.database)
+    ):
         return os.path.abspath(database.database)
     return None
 
@@ -84,13 +89,15 @@ def open_existing_database(ctx: click.Context, settings, option_value: str | Non
         raise ConfigurationError(
             f"no database at {missing} (from {database_source(ctx, option_value)}): "
             "set FLOWKER_DATABASE_URL or --db to the database Flowker serves "
-            "(the quick start's is flowker-data/flowker.db)")
+            "(the quick start's is flowker-data/flowker.db)"
+        )
     database = open_database(settings.database_url)
     with database.connection_context():
         if not database.table_exists(table._meta.table_name):
             raise ConfigurationError(
                 f"database {database_label(settings.database_url)} has no Flowker tables: "
-                "is it the right one? `flowker db upgrade` creates them")
+                "is it the right one? `flowker db upgrade` creates them"
+            )
     return database
 
 

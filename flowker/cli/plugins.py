@@ -49,8 +49,15 @@ def plugins(ctx, as_json):
     else:
         rows = [["PLUGIN", "PACKAGE", "VERSION", "AUTH TYPES", "ACTION TYPES"]]
         for plugin in data["plugins"]:
-            rows.append([plugin["name"], plugin["distribution"], plugin["version"],
-                         ", ".join(plugin["authTypes"]) or "-", ", ".join(plugin["actionTypes"]) or "-"])
+            rows.append(
+                [
+                    plugin["name"],
+                    plugin["distribution"],
+                    plugin["version"],
+                    ", ".join(plugin["authTypes"]) or "-",
+                    ", ".join(plugin["actionTypes"]) or "-",
+                ]
+            )
         click.echo(_table(rows))
         if data["disabled"]:
             click.echo("\ndisabled (FLOWKER_DISABLED_PLUGINS):")

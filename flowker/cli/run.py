@@ -78,7 +78,9 @@ class ProgressPrinter:
             self.echo(f"{prefix} skipped ({record.reason})")
             return
         attempts = record.attempts
-        line = f"{prefix} {record.status} in {record.duration_ms:.1f} ms, {attempts} attempt{'s' if attempts != 1 else ''}"
+        line = (
+            f"{prefix} {record.status} in {record.duration_ms:.1f} ms, {attempts} attempt{'s' if attempts != 1 else ''}"
+        )
         if record.call is not None and record.call.status_code is not None:
             line += f", HTTP {record.call.status_code}"
         if record.error:
@@ -88,12 +90,22 @@ class ProgressPrinter:
 
 @click.command("run")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--input", "input_value", metavar="JSON|@FILE", help="The trigger input: JSON text or @file (@- is stdin).")
-@click.option("--executors", "executor_dirs", multiple=True,
-              type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Folder of executor spec files (repeatable). Default: executors/ beside the workflows/ folder.")
-@click.option("--db", "database_url", metavar="URL|PATH",
-              help="Database URL or SQLite file path to keep the run in (default: a temporary SQLite file).")
+@click.option(
+    "--input", "input_value", metavar="JSON|@FILE", help="The trigger input: JSON text or @file (@- is stdin)."
+)
+@click.option(
+    "--executors",
+    "executor_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder of executor spec files (repeatable). Default: executors/ beside the workflows/ folder.",
+)
+@click.option(
+    "--db",
+    "database_url",
+    metavar="URL|PATH",
+    help="Database URL or SQLite file path to keep the run in (default: a temporary SQLite file).",
+)
 @click.pass_context
 def run(ctx, file, input_value, executor_dirs, database_url):
     """Validate and run a workflow file locally; print the final output as JSON."""
@@ -109,8 +121,9 @@ def run(ctx, file, input_value, executor_dirs, database_url):
             from flowker.security.secret_policy import SecretReferencePolicy
             from flowker.validation.checks import validate_documents
 
-            problems = validate_documents(documents, registry,
-                                          secret_policy=SecretReferencePolicy.from_settings(settings))
+            problems = validate_documents(
+                documents, registry, secret_policy=SecretReferencePolicy.from_settings(settings)
+            )
         if problems:
             for problem in problems:
                 click.echo(problem.format(), err=True)
@@ -172,8 +185,10 @@ def _run(settings, registry, documents, input_data, *, recover: bool):
             started_at = time.monotonic()
             started = service.start(workflow.id, input_data, actor=actor)
             plan = service.plan(workflow.id, workflow.version)
-            click.echo(f"execution {started.execution.id} of {workflow.name} v{workflow.version}: "
-                       f"{plan.total_steps} steps", err=True)
+            click.echo(
+                f"execution {started.execution.id} of {workflow.name} v{workflow.version}: {plan.total_steps} steps",
+                err=True,
+            )
             execution = service.run(started.execution.id, observer=ProgressPrinter(plan.total_steps))
             click.echo(f"execution {execution.status} in {(time.monotonic() - started_at) * 1000:.0f} ms", err=True)
             return execution

@@ -22,15 +22,33 @@ def default_workers() -> int:
 
 
 @click.command()
-@click.option("--bind", default="127.0.0.1:8000", show_default=True, help="HOST:PORT to listen on (port 0 picks a free one).")
-@click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes (default: CPU count, at least 2).")
+@click.option(
+    "--bind", default="127.0.0.1:8000", show_default=True, help="HOST:PORT to listen on (port 0 picks a free one)."
+)
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=None, help="Worker processes (default: CPU count, at least 2)."
+)
 @click.option("--threads", type=click.IntRange(min=1), default=8, show_default=True, help="Threads per worker.")
-@click.option("--specs", "specs_dir", type=click.Path(exists=True, file_okay=False), help="Apply (and activate) this folder's specs at start.")
+@click.option(
+    "--specs",
+    "specs_dir",
+    type=click.Path(exists=True, file_okay=False),
+    help="Apply (and activate) this folder's specs at start.",
+)
 @click.option("--db", "database_url", metavar="URL|PATH", help=DATABASE_HELP)
-@click.option("--certfile", type=click.Path(exists=True, dir_okay=False), help="TLS certificate (PEM); needs --keyfile.")
-@click.option("--keyfile", type=click.Path(exists=True, dir_okay=False), help="TLS private key (PEM); needs --certfile.")
-@click.option("--drain-seconds", type=click.FloatRange(min=0), default=5.0, show_default=True,
-              help="On SIGTERM, seconds readiness answers 503 before the workers stop accepting.")
+@click.option(
+    "--certfile", type=click.Path(exists=True, dir_okay=False), help="TLS certificate (PEM); needs --keyfile."
+)
+@click.option(
+    "--keyfile", type=click.Path(exists=True, dir_okay=False), help="TLS private key (PEM); needs --certfile."
+)
+@click.option(
+    "--drain-seconds",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="On SIGTERM, seconds readiness answers 503 before the workers stop accepting.",
+)
 @click.option("--access-log/--no-access-log", default=False, help="Log every request to stdout.")
 @click.pass_context
 def serve(ctx, bind, workers, threads, specs_dir, database_url, certfile, keyfile, drain_seconds, access_log):
@@ -43,8 +61,9 @@ def serve(ctx, bind, workers, threads, specs_dir, database_url, certfile, keyfil
         raise click.UsageError("--certfile and --keyfile go together")
     settings = startup_settings(load_settings(ctx, database_url=database_url))
     # The TLS pair joins the files no secret reference may read.
-    settings = settings.replace(tls_certfile=certfile and os.path.abspath(certfile),
-                                tls_keyfile=keyfile and os.path.abspath(keyfile))
+    settings = settings.replace(
+        tls_certfile=certfile and os.path.abspath(certfile), tls_keyfile=keyfile and os.path.abspath(keyfile)
+    )
     check_settings(settings)  # every setting, before the database is touched or a port bound
     check_bind_free(bind)  # one line naming the port, not gunicorn's traceback and retries
     registry = load_registry(settings)
@@ -140,7 +159,8 @@ def check_bind_free(bind: str) -> None:
         except OSError as exc:
             raise ConfigurationError(
                 f"cannot listen on {bind}: port {port} is {'in use' if exc.errno == errno.EADDRINUSE else exc.strerror}; "
-                "choose another with --bind HOST:PORT (scripts/quickstart.sh: FLOWKER_PORT)") from None
+                "choose another with --bind HOST:PORT (scripts/quickstart.sh: FLOWKER_PORT)"
+            ) from None
 
 
 def _url_host(host: str) -> str:

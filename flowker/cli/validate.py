@@ -96,8 +96,9 @@ def validate(ctx, paths, executor_dirs, quiet):
         click.echo(f"flowker: warning: {message}", err=True)
     # The server's rules for secret references, with this environment's settings.
     secret_policy = SecretReferencePolicy.from_settings(settings)
-    problems.extend(validate_documents(documents, registry, reference_executors=reference_executors,
-                                       secret_policy=secret_policy))
+    problems.extend(
+        validate_documents(documents, registry, reference_executors=reference_executors, secret_policy=secret_policy)
+    )
     problems = sorted_unique(problems)
 
     for problem in problems:

@@ -25,10 +25,16 @@ def witness():
 
 
 @witness.command()
-@click.option("--dir", "directory", required=True, type=click.Path(file_okay=False),
-              help="Where the witnessed checkpoints (append-only) and the witness's key are kept.")
-@click.option("--bind", default="127.0.0.1:8790", show_default=True,
-              help="HOST:PORT to listen on (port 0 picks a free one).")
+@click.option(
+    "--dir",
+    "directory",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Where the witnessed checkpoints (append-only) and the witness's key are kept.",
+)
+@click.option(
+    "--bind", default="127.0.0.1:8790", show_default=True, help="HOST:PORT to listen on (port 0 picks a free one)."
+)
 def serve(directory, bind):
     """Accept checkpoints that extend the last one held, countersign them, keep them."""
     from flowker.audit.witness_server import make_witness_server
@@ -49,8 +55,10 @@ def serve(directory, bind):
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     actual_host, actual_port = server.server_address[:2]
-    click.echo(f"witness listening on http://{actual_host}:{actual_port} (key id {app.key_id}, "
-               f"checkpoints in {app.log.path})", nl=True)
+    click.echo(
+        f"witness listening on http://{actual_host}:{actual_port} (key id {app.key_id}, checkpoints in {app.log.path})",
+        nl=True,
+    )
     try:
         server.serve_forever(poll_interval=0.2)
     finally:

@@ -76,9 +76,17 @@ def is_breaker_failure(exc_type, exc) -> bool:
 
 
 class ExecutorBreaker(CircuitBreaker):
-    def __init__(self, name: str, failure_threshold: int, recovery_seconds: float,
-                 half_open_max_calls: int = HALF_OPEN_MAX_CALLS, *, executor_id: str | None = None,
-                 shared: BreakerStateStore | None = None, cache_seconds: float = CACHE_SECONDS):
+    def __init__(
+        self,
+        name: str,
+        failure_threshold: int,
+        recovery_seconds: float,
+        half_open_max_calls: int = HALF_OPEN_MAX_CALLS,
+        *,
+        executor_id: str | None = None,
+        shared: BreakerStateStore | None = None,
+        cache_seconds: float = CACHE_SECONDS,
+    ):
         # The library treats 0 as "use the default" (30 s): keep tiny values tiny.
         super().__init__(
             failure_threshold=max(1, int(failure_threshold)),
@@ -224,8 +232,12 @@ class ExecutorBreaker(CircuitBreaker):
             self.reset()
 
     def _log_unshared(self, what: str, exc: Exception) -> None:
-        logger.warning("circuit breaker for executor %r: could not %s the shared state (%s); "
-                       "using this process's view", self.name, what, type(exc).__name__)
+        logger.warning(
+            "circuit breaker for executor %r: could not %s the shared state (%s); using this process's view",
+            self.name,
+            what,
+            type(exc).__name__,
+        )
 
     # -- the shared row ---------------------------------------------------------------
 
@@ -249,8 +261,12 @@ class ExecutorBreaker(CircuitBreaker):
                 opened_until = row.opened_until  # not reopened: keep the stored time exactly
             else:
                 opened_until = time.time() + (self._opened + self._recovery_timeout - time.monotonic())
-        return row.changed(state=self._state, consecutive_failures=self._failure_count,
-                           opened_until=opened_until, half_open_in_flight=in_flight)
+        return row.changed(
+            state=self._state,
+            consecutive_failures=self._failure_count,
+            opened_until=opened_until,
+            half_open_in_flight=in_flight,
+        )
 
     # -- reporting --------------------------------------------------------------------
 
@@ -274,9 +290,16 @@ class BreakerBoard:
     """The breakers of one process, by executor id, with the settings' threshold, recovery
     and trial calls; shared with every other process through ``shared`` when given."""
 
-    def __init__(self, failure_threshold: int, recovery_seconds: float, half_open_calls: int = HALF_OPEN_MAX_CALLS,
-                 *, shared: BreakerStateStore | None = None, cache_seconds: float = CACHE_SECONDS,
-                 max_breakers: int = MAX_BREAKERS):
+    def __init__(
+        self,
+        failure_threshold: int,
+        recovery_seconds: float,
+        half_open_calls: int = HALF_OPEN_MAX_CALLS,
+        *,
+        shared: BreakerStateStore | None = None,
+        cache_seconds: float = CACHE_SECONDS,
+        max_breakers: int = MAX_BREAKERS,
+    ):
         self.failure_threshold = failure_threshold
         self.recovery_seconds = recovery_seconds
         self.half_open_calls = half_open_calls
@@ -288,16 +311,26 @@ class BreakerBoard:
 
     @classmethod
     def from_settings(cls, settings) -> "BreakerBoard":
-        return cls(settings.cb_failure_threshold, settings.cb_recovery_seconds, settings.cb_half_open_calls,
-                   shared=BreakerStateStore())
+        return cls(
+            settings.cb_failure_threshold,
+            settings.cb_recovery_seconds,
+            settings.cb_half_open_calls,
+            shared=BreakerStateStore(),
+        )
 
     def get(self, executor_id: str, name: str | None = None) -> ExecutorBreaker:
         with self._lock:
             breaker = self._breakers.get(executor_id)
             if breaker is None:
-                breaker = ExecutorBreaker(name or executor_id, self.failure_threshold, self.recovery_seconds,
-                                          self.half_open_calls, executor_id=executor_id, shared=self.shared,
-                                          cache_seconds=self.cache_seconds)
+                breaker = ExecutorBreaker(
+                    name or executor_id,
+                    self.failure_threshold,
+                    self.recovery_seconds,
+                    self.half_open_calls,
+                    executor_id=executor_id,
+                    shared=self.shared,
+                    cache_seconds=self.cache_seconds,
+                )
                 self._breakers[executor_id] = breaker
                 # Forget closed breakers of executors not called for a long time.
                 while len(self._breakers) > self._max:

@@ -96,11 +96,21 @@ class StepFailure(Exception):
 
 
 class Engine:
-    def __init__(self, plan: WorkflowPlan, *, execution_id: str, input_data: Any, deadline: float,
-                 resolve_executor: ExecutorResolver, sink: StepSink, scrub_text: Callable[[str], str] = str,
-                 timeout_seconds: float | None = None,
-                 expression_cpu_seconds: float = EXPRESSION_CPU_SECONDS,
-                 max_output_bytes: int = MAX_OUTPUT_BYTES, expression_sandbox: Any = None):
+    def __init__(
+        self,
+        plan: WorkflowPlan,
+        *,
+        execution_id: str,
+        input_data: Any,
+        deadline: float,
+        resolve_executor: ExecutorResolver,
+        sink: StepSink,
+        scrub_text: Callable[[str], str] = str,
+        timeout_seconds: float | None = None,
+        expression_cpu_seconds: float = EXPRESSION_CPU_SECONDS,
+        max_output_bytes: int = MAX_OUTPUT_BYTES,
+        expression_sandbox: Any = None,
+    ):
         self.plan = plan
         self.execution_id = execution_id
         self.input_data = input_data if input_data is not None else {}
@@ -115,12 +125,16 @@ class Engine:
         self.final_output: Any = None
         self.final_output_set = False
         self.max_output_bytes = max_output_bytes
-        self.variables = Variables({
-            "workflow": self.input_data,
-            "nodes": self.outputs,
-            "execution": {"id": execution_id, "workflowId": plan.workflow_id},
-        }, EvaluationBudget(expression_cpu_seconds, sandbox=expression_sandbox, deadline=deadline,
-                            max_result_bytes=max_output_bytes))
+        self.variables = Variables(
+            {
+                "workflow": self.input_data,
+                "nodes": self.outputs,
+                "execution": {"id": execution_id, "workflowId": plan.workflow_id},
+            },
+            EvaluationBudget(
+                expression_cpu_seconds, sandbox=expression_sandbox, deadline=deadline, max_result_bytes=max_output_bytes
+            ),
+        )
 
     def run(self) -> RunOutcome:
         outcome = RunOutcome(status=COMPLETED)
@@ -143,15 +157,17 @@ class Engine:
                 outcome.status, outcome.final_output = FAILED, None
                 outcome.error_message = (
                     f"{OutputTooLargeError.code}: the final output (every node's output, as no set_output action "
-                    f"ran) is {size} bytes, more than the cap of {self.max_output_bytes} (FLOWKER_MAX_OUTPUT_BYTES)")
+                    f"ran) is {size} bytes, more than the cap of {self.max_output_bytes} (FLOWKER_MAX_OUTPUT_BYTES)"
+                )
         return outcome
 
     def _capped(self, value: Any, what: str) -> Any:
         """``value``, or OutputTooLargeError when its JSON is larger than the cap."""
         size = output_size(value, self.max_output_bytes)
         if size > self.max_output_bytes:
-            raise OutputTooLargeError(f"{what} is {size} bytes, more than the cap of {self.max_output_bytes} "
-                                      "(FLOWKER_MAX_OUTPUT_BYTES)")
+            raise OutputTooLargeError(
+                f"{what} is {size} bytes, more than the cap of {self.max_output_bytes} (FLOWKER_MAX_OUTPUT_BYTES)"
+            )
         return value
 
     # -- one node -------------------------------------------------------------------
@@ -171,8 +187,7 @@ class Engine:
         try:
             if time.monotonic() >= self.deadline:
                 limit = f" ({self.timeout_seconds:g} s)" if self.timeout_seconds is not None else ""
-                raise StepFailure(f"the execution deadline{limit} passed before this step",
-                                  code=DeadlineExceeded.code)
+                raise StepFailure(f"the execution deadline{limit} passed before this step", code=DeadlineExceeded.code)
             record.output = self._capped(self._execute(node, record), f"the output of node {node.id!r}")
             self.outputs[node.id] = record.output
         except StepFailure as failure:
@@ -182,7 +197,11 @@ class Engine:
                 record.output = None  # the failure is on record; a huge output is not kept
             record.call = failure.call or record.call
         except ExpressionError as exc:
-            record.status, record.error, record.error_code = FAILED, self.scrub(f"node {node.id!r}: {exc.message}"), exc.code
+            record.status, record.error, record.error_code = (
+                FAILED,
+                self.scrub(f"node {node.id!r}: {exc.message}"),
+                exc.code,
+            )
         except FlowkerError as exc:
             record.status, record.error, record.error_code = FAILED, self.scrub(exc.message), exc.code
         except Exception as exc:  # noqa: BLE001 - a plugin bug fails the step, not the process
@@ -210,8 +229,10 @@ class Engine:
         except FlowkerError as exc:  # ExpressionError, or its result past the output cap
             raise StepFailure(f"edge {edge.label}: {exc.message}", code=exc.code) from None
         if not isinstance(value, bool):
-            raise StepFailure(f"edge {edge.label}: condition `{edge.condition.source}` gave "
-                              f"{type(value).__name__}, not a boolean", code=ExpressionError.code)
+            raise StepFailure(
+                f"edge {edge.label}: condition `{edge.condition.source}` gave {type(value).__name__}, not a boolean",
+                code=ExpressionError.code,
+            )
         return value
 
     def _execute(self, node: NodePlan, record: StepRecord) -> Any:
@@ -222,8 +243,10 @@ class Engine:
             record.input = {"condition": node.condition.source}
             value = node.condition.evaluate(self.variables)
             if not isinstance(value, bool):
-                raise StepFailure(f"node {node.id!r}: condition `{node.condition.source}` gave "
-                                  f"{type(value).__name__}, not a boolean", code=ExpressionError.code)
+                raise StepFailure(
+                    f"node {node.id!r}: condition `{node.condition.source}` gave {type(value).__name__}, not a boolean",
+                    code=ExpressionError.code,
+                )
             self.branch[node.id] = value
             return {"result": value}
         if node.type == "action":
@@ -267,8 +290,9 @@ class Engine:
             return jsonable(plan.output.evaluate(self.variables))
         except FlowkerError as exc:  # ExpressionError, or its result past the output cap
             del self.outputs[node.id]
-            raise StepFailure(f"node {node.id!r} output mapping: {exc.message}", code=exc.code,
-                              output=response, call=call) from None
+            raise StepFailure(
+                f"node {node.id!r} output mapping: {exc.message}", code=exc.code, output=response, call=call
+            ) from None
 
 
 _ASCII_JSON = json.JSONEncoder(separators=(",", ":"), default=str).encode
@@ -285,8 +309,9 @@ def output_size(value: Any, limit: int | None = None) -> int:
     size = len(_ASCII_JSON(value))
     if limit is not None and size <= limit:
         return size
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
-               .encode("utf-8", "surrogatepass"))
+    return len(
+        json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8", "surrogatepass")
+    )
 
 
 def jsonable(value: Any) -> Any:

@@ -71,8 +71,13 @@ class ExecutorDefinition:
         spec = row.spec or {}
         endpoints = {e["name"]: e for e in spec.get("endpoints") or [] if isinstance(e, dict) and "name" in e}
         return cls(
-            id=row.id, name=row.name, version=row.version, base_url=(spec.get("baseUrl") or row.base_url),
-            endpoints=endpoints, authentication=AuthenticationSpec.from_spec(spec.get("authentication")), status=row.status,
+            id=row.id,
+            name=row.name,
+            version=row.version,
+            base_url=(spec.get("baseUrl") or row.base_url),
+            endpoints=endpoints,
+            authentication=AuthenticationSpec.from_spec(spec.get("authentication")),
+            status=row.status,
         )
 
 
@@ -108,9 +113,14 @@ class CallResult:
         return self.response["status"] if self.response else None
 
     def details(self) -> dict:
-        details = {"method": self.method, "url": self.url, "statusCode": self.status_code,
-                   "attempts": len(self.attempts), "attemptLog": self.attempts,
-                   "durationMs": round(self.duration_ms, 3)}
+        details = {
+            "method": self.method,
+            "url": self.url,
+            "statusCode": self.status_code,
+            "attempts": len(self.attempts),
+            "attemptLog": self.attempts,
+            "durationMs": round(self.duration_ms, 3),
+        }
         if self.error is not None:
             details["errorCode"] = self.error.code
         return details
@@ -193,9 +203,17 @@ def parse_retry_after(value: str | None) -> float | None:
 class ExecutorClient:
     """Calls the endpoints of one executor version."""
 
-    def __init__(self, definition: ExecutorDefinition, session: requests.Session, breaker: ExecutorBreaker,
-                 policy: RetryPolicy, *, redact_url: Callable[[str], str], scrub_text: Callable[[str], str],
-                 max_response_bytes: int = MAX_RESPONSE_BYTES):
+    def __init__(
+        self,
+        definition: ExecutorDefinition,
+        session: requests.Session,
+        breaker: ExecutorBreaker,
+        policy: RetryPolicy,
+        *,
+        redact_url: Callable[[str], str],
+        scrub_text: Callable[[str], str],
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+    ):
         self.definition = definition
         self.session = session
         self.breaker = breaker
@@ -224,8 +242,16 @@ class ExecutorClient:
             headers = {str(k): _header_text(v) for k, v in (request.headers or {}).items()}
             if request.idempotency_key and not any(k.lower() == IDEMPOTENCY_HEADER.lower() for k in headers):
                 headers[IDEMPOTENCY_HEADER] = request.idempotency_key
-            send = _Send(method=method, url=url, query=_query(request.query), headers=headers, body=request.body,
-                         auth=auth, timeout=float(timeout), deadline=deadline)
+            send = _Send(
+                method=method,
+                url=url,
+                query=_query(request.query),
+                headers=headers,
+                body=request.body,
+                auth=auth,
+                timeout=float(timeout),
+                deadline=deadline,
+            )
             self._call_with_retries(send, result)
         except CircuitOpenError as exc:
             result.error = exc
@@ -238,15 +264,15 @@ class ExecutorClient:
 
     def _call_with_retries(self, send: "_Send", result: CallResult) -> None:
         state = _RetryState(self.policy, send.deadline)
-        retrying = Retrying(stop_func=state.stop, wait_func=state.wait_ms, retry_on_exception=state.should_retry,
-                            logger=_SilentLogger())
+        retrying = Retrying(
+            stop_func=state.stop, wait_func=state.wait_ms, retry_on_exception=state.should_retry, logger=_SilentLogger()
+        )
         what = f"executor {self.definition.name!r} endpoint {send.method} {result.url}"
         try:
             response, body = retrying.call(self._attempt, send, result)
         except TransientHTTPError as exc:
             result.response = self._response_dict(exc.response, exc.body)
-            raise CallFailed(f"{what} answered HTTP {exc.response.status_code} "
-                             f"{_after(result, state)}") from None
+            raise CallFailed(f"{what} answered HTTP {exc.response.status_code} {_after(result, state)}") from None
         except NetworkError as exc:
             raise CallFailed(f"{what} failed: {exc} {_after(result, state)}") from None
         result.response = self._response_dict(response, body)
@@ -281,8 +307,14 @@ class ExecutorClient:
         try:
             try:
                 response = send_request(
-                    self.session, send.method, send.url, params=send.query or None, headers=send.headers,
-                    json=send.body, auth=send.auth, timeout=(min(timeout, MAX_CONNECT_TIMEOUT_SECONDS), timeout),
+                    self.session,
+                    send.method,
+                    send.url,
+                    params=send.query or None,
+                    headers=send.headers,
+                    json=send.body,
+                    auth=send.auth,
+                    timeout=(min(timeout, MAX_CONNECT_TIMEOUT_SECONDS), timeout),
                 )
                 body = read_capped(response, self.max_response_bytes)
             finally:
@@ -307,8 +339,11 @@ class ExecutorClient:
         return response, body
 
     def _response_dict(self, response: requests.Response, body: bytes) -> dict:
-        return {"status": response.status_code, "headers": _headers(response.headers),
-                "body": parse_body(body, response.headers.get("Content-Type", ""), response.encoding)}
+        return {
+            "status": response.status_code,
+            "headers": _headers(response.headers),
+            "body": parse_body(body, response.headers.get("Content-Type", ""), response.encoding),
+        }
 
 
 @dataclass(frozen=True)
@@ -336,7 +371,7 @@ def build_url(base_url: str, path: str, path_params: dict | None) -> str:
         if end < 0:
             result.append(path[position:])
             break
-        name = path[start + 1:end]
+        name = path[start + 1 : end]
         if name not in path_params or path_params[name] is None:
             raise CallFailed(f"path parameter {name!r} has no value")
         result.append(path[position:start])
@@ -383,12 +418,14 @@ def parse_body(body: bytes, content_type: str, encoding: str | None) -> Any:
 
 def _describe_network_error(exc: Exception) -> str:
     text = repr(exc)
-    for marker, meaning in (("Connection reset", "connection reset by the server"),
-                            ("RemoteDisconnected", "the server closed the connection without answering"),
-                            ("Connection aborted", "the connection was aborted"),
-                            ("Connection refused", "connection refused"),
-                            ("IncompleteRead", "the response was cut short"),
-                            ("InvalidChunkLength", "the response was cut short")):
+    for marker, meaning in (
+        ("Connection reset", "connection reset by the server"),
+        ("RemoteDisconnected", "the server closed the connection without answering"),
+        ("Connection aborted", "the connection was aborted"),
+        ("Connection refused", "connection refused"),
+        ("IncompleteRead", "the response was cut short"),
+        ("InvalidChunkLength", "the response was cut short"),
+    ):
         if marker in text:
             return meaning
     return "network error"

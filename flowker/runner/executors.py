@@ -34,8 +34,9 @@ class _Entry:
 
 
 class ExecutorPool:
-    def __init__(self, settings, registry, redactor, breakers: BreakerBoard, *, token_cache=None,
-                 max_clients: int = MAX_CLIENTS):
+    def __init__(
+        self, settings, registry, redactor, breakers: BreakerBoard, *, token_cache=None, max_clients: int = MAX_CLIENTS
+    ):
         self.settings = settings
         self.registry = registry
         self.redactor = redactor
@@ -68,7 +69,9 @@ class ExecutorPool:
         new version or a disabled executor is seen at once without reading the spec."""
         rows = executor_heads(reference)
         if not rows:
-            raise UnprocessableEntity(f"executor {reference!r} does not exist", code=ErrorCode.EXECUTOR_REFERENCE_UNKNOWN)
+            raise UnprocessableEntity(
+                f"executor {reference!r} does not exist", code=ErrorCode.EXECUTOR_REFERENCE_UNKNOWN
+            )
         return next((row for row in rows if row[1] == reference), rows[0])
 
     def _entry(self, executor_id: str, version: int) -> _Entry:
@@ -82,8 +85,12 @@ class ExecutorPool:
         key = (row.id, row.version)  # the row read now is the version this client serves
         definition = ExecutorDefinition.from_row(row)
         client = ExecutorClient(
-            definition, self._new_session(definition), self.breakers.get(definition.id, definition.name), self.retry_policy,
-            redact_url=self.redactor.redact_url, scrub_text=self.redactor.scrub_text,
+            definition,
+            self._new_session(definition),
+            self.breakers.get(definition.id, definition.name),
+            self.retry_policy,
+            redact_url=self.redactor.redact_url,
+            scrub_text=self.redactor.scrub_text,
         )
         with self._lock:
             existing = self._entries.get(key)
@@ -127,7 +134,8 @@ class ExecutorPool:
         with entry.lock:
             # Built (and checked against the type's schema) only when the resolved values change.
             entry.credentials = self.auth_resolution.credentials(
-                auth_type, resolved, self._auth_context, reuse=entry.credentials)
+                auth_type, resolved, self._auth_context, reuse=entry.credentials
+            )
             return entry.credentials.auth
 
     def _box(self):

@@ -94,8 +94,11 @@ def compile_plan(spec: dict, registry, *, workflow_id: str = "", version: int = 
     edge_plans = _edges(edges, index_of, problems)
     triggers = [node["id"] for node in nodes if node.get("type") == "trigger" and node.get("id") in index_of]
     if len(triggers) != 1:
-        problems.add(("nodes",), f"a workflow needs exactly one trigger node; this one has {len(triggers)}"
-                     + (f" ({', '.join(triggers)})" if triggers else ""))
+        problems.add(
+            ("nodes",),
+            f"a workflow needs exactly one trigger node; this one has {len(triggers)}"
+            + (f" ({', '.join(triggers)})" if triggers else ""),
+        )
     for edge in edge_plans:
         if edge.target in triggers:
             problems.add(("edges", edge.index, "target"), f"edge {edge.label} goes into the trigger")
@@ -115,7 +118,11 @@ def compile_plan(spec: dict, registry, *, workflow_id: str = "", version: int = 
     if problems.items:
         raise SpecError(problems.items)
     return WorkflowPlan(
-        workflow_id=workflow_id, version=version, name=name, nodes=tuple(plans), trigger_id=triggers[0],
+        workflow_id=workflow_id,
+        version=version,
+        name=name,
+        nodes=tuple(plans),
+        trigger_id=triggers[0],
         by_id={plan.id: plan for plan in plans},
     )
 

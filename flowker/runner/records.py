@@ -36,31 +36,67 @@ FLUSH_INTERVAL_SECONDS = 0.25
 STEP_EVENTS = {COMPLETED: "STEP_COMPLETED", FAILED: "STEP_FAILED", SKIPPED: "STEP_SKIPPED"}
 
 # The rows every execution writes, as statements compiled once (see flowker.storage.statements).
-STEP_COLUMNS = ("execution", "step_number", "node_id", "node_name", "node_type", "status", "input_data",
-                "output", "error_message", "attempts", "duration_ms", "call_details", "started_at",
-                "completed_at")
+STEP_COLUMNS = (
+    "execution",
+    "step_number",
+    "node_id",
+    "node_name",
+    "node_type",
+    "status",
+    "input_data",
+    "output",
+    "error_message",
+    "attempts",
+    "duration_ms",
+    "call_details",
+    "started_at",
+    "completed_at",
+)
 INSERT_STEPS = CompiledInsert(StepResult, STEP_COLUMNS)
 RENEW_PROGRESS = CompiledUpdate(Execution, ("current_step", "lease_expires_at"), '"id" = {p} AND "owner" = {p}')
 FINISH_EXECUTION = CompiledUpdate(
-    Execution, ("status", "final_output", "error_message", "completed_at", "lease_expires_at", "current_step"),
-    '"id" = {p} AND "status" = \'running\'')
+    Execution,
+    ("status", "final_output", "error_message", "completed_at", "lease_expires_at", "current_step"),
+    '"id" = {p} AND "status" = \'running\'',
+)
 FINISH_EXECUTION_KEEP_STEP = CompiledUpdate(
-    Execution, ("status", "final_output", "error_message", "completed_at", "lease_expires_at"),
-    '"id" = {p} AND "status" = \'running\'')
+    Execution,
+    ("status", "final_output", "error_message", "completed_at", "lease_expires_at"),
+    '"id" = {p} AND "status" = \'running\'',
+)
 
 
-def audit_append(event_type: str, result: str, resource_id: str, *, actor=None, context: dict | None = None,
-                 metadata: dict | None = None, action: str = "EXECUTE", audit_log=None) -> None:
+def audit_append(
+    event_type: str,
+    result: str,
+    resource_id: str,
+    *,
+    actor=None,
+    context: dict | None = None,
+    metadata: dict | None = None,
+    action: str = "EXECUTE",
+    audit_log=None,
+) -> None:
     """One audit entry inside the caller's transaction, appended with ``audit_log`` (the
     runtime's; without it, a plain log of the bound database)."""
     from flowker.audit import chain
 
-    chain.append(**audit_item(event_type, result, resource_id, actor=actor, context=context,
-                              metadata=metadata, action=action), audit_log=audit_log)
+    chain.append(
+        **audit_item(event_type, result, resource_id, actor=actor, context=context, metadata=metadata, action=action),
+        audit_log=audit_log,
+    )
 
 
-def audit_item(event_type: str, result: str, resource_id: str, *, actor=None, context: dict | None = None,
-               metadata: dict | None = None, action: str = "EXECUTE") -> dict:
+def audit_item(
+    event_type: str,
+    result: str,
+    resource_id: str,
+    *,
+    actor=None,
+    context: dict | None = None,
+    metadata: dict | None = None,
+    action: str = "EXECUTE",
+) -> dict:
     """The arguments of one execution audit entry, for ``chain.append``/``chain.append_many``."""
     from flowker.audit import chain
 
@@ -99,9 +135,18 @@ class ExecutionRecorder:
     ``observer`` (optional) sees each step start and end (``flowker run`` prints them).
     """
 
-    def __init__(self, execution: Execution, *, owner: str, lease_seconds: float, redactor,
-                 observer=None, clock: Callable[[], dt.datetime] = utcnow,
-                 flush_interval: float = FLUSH_INTERVAL_SECONDS, audit_log=None):
+    def __init__(
+        self,
+        execution: Execution,
+        *,
+        owner: str,
+        lease_seconds: float,
+        redactor,
+        observer=None,
+        clock: Callable[[], dt.datetime] = utcnow,
+        flush_interval: float = FLUSH_INTERVAL_SECONDS,
+        audit_log=None,
+    ):
         self.execution = execution
         self.audit_log = audit_log  # the runtime's AuditLog (None: a plain log of the bound database)
         self.owner = owner
@@ -121,8 +166,9 @@ class ExecutionRecorder:
         # A finished call is on record before the next call goes out: at most one call's
         # record is ever pending, and only while steps without side effects run.
         if self._pending and (
-                (self._pending_call and node.type == "executor")
-                or time.monotonic() - self._pending_since >= self.flush_interval):
+            (self._pending_call and node.type == "executor")
+            or time.monotonic() - self._pending_since >= self.flush_interval
+        ):
             self.flush()
         if self.observer is not None:
             self.observer.step_started(node)
@@ -203,11 +249,14 @@ class ExecutionRecorder:
         with write_transaction():
             if self._pending:
                 updated = FINISH_EXECUTION.execute(
-                    database, (status, final_output, error, now, None, self._pending[-1].node.step_number),
-                    (self.execution.id,))
+                    database,
+                    (status, final_output, error, now, None, self._pending[-1].node.step_number),
+                    (self.execution.id,),
+                )
             else:
                 updated = FINISH_EXECUTION_KEEP_STEP.execute(
-                    database, (status, final_output, error, now, None), (self.execution.id,))
+                    database, (status, final_output, error, now, None), (self.execution.id,)
+                )
             if not updated:
                 return False  # already settled elsewhere (recovered after a lost lease): keep that record
             if rows:
@@ -247,34 +296,62 @@ class ExecutionRecorder:
         step_context = {**self.context, "nodeId": node.id, "nodeType": node.type, "stepNumber": node.step_number}
         if record.call is not None:
             self._audit_attempts(record, step_context, items)
-        metadata: dict[str, Any] = {"status": record.status, "durationMs": round(record.duration_ms, 3),
-                                    "attempts": record.attempts}
+        metadata: dict[str, Any] = {
+            "status": record.status,
+            "durationMs": round(record.duration_ms, 3),
+            "attempts": record.attempts,
+        }
         if record.error:
             metadata["errorMessage"] = self._message(record.error)
         if record.error_code:
             metadata["errorCode"] = record.error_code
         if record.reason:
             metadata["reason"] = record.reason
-        items.append(audit_item(STEP_EVENTS[record.status], "FAILED" if record.status == FAILED else "SUCCESS",
-                                self.execution.id, context=step_context, metadata=metadata))
+        items.append(
+            audit_item(
+                STEP_EVENTS[record.status],
+                "FAILED" if record.status == FAILED else "SUCCESS",
+                self.execution.id,
+                context=step_context,
+                metadata=metadata,
+            )
+        )
 
     def _audit_attempts(self, record: StepRecord, step_context: dict, items: list[dict]) -> None:
         call = record.call
         assert call is not None  # _audit_step calls this only for a step that made a call
         request = record.input or {}
-        call_context = {**step_context, "executor": request.get("executor"), "endpoint": request.get("endpoint"),
-                        "method": call.method, "url": call.url}
+        call_context = {
+            **step_context,
+            "executor": request.get("executor"),
+            "endpoint": request.get("endpoint"),
+            "method": call.method,
+            "url": call.url,
+        }
         for attempt in call.attempts:
             context = {**call_context, "attempt": attempt["attempt"]}
-            items.append(audit_item("PROVIDER_CALL_STARTED", "SUCCESS", self.execution.id, context=context,
-                                    metadata={"startedAt": attempt["startedAt"]}))
+            items.append(
+                audit_item(
+                    "PROVIDER_CALL_STARTED",
+                    "SUCCESS",
+                    self.execution.id,
+                    context=context,
+                    metadata={"startedAt": attempt["startedAt"]},
+                )
+            )
             answered_ok = attempt.get("outcome") == "answered" and 200 <= attempt.get("statusCode", 0) < 300
             metadata = {key: attempt[key] for key in ("statusCode", "durationMs", "outcome") if key in attempt}
             if "error" in attempt:
                 metadata["error"] = self._message(attempt["error"])
-            items.append(audit_item("PROVIDER_CALL_COMPLETED" if answered_ok else "PROVIDER_CALL_FAILED",
-                                    "SUCCESS" if answered_ok else "FAILED", self.execution.id, context=context,
-                                    metadata=metadata))
+            items.append(
+                audit_item(
+                    "PROVIDER_CALL_COMPLETED" if answered_ok else "PROVIDER_CALL_FAILED",
+                    "SUCCESS" if answered_ok else "FAILED",
+                    self.execution.id,
+                    context=context,
+                    metadata=metadata,
+                )
+            )
 
     def _message(self, message: str | None) -> str | None:
         if not message:
@@ -319,8 +396,7 @@ def _scrubbed_copy(value: Any, scrub: Callable[[str], str], memo: dict[str, str]
             result[key] = item
         return result
     if isinstance(value, list):
-        return [_scrubbed_copy(item, scrub, memo) if isinstance(item, (str, dict, list)) else item
-                for item in value]
+        return [_scrubbed_copy(item, scrub, memo) if isinstance(item, (str, dict, list)) else item for item in value]
     return value
 
 
@@ -328,4 +404,3 @@ def _ms_between(start: dt.datetime | None, end: dt.datetime) -> float | None:
     if start is None:
         return None
     return round((end - start).total_seconds() * 1000.0, 3)
-

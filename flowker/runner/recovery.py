@@ -27,9 +27,7 @@ RECOVERY_BATCH = 500
 
 
 def _expired(now: dt.datetime):
-    return (Execution.status == "running") & (
-        Execution.lease_expires_at.is_null() | (Execution.lease_expires_at < now)
-    )
+    return (Execution.status == "running") & (Execution.lease_expires_at.is_null() | (Execution.lease_expires_at < now))
 
 
 def recover_interrupted(now: dt.datetime | None = None, *, audit_log=None, database=None) -> list[str]:
@@ -41,9 +39,12 @@ def recover_interrupted(now: dt.datetime | None = None, *, audit_log=None, datab
     with bound_to(database), connection():
         while True:
             candidates = list(
-                Execution.select(Execution.id, Execution.workflow_id, Execution.owner, Execution.current_step,
-                                 Execution.total_steps)
-                .where(_expired(now)).order_by(Execution.started_at).limit(RECOVERY_BATCH)
+                Execution.select(
+                    Execution.id, Execution.workflow_id, Execution.owner, Execution.current_step, Execution.total_steps
+                )
+                .where(_expired(now))
+                .order_by(Execution.started_at)
+                .limit(RECOVERY_BATCH)
             )
             batch = [c for c in candidates if c.id not in seen]
             if not batch:
@@ -52,15 +53,28 @@ def recover_interrupted(now: dt.datetime | None = None, *, audit_log=None, datab
                 seen.add(execution.id)
                 with write_transaction():
                     # Compare-and-set: a heartbeat that renewed the lease meanwhile wins.
-                    updated = Execution.update(
-                        status="failed", error_message=INTERRUPTED_MESSAGE, completed_at=now, lease_expires_at=None,
-                    ).where((Execution.id == execution.id) & _expired(now)).execute()
+                    updated = (
+                        Execution.update(
+                            status="failed",
+                            error_message=INTERRUPTED_MESSAGE,
+                            completed_at=now,
+                            lease_expires_at=None,
+                        )
+                        .where((Execution.id == execution.id) & _expired(now))
+                        .execute()
+                    )
                     if updated:
                         audit_append(
-                            "EXECUTION_INTERRUPTED", "FAILED", execution.id,
+                            "EXECUTION_INTERRUPTED",
+                            "FAILED",
+                            execution.id,
                             context={"workflowId": execution.workflow_id},
-                            metadata={"previousOwner": execution.owner, "currentStep": execution.current_step,
-                                      "totalSteps": execution.total_steps, "reason": "lease expired"},
+                            metadata={
+                                "previousOwner": execution.owner,
+                                "currentStep": execution.current_step,
+                                "totalSteps": execution.total_steps,
+                                "reason": "lease expired",
+                            },
                             audit_log=audit_log,
                         )
                         recovered.append(execution.id)
@@ -138,11 +152,11 @@ class LeaseHeartbeat:
         if not ids:
             return 0
         with bound_to(self.database), connection():
-            return Execution.update(
-                lease_expires_at=utcnow() + dt.timedelta(seconds=self.lease_seconds)
-            ).where(
-                Execution.id.in_(ids) & (Execution.status == "running") & (Execution.owner == self.owner)
-            ).execute()
+            return (
+                Execution.update(lease_expires_at=utcnow() + dt.timedelta(seconds=self.lease_seconds))
+                .where(Execution.id.in_(ids) & (Execution.status == "running") & (Execution.owner == self.owner))
+                .execute()
+            )
 
     def stop(self) -> None:
         self._task.stop()
@@ -171,6 +185,9 @@ class LeaseSweeper:
         recovered = recover_interrupted(audit_log=self.audit_log, database=self.database)
         if recovered:
             self.recovered += len(recovered)
-            logger.warning("failed %d execution(s) whose process stopped (lease expired): %s",
-                           len(recovered), ", ".join(recovered[:10]))
+            logger.warning(
+                "failed %d execution(s) whose process stopped (lease expired): %s",
+                len(recovered),
+                ", ".join(recovered[:10]),
+            )
         return recovered

@@ -37,7 +37,10 @@ from flowker.runner.engine import FAILED, Engine, RunOutcome
 from flowker.runner.executors import ExecutorPool
 from flowker.runner.graph import WorkflowPlan, compile_plan
 from flowker.runner.records import (
-    FLUSH_INTERVAL_SECONDS, ExecutionRecorder, audit_batch, audit_item,
+    FLUSH_INTERVAL_SECONDS,
+    ExecutionRecorder,
+    audit_batch,
+    audit_item,
     prepare_audit,
 )
 from flowker.runner.recovery import LeaseHeartbeat, LeaseSweeper, recover_interrupted
@@ -55,8 +58,20 @@ PLAN_CACHE_SIZE = 256
 MAX_IDEMPOTENCY_KEY = 255
 
 # The statements every execution runs, compiled once (see flowker.storage.statements).
-EXECUTION_COLUMNS = ("id", "workflow_id", "workflow_version", "status", "input_data", "idempotency_key",
-                     "request_hash", "current_step", "total_steps", "owner", "lease_expires_at", "started_at")
+EXECUTION_COLUMNS = (
+    "id",
+    "workflow_id",
+    "workflow_version",
+    "status",
+    "input_data",
+    "idempotency_key",
+    "request_hash",
+    "current_step",
+    "total_steps",
+    "owner",
+    "lease_expires_at",
+    "started_at",
+)
 INSERT_EXECUTION = CompiledInsert(Execution, EXECUTION_COLUMNS)
 EXECUTION_BY_ID = CompiledSelect(Execution, '"id" = {p}')
 
@@ -110,10 +125,20 @@ class PlanCache:
 
 
 class ExecutionService:
-    def __init__(self, settings, registry, *, redactor=None, owner: str | None = None,
-                 lease_seconds: float | None = None, heartbeat_interval: float | None = None,
-                 plan_cache_size: int = PLAN_CACHE_SIZE, flush_interval: float = FLUSH_INTERVAL_SECONDS,
-                 database=None, audit_log=None):
+    def __init__(
+        self,
+        settings,
+        registry,
+        *,
+        redactor=None,
+        owner: str | None = None,
+        lease_seconds: float | None = None,
+        heartbeat_interval: float | None = None,
+        plan_cache_size: int = PLAN_CACHE_SIZE,
+        flush_interval: float = FLUSH_INTERVAL_SECONDS,
+        database=None,
+        audit_log=None,
+    ):
         from flowker.auth.token_cache import TokenCache
         from flowker.security.redaction import Redactor
 
@@ -152,16 +177,24 @@ class ExecutionService:
 
     # -- starting ---------------------------------------------------------------------
 
-    def start(self, workflow_id: str, input_data: Any, *, actor, idempotency_key: str | None = None,
-              request_digest: str | None = None) -> StartResult:
+    def start(
+        self,
+        workflow_id: str,
+        input_data: Any,
+        *,
+        actor,
+        idempotency_key: str | None = None,
+        request_digest: str | None = None,
+    ) -> StartResult:
         """Create a running execution (and its EXECUTION_STARTED entry), or find the keyed one.
 
         ``request_digest`` is what a repeated Idempotency-Key must match (default: the hash of
         ``input_data``); webhooks pass the hash of the body alone, without ``_webhook``.
         """
         if idempotency_key is not None and not (0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY):
-            raise BadRequest(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
-                             code=ErrorCode.INVALID_IDEMPOTENCY_KEY)
+            raise BadRequest(
+                f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters", code=ErrorCode.INVALID_IDEMPOTENCY_KEY
+            )
         input_data = input_data if input_data is not None else {}
         digest = request_digest or request_hash(input_data)
         with bound_to(self.database), connection():
@@ -173,17 +206,30 @@ class ExecutionService:
                 if existing is not None:
                     return self._replay(existing, digest)
             if workflow.status != "active":
-                raise UnprocessableEntity(f"workflow {workflow.name} is not active (it is {workflow.status})",
-                                          code=ErrorCode.WORKFLOW_NOT_ACTIVE)
+                raise UnprocessableEntity(
+                    f"workflow {workflow.name} is not active (it is {workflow.status})",
+                    code=ErrorCode.WORKFLOW_NOT_ACTIVE,
+                )
             plan = self.plan(workflow.id, workflow.version)
             execution_id = new_id()
             # Serialized before the transaction: the write lock is held for the statements only.
-            (started_entry,) = prepare_audit([audit_item(
-                "EXECUTION_STARTED", "SUCCESS", execution_id, actor=actor,
-                context={"workflowId": workflow.id, "workflowVersion": workflow.version},
-                metadata={"workflowName": workflow.name, "totalSteps": plan.total_steps,
-                          "idempotencyKey": bool(idempotency_key), "inputHash": digest},
-            )])
+            (started_entry,) = prepare_audit(
+                [
+                    audit_item(
+                        "EXECUTION_STARTED",
+                        "SUCCESS",
+                        execution_id,
+                        actor=actor,
+                        context={"workflowId": workflow.id, "workflowVersion": workflow.version},
+                        metadata={
+                            "workflowName": workflow.name,
+                            "totalSteps": plan.total_steps,
+                            "idempotencyKey": bool(idempotency_key),
+                            "inputHash": digest,
+                        },
+                    )
+                ]
+            )
             try:
                 with write_transaction():
                     if idempotency_key is not None:
@@ -201,14 +247,30 @@ class ExecutionService:
                 return self._replay(existing, digest)
         return StartResult(execution, True)
 
-    def _create(self, execution_id: str, workflow: WorkflowHead, plan: WorkflowPlan, input_data, digest,
-                idempotency_key) -> Execution:
+    def _create(
+        self, execution_id: str, workflow: WorkflowHead, plan: WorkflowPlan, input_data, digest, idempotency_key
+    ) -> Execution:
         now = utcnow()
-        values = (execution_id, workflow.id, workflow.version, "running", input_data, idempotency_key, digest, 0,
-                  plan.total_steps, self.owner, now + _seconds(self.lease_seconds), now)
+        values = (
+            execution_id,
+            workflow.id,
+            workflow.version,
+            "running",
+            input_data,
+            idempotency_key,
+            digest,
+            0,
+            plan.total_steps,
+            self.owner,
+            now + _seconds(self.lease_seconds),
+            now,
+        )
         INSERT_EXECUTION.execute(model_database(Execution), [values])
-        return model_from_values(Execution, EXECUTION_COLUMNS + ("final_output", "error_message", "completed_at"),
-                                 values + (None, None, None))
+        return model_from_values(
+            Execution,
+            EXECUTION_COLUMNS + ("final_output", "error_message", "completed_at"),
+            values + (None, None, None),
+        )
 
     @staticmethod
     def _keyed(workflow_id: str, key: str) -> Execution | None:
@@ -218,15 +280,19 @@ class ExecutionService:
     def _replay(existing: Execution, digest: str) -> StartResult:
         if existing.request_hash != digest:
             raise UnprocessableEntity(
-                "this Idempotency-Key was already used with a different request body", code=ErrorCode.IDEMPOTENCY_KEY_REUSED)
+                "this Idempotency-Key was already used with a different request body",
+                code=ErrorCode.IDEMPOTENCY_KEY_REUSED,
+            )
         return StartResult(existing, False)
 
     def plan(self, workflow_id: str, version: int) -> WorkflowPlan:
         """The compiled plan of a workflow version (compiled once, then cached)."""
+
         def compile_() -> WorkflowPlan:
             with bound_to(self.database):
                 snapshot = WorkflowVersion.get_or_none(
-                    (WorkflowVersion.workflow_id == workflow_id) & (WorkflowVersion.version == version))
+                    (WorkflowVersion.workflow_id == workflow_id) & (WorkflowVersion.version == version)
+                )
             if snapshot is None:
                 raise FlowkerError(f"workflow {workflow_id} has no stored version {version}")
             return compile_plan(snapshot.spec, self.registry, workflow_id=workflow_id, version=version)
@@ -254,9 +320,15 @@ class ExecutionService:
             return execution  # finished already, or another live process runs it
         self.heartbeat.track(execution.id)
         self.wal_checkpoints.poke()
-        recorder = ExecutionRecorder(execution, owner=self.owner, lease_seconds=self.lease_seconds,
-                                     redactor=self.redactor, observer=observer, flush_interval=self.flush_interval,
-                                     audit_log=self.audit_log)
+        recorder = ExecutionRecorder(
+            execution,
+            owner=self.owner,
+            lease_seconds=self.lease_seconds,
+            redactor=self.redactor,
+            observer=observer,
+            flush_interval=self.flush_interval,
+            audit_log=self.audit_log,
+        )
         try:
             try:
                 outcome = self._walk(execution, recorder)
@@ -274,14 +346,26 @@ class ExecutionService:
     def _claim(self, execution: Execution) -> bool:
         """Take the lease: ours already, or expired (its process died)."""
         now = utcnow()
-        if execution.owner == self.owner and execution.lease_expires_at is not None \
-                and execution.lease_expires_at > now + _seconds(self.lease_seconds / 2):
+        if (
+            execution.owner == self.owner
+            and execution.lease_expires_at is not None
+            and execution.lease_expires_at > now + _seconds(self.lease_seconds / 2)
+        ):
             return True  # just started by this service: the lease is fresh, no write needed
-        claimed = Execution.update(owner=self.owner, lease_expires_at=now + _seconds(self.lease_seconds)).where(
-            (Execution.id == execution.id) & (Execution.status == "running")
-            & ((Execution.owner == self.owner) | Execution.owner.is_null()
-               | Execution.lease_expires_at.is_null() | (Execution.lease_expires_at < now))
-        ).execute()
+        claimed = (
+            Execution.update(owner=self.owner, lease_expires_at=now + _seconds(self.lease_seconds))
+            .where(
+                (Execution.id == execution.id)
+                & (Execution.status == "running")
+                & (
+                    (Execution.owner == self.owner)
+                    | Execution.owner.is_null()
+                    | Execution.lease_expires_at.is_null()
+                    | (Execution.lease_expires_at < now)
+                )
+            )
+            .execute()
+        )
         if claimed:
             execution.owner = self.owner
         return bool(claimed)
@@ -294,16 +378,23 @@ class ExecutionService:
         timeout = self.settings.execution_timeout_seconds
         elapsed = (utcnow() - execution.started_at).total_seconds()
         engine = Engine(
-            plan, execution_id=execution.id, input_data=execution.input_data,
-            deadline=time.monotonic() + max(0.0, timeout - elapsed), timeout_seconds=timeout,
-            resolve_executor=self.executors.resolve, sink=recorder, scrub_text=self.redactor.scrub_text,
+            plan,
+            execution_id=execution.id,
+            input_data=execution.input_data,
+            deadline=time.monotonic() + max(0.0, timeout - elapsed),
+            timeout_seconds=timeout,
+            resolve_executor=self.executors.resolve,
+            sink=recorder,
+            scrub_text=self.redactor.scrub_text,
             expression_cpu_seconds=self.settings.expression_cpu_seconds,
-            max_output_bytes=self.settings.max_output_bytes, expression_sandbox=self.expression_sandbox,
+            max_output_bytes=self.settings.max_output_bytes,
+            expression_sandbox=self.expression_sandbox,
         )
         return engine.run()
 
-    def execute(self, workflow_id: str, input_data: Any, *, actor, idempotency_key: str | None = None,
-                observer=None) -> StartResult:
+    def execute(
+        self, workflow_id: str, input_data: Any, *, actor, idempotency_key: str | None = None, observer=None
+    ) -> StartResult:
         """Start and, when this call created the execution, run it to the end."""
         started = self.start(workflow_id, input_data, actor=actor, idempotency_key=idempotency_key)
         if not started.created:

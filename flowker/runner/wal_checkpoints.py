@@ -50,8 +50,13 @@ def sqlite_path(database) -> str | None:
 class WalCheckpointer:
     """Runs ``PRAGMA wal_checkpoint(PASSIVE)`` every ``interval`` seconds while in use."""
 
-    def __init__(self, interval: float = CHECKPOINT_INTERVAL_SECONDS,
-                 idle_exit: int = IDLE_CHECKPOINTS_BEFORE_EXIT, *, database=None):
+    def __init__(
+        self,
+        interval: float = CHECKPOINT_INTERVAL_SECONDS,
+        idle_exit: int = IDLE_CHECKPOINTS_BEFORE_EXIT,
+        *,
+        database=None,
+    ):
         self.interval = interval
         # The runtime's database (None: whatever the models' proxy is bound to).
         self.database = database if database is not None else database_proxy
@@ -122,8 +127,9 @@ def _open(path: str | None) -> sqlite3.Connection | None:
     if path is None or not os.path.exists(path):
         return None
     try:
-        return sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=rw", uri=True, isolation_level=None,
-                               check_same_thread=False)
+        return sqlite3.connect(
+            f"file:{quote(os.path.abspath(path))}?mode=rw", uri=True, isolation_level=None, check_same_thread=False
+        )
     except sqlite3.Error:
         return None
 

@@ -86,7 +86,8 @@ class _PinnedConnectionMixin(_MixinBase):
             except socket.timeout:
                 sock.close()
                 error = ConnectTimeoutError(
-                    self, f"Connection to {self.host} timed out. (connect timeout={self.timeout})")
+                    self, f"Connection to {self.host} timed out. (connect timeout={self.timeout})"
+                )
             except OSError as exc:
                 sock.close()
                 error = NewConnectionError(self, f"Failed to establish a new connection: {exc}")
@@ -111,12 +112,20 @@ class PinnedHTTPSConnection(_PinnedConnectionMixin, HTTPSConnection):
 class PinnedAdapter(HTTPAdapter):
     """A transport adapter that checks each request with the policy and pins its connection."""
 
-    def __init__(self, policy: AddressPolicy, *, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-                 pool_connections: int = DEFAULT_POOLSIZE, pool_maxsize: int = DEFAULT_POOLSIZE):
+    def __init__(
+        self,
+        policy: AddressPolicy,
+        *,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        pool_connections: int = DEFAULT_POOLSIZE,
+        pool_maxsize: int = DEFAULT_POOLSIZE,
+    ):
         self.policy = policy
         self.max_response_bytes = max_response_bytes
         self._pools_lock = threading.Lock()
-        self._pools: RecentlyUsedContainer[tuple, HTTPConnectionPool] = RecentlyUsedContainer(pool_connections, dispose_func=lambda pool: pool.close())
+        self._pools: RecentlyUsedContainer[tuple, HTTPConnectionPool] = RecentlyUsedContainer(
+            pool_connections, dispose_func=lambda pool: pool.close()
+        )
         # URL -> (policy, target) for URLs whose host is a literal IP address: no DNS is
         # involved, so the check's answer depends on the URL and the policy alone.
         self._literal_targets: dict[str, tuple[AddressPolicy, ResolvedTarget]] = {}
@@ -156,14 +165,20 @@ class PinnedAdapter(HTTPAdapter):
     def _pool_for(self, target: ResolvedTarget, pool_kwargs: dict) -> HTTPConnectionPool:
         tls = target.scheme == "https"
         kwargs = {k: v for k, v in pool_kwargs.items() if tls and k in _TLS_POOL_KWARGS}
-        key = (target.scheme, target.host, target.port, tuple(sorted(target.addresses)),
-               tuple(sorted(kwargs.items())))
+        key = (target.scheme, target.host, target.port, tuple(sorted(target.addresses)), tuple(sorted(kwargs.items())))
         with self._pools_lock:
             pool = self._pools.get(key)
             if pool is None:
                 pool_class = HTTPSConnectionPool if tls else HTTPConnectionPool
-                pool = pool_class(target.host, target.port, maxsize=self._pool_maxsize, block=self._pool_block,  # type: ignore[attr-defined]  # set by HTTPAdapter.init_poolmanager; not in types-requests
-                                  pinned_addresses=target.addresses, **kwargs)
+                pool = pool_class(
+                    target.host,
+                    target.port,
+                    # Both set by HTTPAdapter.init_poolmanager; not in types-requests.
+                    maxsize=self._pool_maxsize,  # type: ignore[attr-defined]
+                    block=self._pool_block,  # type: ignore[attr-defined]
+                    pinned_addresses=target.addresses,
+                    **kwargs,
+                )
                 pool.ConnectionCls = PinnedHTTPSConnection if tls else PinnedHTTPConnection
                 self._pools[key] = pool
             return pool
@@ -333,9 +348,16 @@ def apply_auth(prepared: requests.PreparedRequest, auth: Any, url: str) -> reque
     declared_headers = getattr(auth, "credential_headers", None)
     if declared_headers:
         added_headers.update(str(name).lower() for name in declared_headers)
-    setattr(prepared, _CREDENTIALS_ATTRIBUTE, AddedCredentials(
-        url_before, frozenset(added_headers), prepared.url if prepared.url != url_before else None,
-        tuple(str(name) for name in getattr(auth, "credential_query_params", None) or ())))
+    setattr(
+        prepared,
+        _CREDENTIALS_ATTRIBUTE,
+        AddedCredentials(
+            url_before,
+            frozenset(added_headers),
+            prepared.url if prepared.url != url_before else None,
+            tuple(str(name) for name in getattr(auth, "credential_query_params", None) or ()),
+        ),
+    )
     return prepared
 
 
@@ -347,8 +369,9 @@ def _without_query_params(url: str, names: frozenset) -> str:
     return urlunsplit(parts._replace(query="&".join(kept)))
 
 
-def strip_off_origin(prepared_request: requests.PreparedRequest, response: requests.Response,
-                     secret_headers: Iterable[str]) -> None:
+def strip_off_origin(
+    prepared_request: requests.PreparedRequest, response: requests.Response, secret_headers: Iterable[str]
+) -> None:
     """On a redirect hop: carry the record of what the auth added, and when the hop's
     origin differs from the first request's, remove it all from ``prepared_request`` -
     the auth's headers and query parameters and ``secret_headers`` (lower-case)."""
@@ -383,9 +406,17 @@ def _prepare_tracking_auth(prepare, session: requests.Session, request: requests
 # --------------------------------------------------------------------------- requests
 
 
-def send_request(session: requests.Session, method: str, url: str, *, params: dict | None = None,
-                 headers: dict | None = None, json: Any = None, auth: Any = None, timeout: Any = None,
-                 ) -> requests.Response:
+def send_request(
+    session: requests.Session,
+    method: str,
+    url: str,
+    *,
+    params: dict | None = None,
+    headers: dict | None = None,
+    json: Any = None,
+    auth: Any = None,
+    timeout: Any = None,
+) -> requests.Response:
     """``session.request(method, url, params=..., headers=..., json=..., auth=..., timeout=...,
     stream=True)``, cheaper per call.
 
@@ -398,10 +429,17 @@ def send_request(session: requests.Session, method: str, url: str, *, params: di
     hop re-checked), cookie persistence unchanged. Any other session (or stand-in) takes
     its own ``request``.
     """
-    if (not isinstance(session, requests.Session) or session.trust_env or session.params or session.proxies
-            or session.headers is None or not (session.hooks is None or session.hooks.get("response") == [])):
-        return session.request(method, url, params=params or None, headers=headers, json=json, auth=auth,
-                               timeout=timeout, stream=True)
+    if (
+        not isinstance(session, requests.Session)
+        or session.trust_env
+        or session.params
+        or session.proxies
+        or session.headers is None
+        or not (session.hooks is None or session.hooks.get("response") == [])
+    ):
+        return session.request(
+            method, url, params=params or None, headers=headers, json=json, auth=auth, timeout=timeout, stream=True
+        )
     prepared = requests.PreparedRequest()
     prepared.prepare_method(method)
     if params or not isinstance(url, str):
@@ -428,8 +466,15 @@ def send_request(session: requests.Session, method: str, url: str, *, params: di
         prepared._cookies = jar  # type: ignore[attr-defined]  # (private, not in the stubs) an empty jar adds no Cookie header; redirects still use the jar
     prepared.prepare_body({}, None, json)
     apply_auth(prepared, auth if auth is not None else session.auth, url)
-    return session.send(prepared, timeout=timeout, allow_redirects=True, proxies={}, stream=True,
-                        verify=session.verify, cert=session.cert)
+    return session.send(
+        prepared,
+        timeout=timeout,
+        allow_redirects=True,
+        proxies={},
+        stream=True,
+        verify=session.verify,
+        cert=session.cert,
+    )
 
 
 # --------------------------------------------------------------------------- session
@@ -453,22 +498,39 @@ class HardenedSession(requests.Session):
         return {}
 
 
-def new_session(policy: AddressPolicy, *, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-                max_redirects: int = DEFAULT_MAX_REDIRECTS, secret_headers: Iterable[str] = (),
-                pool_maxsize: int = DEFAULT_POOLSIZE) -> requests.Session:
+def new_session(
+    policy: AddressPolicy,
+    *,
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    max_redirects: int = DEFAULT_MAX_REDIRECTS,
+    secret_headers: Iterable[str] = (),
+    pool_maxsize: int = DEFAULT_POOLSIZE,
+) -> requests.Session:
     """A hardened session (see the module docstring); one per executor or token endpoint.
 
     ``max_redirects=0`` refuses redirects outright (``requests.TooManyRedirects``);
     otherwise each hop is re-checked by ``policy``. ``secret_headers`` names extra headers
     (a configured api_key ``header_name``) dropped when a redirect changes origin.
     """
-    return harden_session(HardenedSession(secret_headers), policy, max_response_bytes=max_response_bytes,
-                          max_redirects=max_redirects, secret_headers=secret_headers, pool_maxsize=pool_maxsize)
+    return harden_session(
+        HardenedSession(secret_headers),
+        policy,
+        max_response_bytes=max_response_bytes,
+        max_redirects=max_redirects,
+        secret_headers=secret_headers,
+        pool_maxsize=pool_maxsize,
+    )
 
 
-def harden_session(session: requests.Session, policy: AddressPolicy, *,
-                   max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES, max_redirects: int = DEFAULT_MAX_REDIRECTS,
-                   secret_headers: Iterable[str] = (), pool_maxsize: int = DEFAULT_POOLSIZE) -> requests.Session:
+def harden_session(
+    session: requests.Session,
+    policy: AddressPolicy,
+    *,
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    max_redirects: int = DEFAULT_MAX_REDIRECTS,
+    secret_headers: Iterable[str] = (),
+    pool_maxsize: int = DEFAULT_POOLSIZE,
+) -> requests.Session:
     """Apply the same hardening to an existing session, e.g. a requests-oauthlib ``OAuth2Session``."""
     session.trust_env = False
     session.proxies = {}
@@ -486,7 +548,8 @@ def harden_session(session: requests.Session, policy: AddressPolicy, *,
         # Per-session overrides of a caller's plain Session (a HardenedSession has them as methods).
         session.rebuild_auth = rebuild_auth  # type: ignore[method-assign]
         session.prepare_request = lambda request: _prepare_tracking_auth(  # type: ignore[method-assign]
-            original_prepare_request, session, request)
+            original_prepare_request, session, request
+        )
         session.rebuild_proxies = lambda prepared_request, proxies: {}  # type: ignore[method-assign]
     adapter = PinnedAdapter(policy, max_response_bytes=max_response_bytes, pool_maxsize=pool_maxsize)
     # Replace the default adapters: every scheme requests knows goes through the guard.

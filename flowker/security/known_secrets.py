@@ -160,8 +160,11 @@ class KnownSecrets:
         """The compiled patterns, recompiling only chunks that changed."""
         with self._lock:
             chunks = list(self._chunks)
-            dirty = [(chunk, chunk.version, set().union(*chunk.values.values()) if chunk.values else set())
-                     for chunk in chunks if chunk.dirty]
+            dirty = [
+                (chunk, chunk.version, set().union(*chunk.values.values()) if chunk.values else set())
+                for chunk in chunks
+                if chunk.dirty
+            ]
         patterns = {}
         # Compiled outside the lock, so other threads keep scrubbing; until a chunk's new
         # pattern is stored it stays dirty and they compile it too, never using a stale one.

@@ -34,26 +34,74 @@ MASK = "****"
 _REFERENCE_KEYS = ("$env", "$file")
 
 # Normalised (lower-case, alphanumerics only) key names whose values are secrets.
-SECRET_KEY_NAMES = frozenset({
-    "password", "passwd", "passphrase", "secret", "token", "accesstoken", "refreshtoken",
-    "idtoken", "clientsecret", "apikey", "xapikey", "key", "authorization",
-    "proxyauthorization", "cookie", "setcookie", "privatekey", "signature", "credential",
-    "credentials", "sessiontoken", "authtoken", "encrypted",
-})
+SECRET_KEY_NAMES = frozenset(
+    {
+        "password",
+        "passwd",
+        "passphrase",
+        "secret",
+        "token",
+        "accesstoken",
+        "refreshtoken",
+        "idtoken",
+        "clientsecret",
+        "apikey",
+        "xapikey",
+        "key",
+        "authorization",
+        "proxyauthorization",
+        "cookie",
+        "setcookie",
+        "privatekey",
+        "signature",
+        "credential",
+        "credentials",
+        "sessiontoken",
+        "authtoken",
+        "encrypted",
+    }
+)
 # Keys ending in one of these are secrets too: dbPassword, X-Auth-Token, webhookSecret.
 SECRET_KEY_SUFFIXES = (
-    "password", "passwd", "passphrase", "secret", "token", "apikey", "privatekey",
-    "secretkey", "accesskey", "signingkey", "credential", "credentials", "authorization",
-    "cookie", "signature",
+    "password",
+    "passwd",
+    "passphrase",
+    "secret",
+    "token",
+    "apikey",
+    "privatekey",
+    "secretkey",
+    "accesskey",
+    "signingkey",
+    "credential",
+    "credentials",
+    "authorization",
+    "cookie",
+    "signature",
 )
 # Header names whose values are credentials (compared case-insensitively).
 SECRET_HEADER_NAMES = ("authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key")
 # URL query / form parameters that carry credentials.
-SECRET_QUERY_PARAMS = frozenset({
-    "access_token", "refresh_token", "id_token", "token", "api_key", "apikey", "key", "sig",
-    "signature", "client_secret", "code", "password", "secret", "assertion",
-    "client_assertion", "x-api-key",
-})
+SECRET_QUERY_PARAMS = frozenset(
+    {
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "token",
+        "api_key",
+        "apikey",
+        "key",
+        "sig",
+        "signature",
+        "client_secret",
+        "code",
+        "password",
+        "secret",
+        "assertion",
+        "client_assertion",
+        "x-api-key",
+    }
+)
 
 # Beyond this many registered values the oldest are forgotten (refreshed tokens pile up).
 MAX_REGISTERED_SECRETS = 2048
@@ -255,8 +303,14 @@ class Redactor:
     registered after a text was cached is masked the next time that text is scrubbed.
     """
 
-    def __init__(self, *, extra_secret_headers: Iterable[str] = (), extra_secret_keys: Iterable[str] = (),
-                 max_secrets: int = MAX_REGISTERED_SECRETS, cache_size: int = SCRUB_CACHE_SIZE):
+    def __init__(
+        self,
+        *,
+        extra_secret_headers: Iterable[str] = (),
+        extra_secret_keys: Iterable[str] = (),
+        max_secrets: int = MAX_REGISTERED_SECRETS,
+        cache_size: int = SCRUB_CACHE_SIZE,
+    ):
         self._extra_headers = tuple(h for h in extra_secret_headers if h)
         self._extra_keys = tuple(k for k in extra_secret_keys if k) + self._extra_headers
         self._max_secrets = max_secrets
@@ -388,8 +442,10 @@ class Redactor:
         return f"{match.group(1)}{match.group(2)}{MASK}"
 
     def _quoted_pair_replacement(self, match: re.Match) -> str:
-        if not is_secret_key(match.group("key"), self._extra_keys) and \
-                match.group("key").lower() not in SECRET_QUERY_PARAMS:
+        if (
+            not is_secret_key(match.group("key"), self._extra_keys)
+            and match.group("key").lower() not in SECRET_QUERY_PARAMS
+        ):
             return match.group(0)
         if match.group("key").lower() == "code" and match.group("sep").strip() == ":":
             return match.group(0)  # "code": "FLK-0001" in error bodies is not an OAuth code
@@ -426,7 +482,7 @@ def sub_urls(text: str, tail: re.Pattern, replace: Callable[[str, re.Match], str
         if scheme is None or rest is None:
             position = text.find("://", position + 1)
             continue
-        pieces.append(text[done:scheme.start()])
+        pieces.append(text[done : scheme.start()])
         pieces.append(replace(scheme.group(0), rest))
         done = rest.end()
         position = text.find("://", done)

@@ -83,8 +83,11 @@ class SecretReferencePolicy:
         database_file = sqlite_path(settings.database_url)
         if database_file:
             protected += [database_file + suffix for suffix in SQLITE_COMPANIONS + (KEY_FILE_SUFFIX,)]
-        return cls(file_dirs=tuple(settings.secret_file_dirs), env_allow=settings.secret_env_patterns,
-                   protected_files=tuple(os.path.abspath(p) for p in protected if p))
+        return cls(
+            file_dirs=tuple(settings.secret_file_dirs),
+            env_allow=settings.secret_env_patterns,
+            protected_files=tuple(os.path.abspath(p) for p in protected if p),
+        )
 
     # -- descriptions -----------------------------------------------------------------
 
@@ -138,7 +141,8 @@ class SecretReferencePolicy:
         # By path, and by inode: a hard link to a protected file (or the file a protected
         # path now points to) is the same file.
         if real in self._real_protected or (
-                identity is not None and any(identity == _identity(p) for p in self.protected_files)):
+            identity is not None and any(identity == _identity(p) for p in self.protected_files)
+        ):
             return f"$file {file_name} is one of Flowker's own files (configuration, TLS, key or database files)"
         return None
 
@@ -159,7 +163,9 @@ class SecretReferencePolicy:
             descriptor = os.open(real, flags)
         except OSError as exc:
             if exc.errno == errno.ELOOP:  # the last part became a symlink since realpath
-                raise SecretReferenceRefusedError(f"{where}$file {file_name} changed while it was opened; refused") from None
+                raise SecretReferenceRefusedError(
+                    f"{where}$file {file_name} changed while it was opened; refused"
+                ) from None
             raise SecretUnavailableError(where + _unreadable(file_name, exc)) from None
         try:
             info = os.fstat(descriptor)

@@ -62,9 +62,15 @@ class SecretResolver:
     required: no resolver exists that could hand out a secret the redactor does not know.
     """
 
-    def __init__(self, *, register: Callable[[str], None], environ: Mapping[str, str] | None = None,
-                 box: "SecretBox | None" = None, max_file_bytes: int = MAX_SECRET_FILE_BYTES,
-                 policy: SecretReferencePolicy | None = None):
+    def __init__(
+        self,
+        *,
+        register: Callable[[str], None],
+        environ: Mapping[str, str] | None = None,
+        box: "SecretBox | None" = None,
+        max_file_bytes: int = MAX_SECRET_FILE_BYTES,
+        policy: SecretReferencePolicy | None = None,
+    ):
         if not callable(register):
             raise TypeError("SecretResolver needs register: the redactor's add_secret")
         self._environ = environ
@@ -75,8 +81,14 @@ class SecretResolver:
         self.policy = policy or SecretReferencePolicy()
 
     @classmethod
-    def from_settings(cls, settings, *, register: Callable[[str], None], box: "SecretBox | None" = None,
-                      environ: Mapping[str, str] | None = None) -> "SecretResolver":
+    def from_settings(
+        cls,
+        settings,
+        *,
+        register: Callable[[str], None],
+        box: "SecretBox | None" = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> "SecretResolver":
         return cls(environ=environ, box=box, register=register, policy=SecretReferencePolicy.from_settings(settings))
 
     @property
@@ -130,10 +142,12 @@ class SecretResolver:
                 data = handle.read(self.max_file_bytes + 1)
         except OSError as exc:
             raise SecretUnavailableError(
-                f"{_where(path)}secret file {file_name} cannot be read: {exc.strerror or type(exc).__name__}") from None
+                f"{_where(path)}secret file {file_name} cannot be read: {exc.strerror or type(exc).__name__}"
+            ) from None
         if len(data) > self.max_file_bytes:
             raise SecretUnavailableError(
-                f"{_where(path)}secret file {file_name} is larger than {self.max_file_bytes} bytes")
+                f"{_where(path)}secret file {file_name} is larger than {self.max_file_bytes} bytes"
+            )
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
@@ -144,16 +158,23 @@ class SecretResolver:
         return text
 
 
-def resolve_secrets(config: Any, environ: Mapping[str, str] | None = None, *, box: "SecretBox | None" = None,
-                    register: Callable[[str], None] | None = None,
-                    max_file_bytes: int = MAX_SECRET_FILE_BYTES, policy: SecretReferencePolicy | None = None) -> Any:
+def resolve_secrets(
+    config: Any,
+    environ: Mapping[str, str] | None = None,
+    *,
+    box: "SecretBox | None" = None,
+    register: Callable[[str], None] | None = None,
+    max_file_bytes: int = MAX_SECRET_FILE_BYTES,
+    policy: SecretReferencePolicy | None = None,
+) -> Any:
     """A resolved copy of ``config`` (see :class:`SecretResolver`); ``environ`` defaults to os.environ.
 
     A convenience for tests and tools: without ``register`` nothing learns the values.
     Flowker's own call paths resolve through :class:`flowker.auth.resolution.AuthResolution`.
     """
-    return SecretResolver(environ=environ, box=box, register=register or _unregistered,
-                          max_file_bytes=max_file_bytes, policy=policy).resolve(config)
+    return SecretResolver(
+        environ=environ, box=box, register=register or _unregistered, max_file_bytes=max_file_bytes, policy=policy
+    ).resolve(config)
 
 
 def _unregistered(secret: str) -> None:
@@ -197,8 +218,9 @@ def _apply(node: Any, remaining: tuple, done: tuple, change) -> Any:
         for key in keys:
             node[key] = _apply(node[key], rest, done + (key,), change)
     elif isinstance(node, list):
-        indexes = range(len(node)) if head == "*" else (
-            [int(head)] if str(head).isdigit() and int(head) < len(node) else [])
+        indexes = (
+            range(len(node)) if head == "*" else ([int(head)] if str(head).isdigit() and int(head) < len(node) else [])
+        )
         for index in indexes:
             node[index] = _apply(node[index], rest, done + (index,), change)
     return node
@@ -210,6 +232,7 @@ def mask_fields(config: Any, secret_field_paths: Iterable[Path | str], box: "Sec
     References (``$env``/``$file``) are shown as they are. An encrypted value shows its
     last 4 characters only when ``box`` can decrypt it; otherwise plain ``"****"``.
     """
+
     def mask(value: Any, path: tuple) -> Any:
         if value is None or is_reference(value):
             return value
@@ -287,7 +310,8 @@ class SecretBox:
         except (InvalidToken, UnicodeError):
             raise SecretKeyError(
                 f"{prefix}encrypted value cannot be decrypted with any key in {self.source} "
-                "(was the key it was written with removed?)") from None
+                "(was the key it was written with removed?)"
+            ) from None
 
     def rotate(self, token: str, *, where: str = "") -> str:
         """The same secret encrypted with the newest key."""
@@ -299,6 +323,7 @@ class SecretBox:
 
     def encrypt_fields(self, config: Any, secret_field_paths: Iterable[Path | str]) -> Any:
         """Copy with literal strings at the paths replaced by ``{"$encrypted": token}``."""
+
         def encrypt(value: Any, path: tuple) -> Any:
             if isinstance(value, str):
                 return {ENCRYPTED: self.encrypt(value)}
@@ -308,6 +333,7 @@ class SecretBox:
 
     def decrypt_fields(self, config: Any, secret_field_paths: Iterable[Path | str] | None = None) -> Any:
         """Copy with ``{"$encrypted": token}`` replaced by the plaintext (at the paths, or anywhere)."""
+
         def decrypt(value: Any, path: tuple) -> Any:
             return self.decrypt(value[ENCRYPTED], where=_dotted(path)) if is_encrypted(value) else value
 

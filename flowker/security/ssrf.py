@@ -33,14 +33,31 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 
 # Cloud instance metadata services: AWS (IPv4/IPv6, ECS task metadata, DNS), GCP (IPv6),
 # Alibaba, Azure wire server. Azure's 168.63.129.16 is a public address, hence the list.
-METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
-    "169.254.169.254", "169.254.170.2", "169.254.169.253", "169.254.169.123",
-    "fd00:ec2::254", "fd00:ec2::23", "fd20:ce::254", "100.100.100.200", "168.63.129.16",
-))
-METADATA_HOSTNAMES = frozenset({
-    "metadata", "metadata.google.internal", "metadata.goog", "instance-data",
-    "instance-data.ec2.internal", "metadata.azure.internal", "metadata.tencentyun.com",
-})
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a)
+    for a in (
+        "169.254.169.254",
+        "169.254.170.2",
+        "169.254.169.253",
+        "169.254.169.123",
+        "fd00:ec2::254",
+        "fd00:ec2::23",
+        "fd20:ce::254",
+        "100.100.100.200",
+        "168.63.129.16",
+    )
+)
+METADATA_HOSTNAMES = frozenset(
+    {
+        "metadata",
+        "metadata.google.internal",
+        "metadata.goog",
+        "instance-data",
+        "instance-data.ec2.internal",
+        "metadata.azure.internal",
+        "metadata.tencentyun.com",
+    }
+)
 LOOPBACK_HOSTNAMES = ("localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback")
 
 _NAT64_NETWORKS = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
@@ -76,8 +93,10 @@ def parse_ipv4_literal(host: str) -> ipaddress.IPv4Address | None:
     if not 1 <= len(parts) <= 4 or not all(_NUMERIC_PART_RE.match(p) for p in parts):
         return None
     try:
-        numbers = [int(p, 16) if p.startswith("0x") else int(p, 8) if len(p) > 1 and p.startswith("0") else int(p)
-                   for p in parts]
+        numbers = [
+            int(p, 16) if p.startswith("0x") else int(p, 8) if len(p) > 1 and p.startswith("0") else int(p)
+            for p in parts
+        ]
     except ValueError:
         return None
     *leading, last = numbers
@@ -109,16 +128,19 @@ def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
         return address.ipv4_mapped
     if address.sixtofour is not None:
         return address.sixtofour
-    if any(address in network for network in _NAT64_NETWORKS) or (
-            address in _IPV4_COMPATIBLE and int(address) > 1):
+    if any(address in network for network in _NAT64_NETWORKS) or (address in _IPV4_COMPATIBLE and int(address) > 1):
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
 
 
 def _is_public(address: IPAddress) -> bool:
     return address.is_global and not (
-        address.is_multicast or address.is_reserved or address.is_unspecified
-        or address.is_loopback or address.is_link_local or address.is_private
+        address.is_multicast
+        or address.is_reserved
+        or address.is_unspecified
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_private
     )
 
 
@@ -133,9 +155,15 @@ class AddressPolicy:
     ``require_https`` (production) refuses ``http://``.
     """
 
-    def __init__(self, *, allowed_networks: Iterable[str | ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
-                 allowed_hosts: Iterable[str] = (), allow_loopback: bool = False,
-                 require_https: bool = False, resolver: Callable | None = None):
+    def __init__(
+        self,
+        *,
+        allowed_networks: Iterable[str | ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
+        allowed_hosts: Iterable[str] = (),
+        allow_loopback: bool = False,
+        require_https: bool = False,
+        resolver: Callable | None = None,
+    ):
         self.allowed_networks = tuple(ipaddress.ip_network(n, strict=False) for n in allowed_networks)
         self.allowed_hosts = tuple(_normalize_host(h) for h in allowed_hosts)
         self.allow_loopback = allow_loopback
@@ -147,20 +175,27 @@ class AddressPolicy:
     def from_settings(cls, settings) -> "AddressPolicy":
         networks, hosts = split_allow_list(settings.allow_private_networks)
         development = getattr(settings, "env", "development") == "development"
-        return cls(allowed_networks=networks, allowed_hosts=hosts, allow_loopback=development,
-                   require_https=not development)
+        return cls(
+            allowed_networks=networks, allowed_hosts=hosts, allow_loopback=development, require_https=not development
+        )
 
     def replace(self, **changes) -> "AddressPolicy":
-        values: dict = dict(allowed_networks=self.allowed_networks, allowed_hosts=self.allowed_hosts,
-                      allow_loopback=self.allow_loopback, require_https=self.require_https,
-                      resolver=self._resolver)
+        values: dict = dict(
+            allowed_networks=self.allowed_networks,
+            allowed_hosts=self.allowed_hosts,
+            allow_loopback=self.allow_loopback,
+            require_https=self.require_https,
+            resolver=self._resolver,
+        )
         values.update(changes)
         return AddressPolicy(**values)
 
     def __repr__(self) -> str:
-        return (f"AddressPolicy(allowed_networks={[str(n) for n in self.allowed_networks]}, "
-                f"allowed_hosts={list(self.allowed_hosts)}, allow_loopback={self.allow_loopback}, "
-                f"require_https={self.require_https})")
+        return (
+            f"AddressPolicy(allowed_networks={[str(n) for n in self.allowed_networks]}, "
+            f"allowed_hosts={list(self.allowed_hosts)}, allow_loopback={self.allow_loopback}, "
+            f"require_https={self.require_https})"
+        )
 
     # -- URLs ------------------------------------------------------------------------
 
@@ -187,8 +222,7 @@ class AddressPolicy:
         addresses = self.resolve(target.host, target.port)
         for address in addresses:
             self.check_address(address, target.host)
-        return ResolvedTarget(target.url, target.scheme, target.host, target.port,
-                              tuple(str(a) for a in addresses))
+        return ResolvedTarget(target.url, target.scheme, target.host, target.port, tuple(str(a) for a in addresses))
 
     def _parse(self, url: str) -> tuple[SplitResult, str, int]:
         if not isinstance(url, str) or not url.strip():
@@ -208,7 +242,8 @@ class AddressPolicy:
             raise SSRFBlockedError(f"URL for host '{_safe_host(parts)}' must use https in production")
         if "@" in parts.netloc:
             raise SSRFBlockedError(
-                f"URL for host '{_safe_host(parts)}' must not contain user information (user:password@)")
+                f"URL for host '{_safe_host(parts)}' must not contain user information (user:password@)"
+            )
         raw_host = parts.hostname
         if not raw_host:
             raise SSRFBlockedError("URL has no host")
@@ -223,7 +258,8 @@ class AddressPolicy:
         if host in METADATA_HOSTNAMES and not self._host_allowed(host, exact_only=True):
             raise SSRFBlockedError(f"host '{host}' is a cloud metadata service and is not allowed")
         if (host in LOOPBACK_HOSTNAMES or host.endswith(".localhost")) and not (
-                self.allow_loopback or self._host_allowed(host)):
+            self.allow_loopback or self._host_allowed(host)
+        ):
             raise SSRFBlockedError(f"host '{host}' is a loopback name and is not allowed")
 
     def _host_allowed(self, host: str, exact_only: bool = False) -> bool:
@@ -274,13 +310,19 @@ class AddressPolicy:
                     continue
                 return "a cloud metadata address"
         if any(address in n for n in self.allowed_networks) or (
-                inner is not None and any(inner in n for n in self.allowed_networks)):
+            inner is not None and any(inner in n for n in self.allowed_networks)
+        ):
             return None
         if host and self._host_allowed(_normalize_host(host)):
             return None
-        if self.allow_loopback and (address.is_loopback or (
-                isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None
-                and address.ipv4_mapped.is_loopback)):
+        if self.allow_loopback and (
+            address.is_loopback
+            or (
+                isinstance(address, ipaddress.IPv6Address)
+                and address.ipv4_mapped is not None
+                and address.ipv4_mapped.is_loopback
+            )
+        ):
             return None
         # A translated form (mapped, 6to4, NAT64 - DNS64 networks answer public names with
         # these) goes where its embedded IPv4 address goes, so that address decides.

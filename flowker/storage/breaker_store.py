@@ -41,10 +41,13 @@ class BreakerStateStore:
         table = f'"{CircuitBreakerState._meta.table_name}"'
         columns = ", ".join(f'"{name}"' for name in COLUMNS)
         self._select = f'SELECT {columns} FROM {table} WHERE "executor_id" = {{p}}'
-        self._insert = (f'INSERT INTO {table} ("executor_id", {columns}) VALUES ({{p}}, {{p}}, {{p}}, {{p}}, {{p}}, {{p}}) '
-                        "ON CONFLICT DO NOTHING")
-        self._update = (f"UPDATE {table} SET " + ", ".join(f'"{name}" = {{p}}' for name in COLUMNS)
-                        + ' WHERE "executor_id" = {p}')
+        self._insert = (
+            f'INSERT INTO {table} ("executor_id", {columns}) VALUES ({{p}}, {{p}}, {{p}}, {{p}}, {{p}}, {{p}}) '
+            "ON CONFLICT DO NOTHING"
+        )
+        self._update = (
+            f"UPDATE {table} SET " + ", ".join(f'"{name}" = {{p}}' for name in COLUMNS) + ' WHERE "executor_id" = {p}'
+        )
 
     @staticmethod
     def _sql(database, template: str) -> str:

@@ -20,7 +20,8 @@ from flowker.errors import ConfigurationError
 
 # The database a Runtime bound to the current thread or task (None: the process's one).
 _bound_database: contextvars.ContextVar[peewee.Database | None] = contextvars.ContextVar(
-    "flowker_bound_database", default=None)
+    "flowker_bound_database", default=None
+)
 
 
 class RuntimeDatabaseProxy(peewee.DatabaseProxy):
@@ -79,6 +80,7 @@ def unbind_context(token) -> None:
         _bound_database.reset(token)
     except ValueError:  # set in another context (a thread the request moved from): nothing to undo here
         pass
+
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -234,9 +236,7 @@ def open_database(url: str) -> peewee.Database:
             timeout=30,
             **connect_kwargs,
         )
-    raise ConfigurationError(
-        "FLOWKER_DATABASE_URL must start with sqlite:/// or postgresql://"
-    )
+    raise ConfigurationError("FLOWKER_DATABASE_URL must start with sqlite:/// or postgresql://")
 
 
 def database_label(url: str) -> str:

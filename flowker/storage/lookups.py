@@ -26,8 +26,8 @@ def workflow_head(workflow_id: str) -> WorkflowHead | None:
     database = model_database(Workflow)
     p = database.param
     row = database.execute_sql(
-        f'SELECT "id", "name", "status", "version" FROM "{Workflow._meta.table_name}" WHERE "id" = {p}',
-        (workflow_id,)).fetchone()
+        f'SELECT "id", "name", "status", "version" FROM "{Workflow._meta.table_name}" WHERE "id" = {p}', (workflow_id,)
+    ).fetchone()
     return WorkflowHead(*row) if row else None
 
 
@@ -37,4 +37,6 @@ def executor_heads(reference: str) -> list[tuple]:
     p = database.param
     return database.execute_sql(
         f'SELECT "id", "name", "version", "status" FROM "{Executor._meta.table_name}" '
-        f'WHERE "name" = {p} OR "id" = {p} LIMIT 2', (reference, reference)).fetchall()
+        f'WHERE "name" = {p} OR "id" = {p} LIMIT 2',
+        (reference, reference),
+    ).fetchall()

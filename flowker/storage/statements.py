@@ -36,8 +36,10 @@ class CompiledInsert:
         meta = model._meta
         self.fields = fields
         self.converters = tuple(meta.fields[name].db_value for name in fields)
-        self._head = (f"INSERT INTO {_quote(meta.table_name)} "
-                      f"({', '.join(_quote(meta.fields[name].column_name) for name in fields)}) VALUES ")
+        self._head = (
+            f"INSERT INTO {_quote(meta.table_name)} "
+            f"({', '.join(_quote(meta.fields[name].column_name) for name in fields)}) VALUES "
+        )
         self._sql: dict[tuple[str, int], str] = {}
 
     def sql(self, database: peewee.Database, rows: int) -> str:
@@ -102,7 +104,9 @@ class CompiledSelect:
         row = database.execute_sql(text, list(where_values)).fetchone()
         if row is None:
             return None
-        return model_from_values(self.model, self.names, (convert(value) for convert, value in zip(self.converters, row)))
+        return model_from_values(
+            self.model, self.names, (convert(value) for convert, value in zip(self.converters, row))
+        )
 
 
 def model_from_values(model: type[M], names, values) -> M:

@@ -14,7 +14,15 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping
 
-from flowker.validation.documents import EXECUTOR, WORKFLOW, ExecutorSpec, SpecDocument, WorkflowSpec, make_document, normalise_kind
+from flowker.validation.documents import (
+    EXECUTOR,
+    WORKFLOW,
+    ExecutorSpec,
+    SpecDocument,
+    WorkflowSpec,
+    make_document,
+    normalise_kind,
+)
 from flowker.validation.executor_checks import check_executor
 from flowker.validation.expression_checks import check_expressions
 from flowker.validation.graph import check_graph, node_ids
@@ -43,8 +51,9 @@ def count_values(value, limit: int) -> int:
     return count
 
 
-def check_document(document: SpecDocument, registry, executors: Mapping | None = None, *,
-                   secret_policy=None) -> list[Problem]:
+def check_document(
+    document: SpecDocument, registry, executors: Mapping | None = None, *, secret_policy=None
+) -> list[Problem]:
     """Problems of one document on its own; ``executors`` (name or id -> executor
     document or REST body) resolves executor nodes, None skips that check;
     ``secret_policy`` (a :class:`SecretReferencePolicy`) checks where secret references
@@ -52,7 +61,9 @@ def check_document(document: SpecDocument, registry, executors: Mapping | None =
     problems = ProblemList(document.source, document.locations)
     body = document.body
     if count_values(body, MAX_DOCUMENT_VALUES) > MAX_DOCUMENT_VALUES:
-        problems.add((), f"the document holds more than {MAX_DOCUMENT_VALUES} values; at most {MAX_DOCUMENT_VALUES} are allowed")
+        problems.add(
+            (), f"the document holds more than {MAX_DOCUMENT_VALUES} values; at most {MAX_DOCUMENT_VALUES} are allowed"
+        )
         return problems.problems
     check_schema(document.kind, body, problems)
     if secret_policy is not None:
@@ -143,7 +154,13 @@ def _duplicate_names(documents: list[SpecDocument]) -> list[Problem]:
         other_line, _ = other.location_of(("name",))
         where = f"{other.source}:{other_line}" if other_line else other.source
         problems.append(
-            Problem(document.source, line, column, ("name",), f"duplicate {document.kind.lower()} name {document.name!r} (also in {where})")
+            Problem(
+                document.source,
+                line,
+                column,
+                ("name",),
+                f"duplicate {document.kind.lower()} name {document.name!r} (also in {where})",
+            )
         )
     return problems
 
@@ -165,7 +182,10 @@ def _webhook_conflicts(documents: list[SpecDocument]) -> list[Problem]:
         line, column = document.location_of(("nodes", index, "data", "path"))
         problems.append(
             Problem(
-                document.source, line, column, ("nodes", index, "data", "path"),
+                document.source,
+                line,
+                column,
+                ("nodes", index, "data", "path"),
                 f"webhook {method} {path} is also the trigger of workflow {first[key].name!r} ({first[key].source})",
             )
         )

@@ -86,7 +86,9 @@ def normalise_kind(kind: str) -> str | None:
     return None
 
 
-def make_document(kind: str, body: dict, source: str, locations: SourceMap | None = None, *, from_file: bool) -> SpecDocument:
+def make_document(
+    kind: str, body: dict, source: str, locations: SourceMap | None = None, *, from_file: bool
+) -> SpecDocument:
     """A typed document from a body; ``kind`` must already be ``Workflow`` or ``Executor``."""
     body = {key: value for key, value in body.items() if key != "kind"}
     name = body["name"] if isinstance(body.get("name"), str) else ""

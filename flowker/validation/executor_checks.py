@@ -49,7 +49,10 @@ def _check_endpoints(endpoints, problems: ProblemList) -> None:
         if not isinstance(name, str):
             continue
         if name in first:
-            problems.add(("endpoints", index, "name"), f"duplicate endpoint name {name!r} (first used by endpoints[{first[name]}])")
+            problems.add(
+                ("endpoints", index, "name"),
+                f"duplicate endpoint name {name!r} (first used by endpoints[{first[name]}])",
+            )
         else:
             first[name] = index
 

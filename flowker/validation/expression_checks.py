@@ -46,7 +46,9 @@ def _expressions(body: dict):
             yield ("edges", index, "condition"), edge["condition"], False
 
 
-def check_expression(path, source: str, known_nodes: set[str], problems: ProblemList, *, template: bool = False) -> None:
+def check_expression(
+    path, source: str, known_nodes: set[str], problems: ProblemList, *, template: bool = False
+) -> None:
     try:
         compile_condition(source)
     except ExpressionError as exc:

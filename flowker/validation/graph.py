@@ -46,7 +46,9 @@ def _check_node_ids(nodes, problems: ProblemList) -> dict[str, int]:
         if not isinstance(node_id, str):
             continue
         if node_id in index_of:
-            problems.add(("nodes", index, "id"), f"duplicate node id {node_id!r} (first used by nodes[{index_of[node_id]}])")
+            problems.add(
+                ("nodes", index, "id"), f"duplicate node id {node_id!r} (first used by nodes[{index_of[node_id]}])"
+            )
         else:
             index_of[node_id] = index
     return index_of
@@ -60,7 +62,9 @@ def _check_edges(edges, index_of, problems: ProblemList) -> list[tuple[int, str,
         edge_id = edge.get("id")
         if isinstance(edge_id, str):
             if edge_id in edge_ids:
-                problems.add(("edges", index, "id"), f"duplicate edge id {edge_id!r} (first used by edges[{edge_ids[edge_id]}])")
+                problems.add(
+                    ("edges", index, "id"), f"duplicate edge id {edge_id!r} (first used by edges[{edge_ids[edge_id]}])"
+                )
             else:
                 edge_ids[edge_id] = index
         ends_ok = True
@@ -90,7 +94,9 @@ def _check_triggers(nodes, index_of, links, problems: ProblemList) -> list[str]:
     trigger_set = set(triggers)
     for edge_index, _source, target in links:
         if target in trigger_set:
-            problems.add(("edges", edge_index, "target"), f"edge into trigger {target!r}: a trigger has no incoming edges")
+            problems.add(
+                ("edges", edge_index, "target"), f"edge into trigger {target!r}: a trigger has no incoming edges"
+            )
     return triggers
 
 
@@ -114,7 +120,7 @@ def _check_cycles(index_of, links, problems: ProblemList) -> None:
                 continue
             edge_index, target = step
             if state.get(target) == 1:
-                cycle = path[path.index(target):] + [target]
+                cycle = path[path.index(target) :] + [target]
                 problems.add(("edges", edge_index), f"cycle: {' -> '.join(cycle)}")
             elif target not in state:
                 state[target] = 1
@@ -150,12 +156,12 @@ def _check_branches(index_of, types, edges, links, problems: ProblemList) -> Non
         else:
             problems.add(
                 ("edges", edge_index),
-                f"edge from conditional {source!r} needs sourceHandle \"true\" or \"false\"",
+                f'edge from conditional {source!r} needs sourceHandle "true" or "false"',
             )
     for node_id, found in handles.items():
         for handle in BRANCH_HANDLES:
             if handle not in found:
                 problems.add(
                     ("nodes", index_of[node_id]),
-                    f"conditional {node_id!r} has no {handle!r} edge (an edge with sourceHandle: \"{handle}\")",
+                    f'conditional {node_id!r} has no {handle!r} edge (an edge with sourceHandle: "{handle}")',
                 )

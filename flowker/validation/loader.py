@@ -34,7 +34,15 @@ def find_spec_files(root: Path) -> list[Path]:
 
 def _too_large(source: str, size: int) -> SpecError:
     return SpecError(
-        [Problem(source, None, None, (), f"file is {size} bytes; spec files are limited to {MAX_SPEC_BYTES} bytes (256 KiB)")]
+        [
+            Problem(
+                source,
+                None,
+                None,
+                (),
+                f"file is {size} bytes; spec files are limited to {MAX_SPEC_BYTES} bytes (256 KiB)",
+            )
+        ]
     )
 
 
@@ -80,7 +88,9 @@ def load_spec_text(
         raise SpecError(problems + [Problem(source, 1, 1, (), "the document is empty")])
     if not isinstance(value, dict):
         line, column = locations.locate(())
-        raise SpecError(problems + [Problem(source, line, column, (), "the document must be a mapping (kind, name, ...)")])
+        raise SpecError(
+            problems + [Problem(source, line, column, (), "the document must be a mapping (kind, name, ...)")]
+        )
 
     kind = _document_kind(value, source, locations, expected_kind, problems)
     if problems or kind is None:  # no kind comes with a problem
@@ -102,6 +112,8 @@ def _document_kind(value: dict, source, locations, expected_kind, problems: list
         problems.append(Problem(source, line, column, ("kind",), f"unknown kind {shown!r}: use {' or '.join(KINDS)}"))
         return None
     if expected and kind != expected:
-        problems.append(Problem(source, line, column, ("kind",), f"kind is {kind!r} but this request takes {expected!r}"))
+        problems.append(
+            Problem(source, line, column, ("kind",), f"kind is {kind!r} but this request takes {expected!r}")
+        )
         return None
     return kind

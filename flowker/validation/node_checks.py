@@ -111,6 +111,10 @@ def check_triggers(body: dict, problems: ProblemList, *, from_file: bool) -> Non
 def webhook_route(body: dict) -> tuple[int, str, str] | None:
     """(node index, method, path) of the workflow's webhook trigger, if it has one."""
     for index, data in _nodes_of_type(body, "trigger"):
-        if data.get("triggerType") == "webhook" and isinstance(data.get("path"), str) and isinstance(data.get("method"), str):
+        if (
+            data.get("triggerType") == "webhook"
+            and isinstance(data.get("path"), str)
+            and isinstance(data.get("method"), str)
+        ):
             return index, data["method"], data["path"]
     return None

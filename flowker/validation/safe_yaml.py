@@ -103,7 +103,15 @@ class _Reader:
             line = text.count("\n", 0, exc.position) + 1
             column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
             raise YamlRejected(
-                [Problem(self.source, line, column, (), f"YAML syntax error: {exc.reason} (character #x{exc.character:04x})")]
+                [
+                    Problem(
+                        self.source,
+                        line,
+                        column,
+                        (),
+                        f"YAML syntax error: {exc.reason} (character #x{exc.character:04x})",
+                    )
+                ]
             ) from None
         except yaml.YAMLError as exc:
             raise YamlRejected([Problem(self.source, None, None, (), f"YAML syntax error: {exc}")]) from None
@@ -135,7 +143,9 @@ class _Reader:
             self.key(top, event)
             return
         if event.tag is not None and event.tag not in _STR_TAGS:
-            self.fatal(event.start_mark, f"YAML tags are not allowed ({_short_tag(event.tag)}): quote the value instead")
+            self.fatal(
+                event.start_mark, f"YAML tags are not allowed ({_short_tag(event.tag)}): quote the value instead"
+            )
         value = resolve_plain_scalar(event.value) if event.implicit[0] and event.tag is None else event.value
         path, record = self.child_path()
         self.attach(value, event.start_mark, path, record)
@@ -197,7 +207,7 @@ class _Reader:
 
 
 def _short_tag(tag: str) -> str:
-    return "!!" + tag[len("tag:yaml.org,2002:"):] if tag.startswith("tag:yaml.org,2002:") else tag
+    return "!!" + tag[len("tag:yaml.org,2002:") :] if tag.startswith("tag:yaml.org,2002:") else tag
 
 
 def _line(text: str, index: int) -> str:

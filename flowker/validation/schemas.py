@@ -24,8 +24,20 @@ SCHEMA_FILES = {WORKFLOW: "workflow.schema.json", EXECUTOR: "executor.schema.jso
 # Validators whose messages schema_tools.describe_error words without echoing values.
 _DESCRIBED = frozenset(
     {
-        "required", "type", "enum", "const", "minLength", "maxLength", "minItems", "maxItems",
-        "minimum", "maximum", "minProperties", "maxProperties", "pattern", "format",
+        "required",
+        "type",
+        "enum",
+        "const",
+        "minLength",
+        "maxLength",
+        "minItems",
+        "maxItems",
+        "minimum",
+        "maximum",
+        "minProperties",
+        "maxProperties",
+        "pattern",
+        "format",
     }
 )
 

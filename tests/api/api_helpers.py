@@ -35,11 +35,21 @@ def workflow_body(name: str = "payments", executor: str = "scorer", path: str = 
         "name": name,
         "description": "score a payment",
         "nodes": [
-            {"id": "start", "type": "trigger", "data": {"triggerType": "webhook", "path": path, "method": "POST", **trigger}},
-            {"id": "score", "type": "executor",
-             "data": {"executor": executor, "endpoint": "analyze", "body": {"amount": "${{ workflow.amount }}"}}},
-            {"id": "out", "type": "action",
-             "data": {"actionType": "set_output", "output": {"score": "${{ nodes.score.body.score }}"}}},
+            {
+                "id": "start",
+                "type": "trigger",
+                "data": {"triggerType": "webhook", "path": path, "method": "POST", **trigger},
+            },
+            {
+                "id": "score",
+                "type": "executor",
+                "data": {"executor": executor, "endpoint": "analyze", "body": {"amount": "${{ workflow.amount }}"}},
+            },
+            {
+                "id": "out",
+                "type": "action",
+                "data": {"actionType": "set_output", "output": {"score": "${{ nodes.score.body.score }}"}},
+            },
         ],
         "edges": [{"source": "start", "target": "score"}, {"source": "score", "target": "out"}],
     }

@@ -20,18 +20,43 @@ from hypothesis import strategies as st
 from api_helpers import API_KEY
 
 EXAMPLES = 120
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
-                suppress_health_check=list(HealthCheck))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 
-HOSTILE_STRINGS = st.sampled_from(['"\\ud800"', '"a\\udfffb"', '"\\udc00\\ud800"', '"x\\u0000y"', '"\\u0000"',
-                                   '"\\ud83d\\ude00"', '""', '"\\\\ud800"'])
+HOSTILE_STRINGS = st.sampled_from(
+    [
+        '"\\ud800"',
+        '"a\\udfffb"',
+        '"\\udc00\\ud800"',
+        '"x\\u0000y"',
+        '"\\u0000"',
+        '"\\ud83d\\ude00"',
+        '""',
+        '"\\\\ud800"',
+    ]
+)
 PLAIN_STRINGS = st.text(max_size=12).map(json.dumps)
-HOSTILE_NUMBERS = st.sampled_from(["1e400", "-1e400", "1E+309", "NaN", "Infinity", "-Infinity", "1" + "0" * 5000,
-                                   "9" * 4000, "-0", "1e-400", "123456789012345678901234567890", "1.7976931348623157e308"])
-PLAIN_NUMBERS = st.one_of(st.integers(-2**70, 2**70).map(str),
-                          st.floats(allow_nan=False, allow_infinity=False).map(repr))
-SCALARS = st.one_of(HOSTILE_STRINGS, PLAIN_STRINGS, HOSTILE_NUMBERS, PLAIN_NUMBERS,
-                    st.sampled_from(["true", "false", "null"]))
+HOSTILE_NUMBERS = st.sampled_from(
+    [
+        "1e400",
+        "-1e400",
+        "1E+309",
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        "1" + "0" * 5000,
+        "9" * 4000,
+        "-0",
+        "1e-400",
+        "123456789012345678901234567890",
+        "1.7976931348623157e308",
+    ]
+)
+PLAIN_NUMBERS = st.one_of(
+    st.integers(-(2**70), 2**70).map(str), st.floats(allow_nan=False, allow_infinity=False).map(repr)
+)
+SCALARS = st.one_of(
+    HOSTILE_STRINGS, PLAIN_STRINGS, HOSTILE_NUMBERS, PLAIN_NUMBERS, st.sampled_from(["true", "false", "null"])
+)
 KEYS = st.one_of(HOSTILE_STRINGS, PLAIN_STRINGS, st.sampled_from(['"name"', '"inputData"', '"a"']))
 
 
@@ -57,6 +82,7 @@ QUERY_VALUES = st.one_of(st.binary(max_size=12), st.sampled_from([b"\xed\xa0\x80
 
 def strict_json(text: str):
     """json.loads that fails on NaN/Infinity (not JSON) and on duplicate keys."""
+
     def refuse(name):
         raise AssertionError(f"{name} in a response")
 
@@ -67,15 +93,20 @@ def strict_json(text: str):
     return json.loads(text, parse_constant=refuse, object_pairs_hook=pairs)
 
 
-WORKFLOW = {"name": "fuzz-run",
-            "nodes": [{"id": "start", "type": "trigger", "data": {"triggerType": "webhook", "path": "/fuzz",
-                                                                   "method": "POST"}},
-                      {"id": "out", "type": "action", "data": {"actionType": "set_output",
-                                                                "output": {"echo": "{{ workflow }}"}}}],
-            "edges": [{"source": "start", "target": "out"}]}
-EXECUTOR = {"name": "fuzz-executor", "baseUrl": "http://127.0.0.1:9",
-            "endpoints": [{"name": "e", "path": "/e", "method": "POST"}],
-            "authentication": {"type": "none"}}
+WORKFLOW = {
+    "name": "fuzz-run",
+    "nodes": [
+        {"id": "start", "type": "trigger", "data": {"triggerType": "webhook", "path": "/fuzz", "method": "POST"}},
+        {"id": "out", "type": "action", "data": {"actionType": "set_output", "output": {"echo": "{{ workflow }}"}}},
+    ],
+    "edges": [{"source": "start", "target": "out"}],
+}
+EXECUTOR = {
+    "name": "fuzz-executor",
+    "baseUrl": "http://127.0.0.1:9",
+    "endpoints": [{"name": "e", "path": "/e", "method": "POST"}],
+    "authentication": {"type": "none"},
+}
 
 
 @pytest.fixture
@@ -85,15 +116,21 @@ def world(make_app):
     document = client.simulate_get("/openapi.json").json
     active = client.simulate_post("/v1/workflows", json=WORKFLOW).json["workflowId"]
     assert client.simulate_post(f"/v1/workflows/{active}/activate").status_code == 200
-    draft = client.simulate_post("/v1/workflows", json={**WORKFLOW, "name": "fuzz-draft",
-                                                        "nodes": [WORKFLOW["nodes"][1] | {"id": "only"}],
-                                                        "edges": []})
+    draft = client.simulate_post(
+        "/v1/workflows",
+        json={**WORKFLOW, "name": "fuzz-draft", "nodes": [WORKFLOW["nodes"][1] | {"id": "only"}], "edges": []},
+    )
     executor = client.simulate_post("/v1/executors", json=EXECUTOR)
     assert executor.status_code == 201, executor.text
     run = client.simulate_post(f"/v1/workflows/{active}/executions", json={"inputData": {}}).json["executionId"]
-    ids = {"workflow_id": draft.json.get("workflowId", active), "executor_id": executor.json["id"],
-           "execution_id": run, "event_id": client.simulate_get("/v1/audit-events").json["items"][0]["eventId"],
-           "type_name": "bearer", "path": "fuzz"}
+    ids = {
+        "workflow_id": draft.json.get("workflowId", active),
+        "executor_id": executor.json["id"],
+        "execution_id": run,
+        "event_id": client.simulate_get("/v1/audit-events").json["items"][0]["eventId"],
+        "type_name": "bearer",
+        "path": "fuzz",
+    }
     return client, document, ids, active
 
 
@@ -128,14 +165,22 @@ def test_every_json_body_refuses_hostile_json_without_a_server_error(world):
     assert len(targets) >= 10, targets
 
     @FUZZ
-    @given(target=st.sampled_from(targets), text=JSON_TEXT, wrap=st.sampled_from(["bare", "inputData", "member"]),
-           content_type=st.sampled_from(["application/json", "application/merge-patch+json"]))
+    @given(
+        target=st.sampled_from(targets),
+        text=JSON_TEXT,
+        wrap=st.sampled_from(["bare", "inputData", "member"]),
+        content_type=st.sampled_from(["application/json", "application/merge-patch+json"]),
+    )
     def fuzz(target, text, wrap, content_type):
         method, path, _ = target
-        body = {"bare": text, "inputData": f'{{"inputData": {text}}}',
-                "member": f'{{"name": "fuzz-x", "metadata": {text}, "description": {text}}}'}[wrap]
-        response = client.simulate_request(method, concrete(path, ids, active), body=body.encode("utf-8"),
-                                           headers={"Content-Type": content_type})
+        body = {
+            "bare": text,
+            "inputData": f'{{"inputData": {text}}}',
+            "member": f'{{"name": "fuzz-x", "metadata": {text}, "description": {text}}}',
+        }[wrap]
+        response = client.simulate_request(
+            method, concrete(path, ids, active), body=body.encode("utf-8"), headers={"Content-Type": content_type}
+        )
         check(client, response)
 
     fuzz()

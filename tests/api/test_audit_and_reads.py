@@ -15,9 +15,14 @@ from flowker.storage.models import Executor, WebhookRoute, Workflow, WorkflowVer
 
 def test_audit_list_filters_and_pages(client, active_workflow):
     workflow_id, executor_id = active_workflow
-    items = client.simulate_get("/v1/audit-events", params={"resourceId": workflow_id, "sortOrder": "ASC"}).json["items"]
+    items = client.simulate_get("/v1/audit-events", params={"resourceId": workflow_id, "sortOrder": "ASC"}).json[
+        "items"
+    ]
     assert [item["eventType"] for item in items] == ["WORKFLOW_CREATED", "WORKFLOW_ACTIVATED"]
-    assert client.simulate_get("/v1/audit-events", params={"eventType": "EXECUTOR_CREATED"}).json["items"][0]["resourceId"] == executor_id
+    assert (
+        client.simulate_get("/v1/audit-events", params={"eventType": "EXECUTOR_CREATED"}).json["items"][0]["resourceId"]
+        == executor_id
+    )
     assert audit_count(client, action="ACTIVATE") == 1
     assert audit_count(client, resourceType="executor") == 1
     assert audit_count(client, result="FAILED") == 0
@@ -40,10 +45,15 @@ def test_audit_date_range(client, active_workflow):
     assert audit_count(client, dateFrom=earlier, dateTo=later) == audit_count(client) > 0
     assert audit_count(client, dateFrom=later) == 0
     assert audit_count(client, dateTo=earlier.replace("+00:00", "Z")) == 0
-    for params, code in (({"dateFrom": "yesterday"}, "FLK-0305"), ({"dateFrom": later, "dateTo": earlier}, "FLK-0308"),
-                         ({"result": "MAYBE"}, "FLK-0304"), ({"eventType": "lower"}, "FLK-0304"),
-                         ({"limit": 0}, "FLK-0309"), ({"sortOrder": "sideways"}, "FLK-0310"),
-                         ({"cursor": "eyJpZCI6MSwidiI6MX0"}, "FLK-0311")):
+    for params, code in (
+        ({"dateFrom": "yesterday"}, "FLK-0305"),
+        ({"dateFrom": later, "dateTo": earlier}, "FLK-0308"),
+        ({"result": "MAYBE"}, "FLK-0304"),
+        ({"eventType": "lower"}, "FLK-0304"),
+        ({"limit": 0}, "FLK-0309"),
+        ({"sortOrder": "sideways"}, "FLK-0310"),
+        ({"cursor": "eyJpZCI6MSwidiI6MX0"}, "FLK-0311"),
+    ):
         response = client.simulate_get("/v1/audit-events", params=params)
         assert response.status_code == 400 and response.json["code"] == code, params
 
@@ -122,8 +132,15 @@ def test_dashboards(client, active_workflow):
     assert counts == {"total": 1, "running": 0, "completed": 1, "failed": 0}
     future = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert client.simulate_get("/v1/dashboards/executions", params={"startTime": future}).json["total"] == 0
-    assert client.simulate_get("/v1/dashboards/executions", params={"endTime": future, "status": "failed"}).json["total"] == 0
-    for params in ({"startTime": "nope"}, {"status": "weird"}, {"startTime": future, "endTime": "2000-01-01T00:00:00Z"}):
+    assert (
+        client.simulate_get("/v1/dashboards/executions", params={"endTime": future, "status": "failed"}).json["total"]
+        == 0
+    )
+    for params in (
+        {"startTime": "nope"},
+        {"status": "weird"},
+        {"startTime": future, "endTime": "2000-01-01T00:00:00Z"},
+    ):
         response = client.simulate_get("/v1/dashboards/executions", params=params)
         assert response.status_code == 400 and response.json["code"] == "FLK-0302", params
 

@@ -13,7 +13,10 @@ from hypothesis import strategies as st
 from api_helpers import API_KEY, executor_body, make_settings, workflow_body
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**40), 2**40)
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
     max_leaves=8,
@@ -93,6 +96,8 @@ def test_mangled_executors_never_cause_a_server_error(fuzz_client, index, new):
     assert response.status_code < 500, response.text
     if response.status_code == 201:
         executor_id = response.json["id"]
-        patched = fuzz_client.simulate_patch(f"/v1/executors/{executor_id}", json={"metadata": new} if new is not None else {})
+        patched = fuzz_client.simulate_patch(
+            f"/v1/executors/{executor_id}", json={"metadata": new} if new is not None else {}
+        )
         assert patched.status_code < 500, patched.text
         assert fuzz_client.simulate_delete(f"/v1/executors/{executor_id}").status_code == 204

@@ -26,9 +26,14 @@ def test_the_catalog_lists_accept_limit_and_cursor(client, path):
     assert seen == names
 
 
-@pytest.mark.parametrize("params, code", [
-    ({"limit": "0"}, "FLK-0309"), ({"limit": "abc"}, "FLK-0309"), ({"cursor": "not-a-cursor"}, "FLK-0311"),
-])
+@pytest.mark.parametrize(
+    "params, code",
+    [
+        ({"limit": "0"}, "FLK-0309"),
+        ({"limit": "abc"}, "FLK-0309"),
+        ({"cursor": "not-a-cursor"}, "FLK-0311"),
+    ],
+)
 def test_the_catalog_lists_refuse_a_bad_limit_or_cursor(client, params, code):
     refused = client.simulate_get("/v1/catalog/auth-types", params=params)
     assert refused.status_code == 400

@@ -102,8 +102,12 @@ def test_list_filters_and_cursors(client, active_workflow):
     assert len(client.simulate_get("/v1/executions", params={"status": "completed"}).json["items"]) == 5
     assert client.simulate_get("/v1/executions", params={"status": "failed"}).json["items"] == []
     assert client.simulate_get("/v1/executions", params={"workflowId": str(uuid.uuid4())}).json["items"] == []
-    for params, code in (({"status": "pending-ish"}, "FLK-0304"), ({"workflowId": "x"}, "FLK-0002"),
-                         ({"limit": 500}, "FLK-0309"), ({"sortBy": "completedAt"}, "FLK-0304")):
+    for params, code in (
+        ({"status": "pending-ish"}, "FLK-0304"),
+        ({"workflowId": "x"}, "FLK-0002"),
+        ({"limit": 500}, "FLK-0309"),
+        ({"sortBy": "completedAt"}, "FLK-0304"),
+    ):
         response = client.simulate_get("/v1/executions", params=params)
         assert response.status_code == 400 and response.json["code"] == code, params
     assert client.simulate_get(f"/v1/executions/{uuid.uuid4()}").json["code"] == "FLK-0500"
@@ -152,7 +156,8 @@ def test_the_synchronous_answer_is_what_was_stored(client, active_workflow, stub
 
 
 def test_connections_stay_open_per_thread_on_sqlite_and_go_back_to_the_pool_on_postgresql(
-        client, active_workflow, database):
+    client, active_workflow, database
+):
     from flowker.storage.database import is_postgres
 
     database.close()

@@ -53,7 +53,9 @@ authentication: {{type: none}}
     metadata = executor_body("http://169.254.169.254", name="z")
     refused = client.simulate_post("/v1/executors", json=metadata)
     assert refused.status_code == 422 and refused.json["code"] == "FLK-0341"
-    assert client.simulate_post("/v1/executors", json=executor_body(stub.url, name="yaml-exec")).json["code"] == "FLK-0251"
+    assert (
+        client.simulate_post("/v1/executors", json=executor_body(stub.url, name="yaml-exec")).json["code"] == "FLK-0251"
+    )
     assert client.simulate_get(f"/v1/executors/{uuid.uuid4()}").json["code"] == "FLK-0250"
 
 
@@ -85,7 +87,8 @@ def test_put_keeps_masked_secrets_and_unchanged_puts_do_nothing(client, stub):
 def test_patch_merges(client, stub):
     executor_id = create_executor(client, stub.url)
     response = client.simulate_patch(
-        f"/v1/executors/{executor_id}", json={"description": "patched", "metadata": {"team": "risk"}},
+        f"/v1/executors/{executor_id}",
+        json={"description": "patched", "metadata": {"team": "risk"}},
         headers={"Content-Type": "application/merge-patch+json"},
     )
     assert response.status_code == 200, response.text

@@ -121,17 +121,26 @@ def test_no_request_schema_admits_a_nul_character(document):
     resolver_root = {"components": {"schemas": schemas}}
 
     def valid(schema, value) -> bool:
-        registry_ = referencing.Registry().with_resource("urn:doc", referencing.Resource.from_contents(
-            resolver_root, default_specification=referencing.jsonschema.DRAFT202012))
+        registry_ = referencing.Registry().with_resource(
+            "urn:doc",
+            referencing.Resource.from_contents(resolver_root, default_specification=referencing.jsonschema.DRAFT202012),
+        )
         return validator_for({"$ref": "urn:doc#/components/schemas/" + schema}, registry=registry_).is_valid(value)
 
-    executor = {"name": "ledger", "baseUrl": "https://ledger.example.com",
-                "endpoints": [{"name": "book", "path": "/book", "method": "POST"}],
-                "authentication": {"type": "bearer", "config": {"token": "t"}}}
+    executor = {
+        "name": "ledger",
+        "baseUrl": "https://ledger.example.com",
+        "endpoints": [{"name": "book", "path": "/book", "method": "POST"}],
+        "authentication": {"type": "bearer", "config": {"token": "t"}},
+    }
     assert valid("ExecutorSpec", executor)
-    for path, bad in ((("name",), "led\u0000ger"), (("baseUrl",), "https://led\u0000ger.example.com"),
-                      (("metadata",), {"k": "a\u0000"}), (("metadata",), {"k\u0000": 1}),
-                      (("authentication", "config"), {"token": "\u0000"})):
+    for path, bad in (
+        (("name",), "led\u0000ger"),
+        (("baseUrl",), "https://led\u0000ger.example.com"),
+        (("metadata",), {"k": "a\u0000"}),
+        (("metadata",), {"k\u0000": 1}),
+        (("authentication", "config"), {"token": "\u0000"}),
+    ):
         mangled = json.loads(json.dumps(executor))
         target = mangled
         for part in path[:-1]:
@@ -147,11 +156,14 @@ def test_no_request_schema_admits_a_nul_character(document):
                 assert not re.search(schema["pattern"].replace("\\u0000", "\\x00"), "a\u0000"), parameter["name"]
 
 
-@pytest.mark.parametrize("pattern,admitted,refused", [
-    ("^\\S(.*\\S)?$", ["a", "a b", "a\rb"], ["\u0000", "a\u0000b", " a", "a\nb"]),
-    ("^https?://[^\\s/?#@]+(/[^\\s?#]*)?$", ["https://x/y"], ["https://x\u0000/y", "https://x/\u0000"]),
-    ("^[a-z]+$", ["abc"], ["a\u0000"]),
-])
+@pytest.mark.parametrize(
+    "pattern,admitted,refused",
+    [
+        ("^\\S(.*\\S)?$", ["a", "a b", "a\rb"], ["\u0000", "a\u0000b", " a", "a\nb"]),
+        ("^https?://[^\\s/?#@]+(/[^\\s?#]*)?$", ["https://x/y"], ["https://x\u0000/y", "https://x/\u0000"]),
+        ("^[a-z]+$", ["abc"], ["a\u0000"]),
+    ],
+)
 def test_nul_free_patterns_admit_the_same_text_without_nul(pattern, admitted, refused):
     from flowker.api.openapi_rules import nul_free_pattern
 

@@ -95,8 +95,11 @@ def test_cors_preflight_from_an_allowed_origin(sqlite_factory):
     app = sqlite_factory(settings={"cors_allowed_origins": "https://ui.example.com"})
     response = falcon.testing.TestClient(app).simulate_options(
         "/v1/workflows",
-        headers={"Origin": "https://ui.example.com", "Access-Control-Request-Method": "POST",
-                 "Access-Control-Request-Headers": "X-API-Key, Idempotency-Key"},
+        headers={
+            "Origin": "https://ui.example.com",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "X-API-Key, Idempotency-Key",
+        },
     )
     assert response.status_code == 204
     assert response.headers["Access-Control-Allow-Origin"] == "https://ui.example.com"
@@ -124,7 +127,8 @@ def test_cors_answers_vary_on_origin_exactly_once(sqlite_factory, origins):
     answers = {
         "refused preflight": client.simulate_options("/v1/workflows", headers={"Origin": "null", **preflight}),
         "allowed preflight": client.simulate_options(
-            "/v1/workflows", headers={"Origin": "https://ui.example.com", **preflight}),
+            "/v1/workflows", headers={"Origin": "https://ui.example.com", **preflight}
+        ),
         "refused request": client.simulate_get("/v1/workflows", headers={"Origin": "null"}),
         "allowed request": client.simulate_get("/v1/workflows", headers={"Origin": "https://ui.example.com"}),
     }
@@ -135,11 +139,13 @@ def test_cors_answers_vary_on_origin_exactly_once(sqlite_factory, origins):
 
 def test_a_wildcard_does_not_admit_the_null_origin(sqlite_factory):
     """``Origin: null`` (sandboxed frames, file:// pages) is any page that asks to be it."""
-    client = falcon.testing.TestClient(sqlite_factory(settings={"cors_allowed_origins": "*"}),
-                                       headers={"X-API-Key": API_KEY})
+    client = falcon.testing.TestClient(
+        sqlite_factory(settings={"cors_allowed_origins": "*"}), headers={"X-API-Key": API_KEY}
+    )
     for origin in ("null", "https://anything.example"):
         preflight = client.simulate_options(
-            "/v1/workflows", headers={"Origin": origin, "Access-Control-Request-Method": "GET"})
+            "/v1/workflows", headers={"Origin": origin, "Access-Control-Request-Method": "GET"}
+        )
         request = client.simulate_get("/v1/workflows", headers={"Origin": origin})
         allowed = origin != "null"
         assert (preflight.status_code == 204) is allowed, origin
@@ -147,7 +153,9 @@ def test_a_wildcard_does_not_admit_the_null_origin(sqlite_factory):
         assert (request.headers.get("Access-Control-Allow-Origin") == origin) is allowed, origin
     # Listed by name, it is admitted.
     named = falcon.testing.TestClient(sqlite_factory(settings={"cors_allowed_origins": "null"}))
-    response = named.simulate_options("/v1/workflows", headers={"Origin": "null", "Access-Control-Request-Method": "GET"})
+    response = named.simulate_options(
+        "/v1/workflows", headers={"Origin": "null", "Access-Control-Request-Method": "GET"}
+    )
     assert response.status_code == 204 and response.headers["Access-Control-Allow-Origin"] == "null"
 
 
@@ -161,8 +169,10 @@ def test_cors_headers_on_actual_requests_only_for_allowed_origins(sqlite_factory
     assert "Access-Control-Allow-Origin" not in other.headers
     # No origins configured: nobody is allowed.
     closed = falcon.testing.TestClient(sqlite_factory(), headers={"X-API-Key": API_KEY})
-    assert "Access-Control-Allow-Origin" not in closed.simulate_get(
-        "/v1/workflows", headers={"Origin": "https://ui.example.com"}).headers
+    assert (
+        "Access-Control-Allow-Origin"
+        not in closed.simulate_get("/v1/workflows", headers={"Origin": "https://ui.example.com"}).headers
+    )
 
 
 # -- body size --------------------------------------------------------------------------
@@ -263,17 +273,24 @@ def test_request_ids_are_echoed_or_made(sqlite_app):
 
 
 def _actor_ip(client, name: str, **request) -> str:
-    workflow_id = client.simulate_post("/v1/workflows", json=workflow_body(name=name, path="/" + name), **request).json["workflowId"]
-    return client.simulate_get("/v1/audit-events", params={"resourceId": workflow_id}).json["items"][0]["actor"]["ipAddress"]
+    workflow_id = client.simulate_post("/v1/workflows", json=workflow_body(name=name, path="/" + name), **request).json[
+        "workflowId"
+    ]
+    return client.simulate_get("/v1/audit-events", params={"resourceId": workflow_id}).json["items"][0]["actor"][
+        "ipAddress"
+    ]
 
 
 def test_x_forwarded_for_is_believed_only_from_trusted_proxies(sqlite_factory):
     untrusted = falcon.testing.TestClient(sqlite_factory(), headers={"X-API-Key": API_KEY})
     assert _actor_ip(untrusted, "a", headers={"X-Forwarded-For": "203.0.113.9"}, remote_addr="10.1.1.1") == "10.1.1.1"
     trusted = falcon.testing.TestClient(
-        sqlite_factory(settings={"trusted_proxies": "10.0.0.0/8"}), headers={"X-API-Key": API_KEY})
+        sqlite_factory(settings={"trusted_proxies": "10.0.0.0/8"}), headers={"X-API-Key": API_KEY}
+    )
     # The client is the first address from the right that is not one of our proxies.
-    ip = _actor_ip(trusted, "b", headers={"X-Forwarded-For": "198.51.100.7, 203.0.113.9, 10.2.2.2"}, remote_addr="10.1.1.1")
+    ip = _actor_ip(
+        trusted, "b", headers={"X-Forwarded-For": "198.51.100.7, 203.0.113.9, 10.2.2.2"}, remote_addr="10.1.1.1"
+    )
     assert ip == "203.0.113.9"
     assert audit_count(trusted, eventType="WORKFLOW_CREATED") == 2
 

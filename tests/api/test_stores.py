@@ -39,7 +39,9 @@ edges:
 
 def test_documents_from_files_and_the_unchanged_check(app, stub):
     executors, workflows = app.state.executors, app.state.workflows
-    executor_doc = load_spec_text(EXECUTOR_FILE.format(url=stub.url, token="{$env: SCORER_TOKEN}"), "executors/scorer.yaml", from_file=True)
+    executor_doc = load_spec_text(
+        EXECUTOR_FILE.format(url=stub.url, token="{$env: SCORER_TOKEN}"), "executors/scorer.yaml", from_file=True
+    )
     executor = executors.create(executor_doc, ACTOR)
     assert executors.is_unchanged(executor, executor_doc)
     assert executors.update(executor.id, executor_doc, ACTOR).changed is False
@@ -50,7 +52,9 @@ def test_documents_from_files_and_the_unchanged_check(app, stub):
     assert workflows.is_unchanged(workflow, workflow_doc)
     assert workflows.update(workflow.id, workflow_doc, ACTOR).changed is False
     assert AuditEntry.select().count() == entries
-    edited = load_spec_text(WORKFLOW_FILE.replace("from-git\n", "from-git\ndescription: edited\n"), "w.yaml", from_file=True)
+    edited = load_spec_text(
+        WORKFLOW_FILE.replace("from-git\n", "from-git\ndescription: edited\n"), "w.yaml", from_file=True
+    )
     assert not workflows.is_unchanged(workflow, edited)
     result = workflows.update(workflow.id, edited, ACTOR)
     assert result.changed and result.workflow.version == 2

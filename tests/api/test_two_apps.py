@@ -29,8 +29,9 @@ def test_two_apps_in_one_process_keep_to_their_own_databases(database_url, tmp_p
         executions: list[list[str]] = [[], []]
         for _ in range(3):  # interleaved: first, second, first, second...
             for index, client in enumerate(clients):
-                response = client.simulate_post(f"/v1/workflows/{workflows[index]}/executions",
-                                                json={"inputData": {"amount": 5}})
+                response = client.simulate_post(
+                    f"/v1/workflows/{workflows[index]}/executions", json={"inputData": {"amount": 5}}
+                )
                 assert response.status_code == 201 and response.json["status"] == "completed", response.text
                 executions[index].append(response.json["executionId"])
         for index, client in enumerate(clients):

@@ -10,7 +10,9 @@ from api_helpers import API_KEY, create_executor, create_workflow, workflow_body
 def test_webhook_runs_the_owning_workflow_with_the_body_as_input(client, active_workflow, stub):
     workflow_id, _ = active_workflow
     response = client.simulate_post(
-        "/v1/webhooks/payments", json={"amount": 99}, params={"source": "shop"},
+        "/v1/webhooks/payments",
+        json={"amount": 99},
+        params={"source": "shop"},
         headers={"Authorization": "Bearer caller-secret", "X-Trace": "t-1"},
     )
     assert response.status_code == 201, response.text
@@ -41,11 +43,13 @@ def test_webhook_bodies(client, active_workflow):
 
 
 def test_webhook_idempotent_replay_ignores_request_metadata(client, active_workflow, stub):
-    first = client.simulate_post("/v1/webhooks/payments", json={"amount": 5},
-                                 headers={"Idempotency-Key": "evt-1", "X-Attempt": "1"})
+    first = client.simulate_post(
+        "/v1/webhooks/payments", json={"amount": 5}, headers={"Idempotency-Key": "evt-1", "X-Attempt": "1"}
+    )
     calls = len(stub.requests)
-    again = client.simulate_post("/v1/webhooks/payments", json={"amount": 5},
-                                 headers={"Idempotency-Key": "evt-1", "X-Attempt": "2"})
+    again = client.simulate_post(
+        "/v1/webhooks/payments", json={"amount": 5}, headers={"Idempotency-Key": "evt-1", "X-Attempt": "2"}
+    )
     assert again.status_code == 200 and again.json["executionId"] == first.json["executionId"]
     assert again.headers["X-Webhook-Execution-ID"] == first.json["executionId"]
     assert len(stub.requests) == calls
@@ -68,7 +72,8 @@ def test_verify_token(client, stub, monkeypatch):
     accepted = client.simulate_post("/v1/webhooks/payments", json={}, headers={"X-Webhook-Token": "hook-secret-123456"})
     assert accepted.status_code == 201
     assert "hook-secret-123456" not in str(
-        client.simulate_get(f"/v1/executions/{accepted.json['executionId']}/results").json)
+        client.simulate_get(f"/v1/executions/{accepted.json['executionId']}/results").json
+    )
     env = client.simulate_post("/v1/webhooks/env-hook", json={}, headers={"X-Webhook-Token": "from-the-environment"})
     assert env.status_code == 201
 

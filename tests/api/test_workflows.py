@@ -40,7 +40,8 @@ def test_create_from_yaml_and_kind_checks(client):
     response = client.simulate_post("/v1/workflows", body=YAML_WORKFLOW, headers={"Content-Type": "application/yaml"})
     assert response.status_code == 201, response.text
     wrong_kind = client.simulate_post(
-        "/v1/workflows", body=YAML_WORKFLOW.replace("kind: Workflow", "kind: Executor"),
+        "/v1/workflows",
+        body=YAML_WORKFLOW.replace("kind: Workflow", "kind: Executor"),
         headers={"Content-Type": "application/yaml"},
     )
     assert wrong_kind.status_code == 422
@@ -55,15 +56,25 @@ def test_yaml_alias_bombs_and_malformed_yaml_are_refused_with_locations(client):
     response = client.simulate_post("/v1/workflows", body=bomb, headers={"Content-Type": "application/yaml"})
     assert response.status_code == 422
     assert "alias" in response.text.lower() or "anchor" in response.text.lower()
-    broken = client.simulate_post("/v1/workflows", body="name: [unclosed\n", headers={"Content-Type": "application/x-yaml"})
+    broken = client.simulate_post(
+        "/v1/workflows", body="name: [unclosed\n", headers={"Content-Type": "application/x-yaml"}
+    )
     assert broken.status_code == 422
     assert broken.json["details"][0]["line"] is not None
     assert Workflow.select().count() == 0
 
 
 def test_bad_bodies(client):
-    assert client.simulate_post("/v1/workflows", body="{not json", headers={"Content-Type": "application/json"}).json["code"] == "FLK-0001"
-    assert client.simulate_post("/v1/workflows", body="[1]", headers={"Content-Type": "application/json"}).status_code == 400
+    assert (
+        client.simulate_post("/v1/workflows", body="{not json", headers={"Content-Type": "application/json"}).json[
+            "code"
+        ]
+        == "FLK-0001"
+    )
+    assert (
+        client.simulate_post("/v1/workflows", body="[1]", headers={"Content-Type": "application/json"}).status_code
+        == 400
+    )
     assert client.simulate_post("/v1/workflows", body="x", headers={"Content-Type": "text/plain"}).status_code == 415
     unknown = client.simulate_post("/v1/workflows", json={**workflow_body(), "extra": 1})
     assert unknown.status_code == 422 and unknown.json["code"] == "FLK-0120"
@@ -99,7 +110,8 @@ def test_put_replaces_drafts_with_a_new_version_and_unchanged_specs_change_nothi
     assert audit_count(client, resourceId=workflow_id) == entries
     assert WorkflowVersion.select().where(WorkflowVersion.workflow_id == workflow_id).count() == 2
     yaml_put = client.simulate_put(
-        f"/v1/workflows/{workflow_id}", body=YAML_WORKFLOW.replace("yaml-flow", "payments"),
+        f"/v1/workflows/{workflow_id}",
+        body=YAML_WORKFLOW.replace("yaml-flow", "payments"),
         headers={"Content-Type": "application/yaml"},
     )
     assert yaml_put.status_code == 200 and yaml_put.json["version"] == 3
@@ -187,10 +199,16 @@ def test_list_filters_sorting_and_cursors(client):
     assert [item["id"] for item in newest_first] == list(reversed(ids))
     assert client.simulate_get("/v1/workflows", params={"status": "active"}).json["items"] == []
     for params, code in (
-        ({"limit": 0}, "FLK-0309"), ({"limit": 101}, "FLK-0309"), ({"limit": "x"}, "FLK-0309"),
-        ({"status": "weird"}, "FLK-0304"), ({"status": ""}, "FLK-0304"), ({"sortBy": "id"}, "FLK-0304"),
-        ({"sortOrder": "up"}, "FLK-0310"), ({"limit": ""}, "FLK-0309"),
-        ({"cursor": "!!!"}, "FLK-0311"), ({"cursor": "eyJ4IjoxfQ"}, "FLK-0311"),
+        ({"limit": 0}, "FLK-0309"),
+        ({"limit": 101}, "FLK-0309"),
+        ({"limit": "x"}, "FLK-0309"),
+        ({"status": "weird"}, "FLK-0304"),
+        ({"status": ""}, "FLK-0304"),
+        ({"sortBy": "id"}, "FLK-0304"),
+        ({"sortOrder": "up"}, "FLK-0310"),
+        ({"limit": ""}, "FLK-0309"),
+        ({"cursor": "!!!"}, "FLK-0311"),
+        ({"cursor": "eyJ4IjoxfQ"}, "FLK-0311"),
         ({"cursor": cursor, "sortBy": "createdAt"}, "FLK-0304"),
     ):
         response = client.simulate_get("/v1/workflows", params=params)

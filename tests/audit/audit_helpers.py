@@ -61,8 +61,9 @@ def rows(database, columns="sequence, event_id, hash, previous_hash, canonical")
 
 def set_column(database, sequence: int, column: str, value) -> None:
     with unprotected(database):
-        database.execute_sql(f"UPDATE {ENTRY} SET {column} = {p(database)} WHERE sequence = {p(database)}",
-                             (value, sequence))
+        database.execute_sql(
+            f"UPDATE {ENTRY} SET {column} = {p(database)} WHERE sequence = {p(database)}", (value, sequence)
+        )
 
 
 def delete_entries(database, sequences) -> None:
@@ -82,9 +83,12 @@ def rewrite_from(database, first_sequence: int, marker: int, forge_key=None) -> 
     ``forge_key``, checkpoints from there on are replaced by ones signed with that key."""
     ph = p(database)
     with unprotected(database):
-        entries = list(database.execute_sql(
-            f"SELECT sequence, canonical, previous_hash FROM {ENTRY} WHERE sequence >= {ph} ORDER BY sequence",
-            (first_sequence,)).fetchall())
+        entries = list(
+            database.execute_sql(
+                f"SELECT sequence, canonical, previous_hash FROM {ENTRY} WHERE sequence >= {ph} ORDER BY sequence",
+                (first_sequence,),
+            ).fetchall()
+        )
         if not entries:
             return
         previous = entries[0][2]
@@ -96,23 +100,33 @@ def rewrite_from(database, first_sequence: int, marker: int, forge_key=None) -> 
             digest = hashlib.sha256((previous + text).encode("utf-8")).hexdigest()
             database.execute_sql(
                 f"UPDATE {ENTRY} SET canonical = {ph}, previous_hash = {ph}, hash = {ph} WHERE sequence = {ph}",
-                (text, previous, digest, sequence))
+                (text, previous, digest, sequence),
+            )
             new_hashes[sequence] = previous = digest
         if forge_key is not None:
             # Re-signed as a linked checkpoint chain, as an attacker with their own key can.
             kept = database.execute_sql(
                 f"SELECT statement FROM {CHECKPOINT} WHERE sequence < {ph} ORDER BY sequence DESC LIMIT 1",
-                (first_sequence,)).fetchone()
+                (first_sequence,),
+            ).fetchone()
             previous_checkpoint = cp.checkpoint_hash(kept[0]) if kept else cp.GENESIS_CHECKPOINT_HASH
-            forged = list(database.execute_sql(
-                f"SELECT sequence, created_at FROM {CHECKPOINT} WHERE sequence >= {ph} ORDER BY sequence",
-                (first_sequence,)).fetchall())
+            forged = list(
+                database.execute_sql(
+                    f"SELECT sequence, created_at FROM {CHECKPOINT} WHERE sequence >= {ph} ORDER BY sequence",
+                    (first_sequence,),
+                ).fetchall()
+            )
             for sequence, created_at in forged:
                 if sequence not in new_hashes:
                     continue
-                checkpoint = cp.sign(forge_key, sequence=sequence, head_hash=new_hashes[sequence],
-                                     interval=1000, created_at=created_at,
-                                     previous_checkpoint_hash=previous_checkpoint)
+                checkpoint = cp.sign(
+                    forge_key,
+                    sequence=sequence,
+                    head_hash=new_hashes[sequence],
+                    interval=1000,
+                    created_at=created_at,
+                    previous_checkpoint_hash=previous_checkpoint,
+                )
                 previous_checkpoint = checkpoint.hash
                 database.execute_sql(f"DELETE FROM {CHECKPOINT} WHERE sequence = {ph}", (sequence,))
                 store.insert_checkpoint(database, checkpoint.to_row())

@@ -104,7 +104,11 @@ def witness_service(tmp_path):
     environment = {k: v for k, v in os.environ.items() if not k.startswith("FLOWKER_")}
     process = subprocess.Popen(
         [sys.executable, "-m", "flowker", "witness", "serve", "--dir", str(directory), "--bind", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment,
+    )
     try:
         ready, _, _ = select.select([process.stdout], [], [], 30)
         line = process.stdout.readline() if ready else ""

@@ -27,9 +27,16 @@ TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
 def _append(i=0, **overrides):
-    arguments = dict(event_type=EventType.WORKFLOW_UPDATED, action=Action.UPDATE, result=Result.SUCCESS,
-                     resource_type="workflow", resource_id=f"wf-{i}", actor=ACTOR,
-                     context={"requestId": f"r{i}"}, metadata={"version": i})
+    arguments = dict(
+        event_type=EventType.WORKFLOW_UPDATED,
+        action=Action.UPDATE,
+        result=Result.SUCCESS,
+        resource_type="workflow",
+        resource_id=f"wf-{i}",
+        actor=ACTOR,
+        context={"requestId": f"r{i}"},
+        metadata={"version": i},
+    )
     arguments.update(overrides)
     return append(**arguments)
 
@@ -52,8 +59,16 @@ def test_entries_link_into_a_chain_hashed_exactly_as_documented(database):
 
 
 def test_positional_call_and_plain_strings_are_accepted(database):
-    entry = chain.append("EXECUTOR_CREATED", "CREATE", "SUCCESS", "executor", "ex-1",
-                         actor=ACTOR, context={}, metadata={"executor.name": "fraud"})
+    entry = chain.append(
+        "EXECUTOR_CREATED",
+        "CREATE",
+        "SUCCESS",
+        "executor",
+        "ex-1",
+        actor=ACTOR,
+        context={},
+        metadata={"executor.name": "fraud"},
+    )
     assert entry.event_type == "EXECUTOR_CREATED" and entry.actor_id == "ci-bot"
     system = chain.append("EXECUTION_INTERRUPTED", "EXECUTE", "FAILED", "execution", "x-1")
     assert (system.actor_type, system.actor_id, system.actor_ip) == ("system", "flowker", "0.0.0.0")
@@ -63,8 +78,21 @@ def test_positional_call_and_plain_strings_are_accepted(database):
 def test_rest_item_shape(database):
     entry = _append(1, actor=Actor(type="api_key", id="ci-bot", ip=None))
     item = entry_to_dict(entry)
-    assert set(item) == {"eventId", "sequence", "eventType", "action", "result", "resourceId", "resourceType",
-                         "actor", "context", "metadata", "timestamp", "hash", "previousHash"}
+    assert set(item) == {
+        "eventId",
+        "sequence",
+        "eventType",
+        "action",
+        "result",
+        "resourceId",
+        "resourceType",
+        "actor",
+        "context",
+        "metadata",
+        "timestamp",
+        "hash",
+        "previousHash",
+    }
     assert item["actor"] == {"type": "api_key", "id": "ci-bot", "ipAddress": "0.0.0.0"}
     assert item["eventType"] == "WORKFLOW_UPDATED" and item["resourceId"] == "wf-1"
     assert item["previousHash"] == GENESIS_HASH and item["hash"] == entry.hash
@@ -74,16 +102,38 @@ def test_rest_item_shape(database):
 
 
 def test_no_floats_are_hashed(database):
-    entry = _append(metadata={
-        "amount": 12.5, "ratio": 0.1, "big": 1e20, "tiny": 1e-7, "whole": 3.0, "nan": float("nan"),
-        "price": decimal.Decimal("19.990"), "huge": 2**60, "when": dt.datetime(2026, 1, 2, 3, 4, 5, 678901),
-        "id": uuid.UUID(int=1), "list": (1, 2.5), "kind": Result.FAILED, 7: "int key",
-    })
+    entry = _append(
+        metadata={
+            "amount": 12.5,
+            "ratio": 0.1,
+            "big": 1e20,
+            "tiny": 1e-7,
+            "whole": 3.0,
+            "nan": float("nan"),
+            "price": decimal.Decimal("19.990"),
+            "huge": 2**60,
+            "when": dt.datetime(2026, 1, 2, 3, 4, 5, 678901),
+            "id": uuid.UUID(int=1),
+            "list": (1, 2.5),
+            "kind": Result.FAILED,
+            7: "int key",
+        }
+    )
     metadata = json.loads(entry.canonical)["payload"]["metadata"]
     assert metadata == {
-        "amount": "12.5", "ratio": "0.1", "big": "100000000000000000000", "tiny": "0.0000001", "whole": "3.0",
-        "nan": "NaN", "price": "19.990", "huge": str(2**60), "when": "2026-01-02T03:04:05.678Z",
-        "id": "00000000-0000-0000-0000-000000000001", "list": [1, "2.5"], "kind": "FAILED", "7": "int key",
+        "amount": "12.5",
+        "ratio": "0.1",
+        "big": "100000000000000000000",
+        "tiny": "0.0000001",
+        "whole": "3.0",
+        "nan": "NaN",
+        "price": "19.990",
+        "huge": str(2**60),
+        "when": "2026-01-02T03:04:05.678Z",
+        "id": "00000000-0000-0000-0000-000000000001",
+        "list": [1, "2.5"],
+        "kind": "FAILED",
+        "7": "int key",
     }
 
     def floats(value):
@@ -101,8 +151,10 @@ def test_no_floats_are_hashed(database):
 
 def test_secrets_are_redacted_before_hashing(database, database_url, tmp_path):
     secret = "hunter2-" + uuid.uuid4().hex
-    entry = _append(context={"headers": {"Authorization": f"Bearer {secret}"}},
-                    metadata={"password": secret, "auth": {"client_secret": secret}, "name": "ok"})
+    entry = _append(
+        context={"headers": {"Authorization": f"Bearer {secret}"}},
+        metadata={"password": secret, "auth": {"client_secret": secret}, "name": "ok"},
+    )
     assert secret not in entry.canonical
     assert json.loads(entry.canonical)["payload"]["metadata"]["password"] == "****"
     assert verify_chain().is_valid
@@ -112,11 +164,19 @@ def test_secrets_are_redacted_before_hashing(database, database_url, tmp_path):
         assert secret.encode() not in data
 
 
-@pytest.mark.parametrize("bad", [
-    {"result": "MAYBE"}, {"event_type": "lower_case"}, {"resource_id": ""}, {"metadata": {"raw": b"bytes"}},
-    {"metadata": {"s": {1, 2}}}, {"metadata": ["not", "a", "mapping"]}, {"resource_id": "x" * 256},
-    {"metadata": {1: "a", "1": "b"}},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"result": "MAYBE"},
+        {"event_type": "lower_case"},
+        {"resource_id": ""},
+        {"metadata": {"raw": b"bytes"}},
+        {"metadata": {"s": {1, 2}}},
+        {"metadata": ["not", "a", "mapping"]},
+        {"resource_id": "x" * 256},
+        {"metadata": {1: "a", "1": "b"}},
+    ],
+)
 def test_bad_entries_are_refused_and_nothing_is_written(database, bad):
     with pytest.raises(AuditChainError):
         _append(**bad)
@@ -146,13 +206,16 @@ def test_failed_append_rolls_back_the_state_change(database):
     assert models.Workflow.select().count() == 0
 
 
-@pytest.mark.parametrize("statement", [
-    "UPDATE {entry} SET resource_id = 'changed'",
-    "DELETE FROM {entry}",
-    "DELETE FROM {entry} WHERE sequence = 1",
-    "UPDATE {checkpoint} SET head_hash = 'x'",
-    "DELETE FROM {checkpoint}",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE {entry} SET resource_id = 'changed'",
+        "DELETE FROM {entry}",
+        "DELETE FROM {entry} WHERE sequence = 1",
+        "UPDATE {checkpoint} SET head_hash = 'x'",
+        "DELETE FROM {checkpoint}",
+    ],
+)
 def test_update_and_delete_are_refused_by_the_database(database, signing_key, statement):
     log = AuditLog(database, signing_key=signing_key, checkpoint_interval=1)
     log.append("WORKFLOW_CREATED", "CREATE", "SUCCESS", "workflow", "wf")
@@ -184,10 +247,20 @@ def test_a_fork_cannot_commit_even_without_the_lock(database, duplicate):
     first, second = _append(1), _append(2)
     row = dict(zip(("sequence", "event_id", "hash", "previous_hash", "canonical"), rows(database)[1]))
     fork = {
-        "sequence": 3, "event_id": str(uuid.uuid4()), "event_type": "WORKFLOW_DELETED", "action": "DELETE",
-        "result": "SUCCESS", "resource_type": "workflow", "resource_id": "wf", "actor_type": "system",
-        "actor_id": "x", "actor_ip": "0.0.0.0", "timestamp": "2026-01-01T00:00:00.000Z",
-        "canonical": row["canonical"] + " ", "previous_hash": second.hash, "hash": "f" * 64,
+        "sequence": 3,
+        "event_id": str(uuid.uuid4()),
+        "event_type": "WORKFLOW_DELETED",
+        "action": "DELETE",
+        "result": "SUCCESS",
+        "resource_type": "workflow",
+        "resource_id": "wf",
+        "actor_type": "system",
+        "actor_id": "x",
+        "actor_ip": "0.0.0.0",
+        "timestamp": "2026-01-01T00:00:00.000Z",
+        "canonical": row["canonical"] + " ",
+        "previous_hash": second.hash,
+        "hash": "f" * 64,
     }
     fork[duplicate] = getattr(second, duplicate)
     columns = list(fork)
@@ -195,7 +268,8 @@ def test_a_fork_cannot_commit_even_without_the_lock(database, duplicate):
         with write_transaction():
             database.execute_sql(
                 f"INSERT INTO {ENTRY} ({', '.join(columns)}) VALUES ({', '.join([p(database)] * len(columns))})",
-                [fork[c] for c in columns])
+                [fork[c] for c in columns],
+            )
     assert [e.sequence for e in models.AuditEntry.select().order_by(models.AuditEntry.sequence)] == [1, 2]
     assert first.hash != second.hash
 

@@ -18,8 +18,16 @@ ACTOR = Actor(type="api_key", id="ci-bot", ip="127.0.0.1")
 
 
 def _item(i, **overrides):
-    item = dict(event_type="STEP_COMPLETED", action="EXECUTE", result="SUCCESS", resource_type="execution",
-                resource_id=f"ex-{i}", actor=ACTOR, context={"nodeId": f"n{i}"}, metadata={"step": i})
+    item = dict(
+        event_type="STEP_COMPLETED",
+        action="EXECUTE",
+        result="SUCCESS",
+        resource_type="execution",
+        resource_id=f"ex-{i}",
+        actor=ACTOR,
+        context={"nodeId": f"n{i}"},
+        metadata={"step": i},
+    )
     item.update(overrides)
     return item
 

@@ -42,18 +42,44 @@ def test_key_order_beyond_the_basic_plane_follows_utf16():
 
 
 @settings(max_examples=200, deadline=None)
-@given(values=st.lists(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters='"\\'),
-                               min_size=1, max_size=10), min_size=9, max_size=9),
-       sequence=st.integers(1, 2**53 - 1))
+@given(
+    values=st.lists(
+        st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters='"\\'), min_size=1, max_size=10),
+        min_size=9,
+        max_size=9,
+    ),
+    sequence=st.integers(1, 2**53 - 1),
+)
 def test_sql_prefix_format_matches_the_documents(values, sequence):
-    names = ("action", "actor_id", "actor_ip", "actor_type", "event_id", "event_type", "resource_id",
-             "resource_type", "result")
+    names = (
+        "action",
+        "actor_id",
+        "actor_ip",
+        "actor_type",
+        "event_id",
+        "event_type",
+        "resource_id",
+        "resource_type",
+        "result",
+    )
     columns = dict(zip(names, values), sequence=sequence, timestamp=format_timestamp(dt.datetime(2026, 1, 1)))
-    text = canonical_text(build_document(
-        sequence=sequence, event_id=columns["event_id"], event_type=columns["event_type"],
-        action=columns["action"], result=columns["result"], resource_type=columns["resource_type"],
-        resource_id=columns["resource_id"], actor_type=columns["actor_type"], actor_id=columns["actor_id"],
-        actor_ip=columns["actor_ip"], timestamp=columns["timestamp"], context={"k": "v\\"}, metadata={}))
+    text = canonical_text(
+        build_document(
+            sequence=sequence,
+            event_id=columns["event_id"],
+            event_type=columns["event_type"],
+            action=columns["action"],
+            result=columns["result"],
+            resource_type=columns["resource_type"],
+            resource_id=columns["resource_id"],
+            actor_type=columns["actor_type"],
+            actor_id=columns["actor_id"],
+            actor_ip=columns["actor_ip"],
+            timestamp=columns["timestamp"],
+            context={"k": "v\\"},
+            metadata={},
+        )
+    )
     printed = store._PREFIX_FORMAT % tuple(columns[n.strip()] for n in store._PREFIX_ARGUMENTS.split(","))
     assert printed == COLUMN_PREFIX_TEMPLATE.format(**columns)
     needs_escaping = any(ord(c) < 0x20 for c in "".join(values))

@@ -32,16 +32,26 @@ def test_the_migration_adds_the_columns_and_old_checkpoints_still_verify(chain_d
         log.append("WORKFLOW_UPDATED", "UPDATE", "SUCCESS", "workflow", f"wf-{i}")
     with chain_db.connection_context():
         head = store.head(chain_db)
-        statement, signature = cp.sign_document(signing_key, {
-            "createdAt": "2026-01-01T00:00:00.000Z", "headHash": head[1], "interval": 4,
-            "keyId": cp.key_id(signing_key), "sequence": head[0], "type": cp.STATEMENT_TYPE, "v": 1})
+        statement, signature = cp.sign_document(
+            signing_key,
+            {
+                "createdAt": "2026-01-01T00:00:00.000Z",
+                "headHash": head[1],
+                "interval": 4,
+                "keyId": cp.key_id(signing_key),
+                "sequence": head[0],
+                "type": cp.STATEMENT_TYPE,
+                "v": 1,
+            },
+        )
         with unprotected(chain_db):
             for column in ("previous_checkpoint_hash", "entry_count"):
                 chain_db.execute_sql(f"ALTER TABLE {CHECKPOINT} DROP COLUMN {column}")
         chain_db.execute_sql(
             f"INSERT INTO {CHECKPOINT} (sequence, head_hash, key_id, created_at, statement, signature) "
             f"VALUES ({', '.join([store.param(chain_db)] * 6)})",
-            (head[0], head[1], cp.key_id(signing_key), "2026-01-01T00:00:00.000Z", statement, signature))
+            (head[0], head[1], cp.key_id(signing_key), "2026-01-01T00:00:00.000Z", statement, signature),
+        )
         chain_db.execute_sql(f"DELETE FROM schema_migration WHERE version >= {version}")
     assert upgrade(chain_db) == list(range(version, LATEST_VERSION + 1))
     assert upgrade(chain_db) == []

@@ -17,8 +17,9 @@ from flowker.audit.checkpoints import load_signing_key
 def flowker(*args, env=None, timeout=120):
     environment = {k: v for k, v in os.environ.items() if not k.startswith("FLOWKER_")}
     environment.update(env or {})
-    return subprocess.run([sys.executable, "-m", "flowker", *args], capture_output=True, text=True,
-                          env=environment, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "flowker", *args], capture_output=True, text=True, env=environment, timeout=timeout
+    )
 
 
 @pytest.fixture
@@ -27,8 +28,11 @@ def populated(chain_db, database_url, key_files):
     log = AuditLog(chain_db, signing_key=load_signing_key(key_files[0]), checkpoint_interval=5)
     for i in range(12):
         log.append("WORKFLOW_UPDATED", "UPDATE", "SUCCESS", "workflow", f"wf-{i}", metadata={"i": i})
-    env = {"FLOWKER_DATABASE_URL": database_url, "FLOWKER_AUDIT_SIGNING_KEY": key_files[0],
-           "FLOWKER_AUDIT_CHECKPOINT_INTERVAL": "5"}
+    env = {
+        "FLOWKER_DATABASE_URL": database_url,
+        "FLOWKER_AUDIT_SIGNING_KEY": key_files[0],
+        "FLOWKER_AUDIT_CHECKPOINT_INTERVAL": "5",
+    }
     return chain_db, env
 
 

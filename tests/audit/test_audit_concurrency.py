@@ -33,8 +33,14 @@ def _race_writer(url: str, worker: int, start, results) -> None:
     start.wait(30)
     try:
         for i in range(APPENDS_PER_WRITER):
-            entry = log.append("STEP_COMPLETED", "EXECUTE", "SUCCESS", "execution", f"worker-{worker}",
-                               metadata={"worker": worker, "i": i})
+            entry = log.append(
+                "STEP_COMPLETED",
+                "EXECUTE",
+                "SUCCESS",
+                "execution",
+                f"worker-{worker}",
+                metadata={"worker": worker, "i": i},
+            )
             acknowledged.append(entry.sequence)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails the test
         error = repr(exc)
@@ -56,16 +62,17 @@ def test_concurrent_appenders_make_one_gap_free_chain(fresh_url):
     total = WRITERS * APPENDS_PER_WRITER
     assert sorted(acknowledged) == list(range(1, total + 1))  # every sequence handed out once
     # Writers really interleaved (otherwise this test would not test the lock).
-    assert any(sequences != list(range(sequences[0], sequences[0] + len(sequences)))
-               for _, sequences, _ in reports)
+    assert any(sequences != list(range(sequences[0], sequences[0] + len(sequences))) for _, sequences, _ in reports)
 
     database = open_database(url)
     try:
         with database.connection_context():
-            sequences = [row[0] for row in database.execute_sql(
-                "SELECT sequence FROM audit_entry ORDER BY sequence").fetchall()]
+            sequences = [
+                row[0] for row in database.execute_sql("SELECT sequence FROM audit_entry ORDER BY sequence").fetchall()
+            ]
             distinct_previous = database.execute_sql(
-                "SELECT COUNT(DISTINCT previous_hash) FROM audit_entry").fetchone()[0]
+                "SELECT COUNT(DISTINCT previous_hash) FROM audit_entry"
+            ).fetchone()[0]
         assert sequences == list(range(1, total + 1))  # gap-free
         assert distinct_previous == total  # no two entries continue the same one: 0 forks
         result = verify_database(database)
@@ -86,8 +93,14 @@ def _crash_writer(url: str, ack_path: str, worker: int, key_pem: str) -> None:
         # The caller's transaction, as a state change would hold it; sometimes it takes a
         # moment after the append, so kills land with the transaction open.
         with database.atomic():
-            entry = log.append("STEP_COMPLETED", "EXECUTE", "SUCCESS", "execution", f"crash-{worker}",
-                               metadata={"worker": worker, "i": i})
+            entry = log.append(
+                "STEP_COMPLETED",
+                "EXECUTE",
+                "SUCCESS",
+                "execution",
+                f"crash-{worker}",
+                metadata={"worker": worker, "i": i},
+            )
             if rng.random() < 0.3:
                 time.sleep(0.002)
         os.write(descriptor, f"A {entry.sequence} {entry.event_id}\n".encode())
@@ -124,8 +137,7 @@ def test_writers_killed_mid_append_lose_nothing_acknowledged(fresh_url, signing_
             stored = dict(database.execute_sql("SELECT sequence, event_id FROM audit_entry").fetchall())
         lost = [(sequence, event_id) for sequence, event_id in acknowledged if stored.get(sequence) != event_id]
         assert lost == []
-        result = verify_database(database, public_keys=cp.keys_by_id([signing_key]),
-                                 checkpoint_interval=CRASH_INTERVAL)
+        result = verify_database(database, public_keys=cp.keys_by_id([signing_key]), checkpoint_interval=CRASH_INTERVAL)
         assert result.is_valid, result.message
         assert result.total_checked == len(stored) == max(stored)
         assert result.checkpoints_checked >= len(stored) // CRASH_INTERVAL

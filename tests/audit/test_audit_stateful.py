@@ -30,8 +30,20 @@ JSON_VALUES = st.recursive(
     lambda children: st.lists(children, max_size=3) | st.dictionaries(NAMES, children, max_size=3),
     max_leaves=6,
 )
-EDITABLE_COLUMNS = ("event_type", "action", "result", "resource_type", "resource_id", "actor_id",
-                    "actor_ip", "timestamp", "event_id", "hash", "previous_hash", "canonical")
+EDITABLE_COLUMNS = (
+    "event_type",
+    "action",
+    "result",
+    "resource_type",
+    "resource_id",
+    "actor_id",
+    "actor_ip",
+    "timestamp",
+    "event_id",
+    "hash",
+    "previous_hash",
+    "canonical",
+)
 # Columns an export carries; edits of the others are visible in the database only.
 EXPORTED_COLUMNS = ("hash", "previous_hash", "canonical")
 
@@ -85,8 +97,15 @@ class AuditChainMachine(RuleBasedStateMachine):
     @rule(count=st.integers(1, 3), resource=NAMES, metadata=st.dictionaries(NAMES, JSON_VALUES, max_size=3))
     def append(self, count, resource, metadata):
         for _ in range(count):
-            entry = self.log.append("STEP_COMPLETED", "EXECUTE", "SUCCESS", "execution", resource,
-                                    actor=Actor(type="api_key", id=resource, ip="127.0.0.1"), metadata=metadata)
+            entry = self.log.append(
+                "STEP_COMPLETED",
+                "EXECUTE",
+                "SUCCESS",
+                "execution",
+                resource,
+                actor=Actor(type="api_key", id=resource, ip="127.0.0.1"),
+                metadata=metadata,
+            )
             expected = self.head + 1
             assert entry.sequence == expected
             self.present.append(expected)
@@ -196,6 +215,7 @@ class AuditChainMachine(RuleBasedStateMachine):
 def test_verification_reports_invalid_exactly_when_tampered(fresh_url, signing_key, attacker_key, tmp_path):
     run_state_machine_as_test(
         lambda: AuditChainMachine(fresh_url(), signing_key, attacker_key, tmp_path),
-        settings=settings(max_examples=25, stateful_step_count=20, deadline=None,
-                          suppress_health_check=list(HealthCheck)),
+        settings=settings(
+            max_examples=25, stateful_step_count=20, deadline=None, suppress_health_check=list(HealthCheck)
+        ),
     )

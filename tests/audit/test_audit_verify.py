@@ -15,16 +15,30 @@ from flowker.audit.chain import Actor, AuditLog
 from flowker.audit.export import export_chain, verify_export
 from flowker.audit.verify import verify_database
 
-ODD_VALUES = ['quote " inside', "back\\slash", "new\nline", "tab\tand\u0001control", "ünïcødé ✓ 𝄞",
-              '{"entry":', "\\u0022"]
+ODD_VALUES = [
+    'quote " inside',
+    "back\\slash",
+    "new\nline",
+    "tab\tand\u0001control",
+    "ünïcødé ✓ 𝄞",
+    '{"entry":',
+    "\\u0022",
+]
 
 
 def _fill(log: AuditLog, count: int, odd: bool = False) -> None:
     for i in range(count):
         value = ODD_VALUES[i % len(ODD_VALUES)] if odd else f"wf-{i}"
-        log.append("WORKFLOW_UPDATED", "UPDATE", "SUCCESS", "workflow", value,
-                   actor=Actor(type="api_key", id=value if odd else "ci-bot", ip="10.0.0.1"),
-                   context={"note": value}, metadata={"i": i, "amount": i / 4})
+        log.append(
+            "WORKFLOW_UPDATED",
+            "UPDATE",
+            "SUCCESS",
+            "workflow",
+            value,
+            actor=Actor(type="api_key", id=value if odd else "ci-bot", ip="10.0.0.1"),
+            context={"note": value},
+            metadata={"i": i, "amount": i / 4},
+        )
 
 
 def _strict(database, key, interval=5):
@@ -40,12 +54,27 @@ def test_values_that_need_json_escaping_verify(chain_db, monkeypatch):
 
 
 @pytest.mark.parametrize("odd", [False, True])
-@pytest.mark.parametrize("column", ["event_type", "action", "result", "resource_type", "resource_id",
-                                    "actor_type", "actor_id", "actor_ip", "timestamp", "event_id"])
+@pytest.mark.parametrize(
+    "column",
+    [
+        "event_type",
+        "action",
+        "result",
+        "resource_type",
+        "resource_id",
+        "actor_type",
+        "actor_id",
+        "actor_ip",
+        "timestamp",
+        "event_id",
+    ],
+)
 def test_an_edited_column_is_detected(chain_db, column, odd):
     _fill(AuditLog(chain_db), 10, odd=odd)
     original = dict(zip(("sequence", "event_id"), rows(chain_db)[6][:2]))
-    value = str(uuid.uuid4()) if column == "event_id" else ("X" if column != "timestamp" else "2020-01-01T00:00:00.000Z")
+    value = (
+        str(uuid.uuid4()) if column == "event_id" else ("X" if column != "timestamp" else "2020-01-01T00:00:00.000Z")
+    )
     set_column(chain_db, 7, column, value)
     result = verify_database(chain_db)
     assert not result.is_valid
@@ -71,8 +100,9 @@ def test_a_column_rewritten_to_its_escaped_json_form_is_detected(chain_db):
 def test_an_edited_link_or_content_is_detected(chain_db, column):
     _fill(AuditLog(chain_db), 10)
     sequence, event_id, digest, previous, canonical = rows(chain_db)[4]
-    replacement = {"hash": "a" * 64, "previous_hash": "b" * 64,
-                   "canonical": canonical.replace('"i":4', '"i":40')}[column]
+    replacement = {"hash": "a" * 64, "previous_hash": "b" * 64, "canonical": canonical.replace('"i":4', '"i":40')}[
+        column
+    ]
     set_column(chain_db, 5, column, replacement)
     result = verify_database(chain_db)
     assert not result.is_valid and result.first_invalid_sequence == 5
@@ -177,7 +207,10 @@ def test_export_round_trip_and_truncated_exports(chain_db, signing_key, attacker
 
 def test_empty_chain_is_valid_and_export_of_it_too(chain_db, signing_key, tmp_path):
     assert verify_database(chain_db).to_dict() == {
-        "isValid": True, "totalChecked": 0, "message": "hash chain is valid: the chain is empty"}
+        "isValid": True,
+        "totalChecked": 0,
+        "message": "hash chain is valid: the chain is empty",
+    }
     out = tmp_path / "empty.jsonl"
     export_chain(chain_db, str(out), signing_key=signing_key)
     assert verify_export(str(out), cp.keys_by_id([signing_key])).is_valid

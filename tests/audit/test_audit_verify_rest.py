@@ -32,21 +32,29 @@ def rest_and_cli(database, database_url, key_files, tmp_path):
     log = AuditLog(database, signing_key=load_signing_key(key_files[0]), checkpoint_interval=5)
     for i in range(12):
         log.append("WORKFLOW_UPDATED", "UPDATE", "SUCCESS", "workflow", f"wf-{i}", metadata={"i": i})
-    settings = app_settings(database_url, api_keys=f"tester:{API_KEY}", audit_signing_key=key_files[0],
-                            audit_checkpoint_interval="5")
+    settings = app_settings(
+        database_url, api_keys=f"tester:{API_KEY}", audit_signing_key=key_files[0], audit_checkpoint_interval="5"
+    )
     app = create_app(settings, database=database)
     client = falcon.testing.TestClient(app, headers={"X-API-Key": API_KEY})
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWKER_")}
-    env.update(FLOWKER_DATABASE_URL=database_url, FLOWKER_AUDIT_SIGNING_KEY=key_files[0],
-               FLOWKER_AUDIT_CHECKPOINT_INTERVAL="5")
+    env.update(
+        FLOWKER_DATABASE_URL=database_url, FLOWKER_AUDIT_SIGNING_KEY=key_files[0], FLOWKER_AUDIT_CHECKPOINT_INTERVAL="5"
+    )
 
     def rest_at_newest():
         newest = client.simulate_get("/v1/audit-events", params={"sortOrder": "desc", "limit": 1}).json["items"][0]
         return client.simulate_get(f"/v1/audit-events/{newest['eventId']}/verify").json
 
     def cli():
-        done = subprocess.run([sys.executable, "-m", "flowker", "audit", "verify", "--json"],
-                              capture_output=True, text=True, env=env, timeout=120, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "flowker", "audit", "verify", "--json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
         assert done.returncode in (0, 1), done.stderr
         return json.loads(done.stdout)
 
@@ -142,12 +150,21 @@ def _peak_bytes_verifying(database) -> int:
 
 
 def _grow_to(log: AuditLog, count: int) -> None:
-    items = [{"event_type": "STEP_COMPLETED", "action": "EXECUTE", "result": "SUCCESS", "resource_type": "execution",
-              "resource_id": f"run-{i}", "metadata": {"payload": "x" * 200, "i": i}} for i in range(500)]
+    items = [
+        {
+            "event_type": "STEP_COMPLETED",
+            "action": "EXECUTE",
+            "result": "SUCCESS",
+            "resource_type": "execution",
+            "resource_id": f"run-{i}",
+            "metadata": {"payload": "x" * 200, "i": i},
+        }
+        for i in range(500)
+    ]
     with log.database.connection_context():
         have = verify_database(log.database).total_checked
     while have < count:
-        log.append_many(items[:min(500, count - have)])
+        log.append_many(items[: min(500, count - have)])
         have += min(500, count - have)
 
 

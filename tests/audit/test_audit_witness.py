@@ -28,15 +28,23 @@ INTERVAL = 50
 
 
 def fill(log: AuditLog, count: int, batch: int = 7) -> None:
-    items = [{"event_type": "WORKFLOW_UPDATED", "action": "UPDATE", "result": "SUCCESS", "resource_type": "workflow",
-              "resource_id": f"wf-{i}", "metadata": {"i": i}} for i in range(count)]
+    items = [
+        {
+            "event_type": "WORKFLOW_UPDATED",
+            "action": "UPDATE",
+            "result": "SUCCESS",
+            "resource_type": "workflow",
+            "resource_id": f"wf-{i}",
+            "metadata": {"i": i},
+        }
+        for i in range(count)
+    ]
     for start in range(0, count, batch):
-        log.append_many(items[start:start + batch])
+        log.append_many(items[start : start + batch])
 
 
 def strict(database, key, witness=None):
-    return verify_database(database, public_keys=cp.keys_by_id([key]), checkpoint_interval=INTERVAL,
-                           witness=witness)
+    return verify_database(database, public_keys=cp.keys_by_id([key]), checkpoint_interval=INTERVAL, witness=witness)
 
 
 def test_deep_truncation_with_the_checkpoints_past_the_cut(chain_db, signing_key, witness_url):
@@ -73,12 +81,21 @@ def test_cli_verify_with_a_witness_service(chain_db, database_url, signing_key, 
     log = AuditLog(chain_db, signing_key=signing_key, checkpoint_interval=INTERVAL, witness=open_witness(url))
     fill(log, 120)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWKER_")}
-    env.update(FLOWKER_DATABASE_URL=database_url, FLOWKER_AUDIT_SIGNING_KEY=key_files[0],
-               FLOWKER_AUDIT_CHECKPOINT_INTERVAL=str(INTERVAL))
+    env.update(
+        FLOWKER_DATABASE_URL=database_url,
+        FLOWKER_AUDIT_SIGNING_KEY=key_files[0],
+        FLOWKER_AUDIT_CHECKPOINT_INTERVAL=str(INTERVAL),
+    )
 
     def cli(*extra):
-        return subprocess.run([sys.executable, "-m", "flowker", "audit", "verify", "--json", *extra],
-                              capture_output=True, text=True, env=env, timeout=120, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "flowker", "audit", "verify", "--json", *extra],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
 
     ok = cli("--witness", url)
     assert ok.returncode == 0, ok.stdout + ok.stderr
@@ -136,8 +153,9 @@ def test_an_unreachable_witness_refuses_only_the_append_that_completes_an_interv
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    log = AuditLog(chain_db, signing_key=signing_key, checkpoint_interval=5,
-                   witness=open_witness(f"http://127.0.0.1:{port}"))
+    log = AuditLog(
+        chain_db, signing_key=signing_key, checkpoint_interval=5, witness=open_witness(f"http://127.0.0.1:{port}")
+    )
     fill(log, 4, batch=1)  # no checkpoint due: the witness is not asked
     with pytest.raises(WitnessUnavailable, match="unreachable"):
         log.append("WORKFLOW_UPDATED", "UPDATE", "SUCCESS", "workflow", "fifth")
@@ -153,19 +171,32 @@ def test_the_witness_refuses_a_checkpoint_that_does_not_extend_its_last(signing_
     assert accepted.status_code == 201
     assert requests.post(f"{url}/v1/checkpoints", json=first.to_dict(), timeout=10).status_code == 200  # a retry
 
-    detached = cp.sign(signing_key, sequence=100, head_hash="b" * 64, interval=50,
-                       created_at="2026-01-01T00:00:01.000Z")  # names the genesis, not the first
+    detached = cp.sign(
+        signing_key, sequence=100, head_hash="b" * 64, interval=50, created_at="2026-01-01T00:00:01.000Z"
+    )  # names the genesis, not the first
     refused = requests.post(f"{url}/v1/checkpoints", json=detached.to_dict(), timeout=10)
     assert refused.status_code == 409 and refused.json()["code"] == "FLK-0612"
-    earlier = cp.sign(signing_key, sequence=40, head_hash="c" * 64, interval=50,
-                      created_at="2026-01-01T00:00:02.000Z", previous_checkpoint_hash=first.hash)
+    earlier = cp.sign(
+        signing_key,
+        sequence=40,
+        head_hash="c" * 64,
+        interval=50,
+        created_at="2026-01-01T00:00:02.000Z",
+        previous_checkpoint_hash=first.hash,
+    )
     assert requests.post(f"{url}/v1/checkpoints", json=earlier.to_dict(), timeout=10).status_code == 409
     assert requests.post(f"{url}/v1/checkpoints", data=b"{nope", timeout=10).status_code == 400
     with pytest.raises(WitnessRefused):
         open_witness(url).submit(detached)
 
-    extending = cp.sign(signing_key, sequence=100, head_hash="b" * 64, interval=50,
-                        created_at="2026-01-01T00:00:01.000Z", previous_checkpoint_hash=first.hash)
+    extending = cp.sign(
+        signing_key,
+        sequence=100,
+        head_hash="b" * 64,
+        interval=50,
+        created_at="2026-01-01T00:00:01.000Z",
+        previous_checkpoint_hash=first.hash,
+    )
     assert requests.post(f"{url}/v1/checkpoints", json=extending.to_dict(), timeout=10).status_code == 201
     held = requests.get(f"{url}/v1/checkpoints", timeout=10).json()
     assert [record["sequence"] for record in held["checkpoints"]] == [50, 100]

@@ -62,13 +62,28 @@ def _make_tls_files(folder: Path) -> TLSFiles:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Flowker test CA")])
     ca_cert = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
@@ -76,10 +91,12 @@ def _make_tls_files(folder: Path) -> TLSFiles:
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                       critical=False)
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
@@ -88,8 +105,9 @@ def _make_tls_files(folder: Path) -> TLSFiles:
     paths = TLSFiles(ca=str(folder / "ca.pem"), cert=str(folder / "cert.pem"), key=str(folder / "key.pem"))
     Path(paths.ca).write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     Path(paths.cert).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    Path(paths.key).write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                  serialization.NoEncryption()))
+    Path(paths.key).write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return paths
 
 
@@ -106,10 +124,17 @@ def node_servers() -> Path:
     """tests/servers with its npm packages installed (``npm ci`` when missing)."""
     if shutil.which("node") is None or shutil.which("npm") is None:
         pytest.fail("Node.js 20+ and npm are needed for the OIDC provider tests (node/npm not on PATH)")
-    if not (SERVERS_DIR / "node_modules" / "oidc-provider").is_dir() or \
-            not (SERVERS_DIR / "node_modules" / "oauth2-mock-server").is_dir():
-        result = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=SERVERS_DIR,
-                                capture_output=True, text=True, timeout=NPM_TIMEOUT_SECONDS)
+    if (
+        not (SERVERS_DIR / "node_modules" / "oidc-provider").is_dir()
+        or not (SERVERS_DIR / "node_modules" / "oauth2-mock-server").is_dir()
+    ):
+        result = subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=SERVERS_DIR,
+            capture_output=True,
+            text=True,
+            timeout=NPM_TIMEOUT_SECONDS,
+        )
         if result.returncode != 0:
             pytest.fail(f"npm ci in {SERVERS_DIR} failed:\n{result.stderr[-2000:]}")
     return SERVERS_DIR
@@ -134,8 +159,11 @@ class NodeProvider:
         self._stderr_path = self.workdir / f"{name}.stderr"
         with open(self._stderr_path, "wb") as stderr:
             self.process = subprocess.Popen(
-                ["node", str(SERVERS_DIR / self.script), str(config_path)], cwd=SERVERS_DIR,
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+                ["node", str(SERVERS_DIR / self.script), str(config_path)],
+                cwd=SERVERS_DIR,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
                 env={**os.environ, "NODE_ENV": "test"},
             )
         try:
@@ -207,29 +235,41 @@ class NodeProvider:
 def _oidc_provider(node_servers, tls_files, tmp_path_factory, ttl: int):
     client_secrets = {"cc-basic": "basic-" + secrets.token_urlsafe(24), "cc-post": "post-" + secrets.token_urlsafe(24)}
     config = {
-        "certFile": tls_files.cert, "keyFile": tls_files.key, "ttlSeconds": ttl,
+        "certFile": tls_files.cert,
+        "keyFile": tls_files.key,
+        "ttlSeconds": ttl,
         "clients": [
-            {"client_id": "cc-basic", "client_secret": client_secrets["cc-basic"],
-             "token_endpoint_auth_method": "client_secret_basic", "scope": "read write"},
-            {"client_id": "cc-post", "client_secret": client_secrets["cc-post"],
-             "token_endpoint_auth_method": "client_secret_post", "scope": "read write"},
+            {
+                "client_id": "cc-basic",
+                "client_secret": client_secrets["cc-basic"],
+                "token_endpoint_auth_method": "client_secret_basic",
+                "scope": "read write",
+            },
+            {
+                "client_id": "cc-post",
+                "client_secret": client_secrets["cc-post"],
+                "token_endpoint_auth_method": "client_secret_post",
+                "scope": "read write",
+            },
         ],
         "resources": {"https://api.example.test": "read write"},
     }
-    provider = NodeProvider("oidc_provider.mjs", config, tmp_path_factory.mktemp("oidc"), tls_files.ca,
-                            secrets=client_secrets)
+    provider = NodeProvider(
+        "oidc_provider.mjs", config, tmp_path_factory.mktemp("oidc"), tls_files.ca, secrets=client_secrets
+    )
     return provider.start()
 
 
 def _user_provider(node_servers, tls_files, tmp_path_factory, ttl: int):
     values = {"flowker-web": "web-" + secrets.token_urlsafe(24), "alice": "pw-" + secrets.token_urlsafe(18)}
     config = {
-        "certFile": tls_files.cert, "keyFile": tls_files.key, "ttlSeconds": ttl,
+        "certFile": tls_files.cert,
+        "keyFile": tls_files.key,
+        "ttlSeconds": ttl,
         "clients": {"flowker-web": values["flowker-web"], "public-cli": ""},
         "users": {"alice": values["alice"]},
     }
-    provider = NodeProvider("user_provider.mjs", config, tmp_path_factory.mktemp("users"), tls_files.ca,
-                            secrets=values)
+    provider = NodeProvider("user_provider.mjs", config, tmp_path_factory.mktemp("users"), tls_files.ca, secrets=values)
     return provider.start()
 
 
@@ -322,8 +362,13 @@ def session_factory(tls_files):
 
 @pytest.fixture
 def auth_context(session_factory, token_cache, redactor) -> AuthContext:
-    return AuthContext(settings=Settings(), new_session=session_factory,
-                       register_secret=redactor.add_secret, token_cache=token_cache, redactor=redactor)
+    return AuthContext(
+        settings=Settings(),
+        new_session=session_factory,
+        register_secret=redactor.add_secret,
+        token_cache=token_cache,
+        redactor=redactor,
+    )
 
 
 @pytest.fixture

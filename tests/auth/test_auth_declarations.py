@@ -10,13 +10,16 @@ from flowker.auth.oidc import OIDCClientCredentialsAuth, OIDCUserAuth
 
 class Undeclared(AuthType):
     name = "undeclared"
-    config_schema = {"type": "object", "properties": {
-        "token": {"type": "string", "writeOnly": True},
-        "callback_url": {"type": "string"},
-        "endpoint": {"type": "string", "format": "uri"},
-        "header_name": {"type": "string"},
-        "label": {"type": "string"},
-    }}
+    config_schema = {
+        "type": "object",
+        "properties": {
+            "token": {"type": "string", "writeOnly": True},
+            "callback_url": {"type": "string"},
+            "endpoint": {"type": "string", "format": "uri"},
+            "header_name": {"type": "string"},
+            "label": {"type": "string"},
+        },
+    }
 
 
 def test_a_type_that_declares_nothing_gets_defaults_from_its_schema():

@@ -22,8 +22,13 @@ from flowker.local_server import LocalHTTPServer
 
 def config_for(provider, client_id="cc-basic", **extra) -> dict:
     method = "client_secret_post" if client_id == "cc-post" else "client_secret_basic"
-    return {"issuer_url": provider.issuer, "client_id": client_id, "client_secret": provider.secrets[client_id],
-            "token_endpoint_auth_method": method, **extra}
+    return {
+        "issuer_url": provider.issuer,
+        "client_id": client_id,
+        "client_secret": provider.secrets[client_id],
+        "token_endpoint_auth_method": method,
+        **extra,
+    }
 
 
 def metadata(provider) -> dict:
@@ -31,14 +36,23 @@ def metadata(provider) -> dict:
 
 
 def introspect(provider, token: str) -> dict:
-    return requests.post(metadata(provider)["introspection_endpoint"], data={"token": token},
-                         auth=("cc-basic", provider.secrets["cc-basic"]), verify=provider.ca, timeout=5).json()
+    return requests.post(
+        metadata(provider)["introspection_endpoint"],
+        data={"token": token},
+        auth=("cc-basic", provider.secrets["cc-basic"]),
+        verify=provider.ca,
+        timeout=5,
+    ).json()
 
 
 def revoke(provider, token: str) -> None:
-    requests.post(metadata(provider)["revocation_endpoint"], data={"token": token},
-                  auth=("cc-basic", provider.secrets["cc-basic"]), verify=provider.ca,
-                  timeout=5).raise_for_status()
+    requests.post(
+        metadata(provider)["revocation_endpoint"],
+        data={"token": token},
+        auth=("cc-basic", provider.secrets["cc-basic"]),
+        verify=provider.ca,
+        timeout=5,
+    ).raise_for_status()
 
 
 def introspecting_executor(provider):
@@ -48,7 +62,7 @@ def introspecting_executor(provider):
         header = request.header("Authorization", "")
         if not header.startswith("Bearer "):
             return 401, {}, {"error": "no bearer token"}
-        if not introspect(provider, header[len("Bearer "):]).get("active"):
+        if not introspect(provider, header[len("Bearer ") :]).get("active"):
             return 401, {}, {"error": "inactive token"}
         return 200, {}, {"ok": True}
 
@@ -56,12 +70,13 @@ def introspecting_executor(provider):
 
 
 def bearer_of(recorded) -> str:
-    return recorded.header("Authorization")[len("Bearer "):]
+    return recorded.header("Authorization")[len("Bearer ") :]
 
 
 @pytest.mark.parametrize("client_id", ["cc-basic", "cc-post"])
 def test_each_token_endpoint_auth_method_gets_a_token_the_provider_accepts(
-        oidc_provider, auth_context, plain_session, client_id):
+    oidc_provider, auth_context, plain_session, client_id
+):
     auth = OIDCClientCredentialsAuth().build(config_for(oidc_provider, client_id, scopes=["read"]), auth_context)
     with introspecting_executor(oidc_provider) as executor:
         response = plain_session.get(executor.url + "/v1/check", auth=auth, timeout=10)
@@ -91,15 +106,17 @@ def test_the_token_is_reused_across_calls_and_across_builds(oidc_provider, auth_
 def test_different_scopes_or_audience_get_their_own_tokens(oidc_provider, auth_context, plain_session):
     auth_type = OIDCClientCredentialsAuth()
     with LocalHTTPServer() as executor:
-        for config in (config_for(oidc_provider, scopes=["read"]), config_for(oidc_provider, scopes=["write"]),
-                       config_for(oidc_provider, scopes=["read"], audience="https://api.example.test"),
-                       config_for(oidc_provider, scopes=["read"])):
+        for config in (
+            config_for(oidc_provider, scopes=["read"]),
+            config_for(oidc_provider, scopes=["write"]),
+            config_for(oidc_provider, scopes=["read"], audience="https://api.example.test"),
+            config_for(oidc_provider, scopes=["read"]),
+        ):
             plain_session.get(executor.url + "/", auth=auth_type.build(config, auth_context), timeout=10)
     assert oidc_provider.token_requests() == 3
 
 
-def test_a_resource_indicator_in_extra_params_gets_a_jwt_for_that_audience(
-        oidc_provider, auth_context, plain_session):
+def test_a_resource_indicator_in_extra_params_gets_a_jwt_for_that_audience(oidc_provider, auth_context, plain_session):
     config = config_for(oidc_provider, scopes=["read"], extra_params={"resource": "https://api.example.test"})
     auth = OIDCClientCredentialsAuth().build(config, auth_context)
     with LocalHTTPServer() as executor:
@@ -126,8 +143,7 @@ def test_a_token_is_refreshed_before_it_expires(oidc_provider_short, auth_contex
     assert tokens[0] == tokens[1] != tokens[2]
 
 
-def test_eight_threads_needing_a_token_at_once_cause_one_token_request(
-        oidc_provider, auth_context, plain_session):
+def test_eight_threads_needing_a_token_at_once_cause_one_token_request(oidc_provider, auth_context, plain_session):
     auth = OIDCClientCredentialsAuth().build(config_for(oidc_provider), auth_context)
     barrier = threading.Barrier(8)
     statuses, errors = [], []
@@ -168,7 +184,8 @@ def test_a_revoked_token_gets_one_refetch_and_the_call_succeeds(oidc_provider, a
 
 
 def test_an_executor_that_always_answers_401_gets_exactly_one_refetch_then_the_401(
-        oidc_provider, auth_context, session_factory):
+    oidc_provider, auth_context, session_factory
+):
     auth = OIDCClientCredentialsAuth().build(config_for(oidc_provider), auth_context)
     assert auth.handles_401 is True
     # The executor is called through the runner's kind of session: SSRF-guarded and pinned.
@@ -218,8 +235,7 @@ def test_a_burst_of_401s_with_the_same_stale_token_costs_one_refetch(oidc_provid
     assert oidc_provider.token_requests() == 2
 
 
-def test_a_wrong_client_secret_fails_clearly_without_the_secret(
-        oidc_provider, auth_context, plain_session, caplog):
+def test_a_wrong_client_secret_fails_clearly_without_the_secret(oidc_provider, auth_context, plain_session, caplog):
     caplog.set_level(logging.DEBUG)
     for client_id in ("cc-basic", "cc-post"):
         wrong = "wrong-secret-" + oidc_provider.secrets[client_id][::-1]
@@ -238,7 +254,8 @@ def test_a_wrong_client_secret_fails_clearly_without_the_secret(
 
 
 def test_debug_logs_of_requests_oauthlib_never_show_secrets_or_tokens(
-        oidc_provider, user_provider, auth_context, plain_session, caplog):
+    oidc_provider, user_provider, auth_context, plain_session, caplog
+):
     from flowker.auth.oidc import OIDCUserAuth
 
     caplog.set_level(logging.DEBUG)
@@ -247,9 +264,14 @@ def test_debug_logs_of_requests_oauthlib_never_show_secrets_or_tokens(
     with LocalHTTPServer() as executor:
         for config in (config_for(oidc_provider, "cc-basic"), config_for(oidc_provider, "cc-post")):
             plain_session.get(executor.url + "/", auth=OIDCClientCredentialsAuth().build(config, auth_context))
-        user_config = {"issuer_url": user_provider.issuer, "client_id": "flowker-web",
-                       "client_secret": user_provider.secrets["flowker-web"], "username": "alice",
-                       "password": user_provider.secrets["alice"], "token_endpoint_auth_method": "client_secret_post"}
+        user_config = {
+            "issuer_url": user_provider.issuer,
+            "client_id": "flowker-web",
+            "client_secret": user_provider.secrets["flowker-web"],
+            "username": "alice",
+            "password": user_provider.secrets["alice"],
+            "token_endpoint_auth_method": "client_secret_post",
+        }
         plain_session.get(executor.url + "/", auth=OIDCUserAuth().build(user_config, auth_context))
     oauth_lines = [r.getMessage() for r in caplog.records if r.name.startswith("requests_oauthlib")]
     # requests-oauthlib really logged the token request bodies and responses...
@@ -275,7 +297,8 @@ def test_obtained_tokens_are_registered_with_the_redactor(oidc_provider, auth_co
 
 
 def test_discovery_is_fetched_once_per_issuer_and_token_calls_use_the_context_session(
-        oidc_provider, session_factory, token_cache, redactor, plain_session):
+    oidc_provider, session_factory, token_cache, redactor, plain_session
+):
     from flowker.auth.base import AuthContext
 
     seen: list[str] = []

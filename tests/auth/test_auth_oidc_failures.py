@@ -26,8 +26,11 @@ class FakeProvider:
     """A LocalHTTPServer playing an OpenID provider whose answers a test chooses."""
 
     def __init__(self, token_answer=None, discovery_answer=None):
-        self.token_answer = token_answer or (200, {}, {"access_token": "tok-" + "x" * 20, "token_type": "Bearer",
-                                                     "expires_in": 300})
+        self.token_answer = token_answer or (
+            200,
+            {},
+            {"access_token": "tok-" + "x" * 20, "token_type": "Bearer", "expires_in": 300},
+        )
         self.discovery_answer = discovery_answer
         self.server = LocalHTTPServer(self.handle)
 
@@ -58,8 +61,9 @@ def insecure_transport(monkeypatch):
 
 @pytest.fixture
 def plain_context(token_cache, redactor):
-    return AuthContext(settings=Settings(), register_secret=redactor.add_secret, token_cache=token_cache,
-                       redactor=redactor)
+    return AuthContext(
+        settings=Settings(), register_secret=redactor.add_secret, token_cache=token_cache, redactor=redactor
+    )
 
 
 def cc_config(issuer: str, **extra) -> dict:
@@ -103,19 +107,23 @@ def test_discovery_with_an_untrusted_certificate_fails_cleanly(oidc_provider, to
     from flowker.security.http import new_session
     from flowker.security.ssrf import AddressPolicy
 
-    context = AuthContext(new_session=lambda: new_session(AddressPolicy.from_settings(Settings())),
-                          token_cache=token_cache)  # verifies against the system CAs only
+    context = AuthContext(
+        new_session=lambda: new_session(AddressPolicy.from_settings(Settings())), token_cache=token_cache
+    )  # verifies against the system CAs only
     error = fail_call(OIDCClientCredentialsAuth().build(cc_config(oidc_provider.issuer), context), plain_session)
     assert "TLS certificate" in error.message
 
 
-@pytest.mark.parametrize("answer, expected", [
-    ((200, {"Content-Type": "text/html"}, "<html>login</html>"), "did not answer JSON (text/html)"),
-    ((200, {}, ["not", "an", "object"]), "is not a JSON object"),
-    ((200, {}, {"issuer": "https://elsewhere.example", "token_endpoint": "https://x/token"}), "names issuer"),
-    ((200, {}, {"issuer": "__SELF__"}), "has no token_endpoint"),
-    ((503, {}, b""), "HTTP 503"),
-])
+@pytest.mark.parametrize(
+    "answer, expected",
+    [
+        ((200, {"Content-Type": "text/html"}, "<html>login</html>"), "did not answer JSON (text/html)"),
+        ((200, {}, ["not", "an", "object"]), "is not a JSON object"),
+        ((200, {}, {"issuer": "https://elsewhere.example", "token_endpoint": "https://x/token"}), "names issuer"),
+        ((200, {}, {"issuer": "__SELF__"}), "has no token_endpoint"),
+        ((503, {}, b""), "HTTP 503"),
+    ],
+)
 def test_bad_discovery_documents_fail_cleanly(insecure_transport, plain_context, plain_session, answer, expected):
     with FakeProvider() as provider:
         status, headers, body = answer
@@ -141,17 +149,22 @@ def test_a_failed_discovery_is_not_cached(insecure_transport, plain_context, pla
 # --------------------------------------------------------------------------- token endpoint
 
 
-@pytest.mark.parametrize("answer, expected", [
-    ((200, {"Content-Type": "text/html"}, "<html>maintenance</html>"), "with a body that is not JSON (text/html)"),
-    ((200, {"Content-Type": "application/json"}, "{not json"), "with a body that is not JSON (application/json)"),
-    ((502, {"Content-Type": "text/html"}, "<html>bad gateway</html>"), "answered HTTP 502 (text/html)"),
-    ((200, {}, {"token_type": "Bearer"}), "answered without an access_token"),
-    ((302, {"Location": "https://evil.example/token"}, b""), "token endpoint redirected"),
-    ((400, {}, {"error": "invalid_scope", "error_description": f"scope x for {SECRET} not allowed"}),
-     "HTTP 400 invalid_scope (scope x for **** not allowed)"),
-    ((401, {}, {"error": "invalid_client"}), "rejected the client credentials: invalid_client"),
-    ((400, {}, {"error": "<script>alert(1)</script>"}), "HTTP 400 unknown_error"),
-])
+@pytest.mark.parametrize(
+    "answer, expected",
+    [
+        ((200, {"Content-Type": "text/html"}, "<html>maintenance</html>"), "with a body that is not JSON (text/html)"),
+        ((200, {"Content-Type": "application/json"}, "{not json"), "with a body that is not JSON (application/json)"),
+        ((502, {"Content-Type": "text/html"}, "<html>bad gateway</html>"), "answered HTTP 502 (text/html)"),
+        ((200, {}, {"token_type": "Bearer"}), "answered without an access_token"),
+        ((302, {"Location": "https://evil.example/token"}, b""), "token endpoint redirected"),
+        (
+            (400, {}, {"error": "invalid_scope", "error_description": f"scope x for {SECRET} not allowed"}),
+            "HTTP 400 invalid_scope (scope x for **** not allowed)",
+        ),
+        ((401, {}, {"error": "invalid_client"}), "rejected the client credentials: invalid_client"),
+        ((400, {}, {"error": "<script>alert(1)</script>"}), "HTTP 400 unknown_error"),
+    ],
+)
 def test_unusable_token_answers_fail_cleanly(insecure_transport, plain_context, plain_session, answer, expected):
     with FakeProvider(token_answer=answer) as provider:
         auth = OIDCClientCredentialsAuth().build(cc_config(provider.server.url), plain_context)
@@ -163,17 +176,28 @@ def test_unusable_token_answers_fail_cleanly(insecure_transport, plain_context, 
 
 
 def test_scope_audience_and_extra_params_are_sent_in_the_token_request(
-        insecure_transport, plain_context, plain_session):
-    config = cc_config("PLACEHOLDER", scopes=["read", "write"], audience="https://api.example.test",
-                       extra_params={"resource": "https://api.example.test", "tenant": "t-1"},
-                       token_endpoint_auth_method="client_secret_post")
+    insecure_transport, plain_context, plain_session
+):
+    config = cc_config(
+        "PLACEHOLDER",
+        scopes=["read", "write"],
+        audience="https://api.example.test",
+        extra_params={"resource": "https://api.example.test", "tenant": "t-1"},
+        token_endpoint_auth_method="client_secret_post",
+    )
     with FakeProvider() as provider, LocalHTTPServer() as executor:
         config["issuer_url"] = provider.server.url
         plain_session.get(executor.url + "/", auth=OIDCClientCredentialsAuth().build(config, plain_context))
         form = dict(parse_qsl(provider.token_requests()[0].body.decode()))
-    assert form == {"grant_type": "client_credentials", "client_id": "flowker", "client_secret": SECRET,
-                    "scope": "read write", "audience": "https://api.example.test",
-                    "resource": "https://api.example.test", "tenant": "t-1"}
+    assert form == {
+        "grant_type": "client_credentials",
+        "client_id": "flowker",
+        "client_secret": SECRET,
+        "scope": "read write",
+        "audience": "https://api.example.test",
+        "resource": "https://api.example.test",
+        "tenant": "t-1",
+    }
     assert executor.requests[0].header("Authorization") == "Bearer tok-" + "x" * 20
 
 
@@ -185,7 +209,7 @@ def test_client_secret_basic_form_encodes_the_credentials(insecure_transport, pl
         config["issuer_url"] = provider.server.url
         plain_session.get(executor.url + "/", auth=OIDCClientCredentialsAuth().build(config, plain_context))
         request = provider.token_requests()[0]
-    decoded = base64.b64decode(request.header("Authorization")[len("Basic "):]).decode()
+    decoded = base64.b64decode(request.header("Authorization")[len("Basic ") :]).decode()
     assert decoded == "client%3Awith+space:p%40ss%3Aw%2Frd%2B%26%3D"  # RFC 6749 section 2.3.1
     assert "client_secret" not in request.body.decode()
 
@@ -193,18 +217,17 @@ def test_client_secret_basic_form_encodes_the_credentials(insecure_transport, pl
 # --------------------------------------------------------------------------- transport rules
 
 
-def test_plain_http_issuers_are_refused_unless_allowed_for_local_development(
-        monkeypatch, plain_context, plain_session):
+def test_plain_http_issuers_are_refused_unless_allowed_for_local_development(monkeypatch, plain_context, plain_session):
     monkeypatch.delenv("OAUTHLIB_INSECURE_TRANSPORT", raising=False)
     with FakeProvider() as provider:
-        error = fail_call(OIDCClientCredentialsAuth().build(cc_config(provider.server.url), plain_context),
-                          plain_session)
+        error = fail_call(
+            OIDCClientCredentialsAuth().build(cc_config(provider.server.url), plain_context), plain_session
+        )
         assert "uses plain http://" in error.message and "OAUTHLIB_INSECURE_TRANSPORT=1" in error.message
         assert provider.server.requests == []
 
 
-def test_production_refuses_plain_http_even_when_oauthlib_allows_it(
-        insecure_transport, token_cache, plain_session):
+def test_production_refuses_plain_http_even_when_oauthlib_allows_it(insecure_transport, token_cache, plain_session):
     production = Settings(env="production", allow_private_networks=("127.0.0.1/32",))
     context = AuthContext(settings=production, new_session=None, token_cache=token_cache)
     with FakeProvider() as provider:
@@ -213,8 +236,7 @@ def test_production_refuses_plain_http_even_when_oauthlib_allows_it(
     assert "must use https:// in production" in error.message
 
 
-def test_the_ssrf_guard_refuses_a_token_endpoint_on_a_refused_address(
-        insecure_transport, token_cache, plain_session):
+def test_the_ssrf_guard_refuses_a_token_endpoint_on_a_refused_address(insecure_transport, token_cache, plain_session):
     from flowker.security.http import new_session
     from flowker.security.ssrf import AddressPolicy
 
@@ -236,15 +258,15 @@ def test_without_new_session_the_settings_give_the_ssrf_guarded_session(token_ca
     assert isinstance(error, SSRFBlockedError)
 
 
-def test_the_token_endpoint_from_discovery_must_be_https_too(oidc_provider, auth_context, plain_session,
-                                                              monkeypatch):
+def test_the_token_endpoint_from_discovery_must_be_https_too(oidc_provider, auth_context, plain_session, monkeypatch):
     monkeypatch.delenv("OAUTHLIB_INSECURE_TRANSPORT", raising=False)
     with FakeProvider() as provider:
         https_issuer = provider.server.url.replace("http://", "https://")
         provider.discovery_answer = (200, {}, {"issuer": https_issuer, "token_endpoint": provider.server.url})
         # discovery is plain HTTP here too, so the issuer itself is refused first
-        error = fail_call(OIDCClientCredentialsAuth().build(cc_config(provider.server.url), auth_context),
-                          plain_session)
+        error = fail_call(
+            OIDCClientCredentialsAuth().build(cc_config(provider.server.url), auth_context), plain_session
+        )
     assert "plain http://" in error.message
 
 
@@ -253,9 +275,16 @@ def test_the_token_endpoint_from_discovery_must_be_https_too(oidc_provider, auth
 
 @pytest.mark.parametrize("auth_type", [OIDCClientCredentialsAuth(), OIDCUserAuth()])
 def test_config_problems_name_fields_and_never_show_values(auth_type):
-    bad = {"issuer_url": "https://idp.example", "client_id": "c", "client_secret": [SECRET],
-           "password": {"nested": SECRET}, "token_endpoint_auth_method": "private_key_jwt",
-           "extra_params": {"client_secret": SECRET, "ok": "fine"}, "scopes": ["has space"], "mystery": SECRET}
+    bad = {
+        "issuer_url": "https://idp.example",
+        "client_id": "c",
+        "client_secret": [SECRET],
+        "password": {"nested": SECRET},
+        "token_endpoint_auth_method": "private_key_jwt",
+        "extra_params": {"client_secret": SECRET, "ok": "fine"},
+        "scopes": ["has space"],
+        "mystery": SECRET,
+    }
     problems = dict(auth_type.validate_config(bad))
     assert SECRET not in repr(problems)
     assert problems["client_secret"] == "must be of type string"

@@ -28,9 +28,14 @@ def b64url(text: str) -> bytes:
 
 
 def user_config(provider, **extra) -> dict:
-    return {"issuer_url": provider.issuer, "client_id": "flowker-web",
-            "client_secret": provider.secrets["flowker-web"], "username": "alice",
-            "password": provider.secrets["alice"], **extra}
+    return {
+        "issuer_url": provider.issuer,
+        "client_id": "flowker-web",
+        "client_secret": provider.secrets["flowker-web"],
+        "username": "alice",
+        "password": provider.secrets["alice"],
+        **extra,
+    }
 
 
 def jwt_checking_executor(provider):
@@ -42,24 +47,26 @@ def jwt_checking_executor(provider):
             header_b64, payload_b64, signature_b64 = token.split(".")
             header, payload = json.loads(b64url(header_b64)), json.loads(b64url(payload_b64))
             key = next(k for k in jwks if k["kid"] == header["kid"])
-            public = rsa.RSAPublicNumbers(int.from_bytes(b64url(key["e"]), "big"),
-                                          int.from_bytes(b64url(key["n"]), "big")).public_key()
-            public.verify(b64url(signature_b64), f"{header_b64}.{payload_b64}".encode(), padding.PKCS1v15(),
-                          hashes.SHA256())
+            public = rsa.RSAPublicNumbers(
+                int.from_bytes(b64url(key["e"]), "big"), int.from_bytes(b64url(key["n"]), "big")
+            ).public_key()
+            public.verify(
+                b64url(signature_b64), f"{header_b64}.{payload_b64}".encode(), padding.PKCS1v15(), hashes.SHA256()
+            )
         except Exception:  # noqa: BLE001 - any defect means "not valid"
             return False
         return payload.get("sub") == "alice" and payload["exp"] > time.time() and payload["iss"] == provider.issuer
 
     def handle(request):
         header = request.header("Authorization", "")
-        ok = header.startswith("Bearer ") and valid(header[len("Bearer "):])
+        ok = header.startswith("Bearer ") and valid(header[len("Bearer ") :])
         return (200, {}, {"ok": True}) if ok else (401, {}, {"error": "invalid_token"})
 
     return LocalHTTPServer(handle)
 
 
 def bearer_of(recorded) -> str:
-    return recorded.header("Authorization")[len("Bearer "):]
+    return recorded.header("Authorization")[len("Bearer ") :]
 
 
 @pytest.mark.parametrize("method", ["client_secret_basic", "client_secret_post"])
@@ -88,8 +95,7 @@ def test_the_user_token_is_reused(user_provider, auth_context, plain_session):
     assert user_provider.token_requests() == 1
 
 
-def test_the_refresh_token_renews_the_access_token_before_it_expires(
-        user_provider_short, auth_context, plain_session):
+def test_the_refresh_token_renews_the_access_token_before_it_expires(user_provider_short, auth_context, plain_session):
     auth = OIDCUserAuth().build(user_config(user_provider_short), auth_context)
     with jwt_checking_executor(user_provider_short) as executor:
         assert plain_session.get(executor.url + "/1", auth=auth, timeout=10).status_code == 200
@@ -101,13 +107,13 @@ def test_the_refresh_token_renews_the_access_token_before_it_expires(
     assert len({bearer_of(r) for r in executor.requests}) == 3
 
 
-def test_a_rejected_refresh_token_falls_back_to_the_password_grant(
-        user_provider_short, auth_context, plain_session):
+def test_a_rejected_refresh_token_falls_back_to_the_password_grant(user_provider_short, auth_context, plain_session):
     auth = OIDCUserAuth().build(user_config(user_provider_short), auth_context)
     with jwt_checking_executor(user_provider_short) as executor:
         assert plain_session.get(executor.url + "/1", auth=auth, timeout=10).status_code == 200
-        requests.post(user_provider_short.issuer + "/__forget_refresh_tokens", verify=user_provider_short.ca,
-                      timeout=5).raise_for_status()
+        requests.post(
+            user_provider_short.issuer + "/__forget_refresh_tokens", verify=user_provider_short.ca, timeout=5
+        ).raise_for_status()
         time.sleep(1.6)
         assert plain_session.get(executor.url + "/2", auth=auth, timeout=10).status_code == 200
     assert user_provider_short.stats()["byGrant"] == {"password": 2, "refresh_token": 1}
@@ -168,6 +174,7 @@ def test_different_users_get_different_tokens(user_provider, auth_context, plain
     with LocalHTTPServer() as executor:
         plain_session.get(executor.url + "/", auth=auth_type.build(user_config(user_provider), auth_context))
         with pytest.raises(AuthTypeError):  # bob is unknown to the provider: his own token request
-            plain_session.get(executor.url + "/", auth=auth_type.build(
-                user_config(user_provider, username="bob"), auth_context))
+            plain_session.get(
+                executor.url + "/", auth=auth_type.build(user_config(user_provider, username="bob"), auth_context)
+            )
     assert user_provider.token_requests() == 2

@@ -38,38 +38,59 @@ def test_api_key_in_the_default_header():
 
 
 def test_api_key_with_a_custom_header_and_prefix():
-    sign_request(ApiKeyAuth(), {"key": API_KEY, "header_name": "Authorization", "prefix": "ApiKey "},
-                 handler=expecting("Authorization", "ApiKey " + API_KEY), expect_status=200)
+    sign_request(
+        ApiKeyAuth(),
+        {"key": API_KEY, "header_name": "Authorization", "prefix": "ApiKey "},
+        handler=expecting("Authorization", "ApiKey " + API_KEY),
+        expect_status=200,
+    )
 
 
 def test_api_key_in_the_query_keeps_other_parameters():
-    recorded = sign_request(ApiKeyAuth(), {"key": API_KEY, "location": "query", "query_param_name": "apikey"},
-                            query={"page": "2"}, handler=expecting("", query=("apikey", API_KEY)), expect_status=200)
+    recorded = sign_request(
+        ApiKeyAuth(),
+        {"key": API_KEY, "location": "query", "query_param_name": "apikey"},
+        query={"page": "2"},
+        handler=expecting("", query=("apikey", API_KEY)),
+        expect_status=200,
+    )
     assert recorded.query == {"page": "2", "apikey": API_KEY}
 
 
 def test_bearer_sets_the_authorization_header():
-    sign_request(BearerAuth(), {"token": TOKEN}, handler=expecting("Authorization", f"Bearer {TOKEN}"),
-                 expect_status=200)
+    sign_request(
+        BearerAuth(), {"token": TOKEN}, handler=expecting("Authorization", f"Bearer {TOKEN}"), expect_status=200
+    )
 
 
 def test_basic_sets_http_basic_credentials():
     expected = "Basic " + base64.b64encode(f"svc-user:{PASSWORD}".encode()).decode()
-    sign_request(BasicAuth(), {"username": "svc-user", "password": PASSWORD},
-                 handler=expecting("Authorization", expected), expect_status=200)
+    sign_request(
+        BasicAuth(),
+        {"username": "svc-user", "password": PASSWORD},
+        handler=expecting("Authorization", expected),
+        expect_status=200,
+    )
 
 
 def test_a_wrong_credential_is_refused_by_the_checking_server():
-    sign_request(BearerAuth(), {"token": "wrong-token-value"}, handler=expecting("Authorization", f"Bearer {TOKEN}"),
-                 expect_status=401)
+    sign_request(
+        BearerAuth(),
+        {"token": "wrong-token-value"},
+        handler=expecting("Authorization", f"Bearer {TOKEN}"),
+        expect_status=401,
+    )
 
 
-@pytest.mark.parametrize("auth_type, config", [
-    (ApiKeyAuth(), {"key": API_KEY}),
-    (ApiKeyAuth(), {"key": API_KEY, "location": "query"}),
-    (BearerAuth(), {"token": TOKEN}),
-    (BasicAuth(), {"username": "svc-user", "password": PASSWORD}),
-])
+@pytest.mark.parametrize(
+    "auth_type, config",
+    [
+        (ApiKeyAuth(), {"key": API_KEY}),
+        (ApiKeyAuth(), {"key": API_KEY, "location": "query"}),
+        (BearerAuth(), {"token": TOKEN}),
+        (BasicAuth(), {"username": "svc-user", "password": PASSWORD}),
+    ],
+)
 def test_the_plugin_author_kit_passes_for_the_built_ins(auth_type, config):
     check_auth_type(auth_type, config)
 
@@ -79,13 +100,16 @@ def test_none_has_a_valid_schema_and_no_secrets():
     assert NoneAuth().secret_fields == ()
 
 
-@pytest.mark.parametrize("auth_type, config, problem", [
-    (ApiKeyAuth(), {}, ("", "missing required field 'key'")),
-    (ApiKeyAuth(), {"key": API_KEY, "location": "cookie"}, ("location", "must be one of 'header', 'query'")),
-    (ApiKeyAuth(), {"key": API_KEY, "header_name": "Bad Header"}, ("header_name", None)),
-    (BearerAuth(), {"token": ""}, ("token", "must be at least 1 characters long")),
-    (BasicAuth(), {"username": "u"}, ("", "missing required field 'password'")),
-])
+@pytest.mark.parametrize(
+    "auth_type, config, problem",
+    [
+        (ApiKeyAuth(), {}, ("", "missing required field 'key'")),
+        (ApiKeyAuth(), {"key": API_KEY, "location": "cookie"}, ("location", "must be one of 'header', 'query'")),
+        (ApiKeyAuth(), {"key": API_KEY, "header_name": "Bad Header"}, ("header_name", None)),
+        (BearerAuth(), {"token": ""}, ("token", "must be at least 1 characters long")),
+        (BasicAuth(), {"username": "u"}, ("", "missing required field 'password'")),
+    ],
+)
 def test_config_problems_are_specific(auth_type, config, problem):
     problems = auth_type.validate_config(config)
     assert problem[0] in [path for path, _ in problems]

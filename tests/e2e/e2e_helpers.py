@@ -40,7 +40,9 @@ def flowker_env(database_url: str, **extra: str) -> dict:
     return env
 
 
-def run_flowker(args: list[str], env: dict, timeout: float = 120.0, cwd: str | None = None) -> subprocess.CompletedProcess:
+def run_flowker(
+    args: list[str], env: dict, timeout: float = 120.0, cwd: str | None = None
+) -> subprocess.CompletedProcess:
     """``flowker ARGS`` to its end; stdout and stderr captured separately."""
     return subprocess.run(
         [sys.executable, "-m", "flowker", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
@@ -52,8 +54,18 @@ class FlowkerServer:
 
     def __init__(self, env: dict, *args: str, workers: int = 2, threads: int = 4, drain_seconds: float = 0.5):
         self.env = env
-        self.args = ["serve", "--bind", "127.0.0.1:0", "--workers", str(workers), "--threads", str(threads),
-                     "--drain-seconds", str(drain_seconds), *args]
+        self.args = [
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--drain-seconds",
+            str(drain_seconds),
+            *args,
+        ]
         self.process: subprocess.Popen | None = None
         self.lines: list[str] = []
         self._reader: threading.Thread | None = None
@@ -67,8 +79,12 @@ class FlowkerServer:
 
     def start(self) -> "FlowkerServer":
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "flowker", *self.args], env=self.env,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+            [sys.executable, "-m", "flowker", *self.args],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -81,7 +97,9 @@ class FlowkerServer:
             match = LISTENING.search(self.output)
             self.url = match.group(1) if match else None
             time.sleep(0.05)
-        self.wait_until(lambda: _status(self.url + "/health/live", self.verify) == 200, "the server to answer /health/live")
+        self.wait_until(
+            lambda: _status(self.url + "/health/live", self.verify) == 200, "the server to answer /health/live"
+        )
         return self
 
     def _read(self) -> None:
@@ -162,8 +180,14 @@ authentication:
 """
 
 
-def workflow_yaml(name: str = "e2e-score", *, endpoint: str = "score", path: str = "/e2e/score",
-                  label: str = "scored", executor: str = "scorer") -> str:
+def workflow_yaml(
+    name: str = "e2e-score",
+    *,
+    endpoint: str = "score",
+    path: str = "/e2e/score",
+    label: str = "scored",
+    executor: str = "scorer",
+) -> str:
     return f"""\
 kind: Workflow
 name: {name}

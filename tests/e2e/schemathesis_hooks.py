@@ -25,4 +25,5 @@ def refusals_are_documented(ctx, response, case):
     if code not in documented:
         raise AssertionError(
             f"a schema-valid request got {response.status_code} {code}, which the document does not list "
-            f"for this operation (x-flowker-codes: {documented or 'none'}): {response.text[:300]}")
+            f"for this operation (x-flowker-codes: {documented or 'none'}): {response.text[:300]}"
+        )

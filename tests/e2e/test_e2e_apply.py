@@ -52,7 +52,7 @@ def test_apply_locally_plans_creates_skips_unchanged_and_activates_through_draft
     assert dry.stdout.index("executor  scorer") < dry.stdout.index("workflow  e2e-score")
     assert "Dry run: nothing changed." in dry.stdout
     if database_url.startswith("sqlite:///"):
-        assert not Path(database_url[len("sqlite:///"):]).exists(), "a dry run created the database"
+        assert not Path(database_url[len("sqlite:///") :]).exists(), "a dry run created the database"
     assert read_database(database_url) == ([], {})
 
     created = apply(folder, env)
@@ -87,9 +87,10 @@ def test_apply_locally_plans_creates_skips_unchanged_and_activates_through_draft
     moved = apply(folder, env, "--activate")
     assert moved.returncode == 0, moved.stderr
     assert plan_line(moved.stdout, "workflow", "e2e-score") == (
-        "workflow e2e-score update active: deactivate -> draft -> update -> activate")
+        "workflow e2e-score update active: deactivate -> draft -> update -> activate"
+    )
     after, workflows = read_database(database_url)
-    new = after[len(entries):]
+    new = after[len(entries) :]
     assert [event for event, _ in new] == ACTIVATE_PATH
     assert len({resource for _, resource in new}) == 1
     assert workflows == {"e2e-score": ("active", 2)}
@@ -116,7 +117,10 @@ def test_apply_with_an_invalid_spec_applies_nothing(tmp_path, scorer):
 def test_apply_usage_errors_exit_2(tmp_path):
     env = flowker_env(f"sqlite:///{tmp_path}/flowker.db")
     assert apply(tmp_path, env, "--server", "http://127.0.0.1:9").returncode == 2
-    assert apply(tmp_path, env, "--server", "http://127.0.0.1:9", "--api-key", "k", "--db", "sqlite:///x.db").returncode == 2
+    assert (
+        apply(tmp_path, env, "--server", "http://127.0.0.1:9", "--api-key", "k", "--db", "sqlite:///x.db").returncode
+        == 2
+    )
     assert apply(tmp_path / "missing", env).returncode == 2
 
 
@@ -171,8 +175,9 @@ def test_apply_to_a_server_over_rest(remote, scorer, tmp_path):
 
     moved = apply(folder, env, *server, "--activate")
     assert moved.returncode == 0, moved.stderr
-    events = api.get(f"{remote.url}/v1/audit-events",
-                     params={"resourceId": workflow_id, "limit": 4, "sortOrder": "DESC"}).json()["items"]
+    events = api.get(
+        f"{remote.url}/v1/audit-events", params={"resourceId": workflow_id, "limit": 4, "sortOrder": "DESC"}
+    ).json()["items"]
     assert [event["eventType"] for event in reversed(events)] == ACTIVATE_PATH
     current = api.get(f"{remote.url}/v1/workflows/{workflow_id}").json()
     assert (current["status"], current["version"]) == ("active", 2)

@@ -23,11 +23,17 @@ def audit_events(database_url: str) -> tuple[list[str], dict, dict, bool]:
     database = open_database(database_url)
     try:
         with database.connection_context():
-            events = [row[0] for row in database.execute_sql(
-                "SELECT event_type FROM audit_entry ORDER BY sequence").fetchall()]
+            events = [
+                row[0]
+                for row in database.execute_sql("SELECT event_type FROM audit_entry ORDER BY sequence").fetchall()
+            ]
             executors = dict(database.execute_sql("SELECT name, COUNT(*) FROM executor GROUP BY name").fetchall())
-            workflows = {name: (status, count) for name, status, count in database.execute_sql(
-                "SELECT name, MAX(status), COUNT(*) FROM workflow GROUP BY name").fetchall()}
+            workflows = {
+                name: (status, count)
+                for name, status, count in database.execute_sql(
+                    "SELECT name, MAX(status), COUNT(*) FROM workflow GROUP BY name"
+                ).fetchall()
+            }
         valid = verify_database(database).is_valid
     finally:
         close_database(database)

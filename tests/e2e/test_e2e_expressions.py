@@ -49,11 +49,21 @@ def evaluator_pids(ancestor: int) -> list[int]:
 def test_health_answers_while_an_expression_runs_on_the_only_worker(start_server):
     server = start_server(workers=1, threads=4, env={"FLOWKER_EXPRESSION_CPU_SECONDS": str(BUDGET_SECONDS)})
     api = api_session()
-    body = {"name": "quadratic", "nodes": [
-        {"id": "start", "type": "trigger", "data": {"triggerType": "manual"}},
-        {"id": "out", "type": "action", "data": {"actionType": "set_output", "output": {
-            "ok": "${{ workflow.l.all(x, workflow.l.all(y, workflow.l.all(z, x + y + z >= 0))) }}"}}}],
-        "edges": [{"source": "start", "target": "out"}]}
+    body = {
+        "name": "quadratic",
+        "nodes": [
+            {"id": "start", "type": "trigger", "data": {"triggerType": "manual"}},
+            {
+                "id": "out",
+                "type": "action",
+                "data": {
+                    "actionType": "set_output",
+                    "output": {"ok": "${{ workflow.l.all(x, workflow.l.all(y, workflow.l.all(z, x + y + z >= 0))) }}"},
+                },
+            },
+        ],
+        "edges": [{"source": "start", "target": "out"}],
+    }
     created = api.post(server.url + "/v1/workflows", json=body, timeout=30)
     assert created.status_code == 201, created.text
     workflow_id = created.json()["workflowId"]
@@ -63,8 +73,11 @@ def test_health_answers_while_an_expression_runs_on_the_only_worker(start_server
 
     def run() -> None:
         started = time.monotonic()
-        response = api_session().post(f"{server.url}/v1/workflows/{workflow_id}/executions",
-                                      json={"inputData": {"l": list(range(3000))}}, timeout=60)
+        response = api_session().post(
+            f"{server.url}/v1/workflows/{workflow_id}/executions",
+            json={"inputData": {"l": list(range(3000))}},
+            timeout=60,
+        )
         answer.update(response=response, seconds=time.monotonic() - started)
 
     runner = threading.Thread(target=run)
@@ -100,8 +113,11 @@ def test_health_answers_while_an_expression_runs_on_the_only_worker(start_server
     results = api.get(f"{server.url}/v1/executions/{execution['executionId']}/results", timeout=30).json()
     failed = [step for step in results["stepResults"] if step["status"] == "failed"]
     assert len(failed) == 1 and "the 3 s of CPU left" in failed[0]["errorMessage"], results
-    events = api.get(server.url + "/v1/audit-events", params={
-        "eventType": "STEP_FAILED", "resourceId": execution["executionId"]}, timeout=30).json()["items"]
+    events = api.get(
+        server.url + "/v1/audit-events",
+        params={"eventType": "STEP_FAILED", "resourceId": execution["executionId"]},
+        timeout=30,
+    ).json()["items"]
     assert [event["metadata"]["errorCode"] for event in events] == ["FLK-0106"]
 
     # The evaluator that was stopped was replaced; the server's stop ends them all.
@@ -122,5 +138,8 @@ def _cmdline(pid: int) -> bytes:
 
 
 def _all_evaluators() -> list[int]:
-    return [int(entry.name) for entry in Path("/proc").iterdir()
-            if entry.name.isdigit() and b"flowker.expression_worker" in _cmdline(int(entry.name))]
+    return [
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and b"flowker.expression_worker" in _cmdline(int(entry.name))
+    ]

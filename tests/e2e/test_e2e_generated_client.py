@@ -26,9 +26,24 @@ def generate(document: dict, folder: Path) -> subprocess.CompletedProcess:
     # No post hooks: formatting the output (ruff) is not what is tested.
     (folder / "config.yaml").write_text(f"post_hooks: []\npackage_name_override: {PACKAGE}\n")
     return subprocess.run(
-        [sys.executable, "-m", "openapi_python_client", "generate", "--path", "openapi.json",
-         "--config", "config.yaml", "--meta", "none", "--output-path", PACKAGE],
-        cwd=folder, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "openapi_python_client",
+            "generate",
+            "--path",
+            "openapi.json",
+            "--config",
+            "config.yaml",
+            "--meta",
+            "none",
+            "--output-path",
+            PACKAGE,
+        ],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -63,11 +78,13 @@ def test_a_generated_client_imports_and_drives_a_round_trip(start_server, scorer
     assert len(operations) == len(expected), sorted(operations)  # one module per operation, none skipped
 
     client = modules[PACKAGE + ".client"].AuthenticatedClient(
-        base_url=server.url, token=API_KEY, prefix="", auth_header_name="X-API-Key", raise_on_unexpected_status=True)
+        base_url=server.url, token=API_KEY, prefix="", auth_header_name="X-API-Key", raise_on_unexpected_status=True
+    )
     executors, workflows = modules[api + ".executors.create_executor"], modules[api + ".workflows.create_workflow"]
 
-    created = executors.sync_detailed(client=client, body=body_model(executors, yaml.safe_load(
-        executor_yaml(scorer.url))))
+    created = executors.sync_detailed(
+        client=client, body=body_model(executors, yaml.safe_load(executor_yaml(scorer.url)))
+    )
     assert created.status_code == 201, created.content
     assert created.headers["X-Request-ID"]
     made = workflows.sync_detailed(client=client, body=body_model(workflows, yaml.safe_load(workflow_yaml())))
@@ -95,5 +112,6 @@ def test_a_generated_client_imports_and_drives_a_round_trip(start_server, scorer
 
     # An error comes back as the Error model with a catalog code.
     missing = modules[api + ".workflows.get_workflow"].sync_detailed(
-        "00000000-0000-4000-8000-000000000000", client=client)
+        "00000000-0000-4000-8000-000000000000", client=client
+    )
     assert missing.status_code == 404 and missing.parsed.code == "FLK-0100"

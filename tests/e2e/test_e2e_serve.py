@@ -87,12 +87,18 @@ def test_yaml_specs_runs_results_and_audit_chain(start_server, scorer):
     assert call.header("Authorization") == f"Bearer {SCORER_TOKEN}"
 
     # Asynchronous: 202 at once, then poll.
-    response = api.post(f"{url}/v1/workflows/{workflow_id}/executions", json={"inputData": {"amount": 7}},
-                        headers={"Prefer": "respond-async"})
+    response = api.post(
+        f"{url}/v1/workflows/{workflow_id}/executions",
+        json={"inputData": {"amount": 7}},
+        headers={"Prefer": "respond-async"},
+    )
     assert response.status_code == 202, response.text
     execution_id = response.json()["executionId"]
-    finished = poll(lambda: api.get(f"{url}/v1/executions/{execution_id}").json(),
-                    lambda body: body["status"] in ("completed", "failed"), "the async execution")
+    finished = poll(
+        lambda: api.get(f"{url}/v1/executions/{execution_id}").json(),
+        lambda body: body["status"] in ("completed", "failed"),
+        "the async execution",
+    )
     assert finished["status"] == "completed", finished
     output = api.get(f"{url}/v1/executions/{execution_id}/results").json()["finalOutput"]
     assert output["score"] == 7
@@ -111,7 +117,9 @@ def test_yaml_specs_runs_results_and_audit_chain(start_server, scorer):
     replay = api.post(f"{url}/v1/workflows/{workflow_id}/executions", json={"inputData": {"amount": 3}}, headers=keyed)
     assert replay.status_code == 200, replay.text
     assert replay.json()["executionId"] == first.json()["executionId"]
-    other_body = api.post(f"{url}/v1/workflows/{workflow_id}/executions", json={"inputData": {"amount": 4}}, headers=keyed)
+    other_body = api.post(
+        f"{url}/v1/workflows/{workflow_id}/executions", json={"inputData": {"amount": 4}}, headers=keyed
+    )
     assert other_body.status_code == 422, other_body.text
     assert len(scorer.requests) == calls
 
@@ -121,8 +129,14 @@ def test_yaml_specs_runs_results_and_audit_chain(start_server, scorer):
     verify_chain(api, url)
     events = all_audit_events(api, url)
     types = {event["eventType"] for event in events}
-    assert {"EXECUTOR_CREATED", "WORKFLOW_CREATED", "WORKFLOW_ACTIVATED", "EXECUTION_STARTED",
-            "EXECUTION_COMPLETED", "STEP_COMPLETED"} <= types
+    assert {
+        "EXECUTOR_CREATED",
+        "WORKFLOW_CREATED",
+        "WORKFLOW_ACTIVATED",
+        "EXECUTION_STARTED",
+        "EXECUTION_COMPLETED",
+        "STEP_COMPLETED",
+    } <= types
     dump = json.dumps(events)
     assert SCORER_TOKEN not in dump and API_KEY not in dump
     assert all(event["actor"]["id"] != API_KEY for event in events)
@@ -140,7 +154,8 @@ def test_sigterm_turns_readiness_503_while_the_run_in_flight_finishes(start_serv
     def run_slowly():
         try:
             outcome["response"] = api_session().post(
-                f"{url}/v1/workflows/{workflow_id}/executions", json={"inputData": {"amount": 9}}, timeout=60)
+                f"{url}/v1/workflows/{workflow_id}/executions", json={"inputData": {"amount": 9}}, timeout=60
+            )
         except Exception as exc:  # noqa: BLE001 - reported by the assertion below
             outcome["error"] = exc
 
@@ -149,9 +164,15 @@ def test_sigterm_turns_readiness_503_while_the_run_in_flight_finishes(start_serv
     try:
         assert scorer.stub.slow_started.wait(timeout=20), "the run never reached the executor"
         server.send(signal.SIGTERM)
-        poll(lambda: api.get(f"{url}/health/ready", timeout=5).status_code, lambda status: status == 503,
-             "readiness to answer 503", timeout=2.5)
-        refused = api.post(f"{url}/v1/workflows/{workflow_id}/executions", json={"inputData": {"amount": 1}}, timeout=10)
+        poll(
+            lambda: api.get(f"{url}/health/ready", timeout=5).status_code,
+            lambda status: status == 503,
+            "readiness to answer 503",
+            timeout=2.5,
+        )
+        refused = api.post(
+            f"{url}/v1/workflows/{workflow_id}/executions", json={"inputData": {"amount": 1}}, timeout=10
+        )
         assert refused.status_code == 503, refused.text
         assert refused.json()["code"] == "FLK-0801"
     finally:
@@ -189,8 +210,9 @@ def test_invalid_specs_at_start_stop_the_server(start_server, scorer, tmp_path):
 def test_production_refuses_to_start_without_api_keys(tmp_path):
     from cryptography.fernet import Fernet
 
-    env = flowker_env(f"sqlite:///{tmp_path}/flowker.db", FLOWKER_ENV="production",
-                      FLOWKER_SECRET_KEY=Fernet.generate_key().decode())
+    env = flowker_env(
+        f"sqlite:///{tmp_path}/flowker.db", FLOWKER_ENV="production", FLOWKER_SECRET_KEY=Fernet.generate_key().decode()
+    )
     result = run_flowker(["serve", "--bind", "127.0.0.1:0"], env, timeout=60)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "FLOWKER_API_KEYS" in result.stderr
@@ -219,16 +241,21 @@ def self_signed_certificate(folder) -> tuple[str, str]:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = dt.datetime.now(dt.timezone.utc)
     certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = folder / "cert.pem", folder / "key.pem"
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return str(cert_path), str(key_path)
 
 
@@ -236,8 +263,13 @@ def test_tls_in_production_mode(start_server, tmp_path):
     from cryptography.fernet import Fernet
 
     cert, key = self_signed_certificate(tmp_path)
-    server = start_server("--certfile", cert, "--keyfile", key,
-                          env={"FLOWKER_ENV": "production", "FLOWKER_SECRET_KEY": Fernet.generate_key().decode()})
+    server = start_server(
+        "--certfile",
+        cert,
+        "--keyfile",
+        key,
+        env={"FLOWKER_ENV": "production", "FLOWKER_SECRET_KEY": Fernet.generate_key().decode()},
+    )
     assert server.url.startswith("https://127.0.0.1:")
     api = api_session()
     api.verify = cert
@@ -247,11 +279,14 @@ def test_tls_in_production_mode(start_server, tmp_path):
     assert "API key (generated" not in server.output
 
 
-@pytest.mark.parametrize("variable,value,named", [
-    ("FLOWKER_SECRET_KEY", "not-a-fernet-key", "FLOWKER_SECRET_KEY"),
-    ("FLOWKER_SECRET_KEY", "{fernet},also-not-a-key", "key #2"),
-    ("FLOWKER_TRUSTED_PROXIES", "10.0.0.0/33", "FLOWKER_TRUSTED_PROXIES"),
-])
+@pytest.mark.parametrize(
+    "variable,value,named",
+    [
+        ("FLOWKER_SECRET_KEY", "not-a-fernet-key", "FLOWKER_SECRET_KEY"),
+        ("FLOWKER_SECRET_KEY", "{fernet},also-not-a-key", "key #2"),
+        ("FLOWKER_TRUSTED_PROXIES", "10.0.0.0/33", "FLOWKER_TRUSTED_PROXIES"),
+    ],
+)
 def test_a_malformed_setting_stops_serve_before_it_listens(tmp_path, variable, value, named):
     from cryptography.fernet import Fernet
 
@@ -268,9 +303,12 @@ def test_production_refuses_a_short_api_key_naming_it_without_printing_it(tmp_pa
     from cryptography.fernet import Fernet
 
     short = "s3cr3t-but-short-0123456789"  # 27 characters
-    env = flowker_env(f"sqlite:///{tmp_path}/flowker.db", FLOWKER_ENV="production",
-                      FLOWKER_SECRET_KEY=Fernet.generate_key().decode(),
-                      FLOWKER_API_KEYS=f"deploy:{short},ci:{API_KEY}")
+    env = flowker_env(
+        f"sqlite:///{tmp_path}/flowker.db",
+        FLOWKER_ENV="production",
+        FLOWKER_SECRET_KEY=Fernet.generate_key().decode(),
+        FLOWKER_API_KEYS=f"deploy:{short},ci:{API_KEY}",
+    )
     result = run_flowker(["serve", "--bind", "127.0.0.1:0"], env, timeout=60)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "deploy" in result.stderr and "32 characters" in result.stderr

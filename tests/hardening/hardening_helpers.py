@@ -22,7 +22,7 @@ def make_settings(database_url: str, **overrides):
 def canary(label: str) -> str:
     """A random secret that is unmistakable in any text, with characters that need
     URL-encoding and JSON-escaping (so those encodings are really exercised)."""
-    return f"cn{label}-{secrets.token_urlsafe(18)}+/=&%\""
+    return f'cn{label}-{secrets.token_urlsafe(18)}+/=&%"'
 
 
 def _base64_forms(raw: bytes) -> set[str]:
@@ -106,7 +106,7 @@ def find_leaks(needles, haystacks: dict) -> list[Leak]:
         for label, encoding, needle in needles:
             position = text.find(needle)
             if position >= 0:
-                context = text[max(0, position - 80):position + len(needle) + 40]
+                context = text[max(0, position - 80) : position + len(needle) + 40]
                 leaks.append(Leak(where, label, encoding, context.replace("\n", "\\n")))
     return leaks
 

@@ -23,10 +23,15 @@ def fingerprint(key: str) -> str:
 
 
 def create_executor(client, name: str) -> str:
-    response = client.simulate_post("/v1/executors", json={
-        "name": name, "baseUrl": "https://ledger.example.com",
-        "endpoints": [{"name": "book", "path": "/book", "method": "POST"}],
-        "authentication": {"type": "none"}})
+    response = client.simulate_post(
+        "/v1/executors",
+        json={
+            "name": name,
+            "baseUrl": "https://ledger.example.com",
+            "endpoints": [{"name": "book", "path": "/book", "method": "POST"}],
+            "authentication": {"type": "none"},
+        },
+    )
     assert response.status_code == 201, response.text
     return response.json["id"]
 
@@ -54,8 +59,10 @@ def test_old_and_new_keys_work_during_rotation_and_a_removed_key_is_refused_afte
     refused = falcon.testing.TestClient(after, headers={"X-API-Key": OLD_KEY}).simulate_get("/v1/executors")
     assert refused.status_code == 401 and refused.json["code"] == "FLK-0401"
     for key in (OLD_KEY, UNNAMED_KEY):
-        assert falcon.testing.TestClient(after, headers={"X-API-Key": key}).simulate_get(
-            "/v1/workflows").status_code == 401
+        assert (
+            falcon.testing.TestClient(after, headers={"X-API-Key": key}).simulate_get("/v1/workflows").status_code
+            == 401
+        )
     current = falcon.testing.TestClient(after, headers={"X-API-Key": NEW_KEY})
     assert current.simulate_get("/v1/executors").status_code == 200
     # The history keeps the names the old keys had; no key appears in any entry.
@@ -91,8 +98,12 @@ def test_every_configured_key_is_compared_in_constant_time(sqlite_apps, monkeypa
         return real(a, b)
 
     monkeypatch.setattr(middleware.hmac, "compare_digest", counting)
-    for presented, expected_status in (("key-number-0-", 200), ("key-number-4-xxxx", 200), ("nope", 401),
-                                       ("key-number-2-x", 401)):
+    for presented, expected_status in (
+        ("key-number-0-", 200),
+        ("key-number-4-xxxx", 200),
+        ("nope", 401),
+        ("key-number-2-x", 401),
+    ):
         calls.clear()
         response = falcon.testing.TestClient(app, headers={"X-API-Key": presented}).simulate_get("/v1/workflows")
         assert response.status_code == expected_status, presented
@@ -114,11 +125,14 @@ def test_a_missing_or_empty_key_is_not_compared_and_is_refused(sqlite_apps, monk
     assert calls == []
 
 
-@pytest.mark.parametrize("value,names", [
-    (f"ops:{OLD_KEY}", ["ops"]),
-    (f" ops : {OLD_KEY} , {UNNAMED_KEY} ", ["ops", fingerprint(UNNAMED_KEY)]),
-    (f"{OLD_KEY},{NEW_KEY}", [fingerprint(OLD_KEY), fingerprint(NEW_KEY)]),
-])
+@pytest.mark.parametrize(
+    "value,names",
+    [
+        (f"ops:{OLD_KEY}", ["ops"]),
+        (f" ops : {OLD_KEY} , {UNNAMED_KEY} ", ["ops", fingerprint(UNNAMED_KEY)]),
+        (f"{OLD_KEY},{NEW_KEY}", [fingerprint(OLD_KEY), fingerprint(NEW_KEY)]),
+    ],
+)
 def test_key_names_and_fingerprints_from_the_setting(value, names):
     settings = Settings.from_mapping({"api_keys": value})
     assert [key.name for key in settings.api_keys] == names

@@ -62,10 +62,12 @@ def canary_providers(auth_launchers, hardening_tls, tmp_path_factory):
     auth_launchers_ready(auth_launchers)
     canaries = Canaries()
     oidc_config, user_config = provider_configs(canaries, hardening_tls)
-    oidc = auth_launchers.NodeProvider("oidc_provider.mjs", oidc_config, tmp_path_factory.mktemp("canary-oidc"),
-                                       hardening_tls.ca)
-    users = auth_launchers.NodeProvider("user_provider.mjs", user_config, tmp_path_factory.mktemp("canary-users"),
-                                        hardening_tls.ca)
+    oidc = auth_launchers.NodeProvider(
+        "oidc_provider.mjs", oidc_config, tmp_path_factory.mktemp("canary-oidc"), hardening_tls.ca
+    )
+    users = auth_launchers.NodeProvider(
+        "user_provider.mjs", user_config, tmp_path_factory.mktemp("canary-users"), hardening_tls.ca
+    )
     oidc.start()
     try:
         users.start()
@@ -88,9 +90,13 @@ def auth_launchers_ready(module) -> None:
         pytest.fail("Node.js and npm are needed for the canary test's identity providers")
     modules = module.SERVERS_DIR / "node_modules"
     if not (modules / "oidc-provider").is_dir() or not (modules / "oauth2-mock-server").is_dir():
-        result = subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-                                cwd=module.SERVERS_DIR, capture_output=True, text=True,
-                                timeout=module.NPM_TIMEOUT_SECONDS)
+        result = subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=module.SERVERS_DIR,
+            capture_output=True,
+            text=True,
+            timeout=module.NPM_TIMEOUT_SECONDS,
+        )
         if result.returncode != 0:
             pytest.fail(f"npm ci failed:\n{result.stderr[-2000:]}")
 
@@ -144,25 +150,48 @@ def workflow_body(kind) -> dict:
         "name": f"wf-{kind.name}",
         "nodes": [
             {"id": "start", "type": "trigger", "data": {"triggerType": "manual"}},
-            {"id": "call", "type": "executor", "data": {
-                "executor": kind.name, "endpoint": "call", "pathParams": {"mode": "${{ workflow.mode }}"},
-                "body": {"mode": "${{ workflow.mode }}"}, "headers": {"X-Trace": "canary-run"}}},
-            {"id": "note", "type": "action", "data": {
-                "actionType": "log", "level": "warning", "message": "executor said ${{ nodes.call.body }}"}},
-            {"id": "out", "type": "action", "data": {
-                "actionType": "set_output", "output": {"echo": "${{ nodes.call.body }}",
-                                                       "headers": "${{ nodes.call.headers }}"}}},
+            {
+                "id": "call",
+                "type": "executor",
+                "data": {
+                    "executor": kind.name,
+                    "endpoint": "call",
+                    "pathParams": {"mode": "${{ workflow.mode }}"},
+                    "body": {"mode": "${{ workflow.mode }}"},
+                    "headers": {"X-Trace": "canary-run"},
+                },
+            },
+            {
+                "id": "note",
+                "type": "action",
+                "data": {"actionType": "log", "level": "warning", "message": "executor said ${{ nodes.call.body }}"},
+            },
+            {
+                "id": "out",
+                "type": "action",
+                "data": {
+                    "actionType": "set_output",
+                    "output": {"echo": "${{ nodes.call.body }}", "headers": "${{ nodes.call.headers }}"},
+                },
+            },
         ],
-        "edges": [{"source": "start", "target": "call"}, {"source": "call", "target": "note"},
-                  {"source": "note", "target": "out"}],
+        "edges": [
+            {"source": "start", "target": "call"},
+            {"source": "call", "target": "note"},
+            {"source": "note", "target": "out"},
+        ],
     }
 
 
 def webhook_workflow(verify_token: str, executor: str) -> dict:
     body = workflow_body(type("K", (), {"name": executor})())
     body["name"] = "wf-webhook"
-    body["nodes"][0]["data"] = {"triggerType": "webhook", "path": "/canary", "method": "POST",
-                                "verify_token": verify_token}
+    body["nodes"][0]["data"] = {
+        "triggerType": "webhook",
+        "path": "/canary",
+        "method": "POST",
+        "verify_token": verify_token,
+    }
     return body
 
 
@@ -177,11 +206,20 @@ def hostile_bodies(canaries: Canaries, base_url: str) -> list[tuple[str, dict, s
     return [
         ("json", {**base, "authentication": {"type": "api_key", "config": {"key": long_key}}}, ""),
         ("json", {**base, "authentication": {"type": "bearer", "config": {"tokne": misnamed}}}, ""),
-        ("json", {**base, "authentication": {"type": "basic", "config": {
-            "username": "u", "password": [wrong_type]}}}, ""),
+        (
+            "json",
+            {**base, "authentication": {"type": "basic", "config": {"username": "u", "password": [wrong_type]}}},
+            "",
+        ),
         ("json", {**base, "baseUrl": f"http://user:{bad_url_secret}@127.0.0.1:1/"}, ""),
-        ("yaml", None, (f"kind: Executor\nname: rejected\nbaseUrl: {base_url}\nendpoints: []\n"
-                        f"authentication:\n  type: bearer\n  config:\n    token: {yaml_secret}: oops\n")),
+        (
+            "yaml",
+            None,
+            (
+                f"kind: Executor\nname: rejected\nbaseUrl: {base_url}\nendpoints: []\n"
+                f"authentication:\n  type: bearer\n  config:\n    token: {yaml_secret}: oops\n"
+            ),
+        ),
     ]
 
 
@@ -196,7 +234,7 @@ def settle(client: RecordingClient, execution_id: str) -> dict:
 
 
 def sqlite_files(database_url: str) -> dict:
-    path = database_url[len("sqlite:///"):]
+    path = database_url[len("sqlite:///") :]
     found = {}
     for suffix in ("", "-wal", "-shm", "-journal"):
         if os.path.exists(path + suffix):
@@ -207,8 +245,12 @@ def sqlite_files(database_url: str) -> dict:
 
 
 def postgres_rows(database) -> dict:
-    tables = [row[0] for row in database.execute_sql(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()").fetchall()]
+    tables = [
+        row[0]
+        for row in database.execute_sql(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        ).fetchall()
+    ]
     assert "executor" in tables or any("executor" in t for t in tables), tables
     dump = {}
     for table in tables:
@@ -264,8 +306,18 @@ def issued_tokens(monkeypatch):
     return tokens
 
 
-def test_no_canary_leaks_anywhere(make_app, database, database_url, canary_providers, hardening_tls, debug_logs,
-                                  flowker_errors, thread_exceptions, issued_tokens, monkeypatch):
+def test_no_canary_leaks_anywhere(
+    make_app,
+    database,
+    database_url,
+    canary_providers,
+    hardening_tls,
+    debug_logs,
+    flowker_errors,
+    thread_exceptions,
+    issued_tokens,
+    monkeypatch,
+):
     base_canaries, oidc, users = canary_providers
     canaries = Canaries(values=dict(base_canaries.values), pairs=dict(base_canaries.pairs))
     # Flowker's sessions verify TLS with requests' default bundle: make it the test CA.
@@ -275,13 +327,21 @@ def test_no_canary_leaks_anywhere(make_app, database, database_url, canary_provi
     users.reset()
 
     world_ref: dict = {}
-    with LocalHTTPServer(resource_handler(world_ref)) as resource, \
-            LocalHTTPServer(hostile_issuer_handler(world_ref)) as hostile, \
-            LocalHTTPServer(elsewhere_handler) as elsewhere:
+    with (
+        LocalHTTPServer(resource_handler(world_ref)) as resource,
+        LocalHTTPServer(hostile_issuer_handler(world_ref)) as hostile,
+        LocalHTTPServer(elsewhere_handler) as elsewhere,
+    ):
         minted: list = []
-        kinds, env = build_kinds(canaries, oidc.issuer, users.issuer, hostile.url,
-                                 JwtChecker(oidc.issuer, hardening_tls.ca), JwtChecker(users.issuer, hardening_tls.ca),
-                                 minted)
+        kinds, env = build_kinds(
+            canaries,
+            oidc.issuer,
+            users.issuer,
+            hostile.url,
+            JwtChecker(oidc.issuer, hardening_tls.ca),
+            JwtChecker(users.issuer, hardening_tls.ca),
+            minted,
+        )
         world = CanaryWorld(canaries, env, kinds, resource, hostile, elsewhere, minted=minted)
         world_ref["world"] = world
         for name, value in env.items():
@@ -296,8 +356,7 @@ def test_no_canary_leaks_anywhere(make_app, database, database_url, canary_provi
     assert world.seen_tokens and issued_tokens
 
     # Tokens obtained along the way are secrets too.
-    for index, token in enumerate(sorted(set(world.seen_tokens + issued_tokens + world.minted
-                                             + world.minted_refresh))):
+    for index, token in enumerate(sorted(set(world.seen_tokens + issued_tokens + world.minted + world.minted_refresh))):
         canaries.values[f"obtained-token-{index}"] = token
 
     # Flowker's own secrets: the API key and the Fernet key.
@@ -309,14 +368,21 @@ def test_no_canary_leaks_anywhere(make_app, database, database_url, canary_provi
     landed = [request.path for request in world.elsewhere.requests]
     for kind in world.kinds:
         if not kind.fails_to_authenticate:
-            assert f"/landed/{kind.name}/health" in landed and f"/landed/{kind.name}/redirect" in landed, \
-                (kind.name, landed)
+            assert f"/landed/{kind.name}/health" in landed and f"/landed/{kind.name}/redirect" in landed, (
+                kind.name,
+                landed,
+            )
     assert not credentials_sent_elsewhere(world), credentials_sent_elsewhere(world)
 
     haystacks = {f"API response #{i}": text for i, text in enumerate(client.responses)}
-    haystacks.update({f"request to the other origin #{i}": json.dumps(
-        {"path": r.path, "query": r.query_string, "headers": r.headers, "body": r.body.decode("latin-1")})
-        for i, r in enumerate(world.elsewhere.requests)})
+    haystacks.update(
+        {
+            f"request to the other origin #{i}": json.dumps(
+                {"path": r.path, "query": r.query_string, "headers": r.headers, "body": r.body.decode("latin-1")}
+            )
+            for i, r in enumerate(world.elsewhere.requests)
+        }
+    )
     haystacks["DEBUG logs"] = debug_logs.text
     haystacks.update({f"Flowker error #{i}": text for i, text in enumerate(flowker_errors)})
     haystacks.update({f"thread exception #{i}": text for i, text in enumerate(thread_exceptions)})
@@ -327,10 +393,15 @@ def test_no_canary_leaks_anywhere(make_app, database, database_url, canary_provi
         stored = postgres_rows(database)
     haystacks.update(stored)
     # Literal secrets are there, encrypted: one token per literal secret field at least.
-    literal_fields = sum(1 for kind in world.kinds for value in kind.authentication.get("config", {}).values()
-                         if isinstance(value, str) and value in canaries.values.values())
-    encrypted = sum(str(text if isinstance(text, str) else text.decode("latin-1")).count("$encrypted")
-                    for text in stored.values())
+    literal_fields = sum(
+        1
+        for kind in world.kinds
+        for value in kind.authentication.get("config", {}).values()
+        if isinstance(value, str) and value in canaries.values.values()
+    )
+    encrypted = sum(
+        str(text if isinstance(text, str) else text.decode("latin-1")).count("$encrypted") for text in stored.values()
+    )
     assert literal_fields >= 8 and encrypted >= literal_fields, (literal_fields, encrypted)
     assert debug_logs.records > 100, "the DEBUG capture saw almost nothing"
     assert "urllib3" in debug_logs.text and "requests_oauthlib" in debug_logs.text
@@ -358,8 +429,11 @@ def drive(client: RecordingClient, world: CanaryWorld, base_url: str) -> dict:
         if kind.name == "bearer":  # one of them as YAML, the way `flowker apply` may send it
             import yaml
 
-            response = client.post("/v1/executors", body=yaml.safe_dump({"kind": "Executor", **body}),
-                                   headers={"Content-Type": "application/yaml"})
+            response = client.post(
+                "/v1/executors",
+                body=yaml.safe_dump({"kind": "Executor", **body}),
+                headers={"Content-Type": "application/yaml"},
+            )
         else:
             response = client.post("/v1/executors", json=body)
         assert response.status_code == 201, (kind.name, response.text)
@@ -392,8 +466,9 @@ def drive(client: RecordingClient, world: CanaryWorld, base_url: str) -> dict:
     for kind in world.kinds:
         for index, mode in enumerate(kind.modes):
             headers = {"Prefer": "respond-async"} if kind.name == "bearer-env" and index == 0 else {}
-            response = client.post(f"/v1/workflows/{workflows[kind.name]}/executions",
-                                   json={"inputData": {"mode": mode}}, headers=headers)
+            response = client.post(
+                f"/v1/workflows/{workflows[kind.name]}/executions", json={"inputData": {"mode": mode}}, headers=headers
+            )
             assert response.status_code in (201, 202), (kind.name, mode, response.text)
             execution_id = response.json["executionId"]
             if response.status_code == 202:
@@ -410,8 +485,9 @@ def drive(client: RecordingClient, world: CanaryWorld, base_url: str) -> dict:
     client.get(f"/v1/workflows/{webhook_id}")
     good = client.post("/v1/webhooks/canary", json={"mode": "ok"}, headers={"X-Webhook-Token": verify_token})
     assert good.status_code == 201, good.text
-    bad = client.post("/v1/webhooks/canary", json={"mode": "ok"},
-                      headers={"X-Webhook-Token": canaries.new("webhook-wrong-token")})
+    bad = client.post(
+        "/v1/webhooks/canary", json={"mode": "ok"}, headers={"X-Webhook-Token": canaries.new("webhook-wrong-token")}
+    )
     assert bad.status_code == 401, bad.text
 
     # Every list and record the API keeps.
@@ -442,8 +518,14 @@ def check_outcomes(outcomes: dict, world: CanaryWorld) -> None:
                     assert call["callDetails"].get("errorCode") == kind.error_code, (kind.name, call)
             continue
         by_mode = [(mode, results["status"], step(results, "call")) for mode, results in runs]
-        (ok, _, ok_call), (_, moved, moved_call), (_, denied, denied_call), (_, recover, recover_call), \
-            (_, flaky, flaky_call), (_, last, last_call) = by_mode
+        (
+            (ok, _, ok_call),
+            (_, moved, moved_call),
+            (_, denied, denied_call),
+            (_, recover, recover_call),
+            (_, flaky, flaky_call),
+            (_, last, last_call),
+        ) = by_mode
         assert runs[0][1]["status"] == "completed", (kind.name, ok_call)
         assert moved == "completed" and moved_call["output"]["body"] == {"landed": True}, (kind.name, moved_call)
         assert denied == "failed" and denied_call["callDetails"]["statusCode"] == 401, (kind.name, denied_call)

@@ -14,19 +14,31 @@ from flowker.expressions import EvaluationBudget, ExpressionError, Variables, co
 
 KEYS = ["a", "b", "body", "score"]
 scalars = st.one_of(
-    st.integers(-(2**65), 2**65), st.sampled_from([0, 1, -1, 2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63)]),
-    st.floats(allow_nan=False), st.text(max_size=5), st.booleans(), st.none())
-values = st.recursive(scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(KEYS), inner, max_size=3)), max_leaves=10)
-variables = st.fixed_dictionaries({
-    "workflow": st.dictionaries(st.sampled_from(KEYS), values, max_size=4),
-    "nodes": st.dictionaries(st.sampled_from(KEYS), values, max_size=4),
-    "execution": st.just({"id": "e-1", "workflowId": "w-1"}),
-})
+    st.integers(-(2**65), 2**65),
+    st.sampled_from([0, 1, -1, 2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63)]),
+    st.floats(allow_nan=False),
+    st.text(max_size=5),
+    st.booleans(),
+    st.none(),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(KEYS), inner, max_size=3)),
+    max_leaves=10,
+)
+variables = st.fixed_dictionaries(
+    {
+        "workflow": st.dictionaries(st.sampled_from(KEYS), values, max_size=4),
+        "nodes": st.dictionaries(st.sampled_from(KEYS), values, max_size=4),
+        "execution": st.just({"id": "e-1", "workflowId": "w-1"}),
+    }
+)
 chains = st.builds(
     lambda root, names, spaced: (" . " if spaced else ".").join([root, *names]),
     st.sampled_from(["workflow", "nodes", "execution"]),
-    st.lists(st.sampled_from(KEYS + ["id"]), min_size=1, max_size=4), st.booleans())
+    st.lists(st.sampled_from(KEYS + ["id"]), min_size=1, max_size=4),
+    st.booleans(),
+)
 
 
 def typed(value):
@@ -56,8 +68,12 @@ def test_a_field_chain_reads_what_cel_reads(source, data):
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(root=st.sampled_from(["workflow", "nodes"]), names=st.lists(st.sampled_from(KEYS), min_size=1, max_size=4),
-       value=values, data=variables)
+@given(
+    root=st.sampled_from(["workflow", "nodes"]),
+    names=st.lists(st.sampled_from(KEYS), min_size=1, max_size=4),
+    value=values,
+    data=variables,
+)
 def test_a_field_chain_that_reaches_a_value_reads_what_cel_reads(root, names, value, data):
     target = data[root]
     for name in names[:-1]:
@@ -72,8 +88,15 @@ def test_a_field_chain_that_reaches_a_value_reads_what_cel_reads(root, names, va
 def test_only_plain_field_chains_take_the_lookup():
     assert compile_condition("workflow.orderId").path == ("workflow", "orderId")
     assert compile_condition(" nodes . score . body ").path == ("nodes", "score", "body")
-    for source in ["workflow", 'nodes["x"].y', "workflow.a + 1", "workflow.a.size()", "workflow.a[0]",
-                   "has(workflow.a)", "workflow.a == nodes.b"]:
+    for source in [
+        "workflow",
+        'nodes["x"].y',
+        "workflow.a + 1",
+        "workflow.a.size()",
+        "workflow.a[0]",
+        "has(workflow.a)",
+        "workflow.a == nodes.b",
+    ]:
         assert compile_condition(source).path is None, source
 
 

@@ -109,7 +109,9 @@ def test_seven_nested_alls_are_refused_with_the_column_of_the_fourth(make_app):
 
 def test_sixteen_nested_doubling_maps_are_refused(make_app):
     client = make_app.client()
-    response = client.simulate_post("/v1/workflows", json=body("doubling", {"n": f"${{{{ {nested_doubling_maps(16)} }}}}"}))
+    response = client.simulate_post(
+        "/v1/workflows", json=body("doubling", {"n": f"${{{{ {nested_doubling_maps(16)} }}}}"})
+    )
     assert response.status_code == 422, response.text
     assert "at most 8 comprehensions" in response.json["details"][0]["message"], response.text
 
@@ -170,8 +172,10 @@ def test_the_trigger_output_is_capped_too(make_app):
 def test_an_action_output_past_the_cap_fails_its_step(make_app):
     client = make_app.client(max_output_bytes="4096")
     # Plain concatenations run in the worker; the step's output is capped after.
-    workflow_id = create(client, body("wide", {"done": True}, extra_nodes=[
-        transform("wide", {"text": "${{ workflow.s + workflow.s }}"})]))
+    workflow_id = create(
+        client,
+        body("wide", {"done": True}, extra_nodes=[transform("wide", {"text": "${{ workflow.s + workflow.s }}"})]),
+    )
     execution, results, _ = run(client, workflow_id, {"s": "y" * 3000})
     assert execution["status"] == "failed", execution
     step = failed_step(results)
@@ -197,10 +201,16 @@ def test_an_implicit_final_output_past_the_cap_fails_the_run(make_app):
     """Without set_output the final output is every node's output: each step is under
     the cap, all of them together are not."""
     client = make_app.client(max_output_bytes="4096")
-    nodes = [{"id": "start", "type": "trigger", "data": {"triggerType": "manual"}},
-             transform("a", {"v": "${{ workflow.s }}"}), transform("b", {"v": "${{ workflow.s }}"})]
-    workflow = {"name": "implicit", "nodes": nodes,
-                "edges": [{"source": "start", "target": "a"}, {"source": "a", "target": "b"}]}
+    nodes = [
+        {"id": "start", "type": "trigger", "data": {"triggerType": "manual"}},
+        transform("a", {"v": "${{ workflow.s }}"}),
+        transform("b", {"v": "${{ workflow.s }}"}),
+    ]
+    workflow = {
+        "name": "implicit",
+        "nodes": nodes,
+        "edges": [{"source": "start", "target": "a"}, {"source": "a", "target": "b"}],
+    }
     workflow_id = create(client, workflow)
     execution, results, _ = run(client, workflow_id, {"s": "w" * 1500})
     assert execution["status"] == "failed" and results["finalOutput"] is None, execution
@@ -216,11 +226,21 @@ def large_answer():
 
 def test_an_executor_output_past_the_cap_fails_its_step(make_app, large_answer):
     client = make_app.client(max_output_bytes="4096")
-    executor = {"name": "big", "baseUrl": large_answer.url, "endpoints": [{"name": "get", "path": "/", "method": "GET"}],
-                "authentication": {"type": "none"}}
+    executor = {
+        "name": "big",
+        "baseUrl": large_answer.url,
+        "endpoints": [{"name": "get", "path": "/", "method": "GET"}],
+        "authentication": {"type": "none"},
+    }
     assert client.simulate_post("/v1/executors", json=executor).status_code == 201
-    workflow_id = create(client, body("executor", {"done": True}, extra_nodes=[
-        {"id": "call", "type": "executor", "data": {"executor": "big", "endpoint": "get"}}]))
+    workflow_id = create(
+        client,
+        body(
+            "executor",
+            {"done": True},
+            extra_nodes=[{"id": "call", "type": "executor", "data": {"executor": "big", "endpoint": "get"}}],
+        ),
+    )
     execution, results, _ = run(client, workflow_id, {})
     assert execution["status"] == "failed", execution
     step = failed_step(results)

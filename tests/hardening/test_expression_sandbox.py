@@ -33,8 +33,9 @@ def sandbox():
 
 
 def variables(sandbox, seconds: float = 1.0, max_result_bytes: int = MIB, **workflow) -> Variables:
-    budget = EvaluationBudget(seconds, sandbox=sandbox, deadline=time.monotonic() + 60,
-                              max_result_bytes=max_result_bytes)
+    budget = EvaluationBudget(
+        seconds, sandbox=sandbox, deadline=time.monotonic() + 60, max_result_bytes=max_result_bytes
+    )
     return Variables({"workflow": workflow, "nodes": {}, "execution": {"id": "e1"}}, budget)
 
 
@@ -54,15 +55,22 @@ def test_nesting_and_count_are_read_outside_string_literals():
     assert shape("'.all(.all(.all(.all(' + workflow.a").comprehensions == 0
     assert shape("l.map(x, x).map(y, y).filter(z, z > 0)").nesting == 1
     assert shape_problem("l.all(a, l.all(b, l.all(c, l.all(d, true))))") == (
-        "comprehensions (all, exists, exists_one, map, filter) may be nested at most 3 deep", 30)
+        "comprehensions (all, exists, exists_one, map, filter) may be nested at most 3 deep",
+        30,
+    )
     nine = ".".join(["l"] + ["map(x, x)"] * 9)
     message, column = shape_problem(nine)
     assert "at most 8 comprehensions" in message and column == nine.rindex("map") + 1
 
 
 def test_only_expressions_whose_shape_does_not_bound_their_cost_leave_the_worker():
-    for cheap in ["workflow.a", "workflow.a + 1", "nodes.x.body.score > 10 && has(workflow.b)",
-                  "workflow.s + workflow.s + workflow.s", "'.map(' + workflow.a"]:
+    for cheap in [
+        "workflow.a",
+        "workflow.a + 1",
+        "nodes.x.body.score > 10 && has(workflow.b)",
+        "workflow.s + workflow.s + workflow.s",
+        "'.map(' + workflow.a",
+    ]:
         assert not needs_isolation(cheap), cheap
         assert not compile_condition(cheap).isolated
     assert not needs_isolation("workflow.s == 'matches(x)'")

@@ -15,13 +15,18 @@ from flowker.expressions import ExpressionError, compile_condition
 
 KEYS = ["a", "b", "c", "x-y"]
 scalars = st.one_of(st.integers(-3, 3), st.sampled_from(["", "a", "b"]), st.booleans(), st.none())
-values = st.recursive(scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(KEYS), inner, max_size=3)), max_leaves=12)
-variables = st.fixed_dictionaries({
-    "workflow": st.dictionaries(st.sampled_from(KEYS), values, max_size=4),
-    "nodes": st.dictionaries(st.sampled_from(KEYS), values, max_size=4),
-    "execution": st.just({"id": "e-1", "workflowId": "w-1"}),
-})
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(KEYS), inner, max_size=3)),
+    max_leaves=12,
+)
+variables = st.fixed_dictionaries(
+    {
+        "workflow": st.dictionaries(st.sampled_from(KEYS), values, max_size=4),
+        "nodes": st.dictionaries(st.sampled_from(KEYS), values, max_size=4),
+        "execution": st.just({"id": "e-1", "workflowId": "w-1"}),
+    }
+)
 
 
 @st.composite
@@ -39,10 +44,26 @@ def paths(draw) -> str:
 
 
 FORMS = [
-    "{p}", "size({p})", "has({p}.a)", "{p} == {q}", "{p} + {q}", "'a' in {p}", "{p}[0]", "({p}).b",
-    "[{p}, {q}].size()", "{p}.exists(v, v == 1)", "{p}.map(v, v)", "type({p}) == map", "{p}.size() > 0",
-    "nodes[workflow.a]", "size(nodes) + size(workflow)", "'{p}' + string({q})", "{p} != null && {q} == 1",
-    "workflow.a.b.c.d", "has(nodes.a) ? nodes.a : workflow", "{p}.filter(v, v != 1).size()",
+    "{p}",
+    "size({p})",
+    "has({p}.a)",
+    "{p} == {q}",
+    "{p} + {q}",
+    "'a' in {p}",
+    "{p}[0]",
+    "({p}).b",
+    "[{p}, {q}].size()",
+    "{p}.exists(v, v == 1)",
+    "{p}.map(v, v)",
+    "type({p}) == map",
+    "{p}.size() > 0",
+    "nodes[workflow.a]",
+    "size(nodes) + size(workflow)",
+    "'{p}' + string({q})",
+    "{p} != null && {q} == 1",
+    "workflow.a.b.c.d",
+    "has(nodes.a) ? nodes.a : workflow",
+    "{p}.filter(v, v != 1).size()",
 ]
 
 
@@ -58,8 +79,9 @@ def canonical(value):
     if isinstance(value, dict):
         return {key: canonical(item) for key, item in value.items()}
     if isinstance(value, list):
-        return sorted((canonical(item) for item in value),
-                      key=lambda item: json.dumps(item, sort_keys=True, default=repr))
+        return sorted(
+            (canonical(item) for item in value), key=lambda item: json.dumps(item, sort_keys=True, default=repr)
+        )
     return value
 
 
@@ -84,9 +106,11 @@ def test_the_projection_never_changes_a_result(source, data):
 
 
 def test_the_projection_passes_only_what_is_read():
-    data = {"workflow": {"amount": 5, "big": list(range(1000))}, "nodes": {"score": {"body": {"score": 7}, "x": 1},
-                                                                          "other": {"huge": "x" * 10000}},
-            "execution": {"id": "e"}}
+    data = {
+        "workflow": {"amount": 5, "big": list(range(1000))},
+        "nodes": {"score": {"body": {"score": 7}, "x": 1}, "other": {"huge": "x" * 10000}},
+        "execution": {"id": "e"},
+    }
     scope = referenced_paths('nodes.score.body.score < 80 && workflow.amount > 1 && nodes["score"].x == 1')
     assert project(data, scope) == {"nodes": {"score": {"body": {"score": 7}, "x": 1}}, "workflow": {"amount": 5}}
     assert project(data, referenced_paths("size(nodes) > 0")) == {"nodes": data["nodes"]}

@@ -15,11 +15,19 @@ from hardening_helpers import API_KEY, SECRET_KEY
 
 SAMPLE_ID = "0b8f1c6e-8d2a-4a43-9c1e-6a1c2f3b4d5e"
 PROTECTED = [
-    ("GET", "/v1/workflows"), ("POST", "/v1/workflows"), ("GET", f"/v1/workflows/{SAMPLE_ID}"),
-    ("GET", "/v1/executors"), ("POST", "/v1/executors"), ("PATCH", f"/v1/executors/{SAMPLE_ID}"),
-    ("POST", f"/v1/executors/{SAMPLE_ID}/test"), ("GET", "/v1/executions"),
-    ("POST", f"/v1/workflows/{SAMPLE_ID}/executions"), ("POST", "/v1/webhooks/pay"),
-    ("GET", "/v1/audit-events"), ("GET", "/v1/catalog/auth-types"), ("GET", "/openapi.json"),
+    ("GET", "/v1/workflows"),
+    ("POST", "/v1/workflows"),
+    ("GET", f"/v1/workflows/{SAMPLE_ID}"),
+    ("GET", "/v1/executors"),
+    ("POST", "/v1/executors"),
+    ("PATCH", f"/v1/executors/{SAMPLE_ID}"),
+    ("POST", f"/v1/executors/{SAMPLE_ID}/test"),
+    ("GET", "/v1/executions"),
+    ("POST", f"/v1/workflows/{SAMPLE_ID}/executions"),
+    ("POST", "/v1/webhooks/pay"),
+    ("GET", "/v1/audit-events"),
+    ("GET", "/v1/catalog/auth-types"),
+    ("GET", "/openapi.json"),
     ("GET", "/version"),
 ]
 PROBES = ["/health", "/health/live", "/health/ready"]
@@ -30,9 +38,12 @@ def production(apps, **overrides):
 
 
 def executor(base_url: str, **authentication) -> dict:
-    return {"name": "ledger", "baseUrl": base_url,
-            "endpoints": [{"name": "book", "path": "/book", "method": "POST"}],
-            "authentication": authentication or {"type": "bearer", "config": {"token": "prod-token-123456"}}}
+    return {
+        "name": "ledger",
+        "baseUrl": base_url,
+        "endpoints": [{"name": "book", "path": "/book", "method": "POST"}],
+        "authentication": authentication or {"type": "bearer", "config": {"token": "prod-token-123456"}},
+    }
 
 
 @pytest.mark.parametrize("method,path", PROTECTED)
@@ -78,22 +89,28 @@ def test_hsts_is_on_every_response(sqlite_apps, monkeypatch):
     anonymous = sqlite_apps.client(app, key=None)
     responses = {
         "200": secure.simulate_get("/v1/workflows", protocol="https"),
-        "201": secure.simulate_post("/v1/executors", protocol="https",
-                                    json=executor("https://ledger.example.com")),
+        "201": secure.simulate_post("/v1/executors", protocol="https", json=executor("https://ledger.example.com")),
         "204 preflight": anonymous.simulate_request(
-            "OPTIONS", "/v1/workflows", protocol="https",
-            headers={"Origin": "https://ui.example.com", "Access-Control-Request-Method": "POST"}),
+            "OPTIONS",
+            "/v1/workflows",
+            protocol="https",
+            headers={"Origin": "https://ui.example.com", "Access-Control-Request-Method": "POST"},
+        ),
         "400": secure.simulate_get("/v1/workflows", params={"limit": "x"}, protocol="https"),
         "401": anonymous.simulate_get("/v1/workflows", protocol="https"),
         "403 plain http": secure.simulate_get("/v1/workflows"),
         "403 preflight from another origin": anonymous.simulate_request(
-            "OPTIONS", "/v1/workflows", protocol="https",
-            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}),
+            "OPTIONS",
+            "/v1/workflows",
+            protocol="https",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+        ),
         "404": secure.simulate_get("/v1/nothing-here", protocol="https"),
         "405": secure.simulate_request("PATCH", "/v1/workflows", protocol="https"),
         "413": secure.simulate_post("/v1/workflows", body="x" * 500, protocol="https"),
-        "415": secure.simulate_post("/v1/workflows", body="x", protocol="https",
-                                    headers={"Content-Type": "text/plain"}),
+        "415": secure.simulate_post(
+            "/v1/workflows", body="x", protocol="https", headers={"Content-Type": "text/plain"}
+        ),
         "422": secure.simulate_post("/v1/workflows", json={"name": "x"}, protocol="https"),
         "probe": anonymous.simulate_get("/health/live"),
         "openapi": secure.simulate_get("/openapi.json", protocol="https"),
@@ -126,8 +143,11 @@ def test_http_executors_are_refused_at_config_time(sqlite_apps):
         response = post(executor(base_url))
         assert response.status_code == 422 and response.json["code"] == "FLK-0341", (base_url, response.text)
         assert "must use https in production" in response.json["message"]
-    oidc = executor("https://ledger.example.com", type="oidc_client_credentials",
-                    config={"issuer_url": "http://login.example.com", "client_id": "c", "client_secret": "s-123456"})
+    oidc = executor(
+        "https://ledger.example.com",
+        type="oidc_client_credentials",
+        config={"issuer_url": "http://login.example.com", "client_id": "c", "client_secret": "s-123456"},
+    )
     response = post(oidc)
     assert response.status_code == 422 and response.json["code"] == "FLK-0341", response.text
     assert "issuer_url" in response.json["message"]
@@ -135,7 +155,10 @@ def test_http_executors_are_refused_at_config_time(sqlite_apps):
     created = post(executor("https://ledger.example.com"))
     assert created.status_code == 201, created.text
     executor_id = created.json["id"]
-    for method, body in (("PUT", executor("http://ledger.example.com")), ("PATCH", {"baseUrl": "http://ledger.example.com"})):
+    for method, body in (
+        ("PUT", executor("http://ledger.example.com")),
+        ("PATCH", {"baseUrl": "http://ledger.example.com"}),
+    ):
         response = post(body, method, f"/v1/executors/{executor_id}")
         assert response.status_code == 422 and response.json["code"] == "FLK-0341", (method, response.text)
     stored = client.simulate_get(f"/v1/executors/{executor_id}", protocol="https").json
@@ -147,22 +170,26 @@ def test_http_executors_stored_earlier_are_refused_at_call_time(sqlite_apps):
     same database: the step fails with FLK-0341 and no request reaches the service; the
     probe refuses it too."""
     requests_seen = []
-    with LocalHTTPServer(lambda request: (requests_seen.append(request) or (200, {}, {"ok": True}))) as service:
+    with LocalHTTPServer(lambda request: requests_seen.append(request) or (200, {}, {"ok": True})) as service:
         development = sqlite_apps.client()
         created = development.simulate_post("/v1/executors", json=executor(service.url))
         assert created.status_code == 201, created.text
         workflow = {
-            "name": "book", "nodes": [
+            "name": "book",
+            "nodes": [
                 {"id": "start", "type": "trigger", "data": {"triggerType": "manual"}},
-                {"id": "book", "type": "executor", "data": {"executor": "ledger", "endpoint": "book"}}],
-            "edges": [{"source": "start", "target": "book"}]}
+                {"id": "book", "type": "executor", "data": {"executor": "ledger", "endpoint": "book"}},
+            ],
+            "edges": [{"source": "start", "target": "book"}],
+        }
         workflow_id = development.simulate_post("/v1/workflows", json=workflow).json["workflowId"]
         assert development.simulate_post(f"/v1/workflows/{workflow_id}/activate").status_code == 200
 
         # Loopback is allow-listed here, so plain HTTP is the only reason left to refuse.
         client = sqlite_apps.client(production(sqlite_apps, allow_private_networks="127.0.0.0/8"))
-        started = client.simulate_post(f"/v1/workflows/{workflow_id}/executions", json={"inputData": {}},
-                                       protocol="https")
+        started = client.simulate_post(
+            f"/v1/workflows/{workflow_id}/executions", json={"inputData": {}}, protocol="https"
+        )
         assert started.status_code == 201 and started.json["status"] == "failed", started.text
         results = client.simulate_get(f"/v1/executions/{started.json['executionId']}/results", protocol="https").json
         step = next(s for s in results["stepResults"] if s["nodeId"] == "book")
@@ -175,8 +202,12 @@ def test_http_executors_stored_earlier_are_refused_at_call_time(sqlite_apps):
 
 @pytest.mark.parametrize("missing,variable", [("api_keys", "FLOWKER_API_KEYS"), ("secret_key", "FLOWKER_SECRET_KEY")])
 def test_production_refuses_to_start_without_api_keys_or_a_secret_key(tmp_path, missing, variable):
-    environ = {"FLOWKER_ENV": "production", "FLOWKER_API_KEYS": f"ops:{API_KEY}", "FLOWKER_SECRET_KEY": SECRET_KEY,
-               "FLOWKER_DATABASE_URL": f"sqlite:///{tmp_path}/prod.db"}
+    environ = {
+        "FLOWKER_ENV": "production",
+        "FLOWKER_API_KEYS": f"ops:{API_KEY}",
+        "FLOWKER_SECRET_KEY": SECRET_KEY,
+        "FLOWKER_DATABASE_URL": f"sqlite:///{tmp_path}/prod.db",
+    }
     del environ["FLOWKER_" + missing.upper()]
     with pytest.raises(ConfigurationError) as refused:
         Settings.load(environ)
@@ -190,8 +221,14 @@ def test_production_app_refuses_settings_without_keys(tmp_path, hardening_regist
     from flowker.api.app import create_app
     from flowker.security.secrets import SecretBox
 
-    settings = Settings.from_mapping({"env": "production", "api_keys": f"ops:{API_KEY}", "secret_key": SECRET_KEY,
-                                      "database_url": f"sqlite:///{tmp_path}/prod.db"})
+    settings = Settings.from_mapping(
+        {
+            "env": "production",
+            "api_keys": f"ops:{API_KEY}",
+            "secret_key": SECRET_KEY,
+            "database_url": f"sqlite:///{tmp_path}/prod.db",
+        }
+    )
     with pytest.raises(ConfigurationError, match="FLOWKER_API_KEYS"):
         create_app(settings.replace(api_keys=()), registry=hardening_registry)
     with pytest.raises(ConfigurationError, match="FLOWKER_SECRET_KEY"):
@@ -204,8 +241,14 @@ def test_production_never_reads_the_development_key_file(tmp_path):
     from flowker.security.secrets import SecretBox, read_or_create_key_file
 
     read_or_create_key_file(str(tmp_path / "prod.db.secret-key"))
-    settings = Settings.from_mapping({"env": "production", "api_keys": f"ops:{API_KEY}", "secret_key": SECRET_KEY,
-                                      "database_url": f"sqlite:///{tmp_path}/prod.db"})
+    settings = Settings.from_mapping(
+        {
+            "env": "production",
+            "api_keys": f"ops:{API_KEY}",
+            "secret_key": SECRET_KEY,
+            "database_url": f"sqlite:///{tmp_path}/prod.db",
+        }
+    )
     assert SecretBox.from_settings(settings).key_count == 1
 
 
@@ -222,9 +265,14 @@ def test_a_long_x_forwarded_for_cannot_push_the_real_client_out_of_the_audit(sql
     client = sqlite_apps.client(production(sqlite_apps, trusted_proxies="10.0.0.0/8"))
     made_up = ", ".join(f"198.51.100.{i}" for i in range(1, 41))
     headers = {"X-Forwarded-Proto": "https", "X-Forwarded-For": f"{made_up}, 203.0.113.9, 10.0.0.7"}
-    created = client.simulate_post("/v1/executors", json=executor("https://ledger.example.com"), headers=headers,
-                                   remote_addr="10.0.0.1")
+    created = client.simulate_post(
+        "/v1/executors", json=executor("https://ledger.example.com"), headers=headers, remote_addr="10.0.0.1"
+    )
     assert created.status_code == 201, created.text
-    entry = client.simulate_get("/v1/audit-events", params={"resourceId": created.json["id"]},
-                                headers={"X-Forwarded-Proto": "https"}, remote_addr="10.0.0.1").json["items"][0]
+    entry = client.simulate_get(
+        "/v1/audit-events",
+        params={"resourceId": created.json["id"]},
+        headers={"X-Forwarded-Proto": "https"},
+        remote_addr="10.0.0.1",
+    ).json["items"][0]
     assert entry["actor"]["ipAddress"] == "203.0.113.9"

@@ -20,10 +20,14 @@ SHORT_SECRET = "Qzshortx"  # 8 characters; the hmac plugin wants at least 16
 def _workflow(client, executor_body: dict) -> tuple[str, str]:
     created = client.simulate_post("/v1/executors", json=executor_body)
     assert created.status_code == 201, created.text
-    workflow = {"name": "wf", "nodes": [
-        {"id": "start", "type": "trigger", "data": {"triggerType": "manual"}},
-        {"id": "call", "type": "executor", "data": {"executor": executor_body["name"], "endpoint": "call"}}],
-        "edges": [{"source": "start", "target": "call"}]}
+    workflow = {
+        "name": "wf",
+        "nodes": [
+            {"id": "start", "type": "trigger", "data": {"triggerType": "manual"}},
+            {"id": "call", "type": "executor", "data": {"executor": executor_body["name"], "endpoint": "call"}},
+        ],
+        "edges": [{"source": "start", "target": "call"}],
+    }
     workflow_id = client.simulate_post("/v1/workflows", json=workflow).json["workflowId"]
     assert client.simulate_post(f"/v1/workflows/{workflow_id}/activate").status_code == 200
     return created.json["id"], workflow_id
@@ -33,11 +37,18 @@ def test_a_reference_whose_value_breaks_the_schema_fails_before_any_request(make
     monkeypatch.setenv("PARTNER_HMAC_SECRET", SHORT_SECRET)
     with LocalHTTPServer() as server:
         client = make_app.client()
-        executor_id, workflow_id = _workflow(client, {
-            "name": "signed", "baseUrl": server.url,
-            "endpoints": [{"name": "call", "path": "/call", "method": "GET"}],
-            "authentication": {"type": "hmac", "config": {
-                "key_id": "k1", "secret": {"$env": "PARTNER_HMAC_SECRET"}}}})
+        executor_id, workflow_id = _workflow(
+            client,
+            {
+                "name": "signed",
+                "baseUrl": server.url,
+                "endpoints": [{"name": "call", "path": "/call", "method": "GET"}],
+                "authentication": {
+                    "type": "hmac",
+                    "config": {"key_id": "k1", "secret": {"$env": "PARTNER_HMAC_SECRET"}},
+                },
+            },
+        )
         started = client.simulate_post(f"/v1/workflows/{workflow_id}/executions", json={"inputData": {}})
         probe = client.simulate_post(f"/v1/executors/{executor_id}/test")
         sent = [request.path for request in server.requests]
@@ -64,11 +75,18 @@ def test_the_probe_registers_a_literal_query_key_before_its_first_request(make_a
     key = "probe-literal-key-7f3a9c"
     with LocalHTTPServer() as server:
         client = make_app.client()
-        created = client.simulate_post("/v1/executors", json={
-            "name": "keyed", "baseUrl": server.url,
-            "endpoints": [{"name": "call", "path": "/call", "method": "GET"}],
-            "authentication": {"type": "api_key", "config": {
-                "key": key, "location": "query", "query_param_name": "auth"}}})
+        created = client.simulate_post(
+            "/v1/executors",
+            json={
+                "name": "keyed",
+                "baseUrl": server.url,
+                "endpoints": [{"name": "call", "path": "/call", "method": "GET"}],
+                "authentication": {
+                    "type": "api_key",
+                    "config": {"key": key, "location": "query", "query_param_name": "auth"},
+                },
+            },
+        )
         assert created.status_code == 201, created.text
         probe = client.simulate_post(f"/v1/executors/{created.json['id']}/test")
         received = [request.query.get("auth") for request in server.requests]

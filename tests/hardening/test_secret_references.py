@@ -79,8 +79,10 @@ REFUSED = {
     "tls-key-hard-link": (lambda w: {"$file": str(w.secrets_dir / "innocent-looking")}, "one of Flowker's own files"),
     "file-outside-the-dirs": (lambda w: {"$file": str(w.outside_file)}, "must lie under FLOWKER_SECRET_FILE_DIRS"),
     "etc-passwd": (lambda w: {"$file": "/etc/passwd"}, "must lie under FLOWKER_SECRET_FILE_DIRS"),
-    "dot-dot-traversal": (lambda w: {"$file": str(w.secrets_dir) + "/../../../../../../etc/passwd"},
-                          "must lie under FLOWKER_SECRET_FILE_DIRS"),
+    "dot-dot-traversal": (
+        lambda w: {"$file": str(w.secrets_dir) + "/../../../../../../etc/passwd"},
+        "must lie under FLOWKER_SECRET_FILE_DIRS",
+    ),
     "symlink-out": (lambda w: {"$file": str(w.secrets_dir / "escape")}, "must lie under FLOWKER_SECRET_FILE_DIRS"),
     "dev-fd-2": (lambda w: {"$file": "/dev/fd/2"}, "must lie under FLOWKER_SECRET_FILE_DIRS"),
     "proc-self-environ": (lambda w: {"$file": "/proc/self/environ"}, "must lie under FLOWKER_SECRET_FILE_DIRS"),
@@ -103,24 +105,32 @@ def stub():
 def client_for(make_app, world: World, **overrides):
     values = {"secret_file_dirs": str(world.secrets_dir), "secret_env_allow": "SCORER_*", **overrides}
     settings = make_app.settings(**values)
-    settings = settings.replace(config_file=str(world.config_file), tls_keyfile=str(world.tls_key),
-                                tls_certfile=str(world.tls_cert))
+    settings = settings.replace(
+        config_file=str(world.config_file), tls_keyfile=str(world.tls_key), tls_certfile=str(world.tls_cert)
+    )
     return make_app.client(make_app(settings))
 
 
 def executor_body(base_url: str, key_reference: dict) -> dict:
-    return {"name": "exfil", "baseUrl": base_url,
-            "endpoints": [{"name": "grab", "path": "/grab", "method": "GET", "timeout": 5}],
-            "authentication": {"type": "api_key", "config": {"key": key_reference, "location": "query"}}}
+    return {
+        "name": "exfil",
+        "baseUrl": base_url,
+        "endpoints": [{"name": "grab", "path": "/grab", "method": "GET", "timeout": 5}],
+        "authentication": {"type": "api_key", "config": {"key": key_reference, "location": "query"}},
+    }
 
 
 def setup_run(client, base_url: str, key_reference: dict) -> tuple[str, str]:
     created = client.simulate_post("/v1/executors", json=executor_body(base_url, key_reference))
     assert created.status_code == 201, created.text
-    workflow = {"name": "grab", "nodes": [
-        {"id": "start", "type": "trigger", "data": {"triggerType": "manual"}},
-        {"id": "grab", "type": "executor", "data": {"executor": "exfil", "endpoint": "grab"}}],
-        "edges": [{"source": "start", "target": "grab"}]}
+    workflow = {
+        "name": "grab",
+        "nodes": [
+            {"id": "start", "type": "trigger", "data": {"triggerType": "manual"}},
+            {"id": "grab", "type": "executor", "data": {"executor": "exfil", "endpoint": "grab"}},
+        ],
+        "edges": [{"source": "start", "target": "grab"}],
+    }
     workflow_id = client.simulate_post("/v1/workflows", json=workflow).json["workflowId"]
     assert client.simulate_post(f"/v1/workflows/{workflow_id}/activate").status_code == 200
     return created.json["id"], workflow_id
@@ -133,8 +143,9 @@ def run_step(client, workflow_id: str) -> tuple[dict, str]:
     results = client.simulate_get(f"/v1/executions/{started.json['executionId']}/results")
     step = next(step for step in results.json["stepResults"] if step["nodeId"] == "grab")
     # The step's code is in its audit entry (no call was made, so there are no call details).
-    audit = client.simulate_get("/v1/audit-events", params={"eventType": "STEP_FAILED", "limit": 100,
-                                                             "resourceId": started.json["executionId"]})
+    audit = client.simulate_get(
+        "/v1/audit-events", params={"eventType": "STEP_FAILED", "limit": 100, "resourceId": started.json["executionId"]}
+    )
     entry = next(item for item in audit.json["items"] if item["context"].get("nodeId") == "grab")
     step["errorCode"] = entry["metadata"].get("errorCode")
     return step, started.text + results.text + audit.text
@@ -263,11 +274,23 @@ def test_production_resolves_no_env_reference_until_allowed(make_app, world):
 
 def test_a_webhook_verify_token_is_held_to_the_same_rules(make_app, world):
     client = client_for(make_app, world)
-    workflow = {"name": "hook", "nodes": [
-        {"id": "start", "type": "trigger",
-         "data": {"triggerType": "webhook", "path": "/hook", "method": "POST", "verify_token": {"$file": "/etc/passwd"}}},
-        {"id": "out", "type": "action", "data": {"actionType": "set_output", "output": {"ok": True}}}],
-        "edges": [{"source": "start", "target": "out"}]}
+    workflow = {
+        "name": "hook",
+        "nodes": [
+            {
+                "id": "start",
+                "type": "trigger",
+                "data": {
+                    "triggerType": "webhook",
+                    "path": "/hook",
+                    "method": "POST",
+                    "verify_token": {"$file": "/etc/passwd"},
+                },
+            },
+            {"id": "out", "type": "action", "data": {"actionType": "set_output", "output": {"ok": True}}},
+        ],
+        "edges": [{"source": "start", "target": "out"}],
+    }
     response = client.simulate_post("/v1/workflows", json=workflow)
     assert response.status_code == 422 and response.json["code"] == "FLK-0007", response.text
     assert response.json["message"].startswith("nodes[0].data.verify_token: $file /etc/passwd must lie under")

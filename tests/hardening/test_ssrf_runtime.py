@@ -43,15 +43,22 @@ def connected_hosts(connects) -> set[str]:
 
 
 def setup_workflow(client, base_url: str, authentication: dict | None = None) -> tuple[str, str]:
-    body = {"name": "partner", "baseUrl": base_url,
-            "endpoints": [{"name": "score", "path": "/score", "method": "POST", "timeout": 5}],
-            "authentication": authentication or {"type": "bearer", "config": {"token": "partner-token-123456"}}}
+    body = {
+        "name": "partner",
+        "baseUrl": base_url,
+        "endpoints": [{"name": "score", "path": "/score", "method": "POST", "timeout": 5}],
+        "authentication": authentication or {"type": "bearer", "config": {"token": "partner-token-123456"}},
+    }
     created = client.simulate_post("/v1/executors", json=body)
     assert created.status_code == 201, created.text  # allowed at config time: a name, not an address
-    workflow = {"name": "score", "nodes": [
-        {"id": "start", "type": "trigger", "data": {"triggerType": "manual"}},
-        {"id": "score", "type": "executor", "data": {"executor": "partner", "endpoint": "score", "body": {"a": 1}}}],
-        "edges": [{"source": "start", "target": "score"}]}
+    workflow = {
+        "name": "score",
+        "nodes": [
+            {"id": "start", "type": "trigger", "data": {"triggerType": "manual"}},
+            {"id": "score", "type": "executor", "data": {"executor": "partner", "endpoint": "score", "body": {"a": 1}}},
+        ],
+        "edges": [{"source": "start", "target": "score"}],
+    }
     workflow_id = client.simulate_post("/v1/workflows", json=workflow).json["workflowId"]
     assert client.simulate_post(f"/v1/workflows/{workflow_id}/activate").status_code == 200
     return created.json["id"], workflow_id
@@ -106,9 +113,12 @@ def test_production_refuses_loopback_answers_and_nothing_reaches_the_trap(sqlite
         resolver.add("api.partner.test", ["127.0.0.1"])
         client = sqlite_apps.client(env="production")
         https = {"protocol": "https"}
-        body = {"name": "partner", "baseUrl": f"https://api.partner.test:{trap.getsockname()[1]}",
-                "endpoints": [{"name": "score", "path": "/score", "method": "POST"}],
-                "authentication": {"type": "none"}}
+        body = {
+            "name": "partner",
+            "baseUrl": f"https://api.partner.test:{trap.getsockname()[1]}",
+            "endpoints": [{"name": "score", "path": "/score", "method": "POST"}],
+            "authentication": {"type": "none"},
+        }
         created = client.simulate_post("/v1/executors", json=body, **https)
         assert created.status_code == 201, created.text
         probe = client.simulate_post(f"/v1/executors/{created.json['id']}/test", **https)
@@ -138,9 +148,14 @@ def test_an_oidc_issuer_resolving_to_a_metadata_address_is_refused_at_call_time(
     resolver.add("login.partner.test", ["169.254.169.254"])
     with LocalHTTPServer(lambda request: (200, {}, {"ok": True})) as service:
         client = sqlite_apps.client()
-        authentication = {"type": "oidc_client_credentials", "config": {
-            "issuer_url": "https://login.partner.test", "client_id": "flowker",
-            "client_secret": "oidc-secret-0123456789"}}
+        authentication = {
+            "type": "oidc_client_credentials",
+            "config": {
+                "issuer_url": "https://login.partner.test",
+                "client_id": "flowker",
+                "client_secret": "oidc-secret-0123456789",
+            },
+        }
         _, workflow_id = setup_workflow(client, service.url, authentication)
         step = run_step(client, workflow_id)
         assert step["callDetails"]["errorCode"] == "FLK-0341", step
@@ -149,16 +164,32 @@ def test_an_oidc_issuer_resolving_to_a_metadata_address_is_refused_at_call_time(
         assert connected_hosts(connects) == set()
 
 
-@pytest.mark.parametrize("base_url", [
-    "http://169.254.169.254", "http://[::ffff:a9fe:a9fe]", "http://0xa9.0xfe.0xa9.0xfe", "http://2852039166",
-    "http://metadata.google.internal", "http://user:pw@api.partner.test", "file:///etc/passwd",
-    "http://10.0.0.1", "http://[fd00:ec2::254]", "http://100.100.100.200",
-])
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "http://169.254.169.254",
+        "http://[::ffff:a9fe:a9fe]",
+        "http://0xa9.0xfe.0xa9.0xfe",
+        "http://2852039166",
+        "http://metadata.google.internal",
+        "http://user:pw@api.partner.test",
+        "file:///etc/passwd",
+        "http://10.0.0.1",
+        "http://[fd00:ec2::254]",
+        "http://100.100.100.200",
+    ],
+)
 def test_literal_refused_addresses_are_refused_at_config_time(sqlite_apps, resolver, base_url):
     client = sqlite_apps.client()
-    response = client.simulate_post("/v1/executors", json={
-        "name": "partner", "baseUrl": base_url, "endpoints": [{"name": "x", "path": "/x", "method": "GET"}],
-        "authentication": {"type": "none"}})
+    response = client.simulate_post(
+        "/v1/executors",
+        json={
+            "name": "partner",
+            "baseUrl": base_url,
+            "endpoints": [{"name": "x", "path": "/x", "method": "GET"}],
+            "authentication": {"type": "none"},
+        },
+    )
     assert response.status_code == 422, response.text
     assert response.json["code"] in ("FLK-0341", "FLK-0120"), response.text
     assert "pw@" not in response.text

@@ -19,7 +19,7 @@ import pytest
 # The plugin author kit's fixtures (what `pytest_plugins = ["flowker.testing"]` gives an author).
 from flowker.testing import auth_context, local_server, registered_secrets  # noqa: F401
 
-PLUGIN_TEMPLATE = '''
+PLUGIN_TEMPLATE = """
 from requests.auth import AuthBase
 
 from flowker import hookimpl
@@ -47,7 +47,7 @@ def flowker_register_auth_types(registry):
         auth = FakeAuth()
         auth.name = type_name
         registry.register_auth_type(auth)
-'''
+"""
 
 
 @dataclass
@@ -55,13 +55,21 @@ class FakeSite:
     root: Path
     modules: list = field(default_factory=list)
 
-    def add(self, dist_name: str, type_names=("fake",), *, entry_name: str | None = None,
-            source: str | None = None, version: str = "1.2.3") -> str:
+    def add(
+        self,
+        dist_name: str,
+        type_names=("fake",),
+        *,
+        entry_name: str | None = None,
+        source: str | None = None,
+        version: str = "1.2.3",
+    ) -> str:
         """Write a distribution; returns its (unique) module name."""
         module = "fake_plugin_" + uuid.uuid4().hex[:10]
         if source is None:
-            source = PLUGIN_TEMPLATE.format(type_name=type_names[0] if type_names else "none",
-                                            type_names=tuple(type_names), dist_name=dist_name)
+            source = PLUGIN_TEMPLATE.format(
+                type_name=type_names[0] if type_names else "none", type_names=tuple(type_names), dist_name=dist_name
+            )
         (self.root / f"{module}.py").write_text(textwrap.dedent(source))
         info = self.root / f"{dist_name.replace('-', '_')}-{version}.dist-info"
         info.mkdir()

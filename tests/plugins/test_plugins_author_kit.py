@@ -10,11 +10,20 @@ from requests.auth import AuthBase
 from flowker.auth.base import AuthType
 from flowker.auth.builtin import BearerAuth
 from flowker.testing import (
-    check_auth_type, check_builds, check_schema, check_secrets_hidden, sign_request, with_canaries,
+    check_auth_type,
+    check_builds,
+    check_schema,
+    check_secrets_hidden,
+    sign_request,
+    with_canaries,
 )
 
-SCHEMA = {"type": "object", "additionalProperties": False, "required": ["token"],
-          "properties": {"token": {"type": "string", "minLength": 1, "writeOnly": True}}}
+SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["token"],
+    "properties": {"token": {"type": "string", "minLength": 1, "writeOnly": True}},
+}
 
 
 class _Header(AuthBase):
@@ -125,4 +134,3 @@ def test_the_fixtures_work(auth_context, local_server, registered_secrets):
     auth_context.register_secret("value")
     assert registered_secrets == ["value"]
     assert local_server.url.startswith("http://127.0.0.1:")
-

@@ -22,8 +22,10 @@ def test_the_guides_acme_header_does_not_follow_a_redirect_to_another_origin():
     from flowker.security.ssrf import AddressPolicy
 
     auth = acme_example().AcmeAuth().build({"token": "a-sample-token-value"}, make_auth_context())
-    with LocalHTTPServer() as elsewhere, LocalHTTPServer(
-            lambda request: (307, {"Location": elsewhere.url + "/landed"}, b"")) as origin:
+    with (
+        LocalHTTPServer() as elsewhere,
+        LocalHTTPServer(lambda request: (307, {"Location": elsewhere.url + "/landed"}, b"")) as origin,
+    ):
         session = new_session(AddressPolicy(allow_loopback=True))
         try:
             response = session.get(origin.url + "/start", auth=auth, timeout=5)

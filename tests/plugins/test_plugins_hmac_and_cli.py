@@ -38,8 +38,14 @@ def test_the_discovered_hmac_type_signs_requests_a_server_verifies():
 
     def handler(request):
         path = request.path + (f"?{request.query_string}" if request.query_string else "")
-        ok = verify_signature(secret.encode(), request.method, path, request.header("X-Timestamp", ""), request.body,
-                              request.header("X-Signature", ""))
+        ok = verify_signature(
+            secret.encode(),
+            request.method,
+            path,
+            request.header("X-Timestamp", ""),
+            request.body,
+            request.header("X-Signature", ""),
+        )
         return (200, {}, {}) if ok else (401, {}, {})
 
     auth_type = load_registry(Settings()).auth_type("hmac")
@@ -47,9 +53,15 @@ def test_the_discovered_hmac_type_signs_requests_a_server_verifies():
     with LocalHTTPServer(handler) as server, requests.Session() as session:
         session.trust_env = False
         assert session.post(server.url + "/orders?x=1", json={"id": 7}, auth=auth, timeout=10).status_code == 200
-        assert session.post(server.url + "/orders?x=1", json={"id": 7},
-                            auth=auth_type.build({"key_id": "k1", "secret": "x" * 32}, None),
-                            timeout=10).status_code == 401
+        assert (
+            session.post(
+                server.url + "/orders?x=1",
+                json={"id": 7},
+                auth=auth_type.build({"key_id": "k1", "secret": "x" * 32}, None),
+                timeout=10,
+            ).status_code
+            == 401
+        )
 
 
 def test_the_hmac_plugins_own_test_suite_passes():
@@ -66,8 +78,12 @@ def test_flowker_plugins_lists_packages_versions_and_types():
     lines = result.output.splitlines()
     assert lines[0].split() == ["PLUGIN", "PACKAGE", "VERSION", "AUTH", "TYPES", "ACTION", "TYPES"]
     hmac_line = next(line for line in lines if line.startswith("hmac "))
-    assert hmac_line.split()[:4] == ["hmac", "flowker-auth-hmac", importlib.metadata.version("flowker-auth-hmac"),
-                                     "hmac"]
+    assert hmac_line.split()[:4] == [
+        "hmac",
+        "flowker-auth-hmac",
+        importlib.metadata.version("flowker-auth-hmac"),
+        "hmac",
+    ]
     # Each built-in auth type is its own plugin, named after the type.
     oidc_line = next(line for line in lines if line.startswith("oidc_user "))
     assert oidc_line.split()[:2] == ["oidc_user", "flowker"] and oidc_line.split()[3] == "oidc_user"
@@ -80,8 +96,13 @@ def test_flowker_plugins_json_with_a_disabled_plugin():
     assert "hmac" not in [plugin["name"] for plugin in data["plugins"]]
     assert data["disabled"] == [{"name": "hmac", "distribution": "flowker-auth-hmac"}]
     builtin = next(p for p in data["plugins"] if p["name"] == "bearer")
-    assert builtin == {"name": "bearer", "distribution": "flowker", "version": builtin["version"],
-                       "authTypes": ["bearer"], "actionTypes": []}
+    assert builtin == {
+        "name": "bearer",
+        "distribution": "flowker",
+        "version": builtin["version"],
+        "authTypes": ["bearer"],
+        "actionTypes": [],
+    }
     assert data["loadErrors"] == []
 
 

@@ -21,7 +21,9 @@ def test_the_six_built_in_auth_types_are_registered_as_plugins_of_flowker():
     by_name = {plugin.name: plugin for plugin in registry.plugins}
     assert set(by_name) == set(BUILTIN_PLUGINS)
     # One plugin per built-in auth type, named after it (FLOWKER_DISABLED_PLUGINS=bearer disables just that one).
-    assert {name: by_name[name].auth_types for name in BUILTIN_AUTH_TYPES} == {name: (name,) for name in BUILTIN_AUTH_TYPES}
+    assert {name: by_name[name].auth_types for name in BUILTIN_AUTH_TYPES} == {
+        name: (name,) for name in BUILTIN_AUTH_TYPES
+    }
     assert {"set_output", "transform", "log", "fail"} <= set(by_name["flowker.actions"].action_types)
     assert registry.load_errors == []
 
@@ -77,7 +79,7 @@ def test_a_plugin_that_fails_to_import_is_reported_with_its_distribution_and_the
 
 
 def test_a_plugin_whose_hook_raises_is_reported_and_leaves_nothing_half_registered(fake_site):
-    source = '''
+    source = """
 from flowker import hookimpl
 from flowker.auth.builtin import BearerAuth
 
@@ -88,12 +90,16 @@ class Half(BearerAuth):
 def flowker_register_auth_types(registry):
     registry.register_auth_type(Half())
     raise RuntimeError("boom")
-'''
+"""
     fake_site.add("flowker-auth-half", source=source, entry_name="half")
     registry = load_registry(Settings(), entry_points=fake_site.entry_points())
     assert "half" not in registry.auth_types
-    assert registry.load_errors == [("flowker-auth-half", "plugin 'half' from flowker-auth-half failed in "
-                                     "flowker_register_auth_types: RuntimeError: boom")]
+    assert registry.load_errors == [
+        (
+            "flowker-auth-half",
+            "plugin 'half' from flowker-auth-half failed in flowker_register_auth_types: RuntimeError: boom",
+        )
+    ]
 
 
 def test_two_distributions_registering_the_same_type_name_fail_naming_both(fake_site):
@@ -110,7 +116,9 @@ def test_a_third_party_type_reusing_a_built_in_name_fails_naming_flowker_and_the
     fake_site.add("flowker-auth-evil", ("bearer",), entry_name="evil")
     with pytest.raises(PluginError) as caught:
         load_registry(Settings(), entry_points=fake_site.entry_points())
-    assert caught.value.message.startswith("auth type 'bearer' is registered twice: by flowker and by flowker-auth-evil")
+    assert caught.value.message.startswith(
+        "auth type 'bearer' is registered twice: by flowker and by flowker-auth-evil"
+    )
 
 
 def test_two_distributions_using_the_same_plugin_name_fail_naming_both(fake_site):

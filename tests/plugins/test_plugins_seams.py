@@ -37,12 +37,15 @@ def test_a_clash_with_a_built_in_points_at_flowker_disabled_plugins(fake_site):
         load_registry(Settings(), entry_points=fake_site.entry_points())
     assert caught.value.message == (
         "auth type 'bearer' is registered twice: by flowker and by flowker-auth-evil; to keep one, list the "
-        "other's plugin in FLOWKER_DISABLED_PLUGINS: 'bearer' (flowker) or 'evil' (flowker-auth-evil)")
+        "other's plugin in FLOWKER_DISABLED_PLUGINS: 'bearer' (flowker) or 'evil' (flowker-auth-evil)"
+    )
 
 
 def test_disabling_one_built_in_leaves_the_others_and_lets_a_package_replace_it(fake_site):
     fake_site.add("flowker-auth-mybearer", ("bearer",), entry_name="mybearer")
-    registry = load_registry(Settings.from_mapping({"disabled_plugins": "bearer"}), entry_points=fake_site.entry_points())
+    registry = load_registry(
+        Settings.from_mapping({"disabled_plugins": "bearer"}), entry_points=fake_site.entry_points()
+    )
     assert registry.provider_of("auth", "bearer") == "flowker-auth-mybearer"
     assert {"none", "api_key", "basic", "oidc_client_credentials", "oidc_user"} <= set(registry.auth_types)
     assert {registry.provider_of("auth", name) for name in ("none", "api_key", "basic")} == {"flowker"}
@@ -57,7 +60,7 @@ def test_disabling_a_built_in_module_still_disables_each_of_its_types():
     assert registry.disabled_plugins == [("flowker.auth.builtin", "flowker")]
 
 
-ORDERING_PLUGIN = '''
+ORDERING_PLUGIN = """
 from flowker import hookimpl
 from flowker.auth.builtin import NoneAuth
 
@@ -84,7 +87,7 @@ class Wrapper:
 
 def plugin_with_wrapper():
     return Wrapper()
-'''
+"""
 
 
 def test_tryfirst_wrappers_and_call_monitoring_apply_to_the_registration_hook(fake_site):
@@ -96,8 +99,9 @@ def test_tryfirst_wrappers_and_call_monitoring_apply_to_the_registration_hook(fa
     module = sys.modules[module_name]
     manager.register(module.plugin_with_wrapper(), name="wrapper")
     monitored = []
-    manager.add_hookcall_monitoring(lambda name, impls, kwargs: monitored.append(name),
-                                    lambda outcome, name, impls, kwargs: None)
+    manager.add_hookcall_monitoring(
+        lambda name, impls, kwargs: monitored.append(name), lambda outcome, name, impls, kwargs: None
+    )
     registry = collect_registry(manager, loaded)
 
     assert [step for step, _ in module.SEEN] == ["before", "tryfirst", "after"]
@@ -123,14 +127,18 @@ def test_the_testing_extra_brings_everything_flowker_testing_imports():
     config.read(ROOT / "setup.cfg")
     assert "testing" in config["options.extras_require"], "setup.cfg has no testing extra"
     available = _requirement_names(config["options"]["install_requires"]) | _requirement_names(
-        config["options.extras_require"]["testing"])
-    code = ("import sys, flowker.testing\n"
-            "print('\\n'.join(sorted({m.split('.')[0] for m in sys.modules})))")
+        config["options.extras_require"]["testing"]
+    )
+    code = "import sys, flowker.testing\nprint('\\n'.join(sorted({m.split('.')[0] for m in sys.modules})))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     by_module = importlib.metadata.packages_distributions()
-    needed = {dist.lower().replace("_", "-") for module in result.stdout.split()
-              for dist in by_module.get(module, ()) if dist.lower() != "flowker"}
+    needed = {
+        dist.lower().replace("_", "-")
+        for module in result.stdout.split()
+        for dist in by_module.get(module, ())
+        if dist.lower() != "flowker"
+    }
     missing = {dist for dist in needed if dist not in available}
     # Dependencies of the listed requirements come along with them.
     transitive = set()

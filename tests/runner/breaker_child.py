@@ -26,10 +26,15 @@ def main(database_url: str, executor_name: str, threshold: str, go_file: str) ->
     from flowker.settings import Settings
     from flowker.storage.database import bind_database, close_database
 
-    settings = Settings.from_mapping({
-        "database_url": database_url, "cb_failure_threshold": threshold, "cb_recovery_seconds": 600,
-        "retry_max_attempts": 1, "retry_base_seconds": 0.01,
-    })
+    settings = Settings.from_mapping(
+        {
+            "database_url": database_url,
+            "cb_failure_threshold": threshold,
+            "cb_recovery_seconds": 600,
+            "retry_max_attempts": 1,
+            "retry_base_seconds": 0.01,
+        }
+    )
     database = bind_database(database_url)
     service = ExecutionService(settings, load_registry(settings))
     try:

@@ -14,7 +14,6 @@ from flowker.settings import Settings
 from runner_helpers import TOKEN_VARIABLE, BEARER_TOKEN, Recorder, make_settings
 
 
-
 @pytest.fixture(scope="session")
 def registry():
     from flowker.plugins import load_registry

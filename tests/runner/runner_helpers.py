@@ -12,13 +12,15 @@ TOKEN_VARIABLE = "RUNNER_TEST_TOKEN"
 
 
 def make_settings(database_url: str, **changes) -> Settings:
-    base = Settings.from_mapping({
-        "database_url": database_url,
-        "retry_base_seconds": 0.05,
-        "cb_failure_threshold": 5,
-        "cb_recovery_seconds": 0.5,
-        "execution_timeout_seconds": 30,
-    })
+    base = Settings.from_mapping(
+        {
+            "database_url": database_url,
+            "retry_base_seconds": 0.05,
+            "cb_failure_threshold": 5,
+            "cb_recovery_seconds": 0.5,
+            "execution_timeout_seconds": 30,
+        }
+    )
     return base.replace(**changes) if changes else base
 
 
@@ -34,8 +36,12 @@ def store_workflow(spec: dict, status: str = "active", version: int = 1):
 def store_executor(name: str, base_url: str, endpoints: list, authentication: dict | None = None):
     from flowker.storage.models import Executor
 
-    spec = {"name": name, "baseUrl": base_url, "endpoints": endpoints,
-            "authentication": authentication or {"type": "bearer", "config": {"token": {"$env": TOKEN_VARIABLE}}}}
+    spec = {
+        "name": name,
+        "baseUrl": base_url,
+        "endpoints": endpoints,
+        "authentication": authentication or {"type": "bearer", "config": {"token": {"$env": TOKEN_VARIABLE}}},
+    }
     return Executor.create(name=name, base_url=base_url, spec=spec, spec_hash="x")
 
 
@@ -67,11 +73,18 @@ class Recorder:
         return response
 
 
-
-
-def run_call(service, base_url: str, *, endpoint: dict | None = None, data: dict | None = None,
-             input_data: dict | None = None, authentication: dict | None = None, executor_name: str = "svc",
-             extra_nodes=(), extra_edges=()):
+def run_call(
+    service,
+    base_url: str,
+    *,
+    endpoint: dict | None = None,
+    data: dict | None = None,
+    input_data: dict | None = None,
+    authentication: dict | None = None,
+    executor_name: str = "svc",
+    extra_nodes=(),
+    extra_edges=(),
+):
     """Store an executor and a start -> call workflow, run it; (execution, call step)."""
     from flowker.audit.chain import SYSTEM_ACTOR
     from flowker.storage.models import Executor, StepResult
@@ -79,11 +92,16 @@ def run_call(service, base_url: str, *, endpoint: dict | None = None, data: dict
     endpoint = endpoint or {"name": "op", "path": "/op", "method": "POST"}
     if Executor.get_or_none(Executor.name == executor_name) is None:
         store_executor(executor_name, base_url, [endpoint], authentication)
-    node = {"id": "call", "type": "executor", "data": {"executor": executor_name, "endpoint": endpoint["name"],
-                                                         **(data or {})}}
-    spec = {"name": f"wf-{time.monotonic_ns()}", "nodes": [{"id": "start", "type": "trigger",
-                                                             "data": {"triggerType": "manual"}}, node, *extra_nodes],
-            "edges": [{"source": "start", "target": "call"}, *extra_edges]}
+    node = {
+        "id": "call",
+        "type": "executor",
+        "data": {"executor": executor_name, "endpoint": endpoint["name"], **(data or {})},
+    }
+    spec = {
+        "name": f"wf-{time.monotonic_ns()}",
+        "nodes": [{"id": "start", "type": "trigger", "data": {"triggerType": "manual"}}, node, *extra_nodes],
+        "edges": [{"source": "start", "target": "call"}, *extra_edges],
+    }
     workflow = store_workflow(spec)
     started = service.start(workflow.id, input_data or {}, actor=SYSTEM_ACTOR)
     execution = service.run(started.execution.id)

@@ -31,7 +31,9 @@ def test_open_breaker_fails_the_next_step_at_once_and_recovers(service, http_ser
         assert "circuit breaker" in step.error_message
         durations.append(step.call_details["durationMs"])
     assert min(durations) < 1.0, durations
-    failed = AuditEntry.select().where(AuditEntry.event_type == "STEP_FAILED").order_by(AuditEntry.sequence.desc()).get()
+    failed = (
+        AuditEntry.select().where(AuditEntry.event_type == "STEP_FAILED").order_by(AuditEntry.sequence.desc()).get()
+    )
     assert '"errorCode":"FLK-0507"' in failed.canonical
 
     time.sleep(0.55)  # cb_recovery_seconds = 0.5: half-open, one trial goes through
@@ -158,10 +160,12 @@ def test_programming_errors_are_not_retried():
         def close(self):
             pass
 
-    definition = ExecutorDefinition("id", "svc", 1, "http://127.0.0.1:9", {"op": {"path": "/", "method": "GET"}},
-                                    {"type": "none"})
-    client = ExecutorClient(definition, BrokenSession(), ExecutorBreaker("id", 5, 30), RetryPolicy(5, 0.01),
-                            redact_url=str, scrub_text=str)
+    definition = ExecutorDefinition(
+        "id", "svc", 1, "http://127.0.0.1:9", {"op": {"path": "/", "method": "GET"}}, {"type": "none"}
+    )
+    client = ExecutorClient(
+        definition, BrokenSession(), ExecutorBreaker("id", 5, 30), RetryPolicy(5, 0.01), redact_url=str, scrub_text=str
+    )
     with pytest.raises(TypeError):
         client.call(CallRequest(endpoint="op"), auth=None, deadline=time.monotonic() + 10)
     assert len(calls) == 1
@@ -170,4 +174,5 @@ def test_programming_errors_are_not_retried():
 def _raise(exc):
     def function():
         raise exc
+
     return function

@@ -53,16 +53,23 @@ def _fail(exc):
     return function
 
 
-def test_processes_racing_on_a_down_service_make_the_threshold_of_calls(database, database_url, http_server,
-                                                                        tmp_path):
+def test_processes_racing_on_a_down_service_make_the_threshold_of_calls(database, database_url, http_server, tmp_path):
     http_server.recorder.set((503, {}, {"error": "down"}))
-    executor = store_executor("cbstub", http_server.url, [{"name": "op", "path": "/op", "method": "POST"}],
-                              {"type": "none"})
+    executor = store_executor(
+        "cbstub", http_server.url, [{"name": "op", "path": "/op", "method": "POST"}], {"type": "none"}
+    )
     go_file = tmp_path / "go"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(CHILD.parent), *sys.path])}
-    children = [subprocess.Popen([sys.executable, str(CHILD), database_url, "cbstub", str(THRESHOLD), str(go_file)],
-                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                for _ in range(PROCESSES)]
+    children = [
+        subprocess.Popen(
+            [sys.executable, str(CHILD), database_url, "cbstub", str(THRESHOLD), str(go_file)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(PROCESSES)
+    ]
     try:
         for child in children:
             assert child.stdout.readline().strip() == "ready", child.stderr.read()

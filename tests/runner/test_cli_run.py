@@ -23,17 +23,34 @@ EXAMPLES = REPO / "examples"
 EXAMPLE_URL = "http://127.0.0.1:8700"
 
 SECRETS = {
-    "FRAUD_API_TOKEN": "fraud-token-123456", "LEDGER_API_KEY": "ledger-key-123456",
-    "PAYMENTS_WEBHOOK_TOKEN": "webhook-token-1", "KYC_CLIENT_SECRET": "kyc-client-secret-1",
-    "CORE_BANKING_PASSWORD": "core-banking-pw-1", "ONBOARDING_WEBHOOK_TOKEN": "webhook-token-2",
-    "WAREHOUSE_API_KEY": "warehouse-key-1", "PAYMENTS_API_TOKEN": "payments-token-1",
+    "FRAUD_API_TOKEN": "fraud-token-123456",
+    "LEDGER_API_KEY": "ledger-key-123456",
+    "PAYMENTS_WEBHOOK_TOKEN": "webhook-token-1",
+    "KYC_CLIENT_SECRET": "kyc-client-secret-1",
+    "CORE_BANKING_PASSWORD": "core-banking-pw-1",
+    "ONBOARDING_WEBHOOK_TOKEN": "webhook-token-2",
+    "WAREHOUSE_API_KEY": "warehouse-key-1",
+    "PAYMENTS_API_TOKEN": "payments-token-1",
     "CARRIER_API_KEY": "carrier-key-1",
 }
 
-ORDER = {"orderId": "o-1", "total": 1500, "currency": "EUR", "shipping": "express", "address": {"city": "Berlin"},
-         "payment": {"cardToken": "tok_ok"}, "items": [{"sku": "A-1", "quantity": 2}]}
-APPLICANT = {"firstName": "Ada", "lastName": "Lovelace", "email": "ada@example.com", "country": "GB",
-             "currency": "GBP", "document": {"number": "P1234567", "type": "PASSPORT"}}
+ORDER = {
+    "orderId": "o-1",
+    "total": 1500,
+    "currency": "EUR",
+    "shipping": "express",
+    "address": {"city": "Berlin"},
+    "payment": {"cardToken": "tok_ok"},
+    "items": [{"sku": "A-1", "quantity": 2}],
+}
+APPLICANT = {
+    "firstName": "Ada",
+    "lastName": "Lovelace",
+    "email": "ada@example.com",
+    "country": "GB",
+    "currency": "GBP",
+    "document": {"number": "P1234567", "type": "PASSPORT"},
+}
 
 # workflow name -> [(input, expected subset of the final output), ...]; every branch once.
 SCENARIOS = {
@@ -85,8 +102,14 @@ def flowker_run(*args, env_extra=None, timeout=120) -> subprocess.CompletedProce
     env = {key: value for key, value in os.environ.items() if not key.startswith("FLOWKER_")}
     # The sample OIDC issuer is plain http on loopback; requests-oauthlib needs this to use it.
     env.update(SECRETS, OAUTHLIB_INSECURE_TRANSPORT="1", **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "flowker", "run", *map(str, args)], capture_output=True,
-                          text=True, env=env, timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "flowker", "run", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=REPO,
+    )
 
 
 def test_every_example_has_scenarios():
@@ -135,9 +158,14 @@ def test_input_from_a_file_and_a_kept_database(examples_copy, tmp_path):
         events = [r[0] for r in database.execute_sql("SELECT event_type FROM audit_entry ORDER BY sequence")]
     assert [r[0] for r in rows] == ["completed", "completed"]
     assert events.count("WORKFLOW_CREATED") == 1 and events.count("EXECUTION_COMPLETED") == 2
-    verify = subprocess.run([sys.executable, "-m", "flowker", "audit", "verify", "--db", url],
-                            capture_output=True, text=True, timeout=60, cwd=REPO,
-                            env={k: v for k, v in os.environ.items() if not k.startswith("FLOWKER_")})
+    verify = subprocess.run(
+        [sys.executable, "-m", "flowker", "audit", "verify", "--db", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env={k: v for k, v in os.environ.items() if not k.startswith("FLOWKER_")},
+    )
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 

@@ -19,10 +19,15 @@ def gaps(times):
 def test_success_sends_the_request_and_records_the_call(service, http_server, token_env):
     http_server.recorder.set((200, {"X-Trace": "t1"}, {"score": 42, "items": [1, 2]}))
     execution, step = run_call(
-        service, http_server.url,
+        service,
+        http_server.url,
         endpoint={"name": "get-case", "path": "/v1/cases/{caseId}/notes", "method": "POST", "timeout": 5},
-        data={"pathParams": {"caseId": "${{ workflow.case }}"}, "query": {"page": 2, "tags": ["a", "b"]},
-              "headers": {"X-Correlation-Id": "c-${{ workflow.case }}"}, "body": {"amount": "${{ workflow.amount }}"}},
+        data={
+            "pathParams": {"caseId": "${{ workflow.case }}"},
+            "query": {"page": 2, "tags": ["a", "b"]},
+            "headers": {"X-Correlation-Id": "c-${{ workflow.case }}"},
+            "body": {"amount": "${{ workflow.amount }}"},
+        },
         input_data={"case": "a/b c", "amount": 12.5},
     )
     assert execution.status == "completed", execution.error_message
@@ -44,20 +49,30 @@ def test_success_sends_the_request_and_records_the_call(service, http_server, to
     assert BEARER_TOKEN not in json.dumps([step.input_data, step.output, details])
     assert all(BEARER_TOKEN not in entry.canonical for entry in AuditEntry.select())
     kinds = [e.event_type for e in AuditEntry.select().order_by(AuditEntry.sequence)]
-    assert kinds == ["EXECUTION_STARTED", "STEP_COMPLETED", "PROVIDER_CALL_STARTED", "PROVIDER_CALL_COMPLETED",
-                     "STEP_COMPLETED", "EXECUTION_COMPLETED"]
+    assert kinds == [
+        "EXECUTION_STARTED",
+        "STEP_COMPLETED",
+        "PROVIDER_CALL_STARTED",
+        "PROVIDER_CALL_COMPLETED",
+        "STEP_COMPLETED",
+        "EXECUTION_COMPLETED",
+    ]
 
 
 def test_output_mapping_reads_the_nodes_own_response(service, http_server, token_env):
     http_server.recorder.set((200, {}, {"result": {"score": 77}}))
-    execution, step = run_call(service, http_server.url, data={
-        "output": {"score": "${{ nodes.call.body.result.score }}", "ok": "${{ nodes.call.status == 200 }}"}})
+    execution, step = run_call(
+        service,
+        http_server.url,
+        data={"output": {"score": "${{ nodes.call.body.result.score }}", "ok": "${{ nodes.call.status == 200 }}"}},
+    )
     assert step.output == {"score": 77, "ok": True}
     assert execution.final_output["call"] == {"score": 77, "ok": True}
 
 
-def test_5xx_twice_then_success_takes_three_attempts_with_doubling_waits(service_factory, settings, http_server,
-                                                                         token_env):
+def test_5xx_twice_then_success_takes_three_attempts_with_doubling_waits(
+    service_factory, settings, http_server, token_env
+):
     service = service_factory(settings.replace(retry_base_seconds=0.1))
     http_server.recorder.set((503, {}, {"e": 1}), (502, {}, "bad gateway"), (200, {}, {"ok": True}))
     execution, step = run_call(service, http_server.url)
@@ -205,10 +220,13 @@ def test_unknown_and_disabled_executors_fail_the_step(service, http_server, toke
 
 def test_api_key_in_query_is_redacted_from_the_record(service, http_server, monkeypatch):
     monkeypatch.setenv("RUNNER_QUERY_KEY", "query-key-12345")
-    auth = {"type": "api_key", "config": {"key": {"$env": "RUNNER_QUERY_KEY"}, "location": "query",
-                                          "query_param_name": "apikey"}}
-    execution, step = run_call(service, http_server.url, authentication=auth, executor_name="q",
-                               data={"query": {"page": 1}})
+    auth = {
+        "type": "api_key",
+        "config": {"key": {"$env": "RUNNER_QUERY_KEY"}, "location": "query", "query_param_name": "apikey"},
+    }
+    execution, step = run_call(
+        service, http_server.url, authentication=auth, executor_name="q", data={"query": {"page": 1}}
+    )
     assert http_server.requests[0].query == {"page": "1", "apikey": "query-key-12345"}
     assert "query-key-12345" not in json.dumps(step.call_details)
     assert all("query-key-12345" not in e.canonical for e in AuditEntry.select())
@@ -233,10 +251,13 @@ def test_execution_deadline_cuts_a_slow_call(service_factory, settings, http_ser
 
     http_server.recorder.set(slow)
     started = time.monotonic()
-    execution, step = run_call(service, http_server.url, data={"timeout": 5},
-                               extra_nodes=[{"id": "after", "type": "action",
-                                             "data": {"actionType": "log", "message": "after"}}],
-                               extra_edges=[{"source": "call", "target": "after"}])
+    execution, step = run_call(
+        service,
+        http_server.url,
+        data={"timeout": 5},
+        extra_nodes=[{"id": "after", "type": "action", "data": {"actionType": "log", "message": "after"}}],
+        extra_edges=[{"source": "call", "target": "after"}],
+    )
     assert time.monotonic() - started < 0.95  # the 5 s node timeout was cut to the deadline
     assert execution.status == "failed" and step.attempts == 1
     assert "execution deadline" in step.error_message

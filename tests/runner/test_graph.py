@@ -50,24 +50,36 @@ def statuses(steps):
 
 
 def test_cycle_is_rejected_before_running(registry):
-    spec = {"name": "cyclic", "nodes": [trigger(), transform("a", x="${{ 1 }}"), transform("b", y="${{ 2 }}")],
-            "edges": [edge("start", "a"), edge("a", "b"), edge("b", "a")]}
+    spec = {
+        "name": "cyclic",
+        "nodes": [trigger(), transform("a", x="${{ 1 }}"), transform("b", y="${{ 2 }}")],
+        "edges": [edge("start", "a"), edge("a", "b"), edge("b", "a")],
+    }
     with pytest.raises(SpecError) as caught:
         compile_plan(spec, registry)
     assert "cycle" in caught.value.message and "a" in caught.value.message
 
 
 def test_second_trigger_is_rejected(registry):
-    spec = {"name": "two", "nodes": [trigger("t1"), trigger("t2"), transform("a", x="${{ 1 }}")],
-            "edges": [edge("t1", "a"), edge("t2", "a")]}
+    spec = {
+        "name": "two",
+        "nodes": [trigger("t1"), trigger("t2"), transform("a", x="${{ 1 }}")],
+        "edges": [edge("t1", "a"), edge("t2", "a")],
+    }
     with pytest.raises(SpecError, match="exactly one trigger"):
         compile_plan(spec, registry)
 
 
 def test_bad_expression_and_unknown_action_are_rejected(registry):
-    spec = {"name": "bad", "nodes": [trigger(), conditional("c", "workflow.x <"),
-                                     {"id": "z", "type": "action", "data": {"actionType": "nope"}}],
-            "edges": [edge("start", "c"), edge("c", "z", sourceHandle="true")]}
+    spec = {
+        "name": "bad",
+        "nodes": [
+            trigger(),
+            conditional("c", "workflow.x <"),
+            {"id": "z", "type": "action", "data": {"actionType": "nope"}},
+        ],
+        "edges": [edge("start", "c"), edge("c", "z", sourceHandle="true")],
+    }
     with pytest.raises(SpecError) as caught:
         compile_plan(spec, registry)
     messages = [p.message for p in caught.value.problems]
@@ -77,17 +89,29 @@ def test_bad_expression_and_unknown_action_are_rejected(registry):
 def test_service_refuses_to_start_a_cyclic_workflow(service):
     from flowker.storage.models import Execution
 
-    workflow = store_workflow({"name": "cyc", "nodes": [trigger(), transform("a", x="${{ 1 }}")],
-                               "edges": [edge("start", "a"), edge("a", "a")]})
+    workflow = store_workflow(
+        {
+            "name": "cyc",
+            "nodes": [trigger(), transform("a", x="${{ 1 }}")],
+            "edges": [edge("start", "a"), edge("a", "a")],
+        }
+    )
     with pytest.raises(SpecError):
         service.start(workflow.id, {}, actor=SYSTEM_ACTOR)
     assert Execution.select().count() == 0
 
 
 def test_topological_order_is_deterministic(registry):
-    spec = {"name": "order", "nodes": [transform("late", x="${{ 1 }}"), trigger(), transform("b", x="${{ 1 }}"),
-                                       transform("a", x="${{ 1 }}")],
-            "edges": [edge("start", "b"), edge("start", "a"), edge("a", "late"), edge("b", "late")]}
+    spec = {
+        "name": "order",
+        "nodes": [
+            transform("late", x="${{ 1 }}"),
+            trigger(),
+            transform("b", x="${{ 1 }}"),
+            transform("a", x="${{ 1 }}"),
+        ],
+        "edges": [edge("start", "b"), edge("start", "a"), edge("a", "late"), edge("b", "late")],
+    }
     plan = compile_plan(spec, registry)
     assert [n.id for n in plan.nodes] == ["start", "b", "a", "late"]
     assert [n.step_number for n in plan.nodes] == [1, 2, 3, 4]
@@ -97,11 +121,20 @@ def test_topological_order_is_deterministic(registry):
 
 
 def test_diamond_runs_the_join_once(service):
-    nodes = [trigger(), transform("left", v="${{ workflow.n + 1 }}"), transform("right", v="${{ workflow.n * 10 }}"),
-             transform("join", total="${{ nodes.left.v + nodes.right.v }}"),
-             set_output("out", {"total": "${{ nodes.join.total }}"})]
-    edges = [edge("start", "left"), edge("start", "right"), edge("left", "join"), edge("right", "join"),
-             edge("join", "out")]
+    nodes = [
+        trigger(),
+        transform("left", v="${{ workflow.n + 1 }}"),
+        transform("right", v="${{ workflow.n * 10 }}"),
+        transform("join", total="${{ nodes.left.v + nodes.right.v }}"),
+        set_output("out", {"total": "${{ nodes.join.total }}"}),
+    ]
+    edges = [
+        edge("start", "left"),
+        edge("start", "right"),
+        edge("left", "join"),
+        edge("right", "join"),
+        edge("join", "out"),
+    ]
     execution, steps = run_workflow(service, nodes, edges, {"n": 2})
     assert execution.status == "completed"
     assert execution.final_output == {"total": 23}
@@ -110,36 +143,65 @@ def test_diamond_runs_the_join_once(service):
 
 
 def test_false_branch_is_skipped_and_its_descendants_too(service):
-    nodes = [trigger(), conditional("check", "workflow.amount < 100"),
-             set_output("small", {"size": "small"}), transform("big", size="big"),
-             set_output("big-out", {"size": "${{ nodes.big.size }}"})]
-    edges = [edge("start", "check"), edge("check", "small", sourceHandle="true"),
-             edge("check", "big", sourceHandle="false"), edge("big", "big-out")]
+    nodes = [
+        trigger(),
+        conditional("check", "workflow.amount < 100"),
+        set_output("small", {"size": "small"}),
+        transform("big", size="big"),
+        set_output("big-out", {"size": "${{ nodes.big.size }}"}),
+    ]
+    edges = [
+        edge("start", "check"),
+        edge("check", "small", sourceHandle="true"),
+        edge("check", "big", sourceHandle="false"),
+        edge("big", "big-out"),
+    ]
     execution, steps = run_workflow(service, nodes, edges, {"amount": 5})
     assert execution.status == "completed"
     assert execution.final_output == {"size": "small"}
-    assert statuses(steps) == {"start": "completed", "check": "completed", "small": "completed",
-                               "big": "skipped", "big-out": "skipped"}
+    assert statuses(steps) == {
+        "start": "completed",
+        "check": "completed",
+        "small": "completed",
+        "big": "skipped",
+        "big-out": "skipped",
+    }
     assert steps["check"].output == {"result": True}
     assert steps["big"].attempts == 0
 
 
 def test_join_after_a_conditional_runs_when_one_branch_ran(service):
-    nodes = [trigger(), conditional("check", "workflow.express"), transform("fast", mode="express"),
-             transform("slow", mode="standard"),
-             set_output("done", {"mode": '${{ has(nodes.fast) ? nodes.fast.mode : nodes.slow.mode }}'})]
-    edges = [edge("start", "check"), edge("check", "fast", sourceHandle="true"),
-             edge("check", "slow", sourceHandle="false"), edge("fast", "done"), edge("slow", "done")]
+    nodes = [
+        trigger(),
+        conditional("check", "workflow.express"),
+        transform("fast", mode="express"),
+        transform("slow", mode="standard"),
+        set_output("done", {"mode": "${{ has(nodes.fast) ? nodes.fast.mode : nodes.slow.mode }}"}),
+    ]
+    edges = [
+        edge("start", "check"),
+        edge("check", "fast", sourceHandle="true"),
+        edge("check", "slow", sourceHandle="false"),
+        edge("fast", "done"),
+        edge("slow", "done"),
+    ]
     execution, steps = run_workflow(service, nodes, edges, {"express": False})
     assert execution.final_output == {"mode": "standard"}
     assert statuses(steps)["fast"] == "skipped" and statuses(steps)["done"] == "completed"
 
 
 def test_edge_conditions_gate_their_target(service):
-    nodes = [trigger(), transform("high", level="high"), transform("low", level="low"),
-             transform("always", level="any")]
-    edges = [edge("start", "high", condition="workflow.score >= 50"),
-             edge("start", "low", condition="workflow.score < 50"), edge("start", "always")]
+    nodes = [
+        trigger(),
+        transform("high", level="high"),
+        transform("low", level="low"),
+        transform("always", level="any"),
+    ]
+    edges = [
+        edge("start", "high", condition="workflow.score >= 50"),
+        edge("start", "low", condition="workflow.score < 50"),
+        edge("start", "always"),
+    ]
     execution, steps = run_workflow(service, nodes, edges, {"score": 70})
     assert statuses(steps) == {"start": "completed", "high": "completed", "low": "skipped", "always": "completed"}
     # Without set_output the final output is the map of node outputs.
@@ -147,9 +209,13 @@ def test_edge_conditions_gate_their_target(service):
 
 
 def test_first_failure_fails_the_run_and_skips_the_rest(service):
-    nodes = [trigger(), transform("a", v="${{ 1 }}"),
-             {"id": "stop", "type": "action", "data": {"actionType": "fail", "message": "no: ${{ workflow.why }}"}},
-             transform("after", v="${{ 2 }}"), transform("parallel", v="${{ 3 }}")]
+    nodes = [
+        trigger(),
+        transform("a", v="${{ 1 }}"),
+        {"id": "stop", "type": "action", "data": {"actionType": "fail", "message": "no: ${{ workflow.why }}"}},
+        transform("after", v="${{ 2 }}"),
+        transform("parallel", v="${{ 3 }}"),
+    ]
     edges = [edge("start", "a"), edge("a", "stop"), edge("stop", "after"), edge("start", "parallel")]
     execution, steps = run_workflow(service, nodes, edges, {"why": "limit"})
     assert execution.status == "failed"
@@ -157,8 +223,12 @@ def test_first_failure_fails_the_run_and_skips_the_rest(service):
     assert execution.final_output is None
     assert steps["stop"].status == "failed" and steps["stop"].error_message == "no: limit"
     # The fail action has its own code, not the invalid execution body's FLK-0510.
-    failed = [json.loads(event.canonical) for event in AuditEntry.select().where(
-        (AuditEntry.event_type == "STEP_FAILED") & (AuditEntry.resource_id == execution.id))]
+    failed = [
+        json.loads(event.canonical)
+        for event in AuditEntry.select().where(
+            (AuditEntry.event_type == "STEP_FAILED") & (AuditEntry.resource_id == execution.id)
+        )
+    ]
     assert len(failed) == 1 and '"errorCode":"FLK-0513"' in json.dumps(failed[0], separators=(",", ":")), failed
     # Nodes after the failure in topological order are skipped, whatever branch they are on.
     order = sorted(steps.values(), key=lambda s: s.step_number)
@@ -191,8 +261,17 @@ def test_edge_condition_error_fails_the_target_step(service):
 
 
 def test_execution_variables_are_available(service):
-    nodes = [trigger(), set_output("out", {"id": "${{ execution.id }}", "wf": "${{ execution.workflowId }}",
-                                          "text": "n=${{ workflow.n }} ok=${{ workflow.ok }}"})]
+    nodes = [
+        trigger(),
+        set_output(
+            "out",
+            {
+                "id": "${{ execution.id }}",
+                "wf": "${{ execution.workflowId }}",
+                "text": "n=${{ workflow.n }} ok=${{ workflow.ok }}",
+            },
+        ),
+    ]
     execution, _ = run_workflow(service, nodes, [edge("start", "out")], {"n": 4, "ok": True})
     assert execution.final_output == {"id": execution.id, "wf": execution.workflow_id, "text": "n=4 ok=true"}
 

@@ -29,16 +29,28 @@ def db_service(service_factory, db_settings):
 
 
 def simple_spec(name="records", base_url=None):
-    nodes = [{"id": "start", "type": "trigger", "name": "Begin", "data": {"triggerType": "manual"}},
-             {"id": "double", "type": "action", "data": {"actionType": "transform",
-                                                          "values": {"v": "${{ workflow.n * 2 }}"}}}]
+    nodes = [
+        {"id": "start", "type": "trigger", "name": "Begin", "data": {"triggerType": "manual"}},
+        {
+            "id": "double",
+            "type": "action",
+            "data": {"actionType": "transform", "values": {"v": "${{ workflow.n * 2 }}"}},
+        },
+    ]
     edges = [{"source": "start", "target": "double"}]
     if base_url:
-        nodes.append({"id": "call", "type": "executor", "name": "Call service",
-                      "data": {"executor": "svc", "endpoint": "op", "body": {"v": "${{ nodes.double.v }}"}}})
+        nodes.append(
+            {
+                "id": "call",
+                "type": "executor",
+                "name": "Call service",
+                "data": {"executor": "svc", "endpoint": "op", "body": {"v": "${{ nodes.double.v }}"}},
+            }
+        )
         edges.append({"source": "double", "target": "call"})
-    nodes.append({"id": "out", "type": "action", "data": {"actionType": "set_output",
-                                                           "output": {"v": "${{ nodes.double.v }}"}}})
+    nodes.append(
+        {"id": "out", "type": "action", "data": {"actionType": "set_output", "output": {"v": "${{ nodes.double.v }}"}}}
+    )
     edges.append({"source": "call" if base_url else "double", "target": "out"})
     return {"name": name, "nodes": nodes, "edges": edges}
 
@@ -58,7 +70,11 @@ def test_a_run_stores_its_execution_steps_and_audit_trail(db_service, http_serve
 
     steps = list(StepResult.select().where(StepResult.execution == execution.id).order_by(StepResult.step_number))
     assert [(s.step_number, s.node_id, s.status) for s in steps] == [
-        (1, "start", "completed"), (2, "double", "completed"), (3, "call", "completed"), (4, "out", "completed")]
+        (1, "start", "completed"),
+        (2, "double", "completed"),
+        (3, "call", "completed"),
+        (4, "out", "completed"),
+    ]
     assert steps[0].node_name == "Begin" and steps[1].node_name == "double"
     call = steps[2]
     assert call.node_type == "executor" and call.attempts == 2
@@ -69,9 +85,17 @@ def test_a_run_stores_its_execution_steps_and_audit_trail(db_service, http_serve
 
     entries = list(AuditEntry.select().order_by(AuditEntry.sequence))
     assert [e.event_type for e in entries] == [
-        "EXECUTION_STARTED", "STEP_COMPLETED", "STEP_COMPLETED",
-        "PROVIDER_CALL_STARTED", "PROVIDER_CALL_FAILED", "PROVIDER_CALL_STARTED", "PROVIDER_CALL_COMPLETED",
-        "STEP_COMPLETED", "STEP_COMPLETED", "EXECUTION_COMPLETED"]
+        "EXECUTION_STARTED",
+        "STEP_COMPLETED",
+        "STEP_COMPLETED",
+        "PROVIDER_CALL_STARTED",
+        "PROVIDER_CALL_FAILED",
+        "PROVIDER_CALL_STARTED",
+        "PROVIDER_CALL_COMPLETED",
+        "STEP_COMPLETED",
+        "STEP_COMPLETED",
+        "EXECUTION_COMPLETED",
+    ]
     assert entries[0].actor_id == "ci-bot" and all(e.resource_id == execution.id for e in entries)
     assert all(BEARER_TOKEN not in e.canonical for e in entries)
     assert verify_chain().is_valid
@@ -91,8 +115,10 @@ def test_a_failed_run_is_recorded_as_failed(db_service):
     workflow = store_workflow(spec)
     execution = db_service.execute(workflow.id, {"n": 1}, actor=ACTOR).execution
     assert execution.status == "failed" and "'double'" in execution.error_message
-    statuses = [s.status for s in StepResult.select().where(StepResult.execution == execution.id)
-                .order_by(StepResult.step_number)]
+    statuses = [
+        s.status
+        for s in StepResult.select().where(StepResult.execution == execution.id).order_by(StepResult.step_number)
+    ]
     assert statuses == ["completed", "failed", "skipped"]
     last = AuditEntry.select().order_by(AuditEntry.sequence.desc()).get()
     assert last.event_type == "EXECUTION_FAILED" and last.result == "FAILED"
@@ -168,7 +194,8 @@ def test_recovery_fails_expired_leases_only(db_service, service_factory, db_sett
     dead = db_service.start(workflow.id, {"n": 1}, actor=ACTOR).execution
     live = db_service.start(workflow.id, {"n": 2}, actor=ACTOR).execution
     Execution.update(owner="gone-host:1:abc", lease_expires_at=utcnow() - dt.timedelta(seconds=5)).where(
-        Execution.id == dead.id).execute()
+        Execution.id == dead.id
+    ).execute()
 
     restarted = service_factory(db_settings)  # a new process starting up
     assert restarted.recover_interrupted() == [dead.id]
@@ -191,7 +218,8 @@ def test_a_live_service_sweeps_expired_leases_and_spares_live_ones(service_facto
     dead = service.start(workflow.id, {"n": 1}, actor=ACTOR).execution
     live = service.start(workflow.id, {"n": 2}, actor=ACTOR).execution
     Execution.update(owner="gone-host:1:abc", lease_expires_at=utcnow() - dt.timedelta(seconds=5)).where(
-        Execution.id == dead.id).execute()
+        Execution.id == dead.id
+    ).execute()
     service.heartbeat.track(live.id)  # as a run in progress is
     try:
         service.start_sweeping()
@@ -250,13 +278,17 @@ class CommittedSteps:
 
 def two_call_spec():
     call = {"executor": "svc", "endpoint": "op", "body": {"n": "${{ workflow.n }}"}}
-    nodes = [{"id": "start", "type": "trigger", "data": {"triggerType": "manual"}},
-             {"id": "call1", "type": "executor", "data": call},
-             {"id": "act", "type": "action", "data": {"actionType": "transform", "values": {"v": 1}}},
-             {"id": "call2", "type": "executor", "data": call},
-             {"id": "out", "type": "action", "data": {"actionType": "set_output", "output": {"v": 2}}}]
-    edges = [{"source": a, "target": b} for a, b in
-             [("start", "call1"), ("call1", "act"), ("act", "call2"), ("call2", "out")]]
+    nodes = [
+        {"id": "start", "type": "trigger", "data": {"triggerType": "manual"}},
+        {"id": "call1", "type": "executor", "data": call},
+        {"id": "act", "type": "action", "data": {"actionType": "transform", "values": {"v": 1}}},
+        {"id": "call2", "type": "executor", "data": call},
+        {"id": "out", "type": "action", "data": {"actionType": "set_output", "output": {"v": 2}}},
+    ]
+    edges = [
+        {"source": a, "target": b}
+        for a, b in [("start", "call1"), ("call1", "act"), ("act", "call2"), ("call2", "out")]
+    ]
     return {"name": "two-calls", "nodes": nodes, "edges": edges}
 
 
@@ -272,13 +304,17 @@ def run_two_calls(service, http_server):
     return execution, observer
 
 
-def test_a_calls_record_is_committed_before_the_next_call_and_the_rest_with_the_end(db_service, http_server,
-                                                                                   token_env):
+def test_a_calls_record_is_committed_before_the_next_call_and_the_rest_with_the_end(db_service, http_server, token_env):
     execution, observer = run_two_calls(db_service, http_server)
     # Nothing is committed before the first call; everything up to it before the second
     # call goes out; the second call's record commits with the actions after it and the end.
-    assert observer.seen == {"start": [], "call1": [], "act": [],
-                             "call2": ["act", "call1", "start"], "out": ["act", "call1", "start"]}
+    assert observer.seen == {
+        "start": [],
+        "call1": [],
+        "act": [],
+        "call2": ["act", "call1", "start"],
+        "out": ["act", "call1", "start"],
+    }
     steps = StepResult.select().where(StepResult.execution == execution.id)
     assert sorted(s.node_id for s in steps) == ["act", "call1", "call2", "out", "start"]
     kinds = [e.event_type for e in AuditEntry.select().order_by(AuditEntry.sequence)]
@@ -289,5 +325,10 @@ def test_a_calls_record_is_committed_before_the_next_call_and_the_rest_with_the_
 def test_pending_steps_commit_once_the_flush_interval_passes(service_factory, db_settings, http_server, token_env):
     _, observer = run_two_calls(service_factory(db_settings, flush_interval=0.0), http_server)
     # With no wait allowed, every step is committed as it finishes.
-    assert observer.seen == {"start": [], "call1": ["start"], "act": ["call1", "start"],
-                             "call2": ["act", "call1", "start"], "out": ["act", "call1", "call2", "start"]}
+    assert observer.seen == {
+        "start": [],
+        "call1": ["start"],
+        "act": ["call1", "start"],
+        "call2": ["act", "call1", "start"],
+        "out": ["act", "call1", "call2", "start"],
+    }

@@ -20,8 +20,15 @@ def _step(number: int, output) -> StepRecord:
 
 
 def test_a_secret_registered_between_flushes_is_masked_in_later_rows(database):
-    execution = Execution.create(workflow_id="w-1", workflow_version=1, status="running", current_step=0,
-                                 total_steps=3, owner="me", started_at=utcnow())
+    execution = Execution.create(
+        workflow_id="w-1",
+        workflow_version=1,
+        status="running",
+        current_step=0,
+        total_steps=3,
+        owner="me",
+        started_at=utcnow(),
+    )
     redactor = Redactor()
     recorder = ExecutionRecorder(execution, owner="me", lease_seconds=60, redactor=redactor)
     # Within one flush the same string (as a value and as a key) is scrubbed once and reused.

@@ -14,8 +14,7 @@ from flowker.storage.models import Workflow
 def _write_rows(count: int, prefix: str) -> None:
     for number in range(count):
         with write_transaction():
-            Workflow.create(name=f"{prefix}-{number}", status="active", version=1, spec={"nodes": []},
-                            spec_hash="h")
+            Workflow.create(name=f"{prefix}-{number}", status="active", version=1, spec={"nodes": []}, spec_hash="h")
 
 
 def _wait_until(predicate, seconds: float = 10.0) -> bool:

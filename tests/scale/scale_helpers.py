@@ -40,8 +40,18 @@ YAML = {"Content-Type": "application/yaml"}
 INTERRUPTED_PREFIX = "interrupted:"
 
 __all__ = [
-    "API_KEY", "LEASE_SECONDS", "ServerProcess", "StubService", "api_session", "executor_yaml", "workflow_yaml",
-    "YAML", "assert_one_linear_chain", "create_workflow", "database_report", "wait_for",
+    "API_KEY",
+    "LEASE_SECONDS",
+    "ServerProcess",
+    "StubService",
+    "api_session",
+    "executor_yaml",
+    "workflow_yaml",
+    "YAML",
+    "assert_one_linear_chain",
+    "create_workflow",
+    "database_report",
+    "wait_for",
 ]
 
 
@@ -63,12 +73,35 @@ class ServerProcess:
     loses power would (killing only the master lets gthread workers finish their requests).
     """
 
-    def __init__(self, database_url: str, *, workers: int = 2, threads: int = 4,
-                 lease_seconds: float = LEASE_SECONDS, env: dict | None = None):
-        self.env = flowker_env(database_url, FLOWKER_API_KEYS=f"scale:{API_KEY}",
-                               FLOWKER_EXECUTION_LEASE_SECONDS=str(lease_seconds), **(env or {}))
-        self.args = [sys.executable, "-m", "flowker", "serve", "--bind", "127.0.0.1:0", "--workers", str(workers),
-                     "--threads", str(threads), "--drain-seconds", "0"]
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        workers: int = 2,
+        threads: int = 4,
+        lease_seconds: float = LEASE_SECONDS,
+        env: dict | None = None,
+    ):
+        self.env = flowker_env(
+            database_url,
+            FLOWKER_API_KEYS=f"scale:{API_KEY}",
+            FLOWKER_EXECUTION_LEASE_SECONDS=str(lease_seconds),
+            **(env or {}),
+        )
+        self.args = [
+            sys.executable,
+            "-m",
+            "flowker",
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--drain-seconds",
+            "0",
+        ]
         self.process: subprocess.Popen | None = None
         self.lines: list[str] = []
         self.url: str | None = None
@@ -78,8 +111,15 @@ class ServerProcess:
         return "".join(self.lines)
 
     def start(self) -> "ServerProcess":
-        self.process = subprocess.Popen(self.args, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        text=True, bufsize=1, start_new_session=True)
+        self.process = subprocess.Popen(
+            self.args,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+        )
         threading.Thread(target=self._read, daemon=True).start()
 
         def announced():
@@ -154,11 +194,16 @@ class StubService:
         self.released.set()
 
 
-def create_workflow(api: requests.Session, url: str, name: str, *, path: str, endpoint: str = "score",
-                    activate_via: str | None = None) -> str:
+def create_workflow(
+    api: requests.Session, url: str, name: str, *, path: str, endpoint: str = "score", activate_via: str | None = None
+) -> str:
     """Create a workflow from YAML on ``url``; activate it on ``activate_via`` (if given)."""
-    response = api.post(f"{url}/v1/workflows", data=workflow_yaml(name, endpoint=endpoint, path=path),
-                        headers=YAML, timeout=REQUEST_TIMEOUT)
+    response = api.post(
+        f"{url}/v1/workflows",
+        data=workflow_yaml(name, endpoint=endpoint, path=path),
+        headers=YAML,
+        timeout=REQUEST_TIMEOUT,
+    )
     assert response.status_code == 201, response.text
     workflow_id = response.json()["workflowId"]
     if activate_via:
@@ -169,6 +214,7 @@ def create_workflow(api: requests.Session, url: str, name: str, *, path: str, en
 
 # --------------------------------------------------------------------------- database checks
 
+
 def assert_one_linear_chain(report: dict) -> None:
     count, first, last = report["sequences"]
     assert report["verify"].is_valid, report["verify"].message
@@ -176,7 +222,6 @@ def assert_one_linear_chain(report: dict) -> None:
     assert (first, last) == (1, count), "audit sequence numbers have gaps"
     distinct_previous, distinct_hashes = report["links"]
     assert distinct_previous == distinct_hashes == count, "two entries share a predecessor: the chain forked"
-
 
 
 def database_report(database_url: str) -> dict:
@@ -194,28 +239,40 @@ def database_report(database_url: str) -> dict:
         with database.connection_context():
             rows = database.execute_sql(
                 "SELECT id, workflow_id, status, idempotency_key, error_message, total_steps, current_step, "
-                "workflow_version, lease_expires_at FROM execution").fetchall()
+                "workflow_version, lease_expires_at FROM execution"
+            ).fetchall()
             executions = {
-                row[0]: {"workflow_id": row[1], "status": row[2], "key": row[3], "error": row[4],
-                         "total_steps": row[5], "current_step": row[6], "workflow_version": row[7],
-                         "lease_expires_at": row[8]}
+                row[0]: {
+                    "workflow_id": row[1],
+                    "status": row[2],
+                    "key": row[3],
+                    "error": row[4],
+                    "total_steps": row[5],
+                    "current_step": row[6],
+                    "workflow_version": row[7],
+                    "lease_expires_at": row[8],
+                }
                 for row in rows
             }
-            steps = dict(database.execute_sql(
-                "SELECT execution_id, COUNT(*) FROM step_result GROUP BY execution_id").fetchall())
+            steps = dict(
+                database.execute_sql("SELECT execution_id, COUNT(*) FROM step_result GROUP BY execution_id").fetchall()
+            )
             events = {
                 (resource_id, event_type): count
                 for resource_id, event_type, count in database.execute_sql(
                     "SELECT resource_id, event_type, COUNT(*) FROM audit_entry GROUP BY resource_id, event_type"
                 ).fetchall()
             }
-            sequences = tuple(database.execute_sql(
-                "SELECT COUNT(*), MIN(sequence), MAX(sequence) FROM audit_entry").fetchone())
+            sequences = tuple(
+                database.execute_sql("SELECT COUNT(*), MIN(sequence), MAX(sequence) FROM audit_entry").fetchone()
+            )
             duplicate_keys = database.execute_sql(
                 "SELECT workflow_id, idempotency_key, COUNT(*) FROM execution WHERE idempotency_key IS NOT NULL "
-                "GROUP BY workflow_id, idempotency_key HAVING COUNT(*) > 1").fetchall()
+                "GROUP BY workflow_id, idempotency_key HAVING COUNT(*) > 1"
+            ).fetchall()
             links = database.execute_sql(
-                "SELECT COUNT(DISTINCT previous_hash), COUNT(DISTINCT hash) FROM audit_entry").fetchone()
+                "SELECT COUNT(DISTINCT previous_hash), COUNT(DISTINCT hash) FROM audit_entry"
+            ).fetchone()
             workflows = {
                 row[0]: {"name": row[1], "status": row[2], "version": row[3]}
                 for row in database.execute_sql("SELECT id, name, status, version FROM workflow").fetchall()
@@ -223,6 +280,13 @@ def database_report(database_url: str) -> dict:
         verification = verify_database(database)
     finally:
         close_database(database)
-    return {"executions": executions, "steps": steps, "events": events, "sequences": sequences,
-            "duplicate_keys": duplicate_keys, "links": tuple(links), "workflows": workflows,
-            "verify": verification}
+    return {
+        "executions": executions,
+        "steps": steps,
+        "events": events,
+        "sequences": sequences,
+        "duplicate_keys": duplicate_keys,
+        "links": tuple(links),
+        "workflows": workflows,
+        "verify": verification,
+    }

@@ -105,8 +105,14 @@ class Load:
                 self.unexpected.append(f"{kind} {key}: HTTP {response.status_code} {response.text[:300]}")
             return None
         body = response.json()
-        record = {"kind": kind, "key": key, "id": body["executionId"], "http": response.status_code,
-                  "status": body["status"], **extra}
+        record = {
+            "kind": kind,
+            "key": key,
+            "id": body["executionId"],
+            "http": response.status_code,
+            "status": body["status"],
+            **extra,
+        }
         with self.lock:
             self.acks.append(record)
         return record
@@ -116,14 +122,20 @@ class Load:
     def trigger(self, index: int, asynchronous: bool) -> None:
         key = f"t-{index}"
         headers = {"Idempotency-Key": key, **({"Prefer": "respond-async"} if asynchronous else {})}
-        response = self.send(index, "POST", f"/v1/workflows/{self.workflow_id}/executions",
-                             json={"inputData": {"amount": index}}, headers=headers)
+        response = self.send(
+            index,
+            "POST",
+            f"/v1/workflows/{self.workflow_id}/executions",
+            json={"inputData": {"amount": index}},
+            headers=headers,
+        )
         self.ack("async" if asynchronous else "sync", key, response)
 
     def webhook(self, index: int) -> None:
         key = f"w-{index}"
-        response = self.send(index, "POST", "/v1/webhooks/scale/load", json={"amount": index},
-                             headers={"Idempotency-Key": key})
+        response = self.send(
+            index, "POST", "/v1/webhooks/scale/load", json={"amount": index}, headers={"Idempotency-Key": key}
+        )
         self.ack("webhook", key, response)
 
     def pair(self, index: int) -> None:
@@ -134,8 +146,13 @@ class Load:
 
         def one(slot: int) -> None:
             barrier.wait(timeout=10)
-            responses[slot] = self.send(index + slot, "POST", f"/v1/workflows/{self.workflow_id}/executions",
-                                        json={"inputData": {"amount": index}}, headers={"Idempotency-Key": key})
+            responses[slot] = self.send(
+                index + slot,
+                "POST",
+                f"/v1/workflows/{self.workflow_id}/executions",
+                json={"inputData": {"amount": index}},
+                headers={"Idempotency-Key": key},
+            )
 
         threads = [threading.Thread(target=one, args=(slot,)) for slot in (0, 1)]
         for thread in threads:
@@ -148,14 +165,24 @@ class Load:
     def change_config(self, index: int) -> None:
         """Create on one server, update on the other, activate, then a webhook via the other."""
         name, path = f"cfg-{index}", f"/scale/cfg-{index}"
-        response = self.send(index, "POST", "/v1/workflows", failover=False,
-                             data=workflow_yaml(name, path=path, label="v1"), headers=YAML)
+        response = self.send(
+            index,
+            "POST",
+            "/v1/workflows",
+            failover=False,
+            data=workflow_yaml(name, path=path, label="v1"),
+            headers=YAML,
+        )
         if response is None or response.status_code != 201:
             return self._config_failed(name, "create", response)
         workflow_id = response.json()["workflowId"]
         steps = [
-            ("PUT", f"/v1/workflows/{workflow_id}", {"data": workflow_yaml(name, path=path, label="v2"),
-                                                      "headers": YAML}, "update"),
+            (
+                "PUT",
+                f"/v1/workflows/{workflow_id}",
+                {"data": workflow_yaml(name, path=path, label="v2"), "headers": YAML},
+                "update",
+            ),
             ("POST", f"/v1/workflows/{workflow_id}/activate", {}, "activate"),
         ]
         for offset, (method, route, options, what) in enumerate(steps, start=1):
@@ -164,8 +191,9 @@ class Load:
                 return self._config_failed(name, what, response)
         with self.lock:
             self.config.append({"workflow_id": workflow_id, "name": name})
-        response = self.send(index + 1, "POST", f"/v1/webhooks{path}", json={"amount": index},
-                             headers={"Idempotency-Key": f"c-{index}"})
+        response = self.send(
+            index + 1, "POST", f"/v1/webhooks{path}", json={"amount": index}, headers={"Idempotency-Key": f"c-{index}"}
+        )
         self.ack("config-webhook", f"c-{index}", response, workflow_id=workflow_id)
 
     def _config_failed(self, name: str, what: str, response) -> None:
@@ -210,8 +238,12 @@ class Load:
 
 def server_errors(servers) -> str:
     """The lines of the servers' output that tell of errors (tracebacks' last lines)."""
-    lines = [line.rstrip() for server in servers for line in server.lines
-             if "Error" in line or "deadlock" in line or "ERROR" in line]
+    lines = [
+        line.rstrip()
+        for server in servers
+        for line in server.lines
+        if "Error" in line or "deadlock" in line or "ERROR" in line
+    ]
     return "\n".join(lines[-40:]) or "(none)"
 
 
@@ -228,16 +260,23 @@ def test_two_servers_kill_one_mid_load(cluster, stub):
     # one whose client sees the connection drop and retries on B with the same key.
     orphans = []
     for number in range(ORPHANS):
-        response = api.post(f"{a.url}/v1/workflows/{slow_id}/executions", json={"inputData": {"amount": number}},
-                            headers={"Prefer": "respond-async", "Idempotency-Key": f"orphan-{number}"})
+        response = api.post(
+            f"{a.url}/v1/workflows/{slow_id}/executions",
+            json={"inputData": {"amount": number}},
+            headers={"Prefer": "respond-async", "Idempotency-Key": f"orphan-{number}"},
+        )
         assert response.status_code == 202, response.text
         orphans.append(response.json()["executionId"])
     held_sync: dict = {}
 
     def slow_sync_call() -> None:
         try:
-            api_session().post(f"{a.url}/v1/workflows/{slow_id}/executions", json={"inputData": {"amount": 99}},
-                               headers={"Idempotency-Key": "orphan-sync"}, timeout=60)
+            api_session().post(
+                f"{a.url}/v1/workflows/{slow_id}/executions",
+                json={"inputData": {"amount": 99}},
+                headers={"Idempotency-Key": "orphan-sync"},
+                timeout=60,
+            )
             held_sync["answered"] = True
         except requests.ConnectionError:
             held_sync["dropped"] = True
@@ -257,8 +296,11 @@ def test_two_servers_kill_one_mid_load(cluster, stub):
     sync_thread.join(timeout=30)
     assert held_sync == {"dropped": True}, held_sync
     # The retry of the dropped request, on B with the same key: the original run, not a new one.
-    response = api.post(f"{b.url}/v1/workflows/{slow_id}/executions", json={"inputData": {"amount": 99}},
-                        headers={"Idempotency-Key": "orphan-sync"})
+    response = api.post(
+        f"{b.url}/v1/workflows/{slow_id}/executions",
+        json={"inputData": {"amount": 99}},
+        headers={"Idempotency-Key": "orphan-sync"},
+    )
     assert response.status_code == 200 and response.json()["status"] == "running", response.text
     orphans.append(response.json()["executionId"])
 
@@ -276,8 +318,12 @@ def test_two_servers_kill_one_mid_load(cluster, stub):
     load.run(range(PHASE_ONE_OPERATIONS, PHASE_ONE_OPERATIONS + PHASE_TWO_OPERATIONS))
     servers = (a, b, restarted)
     try:
-        wait_for(lambda: all(row["status"] != "running" for row in database_report(cluster.url)["executions"].values()),
-                 "every run to settle", 30, interval=0.2)
+        wait_for(
+            lambda: all(row["status"] != "running" for row in database_report(cluster.url)["executions"].values()),
+            "every run to settle",
+            30,
+            interval=0.2,
+        )
     except AssertionError as exc:
         stuck = [i for i, row in database_report(cluster.url)["executions"].items() if row["status"] == "running"]
         raise AssertionError(f"{exc}: still running {stuck}; server errors:\n{server_errors(servers)}") from None
@@ -303,9 +349,17 @@ def test_two_servers_kill_one_mid_load(cluster, stub):
     # Every run settled: completed with all its steps and entries, or failed as interrupted.
     interrupted = set()
     for execution_id, row in executions.items():
-        events = {kind: report["events"].get((execution_id, kind), 0) for kind in (
-            "EXECUTION_STARTED", "EXECUTION_COMPLETED", "EXECUTION_INTERRUPTED", "STEP_COMPLETED",
-            "PROVIDER_CALL_STARTED", "PROVIDER_CALL_COMPLETED")}
+        events = {
+            kind: report["events"].get((execution_id, kind), 0)
+            for kind in (
+                "EXECUTION_STARTED",
+                "EXECUTION_COMPLETED",
+                "EXECUTION_INTERRUPTED",
+                "STEP_COMPLETED",
+                "PROVIDER_CALL_STARTED",
+                "PROVIDER_CALL_COMPLETED",
+            )
+        }
         assert events["EXECUTION_STARTED"] == 1, (execution_id, events)
         if row["status"] == "completed":
             assert report["steps"].get(execution_id) == row["total_steps"] == 3, (execution_id, row)
@@ -332,6 +386,8 @@ def test_two_servers_kill_one_mid_load(cluster, stub):
             assert executions[record["id"]]["workflow_version"] == 2, record
 
     assert_one_linear_chain(report)
-    print(f"\nacknowledged runs: {len(by_key)}, stored: {len(executions)}, interrupted and recovered: "
-          f"{len(interrupted)}, config changes: {len(load.config)}, connection errors: {load.connection_errors}, "
-          f"abandoned: {load.abandoned}, audit entries: {report['sequences'][0]}")
+    print(
+        f"\nacknowledged runs: {len(by_key)}, stored: {len(executions)}, interrupted and recovered: "
+        f"{len(interrupted)}, config changes: {len(load.config)}, connection errors: {load.connection_errors}, "
+        f"abandoned: {load.abandoned}, audit entries: {report['sequences'][0]}"
+    )

@@ -28,8 +28,9 @@ def _waits(connection, pid: int | None, locktype: str) -> bool:
     if pid is None:
         return False
     with connection.cursor() as cursor:
-        cursor.execute("SELECT COUNT(*) FROM pg_locks WHERE NOT granted AND pid = %s AND locktype = %s",
-                       (pid, locktype))
+        cursor.execute(
+            "SELECT COUNT(*) FROM pg_locks WHERE NOT granted AND pid = %s AND locktype = %s", (pid, locktype)
+        )
         return cursor.fetchone()[0] > 0
 
 
@@ -51,9 +52,18 @@ def test_heartbeat_step_commit_and_finish_do_not_deadlock(postgres_schema_url):
     lease = dt.timedelta(seconds=60)
     with database.connection_context():
         # x sorts and is stored before y, so the heartbeat's UPDATE locks x first.
-        x, y = (Execution.create(id=f"00000000-0000-4000-8000-00000000000{n}", workflow_id="w", workflow_version=1,
-                                 status="running", total_steps=1, owner=OWNER, lease_expires_at=utcnow() + lease)
-                for n in (1, 2))
+        x, y = (
+            Execution.create(
+                id=f"00000000-0000-4000-8000-00000000000{n}",
+                workflow_id="w",
+                workflow_version=1,
+                status="running",
+                total_steps=1,
+                owner=OWNER,
+                lease_expires_at=utcnow() + lease,
+            )
+            for n in (1, 2)
+        )
     admin = psycopg2.connect(dbname=database.database, **database.connect_params)
     blocker = psycopg2.connect(dbname=database.database, **database.connect_params)
     heartbeat = LeaseHeartbeat(OWNER, 60.0, interval=3600)
@@ -68,6 +78,7 @@ def test_heartbeat_step_commit_and_finish_do_not_deadlock(postgres_schema_url):
                     work()
             except Exception as exc:  # noqa: BLE001 - what the test reports
                 errors.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+
         thread = threading.Thread(target=run, name=name)
         thread.start()
         return thread
@@ -82,7 +93,11 @@ def test_heartbeat_step_commit_and_finish_do_not_deadlock(postgres_schema_url):
         with blocker.cursor() as cursor:  # another process appending to the audit chain
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK_ID,))
         threads.append(in_thread("step commit (x)", lambda: step_commit.step_finished(step)))
-        wait_for(lambda: _waits(admin, pids.get("step commit (x)"), "advisory"), "the step commit to wait for the audit lock", 10)
+        wait_for(
+            lambda: _waits(admin, pids.get("step commit (x)"), "advisory"),
+            "the step commit to wait for the audit lock",
+            10,
+        )
         threads.append(in_thread("finish (y)", lambda: ending.finish(RunOutcome(status=COMPLETED, final_output={}))))
         wait_for(lambda: _waits(admin, pids.get("finish (y)"), "advisory"), "the finish to wait for the audit lock", 10)
         heartbeat.track(x.id)

@@ -102,10 +102,12 @@ def test_idempotency_key_holds_across_servers(cluster, stub):
         if number % 2:
             headers["Prefer"] = "respond-async"
         body = {"inputData": {"amount": number}}
-        first, second = _simultaneous([
-            lambda: api_a.post(a.url + path, json=body, headers=headers, timeout=30),
-            lambda: api_b.post(b.url + path, json=body, headers=headers, timeout=30),
-        ])
+        first, second = _simultaneous(
+            [
+                lambda: api_a.post(a.url + path, json=body, headers=headers, timeout=30),
+                lambda: api_b.post(b.url + path, json=body, headers=headers, timeout=30),
+            ]
+        )
         created = 202 if number % 2 else 201
         assert sorted([first.status_code, second.status_code]) == sorted([200, created]), (first.text, second.text)
         assert first.json()["executionId"] == second.json()["executionId"]
@@ -114,8 +116,12 @@ def test_idempotency_key_holds_across_servers(cluster, stub):
     response = api_b.post(b.url + path, json={"inputData": {"amount": 999}}, headers={"Idempotency-Key": "key-0"})
     assert response.status_code == 422 and response.json()["code"] == "FLK-0508", response.text
 
-    wait_for(lambda: all(row["status"] != "running" for row in database_report(cluster.url)["executions"].values()),
-             "the async runs to finish", 30, interval=0.2)
+    wait_for(
+        lambda: all(row["status"] != "running" for row in database_report(cluster.url)["executions"].values()),
+        "the async runs to finish",
+        30,
+        interval=0.2,
+    )
     report = database_report(cluster.url)
     assert report["duplicate_keys"] == []
     keyed = [row for row in report["executions"].values() if row["key"]]
@@ -132,10 +138,12 @@ def test_simultaneous_webhook_deliveries_with_one_key(cluster, stub):
     statuses = []
     for number in range(20):
         headers = {"Idempotency-Key": f"hook-{number}"}
-        first, second = _simultaneous([
-            lambda: api_a.post(f"{a.url}/v1/webhooks/scale/keyed-hook", json={"amount": 1}, headers=headers),
-            lambda: api_b.post(f"{b.url}/v1/webhooks/scale/keyed-hook", json={"amount": 1}, headers=headers),
-        ])
+        first, second = _simultaneous(
+            [
+                lambda: api_a.post(f"{a.url}/v1/webhooks/scale/keyed-hook", json={"amount": 1}, headers=headers),
+                lambda: api_b.post(f"{b.url}/v1/webhooks/scale/keyed-hook", json={"amount": 1}, headers=headers),
+            ]
+        )
         statuses.append(sorted([first.status_code, second.status_code]))
     # A sender's retry of the same delivery is the same request: one 201, the other 200.
     assert all(pair == [200, 201] for pair in statuses), statuses
@@ -145,8 +153,11 @@ def _start_slow_runs(api, server, slow_id, stub, count: int = 3) -> list[str]:
     """``count`` async runs accepted by ``server`` and caught inside their executor call."""
     accepted = []
     for number in range(count):
-        response = api.post(f"{server.url}/v1/workflows/{slow_id}/executions", json={"inputData": {"amount": number}},
-                            headers={"Prefer": "respond-async"})
+        response = api.post(
+            f"{server.url}/v1/workflows/{slow_id}/executions",
+            json={"inputData": {"amount": number}},
+            headers={"Prefer": "respond-async"},
+        )
         assert response.status_code == 202, response.text
         accepted.append(response.json()["executionId"])
     wait_for(lambda: stub.service.slow_calls >= count, "the slow calls to reach the stub", 30)
@@ -180,12 +191,17 @@ def test_killed_server_runs_are_recovered_by_the_live_server(cluster, stub):
     assert [rows[run_id]["status"] for run_id in accepted] == ["running"] * 3
 
     # A is never restarted: B's workers sweep expired leases every half lease.
-    wait_for(lambda: all(database_report(cluster.url)["executions"][run_id]["status"] == "failed"
-                         for run_id in accepted), "B to fail A's runs", LEASE_SECONDS * 4, interval=0.2)
+    wait_for(
+        lambda: all(database_report(cluster.url)["executions"][run_id]["status"] == "failed" for run_id in accepted),
+        "B to fail A's runs",
+        LEASE_SECONDS * 4,
+        interval=0.2,
+    )
     assert time.monotonic() - killed_at >= LEASE_SECONDS * 0.9  # not before their lease expired
     _assert_interrupted(api, b.url, database_report(cluster.url), accepted)
-    assert "failed 3 execution(s) whose process stopped" in b.output or \
-        b.output.count("whose process stopped") >= 2, b.output  # one worker took all, or both a share
+    assert "failed 3 execution(s) whose process stopped" in b.output or b.output.count("whose process stopped") >= 2, (
+        b.output
+    )  # one worker took all, or both a share
 
 
 def test_killed_server_runs_are_recovered_on_restart(cluster, stub):
@@ -225,19 +241,29 @@ def test_queued_async_run_is_not_recovered_while_its_server_lives(cluster, stub)
     slow_id = create_workflow(api, a.url, "busy", path="/scale/busy", endpoint="slow", activate_via=a.url)
     fast_id = create_workflow(api, a.url, "queued", path="/scale/queued", activate_via=a.url)
     for number in range(4):  # the worker's 4 background threads, each held in a call
-        response = api.post(f"{a.url}/v1/workflows/{slow_id}/executions", json={"inputData": {"amount": number}},
-                            headers={"Prefer": "respond-async"})
+        response = api.post(
+            f"{a.url}/v1/workflows/{slow_id}/executions",
+            json={"inputData": {"amount": number}},
+            headers={"Prefer": "respond-async"},
+        )
         assert response.status_code == 202, response.text
     wait_for(lambda: stub.service.slow_calls >= 4, "the background threads to be busy", 30)
-    response = api.post(f"{a.url}/v1/workflows/{fast_id}/executions", json={"inputData": {"amount": 1}},
-                        headers={"Prefer": "respond-async"})
+    response = api.post(
+        f"{a.url}/v1/workflows/{fast_id}/executions",
+        json={"inputData": {"amount": 1}},
+        headers={"Prefer": "respond-async"},
+    )
     assert response.status_code == 202, response.text
     queued = response.json()["executionId"]
 
     time.sleep(LEASE_SECONDS + 1.0)
     cluster.start(1)  # another server starts (a deploy): its start-up recovery runs
     stub.service.release()
-    wait_for(lambda: database_report(cluster.url)["executions"][queued]["status"] != "running",
-             "the queued run to end", 30, interval=0.2)
+    wait_for(
+        lambda: database_report(cluster.url)["executions"][queued]["status"] != "running",
+        "the queued run to end",
+        30,
+        interval=0.2,
+    )
     row = database_report(cluster.url)["executions"][queued]
     assert row["status"] == "completed", row

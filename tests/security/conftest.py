@@ -74,8 +74,9 @@ class RecordingHandler(http.server.BaseHTTPRequestHandler):
     def _handle(self):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        self.server.requests.append({"method": self.command, "path": self.path,
-                                     "headers": dict(self.headers.items()), "body": body})
+        self.server.requests.append(
+            {"method": self.command, "path": self.path, "headers": dict(self.headers.items()), "body": body}
+        )
         route = self.server.routes.get(self.path.split("?")[0])
         if route is None:
             self.reply(200, b'{"ok": true}', {"Content-Type": "application/json"})

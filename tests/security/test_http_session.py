@@ -17,8 +17,6 @@ from flowker.security.ssrf import AddressPolicy
 from security_helpers import PUBLIC
 
 
-
-
 def test_dns_rebind_cannot_reach_the_refused_address(local_server, trap, fake_dns, connect_log, session):
     server = local_server("127.0.0.1")
     trap.listen("127.0.0.2", server.port)  # the rebind target, same port
@@ -62,11 +60,18 @@ def test_rebound_answer_is_refused_on_the_next_call(local_server, trap, fake_dns
     assert trap.connections() == 0
 
 
-@pytest.mark.parametrize("location", [
-    "http://127.0.0.2:{trap}/", "http://2130706434:{trap}/", "http://localhost:{trap}/",
-    "http://[::1]:{trap6}/", "http://169.254.169.254/latest/meta-data/", "file:///etc/passwd",
-    "http://user:pw@127.0.0.1:{port}/",
-])
+@pytest.mark.parametrize(
+    "location",
+    [
+        "http://127.0.0.2:{trap}/",
+        "http://2130706434:{trap}/",
+        "http://localhost:{trap}/",
+        "http://[::1]:{trap6}/",
+        "http://169.254.169.254/latest/meta-data/",
+        "file:///etc/passwd",
+        "http://user:pw@127.0.0.1:{port}/",
+    ],
+)
 def test_redirect_to_a_refused_address_is_not_followed(location, local_server, trap, connect_log, session):
     server = local_server("127.0.0.1")
     trap_port = trap.listen("127.0.0.2")
@@ -87,8 +92,13 @@ def test_allowed_redirect_is_followed_and_loses_credentials_across_origins(local
     origin.route("/same", lambda h: h.reply(302, headers={"Location": "/final"}))
     origin.route("/away", lambda h: h.reply(302, headers={"Location": other.url("/final")}))
     s = session(secret_headers=["X-Tracer-Key"])
-    headers = {"Authorization": "Bearer t0k3n-value", "X-Tracer-Key": "k3y-value", "X-API-Key": "k2",
-               "Cookie": "sid=1", "X-Trace": "keep"}
+    headers = {
+        "Authorization": "Bearer t0k3n-value",
+        "X-Tracer-Key": "k3y-value",
+        "X-API-Key": "k2",
+        "Cookie": "sid=1",
+        "X-Trace": "keep",
+    }
 
     assert s.get(origin.url("/same"), headers=headers, timeout=5).status_code == 200
     same = origin.requests[-1]["headers"]
@@ -134,16 +144,23 @@ def _self_signed(tmp_path, name: str):
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     cert_file, key_file = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return str(cert_file), str(key_file)
 
 
@@ -156,8 +173,7 @@ def _tls_server(local_server, tmp_path, name):
     return local_server("127.0.0.1", tls_context=context), cert, seen_sni
 
 
-def test_tls_keeps_sni_and_certificate_check_on_the_host_name(local_server, tmp_path, fake_dns, connect_log,
-                                                               session):
+def test_tls_keeps_sni_and_certificate_check_on_the_host_name(local_server, tmp_path, fake_dns, connect_log, session):
     server, cert, seen_sni = _tls_server(local_server, tmp_path, "pinned.example.test")
     fake_dns.add("pinned.example.test", ["127.0.0.1"])
     s = session(AddressPolicy(allowed_networks=["127.0.0.1/32"], require_https=True))
@@ -195,9 +211,10 @@ def _chunked(body: bytes, extra_headers=None):
         h.send_header("Transfer-Encoding", "chunked")
         h.end_headers()
         for start in range(0, len(body), 4096):
-            piece = body[start:start + 4096]
+            piece = body[start : start + 4096]
             h.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
         h.wfile.write(b"0\r\n\r\n")
+
     return handler
 
 
@@ -248,8 +265,9 @@ def test_harden_session_guards_a_requests_oauthlib_session(local_server, trap, f
 
     oauth = harden_session(OAuth2Session(client=BackendApplicationClient(client_id="app")), PUBLIC)
     try:
-        fetched = oauth.fetch_token(f"http://idp.example.test:{server.port}/token", client_secret="cs-value",
-                                    include_client_id=True)
+        fetched = oauth.fetch_token(
+            f"http://idp.example.test:{server.port}/token", client_secret="cs-value", include_client_id=True
+        )
         assert fetched["access_token"] == "at-value-1"
         assert oauth.trust_env is False
         with pytest.raises(SSRFBlockedError):

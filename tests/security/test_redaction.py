@@ -26,32 +26,83 @@ from flowker.security.redaction import (
 
 def canary(prefix="c") -> str:
     # Symbols included so URL and JSON encodings differ from the raw form.
-    return f"{prefix}-{secrets.token_urlsafe(18)}+/=&é\"!"
+    return f'{prefix}-{secrets.token_urlsafe(18)}+/=&é"!'
 
 
-@pytest.mark.parametrize("key", [
-    "password", "Password", "PASSWORD", "db_password", "dbPassword", "secret", "client_secret", "clientSecret",
-    "Client-Secret", "token", "access_token", "accessToken", "refresh-token", "id_token", "api_key", "apiKey",
-    "apikey", "API-KEY", "x-api-key", "X-Api-Key", "key", "authorization", "Authorization",
-    "Proxy-Authorization", "cookie", "Set-Cookie", "private_key", "privateKey", "signature", "credential",
-    "credentials", "webhookSecret", "X-Auth-Token", "passphrase",
-])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "password",
+        "Password",
+        "PASSWORD",
+        "db_password",
+        "dbPassword",
+        "secret",
+        "client_secret",
+        "clientSecret",
+        "Client-Secret",
+        "token",
+        "access_token",
+        "accessToken",
+        "refresh-token",
+        "id_token",
+        "api_key",
+        "apiKey",
+        "apikey",
+        "API-KEY",
+        "x-api-key",
+        "X-Api-Key",
+        "key",
+        "authorization",
+        "Authorization",
+        "Proxy-Authorization",
+        "cookie",
+        "Set-Cookie",
+        "private_key",
+        "privateKey",
+        "signature",
+        "credential",
+        "credentials",
+        "webhookSecret",
+        "X-Auth-Token",
+        "passphrase",
+    ],
+)
 def test_secret_looking_keys(key):
     assert is_secret_key(key)
 
 
-@pytest.mark.parametrize("key", [
-    "name", "tokenType", "token_type", "expires_in", "idempotencyKey", "keyId", "username", "client_id",
-    "issuer_url", "header_name", "token_endpoint_auth_method", "status", "description", "passwordPolicy",
-])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "name",
+        "tokenType",
+        "token_type",
+        "expires_in",
+        "idempotencyKey",
+        "keyId",
+        "username",
+        "client_id",
+        "issuer_url",
+        "header_name",
+        "token_endpoint_auth_method",
+        "status",
+        "description",
+        "passwordPolicy",
+    ],
+)
 def test_ordinary_keys(key):
     assert not is_secret_key(key)
 
 
 def test_redact_is_a_deep_copy_with_plain_mask():
-    value = {"authentication": {"type": "basic", "config": {"username": "u", "password": "hunter2-long-pass"}},
-             "headers": [{"Authorization": "Bearer abc"}, {"Accept": "json"}], "token": None,
-             "api_key": {"$env": "TRACER_KEY"}, "client_secret": {"$encrypted": "gAAAA..."}}
+    value = {
+        "authentication": {"type": "basic", "config": {"username": "u", "password": "hunter2-long-pass"}},
+        "headers": [{"Authorization": "Bearer abc"}, {"Accept": "json"}],
+        "token": None,
+        "api_key": {"$env": "TRACER_KEY"},
+        "client_secret": {"$encrypted": "gAAAA..."},
+    }
     result = redact(value)
     assert result["authentication"]["config"] == {"username": "u", "password": MASK}
     assert result["headers"] == [{"Authorization": MASK}, {"Accept": "json"}]
@@ -146,29 +197,51 @@ def test_unregistered_credentials_in_text_are_scrubbed_by_shape():
 
 def test_prose_is_left_alone():
     r = Redactor()
-    for text in ("status code: 200", "bearer authentication failed", "basic authentication required",
-                 '{"code": "FLK-0341", "message": "host not allowed"}', "the key to success",
-                 "https://api.example.test/v1/items?page=2&limit=10"):
+    for text in (
+        "status code: 200",
+        "bearer authentication failed",
+        "basic authentication required",
+        '{"code": "FLK-0341", "message": "host not allowed"}',
+        "the key to success",
+        "https://api.example.test/v1/items?page=2&limit=10",
+    ):
         assert r.scrub_text(text) == text
 
 
 def test_redact_url():
-    assert redact_url("https://u:p@h.test/x?access_token=a&token=b&api_key=c&key=d&sig=e&signature=f"
-                      "&client_secret=g&code=h&password=i&page=2") == (
+    assert redact_url(
+        "https://u:p@h.test/x?access_token=a&token=b&api_key=c&key=d&sig=e&signature=f"
+        "&client_secret=g&code=h&password=i&page=2"
+    ) == (
         "https://u:****@h.test/x?access_token=****&token=****&api_key=****&key=****&sig=****"
-        "&signature=****&client_secret=****&code=****&password=****&page=2")
+        "&signature=****&client_secret=****&code=****&password=****&page=2"
+    )
     assert redact_url("https://h.test/x?Access_Token=a") == "https://h.test/x?Access_Token=****"
     assert redact_url("https://h.test/x?myparam=a", extra_params=["myparam"]) == "https://h.test/x?myparam=****"
     assert redact_url("https://h.test/plain") == "https://h.test/plain"
 
 
 def test_redact_headers():
-    headers = {"Authorization": "Bearer x", "proxy-authorization": "Basic y", "Cookie": "a=b",
-               "Set-Cookie": "c=d", "X-API-Key": "k", "X-Tracer-Key": "t", "X-Session-Token": "s",
-               "Accept": "application/json"}
+    headers = {
+        "Authorization": "Bearer x",
+        "proxy-authorization": "Basic y",
+        "Cookie": "a=b",
+        "Set-Cookie": "c=d",
+        "X-API-Key": "k",
+        "X-Tracer-Key": "t",
+        "X-Session-Token": "s",
+        "Accept": "application/json",
+    }
     assert redact_headers(headers, extra_secret_headers=["x-tracer-key"]) == {
-        "Authorization": MASK, "proxy-authorization": MASK, "Cookie": MASK, "Set-Cookie": MASK,
-        "X-API-Key": MASK, "X-Tracer-Key": MASK, "X-Session-Token": MASK, "Accept": "application/json"}
+        "Authorization": MASK,
+        "proxy-authorization": MASK,
+        "Cookie": MASK,
+        "Set-Cookie": MASK,
+        "X-API-Key": MASK,
+        "X-Tracer-Key": MASK,
+        "X-Session-Token": MASK,
+        "Accept": "application/json",
+    }
     assert redact_headers([("Authorization", "x")]) == {"Authorization": MASK}
 
 
@@ -176,9 +249,12 @@ def test_redactor_redact_deep_structures_and_bytes():
     secret = canary()
     r = Redactor(extra_secret_headers=["X-Tracer-Key"])
     r.add_secret(secret)
-    record = {"request": {"url": f"https://h.test/?token={quote(secret)}", "headers": {"X-Tracer-Key": "v"}},
-              "response": {"body": f"echo {secret}", "raw": f"x{secret}y".encode()},
-              "list": [secret, ("tuple", secret)], secret: "secret used as a key"}
+    record = {
+        "request": {"url": f"https://h.test/?token={quote(secret)}", "headers": {"X-Tracer-Key": "v"}},
+        "response": {"body": f"echo {secret}", "raw": f"x{secret}y".encode()},
+        "list": [secret, ("tuple", secret)],
+        secret: "secret used as a key",
+    }
     result = r.redact(record)
     dumped = json.dumps(result, default=str)
     assert not _leaks(dumped, secret) and not _leaks(result["response"]["raw"].decode(), secret)
@@ -271,11 +347,21 @@ def test_install_log_redaction_covers_third_party_loggers(caplog):
     try:
         with caplog.at_level(logging.DEBUG):
             logging.getLogger("urllib3.connectionpool").debug(
-                '%s://%s:%s "%s %s %s" %s %s', "https", "h.test", 443, "GET",
-                f"/v1?access_token={secret}", "HTTP/1.1", 200, None)
+                '%s://%s:%s "%s %s %s" %s %s',
+                "https",
+                "h.test",
+                443,
+                "GET",
+                f"/v1?access_token={secret}",
+                "HTTP/1.1",
+                200,
+                None,
+            )
             logging.getLogger("requests_oauthlib.oauth2_session").debug(
-                "Response headers were %s and content %s.", {"Set-Cookie": "sid=x"},
-                json.dumps({"access_token": secret, "refresh_token": "rt-" + secret}))
+                "Response headers were %s and content %s.",
+                {"Set-Cookie": "sid=x"},
+                json.dumps({"access_token": secret, "refresh_token": "rt-" + secret}),
+            )
     finally:
         uninstall()
     assert len(caplog.records) == 2

@@ -38,8 +38,14 @@ def test_cached_results_equal_uncached_ones():
     secret = fresh_secret("s")
     for redactor in (cached, uncached):
         redactor.add_secret(secret)
-    texts = [f"Bearer {secret}", "plain words", "password=hunter22", f"https://u:p@h/x?token={secret}",
-             '{"apiKey": "k-123456"}', "status code: 200"]
+    texts = [
+        f"Bearer {secret}",
+        "plain words",
+        "password=hunter22",
+        f"https://u:p@h/x?token={secret}",
+        '{"apiKey": "k-123456"}',
+        "status code: 200",
+    ]
     for _ in range(2):  # the second round is answered from the cache
         assert [cached.scrub_text(t) for t in texts] == [uncached.scrub_text(t) for t in texts]
 

@@ -51,10 +51,12 @@ AUTHS = {
     "hmac-like": (Signer, ["X-Key-Id", "X-Timestamp", "X-Signature"], []),
     "bearer": (lambda: BearerAuth().build({"token": "t0k3n"}, None), ["Authorization"], []),
     "basic": (lambda: BasicAuth().build({"username": "u", "password": "p"}, None), ["Authorization"], []),
-    "api_key header": (lambda: ApiKeyAuth().build({"key": "k", "header_name": "X-Partner"}, None),
-                       ["X-Partner"], []),
-    "api_key query": (lambda: ApiKeyAuth().build({"key": "qk", "location": "query", "query_param_name": "auth"},
-                                                 None), [], ["auth"]),
+    "api_key header": (lambda: ApiKeyAuth().build({"key": "k", "header_name": "X-Partner"}, None), ["X-Partner"], []),
+    "api_key query": (
+        lambda: ApiKeyAuth().build({"key": "qk", "location": "query", "query_param_name": "auth"}, None),
+        [],
+        ["auth"],
+    ),
     "query+declared": (QueryAndDeclared, ["X-Session"], ["sig"]),
 }
 
@@ -72,12 +74,19 @@ def _servers(local_server):
 
 
 SENDERS = {
-    "send_request": lambda s, url, auth: send_request(s, "POST", url, params={"page": "2"}, json={"a": 1},
-                                                      headers={"X-Session": "s-1", "X-Trace": "keep"},
-                                                      auth=auth, timeout=5),
-    "session.request": lambda s, url, auth: s.post(url, params={"page": "2"}, json={"a": 1},
-                                                   headers={"X-Session": "s-1", "X-Trace": "keep"},
-                                                   auth=auth, timeout=5),
+    "send_request": lambda s, url, auth: send_request(
+        s,
+        "POST",
+        url,
+        params={"page": "2"},
+        json={"a": 1},
+        headers={"X-Session": "s-1", "X-Trace": "keep"},
+        auth=auth,
+        timeout=5,
+    ),
+    "session.request": lambda s, url, auth: s.post(
+        url, params={"page": "2"}, json={"a": 1}, headers={"X-Session": "s-1", "X-Trace": "keep"}, auth=auth, timeout=5
+    ),
 }
 
 
@@ -107,8 +116,9 @@ def test_off_origin_hop_loses_what_the_auth_added(auth_name, sender, local_serve
 def test_same_origin_hop_keeps_the_credentials(auth_name, local_server, session):
     make_auth, headers, params = AUTHS[auth_name]
     origin, _other = _servers(local_server)
-    response = send_request(session(), "GET", origin.url("/same"), headers={"X-Session": "s-1"}, auth=make_auth(),
-                            timeout=5)
+    response = send_request(
+        session(), "GET", origin.url("/same"), headers={"X-Session": "s-1"}, auth=make_auth(), timeout=5
+    )
     assert response.status_code == 200 and len(response.history) == 1
     landed = origin.requests[-1]
     assert landed["path"].startswith("/landed")

@@ -21,7 +21,9 @@ def test_settings_defaults_and_parsing():
     assert development.secret_env_patterns is None  # any name (but FLOWKER_*)
     production = Settings.from_mapping({"env": "production", "api_keys": "k" * 40, "secret_key": "x"})
     assert production.secret_env_patterns == ()  # none until set
-    configured = Settings.load(environ={"FLOWKER_SECRET_FILE_DIRS": "/a, /b", "FLOWKER_SECRET_ENV_ALLOW": "APP_*,TOKEN"})
+    configured = Settings.load(
+        environ={"FLOWKER_SECRET_FILE_DIRS": "/a, /b", "FLOWKER_SECRET_ENV_ALLOW": "APP_*,TOKEN"}
+    )
     assert configured.secret_file_dirs == ("/a", "/b") and configured.secret_env_patterns == ("APP_*", "TOKEN")
     nothing = Settings.load(environ={"FLOWKER_SECRET_FILE_DIRS": "", "FLOWKER_SECRET_ENV_ALLOW": ""})
     assert nothing.secret_file_dirs == () and nothing.secret_env_patterns == ()
@@ -30,7 +32,9 @@ def test_settings_defaults_and_parsing():
 def test_the_config_file_is_known_and_own_file_paths_cannot_be_set_from_outside(tmp_path):
     config = tmp_path / "flowker.yaml"
     config.write_text("secret_file_dirs: [/srv/secrets]\ntls_keyfile: /elsewhere\n")
-    settings = Settings.load(environ={"FLOWKER_TLS_KEYFILE": "/x", "FLOWKER_CONFIG_FILE": "/y"}, config_file=str(config))
+    settings = Settings.load(
+        environ={"FLOWKER_TLS_KEYFILE": "/x", "FLOWKER_CONFIG_FILE": "/y"}, config_file=str(config)
+    )
     assert settings.config_file == str(config) and settings.secret_file_dirs == ("/srv/secrets",)
     assert settings.tls_keyfile is None
     assert Settings.load(environ={"FLOWKER_CONFIG": str(config)}).config_file == str(config)
@@ -57,17 +61,31 @@ def test_flowkers_own_files_are_refused_even_under_an_allowed_dir(tmp_path):
     database = tmp_path / "flowker.db"
     signing_key = tmp_path / "audit.pem"
     config = tmp_path / "flowker.yaml"
-    own = [database, tmp_path / "flowker.db-wal", tmp_path / "flowker.db-shm", tmp_path / "flowker.db.secret-key",
-           signing_key, config, tmp_path / "tls.key", tmp_path / "tls.crt"]
+    own = [
+        database,
+        tmp_path / "flowker.db-wal",
+        tmp_path / "flowker.db-shm",
+        tmp_path / "flowker.db.secret-key",
+        signing_key,
+        config,
+        tmp_path / "tls.key",
+        tmp_path / "tls.crt",
+    ]
     for path in own:
         path.write_text("own-file-content\n")
     os.link(database, tmp_path / "hard-link-to-db")
     (tmp_path / "symlink-to-key").symlink_to(tmp_path / "flowker.db.secret-key")
     (tmp_path / "fine").write_text("fine-secret-value\n")
-    settings = Settings.from_mapping({"database_url": f"sqlite:///{database}", "audit_signing_key": str(signing_key),
-                                      "secret_file_dirs": str(tmp_path)})
-    settings = settings.replace(config_file=str(config), tls_keyfile=str(tmp_path / "tls.key"),
-                                tls_certfile=str(tmp_path / "tls.crt"))
+    settings = Settings.from_mapping(
+        {
+            "database_url": f"sqlite:///{database}",
+            "audit_signing_key": str(signing_key),
+            "secret_file_dirs": str(tmp_path),
+        }
+    )
+    settings = settings.replace(
+        config_file=str(config), tls_keyfile=str(tmp_path / "tls.key"), tls_certfile=str(tmp_path / "tls.crt")
+    )
     policy = SecretReferencePolicy.from_settings(settings)
     for path in own + [tmp_path / "hard-link-to-db", tmp_path / "symlink-to-key"]:
         assert "one of Flowker's own files" in policy.file_refusal(str(path), must_exist=False), path
@@ -138,8 +156,19 @@ def test_serve_adds_the_tls_pair_to_the_settings(tmp_path, monkeypatch):
     monkeypatch.setattr(serve_module, "prepare_database", lambda *args, **kwargs: None)
     (tmp_path / "tls.crt").write_text("cert")
     (tmp_path / "tls.key").write_text("key")
-    result = CliRunner().invoke(cli, ["serve", "--db", f"sqlite:///{tmp_path}/f.db", "--certfile", str(tmp_path / "tls.crt"),
-                                      "--keyfile", str(tmp_path / "tls.key")], env={"FLOWKER_API_KEYS": "k:" + "x" * 32})
+    result = CliRunner().invoke(
+        cli,
+        [
+            "serve",
+            "--db",
+            f"sqlite:///{tmp_path}/f.db",
+            "--certfile",
+            str(tmp_path / "tls.crt"),
+            "--keyfile",
+            str(tmp_path / "tls.key"),
+        ],
+        env={"FLOWKER_API_KEYS": "k:" + "x" * 32},
+    )
     assert result.exit_code == 0, result.output
     assert seen["settings"].tls_certfile == str(tmp_path / "tls.crt")
     assert seen["settings"].tls_keyfile == str(tmp_path / "tls.key")
@@ -150,9 +179,17 @@ def test_serve_adds_the_tls_pair_to_the_settings(tmp_path, monkeypatch):
 def test_malformed_references_are_refused_when_saved():
     from flowker.security.secret_policy import reference_refusals
 
-    config = {"a": {"$file": ""}, "b": {"$file": "/run/secrets/x\0y"}, "c": {"$env": "BAD NAME"}, "d": {"$env": 7},
-              "e": [{"$file": "/run/secrets/fine"}]}
+    config = {
+        "a": {"$file": ""},
+        "b": {"$file": "/run/secrets/x\0y"},
+        "c": {"$env": "BAD NAME"},
+        "d": {"$env": 7},
+        "e": [{"$file": "/run/secrets/fine"}],
+    }
     refusals = dict(reference_refusals(config, SecretReferencePolicy()))
-    assert refusals == {("a", "$file"): "$file must name a file", ("b", "$file"): "$file must name a file",
-                        ("c", "$env"): "$env must name an environment variable",
-                        ("d", "$env"): "$env must name an environment variable"}
+    assert refusals == {
+        ("a", "$file"): "$file must name a file",
+        ("b", "$file"): "$file must name a file",
+        ("c", "$env"): "$env must name an environment variable",
+        ("d", "$env"): "$env must name an environment variable",
+    }

@@ -26,13 +26,15 @@ from flowker.settings import Settings
 
 resolve_secrets_in = resolve_secrets  # the module's function, where a test shadows the name
 
-SECRET_PATHS = ["authentication.config.token", "authentication.config.client_secret",
-                "authentication.config.password"]
+SECRET_PATHS = ["authentication.config.token", "authentication.config.client_secret", "authentication.config.password"]
 
 
 def executor_config(**auth_config):
-    return {"name": "fraud-check", "baseUrl": "https://tracer.example.test",
-            "authentication": {"type": "oidc_user", "config": {"client_id": "app", **auth_config}}}
+    return {
+        "name": "fraud-check",
+        "baseUrl": "https://tracer.example.test",
+        "authentication": {"type": "oidc_user", "config": {"client_id": "app", **auth_config}},
+    }
 
 
 # --------------------------------------------------------------------------- references
@@ -42,11 +44,11 @@ def test_env_and_file_references_are_resolved_at_call_time(tmp_path):
     secret_file = tmp_path / "client-secret"
     secret_file.write_text("file-secret-value\n")
     policy = SecretReferencePolicy(file_dirs=(str(tmp_path),))
-    config = executor_config(token={"$env": "TRACER_TOKEN"}, client_secret={"$file": str(secret_file)},
-                             scopes=["openid"])
+    config = executor_config(
+        token={"$env": "TRACER_TOKEN"}, client_secret={"$file": str(secret_file)}, scopes=["openid"]
+    )
     registered = []
-    resolved = resolve_secrets(config, {"TRACER_TOKEN": "env-secret-value"}, register=registered.append,
-                               policy=policy)
+    resolved = resolve_secrets(config, {"TRACER_TOKEN": "env-secret-value"}, register=registered.append, policy=policy)
     assert resolved["authentication"]["config"]["token"] == "env-secret-value"
     assert resolved["authentication"]["config"]["client_secret"] == "file-secret-value"
     assert resolved["authentication"]["config"]["scopes"] == ["openid"]
@@ -54,8 +56,10 @@ def test_env_and_file_references_are_resolved_at_call_time(tmp_path):
     assert registered == ["env-secret-value", "file-secret-value"]
     # Call time: a changed file is read again on the next resolution.
     secret_file.write_text("rotated-file-secret")
-    assert resolve_secrets(config, {"TRACER_TOKEN": "x" * 8}, policy=policy)["authentication"]["config"][
-        "client_secret"] == "rotated-file-secret"
+    assert (
+        resolve_secrets(config, {"TRACER_TOKEN": "x" * 8}, policy=policy)["authentication"]["config"]["client_secret"]
+        == "rotated-file-secret"
+    )
 
 
 def test_environment_defaults_to_the_process_environment(monkeypatch):
@@ -64,17 +68,20 @@ def test_environment_defaults_to_the_process_environment(monkeypatch):
     assert resolve_secrets({"token": {"$env": "SECRET_FOR_TEST"}}) == {"token": "from-process-env"}
 
 
-@pytest.mark.parametrize("reference,environ,message", [
-    ({"$env": "MISSING_VAR"}, {}, "environment variable MISSING_VAR is not set"),
-    ({"$env": "EMPTY_VAR"}, {"EMPTY_VAR": ""}, "environment variable EMPTY_VAR is empty"),
-    ({"$env": "BAD NAME"}, {}, "$env must name an environment variable"),
-    ({"$env": "FLOWKER_SECRET_KEY"}, {"FLOWKER_SECRET_KEY": "the-master-key"}, "Flowker's own setting"),
-    ({"$env": "flowker_api_keys"}, {"flowker_api_keys": "the-api-key"}, "Flowker's own setting"),
-    ({"$file": "/run/secrets/nonexistent/secret"}, {}, "$file /run/secrets/nonexistent/secret cannot be read"),
-    ({"$file": "/nonexistent/secret"}, {}, "$file /nonexistent/secret must lie under FLOWKER_SECRET_FILE_DIRS"),
-    ({"$file": "/proc/self/environ"}, {}, "$file /proc/self/environ must lie under FLOWKER_SECRET_FILE_DIRS"),
-    ({"$file": ""}, {}, "$file must name a file"),
-])
+@pytest.mark.parametrize(
+    "reference,environ,message",
+    [
+        ({"$env": "MISSING_VAR"}, {}, "environment variable MISSING_VAR is not set"),
+        ({"$env": "EMPTY_VAR"}, {"EMPTY_VAR": ""}, "environment variable EMPTY_VAR is empty"),
+        ({"$env": "BAD NAME"}, {}, "$env must name an environment variable"),
+        ({"$env": "FLOWKER_SECRET_KEY"}, {"FLOWKER_SECRET_KEY": "the-master-key"}, "Flowker's own setting"),
+        ({"$env": "flowker_api_keys"}, {"flowker_api_keys": "the-api-key"}, "Flowker's own setting"),
+        ({"$file": "/run/secrets/nonexistent/secret"}, {}, "$file /run/secrets/nonexistent/secret cannot be read"),
+        ({"$file": "/nonexistent/secret"}, {}, "$file /nonexistent/secret must lie under FLOWKER_SECRET_FILE_DIRS"),
+        ({"$file": "/proc/self/environ"}, {}, "$file /proc/self/environ must lie under FLOWKER_SECRET_FILE_DIRS"),
+        ({"$file": ""}, {}, "$file must name a file"),
+    ],
+)
 def test_resolution_errors_name_the_reference_never_a_value(reference, environ, message):
     with pytest.raises(SecretUnavailableError) as caught:
         resolve_secrets(executor_config(token=reference), environ)
@@ -116,8 +123,9 @@ def test_resolver_from_settings_protects_flowkers_own_files(tmp_path):
     database.write_bytes(b"SQLite format 3\0")
     key_file = tmp_path / "audit.pem"
     key_file.write_text("-----BEGIN PRIVATE KEY-----\nsecret\n-----END PRIVATE KEY-----\n")
-    settings = Settings.from_mapping({"database_url": f"sqlite:///{database}", "audit_signing_key": str(key_file),
-                                      "secret_file_dirs": str(tmp_path)})
+    settings = Settings.from_mapping(
+        {"database_url": f"sqlite:///{database}", "audit_signing_key": str(key_file), "secret_file_dirs": str(tmp_path)}
+    )
     resolver = SecretResolver.from_settings(settings, environ={}, register=Redactor().add_secret)
     for path in (database, key_file):
         with pytest.raises(SecretUnavailableError, match="one of Flowker's own files"):
@@ -210,8 +218,12 @@ def test_development_key_file_is_created_once_with_owner_only_permissions(tmp_pa
 
 def test_development_without_sqlite_has_no_box_and_production_needs_a_key(tmp_path):
     assert SecretBox.from_settings(Settings.from_mapping({"database_url": "postgresql://u@127.0.0.1/db"})) is None
-    assert SecretBox.from_settings(Settings.from_mapping({"database_url": f"sqlite:///{tmp_path}/x.db"}),
-                                   create_key_file=False) is None
+    assert (
+        SecretBox.from_settings(
+            Settings.from_mapping({"database_url": f"sqlite:///{tmp_path}/x.db"}), create_key_file=False
+        )
+        is None
+    )
     key = Fernet.generate_key().decode()
     production = Settings.from_mapping({"env": "production", "api_keys": "k" * 32, "secret_key": key})
     assert SecretBox.from_settings(production).decrypt(SecretBox([key]).encrypt("p")) == "p"
@@ -231,8 +243,9 @@ def _store_executors(database_url: str, specs: list[dict]) -> None:
     upgrade(database)
     with database.connection_context():
         for index, spec in enumerate(specs):
-            Executor.create(name=f"executor-{index}", base_url="https://tracer.example.test", spec=spec,
-                            spec_hash="0" * 64)
+            Executor.create(
+                name=f"executor-{index}", base_url="https://tracer.example.test", spec=spec, spec_hash="0" * 64
+            )
     getattr(database, "close_all", lambda: None)()
 
 
@@ -250,8 +263,9 @@ def _read_specs(database_url: str) -> list[dict]:
 def _flowker(*args, env_extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWKER_")}
     env.update(env_extra)
-    return subprocess.run([sys.executable, "-m", "flowker", *args], capture_output=True, text=True, env=env,
-                          timeout=60, cwd=os.getcwd())
+    return subprocess.run(
+        [sys.executable, "-m", "flowker", *args], capture_output=True, text=True, env=env, timeout=60, cwd=os.getcwd()
+    )
 
 
 def test_secrets_rotate_command_reencrypts_with_the_newest_key(database_url):
@@ -282,8 +296,10 @@ def test_secrets_rotate_command_reencrypts_with_the_newest_key(database_url):
 
 def test_secrets_rotate_is_all_or_nothing(database_url):
     old, new, lost = (Fernet.generate_key().decode() for _ in range(3))
-    specs = [SecretBox([old]).encrypt_fields(executor_config(token="kept-secret-value-1"), SECRET_PATHS),
-             SecretBox([lost]).encrypt_fields(executor_config(token="orphan-secret-val-2"), SECRET_PATHS)]
+    specs = [
+        SecretBox([old]).encrypt_fields(executor_config(token="kept-secret-value-1"), SECRET_PATHS),
+        SecretBox([lost]).encrypt_fields(executor_config(token="orphan-secret-val-2"), SECRET_PATHS),
+    ]
     _store_executors(database_url, specs)
 
     result = _flowker("secrets", "rotate", "--db", database_url, env_extra={"FLOWKER_SECRET_KEY": f"{new},{old}"})
@@ -308,6 +324,7 @@ def test_development_key_file_stays_readable_after_a_real_key_is_set(tmp_path):
     with_key = SecretBox.from_settings(Settings.from_mapping({"database_url": database_url, "secret_key": new}))
     assert with_key.key_count == 2 and with_key.decrypt(token) == "stored-in-development"
     assert SecretBox([new]).decrypt(with_key.rotate(token)) == "stored-in-development"
-    production = Settings.from_mapping({"env": "production", "api_keys": "k" * 32, "secret_key": new,
-                                        "database_url": database_url})
+    production = Settings.from_mapping(
+        {"env": "production", "api_keys": "k" * 32, "secret_key": new, "database_url": database_url}
+    )
     assert SecretBox.from_settings(production).key_count == 1

@@ -14,9 +14,6 @@ from flowker.security.http import send_request
 from flowker.security.ssrf import AddressPolicy
 
 
-
-
-
 class Tokens:
     def __init__(self):
         self.issued = 0
@@ -40,24 +37,32 @@ AUTHS = {
 
 
 @pytest.mark.parametrize("auth", sorted(AUTHS))
-@pytest.mark.parametrize("method,params,headers,body", [
-    ("POST", {"q": "1", "tags": ["a", "b"]}, {"X-A": "1", "user-agent": "mine", "Accept": "text/plain"},
-     {"a": [1, 2], "b": "\u00e9"}),
-    ("GET", None, {}, None),
-    ("DELETE", {"y": "2"}, {"Content-Type": "text/x", "Accept-Encoding": "identity"}, {"x": 1}),
-    ("PUT", None, None, False),
-])
-def test_the_executor_receives_what_session_request_sends(auth, method, params, headers, body, local_server,
-                                                           session):
+@pytest.mark.parametrize(
+    "method,params,headers,body",
+    [
+        (
+            "POST",
+            {"q": "1", "tags": ["a", "b"]},
+            {"X-A": "1", "user-agent": "mine", "Accept": "text/plain"},
+            {"a": [1, 2], "b": "\u00e9"},
+        ),
+        ("GET", None, {}, None),
+        ("DELETE", {"y": "2"}, {"Content-Type": "text/x", "Accept-Encoding": "identity"}, {"x": 1}),
+        ("PUT", None, None, False),
+    ],
+)
+def test_the_executor_receives_what_session_request_sends(auth, method, params, headers, body, local_server, session):
     server = local_server("127.0.0.1")
     url = server.url("/p/a%2Fb%20c?fixed=1")
     kwargs = {"json": body} if body is not None else {}
     s = session()
-    old = s.request(method, url, params=params, headers=headers, auth=AUTHS[auth](), timeout=5, stream=True,
-                    **kwargs)
+    old = s.request(method, url, params=params, headers=headers, auth=AUTHS[auth](), timeout=5, stream=True, **kwargs)
     new = send_request(s, method, url, params=params, headers=headers, json=body, auth=AUTHS[auth](), timeout=5)
-    assert (new.status_code, new.content, new.url) == (old.status_code, old.content, old.url) == (
-        200, b'{"ok": true}', old.request.url)
+    assert (
+        (new.status_code, new.content, new.url)
+        == (old.status_code, old.content, old.url)
+        == (200, b'{"ok": true}', old.request.url)
+    )
     expected, received = server.requests
     assert received == expected
     assert list(new.request.headers.items()) == list(old.request.headers.items())  # same order too
@@ -68,8 +73,9 @@ def test_auth_hooks_run_and_a_401_is_retried_once_with_a_new_token(local_server,
     answers = iter([401, 200])
     server.route("/op", lambda h: h.reply(next(answers), b"{}"))
     tokens = Tokens()
-    response = send_request(session(), "POST", server.url("/op"), json={"a": 1}, auth=RefreshingBearerAuth(tokens),
-                            timeout=5)
+    response = send_request(
+        session(), "POST", server.url("/op"), json={"a": 1}, auth=RefreshingBearerAuth(tokens), timeout=5
+    )
     assert response.status_code == 200
     assert [r.status_code for r in response.history] == [401]
     assert [r["headers"]["Authorization"] for r in server.requests] == ["Bearer token-1", "Bearer token-2"]

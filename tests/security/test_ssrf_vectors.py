@@ -133,8 +133,7 @@ def test_vector_refused_at_call_time(name, template, at_config, traps, dns, conn
 
 def test_production_refuses_every_vector_and_plain_http(traps, dns, connect_log):
     trap, port, port6 = traps
-    settings = Settings.from_mapping({"env": "production", "api_keys": "k" * 32,
-                                      "secret_key": "x" * 43 + "="})
+    settings = Settings.from_mapping({"env": "production", "api_keys": "k" * 32, "secret_key": "x" * 43 + "="})
     policy = AddressPolicy.from_settings(settings)
     assert policy.require_https and not policy.allow_loopback
     for _name, template, _ in VECTORS:
@@ -150,27 +149,49 @@ def test_development_admits_loopback_but_nothing_else(traps, dns):
     trap, port, port6 = traps
     policy = AddressPolicy.from_settings(Settings.from_mapping({}))
     assert policy.allow_loopback and not policy.require_https
-    for url in (f"http://127.0.0.1:{port}/", f"http://localhost:{port}/", f"http://[::1]:{port6}/",
-                f"http://2130706433:{port}/", f"http://loop.example.test:{port}/"):
+    for url in (
+        f"http://127.0.0.1:{port}/",
+        f"http://localhost:{port}/",
+        f"http://[::1]:{port6}/",
+        f"http://2130706433:{port}/",
+        f"http://loop.example.test:{port}/",
+    ):
         policy.check_url(url)
-    for url in ("http://169.254.169.254/", "http://10.0.0.1/", "http://[fd00:ec2::254]/",
-                "http://metadata.google.internal/", "http://private.example.test/", "file:///etc/passwd",
-                "http://u:p@localhost/", "http://[2002:7f00:1::1]/"):
+    for url in (
+        "http://169.254.169.254/",
+        "http://10.0.0.1/",
+        "http://[fd00:ec2::254]/",
+        "http://metadata.google.internal/",
+        "http://private.example.test/",
+        "file:///etc/passwd",
+        "http://u:p@localhost/",
+        "http://[2002:7f00:1::1]/",
+    ):
         with pytest.raises(SSRFBlockedError):
             policy.check_url(url)
 
 
 def test_allow_list_admits_named_networks_and_hosts_only(dns):
-    settings = Settings.from_mapping({"env": "production", "api_keys": "k" * 32, "secret_key": "x" * 43 + "=",
-                                      "allow_private_networks": "10.0.0.0/8, .corp.example.test, private.example.test"})
+    settings = Settings.from_mapping(
+        {
+            "env": "production",
+            "api_keys": "k" * 32,
+            "secret_key": "x" * 43 + "=",
+            "allow_private_networks": "10.0.0.0/8, .corp.example.test, private.example.test",
+        }
+    )
     policy = AddressPolicy.from_settings(settings)
     dns.add("billing.corp.example.test", ["192.168.7.7"])
     dns.add("imds.corp.example.test", ["169.254.169.254"])
     assert policy.check_url("https://10.20.30.40/").addresses == ("10.20.30.40",)
     assert policy.check_url("https://private.example.test/").addresses == ("10.1.2.3",)
     assert policy.check_url("https://billing.corp.example.test/").addresses == ("192.168.7.7",)
-    for url in ("https://192.168.1.1/", "https://127.0.0.1/", "https://loop.example.test/",
-                "https://imds.corp.example.test/"):  # a name never admits a metadata address
+    for url in (
+        "https://192.168.1.1/",
+        "https://127.0.0.1/",
+        "https://loop.example.test/",
+        "https://imds.corp.example.test/",
+    ):  # a name never admits a metadata address
         with pytest.raises(SSRFBlockedError):
             policy.check_url(url)
     exact = AddressPolicy(allowed_networks=["169.254.169.254/32"])
@@ -199,12 +220,22 @@ def test_unresolvable_name_is_a_resolution_error_not_a_block(dns):
         AddressPolicy().check_url("http://nowhere.example.test/")
 
 
-@pytest.mark.parametrize("spelling,expected", [
-    ("2130706433", "127.0.0.1"), ("0177.0.0.1", "127.0.0.1"), ("0x7f.1", "127.0.0.1"),
-    ("127.1", "127.0.0.1"), ("0x7f000001", "127.0.0.1"), ("10.1", "10.0.0.1"), ("192.168.257", "192.168.1.1"),
-    ("0", "0.0.0.0"), ("1.2.3.4", "1.2.3.4"), ("00000000000000177.1", "127.0.0.1"),
-    ("0251.0376.0251.0376", "169.254.169.254"),
-])
+@pytest.mark.parametrize(
+    "spelling,expected",
+    [
+        ("2130706433", "127.0.0.1"),
+        ("0177.0.0.1", "127.0.0.1"),
+        ("0x7f.1", "127.0.0.1"),
+        ("127.1", "127.0.0.1"),
+        ("0x7f000001", "127.0.0.1"),
+        ("10.1", "10.0.0.1"),
+        ("192.168.257", "192.168.1.1"),
+        ("0", "0.0.0.0"),
+        ("1.2.3.4", "1.2.3.4"),
+        ("00000000000000177.1", "127.0.0.1"),
+        ("0251.0376.0251.0376", "169.254.169.254"),
+    ],
+)
 def test_ipv4_spellings_are_read_like_inet_aton(spelling, expected):
     import socket
 

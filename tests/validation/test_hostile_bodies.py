@@ -25,11 +25,21 @@ node_like = st.fixed_dictionaries(
     },
 )
 edge_like = st.fixed_dictionaries(
-    {}, optional={"source": json_values, "target": json_values, "sourceHandle": json_values, "condition": json_values, "id": json_values}
+    {},
+    optional={
+        "source": json_values,
+        "target": json_values,
+        "sourceHandle": json_values,
+        "condition": json_values,
+        "id": json_values,
+    },
 )
 workflow_like = st.fixed_dictionaries(
     {"name": json_values},
-    optional={"nodes": st.lists(node_like, max_size=4) | json_values, "edges": st.lists(edge_like, max_size=4) | json_values},
+    optional={
+        "nodes": st.lists(node_like, max_size=4) | json_values,
+        "edges": st.lists(edge_like, max_size=4) | json_values,
+    },
 )
 
 

@@ -74,8 +74,14 @@ def flowker(*args, cwd: Path, **settings) -> subprocess.CompletedProcess:
     environment = {key: value for key, value in os.environ.items() if not key.startswith("FLOWKER_")}
     environment.update(settings)
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), environment.get("PYTHONPATH")]))
-    return subprocess.run([sys.executable, "-m", "flowker", *map(str, args)], cwd=cwd, env=environment,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "flowker", *map(str, args)],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def write_executor(project: Path, url: str, key: str) -> None:
@@ -98,14 +104,20 @@ REFUSED = {
 def test_validate_refuses_what_the_server_would_at_file_line_column(project, stub, reference):
     secrets_dir = str(project.parent / "secrets")
     write_executor(project, stub.url, reference.replace("SECRETS", secrets_dir))
-    result = flowker("validate", "executors/partner.yaml", cwd=project,
-                     FLOWKER_SECRET_FILE_DIRS=secrets_dir, FLOWKER_SECRET_ENV_ALLOW="PARTNER_*")
+    result = flowker(
+        "validate",
+        "executors/partner.yaml",
+        cwd=project,
+        FLOWKER_SECRET_FILE_DIRS=secrets_dir,
+        FLOWKER_SECRET_ENV_ALLOW="PARTNER_*",
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     rule = REFUSED[reference].replace("SECRETS", secrets_dir).format(dirs=secrets_dir)
     kind = "$file" if "$file" in reference else "$env"
     # `    key: {$file: X}`: line 10, the reference's value after "key: {$file: " (column 5 + 6 + 2 + len(kind)).
     assert result.stdout.splitlines() == [
-        f"executors/partner.yaml:10:{5 + len('key: {') + len(kind) + 2}: {rule} (at $.authentication.config.key.{kind})"]
+        f"executors/partner.yaml:10:{5 + len('key: {') + len(kind) + 2}: {rule} (at $.authentication.config.key.{kind})"
+    ]
     assert "cnsecretref" not in result.stdout + result.stderr
 
 
@@ -127,8 +139,10 @@ def test_run_refuses_before_anything_is_sent_and_runs_an_allowed_reference(proje
     write_executor(project, stub.url, f"{{$file: {secrets_dir}/escape}}")
     refused = flowker("run", "workflows/grab.yaml", cwd=project, **settings)
     assert refused.returncode == 1, refused.stdout + refused.stderr
-    assert (f"{project}/executors/partner.yaml:10:18: $file {secrets_dir}/escape must lie under FLOWKER_SECRET_FILE_DIRS "
-            f"({secrets_dir}) (at $.authentication.config.key.$file)") in refused.stderr
+    assert (
+        f"{project}/executors/partner.yaml:10:18: $file {secrets_dir}/escape must lie under FLOWKER_SECRET_FILE_DIRS "
+        f"({secrets_dir}) (at $.authentication.config.key.$file)"
+    ) in refused.stderr
     assert "nothing was run" in refused.stderr
     assert stub.requests == [] and "cnsecretref" not in refused.stdout + refused.stderr
     write_executor(project, stub.url, f"{{$file: {secrets_dir}/partner-key}}")
@@ -141,9 +155,18 @@ def test_apply_to_a_local_database_refuses_the_same_references(project, stub, tm
     secrets_dir = str(project.parent / "secrets")
     write_executor(project, stub.url, "{$env: HOME}")
     database = f"sqlite:///{tmp_path}/apply.db"
-    refused = flowker("apply", ".", "--db", database, cwd=project, FLOWKER_SECRET_FILE_DIRS=secrets_dir,
-                      FLOWKER_SECRET_ENV_ALLOW="PARTNER_*")
+    refused = flowker(
+        "apply",
+        ".",
+        "--db",
+        database,
+        cwd=project,
+        FLOWKER_SECRET_FILE_DIRS=secrets_dir,
+        FLOWKER_SECRET_ENV_ALLOW="PARTNER_*",
+    )
     assert refused.returncode == 1, refused.stdout + refused.stderr
-    assert ("executors/partner.yaml:10:17: $env HOME is not allowed by FLOWKER_SECRET_ENV_ALLOW (PARTNER_*) "
-            "(at $.authentication.config.key.$env)") in refused.stderr
+    assert (
+        "executors/partner.yaml:10:17: $env HOME is not allowed by FLOWKER_SECRET_ENV_ALLOW (PARTNER_*) "
+        "(at $.authentication.config.key.$env)"
+    ) in refused.stderr
     assert "nothing applied" in refused.stderr

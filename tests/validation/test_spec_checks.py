@@ -81,7 +81,9 @@ def test_rest_problems_have_no_line_and_a_json_path(registry):
         "path": "$.nodes[1].data.executor",
         "message": "unknown executor 'fraud-check' (known: exec-id-1)",
     }
-    assert problem.format() == "<request>: unknown executor 'fraud-check' (known: exec-id-1) (at $.nodes[1].data.executor)"
+    assert (
+        problem.format() == "<request>: unknown executor 'fraud-check' (known: exec-id-1) (at $.nodes[1].data.executor)"
+    )
     problems = validate_body("Workflow", body, registry, executors={"fraud-check": EXECUTOR})
     assert messages(problems) == [
         "$.nodes[1].data.endpoint: executor 'fraud-check' has no endpoint 'analyse' (it has: analyze, get-case)"
@@ -151,11 +153,13 @@ def test_node_data_is_checked_by_node_type(registry):
     body["nodes"][1]["data"]["timeout"] = 0
     body["nodes"][1]["data"]["headers"] = {"Bad Header": "x"}
     found = messages(validate_body("Workflow", body, registry))
-    assert sorted(found) == sorted([
-        "$.nodes[1].data.headers: header names must be 1-100 HTTP token characters",
-        "$.nodes[1].data.timeout: must be greater than 0",
-        "$.nodes[2].data.executor: unknown field 'executor'",
-    ])
+    assert sorted(found) == sorted(
+        [
+            "$.nodes[1].data.headers: header names must be 1-100 HTTP token characters",
+            "$.nodes[1].data.timeout: must be greater than 0",
+            "$.nodes[2].data.executor: unknown field 'executor'",
+        ]
+    )
 
 
 def test_limits_on_nodes_and_edges(registry):
@@ -193,14 +197,16 @@ def test_graph_checks(registry):
     body["edges"].append({"id": "e1", "source": "hold", "target": "start"})
     body["edges"].append({"source": "hold", "target": "hold"})
     found = messages(validate_body("Workflow", body, registry))
-    assert sorted(found) == sorted([
-        "$.nodes[5].id: duplicate node id 'start' (first used by nodes[0])",
-        "$.nodes[6].type: second trigger node 'hook2': a workflow has exactly one trigger (the first is 'start')",
-        "$.edges[4].id: duplicate edge id 'e1' (first used by edges[0])",
-        "$.edges[4].target: edge into trigger 'start': a trigger has no incoming edges",
-        "$.edges[4]: cycle: start -> score -> decide -> hold -> start",
-        "$.edges[5]: cycle: hold -> hold",
-    ])
+    assert sorted(found) == sorted(
+        [
+            "$.nodes[5].id: duplicate node id 'start' (first used by nodes[0])",
+            "$.nodes[6].type: second trigger node 'hook2': a workflow has exactly one trigger (the first is 'start')",
+            "$.edges[4].id: duplicate edge id 'e1' (first used by edges[0])",
+            "$.edges[4].target: edge into trigger 'start': a trigger has no incoming edges",
+            "$.edges[4]: cycle: start -> score -> decide -> hold -> start",
+            "$.edges[5]: cycle: hold -> hold",
+        ]
+    )
 
 
 def test_no_trigger_and_missing_branches(registry):
@@ -213,18 +219,22 @@ def test_no_trigger_and_missing_branches(registry):
         "edges": [{"source": "decide", "target": "a", "sourceHandle": "yes"}],
     }
     found = messages(validate_body("Workflow", body, registry))
-    assert sorted(found) == sorted([
-        "$.nodes: the workflow has no trigger node: it needs exactly one",
-        "$.nodes[0]: conditional 'decide' has no 'true' edge (an edge with sourceHandle: \"true\")",
-        "$.nodes[0]: conditional 'decide' has no 'false' edge (an edge with sourceHandle: \"false\")",
-        "$.edges[0]: edge from conditional 'decide' needs sourceHandle \"true\" or \"false\"",
-    ])
+    assert sorted(found) == sorted(
+        [
+            "$.nodes: the workflow has no trigger node: it needs exactly one",
+            "$.nodes[0]: conditional 'decide' has no 'true' edge (an edge with sourceHandle: \"true\")",
+            "$.nodes[0]: conditional 'decide' has no 'false' edge (an edge with sourceHandle: \"false\")",
+            '$.edges[0]: edge from conditional \'decide\' needs sourceHandle "true" or "false"',
+        ]
+    )
 
 
 def test_trigger_sanity(registry):
     body = workflow()
     body["nodes"][0]["data"] = {"triggerType": "manual", "path": "/x"}
-    assert messages(validate_body("Workflow", body, registry)) == ["$.nodes[0].data.path: 'path' only applies to webhook triggers"]
+    assert messages(validate_body("Workflow", body, registry)) == [
+        "$.nodes[0].data.path: 'path' only applies to webhook triggers"
+    ]
     body["nodes"][0]["data"] = {"triggerType": "webhook", "path": "/a/../b", "method": "GET"}
     assert messages(validate_body("Workflow", body, registry)) == [
         "$.nodes[0].data.path: webhook path may not contain '.' or '..' segments"
@@ -242,21 +252,27 @@ def test_executor_checks(registry):
     body["endpoints"].append({"name": "analyze", "path": "relative", "method": "get"})
     body["authentication"] = {"type": "api_key", "config": {"key": {"$env": "K"}, "location": "cookie"}}
     found = messages(validate_body("Executor", body, registry))
-    assert sorted(found) == sorted([
-        "$.authentication.config.location: api_key auth config: must be one of 'header', 'query'",
-        "$.baseUrl: 'baseUrl' must be an http:// or https:// URL with a host and no query, fragment or credentials",
-        "$.endpoints[2].method: 'method' must be one of 'GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS'",
-        "$.endpoints[2].name: duplicate endpoint name 'analyze' (first used by endpoints[0])",
-        "$.endpoints[2].path: 'path' must be a path starting with '/', without spaces, query or fragment",
-    ])
+    assert sorted(found) == sorted(
+        [
+            "$.authentication.config.location: api_key auth config: must be one of 'header', 'query'",
+            "$.baseUrl: 'baseUrl' must be an http:// or https:// URL with a host and no query, fragment or credentials",
+            "$.endpoints[2].method: 'method' must be one of 'GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS'",
+            "$.endpoints[2].name: duplicate endpoint name 'analyze' (first used by endpoints[0])",
+            "$.endpoints[2].path: 'path' must be a path starting with '/', without spaces, query or fragment",
+        ]
+    )
     body = copy.deepcopy(EXECUTOR)
     body["authentication"] = {"type": "none"}
     assert validate_body("Executor", body, registry) == []
 
 
 def test_kind_and_body_shape_for_rest(registry):
-    assert messages(validate_body("Workflow", ["not", "an", "object"], registry)) == ["$: the body must be a JSON object"]
-    assert messages(validate_body("Workflow", {**WORKFLOW, "kind": "Executor"}, registry)) == ["$.kind: kind must be 'Workflow' here"]
+    assert messages(validate_body("Workflow", ["not", "an", "object"], registry)) == [
+        "$: the body must be a JSON object"
+    ]
+    assert messages(validate_body("Workflow", {**WORKFLOW, "kind": "Executor"}, registry)) == [
+        "$.kind: kind must be 'Workflow' here"
+    ]
     assert validate_body("Workflow", {**WORKFLOW, "kind": "Workflow"}, registry) == []
     with pytest.raises(ValueError):
         validate_body("Pipeline", WORKFLOW, registry)
@@ -273,11 +289,14 @@ def test_cross_file_checks_duplicate_names_and_webhook_routes(registry):
     other_document = _document(other, "Workflow", "c.yaml")
     executor = _document(EXECUTOR, "Executor", "ex.yaml")
     executor_again = _document(EXECUTOR, "Executor", "ex2.yaml")
-    formatted = [p.format() for p in validate_documents([first, same_name, other_document, executor, executor_again], registry)]
+    formatted = [
+        p.format() for p in validate_documents([first, same_name, other_document, executor, executor_again], registry)
+    ]
     assert "b.yaml:3:10: duplicate workflow name 'payment-approval' (also in a.yaml:3) (at $.name)" in formatted
     assert "ex2.yaml:3:10: duplicate executor name 'fraud-check' (also in ex.yaml:3) (at $.name)" in formatted
     assert any(
-        line.startswith("c.yaml:") and "webhook POST /payments is also the trigger of workflow 'payment-approval' (a.yaml)" in line
+        line.startswith("c.yaml:")
+        and "webhook POST /payments is also the trigger of workflow 'payment-approval' (a.yaml)" in line
         for line in formatted
     )
 
@@ -296,7 +315,13 @@ def test_spec_error_carries_problems():
     problems = [Problem("a.yaml", 3, 5, ("nodes", 0, "id"), "bad id"), Problem("<request>", None, None, (), "no body")]
     error = SpecError(problems)
     assert error.message == "a.yaml:3:5: bad id (at $.nodes[0].id); <request>: no body"
-    assert error.to_dict()["details"][0] == {"source": "a.yaml", "line": 3, "column": 5, "path": "$.nodes[0].id", "message": "bad id"}
+    assert error.to_dict()["details"][0] == {
+        "source": "a.yaml",
+        "line": 3,
+        "column": 5,
+        "path": "$.nodes[0].id",
+        "message": "bad id",
+    }
     assert error.http_status == 422 and error.exit_code == 1
 
 

@@ -109,7 +109,13 @@ def test_pre_commit_hook_selects_spec_files_only():
 
     for path in ("workflows/a.yaml", "examples/x/executors/b.yml", "deploy/workflows/sub/c.yaml"):
         assert selected(path), path
-    for path in (".github/workflows/ci.yml", "config/app.yaml", "a/.github/workflows/x.yaml", "workflows/readme.md", "myworkflows/a.yaml"):
+    for path in (
+        ".github/workflows/ci.yml",
+        "config/app.yaml",
+        "a/.github/workflows/x.yaml",
+        "workflows/readme.md",
+        "myworkflows/a.yaml",
+    ):
         assert not selected(path), path
     for path in EXAMPLES.rglob("*.yaml"):
         assert selected(path.relative_to(REPO).as_posix())

@@ -13,15 +13,21 @@ SECRET = "0123456789abcdef-hmac-test-secret"
 CONFIG = {"key_id": "key-1", "secret": SECRET}
 
 
-def verifying_handler(secret: bytes, signature_header="X-Signature", timestamp_header="X-Timestamp",
-                      key_id_header="X-Key-Id"):
+def verifying_handler(
+    secret: bytes, signature_header="X-Signature", timestamp_header="X-Timestamp", key_id_header="X-Key-Id"
+):
     """A local server that answers 200 only to a correctly signed request."""
 
     def handle(request):
         path = request.path + (f"?{request.query_string}" if request.query_string else "")
         ok = request.header(key_id_header) == "key-1" and verify_signature(
-            secret, request.method, path, request.header(timestamp_header, ""), request.body,
-            request.header(signature_header, ""))
+            secret,
+            request.method,
+            path,
+            request.header(timestamp_header, ""),
+            request.body,
+            request.header(signature_header, ""),
+        )
         return (200, {}, {"ok": True}) if ok else (401, {}, {"ok": False})
 
     return handle
@@ -34,19 +40,34 @@ def test_the_kit_passes_and_a_verifying_server_accepts_the_signature():
 
 
 def test_signature_covers_method_path_query_timestamp_and_body_hash():
-    recorded = sign_request(HmacAuth(), CONFIG, method="PUT", path="/v1/items/42", query={"a": "1", "b": "x y"},
-                            body=b'{"amount": 10}', handler=verifying_handler(SECRET.encode()), expect_status=200)
+    recorded = sign_request(
+        HmacAuth(),
+        CONFIG,
+        method="PUT",
+        path="/v1/items/42",
+        query={"a": "1", "b": "x y"},
+        body=b'{"amount": 10}',
+        handler=verifying_handler(SECRET.encode()),
+        expect_status=200,
+    )
     timestamp = recorded.header("X-Timestamp")
     expected_lines = ["PUT", "/v1/items/42?a=1&b=x+y", timestamp, hashlib.sha256(b'{"amount": 10}').hexdigest()]
-    assert string_to_sign("PUT", "/v1/items/42?a=1&b=x+y", timestamp, b'{"amount": 10}') == \
-        "\n".join(expected_lines).encode()
-    assert recorded.header("X-Signature") == sign(SECRET.encode(), "PUT", "/v1/items/42?a=1&b=x+y", timestamp,
-                                                  b'{"amount": 10}')
+    assert (
+        string_to_sign("PUT", "/v1/items/42?a=1&b=x+y", timestamp, b'{"amount": 10}')
+        == "\n".join(expected_lines).encode()
+    )
+    assert recorded.header("X-Signature") == sign(
+        SECRET.encode(), "PUT", "/v1/items/42?a=1&b=x+y", timestamp, b'{"amount": 10}'
+    )
 
 
 def test_a_wrong_secret_is_refused_by_the_verifying_server():
-    sign_request(HmacAuth(), {"key_id": "key-1", "secret": "another-secret-of-enough-length"},
-                 handler=verifying_handler(SECRET.encode()), expect_status=401)
+    sign_request(
+        HmacAuth(),
+        {"key_id": "key-1", "secret": "another-secret-of-enough-length"},
+        handler=verifying_handler(SECRET.encode()),
+        expect_status=401,
+    )
 
 
 def test_tampered_body_or_old_timestamp_fails_verification():
@@ -58,10 +79,20 @@ def test_tampered_body_or_old_timestamp_fails_verification():
 
 
 def test_custom_header_names_and_base64_secret():
-    config = {"key_id": "key-1", "secret": "c2VjcmV0LWJ5dGVzLWZvci1obWFjLXRlc3Q=", "secret_encoding": "base64",
-              "signature_header": "Signature", "timestamp_header": "Date-Unix", "key_id_header": "Key"}
-    recorded = sign_request(HmacAuth(), config, expect_status=200,
-                            handler=verifying_handler(b"secret-bytes-for-hmac-test", "Signature", "Date-Unix", "Key"))
+    config = {
+        "key_id": "key-1",
+        "secret": "c2VjcmV0LWJ5dGVzLWZvci1obWFjLXRlc3Q=",
+        "secret_encoding": "base64",
+        "signature_header": "Signature",
+        "timestamp_header": "Date-Unix",
+        "key_id_header": "Key",
+    }
+    recorded = sign_request(
+        HmacAuth(),
+        config,
+        expect_status=200,
+        handler=verifying_handler(b"secret-bytes-for-hmac-test", "Signature", "Date-Unix", "Key"),
+    )
     assert recorded.header("X-Signature") is None
 
 

@@ -54,9 +54,17 @@ def sign(secret: bytes, method: str, path_and_query: str, timestamp: str, body: 
     return hmac.new(secret, string_to_sign(method, path_and_query, timestamp, body), hashlib.sha256).hexdigest()
 
 
-def verify_signature(secret: bytes, method: str, path_and_query: str, timestamp: str,
-                     body: bytes | str | None, signature: str, *, now: float | None = None,
-                     max_skew: float = DEFAULT_MAX_SKEW_SECONDS) -> bool:
+def verify_signature(
+    secret: bytes,
+    method: str,
+    path_and_query: str,
+    timestamp: str,
+    body: bytes | str | None,
+    signature: str,
+    *,
+    now: float | None = None,
+    max_skew: float = DEFAULT_MAX_SKEW_SECONDS,
+) -> bool:
     """Server side: whether ``signature`` is right and ``timestamp`` recent (constant time)."""
     try:
         signed_at = int(timestamp)
@@ -80,9 +88,16 @@ def decode_secret(secret: str, encoding: str) -> bytes:
 class HmacSigner(AuthBase):
     """Signs each request; the repr never shows the secret."""
 
-    def __init__(self, key_id: str, secret: bytes, *, signature_header: str = DEFAULT_SIGNATURE_HEADER,
-                 timestamp_header: str = DEFAULT_TIMESTAMP_HEADER, key_id_header: str = DEFAULT_KEY_ID_HEADER,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        key_id: str,
+        secret: bytes,
+        *,
+        signature_header: str = DEFAULT_SIGNATURE_HEADER,
+        timestamp_header: str = DEFAULT_TIMESTAMP_HEADER,
+        key_id_header: str = DEFAULT_KEY_ID_HEADER,
+        clock: Callable[[], float] = time.time,
+    ):
         self._key_id = key_id
         self._secret = secret
         self._signature_header = signature_header
@@ -108,8 +123,10 @@ class HmacSigner(AuthBase):
 
 class HmacAuth(AuthType):
     name = "hmac"
-    description = ("HMAC-SHA256 request signing: method, path and query, timestamp and body SHA-256 "
-                   "signed into X-Signature, with X-Timestamp and X-Key-Id.")
+    description = (
+        "HMAC-SHA256 request signing: method, path and query, timestamp and body SHA-256 "
+        "signed into X-Signature, with X-Timestamp and X-Key-Id."
+    )
     config_schema = {
         "type": "object",
         "additionalProperties": False,
@@ -130,9 +147,11 @@ class HmacAuth(AuthType):
 
     def credential_headers(self, config):
         """The three headers it sets (masked in logs, dropped on a redirect to another origin)."""
-        names = (config.get("key_id_header", DEFAULT_KEY_ID_HEADER),
-                 config.get("timestamp_header", DEFAULT_TIMESTAMP_HEADER),
-                 config.get("signature_header", DEFAULT_SIGNATURE_HEADER))
+        names = (
+            config.get("key_id_header", DEFAULT_KEY_ID_HEADER),
+            config.get("timestamp_header", DEFAULT_TIMESTAMP_HEADER),
+            config.get("signature_header", DEFAULT_SIGNATURE_HEADER),
+        )
         return tuple(name for name in names if isinstance(name, str))
 
     def build(self, config: dict, context: AuthContext) -> AuthBase:
@@ -143,7 +162,8 @@ class HmacAuth(AuthType):
             # The message names the field and encoding, never the value.
             raise AuthTypeError(f"hmac: 'secret' is not valid {encoding}") from None
         return HmacSigner(
-            config["key_id"], secret,
+            config["key_id"],
+            secret,
             signature_header=config.get("signature_header", DEFAULT_SIGNATURE_HEADER),
             timestamp_header=config.get("timestamp_header", DEFAULT_TIMESTAMP_HEADER),
             key_id_header=config.get("key_id_header", DEFAULT_KEY_ID_HEADER),

@@ -22,11 +22,10 @@ SECRET = "dev-partner-secret-0123456789"
 
 def _recipe_files(port: int) -> dict[str, str]:
     text = GUIDE.read_text(encoding="utf-8")
-    section = text[text.index("## 4. End to end"):text.index("## 5.")]
+    section = text[text.index("## 4. End to end") : text.index("## 5.")]
     stub = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     executor, workflow = re.findall(r"```yaml\n(.*?)```", section, re.S)[:2]
-    files = {"partner_stub.py": stub, "executors/partner.yaml": executor,
-             "workflows/partner-order.yaml": workflow}
+    files = {"partner_stub.py": stub, "executors/partner.yaml": executor, "workflows/partner-order.yaml": workflow}
     # The guide's fixed port, moved to a free one so parallel runs do not collide.
     return {name: body.replace("8701", str(port)) for name, body in files.items()}
 
@@ -58,13 +57,19 @@ def test_the_guides_recipe_validates_runs_and_the_stub_sees_the_plugins_headers(
     validated = CliRunner().invoke(cli, ["validate", str(tmp_path)])
     assert validated.exit_code == 0, validated.output
 
-    stub = subprocess.Popen([sys.executable, str(tmp_path / "partner_stub.py")], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={"PARTNER_HMAC_SECRET": SECRET,
-                                                                       "PYTHONPATH": ":".join(sys.path)})
+    stub = subprocess.Popen(
+        [sys.executable, str(tmp_path / "partner_stub.py")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={"PARTNER_HMAC_SECRET": SECRET, "PYTHONPATH": ":".join(sys.path)},
+    )
     try:
         _wait_for(port, stub)
-        result = CliRunner().invoke(cli, ["run", str(tmp_path / "workflows" / "partner-order.yaml"),
-                                          "--input", '{"orderId": "o-1", "quantity": 3}'])
+        result = CliRunner().invoke(
+            cli,
+            ["run", str(tmp_path / "workflows" / "partner-order.yaml"), "--input", '{"orderId": "o-1", "quantity": 3}'],
+        )
     finally:
         stub.terminate()
         printed = stub.communicate(timeout=10)[0]

@@ -3,11 +3,11 @@ hook ordering and wrappers, and the ``flowker[testing]`` extra."""
 
 from __future__ import annotations
 
-import configparser
 import importlib.metadata
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -123,11 +123,11 @@ def _requirement_names(text: str) -> set[str]:
 def test_the_testing_extra_brings_everything_flowker_testing_imports():
     """``pip install flowker[testing]`` is enough for ``import flowker.testing``: every
     third-party module it imports comes from install_requires or the testing extra."""
-    config = configparser.ConfigParser()
-    config.read(ROOT / "setup.cfg")
-    assert "testing" in config["options.extras_require"], "setup.cfg has no testing extra"
-    available = _requirement_names(config["options"]["install_requires"]) | _requirement_names(
-        config["options.extras_require"]["testing"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project.get("optional-dependencies", {})
+    assert "testing" in extras, "pyproject.toml has no testing extra"
+    available = _requirement_names("\n".join(project["dependencies"])) | _requirement_names(
+        "\n".join(extras["testing"])
     )
     code = "import sys, flowker.testing\nprint('\\n'.join(sorted({m.split('.')[0] for m in sys.modules})))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
@@ -147,5 +147,7 @@ def test_the_testing_extra_brings_everything_flowker_testing_imports():
             transitive |= _requirement_names("\n".join(importlib.metadata.requires(name) or ()))
         except importlib.metadata.PackageNotFoundError:
             pass
-    assert missing - transitive == set(), f"flowker.testing imports {sorted(missing - transitive)} not in setup.cfg"
-    assert "pytest" in _requirement_names(config["options.extras_require"]["testing"])
+    assert missing - transitive == set(), (
+        f"flowker.testing imports {sorted(missing - transitive)} not in pyproject.toml"
+    )
+    assert "pytest" in _requirement_names("\n".join(extras["testing"]))

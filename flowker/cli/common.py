@@ -62,27 +62,10 @@ def announce_database(ctx: click.Context, settings, option_value: str | None) ->
         )
 
 
-def missing_sqlite_file(url: str) -> str | None:
-    """The file a SQLite URL names when that file does not exist; None otherwise."""
-    import peewee
-
-    from flowker.storage.database import open_database
-
-    database = open_database(url)  # does not connect
-    if (
-        isinstance(database, peewee.SqliteDatabase)
-        and database.database != ":memory:"
-        and not database.database.startswith("file:")
-        and not os.path.exists(database.database)
-    ):
-        return os.path.abspath(database.database)
-    return None
-
-
 def open_existing_database(ctx: click.Context, settings, option_value: str | None, table) -> object:
     """Open the settings' database for a command that reads it: a SQLite file that does
     not exist is named (and not created), and so is a database without Flowker's tables."""
-    from flowker.storage.database import open_database
+    from flowker.storage.database import missing_sqlite_file, open_database
 
     missing = missing_sqlite_file(settings.database_url)
     if missing:

@@ -246,10 +246,18 @@ def database_label(url: str) -> str:
     return url if url.startswith("sqlite:") else redact_url(url)
 
 
-def missing_sqlite_file(url: str) -> bool:
-    """Whether ``url`` names a SQLite file that does not exist yet (nothing is created)."""
+def missing_sqlite_file(url: str) -> str | None:
+    """The file a SQLite URL names when that file does not exist yet, else None (nothing is
+    created; in-memory and ``file:`` URIs never count as missing)."""
     database = open_database(url)  # does not connect
-    return isinstance(database, peewee.SqliteDatabase) and not os.path.exists(database.database)
+    if (
+        isinstance(database, peewee.SqliteDatabase)
+        and database.database != ":memory:"
+        and not database.database.startswith("file:")
+        and not os.path.exists(database.database)
+    ):
+        return os.path.abspath(database.database)
+    return None
 
 
 def bind_database(url: str) -> peewee.Database:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,16 +20,6 @@ def registry():
 @pytest.fixture
 def run_flowker():
     """Run the real ``flowker`` command line in a subprocess (bounded by a timeout)."""
+    from cli_runner import run_flowker
 
-    def run(*args, cwd=REPO):
-        environment = {key: value for key, value in os.environ.items() if not key.startswith("FLOWKER_")}
-        return subprocess.run(
-            [sys.executable, "-m", "flowker", *map(str, args)],
-            cwd=cwd,
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-
-    return run
+    return run_flowker

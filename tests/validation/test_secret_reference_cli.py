@@ -5,12 +5,11 @@ refused by the server: real subprocesses, problems at ``file:line:column``, and 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from cli_runner import run_flowker as flowker
 
 from flowker.local_server import LocalHTTPServer
 
@@ -68,20 +67,6 @@ def project(tmp_path):
     (tmp_path / "outside").write_text("cnsecretref-outside-canary\n")
     (secrets_dir / "escape").symlink_to(tmp_path / "outside")
     return root
-
-
-def flowker(*args, cwd: Path, **settings) -> subprocess.CompletedProcess:
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("FLOWKER_")}
-    environment.update(settings)
-    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), environment.get("PYTHONPATH")]))
-    return subprocess.run(
-        [sys.executable, "-m", "flowker", *map(str, args)],
-        cwd=cwd,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def write_executor(project: Path, url: str, key: str) -> None:

@@ -54,6 +54,7 @@ def database_source(ctx: click.Context, option_value: str | None) -> str:
 def announce_database(ctx: click.Context, settings, option_value: str | None) -> None:
     """Say on stderr which database a command uses when it is not the default one."""
     from flowker.settings import Settings
+    from flowker.storage.database import database_label
 
     if settings.database_url != Settings.database_url:
         click.echo(
@@ -65,7 +66,7 @@ def announce_database(ctx: click.Context, settings, option_value: str | None) ->
 def open_existing_database(ctx: click.Context, settings, option_value: str | None, table) -> object:
     """Open the settings' database for a command that reads it: a SQLite file that does
     not exist is named (and not created), and so is a database without Flowker's tables."""
-    from flowker.storage.database import missing_sqlite_file, open_database
+    from flowker.storage.database import database_label, missing_sqlite_file, open_database
 
     missing = missing_sqlite_file(settings.database_url)
     if missing:
@@ -82,13 +83,6 @@ def open_existing_database(ctx: click.Context, settings, option_value: str | Non
                 "is it the right one? `flowker db upgrade` creates them"
             )
     return database
-
-
-def database_label(url: str) -> str:
-    """The database URL for messages (a password in it masked)."""
-    from flowker.storage.database import database_label as label
-
-    return label(url)
 
 
 def run_cli(command: click.Command, argv=None) -> int:

@@ -20,8 +20,9 @@ import time
 
 from gunicorn.workers.gthread import ThreadWorker
 
-# How long a worker holding a connection per thread leaves a new one to its siblings.
-DEFER_SECONDS = 0.02
+# How long a worker holding a connection per thread leaves a new one to its siblings:
+# long enough for a sibling to be scheduled on a busy 2-core host (20 ms was not).
+DEFER_SECONDS = 0.1
 
 
 class BalancedThreadWorker(ThreadWorker):

@@ -444,6 +444,11 @@ def _other_ops() -> list[Operation]:
                 _q("result", {"enum": ["SUCCESS", "FAILED"]}),
                 _q("resourceType", {"type": "string", "pattern": "^[a-z][a-z0-9_.-]{0,31}$"}),
                 _q("resourceId", {"type": "string", "minLength": 1, "maxLength": 255}),
+                _q(
+                    "actor",
+                    {"type": "string", "minLength": 1, "maxLength": 255},
+                    "Who did it: the actor id, a key's name, or issuer and sub for a person",
+                ),
                 _q("dateFrom", date),
                 _q("dateTo", date),
                 *LIST,

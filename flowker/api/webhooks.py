@@ -17,6 +17,7 @@ import falcon
 
 from flowker.api.authentication import require_principal
 from flowker.api.bodies import parse_json, read_body
+from flowker.api.scope import principal_of
 from flowker.api.errors import bad_body
 from flowker.api.executions import idempotency_key, start_execution, summary
 from flowker.errors import NotFound, Unauthorized, UnprocessableEntity
@@ -74,6 +75,12 @@ class Webhook:
         workflow = Workflow.get_or_none(Workflow.id == route.workflow_id)
         if workflow is None:
             raise NotFound(f"workflow {route.workflow_id} not found", code=ErrorCode.WORKFLOW_NOT_FOUND)
+        principal = principal_of(req)
+        if principal is not None and not principal.sees_workflow(workflow.name):
+            # Outside the caller's scope: answered as if no webhook were there.
+            raise NotFound(
+                f"no active workflow has a webhook for {method} {route_path}", code=ErrorCode.WEBHOOK_ROUTE_NOT_FOUND
+            )
         if workflow.status != "active":
             raise UnprocessableEntity(f"workflow {workflow.name} is not active", code=ErrorCode.WORKFLOW_NOT_ACTIVE)
         self._verify_token(req, _trigger_data(workflow.spec, method, route_path))

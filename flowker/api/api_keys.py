@@ -22,11 +22,19 @@ class Collection:
 
             raise bad_body(f"unknown field(s) {', '.join(repr(n[:50]) for n in unknown[:5])} in the API key request")
         expires = body.get("expires")
+        workflows = body.get("workflows")
+        if workflows is not None and not isinstance(workflows, list):
+            from flowker.errors import UnprocessableEntity
+            from flowker.error_codes import ErrorCode
+
+            raise UnprocessableEntity(
+                "workflows must be a list of workflow names", code=ErrorCode.INVALID_API_KEY_REQUEST
+            )
         stored, key = self.state.api_keys.create(
             body.get("name"),
             str(body.get("role", "")),
             req.context.actor,
-            workflows=body.get("workflows"),
+            workflows=workflows,
             expires=expires if isinstance(expires, str) or expires is None else str(expires),
         )
         view = stored.to_dict(utcnow())

@@ -150,3 +150,14 @@ def test_a_bearer_authenticator_given_to_create_app_decides(make_app):
     assert refused.status_code == 403
     assert client.simulate_get("/v1/workflows", headers={"Authorization": "Bearer bad"}).status_code == 401
     assert client.simulate_get("/v1/workflows", headers={"Authorization": "Basic eDp5"}).status_code == 401
+
+
+def test_docs_roles_md_is_the_table():
+    from pathlib import Path
+
+    from flowker.api.roles_doc import markdown
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "roles.md"
+    assert docs.read_text(encoding="utf-8") == markdown(), (
+        "docs/roles.md is stale: python -m flowker.api.roles_doc > docs/roles.md"
+    )

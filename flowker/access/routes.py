@@ -72,6 +72,7 @@ OPERATION_PERMISSIONS: dict[str, Permission] = {
     # API keys
     "createApiKey": ADMIN,
     "listApiKeys": ADMIN,
+    "changeApiKey": ADMIN,
     "revokeApiKey": ADMIN,
 }
 
@@ -89,6 +90,7 @@ UNSCOPED_ONLY: frozenset[str] = frozenset(
         "verifyAuditChain",
         "createApiKey",
         "listApiKeys",
+        "changeApiKey",
         "revokeApiKey",
     }
 )

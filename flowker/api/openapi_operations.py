@@ -552,6 +552,17 @@ def _api_key_ops() -> list[Operation]:
             {200: ("The keys", "ApiKeyList")},
         ),
         Operation(
+            "PATCH",
+            "/v1/api-keys/{name}",
+            "changeApiKey",
+            "access",
+            "Change a key's role, workflows or expiry (the key stays the same)",
+            {200: ("The key (never the key text)", "ApiKey")},
+            (400, 404, 413, 415, 422),
+            body="ApiKeyChange",
+            refusals={422: (ErrorCode.INVALID_API_KEY_REQUEST,), 404: (ErrorCode.API_KEY_NOT_FOUND,)},
+        ),
+        Operation(
             "DELETE",
             "/v1/api-keys/{name}",
             "revokeApiKey",

@@ -178,7 +178,7 @@ def test_the_key_text_is_nowhere_but_in_the_create_answer(sqlite_factory, tmp_pa
     admin = falcon.testing.TestClient(app, headers={"X-API-Key": API_KEY})
     made = create(admin, name="canary", role="viewer", expires="30d")
     key = made.json["key"]
-    secret = key.rsplit("_", 1)[1]
+    secret = key[len("flk_") + 13 :]  # the part after the lookup id (it may hold "_" itself)
     own = falcon.testing.TestClient(app, headers={"X-API-Key": key})
     assert own.simulate_get("/v1/workflows").status_code == 200
     assert own.simulate_post("/v1/workflows", json={}).status_code == 403
@@ -196,3 +196,44 @@ def test_the_key_text_is_nowhere_but_in_the_create_answer(sqlite_factory, tmp_pa
 
     assert key_digest(key).encode() in files["api.db-wal"] + files["api.db"]
     assert b"canary" in files["api.db-wal"] + files["api.db"]
+
+
+def test_a_change_of_role_scope_or_expiry_counts_at_once_and_is_audited(app, client, two_workflows_for_keys):
+    key = create(client, name="ops", role="viewer").json["key"]
+    own = falcon.testing.TestClient(app, headers={"X-API-Key": key})
+    assert own.simulate_post(f"/v1/workflows/{two_workflows_for_keys}/executions", json={}).status_code == 403
+
+    changed = client.simulate_patch("/v1/api-keys/ops", json={"role": "operator", "workflows": ["payments"]})
+    assert changed.status_code == 200, changed.text
+    assert (
+        changed.json["role"] == "operator" and changed.json["workflows"] == ["payments"] and "key" not in changed.json
+    )
+    assert own.simulate_post(f"/v1/workflows/{two_workflows_for_keys}/executions", json={}).status_code == 201
+    assert [item["name"] for item in own.simulate_get("/v1/workflows").json["items"]] == ["payments"]
+
+    assert client.simulate_patch("/v1/api-keys/ops", json={"workflows": None, "expires": "2h"}).status_code == 200
+    assert len(own.simulate_get("/v1/workflows").json["items"]) == 2
+    (entry,) = audit_of(client, "API_KEY_CHANGED")[1:]  # the newest first: the first change
+    assert entry["metadata"]["before"] == {"role": "viewer", "workflows": None, "expiresAt": None}
+    assert entry["metadata"]["role"] == "operator" and entry["actor"]["id"] == "ci-bot"
+
+    for body, status, code in (
+        ({"role": "root"}, 422, "FLK-0702"),
+        ({"role": "admin", "workflows": ["payments"]}, 422, "FLK-0702"),
+        ({"expires": 5}, 422, "FLK-0702"),
+        ({"key": "mine"}, 400, "FLK-0001"),
+    ):
+        answer = client.simulate_patch("/v1/api-keys/ops", json=body)
+        assert (answer.status_code, answer.json["code"]) == (status, code), body
+    missing = client.simulate_patch("/v1/api-keys/nobody", json={"role": "viewer"})
+    assert (missing.status_code, missing.json["code"]) == (404, "FLK-0700")
+    assert len(audit_of(client, "API_KEY_CHANGED")) == 2
+    assert client.simulate_get("/v1/api-keys").json["items"][0]["role"] == "operator"
+
+
+@pytest.fixture
+def two_workflows_for_keys(client, active_workflow):
+    from api_helpers import create_workflow, workflow_body
+
+    create_workflow(client, workflow_body(name="refunds", path="/refunds"), activate=True)
+    return active_workflow[0]

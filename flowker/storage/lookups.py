@@ -6,6 +6,7 @@ cost more than running them. Only the columns the runner needs, never a spec.
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 
 from flowker.storage.models import Executor, Workflow
@@ -51,9 +52,9 @@ class StoredApiKey:
     key_hash: str
     role: str
     workflows: list | None
-    expires_at: object  # naive UTC datetime or None
-    revoked_at: object
-    expiry_recorded_at: object
+    expires_at: datetime.datetime | None  # naive UTC
+    revoked_at: datetime.datetime | None
+    expiry_recorded_at: datetime.datetime | None
 
 
 _API_KEY_COLUMNS = ("id", "name", "key_hash", "role", "workflows", "expires_at", "revoked_at", "expiry_recorded_at")

@@ -13,6 +13,7 @@ from flowker.storage.models import (
     AuditEntry,
     CircuitBreakerState,
     SchemaMigration,
+    WebhookDelivery,
     Workflow,
 )
 
@@ -99,12 +100,18 @@ def _add_checkpoint_chain_columns(database: peewee.Database) -> None:
             database.execute_sql(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
 
 
+def _create_webhook_deliveries(database: peewee.Database) -> None:
+    # Signed webhooks' replay ledger; a database made by migration 1 since has it already.
+    database.create_tables([WebhookDelivery], safe=True)
+
+
 # (version, name, function). Append only; never edit a migration that has shipped.
 MIGRATIONS = (
     (1, "initial schema with append-only audit tables", _initial),
     (2, "drop indexes no query needs (fewer page writes per execution)", _drop_unneeded_indexes),
     (3, "circuit breaker state shared by every process", _create_breaker_state),
     (4, "chain the audit checkpoints (previous checkpoint hash, entry count)", _add_checkpoint_chain_columns),
+    (6, "signed webhook messages already accepted (replays refused on every server)", _create_webhook_deliveries),
 )
 
 LATEST_VERSION = MIGRATIONS[-1][0]

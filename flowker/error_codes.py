@@ -190,8 +190,9 @@ class ErrorCode(StrEnum):
         "FLK-0403",
         403,
         "Forbidden",
-        "The request is refused as sent: plain HTTP where production requires HTTPS, or a "
-        "CORS origin that is not allowed.",
+        "The request is refused as sent: the caller's role (or workflow scope) does not allow "
+        "this operation, plain HTTP where production requires HTTPS, or a CORS origin that "
+        "is not allowed.",
     )
     ROUTE_NOT_FOUND = ("FLK-0404", 404, "Not Found", "No route has this path.")
     METHOD_NOT_ALLOWED = ("FLK-0405", 405, "Method Not Allowed", "The route does not take this method.")
@@ -204,6 +205,20 @@ class ErrorCode(StrEnum):
         "The Content-Type is not one this route accepts.",
     )
     UNPROCESSABLE = ("FLK-0422", 422, "Unprocessable Entity", "A refusal no more specific code names (plugins).")
+    # -- access control ---------------------------------------------------------------
+    API_KEY_NOT_FOUND = ("FLK-0700", 404, "Not Found", "No API key stored in the database has this name.")
+    API_KEY_NAME_TAKEN = (
+        "FLK-0701",
+        409,
+        "Conflict",
+        "An API key (stored, or in FLOWKER_API_KEYS) already has this name; revoke it first.",
+    )
+    INVALID_API_KEY_REQUEST = (
+        "FLK-0702",
+        422,
+        "Unprocessable Entity",
+        "An API key request names an unknown role, a bad expiry or workflow list, or limits an admin key to workflows.",
+    )
     # -- executions -------------------------------------------------------------------
     EXECUTION_NOT_FOUND = ("FLK-0500", 404, "Not Found", "No execution has this id.")
     WORKFLOW_NOT_ACTIVE = ("FLK-0501", 422, "Unprocessable Entity", "Only an active workflow runs.")

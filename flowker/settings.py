@@ -13,11 +13,13 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from flowker.access.principal import Role
 from flowker.errors import ConfigurationError
 
 ENV_PREFIX = "FLOWKER_"
 # Production API keys are at least this long (DESIGN §6): guessing one must be hopeless.
 MIN_PRODUCTION_KEY_LENGTH = 32
+ROLE_NAMES = frozenset(role.value for role in Role)
 
 
 def _split_csv(value) -> tuple[str, ...]:
@@ -30,10 +32,12 @@ def _split_csv(value) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class ApiKey:
-    """One accepted API key. ``name`` is what the audit trail shows, never ``key``."""
+    """One accepted API key. ``name`` is what the audit trail shows, never ``key``;
+    ``role`` what it may do (flowker.access.Role; admin when the entry names none)."""
 
     name: str
     key: str = field(repr=False)
+    role: Role = Role.ADMIN
 
 
 def _parse_api_keys(value) -> tuple[ApiKey, ...]:
@@ -42,13 +46,20 @@ def _parse_api_keys(value) -> tuple[ApiKey, ...]:
     keys = []
     for item in _split_csv(value):
         name, sep, key = item.partition(":")
+        role = Role.ADMIN
         if not sep:
             key = name
             # Unnamed keys are identified by a fingerprint so the key itself never leaks.
             name = "key-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+        else:
+            # name:key:role; a key may itself hold ":", so only a last part that is a
+            # role name is taken as the role.
+            head, colon, last = key.rpartition(":")
+            if colon and last.strip().lower() in ROLE_NAMES:
+                key, role = head, Role(last.strip().lower())
         if not key:
             raise ConfigurationError("FLOWKER_API_KEYS has an entry with an empty key")
-        keys.append(ApiKey(name=name.strip(), key=key.strip()))
+        keys.append(ApiKey(name=name.strip(), key=key.strip(), role=role))
     # The audit actor is the key's name: two keys with one name would be indistinguishable.
     names = [k.name for k in keys]
     duplicates = sorted({n for n in names if names.count(n) > 1})

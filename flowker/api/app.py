@@ -19,8 +19,8 @@ import falcon
 
 from flowker.api import errors as api_errors
 from flowker.api.background import BackgroundRunner
+from flowker.api.authentication import AuthenticationMiddleware, AuthorizationMiddleware, BearerAuthenticator
 from flowker.api.middleware import (
-    ApiKeyMiddleware,
     BodyLimitMiddleware,
     ClientMiddleware,
     CorsMiddleware,
@@ -32,6 +32,7 @@ from flowker.errors import ConfigurationError
 from flowker.security.redaction import install_log_redaction
 
 if TYPE_CHECKING:
+    from flowker.catalog.api_keys import ApiKeyStore
     from flowker.runner.service import ExecutionService
     from flowker.runtime import Runtime
 
@@ -64,6 +65,8 @@ class AppState:
     redactor: object = None
     # What the app was built from (flowker.runtime): its database, audit log and services.
     runtime: Runtime | None = None
+    # The API keys stored in the database (flowker.catalog.api_keys.ApiKeyStore).
+    api_keys: ApiKeyStore | None = None
 
     @property
     def is_draining(self) -> bool:
@@ -100,6 +103,7 @@ def create_app(
     execution_service=None,
     database=None,
     runtime: Runtime | None = None,
+    bearer_authenticator: BearerAuthenticator | None = None,
     background_workers: int = DEFAULT_BACKGROUND_WORKERS,
     background_queue: int = DEFAULT_BACKGROUND_QUEUE,
 ) -> FlowkerApp:
@@ -108,6 +112,9 @@ def create_app(
     The schema must already be migrated (``flowker db upgrade`` or the serve command's
     start-up). ``settings.api_keys`` must not be empty (development:
     ``settings.with_generated_api_key()`` first).
+
+    ``bearer_authenticator(token) -> Principal`` checks ``Authorization: Bearer`` tokens
+    (raising :class:`flowker.errors.Unauthorized` for a bad one); None: bearer tokens get 401.
     """
     if not settings.api_keys:
         raise ConfigurationError("no API keys: set FLOWKER_API_KEYS (development: Settings.with_generated_api_key())")
@@ -117,8 +124,11 @@ def create_app(
         runtime = Runtime.from_settings(
             settings, registry=registry, database=database, execution_service=execution_service
         )
+    from flowker.catalog.api_keys import ApiKeyStore
+
     database = runtime.database
     execution_service = runtime.execution_service
+    api_keys = ApiKeyStore(database, runtime.audit_log, reserved_names=[key.name for key in settings.api_keys])
     install_log_redaction(runtime.redactor)  # idempotent; held weakly, so it ends with the app
     state = AppState(
         settings=settings,
@@ -138,7 +148,9 @@ def create_app(
         ),
         redactor=runtime.redactor,
         runtime=runtime,
+        api_keys=api_keys,
     )
+    database_middleware = DatabaseMiddleware(database)
 
     middleware: list = [ClientMiddleware(settings.trusted_proxies)]
     if settings.production:
@@ -146,9 +158,15 @@ def create_app(
     middleware += [
         CorsMiddleware(settings.cors_allowed_origins),
         BodyLimitMiddleware(settings.max_body_bytes),
-        ApiKeyMiddleware(settings.api_keys),
+        AuthenticationMiddleware(
+            settings.api_keys,
+            key_lookup=api_keys.authenticate,
+            bearer_authenticator=bearer_authenticator,
+            open_connection=database_middleware.open_connection,
+        ),
+        database_middleware,
+        AuthorizationMiddleware(operation_ids(), on_forbidden=_forbidden_recorder(state, database_middleware)),
         QueryParamsMiddleware(allowed_query_parameters()),
-        DatabaseMiddleware(database),
     ]
     app = FlowkerApp(middleware=middleware)
     app.state = state
@@ -180,6 +198,36 @@ def check_settings(settings) -> None:
         raise ConfigurationError(f"FLOWKER_ALLOW_PRIVATE_NETWORKS: {exc}") from None
 
 
+def operation_ids() -> dict[tuple[str, str], str]:
+    """(route template, METHOD) -> operationId, from the OpenAPI operation table."""
+    from flowker.api.openapi import OPERATIONS
+
+    return {(op.path, op.method): op.operation_id for op in OPERATIONS}
+
+
+def _forbidden_recorder(state: AppState, database_middleware: DatabaseMiddleware):
+    """Every 403 for a role or scope lands in the audit chain, naming who and what."""
+    database = database_middleware.database
+
+    def record(req, principal, operation_id: str, reason: str) -> None:
+        from flowker.storage.database import bound_to, write_transaction
+
+        database_middleware.open_connection(req)
+        with bound_to(database), write_transaction(database):
+            state.audit_log.append(
+                "ACCESS_DENIED",
+                "ACCESS",
+                "FAILED",
+                "operation",
+                operation_id,
+                actor=req.context.actor,
+                context={"method": req.method, "path": req.path[:500]},
+                metadata={"reason": reason, "roles": sorted(principal.roles)},
+            )
+
+    return record
+
+
 def allowed_query_parameters() -> dict:
     """(route template, METHOD) -> query parameter names, from the OpenAPI operation table."""
     from flowker.api.openapi import OPERATIONS
@@ -193,7 +241,18 @@ def allowed_query_parameters() -> dict:
 
 def build_routes(state: AppState) -> list[tuple[str, object]]:
     """Every route of the API. The OpenAPI document must describe each one (tested)."""
-    from flowker.api import audit, catalog, dashboards, executions, executors, health, openapi, webhooks, workflows
+    from flowker.api import (
+        api_keys,
+        audit,
+        catalog,
+        dashboards,
+        executions,
+        executors,
+        health,
+        openapi,
+        webhooks,
+        workflows,
+    )
 
     return [
         ("/health", health.Health(state)),
@@ -225,4 +284,6 @@ def build_routes(state: AppState) -> list[tuple[str, object]]:
         ("/v1/catalog/action-types", catalog.ActionTypes(state)),
         ("/v1/dashboards/workflows/summary", dashboards.WorkflowSummary(state)),
         ("/v1/dashboards/executions", dashboards.Executions(state)),
+        ("/v1/api-keys", api_keys.Collection(state)),
+        ("/v1/api-keys/{name}", api_keys.Item(state)),
     ]

@@ -5,14 +5,15 @@
 2. :class:`HttpsMiddleware` - production: plain HTTP refused, HSTS on every response.
 3. :class:`CorsMiddleware` - configured origins only, never credentials, preflights answered here.
 4. :class:`BodyLimitMiddleware` - 413 from ``Content-Length`` before anything reads the body.
-5. :class:`ApiKeyMiddleware` - ``X-API-Key`` against every configured key; sets the audit actor.
-6. :class:`DatabaseMiddleware` - a connection per routed request (SQLite: kept per thread).
+5. :class:`flowker.api.authentication.AuthenticationMiddleware` - ``X-API-Key`` (configured
+   keys, then stored ones) or a bearer token; sets the principal and the audit actor.
+6. :class:`QueryParamsMiddleware` - unknown query parameters refused.
+7. :class:`DatabaseMiddleware` - a connection per routed request (SQLite: kept per thread).
+8. :class:`flowker.api.authentication.AuthorizationMiddleware` - the operation's role check (403).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import re
 import uuid
@@ -20,17 +21,13 @@ import uuid
 import falcon
 import peewee
 
+from flowker.api.authentication import PUBLIC_PATHS, WEBHOOK_PREFIX
 from flowker.api.errors import ApiError, too_large
-from flowker.errors import Unauthorized
 from flowker.error_codes import ErrorCode
 from flowker.storage.database import bind_context, unbind_context
 
-# Reachable without an API key: the probes only (DESIGN §5). The version and the API
-# description say what runs here, so they need a key like everything else.
-PUBLIC_PATHS = frozenset({"/health", "/health/live", "/health/ready"})
 # Probes answer over plain HTTP even in production: orchestrators probe pods directly.
 PLAIN_HTTP_PATHS = PUBLIC_PATHS
-WEBHOOK_PREFIX = "/v1/webhooks/"
 
 HSTS_VALUE = "max-age=31536000; includeSubDomains"
 CORS_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
@@ -188,39 +185,6 @@ class BodyLimitMiddleware:
             raise too_large(self.limit, req.context.body_too_large_code)
 
 
-class ApiKeyMiddleware:
-    """``X-API-Key`` checked in constant time against every configured key.
-
-    The audit actor is the matching key's name (or fingerprint), never the key.
-    """
-
-    def __init__(self, api_keys):
-        # Digests, so the comparison time depends on neither the keys' contents nor lengths.
-        self.keys = tuple((key.name, hashlib.sha256(key.key.encode()).digest()) for key in api_keys)
-
-    def match(self, presented: str | None) -> str | None:
-        if not presented:
-            return None
-        candidate = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
-        found = None
-        for name, key in self.keys:
-            # Compare against every key, so timing does not tell which one (or whether) matched.
-            if hmac.compare_digest(candidate, key) and found is None:
-                found = name
-        return found
-
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        from flowker.audit.chain import Actor
-
-        if req.path in PUBLIC_PATHS:
-            req.context.actor = Actor(type="anonymous", id="anonymous", ip=req.context.client_ip)
-            return
-        name = self.match(req.get_header("X-API-Key"))
-        if name is None:
-            raise Unauthorized("API key missing or invalid: send it in the X-API-Key header")
-        req.context.actor = Actor(type="api_key", id=name, ip=req.context.client_ip)
-
-
 class DatabaseMiddleware:
     """A connection for every routed request.
 
@@ -237,12 +201,19 @@ class DatabaseMiddleware:
         self.database = database
         self.keep_open = isinstance(database, peewee.SqliteDatabase)
 
-    def process_resource(self, req, resp, resource, params) -> None:
-        if resource is None or not getattr(resource, "uses_database", True):
+    def open_connection(self, req) -> None:
+        """The request's connection and binding (also for middleware that reads before routing)."""
+        if getattr(req.context, "database_binding_set", False):
             return
+        req.context.database_binding_set = True
         # The models use this app's database for the request (two apps may share a process).
         req.context.database_binding = bind_context(self.database)
         req.context.opened_connection = self.database.connect(reuse_if_open=True)
+
+    def process_resource(self, req, resp, resource, params) -> None:
+        if resource is None or not getattr(resource, "uses_database", True):
+            return
+        self.open_connection(req)
 
     def process_response(self, req, resp, resource, req_succeeded) -> None:
         unbind_context(getattr(req.context, "database_binding", None))

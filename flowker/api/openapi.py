@@ -14,6 +14,7 @@ import re
 from importlib import resources
 
 from flowker import __version__
+from flowker.access.routes import roles_for
 from flowker.api import openapi_rules as rules
 from flowker.api import openapi_schemas as schemas
 from flowker.api.middleware import PLAIN_HTTP_PATHS
@@ -71,7 +72,7 @@ def _path_parameters(path: str) -> list[dict]:
     for name in re.findall(r"\{(\w+)(?::\w+)?\}", path):
         schema = (
             {"type": "string", "minLength": 1}
-            if name in ("path", "type_name")
+            if name in ("path", "type_name", "name")
             else {"type": "string", "format": "uuid"}
         )
         if name == "path":
@@ -117,7 +118,7 @@ def _operation(op: Operation) -> dict:
         responses[str(status)] = response
     error_codes = set(op.errors) | set(op.refusals) | {500}
     if not op.public:
-        error_codes.add(401)
+        error_codes.update((401, 403))
     if op.path not in PLAIN_HTTP_PATHS:
         error_codes.add(403)  # production refuses plain HTTP everywhere but the probes
     for status in sorted(error_codes):
@@ -155,6 +156,8 @@ def _operation(op: Operation) -> dict:
         document["requestBody"] = _request_body(op.body)
     if op.public:
         document["security"] = []
+    # Who may call it (flowker.access.routes): enforced by the authorization middleware.
+    document["x-flowker-roles"] = roles_for(op.operation_id)
     return document
 
 
@@ -185,7 +188,8 @@ def build_document(spec_schemas: dict[str, dict] | None = None, auth_types=None)
             "description": (
                 "Declarative workflows over REST. Errors are {code, title, message} with FLK codes; "
                 "lists are {items, nextCursor, hasMore} with opaque cursors. Every route but the "
-                "health probes (/health, /health/live, /health/ready) needs X-API-Key."
+                "health probes (/health, /health/live, /health/ready) needs X-API-Key (or a bearer token from the "
+                "configured OpenID provider); x-flowker-roles on each operation names the roles allowed to call it."
             ),
         },
         "servers": [{"url": "/"}],
@@ -203,7 +207,17 @@ def build_document(spec_schemas: dict[str, dict] | None = None, auth_types=None)
         "security": [{"ApiKey": []}],
         "tags": [
             {"name": name}
-            for name in ("workflows", "executors", "executions", "webhooks", "audit", "catalog", "dashboards", "health")
+            for name in (
+                "workflows",
+                "executors",
+                "executions",
+                "webhooks",
+                "audit",
+                "catalog",
+                "dashboards",
+                "access",
+                "health",
+            )
         ],
         "paths": paths,
         "components": {

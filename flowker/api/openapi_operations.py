@@ -11,8 +11,11 @@ from flowker.error_codes import ErrorCode
 
 ERROR_DESCRIPTIONS = {
     400: "Bad request: malformed body, id or query parameter",
-    401: "API key missing or invalid (or a webhook token)",
-    403: "HTTPS required (production mode, plain HTTP)",
+    401: "Credential missing or invalid: API key, bearer token (or a webhook token)",
+    403: (
+        f"Forbidden ({ErrorCode.FORBIDDEN.value}): the caller's role or workflow scope does not allow this "
+        "operation (see x-flowker-roles), or plain HTTP in production"
+    ),
     404: "Not found",
     409: "Conflict",
     413: "Request body too large",
@@ -522,6 +525,40 @@ def _other_ops() -> list[Operation]:
     ]
 
 
+def _api_key_ops() -> list[Operation]:
+    return [
+        Operation(
+            "POST",
+            "/v1/api-keys",
+            "createApiKey",
+            "access",
+            "Create an API key (the key is in this answer only)",
+            {201: ("Created: the key, shown this once", "ApiKeyCreated")},
+            (400, 409, 413, 415, 422),
+            body="ApiKeyRequest",
+            refusals={422: (ErrorCode.INVALID_API_KEY_REQUEST,), 409: (ErrorCode.API_KEY_NAME_TAKEN,)},
+        ),
+        Operation(
+            "GET",
+            "/v1/api-keys",
+            "listApiKeys",
+            "access",
+            "List the API keys stored in the database (never the keys)",
+            {200: ("The keys", "ApiKeyList")},
+        ),
+        Operation(
+            "DELETE",
+            "/v1/api-keys/{name}",
+            "revokeApiKey",
+            "access",
+            "Revoke an API key: refused from the next request on, on every server",
+            {204: ("Revoked", None)},
+            (404,),
+            refusals={404: (ErrorCode.API_KEY_NOT_FOUND,)},
+        ),
+    ]
+
+
 OPERATIONS: tuple[Operation, ...] = tuple(
-    _workflow_ops() + _executor_ops() + _execution_ops() + _webhook_ops() + _other_ops()
+    _workflow_ops() + _executor_ops() + _execution_ops() + _webhook_ops() + _other_ops() + _api_key_ops()
 )

@@ -233,4 +233,48 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
     ),
     "Version": obj({"version": {"type": "string"}, "requestDate": TIME}),
     "OpenApi": {"type": "object", "required": ["openapi", "paths"]},
+    "ApiKeyRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name", "role"],
+        "properties": {
+            "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"},
+            "role": {"enum": ["viewer", "operator", "editor", "auditor", "admin", "webhook"]},
+            "workflows": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 100,
+                "items": {"type": "string", "minLength": 1, "maxLength": 100},
+                "description": "Limit the key to these workflows (names); absent: every workflow",
+            },
+            "expires": {
+                "type": "string",
+                "description": "A duration from now (90d, 12h, 30m, 2w) or an ISO 8601 date-time; absent: never",
+            },
+        },
+    },
+    "ApiKey": obj(
+        {
+            "name": {"type": "string"},
+            "role": {"type": "string"},
+            "workflows": {"type": ["array", "null"], "items": {"type": "string"}},
+            "status": {"enum": ["active", "expired", "revoked"]},
+            "createdAt": TIME,
+            "createdBy": {"type": "string"},
+            "expiresAt": OPTIONAL_TIME,
+            "revokedAt": OPTIONAL_TIME,
+            "lastUsedAt": OPTIONAL_TIME,
+        }
+    ),
+    "ApiKeyCreated": obj(
+        {
+            "name": {"type": "string"},
+            "role": {"type": "string"},
+            "workflows": {"type": ["array", "null"], "items": {"type": "string"}},
+            "key": {"type": "string", "description": "The key itself: shown this once, never again"},
+            "createdAt": TIME,
+            "expiresAt": OPTIONAL_TIME,
+        }
+    ),
+    "ApiKeyList": obj({"items": {"type": "array", "items": {"$ref": "#/components/schemas/ApiKey"}}}),
 }

@@ -15,6 +15,7 @@ import hmac
 
 import falcon
 
+from flowker.api.authentication import require_principal
 from flowker.api.bodies import parse_json, read_body
 from flowker.api.errors import bad_body
 from flowker.api.executions import idempotency_key, start_execution, summary
@@ -56,6 +57,9 @@ class Webhook:
         self.state = state
 
     def _handle(self, req: falcon.Request, resp: falcon.Response, path: str) -> None:
+        # A call without X-API-Key (or a bearer token) reaches here: 401 unless it proves
+        # itself another way.
+        require_principal(req)
         method = req.method.upper()
         route_path = normalise_webhook_path(path)
         if len(route_path) > MAX_PATH:

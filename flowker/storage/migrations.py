@@ -9,6 +9,7 @@ import peewee
 from flowker.storage.database import connection, exclusive_transaction, is_postgres
 from flowker.storage.models import (
     ALL_MODELS,
+    ApiKeyRecord,
     AuditCheckpoint,
     AuditEntry,
     CircuitBreakerState,
@@ -100,6 +101,11 @@ def _add_checkpoint_chain_columns(database: peewee.Database) -> None:
             database.execute_sql(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
 
 
+def _create_api_keys(database: peewee.Database) -> None:
+    # A database made by migration 1 after the model was added already has the table.
+    database.create_tables([ApiKeyRecord], safe=True)
+
+
 def _create_webhook_deliveries(database: peewee.Database) -> None:
     # Signed webhooks' replay ledger; a database made by migration 1 since has it already.
     database.create_tables([WebhookDelivery], safe=True)
@@ -111,6 +117,7 @@ MIGRATIONS = (
     (2, "drop indexes no query needs (fewer page writes per execution)", _drop_unneeded_indexes),
     (3, "circuit breaker state shared by every process", _create_breaker_state),
     (4, "chain the audit checkpoints (previous checkpoint hash, entry count)", _add_checkpoint_chain_columns),
+    (5, "API keys stored as hashes, with roles and workflow scopes", _create_api_keys),
     (6, "signed webhook messages already accepted (replays refused on every server)", _create_webhook_deliveries),
 )
 

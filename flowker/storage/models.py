@@ -210,6 +210,33 @@ class CircuitBreakerState(BaseModel):
     updated_at = peewee.DoubleField(default=0.0)
 
 
+class ApiKeyRecord(BaseModel):
+    """An API key made with ``flowker keys create`` or ``POST /v1/api-keys``: never the key.
+
+    The key is ``flk_<lookup_id>_<secret>``; ``lookup_id`` finds the row (it is no secret),
+    ``key_hash`` is the SHA-256 of the whole key, compared in constant time. Revoked keys
+    stay (revoked_at set) until a new key takes the name.
+    """
+
+    id = peewee.CharField(primary_key=True, max_length=36, default=new_id)
+    name = peewee.CharField(max_length=100, unique=True)
+    lookup_id = peewee.CharField(max_length=32, unique=True)
+    key_hash = peewee.CharField(max_length=64)
+    role = peewee.CharField(max_length=16)
+    workflows = JSONField(null=True)  # workflow names it is limited to; NULL: every workflow
+    created_at = peewee.DateTimeField(default=utcnow)
+    created_by = peewee.CharField(max_length=255)
+    expires_at = peewee.DateTimeField(null=True)
+    revoked_at = peewee.DateTimeField(null=True)
+    # Written at most once per key per interval by each process (flowker.catalog.api_keys).
+    last_used_at = peewee.DateTimeField(null=True)
+    # Set when the key's expiry was recorded in the audit chain (once).
+    expiry_recorded_at = peewee.DateTimeField(null=True)
+
+    class Meta:
+        table_name = "api_key"
+
+
 class WebhookDelivery(BaseModel):
     """A signed webhook message already accepted (flowker.storage.webhook_deliveries): the
     unique key makes a replay fail on every process and host. Rows past ``expires_at``
@@ -239,5 +266,6 @@ ALL_MODELS = (
     AuditEntry,
     AuditCheckpoint,
     CircuitBreakerState,
+    ApiKeyRecord,
     WebhookDelivery,
 )

@@ -221,6 +221,12 @@ class Settings:
             raise ConfigurationError(
                 "FLOWKER_OIDC_ROLE_MAP is required with FLOWKER_OIDC_ISSUER (e.g. flowker-admins=admin,ops=operator)"
             )
+        unknown = sorted({role for _, role in self.oidc_role_map if role not in ROLE_NAMES})
+        if unknown:
+            raise ConfigurationError(
+                f"FLOWKER_OIDC_ROLE_MAP names unknown role(s) {', '.join(unknown)}: use "
+                + ", ".join(role.value for role in Role)
+            )
 
     def with_generated_api_key(self) -> "Settings":
         """Development convenience: a random key when none is configured."""

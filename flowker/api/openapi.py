@@ -118,7 +118,8 @@ def _operation(op: Operation) -> dict:
         responses[str(status)] = response
     error_codes = set(op.errors) | set(op.refusals) | {500}
     if not op.public:
-        error_codes.update((401, 403))
+        # 503: a bearer token when the OpenID provider cannot be reached (FLK-0710).
+        error_codes.update((401, 403, 503))
     if op.path not in PLAIN_HTTP_PATHS:
         error_codes.add(403)  # production refuses plain HTTP everywhere but the probes
     for status in sorted(error_codes):

@@ -66,7 +66,7 @@ class OidcSettings:
 
 @dataclass(frozen=True)
 class VerifiedPerson:
-    """A person whose token was accepted: the audit names them ``issuer`` + ``subject``."""
+    """A person whose token was accepted: the audit names them ``<issuer> <subject>``."""
 
     issuer: str
     subject: str
@@ -75,7 +75,7 @@ class VerifiedPerson:
 
     @property
     def actor_id(self) -> str:
-        return f"{self.issuer}#{self.subject}"
+        return f"{self.issuer} {self.subject}"
 
 
 class JwksCache:

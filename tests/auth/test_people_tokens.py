@@ -56,7 +56,7 @@ def test_a_providers_token_names_the_person_and_maps_their_roles(people_provider
     verifier = _verifier(people_provider)
     ada = verifier.verify(people_token(people_provider, "ada"))
     assert ada.subject == "ada" and ada.issuer == people_provider.issuer and ada.roles == ("admin",)
-    assert ada.actor_id == f"{people_provider.issuer}#ada"
+    assert ada.actor_id == f"{people_provider.issuer} ada"
     olu = verifier.verify(people_token(people_provider, "olu"))
     assert olu.roles == ("operator",) and olu.claim_values == ("ops", "unrelated")
     assert verifier.verify(people_token(people_provider, "vic")).roles == ("viewer",)  # a string claim

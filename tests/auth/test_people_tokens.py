@@ -189,3 +189,56 @@ def test_the_issuer_is_held_to_the_ssrf_rules_and_failures_are_not_retried_in_a_
     allowed = Settings(env="production", allow_private_networks=("127.0.0.1/32",))
     jwks = JwksCache(settings.issuer, guarded_session_factory(people_provider.ca, allowed))
     assert BearerTokenVerifier(settings, jwks).verify(token).subject == "ada"
+
+
+# ------------------------------------------------------------------ settings and claims (no provider)
+
+
+def test_oidc_settings_are_checked_when_read():
+    from flowker.errors import ConfigurationError
+
+    good = {"oidc_issuer": "https://sso.example.com/realms/acme/", "oidc_audience": "https://flowker.example.com"}
+    settings = Settings.from_mapping({**good, "oidc_role_map": "flowker-admins=admin, cn=ops=operator"})
+    assert settings.oidc_issuer == "https://sso.example.com/realms/acme"  # no trailing slash
+    # The role is after the last "=": claim values may hold "=" (LDAP-style group names).
+    assert settings.oidc_role_map == (("flowker-admins", "admin"), ("cn=ops", "operator"))
+    assert settings.oidc_roles_claim == "roles"
+    for bad, named in (
+        ({**good, "oidc_role_map": "a=superuser"}, r"unknown role\(s\) superuser"),
+        ({**good, "oidc_role_map": "no-equals-sign"}, "is not claim-value=role"),
+        ({**good}, "FLOWKER_OIDC_ROLE_MAP is required"),
+        ({"oidc_issuer": good["oidc_issuer"], "oidc_role_map": "a=admin"}, "FLOWKER_OIDC_AUDIENCE is required"),
+        ({"oidc_audience": "x", "oidc_role_map": "a=admin"}, "need FLOWKER_OIDC_ISSUER"),
+        ({**good, "oidc_issuer": "sso.example.com", "oidc_role_map": "a=admin"}, "https:// URL"),
+    ):
+        with pytest.raises(ConfigurationError, match=named):
+            Settings.from_mapping(bad)
+
+
+def test_serve_refuses_an_issuer_the_ssrf_rules_forbid_before_it_binds():
+    from flowker.api.app import check_settings
+    from flowker.errors import ConfigurationError
+
+    values = {"oidc_audience": "a", "oidc_role_map": "g=admin"}
+    check_settings(Settings.from_mapping({**values, "oidc_issuer": "https://127.0.0.1:8443"}))  # development
+    with pytest.raises(ConfigurationError, match="FLOWKER_OIDC_ISSUER: .*metadata"):
+        check_settings(Settings.from_mapping({**values, "oidc_issuer": "http://169.254.169.254/latest"}))
+
+
+def test_roles_claim_shapes():
+    from flowker.security.people_tokens import claim_values, mapped_roles
+
+    claims = {
+        "roles": ["a", 7, "b"],
+        "realm_access": {"roles": ["ops"]},
+        "https://example.com/roles": "admins",
+        "group": "solo",
+    }
+    assert claim_values(claims, "roles") == ("a", "b")  # non-strings ignored
+    assert claim_values(claims, "realm_access.roles") == ("ops",)
+    assert claim_values(claims, "https://example.com/roles") == ("admins",)
+    assert claim_values(claims, "group") == ("solo",)
+    assert claim_values(claims, "missing.path") == () and claim_values({"roles": {"x": 1}}, "roles") == ()
+    role_map = (("ops", "operator"), ("admins", "admin"), ("ops-too", "operator"))
+    assert mapped_roles(("admins", "ops", "ops-too"), role_map) == ("operator", "admin")
+    assert mapped_roles(("nobody",), role_map) == ()

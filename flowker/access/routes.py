@@ -3,8 +3,8 @@
 Keyed by the OpenAPI ``operationId`` (flowker.api.openapi_operations). The API's
 authorization middleware enforces it, the OpenAPI document states it on each operation
 as ``x-flowker-roles``, and ``docs/roles.md`` is generated from it
-(``python -m flowker.access.routes``). A test fails when an operation is missing here or
-an entry names no operation.
+(``python -m flowker.api.roles_doc > docs/roles.md``). A test fails when an operation is
+missing here or an entry names no operation.
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ OPERATION_PERMISSIONS: dict[str, Permission] = {
     # API keys
     "createApiKey": ADMIN,
     "listApiKeys": ADMIN,
+    "changeApiKey": ADMIN,
     "revokeApiKey": ADMIN,
 }
 
@@ -89,6 +90,7 @@ UNSCOPED_ONLY: frozenset[str] = frozenset(
         "verifyAuditChain",
         "createApiKey",
         "listApiKeys",
+        "changeApiKey",
         "revokeApiKey",
     }
 )
@@ -103,7 +105,8 @@ def roles_for(operation_id: str) -> list[str]:
 
 
 def markdown_table(operations) -> str:
-    """docs/roles.md: one row per operation (``operations``: method, path, operation id)."""
+    """The roles table of docs/roles.md: one row per operation (``operations``: (method,
+    path, operation id) tuples)."""
     header = "| operation | method | path | " + " | ".join(ROLE_ORDER) + " |"
     lines = [header, "|" + "---|" * (3 + len(ROLE_ORDER))]
     for method, path, operation_id in operations:

@@ -9,24 +9,37 @@ from flowker.api.bodies import json_object
 from flowker.storage.models import utcnow
 
 
+def _refuse_unknown(body: dict, allowed: set[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        from flowker.api.errors import bad_body
+
+        raise bad_body(f"unknown field(s) {', '.join(repr(n[:50]) for n in unknown[:5])} in the API key request")
+
+
+def _invalid(message: str):
+    from flowker.errors import UnprocessableEntity
+    from flowker.error_codes import ErrorCode
+
+    return UnprocessableEntity(message, code=ErrorCode.INVALID_API_KEY_REQUEST)
+
+
 class Collection:
     def __init__(self, state):
         self.state = state
 
     def on_post(self, req, resp) -> None:
         body = json_object(req)
-        allowed = {"name", "role", "workflows", "expires"}
-        unknown = sorted(set(body) - allowed)
-        if unknown:
-            from flowker.api.errors import bad_body
-
-            raise bad_body(f"unknown field(s) {', '.join(repr(n[:50]) for n in unknown[:5])} in the API key request")
+        _refuse_unknown(body, {"name", "role", "workflows", "expires"})
         expires = body.get("expires")
+        workflows = body.get("workflows")
+        if workflows is not None and not isinstance(workflows, list):
+            raise _invalid("workflows must be a list of workflow names")
         stored, key = self.state.api_keys.create(
             body.get("name"),
             str(body.get("role", "")),
             req.context.actor,
-            workflows=body.get("workflows"),
+            workflows=workflows,
             expires=expires if isinstance(expires, str) or expires is None else str(expires),
         )
         view = stored.to_dict(utcnow())
@@ -48,6 +61,24 @@ class Collection:
 class Item:
     def __init__(self, state):
         self.state = state
+
+    def on_patch(self, req, resp, name: str) -> None:
+        from flowker.catalog.api_keys import UNCHANGED
+
+        body = json_object(req)
+        _refuse_unknown(body, {"role", "workflows", "expires"})
+        if "role" in body and not isinstance(body["role"], str):
+            raise _invalid("role must be a string")
+        workflows = body.get("workflows", UNCHANGED)
+        if workflows is not UNCHANGED and workflows is not None and not isinstance(workflows, list):
+            raise _invalid("workflows must be a list of workflow names, or null for every workflow")
+        expires = body.get("expires", UNCHANGED)
+        if expires is not UNCHANGED and expires is not None and not isinstance(expires, str):
+            raise _invalid("expires must be a duration (90d) or an ISO 8601 time, or null for never")
+        stored = self.state.api_keys.change(
+            name, req.context.actor, role=body.get("role"), workflows=workflows, expires=expires
+        )
+        resp.media = stored.to_dict(utcnow())
 
     def on_delete(self, req, resp, name: str) -> None:
         self.state.api_keys.revoke(name, req.context.actor)

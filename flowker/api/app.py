@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import falcon
 
@@ -67,6 +67,8 @@ class AppState:
     runtime: Runtime | None = None
     # The API keys stored in the database (flowker.catalog.api_keys.ApiKeyStore).
     api_keys: ApiKeyStore | None = None
+    # record_forbidden(req, principal, operation_id, reason): the audit entry of a 403.
+    record_forbidden: Callable | None = None
 
     @property
     def is_draining(self) -> bool:
@@ -151,6 +153,7 @@ def create_app(
         api_keys=api_keys,
     )
     database_middleware = DatabaseMiddleware(database)
+    state.record_forbidden = _forbidden_recorder(state, database_middleware)
     if bearer_authenticator is None:
         from flowker.api.bearer import people_authenticator
 
@@ -171,7 +174,7 @@ def create_app(
             on_refused=_refusal_recorder(state, database_middleware),
         ),
         database_middleware,
-        AuthorizationMiddleware(operation_ids(), on_forbidden=_forbidden_recorder(state, database_middleware)),
+        AuthorizationMiddleware(operation_ids(), on_forbidden=state.record_forbidden),
         QueryParamsMiddleware(allowed_query_parameters()),
     ]
     app = FlowkerApp(middleware=middleware)

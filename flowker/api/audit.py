@@ -9,7 +9,8 @@ from flowker.api.errors import bad_query
 from flowker.api.pagination import fetch_page, parse_choice, parse_limit, resolve_sort
 from flowker.api.views import checked_id, parse_time
 from flowker.errors import NotFound
-from flowker.storage.models import AuditEntry
+from flowker.api.scope import visible_workflow_ids
+from flowker.storage.models import AuditEntry, Execution
 from flowker.error_codes import ErrorCode
 
 DEFAULT_LIMIT = 20
@@ -41,6 +42,16 @@ def entry_view(entry: AuditEntry) -> dict:
     return entry_to_dict(entry)
 
 
+def scoped_entries(req, query):
+    """For a principal limited to workflows: only entries about those workflows and their
+    executions (steps and calls are recorded against their execution)."""
+    visible = visible_workflow_ids(req)
+    if visible is None:
+        return query
+    executions = Execution.select(Execution.id).where(Execution.workflow_id.in_(visible))
+    return query.where(AuditEntry.resource_id.in_(visible) | AuditEntry.resource_id.in_(executions))
+
+
 class Collection:
     SORT_COLUMNS = {"sequence": AuditEntry.sequence}
 
@@ -48,7 +59,12 @@ class Collection:
         self.state = state
 
     def on_get(self, req, resp) -> None:
-        query = AuditEntry.select()
+        query = scoped_entries(req, AuditEntry.select())
+        actor = req.get_param("actor")
+        if actor is not None:
+            if not 1 <= len(actor) <= 255:
+                raise bad_query("actor must be 1 to 255 characters", ErrorCode.INVALID_QUERY)
+            query = query.where(AuditEntry.actor_id == actor)
         for name, column, pattern in (
             ("eventType", AuditEntry.event_type, _UPPER_NAME),
             ("action", AuditEntry.action, _UPPER_NAME),
@@ -85,8 +101,9 @@ class Collection:
         resp.media = fetch_page(query, sort, cursor, limit).body(entry_view)
 
 
-def _entry(event_id: str) -> AuditEntry:
-    entry = AuditEntry.get_or_none(AuditEntry.event_id == checked_id(event_id, "audit event"))
+def _entry(event_id: str, req=None) -> AuditEntry:
+    query = AuditEntry.select().where(AuditEntry.event_id == checked_id(event_id, "audit event"))
+    entry = (scoped_entries(req, query) if req is not None else query).first()
     if entry is None:
         raise NotFound(f"audit event {event_id} not found", code=ErrorCode.AUDIT_EVENT_NOT_FOUND)
     return entry
@@ -97,7 +114,7 @@ class Item:
         self.state = state
 
     def on_get(self, req, resp, event_id: str) -> None:
-        resp.media = entry_view(_entry(event_id))
+        resp.media = entry_view(_entry(event_id, req))
 
 
 class Verify:

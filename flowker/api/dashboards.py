@@ -5,6 +5,7 @@ from __future__ import annotations
 import peewee
 
 from flowker.api.errors import bad_query
+from flowker.api.scope import scoped_executions, scoped_workflows
 from flowker.api.views import parse_time
 from flowker.storage.models import Execution, Workflow
 from flowker.catalog.workflows import STATUSES as WORKFLOW_STATUSES
@@ -19,7 +20,9 @@ class WorkflowSummary:
 
     def on_get(self, req, resp) -> None:
         counts = dict.fromkeys(WORKFLOW_STATUSES, 0)
-        rows = Workflow.select(Workflow.status, peewee.fn.COUNT(Workflow.id).alias("n")).group_by(Workflow.status)
+        rows = scoped_workflows(
+            req, Workflow.select(Workflow.status, peewee.fn.COUNT(Workflow.id).alias("n"))
+        ).group_by(Workflow.status)
         for row in rows:
             counts[row.status] = counts.get(row.status, 0) + row.n  # type: ignore[attr-defined]  # the COUNT alias
         resp.media = {
@@ -45,7 +48,7 @@ class Executions:
             raise bad_query(
                 f"status must be one of {', '.join(EXECUTION_STATUSES)}", ErrorCode.INVALID_DASHBOARD_FILTER
             )
-        query = Execution.select(Execution.status, peewee.fn.COUNT(Execution.id).alias("n"))
+        query = scoped_executions(req, Execution.select(Execution.status, peewee.fn.COUNT(Execution.id).alias("n")))
         if start is not None:
             query = query.where(Execution.started_at >= start)
         if end is not None:

@@ -16,6 +16,7 @@ import falcon
 from flowker.api.bodies import json_object
 from flowker.api.errors import unavailable
 from flowker.api.pagination import fetch_page, parse_choice, parse_limit, resolve_sort
+from flowker.api.scope import require_visible_execution, require_visible_workflow, scoped_executions
 from flowker.api.views import checked_id
 from flowker.errors import BadRequest, NotFound, UnprocessableEntity
 from flowker.storage.models import Execution
@@ -116,6 +117,7 @@ class Start:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, workflow_id: str) -> None:
         workflow_id = checked_id(workflow_id, "workflow")
+        require_visible_workflow(req, workflow_id)
         key = idempotency_key(req)
         body = json_object(req, empty={})
         unknown = sorted(set(body) - {"inputData"})
@@ -137,7 +139,7 @@ class Collection:
         self.state = state
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        query = Execution.select()
+        query = scoped_executions(req, Execution.select())
         workflow_id = req.get_param("workflowId")
         if workflow_id is not None:
             query = query.where(Execution.workflow_id == checked_id(workflow_id, "workflow"))
@@ -161,7 +163,9 @@ class Item:
         self.state = state
 
     def on_get(self, req, resp, execution_id: str) -> None:
-        resp.media = summary(load_execution(checked_id(execution_id, "execution")))
+        execution = load_execution(checked_id(execution_id, "execution"))
+        require_visible_execution(req, execution)
+        resp.media = summary(execution)
 
 
 class Results:
@@ -172,6 +176,7 @@ class Results:
         from flowker.api.views import execution_results
 
         execution = load_execution(checked_id(execution_id, "execution"))
+        require_visible_execution(req, execution)
         if execution.status not in TERMINAL:
             raise UnprocessableEntity(
                 f"execution {execution.id} is {execution.status}: results are ready when it has completed or failed",

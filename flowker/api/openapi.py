@@ -163,7 +163,7 @@ def _operation(op: Operation) -> dict:
 
 
 # Components only requests use: their strings and keys exclude NUL (flowker.api.openapi_rules).
-REQUEST_COMPONENTS = ("CloneRequest", "ExecutorPatch", "ExecuteRequest", "WebhookBody")
+REQUEST_COMPONENTS = ("CloneRequest", "ExecutorPatch", "ExecuteRequest", "WebhookBody", "ApiKeyRequest", "ApiKeyChange")
 
 
 def build_document(spec_schemas: dict[str, dict] | None = None, auth_types=None) -> dict:

@@ -253,6 +253,24 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
             },
         },
     },
+    "ApiKeyChange": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "role": {"enum": ["viewer", "operator", "editor", "auditor", "admin", "webhook"]},
+            "workflows": {
+                "type": ["array", "null"],
+                "minItems": 1,
+                "maxItems": 100,
+                "items": {"type": "string", "minLength": 1, "maxLength": 100},
+                "description": "The workflows (names) the key is limited to; null: every workflow",
+            },
+            "expires": {
+                "type": ["string", "null"],
+                "description": "A duration from now (90d, 12h) or an ISO 8601 date-time; null: never",
+            },
+        },
+    },
     "ApiKey": obj(
         {
             "name": {"type": "string"},

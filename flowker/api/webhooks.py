@@ -89,6 +89,11 @@ class Webhook:
         trigger = _trigger_data(workflow.spec, method, route_path)
         raw_body = read_body(req)
         signed_call = None
+        if principal is not None and not principal.sees_workflow(workflow.name):
+            # Outside the caller's scope: answered as if no webhook were there.
+            raise NotFound(
+                f"no active workflow has a webhook for {method} {route_path}", code=ErrorCode.WEBHOOK_ROUTE_NOT_FOUND
+            )
         if principal is None:
             auth = signature_auth(trigger)
             if auth is None:

@@ -7,6 +7,7 @@ import falcon
 import peewee
 
 from flowker.api.bodies import json_object, spec_body
+from flowker.api.scope import require_name_in_scope, require_visible_workflow, scoped_workflows, spec_name
 from flowker.api.pagination import fetch_page, parse_choice, parse_limit, resolve_sort
 from flowker.api.views import checked_id, workflow_created, workflow_view
 from flowker.errors import SpecError
@@ -33,7 +34,9 @@ class _Resource:
 
 class Collection(_Resource):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        workflow = self.store.create(spec_body(req, "Workflow"), req.context.actor)
+        spec = spec_body(req, "Workflow")
+        require_name_in_scope(req, spec_name(spec), self.state)
+        workflow = self.store.create(spec, req.context.actor)
         resp.status = falcon.HTTP_201
         resp.location = f"/v1/workflows/{workflow.id}"
         resp.media = workflow_created(workflow)
@@ -49,22 +52,29 @@ class Collection(_Resource):
             Workflow.id,
             "createdAt",
         )
-        page = fetch_page(self.store.query(status), sort, cursor, limit)
+        page = fetch_page(scoped_workflows(req, self.store.query(status)), sort, cursor, limit)
         resp.media = page.body(self.view)
 
 
 class Item(_Resource):
     def on_get(self, req, resp, workflow_id: str) -> None:
-        resp.media = self.view(self.store.get(checked_id(workflow_id, "workflow")))
+        workflow_id = checked_id(workflow_id, "workflow")
+        require_visible_workflow(req, workflow_id)
+        resp.media = self.view(self.store.get(workflow_id))
 
     def on_put(self, req, resp, workflow_id: str) -> None:
         workflow_id = checked_id(workflow_id, "workflow")
+        require_visible_workflow(req, workflow_id)
         self.store.get(workflow_id)  # 404 before reading a body for nothing
-        result = self.store.update(workflow_id, spec_body(req, "Workflow"), req.context.actor)
+        spec = spec_body(req, "Workflow")
+        require_name_in_scope(req, spec_name(spec), self.state)
+        result = self.store.update(workflow_id, spec, req.context.actor)
         resp.media = self.view(result.workflow)
 
     def on_delete(self, req, resp, workflow_id: str) -> None:
-        self.store.delete(checked_id(workflow_id, "workflow"), req.context.actor)
+        workflow_id = checked_id(workflow_id, "workflow")
+        require_visible_workflow(req, workflow_id)
+        self.store.delete(workflow_id, req.context.actor)
         resp.status = falcon.HTTP_204
 
 
@@ -77,6 +87,7 @@ class Transition(_Resource):
 
     def on_post(self, req, resp, workflow_id: str) -> None:
         workflow_id = checked_id(workflow_id, "workflow")
+        require_visible_workflow(req, workflow_id)
         operation = {
             "activate": self.store.activate,
             "deactivate": self.store.deactivate,
@@ -90,11 +101,14 @@ class Clone(_Resource):
 
     def on_post(self, req, resp, workflow_id: str) -> None:
         workflow_id = checked_id(workflow_id, "workflow")
+        require_visible_workflow(req, workflow_id)
         body = json_object(req)
         unknown = sorted(set(body) - {"name"})
         if unknown:
             raise SpecError([Problem("<request>", None, None, (key,), f"unknown field {key!r}") for key in unknown])
         # A missing or blank name fails the spec checks (422) like any other workflow name.
+        if body.get("name") is not None:
+            require_name_in_scope(req, body.get("name"), self.state)
         workflow = self.store.clone(workflow_id, body.get("name"), req.context.actor)
         resp.status = falcon.HTTP_201
         resp.location = f"/v1/workflows/{workflow.id}"

@@ -36,6 +36,7 @@ WORKFLOW_NAME_MAX = 100
 MAX_SCOPE = 100
 DEFAULT_LAST_USED_INTERVAL = 60.0
 RESOURCE_TYPE = "api_key"
+UNCHANGED = object()  # change(): a field not given
 _DURATION = re.compile(r"^(\d{1,6})([smhdw])\Z")
 _DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -203,6 +204,31 @@ class ApiKeyStore:
             self._audit("API_KEY_CREATED", "CREATE", row, actor)
         return StoredKey.of(row), key
 
+    def change(self, name: str, actor, *, role=None, workflows=UNCHANGED, expires=UNCHANGED) -> StoredKey:
+        """Change a live key's role, workflow scope (None: every workflow) or expiry (None:
+        never); the key itself stays the same. Audited as API_KEY_CHANGED with before/after."""
+        now = utcnow()
+        with bound_to(self.database), write_transaction(self.database):
+            row = ApiKeyRecord.get_or_none(ApiKeyRecord.name == name)
+            if row is None or StoredKey.of(row).status(now) != "active":
+                raise NotFound(f"no active API key named {str(name)[:100]!r}", code=ErrorCode.API_KEY_NOT_FOUND)
+            before = {"role": row.role, "workflows": row.workflows, "expiresAt": iso(row.expires_at)}
+            if role is not None:
+                try:
+                    row.role = parse_role(role).value
+                except ValueError as exc:
+                    raise _invalid(str(exc)) from None
+            if workflows is not UNCHANGED:
+                scope = self._checked_scope(workflows)
+                row.workflows = list(scope) if scope is not None else None
+            if expires is not UNCHANGED:
+                row.expires_at = parse_expiry(expires, now)
+            if row.workflows is not None and row.role == Role.ADMIN:
+                raise _invalid("an admin key cannot be limited to workflows (admin manages keys for every workflow)")
+            row.save(only=[ApiKeyRecord.role, ApiKeyRecord.workflows, ApiKeyRecord.expires_at])
+            self._audit("API_KEY_CHANGED", "UPDATE", row, actor, {"before": before})
+        return StoredKey.of(row)
+
     def revoke(self, name: str, actor) -> StoredKey:
         with bound_to(self.database), write_transaction(self.database):
             row = ApiKeyRecord.get_or_none(ApiKeyRecord.name == name)
@@ -306,7 +332,7 @@ class ApiKeyStore:
                 names.append(item)
         return tuple(names)
 
-    def _audit(self, event_type: str, action: str, row: ApiKeyRecord, actor) -> None:
+    def _audit(self, event_type: str, action: str, row: ApiKeyRecord, actor, extra: dict | None = None) -> None:
         from flowker.catalog.executors import audit
 
         audit(
@@ -320,6 +346,7 @@ class ApiKeyStore:
                 "role": row.role,
                 "workflows": row.workflows,
                 "expiresAt": iso(row.expires_at),
+                **(extra or {}),
             },
             audit_log=self.audit_log,
         )

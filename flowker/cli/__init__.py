@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "plugins": "flowker.cli.plugins:plugins",
     "audit": "flowker.cli.audit:audit",
     "db": "flowker.cli.db:db",
+    "keys": "flowker.cli.keys:keys_group",
     "secrets": "flowker.cli.secrets:secrets_group",
     "witness": "flowker.cli.witness:witness",
 }

@@ -54,6 +54,18 @@ FLOWKER_AUDIT_SIGNING_KEY=audit-signing.pem flowker audit public-key > auditor.p
 flowker db upgrade --db flowker-data/flowker.db
 FLOWKER_DATABASE_URL=postgresql://flowker@db/flowker flowker db upgrade
 """,
+    "keys create": """
+flowker keys create --name ci-deploy --role operator --expires 90d --db flowker-data/flowker.db
+flowker keys create --name payments-ci --role operator --workflows payment-approval --json | jq -r .key
+flowker keys create --name compliance --role auditor --expires 2027-01-01T00:00:00Z
+""",
+    "keys list": """
+flowker keys list --db flowker-data/flowker.db
+flowker keys list --json | jq '.[] | select(.status == "active") | .name'
+""",
+    "keys revoke": """
+flowker keys revoke ci-deploy --db flowker-data/flowker.db
+""",
     "secrets rotate": """
 FLOWKER_SECRET_KEY="$NEW_KEY,$OLD_KEY" flowker secrets rotate --db flowker-data/flowker.db
 """,

@@ -86,7 +86,7 @@ def test_keys_never_show_in_audit_rows_or_database_files(sqlite_apps, tmp_path):
 def test_every_configured_key_is_compared_in_constant_time(sqlite_apps, monkeypatch):
     """hmac.compare_digest against every configured key, whether one matches or not, and
     on digests, so neither the position of the matching key nor the keys' lengths show."""
-    from flowker.api import middleware
+    from flowker.api import authentication as middleware
 
     keys = ",".join(f"k{i}:key-number-{i}-{'x' * i}" for i in range(5))
     app = sqlite_apps(api_keys=keys)
@@ -114,7 +114,7 @@ def test_every_configured_key_is_compared_in_constant_time(sqlite_apps, monkeypa
 
 
 def test_a_missing_or_empty_key_is_not_compared_and_is_refused(sqlite_apps, monkeypatch):
-    from flowker.api import middleware
+    from flowker.api import authentication as middleware
 
     app = sqlite_apps()
     calls = []

@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from app_factory import AppFactory, app_settings
-from conftest import PEOPLE_AUDIENCE, guarded_session_factory, people_token
+from people_helpers import PEOPLE_AUDIENCE, guarded_session_factory, people_token
 from flowker.api.bearer import people_authenticator
 
 API_KEY = "people-test-key-0123456789abcdef0123"

@@ -16,7 +16,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from conftest import PEOPLE_AUDIENCE, guarded_session_factory, people_token
+from people_helpers import PEOPLE_AUDIENCE, guarded_session_factory, people_token
 from flowker.security.people_tokens import (
     BearerTokenVerifier,
     JwksCache,

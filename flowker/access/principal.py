@@ -57,9 +57,9 @@ def roles_with(permission: Permission) -> tuple[Role, ...]:
 
 
 def parse_role(text: str) -> Role:
-    """``text`` as a Role; ValueError naming the valid ones otherwise."""
+    """``text`` (exactly a role's name) as a Role; ValueError naming the valid ones otherwise."""
     try:
-        return Role(str(text).strip().lower())
+        return Role(text)
     except ValueError:
         raise ValueError(f"unknown role {text!r}: use one of {', '.join(ROLE_ORDER)}") from None
 

@@ -31,16 +31,21 @@ class Collection:
     def on_post(self, req, resp) -> None:
         body = json_object(req)
         _refuse_unknown(body, {"name", "role", "workflows", "expires"})
+        # As the document states them: absent, or of the right type (null is not "absent").
         expires = body.get("expires")
         workflows = body.get("workflows")
-        if workflows is not None and not isinstance(workflows, list):
-            raise _invalid("workflows must be a list of workflow names")
+        if "workflows" in body and not isinstance(workflows, list):
+            raise _invalid("workflows must be a list of workflow names (leave it out for every workflow)")
+        if "expires" in body and not isinstance(expires, str):
+            raise _invalid("expires must be a duration (90d) or an ISO 8601 time (leave it out for never)")
+        if not isinstance(body.get("role"), str):
+            raise _invalid("role must be one of viewer, operator, editor, auditor, admin, webhook")
         stored, key = self.state.api_keys.create(
             body.get("name"),
-            str(body.get("role", "")),
+            body["role"],
             req.context.actor,
             workflows=workflows,
-            expires=expires if isinstance(expires, str) or expires is None else str(expires),
+            expires=expires,
         )
         view = stored.to_dict(utcnow())
         resp.status = falcon.HTTP_201

@@ -54,9 +54,10 @@ def test_roles_grant_what_the_design_says():
     assert Permission.RUN not in ROLE_PERMISSIONS[Role.AUDITOR]
     assert all(ROLE_PERMISSIONS[Role.ADMIN] >= granted for granted in ROLE_PERMISSIONS.values())
     assert ROLE_PERMISSIONS[Role.WEBHOOK] == {Permission.WEBHOOK}
-    assert parse_role(" Editor ") is Role.EDITOR
-    with pytest.raises(ValueError, match="unknown role 'root': use one of viewer, operator"):
-        parse_role("root")
+    assert parse_role("editor") is Role.EDITOR
+    for wrong in ("root", " editor", "Editor", "editor\n"):
+        with pytest.raises(ValueError, match="unknown role .*: use one of viewer, operator"):
+            parse_role(wrong)
 
 
 def test_a_principal_with_several_roles_may_do_what_any_of_them_may():

@@ -13,6 +13,8 @@ checked against the issuer's JWKS.
   must agree with the token.
 * Signature, ``iss``, ``aud`` are PyJWT's checks; ``exp`` (required) and ``nbf`` are
   checked here against the verifier's clock with :data:`LEEWAY_SECONDS` of leeway.
+* A token once accepted is remembered (by its SHA-256) for up to a minute, its ``exp`` and
+  ``nbf`` checked again on every use: a person's requests then cost a hash each.
 * Roles: the claim ``roles_claim`` (a string or a list of strings; a dotted path such as
   ``realm_access.roles`` reaches into objects) mapped through the role map.
 
@@ -23,6 +25,7 @@ answers a :class:`VerifiedPerson` or raises :class:`TokenRefused` /
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -41,6 +44,8 @@ JWKS_MIN_REFRESH_SECONDS = 30.0
 # Keys are fetched again after this long even when every kid is known (revoked keys go).
 JWKS_MAX_AGE_SECONDS = 3600.0
 MAX_TOKEN_CHARS = 16 * 1024
+ACCEPTED_TOKEN_SECONDS = 60.0
+ACCEPTED_TOKENS_MAX = 4096
 MAX_JWKS_BYTES = 256 * 1024
 MAX_JWKS_KEYS = 100
 REQUEST_TIMEOUT_SECONDS = 10.0
@@ -192,6 +197,13 @@ class JwksCache:
         return found
 
 
+@dataclass(frozen=True)
+class _Accepted:
+    person: VerifiedPerson
+    claims: dict  # exp and nbf, checked again on every use
+    valid_until: float
+
+
 class BearerTokenVerifier:
     """Checks one ``Authorization: Bearer`` JWT; see the module docstring."""
 
@@ -207,10 +219,32 @@ class BearerTokenVerifier:
         self.jwks = jwks
         self._now = now
         self._leeway = leeway_seconds
+        # Tokens already checked (by sha256): a person's next requests with the same token
+        # cost a hash, not a signature check and two parses. Kept ACCEPTED_TOKEN_SECONDS at
+        # most, so a key the provider withdraws stops counting within that time.
+        self._accepted: dict[bytes, _Accepted] = {}
+        self._accepted_lock = threading.Lock()
 
     def verify(self, token: str) -> VerifiedPerson:
         if not token or len(token) > MAX_TOKEN_CHARS:
             raise TokenRefused("the bearer token is empty or too long")
+        digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+        cached = self._accepted.get(digest)
+        now = self._now()
+        if cached is not None and now < cached.valid_until:
+            self._check_times(cached.claims)  # exp and nbf against this request's clock
+            return cached.person
+        person, claims = self._verified(token)
+        self._remember(digest, _Accepted(person, claims, min(now + ACCEPTED_TOKEN_SECONDS, claims["exp"])))
+        return person
+
+    def _remember(self, digest: bytes, accepted: "_Accepted") -> None:
+        with self._accepted_lock:
+            if len(self._accepted) >= ACCEPTED_TOKENS_MAX:
+                self._accepted.clear()  # simple and bounded; a busy process refills it at once
+            self._accepted[digest] = accepted
+
+    def _verified(self, token: str) -> tuple[VerifiedPerson, dict[str, Any]]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -238,12 +272,13 @@ class BearerTokenVerifier:
         if not isinstance(subject, str) or not subject:
             raise TokenRefused("the token has no subject (sub)")
         values = claim_values(claims, self.settings.roles_claim)
-        return VerifiedPerson(
+        person = VerifiedPerson(
             issuer=self.settings.issuer,
             subject=subject,
             roles=mapped_roles(values, self.settings.role_map),
             claim_values=values,
         )
+        return person, {"exp": claims["exp"], "nbf": claims.get("nbf")}
 
     def _decoded(self, token: str, jwk: dict, algorithm: str) -> dict[str, Any]:
         try:

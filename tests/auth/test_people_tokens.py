@@ -242,3 +242,21 @@ def test_roles_claim_shapes():
     role_map = (("ops", "operator"), ("admins", "admin"), ("ops-too", "operator"))
     assert mapped_roles(("admins", "ops", "ops-too"), role_map) == ("operator", "admin")
     assert mapped_roles(("nobody",), role_map) == ()
+
+
+def test_an_accepted_token_is_remembered_briefly_and_its_times_still_count(people_provider):
+    token = people_token(people_provider, "ada")
+    exp = _claims(token)["exp"]
+    clock = [time.time()]
+    verifier = _verifier(people_provider, now=lambda: clock[0])
+    full_checks = []
+    check = verifier._verified
+    verifier._verified = lambda t: full_checks.append(1) or check(t)  # type: ignore[method-assign]
+    assert verifier.verify(token).subject == "ada"
+    assert verifier.verify(token).subject == "ada"
+    assert len(full_checks) == 1  # the second request cost a hash
+    clock[0] += 61  # past the minute a token is remembered: checked in full again
+    assert verifier.verify(token).subject == "ada" and len(full_checks) == 2
+    clock[0] = exp + 31  # remembered or not, an expired token is refused
+    with pytest.raises(TokenRefused, match="expired"):
+        verifier.verify(token)

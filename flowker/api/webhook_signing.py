@@ -108,6 +108,12 @@ class SignedWebhooks:
             )
         self._prune(now_seconds, now)
 
+    def forget(self, call: SignedCall) -> None:
+        """Undo :meth:`accept_once` for a call that then did not start a run."""
+        from flowker.storage.webhook_deliveries import delivery_key, forget_delivery
+
+        forget_delivery(delivery_key(call.workflow_id, call.scheme, call.delivery.message_id))
+
     def _prune(self, now_seconds: float, now: _dt.datetime) -> None:
         """Forget messages past their keep-until time, at most once a minute per process."""
         from flowker.storage.webhook_deliveries import prune_expired

@@ -87,24 +87,23 @@ class Webhook:
             require_principal(req)
             raise NotFound(f"workflow {route.workflow_id} not found", code=ErrorCode.WORKFLOW_NOT_FOUND)
         trigger = _trigger_data(workflow.spec, method, route_path)
-        raw_body = read_body(req)
-        signed_call = None
         if principal is not None and not principal.sees_workflow(workflow.name):
             # Outside the caller's scope: answered as if no webhook were there.
             raise NotFound(
                 f"no active workflow has a webhook for {method} {route_path}", code=ErrorCode.WEBHOOK_ROUTE_NOT_FOUND
             )
-        if principal is None:
-            auth = signature_auth(trigger)
-            if auth is None:
-                require_principal(req)
-            else:
-                # The signature is over the raw bytes: checked before the body is parsed.
-                signed_call = self.signed.authenticate(req, workflow, auth, raw_body)
-                req.context.principal = signed_call.principal
-                req.context.actor = Actor(
-                    type=signed_call.principal.actor_type, id=signed_call.principal.name, ip=req.context.client_ip
-                )
+        auth = signature_auth(trigger) if principal is None else None
+        if principal is None and auth is None:
+            require_principal(req)  # 401 before the body is read
+        raw_body = read_body(req)
+        signed_call = None
+        if auth is not None:
+            # The signature is over the raw bytes: checked before the body is parsed.
+            signed_call = self.signed.authenticate(req, workflow, auth, raw_body)
+            req.context.principal = signed_call.principal
+            req.context.actor = Actor(
+                type=signed_call.principal.actor_type, id=signed_call.principal.name, ip=req.context.client_ip
+            )
         if workflow.status != "active":
             raise UnprocessableEntity(f"workflow {workflow.name} is not active", code=ErrorCode.WORKFLOW_NOT_ACTIVE)
         self._verify_token(req, trigger)
@@ -129,9 +128,15 @@ class Webhook:
             "remote_ip": req.context.client_ip,
         }
         # A sender's retry is the same delivery even if its headers or address differ.
-        execution = start_execution(
-            self.state, req, resp, workflow.id, input_data, key=key, headers=headers, digest=request_hash(body)
-        )
+        try:
+            execution = start_execution(
+                self.state, req, resp, workflow.id, input_data, key=key, headers=headers, digest=request_hash(body)
+            )
+        except Exception:
+            if signed_call is not None:
+                # Not run (draining, queue full...): the sender's retry must not look like a replay.
+                self.signed.forget(signed_call)
+            raise
         resp.set_header("X-Webhook-Execution-ID", execution.id)
 
     def _replayed(self, req, resp, workflow_id: str, key: str, body: dict, headers: dict) -> bool:

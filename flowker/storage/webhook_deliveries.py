@@ -4,7 +4,8 @@
 second insert of the same key - on this process or any other sharing the database - a
 no-op that answers False. One statement, ``INSERT ... ON CONFLICT DO NOTHING``, on both
 backends (SQLite 3.24+ and PostgreSQL), in its own short write transaction.
-:func:`prune_expired` deletes rows past their ``expires_at``.
+:func:`forget_delivery` takes one back (the run did not start, so the sender's retry is
+no replay); :func:`prune_expired` deletes rows past their ``expires_at``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ def remember_delivery(key: str, workflow_id: str, now: _dt.datetime, expires_at:
     with write_transaction(database):
         cursor = database.execute_sql(sql, params)
     return cursor.rowcount == 1
+
+
+def forget_delivery(key: str) -> None:
+    database = model_database(WebhookDelivery)
+    with write_transaction(database):
+        WebhookDelivery.delete().where(WebhookDelivery.key == key).execute()
 
 
 def prune_expired(now: _dt.datetime) -> int:

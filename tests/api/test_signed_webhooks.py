@@ -186,3 +186,18 @@ def test_old_message_ids_are_pruned(signed_workflows, anonymous, database):
         assert prune_expired(now) == 1
         assert remember_delivery(key, "workflow-1", now, now + _dt.timedelta(days=1))
         assert prune_expired(now) == 0
+
+
+def test_a_signed_message_that_did_not_run_is_no_replay_on_retry(signed_workflows, make_app, client):
+    """A draining server answers 503 and runs nothing; the sender's retry of the same
+    message on another server runs (the id was taken back), and only then is it spent."""
+    draining = make_app()
+    draining.state.start_draining()
+    body = b'{"amount": 5}'
+    headers = _standard(body, message_id="msg_retry")
+    refused = falcon.testing.TestClient(draining).simulate_post("/v1/webhooks/svix-orders", body=body, headers=headers)
+    _refused(refused, 503, "FLK-0801")
+    other = falcon.testing.TestClient(make_app())
+    assert other.simulate_post("/v1/webhooks/svix-orders", body=body, headers=headers).status_code == 201
+    _refused(other.simulate_post("/v1/webhooks/svix-orders", body=body, headers=headers), 409, "FLK-0366")
+    assert _executions(client, signed_workflows["svix-orders"]) == 1

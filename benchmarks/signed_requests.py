@@ -12,7 +12,8 @@
 The issuer is a local plain-HTTP server on 127.0.0.1 (admitted with the development switch
 OAUTHLIB_INSECURE_TRANSPORT=1, which the script sets) serving a discovery document and a JWKS
 (fetched once; every request after that is local work). Prints medians of 5 rounds in
-microseconds per request and the ratios.
+microseconds per request and the ratios, then the checks alone: a bearer token's first
+use, its later uses (remembered by hash) and one Standard Webhooks signature check.
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ def run(count: int) -> str:
     import jwt
 
     from flowker.api.app import create_app
-    from flowker.security.webhook_signatures import sign_standard_webhooks
+    from flowker.api.bearer import people_authenticator
+    from flowker.security.webhook_signatures import SignatureCheck, sign_standard_webhooks, verify_delivery
     from flowker.settings import Settings
     from flowker.storage.database import bind_database, close_database
     from flowker.storage.migrations import upgrade
@@ -159,6 +161,27 @@ def run(count: int) -> str:
             hooks = max(count // 5, 20)
             webhook_key = rounds(keyed_webhook, hooks)
             webhook_signed = rounds(signed_webhook, hooks)
+
+            # The checks alone: a token's first use (parse, RS256 signature, claims) and its
+            # later uses (remembered by hash); one Standard Webhooks signature check.
+            authenticator = people_authenticator(settings, app.state.address_policy)
+            assert authenticator is not None
+            tokens = [
+                jwt.encode({**claims, "jti": str(index)}, key, algorithm="RS256", headers={"kid": "bench-1"})
+                for index in range(5 * count + 1)
+            ]
+            authenticator(tokens[-1])  # fetch the keys
+            fresh = iter(tokens)  # a token not seen before on every call, in every round
+            first_use = rounds(lambda _index: authenticator.verifier.verify(next(fresh)), count)
+            later_use = rounds(lambda index: authenticator.verifier.verify(tokens[0]), count)
+            stamp = int(time.time())
+            signed_headers = {
+                "webhook-id": "msg_x",
+                "webhook-timestamp": str(stamp),
+                "webhook-signature": sign_standard_webhooks(WEBHOOK_SECRET, "msg_x", stamp, body),
+            }
+            check = SignatureCheck("standard-webhooks", WEBHOOK_SECRET)
+            signature_check = rounds(lambda index: verify_delivery(check, signed_headers, body, time.time()), count)
         finally:
             app.state.close()
             close_database(database)
@@ -168,6 +191,9 @@ def run(count: int) -> str:
             f"GET /v1/workflows, bearer JWT (RS256): {read_bearer:8.0f} µs  ({read_bearer / read_key:.2f}x)",
             f"POST webhook, API key:                 {webhook_key:8.0f} µs",
             f"POST webhook, signed + replay ledger:  {webhook_signed:8.0f} µs  ({webhook_signed / webhook_key:.2f}x)",
+            f"bearer token check, first use:         {first_use:8.0f} µs",
+            f"bearer token check, later uses:        {later_use:8.1f} µs",
+            f"standard-webhooks signature check:     {signature_check:8.1f} µs",
             f"load average: {os.getloadavg()[0]:.1f}",
         ]
     )

@@ -39,7 +39,6 @@ from flowker.auth.base import AuthContext
 from flowker.auth.token_cache import TokenCache
 from flowker.security.redaction import Redactor
 from flowker.settings import Settings
-from people_helpers import PEOPLE, PEOPLE_AUDIENCE, guarded_session_factory
 
 SERVERS_DIR = Path(__file__).resolve().parents[1] / "servers"
 START_TIMEOUT_SECONDS = 30.0
@@ -277,6 +276,38 @@ def _user_provider(node_servers, tls_files, tmp_path_factory, ttl: int):
     return provider.start()
 
 
+PEOPLE_AUDIENCE = "https://flowker.example.test"
+PEOPLE = {
+    "ada": ["flowker-admins"],
+    "olu": ["ops", "unrelated"],
+    "vic": "flowker-viewers",  # a single string, as some providers send it
+    "nia": ["marketing"],  # no claim value the role map knows
+}
+
+
+@dataclass
+class PeopleProvider(NodeProvider):
+    """people_provider.mjs: its audience, people's tokens, sessions trusting its CA."""
+
+    audience: str = PEOPLE_AUDIENCE
+
+    def token(self, username: str) -> str:
+        """A JWT access token the provider signs for ``username`` (password grant)."""
+        response = requests.post(
+            self.issuer + "/token",
+            data={"grant_type": "password", "username": username, "password": self.secrets[username]},
+            auth=("flowker-console", self.secrets["client"]),
+            verify=self.ca,
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        return response.json()["access_token"]
+
+    def sessions(self, settings: Settings | None = None):
+        """Flowker's guarded session factory (``settings``' SSRF rules) trusting the test CA."""
+        return guarded_session_factory(self.ca, settings)
+
+
 def _people_provider(node_servers, tls_files, tmp_path_factory):
     values = {"client": "people-" + secrets.token_urlsafe(24)}
     values.update({name: "pw-" + secrets.token_urlsafe(18) for name in PEOPLE})
@@ -289,7 +320,7 @@ def _people_provider(node_servers, tls_files, tmp_path_factory):
         "clientSecret": values["client"],
         "users": {name: {"password": values[name], "roles": roles} for name, roles in PEOPLE.items()},
     }
-    provider = NodeProvider(
+    provider = PeopleProvider(
         "people_provider.mjs", config, tmp_path_factory.mktemp("people"), tls_files.ca, secrets=values
     )
     return provider.start()
@@ -372,6 +403,21 @@ def redactor() -> Redactor:
 @pytest.fixture
 def token_cache() -> TokenCache:
     return TokenCache()
+
+
+def guarded_session_factory(ca: str, settings: Settings | None = None):
+    """Flowker's real SSRF-guarded session, trusting the test CA."""
+    from flowker.security.http import new_session
+    from flowker.security.ssrf import AddressPolicy
+
+    policy = AddressPolicy.from_settings(settings or Settings())
+
+    def factory() -> requests.Session:
+        session = new_session(policy, max_redirects=0)
+        session.verify = ca
+        return session
+
+    return factory
 
 
 @pytest.fixture

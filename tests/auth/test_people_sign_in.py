@@ -15,18 +15,17 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from app_factory import AppFactory, app_settings
-from people_helpers import PEOPLE_AUDIENCE, guarded_session_factory, people_token
 from flowker.api.bearer import people_authenticator
 
 API_KEY = "people-test-key-0123456789abcdef0123"
 ROLE_MAP = "flowker-admins=admin,ops=operator,flowker-viewers=viewer"
 
 
-def _settings(database_url: str, issuer: str, **overrides):
+def _settings(database_url: str, provider, **overrides):
     values = {
         "api_keys": f"ops-bot:{API_KEY}",
-        "oidc_issuer": issuer,
-        "oidc_audience": PEOPLE_AUDIENCE,
+        "oidc_issuer": provider.issuer,
+        "oidc_audience": provider.audience,
         "oidc_role_map": ROLE_MAP,
         **overrides,
     }
@@ -44,13 +43,11 @@ def registry():
 def people_app(database, database_url, registry, people_provider):
     """``people_app(now=...)``: an app whose bearer tokens are checked against the
     provider (its CA trusted; ``now`` is the verifier's clock)."""
-    factory = AppFactory(database, database_url, registry, lambda url, **o: _settings(url, people_provider.issuer, **o))
+    factory = AppFactory(database, database_url, registry, lambda url, **o: _settings(url, people_provider, **o))
 
     def build(now=time.time, **settings):
         built = factory.settings(**settings)
-        authenticator = people_authenticator(
-            built, None, new_session=guarded_session_factory(people_provider.ca, built), now=now
-        )
+        authenticator = people_authenticator(built, None, new_session=people_provider.sessions(built), now=now)
         return falcon.testing.TestClient(factory.build(built, bearer_authenticator=authenticator))
 
     yield build
@@ -78,7 +75,7 @@ WORKFLOW = {
 
 def test_people_act_with_their_mapped_roles_and_the_audit_names_them(people_app, people_provider):
     client = people_app()
-    admin = _bearer(people_token(people_provider, "ada"))
+    admin = _bearer(people_provider.token("ada"))
     created = client.simulate_post("/v1/workflows", json=WORKFLOW, headers=admin)
     assert created.status_code == 201, created.text
     workflow_id = created.json["workflowId"]
@@ -87,17 +84,17 @@ def test_people_act_with_their_mapped_roles_and_the_audit_names_them(people_app,
     ).json["items"]
     assert {(e["actor"]["type"], e["actor"]["id"]) for e in events} == {("person", f"{people_provider.issuer} ada")}
 
-    viewer = _bearer(people_token(people_provider, "vic"))
+    viewer = _bearer(people_provider.token("vic"))
     assert client.simulate_get(f"/v1/workflows/{workflow_id}", headers=viewer).status_code == 200
     refused = client.simulate_delete(f"/v1/workflows/{workflow_id}", headers=viewer)
     assert refused.status_code == 403 and refused.json["code"] == "FLK-0403"
-    operator = _bearer(people_token(people_provider, "olu"))
+    operator = _bearer(people_provider.token("olu"))
     assert client.simulate_get("/v1/audit-events", headers=operator).status_code == 403
 
 
 def test_a_person_whose_claim_maps_to_no_role_gets_403_and_it_is_audited(people_app, people_provider):
     client = people_app()
-    refused = client.simulate_get("/v1/workflows", headers=_bearer(people_token(people_provider, "nia")))
+    refused = client.simulate_get("/v1/workflows", headers=_bearer(people_provider.token("nia")))
     assert refused.status_code == 403 and refused.json["code"] == "FLK-0403"
     assert "FLOWKER_OIDC_ROLE_MAP" in refused.json["message"] and "'marketing'" in refused.json["message"]
     events = client.simulate_get(
@@ -111,7 +108,7 @@ def test_a_person_whose_claim_maps_to_no_role_gets_403_and_it_is_audited(people_
 
 def test_hostile_tokens_get_401(people_app, people_provider):
     client = people_app()
-    token = people_token(people_provider, "ada")
+    token = people_provider.token("ada")
     claims = jwt.decode(token, options={"verify_signature": False})
     header = jwt.get_unverified_header(token)
     unsigned = f"{_segment({'alg': 'none', 'typ': 'JWT'})}.{_segment(claims)}."
@@ -141,10 +138,10 @@ def test_create_app_builds_the_authenticator_from_settings_and_holds_the_issuer_
     """Without an authenticator given, create_app makes one from FLOWKER_OIDC_*: it fetches
     through the guarded session, which trusts the system CAs only (not the test CA), so the
     provider cannot be reached: 503 FLK-0710, and the token is never echoed."""
-    factory = AppFactory(database, database_url, registry, lambda url, **o: _settings(url, people_provider.issuer, **o))
+    factory = AppFactory(database, database_url, registry, lambda url, **o: _settings(url, people_provider, **o))
     try:
         client = falcon.testing.TestClient(factory.build(factory.settings()))
-        token = people_token(people_provider, "ada")
+        token = people_provider.token("ada")
         response = client.simulate_get("/v1/workflows", headers=_bearer(token))
         assert response.status_code == 503 and response.json["code"] == "FLK-0710", response.text
         assert "TLS certificate" in response.json["message"] and token not in response.text

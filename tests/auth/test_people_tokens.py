@@ -16,7 +16,6 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from people_helpers import PEOPLE_AUDIENCE, guarded_session_factory, people_token
 from flowker.security.people_tokens import (
     BearerTokenVerifier,
     JwksCache,
@@ -37,9 +36,9 @@ class Clock:
         return time.time() + self.offset
 
 
-def _verifier(provider, *, audience=PEOPLE_AUDIENCE, issuer=None, now=time.time, jwks_clock=time.monotonic):
-    settings = OidcSettings(issuer=issuer or provider.issuer, audience=audience, role_map=ROLE_MAP)
-    jwks = JwksCache(settings.issuer, guarded_session_factory(provider.ca, Settings()), clock=jwks_clock)
+def _verifier(provider, *, audience=None, issuer=None, now=time.time, jwks_clock=time.monotonic):
+    settings = OidcSettings(issuer=issuer or provider.issuer, audience=audience or provider.audience, role_map=ROLE_MAP)
+    jwks = JwksCache(settings.issuer, provider.sessions(Settings()), clock=jwks_clock)
     return BearerTokenVerifier(settings, jwks, now=now)
 
 
@@ -54,28 +53,28 @@ def _claims(token: str) -> dict:
 
 def test_a_providers_token_names_the_person_and_maps_their_roles(people_provider):
     verifier = _verifier(people_provider)
-    ada = verifier.verify(people_token(people_provider, "ada"))
+    ada = verifier.verify(people_provider.token("ada"))
     assert ada.subject == "ada" and ada.issuer == people_provider.issuer and ada.roles == ("admin",)
     assert ada.actor_id == f"{people_provider.issuer} ada"
-    olu = verifier.verify(people_token(people_provider, "olu"))
+    olu = verifier.verify(people_provider.token("olu"))
     assert olu.roles == ("operator",) and olu.claim_values == ("ops", "unrelated")
-    assert verifier.verify(people_token(people_provider, "vic")).roles == ("viewer",)  # a string claim
+    assert verifier.verify(people_provider.token("vic")).roles == ("viewer",)  # a string claim
     # Authenticated, but no claim value the map knows: no role (the API answers 403).
-    assert verifier.verify(people_token(people_provider, "nia")).roles == ()
+    assert verifier.verify(people_provider.token("nia")).roles == ()
     # The keys were fetched once for all four tokens.
     assert people_provider.stats()["jwks"] == 1 and verifier.jwks.fetches == 1
 
 
 def test_the_token_is_the_providers_jwt_for_our_audience(people_provider):
-    token = people_token(people_provider, "ada")
+    token = people_provider.token("ada")
     header = jwt.get_unverified_header(token)
     assert header["alg"] == "RS256" and header["typ"] == "at+jwt" and header["kid"]
     claims = _claims(token)
-    assert claims["aud"] == PEOPLE_AUDIENCE and claims["iss"] == people_provider.issuer
+    assert claims["aud"] == people_provider.audience and claims["iss"] == people_provider.issuer
 
 
 def test_an_expired_token_is_refused(people_provider):
-    token = people_token(people_provider, "ada")
+    token = people_provider.token("ada")
     lifetime = _claims(token)["exp"] - time.time()
     # The provider's clock and ours agree; ours moved past exp plus the leeway.
     verifier = _verifier(people_provider, now=Clock(lifetime + 31))
@@ -86,7 +85,7 @@ def test_an_expired_token_is_refused(people_provider):
 
 
 def test_a_token_used_before_nbf_is_refused(people_provider):
-    token = people_token(people_provider, "ada")
+    token = people_provider.token("ada")
     claims = _claims(token)
     not_before = claims["nbf"]  # people_provider.mjs sets it, as many providers do
     verifier = _verifier(people_provider, now=lambda: not_before - 31)
@@ -95,18 +94,18 @@ def test_a_token_used_before_nbf_is_refused(people_provider):
 
 
 def test_a_token_for_another_audience_or_from_another_issuer_is_refused(people_provider):
-    token = people_token(people_provider, "ada")
+    token = people_provider.token("ada")
     with pytest.raises(TokenRefused, match="not meant for this server"):
         _verifier(people_provider, audience="https://other.example.test").verify(token)
     # A verifier expecting another issuer (its keys fetched from this provider): iss differs.
-    jwks = JwksCache(people_provider.issuer, guarded_session_factory(people_provider.ca, Settings()))
-    elsewhere = OidcSettings(issuer="https://idp.elsewhere.test", audience=PEOPLE_AUDIENCE, role_map=ROLE_MAP)
+    jwks = JwksCache(people_provider.issuer, people_provider.sessions(Settings()))
+    elsewhere = OidcSettings(issuer="https://idp.elsewhere.test", audience=people_provider.audience, role_map=ROLE_MAP)
     with pytest.raises(TokenRefused, match="not issued by https://idp.elsewhere.test"):
         BearerTokenVerifier(elsewhere, jwks).verify(token)
 
 
 def test_alg_none_is_refused_before_any_key_is_fetched(people_provider):
-    claims = _claims(people_token(people_provider, "ada"))
+    claims = _claims(people_provider.token("ada"))
     for algorithm in ("none", "None", "NONE"):
         unsigned = f"{_segment({'alg': algorithm, 'typ': 'JWT'})}.{_segment(claims)}."
         verifier = _verifier(people_provider)
@@ -118,7 +117,7 @@ def test_alg_none_is_refused_before_any_key_is_fetched(people_provider):
 def test_hs256_signed_with_the_providers_public_key_is_refused(people_provider):
     """The classic key-confusion attack: take the RSA public key from the JWKS and use its
     bytes as an HMAC secret."""
-    token = people_token(people_provider, "ada")
+    token = people_provider.token("ada")
     kid = jwt.get_unverified_header(token)["kid"]
     jwks = requests.get(people_provider.issuer + "/jwks", verify=people_provider.ca, timeout=5).json()
     public_jwk = next(key for key in jwks["keys"] if key["kid"] == kid)
@@ -138,10 +137,10 @@ def test_hs256_signed_with_the_providers_public_key_is_refused(people_provider):
 def test_an_unknown_kid_refetches_the_keys_once_then_is_refused(people_provider):
     monotonic = [1000.0]
     verifier = _verifier(people_provider, jwks_clock=lambda: monotonic[0])
-    assert verifier.verify(people_token(people_provider, "ada")).subject == "ada"
+    assert verifier.verify(people_provider.token("ada")).subject == "ada"
     assert people_provider.stats()["jwks"] == 1
     stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    claims = {**_claims(people_token(people_provider, "ada")), "sub": "mallory"}
+    claims = {**_claims(people_provider.token("ada")), "sub": "mallory"}
     forged = jwt.encode(claims, stranger, algorithm="RS256", headers={"kid": "rotated-in-key"})
     monotonic[0] += 31  # past the refresh rate limit
     with pytest.raises(TokenRefused, match="unknown kid"):
@@ -156,7 +155,7 @@ def test_an_unknown_kid_refetches_the_keys_once_then_is_refused(people_provider)
 
 
 def test_a_token_signed_by_another_key_under_the_providers_kid_is_refused(people_provider):
-    token = people_token(people_provider, "ada")
+    token = people_provider.token("ada")
     kid = jwt.get_unverified_header(token)["kid"]
     stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     forged = jwt.encode({**_claims(token), "sub": "mallory"}, stranger, algorithm="RS256", headers={"kid": kid})
@@ -173,21 +172,21 @@ def test_the_issuer_is_held_to_the_ssrf_rules_and_failures_are_not_retried_in_a_
     """Outside development, a loopback issuer is refused like a loopback executor (unless
     FLOWKER_ALLOW_PRIVATE_NETWORKS names it), and the refusal is not retried per request."""
     monotonic = [0.0]
-    settings = OidcSettings(issuer=people_provider.issuer, audience=PEOPLE_AUDIENCE, role_map=ROLE_MAP)
+    settings = OidcSettings(issuer=people_provider.issuer, audience=people_provider.audience, role_map=ROLE_MAP)
     jwks = JwksCache(
         settings.issuer,
-        guarded_session_factory(people_provider.ca, Settings(env="production")),
+        people_provider.sessions(Settings(env="production")),
         clock=lambda: monotonic[0],
     )
     verifier = BearerTokenVerifier(settings, jwks)
-    token = people_token(people_provider, "ada")
+    token = people_provider.token("ada")
     with pytest.raises(ProviderUnavailable, match="127.0.0.1"):
         verifier.verify(token)
     with pytest.raises(ProviderUnavailable):
         verifier.verify(token)
     assert people_provider.stats()["jwks"] == 0
     allowed = Settings(env="production", allow_private_networks=("127.0.0.1/32",))
-    jwks = JwksCache(settings.issuer, guarded_session_factory(people_provider.ca, allowed))
+    jwks = JwksCache(settings.issuer, people_provider.sessions(allowed))
     assert BearerTokenVerifier(settings, jwks).verify(token).subject == "ada"
 
 
@@ -245,7 +244,7 @@ def test_roles_claim_shapes():
 
 
 def test_an_accepted_token_is_remembered_briefly_and_its_times_still_count(people_provider):
-    token = people_token(people_provider, "ada")
+    token = people_provider.token("ada")
     exp = _claims(token)["exp"]
     clock = [time.time()]
     verifier = _verifier(people_provider, now=lambda: clock[0])

@@ -184,6 +184,26 @@ class ErrorCode(StrEnum):
     )
     WEBHOOK_TOKEN_INVALID = ("FLK-0362", 401, "Unauthorized", "X-Webhook-Token is missing or does not match.")
     WEBHOOK_BODY_TOO_LARGE = ("FLK-0363", 413, "Payload Too Large", "A webhook body is larger than the limit.")
+    WEBHOOK_SIGNATURE_INVALID = (
+        "FLK-0364",
+        401,
+        "Unauthorized",
+        "A signed webhook's signature is missing or does not match the raw body (or its "
+        "message id header is missing); nothing ran.",
+    )
+    WEBHOOK_TIMESTAMP_REFUSED = (
+        "FLK-0365",
+        401,
+        "Unauthorized",
+        "A signed webhook's timestamp is more than 5 minutes from the server's clock; nothing ran.",
+    )
+    WEBHOOK_REPLAYED = (
+        "FLK-0366",
+        409,
+        "Conflict",
+        "This signed webhook message (its id) was already accepted, by this server or another "
+        "sharing the database; nothing ran again.",
+    )
     # -- HTTP layer -------------------------------------------------------------------
     UNAUTHENTICATED = ("FLK-0401", 401, "Unauthorized", "The API key (or bearer token) is missing or not valid.")
     FORBIDDEN = (
@@ -218,6 +238,13 @@ class ErrorCode(StrEnum):
         422,
         "Unprocessable Entity",
         "An API key request names an unknown role, a bad expiry or workflow list, or limits an admin key to workflows.",
+    )
+    IDENTITY_PROVIDER_UNAVAILABLE = (
+        "FLK-0710",
+        503,
+        "Service Unavailable",
+        "A bearer token could not be checked: the OpenID provider's discovery document or "
+        "keys (JWKS) could not be fetched. Retry later; API keys keep working.",
     )
     # -- executions -------------------------------------------------------------------
     EXECUTION_NOT_FOUND = ("FLK-0500", 404, "Not Found", "No execution has this id.")

@@ -68,6 +68,21 @@ def _parse_api_keys(value) -> tuple[ApiKey, ...]:
     return tuple(keys)
 
 
+def parse_role_map(text: str | None) -> tuple[tuple[str, str], ...]:
+    """``FLOWKER_OIDC_ROLE_MAP``: comma-separated ``claim-value=role`` pairs. The role is
+    checked by the caller (the roles are access control's); ValueError names a bad pair."""
+    pairs: list[tuple[str, str]] = []
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        claim_value, sep, role = item.rpartition("=")
+        if not sep or not claim_value.strip() or not role.strip():
+            raise ValueError(f"{item!r} is not claim-value=role")
+        pairs.append((claim_value.strip(), role.strip()))
+    return tuple(pairs)
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = "sqlite:///flowker.db"
@@ -99,6 +114,12 @@ class Settings:
     max_output_bytes: int = 1048576
     # Where signed checkpoints are also sent: file:///DIR or an http(s):// witness service.
     audit_witness: str | None = None
+    # People signing in with an OpenID provider (DESIGN §13): off while oidc_issuer is None.
+    # oidc_role_map is ((claim value, role), ...) from "claim-value=role,...".
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_roles_claim: str = "roles"
+    oidc_role_map: tuple[tuple[str, str], ...] = ()
     # True when no FLOWKER_API_KEYS were given and one was generated for development.
     api_key_generated: bool = False
     # Files Flowker itself reads, which no secret reference may: the bootstrap file
@@ -166,6 +187,7 @@ class Settings:
                     "characters; production refuses them (make one with "
                     "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
                 )
+        self._check_oidc()
         if self.execution_lease_seconds <= 0:
             raise ConfigurationError("FLOWKER_EXECUTION_LEASE_SECONDS must be more than 0")
         if self.expression_cpu_seconds <= 0:
@@ -180,6 +202,31 @@ class Settings:
             if getattr(self, name) < 1:
                 raise ConfigurationError(f"FLOWKER_{name.upper()} must be at least 1")
         return self
+
+    def _check_oidc(self) -> None:
+        if self.oidc_issuer is None:
+            if self.oidc_audience or self.oidc_role_map:
+                raise ConfigurationError("FLOWKER_OIDC_AUDIENCE and FLOWKER_OIDC_ROLE_MAP need FLOWKER_OIDC_ISSUER")
+            return
+        if not self.oidc_issuer.startswith(("https://", "http://")):
+            raise ConfigurationError("FLOWKER_OIDC_ISSUER must be the issuer's https:// URL")
+        if self.production and not self.oidc_issuer.startswith("https://"):
+            raise ConfigurationError("FLOWKER_OIDC_ISSUER must use https:// in production")
+        if not self.oidc_audience:
+            # Without an audience any token the issuer signs for any application would do.
+            raise ConfigurationError("FLOWKER_OIDC_AUDIENCE is required with FLOWKER_OIDC_ISSUER")
+        if not self.oidc_roles_claim:
+            raise ConfigurationError("FLOWKER_OIDC_ROLES_CLAIM must not be empty")
+        if not self.oidc_role_map:
+            raise ConfigurationError(
+                "FLOWKER_OIDC_ROLE_MAP is required with FLOWKER_OIDC_ISSUER (e.g. flowker-admins=admin,ops=operator)"
+            )
+        unknown = sorted({role for _, role in self.oidc_role_map if role not in ROLE_NAMES})
+        if unknown:
+            raise ConfigurationError(
+                f"FLOWKER_OIDC_ROLE_MAP names unknown role(s) {', '.join(unknown)}: use "
+                + ", ".join(role.value for role in Role)
+            )
 
     def with_generated_api_key(self) -> "Settings":
         """Development convenience: a random key when none is configured."""
@@ -220,6 +267,12 @@ def _convert(key: str, value) -> dict[str, object]:
         return {key: int(value)}
     if key in _NOT_SETTINGS:
         return {}
+    if key == "oidc_role_map":
+        return {key: parse_role_map(",".join(value) if isinstance(value, (list, tuple)) else value)}
+    if key == "oidc_issuer":
+        return {key: str(value).rstrip("/") if value else None}
+    if key == "oidc_roles_claim":
+        return {key: str(value).strip()}
     if key in ("secret_file_dirs", "secret_env_allow"):
         # Set but empty means none (no $file / no $env reference resolves).
         return {key: _split_csv(value)}

@@ -154,6 +154,11 @@ def create_app(
     )
     database_middleware = DatabaseMiddleware(database)
     state.record_forbidden = _forbidden_recorder(state, database_middleware)
+    if bearer_authenticator is None:
+        from flowker.api.bearer import people_authenticator
+
+        # FLOWKER_OIDC_*: people's JWTs, keys fetched through this runtime's SSRF rules.
+        bearer_authenticator = people_authenticator(settings, runtime.address_policy)
 
     middleware: list = [ClientMiddleware(settings.trusted_proxies)]
     if settings.production:
@@ -166,6 +171,7 @@ def create_app(
             key_lookup=api_keys.authenticate,
             bearer_authenticator=bearer_authenticator,
             open_connection=database_middleware.open_connection,
+            on_refused=_refusal_recorder(state, database_middleware),
         ),
         database_middleware,
         AuthorizationMiddleware(operation_ids(), on_forbidden=state.record_forbidden),
@@ -196,9 +202,16 @@ def check_settings(settings) -> None:
     # Fernet keys parse (SecretKeyError names FLOWKER_SECRET_KEY and the key's position only).
     SecretBox.from_settings(settings, create_key_file=False)
     try:
-        AddressPolicy.from_settings(settings)
+        policy = AddressPolicy.from_settings(settings)
     except ValueError as exc:
         raise ConfigurationError(f"FLOWKER_ALLOW_PRIVATE_NETWORKS: {exc}") from None
+    if settings.oidc_issuer:
+        from flowker.errors import SSRFBlockedError
+
+        try:
+            policy.check_url_shape(settings.oidc_issuer)
+        except SSRFBlockedError as exc:
+            raise ConfigurationError(f"FLOWKER_OIDC_ISSUER: {exc.message}") from None
 
 
 def operation_ids() -> dict[tuple[str, str], str]:
@@ -226,6 +239,34 @@ def _forbidden_recorder(state: AppState, database_middleware: DatabaseMiddleware
                 actor=req.context.actor,
                 context={"method": req.method, "path": req.path[:500]},
                 metadata={"reason": reason, "roles": sorted(principal.roles)},
+            )
+
+    return record
+
+
+def _refusal_recorder(state: AppState, database_middleware: DatabaseMiddleware):
+    """A 403 answered while checking the credential (a person whose roles claim maps to
+    no role) lands in the audit chain too, naming that person."""
+    database = database_middleware.database
+
+    def record(req, refusal) -> None:
+        from flowker.audit.chain import Actor
+        from flowker.storage.database import bound_to, write_transaction
+
+        actor_type, actor_id = getattr(refusal, "actor_type", None), getattr(refusal, "actor_id", None)
+        if actor_type is None or actor_id is None:
+            return
+        database_middleware.open_connection(req)
+        with bound_to(database), write_transaction(database):
+            state.audit_log.append(
+                "ACCESS_DENIED",
+                "ACCESS",
+                "FAILED",
+                "operation",
+                f"{req.method} {req.path[:200]}",
+                actor=Actor(type=actor_type, id=actor_id, ip=req.context.client_ip),
+                context={"method": req.method, "path": req.path[:500]},
+                metadata={"reason": refusal.message, "roles": []},
             )
 
     return record

@@ -75,6 +75,7 @@ class AuthenticationMiddleware:
         key_lookup: KeyLookup | None = None,
         bearer_authenticator: BearerAuthenticator | None = None,
         open_connection: Callable[[falcon.Request], None] | None = None,
+        on_refused: Callable[[falcon.Request, Forbidden], None] | None = None,
     ):
         self.environment_keys = EnvironmentKeys(api_keys)
         self.key_lookup = key_lookup
@@ -82,13 +83,21 @@ class AuthenticationMiddleware:
         # Opens the request's database connection before key_lookup reads (the database
         # middleware closes it with the request).
         self.open_connection = open_connection
+        # Records a 403 the credential check itself answers (a person whose roles claim
+        # maps to no role) in the audit chain.
+        self.on_refused = on_refused
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.principal = None
         req.context.actor = _actor(None, req.context.client_ip)
         if req.path in PUBLIC_PATHS:
             return
-        principal = self.authenticate(req)
+        try:
+            principal = self.authenticate(req)
+        except Forbidden as refusal:
+            if self.on_refused is not None:
+                self.on_refused(req, refusal)
+            raise
         if principal is None:
             if req.path.startswith(WEBHOOK_PREFIX):
                 return  # the webhook resource may accept a signed call (require_principal otherwise)

@@ -118,7 +118,8 @@ def _operation(op: Operation) -> dict:
         responses[str(status)] = response
     error_codes = set(op.errors) | set(op.refusals) | {500}
     if not op.public:
-        error_codes.update((401, 403))
+        # 503: a bearer token when the OpenID provider cannot be reached (FLK-0710).
+        error_codes.update((401, 403, 503))
     if op.path not in PLAIN_HTTP_PATHS:
         error_codes.add(403)  # production refuses plain HTTP everywhere but the probes
     for status in sorted(error_codes):
@@ -204,7 +205,7 @@ def build_document(spec_schemas: dict[str, dict] | None = None, auth_types=None)
             }
             for entry in ErrorCode
         ],
-        "security": [{"ApiKey": []}],
+        "security": [{"ApiKey": []}, {"BearerAuth": []}],
         "tags": [
             {"name": name}
             for name in (
@@ -221,7 +222,11 @@ def build_document(spec_schemas: dict[str, dict] | None = None, auth_types=None)
         ],
         "paths": paths,
         "components": {
-            "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+            "securitySchemes": {
+                "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                # A person's access token from FLOWKER_OIDC_ISSUER (docs/security.md).
+                "BearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+            },
             "schemas": copy.deepcopy(components),
         },
     }

@@ -24,7 +24,10 @@ ERROR_DESCRIPTIONS = {
     429: "Busy: another request of this kind is running in this process (see Retry-After)",
     500: "Internal error (no details)",
     502: "Upstream failure",
-    503: "Unavailable: draining or the run queue is full",
+    503: (
+        "Unavailable: draining, the run queue is full, or a bearer token cannot be checked "
+        f"because the OpenID provider cannot be reached ({ErrorCode.IDENTITY_PROVIDER_UNAVAILABLE.value})"
+    ),
 }
 
 
@@ -105,8 +108,19 @@ WEBHOOK_PATH_NOTE = (
     "`path` is the trigger's webhook path without its leading slash. This template matches "
     "one path segment only: a multi-segment webhook path (such as `orders/created`) is "
     "served at `/v1/webhooks/orders/created` as well, but OpenAPI tools cannot match it "
-    "to this operation; call its URL directly."
+    "to this operation; call its URL directly.\n\n"
+    "A call needs X-API-Key (or a bearer token) unless the trigger declares "
+    "`auth: {type: signature, scheme: standard-webhooks | github | hmac-sha256, secret}`: "
+    "then a valid signature over the raw body is enough (standard-webhooks: webhook-id, "
+    "webhook-timestamp, webhook-signature; github: X-Hub-Signature-256, X-GitHub-Delivery; "
+    "hmac-sha256: X-Signature or the trigger's header), and a replayed message is refused."
 )
+# A signed call: a signature or timestamp refused (401), a message accepted before (409).
+WEBHOOK_REFUSALS = {
+    **RUN_REFUSALS,
+    401: (ErrorCode.WEBHOOK_SIGNATURE_INVALID, ErrorCode.WEBHOOK_TIMESTAMP_REFUSED, ErrorCode.WEBHOOK_TOKEN_INVALID),
+    409: (ErrorCode.WEBHOOK_REPLAYED,),
+}
 # Answered on every response; documented on each one so generated clients expose it.
 REQUEST_ID = {"X-Request-ID": "The request id: the one sent in X-Request-ID, else a new one (also in logs)"}
 YAML_NOTE = (
@@ -394,12 +408,12 @@ def _webhook_ops() -> list[Operation]:
             "webhooks",
             "Run the active workflow whose webhook trigger owns this method and path",
             started,
-            (400, 404, 413, 422, 503),
+            (400, 404, 409, 413, 422, 503),
             (IDEMPOTENCY, PREFER, WEBHOOK_TOKEN),
             body=None if method in ("GET", "DELETE") else "WebhookBody",
             headers=WEBHOOK_HEADERS,
             open_query=True,
-            refusals=RUN_REFUSALS,
+            refusals=WEBHOOK_REFUSALS,
             description=WEBHOOK_PATH_NOTE,
         )
         for method in ("GET", "POST", "PUT", "PATCH", "DELETE")

@@ -2,8 +2,11 @@
 method and path.
 
 Routes come from the WebhookRoute table (written at activation), so every process and
-host serves every webhook. A trigger with ``verify_token`` also needs ``X-Webhook-Token``
-(compared in constant time). The JSON body (empty = ``{}``) is the input, plus
+host serves every webhook. A call needs ``X-API-Key`` (or a bearer token), except on a
+trigger that declares ``auth: {type: signature, ...}``: there a valid signature over the
+raw body stands in for it (:mod:`flowker.api.webhook_signing`), and a replayed message is
+refused. A trigger with ``verify_token`` also needs ``X-Webhook-Token`` (compared in
+constant time). The JSON body (empty = ``{}``) is the input, plus
 ``_webhook: {method, path, headers, query, remote_ip}`` without credential headers.
 The response is the execution's, with ``X-Webhook-Workflow-ID`` and
 ``X-Webhook-Execution-ID``.
@@ -16,8 +19,8 @@ import hmac
 import falcon
 
 from flowker.api.authentication import require_principal
+from flowker.audit.chain import Actor
 from flowker.api.bodies import parse_json, read_body
-from flowker.api.scope import principal_of
 from flowker.api.errors import bad_body
 from flowker.api.executions import idempotency_key, start_execution, summary
 from flowker.errors import NotFound, Unauthorized, UnprocessableEntity
@@ -55,40 +58,62 @@ def _trigger_data(spec: dict, method: str, path: str) -> dict:
 
 class Webhook:
     def __init__(self, state):
+        from flowker.api.webhook_signing import SignedWebhooks
+
         self.state = state
+        self.signed = SignedWebhooks(state)
 
     def _handle(self, req: falcon.Request, resp: falcon.Response, path: str) -> None:
-        # A call without X-API-Key (or a bearer token) reaches here: 401 unless it proves
-        # itself another way.
-        require_principal(req)
+        from flowker.api.webhook_signing import signature_auth
+
+        # None: the call carried no X-API-Key (or bearer token); only a trigger that
+        # declares signature auth accepts it, when the signature matches (else 401).
+        principal = req.context.principal
         method = req.method.upper()
         route_path = normalise_webhook_path(path)
         if len(route_path) > MAX_PATH:
+            require_principal(req)  # which routes exist is told to authenticated callers only
             raise NotFound(
                 f"no webhook is registered for {method} (path too long)", code=ErrorCode.WEBHOOK_ROUTE_NOT_FOUND
             )
         route = WebhookRoute.get_or_none((WebhookRoute.method == method) & (WebhookRoute.path == route_path))
         if route is None:
+            require_principal(req)
             raise NotFound(
                 f"no active workflow has a webhook for {method} {route_path}", code=ErrorCode.WEBHOOK_ROUTE_NOT_FOUND
             )
         workflow = Workflow.get_or_none(Workflow.id == route.workflow_id)
         if workflow is None:
+            require_principal(req)
             raise NotFound(f"workflow {route.workflow_id} not found", code=ErrorCode.WORKFLOW_NOT_FOUND)
-        principal = principal_of(req)
+        trigger = _trigger_data(workflow.spec, method, route_path)
         if principal is not None and not principal.sees_workflow(workflow.name):
             # Outside the caller's scope: answered as if no webhook were there.
             raise NotFound(
                 f"no active workflow has a webhook for {method} {route_path}", code=ErrorCode.WEBHOOK_ROUTE_NOT_FOUND
             )
+        auth = signature_auth(trigger) if principal is None else None
+        if principal is None and auth is None:
+            require_principal(req)  # 401 before the body is read
+        raw_body = read_body(req)
+        signed_call = None
+        if auth is not None:
+            # The signature is over the raw bytes: checked before the body is parsed.
+            signed_call = self.signed.authenticate(req, workflow, auth, raw_body)
+            req.context.principal = signed_call.principal
+            req.context.actor = Actor(
+                type=signed_call.principal.actor_type, id=signed_call.principal.name, ip=req.context.client_ip
+            )
         if workflow.status != "active":
             raise UnprocessableEntity(f"workflow {workflow.name} is not active", code=ErrorCode.WORKFLOW_NOT_ACTIVE)
-        self._verify_token(req, _trigger_data(workflow.spec, method, route_path))
+        self._verify_token(req, trigger)
 
         key = idempotency_key(req)
-        body = parse_json(read_body(req), empty={}, what="webhook body")
+        body = parse_json(raw_body, empty={}, what="webhook body")
         if not isinstance(body, dict):
             raise bad_body("the webhook body must be empty or a JSON object")
+        if signed_call is not None:
+            self.signed.accept_once(signed_call)  # 409 for a message any server accepted before
         headers = {"X-Webhook-Workflow-ID": workflow.id}
         if key is not None and self._replayed(req, resp, workflow.id, key, body, headers):
             return
@@ -103,9 +128,15 @@ class Webhook:
             "remote_ip": req.context.client_ip,
         }
         # A sender's retry is the same delivery even if its headers or address differ.
-        execution = start_execution(
-            self.state, req, resp, workflow.id, input_data, key=key, headers=headers, digest=request_hash(body)
-        )
+        try:
+            execution = start_execution(
+                self.state, req, resp, workflow.id, input_data, key=key, headers=headers, digest=request_hash(body)
+            )
+        except Exception:
+            if signed_call is not None:
+                # Not run (draining, queue full...): the sender's retry must not look like a replay.
+                self.signed.forget(signed_call)
+            raise
         resp.set_header("X-Webhook-Execution-ID", execution.id)
 
     def _replayed(self, req, resp, workflow_id: str, key: str, body: dict, headers: dict) -> bool:

@@ -53,9 +53,15 @@ def require_secure_transport(url: str, what: str, production: bool) -> None:
 
 
 def fetch_discovery(
-    session: requests.Session, issuer_url: str, production: bool = False, timeout: float = REQUEST_TIMEOUT_SECONDS
+    session: requests.Session,
+    issuer_url: str,
+    production: bool = False,
+    timeout: float = REQUEST_TIMEOUT_SECONDS,
+    required_endpoint: str = "token_endpoint",
 ) -> dict:
-    """The provider's metadata, validated; raises AuthTypeError with a clear reason."""
+    """The provider's metadata, validated; raises AuthTypeError with a clear reason.
+    ``required_endpoint`` names the URL the caller needs (a client: the token endpoint;
+    a resource server checking people's tokens: ``jwks_uri``)."""
     issuer = normalize_issuer(issuer_url)
     url = discovery_url(issuer)
     require_secure_transport(url, "OIDC issuer", production)
@@ -91,8 +97,8 @@ def fetch_discovery(
             f"{where} failed: the document names issuer {redact_url(str(named))!s}, not the configured "
             f"{redact_url(issuer)} (OpenID Connect Discovery requires them to match)"
         )
-    token_endpoint = document.get("token_endpoint")
-    if not isinstance(token_endpoint, str) or not token_endpoint:
-        raise AuthTypeError(f"{where} failed: the discovery document has no token_endpoint")
-    require_secure_transport(token_endpoint, "OIDC token endpoint", production)
+    endpoint = document.get(required_endpoint)
+    if not isinstance(endpoint, str) or not endpoint:
+        raise AuthTypeError(f"{where} failed: the discovery document has no {required_endpoint}")
+    require_secure_transport(endpoint, f"OIDC {required_endpoint.replace('_', ' ')}", production)
     return document

@@ -42,8 +42,8 @@ from flowker.error_codes import ErrorCode
 
 DRAFT, ACTIVE, INACTIVE = "draft", "active", "inactive"
 STATUSES = (DRAFT, ACTIVE, INACTIVE)
-# Secret fields of a workflow spec: the webhook trigger's verify token.
-SECRET_PATHS = (("nodes", "*", "data", "verify_token"),)
+# Secret fields of a workflow spec: the webhook trigger's verify token and signing secret.
+SECRET_PATHS = (("nodes", "*", "data", "verify_token"), ("nodes", "*", "data", "auth", "secret"))
 RESOURCE_TYPE = "workflow"
 
 

@@ -14,6 +14,7 @@ from flowker.storage.models import (
     AuditEntry,
     CircuitBreakerState,
     SchemaMigration,
+    WebhookDelivery,
     Workflow,
 )
 
@@ -105,6 +106,11 @@ def _create_api_keys(database: peewee.Database) -> None:
     database.create_tables([ApiKeyRecord], safe=True)
 
 
+def _create_webhook_deliveries(database: peewee.Database) -> None:
+    # Signed webhooks' replay ledger; a database made by migration 1 since has it already.
+    database.create_tables([WebhookDelivery], safe=True)
+
+
 # (version, name, function). Append only; never edit a migration that has shipped.
 MIGRATIONS = (
     (1, "initial schema with append-only audit tables", _initial),
@@ -112,6 +118,7 @@ MIGRATIONS = (
     (3, "circuit breaker state shared by every process", _create_breaker_state),
     (4, "chain the audit checkpoints (previous checkpoint hash, entry count)", _add_checkpoint_chain_columns),
     (5, "API keys stored as hashes, with roles and workflow scopes", _create_api_keys),
+    (6, "signed webhook messages already accepted (replays refused on every server)", _create_webhook_deliveries),
 )
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -237,6 +237,19 @@ class ApiKeyRecord(BaseModel):
         table_name = "api_key"
 
 
+class WebhookDelivery(BaseModel):
+    """A signed webhook message already accepted (flowker.storage.webhook_deliveries): the
+    unique key makes a replay fail on every process and host. Rows past ``expires_at``
+    are pruned; by then a timestamped message is refused for its age anyway."""
+
+    # sha256 of (workflow id, scheme, the sender's message id): fixed length, and the
+    # sender's string (any length, any bytes) is never stored.
+    key = peewee.CharField(primary_key=True, max_length=64)
+    workflow_id = peewee.CharField(max_length=36)
+    received_at = peewee.DateTimeField(default=utcnow)
+    expires_at = peewee.DateTimeField(index=True)
+
+
 class SchemaMigration(BaseModel):
     version = peewee.IntegerField(primary_key=True)
     name = peewee.CharField(max_length=200)
@@ -254,4 +267,5 @@ ALL_MODELS = (
     AuditCheckpoint,
     CircuitBreakerState,
     ApiKeyRecord,
+    WebhookDelivery,
 )

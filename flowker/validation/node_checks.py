@@ -93,8 +93,11 @@ def check_triggers(body: dict, problems: ProblemList, *, from_file: bool) -> Non
                 base + ("verify_token",),
                 "secret 'verify_token' must be a reference in a spec file: {$env: NAME} or {$file: PATH}, not a literal value",
             )
+        auth = data.get("auth")
+        if isinstance(auth, dict):
+            _check_webhook_auth(base + ("auth",), auth, problems, from_file=from_file)
         if data.get("triggerType") == "manual":
-            for field in ("path", "method", "verify_token"):
+            for field in ("path", "method", "verify_token", "auth"):
                 if field in data:
                     problems.add(base + (field,), f"{field!r} only applies to webhook triggers", at_key=True)
             continue
@@ -106,6 +109,16 @@ def check_triggers(body: dict, problems: ProblemList, *, from_file: bool) -> Non
             problems.add(base + ("path",), "webhook path has an empty segment ('//' or a trailing '/')")
         if any(segment in (".", "..") for segment in segments):
             problems.add(base + ("path",), "webhook path may not contain '.' or '..' segments")
+
+
+def _check_webhook_auth(base: tuple, auth: dict, problems: ProblemList, *, from_file: bool) -> None:
+    if from_file and isinstance(auth.get("secret"), str):
+        problems.add(
+            base + ("secret",),
+            "secret 'auth.secret' must be a reference in a spec file: {$env: NAME} or {$file: PATH}, not a literal value",
+        )
+    if "header" in auth and auth.get("scheme") != "hmac-sha256":
+        problems.add(base + ("header",), "'header' only applies to scheme hmac-sha256", at_key=True)
 
 
 def webhook_route(body: dict) -> tuple[int, str, str] | None:

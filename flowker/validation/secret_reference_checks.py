@@ -13,7 +13,7 @@ from flowker.validation.problems import ProblemList
 
 def secret_reference_refusals(kind: str, body: dict, policy: SecretReferencePolicy) -> Iterable[tuple[tuple, str]]:
     """(path, rule broken) for each reference the policy refuses: anywhere in an executor's
-    auth config, and in workflow triggers' ``verify_token``."""
+    auth config, and in workflow triggers' ``verify_token`` and signing ``auth.secret``."""
     if not isinstance(body, dict):
         return
     if kind == EXECUTOR:
@@ -24,8 +24,13 @@ def secret_reference_refusals(kind: str, body: dict, policy: SecretReferencePoli
     nodes = body.get("nodes")
     for index, node in enumerate(nodes if isinstance(nodes, list) else []):
         data = node.get("data") if isinstance(node, dict) else None
-        if isinstance(data, dict) and node.get("type") == "trigger" and "verify_token" in data:
+        if not (isinstance(data, dict) and node.get("type") == "trigger"):
+            continue
+        if "verify_token" in data:
             yield from reference_refusals(data["verify_token"], policy, ("nodes", index, "data", "verify_token"))
+        auth = data.get("auth")
+        if isinstance(auth, dict) and "secret" in auth:
+            yield from reference_refusals(auth["secret"], policy, ("nodes", index, "data", "auth", "secret"))
 
 
 def check_secret_references(kind: str, body: dict, policy: SecretReferencePolicy, problems: ProblemList) -> None:

@@ -4,6 +4,9 @@
   (OpenID-certified) with a ``client_secret_basic`` and a ``client_secret_post`` client,
   the client-credentials grant, introspection, revocation and resource indicators;
   tokens live 1 hour / 2 seconds.
+* ``people_provider``: ``oidc-provider`` again, signing people's JWT access tokens for
+  Flowker's audience with a ``roles`` claim (password grant; people_provider.mjs), for
+  the bearer sign-in tests; its stats count JWKS downloads too.
 * ``user_provider`` / ``user_provider_short``: ``oauth2-mock-server`` (password and
   refresh-token grants), made strict (client secret, user password, single-use refresh
   tokens) by the launcher; 1 hour / 2 seconds.
@@ -271,6 +274,69 @@ def _user_provider(node_servers, tls_files, tmp_path_factory, ttl: int):
     }
     provider = NodeProvider("user_provider.mjs", config, tmp_path_factory.mktemp("users"), tls_files.ca, secrets=values)
     return provider.start()
+
+
+PEOPLE_AUDIENCE = "https://flowker.example.test"
+PEOPLE = {
+    "ada": ["flowker-admins"],
+    "olu": ["ops", "unrelated"],
+    "vic": "flowker-viewers",  # a single string, as some providers send it
+    "nia": ["marketing"],  # no claim value the role map knows
+}
+
+
+@dataclass
+class PeopleProvider(NodeProvider):
+    """people_provider.mjs: its audience, people's tokens, sessions trusting its CA."""
+
+    audience: str = PEOPLE_AUDIENCE
+
+    def token(self, username: str) -> str:
+        """A JWT access token the provider signs for ``username`` (password grant)."""
+        response = requests.post(
+            self.issuer + "/token",
+            data={"grant_type": "password", "username": username, "password": self.secrets[username]},
+            auth=("flowker-console", self.secrets["client"]),
+            verify=self.ca,
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        return response.json()["access_token"]
+
+    def sessions(self, settings: Settings | None = None):
+        """Flowker's guarded session factory (``settings``' SSRF rules) trusting the test CA."""
+        return guarded_session_factory(self.ca, settings)
+
+
+def _people_provider(node_servers, tls_files, tmp_path_factory):
+    values = {"client": "people-" + secrets.token_urlsafe(24)}
+    values.update({name: "pw-" + secrets.token_urlsafe(18) for name in PEOPLE})
+    config = {
+        "certFile": tls_files.cert,
+        "keyFile": tls_files.key,
+        "ttlSeconds": 3600,
+        "audience": PEOPLE_AUDIENCE,
+        "clientId": "flowker-console",
+        "clientSecret": values["client"],
+        "users": {name: {"password": values[name], "roles": roles} for name, roles in PEOPLE.items()},
+    }
+    provider = PeopleProvider(
+        "people_provider.mjs", config, tmp_path_factory.mktemp("people"), tls_files.ca, secrets=values
+    )
+    return provider.start()
+
+
+@pytest.fixture(scope="session")
+def people_provider_session(node_servers, tls_files, tmp_path_factory):
+    provider = _people_provider(node_servers, tls_files, tmp_path_factory)
+    yield provider
+    provider.stop()
+
+
+@pytest.fixture
+def people_provider(people_provider_session):
+    people_provider_session.reset()
+    return people_provider_session
 
 
 @pytest.fixture(scope="session")

@@ -395,3 +395,33 @@ def test_auth_and_action_types_come_from_the_registry_object():
     assert messages(validate_body("Workflow", body, registry)) == [
         "$.nodes[4].data: notify action: missing required field 'channel'"
     ]
+
+
+def test_webhook_signature_auth_in_files(registry):
+    """``auth: {type: signature}``: the secret only as a reference in files, ``header`` for
+    hmac-sha256 only, and only on webhook triggers; every problem reported at once."""
+    body = workflow()
+    body["nodes"][0]["data"]["auth"] = {"type": "signature", "scheme": "github", "secret": {"$env": "GH_SECRET"}}
+    assert validate_body("Workflow", body, registry) == []
+    body["nodes"][0]["data"]["auth"] = {"type": "signature", "scheme": "github", "secret": "literal-signing-secret"}
+    assert validate_body("Workflow", body, registry) == []  # REST: accepted, encrypted at rest
+    formatted = [p.format() for p in validate_documents([_document(body, "Workflow", "wf.yaml")], registry)]
+    assert any("wf.yaml:" in line and "secret 'auth.secret' must be a reference" in line for line in formatted)
+    assert all("literal-signing-secret" not in line for line in formatted)
+    body["nodes"][0]["data"]["auth"] = {
+        "type": "signature",
+        "scheme": "github",
+        "secret": {"$env": "X"},
+        "header": "X-A",
+    }
+    assert messages(validate_body("Workflow", body, registry)) == [
+        "$.nodes[0].data.auth.header: 'header' only applies to scheme hmac-sha256"
+    ]
+    manual = workflow()
+    manual["nodes"][0]["data"] = {
+        "triggerType": "manual",
+        "auth": {"type": "signature", "scheme": "hmac-sha256", "secret": {"$env": "X"}},
+    }
+    assert messages(validate_body("Workflow", manual, registry)) == [
+        "$.nodes[0].data.auth: 'auth' only applies to webhook triggers"
+    ]

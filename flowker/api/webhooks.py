@@ -93,7 +93,15 @@ class Webhook:
         }
         # A sender's retry is the same delivery even if its headers or address differ.
         execution = start_execution(
-            self.state, req, resp, workflow.id, input_data, key=key, headers=headers, digest=request_hash(body)
+            self.state,
+            req,
+            resp,
+            workflow.id,
+            input_data,
+            key=key,
+            headers=headers,
+            digest=request_hash(body),
+            checked_input=body,  # the inputSchema describes the body; _webhook is Flowker's
         )
         resp.set_header("X-Webhook-Execution-ID", execution.id)
 

@@ -17,7 +17,7 @@ MAX_EXPRESSIONS = 5000
 
 
 def check_expressions(body: dict, known_nodes: set[str], problems: ProblemList) -> None:
-    found = list(_expressions(body))
+    found = list(workflow_expressions(body))
     if len(found) > MAX_EXPRESSIONS:
         problems.add(("nodes",), f"the workflow holds {len(found)} expressions; at most {MAX_EXPRESSIONS} are allowed")
         return
@@ -25,7 +25,7 @@ def check_expressions(body: dict, known_nodes: set[str], problems: ProblemList) 
         check_expression(path, source, known_nodes, problems, template=template)
 
 
-def _expressions(body: dict):
+def workflow_expressions(body: dict):
     """(path, source, is a template) of every expression, uncompiled."""
     nodes = body["nodes"] if isinstance(body.get("nodes"), list) else []
     for index, node in enumerate(nodes):

@@ -1,0 +1,203 @@
+"""A trigger's ``inputSchema`` (JSON Schema 2020-12): checked as a schema when the
+workflow is validated or saved, and used to refuse a run's input before anything is
+stored (:class:`InputValidator`, FLK-0511).
+
+Problems of an input are ``{path, message}``: ``path`` is a JSON pointer (RFC 6901:
+``/customer/email``, ``/items/0/price``; ``""`` is the input itself). A missing
+required field and an unknown field point at that field. Messages describe the rule,
+never the value given. Only local ``$ref`` (``#/$defs/...``) are allowed: nothing is
+fetched. ``format`` is checked (``email``, ``date``, ``uri``...), as for auth configs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import jsonschema
+import referencing
+from jsonschema.exceptions import best_match
+
+from flowker.schema_tools import describe_error
+from flowker.validation.problems import ProblemList, Rank
+from flowker.validation.suggestions import hint
+
+INPUT_SCHEMA = "inputSchema"
+# A refusal lists at most this many problems (an input of 10,000 bad items is one answer).
+MAX_DETAILS = 100
+_META = jsonschema.Draft202012Validator(
+    jsonschema.Draft202012Validator.META_SCHEMA, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+)
+
+
+def trigger_input_schema(body: Any) -> tuple[int, Any] | None:
+    """(node index, inputSchema) of the workflow's first trigger declaring one, else None."""
+    nodes = body.get("nodes") if isinstance(body, dict) else None
+    for index, node in enumerate(nodes if isinstance(nodes, list) else []):
+        if not isinstance(node, dict) or node.get("type") != "trigger":
+            continue
+        data = node.get("data")
+        if isinstance(data, dict) and INPUT_SCHEMA in data:
+            return index, data[INPUT_SCHEMA]
+    return None
+
+
+def json_pointer(parts) -> str:
+    return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in parts)
+
+
+def check_input_schema(body: dict, problems: ProblemList) -> None:
+    """Problems of the trigger's inputSchema as a schema, at its own lines."""
+    found = trigger_input_schema(body)
+    if found is None:
+        return
+    index, schema = found
+    base = ("nodes", index, "data", INPUT_SCHEMA)
+    if not isinstance(schema, dict):
+        return  # the workflow schema says it must be an object
+    reported = 0
+    for error in _META.iter_errors(schema):
+        if error.context:
+            error = best_match([error])
+        path = base + tuple(error.absolute_path)
+        problems.add(path, f"inputSchema is not a valid JSON Schema: {_schema_message(error)}", rank=Rank.SCHEMA)
+        reported += 1
+        if reported >= MAX_DETAILS:
+            return
+    declared = schema.get("type")
+    if declared is not None and "object" not in (declared if isinstance(declared, list) else [declared]):
+        problems.add(base + ("type",), "inputSchema must accept an object: a run's input is always a JSON object")
+    for path, reference in _references(schema, ()):
+        problem = _reference_problem(schema, reference)
+        if problem:
+            problems.add(base + path + ("$ref",), problem)
+
+
+_JSON_TYPES = ("array", "boolean", "integer", "null", "number", "object", "string")
+
+
+def _schema_message(error: jsonschema.ValidationError) -> str:
+    path = tuple(error.absolute_path)
+    if path and path[-1] == "type" and isinstance(error.instance, str):
+        return f"{error.instance!r} is not a JSON type{hint(error.instance, _JSON_TYPES)}: use one of {', '.join(_JSON_TYPES)}"
+    if error.validator in ("format", "anyOf", "oneOf", "allOf", "not", "$ref", "$dynamicRef"):
+        return _first_line(error.message)
+    message = describe_error(error)
+    field = error.absolute_path[-1] if error.absolute_path else None
+    return f"{field!r} {message}" if isinstance(field, str) else message
+
+
+def _references(value: Any, path: tuple) -> Iterator[tuple[tuple, str]]:
+    """Every ``$ref`` string in a schema, with its path (iterative, bounded by the value)."""
+    pending = [(value, path)]
+    while pending:
+        item, where = pending.pop()
+        if isinstance(item, dict):
+            if isinstance(item.get("$ref"), str):
+                yield where, item["$ref"]
+            pending.extend((child, where + (key,)) for key, child in item.items() if key not in ("const", "enum"))
+        elif isinstance(item, list):
+            pending.extend((child, where + (position,)) for position, child in enumerate(item))
+
+
+def _reference_problem(schema: dict, reference: str) -> str | None:
+    if not reference.startswith("#"):
+        return f"$ref {reference!r} is not local: only references inside the schema ('#/$defs/...') are allowed"
+    pointer = reference[1:]
+    if pointer and not pointer.startswith("/"):
+        return None  # an $anchor: resolved by jsonschema
+    target: Any = schema
+    for raw in pointer.split("/")[1:]:
+        part = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(target, dict) and part in target:
+            target = target[part]
+        elif isinstance(target, list) and part.isdigit() and int(part) < len(target):
+            target = target[int(part)]
+        else:
+            return f"$ref {reference!r} points at nothing in the schema"
+    return None
+
+
+class InputValidator:
+    """A compiled inputSchema; :meth:`problems` lists what is wrong with an input."""
+
+    def __init__(self, schema: dict):
+        jsonschema.Draft202012Validator.check_schema(schema)
+        # An empty registry that retrieves nothing: a remote $ref fails, never fetches.
+        self.validator = jsonschema.Draft202012Validator(
+            schema,
+            format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
+            registry=referencing.Registry(),
+        )
+
+    def problems(self, instance: Any) -> list[dict]:
+        """Every problem as ``{"path": JSON pointer, "message": ...}`` (at most MAX_DETAILS)."""
+        found: list[dict] = []
+        for error in self.validator.iter_errors(instance):
+            if error.context:
+                error = best_match([error])
+            found.extend(_details(error))
+            if len(found) >= MAX_DETAILS:
+                return found[:MAX_DETAILS]
+        return found
+
+
+def _details(error: jsonschema.ValidationError) -> list[dict]:
+    path = tuple(error.absolute_path)
+    validator = error.validator
+    instance = error.instance
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    known: dict = schema["properties"] if isinstance(schema.get("properties"), dict) else {}
+    if validator == "required" and isinstance(instance, dict):
+        return [
+            {"path": json_pointer(path + (name,)), "message": "is required"}
+            for name in error.validator_value
+            if name not in instance
+        ]
+    if validator == "additionalProperties" and isinstance(instance, dict) and error.validator_value is False:
+        extra = [key for key in instance if key not in known and not _matches_pattern(schema, key)]
+        return [
+            {"path": json_pointer(path + (key,)), "message": f"is not an allowed field{hint(key, known)}"}
+            for key in extra
+        ]
+    if validator == "unevaluatedProperties":
+        return [{"path": json_pointer(path), "message": _first_line(error.message)}]
+    words = _VALUE_FREE.get(str(validator))
+    message = words.format(error.validator_value) if words else describe_error(error)
+    return [{"path": json_pointer(path), "message": message}]
+
+
+# Validators whose jsonschema messages quote the value given (the input may hold personal
+# data): worded from the rule alone. describe_error words the common ones the same way.
+_VALUE_FREE = {
+    "exclusiveMinimum": "must be greater than {}",
+    "exclusiveMaximum": "must be less than {}",
+    "multipleOf": "must be a multiple of {}",
+    "uniqueItems": "must not hold the same item twice",
+    "not": "matches a schema it must not match",
+    "contains": "holds no item the schema requires",
+    "minContains": "holds too few items of the required kind",
+    "maxContains": "holds too many items of the required kind",
+    "dependentRequired": "lacks a field another field requires",
+    "propertyNames": "has a field name that is not allowed",
+    "None": "is not allowed",  # a `false` subschema
+}
+
+
+def _matches_pattern(schema: dict, key: str) -> bool:
+    import re
+
+    patterns = schema.get("patternProperties")
+    if not isinstance(patterns, dict):
+        return False
+    for pattern in patterns:
+        try:
+            if re.search(pattern, key):
+                return True
+        except re.error:
+            continue
+    return False
+
+
+def _first_line(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else "is not valid"
+    return line if len(line) <= 300 else line[:297] + "..."

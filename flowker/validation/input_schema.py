@@ -64,7 +64,8 @@ def check_input_schema(body: dict, problems: ProblemList) -> None:
         if reported >= MAX_DETAILS:
             return
     declared = schema.get("type")
-    if declared is not None and "object" not in (declared if isinstance(declared, list) else [declared]):
+    types = declared if isinstance(declared, list) else [declared]
+    if declared is not None and all(t in _JSON_TYPES for t in types) and "object" not in types:
         problems.add(base + ("type",), "inputSchema must accept an object: a run's input is always a JSON object")
     for path, reference in _references(schema, ()):
         problem = _reference_problem(schema, reference)

@@ -75,7 +75,9 @@ def test_rest_run_with_a_bad_input_is_refused_before_anything_is_stored(client, 
 
     # The same with an Idempotency-Key: nothing is kept, so the key stays free for a good input.
     keyed = {**headers, "Idempotency-Key": "order-1"}
-    refused = client.simulate_post(f"/v1/workflows/{schema_workflow}/executions", json={"inputData": BAD}, headers=keyed)
+    refused = client.simulate_post(
+        f"/v1/workflows/{schema_workflow}/executions", json={"inputData": BAD}, headers=keyed
+    )
     assert_refused(refused)
     assert stored() == before
     accepted = client.simulate_post(

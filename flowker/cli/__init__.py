@@ -27,6 +27,7 @@ SUBCOMMANDS = {
     "db": "flowker.cli.db:db",
     "secrets": "flowker.cli.secrets:secrets_group",
     "witness": "flowker.cli.witness:witness",
+    "schema": "flowker.cli.schema:schema",
 }
 
 

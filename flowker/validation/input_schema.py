@@ -11,6 +11,7 @@ fetched. ``format`` is checked (``email``, ``date``, ``uri``...), as for auth co
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Iterator
 
 import jsonschema
@@ -67,10 +68,20 @@ def check_input_schema(body: dict, problems: ProblemList) -> None:
     types = declared if isinstance(declared, list) else [declared]
     if declared is not None and all(t in _JSON_TYPES for t in types) and "object" not in types:
         problems.add(base + ("type",), "inputSchema must accept an object: a run's input is always a JSON object")
+    broken = False
     for path, reference in _references(schema, ()):
         problem = _reference_problem(schema, reference)
         if problem:
+            broken = True
             problems.add(base + path + ("$ref",), problem)
+    if not broken:
+        loop = ref_loop(schema)
+        if loop is not None:
+            problems.add(
+                base + loop,
+                "this schema refers back to itself through $ref without descending into the input: "
+                "applying it would never end",
+            )
 
 
 _JSON_TYPES = ("array", "boolean", "integer", "null", "number", "object", "string")
@@ -118,6 +129,66 @@ def _reference_problem(schema: dict, reference: str) -> str | None:
     return None
 
 
+# Keywords that apply a subschema to the same value (so a $ref cycle through them alone
+# never reaches a smaller part of the input).
+_IN_PLACE = ("allOf", "anyOf", "oneOf", "not", "if", "then", "else", "dependentSchemas")
+
+
+def ref_loop(schema: dict) -> tuple | None:
+    """The path of a ``$ref`` that closes a cycle of in-place applicators, or None."""
+    edges: dict[tuple, list[tuple]] = {}
+    for path, value in _subschemas(schema):
+        targets = edges.setdefault(path, [])
+        reference = value.get("$ref")
+        if isinstance(reference, str) and (reference == "#" or reference.startswith("#/")):
+            targets.append(tuple(_pointer_parts(reference[1:])))
+        for keyword in _IN_PLACE:
+            child = value.get(keyword)
+            if isinstance(child, dict) and keyword != "dependentSchemas":
+                targets.append(path + (keyword,))
+            elif isinstance(child, dict):
+                targets.extend(path + (keyword, name) for name in child)
+            elif isinstance(child, list):
+                targets.extend(path + (keyword, index) for index in range(len(child)))
+    state: dict[tuple, int] = {}  # 1 on the current path, 2 done
+    for start in edges:
+        if start in state:
+            continue
+        stack = [(start, iter(edges.get(start, ())))]
+        state[start] = 1
+        while stack:  # iterative DFS: each location and edge once
+            node, successors = stack[-1]
+            following = next(successors, None)
+            if following is None:
+                state[node] = 2
+                stack.pop()
+            elif state.get(following) == 1:
+                return node
+            elif following not in state:
+                state[following] = 1
+                stack.append((following, iter(edges.get(following, ()))))
+    return None
+
+
+def _pointer_parts(pointer: str) -> list:
+    parts: list = []
+    for raw in pointer.split("/")[1:]:
+        part = raw.replace("~1", "/").replace("~0", "~")
+        parts.append(int(part) if part.isdigit() else part)
+    return parts
+
+
+def _subschemas(schema: dict) -> Iterator[tuple[tuple, dict]]:
+    pending: list[tuple[tuple, Any]] = [((), schema)]
+    while pending:
+        path, value = pending.pop()
+        if isinstance(value, dict):
+            yield path, value
+            pending.extend((path + (key,), child) for key, child in value.items() if key not in ("const", "enum"))
+        elif isinstance(value, list):
+            pending.extend((path + (index,), child) for index, child in enumerate(value))
+
+
 class InputValidator:
     """A compiled inputSchema; :meth:`problems` lists what is wrong with an input."""
 
@@ -133,7 +204,11 @@ class InputValidator:
     def problems(self, instance: Any) -> list[dict]:
         """Every problem as ``{"path": JSON pointer, "message": ...}`` (at most MAX_DETAILS)."""
         found: list[dict] = []
-        for error in self.validator.iter_errors(instance):
+        try:
+            errors = list(itertools.islice(self.validator.iter_errors(instance), MAX_DETAILS))
+        except RecursionError:  # a $ref loop the static check could not see ($anchor, $dynamicRef)
+            return [{"path": "", "message": "the trigger's inputSchema could not be applied: a $ref loops"}]
+        for error in errors:
             if error.context:
                 error = best_match([error])
             found.extend(_details(error))

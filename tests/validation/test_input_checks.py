@@ -232,3 +232,39 @@ def test_every_problem_is_still_reported_root_causes_first(registry):
     assert messages[1].startswith("missing required field 'data'")
     assert messages[2] == "'name' must be of type string"
     assert "refers to node 'nowhere'" in messages[3] and len(messages) == 4, messages
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"$ref": "#"},
+        {
+            "properties": {"a": {"$ref": "#/$defs/x"}},
+            "$defs": {"x": {"allOf": [{"$ref": "#/$defs/y"}]}, "y": {"anyOf": [{"$ref": "#/$defs/x"}]}},
+        },
+    ],
+)
+def test_an_input_schema_whose_ref_loops_in_place_is_refused(registry, schema):
+    problems = validate_body("Workflow", workflow_with(schema, "${{ workflow }}"), registry)
+    assert [p.message for p in problems] == [
+        "this schema refers back to itself through $ref without descending into the input: applying it would never end"
+    ]
+    assert problems[0].json_path.startswith("$.nodes[0].data.inputSchema")
+
+
+def test_recursive_schemas_that_descend_are_fine_and_a_hidden_loop_fails_cleanly(registry):
+    from flowker.validation.input_schema import InputValidator
+
+    tree = {
+        "$defs": {"node": {"type": "object", "properties": {"next": {"$ref": "#/$defs/node"}}}},
+        "$ref": "#/$defs/node",
+    }
+    assert validate_body("Workflow", workflow_with(tree, "${{ workflow.next }}"), registry) == []
+    assert InputValidator(tree).problems({"next": {"next": {"next": 1}}}) == [
+        {"path": "/next/next/next", "message": "must be of type object"}
+    ]
+    # Through an $anchor the static check does not follow: the run is refused, not crashed.
+    hidden = InputValidator({"$anchor": "top", "$ref": "#top"})
+    assert hidden.problems({}) == [
+        {"path": "", "message": "the trigger's inputSchema could not be applied: a $ref loops"}
+    ]

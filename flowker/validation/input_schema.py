@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 import jsonschema
 import referencing
+import referencing.exceptions
 from jsonschema.exceptions import best_match
 
 from flowker.schema_tools import describe_error
@@ -116,7 +117,8 @@ def _reference_problem(schema: dict, reference: str) -> str | None:
         return f"$ref {reference!r} is not local: only references inside the schema ('#/$defs/...') are allowed"
     pointer = reference[1:]
     if pointer and not pointer.startswith("/"):
-        return None  # an $anchor: resolved by jsonschema
+        anchors = {value.get("$anchor") for _path, value in _subschemas(schema)}
+        return None if pointer in anchors else f"$ref {reference!r} names no $anchor of the schema"
     target: Any = schema
     for raw in pointer.split("/")[1:]:
         part = raw.replace("~1", "/").replace("~0", "~")
@@ -208,6 +210,8 @@ class InputValidator:
             errors = list(itertools.islice(self.validator.iter_errors(instance), MAX_DETAILS))
         except RecursionError:  # a $ref loop the static check could not see ($anchor, $dynamicRef)
             return [{"path": "", "message": "the trigger's inputSchema could not be applied: a $ref loops"}]
+        except referencing.exceptions.Unresolvable:  # e.g. under a nested $id the static check does not model
+            return [{"path": "", "message": "the trigger's inputSchema could not be applied: a $ref does not resolve"}]
         for error in errors:
             if error.context:
                 error = best_match([error])

@@ -268,3 +268,15 @@ def test_recursive_schemas_that_descend_are_fine_and_a_hidden_loop_fails_cleanly
     assert hidden.problems({}) == [
         {"path": "", "message": "the trigger's inputSchema could not be applied: a $ref loops"}
     ]
+
+
+def test_references_that_do_not_resolve(registry):
+    from flowker.validation.input_schema import InputValidator
+
+    problems = validate_body("Workflow", workflow_with({"$ref": "#nowhere"}, "${{ workflow }}"), registry)
+    assert [p.message for p in problems] == ["$ref '#nowhere' names no $anchor of the schema"]
+    # A nested $id moves the base of its references: not modelled statically, refused cleanly at run time.
+    nested = InputValidator({"properties": {"a": {"$id": "https://x.example/a", "$ref": "#/$defs/gone"}}})
+    assert nested.problems({"a": 1}) == [
+        {"path": "", "message": "the trigger's inputSchema could not be applied: a $ref does not resolve"}
+    ]

@@ -70,8 +70,9 @@ def check_input_schema(body: dict, problems: ProblemList) -> None:
     if declared is not None and all(t in _JSON_TYPES for t in types) and "object" not in types:
         problems.add(base + ("type",), "inputSchema must accept an object: a run's input is always a JSON object")
     broken = False
-    for path, reference in _references(schema, ()):
-        problem = _reference_problem(schema, reference)
+    anchors = {value["$anchor"] for _path, value in _subschemas(schema) if isinstance(value.get("$anchor"), str)}
+    for path, reference in _references(schema):
+        problem = _reference_problem(schema, reference, anchors)
         if problem:
             broken = True
             problems.add(base + path + ("$ref",), problem)
@@ -99,25 +100,18 @@ def _schema_message(error: jsonschema.ValidationError) -> str:
     return f"{field!r} {message}" if isinstance(field, str) else message
 
 
-def _references(value: Any, path: tuple) -> Iterator[tuple[tuple, str]]:
-    """Every ``$ref`` string in a schema, with its path (iterative, bounded by the value)."""
-    pending = [(value, path)]
-    while pending:
-        item, where = pending.pop()
-        if isinstance(item, dict):
-            if isinstance(item.get("$ref"), str):
-                yield where, item["$ref"]
-            pending.extend((child, where + (key,)) for key, child in item.items() if key not in ("const", "enum"))
-        elif isinstance(item, list):
-            pending.extend((child, where + (position,)) for position, child in enumerate(item))
+def _references(schema: dict) -> Iterator[tuple[tuple, str]]:
+    """Every ``$ref`` string in a schema, with the path of the schema holding it."""
+    for path, value in _subschemas(schema):
+        if isinstance(value.get("$ref"), str):
+            yield path, value["$ref"]
 
 
-def _reference_problem(schema: dict, reference: str) -> str | None:
+def _reference_problem(schema: dict, reference: str, anchors: set) -> str | None:
     if not reference.startswith("#"):
         return f"$ref {reference!r} is not local: only references inside the schema ('#/$defs/...') are allowed"
     pointer = reference[1:]
     if pointer and not pointer.startswith("/"):
-        anchors = {value.get("$anchor") for _path, value in _subschemas(schema)}
         return None if pointer in anchors else f"$ref {reference!r} names no $anchor of the schema"
     target: Any = schema
     for raw in pointer.split("/")[1:]:
@@ -180,13 +174,17 @@ def _pointer_parts(pointer: str) -> list:
     return parts
 
 
+# Keywords whose values are data, not schemas: a "$ref" key inside them is no reference.
+_DATA_KEYWORDS = ("const", "enum", "default", "examples")
+
+
 def _subschemas(schema: dict) -> Iterator[tuple[tuple, dict]]:
     pending: list[tuple[tuple, Any]] = [((), schema)]
     while pending:
         path, value = pending.pop()
         if isinstance(value, dict):
             yield path, value
-            pending.extend((path + (key,), child) for key, child in value.items() if key not in ("const", "enum"))
+            pending.extend((path + (key,), child) for key, child in value.items() if key not in _DATA_KEYWORDS)
         elif isinstance(value, list):
             pending.extend((path + (index,), child) for index, child in enumerate(value))
 

@@ -103,6 +103,8 @@ def _report(error: jsonschema.ValidationError, problems: ProblemList) -> None:
         message = custom
     elif validator in _DESCRIBED:
         message = describe_error(error)
+        if validator == "enum" and isinstance(error.instance, str):
+            message += hint(error.instance, [v for v in error.validator_value if isinstance(v, str)])
     else:
         message = f"is not valid ({validator})"
     field = path[-1] if path and isinstance(path[-1], str) else None

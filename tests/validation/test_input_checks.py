@@ -297,3 +297,16 @@ def test_the_compiled_check_decides_accepted_inputs():
     remote = InputValidator({"properties": {"a": {"$ref": "https://127.0.0.1:9/schema.json"}}})
     assert remote.fast is None
     assert remote.problems({"a": 1})[0]["message"].endswith("a $ref does not resolve")
+
+
+def test_near_miss_names_and_values_get_the_hint_too(registry):
+    body = workflow_with({"type": "object"}, "${{ workflow.a }}")
+    body["nodes"][0]["data"]["triggerType"] = "manaul"
+    body["nodes"][1]["data"]["actionType"] = "set_ouptut"
+    body["nodes"].append({"id": "call", "type": "executor", "data": {"executor": "scorr", "endpoint": "analyze"}})
+    body["edges"].append({"source": "out", "target": "call"})
+    problems = validate_body("Workflow", body, registry, executors={"scorer": {"endpoints": []}})
+    messages = [p.message for p in problems]
+    assert "'triggerType' must be one of 'webhook', 'manual' (did you mean 'manual'?)" in messages, messages
+    assert any(m.startswith("unknown action type 'set_ouptut' (did you mean 'set_output'?)") for m in messages)
+    assert "unknown executor 'scorr' (did you mean 'scorer'?) (known: scorer)" in messages, messages

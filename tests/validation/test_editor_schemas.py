@@ -99,3 +99,15 @@ def test_a_workflow_with_an_input_schema_validates(written):
     assert errors(written, "workflow", workflow) == []
     workflow["nodes"][0]["data"]["inputSchema"] = "not a schema"
     assert errors(written, "workflow", workflow) == ["nodes/0/data/inputSchema: 'not a schema' is not of type 'object'"]
+
+
+def test_schema_needs_a_folder(tmp_path):
+    from cli_runner import run_flowker
+
+    assert run_flowker("schema").returncode == 2  # --out is required
+    taken = tmp_path / "file"
+    taken.write_text("")
+    result = run_flowker("schema", "--out", taken)
+    assert result.returncode == 2 and "is a file" in result.stderr, result.stderr
+    blocked = run_flowker("schema", "--out", taken / "below")
+    assert blocked.returncode == 1 and "cannot write to" in blocked.stderr, blocked.stderr

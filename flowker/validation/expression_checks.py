@@ -38,6 +38,9 @@ def workflow_expressions(body: dict):
             templated = {key: value for key, value in data.items() if key != "condition"}
             if isinstance(data.get("condition"), str):
                 yield base + ("condition",), data["condition"], False
+        elif node.get("type") == "trigger":
+            # A trigger's inputSchema is a JSON Schema, data: "${{" in it is text, not a template.
+            templated = {key: value for key, value in data.items() if key != "inputSchema"}
         for suffix, source in iter_expressions(templated):
             yield base + parse_path_suffix(suffix), source, True
     edges = body["edges"] if isinstance(body.get("edges"), list) else []

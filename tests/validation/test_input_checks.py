@@ -310,3 +310,8 @@ def test_near_miss_names_and_values_get_the_hint_too(registry):
     assert "'triggerType' must be one of 'webhook', 'manual' (did you mean 'manual'?)" in messages, messages
     assert any(m.startswith("unknown action type 'set_ouptut' (did you mean 'set_output'?)") for m in messages)
     assert "unknown executor 'scorr' (did you mean 'scorer'?) (known: scorer)" in messages, messages
+
+
+def test_template_markers_inside_an_input_schema_are_text(registry):
+    schema = {"type": "object", "properties": {"note": {"type": "string", "description": "not ${{ an expression"}}}
+    assert validate_body("Workflow", workflow_with(schema, "${{ workflow.note }}"), registry) == []

@@ -292,7 +292,13 @@ class ErrorCode(StrEnum):
         "Unprocessable Entity",
         'The execution request body is not {"inputData": {...}} (an unknown field, or inputData is not an object).',
     )
-    EXECUTOR_DISABLED = ("FLK-0511", 422, "Unprocessable Entity", "A step's executor is disabled.")
+    INPUT_INVALID = (
+        "FLK-0511",
+        422,
+        "Input Invalid",
+        "The run's input does not match the trigger's inputSchema: nothing was stored; "
+        "`details` lists every problem as {path, message} (path a JSON pointer).",
+    )
     OUTPUT_TOO_LARGE = (
         "FLK-0512",
         422,
@@ -305,6 +311,7 @@ class ErrorCode(StrEnum):
         "Failed By Workflow",
         "A `fail` action ended the run as failed with its message; in step records.",
     )
+    EXECUTOR_DISABLED = ("FLK-0514", 422, "Unprocessable Entity", "A step's executor is disabled.")
     AUTH_FAILED = (
         "FLK-0520",
         502,

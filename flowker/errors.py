@@ -106,6 +106,30 @@ class SpecError(UnprocessableEntity):
         return body
 
 
+class InputValidationError(UnprocessableEntity):
+    """A run's input does not match its trigger's ``inputSchema``: refused before anything
+    is stored. ``details`` is every problem as ``{path, message}`` (path a JSON pointer).
+    On the command line the input given is what is wrong: a usage error (exit 2)."""
+
+    code = ErrorCode.INPUT_INVALID
+    exit_code = 2
+
+    def __init__(self, details: list[dict]):
+        self.details = list(details)
+        shown = "; ".join(f"{detail['path'] or '(the input)'}: {detail['message']}" for detail in self.details[:10])
+        more = f"; and {len(self.details) - 10} more" if len(self.details) > 10 else ""
+        count = len(self.details)
+        super().__init__(
+            f"the input does not match the trigger's inputSchema ({count} problem{'s' if count != 1 else ''}): "
+            f"{shown}{more}"
+        )
+
+    def to_dict(self) -> dict:
+        body = super().to_dict()
+        body["details"] = self.details
+        return body
+
+
 class SecretReferenceSpecError(SpecError):
     """A spec being saved holds ``$file``/``$env`` references the server may not resolve
     (DESIGN §6); the same code as :class:`SecretReferenceRefusedError` at call time."""

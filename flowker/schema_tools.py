@@ -7,6 +7,8 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import best_match
 
+from flowker.validation.suggestions import hint
+
 SECRET_REFERENCE_KEYS = ("$env", "$file", "$encrypted")
 # Stands in for a secret reference while a config is checked against its schema.
 SECRET_PLACEHOLDER = "<secret-reference>"
@@ -71,7 +73,10 @@ def describe_error(error: jsonschema.ValidationError) -> str:
             if isinstance(error.instance, dict)
             else []
         )
-        return f"unknown field {', '.join(repr(e) for e in extra)}" if extra else "unknown field"
+        if not extra:
+            return "unknown field"
+        known = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
+        return "unknown field " + ", ".join(repr(name) + hint(name, known) for name in extra)
     if validator == "type":
         return f"must be of type {schema_value if isinstance(schema_value, str) else ' or '.join(schema_value)}"
     if validator == "enum":

@@ -70,6 +70,7 @@ def start_execution(
     key: str | None,
     headers: dict | None = None,
     digest: str | None = None,
+    checked_input=None,
 ) -> Execution:
     """Start (and, unless async, run) an execution and write the response. Shared with webhooks."""
     if state.is_draining:
@@ -84,7 +85,14 @@ def start_execution(
                 code=ErrorCode.RUN_QUEUE_FULL,
             )
         try:
-            started = service.start(workflow_id, input_data, actor=actor, idempotency_key=key, request_digest=digest)
+            started = service.start(
+                workflow_id,
+                input_data,
+                actor=actor,
+                idempotency_key=key,
+                request_digest=digest,
+                checked_input=checked_input,
+            )
         except BaseException:
             state.background.release()
             raise
@@ -94,7 +102,14 @@ def start_execution(
             state.background.release()
         execution = started.execution  # as created: running
     else:
-        started = service.start(workflow_id, input_data, actor=actor, idempotency_key=key, request_digest=digest)
+        started = service.start(
+            workflow_id,
+            input_data,
+            actor=actor,
+            idempotency_key=key,
+            request_digest=digest,
+            checked_input=checked_input,
+        )
         # The row start() just created is run as it is, not read back first.
         execution = service.run_started(started.execution) if started.created else started.execution
     if not started.created:

@@ -78,8 +78,16 @@ WORKFLOW_WRITE = {422: (*SPEC_REFUSALS, ErrorCode.WORKFLOW_NOT_DRAFT)}
 # Executors: also the auth config against its auth type's own schema (GET /v1/catalog/auth-types/{type}),
 # the SSRF guard and stored secrets.
 EXECUTOR_WRITE = {422: (*SPEC_REFUSALS, ErrorCode.ADDRESS_NOT_ALLOWED, ErrorCode.SECRET_KEY_UNUSABLE)}
-# Runs: the workflow must be active; an Idempotency-Key reused with another body.
-RUN_REFUSALS = {422: (ErrorCode.WORKFLOW_NOT_ACTIVE, ErrorCode.IDEMPOTENCY_KEY_REUSED, ErrorCode.INVALID_SPEC)}
+# Runs: the workflow must be active; an Idempotency-Key reused with another body; the input
+# must match the trigger's inputSchema (FLK-0511, every problem in `details` as {path, message}).
+RUN_REFUSALS = {
+    422: (
+        ErrorCode.WORKFLOW_NOT_ACTIVE,
+        ErrorCode.IDEMPOTENCY_KEY_REUSED,
+        ErrorCode.INVALID_SPEC,
+        ErrorCode.INPUT_INVALID,
+    )
+}
 IDEMPOTENCY = {
     "name": "Idempotency-Key",
     "in": "header",

@@ -130,11 +130,19 @@ class Webhook:
         # A sender's retry is the same delivery even if its headers or address differ.
         try:
             execution = start_execution(
-                self.state, req, resp, workflow.id, input_data, key=key, headers=headers, digest=request_hash(body)
+                self.state,
+                req,
+                resp,
+                workflow.id,
+                input_data,
+                key=key,
+                headers=headers,
+                digest=request_hash(body),
+                checked_input=body,  # the inputSchema describes the body; _webhook is Flowker's
             )
         except Exception:
             if signed_call is not None:
-                # Not run (draining, queue full...): the sender's retry must not look like a replay.
+                # Not run (draining, queue full, input refused...): a sender's retry must not look like a replay.
                 self.signed.forget(signed_call)
             raise
         resp.set_header("X-Webhook-Execution-ID", execution.id)

@@ -28,6 +28,7 @@ SUBCOMMANDS = {
     "keys": "flowker.cli.keys:keys_group",
     "secrets": "flowker.cli.secrets:secrets_group",
     "witness": "flowker.cli.witness:witness",
+    "schema": "flowker.cli.schema:schema",
 }
 
 

@@ -19,6 +19,9 @@ flowker run examples/payment-approval/workflows/payment-approval.yaml \\
 flowker run workflows/nightly.yaml --input @input.json --executors executors/
 flowker run workflows/nightly.yaml --input @- --db flowker-data/flowker.db < input.json
 """,
+    "schema": """
+flowker schema --out .flowker/schemas             # then: docs/editors.md
+""",
     "serve": """
 flowker serve                                     # 127.0.0.1:8000, ./flowker.db
 flowker serve --bind 0.0.0.0:8080 --specs examples/ --db flowker-data/flowker.db

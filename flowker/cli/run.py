@@ -8,7 +8,9 @@ temporary one unless ``--db`` names one) with their audit entries, activated and
 Each step is shown on stderr as it starts and ends; the final output is printed as JSON
 on stdout.
 
-Exit codes: 0 the run completed, 1 the spec is invalid or the run failed, 2 usage error.
+Exit codes: 0 the run completed, 1 the spec is invalid or the run failed, 2 usage error
+(``--input`` that is not a JSON object, or that the trigger's ``inputSchema`` refuses:
+every problem is listed, nothing is stored).
 """
 
 from __future__ import annotations
@@ -129,11 +131,31 @@ def run(ctx, file, input_value, executor_dirs, database_url):
                 click.echo(problem.format(), err=True)
             click.echo(f"{file}: {len(problems)} problem(s); nothing was run", err=True)
             sys.exit(1)
+        _check_input(file, documents[0].body, input_data)
         execution = _run(settings, registry, documents, input_data, recover=database_url is not None)
     if execution.status != "completed":
         click.echo(f"execution {execution.id} failed: {execution.error_message}", err=True)
         sys.exit(1)
     click.echo(json.dumps(execution.final_output, indent=2, ensure_ascii=False, sort_keys=False))
+
+
+def _check_input(file: Path, workflow_body: dict, input_data: dict) -> None:
+    """Refuse an input its trigger's inputSchema does not accept, before anything is stored
+    (the execution service checks again; this also keeps the workflow out of ``--db``)."""
+    from flowker.errors import InputValidationError
+    from flowker.validation.input_schema import InputValidator, trigger_input_schema
+
+    found = trigger_input_schema(workflow_body)
+    if found is None:
+        return
+    problems = InputValidator(found[1]).problems(input_data)
+    if not problems:
+        return
+    click.echo(f"{file}: the input does not match the trigger's inputSchema:", err=True)
+    for problem in problems:
+        click.echo(f"  {problem['path'] or '(the input)'}: {problem['message']}", err=True)
+    click.echo(f"{len(problems)} problem(s) in --input; nothing was run", err=True)
+    sys.exit(InputValidationError.exit_code)
 
 
 def _load(file: Path, executor_dirs: list[Path]):

@@ -14,9 +14,12 @@ import heapq
 from dataclasses import dataclass, field
 from typing import Any
 
+import jsonschema
+
 from flowker.actions import ActionType, action_config
 from flowker.errors import FlowkerError, SpecError
 from flowker.expressions import CompiledExpression, CompiledValue, ExpressionError, compile_condition, compile_value
+from flowker.validation.input_schema import InputValidator, trigger_input_schema
 from flowker.validation.problems import Problem
 
 NODE_TYPES = ("trigger", "executor", "conditional", "action")
@@ -68,6 +71,8 @@ class WorkflowPlan:
     nodes: tuple[NodePlan, ...]  # topological order
     trigger_id: str
     by_id: dict = field(repr=False, compare=False, default_factory=dict)
+    # The trigger's inputSchema, compiled (None: any input object is accepted).
+    input_validator: InputValidator | None = field(repr=False, compare=False, default=None)
 
     @property
     def total_steps(self) -> int:
@@ -103,6 +108,7 @@ def compile_plan(spec: dict, registry, *, workflow_id: str = "", version: int = 
         if edge.target in triggers:
             problems.add(("edges", edge.index, "target"), f"edge {edge.label} goes into the trigger")
     order = _topological_order(nodes, index_of, edge_plans, problems)
+    input_validator = _input_validator(spec, problems)
     if problems.items:
         raise SpecError(problems.items)
 
@@ -124,7 +130,23 @@ def compile_plan(spec: dict, registry, *, workflow_id: str = "", version: int = 
         nodes=tuple(plans),
         trigger_id=triggers[0],
         by_id={plan.id: plan for plan in plans},
+        input_validator=input_validator,
     )
+
+
+def _input_validator(spec: dict, problems: _Problems) -> InputValidator | None:
+    found = trigger_input_schema(spec)
+    if found is None:
+        return None
+    index, schema = found
+    if not isinstance(schema, dict):
+        problems.add(("nodes", index, "data", "inputSchema"), "inputSchema must be an object")
+        return None
+    try:
+        return InputValidator(schema)
+    except jsonschema.SchemaError as exc:
+        problems.add(("nodes", index, "data", "inputSchema"), f"inputSchema is not a valid JSON Schema: {exc.message}")
+        return None
 
 
 def _node_index(nodes: list[dict], problems: _Problems) -> dict[str, int]:

@@ -30,7 +30,7 @@ from typing import Any, Callable
 import peewee
 import rfc8785
 
-from flowker.errors import BadRequest, FlowkerError, NotFound, UnprocessableEntity
+from flowker.errors import BadRequest, FlowkerError, InputValidationError, NotFound, UnprocessableEntity
 from flowker.expression_sandbox import ExpressionSandbox
 from flowker.runner.breakers import BreakerBoard
 from flowker.runner.engine import FAILED, Engine, RunOutcome
@@ -185,11 +185,15 @@ class ExecutionService:
         actor,
         idempotency_key: str | None = None,
         request_digest: str | None = None,
+        checked_input: Any = None,
     ) -> StartResult:
         """Create a running execution (and its EXECUTION_STARTED entry), or find the keyed one.
 
         ``request_digest`` is what a repeated Idempotency-Key must match (default: the hash of
         ``input_data``); webhooks pass the hash of the body alone, without ``_webhook``.
+        ``checked_input`` is what the trigger's inputSchema checks (default: ``input_data``;
+        webhooks pass the body without ``_webhook``): a mismatch raises
+        :class:`InputValidationError` (FLK-0511) before anything is written.
         """
         if idempotency_key is not None and not (0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY):
             raise BadRequest(
@@ -211,6 +215,10 @@ class ExecutionService:
                     code=ErrorCode.WORKFLOW_NOT_ACTIVE,
                 )
             plan = self.plan(workflow.id, workflow.version)
+            if plan.input_validator is not None:
+                problems = plan.input_validator.problems(input_data if checked_input is None else checked_input)
+                if problems:
+                    raise InputValidationError(problems)
             execution_id = new_id()
             # Serialized before the transaction: the write lock is held for the statements only.
             (started_entry,) = prepare_audit(

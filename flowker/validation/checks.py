@@ -26,6 +26,8 @@ from flowker.validation.documents import (
 from flowker.validation.executor_checks import check_executor
 from flowker.validation.expression_checks import check_expressions
 from flowker.validation.graph import check_graph, node_ids
+from flowker.validation.input_reads import check_input_reads
+from flowker.validation.input_schema import check_input_schema
 from flowker.validation.node_checks import check_actions, check_executor_references, check_triggers, webhook_route
 from flowker.validation.problems import Problem, ProblemList, sorted_unique
 from flowker.validation.schemas import check_schema
@@ -75,6 +77,8 @@ def check_document(
     else:
         check_graph(body, problems)
         check_expressions(body, node_ids(body), problems)
+        check_input_schema(body, problems)
+        check_input_reads(body, problems)
         check_triggers(body, problems, from_file=document.from_file)
         if registry is not None:
             check_actions(body, registry, problems)

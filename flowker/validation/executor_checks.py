@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from flowker.validation.suggestions import hint
 from flowker.validation.problems import ProblemList, parse_path_suffix
 
 FILE_SECRET_REFERENCE_KEYS = ("$env", "$file")
@@ -65,7 +66,7 @@ def _check_authentication(authentication: dict, registry, problems: ProblemList,
     if auth_type is None:
         problems.add(
             ("authentication", "type"),
-            f"unknown auth type {type_name!r} (known: {known_list(registry.auth_types)})",
+            f"unknown auth type {type_name!r}{hint(type_name, registry.auth_types)} (known: {known_list(registry.auth_types)})",
         )
         return
     config = authentication.get("config", {})

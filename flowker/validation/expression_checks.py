@@ -17,7 +17,7 @@ MAX_EXPRESSIONS = 5000
 
 
 def check_expressions(body: dict, known_nodes: set[str], problems: ProblemList) -> None:
-    found = list(_expressions(body))
+    found = list(workflow_expressions(body))
     if len(found) > MAX_EXPRESSIONS:
         problems.add(("nodes",), f"the workflow holds {len(found)} expressions; at most {MAX_EXPRESSIONS} are allowed")
         return
@@ -25,7 +25,7 @@ def check_expressions(body: dict, known_nodes: set[str], problems: ProblemList) 
         check_expression(path, source, known_nodes, problems, template=template)
 
 
-def _expressions(body: dict):
+def workflow_expressions(body: dict):
     """(path, source, is a template) of every expression, uncompiled."""
     nodes = body["nodes"] if isinstance(body.get("nodes"), list) else []
     for index, node in enumerate(nodes):
@@ -38,6 +38,9 @@ def _expressions(body: dict):
             templated = {key: value for key, value in data.items() if key != "condition"}
             if isinstance(data.get("condition"), str):
                 yield base + ("condition",), data["condition"], False
+        elif node.get("type") == "trigger":
+            # A trigger's inputSchema is a JSON Schema, data: "${{" in it is text, not a template.
+            templated = {key: value for key, value in data.items() if key != "inputSchema"}
         for suffix, source in iter_expressions(templated):
             yield base + parse_path_suffix(suffix), source, True
     edges = body["edges"] if isinstance(body.get("edges"), list) else []

@@ -34,6 +34,11 @@ def check_graph(body: dict, problems: ProblemList) -> None:
     links = _check_edges(edges, index_of, problems)
     triggers = _check_triggers(nodes, index_of, links, problems)
     _check_cycles(index_of, links, problems)
+    if not isinstance(body.get("edges"), list):
+        # No edges to speak of (missing, misspelt, not a list): the schema check names
+        # that once; every node "unreachable" and every branch "missing" would only
+        # repeat it as ten consequences.
+        return
     if triggers:
         _check_reachability(index_of, types, triggers, links, problems)
     _check_branches(index_of, types, edges, links, problems)

@@ -9,6 +9,7 @@ from typing import Mapping
 
 from flowker.validation.executor_checks import known_list
 from flowker.validation.problems import ProblemList, parse_path_suffix
+from flowker.validation.suggestions import hint
 
 _PATH_PARAMETER = re.compile(r"\{([^{}/]+)\}")
 
@@ -31,7 +32,8 @@ def check_actions(body: dict, registry, problems: ProblemList) -> None:
         if action_type is None:
             problems.add(
                 ("nodes", index, "data", "actionType"),
-                f"unknown action type {type_name!r} (known: {known_list(registry.action_types)})",
+                f"unknown action type {type_name!r}{hint(type_name, registry.action_types)} "
+                f"(known: {known_list(registry.action_types)})",
             )
             continue
         config = {key: value for key, value in data.items() if key != "actionType"}
@@ -59,7 +61,10 @@ def check_executor_references(body: dict, executors: Mapping, problems: ProblemL
         base = ("nodes", index, "data")
         executor = executors.get(reference)
         if executor is None:
-            problems.add(base + ("executor",), f"unknown executor {reference!r} (known: {known_list(executors)})")
+            problems.add(
+                base + ("executor",),
+                f"unknown executor {reference!r}{hint(reference, executors)} (known: {known_list(executors)})",
+            )
             continue
         endpoint = data.get("endpoint")
         paths = endpoint_paths(executor)
@@ -68,7 +73,7 @@ def check_executor_references(body: dict, executors: Mapping, problems: ProblemL
         if endpoint not in paths:
             problems.add(
                 base + ("endpoint",),
-                f"executor {reference!r} has no endpoint {endpoint!r} (it has: {known_list(paths)})",
+                f"executor {reference!r} has no endpoint {endpoint!r}{hint(endpoint, paths)} (it has: {known_list(paths)})",
             )
             continue
         _check_path_params(base, endpoint, paths[endpoint], data.get("pathParams"), problems)

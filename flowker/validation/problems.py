@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Iterable, Mapping
 
 PathParts = tuple  # of str | int
@@ -54,6 +55,20 @@ def parse_path_suffix(suffix) -> PathParts:
     return tuple(parts)
 
 
+class Rank(IntEnum):
+    """How likely a problem is the cause of others, most likely first.
+
+    A misspelt field (``edge:`` for ``edges:``) is the root cause of the missing required
+    field it leaves behind, which in turn explains later schema and graph problems; so
+    within one file problems are listed by rank, then by line (jsonschema's relevance
+    idea: the most relevant error first, every error still reported)."""
+
+    UNKNOWN_FIELD = 0
+    MISSING_FIELD = 1
+    SCHEMA = 2
+    CHECK = 3
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with a spec. Messages never hold secret values."""
@@ -63,6 +78,8 @@ class Problem:
     column: int | None
     path: PathParts
     message: str
+    # Root causes sort first within a file (see Rank); not part of the output.
+    rank: int = field(default=3, compare=False)
 
     @property
     def json_path(self) -> str:
@@ -85,8 +102,9 @@ class Problem:
         }
 
     def sort_key(self) -> tuple:
-        # Problems without a line (REST bodies) keep the order they were found in.
-        return (self.source, self.line or 0, self.column or 0)
+        # Root causes first (Rank), then file order; problems without a line (REST
+        # bodies) keep the order they were found in.
+        return (self.source, self.rank, self.line or 0, self.column or 0)
 
 
 @dataclass(frozen=True)
@@ -98,6 +116,9 @@ class SourceMap:
 
     values: Mapping[PathParts, tuple[int, int]] = field(default_factory=dict)
     keys: Mapping[PathParts, tuple[int, int]] = field(default_factory=dict)
+    # (start, end) offsets in ``text`` of string scalars holding expressions.
+    spans: Mapping[PathParts, tuple[int, int]] = field(default_factory=dict)
+    text: str = ""
 
     def locate(self, path: PathParts) -> tuple[int | None, int | None]:
         """The value at ``path``, or its nearest enclosing value that was recorded."""
@@ -109,6 +130,18 @@ class SourceMap:
             if not path:
                 return (None, None)
             path = path[:-1]
+
+    def locate_within(self, path: PathParts, needle: str) -> tuple[int | None, int | None]:
+        """Where ``needle`` first appears in the YAML text of the string at ``path``
+        (inside quotes or a block scalar alike); else where that value starts."""
+        span = self.spans.get(tuple(path))
+        if span is not None and needle:
+            start, end = span
+            found = self.text.find(needle, start, end)
+            if found >= 0:
+                line_start = self.text.rfind("\n", 0, found) + 1
+                return self.text.count("\n", 0, found) + 1, found - line_start + 1
+        return self.locate(path)
 
     def locate_key(self, path: PathParts) -> tuple[int | None, int | None]:
         """The mapping key that ends ``path`` (better for "unknown field" problems)."""
@@ -124,10 +157,19 @@ class ProblemList:
         self.source_map = source_map or SourceMap()
         self.problems: list[Problem] = []
 
-    def add(self, path: Iterable, message: str, *, at_key: bool = False) -> None:
+    def add(
+        self, path: Iterable, message: str, *, at_key: bool = False, within: str = "", rank: int = Rank.CHECK
+    ) -> None:
+        """``at_key``: point at the key ending ``path``; ``within``: at that text inside the
+        string at ``path`` (an expression's read), when it is found there."""
         path = tuple(path)
-        line, column = self.source_map.locate_key(path) if at_key else self.source_map.locate(path)
-        self.problems.append(Problem(self.source, line, column, path, message))
+        if at_key:
+            line, column = self.source_map.locate_key(path)
+        elif within:
+            line, column = self.source_map.locate_within(path, within)
+        else:
+            line, column = self.source_map.locate(path)
+        self.problems.append(Problem(self.source, line, column, path, message, int(rank)))
 
     def __len__(self) -> int:
         return len(self.problems)

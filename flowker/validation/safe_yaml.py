@@ -77,6 +77,9 @@ class _Reader:
         self.source = source
         self.values: dict = {}
         self.keys: dict = {}
+        # path -> (start, end) offsets in the text of each string scalar that holds a
+        # template or reads the input, so a problem can point inside it (SourceMap.locate_within).
+        self.spans: dict = {}
         self.problems: list[Problem] = []
         self.stack: list[_Frame] = []
         self.root = None
@@ -148,6 +151,8 @@ class _Reader:
             )
         value = resolve_plain_scalar(event.value) if event.implicit[0] and event.tag is None else event.value
         path, record = self.child_path()
+        if record and isinstance(value, str) and ("workflow" in value or "${{" in value):
+            self.spans[path] = (event.start_mark.index, event.end_mark.index)
         self.attach(value, event.start_mark, path, record)
 
     def key(self, frame: _Frame, event) -> None:
@@ -228,4 +233,4 @@ def read_yaml(text: str, source: str) -> tuple[object, SourceMap, list[Problem]]
     """
     reader = _Reader(source)
     root = reader.read(text)
-    return root, SourceMap(values=reader.values, keys=reader.keys), reader.problems
+    return root, SourceMap(values=reader.values, keys=reader.keys, spans=reader.spans, text=text), reader.problems

@@ -13,7 +13,8 @@ from jsonschema.exceptions import best_match
 
 from flowker.schema_tools import describe_error
 from flowker.validation.documents import EXECUTOR, WORKFLOW
-from flowker.validation.problems import ProblemList
+from flowker.validation.problems import ProblemList, Rank
+from flowker.validation.suggestions import closest, hint
 
 # A schema keyword of ours: the message for a value failing that (sub)schema's
 # pattern or length, clearer than quoting a regular expression.
@@ -79,25 +80,32 @@ def _report(error: jsonschema.ValidationError, problems: ProblemList) -> None:
         known = set(error.schema.get("properties", {}))
         for key in error.instance:
             if key not in known:
-                problems.add(path + (key,), f"unknown field {key!r}", at_key=True)
+                message = f"unknown field {key!r}{hint(key, known)}"
+                problems.add(path + (key,), message, at_key=True, rank=Rank.UNKNOWN_FIELD)
         return
     if validator == "required" and isinstance(error.instance, dict):
+        known = set(error.schema.get("properties", {})) if isinstance(error.schema, dict) else set()
+        strays = [key for key in error.instance if isinstance(key, str) and key not in known]
         for name in error.validator_value:
             if name not in error.instance:
-                problems.add(path, f"missing required field {name!r}")
+                misspelt = [key for key in strays if closest(key, [name]) == name]
+                because = f" (is {misspelt[0]!r} a misspelling of it?)" if misspelt else ""
+                problems.add(path, f"missing required field {name!r}{because}", rank=Rank.MISSING_FIELD)
         return
     custom = error.schema.get(CUSTOM_MESSAGE) if isinstance(error.schema, dict) else None
     if validator == "propertyNames" or "propertyNames" in error.relative_schema_path:
-        problems.add(path, custom or "has a field name that is too long or not allowed")
+        problems.add(path, custom or "has a field name that is too long or not allowed", rank=Rank.SCHEMA)
         return
     if validator == "exclusiveMinimum":
-        problems.add(path, f"must be greater than {error.validator_value}")
+        problems.add(path, f"must be greater than {error.validator_value}", rank=Rank.SCHEMA)
         return
     if custom and validator in ("pattern", "minLength", "maxLength"):
         message = custom
     elif validator in _DESCRIBED:
         message = describe_error(error)
+        if validator == "enum" and isinstance(error.instance, str):
+            message += hint(error.instance, [v for v in error.validator_value if isinstance(v, str)])
     else:
         message = f"is not valid ({validator})"
     field = path[-1] if path and isinstance(path[-1], str) else None
-    problems.add(path, f"{field!r} {message}" if field else message)
+    problems.add(path, f"{field!r} {message}" if field else message, rank=Rank.SCHEMA)

@@ -210,3 +210,14 @@ def test_the_document_is_one_client_generators_accept(document):
     webhook = document["paths"]["/v1/webhooks/{path}"]["post"]
     assert "multi-segment" in webhook["description"]
     assert webhook["parameters"][0]["schema"]["pattern"] == "^[^\\u0000/]+$"  # one segment, no NUL
+
+
+def test_runs_and_webhooks_list_the_input_schema_refusal(document):
+    """A bad input for the trigger's inputSchema is 422 FLK-0511 on every run path."""
+    _, doc = document
+    operations = [doc["paths"]["/v1/workflows/{workflow_id}/executions"]["post"]]
+    operations += [doc["paths"]["/v1/webhooks/{path}"][method] for method in ("get", "post", "put", "patch", "delete")]
+    for operation in operations:
+        refusal = operation["responses"]["422"]
+        assert "FLK-0511" in refusal["x-flowker-codes"], operation["operationId"]
+        assert "FLK-0511" in refusal["description"]

@@ -86,7 +86,7 @@ def test_rest_problems_have_no_line_and_a_json_path(registry):
     )
     problems = validate_body("Workflow", body, registry, executors={"fraud-check": EXECUTOR})
     assert messages(problems) == [
-        "$.nodes[1].data.endpoint: executor 'fraud-check' has no endpoint 'analyse' (it has: analyze, get-case)"
+        "$.nodes[1].data.endpoint: executor 'fraud-check' has no endpoint 'analyse' (did you mean 'analyze'?) (it has: analyze, get-case)"
     ]
 
 
@@ -256,7 +256,8 @@ def test_executor_checks(registry):
         [
             "$.authentication.config.location: api_key auth config: must be one of 'header', 'query'",
             "$.baseUrl: 'baseUrl' must be an http:// or https:// URL with a host and no query, fragment or credentials",
-            "$.endpoints[2].method: 'method' must be one of 'GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS'",
+            "$.endpoints[2].method: 'method' must be one of 'GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD', 'OPTIONS' "
+            "(did you mean 'GET'?)",
             "$.endpoints[2].name: duplicate endpoint name 'analyze' (first used by endpoints[0])",
             "$.endpoints[2].path: 'path' must be a path starting with '/', without spaces, query or fragment",
         ]

@@ -87,8 +87,9 @@ def test_problems_in_several_files_are_all_listed_with_quiet(run_flowker, tmp_pa
     assert result.returncode == 1
     assert result.stderr == ""
     assert result.stdout.splitlines() == [
-        f"{tmp_path}/a.yaml:3:8: 'nodes' must be a list of at least 1 items (at $.nodes)",
+        # Within a file the root causes come first: unknown fields, then missing ones.
         f"{tmp_path}/a.yaml:5:1: unknown field 'extra' (at $.extra)",
+        f"{tmp_path}/a.yaml:3:8: 'nodes' must be a list of at least 1 items (at $.nodes)",
         f"{tmp_path}/b.yml:1:1: missing required field 'baseUrl'",
         f"{tmp_path}/b.yml:1:1: missing required field 'endpoints'",
         f"{tmp_path}/b.yml:1:1: missing required field 'authentication'",

@@ -27,6 +27,8 @@ SUBCOMMANDS = {
     "db": "flowker.cli.db:db",
     "secrets": "flowker.cli.secrets:secrets_group",
     "witness": "flowker.cli.witness:witness",
+    "test": "flowker.cli.testcmd:test_command",
+    "init": "flowker.cli.init:init",
 }
 
 

@@ -12,14 +12,18 @@ import jsonschema
 from jsonschema.exceptions import best_match
 
 from flowker.schema_tools import describe_error
-from flowker.validation.documents import EXECUTOR, WORKFLOW
+from flowker.validation.documents import EXECUTOR, WORKFLOW, WORKFLOW_TEST
 from flowker.validation.problems import ProblemList
 
 # A schema keyword of ours: the message for a value failing that (sub)schema's
 # pattern or length, clearer than quoting a regular expression.
 CUSTOM_MESSAGE = "x-flowker-message"
 
-SCHEMA_FILES = {WORKFLOW: "workflow.schema.json", EXECUTOR: "executor.schema.json"}
+SCHEMA_FILES = {
+    WORKFLOW: "workflow.schema.json",
+    EXECUTOR: "executor.schema.json",
+    WORKFLOW_TEST: "workflow-test.schema.json",
+}
 
 # Validators whose messages schema_tools.describe_error words without echoing values.
 _DESCRIBED = frozenset(

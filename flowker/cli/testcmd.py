@@ -12,6 +12,7 @@ Exit codes: 0 every case passed, 1 a case failed or a spec is invalid, 2 usage e
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -65,6 +66,7 @@ def test_command(ctx, paths, junit_file, coverage, quiet):
     by the case's fixtures and retry waits on virtual time. Exit status 0 when every case
     passed, 1 when any failed (or a spec is invalid), 2 on usage errors.
     """
+    from flowker.auth.discovery import INSECURE_TRANSPORT_VARIABLE
     from flowker.errors import SpecError
     from flowker.plugins import load_registry
     from flowker.runner.workflow_tests.harness import TestSuite, describe_requests
@@ -87,6 +89,9 @@ def test_command(ctx, paths, junit_file, coverage, quiet):
         except SpecError:
             continue  # not given: reported when that file itself is tested or validated
     settings = load_settings(ctx)
+    # The OIDC token endpoints a test reaches are the in-process fake: an http:// issuer
+    # (a provider on the developer's machine in the examples) reaches no network here.
+    os.environ.setdefault(INSECURE_TRANSPORT_VARIABLE, "1")
     registry = load_registry(settings)
     problems = problems + validate_documents(documents, registry)
     if problems:

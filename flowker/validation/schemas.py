@@ -97,7 +97,7 @@ def _report(error: jsonschema.ValidationError, problems: ProblemList) -> None:
     if validator == "exclusiveMinimum":
         problems.add(path, f"must be greater than {error.validator_value}")
         return
-    if custom and validator in ("pattern", "minLength", "maxLength"):
+    if custom and validator in ("pattern", "minLength", "maxLength", "oneOf"):
         message = custom
     elif validator in _DESCRIBED:
         message = describe_error(error)

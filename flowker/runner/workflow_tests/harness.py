@@ -150,7 +150,10 @@ class TestSuite:
         result.requests = transport.requests
         result.virtual_seconds = clock.offset
         result.failures.extend(f"unmatched call: {message}" for message in transport.unmatched)
-        result.failures.extend(check_expectations(case.expect, outcome, plan, transport))
+        expectations = check_expectations(case.expect, outcome, plan, transport)
+        if transport.unmatched:  # the unmatched call is why the run failed: say it once
+            expectations = [failure for failure in expectations if not failure.startswith("status:")]
+        result.failures.extend(expectations)
         result.duration_ms = (time.perf_counter() - started) * 1000.0
         return result
 
@@ -183,7 +186,9 @@ class _CaseExecutors:
         body = spec.body
         authentication = AuthenticationSpec.from_spec(with_test_secrets(body.get("authentication"), self.secrets))
         endpoints = {e["name"]: e for e in spec.endpoints if isinstance(e, dict) and "name" in e}
-        definition = ExecutorDefinition(spec.name, spec.name, 1, str(body.get("baseUrl", "")), endpoints, authentication)
+        definition = ExecutorDefinition(
+            spec.name, spec.name, 1, str(body.get("baseUrl", "")), endpoints, authentication
+        )
         auth_type, resolved = suite.auth_resolution.resolve(authentication)
         declared = auth_type.credential_headers(resolved) if isinstance(resolved, dict) else ()
         for name in declared:
@@ -230,7 +235,7 @@ def with_test_secrets(value: Any, secrets: dict) -> Any:
     """``value`` with every ``{$env: NAME}``/``{$file: PATH}`` replaced by the test value."""
     if isinstance(value, dict):
         if len(value) == 1:
-            (key, name), = value.items()
+            ((key, name),) = value.items()
             if key in ("$env", "$file") and isinstance(name, str):
                 return secrets.get(name, TEST_SECRET_PREFIX + name)
         return {key: with_test_secrets(item, secrets) for key, item in value.items()}

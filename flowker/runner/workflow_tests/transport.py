@@ -120,9 +120,14 @@ class FixtureTransport:
         candidates = []
         for route in routes:
             found = route.pattern.match(path.path)
-            if found and route.method == sent.method and (path.scheme.lower(), path.netloc.lower()) == (
-                route.scheme,
-                route.netloc,
+            if (
+                found
+                and route.method == sent.method
+                and (path.scheme.lower(), path.netloc.lower())
+                == (
+                    route.scheme,
+                    route.netloc,
+                )
             ):
                 candidates.append((route.name, dict(zip(route.params, (unquote(v) for v in found.groups())))))
         if candidates:
@@ -272,11 +277,12 @@ class FixtureAdapter(HTTPAdapter):
     def send(self, request, stream=False, timeout=None, verify=True, cert=None, proxies=None):
         sent, fixture = self.transport.answer(self.executor, request, self.routes)
         answer = fixture.next_answer()
-        if fixture.failure == "timeout":
+        failure = fixture.failure or answer.get("raise")
+        if failure == "timeout":
             sent.failure = "timeout"
             self.transport.clock.sleep(_read_timeout(timeout))
             raise requests.exceptions.ReadTimeout("read timed out (fixture: raise timeout)", request=request)
-        if fixture.failure is not None:
+        if failure is not None:
             sent.failure = "connection_error"
             raise requests.exceptions.ConnectionError(
                 "Connection refused (fixture: raise connection_error)", request=request

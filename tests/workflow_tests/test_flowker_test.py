@@ -359,3 +359,19 @@ def test_a_test_of_a_workflow_not_given_fails_its_cases(flowker_cli, spec_folder
     code, out, _err = flowker_cli("test", folder)
     assert code == 1
     assert "workflow 'elsewhere' is not among the files given" in out
+
+
+def test_other_yaml_beside_the_specs_is_skipped(flowker_cli, socket_guard, spec_folder):
+    """A hook passes every changed YAML under tests/: a project's own fixtures are not specs."""
+    folder = _specs(
+        spec_folder,
+        """\
+        kind: WorkflowTest
+        workflow: book-payment
+        cases: [{name: small, input: {account: a, amount: 1}, fixtures: [{call: ledger.book, respond: {body: {id: b}}}]}]
+        """,
+    )
+    (folder / "tests" / "fixture-data.yaml").write_text("users: [alice, bob]\n")
+    code, out, err = flowker_cli("test", folder / "tests" / "fixture-data.yaml")
+    assert code == 0, out + err
+    assert "1 case: 1 passed" in out

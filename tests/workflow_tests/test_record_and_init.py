@@ -119,7 +119,9 @@ def test_record_refuses_a_file_that_is_not_a_test_of_this_workflow_before_runnin
     services = PaymentServices()
     with LocalHTTPServer(services) as server:
         folder = _repository(tmp_path, server.url)
-        (folder / "tests" / "recorded.test.yaml").write_text("kind: WorkflowTest\nworkflow: other\ncases: [{name: a}]\n")
+        (folder / "tests" / "recorded.test.yaml").write_text(
+            "kind: WorkflowTest\nworkflow: other\ncases: [{name: a}]\n"
+        )
         result = _record(folder)
         assert result.returncode == 2
         assert "tests workflow 'other', not 'payment-approval'" in result.stderr

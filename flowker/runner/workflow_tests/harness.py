@@ -11,6 +11,7 @@ to the test file's ``secrets`` (else ``test-secret:<name>``): real secrets are n
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,7 @@ from flowker.security.redaction import Redactor
 from flowker.validation.documents import ExecutorSpec, WorkflowSpec, WorkflowTestSpec
 
 TEST_SECRET_PREFIX = "test-secret:"
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -100,8 +102,13 @@ class TestSuite:
         for case in test_file.cases:
             if problem is not None:
                 results.append(CaseResult(test_file.source, test_file.workflow, case.name, case.location, [problem]))
-            else:
+                continue
+            try:
                 results.append(self.run_case(test_file, case))
+            except Exception as exc:  # noqa: BLE001 - one broken case must not hide the others' results
+                logger.exception("case %r of %s stopped", case.name, test_file.source)
+                failure = f"internal error: {type(exc).__name__}: {self.redactor.scrub_text(str(exc))}"
+                results.append(CaseResult(test_file.source, test_file.workflow, case.name, case.location, [failure]))
         return results
 
     def run_case(self, test_file: TestFile, case: TestCase) -> CaseResult:

@@ -1,6 +1,6 @@
-"""``flowker test PATH... [--junit FILE] [--coverage]``: run WorkflowTest files offline.
+"""``flowker test [PATH...] [--junit FILE] [--coverage]``: run WorkflowTest files offline.
 
-PATHs are files or folders (``*.yaml``/``*.yml``, hidden ones skipped). For a file under
+PATHs (default: the current folder) are files or folders (``*.yaml``/``*.yml``, hidden ones skipped). For a file under
 ``<dir>/workflows/``, ``<dir>/executors/`` or ``<dir>/tests/``, the three sibling folders
 are read too, so a pre-commit hook that passes one changed file runs the tests of its
 repository with the workflows and executors they need. Specs are checked as
@@ -79,9 +79,7 @@ def test_command(ctx, paths, junit_file, coverage, quiet):
     from flowker.validation.checks import validate_documents
     from flowker.validation.loader import load_spec_file
 
-    if not paths:
-        raise click.UsageError("give at least one file or folder (test files, workflows, executors)")
-    files = _given_files(paths)
+    files = _given_files(paths or (Path("."),))  # DESIGN 11: flowker test [PATH...]
     documents, problems = [], []
     for path in files:
         try:

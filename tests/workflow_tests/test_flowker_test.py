@@ -336,7 +336,6 @@ def test_flowker_validate_accepts_test_files_and_checks_them(flowker_cli, spec_f
 @pytest.mark.parametrize(
     "args, message",
     [
-        ((), "give at least one file or folder"),
         (("no/such/folder",), "no such file or folder"),
         ((EXAMPLES / "payment-approval" / "workflows" / "payment-approval.yaml", "--executors"), "No such option"),
     ],
@@ -352,6 +351,20 @@ def test_no_test_file_is_a_usage_error(flowker_cli, spec_folder):
     code, _out, err = flowker_cli("test", folder)
     assert code == 2
     assert "no kind: WorkflowTest file" in err
+
+
+def test_without_a_path_the_current_folder_is_tested(flowker_cli, socket_guard, spec_folder, monkeypatch):
+    folder = _specs(
+        spec_folder,
+        """        kind: WorkflowTest
+        workflow: book-payment
+        cases: [{name: small, input: {account: a, amount: 1}, fixtures: [{call: ledger.book, respond: {body: {id: b}}}]}]
+        """,
+    )
+    monkeypatch.chdir(folder)
+    code, out, err = flowker_cli("test")
+    assert code == 0, out + err
+    assert "tests/book.test.yaml (book-payment)" in out
 
 
 def test_a_test_of_a_workflow_not_given_fails_its_cases(flowker_cli, spec_folder):

@@ -9,7 +9,9 @@ One :class:`ExecutorClient` per executor version holds a hardened session (no
 * goes through ``retrying``: at most ``retry_max_attempts`` attempts, waiting
   ``base * 2**(n-1)`` after attempt ``n`` (1, 2, 4, 8 s by default); only network
   errors, 5xx and 429 are retried, a 429/503 ``Retry-After`` is honoured; a wait that
-  would pass the execution deadline ends the retries instead;
+  would pass the execution deadline ends the retries instead; waits and the deadline
+  are read from the client's :class:`~flowker.runner.clock.Clock` (real time, or the
+  virtual time of ``flowker test``);
 * runs each attempt through the executor's circuit breaker, which counts network
   errors and 5xx/429 (raised as exceptions inside the breaker-wrapped function) as
   failures; an open breaker fails at once with FLK-0507 and no network call;

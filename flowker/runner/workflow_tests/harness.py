@@ -11,6 +11,7 @@ to the test file's ``secrets`` (else ``test-secret:<name>``): real secrets are n
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from flowker.runner.executor_client import ExecutorClient, ExecutorDefinition, R
 from flowker.runner.graph import WorkflowPlan, compile_plan
 from flowker.runner.workflow_tests.cases import TestCase, TestFile, read_test_file, split_call
 from flowker.runner.workflow_tests.matching import mismatches
-from flowker.runner.workflow_tests.transport import FixtureTransport, SentRequest
+from flowker.runner.workflow_tests.transport import FixtureTransport, SentRequest, endpoint_routes
 from flowker.security.redaction import Redactor
 from flowker.validation.documents import ExecutorSpec, WorkflowSpec, WorkflowTestSpec
 
@@ -55,6 +56,15 @@ class CaseResult:
         return not self.failures
 
 
+@dataclass(frozen=True)
+class _PreparedExecutor:
+    definition: ExecutorDefinition
+    auth_type: Any
+    resolved: Any
+    credential_headers: tuple
+    routes: list
+
+
 class _NoSink:
     def step_started(self, node) -> None:
         pass
@@ -77,6 +87,7 @@ class TestSuite:
         self.redactor = Redactor()
         self.retry_policy = RetryPolicy.from_settings(settings)
         self.auth_resolution = AuthResolution(settings, registry, self.redactor, secret_box=lambda: None)
+        self._prepared: dict[tuple, _PreparedExecutor] = {}
 
     def plan(self, workflow: str) -> WorkflowPlan:
         plan = self.plans.get(workflow)
@@ -84,6 +95,35 @@ class TestSuite:
             spec = self.workflows[workflow]
             plan = self.plans[workflow] = compile_plan(spec.body, self.registry, workflow_id=workflow, version=1)
         return plan
+
+    def prepared_executor(self, reference: str, secrets: dict) -> "_PreparedExecutor":
+        """What every case of a test file needs of an executor, built and checked once:
+        its definition with the test secrets, the resolved and validated auth config, the
+        URL patterns of its endpoints."""
+        key = (reference, json.dumps(secrets, sort_keys=True))
+        prepared = self._prepared.get(key)
+        if prepared is not None:
+            return prepared
+        spec = self.executors.get(reference)
+        if spec is None:
+            raise UnprocessableEntity(
+                f"executor {reference!r} is not among the files given", code=ErrorCode.EXECUTOR_REFERENCE_UNKNOWN
+            )
+        body = spec.body
+        authentication = AuthenticationSpec.from_spec(with_test_secrets(body.get("authentication"), secrets))
+        endpoints = {e["name"]: e for e in spec.endpoints if isinstance(e, dict) and "name" in e}
+        definition = ExecutorDefinition(
+            spec.name, spec.name, 1, str(body.get("baseUrl", "")), endpoints, authentication
+        )
+        auth_type, resolved = self.auth_resolution.resolve(authentication)
+        self.auth_resolution.validate(auth_type, resolved)
+        declared = tuple(auth_type.credential_headers(resolved)) if isinstance(resolved, dict) else ()
+        for name in declared:
+            self.redactor.add_secret_header(name)
+        prepared = self._prepared[key] = _PreparedExecutor(
+            definition, auth_type, resolved, declared, endpoint_routes(definition)
+        )
+        return prepared
 
     def run_file(self, document: WorkflowTestSpec) -> list[CaseResult]:
         test_file = read_test_file(document)
@@ -185,31 +225,17 @@ class _CaseExecutors:
 
     def _build(self, reference: str) -> tuple[ExecutorClient, Any]:
         suite, settings = self.suite, self.suite.settings
-        spec = suite.executors.get(reference)
-        if spec is None:
-            raise UnprocessableEntity(
-                f"executor {reference!r} is not among the files given", code=ErrorCode.EXECUTOR_REFERENCE_UNKNOWN
-            )
-        body = spec.body
-        authentication = AuthenticationSpec.from_spec(with_test_secrets(body.get("authentication"), self.secrets))
-        endpoints = {e["name"]: e for e in spec.endpoints if isinstance(e, dict) and "name" in e}
-        definition = ExecutorDefinition(
-            spec.name, spec.name, 1, str(body.get("baseUrl", "")), endpoints, authentication
-        )
-        auth_type, resolved = suite.auth_resolution.resolve(authentication)
-        declared = auth_type.credential_headers(resolved) if isinstance(resolved, dict) else ()
-        for name in declared:
-            suite.redactor.add_secret_header(name)
+        prepared = suite.prepared_executor(reference, self.secrets)
         breaker = ExecutorBreaker(
-            spec.name,
+            prepared.definition.name,
             settings.cb_failure_threshold,
             settings.cb_recovery_seconds,
             settings.cb_half_open_calls,
             clock=self.clock,
         )
         client = ExecutorClient(
-            definition,
-            self.transport.session_for(definition, declared),
+            prepared.definition,
+            self.transport.session_for(prepared.definition, prepared.routes, prepared.credential_headers),
             breaker,
             suite.retry_policy,
             redact_url=suite.redactor.redact_url,
@@ -217,11 +243,12 @@ class _CaseExecutors:
             clock=self.clock,
         )
         try:
-            credentials = suite.auth_resolution.credentials(auth_type, resolved, self._auth_context)
+            # A new auth per case (an OIDC one holds its token cache); checked once per suite.
+            auth = prepared.auth_type.build(prepared.resolved, self._auth_context())
         except FlowkerError:
             client.close()
             raise
-        return client, credentials.auth
+        return client, auth
 
     def _auth_context(self) -> AuthContext:
         redactor = self.suite.redactor

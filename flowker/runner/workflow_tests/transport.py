@@ -103,8 +103,10 @@ class FixtureTransport:
         self.requests: list[SentRequest] = []
         self.unmatched: list[str] = []
 
-    def session_for(self, definition: ExecutorDefinition, secret_headers=()) -> requests.Session:
-        return _session(FixtureAdapter(self, definition), secret_headers)
+    def session_for(self, definition: ExecutorDefinition, routes=None, secret_headers=()) -> requests.Session:
+        """A hardened session for ``definition`` answered by this transport (``routes``:
+        its :func:`endpoint_routes`, when already built)."""
+        return _session(FixtureAdapter(self, definition, routes), secret_headers)
 
     def token_session(self) -> requests.Session:
         return _session(FakeTokenAdapter(), ())
@@ -268,11 +270,11 @@ def response_for(adapter: HTTPAdapter, request: requests.PreparedRequest, answer
 class FixtureAdapter(HTTPAdapter):
     """The transport of one executor's session in a case."""
 
-    def __init__(self, transport: FixtureTransport, definition: ExecutorDefinition):
+    def __init__(self, transport: FixtureTransport, definition: ExecutorDefinition, routes=None):
         super().__init__(max_retries=0)
         self.transport = transport
         self.executor = definition.name
-        self.routes = endpoint_routes(definition)
+        self.routes = routes if routes is not None else endpoint_routes(definition)
 
     def send(self, request, stream=False, timeout=None, verify=True, cert=None, proxies=None):
         sent, fixture = self.transport.answer(self.executor, request, self.routes)

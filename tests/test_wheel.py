@@ -54,7 +54,11 @@ def test_wheel_installs_in_a_fresh_virtualenv_and_validates_an_example(tmp_path)
     import zipfile
 
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"flowker/specs/workflow.schema.json", "flowker/specs/executor.schema.json"} <= names
+    assert {
+        "flowker/specs/workflow.schema.json",
+        "flowker/specs/executor.schema.json",
+        "flowker/specs/workflow-test.schema.json",
+    } <= names
     assert "flowker/validation/loader.py" in names and "flowker/cli/validate.py" in names
     # Every package of the source tree ships (setup.cfg lists them by hand).
     packages = {str(p.parent.relative_to(REPO)) for p in (REPO / "flowker").rglob("__init__.py")}
@@ -82,7 +86,19 @@ def test_wheel_installs_in_a_fresh_virtualenv_and_validates_an_example(tmp_path)
         env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)},
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip() == "4 files checked: all valid"
+    assert result.stdout.strip() == "5 files checked: all valid"  # the workflow, 3 executors, its test
+
+    # The installed command runs the example's tests offline (the harness and its schema ship).
+    tested = subprocess.run(
+        [str(flowker), "test", "order-fulfilment"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)},
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "3 cases: 3 passed, 0 failed" in tested.stdout
 
     broken = work / "order-fulfilment" / "workflows" / "order-fulfilment.yaml"
     broken.write_text(broken.read_text().replace("endpoint: authorise", "endpoint: authorize"))

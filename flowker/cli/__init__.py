@@ -29,6 +29,8 @@ SUBCOMMANDS = {
     "secrets": "flowker.cli.secrets:secrets_group",
     "witness": "flowker.cli.witness:witness",
     "schema": "flowker.cli.schema:schema",
+    "test": "flowker.cli.testcmd:test_command",
+    "init": "flowker.cli.init:init",
 }
 
 

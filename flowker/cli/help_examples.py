@@ -22,6 +22,14 @@ flowker run workflows/nightly.yaml --input @- --db flowker-data/flowker.db < inp
     "schema": """
 flowker schema --out .flowker/schemas             # then: docs/editors.md
 """,
+    "test": """
+flowker test examples/                            # every WorkflowTest below, with its workflows
+flowker test tests/payment.test.yaml --coverage   # workflows/ and executors/ beside tests/ are read
+flowker test . --junit test-results.xml           # exit 0 all passed, 1 any failed, 2 usage
+""",
+    "init": """
+flowker init my-workflows && cd my-workflows && flowker validate . && flowker test .
+""",
     "serve": """
 flowker serve                                     # 127.0.0.1:8000, ./flowker.db
 flowker serve --bind 0.0.0.0:8080 --specs examples/ --db flowker-data/flowker.db

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -108,11 +109,20 @@ class ProgressPrinter:
     metavar="URL|PATH",
     help="Database URL or SQLite file path to keep the run in (default: a temporary SQLite file).",
 )
+@click.option(
+    "--record",
+    "record_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the run as a WorkflowTest case to FILE (appended when FILE is a test of this workflow).",
+)
+@click.option("--record-name", metavar="NAME", help="The recorded case's name (default: 'recorded run').")
 @click.pass_context
-def run(ctx, file, input_value, executor_dirs, database_url):
+def run(ctx, file, input_value, executor_dirs, database_url, record_file, record_name):
     """Validate and run a workflow file locally; print the final output as JSON."""
     input_data = parse_input(input_value)
     documents, problems = _load(file, list(executor_dirs) or default_executor_dirs(file))
+    if record_file is not None:
+        _check_record_file(record_file, documents[0].name if documents else "")
     with tempfile.TemporaryDirectory(prefix="flowker-run-") as scratch:
         url = database_url or f"sqlite:///{Path(scratch) / 'flowker.db'}"
         settings = load_settings(ctx, database_url=url)
@@ -132,7 +142,13 @@ def run(ctx, file, input_value, executor_dirs, database_url):
             click.echo(f"{file}: {len(problems)} problem(s); nothing was run", err=True)
             sys.exit(1)
         _check_input(file, documents[0].body, input_data)
-        execution = _run(settings, registry, documents, input_data, recover=database_url is not None)
+        recording = _Recording(record_file, record_name or "recorded run") if record_file is not None else None
+        execution = _run(
+            settings, registry, documents, input_data, recover=database_url is not None, recording=recording
+        )
+        if recording is not None:
+            workflow_name = next(d.name for d in documents if d.kind == "Workflow")
+            click.echo(recording.write(workflow_name, input_data, execution), err=True)
     if execution.status != "completed":
         click.echo(f"execution {execution.id} failed: {execution.error_message}", err=True)
         sys.exit(1)
@@ -186,7 +202,64 @@ def _load(file: Path, executor_dirs: list[Path]):
     return documents, problems
 
 
-def _run(settings, registry, documents, input_data, *, recover: bool):
+class _Recording:
+    """``--record``: the recorder wrapped around the run's executor sessions, and the steps seen."""
+
+    def __init__(self, path: Path, name: str):
+        self.path = path
+        self.name = name
+        self.recorder: Any = None  # a RunRecorder once attached
+        self.steps: list = []
+
+    def attach(self, service) -> None:
+        from flowker.runner.workflow_tests.recording import RunRecorder
+
+        self.recorder = RunRecorder(service.redactor)
+        service.executors.wrap_session = self.recorder.wrap
+
+    def observer(self, printer: "ProgressPrinter"):
+        recording = self
+
+        class _Observer:
+            def step_started(self, node) -> None:
+                printer.step_started(node)
+
+            def step_finished(self, record) -> None:
+                recording.steps.append(record)
+                printer.step_finished(record)
+
+        return _Observer()
+
+    def write(self, workflow: str, input_data, execution) -> str:
+        from flowker.runner.workflow_tests.recording import write_case
+
+        assert self.recorder is not None  # attached before the run
+        case = self.recorder.case(self.name, input_data, execution, self.steps)
+        return write_case(self.path, workflow, case)
+
+
+def _check_record_file(path: Path, workflow: str) -> None:
+    """Refuse before running when FILE exists and is not a WorkflowTest file of ``workflow``."""
+    if not path.exists():
+        if not path.parent.is_dir():
+            raise click.BadParameter(f"no folder {path.parent} to write {path.name} in", param_hint="--record")
+        return
+    from flowker.errors import SpecError
+    from flowker.validation.loader import load_spec_file
+
+    try:
+        document = load_spec_file(path)
+    except SpecError:
+        document = None
+    if document is None or document.kind != "WorkflowTest":
+        raise click.BadParameter(f"{path} exists and is not a WorkflowTest file", param_hint="--record")
+    if document.body.get("workflow") != workflow:
+        raise click.BadParameter(
+            f"{path} tests workflow {document.body.get('workflow')!r}, not {workflow!r}", param_hint="--record"
+        )
+
+
+def _run(settings, registry, documents, input_data, *, recover: bool, recording: "_Recording | None" = None):
     from flowker.audit.chain import Actor
     from flowker.catalog.spec_sync import install_for_run
     from flowker.runtime import Runtime
@@ -204,6 +277,8 @@ def _run(settings, registry, documents, input_data, *, recover: bool):
                 if recovered:
                     click.echo(f"marked {len(recovered)} interrupted execution(s) as failed", err=True)
             workflow = install_for_run(settings, registry, documents, actor, runtime=runtime)
+            if recording is not None:
+                recording.attach(service)
             started_at = time.monotonic()
             started = service.start(workflow.id, input_data, actor=actor)
             plan = service.plan(workflow.id, workflow.version)
@@ -211,7 +286,9 @@ def _run(settings, registry, documents, input_data, *, recover: bool):
                 f"execution {started.execution.id} of {workflow.name} v{workflow.version}: {plan.total_steps} steps",
                 err=True,
             )
-            execution = service.run(started.execution.id, observer=ProgressPrinter(plan.total_steps))
+            printer = ProgressPrinter(plan.total_steps)
+            observer = printer if recording is None else recording.observer(printer)
+            execution = service.run(started.execution.id, observer=observer)
             click.echo(f"execution {execution.status} in {(time.monotonic() - started_at) * 1000:.0f} ms", err=True)
             return execution
     finally:

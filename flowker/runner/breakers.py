@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
+import math
 from collections import OrderedDict
 from typing import Callable, TypeVar
 
@@ -41,6 +41,7 @@ import requests
 from circuitbreaker import STATE_CLOSED, STATE_HALF_OPEN, STATE_OPEN, CircuitBreaker
 
 from flowker.errors import CircuitOpenError
+from flowker.runner.clock import SYSTEM_CLOCK, Clock
 from flowker.storage.breaker_store import BreakerRow, BreakerStateStore
 
 T = TypeVar("T")
@@ -86,7 +87,9 @@ class ExecutorBreaker(CircuitBreaker):
         executor_id: str | None = None,
         shared: BreakerStateStore | None = None,
         cache_seconds: float = CACHE_SECONDS,
+        clock: Clock = SYSTEM_CLOCK,
     ):
+        self._clock = clock
         # The library treats 0 as "use the default" (30 s): keep tiny values tiny.
         super().__init__(
             failure_threshold=max(1, int(failure_threshold)),
@@ -101,7 +104,22 @@ class ExecutorBreaker(CircuitBreaker):
         self._shared = shared
         self._cache_seconds = cache_seconds
         self._synced_at: float | None = None  # monotonic time the row was last read or written
+        self._opened = clock.monotonic()
         self._loaded_opened = self._opened
+
+    # The library reads time.monotonic itself in these two; they use the clock instead
+    # (virtual under `flowker test`), with the library's exact rules.
+    def _CircuitBreaker__call_failed(self) -> None:
+        count: int = self._failure_count + 1  # type: ignore[has-type]  # set by the untyped library
+        self._failure_count = count
+        if count >= self._failure_threshold:
+            self._state = STATE_OPEN
+            self._opened = self._clock.monotonic()
+
+    @property
+    def open_remaining(self) -> int:
+        remain = (self._opened + self._recovery_timeout) - self._clock.monotonic()
+        return math.ceil(remain) if remain > 0 else math.floor(remain)
 
     def rename(self, name: str) -> None:
         """Refusals name the executor as it is called now."""
@@ -166,7 +184,7 @@ class ExecutorBreaker(CircuitBreaker):
                 self._load(row)
                 if self.state != STATE_HALF_OPEN:
                     return row
-                fresh = time.time() - row.updated_at < TRIAL_LEASE_SECONDS
+                fresh = self._clock.time() - row.updated_at < TRIAL_LEASE_SECONDS
                 in_flight = row.half_open_in_flight if fresh else 0
                 if in_flight >= self._half_open_max_calls:
                     return row
@@ -242,17 +260,17 @@ class ExecutorBreaker(CircuitBreaker):
     # -- the shared row ---------------------------------------------------------------
 
     def _fresh(self) -> bool:
-        return self._synced_at is not None and time.monotonic() - self._synced_at < self._cache_seconds
+        return self._synced_at is not None and self._clock.monotonic() - self._synced_at < self._cache_seconds
 
     def _load(self, row: BreakerRow) -> None:
         """The library's fields from the row (its Unix times become the library's monotonic ones)."""
         self._state = STATE_OPEN if row.state == STATE_OPEN else STATE_CLOSED
         self._failure_count = row.consecutive_failures
         if self._state == STATE_OPEN:
-            self._opened = time.monotonic() + (row.opened_until - time.time()) - self._recovery_timeout
+            self._opened = self._clock.monotonic() + (row.opened_until - self._clock.time()) - self._recovery_timeout
         self._loaded_opened = self._opened
         self._trial_calls = row.half_open_in_flight
-        self._synced_at = time.monotonic()
+        self._synced_at = self._clock.monotonic()
 
     def _to_row(self, row: BreakerRow, in_flight: int) -> BreakerRow:
         opened_until = 0.0
@@ -260,7 +278,7 @@ class ExecutorBreaker(CircuitBreaker):
             if self._opened == self._loaded_opened:
                 opened_until = row.opened_until  # not reopened: keep the stored time exactly
             else:
-                opened_until = time.time() + (self._opened + self._recovery_timeout - time.monotonic())
+                opened_until = self._clock.time() + (self._opened + self._recovery_timeout - self._clock.monotonic())
         return row.changed(
             state=self._state,
             consecutive_failures=self._failure_count,
@@ -299,7 +317,9 @@ class BreakerBoard:
         shared: BreakerStateStore | None = None,
         cache_seconds: float = CACHE_SECONDS,
         max_breakers: int = MAX_BREAKERS,
+        clock: Clock = SYSTEM_CLOCK,
     ):
+        self.clock = clock
         self.failure_threshold = failure_threshold
         self.recovery_seconds = recovery_seconds
         self.half_open_calls = half_open_calls
@@ -330,6 +350,7 @@ class BreakerBoard:
                     executor_id=executor_id,
                     shared=self.shared,
                     cache_seconds=self.cache_seconds,
+                    clock=self.clock,
                 )
                 self._breakers[executor_id] = breaker
                 # Forget closed breakers of executors not called for a long time.

@@ -110,8 +110,10 @@ class Engine:
         expression_cpu_seconds: float = EXPRESSION_CPU_SECONDS,
         max_output_bytes: int = MAX_OUTPUT_BYTES,
         expression_sandbox: Any = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ):
         self.plan = plan
+        self.monotonic = monotonic  # the deadline's clock (virtual under `flowker test`)
         self.execution_id = execution_id
         self.input_data = input_data if input_data is not None else {}
         self.deadline = deadline
@@ -122,6 +124,7 @@ class Engine:
         self.outputs: dict[str, Any] = {}
         self.status: dict[str, str] = {}
         self.branch: dict[str, bool] = {}
+        self.edges_taken: list[EdgePlan] = []  # in the order they were found taken (coverage)
         self.final_output: Any = None
         self.final_output_set = False
         self.max_output_bytes = max_output_bytes
@@ -175,17 +178,18 @@ class Engine:
     def _settle(self, node: NodePlan) -> StepRecord:
         if node.id != self.plan.trigger_id:
             try:
-                taken = any([self._taken(edge) for edge in node.incoming])
+                taken_edges = [edge for edge in node.incoming if self._taken(edge)]
             except StepFailure as failure:
                 now = utcnow()
                 return StepRecord(node, FAILED, now, now, error=failure.message, error_code=failure.code)
-            if not taken:
+            self.edges_taken.extend(taken_edges)
+            if not taken_edges:
                 return self._skipped(node, "no incoming edge was taken")
         self.sink.step_started(node)
-        started_at, started = utcnow(), time.monotonic()
+        started_at, started = utcnow(), self.monotonic()
         record = StepRecord(node, COMPLETED, started_at, started_at)
         try:
-            if time.monotonic() >= self.deadline:
+            if self.monotonic() >= self.deadline:
                 limit = f" ({self.timeout_seconds:g} s)" if self.timeout_seconds is not None else ""
                 raise StepFailure(f"the execution deadline{limit} passed before this step", code=DeadlineExceeded.code)
             record.output = self._capped(self._execute(node, record), f"the output of node {node.id!r}")
@@ -209,7 +213,7 @@ class Engine:
             record.status, record.error = FAILED, f"internal error in node {node.id!r}: {type(exc).__name__}"
             record.error_code = ErrorCode.INTERNAL
         record.completed_at = utcnow()
-        record.duration_ms = (time.monotonic() - started) * 1000.0
+        record.duration_ms = (self.monotonic() - started) * 1000.0
         return record
 
     def _skipped(self, node: NodePlan, reason: str) -> StepRecord:

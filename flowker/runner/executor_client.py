@@ -9,7 +9,9 @@ One :class:`ExecutorClient` per executor version holds a hardened session (no
 * goes through ``retrying``: at most ``retry_max_attempts`` attempts, waiting
   ``base * 2**(n-1)`` after attempt ``n`` (1, 2, 4, 8 s by default); only network
   errors, 5xx and 429 are retried, a 429/503 ``Retry-After`` is honoured; a wait that
-  would pass the execution deadline ends the retries instead;
+  would pass the execution deadline ends the retries instead; waits and the deadline
+  are read from the client's :class:`~flowker.runner.clock.Clock` (real time, or the
+  virtual time of ``flowker test``);
 * runs each attempt through the executor's circuit breaker, which counts network
   errors and 5xx/429 (raised as exceptions inside the breaker-wrapped function) as
   failures; an open breaker fails at once with FLK-0507 and no network call;
@@ -34,6 +36,7 @@ from retrying import Retrying
 from flowker.auth.base import AuthenticationSpec
 from flowker.errors import CircuitOpenError, FlowkerError
 from flowker.runner.breakers import ExecutorBreaker, NetworkError, TransientHTTPError
+from flowker.runner.clock import SYSTEM_CLOCK, Clock
 from flowker.security.http import ResponseTooLargeError, read_capped, send_request
 from flowker.security.redaction import redact_headers
 from flowker.error_codes import ErrorCode
@@ -143,9 +146,10 @@ class RetryPolicy:
 class _RetryState:
     """Feeds ``retrying``: which errors to retry, when to stop, how long to wait."""
 
-    def __init__(self, policy: RetryPolicy, deadline: float):
+    def __init__(self, policy: RetryPolicy, deadline: float, clock: Clock = SYSTEM_CLOCK):
         self.policy = policy
         self.deadline = deadline
+        self.clock = clock
         self.last_error: BaseException | None = None
         self.budget_exhausted = False
 
@@ -157,7 +161,7 @@ class _RetryState:
     def next_wait(self, attempt_number: int) -> float:
         wait = self.policy.backoff(attempt_number)
         if isinstance(self.last_error, TransientHTTPError):
-            retry_after = parse_retry_after(self.last_error.response.headers.get("Retry-After"))
+            retry_after = parse_retry_after(self.last_error.response.headers.get("Retry-After"), now=self.clock.time())
             if retry_after is not None:
                 wait = retry_after
         return wait
@@ -165,13 +169,15 @@ class _RetryState:
     def stop(self, attempt_number: int, _delay_ms: int) -> bool:
         if attempt_number >= self.policy.max_attempts:
             return True
-        if time.monotonic() + self.next_wait(attempt_number) >= self.deadline:
+        if self.clock.monotonic() + self.next_wait(attempt_number) >= self.deadline:
             self.budget_exhausted = True
             return True
         return False
 
     def wait_ms(self, attempt_number: int, _delay_ms: int) -> float:
-        return self.next_wait(attempt_number) * 1000.0
+        # The wait happens on the clock (virtual under `flowker test`); retrying sleeps 0.
+        self.clock.sleep(self.next_wait(attempt_number))
+        return 0.0
 
 
 class _SilentLogger:
@@ -184,7 +190,7 @@ class _SilentLogger:
     info = debug = error = warning
 
 
-def parse_retry_after(value: str | None) -> float | None:
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
     """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), else None."""
     if not value:
         return None
@@ -197,7 +203,7 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
     if when is None:
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 class ExecutorClient:
@@ -213,8 +219,10 @@ class ExecutorClient:
         redact_url: Callable[[str], str],
         scrub_text: Callable[[str], str],
         max_response_bytes: int = MAX_RESPONSE_BYTES,
+        clock: Clock = SYSTEM_CLOCK,
     ):
         self.definition = definition
+        self.clock = clock
         self.session = session
         self.breaker = breaker
         self.policy = policy
@@ -228,7 +236,7 @@ class ExecutorClient:
     # -- the call -----------------------------------------------------------------
 
     def call(self, request: CallRequest, *, auth, deadline: float) -> CallResult:
-        started = time.monotonic()
+        started = self.clock.monotonic()
         definition = self.definition
         endpoint = definition.endpoints.get(request.endpoint)
         method = str((endpoint or {}).get("method", "GET")).upper()
@@ -259,11 +267,11 @@ class ExecutorClient:
             scrubbed = self._scrub(exc.message)
             result.error = exc if scrubbed == exc.message else CallFailed(scrubbed, code=exc.code, title=exc.title)
         finally:
-            result.duration_ms = (time.monotonic() - started) * 1000.0
+            result.duration_ms = (self.clock.monotonic() - started) * 1000.0
         return result
 
     def _call_with_retries(self, send: "_Send", result: CallResult) -> None:
-        state = _RetryState(self.policy, send.deadline)
+        state = _RetryState(self.policy, send.deadline, self.clock)
         retrying = Retrying(
             stop_func=state.stop, wait_func=state.wait_ms, retry_on_exception=state.should_retry, logger=_SilentLogger()
         )
@@ -281,25 +289,25 @@ class ExecutorClient:
 
     def _attempt(self, send: "_Send", result: CallResult):
         """One attempt through the breaker, logged in ``result.attempts``."""
-        remaining = send.deadline - time.monotonic()
+        remaining = send.deadline - self.clock.monotonic()
         if remaining <= 0:
             raise DeadlineExceeded("the execution deadline passed before the call could be made")
         record = {"attempt": len(result.attempts) + 1, "startedAt": _iso_now()}
-        started = time.monotonic()
+        started = self.clock.monotonic()
         try:
             response, body = self.breaker.call_guarded(self._send, send, min(send.timeout, remaining), result)
         except CircuitOpenError:
             raise  # no network call was made: not an attempt
         except TransientHTTPError as exc:
-            _log_attempt(result, record, started, statusCode=exc.response.status_code, outcome="retryable")
+            _log_attempt(result, record, started, self.clock, statusCode=exc.response.status_code, outcome="retryable")
             raise
         except NetworkError as exc:
-            _log_attempt(result, record, started, error=str(exc), outcome="network-error")
+            _log_attempt(result, record, started, self.clock, error=str(exc), outcome="network-error")
             raise
         except FlowkerError as exc:
-            _log_attempt(result, record, started, error=self._scrub(exc.message), outcome="error")
+            _log_attempt(result, record, started, self.clock, error=self._scrub(exc.message), outcome="error")
             raise
-        _log_attempt(result, record, started, statusCode=response.status_code, outcome="answered")
+        _log_attempt(result, record, started, self.clock, statusCode=response.status_code, outcome="answered")
         return response, body
 
     def _send(self, send: "_Send", timeout: float, result: CallResult | None = None):
@@ -439,9 +447,9 @@ def _after(result: CallResult, state: _RetryState) -> str:
     return text
 
 
-def _log_attempt(result: CallResult, record: dict, started: float, **fields) -> None:
+def _log_attempt(result: CallResult, record: dict, started: float, clock: Clock, **fields) -> None:
     record.update(fields)
-    record["durationMs"] = round((time.monotonic() - started) * 1000.0, 3)
+    record["durationMs"] = round((clock.monotonic() - started) * 1000.0, 3)
     result.attempts.append(record)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Callable
 
 from flowker.auth.base import AuthContext
 from flowker.auth.resolution import AuthResolution, Credentials
@@ -49,6 +49,9 @@ class ExecutorPool:
         self._policy = None
         self._secret_box = None
         self._secret_box_loaded = False
+        # (definition, session) -> the session to use: `flowker run --record` wraps each
+        # executor's transport to keep its answers (flowker.runner.workflow_tests.recording).
+        self.wrap_session: Callable[[ExecutorDefinition, Any], Any] | None = None
         # Resolves (registering every secret with the redactor), validates and builds
         # auths; its secret resolvers are built from the settings once, not per call.
         self.auth_resolution = AuthResolution(settings, registry, redactor, secret_box=self._box)
@@ -117,7 +120,8 @@ class ExecutorPool:
         extra_headers = [name for name in declared if name.lower() not in SECRET_HEADER_NAMES]
         for name in extra_headers:
             self.redactor.add_secret_header(name)
-        return new_session(self.address_policy, secret_headers=extra_headers)
+        session = new_session(self.address_policy, secret_headers=extra_headers)
+        return session if self.wrap_session is None else self.wrap_session(definition, session)
 
     @property
     def address_policy(self):

@@ -16,7 +16,10 @@ if TYPE_CHECKING:
 
 WORKFLOW = "Workflow"
 EXECUTOR = "Executor"
+WORKFLOW_TEST = "WorkflowTest"
 KINDS = (WORKFLOW, EXECUTOR)
+# What a file may hold: the resources, and the test files `flowker test` runs (never a REST body).
+FILE_KINDS = (WORKFLOW, EXECUTOR, WORKFLOW_TEST)
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,24 @@ class ExecutorSpec(SpecDocument):
         return AuthenticationSpec.from_spec(self.body.get("authentication"))
 
 
-DOCUMENT_TYPES = {WORKFLOW: WorkflowSpec, EXECUTOR: ExecutorSpec}
+@dataclass(frozen=True)
+class WorkflowTestSpec(SpecDocument):
+    """A ``kind: WorkflowTest`` file (DESIGN 12): cases run by ``flowker test``."""
+
+    kind: ClassVar[str] = WORKFLOW_TEST
+
+    @property
+    def workflow(self) -> str:
+        workflow = self.body.get("workflow")
+        return workflow if isinstance(workflow, str) else ""
+
+    @property
+    def cases(self) -> list:
+        cases = self.body.get("cases")
+        return cases if isinstance(cases, list) else []
+
+
+DOCUMENT_TYPES = {WORKFLOW: WorkflowSpec, EXECUTOR: ExecutorSpec, WORKFLOW_TEST: WorkflowTestSpec}
 
 
 def normalise_kind(kind: str) -> str | None:
@@ -89,7 +109,7 @@ def normalise_kind(kind: str) -> str | None:
 def make_document(
     kind: str, body: dict, source: str, locations: SourceMap | None = None, *, from_file: bool
 ) -> SpecDocument:
-    """A typed document from a body; ``kind`` must already be ``Workflow`` or ``Executor``."""
+    """A typed document from a body; ``kind`` must already be one of ``FILE_KINDS``."""
     body = {key: value for key, value in body.items() if key != "kind"}
     name = body["name"] if isinstance(body.get("name"), str) else ""
     return DOCUMENT_TYPES[kind](

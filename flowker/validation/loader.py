@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from flowker.errors import SpecError
-from flowker.validation.documents import KINDS, SpecDocument, make_document, normalise_kind
+from flowker.validation.documents import FILE_KINDS, SpecDocument, make_document, normalise_kind
 from flowker.validation.problems import Problem
 from flowker.validation.safe_yaml import YamlRejected, read_yaml
 
@@ -103,13 +103,13 @@ def _document_kind(value: dict, source, locations, expected_kind, problems: list
     if "kind" not in value:
         if expected:
             return expected
-        problems.append(Problem(source, 1, 1, (), f"missing 'kind': every spec file says kind: {' or '.join(KINDS)}"))
+        problems.append(Problem(source, 1, 1, (), f"missing 'kind': every spec file says kind: {_kinds_text()}"))
         return None
     line, column = locations.locate(("kind",))
     kind = value["kind"]
-    if kind not in KINDS:
+    if kind not in FILE_KINDS:
         shown = kind if isinstance(kind, str) and len(kind) <= 40 else type(kind).__name__
-        problems.append(Problem(source, line, column, ("kind",), f"unknown kind {shown!r}: use {' or '.join(KINDS)}"))
+        problems.append(Problem(source, line, column, ("kind",), f"unknown kind {shown!r}: use {_kinds_text()}"))
         return None
     if expected and kind != expected:
         problems.append(
@@ -117,3 +117,7 @@ def _document_kind(value: dict, source, locations, expected_kind, problems: list
         )
         return None
     return kind
+
+
+def _kinds_text() -> str:
+    return ", ".join(FILE_KINDS[:-1]) + " or " + FILE_KINDS[-1]

@@ -12,7 +12,7 @@ import jsonschema
 from jsonschema.exceptions import best_match
 
 from flowker.schema_tools import describe_error
-from flowker.validation.documents import EXECUTOR, WORKFLOW
+from flowker.validation.documents import EXECUTOR, WORKFLOW, WORKFLOW_TEST
 from flowker.validation.problems import ProblemList, Rank
 from flowker.validation.suggestions import closest, hint
 
@@ -20,7 +20,11 @@ from flowker.validation.suggestions import closest, hint
 # pattern or length, clearer than quoting a regular expression.
 CUSTOM_MESSAGE = "x-flowker-message"
 
-SCHEMA_FILES = {WORKFLOW: "workflow.schema.json", EXECUTOR: "executor.schema.json"}
+SCHEMA_FILES = {
+    WORKFLOW: "workflow.schema.json",
+    EXECUTOR: "executor.schema.json",
+    WORKFLOW_TEST: "workflow-test.schema.json",
+}
 
 # Validators whose messages schema_tools.describe_error words without echoing values.
 _DESCRIBED = frozenset(
@@ -99,7 +103,7 @@ def _report(error: jsonschema.ValidationError, problems: ProblemList) -> None:
     if validator == "exclusiveMinimum":
         problems.add(path, f"must be greater than {error.validator_value}", rank=Rank.SCHEMA)
         return
-    if custom and validator in ("pattern", "minLength", "maxLength"):
+    if custom and validator in ("pattern", "minLength", "maxLength", "oneOf"):
         message = custom
     elif validator in _DESCRIBED:
         message = describe_error(error)

@@ -34,6 +34,7 @@ def test_there_are_at_least_three_example_sets_and_twenty_invalid_files():
     for example in EXAMPLE_SETS:
         assert list((example / "workflows").glob("*.yaml")), example
         assert list((example / "executors").glob("*.yaml")), example
+        assert list((example / "tests").glob("*.test.yaml")), example
     assert len(INVALID_FILES) >= 20
     for path in INVALID_FILES:
         assert path.with_suffix(".expected").is_file(), f"{path.name} has no .expected file"
@@ -45,7 +46,7 @@ def test_each_example_set_is_valid_on_its_own(example, registry):
     problems += validate_documents(documents, registry)
     assert [p.format() for p in problems] == []
     kinds = {document.kind for document in documents}
-    assert kinds == {"Workflow", "Executor"}
+    assert kinds == {"Workflow", "Executor", "WorkflowTest"}  # each example has its tests (flowker test)
 
 
 @pytest.mark.parametrize("path", INVALID_FILES, ids=lambda path: path.stem)

@@ -174,7 +174,10 @@ def test_keys_stay_strings_as_written():
         ("- just\n- a list\n", "1:1: the document must be a mapping"),
         ("", "1:1: the document is empty"),
         ("# only a comment\n", "1:1: the document is empty"),
-        ("kind: Pipeline\nname: x\n", "1:7: unknown kind 'Pipeline': use Workflow or Executor (at $.kind)"),
+        (
+            "kind: Pipeline\nname: x\n",
+            "1:7: unknown kind 'Pipeline': use Workflow, Executor or WorkflowTest (at $.kind)",
+        ),
         ("name: x\n", "1:1: missing 'kind'"),
         ("kind: Workflow\nname: \x07\n", "2:7: YAML syntax error: control characters are not allowed"),
     ],

@@ -65,7 +65,7 @@ def test_folders_recurse_skip_hidden_and_resolve_sibling_executors(run_flowker, 
 
     whole = run_flowker("validate", project)
     assert whole.returncode == 0, whole.stdout + whole.stderr
-    assert whole.stdout.strip() == "3 files checked: all valid"
+    assert whole.stdout.strip() == "4 files checked: all valid"  # the workflow, 2 executors, its test
 
     # A pre-commit hook passes only the changed workflow: executors come from ../executors.
     one = run_flowker("validate", project / "workflows" / "payment-approval.yml")
@@ -99,8 +99,9 @@ def test_problems_in_several_files_are_all_listed_with_quiet(run_flowker, tmp_pa
 def test_pre_commit_hook_selects_spec_files_only():
     import yaml
 
-    (hook,) = yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text())
-    assert hook["id"] == "flowker-validate" and hook["language"] == "python"
+    hooks = {hook["id"]: hook for hook in yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text())}
+    hook = hooks["flowker-validate"]
+    assert hook["language"] == "python"
     assert hook["entry"] == "flowker validate" and hook["require_serial"] is True
     files = re.compile(hook["files"])
     assert "exclude" not in hook  # a user's own exclude would replace ours
@@ -118,5 +119,8 @@ def test_pre_commit_hook_selects_spec_files_only():
         "myworkflows/a.yaml",
     ):
         assert not selected(path), path
+    # Test files (examples/*/tests/) are the flowker-test hook's (tests/workflow_tests).
+    tests_hook = re.compile(hooks["flowker-test"]["files"])
     for path in EXAMPLES.rglob("*.yaml"):
-        assert selected(path.relative_to(REPO).as_posix())
+        relative = path.relative_to(REPO).as_posix()
+        assert selected(relative) or ("/tests/" in relative and tests_hook.search(relative)), relative

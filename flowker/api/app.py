@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import falcon
 
 from flowker.api import errors as api_errors
+from flowker.api.access import AccessMiddleware
 from flowker.api.background import BackgroundRunner
 from flowker.api.middleware import (
     ApiKeyMiddleware,
@@ -73,6 +74,11 @@ class AppState:
         self.draining.set()
 
     @property
+    def metrics(self):
+        """The runtime's Metrics (flowker.observability.metrics): recorded here, shown at /metrics."""
+        return self.execution_service.metrics
+
+    @property
     def audit_log(self):
         """The runtime's AuditLog: appends, checkpoints and verification with its keys."""
         return self.runtime.audit_log if self.runtime is not None else None
@@ -102,12 +108,14 @@ def create_app(
     runtime: Runtime | None = None,
     background_workers: int = DEFAULT_BACKGROUND_WORKERS,
     background_queue: int = DEFAULT_BACKGROUND_QUEUE,
+    log_requests: bool = True,
 ) -> FlowkerApp:
     """The WSGI app for ``settings``, on ``runtime`` (default: ``Runtime.from_settings``
     with ``registry``, ``execution_service`` and ``database``; see :mod:`flowker.runtime`).
     The schema must already be migrated (``flowker db upgrade`` or the serve command's
     start-up). ``settings.api_keys`` must not be empty (development:
-    ``settings.with_generated_api_key()`` first).
+    ``settings.with_generated_api_key()`` first). ``log_requests``: one access line per
+    request (``flowker serve --no-access-log`` turns it off; the metrics count either way).
     """
     if not settings.api_keys:
         raise ConfigurationError("no API keys: set FLOWKER_API_KEYS (development: Settings.with_generated_api_key())")
@@ -140,7 +148,9 @@ def create_app(
         runtime=runtime,
     )
 
-    middleware: list = [ClientMiddleware(settings.trusted_proxies)]
+    # First: its process_response runs last and logs and counts the final status.
+    access = AccessMiddleware(state.metrics, log_requests=log_requests)
+    middleware: list = [access, ClientMiddleware(settings.trusted_proxies)]
     if settings.production:
         middleware.append(HttpsMiddleware())
     middleware += [
@@ -156,6 +166,7 @@ def create_app(
     api_errors.install(app)
     for template, resource in build_routes(state):
         app.add_route(template, resource)
+    access.find_route = app._router.find  # falcon's router: its find() is public, the attribute is not
     return app
 
 
@@ -193,7 +204,18 @@ def allowed_query_parameters() -> dict:
 
 def build_routes(state: AppState) -> list[tuple[str, object]]:
     """Every route of the API. The OpenAPI document must describe each one (tested)."""
-    from flowker.api import audit, catalog, dashboards, executions, executors, health, openapi, webhooks, workflows
+    from flowker.api import (
+        audit,
+        catalog,
+        dashboards,
+        executions,
+        executors,
+        health,
+        metrics,
+        openapi,
+        webhooks,
+        workflows,
+    )
 
     return [
         ("/health", health.Health(state)),
@@ -201,6 +223,7 @@ def build_routes(state: AppState) -> list[tuple[str, object]]:
         ("/health/ready", health.Ready(state)),
         ("/version", health.Version(state)),
         ("/openapi.json", openapi.OpenApiDocument(state)),
+        ("/metrics", metrics.Metrics(state)),
         ("/v1/workflows", workflows.Collection(state)),
         ("/v1/workflows/{workflow_id}", workflows.Item(state)),
         ("/v1/workflows/{workflow_id}/activate", workflows.Transition(state, "activate")),

@@ -98,6 +98,7 @@ class JsonFormatter(_ScrubbingFormatter):
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
+            "pid": record.process,  # which gunicorn worker (or the master)
         }
         document.update(self.fields(record))
         if record.exc_text:

@@ -283,9 +283,11 @@ class MetricsDirectory:
     path: str
 
     @classmethod
-    def create(cls) -> "MetricsDirectory":
+    def create(cls, *, join: bool = True) -> "MetricsDirectory":
+        """A new directory; ``join``: this process (and the children it forks) record there."""
         path = tempfile.mkdtemp(prefix="flowker-metrics-")  # mode 0700, never reused
-        join_metrics_directory(path)
+        if join:
+            join_metrics_directory(path)
         return cls(path)
 
     def mark_dead(self, pid: int) -> None:

@@ -187,7 +187,7 @@ def test_prometheus_sums_the_executions_of_both_workers(start_server, scorer, pr
     assert requests.get(f"{server.url}/metrics", timeout=10).status_code == 401
     text = api_session().get(f"{server.url}/metrics", timeout=10).text
     counted = sum(
-        float(value) for value in re.findall(r'^flowker_executions_total\{[^}]*\} (\S+)$', text, re.MULTILINE)
+        float(value) for value in re.findall(r"^flowker_executions_total\{[^}]*\} (\S+)$", text, re.MULTILINE)
     )
     assert counted == executions
 

@@ -84,6 +84,8 @@ def test_request_ids_are_bounded_echoed_and_in_the_audit_entries_metadata(client
     # Verification recomputes the hash from the canonical text: the metadata is part of it.
     event_id = page["items"][0]["eventId"]
     assert client.simulate_get(f"/v1/audit-events/{event_id}/verify").json["isValid"] is True
+    found = samples(client.simulate_get("/metrics").text)
+    assert found['flowker_audit_verifications_total{result="valid"}'] == 1
 
 
 def test_execution_end_and_failed_step_lines(client, stub, json_lines):

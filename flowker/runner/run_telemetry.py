@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from flowker.runner.engine import StepRecord
 
 logger = logging.getLogger(EXECUTION_LOGGER)
+# Where no handler is configured (``flowker run`` prints its steps itself), these lines go
+# nowhere instead of to Python's last-resort stderr handler; configured roots still get them.
+logger.addHandler(logging.NullHandler())
 
 MAX_LOGGED_ERROR = 500
 

@@ -133,3 +133,21 @@ def test_processes_joining_one_directory_are_summed_and_it_is_removed():
     finally:
         directory.remove()
     assert not os.path.exists(directory.path)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "settings", "message"),
+    [
+        (["--metrics-bind", "nonsense"], {}, "--metrics-bind 'nonsense': expected HOST:PORT"),
+        (["--metrics-bind", "127.0.0.1:9464"], {"FLOWKER_METRICS": "off"}, "needs metrics on"),
+        ([], {"FLOWKER_LOG_FORMAT": "xml"}, "FLOWKER_LOG_FORMAT must be one of json, text"),
+    ],
+)
+def test_serve_refuses_bad_observability_options_before_binding(tmp_path, arguments, settings, message):
+    from cli_runner import run_flowker
+
+    database = f"sqlite:///{tmp_path}/serve.db"
+    result = run_flowker("serve", "--bind", "127.0.0.1:0", *arguments, FLOWKER_DATABASE_URL=database, **settings)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "serve.db").exists()  # refused before the database was touched

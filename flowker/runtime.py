@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     import peewee
 
     from flowker.audit.chain import AuditLog
+    from flowker.observability.metrics import Metrics
     from flowker.runner.service import ExecutionService
     from flowker.security.redaction import Redactor
     from flowker.catalog.executors import ExecutorStore
@@ -54,6 +55,7 @@ class Runtime:
     workflows: WorkflowStore
     executors: ExecutorStore
     execution_service: ExecutionService
+    metrics: Metrics
     # The database was opened here (not passed in), so close() closes it.
     owns_database: bool = False
 
@@ -77,6 +79,7 @@ class Runtime:
         database wherever no runtime is bound (one runtime per process: the usual case).
         """
         from flowker.audit.chain import AuditLog
+        from flowker.observability.metrics import Metrics
         from flowker.security.redaction import Redactor
         from flowker.security.secret_policy import SecretReferencePolicy
         from flowker.security.secrets import SecretBox
@@ -95,14 +98,22 @@ class Runtime:
         secret_box = SecretBox.from_settings(settings)
         address_policy = AddressPolicy.from_settings(settings)
         secret_policy = SecretReferencePolicy.from_settings(settings)
+        # One process's metrics: the given service's, else built here for the service and the log.
+        metrics = execution_service.metrics if execution_service is not None else Metrics.from_settings(settings)
         # Appends sign checkpoints with the settings' key, if any.
-        audit_log = AuditLog.from_settings(settings, database)
+        audit_log = AuditLog.from_settings(settings, database, metrics=metrics)
         if execution_service is None:
             from flowker.runner.service import ExecutionService
 
             # Built last: it registers its redactor with the process's logging (undone by close()).
             execution_service = ExecutionService(
-                settings, registry, redactor=Redactor(), database=database, audit_log=audit_log, **service_options
+                settings,
+                registry,
+                redactor=Redactor(),
+                database=database,
+                audit_log=audit_log,
+                metrics=metrics,
+                **service_options,
             )
         if bind_process:
             database_proxy.initialize(database)
@@ -119,6 +130,7 @@ class Runtime:
             workflows=WorkflowStore(registry, secret_box, secret_policy, audit_log),
             executors=ExecutorStore(registry, secret_box, address_policy, secret_policy, audit_log),
             execution_service=execution_service,
+            metrics=metrics,
             owns_database=owns_database,
         )
 

@@ -17,6 +17,9 @@ from flowker.access.principal import Role
 from flowker.errors import ConfigurationError
 
 ENV_PREFIX = "FLOWKER_"
+LOG_FORMATS = ("json", "text")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_SWITCH = {"on": True, "true": True, "1": True, "yes": True, "off": False, "false": False, "0": False, "no": False}
 # Production API keys are at least this long (DESIGN §6): guessing one must be hopeless.
 MIN_PRODUCTION_KEY_LENGTH = 32
 ROLE_NAMES = frozenset(role.value for role in Role)
@@ -120,6 +123,12 @@ class Settings:
     oidc_audience: str | None = None
     oidc_roles_claim: str = "roles"
     oidc_role_map: tuple[tuple[str, str], ...] = ()
+    # Logs (DESIGN 14): "json" or "text" (None: json in production, text in development),
+    # and the standard level name of the root logger.
+    log_format: str | None = None
+    log_level: str = "INFO"
+    # Prometheus metrics (DESIGN 14); off (FLOWKER_METRICS=off) for a benchmark without them.
+    metrics: bool = True
     # True when no FLOWKER_API_KEYS were given and one was generated for development.
     api_key_generated: bool = False
     # Files Flowker itself reads, which no secret reference may: the bootstrap file
@@ -131,6 +140,12 @@ class Settings:
     @property
     def production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def effective_log_format(self) -> str:
+        if self.log_format is not None:
+            return self.log_format
+        return "json" if self.production else "text"
 
     @property
     def secret_env_patterns(self) -> tuple[str, ...] | None:
@@ -188,6 +203,14 @@ class Settings:
                     "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
                 )
         self._check_oidc()
+        if self.log_format is not None and self.log_format not in LOG_FORMATS:
+            raise ConfigurationError(
+                f"FLOWKER_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, not {self.log_format!r}"
+            )
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigurationError(
+                f"FLOWKER_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}"
+            )
         if self.execution_lease_seconds <= 0:
             raise ConfigurationError("FLOWKER_EXECUTION_LEASE_SECONDS must be more than 0")
         if self.expression_cpu_seconds <= 0:
@@ -273,6 +296,17 @@ def _convert(key: str, value) -> dict[str, object]:
         return {key: str(value).rstrip("/") if value else None}
     if key == "oidc_roles_claim":
         return {key: str(value).strip()}
+    if key == "log_format":
+        return {key: None if value is None else str(value).strip().lower()}
+    if key == "log_level":
+        return {key: str(value).strip().upper()}
+    if key == "metrics":
+        if isinstance(value, bool):
+            return {key: value}
+        switch = _SWITCH.get(str(value).strip().lower())
+        if switch is None:
+            raise ValueError("must be on or off")
+        return {key: switch}
     if key in ("secret_file_dirs", "secret_env_allow"):
         # Set but empty means none (no $file / no $env reference resolves).
         return {key: _split_csv(value)}

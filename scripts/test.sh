@@ -35,6 +35,21 @@ if [ -f "$servers/package.json" ]; then
   fi
 fi
 
+# Debian packages the tests start for real: prometheus (tests/e2e/test_e2e_metrics.py).
+# Installed once; the binary itself is the stamp (Debian's own service is not used).
+apt_missing=()
+[ -x /usr/bin/prometheus ] || apt_missing+=(prometheus)
+if [ ${#apt_missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  if command -v apt-get >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${apt_missing[@]}" \
+      || { $sudo apt-get update && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${apt_missing[@]}"; }
+  else
+    echo "NOTE: apt-get not found: install ${apt_missing[*]} yourself, or their tests fail." >&2
+  fi
+fi
+
 if [ -z "${FLOWKER_TEST_POSTGRES_URL:-}" ]; then
   echo "NOTE: FLOWKER_TEST_POSTGRES_URL is not set: the PostgreSQL tests will NOT run."
 fi

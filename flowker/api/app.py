@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable
 import falcon
 
 from flowker.api import errors as api_errors
+from flowker.api.access import AccessMiddleware
 from flowker.api.background import BackgroundRunner
 from flowker.api.authentication import AuthenticationMiddleware, AuthorizationMiddleware, BearerAuthenticator
 from flowker.api.middleware import (
@@ -78,6 +79,11 @@ class AppState:
         self.draining.set()
 
     @property
+    def metrics(self):
+        """The runtime's Metrics (flowker.observability.metrics): recorded here, shown at /metrics."""
+        return self.execution_service.metrics
+
+    @property
     def audit_log(self):
         """The runtime's AuditLog: appends, checkpoints and verification with its keys."""
         return self.runtime.audit_log if self.runtime is not None else None
@@ -108,6 +114,7 @@ def create_app(
     bearer_authenticator: BearerAuthenticator | None = None,
     background_workers: int = DEFAULT_BACKGROUND_WORKERS,
     background_queue: int = DEFAULT_BACKGROUND_QUEUE,
+    log_requests: bool = True,
 ) -> FlowkerApp:
     """The WSGI app for ``settings``, on ``runtime`` (default: ``Runtime.from_settings``
     with ``registry``, ``execution_service`` and ``database``; see :mod:`flowker.runtime`).
@@ -117,6 +124,8 @@ def create_app(
 
     ``bearer_authenticator(token) -> Principal`` checks ``Authorization: Bearer`` tokens
     (raising :class:`flowker.errors.Unauthorized` for a bad one); None: bearer tokens get 401.
+    ``log_requests``: one access line per
+    request (``flowker serve --no-access-log`` turns it off; the metrics count either way).
     """
     if not settings.api_keys:
         raise ConfigurationError("no API keys: set FLOWKER_API_KEYS (development: Settings.with_generated_api_key())")
@@ -160,7 +169,9 @@ def create_app(
         # FLOWKER_OIDC_*: people's JWTs, keys fetched through this runtime's SSRF rules.
         bearer_authenticator = people_authenticator(settings, runtime.address_policy)
 
-    middleware: list = [ClientMiddleware(settings.trusted_proxies)]
+    # First: its process_response runs last and logs and counts the final status.
+    access = AccessMiddleware(state.metrics, log_requests=log_requests)
+    middleware: list = [access, ClientMiddleware(settings.trusted_proxies)]
     if settings.production:
         middleware.append(HttpsMiddleware())
     middleware += [
@@ -183,6 +194,7 @@ def create_app(
     api_errors.install(app)
     for template, resource in build_routes(state):
         app.add_route(template, resource)
+    access.find_route = app._router.find  # falcon's router: its find() is public, the attribute is not
     return app
 
 
@@ -293,6 +305,7 @@ def build_routes(state: AppState) -> list[tuple[str, object]]:
         executions,
         executors,
         health,
+        metrics,
         openapi,
         webhooks,
         workflows,
@@ -304,6 +317,7 @@ def build_routes(state: AppState) -> list[tuple[str, object]]:
         ("/health/ready", health.Ready(state)),
         ("/version", health.Version(state)),
         ("/openapi.json", openapi.OpenApiDocument(state)),
+        ("/metrics", metrics.Metrics(state)),
         ("/v1/workflows", workflows.Collection(state)),
         ("/v1/workflows/{workflow_id}", workflows.Item(state)),
         ("/v1/workflows/{workflow_id}/activate", workflows.Transition(state, "activate")),

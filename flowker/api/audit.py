@@ -138,8 +138,10 @@ class Verify:
 
         entry = _entry(event_id)
         state = self.state
-        resp.media = self.gate.run(
+        result = self.gate.run(
             state.database,
             entry.sequence,
             lambda: verify_isolated(state.settings, entry.sequence, state.database),
-        ).to_dict()
+        )
+        state.metrics.audit_verified(result.is_valid)  # an invalid chain is an alert (docs/operations.md)
+        resp.media = result.to_dict()

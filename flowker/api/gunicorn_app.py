@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 
 from gunicorn.app.base import BaseApplication
 
+from flowker.observability.logs import logconfig
+from flowker.errors import ConfigurationError
 from flowker.settings import Settings
 from flowker.storage.database import close_database
 
@@ -44,7 +46,12 @@ class ServeOptions:
     certfile: str | None = None
     keyfile: str | None = None
     drain_seconds: float = 5.0
-    access_log: bool = False
+    # Flowker's own access line per request (gunicorn's access log stays off).
+    access_log: bool = True
+    # --metrics-bind: HOST:PORT of the keyless metrics listener in the master, and the
+    # multiprocess directory every worker records in (flowker.observability.metrics).
+    metrics_bind: str | None = None
+    metrics_directory: str | None = None
     # Printed once the listening socket exists (the port is known even with :0).
     announce: object = None
 
@@ -73,9 +80,12 @@ def gunicorn_settings(settings: Settings, options: ServeOptions) -> dict:
         "certfile": options.certfile,
         "keyfile": options.keyfile,
         "proc_name": "flowker",
-        "accesslog": "-" if options.access_log else None,
+        # Flowker writes the access line (route template, principal, request id); gunicorn's
+        # own lines go through the same formatter and redactor (flowker.observability.logs).
+        "accesslog": None,
         "errorlog": "-",
-        "loglevel": "info",
+        "loglevel": settings.log_level.lower(),
+        "logconfig_dict": logconfig(settings),
     }
 
 
@@ -90,6 +100,13 @@ class FlowkerApplication(BaseApplication):
         self.options = options
         self.registry = registry
         self.app: FlowkerApp | None = None
+        self.metrics_listener = None
+        if options.metrics_bind:
+            from flowker.observability.metrics_listener import MetricsListener
+
+            if not options.metrics_directory:
+                raise ConfigurationError("--metrics-bind needs metrics on (FLOWKER_METRICS is off)")
+            self.metrics_listener = MetricsListener(options.metrics_bind, options.metrics_directory)
         super().__init__(prog="flowker serve")
 
     # --- gunicorn BaseApplication -------------------------------------------------
@@ -101,21 +118,42 @@ class FlowkerApplication(BaseApplication):
         self.cfg.set("when_ready", self.when_ready)
         self.cfg.set("post_worker_init", self.post_worker_init)
         self.cfg.set("worker_exit", self.worker_exit)
+        self.cfg.set("post_fork", self.post_fork)
+        self.cfg.set("child_exit", self.child_exit)
+        self.cfg.set("on_exit", self.on_exit)
 
     def load(self):
         """Runs in each worker: its own database binding and execution service."""
         from flowker.api.app import create_app
 
-        self.app = create_app(self.settings, registry=self.registry)
+        self.app = create_app(self.settings, registry=self.registry, log_requests=self.options.access_log)
         return self.app
 
     # --- hooks --------------------------------------------------------------------
 
     def when_ready(self, server) -> None:
         """Master, listening sockets bound, workers not yet forked."""
+        metrics_address = self.metrics_listener.start() if self.metrics_listener is not None else None
         if callable(self.options.announce):
             addresses = [listener.sock.getsockname() for listener in server.LISTENERS]
-            self.options.announce(addresses)
+            self.options.announce(addresses, metrics_address)
+
+    def post_fork(self, server, worker) -> None:
+        """Worker, just forked: the metrics listener serves from the master only."""
+        if self.metrics_listener is not None:
+            self.metrics_listener.close_after_fork()
+
+    def child_exit(self, server, worker) -> None:
+        """Master, a worker exited: its live gauges go; its counters stay in the sums."""
+        if self.options.metrics_directory:
+            from flowker.observability.metrics import MetricsDirectory
+
+            MetricsDirectory(self.options.metrics_directory).mark_dead(worker.pid)
+
+    def on_exit(self, server) -> None:
+        """Master, stopping: the metrics listener stops with it."""
+        if self.metrics_listener is not None:
+            self.metrics_listener.stop()
 
     def post_worker_init(self, worker) -> None:
         """Worker, app loaded: SIGTERM now drains instead of stopping at once."""

@@ -25,6 +25,7 @@ from flowker.api.openapi_operations import (  # noqa: F401 - OPERATIONS is re-ex
     ERROR_DESCRIPTIONS,
     OPERATIONS,
     REQUEST_ID,
+    TEXT_PLAIN,
     YAML_NOTE,
     Operation,
 )
@@ -109,7 +110,9 @@ def _operation(op: Operation) -> dict:
     responses = {}
     for status, (description, schema) in sorted(op.success.items()):
         response: dict = {"description": description}
-        if schema:
+        if schema == TEXT_PLAIN:
+            response["content"] = {"text/plain": {"schema": {"type": "string"}}}
+        elif schema:
             response["content"] = {"application/json": {"schema": _ref(schema)}}
         headers = {**(op.headers if status != 204 else {}), **REQUEST_ID}
         if status != 202:

@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from flowker.error_codes import ErrorCode
 
 
+# A success "schema" meaning a text/plain body (the metrics), not a JSON component.
+TEXT_PLAIN = "text/plain"
+
 ERROR_DESCRIPTIONS = {
     400: "Bad request: malformed body, id or query parameter",
     401: "Credential missing or invalid: API key, bearer token (or a webhook token)",
@@ -452,6 +455,16 @@ def _other_ops() -> list[Operation]:
         ),
         Operation("GET", "/version", "version", "health", "Version", {200: ("The version", "Version")}),
         Operation("GET", "/openapi.json", "openapi", "health", "This document", {200: ("OpenAPI 3.1", "OpenApi")}),
+        Operation(
+            "GET",
+            "/metrics",
+            "metrics",
+            "health",
+            "Prometheus metrics of every worker (text exposition format)",
+            {200: ("The metrics, as Prometheus text", TEXT_PLAIN)},
+            description="Any authenticated principal. `flowker serve --metrics-bind HOST:PORT` serves the same "
+            "text without a key for scrapers on a private interface.",
+        ),
         Operation(
             "GET",
             "/v1/audit-events",

@@ -83,6 +83,8 @@ class Actor:
     type: str
     id: str
     ip: str | None = None
+    # The request that acted (X-Request-ID), stored as the entry's metadata ``requestId``.
+    request_id: str | None = None
 
 
 SYSTEM_ACTOR = Actor(type="system", id="flowker", ip=UNKNOWN_IP)
@@ -152,6 +154,7 @@ class AuditLog:
         checkpoint_interval: int = 1000,
         public_keys=(),
         witness=None,
+        metrics=None,
     ):
         if checkpoint_interval < 0:
             raise ConfigurationError("FLOWKER_AUDIT_CHECKPOINT_INTERVAL must not be negative")
@@ -160,12 +163,14 @@ class AuditLog:
         # Where each signed checkpoint also goes before its transaction commits (a
         # flowker.audit.witness.Witness, or None).
         self.witness = witness
+        # Counts appends (flowker.observability.metrics.Metrics), when given.
+        self.metrics = metrics
         self.checkpoint_interval = int(checkpoint_interval)
         trusted = list(public_keys) + ([signing_key] if signing_key is not None else [])
         self.public_keys = cp.keys_by_id(trusted) if trusted else None
 
     @classmethod
-    def from_settings(cls, settings, database=None) -> "AuditLog":
+    def from_settings(cls, settings, database=None, *, metrics=None) -> "AuditLog":
         from flowker.audit.witness import open_witness
 
         key = cp.load_signing_key(settings.audit_signing_key) if settings.audit_signing_key else None
@@ -174,7 +179,13 @@ class AuditLog:
             raise ConfigurationError(
                 "FLOWKER_AUDIT_WITNESS needs FLOWKER_AUDIT_SIGNING_KEY: only signed checkpoints are witnessed"
             )
-        return cls(database, signing_key=key, checkpoint_interval=settings.audit_checkpoint_interval, witness=witness)
+        return cls(
+            database,
+            signing_key=key,
+            checkpoint_interval=settings.audit_checkpoint_interval,
+            witness=witness,
+            metrics=metrics,
+        )
 
     @property
     def database(self) -> peewee.Database:
@@ -252,6 +263,9 @@ class AuditLog:
         actor_ip = _text(actor.ip or UNKNOWN_IP, "actor IP address", 45)
         context = _payload(context, "context")
         metadata = _payload(metadata, "metadata")
+        if actor.request_id is not None:
+            # Only entries made for a request carry it: the others' text stays as it was.
+            metadata["requestId"] = _text(actor.request_id, "request id", 128)
         head = tail = None
         error: Exception | None = None
         try:
@@ -317,6 +331,8 @@ class AuditLog:
             store.insert_values(database, len(prepared), values)
             if checkpoints:  # only the append that completes an interval does more
                 self._insert_checkpoints(database, checkpoints)
+        if self.metrics is not None:
+            self.metrics.audit_appended(len(prepared))
         return [item.entry for item in prepared]
 
     # -- checkpoints -------------------------------------------------------------------

@@ -34,6 +34,7 @@ flowker init my-workflows && cd my-workflows && flowker validate . && flowker te
 flowker serve                                     # 127.0.0.1:8000, ./flowker.db
 flowker serve --bind 0.0.0.0:8080 --specs examples/ --db flowker-data/flowker.db
 FLOWKER_DATABASE_URL=postgresql://flowker@db/flowker flowker serve --workers 4
+FLOWKER_LOG_FORMAT=json flowker serve --metrics-bind 10.0.0.5:9464  # JSON logs; keyless metrics there
 """,
     "apply": """
 flowker apply examples/ --dry-run                 # print the plan; writes nothing

@@ -49,12 +49,25 @@ def default_workers() -> int:
     show_default=True,
     help="On SIGTERM, seconds readiness answers 503 before the workers stop accepting.",
 )
-@click.option("--access-log/--no-access-log", default=False, help="Log every request to stdout.")
+@click.option(
+    "--access-log/--no-access-log",
+    default=True,
+    show_default=True,
+    help="One log line per request (method, route template, status, duration, request id, principal).",
+)
+@click.option(
+    "--metrics-bind",
+    metavar="HOST:PORT",
+    help="Also serve the Prometheus metrics without a key on this address (a private interface for scrapers).",
+)
 @click.pass_context
-def serve(ctx, bind, workers, threads, specs_dir, database_url, certfile, keyfile, drain_seconds, access_log):
+def serve(
+    ctx, bind, workers, threads, specs_dir, database_url, certfile, keyfile, drain_seconds, access_log, metrics_bind
+):
     """Serve the REST API (gunicorn, gthread workers)."""
     from flowker.api.app import check_settings
     from flowker.api.gunicorn_app import FlowkerApplication, ServeOptions
+    from flowker.observability.metrics import MetricsDirectory
     from flowker.plugins import load_registry
 
     if bool(certfile) != bool(keyfile):
@@ -66,30 +79,53 @@ def serve(ctx, bind, workers, threads, specs_dir, database_url, certfile, keyfil
     )
     check_settings(settings)  # every setting, before the database is touched or a port bound
     check_bind_free(bind)  # one line naming the port, not gunicorn's traceback and retries
-    registry = load_registry(settings)
-    scheme = "https" if certfile else "http"
-    prepare_database(settings, registry, specs_dir)
+    if metrics_bind:
+        from flowker.observability.metrics_listener import parse_bind
 
-    def announce(addresses):
+        if not settings.metrics:
+            raise ConfigurationError("--metrics-bind needs metrics on (FLOWKER_METRICS is off)")
+        parse_bind(metrics_bind)
+        check_bind_free(metrics_bind, "--metrics-bind")
+    registry = load_registry(settings)
+    # Every process of this server records its metrics in one fresh private directory.
+    metrics_directory = MetricsDirectory.create() if settings.metrics else None
+    try:
+        prepare_database(settings, registry, specs_dir)
+        workers = workers or default_workers()
+        options = ServeOptions(
+            bind=bind,
+            workers=workers,
+            threads=threads,
+            certfile=certfile,
+            keyfile=keyfile,
+            drain_seconds=drain_seconds,
+            access_log=access_log,
+            metrics_bind=metrics_bind,
+            metrics_directory=metrics_directory.path if metrics_directory is not None else None,
+            announce=announcer(settings, "https" if certfile else "http", workers, threads),
+        )
+        FlowkerApplication(settings, options, registry).run()
+    finally:
+        if metrics_directory is not None:
+            metrics_directory.remove()
+
+
+def announcer(settings, scheme: str, workers: int, threads: int):
+    """What the master prints once its sockets are bound (the ports are known even with :0)."""
+
+    def announce(addresses, metrics_address=None):
         host, port = addresses[0][:2]
         base = f"{scheme}://{_url_host(host)}:{port}"
-        click.echo(f"Flowker listening on {base} ({options.workers} workers x {options.threads} threads)")
+        click.echo(f"Flowker listening on {base} ({workers} workers x {threads} threads)")
+        if metrics_address is not None:
+            metrics_host, metrics_port = metrics_address
+            click.echo(f"Metrics (no key) on http://{_url_host(metrics_host)}:{metrics_port}/metrics")
         if settings.api_key_generated:
             key = settings.api_keys[0].key
             click.echo(f"API key (generated for this run; set FLOWKER_API_KEYS to choose your own): {key}")
             click.echo(f"Try: curl -H 'X-API-Key: {key}' {base}/v1/workflows")
 
-    options = ServeOptions(
-        bind=bind,
-        workers=workers or default_workers(),
-        threads=threads,
-        certfile=certfile,
-        keyfile=keyfile,
-        drain_seconds=drain_seconds,
-        access_log=access_log,
-        announce=announce,
-    )
-    FlowkerApplication(settings, options, registry).run()
+    return announce
 
 
 def startup_settings(settings):
@@ -132,7 +168,7 @@ def prepare_database(settings, registry, specs_dir=None) -> None:
         runtime.close()  # the service's threads and every connection: nothing crosses the fork
 
 
-def check_bind_free(bind: str) -> None:
+def check_bind_free(bind: str, option: str = "--bind") -> None:
     """Refuse, in one line, a ``HOST:PORT`` another process is listening on.
 
     Bound the way gunicorn binds (SO_REUSEADDR), so a port left in TIME_WAIT is not
@@ -150,7 +186,7 @@ def check_bind_free(bind: str) -> None:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise ConfigurationError(f"--bind {bind}: cannot resolve {host!r} ({exc.strerror})") from None
+        raise ConfigurationError(f"{option} {bind}: cannot resolve {host!r} ({exc.strerror})") from None
     family, kind, proto, _, address = infos[0]
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -159,7 +195,8 @@ def check_bind_free(bind: str) -> None:
         except OSError as exc:
             raise ConfigurationError(
                 f"cannot listen on {bind}: port {port} is {'in use' if exc.errno == errno.EADDRINUSE else exc.strerror}; "
-                "choose another with --bind HOST:PORT (scripts/quickstart.sh: FLOWKER_PORT)"
+                f"choose another with {option} HOST:PORT"
+                + (" (scripts/quickstart.sh: FLOWKER_PORT)" if option == "--bind" else "")
             ) from None
 
 

@@ -88,6 +88,7 @@ class ExecutorBreaker(CircuitBreaker):
         shared: BreakerStateStore | None = None,
         cache_seconds: float = CACHE_SECONDS,
         clock: Clock = SYSTEM_CLOCK,
+        on_state: Callable[[str, str], None] | None = None,
     ):
         self._clock = clock
         # The library treats 0 as "use the default" (30 s): keep tiny values tiny.
@@ -106,6 +107,8 @@ class ExecutorBreaker(CircuitBreaker):
         self._synced_at: float | None = None  # monotonic time the row was last read or written
         self._opened = clock.monotonic()
         self._loaded_opened = self._opened
+        # Told (name, state) after every call or refusal: the metrics' breaker gauge.
+        self._on_state = on_state
 
     # The library reads time.monotonic itself in these two; they use the clock instead
     # (virtual under `flowker test`), with the library's exact rules.
@@ -127,6 +130,14 @@ class ExecutorBreaker(CircuitBreaker):
 
     def call_guarded(self, function: Callable[..., T], *args, **kwargs) -> T:
         """Run ``function`` through the breaker; CircuitOpenError when it may not run."""
+        if self._on_state is None:
+            return self._call_guarded(function, *args, **kwargs)
+        try:
+            return self._call_guarded(function, *args, **kwargs)
+        finally:
+            self._on_state(self.name, self.state)
+
+    def _call_guarded(self, function: Callable[..., T], *args, **kwargs) -> T:
         trial = self._admit_shared() if self._shared is not None else self._admit_local()
         try:
             result = function(*args, **kwargs)
@@ -318,6 +329,7 @@ class BreakerBoard:
         cache_seconds: float = CACHE_SECONDS,
         max_breakers: int = MAX_BREAKERS,
         clock: Clock = SYSTEM_CLOCK,
+        on_state: Callable[[str, str], None] | None = None,
     ):
         self.clock = clock
         self.failure_threshold = failure_threshold
@@ -326,16 +338,18 @@ class BreakerBoard:
         self.shared = shared
         self.cache_seconds = cache_seconds
         self._max = max_breakers
+        self.on_state = on_state  # given to every breaker (the metrics' state gauge)
         self._lock = threading.Lock()
         self._breakers: OrderedDict[str, ExecutorBreaker] = OrderedDict()
 
     @classmethod
-    def from_settings(cls, settings) -> "BreakerBoard":
+    def from_settings(cls, settings, on_state: Callable[[str, str], None] | None = None) -> "BreakerBoard":
         return cls(
             settings.cb_failure_threshold,
             settings.cb_recovery_seconds,
             settings.cb_half_open_calls,
             shared=BreakerStateStore(),
+            on_state=on_state,
         )
 
     def get(self, executor_id: str, name: str | None = None) -> ExecutorBreaker:
@@ -351,6 +365,7 @@ class BreakerBoard:
                     shared=self.shared,
                     cache_seconds=self.cache_seconds,
                     clock=self.clock,
+                    on_state=self.on_state,
                 )
                 self._breakers[executor_id] = breaker
                 # Forget closed breakers of executors not called for a long time.

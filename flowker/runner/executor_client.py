@@ -103,6 +103,9 @@ class CallResult:
     attempts: list = field(default_factory=list)  # one dict per network attempt
     error: FlowkerError | None = None
     duration_ms: float = 0.0  # the whole call: preparing, every attempt, waits, parsing
+    # The executor's name and the endpoint called (bounded metric labels; never ids).
+    executor: str = ""
+    endpoint: str = ""
     # Time inside the HTTP transport alone (sending through requests and reading the body,
     # every attempt): what a benchmark of the engine's own overhead leaves out.
     transport_ms: float = 0.0
@@ -240,7 +243,7 @@ class ExecutorClient:
         definition = self.definition
         endpoint = definition.endpoints.get(request.endpoint)
         method = str((endpoint or {}).get("method", "GET")).upper()
-        result = CallResult(response=None, method=method, url="")
+        result = CallResult(response=None, method=method, url="", executor=definition.name, endpoint=request.endpoint)
         try:
             if endpoint is None:
                 raise CallFailed(f"executor {definition.name!r} has no endpoint {request.endpoint!r}")

@@ -146,8 +146,11 @@ class ExecutionRecorder:
         clock: Callable[[], dt.datetime] = utcnow,
         flush_interval: float = FLUSH_INTERVAL_SECONDS,
         audit_log=None,
+        telemetry=None,
     ):
         self.execution = execution
+        # Metrics and log lines of this run (flowker.runner.run_telemetry.RunTelemetry), if any.
+        self.telemetry = telemetry
         self.audit_log = audit_log  # the runtime's AuditLog (None: a plain log of the bound database)
         self.owner = owner
         self.lease_seconds = lease_seconds
@@ -179,6 +182,8 @@ class ExecutionRecorder:
         self._pending.append(record)
         if record.call is not None:
             self._pending_call = True
+        if self.telemetry is not None:
+            self.telemetry.step_settled(record)
         if time.monotonic() - self._pending_since >= self.flush_interval:
             self.flush()
         if self.observer is not None:
@@ -232,6 +237,7 @@ class ExecutionRecorder:
         error = self._message(outcome.error_message) if status == FAILED else None
         scrubbed: dict[str, str] = {}
         final_output = self._clean(outcome.final_output, scrubbed) if status == COMPLETED else None
+        duration_ms = _ms_between(self.execution.started_at, now)
         ended = audit_item(
             "EXECUTION_COMPLETED" if status == COMPLETED else "EXECUTION_FAILED",
             "SUCCESS" if status == COMPLETED else "FAILED",
@@ -240,7 +246,7 @@ class ExecutionRecorder:
             metadata={
                 "status": status,
                 "steps": len(outcome.steps),
-                "durationMs": _ms_between(self.execution.started_at, now),
+                "durationMs": duration_ms,
                 **({"errorMessage": error, "failedNode": outcome.failed_node} if error else {}),
             },
         )
@@ -267,6 +273,8 @@ class ExecutionRecorder:
         if self._pending:
             self.execution.current_step = self._pending[-1].node.step_number
         self._forget_pending()
+        if self.telemetry is not None:
+            self.telemetry.execution_ended(status, duration_ms)
         return True
 
     # -- helpers ----------------------------------------------------------------------

@@ -43,6 +43,7 @@ from flowker.runner.records import (
     audit_item,
     prepare_audit,
 )
+from flowker.runner.run_telemetry import RunTelemetry
 from flowker.runner.recovery import LeaseHeartbeat, LeaseSweeper, recover_interrupted
 from flowker.runner.wal_checkpoints import WalCheckpointer
 from flowker.storage.database import bound_to, connection, write_transaction
@@ -138,8 +139,10 @@ class ExecutionService:
         flush_interval: float = FLUSH_INTERVAL_SECONDS,
         database=None,
         audit_log=None,
+        metrics=None,
     ):
         from flowker.auth.token_cache import TokenCache
+        from flowker.observability.metrics import Metrics
         from flowker.security.redaction import Redactor
 
         from flowker.security.redaction import install_log_redaction
@@ -151,6 +154,8 @@ class ExecutionService:
         # appended to without checkpoints.
         self.database = database
         self.audit_log = audit_log
+        # The runtime's metrics (flowker.observability.metrics); none recorded without.
+        self.metrics = metrics if metrics is not None else Metrics.disabled()
         self.redactor = redactor if redactor is not None else Redactor()
         # Secrets resolved and tokens obtained for runs are scrubbed from every log record of
         # the process (urllib3 logs URLs with query-string keys, the log action the values
@@ -163,7 +168,9 @@ class ExecutionService:
         self.lease_seconds = lease_seconds
         self.flush_interval = flush_interval  # how long finished steps may wait for a commit
         self.plans = PlanCache(plan_cache_size)
-        self.breakers = BreakerBoard.from_settings(settings)
+        self.breakers = BreakerBoard.from_settings(
+            settings, on_state=self.metrics.breaker_state if self.metrics.enabled else None
+        )
         self.token_cache = TokenCache()
         self.executors = ExecutorPool(settings, registry, self.redactor, self.breakers, token_cache=self.token_cache)
         self.heartbeat = LeaseHeartbeat(self.owner, lease_seconds, heartbeat_interval, database=database)
@@ -336,6 +343,7 @@ class ExecutionService:
             observer=observer,
             flush_interval=self.flush_interval,
             audit_log=self.audit_log,
+            telemetry=RunTelemetry(self.metrics, execution.id, self._workflow_name(execution)),
         )
         try:
             try:
@@ -350,6 +358,14 @@ class ExecutionService:
         if settled:
             return execution  # updated in memory as written
         return EXECUTION_BY_ID.first(model_database(Execution), (execution.id,))
+
+    def _workflow_name(self, execution: Execution) -> str:
+        """The name metrics and log lines show (the plan is cached; a missing one fails the
+        run in _walk, with "unknown" here: labels never hold ids)."""
+        try:
+            return self.plan(execution.workflow_id, execution.workflow_version).name
+        except FlowkerError:
+            return "unknown"
 
     def _claim(self, execution: Execution) -> bool:
         """Take the lease: ours already, or expired (its process died)."""

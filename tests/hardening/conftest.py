@@ -111,6 +111,28 @@ class LogCapture(logging.Handler):
 LIBRARY_LOGGERS = ("urllib3", "requests", "requests_oauthlib", "oauthlib", "flowker", "falcon", "peewee")
 
 
+class JsonLogCapture(LogCapture):
+    """The same records, as ``FLOWKER_LOG_FORMAT=json`` writes them (the named fields too)."""
+
+    def __init__(self):
+        from flowker.observability.logs import JsonFormatter
+
+        super().__init__()
+        self.setFormatter(JsonFormatter())
+
+
+@pytest.fixture
+def debug_json_logs(debug_logs):
+    """Every record of the test at DEBUG, as JSON lines (on top of :func:`debug_logs`)."""
+    capture = JsonLogCapture()
+    root = logging.getLogger()
+    root.addHandler(capture)
+    try:
+        yield capture
+    finally:
+        root.removeHandler(capture)
+
+
 @pytest.fixture
 def debug_logs():
     """The root logger (and the HTTP/OAuth libraries' loggers) at DEBUG into a capture."""

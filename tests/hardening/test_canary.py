@@ -11,9 +11,10 @@ schema, while a resource server checks every credential for real. Nothing an aut
 may reach the other origin, and no canary may appear - raw, base64 (also inside
 ``base64(user:pass)``), URL- or form-encoded, JSON-escaped - in any response body or
 header of the API, in the logs captured at DEBUG (root, urllib3, requests-oauthlib,
-oauthlib), in the database (the SQLite file, its -wal and -shm read as bytes; every
-PostgreSQL row as text), in what the other origin received, or in the text of any
-Flowker error raised on the way.
+oauthlib), plain and as the JSON lines ``FLOWKER_LOG_FORMAT=json`` writes, in the
+database (the SQLite file, its -wal and -shm read as bytes; every PostgreSQL row as
+text), in what the other origin received, or in the text of any Flowker error raised on
+the way.
 """
 
 from __future__ import annotations
@@ -313,6 +314,7 @@ def test_no_canary_leaks_anywhere(
     canary_providers,
     hardening_tls,
     debug_logs,
+    debug_json_logs,
     flowker_errors,
     thread_exceptions,
     issued_tokens,
@@ -384,6 +386,7 @@ def test_no_canary_leaks_anywhere(
         }
     )
     haystacks["DEBUG logs"] = debug_logs.text
+    haystacks["DEBUG logs as JSON lines"] = debug_json_logs.text
     haystacks.update({f"Flowker error #{i}": text for i, text in enumerate(flowker_errors)})
     haystacks.update({f"thread exception #{i}": text for i, text in enumerate(thread_exceptions)})
     if database_url.startswith("sqlite"):
@@ -408,6 +411,14 @@ def test_no_canary_leaks_anywhere(
     assert "flowker.workflow" in debug_logs.text  # the log action wrote the echoed bodies
     assert "partner=" in debug_logs.text  # urllib3 wrote the request line with the query-string key
     assert "auth=" in debug_logs.text  # ... for the literal key too (the probe's and the runs')
+    # The JSON lines: one access line per request, with execution and failed-step lines.
+    documents = [json.loads(line) for line in debug_json_logs.lines]
+    access = [doc for doc in documents if doc["logger"] == "flowker.access"]
+    assert len(access) == len(client.responses), (len(access), len(client.responses))
+    assert {doc["principal"] for doc in access} == {"ci-bot"}
+    ended = [doc for doc in documents if doc["logger"] == "flowker.executions" and "node" not in doc]
+    failed_steps = [doc for doc in documents if doc["logger"] == "flowker.executions" and "node" in doc]
+    assert len(ended) >= len(world.kinds) and failed_steps
 
     leaks = find_leaks(canaries.needles(), haystacks)
     assert not leaks, leak_report(leaks)

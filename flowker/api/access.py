@@ -1,0 +1,85 @@
+"""One access line and the HTTP metrics for every request (DESIGN §14).
+
+:class:`AccessMiddleware` is the app's first middleware, so its ``process_response`` runs
+last and sees the status every other part settled on, errors included. The route is the
+template the request matched (``/v1/workflows/{workflow_id}``), ``unmatched`` for unknown
+URLs: never the raw path, so neither the log's route field nor a metric label grows with
+what clients send. It also stamps the request id on the audit actor, so every entry the
+request appends carries it (metadata ``requestId``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import time
+from typing import Any, Callable
+
+import falcon
+
+from flowker.observability.logs import ACCESS_LOGGER
+from flowker.observability.metrics import UNMATCHED_ROUTE
+
+logger = logging.getLogger(ACCESS_LOGGER)
+_CONVERTER = re.compile(r"\{(\w+):\w+\}")
+
+
+class AccessMiddleware:
+    def __init__(self, metrics, *, log_requests: bool = True):
+        self.metrics = metrics
+        self.log_requests = log_requests
+        # The app's router (set by create_app): names the route of a request refused before
+        # routing (401, 413, CORS), so it is not counted with the unknown URLs.
+        self.find_route: Callable[[str], Any] | None = None
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.started_monotonic = time.monotonic()
+
+    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource, params) -> None:
+        actor = getattr(req.context, "actor", None)
+        request_id = getattr(req.context, "request_id", None)
+        if request_id and dataclasses.is_dataclass(actor) and getattr(actor, "request_id", "") is None:
+            req.context.actor = dataclasses.replace(actor, request_id=request_id)  # type: ignore[type-var]
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource, req_succeeded: bool) -> None:
+        started = getattr(req.context, "started_monotonic", None)
+        seconds = time.monotonic() - started if started is not None else 0.0
+        route = _shown(req.uri_template) if req.uri_template else self._route_of(req.path)
+        status = resp.status_code
+        self.metrics.http_request(req.method, route, status, seconds)
+        if not self.log_requests or not logger.isEnabledFor(logging.INFO):
+            return
+        actor = getattr(req.context, "actor", None)
+        principal = getattr(actor, "id", None)
+        request_id = getattr(req.context, "request_id", None)
+        duration_ms = round(seconds * 1000.0, 3)
+        logger.info(
+            '"%s %s" %d %.1fms',
+            _method(req.method),
+            route,
+            status,
+            duration_ms,
+            extra={
+                "method": _method(req.method),
+                "route": route,
+                "status": status,
+                "duration_ms": duration_ms,
+                "request_id": request_id,
+                "principal": principal,
+            },
+        )
+
+    def _route_of(self, path: str) -> str:
+        found = self.find_route(path) if self.find_route is not None else None
+        return _shown(found[3]) if found else UNMATCHED_ROUTE  # (resource, methods, params, template)
+
+
+def _shown(template: str) -> str:
+    """The template as the API document writes it: ``{path:path}`` -> ``{path}``."""
+    return _CONVERTER.sub(r"{\1}", template) if ":" in template else template
+
+
+def _method(method: str) -> str:
+    # gunicorn takes any token as a method: a line shows at most 16 characters of it.
+    return method[:16]

@@ -1,0 +1,165 @@
+"""Log lines: JSON or text (``FLOWKER_LOG_FORMAT``), at ``FLOWKER_LOG_LEVEL``, every one scrubbed.
+
+Flowker writes three kinds of lines of its own, each with named fields a formatter writes
+after the message (``logger.info(..., extra={...})``):
+
+* ``flowker.access``: one per request (method, route template, status, duration in ms,
+  request id, principal);
+* ``flowker.executions``: one per execution end (execution id, workflow, status,
+  duration) and one per failed step (node, error code, attempts).
+
+Every line goes through the redactor: the record factory installed by
+:func:`flowker.security.redaction.install_log_redaction` scrubs messages when records are
+made; the formatters here scrub again what is added after that (the ``extra`` fields, and
+records made before any redactor was installed), with the installed redactors or, when
+none is, a redactor that knows no secret but still masks credential-looking text.
+
+``flowker serve`` hands :func:`gunicorn_logconfig` to gunicorn, so its own error log and
+the workers' lines share one format and one stream (stderr).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from typing import Any
+
+from flowker.security.log_redaction import RedactingRecordFactory, scrub_record
+from flowker.security.redaction import Redactor
+
+ACCESS_LOGGER = "flowker.access"
+EXECUTION_LOGGER = "flowker.executions"
+
+# The named fields a record may carry (``extra=``), in the order lines show them.
+FIELDS = (
+    "method",
+    "route",
+    "status",
+    "duration_ms",
+    "request_id",
+    "principal",
+    "execution_id",
+    "workflow",
+    "node",
+    "node_type",
+    "error_code",
+    "attempts",
+)
+# What an access line's text message already says (the rest follow as name=value).
+_ACCESS_MESSAGE_FIELDS = frozenset({"method", "route", "status", "duration_ms"})
+
+
+class _LineScrubber:
+    """The process's installed redactors, else one that masks credential-looking text."""
+
+    def __init__(self):
+        self._fallback = Redactor()
+
+    def scrub_text(self, text: Any) -> Any:
+        factory = logging.getLogRecordFactory()
+        if isinstance(factory, RedactingRecordFactory) and factory.redactors():
+            return factory.scrub_text(text)
+        return self._fallback.scrub_text(text)
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    moment = dt.datetime.fromtimestamp(record.created, dt.timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class _ScrubbingFormatter(logging.Formatter):
+    def __init__(self):
+        super().__init__()
+        self.scrubber = _LineScrubber()
+
+    def fields(self, record: logging.LogRecord) -> dict[str, Any]:
+        """The record's named fields, strings scrubbed (they were added after the factory ran)."""
+        found = {}
+        for name in FIELDS:
+            value = record.__dict__.get(name)
+            if value is None:
+                continue
+            found[name] = self.scrubber.scrub_text(value) if isinstance(value, str) else value
+        return found
+
+    def scrubbed(self, record: logging.LogRecord) -> logging.LogRecord:
+        # A no-op for records the factory already scrubbed (marked); others are done here.
+        return scrub_record(record, self.scrubber)  # type: ignore[arg-type]
+
+
+class JsonFormatter(_ScrubbingFormatter):
+    """One JSON object per line: time, level, logger, message, the named fields, exception."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record = self.scrubbed(record)
+        document: dict[str, Any] = {
+            "time": _timestamp(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "pid": record.process,  # which gunicorn worker (or the master)
+        }
+        document.update(self.fields(record))
+        if record.exc_text:
+            document["exception"] = record.exc_text
+        if record.stack_info:
+            document["stack"] = record.stack_info
+        return json.dumps(document, ensure_ascii=False, default=str)
+
+
+class TextFormatter(_ScrubbingFormatter):
+    """``TIME LEVEL LOGGER MESSAGE name=value...``, then the traceback, if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record = self.scrubbed(record)
+        parts = [_timestamp(record), record.levelname, record.name, record.getMessage()]
+        skip = _ACCESS_MESSAGE_FIELDS if record.name == ACCESS_LOGGER else frozenset()
+        parts += [f"{name}={_text_value(value)}" for name, value in self.fields(record).items() if name not in skip]
+        line = " ".join(parts)
+        if record.exc_text:
+            line += "\n" + record.exc_text
+        if record.stack_info:
+            line += "\n" + record.stack_info
+        return line
+
+
+def _text_value(value: Any) -> str:
+    text = str(value)
+    return json.dumps(text) if (not text or any(c.isspace() or c == '"' for c in text)) else text
+
+
+def formatter(log_format: str) -> logging.Formatter:
+    """The formatter for ``json`` or ``text`` (also the ``()`` factory of the dictConfig below)."""
+    if log_format == "json":
+        return JsonFormatter()
+    if log_format == "text":
+        return TextFormatter()
+    raise ValueError(f"unknown log format {log_format!r}")
+
+
+def logconfig(settings) -> dict:
+    """A :func:`logging.config.dictConfig` document: the root logger and gunicorn's error
+    log on stderr in the settings' format and level; gunicorn's access log off (Flowker
+    writes its own access line, with the route template and the principal)."""
+    level = settings.log_level
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"flowker": {"()": f"{__name__}.formatter", "log_format": settings.effective_log_format}},
+        "handlers": {
+            "flowker": {"class": "logging.StreamHandler", "formatter": "flowker", "stream": "ext://sys.stderr"}
+        },
+        "root": {"level": level, "handlers": ["flowker"]},
+        "loggers": {
+            "gunicorn.error": {"level": level, "handlers": ["flowker"], "propagate": False},
+            "gunicorn.access": {"level": "CRITICAL", "handlers": [], "propagate": False},
+        },
+    }
+
+
+def configure_logging(settings) -> None:
+    """Apply :func:`logconfig` to this process (a command that logs without gunicorn)."""
+    import logging.config
+
+    logging.config.dictConfig(logconfig(settings))

@@ -1,0 +1,153 @@
+"""Unit tests of flowker.observability: the log formatters and their redaction, the
+settings, and metrics in one process and across processes sharing a directory."""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+
+import pytest
+
+from flowker.errors import ConfigurationError
+from flowker.observability.logs import JsonFormatter, TextFormatter, logconfig
+from flowker.observability.metrics import Metrics, MetricsDirectory, directory_exposition
+from flowker.security.redaction import Redactor, install_log_redaction
+from flowker.settings import Settings
+
+
+def record(message: str = "hello %s", args=("world",), name: str = "flowker.test", **extra) -> logging.LogRecord:
+    made = logging.getLogger(name).makeRecord(name, logging.INFO, __file__, 1, message, args, None, extra=extra)
+    return made
+
+
+def test_json_lines_carry_the_named_fields():
+    line = JsonFormatter().format(
+        record("done", (), name="flowker.access", method="GET", route="/v1/x/{id}", status=200, duration_ms=1.5)
+    )
+    document = json.loads(line)
+    assert document["message"] == "done" and document["logger"] == "flowker.access" and document["level"] == "INFO"
+    assert document["route"] == "/v1/x/{id}" and document["status"] == 200 and document["duration_ms"] == 1.5
+    assert document["time"].endswith("Z") and document["pid"] == os.getpid()
+    assert "\n" not in line
+
+
+def test_text_lines_put_fields_after_the_message():
+    line = TextFormatter().format(record("execution ended", (), execution_id="e-1", workflow="pay roll"))
+    assert line.split(" ", 1)[1].startswith("INFO flowker.test execution ended")
+    assert line.endswith('execution_id=e-1 workflow="pay roll"')
+
+
+def test_every_line_is_scrubbed_fields_and_tracebacks_included():
+    secret = "s3cr3t-value-0123456789"
+    redactor = Redactor()
+    redactor.add_secret(secret)
+    uninstall = install_log_redaction(redactor)
+    try:
+        try:
+            raise ValueError(f"failed with {secret}")
+        except ValueError:
+            import sys
+
+            failing = logging.getLogger("flowker.test").makeRecord(
+                "flowker.test", logging.ERROR, __file__, 1, "call %s", (secret,), sys.exc_info(),
+                extra={"principal": secret, "route": f"/x?token={secret}"},
+            )  # fmt: skip
+        for formatter in (JsonFormatter(), TextFormatter()):
+            line = formatter.format(failing)
+            assert secret not in line and "****" in line, line
+    finally:
+        uninstall()
+
+
+def test_without_any_redactor_credential_looking_text_is_still_masked():
+    line = JsonFormatter().format(record("GET %s", ("https://user:hunter2-pass@example.com/x?api_key=abc123456",)))
+    assert "hunter2-pass" not in line and "abc123456" not in line
+
+
+def test_log_settings_are_checked_and_defaults_follow_the_environment():
+    assert Settings.from_mapping({}).effective_log_format == "text"
+    production = Settings.from_mapping(
+        {"env": "production", "api_keys": "a:" + "k" * 40, "secret_key": "q0cBSlwPOlVEa5hDxZ1qQ2hgXnlo0mX3M8GgR5S6qzU="}
+    )
+    assert production.effective_log_format == "json"
+    assert Settings.from_mapping({"log_format": "JSON", "log_level": "debug"}).log_level == "DEBUG"
+    with pytest.raises(ConfigurationError, match="FLOWKER_LOG_FORMAT"):
+        Settings.from_mapping({"log_format": "xml"})
+    with pytest.raises(ConfigurationError, match="FLOWKER_LOG_LEVEL"):
+        Settings.from_mapping({"log_level": "loud"})
+    with pytest.raises(ConfigurationError, match="FLOWKER_METRICS"):
+        Settings.from_mapping({"metrics": "maybe"})
+    assert Settings.from_mapping({"metrics": "off"}).metrics is False
+
+
+def test_the_gunicorn_logging_config_uses_the_formatter_and_turns_its_access_log_off():
+    import logging.config
+
+    config = logconfig(Settings.from_mapping({"log_format": "json", "log_level": "WARNING"}))
+    assert config["root"]["level"] == "WARNING"
+    assert config["loggers"]["gunicorn.access"]["handlers"] == []
+    formatter = logging.config.DictConfigurator(config).configure_formatter(dict(config["formatters"]["flowker"]))
+    assert isinstance(formatter, JsonFormatter)
+
+
+def test_metrics_off_record_nothing_and_labels_stay_bounded():
+    off = Metrics.from_settings(Settings.from_mapping({"metrics": "off"}))
+    off.execution_ended("wf", "completed", 1.0)
+    assert not off.enabled and b"flowker_executions_total" not in off.exposition()
+    metrics = Metrics.from_settings(Settings())
+    metrics.http_request("BREW", None, 418, 0.01)
+    metrics.breaker_state("svc", "half_open")
+    metrics.breaker_state("svc", "no-such-state")  # ignored
+    text = metrics.exposition().decode()
+    assert 'flowker_http_requests_total{method="other",route="unmatched",status="418"} 1.0' in text
+    assert 'flowker_circuit_breaker_state{executor="svc"} 1.0' in text
+
+
+def _child_records(path: str, count: int) -> None:
+    from flowker.observability.metrics import join_metrics_directory
+
+    join_metrics_directory(path)
+    metrics = Metrics.from_settings(Settings())
+    for _ in range(count):
+        metrics.execution_ended("wf", "completed", 0.1)
+    metrics.audit_appended(count)
+
+
+def test_processes_joining_one_directory_are_summed_and_it_is_removed():
+    directory = MetricsDirectory.create(join=False)  # this test process keeps its own metrics
+    try:
+        assert oct(os.stat(directory.path).st_mode & 0o777) == "0o700"
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter, as a worker process is
+        children = [context.Process(target=_child_records, args=(directory.path, n)) for n in (2, 3)]
+        for child in children:
+            child.start()
+        for child in children:
+            child.join(timeout=60)
+            assert child.exitcode == 0
+            directory.mark_dead(child.pid)
+        text = directory_exposition(directory.path).decode()
+        assert 'flowker_executions_total{status="completed",workflow="wf"} 5.0' in text
+        assert "flowker_audit_appends_total 5.0" in text
+    finally:
+        directory.remove()
+    assert not os.path.exists(directory.path)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "settings", "message"),
+    [
+        (["--metrics-bind", "nonsense"], {}, "--metrics-bind 'nonsense': expected HOST:PORT"),
+        (["--metrics-bind", "127.0.0.1:9464"], {"FLOWKER_METRICS": "off"}, "needs metrics on"),
+        ([], {"FLOWKER_LOG_FORMAT": "xml"}, "FLOWKER_LOG_FORMAT must be one of json, text"),
+    ],
+)
+def test_serve_refuses_bad_observability_options_before_binding(tmp_path, arguments, settings, message):
+    from cli_runner import run_flowker
+
+    database = f"sqlite:///{tmp_path}/serve.db"
+    result = run_flowker("serve", "--bind", "127.0.0.1:0", *arguments, FLOWKER_DATABASE_URL=database, **settings)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "serve.db").exists()  # refused before the database was touched

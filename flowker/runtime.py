@@ -56,6 +56,9 @@ class Runtime:
     execution_service: ExecutionService
     # The database was opened here (not passed in), so close() closes it.
     owns_database: bool = False
+    # Traces (flowker.tracing), built here from the settings unless given: close() then
+    # exports what is left and stops them.
+    owns_tracing: bool = False
 
     @classmethod
     def from_settings(
@@ -66,6 +69,7 @@ class Runtime:
         database=None,
         execution_service=None,
         bind_process: bool = True,
+        tracing=None,
         **service_options,
     ) -> "Runtime":
         """Build everything for ``settings``; nothing connects yet.
@@ -73,7 +77,8 @@ class Runtime:
         ``registry`` defaults to :func:`flowker.plugins.load_registry`; ``database`` to the
         one of ``settings.database_url`` (then closed by :meth:`close`); ``execution_service``
         to one built here with the runtime's database, redactor and audit log
-        (``service_options`` go to its constructor). ``bind_process``: the models use this
+        (``service_options`` go to its constructor), tracing with ``tracing`` (default: the
+        ``OTEL_*`` settings', started on first use; flowker.tracing). ``bind_process``: the models use this
         database wherever no runtime is bound (one runtime per process: the usual case).
         """
         from flowker.audit.chain import AuditLog
@@ -97,12 +102,21 @@ class Runtime:
         secret_policy = SecretReferencePolicy.from_settings(settings)
         # Appends sign checkpoints with the settings' key, if any.
         audit_log = AuditLog.from_settings(settings, database)
+        owns_tracing = False
         if execution_service is None:
             from flowker.runner.service import ExecutionService
+            from flowker.tracing import tracing_from_settings
 
+            owns_tracing = tracing is None
             # Built last: it registers its redactor with the process's logging (undone by close()).
             execution_service = ExecutionService(
-                settings, registry, redactor=Redactor(), database=database, audit_log=audit_log, **service_options
+                settings,
+                registry,
+                redactor=Redactor(),
+                database=database,
+                audit_log=audit_log,
+                tracing=tracing if tracing is not None else tracing_from_settings(settings),
+                **service_options,
             )
         if bind_process:
             database_proxy.initialize(database)
@@ -120,6 +134,7 @@ class Runtime:
             executors=ExecutorStore(registry, secret_box, address_policy, secret_policy, audit_log),
             execution_service=execution_service,
             owns_database=owns_database,
+            owns_tracing=owns_tracing,
         )
 
     def bound(self):
@@ -134,6 +149,8 @@ class Runtime:
 
         try:
             self.execution_service.close()
+            if self.owns_tracing:
+                self.execution_service.tracing.shutdown()
         finally:
             if self.owns_database:
                 close_database(self.database)

@@ -100,11 +100,12 @@ def create_app(
     execution_service=None,
     database=None,
     runtime: Runtime | None = None,
+    tracing=None,
     background_workers: int = DEFAULT_BACKGROUND_WORKERS,
     background_queue: int = DEFAULT_BACKGROUND_QUEUE,
 ) -> FlowkerApp:
     """The WSGI app for ``settings``, on ``runtime`` (default: ``Runtime.from_settings``
-    with ``registry``, ``execution_service`` and ``database``; see :mod:`flowker.runtime`).
+    with ``registry``, ``execution_service``, ``database`` and ``tracing``; see :mod:`flowker.runtime`).
     The schema must already be migrated (``flowker db upgrade`` or the serve command's
     start-up). ``settings.api_keys`` must not be empty (development:
     ``settings.with_generated_api_key()`` first).
@@ -115,7 +116,7 @@ def create_app(
         from flowker.runtime import Runtime
 
         runtime = Runtime.from_settings(
-            settings, registry=registry, database=database, execution_service=execution_service
+            settings, registry=registry, database=database, execution_service=execution_service, tracing=tracing
         )
     database = runtime.database
     execution_service = runtime.execution_service
@@ -178,6 +179,9 @@ def check_settings(settings) -> None:
         AddressPolicy.from_settings(settings)
     except ValueError as exc:
         raise ConfigurationError(f"FLOWKER_ALLOW_PRIVATE_NETWORKS: {exc}") from None
+    from flowker.tracing import tracing_from_settings
+
+    tracing_from_settings(settings)  # OTEL_* variables Flowker cannot honour (another exporter)
 
 
 def allowed_query_parameters() -> dict:

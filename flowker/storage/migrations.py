@@ -12,6 +12,7 @@ from flowker.storage.models import (
     AuditCheckpoint,
     AuditEntry,
     CircuitBreakerState,
+    Execution,
     SchemaMigration,
     Workflow,
 )
@@ -88,15 +89,25 @@ ADDED_COLUMNS = (
     (AuditCheckpoint._meta.table_name, "previous_checkpoint_hash", "VARCHAR(64)"),
     (AuditCheckpoint._meta.table_name, "entry_count", "BIGINT"),
 )
+# Migration 7: the execution's OpenTelemetry trace id (flowker.tracing).
+TRACE_ID_COLUMNS = ((Execution._meta.table_name, "trace_id", "VARCHAR(32)"),)
 
 
-def _add_checkpoint_chain_columns(database: peewee.Database) -> None:
+def _add_columns(database: peewee.Database, columns) -> None:
     # ALTER TABLE ... ADD COLUMN (nullable, no default) fires no UPDATE trigger and
-    # rewrites no row on either backend; existing checkpoints keep NULL (version 1).
-    for table, column, sql_type in ADDED_COLUMNS:
+    # rewrites no row on either backend; existing rows keep NULL.
+    for table, column, sql_type in columns:
         present = {c.name for c in database.get_columns(table)}
         if column not in present:
             database.execute_sql(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
+
+
+def _add_checkpoint_chain_columns(database: peewee.Database) -> None:
+    _add_columns(database, ADDED_COLUMNS)  # existing checkpoints keep NULL (version 1)
+
+
+def _add_execution_trace_id(database: peewee.Database) -> None:
+    _add_columns(database, TRACE_ID_COLUMNS)
 
 
 # (version, name, function). Append only; never edit a migration that has shipped.
@@ -105,6 +116,8 @@ MIGRATIONS = (
     (2, "drop indexes no query needs (fewer page writes per execution)", _drop_unneeded_indexes),
     (3, "circuit breaker state shared by every process", _create_breaker_state),
     (4, "chain the audit checkpoints (previous checkpoint hash, entry count)", _add_checkpoint_chain_columns),
+    # 5 and 6 are taken by work merged beside this one.
+    (7, "the execution's OpenTelemetry trace id", _add_execution_trace_id),
 )
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -179,11 +179,15 @@ class _Span:
 
 
 class ClientSpan(_Span):
-    """One executor call attempt (HTTP client semantic conventions)."""
+    """One executor call attempt (HTTP client semantic conventions).
 
-    def __init__(self, span, otel, redact_url):
+    ``url.full`` is the URL as sent, with the query parameters the auth added, through
+    the redactor: set from the answer, or from the URL and query when none came."""
+
+    def __init__(self, span, otel, redact_url, url: str, query: dict | None):
         super().__init__(span, otel)
         self._redact_url = redact_url
+        self._url, self._query = url, query
 
     def headers(self, headers: dict) -> dict:
         """``headers`` plus this attempt's ``traceparent`` (and ``tracestate``); any the
@@ -194,13 +198,19 @@ class ClientSpan(_Span):
 
     def answered(self, response) -> None:
         status = response.status_code
-        self._span.set_attribute("http.response.status_code", status)
         first = response.history[0] if response.history else response
         if first.request is not None and first.request.url:
-            # The URL as sent, with the query parameters the auth added (masked).
-            self._span.set_attribute("url.full", self._redact_url(first.request.url))
+            self._url, self._query = first.request.url, None
+        self._span.set_attribute("http.response.status_code", status)
         if status >= 400:
             self.failed(str(status))
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        url = self._url
+        if self._query:
+            url = f"{url}{'&' if '?' in url else '?'}{urlencode(self._query, doseq=True)}"
+        self._span.set_attribute("url.full", self._redact_url(url))
+        super().__exit__(exc_type, exc, traceback)
 
 
 class _Otel:
@@ -316,10 +326,8 @@ class Tracing:
             return _NO_SPAN
         assert self._otel is not None
         parts = urlsplit(url)
-        full = f"{url}{'&' if parts.query else '?'}{urlencode(query, doseq=True)}" if query else url
         attributes: dict[str, Any] = {
             "http.request.method": method,
-            "url.full": redact_url(full),
             "server.address": parts.hostname or "",
             "server.port": parts.port or (443 if parts.scheme == "https" else 80),
             "flowker.executor.name": executor,
@@ -327,7 +335,7 @@ class Tracing:
         if attempt > 1:
             attributes["http.request.resend_count"] = attempt - 1
         span = tracer.start_span(method, kind=self._otel.SpanKind.CLIENT, attributes=attributes)
-        return ClientSpan(span, self._otel, redact_url)
+        return ClientSpan(span, self._otel, redact_url, url, query)
 
 
 def _error_type(exc: BaseException) -> str:

@@ -169,17 +169,21 @@ def test_an_executor_gets_exactly_one_traceparent_its_client_span(tracing):
 
 
 def test_an_exception_marks_the_span_by_its_code_never_its_message(tracing):
+    from flowker.error_codes import ErrorCode
     from flowker.errors import FlowkerError
 
     with pytest.raises(FlowkerError):
         with tracing.step("n", "action", "wf", "e-1"):
-            raise FlowkerError("the token s3cr3t was refused", code="FLK-0505")
+            raise FlowkerError("the token s3cr3t was refused", code=ErrorCode.EXECUTOR_CALL_FAILED)
     with pytest.raises(TimeoutError):
         with tracing.client("svc", "GET", "http://127.0.0.1:9/", None, str, 2):
             raise TimeoutError("slow")
     tracing.shutdown()
     step, client = tracing.exporter.get_finished_spans()
-    assert step.attributes["error.type"] == "FLK-0505" and step.status.status_code.name == "ERROR"
+    assert (
+        step.attributes["error.type"] == ErrorCode.EXECUTOR_CALL_FAILED.value
+        and step.status.status_code.name == "ERROR"
+    )
     assert "s3cr3t" not in repr(step.attributes) and not step.events
     assert client.attributes["error.type"] == "timeout" and client.attributes["http.request.resend_count"] == 1
 

@@ -213,6 +213,19 @@ class ClientSpan(_Span):
         super().__exit__(exc_type, exc, traceback)
 
 
+class _PropagatingSpan(_NoSpan):
+    """An unsampled trace's executor call: no span, but its ``traceparent`` goes along
+    (sampled flag off) so the service's spans, if it keeps any, join the same trace."""
+
+    def __init__(self, otel):
+        self._otel = otel
+
+    def headers(self, headers: dict) -> dict:
+        carried = {name: value for name, value in headers.items() if name.lower() not in TRACE_CONTEXT_HEADERS}
+        self._otel.propagator.inject(carried)
+        return carried
+
+
 class _Otel:
     """The OpenTelemetry names the spans use, imported once when tracing starts."""
 
@@ -223,6 +236,7 @@ class _Otel:
 
         self.attach, self.detach = context.attach, context.detach
         self.set_span_in_context = trace.set_span_in_context
+        self.get_current_span = trace.get_current_span
         self.SpanKind, self.StatusCode = SpanKind, StatusCode
         self.propagator = TraceContextTextMapPropagator()
 
@@ -303,9 +317,16 @@ class Tracing:
         span = tracer.start_span("flowker.execution", context=parent, attributes={"flowker.execution.id": execution_id})
         return _Span(span, self._otel)
 
+    def _unsampled(self) -> bool:
+        """Whether the current trace is one the sampler dropped: its spans would record
+        nothing, so none are made (every standard sampler decides alike for one trace)."""
+        assert self._otel is not None
+        current = self._otel.get_current_span()
+        return not current.is_recording() and current.get_span_context().is_valid
+
     def step(self, node_id: str, node_type: str, workflow_name: str, execution_id: str) -> _Span | _NoSpan:
         tracer = self._started()
-        if tracer is None:
+        if tracer is None or self._unsampled():
             return _NO_SPAN
         span = tracer.start_span(
             "flowker.step",
@@ -320,11 +341,13 @@ class Tracing:
 
     def client(
         self, executor: str, method: str, url: str, query: dict | None, redact_url, attempt: int
-    ) -> ClientSpan | _NoSpan:
+    ) -> ClientSpan | _PropagatingSpan | _NoSpan:
         tracer = self._started()
         if tracer is None:
             return _NO_SPAN
         assert self._otel is not None
+        if self._unsampled():
+            return _PropagatingSpan(self._otel)  # the service still learns the trace, unsampled
         parts = urlsplit(url)
         attributes: dict[str, Any] = {
             "http.request.method": method,

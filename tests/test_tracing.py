@@ -193,3 +193,18 @@ def test_after_shutdown_spans_are_inert(tracing):
     with tracing.execution("late") as span:
         assert span.trace_id is None
     assert tracing.exporter.get_finished_spans() == ()
+
+
+def test_an_unsampled_trace_makes_no_child_spans_yet_propagates(tracing):
+    unsampled = tracing.extract({"traceparent": "00-2af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"}.get)
+    with tracing.execution("e-1", unsampled) as run:
+        assert run.trace_id is None
+        with tracing.step("call", "executor", "wf", "e-1") as step:
+            with tracing.client("svc", "GET", "http://127.0.0.1:9/", None, str, 1) as call:
+                sent = call.headers({})
+    assert step.trace_id is None
+    assert sent["traceparent"].startswith("00-2af7651916cd43dd8448eb211c80319c-") and sent["traceparent"].endswith(
+        "-00"
+    )
+    tracing.shutdown()
+    assert tracing.exporter.get_finished_spans() == ()

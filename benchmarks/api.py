@@ -120,14 +120,16 @@ def start_stub() -> tuple[multiprocessing.Process, int]:
 
 
 class Server:
-    def __init__(self, database_url: str, workers: int, threads: int):
-        env = {key: value for key, value in os.environ.items() if not key.startswith("FLOWKER_")}
+    def __init__(self, database_url: str, workers: int, threads: int, env_extra: dict | None = None):
+        # Flowker's settings and the OTEL_* variables (traces) are only what the benchmark says.
+        env = {key: value for key, value in os.environ.items() if not key.startswith(("FLOWKER_", "OTEL_"))}
         env.update(
             FLOWKER_DATABASE_URL=database_url,
             FLOWKER_API_KEYS=f"bench:{API_KEY}",
             BENCHMARK_STUB_TOKEN=STUB_TOKEN,
             PYTHONUNBUFFERED="1",
         )
+        env.update(env_extra or {})
         self.process = subprocess.Popen(
             [
                 sys.executable,

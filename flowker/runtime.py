@@ -58,6 +58,9 @@ class Runtime:
     metrics: Metrics
     # The database was opened here (not passed in), so close() closes it.
     owns_database: bool = False
+    # Traces (flowker.tracing), built here from the settings unless given: close() then
+    # exports what is left and stops them.
+    owns_tracing: bool = False
 
     @classmethod
     def from_settings(
@@ -68,6 +71,7 @@ class Runtime:
         database=None,
         execution_service=None,
         bind_process: bool = True,
+        tracing=None,
         **service_options,
     ) -> "Runtime":
         """Build everything for ``settings``; nothing connects yet.
@@ -75,7 +79,8 @@ class Runtime:
         ``registry`` defaults to :func:`flowker.plugins.load_registry`; ``database`` to the
         one of ``settings.database_url`` (then closed by :meth:`close`); ``execution_service``
         to one built here with the runtime's database, redactor and audit log
-        (``service_options`` go to its constructor). ``bind_process``: the models use this
+        (``service_options`` go to its constructor), tracing with ``tracing`` (default: the
+        ``OTEL_*`` settings', started on first use; flowker.tracing). ``bind_process``: the models use this
         database wherever no runtime is bound (one runtime per process: the usual case).
         """
         from flowker.audit.chain import AuditLog
@@ -102,9 +107,12 @@ class Runtime:
         metrics = execution_service.metrics if execution_service is not None else Metrics.from_settings(settings)
         # Appends sign checkpoints with the settings' key, if any.
         audit_log = AuditLog.from_settings(settings, database, metrics=metrics)
+        owns_tracing = False
         if execution_service is None:
             from flowker.runner.service import ExecutionService
+            from flowker.tracing import tracing_from_settings
 
+            owns_tracing = tracing is None
             # Built last: it registers its redactor with the process's logging (undone by close()).
             execution_service = ExecutionService(
                 settings,
@@ -113,6 +121,7 @@ class Runtime:
                 database=database,
                 audit_log=audit_log,
                 metrics=metrics,
+                tracing=tracing if tracing is not None else tracing_from_settings(settings),
                 **service_options,
             )
         if bind_process:
@@ -132,6 +141,7 @@ class Runtime:
             execution_service=execution_service,
             metrics=metrics,
             owns_database=owns_database,
+            owns_tracing=owns_tracing,
         )
 
     def bound(self):
@@ -146,6 +156,8 @@ class Runtime:
 
         try:
             self.execution_service.close()
+            if self.owns_tracing:
+                self.execution_service.tracing.shutdown()
         finally:
             if self.owns_database:
                 close_database(self.database)

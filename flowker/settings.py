@@ -136,6 +136,9 @@ class Settings:
     config_file: str | None = None
     tls_certfile: str | None = None
     tls_keyfile: str | None = None
+    # The standard OTEL_* variables (traces, DESIGN §14; flowker.tracing): not FLOWKER_*
+    # settings, never from the bootstrap file. Not shown: OTLP headers may hold a token.
+    otel_environment: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     @property
     def production(self) -> bool:
@@ -170,6 +173,9 @@ class Settings:
             if name.startswith(ENV_PREFIX) and name != ENV_PREFIX + "CONFIG":
                 raw[name[len(ENV_PREFIX) :].lower()] = value
         settings = cls.from_mapping(raw)
+        from flowker.tracing import otel_environment
+
+        settings = settings.replace(otel_environment=otel_environment(environ))
         return settings.replace(config_file=os.path.abspath(config_file)) if config_file else settings
 
     @classmethod
@@ -258,7 +264,7 @@ class Settings:
         return self.replace(api_keys=(ApiKey("generated", secrets.token_urlsafe(24)),), api_key_generated=True)
 
 
-_NOT_SETTINGS = frozenset({"api_key_generated", "config_file", "tls_certfile", "tls_keyfile"})
+_NOT_SETTINGS = frozenset({"api_key_generated", "config_file", "tls_certfile", "tls_keyfile", "otel_environment"})
 
 
 def _convert(key: str, value) -> dict[str, object]:

@@ -112,12 +112,13 @@ def create_app(
     database=None,
     runtime: Runtime | None = None,
     bearer_authenticator: BearerAuthenticator | None = None,
+    tracing=None,
     background_workers: int = DEFAULT_BACKGROUND_WORKERS,
     background_queue: int = DEFAULT_BACKGROUND_QUEUE,
     log_requests: bool = True,
 ) -> FlowkerApp:
     """The WSGI app for ``settings``, on ``runtime`` (default: ``Runtime.from_settings``
-    with ``registry``, ``execution_service`` and ``database``; see :mod:`flowker.runtime`).
+    with ``registry``, ``execution_service``, ``database`` and ``tracing``; see :mod:`flowker.runtime`).
     The schema must already be migrated (``flowker db upgrade`` or the serve command's
     start-up). ``settings.api_keys`` must not be empty (development:
     ``settings.with_generated_api_key()`` first).
@@ -133,7 +134,7 @@ def create_app(
         from flowker.runtime import Runtime
 
         runtime = Runtime.from_settings(
-            settings, registry=registry, database=database, execution_service=execution_service
+            settings, registry=registry, database=database, execution_service=execution_service, tracing=tracing
         )
     from flowker.catalog.api_keys import ApiKeyStore
 
@@ -224,6 +225,9 @@ def check_settings(settings) -> None:
             policy.check_url_shape(settings.oidc_issuer)
         except SSRFBlockedError as exc:
             raise ConfigurationError(f"FLOWKER_OIDC_ISSUER: {exc.message}") from None
+    from flowker.tracing import tracing_from_settings
+
+    tracing_from_settings(settings)  # OTEL_* variables Flowker cannot honour (another exporter)
 
 
 def operation_ids() -> dict[tuple[str, str], str]:

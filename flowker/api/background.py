@@ -61,8 +61,9 @@ class BackgroundRunner:
             self._in_flight -= 1
         self._slots.release()
 
-    def submit(self, execution_id: str) -> None:
-        """Run ``execution_id`` in the pool; the caller holds a slot from :meth:`try_reserve`."""
+    def submit(self, execution_id: str, **run_options) -> None:
+        """Run ``execution_id`` in the pool (``run(execution_id, **run_options)``, e.g. its
+        ``trace_parent``); the caller holds a slot from :meth:`try_reserve`."""
         with self._lock:
             if self._closed:
                 self._in_flight -= 1
@@ -72,13 +73,13 @@ class BackgroundRunner:
                 self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="flowker-run")
             if self._heartbeat is not None:
                 self._heartbeat.track(execution_id)
-            self._pool.submit(self._execute, execution_id)
+            self._pool.submit(self._execute, execution_id, run_options)
 
-    def _execute(self, execution_id: str) -> None:
+    def _execute(self, execution_id: str, run_options: dict | None = None) -> None:
         opened = False
         try:
             opened = self._database.connect(reuse_if_open=True)
-            self._run(execution_id)
+            self._run(execution_id, **(run_options or {}))
         except Exception:  # noqa: BLE001 - the run records its own failure; this is a last resort
             logger.exception("background execution %s failed outside the runner", execution_id)
         finally:

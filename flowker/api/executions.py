@@ -78,6 +78,8 @@ def start_execution(
     service = state.execution_service
     actor = req.context.actor
     asynchronous = wants_async(req)
+    # A W3C traceparent on the request: the run's span continues that trace (flowker.tracing).
+    trace_parent = service.tracing.extract(req.get_header)
     if asynchronous:
         if not state.background.try_reserve():
             raise unavailable(
@@ -97,7 +99,7 @@ def start_execution(
             state.background.release()
             raise
         if started.created:
-            state.background.submit(started.execution.id)
+            state.background.submit(started.execution.id, trace_parent=trace_parent)
         else:
             state.background.release()
         execution = started.execution  # as created: running
@@ -111,7 +113,9 @@ def start_execution(
             checked_input=checked_input,
         )
         # The row start() just created is run as it is, not read back first.
-        execution = service.run_started(started.execution) if started.created else started.execution
+        execution = (
+            service.run_started(started.execution, trace_parent=trace_parent) if started.created else started.execution
+        )
     if not started.created:
         resp.status = falcon.HTTP_200
     elif asynchronous:

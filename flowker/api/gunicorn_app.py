@@ -29,6 +29,7 @@ from flowker.storage.database import close_database
 
 if TYPE_CHECKING:
     from flowker.api.app import FlowkerApp
+    from flowker.tracing import DisabledTracing, Tracing
 
 logger = logging.getLogger("flowker.serve")
 
@@ -107,6 +108,8 @@ class FlowkerApplication(BaseApplication):
             if not options.metrics_directory:
                 raise ConfigurationError("--metrics-bind needs metrics on (FLOWKER_METRICS is off)")
             self.metrics_listener = MetricsListener(options.metrics_bind, options.metrics_directory)
+        # The worker's traces (flowker.tracing), set up after the fork (post_fork).
+        self.tracing: Tracing | DisabledTracing | None = None
         super().__init__(prog="flowker serve")
 
     # --- gunicorn BaseApplication -------------------------------------------------
@@ -116,6 +119,7 @@ class FlowkerApplication(BaseApplication):
             if value is not None:
                 self.cfg.set(name, value)
         self.cfg.set("when_ready", self.when_ready)
+        self.cfg.set("post_fork", self.post_fork)
         self.cfg.set("post_worker_init", self.post_worker_init)
         self.cfg.set("worker_exit", self.worker_exit)
         self.cfg.set("post_fork", self.post_fork)
@@ -126,7 +130,9 @@ class FlowkerApplication(BaseApplication):
         """Runs in each worker: its own database binding and execution service."""
         from flowker.api.app import create_app
 
-        self.app = create_app(self.settings, registry=self.registry, log_requests=self.options.access_log)
+        self.app = create_app(
+            self.settings, registry=self.registry, log_requests=self.options.access_log, tracing=self.tracing
+        )
         return self.app
 
     # --- hooks --------------------------------------------------------------------
@@ -155,6 +161,12 @@ class FlowkerApplication(BaseApplication):
         if self.metrics_listener is not None:
             self.metrics_listener.stop()
 
+    def post_fork(self, server, worker) -> None:
+        """Worker, just forked: its own tracer provider and export thread (none crosses a fork)."""
+        from flowker.tracing import tracing_from_settings
+
+        self.tracing = tracing_from_settings(self.settings).start()
+
     def post_worker_init(self, worker) -> None:
         """Worker, app loaded: SIGTERM now drains instead of stopping at once."""
         drain_seconds = self.options.drain_seconds
@@ -180,11 +192,13 @@ class FlowkerApplication(BaseApplication):
     def worker_exit(self, server, worker) -> None:
         """Worker, after its last request: accepted async runs finish, then clean up."""
         state = getattr(self.app, "state", None)
-        if state is None:
-            return
         try:
-            state.close()
+            if state is not None:
+                state.close()
         except Exception:  # noqa: BLE001 - a failing clean-up must not hide the exit
             logger.exception("worker clean-up failed")
         finally:
-            close_database(state.database)
+            if state is not None:
+                close_database(state.database)
+            if self.tracing is not None:
+                self.tracing.shutdown()  # the spans of the last runs are exported

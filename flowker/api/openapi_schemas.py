@@ -7,6 +7,12 @@ TIME = {"type": "string", "format": "date-time"}
 OPTIONAL_TIME = {"type": ["string", "null"], "format": "date-time"}
 UUID = {"type": "string", "format": "uuid"}
 ANY: dict = {}
+# The run's OpenTelemetry trace (32 hex digits), when it was traced (flowker.tracing, docs/tracing.md).
+TRACE_ID = {
+    "type": "string",
+    "pattern": "^[0-9a-f]{32}$",
+    "description": "The run's OpenTelemetry trace id, when traced",
+}
 
 
 def obj(required: dict, optional: dict | None = None) -> dict:
@@ -136,7 +142,7 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
             "totalSteps": {"type": "integer"},
             "startedAt": TIME,
         },
-        {"completedAt": TIME, "errorMessage": {"type": "string"}},
+        {"completedAt": TIME, "errorMessage": {"type": "string"}, "traceId": TRACE_ID},
     ),
     "ExecutionList": page("ExecutionSummary"),
     "StepResult": obj(
@@ -167,7 +173,7 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
             "finalOutput": ANY,
             "startedAt": TIME,
         },
-        {"completedAt": OPTIONAL_TIME, "errorMessage": {"type": "string"}},
+        {"completedAt": OPTIONAL_TIME, "errorMessage": {"type": "string"}, "traceId": TRACE_ID},
     ),
     "AuditEvent": obj(
         {

@@ -122,6 +122,8 @@ def execution_summary(execution: Execution) -> dict:
         summary["completedAt"] = iso(execution.completed_at)
     if execution.error_message:
         summary["errorMessage"] = execution.error_message
+    if execution.trace_id:
+        summary["traceId"] = execution.trace_id
     return summary
 
 
@@ -160,4 +162,5 @@ def execution_results(execution: Execution) -> dict:
         "startedAt": iso(execution.started_at),
         "completedAt": iso(execution.completed_at),
         **({"errorMessage": execution.error_message} if execution.error_message else {}),
+        **({"traceId": execution.trace_id} if execution.trace_id else {}),
     }

@@ -6,7 +6,8 @@ every check ``flowker validate`` runs, loaded into an embedded SQLite database (
 temporary one unless ``--db`` names one) with their audit entries, activated and run
 (the plan ``flowker apply --activate`` makes: :func:`flowker.catalog.spec_sync.install_for_run`).
 Each step is shown on stderr as it starts and ends; the final output is printed as JSON
-on stdout.
+on stdout. With traces on (`OTEL_*`, docs/tracing.md) the last stderr line names the trace id;
+the spans are exported before the command exits.
 
 Exit codes: 0 the run completed, 1 the spec is invalid or the run failed, 2 usage error
 (``--input`` that is not a JSON object, or that the trigger's ``inputSchema`` refuses:
@@ -289,7 +290,11 @@ def _run(settings, registry, documents, input_data, *, recover: bool, recording:
             printer = ProgressPrinter(plan.total_steps)
             observer = printer if recording is None else recording.observer(printer)
             execution = service.run(started.execution.id, observer=observer)
-            click.echo(f"execution {execution.status} in {(time.monotonic() - started_at) * 1000:.0f} ms", err=True)
+            # With traces on (OTEL_*, docs/tracing.md), the trace to look the run up by.
+            traced = f"; trace id {execution.trace_id}" if execution.trace_id else ""
+            click.echo(
+                f"execution {execution.status} in {(time.monotonic() - started_at) * 1000:.0f} ms{traced}", err=True
+            )
             return execution
     finally:
         runtime.close()

@@ -33,6 +33,7 @@ from flowker.expressions import EvaluationBudget, ExpressionError, Variables
 from flowker.runner.executor_client import CallRequest, CallResult, DeadlineExceeded
 from flowker.runner.graph import EdgePlan, NodePlan, WorkflowPlan
 from flowker.storage.models import utcnow
+from flowker.tracing import NO_TRACING
 from flowker.error_codes import ErrorCode
 
 logger = logging.getLogger(__name__)
@@ -111,6 +112,7 @@ class Engine:
         max_output_bytes: int = MAX_OUTPUT_BYTES,
         expression_sandbox: Any = None,
         monotonic: Callable[[], float] = time.monotonic,
+        tracing: Any = NO_TRACING,
     ):
         self.plan = plan
         self.monotonic = monotonic  # the deadline's clock (virtual under `flowker test`)
@@ -120,6 +122,7 @@ class Engine:
         self.timeout_seconds = timeout_seconds
         self.resolve_executor = resolve_executor
         self.sink = sink
+        self.tracing = tracing  # a flowker.step span around each node that runs
         self.scrub = scrub_text
         self.outputs: dict[str, Any] = {}
         self.status: dict[str, str] = {}
@@ -192,7 +195,8 @@ class Engine:
             if self.monotonic() >= self.deadline:
                 limit = f" ({self.timeout_seconds:g} s)" if self.timeout_seconds is not None else ""
                 raise StepFailure(f"the execution deadline{limit} passed before this step", code=DeadlineExceeded.code)
-            record.output = self._capped(self._execute(node, record), f"the output of node {node.id!r}")
+            with self.tracing.step(node.id, node.type, self.plan.name, self.execution_id):
+                record.output = self._capped(self._execute(node, record), f"the output of node {node.id!r}")
             self.outputs[node.id] = record.output
         except StepFailure as failure:
             record.status, record.error, record.error_code = FAILED, self.scrub(failure.message), failure.code

@@ -39,6 +39,7 @@ from flowker.runner.breakers import ExecutorBreaker, NetworkError, TransientHTTP
 from flowker.runner.clock import SYSTEM_CLOCK, Clock
 from flowker.security.http import ResponseTooLargeError, read_capped, send_request
 from flowker.security.redaction import redact_headers
+from flowker.tracing import NO_TRACING
 from flowker.error_codes import ErrorCode
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
@@ -223,6 +224,7 @@ class ExecutorClient:
         scrub_text: Callable[[str], str],
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         clock: Clock = SYSTEM_CLOCK,
+        tracing=NO_TRACING,
     ):
         self.definition = definition
         self.clock = clock
@@ -232,6 +234,7 @@ class ExecutorClient:
         self._redact_url = redact_url
         self._scrub = scrub_text
         self.max_response_bytes = max_response_bytes
+        self.tracing = tracing  # a client span per attempt (flowker.tracing)
 
     def close(self) -> None:
         self.session.close()
@@ -317,17 +320,26 @@ class ExecutorClient:
         started = time.perf_counter()
         try:
             try:
-                response = send_request(
-                    self.session,
+                with self.tracing.client(
+                    self.definition.name,
                     send.method,
                     send.url,
-                    params=send.query or None,
-                    headers=send.headers,
-                    json=send.body,
-                    auth=send.auth,
-                    timeout=(min(timeout, MAX_CONNECT_TIMEOUT_SECONDS), timeout),
-                )
-                body = read_capped(response, self.max_response_bytes)
+                    send.query,
+                    self._redact_url,
+                    len(result.attempts) + 1 if result is not None else 1,
+                ) as span:
+                    response = send_request(
+                        self.session,
+                        send.method,
+                        send.url,
+                        params=send.query or None,
+                        headers=span.headers(send.headers),
+                        json=send.body,
+                        auth=send.auth,
+                        timeout=(min(timeout, MAX_CONNECT_TIMEOUT_SECONDS), timeout),
+                    )
+                    span.answered(response)
+                    body = read_capped(response, self.max_response_bytes)
             finally:
                 if result is not None:
                     result.transport_ms += (time.perf_counter() - started) * 1000.0

@@ -21,6 +21,7 @@ from flowker.runner.breakers import BreakerBoard
 from flowker.runner.executor_client import ExecutorClient, ExecutorDefinition, RetryPolicy
 from flowker.storage.lookups import executor_heads
 from flowker.storage.models import Executor
+from flowker.tracing import NO_TRACING
 from flowker.error_codes import ErrorCode
 
 MAX_CLIENTS = 256
@@ -35,7 +36,15 @@ class _Entry:
 
 class ExecutorPool:
     def __init__(
-        self, settings, registry, redactor, breakers: BreakerBoard, *, token_cache=None, max_clients: int = MAX_CLIENTS
+        self,
+        settings,
+        registry,
+        redactor,
+        breakers: BreakerBoard,
+        *,
+        token_cache=None,
+        max_clients: int = MAX_CLIENTS,
+        tracing=NO_TRACING,
     ):
         self.settings = settings
         self.registry = registry
@@ -43,6 +52,7 @@ class ExecutorPool:
         self.breakers = breakers
         self.retry_policy = RetryPolicy.from_settings(settings)
         self.token_cache = token_cache
+        self.tracing = tracing
         self._max = max_clients
         self._lock = threading.Lock()
         self._entries: OrderedDict[tuple, _Entry] = OrderedDict()
@@ -94,6 +104,7 @@ class ExecutorPool:
             self.retry_policy,
             redact_url=self.redactor.redact_url,
             scrub_text=self.redactor.scrub_text,
+            tracing=self.tracing,
         )
         with self._lock:
             existing = self._entries.get(key)

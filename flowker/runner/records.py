@@ -56,12 +56,12 @@ INSERT_STEPS = CompiledInsert(StepResult, STEP_COLUMNS)
 RENEW_PROGRESS = CompiledUpdate(Execution, ("current_step", "lease_expires_at"), '"id" = {p} AND "owner" = {p}')
 FINISH_EXECUTION = CompiledUpdate(
     Execution,
-    ("status", "final_output", "error_message", "completed_at", "lease_expires_at", "current_step"),
+    ("status", "final_output", "error_message", "completed_at", "lease_expires_at", "trace_id", "current_step"),
     '"id" = {p} AND "status" = \'running\'',
 )
 FINISH_EXECUTION_KEEP_STEP = CompiledUpdate(
     Execution,
-    ("status", "final_output", "error_message", "completed_at", "lease_expires_at"),
+    ("status", "final_output", "error_message", "completed_at", "lease_expires_at", "trace_id"),
     '"id" = {p} AND "status" = \'running\'',
 )
 
@@ -252,16 +252,17 @@ class ExecutionRecorder:
         )
         rows, entries = self._prepared_pending([ended], scrubbed)
         database = model_database(Execution)
+        trace_id = getattr(self.execution, "trace_id", None)  # set by a traced run (flowker.tracing)
         with write_transaction():
             if self._pending:
                 updated = FINISH_EXECUTION.execute(
                     database,
-                    (status, final_output, error, now, None, self._pending[-1].node.step_number),
+                    (status, final_output, error, now, None, trace_id, self._pending[-1].node.step_number),
                     (self.execution.id,),
                 )
             else:
                 updated = FINISH_EXECUTION_KEEP_STEP.execute(
-                    database, (status, final_output, error, now, None), (self.execution.id,)
+                    database, (status, final_output, error, now, None, trace_id), (self.execution.id,)
                 )
             if not updated:
                 return False  # already settled elsewhere (recovered after a lost lease): keep that record

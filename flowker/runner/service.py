@@ -50,6 +50,7 @@ from flowker.storage.database import bound_to, connection, write_transaction
 from flowker.storage.lookups import WorkflowHead, workflow_head
 from flowker.storage.models import Execution, WorkflowVersion, new_id, utcnow
 from flowker.storage.statements import CompiledInsert, CompiledSelect, model_database, model_from_values
+from flowker.tracing import NO_TRACING
 from flowker.error_codes import ErrorCode
 
 logger = logging.getLogger(__name__)
@@ -140,6 +141,7 @@ class ExecutionService:
         database=None,
         audit_log=None,
         metrics=None,
+        tracing=None,
     ):
         from flowker.auth.token_cache import TokenCache
         from flowker.observability.metrics import Metrics
@@ -157,6 +159,8 @@ class ExecutionService:
         # The runtime's metrics (flowker.observability.metrics); none recorded without.
         self.metrics = metrics if metrics is not None else Metrics.disabled()
         self.redactor = redactor if redactor is not None else Redactor()
+        # Spans per execution, step and executor call (flowker.tracing); off by default.
+        self.tracing = tracing if tracing is not None else NO_TRACING
         # Secrets resolved and tokens obtained for runs are scrubbed from every log record of
         # the process (urllib3 logs URLs with query-string keys, the log action the values
         # it is given, peewee the SQL parameters).
@@ -172,7 +176,9 @@ class ExecutionService:
             settings, on_state=self.metrics.breaker_state if self.metrics.enabled else None
         )
         self.token_cache = TokenCache()
-        self.executors = ExecutorPool(settings, registry, self.redactor, self.breakers, token_cache=self.token_cache)
+        self.executors = ExecutorPool(
+            settings, registry, self.redactor, self.breakers, token_cache=self.token_cache, tracing=self.tracing
+        )
         self.heartbeat = LeaseHeartbeat(self.owner, lease_seconds, heartbeat_interval, database=database)
         # Started by server workers (start_sweeping): a dead peer's runs fail within about
         # one and a half leases, without waiting for it to restart.
@@ -316,21 +322,24 @@ class ExecutionService:
 
     # -- running ----------------------------------------------------------------------
 
-    def run(self, execution_id: str, *, observer=None) -> Execution:
-        """Run a started execution to its end; a failing workflow gives a failed execution."""
+    def run(self, execution_id: str, *, observer=None, trace_parent=None) -> Execution:
+        """Run a started execution to its end; a failing workflow gives a failed execution.
+
+        ``trace_parent``: the trace context the run continues (``tracing.extract`` of the
+        request that started it); None: the current one, else a new trace."""
         with bound_to(self.database), connection():
             execution = EXECUTION_BY_ID.first(model_database(Execution), (execution_id,))
             if execution is None:
                 raise NotFound(f"execution {execution_id} not found", code=ErrorCode.EXECUTION_NOT_FOUND)
-            return self._run_loaded(execution, observer)
+            return self._run_loaded(execution, observer, trace_parent)
 
-    def run_started(self, started: Execution, *, observer=None) -> Execution:
+    def run_started(self, started: Execution, *, observer=None, trace_parent=None) -> Execution:
         """Run an execution this service's :meth:`start` just created (its row as returned),
         without reading it back first."""
         with bound_to(self.database), connection():
-            return self._run_loaded(started, observer)
+            return self._run_loaded(started, observer, trace_parent)
 
-    def _run_loaded(self, execution: Execution, observer) -> Execution:
+    def _run_loaded(self, execution: Execution, observer, trace_parent=None) -> Execution:
         if execution.status != "running" or not self._claim(execution):
             return execution  # finished already, or another live process runs it
         self.heartbeat.track(execution.id)
@@ -346,13 +355,16 @@ class ExecutionService:
             telemetry=RunTelemetry(self.metrics, execution.id, self._workflow_name(execution)),
         )
         try:
-            try:
-                outcome = self._walk(execution, recorder)
-            except Exception as exc:  # noqa: BLE001 - e.g. a step row failed to commit
-                logger.exception("execution %s stopped by an internal error", execution.id)
-                recorder.discard_pending()
-                outcome = RunOutcome(status=FAILED, error_message=f"internal error: {type(exc).__name__}")
-            settled = recorder.finish(outcome)
+            with self.tracing.execution(execution.id, trace_parent) as span:
+                try:
+                    outcome = self._walk(execution, recorder, span)
+                except Exception as exc:  # noqa: BLE001 - e.g. a step row failed to commit
+                    logger.exception("execution %s stopped by an internal error", execution.id)
+                    recorder.discard_pending()
+                    outcome = RunOutcome(status=FAILED, error_message=f"internal error: {type(exc).__name__}")
+                execution.trace_id = span.trace_id  # written with the end
+                settled = recorder.finish(outcome)
+                traced_outcome(span, outcome)
         finally:
             self.heartbeat.untrack(execution.id)
         if settled:
@@ -394,11 +406,13 @@ class ExecutionService:
             execution.owner = self.owner
         return bool(claimed)
 
-    def _walk(self, execution: Execution, recorder: ExecutionRecorder) -> RunOutcome:
+    def _walk(self, execution: Execution, recorder: ExecutionRecorder, span=None) -> RunOutcome:
         try:
             plan = self.plan(execution.workflow_id, execution.workflow_version)
         except FlowkerError as exc:
             return RunOutcome(status=FAILED, error_message=f"the workflow cannot run: {exc.message}")
+        if span is not None:
+            span.set("flowker.workflow.name", plan.name)
         timeout = self.settings.execution_timeout_seconds
         elapsed = (utcnow() - execution.started_at).total_seconds()
         engine = Engine(
@@ -413,17 +427,25 @@ class ExecutionService:
             expression_cpu_seconds=self.settings.expression_cpu_seconds,
             max_output_bytes=self.settings.max_output_bytes,
             expression_sandbox=self.expression_sandbox,
+            tracing=self.tracing,
         )
         return engine.run()
 
     def execute(
-        self, workflow_id: str, input_data: Any, *, actor, idempotency_key: str | None = None, observer=None
+        self,
+        workflow_id: str,
+        input_data: Any,
+        *,
+        actor,
+        idempotency_key: str | None = None,
+        observer=None,
+        trace_parent=None,
     ) -> StartResult:
         """Start and, when this call created the execution, run it to the end."""
         started = self.start(workflow_id, input_data, actor=actor, idempotency_key=idempotency_key)
         if not started.created:
             return started
-        return StartResult(self.run_started(started.execution, observer=observer), True)
+        return StartResult(self.run_started(started.execution, observer=observer, trace_parent=trace_parent), True)
 
     # -- upkeep -----------------------------------------------------------------------
 
@@ -445,6 +467,14 @@ class ExecutionService:
         self.executors.close()
         self.expression_sandbox.close()
         self._uninstall_log_redaction()
+
+
+def traced_outcome(span, outcome: RunOutcome) -> None:
+    """The run's end on its span: its status, and for a failure the failed step's error code."""
+    span.set("flowker.execution.status", outcome.status)
+    if outcome.status == FAILED:
+        failed = next((step for step in outcome.steps if step.status == FAILED), None)
+        span.failed((failed.error_code if failed is not None else None) or "execution_failed")
 
 
 def _seconds(value: float):

@@ -13,7 +13,8 @@
   first request): Authorization, Cookie, Proxy-Authorization and the configured secret
   headers, plus every header and query parameter the request's auth added - found by
   comparing the request before and after the auth ran (:func:`apply_auth`), so a
-  plugin's headers go too, whatever their names;
+  plugin's headers go too, whatever their names; the W3C trace context headers
+  (``traceparent``, ``tracestate``: meant for the executor's service) go too;
 * caps response bodies (decoded size, so compression bombs stop too).
 
 :func:`send_request` is ``session.request(..., stream=True)`` for the runner's hot path:
@@ -287,6 +288,8 @@ def read_capped(response: requests.Response, limit: int) -> bytes:
 # The PreparedRequest attribute holding what its auth added (carried from hop to hop).
 _CREDENTIALS_ATTRIBUTE = "_flowker_credentials"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# What flowker.tracing adds for the executor's service; another origin does not get them.
+TRACE_CONTEXT_HEADERS = frozenset({"traceparent", "tracestate"})
 
 
 @dataclass(frozen=True)
@@ -382,7 +385,7 @@ def strip_off_origin(
     setattr(prepared_request, _CREDENTIALS_ATTRIBUTE, credentials)
     if url_origin(prepared_request.url) == credentials.origin:
         return
-    stripped = set(secret_headers) | credentials.headers
+    stripped = set(secret_headers) | credentials.headers | TRACE_CONTEXT_HEADERS
     for name in list(prepared_request.headers):
         if name.lower() in stripped:
             del prepared_request.headers[name]

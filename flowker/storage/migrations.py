@@ -13,6 +13,7 @@ from flowker.storage.models import (
     AuditCheckpoint,
     AuditEntry,
     CircuitBreakerState,
+    Execution,
     SchemaMigration,
     WebhookDelivery,
     Workflow,
@@ -90,12 +91,14 @@ ADDED_COLUMNS = (
     (AuditCheckpoint._meta.table_name, "previous_checkpoint_hash", "VARCHAR(64)"),
     (AuditCheckpoint._meta.table_name, "entry_count", "BIGINT"),
 )
+# Migration 7: the execution's OpenTelemetry trace id (flowker.tracing).
+TRACE_ID_COLUMNS = ((Execution._meta.table_name, "trace_id", "VARCHAR(32)"),)
 
 
-def _add_checkpoint_chain_columns(database: peewee.Database) -> None:
+def _add_columns(database: peewee.Database, columns) -> None:
     # ALTER TABLE ... ADD COLUMN (nullable, no default) fires no UPDATE trigger and
-    # rewrites no row on either backend; existing checkpoints keep NULL (version 1).
-    for table, column, sql_type in ADDED_COLUMNS:
+    # rewrites no row on either backend; existing rows keep NULL.
+    for table, column, sql_type in columns:
         present = {c.name for c in database.get_columns(table)}
         if column not in present:
             database.execute_sql(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
@@ -111,6 +114,14 @@ def _create_webhook_deliveries(database: peewee.Database) -> None:
     database.create_tables([WebhookDelivery], safe=True)
 
 
+def _add_checkpoint_chain_columns(database: peewee.Database) -> None:
+    _add_columns(database, ADDED_COLUMNS)  # existing checkpoints keep NULL (version 1)
+
+
+def _add_execution_trace_id(database: peewee.Database) -> None:
+    _add_columns(database, TRACE_ID_COLUMNS)
+
+
 # (version, name, function). Append only; never edit a migration that has shipped.
 MIGRATIONS = (
     (1, "initial schema with append-only audit tables", _initial),
@@ -119,6 +130,7 @@ MIGRATIONS = (
     (4, "chain the audit checkpoints (previous checkpoint hash, entry count)", _add_checkpoint_chain_columns),
     (5, "API keys stored as hashes, with roles and workflow scopes", _create_api_keys),
     (6, "signed webhook messages already accepted (replays refused on every server)", _create_webhook_deliveries),
+    (7, "the execution's OpenTelemetry trace id", _add_execution_trace_id),
 )
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -120,6 +120,8 @@ class Execution(BaseModel):
     lease_expires_at = peewee.DateTimeField(null=True)
     started_at = peewee.DateTimeField(default=utcnow, index=True)
     completed_at = peewee.DateTimeField(null=True)
+    # The OpenTelemetry trace of the run (32 hex digits), when it was traced and sampled.
+    trace_id = peewee.CharField(max_length=32, null=True)
 
     class Meta:
         indexes = ((("workflow_id", "idempotency_key"), True),)

@@ -1,0 +1,253 @@
+"""What logs, metrics and traces cost REST throughput (DESIGN §14, §17): all on vs all off.
+
+    .venv/bin/python benchmarks/observability_cost.py [--seconds 8] [--rounds 3]
+        [--generator auto|wrk|python] [--concurrency 4] [--workers 2] [--threads 1]
+
+The same workload as ``benchmarks/api.py`` (its helpers: the stub executor process, the
+``flowker serve`` processes, the 3-node workflow, wrk or the Python client), run once per
+variant in :data:`VARIANTS`, each on a fresh SQLite database and server, in alternating
+rounds (off, on, off, on, ...) so that a machine whose speed drifts treats both alike.
+The "on" variant sends its traces to a local OTLP/HTTP receiver (a separate process on
+127.0.0.1 that decodes each export and counts the spans, so it is seen that they arrive).
+
+Printed per variant: completed executions/s over all its rounds, p50/p99 latency (wrk),
+the servers' CPU ms per execution, spans received; then the ratio on/off for throughput
+and CPU. Target: all on >= 90 % of off's throughput, in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.server
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.api import (  # noqa: E402
+    Load,
+    Server,
+    create_workflow,
+    find_wrk,
+    percentile,
+    process_tree,
+    run_wrk,
+    start_stub,
+    wait_ready,
+)
+from benchmarks.load_tools import cpu_seconds  # noqa: E402
+
+RECEIVER = "{receiver}"  # replaced with the local OTLP receiver's URL
+# Everything on: JSON logs at INFO, metrics, traces of every run.
+ALL_ON = {
+    "FLOWKER_LOG_FORMAT": "json",
+    "FLOWKER_LOG_LEVEL": "INFO",
+    "FLOWKER_METRICS": "on",
+    "OTEL_EXPORTER_OTLP_ENDPOINT": RECEIVER,
+    "OTEL_SERVICE_NAME": "flowker-benchmark",
+}
+# Each variant's environment for `flowker serve`, on top of benchmarks/api.py's (which drops
+# every inherited FLOWKER_* and OTEL_* variable). Add a switch here as observability grows.
+# "off" and "on" are compared against the target; the others are printed beside them
+# ("on-sampled-10%": everything on, one run in ten traced: the lever docs/tracing.md names).
+VARIANTS: dict[str, dict[str, str]] = {
+    "off": {},
+    "on": ALL_ON,
+    "on-sampled-10%": {
+        **ALL_ON,
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.1",
+    },
+}
+TARGET_RATIO = 0.90
+
+
+# --------------------------------------------------------------------------- the OTLP receiver
+
+
+def _run_receiver(port_sender, span_count) -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+        ExportTraceServiceResponse,
+    )
+
+    answer = ExportTraceServiceResponse().SerializeToString()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            request = ExportTraceServiceRequest()
+            request.ParseFromString(body)
+            spans = sum(len(scope.spans) for resource in request.resource_spans for scope in resource.scope_spans)
+            with span_count.get_lock():
+                span_count.value += spans
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    port_sender.send(server.server_address[1])
+    server.serve_forever(poll_interval=0.2)
+
+
+def start_receiver():
+    """(process, url, span counter) of an OTLP/HTTP trace receiver in its own process."""
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+    spans = multiprocessing.Value("q", 0)
+    process = multiprocessing.Process(target=_run_receiver, args=(sender, spans), daemon=True)
+    process.start()
+    if not receiver.poll(30):
+        process.terminate()
+        raise SystemExit("the OTLP receiver did not start")
+    return process, f"http://127.0.0.1:{receiver.recv()}", spans
+
+
+# --------------------------------------------------------------------------- one measurement
+
+
+@dataclass
+class Totals:
+    completed: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    server_cpu: float = 0.0
+    spans: int = 0
+    p50: list = field(default_factory=list)
+    p99: list = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        return self.completed / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_ms(self) -> float:
+        return 1000.0 * self.server_cpu / self.completed if self.completed else 0.0
+
+
+def measure(variant_env: dict, stub_port: int, args, wrk: str | None) -> tuple[int, int, float, float, list]:
+    """One round of one variant: (completed, errors, seconds, server CPU seconds, [p50, p99])."""
+    folder = tempfile.mkdtemp(prefix="flowker-obs-bench-")
+    server = Server(f"sqlite:///{folder}/flowker.db", args.workers, args.threads, variant_env)
+    try:
+        wait_ready(server.url)
+        workflow_id = create_workflow(server.url, stub_port)
+        Load(server.url, workflow_id, args.warmup, 60).run(args.concurrency)
+        pids = process_tree(server.process.pid)
+        cpu_before = cpu_seconds(pids)
+        if wrk is not None:
+            result = run_wrk(server.url, workflow_id, args.seconds, args.concurrency, wrk=wrk)
+            done, errors, seconds = result.completed, result.errors, result.seconds
+            latency = [result.latencies_ms["p50"], result.latencies_ms["p99"]]
+        else:
+            load = Load(server.url, workflow_id, 10**9, args.seconds)
+            seconds = load.run(args.concurrency)
+            done, errors = len(load.latencies), len(load.errors)
+            latency = [1000 * percentile(load.latencies, q) for q in (0.5, 0.99)] if done else []
+        used = cpu_seconds(pids) - cpu_before
+        return done, errors, seconds, used, latency
+    finally:
+        server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="load per round and variant")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="which of VARIANTS to run, comma-separated")
+    args = parser.parse_args(argv)
+    chosen = [name.strip() for name in args.variants.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(VARIANTS))
+    if unknown or not {"off", "on"} <= set(chosen):
+        raise SystemExit(f"--variants: choose among {', '.join(VARIANTS)}; off and on are needed")
+
+    wrk = None
+    if args.generator in ("auto", "wrk"):
+        wrk = find_wrk()
+        if wrk is None and args.generator == "wrk":
+            raise SystemExit("wrk is not installed and could not be installed (apt-get install wrk)")
+    load_before = os.getloadavg()[0]
+    stub, stub_port = start_stub()
+    receiver, receiver_url, spans = start_receiver()
+    totals = {name: Totals() for name in chosen}
+    started = time.monotonic()
+    try:
+        for _round in range(args.rounds):
+            for name in chosen:
+                template = VARIANTS[name]
+                env = {key: value.replace(RECEIVER, receiver_url) for key, value in template.items()}
+                spans_before = spans.value
+                done, errors, seconds, cpu, latency = measure(env, stub_port, args, wrk)
+                total = totals[name]
+                total.completed += done
+                total.errors += errors
+                total.seconds += seconds
+                total.server_cpu += cpu
+                total.spans += spans.value - spans_before  # the server flushed them as it stopped
+                if latency:
+                    total.p50.append(latency[0])
+                    total.p99.append(latency[1])
+    finally:
+        stub.terminate()
+        receiver.terminate()
+        stub.join(timeout=10)
+        receiver.join(timeout=10)
+
+    client = f"wrk, {args.concurrency} connections" if wrk else f"Python client, {args.concurrency} threads"
+    print(
+        f"observability cost: flowker serve, {args.workers} gthread workers x {args.threads} threads, SQLite; "
+        f"{client}; {args.rounds} rounds x {args.seconds:g} s per variant, alternating; "
+        f"{os.cpu_count()} CPUs; load average before: {load_before:.2f}; {time.monotonic() - started:.0f} s"
+    )
+    for name, total in totals.items():
+        settings = ", ".join(f"{key}={value}" for key, value in VARIANTS[name].items()) or "nothing set"
+        latency = (
+            f", p50 {sorted(total.p50)[len(total.p50) // 2]:.1f} ms, p99 {sorted(total.p99)[len(total.p99) // 2]:.1f} ms"
+            if total.p50
+            else ""
+        )
+        print(
+            f"  {name}: {total.rate:.1f} executions/s{latency}, servers' CPU {total.cpu_ms:.2f} ms per execution, "
+            f"{total.errors} errors, {total.spans} spans received  ({settings})"
+        )
+        if name != "off" and totals["off"].rate:
+            off = totals["off"]
+            print(
+                f"    / off: throughput {100 * total.rate / off.rate:.1f} %, "
+                f"CPU per execution {100 * total.cpu_ms / off.cpu_ms:.1f} %"
+            )
+    off, on = totals["off"], totals["on"]
+    ratio = on.rate / off.rate if off.rate else 0.0
+    cpu_ratio = on.cpu_ms / off.cpu_ms if off.cpu_ms else 0.0
+    met = ratio >= TARGET_RATIO
+    print(
+        f"all on / off: throughput {100 * ratio:.1f} %, CPU per execution {100 * cpu_ratio:.1f} % "
+        f"(target: throughput >= {100 * TARGET_RATIO:.0f} %): {'met' if met else 'NOT met'}"
+    )
+    if on.spans == 0:
+        print("note: the 'on' variant exported no spans: traces were not on")
+    return 0 if not any(total.errors for total in totals.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -122,7 +122,6 @@ class FlowkerApplication(BaseApplication):
         self.cfg.set("post_fork", self.post_fork)
         self.cfg.set("post_worker_init", self.post_worker_init)
         self.cfg.set("worker_exit", self.worker_exit)
-        self.cfg.set("post_fork", self.post_fork)
         self.cfg.set("child_exit", self.child_exit)
         self.cfg.set("on_exit", self.on_exit)
 
@@ -145,9 +144,13 @@ class FlowkerApplication(BaseApplication):
             self.options.announce(addresses, metrics_address)
 
     def post_fork(self, server, worker) -> None:
-        """Worker, just forked: the metrics listener serves from the master only."""
+        """Worker, just forked: the metrics listener serves from the master only, and the
+        worker gets its own tracer provider and export thread (none crosses a fork)."""
+        from flowker.tracing import tracing_from_settings
+
         if self.metrics_listener is not None:
             self.metrics_listener.close_after_fork()
+        self.tracing = tracing_from_settings(self.settings).start()
 
     def child_exit(self, server, worker) -> None:
         """Master, a worker exited: its live gauges go; its counters stay in the sums."""
@@ -160,12 +163,6 @@ class FlowkerApplication(BaseApplication):
         """Master, stopping: the metrics listener stops with it."""
         if self.metrics_listener is not None:
             self.metrics_listener.stop()
-
-    def post_fork(self, server, worker) -> None:
-        """Worker, just forked: its own tracer provider and export thread (none crosses a fork)."""
-        from flowker.tracing import tracing_from_settings
-
-        self.tracing = tracing_from_settings(self.settings).start()
 
     def post_worker_init(self, worker) -> None:
         """Worker, app loaded: SIGTERM now drains instead of stopping at once."""

@@ -34,16 +34,17 @@ class Permission(StrEnum):
     AUDIT = "audit"  # audit events and verify
     ADMIN = "admin"  # API keys
     WEBHOOK = "webhook"  # the webhook routes
+    METRICS = "metrics"  # GET /metrics: any authenticated principal (DESIGN §14)
 
 
 # Each role's permissions; the supersets DESIGN §13 states are spelled out.
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
-    Role.VIEWER: frozenset({Permission.READ}),
-    Role.OPERATOR: frozenset({Permission.READ, Permission.RUN, Permission.WEBHOOK}),
-    Role.EDITOR: frozenset({Permission.READ, Permission.RUN, Permission.WEBHOOK, Permission.EDIT}),
-    Role.AUDITOR: frozenset({Permission.READ, Permission.AUDIT}),
+    Role.VIEWER: frozenset({Permission.READ, Permission.METRICS}),
+    Role.OPERATOR: frozenset({Permission.READ, Permission.RUN, Permission.WEBHOOK, Permission.METRICS}),
+    Role.EDITOR: frozenset({Permission.READ, Permission.RUN, Permission.WEBHOOK, Permission.EDIT, Permission.METRICS}),
+    Role.AUDITOR: frozenset({Permission.READ, Permission.AUDIT, Permission.METRICS}),
     Role.ADMIN: frozenset(set(Permission) - {Permission.PUBLIC}),
-    Role.WEBHOOK: frozenset({Permission.WEBHOOK}),
+    Role.WEBHOOK: frozenset({Permission.WEBHOOK, Permission.METRICS}),
 }
 # Shown in tables and docs in this order.
 ROLE_ORDER: tuple[Role, ...] = (Role.VIEWER, Role.OPERATOR, Role.EDITOR, Role.AUDITOR, Role.ADMIN, Role.WEBHOOK)

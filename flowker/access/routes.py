@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from flowker.access.principal import ROLE_ORDER, Permission, roles_with
 
-R, RUN, EDIT, AUDIT, ADMIN, HOOK, PUBLIC = (
+R, RUN, EDIT, AUDIT, ADMIN, HOOK, METRICS, PUBLIC = (
     Permission.READ,
     Permission.RUN,
     Permission.EDIT,
     Permission.AUDIT,
     Permission.ADMIN,
     Permission.WEBHOOK,
+    Permission.METRICS,
     Permission.PUBLIC,
 )
 
@@ -28,6 +29,7 @@ OPERATION_PERMISSIONS: dict[str, Permission] = {
     "ready": PUBLIC,
     "version": R,
     "openapi": R,
+    "metrics": METRICS,
     # workflows
     "listWorkflows": R,
     "getWorkflow": R,
@@ -88,6 +90,7 @@ UNSCOPED_ONLY: frozenset[str] = frozenset(
         "disableExecutor",
         "testExecutor",
         "verifyAuditChain",
+        "metrics",  # its labels name every workflow
         "createApiKey",
         "listApiKeys",
         "changeApiKey",

@@ -151,3 +151,11 @@ def test_serve_refuses_bad_observability_options_before_binding(tmp_path, argume
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "serve.db").exists()  # refused before the database was touched
+
+
+def test_joining_a_missing_directory_is_a_configuration_error(tmp_path):
+    from flowker.observability.metrics import join_metrics_directory
+
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        join_metrics_directory(str(tmp_path / "gone"))
+    assert os.environ.get("PROMETHEUS_MULTIPROC_DIR") != str(tmp_path / "gone")

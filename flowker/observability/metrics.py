@@ -27,6 +27,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 
+from flowker.errors import ConfigurationError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own variable
@@ -172,7 +173,7 @@ def join_metrics_directory(path: str) -> None:
     ``flowker serve``, made), with every other process there. Call before building the
     runtime; ``flowker worker`` processes use it to join their server's metrics."""
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"metrics directory {path} does not exist")
+        raise ConfigurationError(f"metrics directory {path} does not exist (is its flowker serve running?)")
     os.environ[MULTIPROCESS_ENV] = path
     _use_multiprocess_values()
 

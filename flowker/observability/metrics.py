@@ -27,8 +27,9 @@ import tempfile
 import threading
 from dataclasses import dataclass
 
-from flowker.errors import ConfigurationError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
+
+from flowker.errors import ConfigurationError
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own variable
 # What generate_latest writes: the classic text format, which every Prometheus reads.

@@ -164,6 +164,13 @@ def _use_multiprocess_values() -> None:
         values.ValueClass = values.MultiProcessValue()
 
 
+def _use_process_values() -> None:
+    """Back to values in memory (a process that left its directory: ``flowker serve`` run
+    in-process by a test, then other runtimes)."""
+    if getattr(values.ValueClass, "_multiprocess", False):
+        values.ValueClass = values.MutexValue
+
+
 def multiprocess_directory() -> str | None:
     """The directory of this process's multiprocess metrics, if it joined one."""
     return os.environ.get(MULTIPROCESS_ENV) or None
@@ -195,6 +202,7 @@ class Metrics:
         directory = multiprocess_directory()
         if directory:
             return cls(_instruments_of_this_process(), None, directory)
+        _use_process_values()
         registry = CollectorRegistry(auto_describe=True)
         return cls(_Instruments(registry), registry, None)
 
@@ -299,4 +307,7 @@ class MetricsDirectory:
     def remove(self) -> None:
         if os.environ.get(MULTIPROCESS_ENV) == self.path:
             del os.environ[MULTIPROCESS_ENV]
+            _use_process_values()
+            with _process_lock:
+                _process_instruments.pop(os.getpid(), None)
         shutil.rmtree(self.path, ignore_errors=True)

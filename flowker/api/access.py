@@ -54,12 +54,13 @@ class AccessMiddleware:
         principal = getattr(actor, "id", None)
         request_id = getattr(req.context, "request_id", None)
         duration_ms = round(seconds * 1000.0, 3)
+        # The message repeats for a route and status (its scrubbing is cached); the
+        # duration and ids are fields.
         logger.info(
-            '"%s %s" %d %.1fms',
+            '"%s %s" %d',
             _method(req.method),
             route,
             status,
-            duration_ms,
             extra={
                 "method": _method(req.method),
                 "route": route,

@@ -321,7 +321,7 @@ def build_routes(state: AppState) -> list[tuple[str, object]]:
         ("/health/ready", health.Ready(state)),
         ("/version", health.Version(state)),
         ("/openapi.json", openapi.OpenApiDocument(state)),
-        ("/metrics", metrics.Metrics(state)),
+        ("/metrics", metrics.MetricsExposition(state)),
         ("/v1/workflows", workflows.Collection(state)),
         ("/v1/workflows/{workflow_id}", workflows.Item(state)),
         ("/v1/workflows/{workflow_id}/activate", workflows.Transition(state, "activate")),

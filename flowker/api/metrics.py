@@ -10,7 +10,7 @@ from __future__ import annotations
 from flowker.observability.metrics import CONTENT_TYPE
 
 
-class Metrics:
+class MetricsExposition:
     uses_database = False
 
     def __init__(self, state):

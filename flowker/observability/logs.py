@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from flowker.security.log_redaction import RedactingRecordFactory, scrub_record
 from flowker.security.redaction import Redactor
@@ -47,7 +47,7 @@ FIELDS = (
     "attempts",
 )
 # What an access line's text message already says (the rest follow as name=value).
-_ACCESS_MESSAGE_FIELDS = frozenset({"method", "route", "status", "duration_ms"})
+_ACCESS_MESSAGE_FIELDS = frozenset({"method", "route", "status"})
 
 
 class _LineScrubber:
@@ -56,11 +56,28 @@ class _LineScrubber:
     def __init__(self):
         self._fallback = Redactor()
 
-    def scrub_text(self, text: Any) -> Any:
+    def for_line(self) -> Callable[[str], str]:
+        """The scrubbing function for one line (the installed redactors, looked up once)."""
         factory = logging.getLogRecordFactory()
-        if isinstance(factory, RedactingRecordFactory) and factory.redactors():
-            return factory.scrub_text(text)
-        return self._fallback.scrub_text(text)
+        redactors = factory.redactors() if isinstance(factory, RedactingRecordFactory) else []
+        if not redactors:
+            return self._fallback.scrub_text
+        if len(redactors) == 1:
+            return redactors[0].scrub_text
+
+        def scrub(text: str) -> str:
+            for redactor in redactors:
+                text = redactor.scrub_text(text)
+            return text
+
+        return scrub
+
+
+class _Scrub:
+    """``scrub_text`` for :func:`scrub_record`."""
+
+    def __init__(self, scrub: Callable[[str], str]):
+        self.scrub_text = scrub
 
 
 def _timestamp(record: logging.LogRecord) -> str:
@@ -73,26 +90,29 @@ class _ScrubbingFormatter(logging.Formatter):
         super().__init__()
         self.scrubber = _LineScrubber()
 
-    def fields(self, record: logging.LogRecord) -> dict[str, Any]:
+    def fields(self, record: logging.LogRecord, scrub: Callable[[str], str]) -> dict[str, Any]:
         """The record's named fields, strings scrubbed (they were added after the factory ran)."""
         found = {}
+        values = record.__dict__
         for name in FIELDS:
-            value = record.__dict__.get(name)
+            value = values.get(name)
             if value is None:
                 continue
-            found[name] = self.scrubber.scrub_text(value) if isinstance(value, str) else value
+            found[name] = scrub(value) if isinstance(value, str) else value
         return found
 
-    def scrubbed(self, record: logging.LogRecord) -> logging.LogRecord:
-        # A no-op for records the factory already scrubbed (marked); others are done here.
-        return scrub_record(record, self.scrubber)  # type: ignore[arg-type]
+    def scrubbed(self, record: logging.LogRecord) -> tuple[logging.LogRecord, Callable[[str], str]]:
+        """The record, scrubbed (a no-op for records the factory already did: they are
+        marked), and the function that scrubs the rest of its line."""
+        scrub = self.scrubber.for_line()
+        return scrub_record(record, _Scrub(scrub)), scrub  # type: ignore[arg-type]
 
 
 class JsonFormatter(_ScrubbingFormatter):
     """One JSON object per line: time, level, logger, message, the named fields, exception."""
 
     def format(self, record: logging.LogRecord) -> str:
-        record = self.scrubbed(record)
+        record, scrub = self.scrubbed(record)
         document: dict[str, Any] = {
             "time": _timestamp(record),
             "level": record.levelname,
@@ -100,7 +120,7 @@ class JsonFormatter(_ScrubbingFormatter):
             "message": record.getMessage(),
             "pid": record.process,  # which gunicorn worker (or the master)
         }
-        document.update(self.fields(record))
+        document.update(self.fields(record, scrub))
         if record.exc_text:
             document["exception"] = record.exc_text
         if record.stack_info:
@@ -112,10 +132,11 @@ class TextFormatter(_ScrubbingFormatter):
     """``TIME LEVEL LOGGER MESSAGE name=value...``, then the traceback, if any."""
 
     def format(self, record: logging.LogRecord) -> str:
-        record = self.scrubbed(record)
+        record, scrub = self.scrubbed(record)
         parts = [_timestamp(record), record.levelname, record.name, record.getMessage()]
         skip = _ACCESS_MESSAGE_FIELDS if record.name == ACCESS_LOGGER else frozenset()
-        parts += [f"{name}={_text_value(value)}" for name, value in self.fields(record).items() if name not in skip]
+        fields = self.fields(record, scrub)
+        parts += [f"{name}={_text_value(value)}" for name, value in fields.items() if name not in skip]
         line = " ".join(parts)
         if record.exc_text:
             line += "\n" + record.exc_text

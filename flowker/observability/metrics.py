@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
 
+from flowker.errors import ConfigurationError
+
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own variable
 # What generate_latest writes: the classic text format, which every Prometheus reads.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -162,6 +164,13 @@ def _use_multiprocess_values() -> None:
         values.ValueClass = values.MultiProcessValue()
 
 
+def _use_process_values() -> None:
+    """Back to values in memory (a process that left its directory: ``flowker serve`` run
+    in-process by a test, then other runtimes)."""
+    if getattr(values.ValueClass, "_multiprocess", False):
+        values.ValueClass = values.MutexValue
+
+
 def multiprocess_directory() -> str | None:
     """The directory of this process's multiprocess metrics, if it joined one."""
     return os.environ.get(MULTIPROCESS_ENV) or None
@@ -172,7 +181,7 @@ def join_metrics_directory(path: str) -> None:
     ``flowker serve``, made), with every other process there. Call before building the
     runtime; ``flowker worker`` processes use it to join their server's metrics."""
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"metrics directory {path} does not exist")
+        raise ConfigurationError(f"metrics directory {path} does not exist (is its flowker serve running?)")
     os.environ[MULTIPROCESS_ENV] = path
     _use_multiprocess_values()
 
@@ -193,6 +202,7 @@ class Metrics:
         directory = multiprocess_directory()
         if directory:
             return cls(_instruments_of_this_process(), None, directory)
+        _use_process_values()
         registry = CollectorRegistry(auto_describe=True)
         return cls(_Instruments(registry), registry, None)
 
@@ -297,4 +307,7 @@ class MetricsDirectory:
     def remove(self) -> None:
         if os.environ.get(MULTIPROCESS_ENV) == self.path:
             del os.environ[MULTIPROCESS_ENV]
+            _use_process_values()
+            with _process_lock:
+                _process_instruments.pop(os.getpid(), None)
         shutil.rmtree(self.path, ignore_errors=True)

@@ -151,3 +151,27 @@ def test_serve_refuses_bad_observability_options_before_binding(tmp_path, argume
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "serve.db").exists()  # refused before the database was touched
+
+
+def test_joining_a_missing_directory_is_a_configuration_error(tmp_path):
+    from flowker.observability.metrics import join_metrics_directory
+
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        join_metrics_directory(str(tmp_path / "gone"))
+    assert os.environ.get("PROMETHEUS_MULTIPROC_DIR") != str(tmp_path / "gone")
+
+
+def test_a_process_that_leaves_its_directory_records_in_memory_again():
+    """``flowker serve`` run in-process (click's test runner) joins a directory and removes
+    it; runtimes built afterwards in that process must work as before."""
+    directory = MetricsDirectory.create()
+    try:
+        joined = Metrics.from_settings(Settings())
+        joined.execution_ended("wf", "completed", 0.1)
+        assert 'workflow="wf"} 1.0' in joined.exposition().decode()
+    finally:
+        directory.remove()
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    alone = Metrics.from_settings(Settings())
+    alone.execution_ended("wf", "completed", 0.1)
+    assert 'flowker_executions_total{status="completed",workflow="wf"} 1.0' in alone.exposition().decode()

@@ -61,7 +61,7 @@ def test_the_examples_pass_offline_cover_every_branch_and_write_junit(flowker_cl
     code, out, err = flowker_cli("test", EXAMPLES, "--coverage", "--junit", junit)
     assert code == 0, out + err
     assert socket_guard == []
-    assert "9 cases: 9 passed, 0 failed (3 test files" in out
+    assert "10 cases: 10 passed, 0 failed (3 test files" in out
     for workflow in ("payment-approval", "customer-onboarding", "order-fulfilment"):
         assert f"coverage {workflow}: " in out
     assert "never taken" not in out  # every branch and edge of every example is taken
@@ -70,7 +70,7 @@ def test_the_examples_pass_offline_cover_every_branch_and_write_junit(flowker_cl
     suites = list(xml)
     assert len(suites) == 3
     cases = [case for suite in suites for case in suite]
-    assert len(cases) == 9
+    assert len(cases) == 10
     assert all(case.is_passed for case in cases)
     assert {case.classname for case in cases} == {"payment-approval", "customer-onboarding", "order-fulfilment"}
 

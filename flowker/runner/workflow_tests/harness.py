@@ -21,7 +21,7 @@ from flowker.auth.base import AuthContext, AuthenticationSpec
 from flowker.auth.resolution import AuthResolution
 from flowker.auth.token_cache import TokenCache
 from flowker.error_codes import ErrorCode
-from flowker.errors import FlowkerError, SpecError, UnprocessableEntity
+from flowker.errors import FlowkerError, InputValidationError, SpecError, UnprocessableEntity
 from flowker.runner.breakers import ExecutorBreaker
 from flowker.runner.clock import VirtualClock
 from flowker.runner.engine import COMPLETED, FAILED, Engine, RunOutcome
@@ -187,8 +187,9 @@ class TestSuite:
             max_output_bytes=self.settings.max_output_bytes,
             monotonic=clock.monotonic,
         )
+        refusal = refused_input(plan, case.input)
         try:
-            outcome = engine.run()
+            outcome = refusal if refusal is not None else engine.run()
         finally:
             executors.close()
         result.outcome = outcome
@@ -276,6 +277,18 @@ def with_test_secrets(value: Any, secrets: dict) -> Any:
     if isinstance(value, list):
         return [with_test_secrets(item, secrets) for item in value]
     return value
+
+
+def refused_input(plan: WorkflowPlan, input_data: Any) -> RunOutcome | None:
+    """The outcome of an input the trigger's ``inputSchema`` refuses, as the server would
+    refuse it (422 ``FLK-0511``, nothing run); None when the input is accepted."""
+    if plan.input_validator is None:
+        return None
+    problems = plan.input_validator.problems(input_data)
+    if not problems:
+        return None
+    refusal = InputValidationError(problems)
+    return RunOutcome(status=FAILED, error_message=f"{refusal.code}: {refusal.message}")
 
 
 def check_expectations(expect: dict, outcome: RunOutcome, plan: WorkflowPlan, transport: FixtureTransport) -> list:

@@ -1,10 +1,10 @@
 """Cost of checking a stored API key (one indexed read per request, DESIGN §13) against a
 key from FLOWKER_API_KEYS (in memory), through the whole Falcon app in this process.
 
-    .venv/bin/python benchmarks/api_keys.py [--requests 2000] [--postgres URL]
+    .venv/bin/python benchmarks/api_keys.py [--requests 1000] [--postgres URL]
 
 Prints, per backend, the median microseconds per ``GET /v1/workflows?limit=1`` with each
-kind of key (5 rounds), their ratio, the extra cost of the stored key, and how many
+kind of key (7 interleaved rounds), their ratio, the extra cost of the stored key, and how many
 last-used writes the stored key caused over all those requests (batched: at most one per
 key per minute per process).
 """
@@ -20,16 +20,26 @@ import time
 ENV_KEY = "bench-env-key-0123456789abcdef0123456789"
 
 
-def measure(client, headers: dict, count: int) -> float:
-    rounds = []
-    for _ in range(5):
-        started = time.perf_counter()
-        for _ in range(count):
-            response = client.simulate_get("/v1/workflows", params={"limit": "1"}, headers=headers)
-            if response.status_code != 200:
-                raise SystemExit(f"unexpected {response.status_code}: {response.text}")
-        rounds.append((time.perf_counter() - started) / count * 1e6)
-    return statistics.median(rounds)
+ROUNDS = 7
+
+
+def one_round(client, headers: dict, count: int) -> float:
+    started = time.perf_counter()
+    for _ in range(count):
+        response = client.simulate_get("/v1/workflows", params={"limit": "1"}, headers=headers)
+        if response.status_code != 200:
+            raise SystemExit(f"unexpected {response.status_code}: {response.text}")
+    return (time.perf_counter() - started) / count * 1e6
+
+
+def measure(client, kinds: dict[str, dict], count: int) -> dict[str, float]:
+    """Median microseconds per request of each kind, the kinds' rounds interleaved so
+    that a change of load on a shared machine hits both alike."""
+    rounds: dict[str, list[float]] = {name: [] for name in kinds}
+    for _ in range(ROUNDS):
+        for name, headers in kinds.items():
+            rounds[name].append(one_round(client, headers, count))
+    return {name: statistics.median(values) for name, values in rounds.items()}
 
 
 def run(database_url: str, count: int) -> str:
@@ -50,10 +60,10 @@ def run(database_url: str, count: int) -> str:
             "/v1/api-keys", json={"name": f"bench-{os.getpid()}", "role": "viewer"}, headers={"X-API-Key": ENV_KEY}
         )
         stored = {"X-API-Key": made.json["key"]}
-        measure(client, stored, 50)  # warm up (connections, caches)
-        environment = measure(client, {"X-API-Key": ENV_KEY}, count)
+        one_round(client, stored, 50)  # warm up (connections, caches; the first last-used write)
         writes_before = app.state.api_keys.last_used_writes
-        in_database = measure(client, stored, count)
+        figures = measure(client, {"environment": {"X-API-Key": ENV_KEY}, "stored": stored}, count)
+        environment, in_database = figures["environment"], figures["stored"]
         writes = app.state.api_keys.last_used_writes - writes_before
         client.simulate_delete(f"/v1/api-keys/bench-{os.getpid()}", headers={"X-API-Key": ENV_KEY})
     finally:
@@ -62,13 +72,13 @@ def run(database_url: str, count: int) -> str:
     return (
         f"{database_url.split(':', 1)[0]:<10} FLOWKER_API_KEYS key {environment:7.0f} us/request, "
         f"stored key {in_database:7.0f} us/request (x{in_database / environment:.2f}, "
-        f"+{in_database - environment:.0f} us); last-used writes over {5 * count} requests: {writes}"
+        f"+{in_database - environment:.0f} us); last-used writes over the next {ROUNDS * count} requests: {writes}"
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=2000, help="requests per round")
+    parser.add_argument("--requests", type=int, default=1000, help="requests per round")
     parser.add_argument("--postgres", help="a PostgreSQL URL to measure too (its tables are created there)")
     options = parser.parse_args()
     print(f"load average {os.getloadavg()[0]:.1f}")

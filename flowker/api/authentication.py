@@ -105,8 +105,7 @@ class AuthenticationMiddleware:
                 "API key missing or invalid: send it in the X-API-Key header (or a bearer token "
                 "in Authorization, when an OpenID provider is configured)"
             )
-        req.context.principal = principal
-        req.context.actor = _actor(principal, req.context.client_ip)
+        set_principal(req, principal)
 
     def authenticate(self, req: falcon.Request) -> Principal | None:
         """The principal of the request's credential; None when it carries none; 401 when
@@ -130,6 +129,13 @@ class AuthenticationMiddleware:
                 raise Unauthorized("bearer tokens are not accepted: no OpenID provider is configured")
             return self.bearer_authenticator(token.strip())
         return None
+
+
+def set_principal(req: falcon.Request, principal: Principal) -> None:
+    """The request is ``principal``'s from here on: its scope applies and the audit entries
+    name it (a webhook resource that accepted a signed call calls this)."""
+    req.context.principal = principal
+    req.context.actor = _actor(principal, req.context.client_ip)
 
 
 def require_principal(req: falcon.Request) -> Principal:

@@ -208,7 +208,7 @@ def build_document(spec_schemas: dict[str, dict] | None = None, auth_types=None)
             }
             for entry in ErrorCode
         ],
-        "security": [{"ApiKey": []}, {"BearerAuth": []}],
+        "security": [{"ApiKey": []}],
         "tags": [
             {"name": name}
             for name in (
@@ -225,11 +225,7 @@ def build_document(spec_schemas: dict[str, dict] | None = None, auth_types=None)
         ],
         "paths": paths,
         "components": {
-            "securitySchemes": {
-                "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-                # A person's access token from FLOWKER_OIDC_ISSUER (docs/security.md).
-                "BearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
-            },
+            "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
             "schemas": copy.deepcopy(components),
         },
     }

@@ -18,8 +18,7 @@ import hmac
 
 import falcon
 
-from flowker.api.authentication import require_principal
-from flowker.audit.chain import Actor
+from flowker.api.authentication import require_principal, set_principal
 from flowker.api.bodies import parse_json, read_body
 from flowker.api.errors import bad_body
 from flowker.api.executions import idempotency_key, start_execution, summary
@@ -100,10 +99,7 @@ class Webhook:
         if auth is not None:
             # The signature is over the raw bytes: checked before the body is parsed.
             signed_call = self.signed.authenticate(req, workflow, auth, raw_body)
-            req.context.principal = signed_call.principal
-            req.context.actor = Actor(
-                type=signed_call.principal.actor_type, id=signed_call.principal.name, ip=req.context.client_ip
-            )
+            set_principal(req, signed_call.principal)  # the audit names the signed webhook
         if workflow.status != "active":
             raise UnprocessableEntity(f"workflow {workflow.name} is not active", code=ErrorCode.WORKFLOW_NOT_ACTIVE)
         self._verify_token(req, trigger)

@@ -145,7 +145,7 @@ def test_a_key_still_works_on_a_signed_route_and_undeclared_routes_still_need_on
     _refused(anonymous.simulate_get("/v1/workflows", headers=_standard(b"")), 401, "FLK-0401")
 
 
-def test_the_signing_secret_is_checked_masked_and_never_shown(client, stub, monkeypatch):
+def test_the_signing_secret_is_checked_masked_and_never_shown(client, stub, database):
     create_executor(client, stub.url)
     literal = "literal-signing-secret-0123456789"
     auth = {"type": "signature", "scheme": "hmac-sha256", "secret": literal}
@@ -162,6 +162,11 @@ def test_the_signing_secret_is_checked_masked_and_never_shown(client, stub, monk
     assert (
         anonymous.simulate_post("/v1/webhooks/literal", body=body, headers={"X-Signature": digest}).status_code == 201
     )
+    # Stored encrypted: in no row of the workflow tables, executions or the audit chain.
+    with database.connection_context():
+        for table in ("workflow", "workflow_version", "execution", "step_result", "audit_entry"):
+            rows = database.execute_sql(f"SELECT * FROM {table}").fetchall()
+            assert rows and literal not in repr(rows), table
     # The secret-reference policy applies: FLOWKER_* variables are never readable.
     forbidden = {"type": "signature", "scheme": "github", "secret": {"$env": "FLOWKER_SECRET_KEY"}}
     response = client.simulate_post("/v1/workflows", json=workflow_body(name="leaky", path="/leaky", auth=forbidden))

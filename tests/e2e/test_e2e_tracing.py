@@ -12,6 +12,7 @@ its step), the semantic-convention attributes, the ``traceparent`` the executor 
 from __future__ import annotations
 
 import re
+import signal
 import secrets
 import threading
 
@@ -306,3 +307,20 @@ def test_a_failed_step_and_flowker_run_export_their_spans(tmp_path, receiver):
     call = one(spans, "POST")
     assert call.attributes["http.response.status_code"] == 404 and call.attributes["error.type"] == "404"
     assert_no_secret(spans, receiver.bodies)
+
+
+def test_a_stopping_worker_exports_what_is_queued(start_server, receiver, stub):
+    """With an export delay far beyond the test, the spans arrive only because the worker
+    flushes them when it exits (gunicorn's worker_exit)."""
+    env = {**otel_env(receiver), "OTEL_BSP_SCHEDULE_DELAY": "600000"}
+    server = start_server(env=env, workers=1)
+    api, url = api_session(), server.url
+    workflow_id = apply(api, url, stub.url)["traced"]
+    response = api.post(f"{url}/v1/workflows/{workflow_id}/executions", json={"inputData": {"amount": 3}})
+    assert response.status_code == 201, response.text
+    trace_id = response.json()["traceId"]
+    assert spans_of(receiver.received(), trace_id) == []  # still queued in the worker
+    server.send(signal.SIGTERM)
+    assert server.wait_exit() == 0
+    spans = spans_of(receiver.received(), trace_id)
+    assert sorted(span.name for span in spans) == sorted(["flowker.execution"] + ["flowker.step"] * 4 + ["POST", "GET"])

@@ -53,7 +53,9 @@ def test_roles_grant_what_the_design_says():
     assert Permission.AUDIT not in ROLE_PERMISSIONS[Role.EDITOR]
     assert Permission.RUN not in ROLE_PERMISSIONS[Role.AUDITOR]
     assert all(ROLE_PERMISSIONS[Role.ADMIN] >= granted for granted in ROLE_PERMISSIONS.values())
-    assert ROLE_PERMISSIONS[Role.WEBHOOK] == {Permission.WEBHOOK}
+    # GET /metrics is for any authenticated principal (DESIGN §14), webhook keys included.
+    assert ROLE_PERMISSIONS[Role.WEBHOOK] == {Permission.WEBHOOK, Permission.METRICS}
+    assert all(Permission.METRICS in granted for granted in ROLE_PERMISSIONS.values())
     assert parse_role("editor") is Role.EDITOR
     for wrong in ("root", " editor", "Editor", "editor\n"):
         with pytest.raises(ValueError, match="unknown role .*: use one of viewer, operator"):

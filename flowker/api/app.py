@@ -237,25 +237,35 @@ def operation_ids() -> dict[tuple[str, str], str]:
     return {(op.path, op.method): op.operation_id for op in OPERATIONS}
 
 
+def _append_access_denied(state: AppState, database_middleware: DatabaseMiddleware, req, **entry) -> None:
+    """One ACCESS_DENIED audit entry for ``req``, in a write transaction of its own."""
+    from flowker.storage.database import bound_to, write_transaction
+
+    database = database_middleware.database
+    database_middleware.open_connection(req)
+    with bound_to(database), write_transaction(database):
+        state.audit_log.append(
+            "ACCESS_DENIED",
+            "ACCESS",
+            "FAILED",
+            "operation",
+            context={"method": req.method, "path": req.path[:500]},
+            **entry,
+        )
+
+
 def _forbidden_recorder(state: AppState, database_middleware: DatabaseMiddleware):
     """Every 403 for a role or scope lands in the audit chain, naming who and what."""
-    database = database_middleware.database
 
     def record(req, principal, operation_id: str, reason: str) -> None:
-        from flowker.storage.database import bound_to, write_transaction
-
-        database_middleware.open_connection(req)
-        with bound_to(database), write_transaction(database):
-            state.audit_log.append(
-                "ACCESS_DENIED",
-                "ACCESS",
-                "FAILED",
-                "operation",
-                operation_id,
-                actor=req.context.actor,
-                context={"method": req.method, "path": req.path[:500]},
-                metadata={"reason": reason, "roles": sorted(principal.roles)},
-            )
+        _append_access_denied(
+            state,
+            database_middleware,
+            req,
+            resource_id=operation_id,
+            actor=req.context.actor,
+            metadata={"reason": reason, "roles": sorted(principal.roles)},
+        )
 
     return record
 
@@ -263,27 +273,21 @@ def _forbidden_recorder(state: AppState, database_middleware: DatabaseMiddleware
 def _refusal_recorder(state: AppState, database_middleware: DatabaseMiddleware):
     """A 403 answered while checking the credential (a person whose roles claim maps to
     no role) lands in the audit chain too, naming that person."""
-    database = database_middleware.database
 
     def record(req, refusal) -> None:
         from flowker.audit.chain import Actor
-        from flowker.storage.database import bound_to, write_transaction
 
         actor_type, actor_id = getattr(refusal, "actor_type", None), getattr(refusal, "actor_id", None)
         if actor_type is None or actor_id is None:
             return
-        database_middleware.open_connection(req)
-        with bound_to(database), write_transaction(database):
-            state.audit_log.append(
-                "ACCESS_DENIED",
-                "ACCESS",
-                "FAILED",
-                "operation",
-                f"{req.method} {req.path[:200]}",
-                actor=Actor(type=actor_type, id=actor_id, ip=req.context.client_ip),
-                context={"method": req.method, "path": req.path[:500]},
-                metadata={"reason": refusal.message, "roles": []},
-            )
+        _append_access_denied(
+            state,
+            database_middleware,
+            req,
+            resource_id=f"{req.method} {req.path[:200]}",
+            actor=Actor(type=actor_type, id=actor_id, ip=req.context.client_ip),
+            metadata={"reason": refusal.message, "roles": []},
+        )
 
     return record
 

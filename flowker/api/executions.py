@@ -80,6 +80,17 @@ def start_execution(
     asynchronous = wants_async(req)
     # A W3C traceparent on the request: the run's span continues that trace (flowker.tracing).
     trace_parent = service.tracing.extract(req.get_header)
+
+    def start():
+        return service.start(
+            workflow_id,
+            input_data,
+            actor=actor,
+            idempotency_key=key,
+            request_digest=digest,
+            checked_input=checked_input,
+        )
+
     if asynchronous:
         if not state.background.try_reserve():
             raise unavailable(
@@ -87,14 +98,7 @@ def start_execution(
                 code=ErrorCode.RUN_QUEUE_FULL,
             )
         try:
-            started = service.start(
-                workflow_id,
-                input_data,
-                actor=actor,
-                idempotency_key=key,
-                request_digest=digest,
-                checked_input=checked_input,
-            )
+            started = start()
         except BaseException:
             state.background.release()
             raise
@@ -104,14 +108,7 @@ def start_execution(
             state.background.release()
         execution = started.execution  # as created: running
     else:
-        started = service.start(
-            workflow_id,
-            input_data,
-            actor=actor,
-            idempotency_key=key,
-            request_digest=digest,
-            checked_input=checked_input,
-        )
+        started = start()
         # The row start() just created is run as it is, not read back first.
         execution = (
             service.run_started(started.execution, trace_parent=trace_parent) if started.created else started.execution

@@ -21,9 +21,9 @@ from flowker.api.middleware import PLAIN_HTTP_PATHS
 from flowker.errors import SECURITY_ERRORS
 from flowker.error_codes import ErrorCode
 
-from flowker.api.openapi_operations import (  # noqa: F401 - OPERATIONS is re-exported
+from flowker.api.openapi_operations import OPERATIONS  # noqa: F401 - re-exported
+from flowker.api.openapi_operation_parts import (
     ERROR_DESCRIPTIONS,
-    OPERATIONS,
     REQUEST_ID,
     TEXT_PLAIN,
     YAML_NOTE,

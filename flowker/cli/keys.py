@@ -75,10 +75,12 @@ def create(ctx, name, role, workflows, expires, as_json, database_url):
         )
         return
     scope = ", ".join(stored.workflows) if stored.workflows else "every workflow"
+    # Only the key on stdout, so KEY=$(flowker keys create ...) holds just the key.
     click.echo(
-        f"created API key {stored.name!r} (role {stored.role}, {scope}, expires {iso(stored.expires_at) or 'never'})"
+        f"created API key {stored.name!r} (role {stored.role}, {scope}, expires "
+        f"{iso(stored.expires_at) or 'never'}); the key, shown this once (send it as X-API-Key):",
+        err=True,
     )
-    click.echo("the key (shown this once; send it as X-API-Key):", err=True)
     click.echo(key)
 
 

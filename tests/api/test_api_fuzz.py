@@ -130,6 +130,7 @@ def world(make_app):
         "event_id": client.simulate_get("/v1/audit-events").json["items"][0]["eventId"],
         "type_name": "bearer",
         "path": "fuzz",
+        "name": "fuzz-key",  # an API key name (/v1/api-keys/{name})
     }
     return client, document, ids, active
 

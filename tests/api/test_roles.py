@@ -161,3 +161,33 @@ def test_docs_roles_md_is_the_table():
     assert docs.read_text(encoding="utf-8") == markdown(), (
         "docs/roles.md is stale: python -m flowker.api.roles_doc > docs/roles.md"
     )
+
+
+def test_a_responder_missing_from_the_table_is_refused_not_open():
+    """A route added without its row in the roles table fails closed (403), whoever calls."""
+    import falcon
+
+    from flowker.api.authentication import AuthenticationMiddleware, AuthorizationMiddleware
+    from flowker.api.middleware import ClientMiddleware
+    from flowker.settings import Settings
+
+    class Unlisted:
+        def on_get(self, req, resp):
+            resp.media = {"secret": "data"}
+
+    keys = Settings.from_mapping({"api_keys": f"root:{API_KEY}"}).api_keys
+    refusals = []
+    app = falcon.App(
+        middleware=[
+            ClientMiddleware(()),
+            AuthenticationMiddleware(keys),
+            AuthorizationMiddleware({}, on_forbidden=lambda *args: refusals.append(args[2])),
+        ]
+    )
+    from flowker.api import errors as api_errors
+
+    api_errors.install(app)
+    app.add_route("/v1/unlisted", Unlisted())
+    answer = falcon.testing.TestClient(app, headers={"X-API-Key": API_KEY}).simulate_get("/v1/unlisted")
+    assert (answer.status_code, answer.json["code"]) == (403, "FLK-0403")
+    assert refusals == ["GET /v1/unlisted"] and "secret" not in answer.text

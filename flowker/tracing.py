@@ -241,6 +241,10 @@ class _Otel:
         self.SpanKind, self.StatusCode = SpanKind, StatusCode
         self.propagator = TraceContextTextMapPropagator()
 
+        from flowker.tracing_spans import LeanSpan
+
+        self.LeanSpan = LeanSpan
+
 
 class Tracing:
     """Traces on: the SDK parts of this process, built on :meth:`start` or the first span."""
@@ -329,15 +333,25 @@ class Tracing:
         tracer = self._started()
         if tracer is None or self._unsampled():
             return _NO_SPAN
-        span = tracer.start_span(
-            "flowker.step",
-            attributes={
-                "flowker.node.id": node_id,
-                "flowker.node.type": node_type,
-                "flowker.workflow.name": workflow_name,
-                "flowker.execution.id": execution_id,
-            },
-        )
+        attributes = {
+            "flowker.node.id": node_id,
+            "flowker.node.type": node_type,
+            "flowker.workflow.name": workflow_name,
+            "flowker.execution.id": execution_id,
+        }
+        assert self._otel is not None
+        parent = self._otel.get_current_span()
+        if parent.is_recording():  # under the execution's span: the lean path (flowker.tracing_spans)
+            span = self._otel.LeanSpan(
+                "flowker.step",
+                parent,
+                tracer.span_processor,
+                tracer.id_generator,
+                self._otel.SpanKind.INTERNAL,
+                attributes,
+            )
+        else:
+            span = tracer.start_span("flowker.step", attributes=attributes)
         return _Span(span, self._otel)
 
     def client(
@@ -358,7 +372,13 @@ class Tracing:
         }
         if attempt > 1:
             attributes["http.request.resend_count"] = attempt - 1
-        span = tracer.start_span(method, kind=self._otel.SpanKind.CLIENT, attributes=attributes)
+        parent = self._otel.get_current_span()
+        if parent.is_recording():
+            span = self._otel.LeanSpan(
+                method, parent, tracer.span_processor, tracer.id_generator, self._otel.SpanKind.CLIENT, attributes
+            )
+        else:
+            span = tracer.start_span(method, kind=self._otel.SpanKind.CLIENT, attributes=attributes)
         return ClientSpan(span, self._otel, redact_url, url, query)
 
 

@@ -156,3 +156,38 @@ def test_the_exporter_sends_them_with_its_otel_settings(monkeypatch, compression
     else:
         assert not request.header("Content-Encoding")
     assert body == sdk_encode_spans(spans).SerializeToString()
+
+
+def test_step_and_call_spans_are_lean_children_exported_like_the_sdks():
+    from flowker.tracing import Tracing
+    from flowker.tracing_spans import LeanSpan
+
+    memory = InMemorySpanExporter()
+    tracing = Tracing({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}, exporter=memory).start()
+    try:
+        with tracing.execution("e-1") as execution:
+            with tracing.step("score", "executor", "payments", "e-1") as step:
+                assert isinstance(step._span, LeanSpan)
+                with tracing.client("stub", "POST", "http://127.0.0.1:8080/score", {"q": "1"}, str, 2) as call:
+                    headers = call.headers({"traceparent": "stale"})
+                call.set("ignored", None)
+            with pytest.raises(RuntimeError), tracing.step("out", "action", "payments", "e-1"):
+                raise RuntimeError("a message that must not be exported")
+    finally:
+        tracing.shutdown()
+    finished = memory.get_finished_spans()
+    spans = {span.attributes.get("flowker.node.id", span.name): span for span in finished}
+    run, score, post, out = spans["flowker.execution"], spans["score"], spans["POST"], spans["out"]
+    trace_id = run.context.trace_id
+    assert {span.context.trace_id for span in spans.values()} == {trace_id} and execution.trace_id
+    assert score.parent.span_id == run.context.span_id and post.parent.span_id == score.context.span_id
+    assert headers["traceparent"].split("-")[2] == f"{post.context.span_id:016x}"
+    assert post.kind is SpanKind.CLIENT and post.attributes["http.request.resend_count"] == 1
+    assert post.attributes["url.full"] == "http://127.0.0.1:8080/score?q=1" and "ignored" not in post.attributes
+    assert out.status.status_code is StatusCode.ERROR and out.attributes["error.type"] == "RuntimeError"
+    assert score.end_time >= post.end_time >= post.start_time >= score.start_time >= run.start_time
+    decoded = ExportTraceServiceRequest()
+    decoded.ParseFromString(encode_spans(finished))
+    (resource_spans,) = decoded.resource_spans
+    (scope_spans,) = resource_spans.scope_spans  # one scope: the children share the execution's
+    assert len(scope_spans.spans) == 4 and "must not" not in str(decoded)

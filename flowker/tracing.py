@@ -7,7 +7,8 @@ do not turn it off). Off, :func:`tracing_from_settings` answers :data:`NO_TRACIN
 methods do nothing and import nothing: the cost is one method call per step.
 
 On, a :class:`Tracing` builds its SDK parts (a ``TracerProvider``, a ``BatchSpanProcessor``
-and the OTLP/HTTP protobuf exporter, which read the other ``OTEL_*`` variables themselves:
+and the OTLP/HTTP protobuf exporter - the SDK's, with :mod:`flowker.tracing_export`'s lean
+encoder - which read the other ``OTEL_*`` variables themselves:
 sampler, batch delay, headers, timeout, resource attributes) on :meth:`Tracing.start` or the
 first span, whichever comes first - never at import, and in each gunicorn worker after the
 fork (``post_fork``). Nothing is set as the process's global tracer provider: the runner
@@ -240,6 +241,10 @@ class _Otel:
         self.SpanKind, self.StatusCode = SpanKind, StatusCode
         self.propagator = TraceContextTextMapPropagator()
 
+        from flowker.tracing_spans import LeanSpan
+
+        self.LeanSpan = LeanSpan
+
 
 class Tracing:
     """Traces on: the SDK parts of this process, built on :meth:`start` or the first span."""
@@ -263,19 +268,19 @@ class Tracing:
         return self
 
     def _build(self) -> None:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import OTELResourceDetector, Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         from flowker import __version__
+        from flowker.tracing_export import LeanOTLPSpanExporter
 
         # service.name defaults to "flowker"; OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win.
         resource = Resource.create({"service.name": DEFAULT_SERVICE_NAME, "service.version": __version__}).merge(
             OTELResourceDetector().detect()
         )
         provider = TracerProvider(resource=resource, shutdown_on_exit=False)  # sampler: OTEL_TRACES_SAMPLER
-        provider.add_span_processor(BatchSpanProcessor(self._exporter or OTLPSpanExporter()))
+        provider.add_span_processor(BatchSpanProcessor(self._exporter or LeanOTLPSpanExporter()))
         self._otel = _Otel()
         self._provider = provider
         self._tracer = provider.get_tracer(TRACER_NAME, __version__)
@@ -328,15 +333,25 @@ class Tracing:
         tracer = self._started()
         if tracer is None or self._unsampled():
             return _NO_SPAN
-        span = tracer.start_span(
-            "flowker.step",
-            attributes={
-                "flowker.node.id": node_id,
-                "flowker.node.type": node_type,
-                "flowker.workflow.name": workflow_name,
-                "flowker.execution.id": execution_id,
-            },
-        )
+        attributes = {
+            "flowker.node.id": node_id,
+            "flowker.node.type": node_type,
+            "flowker.workflow.name": workflow_name,
+            "flowker.execution.id": execution_id,
+        }
+        assert self._otel is not None
+        parent = self._otel.get_current_span()
+        if parent.is_recording():  # under the execution's span: the lean path (flowker.tracing_spans)
+            span = self._otel.LeanSpan(
+                "flowker.step",
+                parent,
+                tracer.span_processor,
+                tracer.id_generator,
+                self._otel.SpanKind.INTERNAL,
+                attributes,
+            )
+        else:
+            span = tracer.start_span("flowker.step", attributes=attributes)
         return _Span(span, self._otel)
 
     def client(
@@ -357,7 +372,13 @@ class Tracing:
         }
         if attempt > 1:
             attributes["http.request.resend_count"] = attempt - 1
-        span = tracer.start_span(method, kind=self._otel.SpanKind.CLIENT, attributes=attributes)
+        parent = self._otel.get_current_span()
+        if parent.is_recording():
+            span = self._otel.LeanSpan(
+                method, parent, tracer.span_processor, tracer.id_generator, self._otel.SpanKind.CLIENT, attributes
+            )
+        else:
+            span = tracer.start_span(method, kind=self._otel.SpanKind.CLIENT, attributes=attributes)
         return ClientSpan(span, self._otel, redact_url, url, query)
 
 

@@ -11,7 +11,7 @@ import os
 import pytest
 
 from flowker.errors import ConfigurationError
-from flowker.observability.logs import JsonFormatter, TextFormatter, logconfig
+from flowker.observability.logs import JsonFormatter, SafeField, TextFormatter, logconfig
 from flowker.observability.metrics import Metrics, MetricsDirectory, directory_exposition
 from flowker.security.redaction import Redactor, install_log_redaction
 from flowker.settings import Settings
@@ -59,6 +59,39 @@ def test_every_line_is_scrubbed_fields_and_tracebacks_included():
             assert secret not in line and "****" in line, line
     finally:
         uninstall()
+
+
+class _Recording(Redactor):
+    """A redactor that remembers what it was asked to scrub."""
+
+    def __init__(self):
+        super().__init__()
+        self.asked: list[str] = []
+
+    def scrub_text(self, text):
+        self.asked.append(text)
+        return super().scrub_text(text)
+
+
+def test_known_safe_fields_skip_the_redactor_and_every_other_field_goes_through_it():
+    redactor = _Recording()
+    uninstall = install_log_redaction(redactor)
+    try:
+        made = record(
+            "execution of workflow %s %s",
+            ("payroll", "completed"),
+            execution_id=SafeField("e-0190"),
+            workflow="payroll",
+        )
+        for formatter in (JsonFormatter(), TextFormatter()):
+            line = formatter.format(made)
+            assert "e-0190" in line and "payroll" in line
+    finally:
+        uninstall()
+    assert "payroll" in redactor.asked and "execution of workflow payroll completed" in redactor.asked
+    assert not any("e-0190" in text for text in redactor.asked)
+    document = json.loads(JsonFormatter().format(made))
+    assert type(document["execution_id"]) is str and document["execution_id"] == "e-0190"
 
 
 def test_without_any_redactor_credential_looking_text_is_still_masked():

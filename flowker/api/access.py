@@ -18,8 +18,8 @@ from typing import Any, Callable
 
 import falcon
 
-from flowker.observability.logs import ACCESS_LOGGER
-from flowker.observability.metrics import UNMATCHED_ROUTE
+from flowker.observability.logs import ACCESS_LOGGER, SafeField
+from flowker.observability.metrics import HTTP_METHODS, UNMATCHED_ROUTE
 
 logger = logging.getLogger(ACCESS_LOGGER)
 _CONVERTER = re.compile(r"\{(\w+):\w+\}")
@@ -51,21 +51,26 @@ class AccessMiddleware:
         if not self.log_requests or not logger.isEnabledFor(logging.INFO):
             return
         actor = getattr(req.context, "actor", None)
-        principal = getattr(actor, "id", None)
+        # Every request starts as the anonymous actor (the audit needs one); a request the
+        # credential check refused (401) acted as no one, so its line names no principal.
+        principal = getattr(actor, "id", None) if status != 401 else None
         request_id = getattr(req.context, "request_id", None)
-        duration_ms = round(seconds * 1000.0, 3)
+        if request_id and request_id != req.get_header("X-Request-ID"):
+            request_id = SafeField(request_id)  # generated here (uuid4); a client's own id is scrubbed
+        method = SafeField(req.method) if req.method in HTTP_METHODS else _method(req.method)
+        # The route is a template of the app's own (or "unmatched"): no secret can be in it.
         # The message repeats for a route and status (its scrubbing is cached); the
         # duration and ids are fields.
         logger.info(
             '"%s %s" %d',
-            _method(req.method),
+            method,
             route,
             status,
             extra={
-                "method": _method(req.method),
-                "route": route,
+                "method": method,
+                "route": SafeField(route),
                 "status": status,
-                "duration_ms": duration_ms,
+                "duration_ms": round(seconds * 1000.0, 3),
                 "request_id": request_id,
                 "principal": principal,
             },

@@ -20,9 +20,9 @@ the workers' lines share one format and one stream (stderr).
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
+import time
 from typing import Any, Callable
 
 from flowker.security.log_redaction import RedactingRecordFactory, scrub_record
@@ -46,6 +46,17 @@ FIELDS = (
     "error_code",
     "attempts",
 )
+
+
+class SafeField(str):
+    """A field value that holds no secret by construction - a route template, a standard
+    HTTP method, an id Flowker generated - so the formatters write it unscrubbed (a unique
+    id would otherwise cost a full scrub per line and push useful entries out of the
+    redactor's cache). Anything a client or a workflow author chose is never one."""
+
+    __slots__ = ()
+
+
 # What an access line's text message already says (the rest follow as name=value).
 _ACCESS_MESSAGE_FIELDS = frozenset({"method", "route", "status"})
 
@@ -80,9 +91,12 @@ class _Scrub:
         self.scrub_text = scrub
 
 
+_JSON = json.JSONEncoder(ensure_ascii=False, default=str)  # one encoder, not one per line (json.dumps)
+
+
 def _timestamp(record: logging.LogRecord) -> str:
-    moment = dt.datetime.fromtimestamp(record.created, dt.timezone.utc)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """UTC, milliseconds: ``2026-12-07T04:30:34.966Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
 
 
 class _ScrubbingFormatter(logging.Formatter):
@@ -98,7 +112,10 @@ class _ScrubbingFormatter(logging.Formatter):
             value = values.get(name)
             if value is None:
                 continue
-            found[name] = scrub(value) if isinstance(value, str) else value
+            if type(value) is SafeField:
+                found[name] = str(value)
+            else:
+                found[name] = scrub(value) if isinstance(value, str) else value
         return found
 
     def scrubbed(self, record: logging.LogRecord) -> tuple[logging.LogRecord, Callable[[str], str]]:
@@ -125,7 +142,7 @@ class JsonFormatter(_ScrubbingFormatter):
             document["exception"] = record.exc_text
         if record.stack_info:
             document["stack"] = record.stack_info
-        return json.dumps(document, ensure_ascii=False, default=str)
+        return _JSON.encode(document)
 
 
 class TextFormatter(_ScrubbingFormatter):

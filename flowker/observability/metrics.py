@@ -26,6 +26,7 @@ import shutil
 import tempfile
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
 
@@ -194,6 +195,16 @@ class Metrics:
         self._i = instruments
         self._registry = registry
         self.directory = directory
+        # Labelled children by (instrument, labels): ``labels()`` checks and locks on every
+        # call; the label values are bounded (names, templates, statuses), so is this.
+        self._children: dict[tuple, Any] = {}
+
+    def _child(self, instrument, *labels: str):
+        key = (id(instrument), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = instrument.labels(*labels)
+        return child
 
     @classmethod
     def from_settings(cls, settings) -> "Metrics":
@@ -219,24 +230,24 @@ class Metrics:
     def execution_ended(self, workflow: str, status: str, seconds: float | None) -> None:
         if self._i is None:
             return
-        self._i.executions.labels(workflow, status).inc()
+        self._child(self._i.executions, workflow, status).inc()
         if seconds is not None:
-            self._i.execution_seconds.labels(workflow).observe(max(0.0, seconds))
+            self._child(self._i.execution_seconds, workflow).observe(max(0.0, seconds))
 
     def step_settled(self, workflow: str, node_type: str, status: str) -> None:
         if self._i is not None:
-            self._i.steps.labels(workflow, node_type, status).inc()
+            self._child(self._i.steps, workflow, node_type, status).inc()
 
     def executor_attempt(self, executor: str, endpoint: str, outcome: str, seconds: float | None) -> None:
         if self._i is None:
             return
-        self._i.executor_calls.labels(executor, endpoint, outcome).inc()
+        self._child(self._i.executor_calls, executor, endpoint, outcome).inc()
         if seconds is not None:
-            self._i.executor_call_seconds.labels(executor, endpoint).observe(max(0.0, seconds))
+            self._child(self._i.executor_call_seconds, executor, endpoint).observe(max(0.0, seconds))
 
     def executor_retries(self, executor: str, count: int) -> None:
         if self._i is not None:  # 0 too: the series exists from the first call, so rate() works
-            self._i.executor_retries.labels(executor).inc(max(0, count))
+            self._child(self._i.executor_retries, executor).inc(max(0, count))
 
     def breaker_state(self, executor: str, state: str) -> None:
         if self._i is not None and state in BREAKER_STATE_VALUES:
@@ -247,8 +258,8 @@ class Metrics:
             return
         method = method if method in HTTP_METHODS else "other"
         route = route or UNMATCHED_ROUTE
-        self._i.http_requests.labels(method, route, str(status)).inc()
-        self._i.http_seconds.labels(method, route).observe(max(0.0, seconds))
+        self._child(self._i.http_requests, method, route, str(status)).inc()
+        self._child(self._i.http_seconds, method, route).observe(max(0.0, seconds))
 
     def audit_appended(self, count: int = 1) -> None:
         if self._i is not None and count > 0:

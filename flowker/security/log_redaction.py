@@ -75,20 +75,25 @@ class RedactingRecordFactory:
         self.previous = previous
         self._lock = threading.Lock()
         self._redactors: "weakref.WeakSet[Redactor]" = weakref.WeakSet()
+        # What every record reads: weak references, rebuilt on add and remove (iterating
+        # the WeakSet under its guard cost more than the scrubbing of a cached line).
+        self._snapshot: tuple[weakref.ref, ...] = ()
 
     def add(self, redactor: Redactor) -> None:
         with self._lock:
             self._redactors.add(redactor)
+            self._snapshot = tuple(weakref.ref(item) for item in self._redactors)
 
     def remove(self, redactor: Redactor) -> bool:
         """Forget ``redactor``; True when none is left."""
         with self._lock:
             self._redactors.discard(redactor)
+            self._snapshot = tuple(weakref.ref(item) for item in self._redactors)
             return len(self._redactors) == 0
 
     def redactors(self) -> list[Redactor]:
-        with self._lock:
-            return list(self._redactors)
+        found = [reference() for reference in self._snapshot]
+        return [redactor for redactor in found if redactor is not None]
 
     def scrub_text(self, text: Any) -> Any:
         for redactor in self.redactors():
@@ -97,7 +102,10 @@ class RedactingRecordFactory:
 
     def __call__(self, *args, **kwargs) -> logging.LogRecord:
         record = self.previous(*args, **kwargs)
-        if self.redactors():
+        redactors = self.redactors()
+        if len(redactors) == 1:
+            scrub_record(record, redactors[0])
+        elif redactors:
             scrub_record(record, self)
         return record
 

@@ -13,6 +13,7 @@ import pytest
 from api_helpers import API_KEY, create_executor, create_workflow, workflow_body
 from flowker.observability.logs import JsonFormatter
 from flowker.observability.metrics import METRIC_NAMES
+from flowker.security.redaction import Redactor, install_log_redaction
 
 
 class JsonLines(logging.Handler):
@@ -71,6 +72,23 @@ def test_one_access_line_per_request_with_route_template_principal_and_request_i
         and re.fullmatch(r"[0-9a-f]{32}", refused["request_id"])
     )
     assert health["route"] == "/health" and health["principal"] == "anonymous"
+
+
+def test_a_client_chosen_request_id_is_scrubbed_a_generated_one_written_as_is(client, json_lines):
+    # A secret the redactor knows, in the request id's alphabet, sent as X-Request-ID.
+    secret = "ci-secret-0123456789abcdef"
+    redactor = Redactor()
+    redactor.add_secret(secret)
+    uninstall = install_log_redaction(redactor)
+    try:
+        client.simulate_get("/v1/workflows", headers={"X-Request-ID": secret})
+        client.simulate_get("/v1/workflows")
+    finally:
+        uninstall()
+    lines = json_lines.documents("flowker.access")
+    assert len(lines) == 2 and secret not in json.dumps(lines)
+    assert lines[0]["request_id"] == "****"
+    assert re.fullmatch(r"[0-9a-f]{32}", lines[1]["request_id"])
 
 
 def test_request_ids_are_bounded_echoed_and_in_the_audit_entries_metadata(client):

@@ -1,0 +1,264 @@
+"""A lean OTLP/HTTP span exporter: the export request's protobuf bytes written directly.
+
+The SDK's exporter builds an ``opentelemetry-proto`` message object per span, attribute
+and value, then serializes them: 25 to 70 µs per span, most of the tracing cost of a run
+(benchmarks/README.md, observability_cost). :func:`encode_spans` writes the same
+``ExportTraceServiceRequest`` bytes (field order and proto3 default omission as the
+SDK's, so a receiver sees the same message; tests/test_tracing_export.py decodes both
+and compares them) with varints, length-delimited fields and fixed64 times, and encodes
+each resource and instrumentation scope once per batch.
+
+:class:`LeanOTLPSpanExporter` is the SDK's ``OTLPSpanExporter`` - its endpoint, headers,
+timeout, compression, TLS and retries from the ``OTEL_*`` variables, its HTTP client -
+with only the encoding replaced.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace.export import SpanExportResult
+
+_logger = logging.getLogger(__name__)
+
+_FIXED64 = struct.Struct("<Q").pack
+_FIXED32 = struct.Struct("<I").pack
+_DOUBLE = struct.Struct("<d").pack
+# Span.flags: the SDK always says whether the parent is remote (SpanFlags in trace.proto).
+_FLAGS_HAS_IS_REMOTE = 0x100
+_FLAGS_IS_REMOTE = 0x200
+# Wire tags: (field number << 3) | wire type (0 varint, 1 fixed64, 2 length-delimited, 5 fixed32).
+_KEY_CACHE_MAX = 512  # encoded attribute keys kept (the keys are a small fixed set in practice)
+_PAIR_CACHE_MAX = 4096  # encoded (key, value) attributes kept
+_PAIR_VALUE_MAX = 200  # longer strings (URLs with ids) are not kept
+_KINDS = {value: b"\x30" + bytes((value + 1,)) for value in range(5)}
+_REMOTE_PARENT_FLAGS = b"\x85\x01" + struct.pack("<I", _FLAGS_HAS_IS_REMOTE | _FLAGS_IS_REMOTE)
+_LOCAL_PARENT_FLAGS = b"\x85\x01" + struct.pack("<I", _FLAGS_HAS_IS_REMOTE)
+
+
+def _varint(value: int) -> bytes:
+    if value < 0:
+        value += 1 << 64  # int64: two's complement, ten bytes
+    if value < 0x80:
+        return bytes((value,))
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(tag: int, payload: bytes) -> bytes:
+    """A length-delimited field (tag already shifted with wire type 2)."""
+    size = len(payload)
+    return bytes((tag, size)) + payload if size < 0x80 else bytes((tag,)) + _varint(size) + payload
+
+
+def _string(tag: int, text: str | None) -> bytes:
+    """A proto3 string field: omitted when empty, as the SDK's serializer does."""
+    if not text:
+        return b""
+    return _field(tag, text.encode("utf-8"))
+
+
+def _any_value(value: Any) -> bytes:
+    """An ``AnyValue`` message's bytes (its oneof member is written even when default)."""
+    if isinstance(value, bool):
+        return b"\x10" + (b"\x01" if value else b"\x00")
+    if isinstance(value, str):
+        data = value.encode("utf-8")
+        return b"\x0a" + _varint(len(data)) + data
+    if isinstance(value, int):
+        return b"\x18" + _varint(value)
+    if isinstance(value, float):
+        return b"\x21" + _DOUBLE(value)
+    if isinstance(value, bytes):
+        return b"\x3a" + _varint(len(value)) + value
+    if isinstance(value, Sequence):
+        return _field(0x2A, b"".join(_field(0x0A, _any_value(item)) for item in value))
+    if isinstance(value, Mapping):
+        pairs = b"".join(_field(0x0A, _key_value(str(key), item)) for key, item in value.items())
+        return _field(0x32, pairs)
+    if value is None:
+        return b""
+    raise TypeError(f"invalid attribute value type {type(value).__name__}")
+
+
+def _key_value(key: str, value: Any) -> bytes:
+    return _string(0x0A, key) + _field(0x12, _any_value(value))
+
+
+class _Encoder:
+    """Encodes batches; remembers encoded attributes whose values repeat (bounded caches)."""
+
+    def __init__(self):
+        self._keys: dict[str, bytes] = {}
+        # (tag, key, value) -> the whole KeyValue field: node types, workflow and executor
+        # names, methods, hosts repeat from span to span; ids do not and are not kept.
+        self._pairs: dict[tuple[int, str, type, Any], bytes] = {}
+
+    def _key(self, key: str) -> bytes:
+        encoded = self._keys.get(key)
+        if encoded is None:
+            encoded = _string(0x0A, key)
+            if len(self._keys) < _KEY_CACHE_MAX:
+                self._keys[key] = encoded
+        return encoded
+
+    def attributes(self, tag: int, attributes: Mapping[str, Any] | None) -> bytes:
+        """Repeated ``KeyValue`` fields; a value that cannot be encoded is left out (as the SDK does)."""
+        if not attributes:
+            return b""
+        parts = []
+        pairs = self._pairs
+        for key, value in attributes.items():
+            kind = type(value)
+            cacheable = kind is str or kind is int or kind is bool
+            if cacheable:
+                # the type is part of the key: True == 1 must not share an entry
+                encoded = pairs.get((tag, key, kind, value))
+                if encoded is not None:
+                    parts.append(encoded)
+                    continue
+            try:
+                encoded = _field(tag, self._key(key) + _field(0x12, _any_value(value)))
+            except Exception as error:  # one bad attribute must not lose the batch
+                _logger.warning("Failed to encode span attribute %s: %s", key, error)
+                continue
+            parts.append(encoded)
+            if cacheable and (kind is not str or len(value) <= _PAIR_VALUE_MAX):
+                if len(pairs) >= _PAIR_CACHE_MAX:
+                    pairs.clear()  # bounded; values that repeat come back at once
+                pairs[(tag, key, kind, value)] = encoded
+        return b"".join(parts)
+
+    def span(self, span) -> bytes:
+        context = span.get_span_context()
+        parent = span.parent
+        out = [
+            b"\x0a\x10",
+            context.trace_id.to_bytes(16, "big"),
+            b"\x12\x08",
+            context.span_id.to_bytes(8, "big"),
+        ]
+        trace_state = context.trace_state
+        if trace_state:
+            out.append(_string(0x1A, ",".join(f"{key}={value}" for key, value in trace_state.items())))
+        if parent is not None:
+            out.append(b"\x22\x08")
+            out.append(parent.span_id.to_bytes(8, "big"))
+        out.append(_string(0x2A, span.name))
+        out.append(_KINDS[span.kind.value])  # SDK SpanKind INTERNAL=0.. -> proto SPAN_KIND_INTERNAL=1..
+        start, end = span.start_time, span.end_time
+        if start:
+            out.append(b"\x39" + _FIXED64(start))
+        if end:
+            out.append(b"\x41" + _FIXED64(end))
+        out.append(self.attributes(0x4A, span.attributes))
+        if span.dropped_attributes:
+            out.append(b"\x50" + _varint(span.dropped_attributes))
+        events = span.events
+        for event in events:
+            body = b""
+            if event.timestamp:
+                body += b"\x09" + _FIXED64(event.timestamp)
+            body += _string(0x12, event.name) + self.attributes(0x1A, event.attributes)
+            if event.dropped_attributes:
+                body += b"\x20" + _varint(event.dropped_attributes)
+            out.append(_field(0x5A, body))
+        if events and span.dropped_events:
+            out.append(b"\x60" + _varint(span.dropped_events))
+        links = span.links
+        for link in links:
+            body = b"\x0a\x10" + link.context.trace_id.to_bytes(16, "big")
+            body += b"\x12\x08" + link.context.span_id.to_bytes(8, "big")
+            body += self.attributes(0x22, link.attributes)
+            if link.dropped_attributes:
+                body += b"\x28" + _varint(link.dropped_attributes)
+            body += b"\x35" + _FIXED32(_flags(link.context))
+            out.append(_field(0x6A, body))
+        if links and span.dropped_links:
+            out.append(b"\x70" + _varint(span.dropped_links))
+        status = span.status
+        if status is not None:
+            code = status.status_code.value
+            if code or status.description:
+                body = _string(0x12, status.description)
+                if code:
+                    body += b"\x18" + _varint(code)
+                out.append(_field(0x7A, body))
+            else:
+                out.append(b"\x7a\x00")  # unset: an empty Status, as the SDK writes it
+        # Span.flags (field 16, fixed32: a two-byte tag)
+        out.append(_REMOTE_PARENT_FLAGS if parent is not None and parent.is_remote else _LOCAL_PARENT_FLAGS)
+        return b"".join(out)
+
+    def scope(self, scope) -> bytes:
+        if scope is None:
+            return b""
+        return _string(0x0A, scope.name) + _string(0x12, scope.version) + self.attributes(0x1A, scope.attributes)
+
+    def request(self, spans: Sequence[Any]) -> bytes:
+        """The ``ExportTraceServiceRequest`` bytes: spans grouped by resource, then by scope,
+        in the order each first appears (as the SDK groups them)."""
+        # Grouped by identity: a Resource's hash dumps its attributes as JSON (the SDK pays
+        # that per span); the spans of one provider share one Resource object.
+        groups: dict[int, tuple[Any, dict[int, tuple[Any, list[bytes]]]]] = {}
+        for span in spans:
+            resource = span.resource
+            scope = span.instrumentation_scope or None
+            _resource, scopes = groups.setdefault(id(resource), (resource, {}))
+            scopes.setdefault(id(scope), (scope, []))[1].append(self.span(span))
+        out = []
+        for resource, scopes in groups.values():
+            body = [_field(0x0A, self.attributes(0x0A, resource.attributes))]
+            for scope, encoded in scopes.values():
+                scope_body = _field(0x0A, self.scope(scope)) + b"".join(_field(0x12, item) for item in encoded)
+                scope_body += _string(0x1A, getattr(scope, "schema_url", None))
+                body.append(_field(0x12, scope_body))
+            body.append(_string(0x1A, resource.schema_url))
+            out.append(_field(0x0A, b"".join(body)))
+        return b"".join(out)
+
+
+def _flags(parent) -> int:
+    if parent is not None and parent.is_remote:
+        return _FLAGS_HAS_IS_REMOTE | _FLAGS_IS_REMOTE
+    return _FLAGS_HAS_IS_REMOTE
+
+
+def encode_spans(spans: Sequence[Any]) -> bytes:
+    """The OTLP ``ExportTraceServiceRequest`` protobuf bytes of these SDK ``ReadableSpan``s."""
+    return _Encoder().request(spans)
+
+
+class LeanOTLPSpanExporter(OTLPSpanExporter):
+    """The SDK's OTLP/HTTP exporter (settings, HTTP client, retries) with the lean encoder.
+
+    Its ``export`` is the SDK's but for the encoding step; the exporter's own internal
+    metrics (``OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED``) are not recorded. Should a
+    future SDK drop the HTTP client this relies on, it exports as the SDK does."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._encoder = _Encoder()
+        self._lean = callable(getattr(getattr(self, "_client", None), "export", None)) and hasattr(self, "_shutdown")
+
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        if not self._lean:
+            return super().export(spans)
+        if self._shutdown:
+            _logger.warning("Exporter already shutdown, ignoring batch")
+            return SpanExportResult.FAILURE
+        try:
+            body = self._encoder.request(spans)
+        except Exception as error:
+            _logger.error("Failed to encode span batch: %s", error)
+            return SpanExportResult.FAILURE
+        result = self._client.export(body)
+        return SpanExportResult.SUCCESS if result.success else SpanExportResult.FAILURE

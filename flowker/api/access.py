@@ -51,9 +51,12 @@ class AccessMiddleware:
         if not self.log_requests or not logger.isEnabledFor(logging.INFO):
             return
         actor = getattr(req.context, "actor", None)
-        # Every request starts as the anonymous actor (the audit needs one); a request the
-        # credential check refused (401) acted as no one, so its line names no principal.
-        principal = getattr(actor, "id", None) if status != 401 else None
+        # Every request starts as the anonymous actor (the audit needs one). A 401 with no
+        # authenticated principal (a missing or wrong credential) acted as no one, so its line
+        # names no principal; one answered after authentication (a webhook's wrong
+        # X-Webhook-Token) names who sent it.
+        authenticated = getattr(req.context, "principal", None) is not None
+        principal = getattr(actor, "id", None) if authenticated or status != 401 else None
         request_id = getattr(req.context, "request_id", None)
         if request_id and request_id != req.get_header("X-Request-ID"):
             request_id = SafeField(request_id)  # generated here (uuid4); a client's own id is scrubbed

@@ -88,7 +88,8 @@ class Load:
             url = self.fleet.pick(index + attempt)
             try:
                 return self.session().request(method, url + path, timeout=30, **options)
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
+                # The server died before or while answering (killed mid-body: ChunkedEncodingError).
                 with self.lock:
                     self.connection_errors += 1
                 self.local.api = api_session()

@@ -4,6 +4,8 @@ processes starting at once apply each migration exactly once.
 
 from __future__ import annotations
 
+import time
+
 import peewee
 
 from flowker.storage.database import connection, exclusive_transaction, is_postgres
@@ -136,8 +138,24 @@ MIGRATIONS = (
 LATEST_VERSION = MIGRATIONS[-1][0]
 
 
+# SQLite: processes migrating a new file at once may find it locked outside the busy
+# handler (the first writer switching the journal mode); each waits and tries again.
+LOCKED_RETRIES = 20
+
+
 def upgrade(database: peewee.Database) -> list[int]:
     """Apply pending migrations; returns the versions applied by this call."""
+    for attempt in range(LOCKED_RETRIES):
+        try:
+            return _upgrade_once(database)
+        except peewee.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == LOCKED_RETRIES - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _upgrade_once(database: peewee.Database) -> list[int]:
     applied_now: list[int] = []
     # bind_ctx: the models may not be bound to this database (a CLI, a child process).
     with database.bind_ctx((SchemaMigration, *ALL_MODELS)), connection(database):

@@ -76,7 +76,7 @@ def _recomputed(database) -> list[tuple]:
 def test_the_function_reproduces_the_fixed_vectors(pg):
     previous = GENESIS_HASH
     with pg.connection_context():
-        for fields, _text, expected_hash in VECTORS:
+        for fields, _canonical, expected_hash in VECTORS:
             fields = dict(fields)
             sequence, event_id, timestamp = fields.pop("sequence"), fields.pop("event_id"), fields.pop("timestamp")
             item = AuditLog._prepare(

@@ -39,27 +39,31 @@ from flowker.audit.verify import verify_database  # noqa: E402
 from flowker.storage.database import open_database  # noqa: E402
 
 FORK = multiprocessing.get_context("fork")
-_SERVER_APPEND = server_append.append  # the real one, wrapped by LockClock
+BATCH = 4  # entries per transaction by default: a step with one executor call
+_SERVER_APPEND = server_append.append  # the real ones, wrapped by LockClock
+_LOCK_AND_HEAD = store.lock_and_head
 
 
 class LockClock:
     """Records, per transaction, when the lock was granted (server clock) and how many
-    statements went out from then to COMMIT."""
+    statements went out from then to COMMIT. A context manager: it wraps the database's
+    ``execute_sql`` and the two ways an append takes the lock, and puts them back."""
 
     def __init__(self, database):
+        self.database = database
         self.locked_at: float | None = None
         self.statements = 0
-        real_execute = database.execute_sql
+
+    def __enter__(self) -> "LockClock":
+        database, real_execute = self.database, self.database.execute_sql
 
         def counted_execute(sql, params=None, *args, **kwargs):
             if self.locked_at is not None:
                 self.statements += 1
             return real_execute(sql, params, *args, **kwargs)
 
-        database.execute_sql = counted_execute
-
         def lock_and_head(db):
-            # The client-side path's one statement pair, with the server's clock read after the grant.
+            # The client-side path's statement pair, with the server's clock read after the grant.
             row = real_execute(
                 f"SELECT pg_advisory_xact_lock(%s); SELECT sequence, hash, clock_timestamp() FROM {store.ENTRY_TABLE} "
                 "ORDER BY sequence DESC LIMIT 1",
@@ -68,14 +72,20 @@ class LockClock:
             self.locked_at, self.statements = row[2].timestamp(), 1
             return row[0], row[1]
 
-        store.lock_and_head = lock_and_head  # type: ignore[assignment]  # this process only
-
         def timed_append(*args, **kwargs):
             result = _SERVER_APPEND(*args, **kwargs)
             self.locked_at, self.statements = result[5].timestamp(), 1
             return result
 
+        database.execute_sql = counted_execute
+        store.lock_and_head = lock_and_head  # type: ignore[assignment]
         server_append.append = timed_append  # type: ignore[assignment]
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        del self.database.execute_sql  # the class's method again
+        store.lock_and_head = _LOCK_AND_HEAD  # type: ignore[assignment]
+        server_append.append = _SERVER_APPEND  # type: ignore[assignment]
 
     def take(self) -> tuple[float, int]:
         """(seconds from the grant to now, round trips under the lock counting COMMIT)."""
@@ -105,10 +115,9 @@ def _items(batch: int, worker: int, index: int) -> list[dict]:
 def run_writer(url: str, mode: str, appends: int, batch: int, worker: int, start=None) -> dict:
     database = open_database(url)
     log = AuditLog(database, server_append=mode == "server")
-    clock = LockClock(database)
     held, trips = [], set()
     try:
-        with database.connection_context():
+        with database.connection_context(), LockClock(database) as clock:
             if start is not None:
                 start.wait(60)
             began = time.perf_counter()
@@ -180,7 +189,7 @@ def measure(scratch: Scratch, mode: str, writers: int, appends: int, batch: int)
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--appends", type=int, default=2000, help="transactions per case (split among writers)")
-    parser.add_argument("--batch", type=int, default=4, help="entries per transaction")
+    parser.add_argument("--batch", type=int, default=BATCH, help="entries per transaction")
     parser.add_argument("--writers", default="1,4", help="comma-separated writer counts")
     parser.add_argument("--rounds", type=int, default=2, help="each case this many times, alternating paths")
     args = parser.parse_args(argv)

@@ -15,7 +15,9 @@ and the others still run):
   CPU use, audit-lock waiters, and the memory of every gunicorn worker after the load;
   PostgreSQL 1 and 2 servers once more with each server a host of ``--host-cores`` CPUs
   (a cgroup CPU quota per server, benchmarks/hosts.py; 0 leaves those rows out);
-* audit: appends/s (one writer, signed, N processes) and verify rate (benchmarks/audit.py);
+* audit: appends/s (one writer, signed, N processes) and verify rate (benchmarks/audit.py),
+  and on PostgreSQL the audit lock held per append, client-side and with one server-side
+  call (benchmarks/audit_lock.py);
 * validate: ``flowker validate`` over 1,000 generated spec files;
 * peer: the same 10-call workload in Flowker and in Prefect, per-step overhead ratio.
 
@@ -281,6 +283,8 @@ def section_audit(table: Table, profile: dict, args) -> None:
             processes = profile["audit_processes"]
             rate = audit_bench.many_writers(scratch, appends, processes)
             table.add("audit", f"appends/s, {processes} processes together, {label}", f"{rate:,.0f}/s")
+            if backend == "postgresql":
+                section_audit_lock(table, scratch, appends)
             entries = profile["verify_entries"]
             url = scratch.new()
             audit_bench.bulk_load(url, entries, signing_key)
@@ -293,6 +297,23 @@ def section_audit(table: Table, profile: dict, args) -> None:
             )
         finally:
             scratch.cleanup()
+
+
+def section_audit_lock(table: Table, scratch, appends: int) -> None:
+    """The lock hold per append on PostgreSQL, the path before migration 10 beside its function."""
+    from benchmarks import audit_lock
+
+    for mode, name in (("client", "client-side (before)"), ("server", "one server-side call")):
+        figures = audit_lock.measure(scratch, mode, 1, appends // 2, audit_lock.BATCH)
+        trips = figures["round_trips"]
+        table.add(
+            "audit",
+            f"audit lock held per append of {audit_lock.BATCH} entries, {name}, PostgreSQL",
+            f"p50 {figures['held_p50_ms']:.3f} ms, p99 {figures['held_p99_ms']:.3f} ms, "
+            f"{'/'.join(map(str, trips))} round trips under the lock (COMMIT included), "
+            f"{figures['appends_per_s']:,.0f} appends/s",
+            *(("one call + COMMIT", trips == [2]) if mode == "server" else ("", None)),
+        )
 
 
 def section_validate(table: Table, profile: dict, args) -> None:

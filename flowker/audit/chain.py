@@ -16,7 +16,9 @@ done before the lock; :func:`prepare_many` lets a caller do it before its transa
 which on SQLite is the lock. The state change and its entry commit together or not at
 all; the unique ``sequence`` and unique ``previous_hash`` columns make a fork impossible
 to commit even if the lock were bypassed. Hashing is described in
-:mod:`flowker.audit.canonical`.
+:mod:`flowker.audit.canonical`. On PostgreSQL the part under the lock (lock, head read,
+hashing, INSERT) is one call of a database function (:mod:`flowker.audit.server_append`),
+so the lock is held for that call and the COMMIT only.
 
 Automatic checkpoints need the signing key from settings. Settings are passed down, not
 global: the composition root (:class:`flowker.runtime.Runtime`) builds one :class:`AuditLog`
@@ -347,8 +349,12 @@ class AuditLog:
         transaction = nullcontext() if database.in_transaction() else database.atomic()
         check = self.signing_key is not None and self.checkpoint_interval
         rows = [model_row(item.entry) for item in prepared]
-        heads = [item.head for item in prepared]
-        tails = [item.tail for item in prepared]
+        heads: list[str] = []
+        tails: list[str] = []
+        for item in prepared:
+            assert item.head is not None and item.tail is not None  # server_append.fits checked them
+            heads.append(item.head)
+            tails.append(item.tail)
         with transaction:
             first, timestamp, previous, hashes, last_checkpoint, _locked_at = server_append.append(
                 database, rows, heads, tails, last_checkpoint=bool(check)

@@ -52,6 +52,7 @@ class LockClock:
     def __init__(self, database):
         self.database = database
         self.locked_at: float | None = None
+        self.last_locked_at = 0.0  # the grant of the transaction take() ended
         self.statements = 0
 
     def __enter__(self) -> "LockClock":
@@ -92,7 +93,7 @@ class LockClock:
         assert self.locked_at is not None
         held = time.time() - self.locked_at
         taken = (held, self.statements + 1)
-        self.locked_at, self.statements = None, 0
+        self.last_locked_at, self.locked_at, self.statements = self.locked_at, None, 0
         return taken
 
 
@@ -112,49 +113,89 @@ def _items(batch: int, worker: int, index: int) -> list[dict]:
     ]
 
 
-def run_writer(url: str, mode: str, appends: int, batch: int, worker: int, start=None) -> dict:
+MODES = ("client", "server")
+
+
+def run_writer(url: str, modes: tuple[str, ...], appends: int, batch: int, worker: int, start=None) -> dict:
+    """``appends`` transactions, the paths of ``modes`` taking turns (one mode: all of them).
+    Per mode: lock hold samples (s), the part before COMMIT, and the COMMIT's own time."""
     database = open_database(url)
-    log = AuditLog(database, server_append=mode == "server")
-    held, trips = [], set()
+    logs = [AuditLog(database, server_append=mode == "server") for mode in modes]
+    samples: dict[str, dict] = {
+        mode: {"held": [], "before_commit": [], "commit": [], "trips": set(), "wall": [], "cpu": 0.0, "server_cpu": 0.0}
+        for mode in modes
+    }
     try:
         with database.connection_context(), LockClock(database) as clock:
+            backend = database.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
             if start is not None:
                 start.wait(60)
             began = time.perf_counter()
             for index in range(appends):
+                turn = index % len(modes)
+                log, figures = logs[turn], samples[modes[turn]]
+                server_cpu, cpu, wall = _process_cpu(backend), time.process_time(), time.perf_counter()
                 prepared = log.prepare_many(_items(batch, worker, index))  # before the transaction, as the runner does
                 with database.atomic():
                     log.append_many(prepared)
+                    committing = time.time()
+                figures["wall"].append(time.perf_counter() - wall)
+                figures["cpu"] += time.process_time() - cpu
+                figures["server_cpu"] += _process_cpu(backend) - server_cpu
                 seconds, round_trips = clock.take()
-                held.append(seconds)
-                trips.add(round_trips)
+                figures["held"].append(seconds)
+                figures["commit"].append(seconds - (committing - clock.last_locked_at))
+                figures["before_commit"].append(committing - clock.last_locked_at)
+                figures["trips"].add(round_trips)
             elapsed = time.perf_counter() - began
     finally:
         close(database)
-    return {"held": held, "trips": sorted(trips), "elapsed": elapsed, "appends": appends}
+    return {"samples": samples, "elapsed": elapsed, "appends": appends}
 
 
-def _child(url, mode, appends, batch, worker, start, results) -> None:
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds a process (here the PostgreSQL backend, on this host) has used: clock-tick
+    accounting, so only sums over many transactions mean anything."""
     try:
-        results.put(run_writer(url, mode, appends, batch, worker, start))
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _child(url, modes, appends, batch, worker, start, results) -> None:
+    try:
+        results.put(run_writer(url, modes, appends, batch, worker, start))
     except Exception as exc:  # noqa: BLE001 - reported by the parent
         results.put({"error": repr(exc)})
 
 
-def measure(scratch: Scratch, mode: str, writers: int, appends: int, batch: int) -> dict:
+def _ms(values: list[float], quantile: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * quantile))] * 1000
+
+
+def measure(scratch: Scratch, modes, writers: int, appends: int, batch: int) -> dict:
+    """Run ``writers`` writers (``modes`` as for :func:`run_writer`; a str for one mode) on
+    a fresh chain; figures per mode, appends/s for them all, whether the chain verifies."""
+    modes = (modes,) if isinstance(modes, str) else tuple(modes)
     url = scratch.new()
     seed = open_database(url)
     with seed.connection_context():
         AuditLog(seed).append("STEP_COMPLETED", "EXECUTE", "SUCCESS", "execution", "seed")  # a head to read
     close(seed)
     if writers == 1:
-        reports = [run_writer(url, mode, appends, batch, 0)]
+        reports = [run_writer(url, modes, appends, batch, 0)]
         wall = reports[0]["elapsed"]
     else:
         start, results = FORK.Event(), FORK.Queue()
         per_writer = appends // writers
         children = [
-            FORK.Process(target=_child, args=(url, mode, per_writer, batch, n, start, results)) for n in range(writers)
+            FORK.Process(target=_child, args=(url, modes, per_writer, batch, n, start, results)) for n in range(writers)
         ]
         for child in children:
             child.start()
@@ -167,23 +208,36 @@ def measure(scratch: Scratch, mode: str, writers: int, appends: int, batch: int)
         errors = [report["error"] for report in reports if "error" in report]
         if errors:
             raise RuntimeError(f"a writer failed: {errors[0]}")
-    held = sorted(seconds for report in reports for seconds in report["held"])
     transactions = sum(report["appends"] for report in reports)
     check = open_database(url)
     with check.connection_context():
         result = verify_database(check)
     close(check)
-    return {
-        "mode": mode,
+    figures: dict = {
         "writers": writers,
         "appends_per_s": transactions / wall,
         "entries_per_s": transactions * batch / wall,
-        "held_p50_ms": statistics.median(held) * 1000,
-        "held_p99_ms": held[min(len(held) - 1, int(len(held) * 0.99))] * 1000,
-        "held_mean_ms": statistics.fmean(held) * 1000,
-        "round_trips": sorted({trip for report in reports for trip in report["trips"]}),
         "valid": result.is_valid and result.total_checked == transactions * batch + 1,
     }
+    for mode in modes:
+        held = [v for report in reports for v in report["samples"][mode]["held"]]
+        before = [v for report in reports for v in report["samples"][mode]["before_commit"]]
+        commit = [v for report in reports for v in report["samples"][mode]["commit"]]
+        count = sum(len(report["samples"][mode]["held"]) for report in reports)
+        figures[mode] = {
+            "transaction_p50_ms": _ms([v for report in reports for v in report["samples"][mode]["wall"]], 0.5),
+            "client_cpu_ms": sum(report["samples"][mode]["cpu"] for report in reports) / count * 1000,
+            "server_cpu_ms": sum(report["samples"][mode]["server_cpu"] for report in reports) / count * 1000,
+            "held_p50_ms": _ms(held, 0.5),
+            "held_p99_ms": _ms(held, 0.99),
+            "held_mean_ms": statistics.fmean(held) * 1000,
+            "before_commit_p50_ms": _ms(before, 0.5),
+            "commit_p50_ms": _ms(commit, 0.5),
+            "round_trips": sorted({t for report in reports for t in report["samples"][mode]["trips"]}),
+        }
+    if len(modes) == 1:  # the single-mode figures at the top level too
+        figures.update(figures[modes[0]])
+    return figures
 
 
 def main(argv=None) -> int:
@@ -191,28 +245,46 @@ def main(argv=None) -> int:
     parser.add_argument("--appends", type=int, default=2000, help="transactions per case (split among writers)")
     parser.add_argument("--batch", type=int, default=BATCH, help="entries per transaction")
     parser.add_argument("--writers", default="1,4", help="comma-separated writer counts")
-    parser.add_argument("--rounds", type=int, default=2, help="each case this many times, alternating paths")
+    parser.add_argument("--rounds", type=int, default=2, help="throughput: each case this many times, alternating")
     args = parser.parse_args(argv)
     url = (os.environ.get("FLOWKER_BENCH_POSTGRES_URL") or os.environ.get("FLOWKER_TEST_POSTGRES_URL") or "").strip()
     if not url:
         print("audit_lock: set FLOWKER_BENCH_POSTGRES_URL (or FLOWKER_TEST_POSTGRES_URL): PostgreSQL only")
         return 2
     scratch = Scratch("postgresql", url)
+    writer_counts = [int(w) for w in args.writers.split(",")]
+    load = os.getloadavg()[0]
     try:
-        print(f"PostgreSQL audit lock, {args.batch} entries per transaction, {args.appends} transactions per case")
+        print(f"PostgreSQL audit lock, {args.batch} entries per transaction; load average {load:.2f}")
+        print("Lock hold per append, the two paths taking turns transaction by transaction (paired):")
         print(
-            f"{'path':<7} {'writers':>7} {'appends/s':>10} {'entries/s':>10} {'held p50':>9} {'p99':>8} {'mean':>8}  trips"
+            f"{'path':<7} {'writers':>7} {'held p50':>9} {'p99':>9} {'mean':>9} {'pre-COMMIT':>11} {'COMMIT':>8} "
+            f"{'txn p50':>9} {'CPU client':>10} {'postgres':>9}  trips"
         )
-        for writers in [int(w) for w in args.writers.split(",")]:
+        for writers in writer_counts:
+            figures = measure(scratch, MODES, writers, args.appends, args.batch)
+            for mode in MODES:
+                f = figures[mode]
+                print(
+                    f"{mode:<7} {writers:>7} {f['held_p50_ms']:>7.3f}ms {f['held_p99_ms']:>7.3f}ms "
+                    f"{f['held_mean_ms']:>7.3f}ms {f['before_commit_p50_ms']:>9.3f}ms {f['commit_p50_ms']:>6.3f}ms "
+                    f"{f['transaction_p50_ms']:>7.3f}ms {f['client_cpu_ms']:>8.3f}ms {f['server_cpu_ms']:>7.3f}ms"
+                    f"  {f['round_trips']} {'chain valid' if figures['valid'] else 'CHAIN INVALID'}",
+                    flush=True,
+                )
+        print("Appends/s, one path per run, runs alternating:")
+        print(f"{'path':<7} {'writers':>7} {'appends/s':>10} {'entries/s':>10} {'held p50':>9} {'p99':>9}")
+        for writers in writer_counts:
             for _round in range(args.rounds):
-                for mode in ("client", "server"):
-                    figures = measure(scratch, mode, writers, args.appends, args.batch)
+                for mode in MODES:
+                    f = measure(scratch, mode, writers, args.appends, args.batch)
                     print(
-                        f"{mode:<7} {writers:>7} {figures['appends_per_s']:>10,.0f} {figures['entries_per_s']:>10,.0f} "
-                        f"{figures['held_p50_ms']:>7.3f}ms {figures['held_p99_ms']:>6.3f}ms {figures['held_mean_ms']:>6.3f}ms"
-                        f"  {figures['round_trips']} {'chain valid' if figures['valid'] else 'CHAIN INVALID'}",
+                        f"{mode:<7} {writers:>7} {f['appends_per_s']:>10,.0f} {f['entries_per_s']:>10,.0f} "
+                        f"{f['held_p50_ms']:>7.3f}ms {f['held_p99_ms']:>7.3f}ms "
+                        f"{'chain valid' if f['valid'] else 'CHAIN INVALID'}",
                         flush=True,
                     )
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
     finally:
         scratch.cleanup()
     return 0

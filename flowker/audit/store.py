@@ -11,14 +11,14 @@ import uuid
 
 import peewee
 
+# AUDIT_LOCK_ID: the transaction-scoped advisory lock that serializes appends (re-exported).
+from flowker.storage.audit_function import AUDIT_LOCK_ID  # noqa: F401
 from flowker.storage.database import database_proxy, is_postgres
 from flowker.storage.models import AuditCheckpoint, AuditEntry
 
 ENTRY_TABLE = AuditEntry._meta.table_name
 CHECKPOINT_TABLE = AuditCheckpoint._meta.table_name
 
-# Transaction-scoped PostgreSQL advisory lock that serializes appends ("FlowkAu").
-AUDIT_LOCK_ID = 0x466C6F776B4175
 
 ENTRY_COLUMNS = (
     "sequence",

@@ -8,6 +8,7 @@ import time
 
 import peewee
 
+from flowker.storage import audit_function
 from flowker.storage.database import connection, exclusive_transaction, is_postgres
 from flowker.storage.models import (
     ALL_MODELS,
@@ -127,9 +128,7 @@ def _add_execution_trace_id(database: peewee.Database) -> None:
 def _create_audit_append_function(database: peewee.Database) -> None:
     # PostgreSQL appends to the audit chain with one server-side call (flowker.audit.server_append).
     if is_postgres(database):
-        from flowker.audit import server_append
-
-        server_append.install(database)
+        audit_function.install(database)
 
 
 # (version, name, function). Append only; never edit a migration that has shipped.

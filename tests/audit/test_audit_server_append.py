@@ -283,3 +283,25 @@ def test_fits_sends_only_what_cannot_reach_the_size_limit():
     assert server_append.fits([AuditLog._prepare("e", "C", "EXECUTE", "SUCCESS", "x", "r", None, {"x": wide}, None)])
     refused = AuditLog._prepare("e", "CUSTOM_EVENT", "EXECUTE", "SUCCESS", "x", "\ud800\ue000", None, None, None)
     assert refused.error is not None and not server_append.fits([refused])
+
+
+def test_migration_10_gives_an_older_database_the_function(pg):
+    from flowker.storage.audit_function import FUNCTION_NAME
+    from flowker.storage.migrations import upgrade
+
+    def present() -> bool:
+        with pg.connection_context():
+            return pg.execute_sql("SELECT to_regproc(%s) IS NOT NULL", (FUNCTION_NAME,)).fetchone()[0]
+
+    assert present()
+    with pg.connection_context():
+        # A database made before migration 10: no function, no record of the migration.
+        pg.execute_sql(f"DROP FUNCTION {FUNCTION_NAME}")
+        pg.execute_sql("DELETE FROM schema_migration WHERE version = 10")
+    assert not present()
+    assert upgrade(pg) == [10]
+    assert present() and upgrade(pg) == []
+    log = AuditLog(pg)
+    with pg.connection_context():
+        log.append("CUSTOM_EVENT", "EXECUTE", "SUCCESS", "execution", "after-upgrade")
+    assert len(_recomputed(pg)) == 1

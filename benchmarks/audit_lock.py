@@ -5,7 +5,7 @@
 Runs against FLOWKER_BENCH_POSTGRES_URL (or FLOWKER_TEST_POSTGRES_URL), each case in a
 scratch schema dropped afterwards. Both paths run in the same run on the same code:
 
-* ``client``: the path before migration 10 (``AuditLog(server_append=False)``): lock and
+* ``client``: the path before migration 10 (``AuditLog(append_on_server=False)``): lock and
   head read, INSERT, COMMIT from the client, three round trips under the lock.
 * ``server``: ``flowker_audit_append`` (migration 10), then COMMIT.
 
@@ -120,7 +120,7 @@ def run_writer(url: str, modes: tuple[str, ...], appends: int, batch: int, worke
     """``appends`` transactions, the paths of ``modes`` taking turns (one mode: all of them).
     Per mode: lock hold samples (s), the part before COMMIT, and the COMMIT's own time."""
     database = open_database(url)
-    logs = [AuditLog(database, server_append=mode == "server") for mode in modes]
+    logs = [AuditLog(database, append_on_server=mode == "server") for mode in modes]
     samples: dict[str, dict] = {
         mode: {"held": [], "before_commit": [], "commit": [], "trips": set(), "wall": [], "cpu": 0.0, "server_cpu": 0.0}
         for mode in modes

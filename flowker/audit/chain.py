@@ -158,7 +158,7 @@ class AuditLog:
         public_keys=(),
         witness=None,
         metrics=None,
-        server_append: bool = True,
+        append_on_server: bool = True,
     ):
         if checkpoint_interval < 0:
             raise ConfigurationError("FLOWKER_AUDIT_CHECKPOINT_INTERVAL must not be negative")
@@ -171,7 +171,7 @@ class AuditLog:
         self.metrics = metrics
         # PostgreSQL: append with one call of migration 10's function (False: from the
         # client, as SQLite does; the lock benchmark compares the two).
-        self.server_append = server_append
+        self.append_on_server = append_on_server
         self.checkpoint_interval = int(checkpoint_interval)
         trusted = list(public_keys) + ([signing_key] if signing_key is not None else [])
         self.public_keys = cp.keys_by_id(trusted) if trusted else None
@@ -303,7 +303,7 @@ class AuditLog:
 
     def _write(self, prepared: list[PreparedEntry]) -> list[AuditEntry]:
         database = self.database
-        if self.server_append and is_postgres(database) and server_append.fits(prepared):
+        if self.append_on_server and is_postgres(database) and server_append.fits(prepared):
             return self._write_on_server(database, prepared)
         transaction = nullcontext() if database.in_transaction() else database.atomic()
         sha256 = hashlib.sha256
@@ -345,7 +345,7 @@ class AuditLog:
         return [item.entry for item in prepared]
 
     def _write_on_server(self, database, prepared: list[PreparedEntry]) -> list[AuditEntry]:
-        """:meth:`_write` on PostgreSQL in one round trip (see :mod:`flowker.audit.server_append`)."""
+        """:meth:`_write` on PostgreSQL with one server-side call (see :mod:`flowker.audit.server_append`)."""
         transaction = nullcontext() if database.in_transaction() else database.atomic()
         check = self.signing_key is not None and self.checkpoint_interval
         rows = [model_row(item.entry) for item in prepared]

@@ -171,7 +171,7 @@ def test_client_side_and_server_side_appends_make_one_chain(pg, calls):
     rng = random.Random(7)
     with pg.connection_context():
         for index in range(30):
-            AuditLog(pg, server_append=index % 2 == 0).append_many([_item(rng, 0, index), _item(rng, 0, -index)])
+            AuditLog(pg, append_on_server=index % 2 == 0).append_many([_item(rng, 0, index), _item(rng, 0, -index)])
     assert calls["calls"] == 15
     assert len(_recomputed(pg)) == 60
     assert verify_database(pg).is_valid

@@ -125,6 +125,7 @@ class Side:
 def main() -> int:
     import flowker
 
+    answers, sys.stdout = sys.stdout, sys.stderr  # whatever else prints must not break the protocol
     side = None
     with tempfile.TemporaryDirectory(prefix="flowker-step-child-") as scratch:
         try:
@@ -138,8 +139,8 @@ def main() -> int:
                     answer = side.round(request["workflow"], int(request["executions"]))
                 else:
                     break
-                sys.stdout.write(json.dumps(answer) + "\n")
-                sys.stdout.flush()
+                answers.write(json.dumps(answer) + "\n")
+                answers.flush()
         finally:
             if side is not None:
                 side.close()

@@ -1,8 +1,8 @@
 """The performance suite: every figure of the product in one table.
 
-    .venv/bin/python -m benchmarks [--full] [--sections runner,rest,audit,validate,peer]
+    .venv/bin/python -m benchmarks [--full] [--sections runner,rest,audit,validate,peer,dbos,before]
                                    [--postgres-url URL] [--generator auto|wrk|python]
-                                   [--install-peer] [--json FILE]
+                                   [--before COMMIT] [--install-peer] [--json FILE]
 
 Sections (each bounded by its counts and durations; a failing section prints its error
 and the others still run):
@@ -17,7 +17,12 @@ and the others still run):
   (a cgroup CPU quota per server, benchmarks/hosts.py; 0 leaves those rows out);
 * audit: appends/s (one writer, signed, N processes) and verify rate (benchmarks/audit.py);
 * validate: ``flowker validate`` over 1,000 generated spec files;
-* peer: the same 10-call workload in Flowker and in Prefect, per-step overhead ratio.
+* peer: the same 10-call workload in Flowker and in Prefect, per-step overhead ratio;
+* dbos: the same 10-call workload in Flowker and in DBOS Transact, durable steps on SQLite
+  and on PostgreSQL, rounds interleaved (benchmarks/dbos_side_by_side.py);
+* before: DESIGN §17's same-run ratios against ``--before COMMIT`` (default: where issue
+  18's work started), checked out with its own virtualenv: per-step overhead, REST CPU per
+  execution and throughput on SQLite, PostgreSQL / SQLite (benchmarks/before_after.py).
 
 PostgreSQL comes from ``--postgres-url``, FLOWKER_BENCH_POSTGRES_URL or
 FLOWKER_TEST_POSTGRES_URL (scratch schemas, dropped afterwards); a database of its own is
@@ -38,7 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SECTIONS = ("runner", "rest", "audit", "validate", "peer")
+SECTIONS = ("runner", "rest", "audit", "validate", "peer", "dbos", "before")
 REST_CONFIGURATIONS = (
     "sqlite-1",
     "postgresql-1",
@@ -62,6 +67,12 @@ PROFILES = {
         "validate_files": 1000,
         "peer_runs": 15,
         "peer_warmup": 2,
+        "dbos_rounds": 4,
+        "dbos_executions": 40,
+        "before_rounds": 4,
+        "before_executions": 100,
+        "before_rest_rounds": 2,
+        "before_rest_seconds": 6.0,
     },
     "full": {
         "runner_executions": 1000,
@@ -75,6 +86,12 @@ PROFILES = {
         "validate_files": 1000,
         "peer_runs": 50,
         "peer_warmup": 3,
+        "dbos_rounds": 6,
+        "dbos_executions": 100,
+        "before_rounds": 8,
+        "before_executions": 200,
+        "before_rest_rounds": 4,
+        "before_rest_seconds": 10.0,
     },
 }
 
@@ -335,12 +352,125 @@ def section_peer(table: Table, profile: dict, args) -> None:
     )
 
 
+def section_dbos(table: Table, profile: dict, args) -> None:
+    from benchmarks import dbos_side_by_side
+
+    options = argparse.Namespace(
+        rounds=profile["dbos_rounds"],
+        executions=profile["dbos_executions"],
+        warmup=5,
+        backends="sqlite,postgresql" if args.postgres_url else "sqlite",
+        postgres_url=args.postgres_url,
+        install=args.install_peer,
+    )
+    result = dbos_side_by_side.run(options, log=lambda line: print(f"  {line}", flush=True))
+    for backend, figures in result["backends"].items():
+        ours, theirs, label = figures["flowker"], figures["dbos"], "SQLite" if backend == "sqlite" else "PostgreSQL"
+        table.add(
+            "dbos",
+            f"Flowker overhead per step, trigger + 10 HTTP calls + output ({label}, all audited)",
+            f"p50 {ours['p50']:.3f} ms, p99 {ours['p99']:.3f} ms",
+        )
+        table.add(
+            "dbos",
+            f"{result['engine']} overhead per step, same workload, durable steps ({label})",
+            f"p50 {theirs['p50']:.3f} ms, p99 {theirs['p99']:.3f} ms",
+        )
+        table.add(
+            "dbos",
+            f"per-step overhead, Flowker / DBOS (p50, {label}, same run)",
+            f"{100 * ours['p50'] / theirs['p50']:.1f} % ({figures['times_lower']:.1f}x lower)",
+            "<= 20 %",
+            figures["times_lower"] >= dbos_side_by_side.TARGET_TIMES_LOWER,
+        )
+
+
+def section_before(table: Table, profile: dict, args) -> None:
+    from benchmarks import before_after
+
+    variants = "before-sqlite,after-sqlite" + (",after-postgresql" if args.postgres_url else "")
+    options = before_after.parse(
+        [
+            "--before",
+            args.before,
+            "--rounds",
+            str(profile["before_rounds"]),
+            "--executions",
+            str(profile["before_executions"]),
+            "--rest-rounds",
+            str(profile["before_rest_rounds"]),
+            "--rest-seconds",
+            str(profile["before_rest_seconds"]),
+            "--rest-variants",
+            variants,
+            *(["--postgres-url", args.postgres_url] if args.postgres_url else []),
+        ]
+    )
+    result = before_after.run(options, log=lambda line: print(f"  {line}", flush=True))
+    steps, rest = result["steps"], result["rest"]
+    before, after = steps["before"], steps["after"]
+    against = f"after {result['after']} / before {result['before']}"
+    table.add(
+        "before",
+        f"overhead per step, 10-call HTTP chain, SQLite: before {result['before']}",
+        f"p50 {before['p50']:.3f} ms, p99 {before['p99']:.3f} ms",
+    )
+    table.add(
+        "before",
+        f"overhead per step, same: after {result['after']}",
+        f"p50 {after['p50']:.3f} ms, p99 {after['p99']:.3f} ms",
+        "p50 <= 0.25 ms, p99 <= 1 ms",
+        after["p50"] <= before_after.STEP_TARGET_P50 and after["p99"] <= before_after.STEP_TARGET_P99,
+    )
+    table.add(
+        "before",
+        f"overhead per step, {against} (same run)",
+        f"p50 {100 * steps['p50_ratio']:.1f} %, p99 {100 * steps['p99_ratio']:.1f} %",
+        "<= 60 %",
+        steps["p50_ratio"] <= before_after.STEP_TARGET_RATIO,
+    )
+    variants_done = rest["variants"]
+    for name, row in variants_done.items():
+        table.add(
+            "before",
+            f"REST 3-node executions/s, {name} (1 server x 2 workers x 1 thread, wrk 4 connections)",
+            f"{row['rate']:.0f}/s, p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, {row['errors']} errors, "
+            f"servers' CPU {row['server_cpu_ms']:.2f} ms per execution",
+            *(("p99 <= 50 ms", row["p99_ms"] <= before_after.REST_P99_TARGET) if name == "after-sqlite" else ()),
+        )
+    if "cpu_ratio" in rest:
+        table.add(
+            "before",
+            f"REST servers' CPU per execution, SQLite, {against}",
+            f"{100 * rest['cpu_ratio']:.1f} %",
+            "<= 75 %",
+            rest["cpu_ratio"] <= before_after.CPU_TARGET_RATIO,
+        )
+        table.add(
+            "before",
+            f"REST throughput, SQLite, {against}",
+            f"{rest['rate_ratio']:.2f}x",
+            ">= 1.3x",
+            rest["rate_ratio"] >= before_after.RATE_TARGET_RATIO,
+        )
+    if "after_postgres_ratio" in rest:
+        table.add(
+            "before",
+            "REST throughput, PostgreSQL / SQLite (this tree, same run)",
+            f"{100 * rest['after_postgres_ratio']:.1f} %",
+            ">= 75 %",
+            rest["after_postgres_ratio"] >= before_after.POSTGRES_TARGET_RATIO,
+        )
+
+
 RUNNERS = {
     "runner": section_runner,
     "rest": section_rest,
     "audit": section_audit,
     "validate": section_validate,
     "peer": section_peer,
+    "dbos": section_dbos,
+    "before": section_before,
 }
 
 
@@ -382,10 +512,19 @@ def parse(argv):
     parser.add_argument(
         "--install-peer",
         action="store_true",
-        help="create benchmarks/.peer-venv and install the peer engine (needs PyPI)",
+        help="create benchmarks/.peer-venv and benchmarks/.dbos-venv and install the peer engines (needs PyPI)",
+    )
+    parser.add_argument(
+        "--before",
+        default=None,
+        help="section before: the commit to compare with (default: where issue 18's work started)",
     )
     parser.add_argument("--json", dest="json_path", help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
+    if args.before is None:
+        from benchmarks.before_tree import DEFAULT_BEFORE
+
+        args.before = DEFAULT_BEFORE
     if args.host_cores is None:
         from benchmarks.scaleout import DEFAULT_HOST_CORES
 

@@ -1,7 +1,7 @@
 """Side by side with DBOS Transact: durable steps on SQLite and on PostgreSQL, same run.
 
     .venv/bin/python -m benchmarks.dbos_side_by_side [--rounds 4] [--executions 50] [--install]
-        [--postgres-url postgresql://postgres@127.0.0.1:5432/flowker_bench] [--backends sqlite,postgresql]
+        [--postgres-url postgresql://postgres@127.0.0.1:5432/flowker_bench] [--backends sqlite,sqlite-wal,postgresql]
 
 The workload of :mod:`benchmarks.peer`: a trigger, 10 HTTP calls to one local stub (the
 asyncio keep-alive stub of :mod:`benchmarks.api`, one process shared by both engines), an
@@ -11,10 +11,18 @@ every step row and audit entry committed); DBOS runs a ``@DBOS.workflow`` of 10
 result checkpointed in its system database). Per-step overhead = (wall time of one run -
 time inside the 10 HTTP calls) / 12 steps, measured the same way in both.
 
-Each engine and backend is a subprocess of its own (4 in all), kept alive across rounds;
-rounds interleave all four so the machine's drift falls on each alike. PostgreSQL: Flowker
-in a fresh schema of ``--postgres-url`` (dropped after), DBOS in the database
-``flowker_bench_dbos`` on the same server, dropped and created anew for each run.
+Each engine and backend is a subprocess of its own, kept alive across rounds; rounds
+interleave them all so the machine's drift falls on each alike. Backends:
+
+* ``sqlite``: each engine with its own SQLite settings. Flowker's are WAL with
+  ``synchronous=NORMAL`` (a commit survives the process, not a power cut: no fsync per
+  commit); DBOS's are SQLite's defaults, the rollback journal and ``synchronous=FULL``
+  (fsyncs on every commit), so its figure follows the disk;
+* ``sqlite-wal``: DBOS with Flowker's settings (the same Flowker figure): the engines'
+  own costs without the fsyncs;
+* ``postgresql``: Flowker in a fresh schema of ``--postgres-url`` (dropped after), DBOS in
+  the database ``flowker_bench_dbos`` on the same server, dropped and created anew for
+  each run. Both commit with ``synchronous_commit=on`` (a WAL flush per commit).
 
 DBOS lives in its own virtualenv (``benchmarks/.dbos-venv``, git-ignored), created with
 ``--install`` from ``benchmarks/requirements-dbos.txt``. Target (issue 18): Flowker's
@@ -89,6 +97,11 @@ def fresh_dbos_database(postgres_url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, f"/{DBOS_DATABASE}", "", ""))
 
 
+def flowker_side_of(backend: str) -> str:
+    """Flowker's side for a backend: sqlite-wal differs from sqlite only on DBOS's side."""
+    return "flowker-postgresql" if backend == "postgresql" else "flowker-sqlite"
+
+
 def run(args, log=print) -> dict:
     from benchmarks import api as api_bench
     from benchmarks.before_after import ensure_database, step_child
@@ -112,16 +125,21 @@ def run(args, log=print) -> dict:
                 flowker_url = stack.enter_context(api_bench.FreshPostgresSchema(args.postgres_url))
                 dbos_url = fresh_dbos_database(args.postgres_url)
             else:
-                flowker_url, dbos_url = None, f"sqlite:///{scratch}/dbos.sqlite"
-            child, _ = step_child(flowker, stub_url, {"ten-calls": ten_calls_workflow()}, flowker_url)
-            stack.callback(child.stop)
-            children[f"flowker-{backend}"] = child
+                flowker_url, dbos_url = None, f"sqlite:///{scratch}/dbos-{backend}.sqlite"
+            flowker_side = flowker_side_of(backend)
+            if flowker_side not in children:
+                child, _ = step_child(flowker, stub_url, {"ten-calls": ten_calls_workflow()}, flowker_url)
+                stack.callback(child.stop)
+                children[flowker_side] = child
             peer = LineChild([str(python), "-P", str(DBOS_SCRIPT)], dbos_environment(), scratch)
             stack.callback(peer.stop)
-            answer = peer.ask({"op": "setup", "database_url": dbos_url, "stub_url": stub_url})
+            answer = peer.ask(
+                {"op": "setup", "database_url": dbos_url, "stub_url": stub_url, "wal": backend == "sqlite-wal"}
+            )
             engine = answer["engine"]
             children[f"dbos-{backend}"] = peer
-            log(f"  {engine} on {backend}: launched in {answer['startup_seconds']:.2f} s")
+            journal = f", SQLite journal_mode={answer['journal_mode']}" if answer.get("journal_mode") else ""
+            log(f"  {engine} on {backend}: launched in {answer['startup_seconds']:.2f} s{journal}")
         requests = {
             name: ({"op": "round", "workflow": "ten-calls"} if name.startswith("flowker") else {"op": "round"})
             for name in children
@@ -139,7 +157,7 @@ def run(args, log=print) -> dict:
     )
     results: dict = {"engine": engine, "flowker": flowker.commit, "backends": {}}
     for backend in backends:
-        ours, theirs = figures[f"flowker-{backend}"], figures[f"dbos-{backend}"]
+        ours, theirs = figures[flowker_side_of(backend)], figures[f"dbos-{backend}"]
         times = theirs.p50 / ours.p50
         log(f"  {backend}: Flowker p50 {ours.p50:.3f} ms, p99 {ours.p99:.3f} ms (rounds' p50: {ours.rounds_text()})")
         log(
@@ -159,7 +177,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--executions", type=int, default=50, help="executions per round, engine and backend")
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--backends", default="sqlite,sqlite-wal,postgresql")
     parser.add_argument("--postgres-url", default=os.environ.get("FLOWKER_BENCH_POSTGRES_URL") or DEFAULT_POSTGRES)
     parser.add_argument("--install", action="store_true", help=f"create {DBOS_VENV.name} and install DBOS")
     parser.add_argument("--json", dest="json_path")

@@ -11,8 +11,11 @@ PostgreSQL, as ``system_database_url`` says. No Conductor key: nothing leaves 12
 It speaks JSON lines on stdin/stdout, as ``benchmarks/step_child.py`` does, so rounds of
 both engines interleave in one run:
 
-* ``{"op": "setup", "database_url": URL, "stub_url": URL}`` -> ``{"ready": true, "engine": ...,
-  "startup_seconds": ...}`` (DBOS launched: its system database created and migrated);
+* ``{"op": "setup", "database_url": URL, "stub_url": URL, "wal": false}`` -> ``{"ready": true,
+  "engine": ..., "startup_seconds": ...}`` (DBOS launched: its system database created and
+  migrated). ``"wal": true`` gives DBOS's SQLite connections Flowker's settings
+  (``journal_mode=WAL``, ``synchronous=NORMAL``: no fsync per commit) instead of its own
+  (the rollback journal and ``synchronous=FULL``: an fsync or more per commit);
 * ``{"op": "round", "executions": N}`` -> ``{"samples": [ms per step], "cpu_ms": [...],
   "seconds": wall}``, a step's cost being (workflow wall time - time inside the 10 HTTP
   calls) / 12 steps, as Flowker's is measured;
@@ -29,9 +32,20 @@ STEPS = 12  # trigger + 10 calls + output, as in Flowker's workflow
 
 
 class Side:
-    def __init__(self, database_url: str, stub_url: str):
+    def __init__(self, database_url: str, stub_url: str, wal: bool = False):
         import httpx
         from dbos import DBOS
+
+        if wal:
+            import sqlalchemy
+            from sqlalchemy import event
+
+            def like_flowker(connection, _record) -> None:
+                if type(connection).__module__.startswith("sqlite3"):
+                    connection.execute("PRAGMA journal_mode=WAL")
+                    connection.execute("PRAGMA synchronous=NORMAL")
+
+            event.listen(sqlalchemy.engine.Engine, "connect", like_flowker)
 
         began = time.perf_counter()
         self.client = httpx.Client(base_url=stub_url, headers={"Authorization": "Bearer benchmark-token-value"})
@@ -59,6 +73,13 @@ class Side:
         DBOS.launch()
         self.dbos = DBOS
         self.startup_seconds = time.perf_counter() - began
+        self.journal_mode = None
+        if database_url.startswith("sqlite:///"):
+            import sqlite3
+
+            probe = sqlite3.connect(database_url[len("sqlite:///") :])
+            self.journal_mode = probe.execute("PRAGMA journal_mode").fetchone()[0]
+            probe.close()
         self.number = 0
 
     def round(self, executions: int) -> dict:
@@ -91,13 +112,18 @@ def main() -> int:
         for line in sys.stdin:
             request = json.loads(line)
             if request["op"] == "setup":
-                side = Side(request["database_url"], request["stub_url"])
+                side = Side(request["database_url"], request["stub_url"], bool(request.get("wal")))
                 version = getattr(dbos, "__version__", None)
                 if version is None:
                     from importlib.metadata import version as installed
 
                     version = installed("dbos")
-                answer = {"ready": True, "engine": f"dbos {version}", "startup_seconds": side.startup_seconds}
+                answer = {
+                    "ready": True,
+                    "engine": f"dbos {version}",
+                    "startup_seconds": side.startup_seconds,
+                    "journal_mode": side.journal_mode,
+                }
             elif request["op"] == "round":
                 assert side is not None, "setup first"
                 answer = side.round(int(request["executions"]))

@@ -359,13 +359,17 @@ def section_dbos(table: Table, profile: dict, args) -> None:
         rounds=profile["dbos_rounds"],
         executions=profile["dbos_executions"],
         warmup=5,
-        backends="sqlite,postgresql" if args.postgres_url else "sqlite",
+        backends="sqlite,sqlite-wal,postgresql" if args.postgres_url else "sqlite,sqlite-wal",
         postgres_url=args.postgres_url,
         install=args.install_peer,
     )
     result = dbos_side_by_side.run(options, log=lambda line: print(f"  {line}", flush=True))
     for backend, figures in result["backends"].items():
-        ours, theirs, label = figures["flowker"], figures["dbos"], "SQLite" if backend == "sqlite" else "PostgreSQL"
+        ours, theirs = figures["flowker"], figures["dbos"]
+        label = {
+            "sqlite": "SQLite, each engine's own settings",
+            "sqlite-wal": "SQLite, DBOS in WAL with synchronous=NORMAL as Flowker",
+        }.get(backend, "PostgreSQL")
         table.add(
             "dbos",
             f"Flowker overhead per step, trigger + 10 HTTP calls + output ({label}, all audited)",

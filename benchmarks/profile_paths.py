@@ -2,12 +2,17 @@
 
     .venv/bin/python -m benchmarks.profile_paths --path steps [--database sqlite|postgresql] [--executions 300]
     .venv/bin/python -m benchmarks.profile_paths --path rest  [--database sqlite|postgresql] [--executions 1500]
+    .venv/bin/python -m benchmarks.profile_paths --path served [--database sqlite|postgresql] [--seconds 15]
 
 * ``steps``: the 10-call HTTP chain of ``benchmarks/peer.py`` (12 steps) through the real
   ExecutionService, as ``benchmarks/step_child.py`` runs it;
 * ``rest``: ``POST /v1/workflows/{id}/executions`` of the REST benchmark's 3-node workflow
   through the whole Falcon app (middleware, authentication, the run, the answer) with
-  falcon's TestClient: no gunicorn, no socket to the client, one thread.
+  falcon's TestClient: no gunicorn, no socket to the client, one thread;
+* ``served``: the REST benchmark as it runs (``flowker serve``, 2 gthread workers x 1
+  thread, wrk with 4 connections), its workers sampled by ``py-spy`` (``pip install
+  py-spy``; on-CPU samples only, nonblocking): the share of the workers' CPU in each
+  function (own) and under each of Flowker's stages (inclusive).
 
 Both call the stub of ``benchmarks/api.py`` in its own process. PostgreSQL runs in a fresh
 schema of ``--postgres-url``. Printed, per execution: wall and CPU time, then the profile's
@@ -82,6 +87,12 @@ STAGES = (
 )
 
 
+def new_profile(args) -> cProfile.Profile:
+    """Wall-clock by default; ``--cpu``: this thread's CPU time (waits for the stub, the
+    database server or a lock cost nothing)."""
+    return cProfile.Profile(time.thread_time) if args.cpu else cProfile.Profile()
+
+
 def area_of(filename: str, name: str) -> str:
     for area, test in AREAS:
         if test(filename, name):
@@ -89,12 +100,18 @@ def area_of(filename: str, name: str) -> str:
     return "other"
 
 
+SAVE_TO: list[str] = []  # --save: where the raw profile goes (pstats format)
+
+
 def report(profile: cProfile.Profile, executions: int, wall: float, cpu: float, top: int) -> None:
+    if SAVE_TO:
+        profile.dump_stats(SAVE_TO[0])
     stats = pstats.Stats(profile)
     total = sum(row[2] for row in stats.stats.values())  # tottime
     print(
         f"per execution: wall {1000 * wall / executions:.2f} ms, CPU {1000 * cpu / executions:.2f} ms "
-        f"(profiled; {executions} executions); profile total {1000 * total / executions:.2f} ms"
+        f"(profiled; {executions} executions); profile total {1000 * total / executions:.2f} ms "
+        "(the profile's clock: wall, or this thread's CPU with --cpu)"
     )
     by_area: dict[str, float] = defaultdict(float)
     for (filename, _line, name), row in stats.stats.items():
@@ -128,7 +145,7 @@ def profile_steps(database_url: str | None, stub_url: str, args) -> None:
         spec = overhead.ten_calls_workflow()
         workflow = runner_bench.store(spec)
         runner_bench.measure(service, workflow, args.warmup, 0)
-        profile = cProfile.Profile()
+        profile = new_profile(args)
         wall, cpu = time.perf_counter(), time.process_time()
         profile.enable()
         for number in range(args.executions):
@@ -177,7 +194,7 @@ def profile_rest(database_url: str, stub_port: int, args) -> None:
 
         for number in range(args.warmup):
             post(number)
-        profile = cProfile.Profile()
+        profile = new_profile(args)
         wall, cpu = time.perf_counter(), time.process_time()
         profile.enable()
         for number in range(args.executions):
@@ -188,15 +205,97 @@ def profile_rest(database_url: str, stub_port: int, args) -> None:
         app.state.close()
 
 
+def _frame_name(frame: str) -> str:
+    """``function (path/to/file.py:line)`` -> ``dir/file.py:function``."""
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    return "/".join(Path(path).parts[-2:]) + ":" + name
+
+
+def profile_served(database_url: str, stub_port: int, args) -> None:
+    import shutil
+    import subprocess
+    import threading
+
+    from benchmarks import api as api_bench
+
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        raise SystemExit("py-spy is not installed (pip install py-spy)")
+    server = api_bench.Server(database_url, 2, 1)
+    try:
+        api_bench.wait_ready(server.url)
+        workflow_id = api_bench.create_workflow(server.url, stub_port)
+        api_bench.Load(server.url, workflow_id, 300, 60).run(4)
+        wrk = api_bench.find_wrk()
+        raw = Path(tempfile.mkdtemp(prefix="flowker-spy-")) / "stacks.txt"
+        load = threading.Thread(
+            target=lambda: results.append(api_bench.run_wrk(server.url, workflow_id, args.seconds + 2, 4, wrk=wrk))
+        )
+        results: list = []
+        load.start()
+        time.sleep(1)
+        subprocess.run(
+            [spy, "record", "--pid", str(server.process.pid), "--subprocesses", "--nonblocking", "--rate", "250"]
+            + ["--duration", str(int(args.seconds)), "--format", "raw", "--output", str(raw)],
+            check=True,
+            capture_output=True,
+        )
+        load.join()
+    finally:
+        server.stop()
+    done = results[0].completed if results else 0
+    own: dict[str, int] = defaultdict(int)
+    inclusive: dict[str, int] = defaultdict(int)
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        count = int(count_text)
+        frames = [_frame_name(frame) for frame in stack.split(";") if frame and not frame.startswith("process ")]
+        if not frames:
+            continue
+        total += count
+        own[frames[-1]] += count
+        for name in set(frames):
+            inclusive[name] += count
+    rate = results[0].completed / results[0].seconds if results else 0.0
+    print(f"served: {rate:.0f} executions/s under py-spy ({done} in the load), {total} on-CPU samples of the workers")
+    print(f"\ntop {args.top} functions by own on-CPU samples (share of the workers' CPU):")
+    for name, count in sorted(own.items(), key=lambda item: -item[1])[: args.top]:
+        print(f"  {100 * count / total:5.1f} %  {name}")
+    print("\ninclusive share of Flowker's stages and the main libraries:")
+    wanted = [stage.split(":") for stage in STAGES] + [
+        ["gthread.py", "handle"],
+        ["gunicorn_worker.py", "handle"],
+        ["app.py", "__call__"],
+        ["sessions.py", "send"],
+        ["executions.py", "start_execution"],
+        ["middleware.py", "process_request"],
+        ["access.py", "process_response"],
+    ]
+    for module, function in wanted:
+        count = sum(
+            value
+            for name, value in inclusive.items()
+            if name.partition(":")[0].endswith(module) and name.partition(":")[2].rsplit(".", 1)[-1] == function
+        )
+        if count:
+            print(f"  {100 * count / total:5.1f} %  {module}:{function}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--path", choices=("steps", "rest"), default="steps")
+    parser.add_argument("--path", choices=("steps", "rest", "served"), default="steps")
+    parser.add_argument("--seconds", type=float, default=15.0, help="served: seconds sampled")
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--postgres-url", default=os.environ.get("FLOWKER_BENCH_POSTGRES_URL") or DEFAULT_POSTGRES)
     parser.add_argument("--executions", type=int, default=None, help="profiled (steps 300, rest 1500)")
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--cpu", action="store_true", help="steps, rest: profile CPU time, not wall time")
+    parser.add_argument("--save", help="also write the raw profile here (pstats; snakeviz, gprof2dot)")
     args = parser.parse_args(argv)
+    SAVE_TO[:] = [args.save] if args.save else []
     args.executions = args.executions or (300 if args.path == "steps" else 1500)
 
     from benchmarks import api as api_bench
@@ -213,6 +312,8 @@ def main(argv=None) -> int:
             database_url = f"sqlite:///{scratch}/profile.db"
         if args.path == "steps":
             profile_steps(database_url, f"http://127.0.0.1:{port}", args)
+        elif args.path == "served":
+            profile_served(database_url, port, args)
         else:
             profile_rest(database_url, port, args)
     return 0

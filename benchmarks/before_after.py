@@ -146,6 +146,7 @@ class RestTotals:
     server_cpu: float = 0.0
     postgres_cpu: float = 0.0
     rates: list = field(default_factory=list)
+    round_cpu_ms: list = field(default_factory=list)  # servers' CPU ms per execution, each round
     p50: list = field(default_factory=list)
     p99: list = field(default_factory=list)
 
@@ -161,6 +162,7 @@ class RestTotals:
             "label": self.label,
             "rate": self.rate,
             "round_rates": self.rates,
+            "round_server_cpu_ms": self.round_cpu_ms,
             "p50_ms": statistics.median(self.p50) if self.p50 else None,
             "p99_ms": statistics.median(self.p99) if self.p99 else None,
             "server_cpu_ms": self.cpu_ms(self.server_cpu),
@@ -252,6 +254,7 @@ def run_rest(checkouts: dict, args, log=print) -> dict:
                 total.server_cpu += one["server_cpu"]
                 total.postgres_cpu += one["postgres_cpu"]
                 total.rates.append(one["completed"] / one["seconds"] if one["seconds"] else 0.0)
+                total.round_cpu_ms.append(1000.0 * one["server_cpu"] / one["completed"] if one["completed"] else 0.0)
                 total.p50.append(one["p50"])
                 total.p99.append(one["p99"])
     finally:
@@ -276,10 +279,14 @@ def run_rest(checkouts: dict, args, log=print) -> dict:
         rate_ratio = after.rate / before.rate
         p99 = statistics.median(after.p99)
         spread = [a / b for a, b in zip(after.rates, before.rates)]
-        summary.update(cpu_ratio=cpu_ratio, rate_ratio=rate_ratio, round_rate_ratios=spread)
+        cpu_spread = [a / b for a, b in zip(after.round_cpu_ms, before.round_cpu_ms) if b]
+        summary.update(
+            cpu_ratio=cpu_ratio, rate_ratio=rate_ratio, round_rate_ratios=spread, round_cpu_ratios=cpu_spread
+        )
         log(
             f"  after / before (SQLite): servers' CPU per execution {100 * cpu_ratio:.1f} % "
-            f"(target <= {100 * CPU_TARGET_RATIO:.0f} %: {verdict(cpu_ratio <= CPU_TARGET_RATIO)}), "
+            f"(per round {100 * min(cpu_spread):.0f}-{100 * max(cpu_spread):.0f} %; "
+            f"target <= {100 * CPU_TARGET_RATIO:.0f} %: {verdict(cpu_ratio <= CPU_TARGET_RATIO)}), "
             f"throughput {rate_ratio:.2f}x (per round {min(spread):.2f}-{max(spread):.2f}x; target >= "
             f"{RATE_TARGET_RATIO}x: {verdict(rate_ratio >= RATE_TARGET_RATIO)}), after p99 {p99:.1f} ms "
             f"(target <= {REST_P99_TARGET:g}: {verdict(p99 <= REST_P99_TARGET)})"
@@ -334,11 +341,18 @@ def run(args, log=print) -> dict:
     before = before_tree.prepare(args.before, log)
     after = before_tree.current()
     checkouts = {"before": before, "after": after}
+    same_code = before_tree.same_code(before.commit)
     log(
-        f"before: {before.commit} ({before.root}), after: {after.commit} (this tree); "
+        f"before: {before.commit} ({before.root}), after: {after.commit} (this tree"
+        f"{', flowker/ and specs/ identical to before: an A/A run' if same_code else ''}); "
         f"{os.cpu_count()} CPUs, load average {load_average()}"
     )
-    results: dict = {"before": before.commit, "after": after.commit, "load_average_start": load_average()}
+    results: dict = {
+        "before": before.commit,
+        "after": after.commit,
+        "same_code": same_code,
+        "load_average_start": load_average(),
+    }
     began = time.monotonic()
     for part in args.parts.split(","):
         log(f"\n== {part} (load average {load_average()})")

@@ -72,6 +72,13 @@ def current() -> Checkout:
     return Checkout("after", ROOT, Path(sys.executable), commit)
 
 
+def same_code(commit: str) -> bool:
+    """True when the working tree's flowker/ and specs/ (uncommitted changes included) are
+    those of ``commit``: the comparison is then an A/A run, and every ratio should be 1."""
+    completed = subprocess.run(["git", "diff", "--quiet", commit, "--", "flowker", "specs"], cwd=ROOT)
+    return completed.returncode == 0
+
+
 def _marked(folder: Path, commit: str) -> bool:
     marker = folder / MARKER
     return marker.exists() and marker.read_text().strip() == commit

@@ -71,7 +71,7 @@ PROFILES = {
         "dbos_executions": 40,
         "before_rounds": 4,
         "before_executions": 100,
-        "before_rest_rounds": 2,
+        "before_rest_rounds": 3,
         "before_rest_seconds": 6.0,
     },
     "full": {

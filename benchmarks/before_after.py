@@ -213,15 +213,20 @@ def rest_round(checkout: before_tree.Checkout, backend: str, stub_port: int, arg
         workflow_id = api_bench.create_workflow(server.url, stub_port)
         api_bench.Load(server.url, workflow_id, args.rest_warmup, 60).run(args.connections)
         pids = process_tree(server.process.pid)
-        database_pids = postgres_pids() if backend == "postgresql" else []
-        cpu_before, database_before = cpu_seconds(pids), cpu_seconds(database_pids)
+        database_before = {pid: cpu_seconds([pid]) for pid in postgres_pids()} if backend == "postgresql" else {}
+        cpu_before = cpu_seconds(pids)
         result = api_bench.run_wrk(server.url, workflow_id, args.rest_seconds, args.connections, wrk=wrk)
+        server_cpu = cpu_seconds(pids) - cpu_before
+        # PostgreSQL backends started during the load count from zero (those that ended are lost).
+        database_cpu = 0.0
+        if backend == "postgresql":
+            database_cpu = sum(cpu_seconds([pid]) - database_before.get(pid, 0.0) for pid in postgres_pids())
         return {
             "completed": result.completed,
             "errors": result.errors,
             "seconds": result.seconds,
-            "server_cpu": cpu_seconds(pids) - cpu_before,
-            "postgres_cpu": cpu_seconds(database_pids) - database_before,
+            "server_cpu": server_cpu,
+            "postgres_cpu": database_cpu,
             "p50": result.latencies_ms["p50"],
             "p99": result.latencies_ms["p99"],
         }

@@ -50,7 +50,7 @@ class Checkout:
         """``base`` with this tree first on the path, and no inherited Flowker settings."""
         env = {key: value for key, value in base.items() if not key.startswith(("FLOWKER_", "OTEL_"))}
         env["PYTHONPATH"] = str(self.root)
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env.pop("PYTHONDONTWRITEBYTECODE", None)  # both trees import from compiled bytecode alike
         return env
 
 
@@ -127,10 +127,12 @@ def _make_venv(commit: str, log) -> None:
 
 
 def prepare(commit: str = DEFAULT_BEFORE, log=print) -> Checkout:
-    """The before tree and its interpreter, laid out (or reused) for ``commit``."""
+    """The before tree and its interpreter, laid out (or reused) for ``commit``, its modules
+    compiled to bytecode as the working tree's already are."""
     full = resolve(commit)
     _lay_tree(full, log)
     _make_venv(full, log)
+    subprocess.run([str(VENV / "bin" / "python"), "-m", "compileall", "-q", str(TREE / "flowker")], check=False)
     return Checkout("before", TREE, VENV / "bin" / "python", full[:10])
 
 

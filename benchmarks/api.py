@@ -120,9 +120,16 @@ def start_stub() -> tuple[multiprocessing.Process, int]:
 
 
 class Server:
-    def __init__(self, database_url: str, workers: int, threads: int, env_extra: dict | None = None):
+    """``flowker serve`` in a subprocess. ``checkout`` (a :class:`benchmarks.before_tree.Checkout`)
+    runs another tree's code with its own interpreter; by default this tree with this one."""
+
+    def __init__(self, database_url: str, workers: int, threads: int, env_extra: dict | None = None, checkout=None):
         # Flowker's settings and the OTEL_* variables (traces) are only what the benchmark says.
         env = {key: value for key, value in os.environ.items() if not key.startswith(("FLOWKER_", "OTEL_"))}
+        python, cwd = sys.executable, ROOT
+        if checkout is not None:
+            env = checkout.environment(env)
+            python, cwd = str(checkout.python), checkout.root
         env.update(
             FLOWKER_DATABASE_URL=database_url,
             FLOWKER_API_KEYS=f"bench:{API_KEY}",
@@ -132,7 +139,7 @@ class Server:
         env.update(env_extra or {})
         self.process = subprocess.Popen(
             [
-                sys.executable,
+                python,
                 "-m",
                 "flowker",
                 "serve",
@@ -146,7 +153,7 @@ class Server:
                 "0",
             ],
             env=env,
-            cwd=ROOT,
+            cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -70,6 +70,8 @@ VARIANTS: dict[str, dict[str, str]] = {
     "logs": {"FLOWKER_LOG_FORMAT": "json", "FLOWKER_LOG_LEVEL": "INFO"},
     "metrics": {"FLOWKER_METRICS": "on"},
     "traces": {key: value for key, value in ALL_ON.items() if key.startswith("OTEL_")},
+    # Against "off" (text access lines at INFO, the default): what the access line itself costs.
+    "warnings-only": {"FLOWKER_LOG_LEVEL": "WARNING"},
 }
 DEFAULT_VARIANTS = ("off", "on", "on-sampled-10%")
 TARGET_RATIO = 0.90

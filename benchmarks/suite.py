@@ -1,8 +1,8 @@
 """The performance suite: every figure of the product in one table.
 
-    .venv/bin/python -m benchmarks [--full] [--sections runner,rest,audit,validate,peer]
+    .venv/bin/python -m benchmarks [--full] [--sections runner,rest,audit,validate,peer,dbos,before]
                                    [--postgres-url URL] [--generator auto|wrk|python]
-                                   [--install-peer] [--json FILE]
+                                   [--before COMMIT] [--install-peer] [--json FILE]
 
 Sections (each bounded by its counts and durations; a failing section prints its error
 and the others still run):
@@ -19,7 +19,12 @@ and the others still run):
   and on PostgreSQL the audit lock held per append, client-side and with one server-side
   call (benchmarks/audit_lock.py);
 * validate: ``flowker validate`` over 1,000 generated spec files;
-* peer: the same 10-call workload in Flowker and in Prefect, per-step overhead ratio.
+* peer: the same 10-call workload in Flowker and in Prefect, per-step overhead ratio;
+* dbos: the same 10-call workload in Flowker and in DBOS Transact, durable steps on SQLite
+  and on PostgreSQL, rounds interleaved (benchmarks/dbos_side_by_side.py);
+* before: DESIGN §17's same-run ratios against ``--before COMMIT`` (default: where issue
+  18's work started), checked out with its own virtualenv: per-step overhead, REST CPU per
+  execution and throughput on SQLite, PostgreSQL / SQLite (benchmarks/before_after.py).
 
 PostgreSQL comes from ``--postgres-url``, FLOWKER_BENCH_POSTGRES_URL or
 FLOWKER_TEST_POSTGRES_URL (scratch schemas, dropped afterwards); a database of its own is
@@ -40,7 +45,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SECTIONS = ("runner", "rest", "audit", "validate", "peer")
+from benchmarks import suite_ratios  # noqa: E402
+
+SECTIONS = ("runner", "rest", "audit", "validate", "peer", "dbos", "before")
 REST_CONFIGURATIONS = (
     "sqlite-1",
     "postgresql-1",
@@ -64,6 +71,12 @@ PROFILES = {
         "validate_files": 1000,
         "peer_runs": 15,
         "peer_warmup": 2,
+        "dbos_rounds": 4,
+        "dbos_executions": 40,
+        "before_rounds": 4,
+        "before_executions": 100,
+        "before_rest_rounds": 3,
+        "before_rest_seconds": 6.0,
     },
     "full": {
         "runner_executions": 1000,
@@ -77,6 +90,12 @@ PROFILES = {
         "validate_files": 1000,
         "peer_runs": 50,
         "peer_warmup": 3,
+        "dbos_rounds": 6,
+        "dbos_executions": 100,
+        "before_rounds": 8,
+        "before_executions": 200,
+        "before_rest_rounds": 4,
+        "before_rest_seconds": 10.0,
     },
 }
 
@@ -363,6 +382,8 @@ RUNNERS = {
     "audit": section_audit,
     "validate": section_validate,
     "peer": section_peer,
+    "dbos": suite_ratios.section_dbos,
+    "before": suite_ratios.section_before,
 }
 
 
@@ -404,10 +425,19 @@ def parse(argv):
     parser.add_argument(
         "--install-peer",
         action="store_true",
-        help="create benchmarks/.peer-venv and install the peer engine (needs PyPI)",
+        help="create benchmarks/.peer-venv and benchmarks/.dbos-venv and install the peer engines (needs PyPI)",
+    )
+    parser.add_argument(
+        "--before",
+        default=None,
+        help="section before: the commit to compare with (default: where issue 18's work started)",
     )
     parser.add_argument("--json", dest="json_path", help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
+    if args.before is None:
+        from benchmarks.before_tree import DEFAULT_BEFORE
+
+        args.before = DEFAULT_BEFORE
     if args.host_cores is None:
         from benchmarks.scaleout import DEFAULT_HOST_CORES
 

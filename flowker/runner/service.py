@@ -39,10 +39,12 @@ from flowker.runner.graph import WorkflowPlan, compile_plan
 from flowker.runner.records import (
     FLUSH_INTERVAL_SECONDS,
     ExecutionRecorder,
+    LeaseLost,
     audit_batch,
     audit_item,
     prepare_audit,
 )
+from flowker.runner.resume import recorded_steps
 from flowker.runner.run_telemetry import RunTelemetry
 from flowker.runner.recovery import LeaseHeartbeat, LeaseSweeper, recover_interrupted
 from flowker.runner.wal_checkpoints import WalCheckpointer
@@ -358,6 +360,12 @@ class ExecutionService:
             with self.tracing.execution(execution.id, trace_parent) as span:
                 try:
                     outcome = self._walk(execution, recorder, span)
+                except LeaseLost:
+                    # Put back in the queue while this process stalled: the worker that
+                    # resumes it writes the rest (finish below writes nothing).
+                    logger.warning("execution %s: lease lost to another worker; stopped", execution.id)
+                    recorder.discard_pending()
+                    outcome = RunOutcome(status=FAILED, error_message="lease lost")
                 except Exception as exc:  # noqa: BLE001 - e.g. a step row failed to commit
                     logger.exception("execution %s stopped by an internal error", execution.id)
                     recorder.discard_pending()
@@ -413,8 +421,19 @@ class ExecutionService:
             return RunOutcome(status=FAILED, error_message=f"the workflow cannot run: {exc.message}")
         if span is not None:
             span.set("flowker.workflow.name", plan.name)
+        seed = None
+        if execution.current_step > 0 or _continues(execution):
+            try:
+                seed = recorded_steps(execution.id, plan)
+            except FlowkerError as exc:
+                return RunOutcome(status=FAILED, error_message=f"the execution cannot resume: {exc.message}")
         timeout = self.settings.execution_timeout_seconds
-        elapsed = (utcnow() - execution.started_at).total_seconds()
+        if seed is None:
+            elapsed = (utcnow() - execution.started_at).total_seconds()
+        else:
+            # A resumed or retried run's deadline counts the time its recorded steps ran,
+            # not the time it spent dead or waiting in the queue (docs/running.md).
+            elapsed = sum(step.duration_ms for step in seed.values()) / 1000.0
         engine = Engine(
             plan,
             execution_id=execution.id,
@@ -428,6 +447,7 @@ class ExecutionService:
             max_output_bytes=self.settings.max_output_bytes,
             expression_sandbox=self.expression_sandbox,
             tracing=self.tracing,
+            seed=seed,
         )
         return engine.run()
 
@@ -467,6 +487,11 @@ class ExecutionService:
         self.executors.close()
         self.expression_sandbox.close()
         self._uninstall_log_redaction()
+
+
+def _continues(execution: Execution) -> bool:
+    """A resumed run, or a retry: its deadline counts from its recorded steps."""
+    return bool(getattr(execution, "resumes", 0)) or getattr(execution, "retry_of", None) is not None
 
 
 def traced_outcome(span, outcome: RunOutcome) -> None:

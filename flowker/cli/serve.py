@@ -163,7 +163,7 @@ def prepare_database(settings, registry, specs_dir=None) -> None:
                     sys.exit(1)
             recovered = runtime.execution_service.recover_interrupted()
         if recovered:
-            click.echo(f"Recovered {len(recovered)} interrupted execution(s)")
+            click.echo(f"Recovered {len(recovered)} interrupted execution(s): {recovered.describe()}")
     finally:
         runtime.close()  # the service's threads and every connection: nothing crosses the fork
 

@@ -23,6 +23,8 @@ import datetime as dt
 import logging
 from dataclasses import dataclass, field
 
+from peewee import Case
+
 from flowker.errors import FlowkerError
 from flowker.runner.records import audit_batch, audit_item, prepare_audit
 from flowker.storage.database import bound_to, connection, is_postgres, write_transaction
@@ -82,7 +84,13 @@ def _claim_in_transaction(service, database, limit: int, now: dt.datetime) -> Cl
     lease_until = now + dt.timedelta(seconds=service.lease_seconds)
     ids = [execution.id for execution in chosen]
     updated = (
-        Execution.update(status="running", owner=service.owner, lease_expires_at=lease_until, started_at=now)
+        Execution.update(
+            status="running",
+            owner=service.owner,
+            lease_expires_at=lease_until,
+            # A resumed run keeps the time it first started (its deadline counts its steps).
+            started_at=Case(None, [(Execution.resumes > 0, Execution.started_at)], now),
+        )
         .where(Execution.id.in_(ids) & (Execution.status == "queued"))
         .execute()
     )
@@ -92,7 +100,9 @@ def _claim_in_transaction(service, database, limit: int, now: dt.datetime) -> Cl
     entries = []
     for execution in chosen:
         execution.status, execution.owner = "running", service.owner
-        execution.lease_expires_at, execution.started_at = lease_until, now
+        execution.lease_expires_at = lease_until
+        if not execution.resumes:
+            execution.started_at = now
         waited_ms = round((now - execution.queued_at).total_seconds() * 1000.0, 3) if execution.queued_at else None
         entries.append(
             audit_item(
@@ -105,6 +115,7 @@ def _claim_in_transaction(service, database, limit: int, now: dt.datetime) -> Cl
                     "owner": service.owner,
                     "queuedMs": waited_ms,
                     **({"retryOf": execution.retry_of} if execution.retry_of else {}),
+                    **({"resumes": execution.resumes} if execution.resumes else {}),
                 },
             )
         )

@@ -49,7 +49,7 @@ from flowker.runner.records import (
 )
 from flowker.runner.resume import recorded_steps
 from flowker.runner.run_telemetry import RunTelemetry
-from flowker.runner.recovery import LeaseHeartbeat, LeaseSweeper, recover_interrupted
+from flowker.runner.recovery import LeaseHeartbeat, LeaseSweeper, Recovered, recover_interrupted
 from flowker.runner.wal_checkpoints import WalCheckpointer
 from flowker.storage.database import bound_to, connection, is_postgres
 from flowker.storage.lookups import WorkflowHead
@@ -143,8 +143,8 @@ class ExecutionService:
             settings, registry, self.redactor, self.breakers, token_cache=self.token_cache, tracing=self.tracing
         )
         self.heartbeat = LeaseHeartbeat(self.owner, lease_seconds, heartbeat_interval, database=database)
-        # Started by server workers (start_sweeping): a dead peer's runs fail within about
-        # one and a half leases, without waiting for it to restart.
+        # Started by server workers (start_sweeping): a dead peer's runs are queued again (or
+        # failed) within about one and a half leases, without waiting for it to restart.
         self.sweeper = LeaseSweeper(lease_seconds / 2.0, audit_log=audit_log, database=database)
         # SQLite: the log is copied back by a thread of its own, not by a step's commit.
         self.wal_checkpoints = WalCheckpointer(database=database)
@@ -488,15 +488,16 @@ class ExecutionService:
 
     # -- upkeep -----------------------------------------------------------------------
 
-    def recover_interrupted(self) -> list[str]:
-        """Fail executions whose lease expired (their process died); audit each."""
+    def recover_interrupted(self) -> Recovered:
+        """Resume (queue again) or, by the workflow's onInterrupt, fail executions whose
+        lease expired (their process died); audit each."""
         recovered = recover_interrupted(audit_log=self.audit_log, database=self.database)
         if recovered:
-            logger.warning("marked %d interrupted execution(s) as failed", len(recovered))
+            logger.warning("interrupted execution(s): %s", recovered.describe())
         return recovered
 
     def start_sweeping(self) -> None:
-        """Fail, from now on and every half lease, runs whose process died (server workers)."""
+        """Settle, from now on and every half lease, runs whose process died (server workers)."""
         self.sweeper.start()
 
     def close(self) -> None:
@@ -510,7 +511,7 @@ class ExecutionService:
 
 def _continues(execution: Execution) -> bool:
     """A resumed run, or a retry: its deadline counts from its recorded steps."""
-    return bool(getattr(execution, "resumes", 0)) or getattr(execution, "retry_of", None) is not None
+    return bool(execution.resumes) or execution.retry_of is not None
 
 
 def traced_outcome(span, outcome: RunOutcome) -> None:

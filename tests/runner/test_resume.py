@@ -369,3 +369,98 @@ def test_an_owner_that_lost_its_lease_writes_nothing_more(service_factory, db_se
     assert [path for path, _ in calls(stub)] == ["/one", "/two"]  # /three never sent
     assert step_rows(execution.id) == [(1, "start", "completed"), (2, "one", "completed")]
     assert "EXECUTION_FAILED" not in events(execution.id)
+
+
+# -- through the queue: recovery puts it back, another worker claims and resumes it ------
+
+
+def _claim_and_run(service):
+    from flowker.queue.claim import claim
+
+    claimed = claim(service, limit=5)
+    assert len(claimed.executions) == 1, claimed
+    return service.run_claimed(claimed.executions[0])
+
+
+def test_recovery_queues_a_dead_owners_run_and_a_worker_resumes_it(service_factory, db_settings, stub):
+    store_service_executor(stub.url)
+    workflow = store_workflow(chain_spec("requeued"))
+    first = service_factory(db_settings)
+    execution = first.start(workflow.id, {}, actor=ACTOR).execution
+    with pytest.raises(ProcessDied):
+        first.run(execution.id, observer=DieWhenStarting("shape"))
+    started_at = Execution.get_by_id(execution.id).started_at
+    expire_lease(execution.id, owner=first.owner)
+
+    worker = service_factory(db_settings)
+    recovered = worker.recover_interrupted()
+    assert recovered.resumed == [execution.id] and recovered.failed == []
+    resumed = _claim_and_run(worker)
+    assert resumed.status == "completed" and resumed.final_output == {"one": "/one", "n": 4}
+    row = Execution.get_by_id(execution.id)
+    assert row.resumes == 1 and row.owner == worker.owner and row.started_at == started_at
+    key = f"{execution.id}:two"
+    assert calls(stub) == [("/one", f"{execution.id}:one"), ("/two", key), ("/two", key)]
+    kinds = events(execution.id)
+    assert kinds[:8] == [
+        "EXECUTION_STARTED",
+        "STEP_COMPLETED",  # start
+        "PROVIDER_CALL_STARTED",
+        "PROVIDER_CALL_COMPLETED",
+        "STEP_COMPLETED",  # one, with its call: on record before the owner died
+        "EXECUTION_RESUMED",
+        "EXECUTION_STARTED",  # claimed by the worker
+        "PROVIDER_CALL_STARTED",  # two, sent again
+    ]
+    assert kinds[-1] == "EXECUTION_COMPLETED" and kinds.count("STEP_COMPLETED") == 6
+    resumed_entry = AuditEntry.get(
+        (AuditEntry.resource_id == execution.id) & (AuditEntry.event_type == "EXECUTION_RESUMED")
+    )
+    assert f'"previousOwner":"{first.owner}"' in resumed_entry.canonical
+    assert verify_chain().is_valid
+
+
+def test_on_interrupt_fail_keeps_failing_the_run(service_factory, db_settings, stub):
+    store_service_executor(stub.url)
+    workflow = store_workflow({**chain_spec("fails-on-interrupt"), "onInterrupt": "fail"})
+    first = service_factory(db_settings)
+    execution = first.start(workflow.id, {}, actor=ACTOR).execution
+    with pytest.raises(ProcessDied):
+        first.run(execution.id, observer=DieWhenStarting("shape"))
+    expire_lease(execution.id)
+    worker = service_factory(db_settings)
+    recovered = worker.recover_interrupted()
+    assert recovered.failed == [execution.id] and recovered.resumed == []
+    row = Execution.get_by_id(execution.id)
+    assert row.status == "failed" and row.error_message.startswith("interrupted:") and row.resumes == 0
+    from flowker.queue.claim import claim
+
+    assert claim(worker, limit=5).executions == []
+    assert [path for path, _ in calls(stub)] == ["/one", "/two"]
+    assert events(execution.id)[-1] == "EXECUTION_INTERRUPTED"
+
+
+def test_a_run_that_keeps_killing_its_workers_is_failed_after_the_resume_limit(service_factory, db_settings, stub):
+    from flowker.runner.recovery import RESUME_LIMIT
+
+    store_service_executor(stub.url)
+    workflow = store_workflow(chain_spec("poison"))
+    first = service_factory(db_settings)
+    execution = first.start(workflow.id, {}, actor=ACTOR).execution
+    worker = service_factory(db_settings)
+    for resumes in range(RESUME_LIMIT + 1):
+        expire_lease(execution.id)
+        recovered = worker.recover_interrupted()
+        if resumes < RESUME_LIMIT:
+            assert recovered.resumed == [execution.id]
+            from flowker.queue.claim import claim
+
+            assert [e.id for e in claim(worker).executions] == [execution.id]  # and dies again
+        else:
+            assert recovered.failed == [execution.id]
+    row = Execution.get_by_id(execution.id)
+    assert row.status == "failed" and row.resumes == RESUME_LIMIT
+    entry = AuditEntry.get(
+        (AuditEntry.resource_id == execution.id) & (AuditEntry.event_type == "EXECUTION_INTERRUPTED")
+    )
+    assert f"after {RESUME_LIMIT} resumes" in entry.canonical

@@ -179,9 +179,11 @@ class Item:
         self.state = state
 
     def on_get(self, req, resp, execution_id: str) -> None:
+        from flowker.api.views import with_retry_link
+
         execution = load_execution(checked_id(execution_id, "execution"))
         require_visible_execution(req, execution)
-        resp.media = summary(execution)
+        resp.media = with_retry_link(summary(execution), execution)
 
 
 class Results:
@@ -189,7 +191,7 @@ class Results:
         self.state = state
 
     def on_get(self, req, resp, execution_id: str) -> None:
-        from flowker.api.views import execution_results
+        from flowker.api.views import execution_results, with_retry_link
 
         execution = load_execution(checked_id(execution_id, "execution"))
         require_visible_execution(req, execution)
@@ -198,4 +200,4 @@ class Results:
                 f"execution {execution.id} is {execution.status}: results are ready when it has completed or failed",
                 code=ErrorCode.RESULTS_NOT_READY,
             )
-        resp.media = execution_results(execution)
+        resp.media = with_retry_link(execution_results(execution), execution)

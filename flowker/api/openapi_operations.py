@@ -281,6 +281,24 @@ def _execution_ops() -> list[Operation]:
             (400, 404, 422),
             refusals={422: (ErrorCode.RESULTS_NOT_READY,)},
         ),
+        Operation(
+            "POST",
+            "/v1/executions/{execution_id}/retry",
+            "retryExecution",
+            "executions",
+            "Queue a retry of a failed execution: its completed steps are reused, the failed one runs again",
+            {
+                200: ("Idempotent replay: the retry this key made", "ExecutionSummary"),
+                202: ("Queued: the retry (retryOf set)", "ExecutionSummary"),
+            },
+            (400, 404, 409, 422),
+            (IDEMPOTENCY,),
+            headers=LOCATION,
+            refusals={
+                409: (ErrorCode.EXECUTION_ALREADY_RETRIED,),
+                422: (ErrorCode.EXECUTION_NOT_RETRYABLE, ErrorCode.IDEMPOTENCY_KEY_REUSED),
+            },
+        ),
     ]
 
 

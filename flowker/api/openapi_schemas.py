@@ -142,7 +142,15 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
             "totalSteps": {"type": "integer"},
             "startedAt": TIME,
         },
-        {"completedAt": TIME, "errorMessage": {"type": "string"}, "traceId": TRACE_ID, "queuedAt": TIME},
+        {
+            "completedAt": TIME,
+            "errorMessage": {"type": "string"},
+            "traceId": TRACE_ID,
+            "queuedAt": TIME,
+            "retryOf": {**UUID, "description": "The failed execution this one retries"},
+            "retriedBy": {**UUID, "description": "The retry of this failed execution (single views only)"},
+            "resumes": {"type": "integer", "description": "Times the run was resumed after its process died"},
+        },
     ),
     "ExecutionList": page("ExecutionSummary"),
     "StepResult": obj(
@@ -173,7 +181,13 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
             "finalOutput": ANY,
             "startedAt": TIME,
         },
-        {"completedAt": OPTIONAL_TIME, "errorMessage": {"type": "string"}, "traceId": TRACE_ID},
+        {
+            "completedAt": OPTIONAL_TIME,
+            "errorMessage": {"type": "string"},
+            "traceId": TRACE_ID,
+            "retryOf": UUID,
+            "retriedBy": UUID,
+        },
     ),
     "AuditEvent": obj(
         {

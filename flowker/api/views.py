@@ -127,7 +127,23 @@ def execution_summary(execution: Execution) -> dict:
         summary["errorMessage"] = execution.error_message
     if execution.trace_id:
         summary["traceId"] = execution.trace_id
+    if execution.retry_of:
+        summary["retryOf"] = execution.retry_of
+    if execution.resumes:
+        summary["resumes"] = execution.resumes
     return summary
+
+
+def with_retry_link(view: dict, execution: Execution) -> dict:
+    """``view`` with ``retriedBy``: the retry of a failed execution, if it has one (a query,
+    so single views only; a list shows ``retryOf`` on the retries)."""
+    if execution.status == "failed":
+        from flowker.runner.retry import retried_by
+
+        retry = retried_by(execution.id)
+        if retry is not None:
+            view["retriedBy"] = retry
+    return view
 
 
 def step_result_dict(step: StepResult) -> dict:
@@ -166,4 +182,5 @@ def execution_results(execution: Execution) -> dict:
         "completedAt": iso(execution.completed_at),
         **({"errorMessage": execution.error_message} if execution.error_message else {}),
         **({"traceId": execution.trace_id} if execution.trace_id else {}),
+        **({"retryOf": execution.retry_of} if execution.retry_of else {}),
     }

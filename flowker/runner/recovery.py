@@ -36,8 +36,6 @@ INTERRUPTED_MESSAGE = "interrupted: the process running this execution stopped b
 RECOVERY_BATCH = 500
 # A run whose process died after it had been resumed this many times is failed instead.
 RESUME_LIMIT = 3
-# The PostgreSQL channel idle workers LISTEN on (flowker.runner.service.QUEUE_CHANNEL).
-QUEUE_CHANNEL = "flowker_queue"
 
 
 @dataclass
@@ -158,7 +156,10 @@ def _requeue(execution: Execution, now: dt.datetime, audit_log) -> bool:
         )
         database = model_database(Execution)
         if is_postgres(database):
-            database.execute_sql("SELECT pg_notify(%s, current_schema())", (QUEUE_CHANNEL,))  # at commit
+            from flowker.runner.service import QUEUE_CHANNEL  # imports this module
+
+            # Idle workers LISTEN: the notice is delivered at commit, as an enqueue's is.
+            database.execute_sql("SELECT pg_notify(%s, current_schema())", (QUEUE_CHANNEL,))
     return True
 
 

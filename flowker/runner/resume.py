@@ -16,7 +16,7 @@ refused with :class:`ResumeRefused`: the run fails rather than guess.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from flowker.errors import FlowkerError
 from flowker.runner.engine import COMPLETED, FAILED, SKIPPED, RecordedStep
@@ -51,9 +51,9 @@ def recorded_steps(execution_id: str, plan: WorkflowPlan) -> dict[str, RecordedS
         .tuples()
     )
     seed: dict[str, RecordedStep] = {}
-    for step_number, node_id, node_type, status, input_data, output, error, duration_ms in rows:
-        step = _recorded(plan, step_number, node_id, node_type, status, input_data, output, error, duration_ms)
-        seed[node_id] = step
+    for row in rows:  # (step_number, node_id, node_type, status, input_data, output, error, duration_ms)
+        step = _recorded(plan, *cast(tuple, row))
+        seed[step.node_id] = step
     return seed
 
 

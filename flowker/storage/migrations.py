@@ -96,6 +96,7 @@ ADDED_COLUMNS = (
 # Migration 7: the execution's OpenTelemetry trace id (flowker.tracing).
 TRACE_ID_COLUMNS = ((Execution._meta.table_name, "trace_id", "VARCHAR(32)"),)
 QUEUED_INDEX = "execution_queued"
+RETRY_OF_INDEX = "execution_retry_of"
 # Migration 8: the execution queue (flowker.queue), resume and retry.
 QUEUE_COLUMNS = (
     (Execution._meta.table_name, "queued_at", "TIMESTAMP"),
@@ -140,6 +141,11 @@ def _add_execution_queue(database: peewee.Database) -> None:
     table = Execution._meta.table_name
     database.execute_sql(
         f'CREATE INDEX IF NOT EXISTS "{QUEUED_INDEX}" ON "{table}" ("queued_at", "id") WHERE "status" = \'queued\''
+    )
+    # A failed execution has at most one retry (two racing requests: one wins, on every
+    # backend), and the original finds it (its retriedBy); only retries are in the index.
+    database.execute_sql(
+        f'CREATE UNIQUE INDEX IF NOT EXISTS "{RETRY_OF_INDEX}" ON "{table}" ("retry_of") WHERE "retry_of" IS NOT NULL'
     )
 
 

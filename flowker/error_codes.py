@@ -375,7 +375,6 @@ class ErrorCode(StrEnum):
         "Service Unavailable",
         "The server is shutting down and takes no new work (Retry-After says when to retry).",
     )
-    RUN_QUEUE_FULL = ("FLK-0802", 503, "Service Unavailable", "The background run queue is full (Retry-After).")
     INTERNAL = (
         "FLK-9999",
         500,

@@ -230,7 +230,7 @@ def _execution_ops() -> list[Operation]:
     started = {
         200: ("Idempotent replay: the first execution", "ExecutionSummary"),
         201: ("Finished (synchronous run)", "ExecutionSummary"),
-        202: ("Accepted (Prefer: respond-async), running", "ExecutionSummary"),
+        202: ("Accepted (Prefer: respond-async): queued for a worker", "ExecutionSummary"),
     }
     return [
         Operation(
@@ -306,7 +306,7 @@ def _webhook_ops() -> list[Operation]:
     started = {
         200: ("Idempotent replay: the first execution", "ExecutionSummary"),
         201: ("Finished (synchronous run)", "ExecutionSummary"),
-        202: ("Accepted (Prefer: respond-async), running", "ExecutionSummary"),
+        202: ("Accepted (Prefer: respond-async, or an async webhook trigger): queued", "ExecutionSummary"),
     }
     return [
         Operation(

@@ -236,6 +236,7 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
             "running": {"type": "integer"},
             "completed": {"type": "integer"},
             "failed": {"type": "integer"},
+            "queue": obj({"depth": {"type": "integer"}, "oldestAgeSeconds": {"type": ["number", "null"]}}),
         }
     ),
     "Health": obj(

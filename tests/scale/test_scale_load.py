@@ -249,13 +249,15 @@ def server_errors(servers) -> str:
 
 
 def test_two_servers_kill_one_mid_load(cluster, stub):
-    a, b = cluster.start(2)
+    # A starts alone, so the queued runs below are claimed by A's workers and die with it.
+    (a,) = cluster.start(1)
     api = api_session()
     assert api.post(f"{a.url}/v1/executors", data=executor_yaml(stub.url), headers=YAML).status_code == 201
-    workflow_id = create_workflow(api, a.url, "load", path="/scale/load", activate_via=b.url)
-    slow_id = create_workflow(api, b.url, "load-slow", path="/scale/load-slow", endpoint="slow", activate_via=a.url)
-    fleet = Fleet([a.url, b.url])
-    load = Load(fleet, workflow_id)
+    # onInterrupt: fail, so the runs A held end failed as interrupted (resuming is tested in
+    # test_scale_shared.py and test_scale_resume.py).
+    slow_id = create_workflow(
+        api, a.url, "load-slow", path="/scale/load-slow", endpoint="slow", activate_via=a.url, on_interrupt="fail"
+    )
 
     # Runs that will be in flight on A when it dies: asynchronous ones, and a synchronous
     # one whose client sees the connection drop and retries on B with the same key.
@@ -285,6 +287,10 @@ def test_two_servers_kill_one_mid_load(cluster, stub):
     sync_thread = threading.Thread(target=slow_sync_call)
     sync_thread.start()
     wait_for(lambda: stub.service.slow_calls >= ORPHANS + 1, "the slow calls to reach the stub", 30)
+    (b,) = cluster.start(1)
+    workflow_id = create_workflow(api, a.url, "load", path="/scale/load", activate_via=b.url)
+    fleet = Fleet([a.url, b.url])
+    load = Load(fleet, workflow_id)
 
     killed_at = []
 
@@ -348,8 +354,9 @@ def test_two_servers_kill_one_mid_load(cluster, stub):
     pairs = [key for key in by_key if key.startswith("p-")]
     assert pairs and all(len([r for r in load.acks if r["key"] == key]) == 2 for key in pairs)
 
-    # Every run settled: completed with all its steps and entries, or failed as interrupted.
-    interrupted = set()
+    # Every run settled: completed with all its steps and entries (some resumed by B after
+    # A died mid-run), or failed as interrupted (the slow workflow's orphans).
+    interrupted, resumed = set(), set()
     for execution_id, row in executions.items():
         events = {
             kind: report["events"].get((execution_id, kind), 0)
@@ -357,12 +364,16 @@ def test_two_servers_kill_one_mid_load(cluster, stub):
                 "EXECUTION_STARTED",
                 "EXECUTION_COMPLETED",
                 "EXECUTION_INTERRUPTED",
+                "EXECUTION_RESUMED",
                 "STEP_COMPLETED",
                 "PROVIDER_CALL_STARTED",
                 "PROVIDER_CALL_COMPLETED",
             )
         }
-        assert events["EXECUTION_STARTED"] == 1, (execution_id, events)
+        # Claimed once more per resume.
+        assert events["EXECUTION_STARTED"] == 1 + events["EXECUTION_RESUMED"], (execution_id, events)
+        if events["EXECUTION_RESUMED"]:
+            resumed.add(execution_id)
         if row["status"] == "completed":
             assert report["steps"].get(execution_id) == row["total_steps"] == 3, (execution_id, row)
             assert events["EXECUTION_COMPLETED"] == 1 and events["STEP_COMPLETED"] == 3, (execution_id, events)
@@ -390,6 +401,6 @@ def test_two_servers_kill_one_mid_load(cluster, stub):
     assert_one_linear_chain(report)
     print(
         f"\nacknowledged runs: {len(by_key)}, stored: {len(executions)}, interrupted and recovered: "
-        f"{len(interrupted)}, config changes: {len(load.config)}, connection errors: {load.connection_errors}, "
+        f"{len(interrupted)}, resumed: {len(resumed)}, config changes: {len(load.config)}, connection errors: {load.connection_errors}, "
         f"abandoned: {load.abandoned}, audit entries: {report['sequences'][0]}"
     )

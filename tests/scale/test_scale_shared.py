@@ -174,13 +174,14 @@ def _assert_interrupted(api, url: str, report: dict, accepted: list[str]) -> Non
     assert_one_linear_chain(report)
 
 
-def test_killed_server_runs_are_recovered_by_the_live_server(cluster, stub):
-    a, b = cluster.start(2)
+def test_killed_server_runs_are_resumed_by_the_live_server(cluster, stub):
+    (a,) = cluster.start(1)
     api = api_session()
     assert api.post(f"{a.url}/v1/executors", data=executor_yaml(stub.url), headers=YAML).status_code == 201
     slow_id = create_workflow(api, a.url, "slow", path="/scale/slow", endpoint="slow", activate_via=a.url)
-    fast_id = create_workflow(api, b.url, "fast", path="/scale/fast", activate_via=b.url)
-    accepted = _start_slow_runs(api, a, slow_id, stub)
+    fast_id = create_workflow(api, a.url, "fast", path="/scale/fast", activate_via=a.url)
+    accepted = _start_slow_runs(api, a, slow_id, stub)  # claimed by A's workers: the only ones yet
+    (b,) = cluster.start(1)
     killed_at = time.monotonic()
     a.kill_hard()
 
@@ -190,25 +191,34 @@ def test_killed_server_runs_are_recovered_by_the_live_server(cluster, stub):
     rows = database_report(cluster.url)["executions"]
     assert [rows[run_id]["status"] for run_id in accepted] == ["running"] * 3
 
-    # A is never restarted: B's workers sweep expired leases every half lease.
+    # A is never restarted: B's workers sweep expired leases every half lease, queue A's
+    # runs again and resume them: the slow call is sent again (same key) and answers.
+    stub.service.release()
     wait_for(
-        lambda: all(database_report(cluster.url)["executions"][run_id]["status"] == "failed" for run_id in accepted),
-        "B to fail A's runs",
-        LEASE_SECONDS * 4,
+        lambda: all(database_report(cluster.url)["executions"][run_id]["status"] == "completed" for run_id in accepted),
+        "B to resume A's runs",
+        LEASE_SECONDS * 4 + 20,
         interval=0.2,
     )
     assert time.monotonic() - killed_at >= LEASE_SECONDS * 0.9  # not before their lease expired
-    _assert_interrupted(api, b.url, database_report(cluster.url), accepted)
-    assert "failed 3 execution(s) whose process stopped" in b.output or b.output.count("whose process stopped") >= 2, (
-        b.output
-    )  # one worker took all, or both a share
+    report = database_report(cluster.url)
+    for run_id in accepted:
+        assert report["events"].get((run_id, "EXECUTION_RESUMED")) == 1  # once, however many sweep
+        assert report["events"].get((run_id, "EXECUTION_STARTED")) == 2  # claimed by A, then by B
+        assert report["events"].get((run_id, "EXECUTION_COMPLETED")) == 1
+        assert api.get(f"{b.url}/v1/executions/{run_id}").json()["resumes"] == 1
+    assert stub.service.slow_calls == 6  # A's three in flight, sent again by B
+    assert_one_linear_chain(report)
+    assert "resumed (queued again)" in b.output, b.output
 
 
-def test_killed_server_runs_are_recovered_on_restart(cluster, stub):
+def test_killed_server_runs_are_failed_on_restart_with_on_interrupt_fail(cluster, stub):
     (a,) = cluster.start(1)
     api = api_session()
     assert api.post(f"{a.url}/v1/executors", data=executor_yaml(stub.url), headers=YAML).status_code == 201
-    slow_id = create_workflow(api, a.url, "slow", path="/scale/slow", endpoint="slow", activate_via=a.url)
+    slow_id = create_workflow(
+        api, a.url, "slow", path="/scale/slow", endpoint="slow", activate_via=a.url, on_interrupt="fail"
+    )
     accepted = _start_slow_runs(api, a, slow_id, stub)
     a.kill_hard()
     rows = database_report(cluster.url)["executions"]
@@ -217,7 +227,7 @@ def test_killed_server_runs_are_recovered_on_restart(cluster, stub):
     # Restarted once the lease has expired: its start-up recovery fails them, audited.
     time.sleep(LEASE_SECONDS + 1.0)
     (restarted,) = cluster.start(1)
-    assert "Recovered 3 interrupted execution(s)" in restarted.output, restarted.output
+    assert "Recovered 3 interrupted execution(s): 3 failed as interrupted" in restarted.output, restarted.output
     _assert_interrupted(api, restarted.url, database_report(cluster.url), accepted)
 
 

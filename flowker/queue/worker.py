@@ -162,6 +162,7 @@ class QueueWorker:
                     logger.warning("claiming queued executions failed; trying again", exc_info=True)
                     self._error_wait()
                     continue
+                logger.debug("queue claim: %d of up to %d claimed", len(result.executions), free)
                 if result.executions:
                     waiter.reset()
                     self._hand_over(result.executions)

@@ -349,9 +349,7 @@ def test_no_canary_leaks_anywhere(
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         # A queue worker runs the asynchronous run, with the secrets in this process.
-        app = make_app(
-            retry_max_attempts="3", cb_failure_threshold="3", cb_recovery_seconds="600", queue_concurrency=1
-        )
+        app = make_app(retry_max_attempts="3", cb_failure_threshold="3", cb_recovery_seconds="600", queue_concurrency=1)
         client = RecordingClient(app)
         outcomes = drive(client, world, resource.url)
 

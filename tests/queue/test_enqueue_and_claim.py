@@ -34,24 +34,6 @@ def _store(spec: dict, status: str = "active") -> Workflow:
     return workflow
 
 
-@pytest.fixture
-def service(database, database_url, registry):
-    from flowker.runner.service import ExecutionService
-    from flowker.settings import Settings
-
-    service = ExecutionService(Settings.from_mapping({"database_url": database_url}), registry, database=database)
-    yield service
-    service.close()
-
-
-@pytest.fixture(scope="module")
-def registry():
-    from flowker.plugins import load_registry
-    from flowker.settings import Settings
-
-    return load_registry(Settings())
-
-
 def _events(execution_id: str) -> list[str]:
     return [
         row.event_type

@@ -298,7 +298,9 @@ def test_two_servers_kill_one_mid_load(cluster, stub):
     for thread in orphan_threads:
         thread.join(timeout=30)
     assert held_sync == dict.fromkeys([*orphan_keys, "orphan-sync"], "dropped"), held_sync
-    orphans = [row_id for row_id, row in database_report(cluster.url)["executions"].items() if row["key"] in orphan_keys]
+    orphans = [
+        row_id for row_id, row in database_report(cluster.url)["executions"].items() if row["key"] in orphan_keys
+    ]
     assert len(orphans) == ORPHANS
     # The retry of the dropped request, on B with the same key: the original run (200), not a
     # new one. On a loaded host B's lease sweep may already have failed it.

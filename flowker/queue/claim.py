@@ -56,10 +56,10 @@ def claim(service, limit: int = 1, *, now: dt.datetime | None = None) -> ClaimRe
     with bound_to(service.database), connection():
         database = model_database(Execution)
         with write_transaction():
-            return _claim_in_transaction(service, database, limit, now or utcnow())
+            return _claim_in_transaction(service, database, limit, now)
 
 
-def _claim_in_transaction(service, database, limit: int, now: dt.datetime) -> ClaimResult:
+def _claim_in_transaction(service, database, limit: int, now: dt.datetime | None) -> ClaimResult:
     postgres = is_postgres(database)
     result = ClaimResult()
     free_slots: dict[str, int | None] = {}  # workflow id -> slots left (None: no limit)
@@ -90,6 +90,8 @@ def _claim_in_transaction(service, database, limit: int, now: dt.datetime) -> Cl
             break  # nothing more is queued (or free to lock)
     if not chosen:
         return result
+    # Read now, after the rows: a run queued while this claim began is not started before it was queued.
+    now = now or utcnow()
     lease_until = now + dt.timedelta(seconds=service.lease_seconds)
     ids = [execution.id for execution in chosen]
     updated = (
@@ -159,22 +161,3 @@ def _free_slots(service, database, postgres: bool, execution: Execution, result:
         .count()
     )
     return max(0, limit - running)
-
-
-def queue_depth(database=None) -> tuple[int, float | None]:
-    """(queued executions, age in seconds of the oldest one or None) on ``database``
-    (default: the bound one)."""
-    from peewee import fn
-
-    with bound_to(database), connection():
-        row = (
-            Execution.select(fn.COUNT(Execution.id), fn.MIN(Execution.queued_at))
-            .where(Execution.status == "queued")
-            .tuples()
-            .first()
-        )
-    count, oldest = row if row else (0, None)
-    if oldest is not None and isinstance(oldest, str):  # SQLite aggregates come back as text
-        oldest = dt.datetime.fromisoformat(oldest)
-    age = (utcnow() - oldest).total_seconds() if oldest is not None else None
-    return int(count or 0), (max(0.0, age) if age is not None else None)

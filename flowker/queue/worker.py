@@ -27,15 +27,14 @@ import time
 
 import peewee
 
-from flowker.queue.claim import claim, queue_depth
+from flowker.queue.claim import claim
+from flowker.queue.depth import DEPTH_SAMPLE_SECONDS, QueueDepthSampler
 from flowker.queue.notify import Backoff, waiter_for
-from flowker.runner.recovery import PeriodicTask
 from flowker.runner.service import QUEUE_CHANNEL
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = 4
-DEPTH_SAMPLE_SECONDS = 5.0
 # A claim that skipped a workflow only because another claimer held its lock looks again after this.
 CONTENDED_RETRY_SECONDS = 0.02
 JOIN_SECONDS = 5.0
@@ -67,11 +66,8 @@ class QueueWorker:
         self._claiming = threading.Event()  # set while claims are allowed
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._depth_task = (
-            PeriodicTask(f"{name}-depth", depth_sample_seconds, self.sample_depth)
-            if depth_sample_seconds and service.metrics.enabled
-            else None
-        )
+        # The metrics' queue depth (None: another part of the process samples it, as a server does).
+        self._depth_sampler = QueueDepthSampler(service, depth_sample_seconds) if depth_sample_seconds else None
         # Counters (tests, the benchmark): claim transactions tried, executions claimed, runs ended.
         self.claim_attempts = 0
         self.claimed = 0
@@ -102,8 +98,8 @@ class QueueWorker:
         self._threads.append(claimer)
         if self.sweep:
             self.service.start_sweeping()
-        if self._depth_task is not None:
-            self._depth_task.start()
+        if self._depth_sampler is not None:
+            self._depth_sampler.start()
         return self
 
     def wake(self) -> None:
@@ -125,8 +121,8 @@ class QueueWorker:
         workers alive take them over)."""
         self.stop_claiming()
         self._stopped.set()
-        if self._depth_task is not None:
-            self._depth_task.stop()
+        if self._depth_sampler is not None:
+            self._depth_sampler.stop()
         deadline = time.monotonic() + max(0.0, grace)
         with self._lock:
             while self._in_flight and time.monotonic() < deadline:
@@ -228,14 +224,6 @@ class QueueWorker:
 
     def _database(self):
         return self.service.database or _bound_database()
-
-    # -- metrics ----------------------------------------------------------------------
-
-    def sample_depth(self) -> tuple[int, float | None]:
-        """Read the queue depth and oldest age into the metrics (every few seconds)."""
-        depth, oldest = queue_depth(self.service.database)
-        self.service.metrics.queue_depth(depth, oldest)
-        return depth, oldest
 
 
 def _bound_database():

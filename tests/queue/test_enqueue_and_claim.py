@@ -8,7 +8,8 @@ import pytest
 
 from flowker.audit.verify import verify_database
 from flowker.errors import InputValidationError, UnprocessableEntity
-from flowker.queue.claim import claim, queue_depth
+from flowker.queue.claim import claim
+from flowker.queue.depth import queue_depth
 from flowker.storage.models import AuditEntry, Execution, Workflow, WorkflowVersion
 
 

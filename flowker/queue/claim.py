@@ -55,8 +55,14 @@ def claim(service, limit: int = 1, *, now: dt.datetime | None = None) -> ClaimRe
         return ClaimResult()
     with bound_to(service.database), connection():
         database = model_database(Execution)
+        if not is_postgres(database) and not _anything_queued():
+            return ClaimResult()  # SQLite: an idle look takes no write lock
         with write_transaction():
             return _claim_in_transaction(service, database, limit, now)
+
+
+def _anything_queued() -> bool:
+    return Execution.select(Execution.id).where(Execution.status == "queued").limit(1).exists()
 
 
 def _claim_in_transaction(service, database, limit: int, now: dt.datetime | None) -> ClaimResult:

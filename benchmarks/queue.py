@@ -13,7 +13,9 @@ subprocess), the asyncio stub executor of :mod:`benchmarks.api`, and the 3-node 
   PostgreSQL the worker LISTENs, so the wait is the notification's trip; on SQLite it
   backs off from 10 ms to 1 s while idle, so the pauses are spread over 0-2 s and the
   wait shows where in its backoff the worker was.
-* **scale** (PostgreSQL): ``--backlog`` runs are queued in a fresh schema, then 1 worker,
+* **scale** (PostgreSQL; give it a database of its own: advisory locks, the audit
+  chain's among them, are per database, so other users of the same database, in any
+  schema, would share its audit lock): ``--backlog`` runs are queued in a fresh schema, then 1 worker,
   and in another fresh schema ``--workers`` workers, are started, each (with its threads)
   in a cgroup CPU budget of ``--host-cores`` CPUs (:mod:`benchmarks.hosts`: a host of
   that many cores; PostgreSQL, the stub and this process are not limited). Once every
@@ -45,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import hosts  # noqa: E402
 from benchmarks.api import FreshPostgresSchema, percentile, start_stub  # noqa: E402
 from benchmarks.load_tools import cpu_seconds, machine_cpu, postgres_pids  # noqa: E402
+from benchmarks.scaleout import LockSampler  # noqa: E402
 
 READY = re.compile(r"Flowker worker (\d+) running")
 
@@ -256,7 +259,8 @@ def measure_throughput(
         postgres_before = cpu_seconds(postgres_pids())
         busy_before, total_before = machine_cpu()
         started = time.monotonic()
-        time.sleep(seconds)
+        with LockSampler(url) as locks:
+            time.sleep(seconds)
         elapsed = time.monotonic() - started
         counts = queue.counts()
         busy_after, total_after = machine_cpu()
@@ -274,13 +278,15 @@ def measure_throughput(
         "worker_cpu_ms_per_run": round(sum(used) * 1000.0 / rate, 2) if rate else None,
         "drained": counts.get("queued", 0) == 0,
         "failed": counts.get("failed", 0),
+        "advisory_lock_waiters": round(locks.mean, 2) if locks.mean is not None else None,
     }
     print(
         f"{workers} worker(s) x {concurrency} threads"
         + (f", each a host of {host_cores} CPUs" if host_cores else "")
         + f": {result['runs_per_s']} runs/s; worker CPU {result['worker_cpu']}"
         + f" (budget {host_cores or 'none'}), PostgreSQL {result['postgres_cpu']} CPUs, machine "
-        + f"{result['machine_busy']:.0%} busy, {result['worker_cpu_ms_per_run']} ms worker CPU per run"
+        + f"{result['machine_busy']:.0%} busy, {result['worker_cpu_ms_per_run']} ms worker CPU per run, "
+        + f"{result['advisory_lock_waiters']} sessions waiting for an advisory lock (the audit append's)"
         + (", QUEUE DRAINED (raise --backlog)" if result["drained"] else "")
         + (f", {result['failed']} failed" if result["failed"] else ""),
         flush=True,

@@ -10,6 +10,7 @@ each request opens its connection and binds the models to the runtime's database
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,8 +32,11 @@ from flowker.api.middleware import (
 from flowker.errors import ConfigurationError
 from flowker.security.redaction import install_log_redaction
 
+logger = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     from flowker.catalog.api_keys import ApiKeyStore
+    from flowker.queue.depth import QueueDepthSampler
     from flowker.queue.worker import QueueWorker
     from flowker.runner.service import ExecutionService
     from flowker.runtime import Runtime
@@ -73,6 +77,8 @@ class AppState:
     # The worker that claims and runs queued executions in this process (flowker.queue);
     # None: queued runs are left to other processes (`flowker serve --no-worker`).
     queue_worker: QueueWorker | None = None
+    # Reads the queue depth into the metrics (flowker.queue.depth); started by `flowker serve`.
+    queue_depth_sampler: QueueDepthSampler | None = None
 
     @property
     def is_draining(self) -> bool:
@@ -82,6 +88,26 @@ class AppState:
         self.draining.set()
         if self.queue_worker is not None:
             self.queue_worker.stop_claiming()
+
+    def start_queue_depth_sampling(self) -> None:
+        """Read the queue depth into the metrics every few seconds (server workers: every
+        process samples, so the figure is there with or without a queue worker)."""
+        from flowker.queue.depth import QueueDepthSampler
+
+        if self.queue_depth_sampler is None:
+            self.queue_depth_sampler = QueueDepthSampler(self.execution_service).start()
+
+    def read_queue_depth(self) -> None:
+        """The queue depth into the metrics now (a scrape of /metrics); a database error
+        leaves the last reading."""
+        from flowker.queue.depth import QueueDepthSampler
+
+        if not self.metrics.enabled:
+            return
+        try:
+            QueueDepthSampler(self.execution_service).sample()
+        except Exception:  # noqa: BLE001 - the metrics still answer; the sampler tries again
+            logger.warning("could not read the queue depth for /metrics", exc_info=True)
 
     def wake_queue(self) -> None:
         """This process just queued a run: its worker (if any) looks at once."""
@@ -101,6 +127,8 @@ class AppState:
     def close(self) -> None:
         """Stop the queue worker (its runs get a grace period to end), then close the
         runtime: the service's threads and sessions, then its database if it opened it."""
+        if self.queue_depth_sampler is not None:
+            self.queue_depth_sampler.stop()
         if self.queue_worker is not None:
             self.queue_worker.stop(QUEUE_STOP_GRACE_SECONDS)
         if self.runtime is not None:
@@ -206,7 +234,9 @@ def create_app(
         from flowker.queue.worker import QueueWorker
 
         # Started here, in the process that serves: gunicorn builds each worker's app after the fork.
-        state.queue_worker = QueueWorker(execution_service, concurrency=queue_concurrency).start()
+        state.queue_worker = QueueWorker(
+            execution_service, concurrency=queue_concurrency, depth_sample_seconds=None
+        ).start()
     return app
 
 

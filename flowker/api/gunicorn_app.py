@@ -179,6 +179,8 @@ class FlowkerApplication(BaseApplication):
         app = self.app
         assert app is not None  # gunicorn calls load() before this hook
         app.state.execution_service.start_sweeping()
+        # The queue's depth in the metrics, from every worker process (flowker.queue.depth).
+        app.state.start_queue_depth_sampling()
         worker.log.info("worker %s ready", worker.pid)
 
         def drain(signum, frame):

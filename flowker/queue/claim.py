@@ -36,9 +36,9 @@ logger = logging.getLogger(__name__)
 # The first key of the two-key PostgreSQL advisory locks on a workflow's running count
 # ("Flow"); the second is hashtext(workflow id). Two-key locks never meet one-key ones.
 CONCURRENCY_LOCK_CLASS = 0x466C6F77
-# Rows looked at per claim beyond the ones wanted (some may belong to workflows at their limit).
-CANDIDATE_SLACK = 16
-MAX_CANDIDATES = 256
+# Rounds of one claim: each looks at as many rows as are still wanted, skipping the
+# workflows found at their limit in the rounds before.
+MAX_ROUNDS = 8
 
 
 @dataclass
@@ -57,30 +57,49 @@ def claim(service, limit: int = 1, *, now: dt.datetime | None = None) -> ClaimRe
         return ClaimResult()
     with bound_to(service.database), connection():
         database = model_database(Execution)
+        if not is_postgres(database) and not _anything_queued():
+            return ClaimResult()  # SQLite: an idle look takes no write lock
         with write_transaction():
-            return _claim_in_transaction(service, database, limit, now or utcnow())
+            return _claim_in_transaction(service, database, limit, now)
 
 
-def _claim_in_transaction(service, database, limit: int, now: dt.datetime) -> ClaimResult:
+def _anything_queued() -> bool:
+    return Execution.select(Execution.id).where(Execution.status == "queued").limit(1).exists()
+
+
+def _claim_in_transaction(service, database, limit: int, now: dt.datetime | None) -> ClaimResult:
     postgres = is_postgres(database)
-    candidates = _candidates(postgres, min(limit + CANDIDATE_SLACK, MAX_CANDIDATES))
     result = ClaimResult()
     free_slots: dict[str, int | None] = {}  # workflow id -> slots left (None: no limit)
     chosen: list[Execution] = []
-    for execution in candidates:
-        if len(chosen) >= limit:
+    seen: set[str] = set()  # rows looked at (on PostgreSQL, locked by this transaction)
+    held_back: set[str] = set()  # workflows at their limit, or whose lock another claimer holds
+    # Rows are locked only as many at a time as are wanted: a claimer that locked more than
+    # it takes would hide them from the other claimers (SKIP LOCKED) until it commits.
+    for _ in range(MAX_ROUNDS):
+        wanted = limit - len(chosen)
+        if wanted <= 0:
             break
-        workflow_id = execution.workflow_id
-        if workflow_id not in free_slots:
-            free_slots[workflow_id] = _free_slots(service, database, postgres, execution, result)
-        slots = free_slots[workflow_id]
-        if slots is None:
-            chosen.append(execution)
-        elif slots > 0:
-            free_slots[workflow_id] = slots - 1
-            chosen.append(execution)
+        candidates = _candidates(postgres, wanted, seen, held_back)
+        for execution in candidates:
+            seen.add(execution.id)
+            workflow_id = execution.workflow_id
+            if workflow_id not in free_slots:
+                free_slots[workflow_id] = _free_slots(service, database, postgres, execution, result)
+            slots = free_slots[workflow_id]
+            if slots is None:
+                chosen.append(execution)
+            elif slots > 0:
+                free_slots[workflow_id] = slots - 1
+                chosen.append(execution)
+            else:
+                held_back.add(workflow_id)
+        if len(candidates) < wanted:
+            break  # nothing more is queued (or free to lock)
     if not chosen:
         return result
+    # Read now, after the rows: a run queued while this claim began is not started before it was queued.
+    now = now or utcnow()
     lease_until = now + dt.timedelta(seconds=service.lease_seconds)
     ids = [execution.id for execution in chosen]
     updated = (
@@ -124,10 +143,15 @@ def _claim_in_transaction(service, database, limit: int, now: dt.datetime) -> Cl
     return result
 
 
-def _candidates(postgres: bool, count: int) -> list[Execution]:
-    query = (
-        Execution.select().where(Execution.status == "queued").order_by(Execution.queued_at, Execution.id).limit(count)
-    )
+def _candidates(postgres: bool, count: int, seen: set[str], held_back: set[str]) -> list[Execution]:
+    """The oldest queued rows not looked at yet, of workflows not held back; on PostgreSQL
+    locked, skipping the rows other claimers hold."""
+    condition = Execution.status == "queued"
+    if seen:
+        condition &= Execution.id.not_in(list(seen))
+    if held_back:
+        condition &= Execution.workflow_id.not_in(list(held_back))
+    query = Execution.select().where(condition).order_by(Execution.queued_at, Execution.id).limit(count)
     if postgres:
         query = query.for_update("FOR UPDATE SKIP LOCKED")  # type: ignore[arg-type]  # peewee takes the clause text too
     return list(query)
@@ -154,22 +178,3 @@ def _free_slots(service, database, postgres: bool, execution: Execution, result:
         .count()
     )
     return max(0, limit - running)
-
-
-def queue_depth(database=None) -> tuple[int, float | None]:
-    """(queued executions, age in seconds of the oldest one or None) on ``database``
-    (default: the bound one)."""
-    from peewee import fn
-
-    with bound_to(database), connection():
-        row = (
-            Execution.select(fn.COUNT(Execution.id), fn.MIN(Execution.queued_at))
-            .where(Execution.status == "queued")
-            .tuples()
-            .first()
-        )
-    count, oldest = row if row else (0, None)
-    if oldest is not None and isinstance(oldest, str):  # SQLite aggregates come back as text
-        oldest = dt.datetime.fromisoformat(oldest)
-    age = (utcnow() - oldest).total_seconds() if oldest is not None else None
-    return int(count or 0), (max(0.0, age) if age is not None else None)

@@ -27,17 +27,18 @@ import time
 
 import peewee
 
-from flowker.queue.claim import claim, queue_depth
-from flowker.queue.notify import Backoff, waiter_for
-from flowker.runner.recovery import PeriodicTask
+from flowker.queue.claim import claim
+from flowker.queue.depth import DEPTH_SAMPLE_SECONDS, QueueDepthSampler
+from flowker.queue.notify import waiter_for
 from flowker.runner.service import QUEUE_CHANNEL
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = 4
-DEPTH_SAMPLE_SECONDS = 5.0
 # A claim that skipped a workflow only because another claimer held its lock looks again after this.
 CONTENDED_RETRY_SECONDS = 0.02
+# A claim that failed (the database briefly down) is tried again after this.
+ERROR_RETRY_SECONDS = 0.5
 JOIN_SECONDS = 5.0
 
 
@@ -66,12 +67,10 @@ class QueueWorker:
         self._handoff: queue_module.SimpleQueue = queue_module.SimpleQueue()
         self._claiming = threading.Event()  # set while claims are allowed
         self._stopped = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._depth_task = (
-            PeriodicTask(f"{name}-depth", depth_sample_seconds, self.sample_depth)
-            if depth_sample_seconds and service.metrics.enabled
-            else None
-        )
+        self._threads: list[threading.Thread] = []  # the run threads
+        self._claimer: threading.Thread | None = None
+        # The metrics' queue depth (None: another part of the process samples it, as a server does).
+        self._depth_sampler = QueueDepthSampler(service, depth_sample_seconds) if depth_sample_seconds else None
         # Counters (tests, the benchmark): claim transactions tried, executions claimed, runs ended.
         self.claim_attempts = 0
         self.claimed = 0
@@ -81,14 +80,14 @@ class QueueWorker:
 
     @property
     def started(self) -> bool:
-        return bool(self._threads)
+        return self._claimer is not None
 
     @property
     def in_flight(self) -> int:
         return self._in_flight
 
     def start(self) -> "QueueWorker":
-        if self._threads or self._stopped.is_set():
+        if self._claimer is not None or self._stopped.is_set():
             return self
         if self._waiter is None:
             self._waiter = waiter_for(self._database(), QUEUE_CHANNEL)
@@ -97,13 +96,12 @@ class QueueWorker:
             thread = threading.Thread(target=self._run_loop, name=f"{self.name}-run-{number}", daemon=True)
             thread.start()
             self._threads.append(thread)
-        claimer = threading.Thread(target=self._claim_loop, name=f"{self.name}-claim", daemon=True)
-        claimer.start()
-        self._threads.append(claimer)
+        self._claimer = threading.Thread(target=self._claim_loop, name=f"{self.name}-claim", daemon=True)
+        self._claimer.start()
         if self.sweep:
             self.service.start_sweeping()
-        if self._depth_task is not None:
-            self._depth_task.start()
+        if self._depth_sampler is not None:
+            self._depth_sampler.start()
         return self
 
     def wake(self) -> None:
@@ -123,11 +121,14 @@ class QueueWorker:
         """Stop claiming, give in-flight runs up to ``grace`` seconds to end, stop the
         threads; returns how many runs were still in flight (their leases expire and the
         workers alive take them over)."""
+        deadline = time.monotonic() + max(0.0, grace)
         self.stop_claiming()
         self._stopped.set()
-        if self._depth_task is not None:
-            self._depth_task.stop()
-        deadline = time.monotonic() + max(0.0, grace)
+        if self._depth_sampler is not None:
+            self._depth_sampler.stop()
+        # A claim in progress finishes first: what it took is handed over, and waited for, below.
+        if self._claimer is not None and self._claimer is not threading.current_thread():
+            self._claimer.join(timeout=JOIN_SECONDS)
         with self._lock:
             while self._in_flight and time.monotonic() < deadline:
                 self._lock.wait(min(0.1, max(0.0, deadline - time.monotonic())))
@@ -160,8 +161,9 @@ class QueueWorker:
                     result = claim(self.service, free)
                 except Exception:  # noqa: BLE001 - e.g. the database is briefly down: wait, then try again
                     logger.warning("claiming queued executions failed; trying again", exc_info=True)
-                    self._error_wait()
+                    self._stopped.wait(ERROR_RETRY_SECONDS)
                     continue
+                logger.debug("queue claim: %d of up to %d claimed", len(result.executions), free)
                 if result.executions:
                     waiter.reset()
                     self._hand_over(result.executions)
@@ -173,10 +175,6 @@ class QueueWorker:
         finally:
             waiter.release()
             self._close_kept_connection()
-
-    def _error_wait(self) -> None:
-        backoff = Backoff(minimum=0.5, maximum=0.5)
-        backoff.wait()
 
     def _hand_over(self, executions) -> None:
         with self._lock:
@@ -227,14 +225,6 @@ class QueueWorker:
 
     def _database(self):
         return self.service.database or _bound_database()
-
-    # -- metrics ----------------------------------------------------------------------
-
-    def sample_depth(self) -> tuple[int, float | None]:
-        """Read the queue depth and oldest age into the metrics (every few seconds)."""
-        depth, oldest = queue_depth(self.service.database)
-        self.service.metrics.queue_depth(depth, oldest)
-        return depth, oldest
 
 
 def _bound_database():

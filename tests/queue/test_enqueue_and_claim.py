@@ -8,7 +8,8 @@ import pytest
 
 from flowker.audit.verify import verify_database
 from flowker.errors import InputValidationError, UnprocessableEntity
-from flowker.queue.claim import claim, queue_depth
+from flowker.queue.claim import claim
+from flowker.queue.depth import queue_depth
 from flowker.storage.models import AuditEntry, Execution, Workflow, WorkflowVersion
 
 
@@ -32,24 +33,6 @@ def _store(spec: dict, status: str = "active") -> Workflow:
     workflow = Workflow.create(name=spec["name"], status=status, version=1, spec=spec, spec_hash="x")
     WorkflowVersion.create(workflow_id=workflow.id, version=1, spec=spec)
     return workflow
-
-
-@pytest.fixture
-def service(database, database_url, registry):
-    from flowker.runner.service import ExecutionService
-    from flowker.settings import Settings
-
-    service = ExecutionService(Settings.from_mapping({"database_url": database_url}), registry, database=database)
-    yield service
-    service.close()
-
-
-@pytest.fixture(scope="module")
-def registry():
-    from flowker.plugins import load_registry
-    from flowker.settings import Settings
-
-    return load_registry(Settings())
 
 
 def _events(execution_id: str) -> list[str]:

@@ -81,6 +81,7 @@ class ServerProcess:
         threads: int = 4,
         lease_seconds: float = LEASE_SECONDS,
         env: dict | None = None,
+        extra_args: tuple[str, ...] = (),
     ):
         self.env = flowker_env(
             database_url,
@@ -101,6 +102,7 @@ class ServerProcess:
             str(threads),
             "--drain-seconds",
             "0",
+            *extra_args,
         ]
         self.process: subprocess.Popen | None = None
         self.lines: list[str] = []

@@ -38,7 +38,7 @@ CLIENT_THREADS = 8
 PHASE_ONE_OPERATIONS = 192
 KILL_AFTER = 72  # operations finished before server A is killed
 PHASE_TWO_OPERATIONS = 96
-ORPHANS = 3  # async runs held inside their executor call on A when it dies
+ORPHANS = 3  # synchronous runs held inside their executor call on A when it dies
 MIX = ("sync", "async", "webhook", "sync", "pair", "webhook", "async", "config")
 TRIGGER_OK = {201, 202, 200}
 
@@ -249,7 +249,7 @@ def server_errors(servers) -> str:
 
 
 def test_two_servers_kill_one_mid_load(cluster, stub):
-    # A starts alone, so the queued runs below are claimed by A's workers and die with it.
+    # A starts alone; B joins once the runs A will die with are in flight.
     (a,) = cluster.start(1)
     api = api_session()
     assert api.post(f"{a.url}/v1/executors", data=executor_yaml(stub.url), headers=YAML).status_code == 201
@@ -259,30 +259,30 @@ def test_two_servers_kill_one_mid_load(cluster, stub):
         api, a.url, "load-slow", path="/scale/load-slow", endpoint="slow", activate_via=a.url, on_interrupt="fail"
     )
 
-    # Runs that will be in flight on A when it dies: asynchronous ones, and a synchronous
-    # one whose client sees the connection drop and retries on B with the same key.
-    orphans = []
-    for number in range(ORPHANS):
-        response = api.post(
-            f"{a.url}/v1/workflows/{slow_id}/executions",
-            json={"inputData": {"amount": number}},
-            headers={"Prefer": "respond-async", "Idempotency-Key": f"orphan-{number}"},
-        )
-        assert response.status_code == 202, response.text
-        orphans.append(response.json()["executionId"])
+    # Runs that will be in flight on A when it dies: synchronous ones held inside their
+    # executor call (queued runs could be claimed by B's queue worker instead), one of
+    # whose clients sees the connection drop and retries on B with the same key.
+    orphan_keys = [f"orphan-{number}" for number in range(ORPHANS)]
     held_sync: dict = {}
 
-    def slow_sync_call() -> None:
+    def held_call(key: str) -> None:
         try:
             api_session().post(
                 f"{a.url}/v1/workflows/{slow_id}/executions",
-                json={"inputData": {"amount": 99}},
-                headers={"Idempotency-Key": "orphan-sync"},
+                json={"inputData": {"amount": 99 if key == "orphan-sync" else int(key.rsplit("-", 1)[1])}},
+                headers={"Idempotency-Key": key},
                 timeout=60,
             )
-            held_sync["answered"] = True
+            held_sync.setdefault(key, "answered")
         except requests.ConnectionError:
-            held_sync["dropped"] = True
+            held_sync.setdefault(key, "dropped")
+
+    orphan_threads = [threading.Thread(target=held_call, args=(key,)) for key in orphan_keys]
+    for thread in orphan_threads:
+        thread.start()
+
+    def slow_sync_call() -> None:
+        held_call("orphan-sync")
 
     sync_thread = threading.Thread(target=slow_sync_call)
     sync_thread.start()
@@ -301,7 +301,13 @@ def test_two_servers_kill_one_mid_load(cluster, stub):
 
     load.run(range(PHASE_ONE_OPERATIONS), kill_after=KILL_AFTER, on_kill=kill_a)
     sync_thread.join(timeout=30)
-    assert held_sync == {"dropped": True}, held_sync
+    for thread in orphan_threads:
+        thread.join(timeout=30)
+    assert held_sync == dict.fromkeys([*orphan_keys, "orphan-sync"], "dropped"), held_sync
+    orphans = [
+        row_id for row_id, row in database_report(cluster.url)["executions"].items() if row["key"] in orphan_keys
+    ]
+    assert len(orphans) == ORPHANS
     # The retry of the dropped request, on B with the same key: the original run (200), not a
     # new one. On a loaded host B's lease sweep may already have failed it.
     response = api.post(
@@ -327,13 +333,18 @@ def test_two_servers_kill_one_mid_load(cluster, stub):
     servers = (a, b, restarted)
     try:
         wait_for(
-            lambda: all(row["status"] != "running" for row in database_report(cluster.url)["executions"].values()),
+            lambda: all(
+                row["status"] not in ("queued", "running")
+                for row in database_report(cluster.url)["executions"].values()
+            ),
             "every run to settle",
             30,
             interval=0.2,
         )
     except AssertionError as exc:
-        stuck = [i for i, row in database_report(cluster.url)["executions"].items() if row["status"] == "running"]
+        stuck = [
+            i for i, row in database_report(cluster.url)["executions"].items() if row["status"] in ("queued", "running")
+        ]
         raise AssertionError(f"{exc}: still running {stuck}; server errors:\n{server_errors(servers)}") from None
 
     logs = server_errors(servers)

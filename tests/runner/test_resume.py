@@ -464,3 +464,32 @@ def test_a_run_that_keeps_killing_its_workers_is_failed_after_the_resume_limit(s
         (AuditEntry.resource_id == execution.id) & (AuditEntry.event_type == "EXECUTION_INTERRUPTED")
     )
     assert f"after {RESUME_LIMIT} resumes" in entry.canonical
+
+
+def test_a_resumed_runs_deadline_counts_its_recorded_steps_not_its_downtime(service_factory, db_settings, stub):
+    store_service_executor(stub.url)
+    workflow = store_workflow(chain_spec("deadline"))
+    settings = db_settings.replace(execution_timeout_seconds=30)
+
+    def died_after_one(recorded_ms: int, started_ago: dt.timedelta) -> str:
+        first = service_factory(settings)
+        execution = first.start(workflow.id, {}, actor=ACTOR).execution
+        with pytest.raises(ProcessDied):
+            first.run(execution.id, observer=DieWhenStarting("two"))
+        StepResult.update(duration_ms=recorded_ms).where(
+            (StepResult.execution == execution.id) & (StepResult.node_id == "one")
+        ).execute()
+        Execution.update(started_at=utcnow() - started_ago, resumes=1).where(Execution.id == execution.id).execute()
+        expire_lease(execution.id)
+        return execution.id
+
+    # Dead for an hour, 1 s of steps on record: 29 s left, the run completes.
+    long_dead = died_after_one(1000, dt.timedelta(hours=1))
+    assert service_factory(settings).run(long_dead).status == "completed"
+    # 30 s of steps on record: nothing left, the next step fails on the deadline (FLK-0504).
+    spent = died_after_one(30_000, dt.timedelta(seconds=31))
+    ended = service_factory(settings).run(spent)
+    assert ended.status == "failed" and "deadline" in ended.error_message
+    two = StepResult.get((StepResult.execution == spent) & (StepResult.node_id == "two"))
+    assert two.status == "failed" and two.attempts == 1
+    assert ("/two", f"{spent}:two") not in calls(stub)

@@ -324,6 +324,20 @@ class ErrorCode(StrEnum):
         "Resolved Auth Config Invalid",
         "An auth config's secrets, once resolved, do not fit the auth type's schema.",
     )
+    EXECUTION_NOT_RETRYABLE = (
+        "FLK-0530",
+        422,
+        "Unprocessable Entity",
+        "Only a failed execution can be retried (POST /v1/executions/{id}/retry); this one is "
+        "queued, running or completed. Nothing was created.",
+    )
+    EXECUTION_ALREADY_RETRIED = (
+        "FLK-0531",
+        409,
+        "Conflict",
+        "This failed execution already has a retry (its retriedBy): retry that one if it failed too. "
+        "Nothing was created.",
+    )
     # -- audit ------------------------------------------------------------------------
     AUDIT_EVENT_NOT_FOUND = ("FLK-0600", 404, "Not Found", "No audit event has this id.")
     AUDIT_CHAIN_BROKEN = (
@@ -361,7 +375,6 @@ class ErrorCode(StrEnum):
         "Service Unavailable",
         "The server is shutting down and takes no new work (Retry-After says when to retry).",
     )
-    RUN_QUEUE_FULL = ("FLK-0802", 503, "Service Unavailable", "The background run queue is full (Retry-After).")
     INTERNAL = (
         "FLK-9999",
         500,

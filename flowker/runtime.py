@@ -151,7 +151,7 @@ class Runtime:
 
     def close(self) -> None:
         """Stop the execution service's threads and sessions, then close the database if
-        this runtime opened it. (The API's background pool is drained before: AppState.close.)"""
+        this runtime opened it. (The API's queue worker is stopped before: AppState.close.)"""
         from flowker.storage.database import close_database
 
         try:

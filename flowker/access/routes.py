@@ -55,6 +55,7 @@ OPERATION_PERMISSIONS: dict[str, Permission] = {
     "listExecutions": R,
     "getExecution": R,
     "getExecutionResults": R,
+    "retryExecution": RUN,
     # webhooks
     "webhookGet": HOOK,
     "webhookPost": HOOK,

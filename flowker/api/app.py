@@ -2,14 +2,15 @@
 
 Everything the resources need comes from one :class:`flowker.runtime.Runtime` (the
 composition root: plugin registry, execution service, stores, secret box, SSRF policy,
-audit log) plus what only the API has, the background pool and the draining flag; all
-reachable as ``app.state`` (:class:`AppState`). Nothing connects to the database here;
+audit log) plus what only the API has, the queue worker (if this app runs one) and the
+draining flag; all reachable as ``app.state`` (:class:`AppState`). Nothing connects to the database here;
 each request opens its connection and binds the models to the runtime's database
 (:class:`flowker.api.middleware.DatabaseMiddleware`).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,7 +20,6 @@ import falcon
 
 from flowker.api import errors as api_errors
 from flowker.api.access import AccessMiddleware
-from flowker.api.background import BackgroundRunner
 from flowker.api.authentication import AuthenticationMiddleware, AuthorizationMiddleware, BearerAuthenticator
 from flowker.api.middleware import (
     BodyLimitMiddleware,
@@ -32,22 +32,27 @@ from flowker.api.middleware import (
 from flowker.errors import ConfigurationError
 from flowker.security.redaction import install_log_redaction
 
+logger = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     from flowker.catalog.api_keys import ApiKeyStore
+    from flowker.queue.depth import QueueDepthSampler
+    from flowker.queue.worker import QueueWorker
     from flowker.runner.service import ExecutionService
     from flowker.runtime import Runtime
 
-DEFAULT_BACKGROUND_WORKERS = 4
-DEFAULT_BACKGROUND_QUEUE = 64
+# Seconds the queue worker's runs get to end when the app closes (a gunicorn worker
+# exiting); runs still going then are taken over by other workers once their lease expires.
+QUEUE_STOP_GRACE_SECONDS = 30.0
 
 
 @dataclass
 class AppState:
     """What one process's app holds; the serve command reaches it as ``app.state``.
 
-    ``draining`` is set on SIGTERM: readiness answers 503 and new executions are refused
-    (503 FLK-0801) while in-flight ones finish; ``background.shutdown(wait=True)`` then
-    waits for accepted async runs.
+    ``draining`` is set on SIGTERM: readiness answers 503, new executions are refused
+    (503 FLK-0801) and the queue worker claims nothing more, while in-flight runs finish;
+    :meth:`close` then waits for the worker's runs.
     """
 
     settings: object
@@ -58,7 +63,6 @@ class AppState:
     executors: object
     secret_box: object
     address_policy: object
-    background: BackgroundRunner
     draining: threading.Event = field(default_factory=threading.Event)
     started_monotonic: float = field(default_factory=time.monotonic)
     # The process Redactor (the execution service's): every secret resolved or obtained
@@ -70,6 +74,11 @@ class AppState:
     api_keys: ApiKeyStore | None = None
     # record_forbidden(req, principal, operation_id, reason): the audit entry of a 403.
     record_forbidden: Callable | None = None
+    # The worker that claims and runs queued executions in this process (flowker.queue);
+    # None: queued runs are left to other processes (`flowker serve --no-worker`).
+    queue_worker: QueueWorker | None = None
+    # Reads the queue depth into the metrics (flowker.queue.depth); started by `flowker serve`.
+    queue_depth_sampler: QueueDepthSampler | None = None
 
     @property
     def is_draining(self) -> bool:
@@ -77,6 +86,33 @@ class AppState:
 
     def start_draining(self) -> None:
         self.draining.set()
+        if self.queue_worker is not None:
+            self.queue_worker.stop_claiming()
+
+    def start_queue_depth_sampling(self) -> None:
+        """Read the queue depth into the metrics every few seconds (server workers: every
+        process samples, so the figure is there with or without a queue worker)."""
+        from flowker.queue.depth import QueueDepthSampler
+
+        if self.queue_depth_sampler is None:
+            self.queue_depth_sampler = QueueDepthSampler(self.execution_service).start()
+
+    def read_queue_depth(self) -> None:
+        """The queue depth into the metrics now (a scrape of /metrics); a database error
+        leaves the last reading."""
+        from flowker.queue.depth import QueueDepthSampler
+
+        if not self.metrics.enabled:
+            return
+        try:
+            QueueDepthSampler(self.execution_service).sample()
+        except Exception:  # noqa: BLE001 - the metrics still answer; the sampler tries again
+            logger.warning("could not read the queue depth for /metrics", exc_info=True)
+
+    def wake_queue(self) -> None:
+        """This process just queued a run: its worker (if any) looks at once."""
+        if self.queue_worker is not None:
+            self.queue_worker.wake()
 
     @property
     def metrics(self):
@@ -89,9 +125,12 @@ class AppState:
         return self.runtime.audit_log if self.runtime is not None else None
 
     def close(self) -> None:
-        """Stop accepting async runs, wait for the accepted ones, then close the runtime:
-        the service's threads and sessions, then its database if the runtime opened it."""
-        self.background.shutdown(wait=True)
+        """Stop the queue worker (its runs get a grace period to end), then close the
+        runtime: the service's threads and sessions, then its database if it opened it."""
+        if self.queue_depth_sampler is not None:
+            self.queue_depth_sampler.stop()
+        if self.queue_worker is not None:
+            self.queue_worker.stop(QUEUE_STOP_GRACE_SECONDS)
         if self.runtime is not None:
             self.runtime.close()
         else:
@@ -113,8 +152,7 @@ def create_app(
     runtime: Runtime | None = None,
     bearer_authenticator: BearerAuthenticator | None = None,
     tracing=None,
-    background_workers: int = DEFAULT_BACKGROUND_WORKERS,
-    background_queue: int = DEFAULT_BACKGROUND_QUEUE,
+    queue_concurrency: int = 0,
     log_requests: bool = True,
 ) -> FlowkerApp:
     """The WSGI app for ``settings``, on ``runtime`` (default: ``Runtime.from_settings``
@@ -125,6 +163,9 @@ def create_app(
 
     ``bearer_authenticator(token) -> Principal`` checks ``Authorization: Bearer`` tokens
     (raising :class:`flowker.errors.Unauthorized` for a bad one); None: bearer tokens get 401.
+    ``queue_concurrency``: above 0, the app starts a queue worker (flowker.queue) with that
+    many run threads, which claims queued executions (``flowker serve`` does, per worker
+    process, unless ``--no-worker``); 0: queued runs wait for another process's worker.
     ``log_requests``: one access line per
     request (``flowker serve --no-access-log`` turns it off; the metrics count either way).
     """
@@ -151,13 +192,6 @@ def create_app(
         executors=runtime.executors,
         secret_box=runtime.secret_box,
         address_policy=runtime.address_policy,
-        background=BackgroundRunner(
-            execution_service.run,
-            database,
-            workers=background_workers,
-            max_queue=background_queue,
-            heartbeat=execution_service.heartbeat,
-        ),
         redactor=runtime.redactor,
         runtime=runtime,
         api_keys=api_keys,
@@ -196,6 +230,13 @@ def create_app(
     for template, resource in build_routes(state):
         app.add_route(template, resource)
     access.find_route = app._router.find  # falcon's router: its find() is public, the attribute is not
+    if queue_concurrency > 0:
+        from flowker.queue.worker import QueueWorker
+
+        # Started here, in the process that serves: gunicorn builds each worker's app after the fork.
+        state.queue_worker = QueueWorker(
+            execution_service, concurrency=queue_concurrency, depth_sample_seconds=None
+        ).start()
     return app
 
 
@@ -310,6 +351,7 @@ def build_routes(state: AppState) -> list[tuple[str, object]]:
         audit,
         catalog,
         dashboards,
+        execution_retry,
         executions,
         executors,
         health,
@@ -336,6 +378,7 @@ def build_routes(state: AppState) -> list[tuple[str, object]]:
         ("/v1/executions", executions.Collection(state)),
         ("/v1/executions/{execution_id}", executions.Item(state)),
         ("/v1/executions/{execution_id}/results", executions.Results(state)),
+        ("/v1/executions/{execution_id}/retry", execution_retry.Retry(state)),
         ("/v1/executors", executors.Collection(state)),
         ("/v1/executors/{executor_id}", executors.Item(state)),
         ("/v1/executors/{executor_id}/enable", executors.Status(state, "enable")),

@@ -1,17 +1,20 @@
-"""``/v1/dashboards``: workflow counts by status; execution counts in a time window."""
+"""``/v1/dashboards``: workflow counts by status; execution counts in a time window, and
+the queue now (depth, age of the oldest queued execution)."""
 
 from __future__ import annotations
+
+import datetime
 
 import peewee
 
 from flowker.api.errors import bad_query
 from flowker.api.scope import scoped_executions, scoped_workflows
 from flowker.api.views import parse_time
-from flowker.storage.models import Execution, Workflow
+from flowker.storage.models import Execution, Workflow, utcnow
 from flowker.catalog.workflows import STATUSES as WORKFLOW_STATUSES
 from flowker.error_codes import ErrorCode
 
-EXECUTION_STATUSES = ("running", "completed", "failed")
+EXECUTION_STATUSES = ("queued", "running", "completed", "failed")
 
 
 class WorkflowSummary:
@@ -58,4 +61,25 @@ class Executions:
         counts = dict.fromkeys(EXECUTION_STATUSES, 0)
         for row in query.group_by(Execution.status):
             counts[row.status] = counts.get(row.status, 0) + row.n  # type: ignore[attr-defined]  # the COUNT alias
-        resp.media = {"total": sum(counts.values()), **{status: counts[status] for status in EXECUTION_STATUSES}}
+        resp.media = {
+            "total": sum(counts.values()),
+            **{status: counts[status] for status in EXECUTION_STATUSES},
+            "queue": queue_figures(req),
+        }
+
+
+def queue_figures(req) -> dict:
+    """The queue now, whatever the time window: how many executions wait, and how long the
+    oldest has waited (seconds; null when none waits). Counted over the workflows the
+    principal sees."""
+    row = (
+        scoped_executions(req, Execution.select(peewee.fn.COUNT(Execution.id), peewee.fn.MIN(Execution.queued_at)))
+        .where(Execution.status == "queued")
+        .tuples()
+        .first()
+    )
+    depth, oldest = row if row else (0, None)
+    if isinstance(oldest, str):  # SQLite gives an aggregate of a datetime column back as text
+        oldest = datetime.datetime.fromisoformat(oldest)
+    age = None if oldest is None else round(max(0.0, (utcnow() - oldest).total_seconds()), 3)
+    return {"depth": int(depth or 0), "oldestAgeSeconds": age}

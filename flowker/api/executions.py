@@ -1,8 +1,10 @@
 """Executions: start (``POST /v1/workflows/{id}/executions``), list, get, results.
 
 Starting is synchronous by default (201 once the run has finished). ``Prefer:
-respond-async`` answers 202 with status ``running`` and runs in the app's bounded
-background pool (503 when it is full, before anything is created). A repeated
+respond-async`` (and a webhook trigger declared ``mode: async``) stores the run as a
+``queued`` execution and answers 202 at once; a queue worker (flowker.queue: ``flowker
+worker``, or ``flowker serve`` itself unless ``--no-worker``) claims and runs it. There
+is no "pool full": work waits in the queue. A repeated
 ``Idempotency-Key`` for the same workflow answers 200 with the first execution and
 never runs again; the same key with another body is 422 (FLK-0508, from the service).
 """
@@ -15,6 +17,7 @@ import falcon
 
 from flowker.api.bodies import json_object
 from flowker.api.errors import unavailable
+from flowker.runner.service import TRACE_PARENT_LENGTH
 from flowker.api.pagination import fetch_page, parse_choice, parse_limit, resolve_sort
 from flowker.api.scope import require_visible_execution, require_visible_workflow, scoped_executions
 from flowker.api.views import checked_id
@@ -22,7 +25,7 @@ from flowker.errors import BadRequest, NotFound, UnprocessableEntity
 from flowker.storage.models import Execution
 from flowker.error_codes import ErrorCode
 
-STATUSES = ("running", "completed", "failed")
+STATUSES = ("queued", "running", "completed", "failed")
 TERMINAL = ("completed", "failed")
 DEFAULT_LIMIT = 10
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}\Z")
@@ -71,18 +74,33 @@ def start_execution(
     headers: dict | None = None,
     digest: str | None = None,
     checked_input=None,
+    queued: bool = False,
 ) -> Execution:
-    """Start (and, unless async, run) an execution and write the response. Shared with webhooks."""
+    """Start and run an execution, or queue it (``Prefer: respond-async``, or ``queued``:
+    a webhook trigger declared ``mode: async``), and write the response. Shared with webhooks."""
     if state.is_draining:
         raise unavailable("this instance is shutting down: retry the request")
     service = state.execution_service
     actor = req.context.actor
-    asynchronous = wants_async(req)
-    # A W3C traceparent on the request: the run's span continues that trace (flowker.tracing).
-    trace_parent = service.tracing.extract(req.get_header)
-
-    def start():
-        return service.start(
+    preferred_async = wants_async(req)
+    asynchronous = preferred_async or queued
+    if asynchronous:
+        # A W3C traceparent on the request is stored: the worker's run continues that trace.
+        trace_parent = req.get_header("traceparent")
+        started = service.enqueue(
+            workflow_id,
+            input_data,
+            actor=actor,
+            idempotency_key=key,
+            request_digest=digest,
+            checked_input=checked_input,
+            trace_parent=trace_parent if trace_parent and len(trace_parent) == TRACE_PARENT_LENGTH else None,
+        )
+        if started.created:
+            state.wake_queue()  # this process's worker, if it has one, claims it at once
+        execution = started.execution  # as created: queued
+    else:
+        started = service.start(
             workflow_id,
             input_data,
             actor=actor,
@@ -90,34 +108,19 @@ def start_execution(
             request_digest=digest,
             checked_input=checked_input,
         )
-
-    if asynchronous:
-        if not state.background.try_reserve():
-            raise unavailable(
-                "too many executions are waiting to run: retry later or drop Prefer: respond-async",
-                code=ErrorCode.RUN_QUEUE_FULL,
-            )
-        try:
-            started = start()
-        except BaseException:
-            state.background.release()
-            raise
-        if started.created:
-            state.background.submit(started.execution.id, trace_parent=trace_parent)
-        else:
-            state.background.release()
-        execution = started.execution  # as created: running
-    else:
-        started = start()
-        # The row start() just created is run as it is, not read back first.
+        # The row start() just created is run as it is, not read back first; a W3C
+        # traceparent on the request: the run's span continues that trace (flowker.tracing).
         execution = (
-            service.run_started(started.execution, trace_parent=trace_parent) if started.created else started.execution
+            service.run_started(started.execution, trace_parent=service.tracing.extract(req.get_header))
+            if started.created
+            else started.execution
         )
     if not started.created:
         resp.status = falcon.HTTP_200
     elif asynchronous:
         resp.status = falcon.HTTP_202
-        resp.set_header("Preference-Applied", "respond-async")
+        if preferred_async:
+            resp.set_header("Preference-Applied", "respond-async")
     else:
         resp.status = falcon.HTTP_201
     resp.location = f"/v1/executions/{execution.id}"
@@ -179,9 +182,11 @@ class Item:
         self.state = state
 
     def on_get(self, req, resp, execution_id: str) -> None:
+        from flowker.api.views import with_retry_link
+
         execution = load_execution(checked_id(execution_id, "execution"))
         require_visible_execution(req, execution)
-        resp.media = summary(execution)
+        resp.media = with_retry_link(summary(execution), execution)
 
 
 class Results:
@@ -189,7 +194,7 @@ class Results:
         self.state = state
 
     def on_get(self, req, resp, execution_id: str) -> None:
-        from flowker.api.views import execution_results
+        from flowker.api.views import execution_results, with_retry_link
 
         execution = load_execution(checked_id(execution_id, "execution"))
         require_visible_execution(req, execution)
@@ -198,4 +203,4 @@ class Results:
                 f"execution {execution.id} is {execution.status}: results are ready when it has completed or failed",
                 code=ErrorCode.RESULTS_NOT_READY,
             )
-        resp.media = execution_results(execution)
+        resp.media = with_retry_link(execution_results(execution), execution)

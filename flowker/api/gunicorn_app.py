@@ -6,9 +6,10 @@ then closes what it opened. Each worker builds its own app in :meth:`load` (no
 preload), so its database binding and its execution threads are its own.
 
 Shutdown on SIGTERM (gunicorn's master forwards it to every worker) is a drain:
-readiness answers 503 at once so load balancers stop routing here, the worker keeps
-serving for ``drain_seconds``, then stops accepting and lets the requests in flight,
-synchronous runs included, finish within the graceful timeout. SIGINT and SIGQUIT
+readiness answers 503 at once so load balancers stop routing here and the queue worker
+claims nothing more, the worker keeps serving for ``drain_seconds``, then stops
+accepting and lets the requests in flight, synchronous runs included, and the queued
+runs it had claimed finish within the graceful timeout. SIGINT and SIGQUIT
 stay gunicorn's quick shutdown.
 """
 
@@ -53,6 +54,9 @@ class ServeOptions:
     # multiprocess directory every worker records in (flowker.observability.metrics).
     metrics_bind: str | None = None
     metrics_directory: str | None = None
+    # Run threads of the queue worker each worker process starts (flowker.queue); 0: none
+    # (`--no-worker`: queued runs are left to `flowker worker` processes).
+    queue_concurrency: int = 0
     # Printed once the listening socket exists (the port is known even with :0).
     announce: object = None
 
@@ -126,11 +130,15 @@ class FlowkerApplication(BaseApplication):
         self.cfg.set("on_exit", self.on_exit)
 
     def load(self):
-        """Runs in each worker: its own database binding and execution service."""
+        """Runs in each worker: its own database binding, execution service and queue worker."""
         from flowker.api.app import create_app
 
         self.app = create_app(
-            self.settings, registry=self.registry, log_requests=self.options.access_log, tracing=self.tracing
+            self.settings,
+            registry=self.registry,
+            log_requests=self.options.access_log,
+            tracing=self.tracing,
+            queue_concurrency=self.options.queue_concurrency,
         )
         return self.app
 
@@ -171,6 +179,8 @@ class FlowkerApplication(BaseApplication):
         app = self.app
         assert app is not None  # gunicorn calls load() before this hook
         app.state.execution_service.start_sweeping()
+        # The queue's depth in the metrics, from every worker process (flowker.queue.depth).
+        app.state.start_queue_depth_sampling()
         worker.log.info("worker %s ready", worker.pid)
 
         def drain(signum, frame):

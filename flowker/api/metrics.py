@@ -17,5 +17,6 @@ class MetricsExposition:
         self.state = state
 
     def on_get(self, req, resp) -> None:
+        self.state.read_queue_depth()  # fresh for this scrape (the sampler's may be seconds old)
         resp.content_type = CONTENT_TYPE
         resp.data = self.state.metrics.exposition()

@@ -104,7 +104,7 @@ PREFER = {
     "in": "header",
     "required": False,
     "schema": {"type": "string"},
-    "description": "respond-async: answer 202 at once and run in the background",
+    "description": "respond-async: queue the run and answer 202 (status queued) at once; a queue worker runs it",
 }
 WEBHOOK_TOKEN = {
     "name": "X-Webhook-Token",

@@ -230,7 +230,7 @@ def _execution_ops() -> list[Operation]:
     started = {
         200: ("Idempotent replay: the first execution", "ExecutionSummary"),
         201: ("Finished (synchronous run)", "ExecutionSummary"),
-        202: ("Accepted (Prefer: respond-async), running", "ExecutionSummary"),
+        202: ("Accepted (Prefer: respond-async): queued for a worker", "ExecutionSummary"),
     }
     return [
         Operation(
@@ -256,7 +256,7 @@ def _execution_ops() -> list[Operation]:
             (400,),
             (
                 query_param("workflowId", {"type": "string", "format": "uuid"}),
-                query_param("status", {"enum": ["running", "completed", "failed"]}),
+                query_param("status", {"enum": ["queued", "running", "completed", "failed"]}),
                 query_param("sortBy", {"enum": ["startedAt"]}),
                 *LIST,
             ),
@@ -281,6 +281,24 @@ def _execution_ops() -> list[Operation]:
             (400, 404, 422),
             refusals={422: (ErrorCode.RESULTS_NOT_READY,)},
         ),
+        Operation(
+            "POST",
+            "/v1/executions/{execution_id}/retry",
+            "retryExecution",
+            "executions",
+            "Queue a retry of a failed execution: its completed steps are reused, the failed one runs again",
+            {
+                200: ("Idempotent replay: the retry this key made", "ExecutionSummary"),
+                202: ("Queued: the retry (retryOf set)", "ExecutionSummary"),
+            },
+            (400, 404, 409, 422),
+            (IDEMPOTENCY,),
+            headers=LOCATION,
+            refusals={
+                409: (ErrorCode.EXECUTION_ALREADY_RETRIED,),
+                422: (ErrorCode.EXECUTION_NOT_RETRYABLE, ErrorCode.IDEMPOTENCY_KEY_REUSED),
+            },
+        ),
     ]
 
 
@@ -288,7 +306,7 @@ def _webhook_ops() -> list[Operation]:
     started = {
         200: ("Idempotent replay: the first execution", "ExecutionSummary"),
         201: ("Finished (synchronous run)", "ExecutionSummary"),
-        202: ("Accepted (Prefer: respond-async), running", "ExecutionSummary"),
+        202: ("Accepted (Prefer: respond-async, or an async webhook trigger): queued", "ExecutionSummary"),
     }
     return [
         Operation(
@@ -439,7 +457,7 @@ def _other_ops() -> list[Operation]:
                     "startTime", date, f"Inclusive; after endTime: 400 {ErrorCode.INVALID_DASHBOARD_FILTER.value}"
                 ),
                 query_param("endTime", date),
-                query_param("status", {"enum": ["running", "completed", "failed"]}),
+                query_param("status", {"enum": ["queued", "running", "completed", "failed"]}),
             ),
             refusals={400: (ErrorCode.INVALID_DASHBOARD_FILTER,)},
         ),

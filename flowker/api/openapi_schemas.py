@@ -137,12 +137,20 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
         {
             "executionId": UUID,
             "workflowId": UUID,
-            "status": {"enum": ["running", "completed", "failed"]},
+            "status": {"enum": ["queued", "running", "completed", "failed"]},
             "currentStepNumber": {"type": "integer"},
             "totalSteps": {"type": "integer"},
             "startedAt": TIME,
         },
-        {"completedAt": TIME, "errorMessage": {"type": "string"}, "traceId": TRACE_ID},
+        {
+            "completedAt": TIME,
+            "errorMessage": {"type": "string"},
+            "traceId": TRACE_ID,
+            "queuedAt": TIME,
+            "retryOf": {**UUID, "description": "The failed execution this one retries"},
+            "retriedBy": {**UUID, "description": "The retry of this failed execution (single views only)"},
+            "resumes": {"type": "integer", "description": "Times the run was resumed after its process died"},
+        },
     ),
     "ExecutionList": page("ExecutionSummary"),
     "StepResult": obj(
@@ -168,12 +176,18 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
         {
             "executionId": UUID,
             "workflowId": UUID,
-            "status": {"enum": ["running", "completed", "failed"]},
+            "status": {"enum": ["queued", "running", "completed", "failed"]},
             "stepResults": {"type": "array", "items": {"$ref": "#/components/schemas/StepResult"}},
             "finalOutput": ANY,
             "startedAt": TIME,
         },
-        {"completedAt": OPTIONAL_TIME, "errorMessage": {"type": "string"}, "traceId": TRACE_ID},
+        {
+            "completedAt": OPTIONAL_TIME,
+            "errorMessage": {"type": "string"},
+            "traceId": TRACE_ID,
+            "retryOf": UUID,
+            "retriedBy": UUID,
+        },
     ),
     "AuditEvent": obj(
         {
@@ -218,9 +232,11 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
     "ExecutionDashboard": obj(
         {
             "total": {"type": "integer"},
+            "queued": {"type": "integer"},
             "running": {"type": "integer"},
             "completed": {"type": "integer"},
             "failed": {"type": "integer"},
+            "queue": obj({"depth": {"type": "integer"}, "oldestAgeSeconds": {"type": ["number", "null"]}}),
         }
     ),
     "Health": obj(

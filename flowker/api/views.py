@@ -109,7 +109,8 @@ def checked_id(value: str, what: str) -> str:
 
 
 def execution_summary(execution: Execution) -> dict:
-    """``{executionId, workflowId, status, currentStepNumber, totalSteps, startedAt, completedAt?, errorMessage?}``."""
+    """``{executionId, workflowId, status, currentStepNumber, totalSteps, startedAt, completedAt?, queuedAt?,
+    errorMessage?, traceId?}`` (a queued run's startedAt is when it was queued until a worker claims it)."""
     summary = {
         "executionId": execution.id,
         "workflowId": execution.workflow_id,
@@ -120,11 +121,29 @@ def execution_summary(execution: Execution) -> dict:
     }
     if execution.completed_at is not None:
         summary["completedAt"] = iso(execution.completed_at)
+    if execution.queued_at is not None:
+        summary["queuedAt"] = iso(execution.queued_at)
     if execution.error_message:
         summary["errorMessage"] = execution.error_message
     if execution.trace_id:
         summary["traceId"] = execution.trace_id
+    if execution.retry_of:
+        summary["retryOf"] = execution.retry_of
+    if execution.resumes:
+        summary["resumes"] = execution.resumes
     return summary
+
+
+def with_retry_link(view: dict, execution: Execution) -> dict:
+    """``view`` with ``retriedBy``: the retry of a failed execution, if it has one (a query,
+    so single views only; a list shows ``retryOf`` on the retries)."""
+    if execution.status == "failed":
+        from flowker.runner.retry import retried_by
+
+        retry = retried_by(execution.id)
+        if retry is not None:
+            view["retriedBy"] = retry
+    return view
 
 
 def step_result_dict(step: StepResult) -> dict:
@@ -163,4 +182,5 @@ def execution_results(execution: Execution) -> dict:
         "completedAt": iso(execution.completed_at),
         **({"errorMessage": execution.error_message} if execution.error_message else {}),
         **({"traceId": execution.trace_id} if execution.trace_id else {}),
+        **({"retryOf": execution.retry_of} if execution.retry_of else {}),
     }

@@ -9,7 +9,8 @@ refused. A trigger with ``verify_token`` also needs ``X-Webhook-Token`` (compare
 constant time). The JSON body (empty = ``{}``) is the input, plus
 ``_webhook: {method, path, headers, query, remote_ip}`` without credential headers.
 The response is the execution's, with ``X-Webhook-Workflow-ID`` and
-``X-Webhook-Execution-ID``.
+``X-Webhook-Execution-ID``. A trigger declared ``mode: async`` (or a call with ``Prefer:
+respond-async``) queues the run and answers 202 with status ``queued`` at once.
 """
 
 from __future__ import annotations
@@ -135,10 +136,11 @@ class Webhook:
                 headers=headers,
                 digest=request_hash(body),
                 checked_input=body,  # the inputSchema describes the body; _webhook is Flowker's
+                queued=trigger.get("mode") == "async",  # answered 202 at once, run by a queue worker
             )
         except Exception:
             if signed_call is not None:
-                # Not run (draining, queue full, input refused...): a sender's retry must not look like a replay.
+                # Not run (draining, input refused...): a sender's retry must not look like a replay.
                 self.signed.forget(signed_call)
             raise
         resp.set_header("X-Webhook-Execution-ID", execution.id)

@@ -31,6 +31,7 @@ SUBCOMMANDS = {
     "schema": "flowker.cli.schema:schema",
     "test": "flowker.cli.testcmd:test_command",
     "init": "flowker.cli.init:init",
+    "worker": "flowker.cli.worker:worker",
 }
 
 

@@ -35,6 +35,12 @@ flowker serve                                     # 127.0.0.1:8000, ./flowker.db
 flowker serve --bind 0.0.0.0:8080 --specs examples/ --db flowker-data/flowker.db
 FLOWKER_DATABASE_URL=postgresql://flowker@db/flowker flowker serve --workers 4
 FLOWKER_LOG_FORMAT=json flowker serve --metrics-bind 10.0.0.5:9464  # JSON logs; keyless metrics there
+flowker serve --no-worker                         # queued runs are left to `flowker worker` processes
+""",
+    "worker": """
+flowker worker --db flowker-data/flowker.db       # runs what `Prefer: respond-async` and async webhooks queue
+FLOWKER_DATABASE_URL=postgresql://flowker@db/flowker flowker worker --concurrency 8
+flowker worker --metrics-bind 10.0.0.5:9465 --grace-seconds 60
 """,
     "apply": """
 flowker apply examples/ --dry-run                 # print the plan; writes nothing

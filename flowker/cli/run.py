@@ -276,7 +276,11 @@ def _run(settings, registry, documents, input_data, *, recover: bool, recording:
             if recover:
                 recovered = service.recover_interrupted()
                 if recovered:
-                    click.echo(f"marked {len(recovered)} interrupted execution(s) as failed", err=True)
+                    from flowker.storage.database import database_label
+
+                    # Runs queued again wait for a worker (`flowker worker` or `flowker serve`).
+                    where = database_label(settings.database_url)
+                    click.echo(f"interrupted execution(s) in {where}: {recovered.describe()}", err=True)
             workflow = install_for_run(settings, registry, documents, actor, runtime=runtime)
             if recording is not None:
                 recording.attach(service)

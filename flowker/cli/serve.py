@@ -1,4 +1,5 @@
-"""``flowker serve``: the REST API under gunicorn (gthread workers).
+"""``flowker serve``: the REST API under gunicorn (gthread workers), each worker process
+also working the queue (``--queue-concurrency`` runs at once) unless ``--no-worker``.
 
 Start-up, in the master and once, before any worker is forked: API key check,
 schema migrations, ``--specs`` applied, interrupted executions recovered. Every
@@ -60,11 +61,35 @@ def default_workers() -> int:
     metavar="HOST:PORT",
     help="Also serve the Prometheus metrics without a key on this address (a private interface for scrapers).",
 )
+@click.option(
+    "--queue-concurrency",
+    type=click.IntRange(min=1, max=256),
+    default=4,
+    show_default=True,
+    help="Queued executions each worker process runs at once.",
+)
+@click.option(
+    "--no-worker",
+    is_flag=True,
+    help="Run no queued executions here: leave them to `flowker worker` processes.",
+)
 @click.pass_context
 def serve(
-    ctx, bind, workers, threads, specs_dir, database_url, certfile, keyfile, drain_seconds, access_log, metrics_bind
+    ctx,
+    bind,
+    workers,
+    threads,
+    specs_dir,
+    database_url,
+    certfile,
+    keyfile,
+    drain_seconds,
+    access_log,
+    metrics_bind,
+    queue_concurrency,
+    no_worker,
 ):
-    """Serve the REST API (gunicorn, gthread workers)."""
+    """Serve the REST API (gunicorn, gthread workers); each worker process also runs queued executions."""
     from flowker.api.app import check_settings
     from flowker.api.gunicorn_app import FlowkerApplication, ServeOptions
     from flowker.observability.metrics import MetricsDirectory
@@ -102,6 +127,7 @@ def serve(
             access_log=access_log,
             metrics_bind=metrics_bind,
             metrics_directory=metrics_directory.path if metrics_directory is not None else None,
+            queue_concurrency=0 if no_worker else queue_concurrency,
             announce=announcer(settings, "https" if certfile else "http", workers, threads),
         )
         FlowkerApplication(settings, options, registry).run()
@@ -163,7 +189,7 @@ def prepare_database(settings, registry, specs_dir=None) -> None:
                     sys.exit(1)
             recovered = runtime.execution_service.recover_interrupted()
         if recovered:
-            click.echo(f"Recovered {len(recovered)} interrupted execution(s)")
+            click.echo(f"Recovered {len(recovered)} interrupted execution(s): {recovered.describe()}")
     finally:
         runtime.close()  # the service's threads and every connection: nothing crosses the fork
 

@@ -59,6 +59,7 @@ METRIC_NAMES = (
     "flowker_audit_appends_total",
     "flowker_audit_verifications_total",
     "flowker_queue_depth",
+    "flowker_queue_oldest_age_seconds",
 )
 
 
@@ -134,9 +135,17 @@ class _Instruments:
             ("result",),
             registry=registry,
         )
+        # Read from the database by every queue worker every few seconds: the most recent
+        # reading of any process is the queue's (multiprocess mode "mostrecent").
         self.queue_depth = Gauge(
             "flowker_queue_depth",
-            "Executions waiting in the queue (0 until the queue exists).",
+            "Executions waiting in the queue (status queued), as last read by a queue worker.",
+            multiprocess_mode="mostrecent",
+            registry=registry,
+        )
+        self.queue_oldest_age = Gauge(
+            "flowker_queue_oldest_age_seconds",
+            "How long the oldest queued execution has waited (0 when none waits), as last read by a queue worker.",
             multiprocess_mode="mostrecent",
             registry=registry,
         )
@@ -269,9 +278,10 @@ class Metrics:
         if self._i is not None:
             self._i.audit_verifications.labels("valid" if valid else "invalid").inc()
 
-    def queue_depth(self, depth: int) -> None:
+    def queue_depth(self, depth: int, oldest_age_seconds: float | None = None) -> None:
         if self._i is not None:
             self._i.queue_depth.set(depth)
+            self._i.queue_oldest_age.set(oldest_age_seconds or 0.0)
 
     # -- exposition -------------------------------------------------------------------
 

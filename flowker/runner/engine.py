@@ -16,6 +16,12 @@ mapping's result then replaces it as the node's output.
 
 Persistence and progress are the :class:`StepSink`'s job, so the walker itself has no
 database code and the benchmark can measure both.
+
+A run that resumes (its process died) or retries (a failed run's completed steps reused)
+is given ``seed``: the steps already on record, by node id (:class:`RecordedStep`). Those
+nodes are not run again: their recorded status and output settle them, a conditional's
+recorded ``{"result": bool}`` picks its branch again and an action that set the final
+output sets it again; the sink never sees them.
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ class StepRecord:
     error_code: str | None = None
     call: CallResult | None = None  # executor nodes
     reason: str | None = None  # why a step was skipped
+    reused: bool = False  # settled from a recorded step (a resume or a retry), not run now
 
     @property
     def attempts(self) -> int:
@@ -75,6 +82,22 @@ class RunOutcome:
     error_message: str | None = None
     failed_node: str | None = None
     steps: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RecordedStep:
+    """A step already on record: what a resumed or retried run takes instead of running it.
+
+    ``final_output`` is the execution's final output the step's action set (``sets_final_output``)."""
+
+    node_id: str
+    step_number: int
+    status: str
+    output: Any = None
+    error: str | None = None
+    duration_ms: float = 0.0
+    sets_final_output: bool = False
+    final_output: Any = None
 
 
 class StepSink(Protocol):
@@ -113,8 +136,10 @@ class Engine:
         expression_sandbox: Any = None,
         monotonic: Callable[[], float] = time.monotonic,
         tracing: Any = NO_TRACING,
+        seed: dict[str, RecordedStep] | None = None,
     ):
         self.plan = plan
+        self.seed = seed or {}
         self.monotonic = monotonic  # the deadline's clock (virtual under `flowker test`)
         self.execution_id = execution_id
         self.input_data = input_data if input_data is not None else {}
@@ -145,7 +170,10 @@ class Engine:
     def run(self) -> RunOutcome:
         outcome = RunOutcome(status=COMPLETED)
         for node in self.plan.nodes:
-            if outcome.status == FAILED:
+            recorded = self.seed.get(node.id)
+            if recorded is not None:
+                record = self._reused(node, recorded)
+            elif outcome.status == FAILED:
                 record = self._skipped(node, f"not run: step {outcome.failed_node!r} failed")
             else:
                 record = self._settle(node)
@@ -155,7 +183,8 @@ class Engine:
                 outcome.status = FAILED
                 outcome.failed_node = node.id
                 outcome.error_message = f"step {node.id!r} failed: {record.error}"
-            self.sink.step_finished(record)
+            if not record.reused:
+                self.sink.step_finished(record)
         if outcome.status == COMPLETED:
             outcome.final_output = self.final_output if self.final_output_set else dict(self.outputs)
             size = output_size(outcome.final_output, self.max_output_bytes)
@@ -220,6 +249,29 @@ class Engine:
         record.duration_ms = (self.monotonic() - started) * 1000.0
         return record
 
+    def _reused(self, node: NodePlan, recorded: RecordedStep) -> StepRecord:
+        """The recorded step settles the node as it did the first time: its output feeds
+        later expressions, a conditional's result picks the branch again."""
+        now = utcnow()
+        record = StepRecord(
+            node,
+            recorded.status,
+            now,
+            now,
+            duration_ms=recorded.duration_ms,
+            output=recorded.output,
+            error=recorded.error,
+            reused=True,
+        )
+        if recorded.status != COMPLETED:
+            return record
+        self.outputs[node.id] = recorded.output
+        if node.type == "conditional":
+            self.branch[node.id] = recorded.output["result"]  # checked by flowker.runner.resume
+        if recorded.sets_final_output:
+            self.final_output, self.final_output_set = recorded.final_output, True
+        return record
+
     def _skipped(self, node: NodePlan, reason: str) -> StepRecord:
         now = utcnow()
         return StepRecord(node, SKIPPED, now, now, reason=reason)
@@ -266,6 +318,10 @@ class Engine:
                 raise StepFailure(str(outcome.failure), output=output, code=ErrorCode.FAILED_BY_ACTION)
             if outcome.final_output is not None:
                 self.final_output, self.final_output_set = jsonable(outcome.final_output), True
+                # On record, so a resumed or retried run that reuses this step sets it again.
+                record.input["setsFinalOutput"] = True
+                if self.final_output != output:
+                    record.input["finalOutput"] = self.final_output
             return output
         return self._call_executor(node, record)
 

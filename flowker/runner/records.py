@@ -10,8 +10,13 @@ expensive part of a step, so a trigger, a call and the actions after it usually 
 the execution's last commit. An executor call's record is therefore committed before any
 other call is made and at most 0.25 s (plus one step) after its call ended: a process
 that dies in that window loses the record of that one call as it would for a call in
-flight, and recovery fails the run. Secrets never reach a row: stored inputs, outputs
-and messages pass through the process :class:`Redactor`.
+flight, and the resumed run sends that call again with the same Idempotency-Key (DESIGN
+16; a workflow with ``onInterrupt: fail`` is failed instead). Secrets never reach a row:
+stored inputs, outputs and messages pass through the process :class:`Redactor`.
+
+Every write names this process as the owner: once the lease was lost (the run was put
+back in the queue and another worker may hold it), a flush raises :class:`LeaseLost` and
+writes nothing, and the end is not written either.
 """
 
 from __future__ import annotations
@@ -57,13 +62,17 @@ RENEW_PROGRESS = CompiledUpdate(Execution, ("current_step", "lease_expires_at"),
 FINISH_EXECUTION = CompiledUpdate(
     Execution,
     ("status", "final_output", "error_message", "completed_at", "lease_expires_at", "trace_id", "current_step"),
-    '"id" = {p} AND "status" = \'running\'',
+    '"id" = {p} AND "status" = \'running\' AND "owner" = {p}',
 )
 FINISH_EXECUTION_KEEP_STEP = CompiledUpdate(
     Execution,
     ("status", "final_output", "error_message", "completed_at", "lease_expires_at", "trace_id"),
-    '"id" = {p} AND "status" = \'running\'',
+    '"id" = {p} AND "status" = \'running\' AND "owner" = {p}',
 )
+
+
+class LeaseLost(Exception):
+    """This process no longer holds the execution's lease: nothing of the run is written."""
 
 
 def audit_append(
@@ -198,7 +207,8 @@ class ExecutionRecorder:
         with write_transaction():
             # The audit append comes last: on PostgreSQL it holds the chain's lock until commit.
             progress = (self._pending[-1].node.step_number, self.clock() + dt.timedelta(seconds=self.lease_seconds))
-            RENEW_PROGRESS.execute(database, progress, (self.execution.id, self.owner))
+            if not RENEW_PROGRESS.execute(database, progress, (self.execution.id, self.owner)):
+                raise LeaseLost(f"execution {self.execution.id} is no longer run by {self.owner}")
             INSERT_STEPS.execute(database, rows)
             audit_batch(entries, self.audit_log)
         self.execution.current_step, self.execution.lease_expires_at = progress
@@ -258,14 +268,14 @@ class ExecutionRecorder:
                 updated = FINISH_EXECUTION.execute(
                     database,
                     (status, final_output, error, now, None, trace_id, self._pending[-1].node.step_number),
-                    (self.execution.id,),
+                    (self.execution.id, self.owner),
                 )
             else:
                 updated = FINISH_EXECUTION_KEEP_STEP.execute(
-                    database, (status, final_output, error, now, None, trace_id), (self.execution.id,)
+                    database, (status, final_output, error, now, None, trace_id), (self.execution.id, self.owner)
                 )
             if not updated:
-                return False  # already settled elsewhere (recovered after a lost lease): keep that record
+                return False  # settled or taken over elsewhere (after a lost lease): keep that record
             if rows:
                 INSERT_STEPS.execute(database, rows)
             audit_batch(entries, self.audit_log)

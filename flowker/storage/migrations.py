@@ -96,6 +96,16 @@ ADDED_COLUMNS = (
 )
 # Migration 7: the execution's OpenTelemetry trace id (flowker.tracing).
 TRACE_ID_COLUMNS = ((Execution._meta.table_name, "trace_id", "VARCHAR(32)"),)
+QUEUED_INDEX = "execution_queued"
+RETRY_OF_INDEX = "execution_retry_of"
+# Migration 8: the execution queue (flowker.queue), resume and retry.
+QUEUE_COLUMNS = (
+    (Execution._meta.table_name, "queued_at", "TIMESTAMP"),
+    (Execution._meta.table_name, "retry_of", "VARCHAR(36)"),
+    # A constant default: neither backend rewrites existing rows for it.
+    (Execution._meta.table_name, "resumes", "INTEGER NOT NULL DEFAULT 0"),
+    (Execution._meta.table_name, "trace_parent", "VARCHAR(55)"),
+)
 
 
 def _add_columns(database: peewee.Database, columns) -> None:
@@ -125,6 +135,21 @@ def _add_execution_trace_id(database: peewee.Database) -> None:
     _add_columns(database, TRACE_ID_COLUMNS)
 
 
+def _add_execution_queue(database: peewee.Database) -> None:
+    _add_columns(database, QUEUE_COLUMNS)
+    # Workers claim the oldest queued rows; a partial index holds only those, so runs that
+    # start at once (never queued) cost it no write.
+    table = Execution._meta.table_name
+    database.execute_sql(
+        f'CREATE INDEX IF NOT EXISTS "{QUEUED_INDEX}" ON "{table}" ("queued_at", "id") WHERE "status" = \'queued\''
+    )
+    # A failed execution has at most one retry (two racing requests: one wins, on every
+    # backend), and the original finds it (its retriedBy); only retries are in the index.
+    database.execute_sql(
+        f'CREATE UNIQUE INDEX IF NOT EXISTS "{RETRY_OF_INDEX}" ON "{table}" ("retry_of") WHERE "retry_of" IS NOT NULL'
+    )
+
+
 def _create_audit_append_function(database: peewee.Database) -> None:
     # PostgreSQL appends to the audit chain with one server-side call (flowker.audit.server_append).
     if is_postgres(database):
@@ -132,8 +157,6 @@ def _create_audit_append_function(database: peewee.Database) -> None:
 
 
 # (version, name, function). Append only; never edit a migration that has shipped.
-# Versions 8 and 9 are reserved (work in progress on other branches); the runner applies
-# whichever versions a database has not recorded, so a gap is harmless.
 MIGRATIONS = (
     (1, "initial schema with append-only audit tables", _initial),
     (2, "drop indexes no query needs (fewer page writes per execution)", _drop_unneeded_indexes),
@@ -142,6 +165,7 @@ MIGRATIONS = (
     (5, "API keys stored as hashes, with roles and workflow scopes", _create_api_keys),
     (6, "signed webhook messages already accepted (replays refused on every server)", _create_webhook_deliveries),
     (7, "the execution's OpenTelemetry trace id", _add_execution_trace_id),
+    (8, "the execution queue (queued_at, retry_of, resumes, trace_parent)", _add_execution_queue),
     (10, "PostgreSQL: the audit append as one server-side call", _create_audit_append_function),
 )
 

@@ -1,5 +1,5 @@
-"""Executions on both backends: synchronous and asynchronous runs, idempotency,
-results, lists, the bounded background pool and draining."""
+"""Executions on both backends: synchronous and queued (asynchronous) runs, idempotency,
+results, lists, work waiting in the queue and draining."""
 
 from __future__ import annotations
 
@@ -30,21 +30,29 @@ def test_synchronous_run_returns_201_with_the_finished_execution(client, active_
     assert client.simulate_get(f"/v1/executions/{execution['executionId']}").json["status"] == "completed"
 
 
-def test_asynchronous_run_returns_202_and_finishes_in_the_background(client, active_workflow, stub):
-    workflow_id, _ = active_workflow
+def test_asynchronous_run_returns_202_queued_and_the_apps_worker_runs_it(make_app, stub):
+    app = make_app(queue_concurrency=1)
+    client = falcon.testing.TestClient(app, headers={"X-API-Key": API_KEY})
+    create_executor(client, stub.url)
+    workflow_id = create_workflow(client, activate=True)
     stub.gate.clear()  # hold the executor call so the run is still going when we look
     try:
         response = execute(client, workflow_id, headers={"Prefer": "respond-async"})
         assert response.status_code == 202, response.text
-        assert response.json["status"] == "running"
+        assert response.json["status"] == "queued" and response.json["queuedAt"]
         assert response.headers["Preference-Applied"] == "respond-async"
         execution_id = response.json["executionId"]
+        assert response.headers["Location"] == f"/v1/executions/{execution_id}"
         early = client.simulate_get(f"/v1/executions/{execution_id}/results")
         assert early.status_code == 422 and early.json["code"] == "FLK-0502"
+        wait_for(lambda: client.simulate_get(f"/v1/executions/{execution_id}").json["status"] == "running")
     finally:
         stub.gate.set()
     wait_for(lambda: client.simulate_get(f"/v1/executions/{execution_id}").json["status"] == "completed")
     assert client.simulate_get(f"/v1/executions/{execution_id}/results").json["finalOutput"] == {"score": 42}
+    events = client.simulate_get("/v1/audit-events", params={"resourceId": execution_id, "limit": 100}).json["items"]
+    types = [event["eventType"] for event in events]
+    assert types.count("EXECUTION_QUEUED") == 1 and types.count("EXECUTION_STARTED") == 1
 
 
 def test_idempotency_key_replays_the_first_execution(client, active_workflow, stub):
@@ -114,24 +122,45 @@ def test_list_filters_and_cursors(client, active_workflow):
     assert client.simulate_get(f"/v1/executions/{uuid.uuid4()}/results").json["code"] == "FLK-0500"
 
 
-def test_a_full_background_pool_answers_503_before_creating_anything(make_app, stub):
-    app = make_app(background_workers=1, background_queue=0)
+def test_work_beyond_the_workers_threads_waits_in_the_queue_never_503(make_app, stub):
+    """The old bounded pool answered 503 when full; the queue takes every run, and the
+    one run thread works through them."""
+    app = make_app(queue_concurrency=1)
     client = falcon.testing.TestClient(app, headers={"X-API-Key": API_KEY})
     create_executor(client, stub.url)
     workflow_id = create_workflow(client, activate=True)
-    assert not app.state.background.started  # created lazily, on the first async request
     stub.gate.clear()
     try:
-        first = execute(client, workflow_id, headers={"Prefer": "respond-async"})
-        assert first.status_code == 202
-        full = execute(client, workflow_id, headers={"Prefer": "respond-async"})
-        assert full.status_code == 503 and full.json["code"] == "FLK-0802"
-        assert "Retry-After" in full.headers
-        assert len(client.simulate_get("/v1/executions").json["items"]) == 1
+        responses = [execute(client, workflow_id, {"amount": n}, headers={"Prefer": "respond-async"}) for n in range(5)]
+        assert [r.status_code for r in responses] == [202] * 5
+        wait_for(lambda: len(client.simulate_get("/v1/executions", params={"status": "queued"}).json["items"]) == 4)
+        assert len(client.simulate_get("/v1/executions", params={"status": "running"}).json["items"]) == 1
+        queue = client.simulate_get("/v1/dashboards/executions").json["queue"]
+        assert queue["depth"] == 4 and queue["oldestAgeSeconds"] >= 0
     finally:
         stub.gate.set()
-    app.state.background.shutdown(wait=True)  # waits for the accepted run
-    assert client.simulate_get(f"/v1/executions/{first.json['executionId']}").json["status"] == "completed"
+    for response in responses:
+        execution_id = response.json["executionId"]
+        wait_for(lambda: client.simulate_get(f"/v1/executions/{execution_id}").json["status"] == "completed")
+    assert client.simulate_get("/v1/dashboards/executions").json["queue"] == {"depth": 0, "oldestAgeSeconds": None}
+
+
+def test_an_app_without_a_worker_leaves_runs_queued_for_another_processs_worker(make_app, stub):
+    from flowker.queue.worker import QueueWorker
+
+    app = make_app()  # queue_concurrency=0: like `flowker serve --no-worker`
+    client = falcon.testing.TestClient(app, headers={"X-API-Key": API_KEY})
+    create_executor(client, stub.url)
+    workflow_id = create_workflow(client, activate=True)
+    execution_id = execute(client, workflow_id, headers={"Prefer": "respond-async"}).json["executionId"]
+    assert app.state.queue_worker is None
+    assert client.simulate_get(f"/v1/executions/{execution_id}").json["status"] == "queued"
+    worker = QueueWorker(app.state.execution_service, concurrency=1, sweep=False).start()
+    try:
+        wait_for(lambda: client.simulate_get(f"/v1/executions/{execution_id}").json["status"] == "completed")
+    finally:
+        assert worker.stop(grace=5) == 0
+    assert worker.claimed == 1 and worker.finished == 1
 
 
 def test_draining_refuses_new_runs_and_fails_readiness(client, app, active_workflow):

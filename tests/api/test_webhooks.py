@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import falcon.testing
 
-from api_helpers import API_KEY, create_executor, create_workflow, workflow_body
+from api_helpers import API_KEY, create_executor, create_workflow, wait_for, workflow_body
 
 
 def test_webhook_runs_the_owning_workflow_with_the_body_as_input(client, active_workflow, stub):
@@ -89,3 +89,22 @@ def test_routes_come_from_the_database_so_any_app_serves_them(make_app, client, 
 def test_async_webhook(client, active_workflow):
     response = client.simulate_post("/v1/webhooks/payments", json={"amount": 1}, headers={"Prefer": "respond-async"})
     assert response.status_code == 202 and response.headers["X-Webhook-Execution-ID"]
+    assert response.json["status"] == "queued"
+
+
+def test_a_trigger_declared_mode_async_queues_every_call_and_the_worker_runs_it(make_app, stub):
+    app = make_app(queue_concurrency=1)
+    client = falcon.testing.TestClient(app, headers={"X-API-Key": API_KEY})
+    create_executor(client, stub.url)
+    create_workflow(client, workflow_body(name="async-hook", path="/async-hook", mode="async"), activate=True)
+    response = client.simulate_post("/v1/webhooks/async-hook", json={"amount": 5})
+    assert response.status_code == 202 and response.json["status"] == "queued", response.text
+    assert "Preference-Applied" not in response.headers  # nothing was asked: the trigger says so
+    execution_id = response.headers["X-Webhook-Execution-ID"]
+    assert response.headers["Location"] == f"/v1/executions/{execution_id}"
+    wait_for(lambda: client.simulate_get(f"/v1/executions/{execution_id}").json["status"] == "completed")
+    assert stub.requests[-1].json() == {"amount": 5}
+    replay = client.simulate_post("/v1/webhooks/async-hook", json={"amount": 5}, headers={"Idempotency-Key": "a"})
+    again = client.simulate_post("/v1/webhooks/async-hook", json={"amount": 5}, headers={"Idempotency-Key": "a"})
+    assert (replay.status_code, again.status_code) == (202, 200)
+    assert again.headers["X-Webhook-Execution-ID"] == replay.headers["X-Webhook-Execution-ID"]

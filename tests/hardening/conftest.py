@@ -52,10 +52,10 @@ def hardening_registry():
 
 
 class HardeningAppFactory(AppFactory):
-    """``make_app(settings=None, **overrides)`` and ``client(app=None, key=..., **overrides)``."""
+    """``make_app(settings=None, queue_concurrency=0, **overrides)`` and ``client(app=None, key=..., **overrides)``."""
 
-    def __call__(self, settings=None, **overrides):
-        return self.build(settings or self.settings(**overrides))
+    def __call__(self, settings=None, queue_concurrency: int = 0, **overrides):
+        return self.build(settings or self.settings(**overrides), queue_concurrency=queue_concurrency)
 
     def client(self, app=None, key: str | None = API_KEY, **overrides):
         app = app or self(**overrides)

@@ -228,7 +228,7 @@ def settle(client: RecordingClient, execution_id: str) -> dict:
     deadline = time.monotonic() + WORKFLOW_TIMEOUT
     while time.monotonic() < deadline:
         summary = client.get(f"/v1/executions/{execution_id}").json
-        if summary["status"] != "running":
+        if summary["status"] not in ("queued", "running"):
             return summary
         time.sleep(0.05)
     raise AssertionError(f"execution {execution_id} did not finish")
@@ -348,7 +348,8 @@ def test_no_canary_leaks_anywhere(
         world_ref["world"] = world
         for name, value in env.items():
             monkeypatch.setenv(name, value)
-        app = make_app(retry_max_attempts="3", cb_failure_threshold="3", cb_recovery_seconds="600")
+        # A queue worker runs the asynchronous run, with the secrets in this process.
+        app = make_app(retry_max_attempts="3", cb_failure_threshold="3", cb_recovery_seconds="600", queue_concurrency=1)
         client = RecordingClient(app)
         outcomes = drive(client, world, resource.url)
 

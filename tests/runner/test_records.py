@@ -189,25 +189,40 @@ def test_concurrent_starts_with_one_key_give_one_execution(db_service, database)
     assert Execution.select().count() == 1
 
 
-def test_recovery_fails_expired_leases_only(db_service, service_factory, db_settings):
+def test_recovery_settles_expired_leases_only(db_service, service_factory, db_settings):
     workflow = store_workflow(simple_spec("leases"))
-    dead = db_service.start(workflow.id, {"n": 1}, actor=ACTOR).execution
+    failing = store_workflow({**simple_spec("leases-fail"), "onInterrupt": "fail"})
+    resumable = db_service.start(workflow.id, {"n": 1}, actor=ACTOR).execution
+    dead = db_service.start(failing.id, {"n": 1}, actor=ACTOR).execution
     live = db_service.start(workflow.id, {"n": 2}, actor=ACTOR).execution
     Execution.update(owner="gone-host:1:abc", lease_expires_at=utcnow() - dt.timedelta(seconds=5)).where(
-        Execution.id == dead.id
+        Execution.id.in_([dead.id, resumable.id])
     ).execute()
 
     restarted = service_factory(db_settings)  # a new process starting up
-    assert restarted.recover_interrupted() == [dead.id]
+    recovered = restarted.recover_interrupted()
+    assert (recovered.resumed, recovered.failed) == ([resumable.id], [dead.id])
+    # The default: back in the queue for a worker, the dead owner named in the audit entry.
+    queued = Execution.get_by_id(resumable.id)
+    assert (queued.status, queued.owner, queued.lease_expires_at, queued.resumes) == ("queued", None, None, 1)
+    assert queued.queued_at is not None and queued.completed_at is None
+    entry = AuditEntry.select().where(AuditEntry.event_type == "EXECUTION_RESUMED").get()
+    assert entry.resource_id == resumable.id and entry.result == "SUCCESS"
+    assert json.loads(entry.canonical)["payload"]["metadata"]["previousOwner"] == "gone-host:1:abc"
+    # onInterrupt: fail keeps the old rule.
     dead = Execution.get_by_id(dead.id)
     assert dead.status == "failed" and "interrupted" in dead.error_message and dead.completed_at is not None
     assert Execution.get_by_id(live.id).status == "running"
     entry = AuditEntry.select().where(AuditEntry.event_type == "EXECUTION_INTERRUPTED").get()
     assert entry.resource_id == dead.id and entry.result == "FAILED"
-    assert restarted.recover_interrupted() == []  # nothing twice
-    # The live one is still ours to finish; a recovered one is not run again.
+    assert "onInterrupt: fail" in entry.canonical
+    assert len(restarted.recover_interrupted()) == 0  # nothing twice
+    # The live one is still ours to finish; a failed one is not run again, a queued one
+    # waits for a worker's claim.
     assert db_service.run(live.id).status == "completed"
     assert db_service.run(dead.id).status == "failed"
+    assert db_service.run(resumable.id).status == "queued"
+    assert verify_chain().is_valid
 
 
 def test_a_live_service_sweeps_expired_leases_and_spares_live_ones(service_factory, db_settings):
@@ -226,14 +241,14 @@ def test_a_live_service_sweeps_expired_leases_and_spares_live_ones(service_facto
         deadline = time.monotonic() + 10
         while Execution.get_by_id(dead.id).status == "running" and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert Execution.get_by_id(dead.id).status == "failed"
+        assert Execution.get_by_id(dead.id).status == "queued"  # for a worker to resume
         time.sleep(1.5)  # five more sweeps, two and a half leases
         assert Execution.get_by_id(live.id).status == "running"
     finally:
         service.heartbeat.untrack(live.id)
     assert service.sweeper.recovered == 1
-    interrupted = AuditEntry.select().where(AuditEntry.event_type == "EXECUTION_INTERRUPTED")
-    assert [entry.resource_id for entry in interrupted] == [dead.id]
+    resumed = AuditEntry.select().where(AuditEntry.event_type == "EXECUTION_RESUMED")
+    assert [entry.resource_id for entry in resumed] == [dead.id]
     assert service.run(live.id).status == "completed"
 
 

@@ -81,6 +81,7 @@ class ServerProcess:
         threads: int = 4,
         lease_seconds: float = LEASE_SECONDS,
         env: dict | None = None,
+        extra_args: tuple[str, ...] = (),
     ):
         self.env = flowker_env(
             database_url,
@@ -101,6 +102,7 @@ class ServerProcess:
             str(threads),
             "--drain-seconds",
             "0",
+            *extra_args,
         ]
         self.process: subprocess.Popen | None = None
         self.lines: list[str] = []
@@ -195,12 +197,23 @@ class StubService:
 
 
 def create_workflow(
-    api: requests.Session, url: str, name: str, *, path: str, endpoint: str = "score", activate_via: str | None = None
+    api: requests.Session,
+    url: str,
+    name: str,
+    *,
+    path: str,
+    endpoint: str = "score",
+    activate_via: str | None = None,
+    on_interrupt: str | None = None,
 ) -> str:
-    """Create a workflow from YAML on ``url``; activate it on ``activate_via`` (if given)."""
+    """Create a workflow from YAML on ``url``; activate it on ``activate_via`` (if given).
+    ``on_interrupt``: the workflow's ``onInterrupt`` (default: none, so resume)."""
+    spec = workflow_yaml(name, endpoint=endpoint, path=path)
+    if on_interrupt is not None:
+        spec = spec.replace("kind: Workflow\n", f"kind: Workflow\nonInterrupt: {on_interrupt}\n", 1)
     response = api.post(
         f"{url}/v1/workflows",
-        data=workflow_yaml(name, endpoint=endpoint, path=path),
+        data=spec,
         headers=YAML,
         timeout=REQUEST_TIMEOUT,
     )

@@ -38,7 +38,7 @@ CLIENT_THREADS = 8
 PHASE_ONE_OPERATIONS = 192
 KILL_AFTER = 72  # operations finished before server A is killed
 PHASE_TWO_OPERATIONS = 96
-ORPHANS = 3  # async runs held inside their executor call on A when it dies
+ORPHANS = 3  # synchronous runs held inside their executor call on A when it dies
 MIX = ("sync", "async", "webhook", "sync", "pair", "webhook", "async", "config")
 TRIGGER_OK = {201, 202, 200}
 
@@ -249,42 +249,48 @@ def server_errors(servers) -> str:
 
 
 def test_two_servers_kill_one_mid_load(cluster, stub):
-    a, b = cluster.start(2)
+    # A starts alone; B joins once the runs A will die with are in flight.
+    (a,) = cluster.start(1)
     api = api_session()
     assert api.post(f"{a.url}/v1/executors", data=executor_yaml(stub.url), headers=YAML).status_code == 201
-    workflow_id = create_workflow(api, a.url, "load", path="/scale/load", activate_via=b.url)
-    slow_id = create_workflow(api, b.url, "load-slow", path="/scale/load-slow", endpoint="slow", activate_via=a.url)
-    fleet = Fleet([a.url, b.url])
-    load = Load(fleet, workflow_id)
+    # onInterrupt: fail, so the runs A held end failed as interrupted (resuming is tested in
+    # test_scale_shared.py and test_scale_resume.py).
+    slow_id = create_workflow(
+        api, a.url, "load-slow", path="/scale/load-slow", endpoint="slow", activate_via=a.url, on_interrupt="fail"
+    )
 
-    # Runs that will be in flight on A when it dies: asynchronous ones, and a synchronous
-    # one whose client sees the connection drop and retries on B with the same key.
-    orphans = []
-    for number in range(ORPHANS):
-        response = api.post(
-            f"{a.url}/v1/workflows/{slow_id}/executions",
-            json={"inputData": {"amount": number}},
-            headers={"Prefer": "respond-async", "Idempotency-Key": f"orphan-{number}"},
-        )
-        assert response.status_code == 202, response.text
-        orphans.append(response.json()["executionId"])
+    # Runs that will be in flight on A when it dies: synchronous ones held inside their
+    # executor call (queued runs could be claimed by B's queue worker instead), one of
+    # whose clients sees the connection drop and retries on B with the same key.
+    orphan_keys = [f"orphan-{number}" for number in range(ORPHANS)]
     held_sync: dict = {}
 
-    def slow_sync_call() -> None:
+    def held_call(key: str) -> None:
         try:
             api_session().post(
                 f"{a.url}/v1/workflows/{slow_id}/executions",
-                json={"inputData": {"amount": 99}},
-                headers={"Idempotency-Key": "orphan-sync"},
+                json={"inputData": {"amount": 99 if key == "orphan-sync" else int(key.rsplit("-", 1)[1])}},
+                headers={"Idempotency-Key": key},
                 timeout=60,
             )
-            held_sync["answered"] = True
+            held_sync.setdefault(key, "answered")
         except requests.ConnectionError:
-            held_sync["dropped"] = True
+            held_sync.setdefault(key, "dropped")
+
+    orphan_threads = [threading.Thread(target=held_call, args=(key,)) for key in orphan_keys]
+    for thread in orphan_threads:
+        thread.start()
+
+    def slow_sync_call() -> None:
+        held_call("orphan-sync")
 
     sync_thread = threading.Thread(target=slow_sync_call)
     sync_thread.start()
     wait_for(lambda: stub.service.slow_calls >= ORPHANS + 1, "the slow calls to reach the stub", 30)
+    (b,) = cluster.start(1)
+    workflow_id = create_workflow(api, a.url, "load", path="/scale/load", activate_via=b.url)
+    fleet = Fleet([a.url, b.url])
+    load = Load(fleet, workflow_id)
 
     killed_at = []
 
@@ -295,7 +301,13 @@ def test_two_servers_kill_one_mid_load(cluster, stub):
 
     load.run(range(PHASE_ONE_OPERATIONS), kill_after=KILL_AFTER, on_kill=kill_a)
     sync_thread.join(timeout=30)
-    assert held_sync == {"dropped": True}, held_sync
+    for thread in orphan_threads:
+        thread.join(timeout=30)
+    assert held_sync == dict.fromkeys([*orphan_keys, "orphan-sync"], "dropped"), held_sync
+    orphans = [
+        row_id for row_id, row in database_report(cluster.url)["executions"].items() if row["key"] in orphan_keys
+    ]
+    assert len(orphans) == ORPHANS
     # The retry of the dropped request, on B with the same key: the original run (200), not a
     # new one. On a loaded host B's lease sweep may already have failed it.
     response = api.post(
@@ -321,13 +333,18 @@ def test_two_servers_kill_one_mid_load(cluster, stub):
     servers = (a, b, restarted)
     try:
         wait_for(
-            lambda: all(row["status"] != "running" for row in database_report(cluster.url)["executions"].values()),
+            lambda: all(
+                row["status"] not in ("queued", "running")
+                for row in database_report(cluster.url)["executions"].values()
+            ),
             "every run to settle",
             30,
             interval=0.2,
         )
     except AssertionError as exc:
-        stuck = [i for i, row in database_report(cluster.url)["executions"].items() if row["status"] == "running"]
+        stuck = [
+            i for i, row in database_report(cluster.url)["executions"].items() if row["status"] in ("queued", "running")
+        ]
         raise AssertionError(f"{exc}: still running {stuck}; server errors:\n{server_errors(servers)}") from None
 
     logs = server_errors(servers)
@@ -348,8 +365,9 @@ def test_two_servers_kill_one_mid_load(cluster, stub):
     pairs = [key for key in by_key if key.startswith("p-")]
     assert pairs and all(len([r for r in load.acks if r["key"] == key]) == 2 for key in pairs)
 
-    # Every run settled: completed with all its steps and entries, or failed as interrupted.
-    interrupted = set()
+    # Every run settled: completed with all its steps and entries (some resumed by B after
+    # A died mid-run), or failed as interrupted (the slow workflow's orphans).
+    interrupted, resumed = set(), set()
     for execution_id, row in executions.items():
         events = {
             kind: report["events"].get((execution_id, kind), 0)
@@ -357,12 +375,16 @@ def test_two_servers_kill_one_mid_load(cluster, stub):
                 "EXECUTION_STARTED",
                 "EXECUTION_COMPLETED",
                 "EXECUTION_INTERRUPTED",
+                "EXECUTION_RESUMED",
                 "STEP_COMPLETED",
                 "PROVIDER_CALL_STARTED",
                 "PROVIDER_CALL_COMPLETED",
             )
         }
-        assert events["EXECUTION_STARTED"] == 1, (execution_id, events)
+        # Claimed once more per resume.
+        assert events["EXECUTION_STARTED"] == 1 + events["EXECUTION_RESUMED"], (execution_id, events)
+        if events["EXECUTION_RESUMED"]:
+            resumed.add(execution_id)
         if row["status"] == "completed":
             assert report["steps"].get(execution_id) == row["total_steps"] == 3, (execution_id, row)
             assert events["EXECUTION_COMPLETED"] == 1 and events["STEP_COMPLETED"] == 3, (execution_id, events)
@@ -390,6 +412,6 @@ def test_two_servers_kill_one_mid_load(cluster, stub):
     assert_one_linear_chain(report)
     print(
         f"\nacknowledged runs: {len(by_key)}, stored: {len(executions)}, interrupted and recovered: "
-        f"{len(interrupted)}, config changes: {len(load.config)}, connection errors: {load.connection_errors}, "
+        f"{len(interrupted)}, resumed: {len(resumed)}, config changes: {len(load.config)}, connection errors: {load.connection_errors}, "
         f"abandoned: {load.abandoned}, audit entries: {report['sequences'][0]}"
     )

@@ -117,7 +117,9 @@ def test_idempotency_key_holds_across_servers(cluster, stub):
     assert response.status_code == 422 and response.json()["code"] == "FLK-0508", response.text
 
     wait_for(
-        lambda: all(row["status"] != "running" for row in database_report(cluster.url)["executions"].values()),
+        lambda: all(
+            row["status"] not in ("queued", "running") for row in database_report(cluster.url)["executions"].values()
+        ),
         "the async runs to finish",
         30,
         interval=0.2,
@@ -150,7 +152,8 @@ def test_simultaneous_webhook_deliveries_with_one_key(cluster, stub):
 
 
 def _start_slow_runs(api, server, slow_id, stub, count: int = 3) -> list[str]:
-    """``count`` async runs accepted by ``server`` and caught inside their executor call."""
+    """``count`` async runs queued through ``server``, claimed by its queue worker (the
+    other servers run none) and caught inside their executor call."""
     accepted = []
     for number in range(count):
         response = api.post(
@@ -158,7 +161,7 @@ def _start_slow_runs(api, server, slow_id, stub, count: int = 3) -> list[str]:
             json={"inputData": {"amount": number}},
             headers={"Prefer": "respond-async"},
         )
-        assert response.status_code == 202, response.text
+        assert response.status_code == 202 and response.json()["status"] == "queued", response.text
         accepted.append(response.json()["executionId"])
     wait_for(lambda: stub.service.slow_calls >= count, "the slow calls to reach the stub", 30)
     return accepted
@@ -174,13 +177,14 @@ def _assert_interrupted(api, url: str, report: dict, accepted: list[str]) -> Non
     assert_one_linear_chain(report)
 
 
-def test_killed_server_runs_are_recovered_by_the_live_server(cluster, stub):
-    a, b = cluster.start(2)
+def test_killed_server_runs_are_resumed_by_the_live_server(cluster, stub):
+    (a,) = cluster.start(1)
     api = api_session()
     assert api.post(f"{a.url}/v1/executors", data=executor_yaml(stub.url), headers=YAML).status_code == 201
     slow_id = create_workflow(api, a.url, "slow", path="/scale/slow", endpoint="slow", activate_via=a.url)
-    fast_id = create_workflow(api, b.url, "fast", path="/scale/fast", activate_via=b.url)
-    accepted = _start_slow_runs(api, a, slow_id, stub)
+    fast_id = create_workflow(api, a.url, "fast", path="/scale/fast", activate_via=a.url)
+    accepted = _start_slow_runs(api, a, slow_id, stub)  # claimed by A's workers: the only ones yet
+    (b,) = cluster.start(1)
     killed_at = time.monotonic()
     a.kill_hard()
 
@@ -190,25 +194,34 @@ def test_killed_server_runs_are_recovered_by_the_live_server(cluster, stub):
     rows = database_report(cluster.url)["executions"]
     assert [rows[run_id]["status"] for run_id in accepted] == ["running"] * 3
 
-    # A is never restarted: B's workers sweep expired leases every half lease.
+    # A is never restarted: B's workers sweep expired leases every half lease, queue A's
+    # runs again and resume them: the slow call is sent again (same key) and answers.
+    stub.service.release()
     wait_for(
-        lambda: all(database_report(cluster.url)["executions"][run_id]["status"] == "failed" for run_id in accepted),
-        "B to fail A's runs",
-        LEASE_SECONDS * 4,
+        lambda: all(database_report(cluster.url)["executions"][run_id]["status"] == "completed" for run_id in accepted),
+        "B to resume A's runs",
+        LEASE_SECONDS * 4 + 20,
         interval=0.2,
     )
     assert time.monotonic() - killed_at >= LEASE_SECONDS * 0.9  # not before their lease expired
-    _assert_interrupted(api, b.url, database_report(cluster.url), accepted)
-    assert "failed 3 execution(s) whose process stopped" in b.output or b.output.count("whose process stopped") >= 2, (
-        b.output
-    )  # one worker took all, or both a share
+    report = database_report(cluster.url)
+    for run_id in accepted:
+        assert report["events"].get((run_id, "EXECUTION_RESUMED")) == 1  # once, however many sweep
+        assert report["events"].get((run_id, "EXECUTION_STARTED")) == 2  # claimed by A, then by B
+        assert report["events"].get((run_id, "EXECUTION_COMPLETED")) == 1
+        assert api.get(f"{b.url}/v1/executions/{run_id}").json()["resumes"] == 1
+    assert stub.service.slow_calls == 6  # A's three in flight, sent again by B
+    assert_one_linear_chain(report)
+    assert "resumed (queued again)" in b.output, b.output
 
 
-def test_killed_server_runs_are_recovered_on_restart(cluster, stub):
+def test_killed_server_runs_are_failed_on_restart_with_on_interrupt_fail(cluster, stub):
     (a,) = cluster.start(1)
     api = api_session()
     assert api.post(f"{a.url}/v1/executors", data=executor_yaml(stub.url), headers=YAML).status_code == 201
-    slow_id = create_workflow(api, a.url, "slow", path="/scale/slow", endpoint="slow", activate_via=a.url)
+    slow_id = create_workflow(
+        api, a.url, "slow", path="/scale/slow", endpoint="slow", activate_via=a.url, on_interrupt="fail"
+    )
     accepted = _start_slow_runs(api, a, slow_id, stub)
     a.kill_hard()
     rows = database_report(cluster.url)["executions"]
@@ -217,7 +230,7 @@ def test_killed_server_runs_are_recovered_on_restart(cluster, stub):
     # Restarted once the lease has expired: its start-up recovery fails them, audited.
     time.sleep(LEASE_SECONDS + 1.0)
     (restarted,) = cluster.start(1)
-    assert "Recovered 3 interrupted execution(s)" in restarted.output, restarted.output
+    assert "Recovered 3 interrupted execution(s): 3 failed as interrupted" in restarted.output, restarted.output
     _assert_interrupted(api, restarted.url, database_report(cluster.url), accepted)
 
 
@@ -234,20 +247,20 @@ def test_execution_lease_is_a_setting():
         service.close()
 
 
-def test_queued_async_run_is_not_recovered_while_its_server_lives(cluster, stub):
-    (a,) = cluster.start(1, workers=1)
+def test_a_queued_run_waits_for_a_free_worker_and_is_never_taken_for_interrupted(cluster, stub):
+    (a,) = cluster.start(1, workers=1, extra_args=("--queue-concurrency", "4"))
     api = api_session()
     assert api.post(f"{a.url}/v1/executors", data=executor_yaml(stub.url), headers=YAML).status_code == 201
     slow_id = create_workflow(api, a.url, "busy", path="/scale/busy", endpoint="slow", activate_via=a.url)
     fast_id = create_workflow(api, a.url, "queued", path="/scale/queued", activate_via=a.url)
-    for number in range(4):  # the worker's 4 background threads, each held in a call
+    for number in range(4):  # the worker's 4 queue threads, each held in a call
         response = api.post(
             f"{a.url}/v1/workflows/{slow_id}/executions",
             json={"inputData": {"amount": number}},
             headers={"Prefer": "respond-async"},
         )
         assert response.status_code == 202, response.text
-    wait_for(lambda: stub.service.slow_calls >= 4, "the background threads to be busy", 30)
+    wait_for(lambda: stub.service.slow_calls >= 4, "the queue threads to be busy", 30)
     response = api.post(
         f"{a.url}/v1/workflows/{fast_id}/executions",
         json={"inputData": {"amount": 1}},
@@ -256,14 +269,16 @@ def test_queued_async_run_is_not_recovered_while_its_server_lives(cluster, stub)
     assert response.status_code == 202, response.text
     queued = response.json()["executionId"]
 
-    time.sleep(LEASE_SECONDS + 1.0)
-    cluster.start(1)  # another server starts (a deploy): its start-up recovery runs
-    stub.service.release()
+    time.sleep(LEASE_SECONDS + 1.0)  # longer than a lease: a queued run has none to expire
+    assert database_report(cluster.url)["executions"][queued]["status"] == "queued"
+    cluster.start(1)  # another server starts (a deploy): its start-up recovery runs, its worker claims
     wait_for(
-        lambda: database_report(cluster.url)["executions"][queued]["status"] != "running",
-        "the queued run to end",
+        lambda: database_report(cluster.url)["executions"][queued]["status"] == "completed",
+        "the queued run to be run by the new server's worker",
         30,
         interval=0.2,
     )
-    row = database_report(cluster.url)["executions"][queued]
-    assert row["status"] == "completed", row
+    stub.service.release()
+    report = database_report(cluster.url)
+    assert report["events"].get((queued, "EXECUTION_INTERRUPTED")) is None
+    assert report["events"].get((queued, "EXECUTION_STARTED")) == 1

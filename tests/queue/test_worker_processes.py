@@ -1,0 +1,116 @@
+"""Real ``flowker worker`` processes on each backend (PostgreSQL, and SQLite with several
+processes): every queued execution runs exactly once, a workflow's ``concurrency`` holds
+across processes (seen from the executor's side), an idle worker barely touches the
+database and a notification wakes it at once, and SIGTERM lets the run in flight end."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from flowker.storage.database import is_postgres, write_transaction
+from queue_helpers import execution_report, store_stub_executor, store_workflow, wait_for, workflow_spec
+
+RUNS = 200
+WORKERS = 3
+
+
+def _settled(database, count: int):
+    def check():
+        report = execution_report(database)
+        done = [row for row in report["executions"].values() if row.status in ("completed", "failed")]
+        return report if len(done) >= count else None
+
+    return check
+
+
+def test_200_queued_executions_across_3_workers_each_finish_exactly_once(database, service, stub, start_worker):
+    store_stub_executor(stub.url, ["work"])
+    workflow_id = store_workflow(workflow_spec("bulk", "work"))
+    workers = [start_worker("--concurrency", "4") for _ in range(WORKERS)]
+    queued = [service.enqueue(workflow_id, {"n": n}, actor=None).execution.id for n in range(RUNS)]
+    report = wait_for(_settled(database, RUNS), "every queued execution to end", 180, interval=0.2)
+
+    rows, events = report["executions"], report["events"]
+    assert sorted(rows) == sorted(queued)
+    assert [row.status for row in rows.values()].count("completed") == RUNS
+    for execution_id in queued:
+        for event in ("EXECUTION_QUEUED", "EXECUTION_STARTED", "EXECUTION_COMPLETED"):
+            assert events[(execution_id, event)] == 1, (execution_id, event, events[(execution_id, event)])
+        assert stub.stub.calls[execution_id] == 1, execution_id
+        assert rows[execution_id].started_at >= rows[execution_id].queued_at
+    assert sum(stub.stub.calls.values()) == RUNS
+    assert report["verify"].is_valid, report["verify"]
+    # Every process took a share (the owner is host:pid:...).
+    pids = {row.owner.split(":")[1] for row in rows.values()}
+    assert len(pids) == WORKERS, pids
+    for worker in workers:
+        assert worker.terminate() == 0, worker.output
+        assert "Stopped" in worker.output
+
+
+def test_a_workflows_concurrency_holds_across_worker_processes(database, service, stub, start_worker):
+    # Slow calls: the runs of the limited workflow take longer (5 x 0.3 s) than an idle
+    # SQLite worker's longest backoff (1 s), so every worker is looking while they run.
+    stub.stub.delay = 0.3
+    store_stub_executor(stub.url, ["limited", "free"])
+    limited = store_workflow(workflow_spec("limited", "limited", concurrency=2))
+    free = store_workflow(workflow_spec("free", "free"))
+    workers = [start_worker("--concurrency", "4") for _ in range(WORKERS)]  # 12 run threads, idle
+    # Queued in one transaction (each enqueue a savepoint of it): the idle workers race for all 20.
+    with write_transaction():
+        for n in range(10):
+            service.enqueue(limited, {"n": n}, actor=None)
+            service.enqueue(free, {"n": n}, actor=None)
+    report = wait_for(_settled(database, 20), "the 20 runs to end", 120, interval=0.2)
+
+    assert all(row.status == "completed" for row in report["executions"].values())
+    # The executor's view: never more than 2 calls of the limited workflow at once...
+    assert stub.stub.most_in_flight["limited"] == 2, stub.stub.most_in_flight
+    # ...while the other workflow was not held back by it.
+    assert stub.stub.most_in_flight["free"] >= 3, stub.stub.most_in_flight
+    assert report["verify"].is_valid
+    for worker in workers:
+        assert worker.terminate() == 0, worker.output
+
+
+def _claims(worker) -> int:
+    return len(re.findall(r"queue claim: \d+ of up to", worker.output))
+
+
+def test_an_idle_worker_claims_rarely_and_new_work_wakes_it(database, service, stub, start_worker):
+    store_stub_executor(stub.url, ["work"])
+    workflow_id = store_workflow(workflow_spec("wake", "work"))
+    worker = start_worker("--concurrency", "2", env={"FLOWKER_LOG_LEVEL": "DEBUG"})
+    time.sleep(0.5)  # past the first looks
+    before = _claims(worker)
+    idle_seconds = 3.0
+    time.sleep(idle_seconds)
+    idle_claims = _claims(worker) - before
+    postgres = is_postgres(database)
+    # PostgreSQL: LISTEN, and a look every 5 s at most; SQLite: a backoff doubling to 1 s.
+    assert idle_claims <= (2 if postgres else 6), (idle_claims, worker.output[-2000:])
+
+    execution_id = service.enqueue(workflow_id, {}, actor=None).execution.id
+    report = wait_for(_settled(database, 1), "the run to end", 30)
+    row = report["executions"][execution_id]
+    assert row.status == "completed"
+    waited = (row.started_at - row.queued_at).total_seconds()
+    # A notification wakes it at once (the fallback look is 5 s away); SQLite's longest wait is 1 s.
+    assert waited < (0.5 if postgres else 1.5), waited
+    assert worker.terminate() == 0
+
+
+def test_sigterm_lets_the_run_in_flight_end_then_the_worker_exits_0(database, service, stub, start_worker):
+    stub.stub.delay = 2.0
+    store_stub_executor(stub.url, ["work"])
+    workflow_id = store_workflow(workflow_spec("graceful", "work"))
+    worker = start_worker("--concurrency", "1", "--grace-seconds", "30")
+    execution_id = service.enqueue(workflow_id, {}, actor=None).execution.id
+    wait_for(lambda: stub.stub.in_flight["work"] == 1, "the call to be in flight", 30)
+    started = time.monotonic()
+    assert worker.terminate() == 0, worker.output
+    assert time.monotonic() - started < 30
+    row = execution_report(database)["executions"][execution_id]
+    assert row.status == "completed", worker.output
+    assert "Stopping: no new claims" in worker.output and "Stopped\n" in worker.output

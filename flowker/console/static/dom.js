@@ -24,7 +24,7 @@ export function s(tag, attrs, ...children) {
 }
 
 export function json(value) {
-  return h("pre", { class: "json" }, value === undefined ? "—" : JSON.stringify(value, null, 2));
+  return h("pre", { class: "json", tabindex: "0" }, value === undefined ? "—" : JSON.stringify(value, null, 2));
 }
 
 export function when(iso) {
@@ -51,7 +51,7 @@ export function field(labelText, control, id) {
 export function table(caption, headers, rows) {
   return h(
     "div",
-    { class: "table-wrap" },
+    { class: "table-wrap", tabindex: "0", role: "region", "aria-label": caption },
     h(
       "table",
       {},

@@ -78,8 +78,8 @@ export function drawExecution(execution, workflow, results) {
   }
   if (execution.status === "running" && !results) for (const node of workflow.nodes || []) statusByNode[node.id] = "running";
   return [
-    h("section", { class: "card", "aria-labelledby": "graph-title" }, h("h2", { id: "graph-title" }, "Graph"), h("div", { class: "graph-wrap" }, drawGraph(workflow, statusByNode, errorByNode))),
-    steps.length ? h("section", { class: "card", "aria-labelledby": "timeline-title" }, h("h2", { id: "timeline-title" }, "Timeline"), h("div", { class: "graph-wrap" }, drawGantt(steps))) : null,
+    h("section", { class: "card", "aria-labelledby": "graph-title" }, h("h2", { id: "graph-title" }, "Graph"), h("div", { class: "graph-wrap", tabindex: "0", role: "region", "aria-label": "Graph (scrolls)" }, drawGraph(workflow, statusByNode, errorByNode))),
+    steps.length ? h("section", { class: "card", "aria-labelledby": "timeline-title" }, h("h2", { id: "timeline-title" }, "Timeline"), h("div", { class: "graph-wrap", tabindex: "0", role: "region", "aria-label": "Timeline (scrolls)" }, drawGantt(steps))) : null,
     steps.length ? h("section", { class: "card", "aria-labelledby": "steps-title" }, h("h2", { id: "steps-title" }, "Steps"), h("div", { class: "steps" }, steps.map(stepDetails))) : null,
     results && results.finalOutput !== undefined ? h("section", { class: "card" }, h("h2", {}, "Final output"), json(results.finalOutput)) : null,
   ];

@@ -79,7 +79,7 @@ export async function render(context) {
       h("dd", {}, h("a", { href: `/ui/executions?workflowId=${encodeURIComponent(workflow.id)}` }, "this workflow's executions")),
     ),
     workflow.description ? h("p", {}, workflow.description) : null,
-    h("section", { class: "card", "aria-labelledby": "graph-title" }, h("h2", { id: "graph-title" }, "Graph"), h("div", { class: "graph-wrap" }, drawGraph(workflow))),
+    h("section", { class: "card", "aria-labelledby": "graph-title" }, h("h2", { id: "graph-title" }, "Graph"), h("div", { class: "graph-wrap", tabindex: "0", role: "region", "aria-label": "Graph (scrolls)" }, drawGraph(workflow))),
   ];
   if (can("edit")) parts.push(lifecycle(workflow, context));
   if (can("run")) {

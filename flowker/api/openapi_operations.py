@@ -334,7 +334,14 @@ def _other_ops() -> list[Operation]:
         ),
         Operation("GET", "/version", "version", "health", "Version", {200: ("The version", "Version")}),
         Operation("GET", "/openapi.json", "openapi", "health", "This document", {200: ("OpenAPI 3.1", "OpenApi")}),
-        Operation("GET", "/v1/me", "getPrincipal", "access", "Who is calling: name, roles, workflows", {200: ("The caller", "Principal")}),
+        Operation(
+            "GET",
+            "/v1/me",
+            "getPrincipal",
+            "access",
+            "Who is calling: name, roles, workflows",
+            {200: ("The caller", "Principal")},
+        ),
         Operation(
             "GET",
             "/metrics",

@@ -50,7 +50,9 @@ def test_every_served_route_and_method_is_documented_and_nothing_else(document):
     # apart (flowker.console), never in /openapi.json.
     from flowker.console import CONSOLE_PREFIX, public_console_routes
 
-    console = {(method, path) for method, path in served if path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/")}
+    console = {
+        (method, path) for method, path in served if path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/")
+    }
     assert console == {(method, template) for template, method in public_console_routes()}
     served -= console
     documented = {(method.upper(), path) for path, item in doc["paths"].items() for method in item}

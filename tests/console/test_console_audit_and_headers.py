@@ -22,7 +22,9 @@ def verify(page) -> dict:
     return {
         "valid": page.get_attribute("#verify-result [data-valid]", "data-valid"),
         "text": page.inner_text("#verify-result"),
-        "first_invalid": page.get_attribute("#first-invalid", "data-event-id") if page.locator("#first-invalid").count() else None,
+        "first_invalid": page.get_attribute("#first-invalid", "data-event-id")
+        if page.locator("#first-invalid").count()
+        else None,
     }
 
 
@@ -108,7 +110,7 @@ def test_console_answers_carry_a_strict_policy_and_no_inline_code(start_site, da
     for asset in (REPO / "flowker" / "console" / "static").iterdir():
         text = asset.read_text()
         assert "innerHTML" not in text and "eval(" not in text and "new Function" not in text, asset.name
-        assert ".style." not in text and "setAttribute(\"style\"" not in text, asset.name
+        assert ".style." not in text and 'setAttribute("style"' not in text, asset.name
 
 
 def axe_violations(page) -> list[dict]:
@@ -124,9 +126,15 @@ def axe_violations(page) -> list[dict]:
 @pytest.mark.parametrize("width,height", [(1280, 800), (390, 844)], ids=["desktop", "phone"])
 def test_every_page_passes_axe_at_desktop_and_phone_width(start_site, open_page, database_url, width, height):
     site = start_site(database_url)
-    executed = site.api().post(
-        f"{site.url}/v1/workflows/{site.workflow_id('console-failing')}/executions", json={"inputData": {}}, timeout=30
-    ).json()
+    executed = (
+        site.api()
+        .post(
+            f"{site.url}/v1/workflows/{site.workflow_id('console-failing')}/executions",
+            json={"inputData": {}},
+            timeout=30,
+        )
+        .json()
+    )
     workflow_id = site.workflow_id("payment-approval")
     page = open_page(site, width=width, height=height)
     page.goto(site.url + "/ui/")

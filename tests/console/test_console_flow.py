@@ -12,7 +12,9 @@ RUN_TIMEOUT_MS = 20_000
 
 
 def node_statuses(page) -> dict[str, str]:
-    return page.eval_on_selector_all("svg.graph .node", "els => Object.fromEntries(els.map(e => [e.dataset.nodeId, e.dataset.status]))")
+    return page.eval_on_selector_all(
+        "svg.graph .node", "els => Object.fromEntries(els.map(e => [e.dataset.nodeId, e.dataset.status]))"
+    )
 
 
 def test_sign_in_trigger_from_the_form_and_watch_it_complete(start_site, open_page, database_url):

@@ -1,90 +1,23 @@
-"""Fixtures for the web console's browser tests: a real ``flowker serve`` with the
-examples applied (their executors pointed at the sample service on a free port), and
-Playwright driving Debian's Chromium (``/usr/bin/chromium``; no browser is downloaded).
-
-Every page a test opens has every request checked: one to another origin is aborted and
-fails the test, as does a Content-Security-Policy violation in the browser's console.
-"""
+"""Fixtures for the web console's browser tests (helpers and constants: console_helpers)."""
 
 from __future__ import annotations
 
-import shutil
 import sys
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-
-E2E_FOLDER = Path(__file__).resolve().parents[1] / "e2e"
-if str(E2E_FOLDER) not in sys.path:
-    sys.path.append(str(E2E_FOLDER))
-
-from e2e_helpers import FlowkerServer, api_session, executor_yaml, flowker_env, run_flowker  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = REPO / "tests" / "artifacts" / "console"
-ADMIN_KEY = "console-admin-key-0123456789abcdef"
-VIEWER_KEY = "console-viewer-key-0123456789abcdef"
-API_KEYS = f"admin:{ADMIN_KEY}:admin,viewer:{VIEWER_KEY}:viewer"
-# The examples' {$env} references (any value works against the sample service).
-EXAMPLE_SECRETS = {
-    name: "console-test-value"
-    for name in (
-        "FRAUD_API_TOKEN",
-        "LEDGER_API_KEY",
-        "PAYMENTS_WEBHOOK_TOKEN",
-        "KYC_CLIENT_SECRET",
-        "CORE_BANKING_PASSWORD",
-        "ONBOARDING_WEBHOOK_TOKEN",
-        "WAREHOUSE_API_KEY",
-        "PAYMENTS_API_TOKEN",
-        "CARRIER_API_KEY",
-    )
-}
-FAILING_WORKFLOW = """\
-kind: Workflow
-name: console-failing
-description: Calls an endpoint the sample service does not have (404), so it fails
-nodes:
-  - id: start
-    type: trigger
-    data: {triggerType: manual}
-  - id: score
-    type: executor
-    name: Score
-    data: {executor: scorer, endpoint: score, body: {amount: 1}}
-  - id: done
-    type: action
-    data: {actionType: set_output, output: {never: reached}}
-edges:
-  - {source: start, target: score}
-  - {source: score, target: done}
-"""
-
-
-@dataclass
-class ConsoleSite:
-    """A started server with the examples applied, and the database it runs on."""
-
-    server: FlowkerServer
-    database_url: str
-    env: dict = field(repr=False, default_factory=dict)
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    def api(self, key: str = ADMIN_KEY):
-        session = api_session(key)
-        session.headers["Accept"] = "application/json"
-        return session
-
-    def workflow_id(self, name: str) -> str:
-        items = self.api().get(self.url + "/v1/workflows?limit=100", timeout=10).json()["items"]
-        return next(item["id"] for item in items if item["name"] == name)
+from console_helpers import (
+    API_KEYS,
+    CHROMIUM,
+    EXAMPLE_SECRETS,
+    REPO,
+    ConsoleSite,
+    Watched,
+    prepare_specs,
+)
+from e2e_helpers import FlowkerServer, flowker_env, run_flowker
 
 
 @pytest.fixture(scope="session")
@@ -104,19 +37,6 @@ def sample_service():
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
-
-
-def prepare_specs(folder: Path, sample_url: str) -> Path:
-    """A copy of examples/ calling the sample service at ``sample_url``, plus a workflow that fails."""
-    shutil.copytree(REPO / "examples", folder, ignore=shutil.ignore_patterns("*.py", "README.md", "__pycache__"))
-    for spec in folder.glob("*/executors/*.yaml"):
-        spec.write_text(spec.read_text().replace("http://127.0.0.1:8700", sample_url))
-    failing = folder / "console-failing"
-    (failing / "executors").mkdir(parents=True)
-    (failing / "workflows").mkdir()
-    (failing / "executors" / "scorer.yaml").write_text(executor_yaml(sample_url))
-    (failing / "workflows" / "console-failing.yaml").write_text(FAILING_WORKFLOW)
-    return folder
 
 
 @pytest.fixture
@@ -159,15 +79,6 @@ def browser():
             browser.close()
 
 
-@dataclass
-class Watched:
-    """What the browser did on one page: every URL asked for, foreign ones, console errors."""
-
-    requested: list[str] = field(default_factory=list)
-    foreign: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-
 @pytest.fixture
 def open_page(browser):
     """``open_page(site, width=1280, height=800)``: a fresh tab (its own sessionStorage) whose
@@ -175,7 +86,7 @@ def open_page(browser):
     contexts = []
     watches: list[Watched] = []
 
-    def open_(site: ConsoleSite, width: int = 1280, height: int = 800):
+    def open_(site: ConsoleSite, width: int = 1280, height: int = 800, allowed_origins: tuple[str, ...] = ()):
         context = browser.new_context(viewport={"width": width, "height": height}, service_workers="block")
         contexts.append(context)
         page = context.new_page()
@@ -187,9 +98,18 @@ def open_page(browser):
             url = route.request.url
             watched.requested.append(url)
             parts = urlsplit(url)
+            if (
+                route.request.frame.url
+                and not route.request.frame.url.startswith(origin)
+                and not route.request.is_navigation_request()
+            ):
+                return route.abort()  # a provider's own page fetching its own extras (fonts): not the console's
             if f"{parts.scheme}://{parts.netloc}" != origin:
                 watched.foreign.append(url)
-                route.abort()
+                if f"{parts.scheme}://{parts.netloc}" not in allowed_origins:
+                    watched.refused.append(url)
+                    return route.abort()
+                route.continue_()
             else:
                 route.continue_()
 
@@ -205,21 +125,7 @@ def open_page(browser):
         for context in contexts:
             context.close()
     for watched in watches:
-        assert watched.foreign == [], f"requests left the origin: {watched.foreign}"
+        assert watched.refused == [], f"requests left the origin: {watched.refused}"
         violations = [e for e in watched.errors if "Content Security Policy" in e or "Refused to" in e]
         assert violations == [], violations
         assert [e for e in watched.errors if e.startswith("page error")] == []
-
-
-def sign_in(page, site: ConsoleSite, key: str = ADMIN_KEY, path: str = "/ui/") -> None:
-    page.goto(site.url + path)
-    page.fill("#api-key", key)
-    page.click("#key-form button[type=submit]")
-    page.wait_for_selector("#sign-out:not([hidden])")
-
-
-def screenshot(page, name: str) -> Path:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    return path

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import ADMIN_KEY, REPO, screenshot, sign_in
+from console_helpers import ADMIN_KEY, REPO, screenshot, sign_in
 
 AXE = REPO / "tests" / "servers" / "node_modules" / "axe-core" / "axe.min.js"
 PAGES = ("/ui/", "/ui/executions", "/ui/audit", "/ui/executors")

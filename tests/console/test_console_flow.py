@@ -5,7 +5,7 @@ error on its node, what a viewer is offered."""
 from __future__ import annotations
 
 import pytest
-from conftest import ADMIN_KEY, VIEWER_KEY, screenshot, sign_in
+from console_helpers import ADMIN_KEY, VIEWER_KEY, screenshot, sign_in
 
 EXAMPLES = {"payment-approval", "customer-onboarding", "order-fulfilment"}
 RUN_TIMEOUT_MS = 20_000

@@ -5,7 +5,7 @@ status, every attempt on the timeline. How fast is benchmarks/console_render.py'
 from __future__ import annotations
 
 import pytest
-from conftest import sign_in
+from console_helpers import sign_in
 
 from benchmarks.console_render import EXECUTION_ID, big_execution, serve_api_answers
 

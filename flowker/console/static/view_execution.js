@@ -76,7 +76,8 @@ export function drawExecution(execution, workflow, results) {
     statusByNode[step.nodeId] = step.status;
     if (step.errorMessage) errorByNode[step.nodeId] = step.errorMessage;
   }
-  if (execution.status === "running" && !results) for (const node of workflow.nodes || []) statusByNode[node.id] = "running";
+  // While it runs the API has no step results yet (they commit with the end): every node
+  // shows "pending" and the execution's badge says running; the page refreshes itself.
   return [
     h("section", { class: "card", "aria-labelledby": "graph-title" }, h("h2", { id: "graph-title" }, "Graph"), h("div", { class: "graph-wrap", tabindex: "0", role: "region", "aria-label": "Graph (scrolls)" }, drawGraph(workflow, statusByNode, errorByNode))),
     steps.length ? h("section", { class: "card", "aria-labelledby": "timeline-title" }, h("h2", { id: "timeline-title" }, "Timeline"), h("div", { class: "graph-wrap", tabindex: "0", role: "region", "aria-label": "Timeline (scrolls)" }, drawGantt(steps))) : null,

@@ -108,6 +108,7 @@ export async function render(context) {
     h("dd", {}, when(execution.startedAt)),
     h("dt", {}, "Completed"),
     h("dd", {}, when(execution.completedAt)),
+    execution.status === "running" && execution.totalSteps ? [h("dt", {}, "Progress"), h("dd", {}, `step ${execution.currentStepNumber} of ${execution.totalSteps}`)] : null,
     h("dt", {}, "Duration"),
     h("dd", {}, execution.completedAt ? duration(Date.parse(execution.completedAt) - Date.parse(execution.startedAt)) : "—"),
     execution.retryOf ? [h("dt", {}, "Retry of"), h("dd", {}, h("a", { href: `/ui/executions/${encodeURIComponent(execution.retryOf)}` }, execution.retryOf))] : null,

@@ -227,8 +227,8 @@ def main(argv=None) -> int:
             page.evaluate("sessionStorage.setItem('flowker.apiKey', 'bench')")
             for run in range(args.runs + 1):  # the first run warms the module cache and is not counted
                 page.goto(f"{base}/ui/executions/{EXECUTION_ID}")
-                page.wait_for_selector("#view[data-render-ms]")
-                drawn = float(page.get_attribute("#view", "data-render-ms"))
+                page.wait_for_selector("#view [data-render-ms]")
+                drawn = float(page.get_attribute("#view [data-render-ms]", "data-render-ms"))
                 whole = page.evaluate("performance.now()")
                 nodes = page.locator("svg.graph .node").count()
                 attempts = page.locator("svg.gantt .gantt-attempt").count()

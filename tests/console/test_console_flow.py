@@ -23,6 +23,7 @@ def test_sign_in_trigger_from_the_form_and_watch_it_complete(start_site, open_pa
     page.goto(site.url + "/ui/")
     assert page.is_visible("#sign-in") and not page.is_visible("#view table")
     sign_in(page, site)
+    page.wait_for_selector("tr[data-workflow]")
     shown = set(page.eval_on_selector_all("tr[data-workflow]", "rows => rows.map(r => r.dataset.workflow)"))
     assert EXAMPLES <= shown
     assert page.inner_text("tr[data-workflow='payment-approval']").count("active") == 1
@@ -58,6 +59,7 @@ def test_sign_in_trigger_from_the_form_and_watch_it_complete(start_site, open_pa
     # The timeline has a row per step; the steps list shows the API's input and output.
     assert page.locator("svg.gantt .gantt-row").count() == len(results["stepResults"])
     page.click(".step[data-node-id='score'] summary")
+    page.wait_for_selector(".step[data-node-id='score'] .step-body .call")  # built when opened
     assert "fraud-check" in page.inner_text(".step[data-node-id='score'] .step-body")
     assert "/fraud/v1/transactions/analyze" in page.inner_text(".step[data-node-id='score'] .call")
     assert page.get_attribute("#audit-link", "href") == f"/ui/audit?resourceId={execution_id}"

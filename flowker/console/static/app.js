@@ -71,7 +71,7 @@ async function loadPrincipal() {
 async function show() {
   for (const stop of leaving) stop();
   leaving = [];
-  const view = document.getElementById("view");
+  const holder = document.getElementById("view");
   const where = route(location.pathname);
   if (where.page === "callback") {
     try {
@@ -98,7 +98,11 @@ async function show() {
   }
   document.title = `${TITLES[where.page] || "Not found"} · Flowker`;
   const module = VIEWS[where.page];
-  if (!module) return view.replaceChildren(message("No such page.", "error"));
+  if (!module) return holder.replaceChildren(message("No such page.", "error"));
+  // Each visit draws into a fresh element: a slow answer for a page already left lands
+  // in a detached element instead of over the page shown now.
+  const view = document.createElement("div");
+  holder.replaceChildren(view);
   const context = {
     view,
     id: where.id,

@@ -93,7 +93,7 @@ export function drawGraph(workflow, statusByNode = null, errorByNode = {}) {
   }
   return s(
     "svg",
-    { class: "graph", width, height, viewBox: `0 0 ${width} ${height}`, role: "list", "aria-label": "Workflow graph" },
+    { class: "graph", width, height, "data-width": width, "data-height": height, viewBox: `0 0 ${width} ${height}`, role: "list", "aria-label": "Workflow graph" },
     s(
       "defs",
       {},
@@ -106,4 +106,17 @@ export function drawGraph(workflow, statusByNode = null, errorByNode = {}) {
     edgeLayer,
     nodeLayer,
   );
+}
+
+// A graph a little wider than its box is scaled down to fit (never below minimumScale, so
+// labels stay legible); a larger one keeps its size and its box scrolls.
+export function fitGraphs(root, minimumScale = 0.7) {
+  for (const svg of root.querySelectorAll("svg.graph")) {
+    const room = svg.parentElement ? svg.parentElement.clientWidth : 0;
+    const width = Number(svg.dataset.width);
+    if (!room || width <= room) continue;
+    const scale = Math.max(minimumScale, room / width);
+    svg.setAttribute("width", String(Math.floor(width * scale)));
+    svg.setAttribute("height", String(Math.floor(Number(svg.dataset.height) * scale)));
+  }
 }

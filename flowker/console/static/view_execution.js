@@ -4,7 +4,7 @@
 import { api, ApiError, offers } from "./api.js";
 import { badge, duration, h, json, message, table, when, fill } from "./dom.js";
 import { drawGantt } from "./gantt.js";
-import { drawGraph } from "./graph.js";
+import { drawGraph, fitGraphs } from "./graph.js";
 
 const POLL_MS = 1000;
 const RETRY_PATH = "/v1/executions/{execution_id}/retry";
@@ -25,9 +25,10 @@ function callDetails(details) {
 
 function stepDetails(step) {
   const body = h("div", { class: "step-body" });
-  const fill = () => {
+  const build = () => {
     if (body.childElementCount) return;
-    body.append(
+    fill(
+      body,
       step.errorMessage ? h("div", { class: "step-error", role: "note" }, h("h4", {}, "Error"), h("p", {}, step.errorMessage)) : null,
       h("h4", {}, "Input"),
       json(step.input),
@@ -39,13 +40,13 @@ function stepDetails(step) {
   // Filled when opened, so a large execution draws its list at once.
   const item = h(
     "details",
-    { class: "step", "data-node-id": step.nodeId, "data-status": step.status, ontoggle: fill },
+    { class: "step", "data-node-id": step.nodeId, "data-status": step.status, ontoggle: build },
     h("summary", {}, `${step.stepNumber}. ${step.stepName || step.nodeId} `, badge(step.status), ` ${duration(step.durationMs)}`, step.attempts > 1 ? ` · ${step.attempts} attempts` : ""),
     body,
   );
   if (step.status === "failed") {
     item.open = true;
-    fill();
+    build();
   }
   return item;
 }
@@ -121,7 +122,7 @@ export async function render(context) {
     await retryButton(execution, context),
     ...drawExecution(execution, workflow, results),
   );
-  view.getBoundingClientRect(); // layout included in the measured time
+  fitGraphs(view); // reads the layout, so the measured time includes it
   view.dataset.renderMs = (performance.now() - started).toFixed(1);
   if (execution.status === "running") {
     const timer = setTimeout(() => render(context).catch((error) => fill(view, message(error.message, "error"))), POLL_MS);

@@ -3,7 +3,7 @@
 import { api } from "./api.js";
 import { badge, h, message, when, fill } from "./dom.js";
 import { inputForm } from "./form.js";
-import { drawGraph } from "./graph.js";
+import { drawGraph, fitGraphs } from "./graph.js";
 
 const TRANSITIONS = { draft: [["activate", "Activate"]], active: [["deactivate", "Deactivate"]], inactive: [["draft", "Move to draft"]] };
 
@@ -86,4 +86,5 @@ export async function render(context) {
     parts.push(workflow.status === "active" ? triggerForm(workflow, context) : message("Only an active workflow runs: activate it first."));
   }
   fill(view, ...parts);
+  fitGraphs(view);
 }

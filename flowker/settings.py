@@ -123,6 +123,9 @@ class Settings:
     oidc_audience: str | None = None
     oidc_roles_claim: str = "roles"
     oidc_role_map: tuple[tuple[str, str], ...] = ()
+    # The web console's client id at that provider (authorization code + PKCE, a public
+    # client): the console offers "sign in with the provider" only when it is set.
+    ui_oidc_client_id: str | None = None
     # Logs (DESIGN 14): "json" or "text" (None: json in production, text in development),
     # and the standard level name of the root logger.
     log_format: str | None = None
@@ -236,6 +239,8 @@ class Settings:
         if self.oidc_issuer is None:
             if self.oidc_audience or self.oidc_role_map:
                 raise ConfigurationError("FLOWKER_OIDC_AUDIENCE and FLOWKER_OIDC_ROLE_MAP need FLOWKER_OIDC_ISSUER")
+            if self.ui_oidc_client_id:
+                raise ConfigurationError("FLOWKER_UI_OIDC_CLIENT_ID needs FLOWKER_OIDC_ISSUER")
             return
         if not self.oidc_issuer.startswith(("https://", "http://")):
             raise ConfigurationError("FLOWKER_OIDC_ISSUER must be the issuer's https:// URL")

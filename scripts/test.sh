@@ -35,10 +35,12 @@ if [ -f "$servers/package.json" ]; then
   fi
 fi
 
-# Debian packages the tests start for real: prometheus (tests/e2e/test_e2e_metrics.py).
-# Installed once; the binary itself is the stamp (Debian's own service is not used).
+# Debian packages the tests start for real: prometheus (tests/e2e/test_e2e_metrics.py) and
+# chromium (tests/console, driven by Playwright through executable_path: Playwright's own
+# browser download is never used). Installed once; the binary itself is the stamp.
 apt_missing=()
 [ -x /usr/bin/prometheus ] || apt_missing+=(prometheus)
+[ -x /usr/bin/chromium ] || apt_missing+=(chromium)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"

@@ -63,6 +63,16 @@ def test_wheel_installs_in_a_fresh_virtualenv_and_validates_an_example(tmp_path)
     # Every package of the source tree ships (setup.cfg lists them by hand).
     packages = {str(p.parent.relative_to(REPO)) for p in (REPO / "flowker").rglob("__init__.py")}
     assert {p for p in packages if f"{p}/__init__.py" not in names} == set()
+    # The web console's templates and static files ship inside the wheel (no CDN, no build).
+    console = REPO / "flowker" / "console"
+    console_files = {
+        str(path.relative_to(REPO))
+        for folder in ("templates", "static")
+        for path in (console / folder).iterdir()
+        if path.is_file()
+    }
+    assert "flowker/console/templates/shell.html" in console_files and "flowker/console/static/app.js" in console_files
+    assert console_files - names == set()
 
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)])
@@ -75,6 +85,17 @@ def test_wheel_installs_in_a_fresh_virtualenv_and_validates_an_example(tmp_path)
         [str(python), "-c", "import flowker.specs, flowker; print(flowker.__file__)"], cwd=work
     ).stdout.strip()
     assert str(venv) in located and str(REPO) not in located
+    # The installed console finds its shell and files inside the installed package.
+    served = _run(
+        [
+            str(python),
+            "-c",
+            "from flowker.console.pages import console_routes, load_static; from flowker.settings import Settings; "
+            "print(len(console_routes(Settings())), sorted(load_static()))",
+        ],
+        cwd=work,
+    ).stdout
+    assert "app.js" in served and "console.css" in served, served
 
     flowker = venv / "bin" / "flowker"
     result = subprocess.run(

@@ -29,6 +29,7 @@ OPERATION_PERMISSIONS: dict[str, Permission] = {
     "ready": PUBLIC,
     "version": R,
     "openapi": R,
+    "getPrincipal": R,
     "metrics": METRICS,
     # workflows
     "listWorkflows": R,

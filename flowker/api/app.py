@@ -29,6 +29,7 @@ from flowker.api.middleware import (
     HttpsMiddleware,
     QueryParamsMiddleware,
 )
+from flowker.console import console_routes, public_console_routes
 from flowker.errors import ConfigurationError
 from flowker.security.redaction import install_log_redaction
 
@@ -220,14 +221,16 @@ def create_app(
             on_refused=_refusal_recorder(state, database_middleware),
         ),
         database_middleware,
-        AuthorizationMiddleware(operation_ids(), on_forbidden=state.record_forbidden),
+        AuthorizationMiddleware(
+            operation_ids(), on_forbidden=state.record_forbidden, public_routes=public_console_routes()
+        ),
         QueryParamsMiddleware(allowed_query_parameters()),
     ]
     app = FlowkerApp(middleware=middleware)
     app.state = state
     app.req_options.strip_url_path_trailing_slash = True
     api_errors.install(app)
-    for template, resource in build_routes(state):
+    for template, resource in build_routes(state) + console_routes(settings):
         app.add_route(template, resource)
     access.find_route = app._router.find  # falcon's router: its find() is public, the attribute is not
     if queue_concurrency > 0:
@@ -355,6 +358,7 @@ def build_routes(state: AppState) -> list[tuple[str, object]]:
         executions,
         executors,
         health,
+        me,
         metrics,
         openapi,
         webhooks,
@@ -368,6 +372,7 @@ def build_routes(state: AppState) -> list[tuple[str, object]]:
         ("/version", health.Version(state)),
         ("/openapi.json", openapi.OpenApiDocument(state)),
         ("/metrics", metrics.MetricsExposition(state)),
+        ("/v1/me", me.Me(state)),
         ("/v1/workflows", workflows.Collection(state)),
         ("/v1/workflows/{workflow_id}", workflows.Item(state)),
         ("/v1/workflows/{workflow_id}/activate", workflows.Transition(state, "activate")),

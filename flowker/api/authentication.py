@@ -31,6 +31,9 @@ from flowker.errors import Forbidden, Unauthorized
 # Reachable without a credential: the probes only (DESIGN §5). The version and the API
 # description say what runs here, so they need a key like everything else.
 PUBLIC_PATHS = frozenset({"/health", "/health/live", "/health/ready"})
+# The web console's pages and files (flowker.console): public, since they hold no data;
+# their scripts call /v1 with the signed-in credential.
+CONSOLE_PATH = "/ui"
 WEBHOOK_PREFIX = "/v1/webhooks/"
 
 BearerAuthenticator = Callable[[str], Principal]
@@ -90,7 +93,7 @@ class AuthenticationMiddleware:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.principal = None
         req.context.actor = _actor(None, req.context.client_ip)
-        if req.path in PUBLIC_PATHS:
+        if req.path in PUBLIC_PATHS or req.path == CONSOLE_PATH or req.path.startswith(CONSOLE_PATH + "/"):
             return
         try:
             principal = self.authenticate(req)
@@ -151,16 +154,26 @@ class AuthorizationMiddleware:
 
     ``operations`` maps (route template, METHOD) to the operation id; ``on_forbidden(req,
     principal, operation_id, reason)`` records the refusal (the audit entry).
+    ``public_routes``: (route template, METHOD) pairs that are not API operations and need
+    no credential (the web console's pages); every other responder must be in the table.
     """
 
-    def __init__(self, operations: dict[tuple[str, str], str], on_forbidden=None):
+    def __init__(
+        self,
+        operations: dict[tuple[str, str], str],
+        on_forbidden=None,
+        public_routes: frozenset[tuple[str, str]] = frozenset(),
+    ):
         self.operations = operations
         self.on_forbidden = on_forbidden
+        self.public_routes = public_routes
 
     def process_resource(self, req, resp, resource, params) -> None:
         if resource is None:
             return
         operation_id = self.operations.get((req.uri_template, req.method))
+        if operation_id is None and (req.uri_template, req.method) in self.public_routes:
+            return
         if operation_id is None:
             if hasattr(resource, "on_" + req.method.lower()):
                 # A responder the table does not know: refused, not silently open.

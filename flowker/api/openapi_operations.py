@@ -354,6 +354,14 @@ def _other_ops() -> list[Operation]:
         Operation("GET", "/openapi.json", "openapi", "health", "This document", {200: ("OpenAPI 3.1", "OpenApi")}),
         Operation(
             "GET",
+            "/v1/me",
+            "getPrincipal",
+            "access",
+            "Who is calling: name, roles, workflows",
+            {200: ("The caller", "Principal")},
+        ),
+        Operation(
+            "GET",
             "/metrics",
             "metrics",
             "health",

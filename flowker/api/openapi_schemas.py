@@ -255,6 +255,15 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
     ),
     "Version": obj({"version": {"type": "string"}, "requestDate": TIME}),
     "OpenApi": {"type": "object", "required": ["openapi", "paths"]},
+    "Principal": obj(
+        {
+            "name": {"type": "string"},
+            "kind": {"enum": ["api_key", "person", "webhook_signature"]},
+            "roles": {"type": "array", "items": {"type": "string"}},
+            "permissions": {"type": "array", "items": {"type": "string"}},
+            "workflows": {"type": ["array", "null"], "items": {"type": "string"}},
+        }
+    ),
     "ApiKeyRequest": {
         "type": "object",
         "additionalProperties": False,

@@ -46,6 +46,15 @@ def document(sqlite_factory):
 def test_every_served_route_and_method_is_documented_and_nothing_else(document):
     app, doc = document
     served = served_operations(app)
+    # The web console's HTML pages and files are not API operations: public, and listed
+    # apart (flowker.console), never in /openapi.json.
+    from flowker.console import CONSOLE_PREFIX, public_console_routes
+
+    console = {
+        (method, path) for method, path in served if path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/")
+    }
+    assert console == {(method, template) for template, method in public_console_routes()}
+    served -= console
     documented = {(method.upper(), path) for path, item in doc["paths"].items() for method in item}
     assert served - documented == set(), "routes missing from /openapi.json"
     assert documented - served == set(), "documented routes the app does not serve"

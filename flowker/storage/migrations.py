@@ -16,6 +16,7 @@ from flowker.storage.models import (
     AuditEntry,
     CircuitBreakerState,
     Execution,
+    ScheduleTick,
     SchemaMigration,
     WebhookDelivery,
     Workflow,
@@ -124,6 +125,11 @@ def _add_execution_trace_id(database: peewee.Database) -> None:
     _add_columns(database, TRACE_ID_COLUMNS)
 
 
+def _create_schedule_ticks(database: peewee.Database) -> None:
+    # Schedule ticks fired once (flowker.schedules); a database made by migration 1 since has it.
+    database.create_tables([ScheduleTick], safe=True)
+
+
 # (version, name, function). Append only; never edit a migration that has shipped.
 MIGRATIONS = (
     (1, "initial schema with append-only audit tables", _initial),
@@ -133,6 +139,7 @@ MIGRATIONS = (
     (5, "API keys stored as hashes, with roles and workflow scopes", _create_api_keys),
     (6, "signed webhook messages already accepted (replays refused on every server)", _create_webhook_deliveries),
     (7, "the execution's OpenTelemetry trace id", _add_execution_trace_id),
+    (9, "schedule ticks fired, each once across every process (unique workflow and tick)", _create_schedule_ticks),
 )
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -11,7 +11,7 @@ from flowker.storage.models import Execution, Workflow
 from flowker.catalog.workflows import STATUSES as WORKFLOW_STATUSES
 from flowker.error_codes import ErrorCode
 
-EXECUTION_STATUSES = ("running", "completed", "failed")
+EXECUTION_STATUSES = ("queued", "running", "completed", "failed")
 
 
 class WorkflowSummary:

@@ -22,7 +22,7 @@ from flowker.errors import BadRequest, NotFound, UnprocessableEntity
 from flowker.storage.models import Execution
 from flowker.error_codes import ErrorCode
 
-STATUSES = ("running", "completed", "failed")
+STATUSES = ("queued", "running", "completed", "failed")
 TERMINAL = ("completed", "failed")
 DEFAULT_LIMIT = 10
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}\Z")

@@ -256,7 +256,7 @@ def _execution_ops() -> list[Operation]:
             (400,),
             (
                 query_param("workflowId", {"type": "string", "format": "uuid"}),
-                query_param("status", {"enum": ["running", "completed", "failed"]}),
+                query_param("status", {"enum": ["queued", "running", "completed", "failed"]}),
                 query_param("sortBy", {"enum": ["startedAt"]}),
                 *LIST,
             ),
@@ -439,7 +439,7 @@ def _other_ops() -> list[Operation]:
                     "startTime", date, f"Inclusive; after endTime: 400 {ErrorCode.INVALID_DASHBOARD_FILTER.value}"
                 ),
                 query_param("endTime", date),
-                query_param("status", {"enum": ["running", "completed", "failed"]}),
+                query_param("status", {"enum": ["queued", "running", "completed", "failed"]}),
             ),
             refusals={400: (ErrorCode.INVALID_DASHBOARD_FILTER,)},
         ),

@@ -137,12 +137,12 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
         {
             "executionId": UUID,
             "workflowId": UUID,
-            "status": {"enum": ["running", "completed", "failed"]},
+            "status": {"enum": ["queued", "running", "completed", "failed"]},
             "currentStepNumber": {"type": "integer"},
             "totalSteps": {"type": "integer"},
             "startedAt": TIME,
         },
-        {"completedAt": TIME, "errorMessage": {"type": "string"}, "traceId": TRACE_ID},
+        {"completedAt": TIME, "errorMessage": {"type": "string"}, "traceId": TRACE_ID, "queuedAt": TIME},
     ),
     "ExecutionList": page("ExecutionSummary"),
     "StepResult": obj(
@@ -168,7 +168,7 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
         {
             "executionId": UUID,
             "workflowId": UUID,
-            "status": {"enum": ["running", "completed", "failed"]},
+            "status": {"enum": ["queued", "running", "completed", "failed"]},
             "stepResults": {"type": "array", "items": {"$ref": "#/components/schemas/StepResult"}},
             "finalOutput": ANY,
             "startedAt": TIME,
@@ -218,6 +218,7 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
     "ExecutionDashboard": obj(
         {
             "total": {"type": "integer"},
+            "queued": {"type": "integer"},
             "running": {"type": "integer"},
             "completed": {"type": "integer"},
             "failed": {"type": "integer"},

@@ -109,7 +109,8 @@ def checked_id(value: str, what: str) -> str:
 
 
 def execution_summary(execution: Execution) -> dict:
-    """``{executionId, workflowId, status, currentStepNumber, totalSteps, startedAt, completedAt?, errorMessage?}``."""
+    """``{executionId, workflowId, status, currentStepNumber, totalSteps, startedAt, completedAt?, queuedAt?,
+    errorMessage?, traceId?}`` (a queued run's startedAt is when it was queued until a worker claims it)."""
     summary = {
         "executionId": execution.id,
         "workflowId": execution.workflow_id,
@@ -120,6 +121,8 @@ def execution_summary(execution: Execution) -> dict:
     }
     if execution.completed_at is not None:
         summary["completedAt"] = iso(execution.completed_at)
+    if execution.queued_at is not None:
+        summary["queuedAt"] = iso(execution.queued_at)
     if execution.error_message:
         summary["errorMessage"] = execution.error_message
     if execution.trace_id:

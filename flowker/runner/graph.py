@@ -24,6 +24,8 @@ from flowker.validation.problems import Problem
 
 NODE_TYPES = ("trigger", "executor", "conditional", "action")
 EXECUTOR_REQUEST_PARTS = ("body", "pathParams", "query", "headers")
+ON_INTERRUPT = ("resume", "fail")
+TRIGGER_MODES = ("sync", "async")
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,12 @@ class WorkflowPlan:
     by_id: dict = field(repr=False, compare=False, default_factory=dict)
     # The trigger's inputSchema, compiled (None: any input object is accepted).
     input_validator: InputValidator | None = field(repr=False, compare=False, default=None)
+    # At most this many running executions of the workflow across every worker (None: no limit).
+    concurrency: int | None = None
+    # A run whose process died: "resume" it on another worker, or "fail" it as interrupted.
+    on_interrupt: str = "resume"
+    # The trigger's `mode`: "async" webhooks queue the run and answer 202 at once.
+    trigger_mode: str = "sync"
 
     @property
     def total_steps(self) -> int:
@@ -109,6 +117,8 @@ def compile_plan(spec: dict, registry, *, workflow_id: str = "", version: int = 
             problems.add(("edges", edge.index, "target"), f"edge {edge.label} goes into the trigger")
     order = _topological_order(nodes, index_of, edge_plans, problems)
     input_validator = _input_validator(spec, problems)
+    concurrency, on_interrupt = _run_options(spec, problems)
+    trigger_mode = _trigger_mode(nodes, triggers, index_of, problems)
     if problems.items:
         raise SpecError(problems.items)
 
@@ -131,7 +141,38 @@ def compile_plan(spec: dict, registry, *, workflow_id: str = "", version: int = 
         trigger_id=triggers[0],
         by_id={plan.id: plan for plan in plans},
         input_validator=input_validator,
+        concurrency=concurrency,
+        on_interrupt=on_interrupt,
+        trigger_mode=trigger_mode,
     )
+
+
+def _run_options(spec: dict, problems: _Problems) -> tuple[int | None, str]:
+    """The top-level ``concurrency`` and ``onInterrupt`` (the schema checks them too; a
+    stored spec that predates them has neither)."""
+    concurrency = spec.get("concurrency")
+    if concurrency is not None and (
+        isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+    ):
+        problems.add(("concurrency",), "concurrency must be an integer of at least 1")
+        concurrency = None
+    on_interrupt = spec.get("onInterrupt", "resume")
+    if on_interrupt not in ON_INTERRUPT:
+        problems.add(("onInterrupt",), f"onInterrupt must be one of {', '.join(ON_INTERRUPT)}")
+        on_interrupt = "resume"
+    return concurrency, on_interrupt
+
+
+def _trigger_mode(nodes: list[dict], triggers: list[str], index_of: dict[str, int], problems: _Problems) -> str:
+    if len(triggers) != 1:
+        return "sync"
+    index = index_of[triggers[0]]
+    data = nodes[index].get("data")
+    mode = data.get("mode", "sync") if isinstance(data, dict) else "sync"
+    if mode not in TRIGGER_MODES:
+        problems.add(("nodes", index, "data", "mode"), f"mode must be one of {', '.join(TRIGGER_MODES)}")
+        return "sync"
+    return mode
 
 
 def _input_validator(spec: dict, problems: _Problems) -> InputValidator | None:

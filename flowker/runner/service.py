@@ -7,6 +7,8 @@
     execution = service.run(started.execution.id)            # synchronous, never raises for a failed run
     started = service.execute(workflow_id, input_data, actor=actor)   # start + run
     service.recover_interrupted()                            # at start-up
+    queued = service.enqueue(workflow_id, input_data, actor=actor)   # a queued run (flowker.queue)
+    execution = service.run_claimed(claimed_execution)       # a worker's claimed run
 
 The service owns everything that lives per process: the compiled plans (LRU keyed by
 (workflow id, version)), the circuit breakers (by executor id), the executor clients and
@@ -15,26 +17,27 @@ their sessions, the OIDC token cache, the redactor and the lease heartbeat.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
-from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-import peewee
-import rfc8785
-
-from flowker.errors import BadRequest, FlowkerError, InputValidationError, NotFound, UnprocessableEntity
+from flowker.errors import FlowkerError, NotFound
 from flowker.expression_sandbox import ExpressionSandbox
 from flowker.runner.breakers import BreakerBoard
 from flowker.runner.engine import FAILED, Engine, RunOutcome
 from flowker.runner.executors import ExecutorPool
+from flowker.runner.admission import (
+    MAX_IDEMPOTENCY_KEY,
+    PLAN_CACHE_SIZE,
+    PlanCache,
+    StartResult,
+    admit,
+    created_once,
+    request_hash,
+)
 from flowker.runner.graph import WorkflowPlan, compile_plan
 from flowker.runner.records import (
     FLUSH_INTERVAL_SECONDS,
@@ -46,8 +49,8 @@ from flowker.runner.records import (
 from flowker.runner.run_telemetry import RunTelemetry
 from flowker.runner.recovery import LeaseHeartbeat, LeaseSweeper, recover_interrupted
 from flowker.runner.wal_checkpoints import WalCheckpointer
-from flowker.storage.database import bound_to, connection, write_transaction
-from flowker.storage.lookups import WorkflowHead, workflow_head
+from flowker.storage.database import bound_to, connection, is_postgres
+from flowker.storage.lookups import WorkflowHead
 from flowker.storage.models import Execution, WorkflowVersion, new_id, utcnow
 from flowker.storage.statements import CompiledInsert, CompiledSelect, model_database, model_from_values
 from flowker.tracing import NO_TRACING
@@ -56,8 +59,6 @@ from flowker.error_codes import ErrorCode
 logger = logging.getLogger(__name__)
 
 DEFAULT_LEASE_SECONDS = 60.0
-PLAN_CACHE_SIZE = 256
-MAX_IDEMPOTENCY_KEY = 255
 
 # The statements every execution runs, compiled once (see flowker.storage.statements).
 EXECUTION_COLUMNS = (
@@ -75,55 +76,15 @@ EXECUTION_COLUMNS = (
     "started_at",
 )
 INSERT_EXECUTION = CompiledInsert(Execution, EXECUTION_COLUMNS)
+QUEUED_COLUMNS = EXECUTION_COLUMNS + ("queued_at", "retry_of", "trace_parent")
+INSERT_QUEUED_EXECUTION = CompiledInsert(Execution, QUEUED_COLUMNS)
+# The PostgreSQL channel an enqueue notifies at commit; idle workers LISTEN on it.
+QUEUE_CHANNEL = "flowker_queue"
+TRACE_PARENT_LENGTH = 55
 EXECUTION_BY_ID = CompiledSelect(Execution, '"id" = {p}')
 
 
-__all__ = ["ExecutionService", "StartResult", "request_hash"]
-
-
-@dataclass(frozen=True)
-class StartResult:
-    execution: Execution
-    created: bool
-
-
-def request_hash(input_data: Any) -> str:
-    """sha256 of the RFC 8785 canonical input: the same key must come with the same input.
-
-    Inputs RFC 8785 cannot express (integers beyond 2**53, NaN) fall back to sorted
-    compact JSON, which is just as deterministic for this comparison.
-    """
-    value = input_data if input_data is not None else {}
-    try:
-        canonical = rfc8785.dumps(value)
-    except Exception:  # noqa: BLE001 - rfc8785's domain errors
-        canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    return hashlib.sha256(canonical).hexdigest()
-
-
-class PlanCache:
-    """Compiled plans by (workflow id, version); bounded, least recently used first out."""
-
-    def __init__(self, size: int = PLAN_CACHE_SIZE):
-        self.size = size
-        self._lock = threading.Lock()
-        self._plans: OrderedDict[tuple[str, int], WorkflowPlan] = OrderedDict()
-        self.compiled = 0  # how many compilations happened (tests and metrics)
-
-    def get(self, key: tuple[str, int], compile_: Callable[[], WorkflowPlan]) -> WorkflowPlan:
-        with self._lock:
-            plan = self._plans.get(key)
-            if plan is not None:
-                self._plans.move_to_end(key)
-                return plan
-        plan = compile_()  # outside the lock: a slow compile does not stall other workflows
-        with self._lock:
-            self.compiled += 1
-            self._plans[key] = plan
-            self._plans.move_to_end(key)
-            while len(self._plans) > self.size:
-                self._plans.popitem(last=False)
-        return plan
+__all__ = ["ExecutionService", "StartResult", "request_hash", "MAX_IDEMPOTENCY_KEY", "QUEUE_CHANNEL"]
 
 
 class ExecutionService:
@@ -208,30 +169,12 @@ class ExecutionService:
         webhooks pass the body without ``_webhook``): a mismatch raises
         :class:`InputValidationError` (FLK-0511) before anything is written.
         """
-        if idempotency_key is not None and not (0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY):
-            raise BadRequest(
-                f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters", code=ErrorCode.INVALID_IDEMPOTENCY_KEY
-            )
         input_data = input_data if input_data is not None else {}
-        digest = request_digest or request_hash(input_data)
         with bound_to(self.database), connection():
-            workflow = workflow_head(workflow_id)
-            if workflow is None:
-                raise NotFound(f"workflow {workflow_id} not found", code=ErrorCode.WORKFLOW_NOT_FOUND)
-            if idempotency_key is not None:
-                existing = self._keyed(workflow_id, idempotency_key)
-                if existing is not None:
-                    return self._replay(existing, digest)
-            if workflow.status != "active":
-                raise UnprocessableEntity(
-                    f"workflow {workflow.name} is not active (it is {workflow.status})",
-                    code=ErrorCode.WORKFLOW_NOT_ACTIVE,
-                )
-            plan = self.plan(workflow.id, workflow.version)
-            if plan.input_validator is not None:
-                problems = plan.input_validator.problems(input_data if checked_input is None else checked_input)
-                if problems:
-                    raise InputValidationError(problems)
+            admitted = admit(self.plan, workflow_id, input_data, idempotency_key, request_digest, checked_input)
+            if isinstance(admitted, StartResult):
+                return admitted
+            workflow, plan, digest = admitted
             execution_id = new_id()
             # Serialized before the transaction: the write lock is held for the statements only.
             (started_entry,) = prepare_audit(
@@ -251,22 +194,100 @@ class ExecutionService:
                     )
                 ]
             )
-            try:
-                with write_transaction():
-                    if idempotency_key is not None:
-                        # On SQLite the write lock is held here, so this check is the serial one.
-                        existing = self._keyed(workflow_id, idempotency_key)
-                        if existing is not None:
-                            return self._replay(existing, digest)
-                    execution = self._create(execution_id, workflow, plan, input_data, digest, idempotency_key)
-                    audit_batch([started_entry], self.audit_log)
-            except peewee.IntegrityError:
-                # Another request with the same key committed first (PostgreSQL): return the winner.
-                existing = self._keyed(workflow_id, idempotency_key) if idempotency_key is not None else None
-                if existing is None:
-                    raise
-                return self._replay(existing, digest)
-        return StartResult(execution, True)
+
+            def create() -> Execution:
+                execution = self._create(execution_id, workflow, plan, input_data, digest, idempotency_key)
+                audit_batch([started_entry], self.audit_log)
+                return execution
+
+            return created_once(workflow_id, idempotency_key, digest, create)
+
+    def enqueue(
+        self,
+        workflow_id: str,
+        input_data: Any,
+        *,
+        actor,
+        idempotency_key: str | None = None,
+        request_digest: str | None = None,
+        checked_input: Any = None,
+        retry_of: str | None = None,
+        workflow_version: int | None = None,
+        trace_parent: str | None = None,
+        audit_metadata: dict | None = None,
+    ) -> StartResult:
+        """Create a ``queued`` execution (and its EXECUTION_QUEUED entry) for a worker to
+        claim (flowker.queue), or find the keyed one; the same checks as :meth:`start`.
+
+        ``workflow_version``: run that version (a retry runs the original's), active or not;
+        default the workflow's current version, which must be active. ``trace_parent``: the
+        W3C traceparent the run continues. ``audit_metadata`` joins the entry's metadata.
+        A caller's enclosing write transaction makes this one a savepoint of it; on
+        PostgreSQL a ``NOTIFY flowker_queue`` is sent at its commit.
+        """
+        input_data = input_data if input_data is not None else {}
+        with bound_to(self.database), connection():
+            admitted = admit(
+                self.plan, workflow_id, input_data, idempotency_key, request_digest, checked_input, workflow_version
+            )
+            if isinstance(admitted, StartResult):
+                return admitted
+            workflow, plan, digest = admitted
+            execution_id = new_id()
+            metadata = {
+                "workflowName": workflow.name,
+                "totalSteps": plan.total_steps,
+                "idempotencyKey": bool(idempotency_key),
+                "inputHash": digest,
+                **({"retryOf": retry_of} if retry_of else {}),
+                **(audit_metadata or {}),
+            }
+            (queued_entry,) = prepare_audit(
+                [
+                    audit_item(
+                        "EXECUTION_QUEUED",
+                        "SUCCESS",
+                        execution_id,
+                        actor=actor,
+                        context={"workflowId": workflow.id, "workflowVersion": workflow.version},
+                        metadata=metadata,
+                    )
+                ]
+            )
+            database = model_database(Execution)
+
+            def create() -> Execution:
+                now = utcnow()
+                values = (
+                    execution_id,
+                    workflow.id,
+                    workflow.version,
+                    "queued",
+                    input_data,
+                    idempotency_key,
+                    digest,
+                    0,
+                    plan.total_steps,
+                    None,
+                    None,
+                    now,  # NOT NULL: the claim sets the real start
+                    now,
+                    retry_of,
+                    trace_parent if trace_parent and len(trace_parent) <= TRACE_PARENT_LENGTH else None,
+                )
+                INSERT_QUEUED_EXECUTION.execute(database, [values])
+                audit_batch([queued_entry], self.audit_log)
+                if is_postgres(database):
+                    # Delivered at commit; the payload names the schema, so workers of another
+                    # schema on the same database (tests, tenants) can ignore it.
+                    database.execute_sql("SELECT pg_notify(%s, current_schema())", (QUEUE_CHANNEL,))
+                return model_from_values(
+                    Execution,
+                    QUEUED_COLUMNS + ("final_output", "error_message", "completed_at", "resumes", "trace_id"),
+                    values + (None, None, None, 0, None),
+                )
+
+            return created_once(workflow_id, idempotency_key, digest, create)
 
     def _create(
         self, execution_id: str, workflow: WorkflowHead, plan: WorkflowPlan, input_data, digest, idempotency_key
@@ -292,19 +313,6 @@ class ExecutionService:
             EXECUTION_COLUMNS + ("final_output", "error_message", "completed_at"),
             values + (None, None, None),
         )
-
-    @staticmethod
-    def _keyed(workflow_id: str, key: str) -> Execution | None:
-        return Execution.get_or_none((Execution.workflow_id == workflow_id) & (Execution.idempotency_key == key))
-
-    @staticmethod
-    def _replay(existing: Execution, digest: str) -> StartResult:
-        if existing.request_hash != digest:
-            raise UnprocessableEntity(
-                "this Idempotency-Key was already used with a different request body",
-                code=ErrorCode.IDEMPOTENCY_KEY_REUSED,
-            )
-        return StartResult(existing, False)
 
     def plan(self, workflow_id: str, version: int) -> WorkflowPlan:
         """The compiled plan of a workflow version (compiled once, then cached)."""
@@ -338,6 +346,17 @@ class ExecutionService:
         without reading it back first."""
         with bound_to(self.database), connection():
             return self._run_loaded(started, observer, trace_parent)
+
+    def run_claimed(self, execution: Execution, *, observer=None) -> Execution:
+        """Run a queued execution a worker just claimed for this service's owner
+        (flowker.queue.claim: running, our lease, EXECUTION_STARTED written), continuing
+        the trace of the request that queued it."""
+        trace_parent = None
+        if execution.trace_parent:
+            carrier = {"traceparent": execution.trace_parent}
+            trace_parent = self.tracing.extract(carrier.get)
+        with bound_to(self.database), connection():
+            return self._run_loaded(execution, observer, trace_parent)
 
     def _run_loaded(self, execution: Execution, observer, trace_parent=None) -> Execution:
         if execution.status != "running" or not self._claim(execution):

@@ -96,6 +96,15 @@ ADDED_COLUMNS = (
 )
 # Migration 7: the execution's OpenTelemetry trace id (flowker.tracing).
 TRACE_ID_COLUMNS = ((Execution._meta.table_name, "trace_id", "VARCHAR(32)"),)
+QUEUED_INDEX = "execution_queued"
+# Migration 8: the execution queue (flowker.queue), resume and retry.
+QUEUE_COLUMNS = (
+    (Execution._meta.table_name, "queued_at", "TIMESTAMP"),
+    (Execution._meta.table_name, "retry_of", "VARCHAR(36)"),
+    # A constant default: neither backend rewrites existing rows for it.
+    (Execution._meta.table_name, "resumes", "INTEGER NOT NULL DEFAULT 0"),
+    (Execution._meta.table_name, "trace_parent", "VARCHAR(55)"),
+)
 
 
 def _add_columns(database: peewee.Database, columns) -> None:
@@ -125,9 +134,20 @@ def _add_execution_trace_id(database: peewee.Database) -> None:
     _add_columns(database, TRACE_ID_COLUMNS)
 
 
+<<<<<<< HEAD
 def _create_schedule_ticks(database: peewee.Database) -> None:
     # Schedule ticks fired once (flowker.schedules); a database made by migration 1 since has it.
     database.create_tables([ScheduleTick], safe=True)
+=======
+def _add_execution_queue(database: peewee.Database) -> None:
+    _add_columns(database, QUEUE_COLUMNS)
+    # Workers claim the oldest queued rows; a partial index holds only those, so runs that
+    # start at once (never queued) cost it no write.
+    table = Execution._meta.table_name
+    database.execute_sql(
+        f'CREATE INDEX IF NOT EXISTS "{QUEUED_INDEX}" ON "{table}" ("queued_at", "id") WHERE "status" = \'queued\''
+    )
+>>>>>>> 8a03298cca9208e6cde9aa4b5bb5a9ec88bcb7e2
 
 
 # (version, name, function). Append only; never edit a migration that has shipped.
@@ -139,6 +159,7 @@ MIGRATIONS = (
     (5, "API keys stored as hashes, with roles and workflow scopes", _create_api_keys),
     (6, "signed webhook messages already accepted (replays refused on every server)", _create_webhook_deliveries),
     (7, "the execution's OpenTelemetry trace id", _add_execution_trace_id),
+    (8, "the execution queue (queued_at, retry_of, resumes, trace_parent)", _add_execution_queue),
     (9, "schedule ticks fired, each once across every process (unique workflow and tick)", _create_schedule_ticks),
 )
 

@@ -106,7 +106,7 @@ class Execution(BaseModel):
     id = peewee.CharField(primary_key=True, max_length=36, default=new_id)
     workflow_id = peewee.CharField(max_length=36)
     workflow_version = peewee.IntegerField()
-    status = peewee.CharField(max_length=16, index=True)  # running|completed|failed
+    status = peewee.CharField(max_length=16, index=True)  # queued|running|completed|failed
     input_data = JSONField(null=True)
     final_output = JSONField(null=True)
     error_message = peewee.TextField(null=True)
@@ -122,6 +122,15 @@ class Execution(BaseModel):
     completed_at = peewee.DateTimeField(null=True)
     # The OpenTelemetry trace of the run (32 hex digits), when it was traced and sampled.
     trace_id = peewee.CharField(max_length=32, null=True)
+    # The queue (flowker.queue): when the run was queued (NULL: started at once, in the
+    # request); ``started_at`` is then the time a worker claimed it.
+    queued_at = peewee.DateTimeField(null=True)
+    # The failed execution this one retries (POST /v1/executions/{id}/retry).
+    retry_of = peewee.CharField(max_length=36, null=True)
+    # How many times the run was resumed after its owner died.
+    resumes = peewee.IntegerField(default=0, constraints=[peewee.SQL("DEFAULT 0")])
+    # The W3C traceparent a queued run continues (the request that queued it).
+    trace_parent = peewee.CharField(max_length=55, null=True)
 
     class Meta:
         indexes = ((("workflow_id", "idempotency_key"), True),)

@@ -129,7 +129,7 @@ def test_dashboards(client, active_workflow):
     assert summary["total"] == 2 and summary["active"] == 1
     assert {"status": "draft", "count": 1} in summary["byStatus"]
     counts = client.simulate_get("/v1/dashboards/executions").json
-    assert counts == {"total": 1, "running": 0, "completed": 1, "failed": 0}
+    assert counts == {"total": 1, "queued": 0, "running": 0, "completed": 1, "failed": 0}
     future = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert client.simulate_get("/v1/dashboards/executions", params={"startTime": future}).json["total"] == 0
     assert (

@@ -134,11 +134,6 @@ def _add_execution_trace_id(database: peewee.Database) -> None:
     _add_columns(database, TRACE_ID_COLUMNS)
 
 
-<<<<<<< HEAD
-def _create_schedule_ticks(database: peewee.Database) -> None:
-    # Schedule ticks fired once (flowker.schedules); a database made by migration 1 since has it.
-    database.create_tables([ScheduleTick], safe=True)
-=======
 def _add_execution_queue(database: peewee.Database) -> None:
     _add_columns(database, QUEUE_COLUMNS)
     # Workers claim the oldest queued rows; a partial index holds only those, so runs that
@@ -147,7 +142,11 @@ def _add_execution_queue(database: peewee.Database) -> None:
     database.execute_sql(
         f'CREATE INDEX IF NOT EXISTS "{QUEUED_INDEX}" ON "{table}" ("queued_at", "id") WHERE "status" = \'queued\''
     )
->>>>>>> 8a03298cca9208e6cde9aa4b5bb5a9ec88bcb7e2
+
+
+def _create_schedule_ticks(database: peewee.Database) -> None:
+    # Schedule ticks fired once (flowker.schedules); a database made by migration 1 since has it.
+    database.create_tables([ScheduleTick], safe=True)
 
 
 # (version, name, function). Append only; never edit a migration that has shipped.

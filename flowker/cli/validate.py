@@ -127,7 +127,7 @@ def schedule_lines(documents, now=None) -> list[str]:
     """For each workflow with a valid schedule trigger: where it is, and its next 3 fire times."""
     import datetime as dt
 
-    from flowker.schedules.spec import iso_utc, next_fire_times, schedule_data, schedule_of
+    from flowker.validation.schedule_spec import iso_utc, next_fire_times, schedule_data, schedule_of
     from flowker.validation.documents import WorkflowSpec
 
     now = now or dt.datetime.now(dt.timezone.utc)

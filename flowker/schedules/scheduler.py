@@ -36,7 +36,7 @@ from typing import Callable
 from flowker.audit.chain import UNKNOWN_IP, Actor
 from flowker.errors import FlowkerError, InputValidationError
 from flowker.schedules import store
-from flowker.schedules.spec import UTC, ScheduleSpec, iso_utc, schedule_of
+from flowker.validation.schedule_spec import UTC, ScheduleSpec, iso_utc, schedule_of
 from flowker.schedules.ticks import DEFAULT_CATCH_UP_LIMIT, DEFAULT_GRACE, next_tick, ticks_to_fire
 from flowker.storage.database import bound_to, connection, write_transaction
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass
 
-from flowker.schedules.spec import UTC, ScheduleSpec
+from flowker.validation.schedule_spec import UTC, ScheduleSpec
 
 # catchUp: all fires at most this many missed ticks (the most recent ones) per catch-up.
 DEFAULT_CATCH_UP_LIMIT = 1000

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as _dt
 
-from flowker.schedules.spec import SCHEDULE, SCHEDULED_AT, cron_problem, iso_utc, timezone_problem
+from flowker.validation.schedule_spec import SCHEDULE, SCHEDULED_AT, cron_problem, iso_utc, timezone_problem
 from flowker.validation.problems import ProblemList
 
 SCHEDULE_FIELDS = ("cron", "timezone", "catchUp", "input")

@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from flowker.schedules.spec import ScheduleSpec, next_fire_times, schedule_of
+from flowker.validation.schedule_spec import ScheduleSpec, next_fire_times, schedule_of
 from flowker.schedules.ticks import due_ticks, next_tick, ticks_to_fire
 
 UTC = dt.timezone.utc

@@ -7,6 +7,7 @@ another scheduler claimed the tick first (on PostgreSQL it waits for that one's 
 from __future__ import annotations
 
 import datetime as _dt
+from typing import Any, Iterable
 
 import peewee
 
@@ -60,12 +61,13 @@ def latest_ticks(workflow_ids: list[str]) -> dict[str, _dt.datetime]:
     """The latest claimed tick (naive UTC) of each workflow that has one."""
     if not workflow_ids:
         return {}
-    rows = (
+    query: Any = (
         ScheduleTick.select(ScheduleTick.workflow_id, peewee.fn.MAX(ScheduleTick.tick))
         .where(ScheduleTick.workflow_id.in_(workflow_ids))
         .group_by(ScheduleTick.workflow_id)
         .tuples()
     )
+    rows: Iterable[tuple[str, Any]] = query  # .tuples(): (workflow id, MAX(tick))
     return {workflow_id: as_datetime(latest) for workflow_id, latest in rows}
 
 

@@ -188,11 +188,25 @@ class Scheduler:
 class SchedulerThread:
     """Runs :meth:`Scheduler.tick` in a daemon thread: right after each tick is due, and
     at least every ``refresh_seconds``. A failed pass (the database away) is logged and
-    tried again at the next wake-up."""
+    tried again at the next wake-up. Each queue worker process runs one::
 
-    def __init__(self, scheduler: Scheduler, *, refresh_seconds: float = DEFAULT_REFRESH_SECONDS):
+        thread = SchedulerThread(Scheduler(service), on_fired=worker.wake)
+        thread.start()  # with the worker
+        thread.stop()   # before the worker stops
+    """
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        *,
+        refresh_seconds: float = DEFAULT_REFRESH_SECONDS,
+        on_fired: Callable[[], None] | None = None,
+    ):
         self.scheduler = scheduler
         self.refresh_seconds = refresh_seconds
+        # Called after a pass that queued runs (a queue worker's wake(): on SQLite no NOTIFY
+        # tells this process's claimer that work arrived).
+        self.on_fired = on_fired
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.passes = 0
@@ -216,6 +230,8 @@ class SchedulerThread:
             try:
                 result = self.scheduler.tick()
                 self.passes += 1
+                if self.on_fired is not None and any(f.execution_id for f in result.fired):
+                    self.on_fired()
                 if result.next_due is not None:
                     until_due = (result.next_due - self.scheduler.clock()).total_seconds()
                     # A little after the tick, so that the pass finds it due.

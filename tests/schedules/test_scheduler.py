@@ -125,8 +125,10 @@ def test_old_ticks_are_pruned_but_each_workflow_keeps_its_latest(service, databa
 
 def test_the_thread_fires_a_due_tick_and_stops(service, database):
     now = dt.datetime.now(dt.timezone.utc)
-    workflow = store_workflow(schedule_spec("thread", "* * * * *"), now - dt.timedelta(minutes=5))
-    runner = SchedulerThread(Scheduler(service), refresh_seconds=0.05)
+    # Yearly, activated 400 days ago: one tick is due now, the next is months away.
+    workflow = store_workflow(schedule_spec("thread", "0 0 1 1 *"), now - dt.timedelta(days=400))
+    woken = []
+    runner = SchedulerThread(Scheduler(service), refresh_seconds=0.05, on_fired=lambda: woken.append(1))
     runner.start()
     try:
         deadline = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=20)
@@ -135,4 +137,4 @@ def test_the_thread_fires_a_due_tick_and_stops(service, database):
             runner._stop.wait(0.05)
     finally:
         runner.stop()
-    assert len(_queued(workflow.id)) == 1 and runner.passes >= 1
+    assert len(_queued(workflow.id)) == 1 and runner.passes >= 1 and woken == [1]

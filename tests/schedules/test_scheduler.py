@@ -138,3 +138,22 @@ def test_the_thread_fires_a_due_tick_and_stops(service, database):
     finally:
         runner.stop()
     assert len(_queued(workflow.id)) == 1 and runner.passes >= 1 and woken == [1]
+
+
+def test_a_workflow_created_and_activated_through_the_catalog_fires_from_its_activation(service, database, registry):
+    from flowker.audit.chain import SYSTEM_ACTOR
+    from flowker.catalog.workflows import WorkflowStore
+    from flowker.errors import SpecError
+
+    store = WorkflowStore(registry)
+    with pytest.raises(SpecError) as refused:
+        store.create(schedule_spec("bad-cron", "* * * *"), SYSTEM_ACTOR)
+    assert "has 4 fields; it needs 5" in str(refused.value.problems)
+    workflow = store.activate(store.create(schedule_spec("catalog", "* * * * *"), SYSTEM_ACTOR).id, SYSTEM_ACTOR)
+    activated = workflow.updated_at.replace(tzinfo=dt.timezone.utc)
+    scheduler = Scheduler(service)
+    fired = scheduler.tick(activated + dt.timedelta(minutes=3)).fired
+    # catchUp latest: the 3 minutes since activation give one run, for the latest minute.
+    assert [f.tick for f in fired] == [(activated + dt.timedelta(minutes=3)).replace(second=0, microsecond=0)]
+    store.deactivate(workflow.id, SYSTEM_ACTOR)
+    assert scheduler.tick(activated + dt.timedelta(minutes=10)).fired == []

@@ -125,6 +125,7 @@ class SampleService:
             ("GET", re.compile(r"^/fraud/v1/cases/(?P<case_id>[^/]+)$"), self.fraud_case),
             ("POST", re.compile(r"^/ledger/v1/payments$"), self.ledger_book),
             ("POST", re.compile(r"^/ledger/v1/reviews$"), self.ledger_review),
+            ("POST", re.compile(r"^/ledger/v1/settlements$"), self.ledger_settle),
             ("POST", re.compile(r"^/banking/v1/customers$"), self.bank_customer),
             ("POST", re.compile(r"^/banking/v1/customers/(?P<customer_id>[^/]+)/accounts$"), self.bank_account),
             ("POST", re.compile(r"^/kyc/v1/verifications$"), self.kyc_verify),
@@ -282,6 +283,19 @@ class SampleService:
             "status": "OPEN",
             "queue": "fraud-review",
             "reason": body.get("reason"),
+        }
+
+    def ledger_settle(self, request: Request):
+        # The sandbox region never has payments: the "nothing to settle" branch.
+        self._require_header(request, "X-Ledger-Key")
+        body = request.json()
+        payments = 0 if body.get("region") == "SANDBOX" else 42
+        return 201, {
+            "settlementId": _id("st", body.get("region"), body.get("cutoff")),
+            "region": body.get("region"),
+            "cutoff": body.get("cutoff"),
+            "payments": payments,
+            "status": "SETTLED" if payments else "EMPTY",
         }
 
     # -- core banking ---------------------------------------------------------------------

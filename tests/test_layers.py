@@ -1,4 +1,4 @@
-"""The layers' dependency rule (docs/architecture.md): storage <- audit <- catalog <- runner <- queue <- api / cli.
+"""The layers' dependency rule (docs/architecture.md): storage <- audit <- catalog <- runner <- queue, schedules <- api / cli.
 
 A module may import its own layer and the layers below it, never one above: every import
 counts, also the ones inside functions and under ``TYPE_CHECKING``. The modules outside the
@@ -13,7 +13,7 @@ from pathlib import Path
 import flowker
 
 PACKAGE = Path(flowker.__file__).parent
-LAYERS = {"storage": 0, "audit": 1, "catalog": 2, "runner": 3, "queue": 4, "api": 5, "cli": 5}
+LAYERS = {"storage": 0, "audit": 1, "catalog": 2, "runner": 3, "queue": 4, "schedules": 4, "api": 5, "cli": 5}
 
 
 def _imported_modules(path: Path, root: Path = PACKAGE) -> list[tuple[int, str]]:

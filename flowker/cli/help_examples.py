@@ -12,6 +12,7 @@ EXAMPLES: dict[str, str] = {
 flowker validate examples/                        # every *.yaml below, recursively
 flowker validate --executors shared/executors workflows/payment.yaml
 flowker validate -q specs/ && echo valid          # exit 0 valid, 1 problems, 2 usage
+flowker validate --verbose workflows/              # also each schedule's next 3 fire times
 """,
     "run": """
 flowker run examples/payment-approval/workflows/payment-approval.yaml \\

@@ -42,12 +42,19 @@ def _sibling_executor_folders(files: list[Path]) -> set[Path]:
     help="Also read executors from DIR to resolve names (their problems are not reported). Repeatable.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="Print problems only, no summary line.")
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="Also print the next 3 fire times of each schedule trigger (with UTC offsets).",
+)
 @click.pass_context
-def validate(ctx, paths, executor_dirs, quiet):
+def validate(ctx, paths, executor_dirs, quiet, verbose):
     """Check workflow and executor spec files (files or folders).
 
     Prints FILE:LINE:COLUMN: MESSAGE for every problem. Exit status 0 when every
-    file is valid, 1 when any problem was found, 2 on usage errors.
+    file is valid, 1 when any problem was found, 2 on usage errors. With --verbose,
+    each schedule trigger's next 3 fire times follow.
     """
     from flowker.errors import SpecError
     from flowker.plugins import load_registry
@@ -103,6 +110,9 @@ def validate(ctx, paths, executor_dirs, quiet):
 
     for problem in problems:
         click.echo(problem.format())
+    if verbose:
+        for line in schedule_lines(documents):
+            click.echo(line)
     summary = _summary(len(files), problems)
     if problems:
         if not quiet:
@@ -111,6 +121,33 @@ def validate(ctx, paths, executor_dirs, quiet):
         sys.exit(1)
     if not quiet:
         click.echo(summary)
+
+
+def schedule_lines(documents, now=None) -> list[str]:
+    """For each workflow with a valid schedule trigger: where it is, and its next 3 fire times."""
+    import datetime as dt
+
+    from flowker.validation.schedule_spec import iso_utc, next_fire_times, schedule_data, schedule_of
+    from flowker.validation.documents import WorkflowSpec
+
+    now = now or dt.datetime.now(dt.timezone.utc)
+    lines = []
+    for document in documents:
+        if not isinstance(document, WorkflowSpec):
+            continue
+        schedule = schedule_of(document.body)
+        if schedule is None:
+            continue
+        index = next(schedule_data(document.body))[0]
+        line, column = document.location_of(("nodes", index, "data", "cron"))
+        where = f"{document.source}:{line}:{column or 1}" if line else document.source
+        lines.append(
+            f"{where}: workflow {document.name!r} runs on {schedule.cron!r} in {schedule.timezone} "
+            f"(catchUp: {schedule.catch_up}); next fire times:"
+        )
+        for tick in next_fire_times(schedule, now):
+            lines.append(f"  {tick.isoformat()}  ({iso_utc(tick)})")
+    return lines
 
 
 def _summary(file_count: int, problems) -> str:

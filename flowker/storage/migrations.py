@@ -17,6 +17,7 @@ from flowker.storage.models import (
     AuditEntry,
     CircuitBreakerState,
     Execution,
+    ScheduleTick,
     SchemaMigration,
     WebhookDelivery,
     Workflow,
@@ -156,6 +157,11 @@ def _create_audit_append_function(database: peewee.Database) -> None:
         audit_function.install(database)
 
 
+def _create_schedule_ticks(database: peewee.Database) -> None:
+    # Schedule ticks fired once (flowker.schedules); a database made by migration 1 since has it.
+    database.create_tables([ScheduleTick], safe=True)
+
+
 # (version, name, function). Append only; never edit a migration that has shipped.
 MIGRATIONS = (
     (1, "initial schema with append-only audit tables", _initial),
@@ -166,6 +172,7 @@ MIGRATIONS = (
     (6, "signed webhook messages already accepted (replays refused on every server)", _create_webhook_deliveries),
     (7, "the execution's OpenTelemetry trace id", _add_execution_trace_id),
     (8, "the execution queue (queued_at, retry_of, resumes, trace_parent)", _add_execution_queue),
+    (9, "schedule ticks fired, each once across every process (unique workflow and tick)", _create_schedule_ticks),
     (10, "PostgreSQL: the audit append as one server-side call", _create_audit_append_function),
 )
 

@@ -261,6 +261,24 @@ class WebhookDelivery(BaseModel):
     expires_at = peewee.DateTimeField(index=True)
 
 
+class ScheduleTick(BaseModel):
+    """A schedule tick that fired (flowker.schedules): the unique (workflow, tick) makes each
+    tick fire once across every process and host. The row is inserted in the same write
+    transaction as the queued execution it starts; a second insert (another scheduler that
+    computed the same tick) inserts nothing, so that scheduler enqueues nothing. The latest
+    tick of a workflow is where its next pass starts; older rows are pruned."""
+
+    id = peewee.BigAutoField()
+    workflow_id = peewee.CharField(max_length=36)
+    tick = peewee.DateTimeField()  # naive UTC, whole seconds
+    execution_id = peewee.CharField(max_length=36, null=True)
+    outcome = peewee.CharField(max_length=16)  # queued | refused (the run's input was refused)
+    recorded_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("workflow_id", "tick"), True),)
+
+
 class SchemaMigration(BaseModel):
     version = peewee.IntegerField(primary_key=True)
     name = peewee.CharField(max_length=200)
@@ -279,4 +297,5 @@ ALL_MODELS = (
     CircuitBreakerState,
     ApiKeyRecord,
     WebhookDelivery,
+    ScheduleTick,
 )

@@ -31,6 +31,7 @@ from flowker.validation.input_reads import check_input_reads
 from flowker.validation.input_schema import check_input_schema
 from flowker.validation.node_checks import check_actions, check_executor_references, check_triggers, webhook_route
 from flowker.validation.problems import Problem, ProblemList, sorted_unique
+from flowker.validation.schedule_checks import check_schedules
 from flowker.validation.schemas import check_schema
 
 
@@ -83,6 +84,7 @@ def check_document(
         check_input_schema(body, problems)
         check_input_reads(body, problems)
         check_triggers(body, problems, from_file=document.from_file)
+        check_schedules(body, problems)
         if registry is not None:
             check_actions(body, registry, problems)
         if executors is not None:

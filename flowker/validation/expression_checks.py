@@ -39,8 +39,9 @@ def workflow_expressions(body: dict):
             if isinstance(data.get("condition"), str):
                 yield base + ("condition",), data["condition"], False
         elif node.get("type") == "trigger":
-            # A trigger's inputSchema is a JSON Schema, data: "${{" in it is text, not a template.
-            templated = {key: value for key, value in data.items() if key != "inputSchema"}
+            # A trigger's inputSchema is a JSON Schema and a schedule's input fixed data:
+            # "${{" in them is text, not a template.
+            templated = {key: value for key, value in data.items() if key not in ("inputSchema", "input")}
         for suffix, source in iter_expressions(templated):
             yield base + parse_path_suffix(suffix), source, True
     edges = body["edges"] if isinstance(body.get("edges"), list) else []

@@ -89,7 +89,7 @@ def _check_path_params(base, endpoint: str, path: str, path_params, problems: Pr
 
 
 def check_triggers(body: dict, problems: ProblemList, *, from_file: bool) -> None:
-    """Webhook paths that route cleanly; manual triggers without webhook fields;
+    """Webhook paths that route cleanly; manual and schedule triggers without webhook fields;
     in files, the webhook's verify_token only as a secret reference."""
     for index, data in _nodes_of_type(body, "trigger"):
         base = ("nodes", index, "data")
@@ -101,7 +101,7 @@ def check_triggers(body: dict, problems: ProblemList, *, from_file: bool) -> Non
         auth = data.get("auth")
         if isinstance(auth, dict):
             _check_webhook_auth(base + ("auth",), auth, problems, from_file=from_file)
-        if data.get("triggerType") == "manual":
+        if data.get("triggerType") in ("manual", "schedule"):
             for field in ("path", "method", "verify_token", "auth"):
                 if field in data:
                     problems.add(base + (field,), f"{field!r} only applies to webhook triggers", at_key=True)

@@ -62,6 +62,10 @@ SCENARIOS = {
         (ORDER, {"status": "SHIPPED", "orderId": "o-1"}),
         ({**ORDER, "orderId": "o-2", "shipping": "standard", "total": 20}, {"status": "SHIPPED", "orderId": "o-2"}),
     ],
+    "nightly-settlement": [
+        ({"region": "EU", "scheduledAt": "2026-03-29T01:00:00Z"}, {"status": "SETTLED", "payments": 42}),
+        ({"region": "SANDBOX", "scheduledAt": "2026-10-25T00:30:00Z"}, {"status": "NOTHING_TO_SETTLE"}),
+    ],
     "customer-onboarding": [
         (APPLICANT, {"status": "ONBOARDED"}),
         ({**APPLICANT, "document": {"number": "X999", "type": "PASSPORT"}}, {"status": "MANUAL_REVIEW"}),

@@ -307,7 +307,7 @@ def test_near_miss_names_and_values_get_the_hint_too(registry):
     body["edges"].append({"source": "out", "target": "call"})
     problems = validate_body("Workflow", body, registry, executors={"scorer": {"endpoints": []}})
     messages = [p.message for p in problems]
-    assert "'triggerType' must be one of 'webhook', 'manual' (did you mean 'manual'?)" in messages, messages
+    assert "'triggerType' must be one of 'webhook', 'manual', 'schedule' (did you mean 'manual'?)" in messages, messages
     assert any(m.startswith("unknown action type 'set_ouptut' (did you mean 'set_output'?)") for m in messages)
     assert "unknown executor 'scorr' (did you mean 'scorer'?) (known: scorer)" in messages, messages
 

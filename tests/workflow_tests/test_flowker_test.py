@@ -14,6 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
+EXAMPLE_WORKFLOWS = ("payment-approval", "customer-onboarding", "order-fulfilment", "nightly-settlement")
 
 EXECUTOR = """\
     kind: Executor
@@ -61,18 +62,18 @@ def test_the_examples_pass_offline_cover_every_branch_and_write_junit(flowker_cl
     code, out, err = flowker_cli("test", EXAMPLES, "--coverage", "--junit", junit)
     assert code == 0, out + err
     assert socket_guard == []
-    assert "10 cases: 10 passed, 0 failed (3 test files" in out
-    for workflow in ("payment-approval", "customer-onboarding", "order-fulfilment"):
+    assert "12 cases: 12 passed, 0 failed (4 test files" in out
+    for workflow in EXAMPLE_WORKFLOWS:
         assert f"coverage {workflow}: " in out
     assert "never taken" not in out  # every branch and edge of every example is taken
 
     xml = junitparser.JUnitXml.fromfile(str(junit))
     suites = list(xml)
-    assert len(suites) == 3
+    assert len(suites) == 4
     cases = [case for suite in suites for case in suite]
-    assert len(cases) == 10
+    assert len(cases) == 12
     assert all(case.is_passed for case in cases)
-    assert {case.classname for case in cases} == {"payment-approval", "customer-onboarding", "order-fulfilment"}
+    assert {case.classname for case in cases} == set(EXAMPLE_WORKFLOWS)
 
 
 def test_retry_waits_run_on_virtual_time(flowker_cli, socket_guard, spec_folder):

@@ -2,7 +2,9 @@
 
 A claim is one write transaction that picks the oldest queued rows, moves them to
 ``running`` with the claimer's owner, lease and ``started_at``, and appends their
-EXECUTION_STARTED entries: a row is claimed with its audit entry or not at all.
+EXECUTION_STARTED entries: a row is claimed with its audit entry or not at all. A row
+with ``resumes > 0`` (requeued after its owner died, by the resume machinery) keeps its
+``started_at`` and is audited EXECUTION_RESUMED, naming the row's ``owner`` as queued.
 
 - PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED``: claimers never wait for each
   other's rows, so workers on every host claim side by side.
@@ -99,37 +101,47 @@ def _claim_in_transaction(service, database, limit: int, now: dt.datetime | None
     # Read now, after the rows: a run queued while this claim began is not started before it was queued.
     now = now or utcnow()
     lease_until = now + dt.timedelta(seconds=service.lease_seconds)
-    ids = [execution.id for execution in chosen]
-    updated = (
-        Execution.update(status="running", owner=service.owner, lease_expires_at=lease_until, started_at=now)
-        .where(Execution.id.in_(ids) & (Execution.status == "queued"))
-        .execute()
-    )
-    if updated != len(ids):
-        # Only SQLite without SKIP LOCKED could see this, and its write lock excludes it.
-        raise FlowkerError(f"claimed {updated} of {len(ids)} queued executions: another claimer took some")
-    entries = []
-    for execution in chosen:
-        execution.status, execution.owner = "running", service.owner
-        execution.lease_expires_at, execution.started_at = lease_until, now
-        waited_ms = round((now - execution.queued_at).total_seconds() * 1000.0, 3) if execution.queued_at else None
-        entries.append(
-            audit_item(
-                "EXECUTION_STARTED",
-                "SUCCESS",
-                execution.id,
-                context={"workflowId": execution.workflow_id, "workflowVersion": execution.workflow_version},
-                metadata={
-                    "totalSteps": execution.total_steps,
-                    "owner": service.owner,
-                    "queuedMs": waited_ms,
-                    **({"retryOf": execution.retry_of} if execution.retry_of else {}),
-                },
+    # A first claim starts the run now; a resumed run (requeued after its owner died,
+    # resumes > 0) keeps its start, so its execution deadline still counts from there.
+    first = [execution.id for execution in chosen if not execution.resumes]
+    resumed = [execution.id for execution in chosen if execution.resumes]
+    updated = 0
+    for ids, started in ((first, {"started_at": now}), (resumed, {})):
+        if ids:
+            updated += (
+                Execution.update(status="running", owner=service.owner, lease_expires_at=lease_until, **started)
+                .where(Execution.id.in_(ids) & (Execution.status == "queued"))
+                .execute()
             )
-        )
+    if updated != len(chosen):
+        # Only SQLite without SKIP LOCKED could see this, and its write lock excludes it.
+        raise FlowkerError(f"claimed {updated} of {len(chosen)} queued executions: another claimer took some")
+    entries = [_claim_entry(execution, service.owner, now) for execution in chosen]
+    for execution in chosen:
+        execution.status, execution.owner, execution.lease_expires_at = "running", service.owner, lease_until
+        if not execution.resumes:
+            execution.started_at = now
     audit_batch(prepare_audit(entries), service.audit_log)
     result.executions = chosen
     return result
+
+
+def _claim_entry(execution: Execution, owner: str, now: dt.datetime) -> dict:
+    """EXECUTION_STARTED, or EXECUTION_RESUMED for a run requeued after its owner died
+    (naming that owner: the row's ``owner`` as it was queued)."""
+    waited_ms = round((now - execution.queued_at).total_seconds() * 1000.0, 3) if execution.queued_at else None
+    metadata = {"totalSteps": execution.total_steps, "owner": owner, "queuedMs": waited_ms}
+    if execution.retry_of:
+        metadata["retryOf"] = execution.retry_of
+    if execution.resumes:
+        metadata.update(resumes=execution.resumes, previousOwner=execution.owner)
+    return audit_item(
+        "EXECUTION_RESUMED" if execution.resumes else "EXECUTION_STARTED",
+        "SUCCESS",
+        execution.id,
+        context={"workflowId": execution.workflow_id, "workflowVersion": execution.workflow_version},
+        metadata=metadata,
+    )
 
 
 def _candidates(postgres: bool, count: int, seen: set[str], held_back: set[str]) -> list[Execution]:

@@ -2,7 +2,9 @@
 
 A claim is one write transaction that picks the oldest queued rows, moves them to
 ``running`` with the claimer's owner, lease and ``started_at``, and appends their
-EXECUTION_STARTED entries: a row is claimed with its audit entry or not at all.
+EXECUTION_STARTED entries: a row is claimed with its audit entry or not at all. A row
+with ``resumes > 0`` (requeued after its owner died, by the resume machinery) keeps its
+``started_at`` and is audited EXECUTION_RESUMED, naming the row's ``owner`` as queued.
 
 - PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED``: claimers never wait for each
   other's rows, so workers on every host claim side by side.
@@ -116,31 +118,32 @@ def _claim_in_transaction(service, database, limit: int, now: dt.datetime | None
     if updated != len(ids):
         # Only SQLite without SKIP LOCKED could see this, and its write lock excludes it.
         raise FlowkerError(f"claimed {updated} of {len(ids)} queued executions: another claimer took some")
-    entries = []
+    entries = [_claim_entry(execution, service.owner, now) for execution in chosen]
     for execution in chosen:
-        execution.status, execution.owner = "running", service.owner
-        execution.lease_expires_at = lease_until
+        execution.status, execution.owner, execution.lease_expires_at = "running", service.owner, lease_until
         if not execution.resumes:
             execution.started_at = now
-        waited_ms = round((now - execution.queued_at).total_seconds() * 1000.0, 3) if execution.queued_at else None
-        entries.append(
-            audit_item(
-                "EXECUTION_STARTED",
-                "SUCCESS",
-                execution.id,
-                context={"workflowId": execution.workflow_id, "workflowVersion": execution.workflow_version},
-                metadata={
-                    "totalSteps": execution.total_steps,
-                    "owner": service.owner,
-                    "queuedMs": waited_ms,
-                    **({"retryOf": execution.retry_of} if execution.retry_of else {}),
-                    **({"resumes": execution.resumes} if execution.resumes else {}),
-                },
-            )
-        )
     audit_batch(prepare_audit(entries), service.audit_log)
     result.executions = chosen
     return result
+
+
+def _claim_entry(execution: Execution, owner: str, now: dt.datetime) -> dict:
+    """EXECUTION_STARTED; a resumed run (requeued after its owner died, audited then as
+    EXECUTION_RESUMED naming that owner) says how many times it was resumed."""
+    waited_ms = round((now - execution.queued_at).total_seconds() * 1000.0, 3) if execution.queued_at else None
+    metadata = {"totalSteps": execution.total_steps, "owner": owner, "queuedMs": waited_ms}
+    if execution.retry_of:
+        metadata["retryOf"] = execution.retry_of
+    if execution.resumes:
+        metadata["resumes"] = execution.resumes
+    return audit_item(
+        "EXECUTION_STARTED",
+        "SUCCESS",
+        execution.id,
+        context={"workflowId": execution.workflow_id, "workflowVersion": execution.workflow_version},
+        metadata=metadata,
+    )
 
 
 def _candidates(postgres: bool, count: int, seen: set[str], held_back: set[str]) -> list[Execution]:

@@ -124,3 +124,30 @@ def test_the_spec_fields_reach_the_plan_and_bad_values_are_refused(registry):
         f"{'/'.join(map(str, p.path))}: {p.message}" for p in validate_body("Workflow", bad, registry)
     )
     assert "concurrency" in messages and "onInterrupt" in messages and "nodes/0/data/mode" in messages
+
+
+def test_a_requeued_run_is_claimed_keeping_its_start(service, database):
+    """A row put back to queued with resumes > 0 (the resume machinery audits
+    EXECUTION_RESUMED when it requeues) keeps its first start when claimed, and its
+    EXECUTION_STARTED says how many times it was resumed."""
+    import datetime as dt
+
+    from flowker.storage.models import utcnow
+
+    workflow = _store(_spec("requeued"))
+    execution_id = service.enqueue(workflow.id, {"n": 1}, actor=None).execution.id
+    first_start = utcnow() - dt.timedelta(seconds=30)
+    Execution.update(owner="dead-host:1:ab", resumes=1, started_at=first_start).where(
+        Execution.id == execution_id
+    ).execute()
+    (claimed,) = claim(service, 1).executions
+    assert claimed.started_at == first_start and claimed.owner == service.owner
+    row = Execution.get_by_id(execution_id)
+    assert (row.status, row.started_at, row.owner) == ("running", first_start, service.owner)
+    entry = (
+        AuditEntry.select().where(AuditEntry.resource_id == execution_id).order_by(AuditEntry.sequence.desc()).first()
+    )
+    assert entry.event_type == "EXECUTION_STARTED"
+    assert '"resumes":1' in entry.canonical and f'"owner":"{service.owner}"' in entry.canonical
+    assert service.run_claimed(claimed).status == "completed"
+    assert verify_database(database).is_valid

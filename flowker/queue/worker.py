@@ -14,7 +14,8 @@ that ends frees its thread and wakes the claimer at once (a workflow at its
 ``concurrency`` limit may now start one more). The worker also sweeps expired leases
 (the execution service's :class:`~flowker.runner.recovery.LeaseSweeper`), so the runs of
 a worker that died are handled by the ones alive, and samples the queue depth for the
-metrics. ``flowker worker`` runs one; so does each ``flowker serve`` worker process,
+metrics, and fires schedule triggers (a :class:`~flowker.schedules.scheduler.SchedulerThread`).
+``flowker worker`` runs one; so does each ``flowker serve`` worker process,
 unless ``--no-worker``.
 """
 
@@ -52,6 +53,7 @@ class QueueWorker:
         sweep: bool = True,
         depth_sample_seconds: float | None = DEPTH_SAMPLE_SECONDS,
         name: str = "flowker-queue",
+        schedules: bool = True,
     ):
         if concurrency < 1:
             raise ValueError("a queue worker needs a concurrency of at least 1")
@@ -59,6 +61,10 @@ class QueueWorker:
         self.concurrency = concurrency
         self.name = name
         self.sweep = sweep
+        # Every worker fires schedule triggers too (flowker.schedules): each tick fires once
+        # across every process, so running one per worker is safe and needs no leader.
+        self.schedules = schedules
+        self._scheduler_thread = None
         # Made on start(): a PostgreSQL listener opens its connection in the claiming thread.
         self._waiter = waiter
         self._lock = threading.Condition()
@@ -102,6 +108,11 @@ class QueueWorker:
             self.service.start_sweeping()
         if self._depth_sampler is not None:
             self._depth_sampler.start()
+        if self.schedules:
+            from flowker.schedules.scheduler import Scheduler, SchedulerThread
+
+            self._scheduler_thread = SchedulerThread(Scheduler(self.service), on_fired=self.wake)
+            self._scheduler_thread.start()
         return self
 
     def wake(self) -> None:
@@ -111,6 +122,8 @@ class QueueWorker:
 
     def stop_claiming(self) -> None:
         """Claim nothing more (a draining server); runs in flight go on."""
+        if self._scheduler_thread is not None:
+            self._scheduler_thread.stop()
         self._claiming.clear()
         if self._waiter is not None:
             self._waiter.close()

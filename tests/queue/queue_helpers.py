@@ -165,7 +165,13 @@ def execution_report(database) -> dict:
         rows = {
             row.id: row
             for row in Execution.select(
-                Execution.id, Execution.status, Execution.owner, Execution.started_at, Execution.queued_at
+                Execution.id,
+                Execution.workflow_id,
+                Execution.status,
+                Execution.owner,
+                Execution.started_at,
+                Execution.queued_at,
+                Execution.input_data,
             )
         }
         events: Counter = Counter(

@@ -25,6 +25,9 @@ def _settled(database, count: int):
 
 
 def test_200_queued_executions_across_3_workers_each_finish_exactly_once(database, service, stub, start_worker):
+    # Calls of 50 ms: one worker alone would need 2.5 s for all 200, so on a loaded
+    # machine every worker is claiming before the queue is drained (the share check below).
+    stub.stub.delay = 0.05
     store_stub_executor(stub.url, ["work"])
     workflow_id = store_workflow(workflow_spec("bulk", "work"))
     workers = [start_worker("--concurrency", "4") for _ in range(WORKERS)]
@@ -114,3 +117,32 @@ def test_sigterm_lets_the_run_in_flight_end_then_the_worker_exits_0(database, se
     row = execution_report(database)["executions"][execution_id]
     assert row.status == "completed", worker.output
     assert "Stopping: no new claims" in worker.output and "Stopped\n" in worker.output
+
+
+def test_worker_processes_fire_a_schedule_tick_once_and_run_it(database, service, stub, start_worker):
+    """Two real `flowker worker` processes both run the scheduler: the every-minute tick
+    due since the workflow's activation (two minutes ago, catchUp latest) fires once, and
+    one of the workers runs the execution it queued to the end."""
+    import datetime as dt
+
+    from flowker.storage.models import Workflow, utcnow
+
+    store_stub_executor(stub.url, ["tick"])
+    spec = workflow_spec("every-minute", "tick")
+    spec["nodes"][0]["data"] = {"triggerType": "schedule", "cron": "* * * * *", "catchUp": "latest"}
+    workflow_id = store_workflow(spec)
+    activated = utcnow() - dt.timedelta(minutes=2, seconds=5)
+    Workflow.update(updated_at=activated).where(Workflow.id == workflow_id).execute()
+    workers = [start_worker("--concurrency", "2") for _ in range(2)]
+    report = wait_for(_settled(database, 1), "the scheduled execution to end", 60, interval=0.2)
+    rows = report["executions"]
+    assert len(rows) == 1, rows
+    (row,) = rows.values()
+    assert row.status == "completed" and row.workflow_id == workflow_id
+    assert set(row.input_data) == {"scheduledAt"}
+    assert stub.stub.calls[row.id] == 1
+    assert report["verify"].is_valid, report["verify"]
+    for worker in workers:
+        assert worker.terminate() == 0, worker.output
+    # Still one: no tick was fired twice while both workers passed over the schedule.
+    assert len(execution_report(database)["executions"]) == 1

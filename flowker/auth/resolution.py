@@ -128,6 +128,7 @@ class AuthResolution:
         fingerprint = _fingerprint(auth_type, resolved)
         if reuse is not None and reuse.fingerprint == fingerprint and reuse.auth_type is auth_type:
             return reuse
+        snapshot: Any
         try:
             snapshot = copy.deepcopy(resolved)  # the auth's build may keep (and change) ``resolved``
         except Exception:  # noqa: BLE001  an odd value: reuse then goes by the fingerprint alone

@@ -21,9 +21,10 @@ type's declarations, never from config key names.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from flowker.auth.base import AuthContext, AuthenticationSpec, AuthType
@@ -35,11 +36,15 @@ __all__ = ["AuthResolution", "Credentials", "ResolvedConfigError"]
 @dataclass(frozen=True)
 class Credentials:
     """A built auth, the type it came from and a digest of the resolved config it was
-    built from (the same digest: the same auth can be reused)."""
+    built from (the same digest: the same auth can be reused).
+
+    ``resolved`` is a private copy of that config: a later resolution equal to it, type
+    for type, is the same digest without encoding and hashing it again on every call."""
 
     auth_type: AuthType
     fingerprint: str
     auth: Any
+    resolved: Any = field(default=None, repr=False, compare=False)
 
 
 class AuthResolution:
@@ -118,9 +123,37 @@ class AuthResolution:
         """The auth for a resolved config: ``reuse`` when it was built from the same values,
         else validated and built anew (``context()`` is called only then). A failing check
         leaves nothing to reuse, so it fails every call."""
-        fingerprint = hashlib.sha256(
-            json.dumps([auth_type.name, resolved], sort_keys=True, default=str).encode()
-        ).hexdigest()
+        if reuse is not None and reuse.auth_type is auth_type and _identical(reuse.resolved, resolved):
+            return reuse  # the values it was built from, exactly: the same digest
+        fingerprint = _fingerprint(auth_type, resolved)
         if reuse is not None and reuse.fingerprint == fingerprint and reuse.auth_type is auth_type:
             return reuse
-        return Credentials(auth_type, fingerprint, self.build(auth_type, resolved, context()))
+        snapshot: Any
+        try:
+            snapshot = copy.deepcopy(resolved)  # the auth's build may keep (and change) ``resolved``
+        except Exception:  # noqa: BLE001  an odd value: reuse then goes by the fingerprint alone
+            snapshot = _NOT_COPIED
+        return Credentials(auth_type, fingerprint, self.build(auth_type, resolved, context()), snapshot)
+
+
+_NOT_COPIED = object()  # identical to no resolved config
+
+
+def _fingerprint(auth_type: AuthType, resolved: Any) -> str:
+    return hashlib.sha256(json.dumps([auth_type.name, resolved], sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _identical(a: Any, b: Any) -> bool:
+    """``a == b`` with every value of the same type (``1`` is not ``True`` nor ``1.0``): what
+    guarantees the same :func:`_fingerprint`. Only plain JSON-like values count: anything
+    else answers False (the caller then compares fingerprints)."""
+    kind = type(a)
+    if kind is not type(b):
+        return False
+    if kind is dict:
+        return a.keys() == b.keys() and all(_identical(value, b[key]) for key, value in a.items())
+    if kind is list:
+        return len(a) == len(b) and all(_identical(x, y) for x, y in zip(a, b))
+    if kind in (str, int, float, bool) or a is None:
+        return a == b
+    return False

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -33,6 +34,7 @@ from urllib.parse import quote
 import requests
 from retrying import Retrying
 
+from flowker.audit.canonical import now_timestamp
 from flowker.auth.base import AuthenticationSpec
 from flowker.errors import CircuitOpenError, FlowkerError
 from flowker.runner.breakers import ExecutorBreaker, NetworkError, TransientHTTPError
@@ -235,6 +237,14 @@ class ExecutorClient:
         self._scrub = scrub_text
         self.max_response_bytes = max_response_bytes
         self.tracing = tracing  # a client span per attempt (flowker.tracing)
+        # One Retrying for every call: its callbacks read the calling thread's _RetryState.
+        self._retry_states = threading.local()
+        self._retrying = Retrying(
+            stop_func=self._stop,
+            wait_func=self._wait_ms,
+            retry_on_exception=self._should_retry,
+            logger=_SilentLogger(),
+        )
 
     def close(self) -> None:
         self.session.close()
@@ -276,14 +286,25 @@ class ExecutorClient:
             result.duration_ms = (self.clock.monotonic() - started) * 1000.0
         return result
 
+    def _stop(self, attempt_number: int, delay_ms: int) -> bool:
+        return self._retry_states.current.stop(attempt_number, delay_ms)
+
+    def _wait_ms(self, attempt_number: int, delay_ms: int) -> float:
+        return self._retry_states.current.wait_ms(attempt_number, delay_ms)
+
+    def _should_retry(self, exc: BaseException) -> bool:
+        return self._retry_states.current.should_retry(exc)
+
     def _call_with_retries(self, send: "_Send", result: CallResult) -> None:
-        state = _RetryState(self.policy, send.deadline, self.clock)
-        retrying = Retrying(
-            stop_func=state.stop, wait_func=state.wait_ms, retry_on_exception=state.should_retry, logger=_SilentLogger()
-        )
+        states = self._retry_states
+        outer = getattr(states, "current", None)  # a call made from inside a call keeps its own
+        state = states.current = _RetryState(self.policy, send.deadline, self.clock)
         what = f"executor {self.definition.name!r} endpoint {send.method} {result.url}"
         try:
-            response, body = retrying.call(self._attempt, send, result)
+            try:
+                response, body = self._retrying.call(self._attempt, send, result)
+            finally:
+                states.current = outer
         except TransientHTTPError as exc:
             result.response = self._response_dict(exc.response, exc.body)
             raise CallFailed(f"{what} answered HTTP {exc.response.status_code} {_after(result, state)}") from None
@@ -469,6 +490,5 @@ def _log_attempt(result: CallResult, record: dict, started: float, clock: Clock,
 
 
 def _iso_now() -> str:
-    import datetime as dt
-
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """The current UTC time as ``2026-01-02T03:04:05.678Z`` (milliseconds, truncated)."""
+    return now_timestamp()

@@ -14,10 +14,19 @@ it runs, and it copies only frames already committed. Durability is unchanged (a
 is durable in the log, as before). The thread starts on first use, stops by itself after
 a while without anything to copy (a forgotten service costs nothing) and starts again on
 the next use; :meth:`WalCheckpointer.stop` ends it for good.
+
+One process per database file does the work: its thread takes a POSIX lock (``lockf``,
+non-blocking) on ``<database>-checkpoint.lock`` before it checkpoints and keeps it while it
+runs. The other processes (the other gunicorn workers) find it taken and only try again
+at their next tick, so the log is not checked once per worker for the same copying. When
+the holder's thread ends (idle, stopped, its process gone: the kernel releases the lock)
+the next one takes over. A POSIX lock belongs to the process: a forked child does not
+inherit it, and two runtimes of one process on the same file both checkpoint, as before.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import sqlite3
@@ -92,6 +101,7 @@ class WalCheckpointer:
     def _loop(self) -> None:
         connection: sqlite3.Connection | None = None
         opened_for: str | None = None
+        turn = _Turn()
         idle, last = 0, None
         try:
             while not self._wake.wait(self.interval):
@@ -99,8 +109,10 @@ class WalCheckpointer:
                 if path != opened_for:
                     if connection is not None:
                         connection.close()
+                    turn.release()
                     connection, opened_for = _open(path), path
-                state = _checkpoint(connection) if connection is not None else None
+                mine = connection is not None and turn.take(path)
+                state = _checkpoint(connection) if mine and connection is not None else None
                 if state is not None and state != last:
                     idle = 0
                     self.checkpoints += 1
@@ -118,8 +130,42 @@ class WalCheckpointer:
                 if self._thread is threading.current_thread():
                     self._thread = None
         finally:
+            turn.release()
             if connection is not None:
                 connection.close()
+
+
+class _Turn:
+    """The lock that makes one process per database file the one that checkpoints."""
+
+    def __init__(self) -> None:
+        self._fd: int | None = None
+        self._path: str | None = None
+
+    def take(self, path: str | None) -> bool:
+        """Whether this thread holds the file's checkpoint lock (taking it when free). Without
+        a lock file (a read-only folder) every thread checkpoints, as before."""
+        if path is None:
+            return False
+        if self._fd is not None and self._path == path:
+            return True
+        self.release()
+        try:
+            fd = os.open(f"{path}-checkpoint.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            return True
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)  # another process checkpoints this file
+            return False
+        self._fd, self._path = fd, path
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # releases the lock
+            self._fd, self._path = None, None
 
 
 def _open(path: str | None) -> sqlite3.Connection | None:

@@ -321,6 +321,9 @@ class Redactor:
         self._cache_size = max(0, cache_size)
         # (state it was computed for, {text: scrubbed}); replaced whole when the state changes.
         self._scrub_cache: tuple[tuple[int, int], dict[str, str]] = ((0, 0), {})
+        # {url: redact_url(url)}: that part depends on the URL alone (an executor's URLs recur
+        # on every call); the scrub after it goes through the state-checked cache above.
+        self._url_cache: dict[str, str] = {}
 
     # -- registering ----------------------------------------------------------------
 
@@ -405,7 +408,17 @@ class Redactor:
         return _walk(value, show_last, self._extra_keys, scrub=self.scrub_text)
 
     def redact_url(self, url: str) -> str:
-        return self.scrub_text(redact_url(url))
+        if not isinstance(url, str) or len(url) > SCRUB_CACHE_MAX_TEXT or not self._cache_size:
+            return self.scrub_text(redact_url(url))
+        cache = self._url_cache
+        redacted = cache.get(url)
+        if redacted is None:
+            redacted = redact_url(url)
+            with self._lock:
+                if len(cache) >= self._cache_size:
+                    cache.clear()  # URLs that recur come back at once; rare ones are not worth an order
+                cache[url] = redacted
+        return self.scrub_text(redacted)
 
     def redact_headers(self, headers: Any) -> dict:
         masked = redact_headers(headers, self._extra_headers)

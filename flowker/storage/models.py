@@ -24,13 +24,18 @@ def new_id() -> str:
     return uuid7()
 
 
+# json.dumps(value, separators=(",", ":"), ensure_ascii=False) without building an encoder
+# per value (the same text: dumps builds exactly this encoder and calls encode).
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 class JSONField(peewee.TextField):
     """A JSON document kept as compact text."""
 
     def db_value(self, value):
         if value is None:
             return None
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        return _COMPACT_JSON.encode(value)
 
     def python_value(self, value):
         if value is None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import sqlite3
 import time
 
@@ -90,3 +92,42 @@ def test_postgres_or_unbound_needs_no_thread():
     checkpointer.stop()
     checkpointer.poke()  # stopped: never starts again
     assert checkpointer._thread is None
+
+
+def test_one_process_per_file_checkpoints(sqlite_database):
+    """Another process holding the file's checkpoint lock does the checkpoints; this one
+    waits its turn, and takes over once that process lets go."""
+    path = sqlite_path(sqlite_database)
+    sqlite_database.execute_sql("PRAGMA wal_autocheckpoint=0")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys\n"
+            "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)\n"
+            "fcntl.lockf(fd, fcntl.LOCK_EX)\n"
+            "print('held', flush=True)\n"
+            "sys.stdin.readline()\n",
+            f"{path}-checkpoint.lock",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    checkpointer = WalCheckpointer(interval=0.01, idle_exit=10_000)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        _write_rows(10, "turn")
+        checkpointer.poke()
+        time.sleep(0.3)  # thirty ticks, each finding the lock taken
+        assert checkpointer.checkpoints == 0
+        assert holder.stdin is not None
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert holder.wait(timeout=10) == 0
+        assert _wait_until(lambda: checkpointer.checkpoints >= 1)
+    finally:
+        checkpointer.stop()
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(timeout=10)

@@ -88,3 +88,16 @@ def test_secret_registered_while_other_threads_scrub_is_masked_once_registered()
         for worker in workers:
             worker.join(timeout=30)
     assert redactor.scrub_text(text) == f"value {MASK} end"
+
+
+def test_redact_url_remembered_per_url_still_masks_a_later_secret():
+    redactor = Redactor()
+    secret = fresh_secret("path")
+    url = f"https://user:pw@api.example.test/v1/{secret}/items?access_token=abc&page=2"
+    first = redactor.redact_url(url)
+    assert first == f"https://user:{MASK}@api.example.test/v1/{secret}/items?access_token={MASK}&page=2"
+    assert redactor.redact_url(url) == first  # the URL part from the memo
+    redactor.add_secret(secret)
+    assert (
+        redactor.redact_url(url) == f"https://user:{MASK}@api.example.test/v1/{MASK}/items?access_token={MASK}&page=2"
+    )

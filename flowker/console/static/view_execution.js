@@ -11,6 +11,22 @@ import { drawGraph, fitGraphs } from "./graph.js";
 const POLL_MS = 1000;
 const UNSETTLED = ["queued", "running"];
 const RETRY_PATH = "/v1/executions/{execution_id}/retry";
+const STEPS_PATH = "/v1/executions/{execution_id}/steps";
+const STEP_PAGES = 20; // at most 2000 recorded steps are drawn while a run goes on
+
+// The steps a running execution has on record, and the node of the step in flight.
+async function stepsSoFar(id) {
+  const steps = [];
+  let runningNode = null;
+  for (let page = 0, after = 0; page < STEP_PAGES; page += 1) {
+    const answer = await api(`${STEPS_PATH.replace("{execution_id}", encodeURIComponent(id))}?after=${after}&limit=100`);
+    steps.push(...answer.items);
+    runningNode = answer.runningStep ? answer.runningStep.nodeId : null;
+    if (!answer.hasMore || answer.items.length === 0) break;
+    after = answer.items[answer.items.length - 1].stepNumber;
+  }
+  return { steps, runningNode };
+}
 
 function callDetails(details) {
   if (!details) return null;
@@ -81,7 +97,7 @@ async function retryButton(execution, context) {
   return h("div", { class: "buttons" }, button, problem);
 }
 
-export function drawExecution(execution, workflow, results) {
+export function drawExecution(execution, workflow, results, runningNode = null) {
   const steps = results ? results.stepResults : [];
   const statusByNode = {};
   const errorByNode = {};
@@ -89,8 +105,9 @@ export function drawExecution(execution, workflow, results) {
     statusByNode[step.nodeId] = step.status;
     if (step.errorMessage) errorByNode[step.nodeId] = step.errorMessage;
   }
-  // While it runs the API has no step results yet (they commit with the end): every node
-  // shows "pending" and the execution's badge says running; the page refreshes itself.
+  // While it runs: the steps on record so far and the step in flight (GET .../steps);
+  // the nodes after it show "pending" until the next refresh.
+  if (runningNode && !statusByNode[runningNode]) statusByNode[runningNode] = "running";
   return [
     h("section", { class: "card", "aria-labelledby": "graph-title" }, h("h2", { id: "graph-title" }, "Graph"), h("div", { class: "graph-wrap", tabindex: "0", role: "region", "aria-label": "Graph (scrolls)" }, drawGraph(workflow, statusByNode, errorByNode))),
     steps.length ? h("section", { class: "card", "aria-labelledby": "timeline-title" }, h("h2", { id: "timeline-title" }, "Timeline"), h("div", { class: "graph-wrap", tabindex: "0", role: "region", "aria-label": "Timeline (scrolls)" }, drawGantt(steps))) : null,
@@ -104,6 +121,12 @@ export async function render(context) {
   const execution = await api(`/v1/executions/${encodeURIComponent(id)}`);
   const workflow = await api(`/v1/workflows/${encodeURIComponent(execution.workflowId)}`);
   let results = null;
+  let runningNode = null;
+  if (execution.status === "running" && (await offers("GET", STEPS_PATH))) {
+    const progress = await stepsSoFar(id);
+    results = { stepResults: progress.steps };
+    runningNode = progress.runningNode;
+  }
   if (!UNSETTLED.includes(execution.status)) {
     try {
       results = await api(`/v1/executions/${encodeURIComponent(id)}/results`);
@@ -134,7 +157,7 @@ export async function render(context) {
     execution.status === "running" ? message("Running: this page refreshes by itself.") : null,
     execution.status === "queued" ? message("Queued: waiting for a worker to start it; this page refreshes by itself.") : null,
     await retryButton(execution, context),
-    ...drawExecution(execution, workflow, results),
+    ...drawExecution(execution, workflow, results, runningNode),
   );
   fitGraphs(view); // reads the layout, so the measured time includes it
   view.dataset.renderMs = (performance.now() - started).toFixed(1);

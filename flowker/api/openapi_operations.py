@@ -16,15 +16,7 @@ from flowker.api.openapi_operation_parts import (
     SPEC_REFUSALS,
     WORKFLOW_WRITE,
     EXECUTOR_WRITE,
-    RUN_REFUSALS,
-    IDEMPOTENCY,
-    PREFER,
-    WEBHOOK_TOKEN,
     LOCATION,
-    WEBHOOK_PATH_NOTE,
-    WEBHOOK_REFUSALS,
-    EXECUTION_HEADERS,
-    WEBHOOK_HEADERS,
 )
 from flowker.api.openapi_operations_runs import execution_ops, webhook_ops
 from flowker.error_codes import ErrorCode

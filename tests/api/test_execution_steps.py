@@ -23,7 +23,9 @@ def test_steps_show_progress_while_a_call_is_held_then_every_step(make_app, stub
     stub.gate.clear()  # hold the executor call
     try:
         started = client.simulate_post(
-            f"/v1/workflows/{workflow_id}/executions", json={"inputData": {"amount": 3}}, headers={"Prefer": "respond-async"}
+            f"/v1/workflows/{workflow_id}/executions",
+            json={"inputData": {"amount": 3}},
+            headers={"Prefer": "respond-async"},
         )
         assert started.status_code == 202, started.text
         steps_path = f"/v1/executions/{started.json['executionId']}/steps"

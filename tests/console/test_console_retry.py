@@ -73,9 +73,7 @@ def node_statuses(page) -> dict[str, str]:
     )
 
 
-def test_retry_from_the_console_reuses_steps_links_both_ways_and_refuses_a_second(
-    start_site, open_page, database_url
-):
+def test_retry_from_the_console_reuses_steps_links_both_ways_and_refuses_a_second(start_site, open_page, database_url):
     site = start_site(database_url, apply=False)
     ledger = Ledger()
     with LocalHTTPServer(ledger) as stub:
@@ -112,7 +110,12 @@ def test_retry_from_the_console_reuses_steps_links_both_ways_and_refuses_a_secon
         retry = page.url.rsplit("/", 1)[1]
         page.wait_for_selector("#execution-status [data-status='completed']", timeout=RUN_TIMEOUT_MS)
         assert page.get_attribute("#retry-of-link", "href") == f"/ui/executions/{original}"
-        assert node_statuses(page) == {"start": "completed", "lookup": "completed", "book": "completed", "done": "completed"}
+        assert node_statuses(page) == {
+            "start": "completed",
+            "lookup": "completed",
+            "book": "completed",
+            "done": "completed",
+        }
         reused = page.eval_on_selector_all(".step[data-reused='true']", "els => els.map(e => e.dataset.nodeId)")
         assert reused == ["start", "lookup"]
         assert "reused from the original" in page.inner_text(".step[data-node-id='lookup'] summary")
@@ -136,4 +139,6 @@ def test_retry_from_the_console_reuses_steps_links_both_ways_and_refuses_a_secon
         late.wait_for_selector("#view [role='alert']:has-text('FLK-0531')")
         assert retry in late.inner_text("#view [role='alert']")
         assert late.url.endswith(f"/ui/executions/{original}")
-        assert len(site.api().get(f"{site.url}/v1/executions?workflowId={workflow_id}", timeout=10).json()["items"]) == 2
+        assert (
+            len(site.api().get(f"{site.url}/v1/executions?workflowId={workflow_id}", timeout=10).json()["items"]) == 2
+        )

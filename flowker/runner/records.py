@@ -11,7 +11,10 @@ the execution's last commit. An executor call's record is therefore committed be
 other call is made and at most 0.25 s (plus one step) after its call ended: a process
 that dies in that window loses the record of that one call as it would for a call in
 flight, and the resumed run sends that call again with the same Idempotency-Key (DESIGN
-16; a workflow with ``onInterrupt: fail`` is failed instead). Secrets never reach a row:
+16; a workflow with ``onInterrupt: fail`` is failed instead). An executor call still going after
+:data:`PROGRESS_AFTER_SECONDS` has the steps before it committed from a timer thread, so
+a slow run's progress can be read (GET /v1/executions/{id}/steps); a fast one pays no
+extra commit. Secrets never reach a row:
 stored inputs, outputs and messages pass through the process :class:`Redactor`.
 
 Every write names this process as the owner: once the lease was lost (the run was put

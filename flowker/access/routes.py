@@ -56,6 +56,7 @@ OPERATION_PERMISSIONS: dict[str, Permission] = {
     "listExecutions": R,
     "getExecution": R,
     "getExecutionResults": R,
+    "listExecutionSteps": R,
     "retryExecution": RUN,
     # webhooks
     "webhookGet": HOOK,

@@ -383,6 +383,7 @@ def build_routes(state: AppState) -> list[tuple[str, object]]:
         ("/v1/executions", executions.Collection(state)),
         ("/v1/executions/{execution_id}", executions.Item(state)),
         ("/v1/executions/{execution_id}/results", executions.Results(state)),
+        ("/v1/executions/{execution_id}/steps", executions.Steps(state)),
         ("/v1/executions/{execution_id}/retry", execution_retry.Retry(state)),
         ("/v1/executors", executors.Collection(state)),
         ("/v1/executors/{executor_id}", executors.Item(state)),

@@ -29,6 +29,8 @@ class Retry:
         started = retry_execution(
             self.state.execution_service, original.id, actor=req.context.actor, idempotency_key=key
         )
+        if started.created:
+            self.state.wake_queue()  # this process's worker, if it has one, claims it at once
         resp.status = falcon.HTTP_202 if started.created else falcon.HTTP_200
         resp.location = f"/v1/executions/{started.execution.id}"
         resp.media = execution_summary(started.execution)

@@ -1,4 +1,4 @@
-"""Executions: start (``POST /v1/workflows/{id}/executions``), list, get, results.
+"""Executions: start (``POST /v1/workflows/{id}/executions``), list, get, results, steps.
 
 Starting is synchronous by default (201 once the run has finished). ``Prefer:
 respond-async`` (and a webhook trigger declared ``mode: async``) stores the run as a
@@ -16,13 +16,13 @@ import re
 import falcon
 
 from flowker.api.bodies import json_object
-from flowker.api.errors import unavailable
+from flowker.api.errors import bad_query, unavailable
 from flowker.runner.service import TRACE_PARENT_LENGTH
 from flowker.api.pagination import fetch_page, parse_choice, parse_limit, resolve_sort
 from flowker.api.scope import require_visible_execution, require_visible_workflow, scoped_executions
 from flowker.api.views import checked_id
 from flowker.errors import BadRequest, NotFound, UnprocessableEntity
-from flowker.storage.models import Execution
+from flowker.storage.models import Execution, StepResult
 from flowker.error_codes import ErrorCode
 
 STATUSES = ("queued", "running", "completed", "failed")
@@ -204,3 +204,62 @@ class Results:
                 code=ErrorCode.RESULTS_NOT_READY,
             )
         resp.media = with_retry_link(execution_results(execution), execution)
+
+
+class Steps:
+    """``GET /v1/executions/{id}/steps?after=N&limit=M``: the steps on record so far, in step
+    order (the results' step view), also while the run goes on; and, while it runs,
+    ``runningStep``: the first step not yet on record. A call slower than a second has the
+    steps before it committed (flowker.runner.records), so during a slow call that is the
+    call; otherwise it may be a step that ended less than a second ago."""
+
+    def __init__(self, state):
+        self.state = state
+
+    def on_get(self, req, resp, execution_id: str) -> None:
+        from flowker.api.views import execution_summary, step_result_dict
+
+        execution = load_execution(checked_id(execution_id, "execution"))
+        require_visible_execution(req, execution)
+        after = _after(req.get_param("after"))
+        limit = parse_limit(req.get_param("limit"), STEPS_LIMIT)
+        rows = list(
+            StepResult.select()
+            .where((StepResult.execution == execution.id) & (StepResult.step_number > after))
+            .order_by(StepResult.step_number)
+            .limit(limit + 1)
+        )
+        view = {
+            **execution_summary(execution),
+            "items": [step_result_dict(step) for step in rows[:limit]],
+            "hasMore": len(rows) > limit,
+        }
+        if execution.status == "running":
+            running = self._running_step(execution)
+            if running is not None:
+                view["runningStep"] = running
+        resp.media = view
+
+    def _running_step(self, execution: Execution) -> dict | None:
+        from flowker.errors import FlowkerError
+
+        try:
+            plan = self.state.execution_service.plan(execution.workflow_id, execution.workflow_version)
+        except FlowkerError:
+            return None
+        number = execution.current_step + 1
+        if not 1 <= number <= len(plan.nodes):
+            return None
+        node = plan.nodes[number - 1]
+        return {"stepNumber": number, "nodeId": node.id, "stepName": node.name, "nodeType": node.type}
+
+
+STEPS_LIMIT = 100
+
+
+def _after(raw: str | None) -> int:
+    if raw is None:
+        return 0
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9):
+        raise bad_query("after must be a step number: an integer from 0", ErrorCode.INVALID_QUERY)
+    return int(raw)

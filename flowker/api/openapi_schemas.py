@@ -189,6 +189,34 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
             "retriedBy": UUID,
         },
     ),
+    "ExecutionSteps": obj(
+        {
+            "executionId": UUID,
+            "workflowId": UUID,
+            "status": {"enum": ["queued", "running", "completed", "failed"]},
+            "currentStepNumber": {"type": "integer"},
+            "totalSteps": {"type": "integer"},
+            "startedAt": TIME,
+            "items": {"type": "array", "items": {"$ref": "#/components/schemas/StepResult"}},
+            "hasMore": {"type": "boolean"},
+        },
+        {
+            "completedAt": TIME,
+            "queuedAt": TIME,
+            "errorMessage": {"type": "string"},
+            "traceId": TRACE_ID,
+            "retryOf": UUID,
+            "resumes": {"type": "integer"},
+            "runningStep": {
+                **obj(
+                    {"stepNumber": {"type": "integer"}, "nodeId": {"type": "string"}},
+                    {"stepName": {"type": "string"}, "nodeType": {"type": "string"}},
+                ),
+                "description": "While it runs: the first step not yet on record (the step in flight, "
+                "or one that ended less than a second ago)",
+            },
+        },
+    ),
     "AuditEvent": obj(
         {
             "eventId": UUID,

@@ -11,7 +11,10 @@ the execution's last commit. An executor call's record is therefore committed be
 other call is made and at most 0.25 s (plus one step) after its call ended: a process
 that dies in that window loses the record of that one call as it would for a call in
 flight, and the resumed run sends that call again with the same Idempotency-Key (DESIGN
-16; a workflow with ``onInterrupt: fail`` is failed instead). Secrets never reach a row:
+16; a workflow with ``onInterrupt: fail`` is failed instead). An executor call still going after
+:data:`PROGRESS_AFTER_SECONDS` has the steps before it committed from a timer thread, so
+a slow run's progress can be read (GET /v1/executions/{id}/steps); a fast one pays no
+extra commit. Secrets never reach a row:
 stored inputs, outputs and messages pass through the process :class:`Redactor`.
 
 Every write names this process as the owner: once the lease was lost (the run was put
@@ -22,14 +25,18 @@ writes nothing, and the end is not written either.
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import threading
 import time
 from typing import Any, Callable
 
 from flowker.runner.engine import COMPLETED, FAILED, SKIPPED, RunOutcome, StepRecord
 from flowker.runner.graph import NodePlan
-from flowker.storage.database import write_transaction
+from flowker.storage.database import bound_to, connection, write_transaction
 from flowker.storage.models import Execution, StepResult, utcnow
 from flowker.storage.statements import CompiledInsert, CompiledUpdate, model_database
+
+logger = logging.getLogger(__name__)
 
 RESOURCE_TYPE = "execution"
 MAX_ERROR_MESSAGE = 4000
@@ -37,6 +44,10 @@ MAX_ERROR_MESSAGE = 4000
 # Pending steps are committed before the next executor call, at the end, or once the
 # oldest has waited this long.
 FLUSH_INTERVAL_SECONDS = 0.25
+# An executor call still going after this long has the steps before it committed from a
+# timer, so a run's progress can be read while a slow call holds it (GET
+# /v1/executions/{id}/steps); a fast call adds no commit.
+PROGRESS_AFTER_SECONDS = 1.0
 
 STEP_EVENTS = {COMPLETED: "STEP_COMPLETED", FAILED: "STEP_FAILED", SKIPPED: "STEP_SKIPPED"}
 
@@ -171,6 +182,12 @@ class ExecutionRecorder:
         self._pending: list[StepRecord] = []
         self._pending_since = 0.0
         self._pending_call = False  # a pending record is an executor call's (it had side effects)
+        self.progress_after = PROGRESS_AFTER_SECONDS
+        # The timer of a slow call's progress commit runs in its own thread: the lock keeps
+        # it and the engine's thread from touching the pending steps at once.
+        self._lock = threading.RLock()
+        self._progress_timer: threading.Timer | None = None
+        self._database = model_database(Execution)
 
     # -- StepSink ---------------------------------------------------------------------
 
@@ -182,10 +199,39 @@ class ExecutionRecorder:
             or time.monotonic() - self._pending_since >= self.flush_interval
         ):
             self.flush()
+        if self._pending and node.type == "executor":
+            self._arm_progress_timer()
         if self.observer is not None:
             self.observer.step_started(node)
 
+    def _arm_progress_timer(self) -> None:
+        timer = threading.Timer(self.progress_after, self._progress_flush)
+        timer.daemon = True
+        self._progress_timer = timer
+        timer.start()
+
+    def _cancel_progress_timer(self) -> None:
+        if self._progress_timer is not None:
+            self._progress_timer.cancel()
+            self._progress_timer = None
+
+    def _progress_flush(self) -> None:
+        """The timer's commit of the steps before a slow call (its own thread and connection).
+        A failure leaves them pending: the engine's next commit writes them or fails the run."""
+        try:
+            with bound_to(self._database), connection(self._database):
+                self.flush()
+        except LeaseLost:
+            logger.warning("execution %s: lease lost while a call was in flight", self.execution.id)
+        except Exception:  # noqa: BLE001 - the run's own commits report what is wrong
+            logger.exception("execution %s: the progress commit failed", self.execution.id)
+
     def step_finished(self, record: StepRecord) -> None:
+        with self._lock:
+            self._cancel_progress_timer()
+            self._step_finished(record)
+
+    def _step_finished(self, record: StepRecord) -> None:
         if not self._pending:
             self._pending_since = time.monotonic()
         self._pending.append(record)
@@ -200,6 +246,10 @@ class ExecutionRecorder:
 
     def flush(self) -> None:
         """Commit the pending steps, each with its audit entries, and renew the lease."""
+        with self._lock:
+            self._flush()
+
+    def _flush(self) -> None:
         if not self._pending:
             return
         database = model_database(Execution)
@@ -216,7 +266,9 @@ class ExecutionRecorder:
 
     def discard_pending(self) -> None:
         """Forget steps that could not be committed (the run ends as failed without them)."""
-        self._forget_pending()
+        with self._lock:
+            self._cancel_progress_timer()
+            self._forget_pending()
 
     def _forget_pending(self) -> None:
         self._pending.clear()
@@ -242,6 +294,11 @@ class ExecutionRecorder:
 
         Answers False when the execution was already settled elsewhere (nothing written);
         else the recorder's Execution object holds what was written."""
+        with self._lock:
+            self._cancel_progress_timer()
+            return self._finish(outcome)
+
+    def _finish(self, outcome: RunOutcome) -> bool:
         now = self.clock()
         status = COMPLETED if outcome.status == COMPLETED else FAILED
         error = self._message(outcome.error_message) if status == FAILED else None

@@ -41,11 +41,12 @@ def sample_service():
 
 @pytest.fixture
 def start_site(tmp_path, sample_service):
-    """``start_site(database_url, apply=True)``: the examples applied to that database and a
-    server started on it; every server is stopped at teardown."""
+    """``start_site(database_url, apply=True, worker=True)``: the examples applied to that
+    database and a server started on it (``worker=False``: ``--no-worker``, so queued runs
+    wait); every server is stopped at teardown."""
     started: list[FlowkerServer] = []
 
-    def start(database_url: str, apply: bool = True) -> ConsoleSite:
+    def start(database_url: str, apply: bool = True, worker: bool = True) -> ConsoleSite:
         env = flowker_env(database_url, FLOWKER_API_KEYS=API_KEYS, **EXAMPLE_SECRETS)
         if apply:
             specs = prepare_specs(tmp_path / f"specs-{len(started)}", sample_service)
@@ -53,7 +54,7 @@ def start_site(tmp_path, sample_service):
             assert upgraded.returncode == 0, upgraded.stderr
             applied = run_flowker(["apply", str(specs), "--activate", "--db", database_url], env)
             assert applied.returncode == 0, applied.stdout + applied.stderr
-        server = FlowkerServer(env, workers=1, threads=4)
+        server = FlowkerServer(env, *(() if worker else ("--no-worker",)), workers=1, threads=4)
         started.append(server)
         server.start()
         return ConsoleSite(server, database_url, env)

@@ -22,6 +22,7 @@ from e2e_helpers import FlowkerServer, api_session, executor_yaml  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "tests" / "artifacts" / "console"
+AXE = REPO / "tests" / "servers" / "node_modules" / "axe-core" / "axe.min.js"
 ADMIN_KEY = "console-admin-key-0123456789abcdef"
 VIEWER_KEY = "console-viewer-key-0123456789abcdef"
 API_KEYS = f"admin:{ADMIN_KEY}:admin,viewer:{VIEWER_KEY}:viewer"
@@ -118,3 +119,13 @@ def screenshot(page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def axe_violations(page) -> list[dict]:
+    """axe-core's serious and critical findings on the page as it is now."""
+    page.evaluate(AXE.read_text())  # through the DevTools protocol: the page's CSP stays as it is
+    found = page.evaluate(
+        "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
+        ".map(v => ({id: v.id, impact: v.impact, nodes: v.nodes.slice(0, 3).map(n => n.target.join(' '))}))"
+    )
+    return [v for v in found if v["impact"] in ("serious", "critical")]

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from console_helpers import ADMIN_KEY, REPO, screenshot, sign_in
+from console_helpers import ADMIN_KEY, REPO, axe_violations, screenshot, sign_in
 
-AXE = REPO / "tests" / "servers" / "node_modules" / "axe-core" / "axe.min.js"
 PAGES = ("/ui/", "/ui/executions", "/ui/audit", "/ui/executors")
 SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -111,15 +110,6 @@ def test_console_answers_carry_a_strict_policy_and_no_inline_code(start_site, da
         text = asset.read_text()
         assert "innerHTML" not in text and "eval(" not in text and "new Function" not in text, asset.name
         assert ".style." not in text and 'setAttribute("style"' not in text, asset.name
-
-
-def axe_violations(page) -> list[dict]:
-    page.evaluate(AXE.read_text())  # through the DevTools protocol: the page's CSP stays as it is
-    found = page.evaluate(
-        "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
-        ".map(v => ({id: v.id, impact: v.impact, nodes: v.nodes.slice(0, 3).map(n => n.target.join(' '))}))"
-    )
-    return [v for v in found if v["impact"] in ("serious", "critical")]
 
 
 @SQLITE

@@ -126,8 +126,9 @@ def test_a_person_signs_in_with_the_provider_and_is_offered_what_the_role_allows
         page.click("#trigger-button")
         page.wait_for_selector("#execution-status [data-status='completed']", timeout=20_000)
         screenshot(page, "oidc-execution")
-        # The audit entries name the person, not a key.
-        audit = site.api().get(site.url + "/v1/audit-events?eventType=EXECUTION_STARTED&limit=1", timeout=10).json()
+        # The audit entries name the person, not a key (the form queues the run: the person
+        # queued it, EXECUTION_QUEUED; the worker that started it is the system).
+        audit = site.api().get(site.url + "/v1/audit-events?eventType=EXECUTION_QUEUED&limit=1", timeout=10).json()
         assert audit["items"][0]["actor"] == {"type": "person", "id": f"{issuer} olivia", "ipAddress": "127.0.0.1"}
         assert set(page.watched.foreign) and all(url.startswith(issuer_origin) for url in page.watched.foreign)
         # A reload forgets the token: the sign-in form again.

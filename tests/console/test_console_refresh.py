@@ -1,12 +1,13 @@
 """Running executions refresh by themselves: the list and an execution's page change from
-running to completed without a reload, while the executor holds its answer back."""
+running to completed without a reload, while the executor holds its answer back; during
+the held call the page shows the recorded steps and the call's node as running."""
 
 from __future__ import annotations
 
 import threading
 
 import pytest
-from console_helpers import sign_in
+from console_helpers import axe_violations, screenshot, sign_in
 from e2e_helpers import executor_yaml, workflow_yaml
 
 from flowker.local_server import LocalHTTPServer
@@ -14,6 +15,12 @@ from flowker.local_server import LocalHTTPServer
 YAML = {"Content-Type": "application/yaml"}
 GATE_TIMEOUT = 30.0
 REFRESHED_MS = 15_000
+
+
+def node_statuses(page) -> dict[str, str]:
+    return page.eval_on_selector_all(
+        "svg.graph .node", "els => Object.fromEntries(els.map(e => [e.dataset.nodeId, e.dataset.status]))"
+    )
 
 
 class HeldAnswer:
@@ -64,7 +71,12 @@ def test_running_executions_refresh_to_their_end_without_a_reload(start_site, op
         second = start_run()
         page.goto(f"{site.url}/ui/executions/{second}")
         page.wait_for_selector("#execution-status [data-status='running']")
+        # While the call is held: the trigger is on record, the call in flight shows running.
+        page.wait_for_selector("svg.graph .node[data-node-id='score'][data-status='running']", timeout=REFRESHED_MS)
+        assert node_statuses(page) == {"start": "completed", "score": "running", "done": "pending"}
+        assert page.locator(".step[data-node-id='start']").count() == 1
+        assert axe_violations(page) == []
+        screenshot(page, "execution-running")
         held.gate.set()
         page.wait_for_selector("#execution-status [data-status='completed']", timeout=REFRESHED_MS)
-        statuses = page.eval_on_selector_all("svg.graph .node", "els => els.map(e => e.dataset.status)")
-        assert statuses == ["completed", "completed", "completed"]
+        assert node_statuses(page) == {"start": "completed", "score": "completed", "done": "completed"}

@@ -6,7 +6,7 @@ let openapiPaths = null;
 
 export class ApiError extends Error {
   constructor(status, body) {
-    super(body && body.message ? `${body.title || "Error"}: ${body.message}` : `HTTP ${status}`);
+    super(body && body.message ? `${body.title || "Error"}${body.code ? ` (${body.code})` : ""}: ${body.message}` : `HTTP ${status}`);
     this.status = status;
     this.body = body;
   }

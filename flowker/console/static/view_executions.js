@@ -1,5 +1,5 @@
-// Executions with filters (workflow, status, day); the list refreshes by itself while any
-// shown execution is running.
+// Executions with filters (workflow, status, day) and a count per status; the list
+// refreshes by itself while any shown execution is queued or running.
 import { api, query } from "./api.js";
 import { badge, duration, field, h, table, when, fill } from "./dom.js";
 
@@ -16,7 +16,7 @@ export async function render(context) {
   const workflows = (await api("/v1/workflows?limit=100")).items;
   const names = Object.fromEntries(workflows.map((w) => [w.id, w.name]));
   const workflowSelect = h("select", { name: "workflowId" }, h("option", { value: "" }, "any"), workflows.map((w) => h("option", { value: w.id, selected: w.id === params.get("workflowId") }, w.name)));
-  const statusSelect = h("select", { name: "status" }, ["", "running", "completed", "failed"].map((value) => h("option", { value, selected: value === (params.get("status") || "") }, value || "any")));
+  const statusSelect = h("select", { name: "status" }, ["", "queued", "running", "completed", "failed"].map((value) => h("option", { value, selected: value === (params.get("status") || "") }, value || "any")));
   const dayInput = h("input", { type: "date", name: "day", value: params.get("day") || "" });
   const listHolder = h("div", { id: "execution-list" });
   const refreshNote = h("p", { class: "hint", role: "status" });
@@ -41,9 +41,12 @@ export async function render(context) {
         h("td", {}, execution.completedAt ? duration(Date.parse(execution.completedAt) - Date.parse(execution.startedAt)) : "—"),
       ),
     );
-    fill(listHolder, items.length ? table(`${items.length} execution(s)`, ["Execution", "Workflow", "Status", "Started", "Duration"], rows) : h("p", {}, "No executions match."));
-    const running = items.some((e) => e.status === "running");
-    refreshNote.textContent = running ? "Refreshing while executions run…" : "";
+    const counts = {};
+    for (const execution of items) counts[execution.status] = (counts[execution.status] || 0) + 1;
+    const countList = h("ul", { class: "counts", id: "status-counts", "aria-label": "Executions shown, by status" }, Object.entries(counts).map(([status, count]) => h("li", { "data-status": status, "data-count": count }, badge(status), ` ${count}`)));
+    fill(listHolder, items.length ? [countList, table(`${items.length} execution(s)`, ["Execution", "Workflow", "Status", "Started", "Duration"], rows)] : h("p", {}, "No executions match."));
+    const running = items.some((e) => e.status === "running" || e.status === "queued");
+    refreshNote.textContent = running ? "Refreshing while executions wait or run…" : "";
     if (running && !stopped) timer = setTimeout(() => load().catch(() => {}), REFRESH_MS);
   }
 

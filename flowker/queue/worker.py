@@ -25,6 +25,7 @@ import logging
 import queue as queue_module
 import threading
 import time
+from typing import Any
 
 import peewee
 
@@ -64,7 +65,7 @@ class QueueWorker:
         # Every worker fires schedule triggers too (flowker.schedules): each tick fires once
         # across every process, so running one per worker is safe and needs no leader.
         self.schedules = schedules
-        self._scheduler_thread = None
+        self._scheduler_thread: Any = None  # a flowker.schedules SchedulerThread, from start()
         # Made on start(): a PostgreSQL listener opens its connection in the claiming thread.
         self._waiter = waiter
         self._lock = threading.Condition()

@@ -31,10 +31,8 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import json
 from collections.abc import Mapping
 from contextlib import nullcontext
-from dataclasses import dataclass
 from typing import Any
 
 import peewee
@@ -51,7 +49,9 @@ from flowker.audit.canonical import (
     to_hashable,
 )
 from flowker.audit.events import Action, EventType, Result  # re-exported for callers
+from flowker.audit.actors import SYSTEM_ACTOR, UNKNOWN_IP, Actor  # re-exported for callers
 from flowker.audit.verify import VerifyResult, verify_database
+from flowker.audit.views import checkpoint_to_dict, entry_to_dict  # re-exported for callers
 from flowker.errors import AuditChainError, ConfigurationError
 from flowker.security.redaction import mask_secret_value, secret_key_test
 from flowker.storage.database import is_postgres
@@ -75,22 +75,6 @@ __all__ = [
     "prepare_many",
     "verify_chain",
 ]
-
-UNKNOWN_IP = "0.0.0.0"
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who did it. ``id`` is a key's name or fingerprint, never a key."""
-
-    type: str
-    id: str
-    ip: str | None = None
-    # The request that acted (X-Request-ID), stored as the entry's metadata ``requestId``.
-    request_id: str | None = None
-
-
-SYSTEM_ACTOR = Actor(type="system", id="flowker", ip=UNKNOWN_IP)
 
 
 def _text(value: Any, what: str, limit: int) -> str:
@@ -528,41 +512,3 @@ def verify_chain(
         progress=progress,
         witness=log.witness,
     )
-
-
-def entry_to_dict(entry) -> dict:
-    """The REST item for an entry (an AuditEntry or any object with its attributes).
-
-    Built from the hashed document, so what the API shows is what the chain vouches for.
-    """
-    document = json.loads(entry.canonical)
-    fields, payload = document["entry"], document["payload"]
-    actor = fields["actor"]
-    return {
-        "eventId": fields["eventId"],
-        "sequence": fields["sequence"],
-        "eventType": fields["eventType"],
-        "action": fields["action"],
-        "result": fields["result"],
-        "resourceId": fields["resourceId"],
-        "resourceType": fields["resourceType"],
-        "actor": {"type": actor["type"], "id": actor["id"], "ipAddress": actor["ipAddress"]},
-        "context": payload["context"],
-        "metadata": payload["metadata"],
-        "timestamp": fields["timestamp"],
-        "hash": entry.hash,
-        "previousHash": entry.previous_hash,
-    }
-
-
-def checkpoint_to_dict(checkpoint) -> dict:
-    return cp.Checkpoint(
-        checkpoint.sequence,
-        checkpoint.head_hash,
-        checkpoint.key_id,
-        checkpoint.created_at,
-        checkpoint.statement,
-        checkpoint.signature,
-        checkpoint.previous_checkpoint_hash,
-        checkpoint.entry_count,
-    ).to_dict()

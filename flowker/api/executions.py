@@ -20,7 +20,7 @@ from flowker.api.errors import bad_query, unavailable
 from flowker.runner.service import TRACE_PARENT_LENGTH
 from flowker.api.pagination import fetch_page, parse_choice, parse_limit, resolve_sort
 from flowker.api.scope import require_visible_execution, require_visible_workflow, scoped_executions
-from flowker.api.views import checked_id
+from flowker.api.views import checked_id, parse_time
 from flowker.errors import BadRequest, NotFound, UnprocessableEntity
 from flowker.storage.models import Execution, StepResult
 from flowker.error_codes import ErrorCode
@@ -165,6 +165,15 @@ class Collection:
         status = parse_choice("status", req.get_param("status"), STATUSES)
         if status:
             query = query.where(Execution.status == status)
+        # A time range on the start (the console's day filter), bounds included.
+        date_from = parse_time("dateFrom", req.get_param("dateFrom"))
+        date_to = parse_time("dateTo", req.get_param("dateTo"))
+        if date_from is not None and date_to is not None and date_from > date_to:
+            raise bad_query("dateFrom must not be after dateTo", ErrorCode.INVALID_DATE_RANGE)
+        if date_from is not None:
+            query = query.where(Execution.started_at >= date_from)
+        if date_to is not None:
+            query = query.where(Execution.started_at <= date_to)
         limit = parse_limit(req.get_param("limit"), DEFAULT_LIMIT)
         sort, cursor = resolve_sort(
             req.get_param("cursor"),

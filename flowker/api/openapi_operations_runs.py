@@ -53,10 +53,12 @@ def execution_ops() -> list[Operation]:
             (
                 query_param("workflowId", {"type": "string", "format": "uuid"}),
                 query_param("status", {"enum": ["queued", "running", "completed", "failed"]}),
+                query_param("dateFrom", {"type": "string", "format": "date-time"}, "Started at or after (RFC 3339)"),
+                query_param("dateTo", {"type": "string", "format": "date-time"}, "Started at or before (RFC 3339)"),
                 query_param("sortBy", {"enum": ["startedAt"]}),
                 *LIST,
             ),
-            refusals=LIST_REFUSALS,
+            refusals={400: (*LIST_REFUSALS[400], ErrorCode.INVALID_DATE, ErrorCode.INVALID_DATE_RANGE)},
         ),
         Operation(
             "GET",

@@ -195,3 +195,33 @@ def test_connections_stay_open_per_thread_on_sqlite_and_go_back_to_the_pool_on_p
     # SQLite: opening a connection (and the WAL checkpoint when the last one closes) costs
     # more than a whole execution, so the request thread keeps its own.
     assert database.is_closed() is is_postgres(database)
+
+
+def test_list_filters_by_start_time(client, active_workflow, database):
+    """dateFrom and dateTo bound the start (both included); the console's day filter uses them."""
+    import datetime as dt
+
+    from flowker.storage.models import Execution
+
+    workflow_id, _ = active_workflow
+    ids = [execute(client, workflow_id, {"amount": n}).json["executionId"] for n in range(3)]
+    days = [dt.datetime(2026, 3, 1, 12), dt.datetime(2026, 3, 2, 0, 0), dt.datetime(2026, 3, 3, 23, 59, 59)]
+    for execution_id, started in zip(ids, days):
+        Execution.update(started_at=started).where(Execution.id == execution_id).execute()
+
+    def listed(**params):
+        answer = client.simulate_get("/v1/executions", params={"limit": 100, **params})
+        assert answer.status_code == 200, answer.json
+        return {item["executionId"] for item in answer.json["items"]}
+
+    assert listed(dateFrom="2026-03-02T00:00:00Z") == set(ids[1:])
+    assert listed(dateTo="2026-03-02T00:00:00Z") == set(ids[:2])
+    assert listed(dateFrom="2026-03-02T00:00:00Z", dateTo="2026-03-02T23:59:59.999Z") == {ids[1]}
+    # An offset is read as the same instant in UTC: 2026-03-03T23:59:59Z is 2026-03-04T01:59:59+02:00.
+    assert listed(dateFrom="2026-03-04T01:59:59+02:00") == {ids[2]}
+    for params, code in (
+        ({"dateFrom": "yesterday"}, "FLK-0305"),
+        ({"dateFrom": "2026-03-03T00:00:00Z", "dateTo": "2026-03-02T00:00:00Z"}, "FLK-0308"),
+    ):
+        response = client.simulate_get("/v1/executions", params=params)
+        assert response.status_code == 400 and response.json["code"] == code, (params, response.json)

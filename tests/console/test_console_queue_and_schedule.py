@@ -68,6 +68,20 @@ def test_a_queued_run_shows_queued_and_refreshes_until_a_worker_ran_it(
     assert page.locator("#execution-list tbody tr").count() == 1
     assert axe_violations(page) == []
     screenshot(page, "executions-queued")
+    # The day filter asks the API for the browser's local day: today lists it, another day not.
+    today = page.evaluate(
+        "() => { const d = new Date(); const p = (n) => String(n).padStart(2, '0');"
+        " return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}`; }"
+    )
+    day_queries: list[str] = []
+    page.on("request", lambda request: day_queries.append(request.url) if "dateFrom" in request.url else None)
+    page.fill("#filter-day", "2001-02-03")
+    page.click("form.filters button[type=submit]")
+    page.wait_for_selector("#execution-list:has-text('No executions match.')")
+    page.fill("#filter-day", today)
+    page.click("form.filters button[type=submit]")
+    page.wait_for_selector(f"tr[data-execution-id='{execution_id}']")
+    assert any("dateTo" in url for url in day_queries), day_queries
 
     page.click(f"tr[data-execution-id='{execution_id}'] a")
     page.wait_for_selector("#execution-status [data-status='queued']")

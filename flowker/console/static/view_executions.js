@@ -5,12 +5,6 @@ import { badge, duration, field, h, table, when, fill } from "./dom.js";
 
 const REFRESH_MS = 1500;
 
-function localDay(iso) {
-  const date = new Date(iso);
-  const pad = (n) => String(n).padStart(2, "0");
-  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}`;
-}
-
 export async function render(context) {
   const { view, params, onLeave } = context;
   const workflows = (await api("/v1/workflows?limit=100")).items;
@@ -28,8 +22,17 @@ export async function render(context) {
   });
 
   async function load() {
-    const page = await api(`/v1/executions${query({ workflowId: workflowSelect.value, status: statusSelect.value, limit: "100" })}`);
-    const items = dayInput.value ? page.items.filter((e) => localDay(e.startedAt) === dayInput.value) : page.items;
+    // The day is the browser's local day, sent as its UTC bounds.
+    const range = {};
+    if (dayInput.value) {
+      const start = new Date(`${dayInput.value}T00:00:00`);
+      range.dateFrom = start.toISOString();
+      const next = new Date(start);
+      next.setDate(next.getDate() + 1); // the next local midnight (a DST day is 23 or 25 hours)
+      range.dateTo = new Date(next.getTime() - 1).toISOString();
+    }
+    const page = await api(`/v1/executions${query({ workflowId: workflowSelect.value, status: statusSelect.value, ...range, limit: "100" })}`);
+    const items = page.items;
     const rows = items.map((execution) =>
       h(
         "tr",

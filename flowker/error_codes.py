@@ -113,6 +113,13 @@ class ErrorCode(StrEnum):
         "Expression Evaluator Unavailable",
         "No expression evaluator process could be started or reached.",
     )
+    WORKFLOW_VERSION_NOT_FOUND = ("FLK-0109", 404, "Not Found", "The workflow has no saved version of this number.")
+    INVALID_WORKFLOW_VERSION = (
+        "FLK-0110",
+        400,
+        "Bad Request",
+        "A workflow version in the path is not an integer from 1 to 2147483647.",
+    )
     INVALID_SPEC = (
         "FLK-0120",
         422,

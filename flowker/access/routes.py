@@ -41,6 +41,8 @@ OPERATION_PERMISSIONS: dict[str, Permission] = {
     "activateWorkflow": EDIT,
     "deactivateWorkflow": EDIT,
     "draftWorkflow": EDIT,
+    "listWorkflowVersions": R,
+    "getWorkflowVersion": R,
     # executors
     "listExecutors": R,
     "getExecutor": R,

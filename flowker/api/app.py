@@ -362,6 +362,7 @@ def build_routes(state: AppState) -> list[tuple[str, object]]:
         metrics,
         openapi,
         webhooks,
+        workflow_versions,
         workflows,
     )
 
@@ -379,6 +380,8 @@ def build_routes(state: AppState) -> list[tuple[str, object]]:
         ("/v1/workflows/{workflow_id}/deactivate", workflows.Transition(state, "deactivate")),
         ("/v1/workflows/{workflow_id}/draft", workflows.Transition(state, "draft")),
         ("/v1/workflows/{workflow_id}/clone", workflows.Clone(state)),
+        ("/v1/workflows/{workflow_id}/versions", workflow_versions.Collection(state)),
+        ("/v1/workflows/{workflow_id}/versions/{version}", workflow_versions.Item(state)),
         ("/v1/workflows/{workflow_id}/executions", executions.Start(state)),
         ("/v1/executions", executions.Collection(state)),
         ("/v1/executions/{execution_id}", executions.Item(state)),

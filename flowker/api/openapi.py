@@ -71,11 +71,13 @@ def _ref(name: str) -> dict:
 def _path_parameters(path: str) -> list[dict]:
     parameters = []
     for name in re.findall(r"\{(\w+)(?::\w+)?\}", path):
-        schema = (
+        schema: dict = (
             {"type": "string", "minLength": 1}
             if name in ("path", "type_name", "name")
             else {"type": "string", "format": "uuid"}
         )
+        if name == "version":  # a workflow's saved version (flowker.api.workflow_versions)
+            schema = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
         if name == "path":
             schema["pattern"] = "^[^/]+$"  # one segment: see WEBHOOK_PATH_NOTE
         parameters.append({"name": name, "in": "path", "required": True, "schema": schema})

@@ -89,6 +89,28 @@ def _workflow_ops() -> list[Operation]:
             refusals=WORKFLOW_WRITE,
         ),
     ]
+    ops += [
+        Operation(
+            "GET",
+            wid + "/versions",
+            "listWorkflowVersions",
+            "workflows",
+            "List a workflow's saved versions, newest first",
+            {200: ("A page of versions", "WorkflowVersionList")},
+            (400, 404),
+            LIST,
+            refusals=LIST_REFUSALS,
+        ),
+        Operation(
+            "GET",
+            wid + "/versions/{version}",
+            "getWorkflowVersion",
+            "workflows",
+            "Get one saved version's spec",
+            {200: ("The version", "WorkflowVersion")},
+            (400, 404),
+        ),
+    ]
     for verb, summary in (
         ("activate", "draft -> active (runs every check)"),
         ("deactivate", "active -> inactive"),

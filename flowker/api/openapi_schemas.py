@@ -72,6 +72,29 @@ RESPONSE_SCHEMAS: dict[str, dict] = {
         {"description": {"type": "string"}, "metadata": {"$ref": "#/components/schemas/WorkflowMetadata"}},
     ),
     "WorkflowList": page("Workflow"),
+    "WorkflowVersionSummary": obj(
+        {
+            "version": {"type": "integer", "minimum": 1},
+            "createdAt": TIME,
+            "current": {"type": "boolean"},
+            "specHash": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
+            "nodeCount": {"type": "integer", "minimum": 0},
+        }
+    ),
+    "WorkflowVersionList": page("WorkflowVersionSummary"),
+    "WorkflowVersion": obj(
+        {
+            "workflowId": UUID,
+            "version": {"type": "integer", "minimum": 1},
+            "current": {"type": "boolean"},
+            "name": {"type": "string"},
+            "nodes": {"type": "array", "items": {"type": "object"}},
+            "edges": {"type": "array", "items": {"type": "object"}},
+            "createdAt": TIME,
+            "specHash": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"},
+        },
+        {"description": {"type": "string"}, "metadata": {"$ref": "#/components/schemas/WorkflowMetadata"}},
+    ),
     "CloneRequest": {
         "type": "object",
         "additionalProperties": False,

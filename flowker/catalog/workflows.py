@@ -113,6 +113,24 @@ class WorkflowStore:
         """The stored spec with secrets masked, for responses."""
         return mask_secrets(workflow.spec, SECRET_PATHS, self.secret_box)
 
+    def versions(self, workflow_id: str) -> peewee.ModelSelect[WorkflowVersion]:
+        """Every saved version of the workflow (the caller sorts and pages)."""
+        return WorkflowVersion.select().where(WorkflowVersion.workflow_id == workflow_id)
+
+    def get_version(self, workflow_id: str, version: int) -> WorkflowVersion:
+        row = WorkflowVersion.get_or_none(
+            (WorkflowVersion.workflow_id == workflow_id) & (WorkflowVersion.version == version)
+        )
+        if row is None:
+            raise NotFound(
+                f"workflow {workflow_id} has no version {version}", code=ErrorCode.WORKFLOW_VERSION_NOT_FOUND
+            )
+        return row
+
+    def public_version_spec(self, row: WorkflowVersion) -> dict:
+        """A saved version's spec with secrets masked, as :meth:`public_spec` masks the current one."""
+        return mask_secrets(row.spec, SECRET_PATHS, self.secret_box)
+
     def plain_spec(self, workflow: Workflow) -> dict:
         """The spec as it was posted, with literal secrets decrypted (never for responses)."""
         return decrypt_secrets(workflow.spec, SECRET_PATHS, self.secret_box)

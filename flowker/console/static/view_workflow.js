@@ -1,4 +1,4 @@
-// One workflow: its graph, version, lifecycle buttons (editors) and the trigger form
+// One workflow: its graph, version, saved versions (view_workflow_versions.js), lifecycle buttons (editors) and the trigger form
 // built from the trigger's inputSchema (operators, active workflows only). A schedule
 // trigger's cron, timezone and catchUp are shown; the API also runs such a workflow on
 // request, so the form stays (its input must hold what the schedule would give).
@@ -6,6 +6,7 @@ import { api } from "./api.js";
 import { badge, h, json, message, when, fill } from "./dom.js";
 import { inputForm } from "./form.js";
 import { drawGraph, fitGraphs } from "./graph.js";
+import { versionsCard } from "./view_workflow_versions.js";
 
 const TRANSITIONS = { draft: [["activate", "Activate"]], active: [["deactivate", "Deactivate"]], inactive: [["draft", "Move to draft"]] };
 
@@ -92,6 +93,7 @@ function scheduleCard(schedule) {
 export async function render(context) {
   const { view, id, can } = context;
   const workflow = await api(`/v1/workflows/${encodeURIComponent(id)}`);
+  const versions = await versionsCard(workflow.id);
   const schedule = scheduleOf(workflow);
   const parts = [
     h("h1", {}, workflow.name, " ", badge(workflow.status)),
@@ -109,6 +111,7 @@ export async function render(context) {
     ),
     workflow.description ? h("p", {}, workflow.description) : null,
     h("section", { class: "card", "aria-labelledby": "graph-title" }, h("h2", { id: "graph-title" }, "Graph"), h("div", { class: "graph-wrap", tabindex: "0", role: "region", "aria-label": "Graph (scrolls)" }, drawGraph(workflow))),
+    versions,
     schedule ? scheduleCard(schedule) : null,
   ];
   if (can("edit")) parts.push(lifecycle(workflow, context));

@@ -28,6 +28,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import median
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -54,12 +55,16 @@ ALL_ON = {
     "OTEL_EXPORTER_OTLP_ENDPOINT": RECEIVER,
     "OTEL_SERVICE_NAME": "flowker-benchmark",
 }
+# Everything off: metrics off, no INFO lines (the access and execution lines), no traces.
+# (The defaults are not off: metrics on, text lines at INFO - the "defaults" variant.)
+ALL_OFF = {"FLOWKER_METRICS": "off", "FLOWKER_LOG_LEVEL": "WARNING"}
 # Each variant's environment for `flowker serve`, on top of benchmarks/api.py's (which drops
 # every inherited FLOWKER_* and OTEL_* variable). Add a switch here as observability grows.
 # "off" and "on" are compared against the target; the others are printed beside them
 # ("on-sampled-10%": everything on, one run in ten traced: the lever docs/tracing.md names).
 VARIANTS: dict[str, dict[str, str]] = {
-    "off": {},
+    "off": ALL_OFF,
+    "defaults": {},
     "on": ALL_ON,
     "on-sampled-10%": {
         **ALL_ON,
@@ -67,9 +72,9 @@ VARIANTS: dict[str, dict[str, str]] = {
         "OTEL_TRACES_SAMPLER_ARG": "0.1",
     },
     # One part at a time (not run by default: --variants off,logs,metrics,traces): where the cost is.
-    "logs": {"FLOWKER_LOG_FORMAT": "json", "FLOWKER_LOG_LEVEL": "INFO"},
-    "metrics": {"FLOWKER_METRICS": "on"},
-    "traces": {key: value for key, value in ALL_ON.items() if key.startswith("OTEL_")},
+    "logs": {"FLOWKER_LOG_FORMAT": "json", "FLOWKER_LOG_LEVEL": "INFO", "FLOWKER_METRICS": "off"},
+    "metrics": {**ALL_OFF, "FLOWKER_METRICS": "on"},
+    "traces": {**ALL_OFF, **{key: value for key, value in ALL_ON.items() if key.startswith("OTEL_")}},
 }
 DEFAULT_VARIANTS = ("off", "on", "on-sampled-10%")
 TARGET_RATIO = 0.90
@@ -135,6 +140,7 @@ class Totals:
     spans: int = 0
     p50: list = field(default_factory=list)
     p99: list = field(default_factory=list)
+    rounds: list = field(default_factory=list)  # (executions/s, CPU ms per execution) of each round
 
     @property
     def rate(self) -> float:
@@ -212,6 +218,7 @@ def main(argv=None) -> int:
                 total.seconds += seconds
                 total.server_cpu += cpu
                 total.spans += spans.value - spans_before  # the server flushed them as it stopped
+                total.rounds.append((done / seconds if seconds else 0.0, 1000.0 * cpu / done if done else 0.0))
                 if latency:
                     total.p50.append(latency[0])
                     total.p99.append(latency[1])
@@ -244,6 +251,20 @@ def main(argv=None) -> int:
                 f"    / off: throughput {100 * total.rate / off.rate:.1f} %, "
                 f"CPU per execution {100 * total.cpu_ms / off.cpu_ms:.1f} %"
             )
+    for name, total in totals.items():
+        if name == "off":
+            continue
+        # Round i of a variant against round i of off (run one after the other): the
+        # neighbours' load drifts less within a pair than over the run.
+        throughput = [mine[0] / off[0] for mine, off in zip(total.rounds, totals["off"].rounds) if off[0]]
+        cpu = [mine[1] / off[1] for mine, off in zip(total.rounds, totals["off"].rounds) if off[1]]
+        if throughput and cpu:
+            print(
+                f"  {name} / off, round by round: throughput median {100 * median(throughput):.1f} % "
+                f"(min {100 * min(throughput):.1f}, max {100 * max(throughput):.1f}), "
+                f"CPU per execution median {100 * median(cpu):.1f} % (min {100 * min(cpu):.1f}, max {100 * max(cpu):.1f})"
+            )
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
     if "on" not in totals:
         return 0 if not any(total.errors for total in totals.values()) else 1
     off, on = totals["off"], totals["on"]

@@ -241,9 +241,9 @@ class _Otel:
         self.SpanKind, self.StatusCode = SpanKind, StatusCode
         self.propagator = TraceContextTextMapPropagator()
 
-        from flowker.tracing_spans import LeanSpan
+        from flowker.tracing_spans import LeanSpan, start_root
 
-        self.LeanSpan = LeanSpan
+        self.LeanSpan, self.start_root = LeanSpan, start_root
 
 
 class Tracing:
@@ -319,7 +319,8 @@ class Tracing:
         tracer = self._started()
         if tracer is None:  # shut down: the process is ending
             return _NO_SPAN
-        span = tracer.start_span("flowker.execution", context=parent, attributes={"flowker.execution.id": execution_id})
+        assert self._otel is not None
+        span = self._otel.start_root(tracer, "flowker.execution", parent, {"flowker.execution.id": execution_id})
         return _Span(span, self._otel)
 
     def _unsampled(self) -> bool:
@@ -342,7 +343,7 @@ class Tracing:
         assert self._otel is not None
         parent = self._otel.get_current_span()
         if parent.is_recording():  # under the execution's span: the lean path (flowker.tracing_spans)
-            span = self._otel.LeanSpan(
+            span = self._otel.LeanSpan.child(
                 "flowker.step",
                 parent,
                 tracer.span_processor,
@@ -374,7 +375,7 @@ class Tracing:
             attributes["http.request.resend_count"] = attempt - 1
         parent = self._otel.get_current_span()
         if parent.is_recording():
-            span = self._otel.LeanSpan(
+            span = self._otel.LeanSpan.child(
                 method, parent, tracer.span_processor, tracer.id_generator, self._otel.SpanKind.CLIENT, attributes
             )
         else:

@@ -14,8 +14,9 @@ made; the formatters here scrub again what is added after that (the ``extra`` fi
 records made before any redactor was installed), with the installed redactors or, when
 none is, a redactor that knows no secret but still masks credential-looking text.
 
-``flowker serve`` hands :func:`gunicorn_logconfig` to gunicorn, so its own error log and
-the workers' lines share one format and one stream (stderr).
+``flowker serve`` hands :func:`logconfig` to gunicorn, so its own error log and the
+workers' lines share one format and one stream (stderr), written in batches
+(:mod:`flowker.observability.log_output`: at most 50 ms late, WARNING and worse at once).
 """
 
 from __future__ import annotations
@@ -94,9 +95,25 @@ class _Scrub:
 _JSON = json.JSONEncoder(ensure_ascii=False, default=str)  # one encoder, not one per line (json.dumps)
 
 
+_last_second: tuple[int, str] = (-1, "")  # (whole seconds, their text), replaced as one object
+
+
 def _timestamp(record: logging.LogRecord) -> str:
-    """UTC, milliseconds: ``2026-12-07T04:30:34.966Z``."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+    """UTC, milliseconds: ``2026-12-07T04:30:34.966Z`` (the seconds formatted once per second)."""
+    global _last_second
+    whole = int(record.created)
+    last = _last_second
+    if last[0] != whole:
+        last = _last_second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{last[1]}.{int(record.msecs):03d}Z"
+
+
+def log_line(logger: logging.Logger, level: int, message: str, args: tuple, fields: dict[str, Any]) -> None:
+    """``logger.log(level, message, *args, extra=fields)`` without the caller lookup (a
+    stack walk per line: Flowker's lines name their logger, never a source line). The
+    record is made by the process's record factory (scrubbed) and handled as any other."""
+    if logger.isEnabledFor(level):
+        logger.handle(logger.makeRecord(logger.name, level, "(flowker)", 0, message, args, None, None, fields))
 
 
 class _ScrubbingFormatter(logging.Formatter):
@@ -186,7 +203,11 @@ def logconfig(settings) -> dict:
         "disable_existing_loggers": False,
         "formatters": {"flowker": {"()": f"{__name__}.formatter", "log_format": settings.effective_log_format}},
         "handlers": {
-            "flowker": {"class": "logging.StreamHandler", "formatter": "flowker", "stream": "ext://sys.stderr"}
+            "flowker": {
+                "class": "flowker.observability.log_output.BatchingStreamHandler",  # lines written in batches
+                "formatter": "flowker",
+                "stream": "ext://sys.stderr",
+            }
         },
         "root": {"level": level, "handlers": ["flowker"]},
         "loggers": {

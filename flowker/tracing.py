@@ -323,26 +323,22 @@ class Tracing:
         span = self._otel.start_root(tracer, "flowker.execution", parent, {"flowker.execution.id": execution_id})
         return _Span(span, self._otel)
 
-    def _unsampled(self) -> bool:
-        """Whether the current trace is one the sampler dropped: its spans would record
-        nothing, so none are made (every standard sampler decides alike for one trace)."""
-        assert self._otel is not None
-        current = self._otel.get_current_span()
-        return not current.is_recording() and current.get_span_context().is_valid
-
     def step(self, node_id: str, node_type: str, workflow_name: str, execution_id: str) -> _Span | _NoSpan:
         tracer = self._started()
-        if tracer is None or self._unsampled():
+        if tracer is None:
             return _NO_SPAN
+        assert self._otel is not None
+        parent = self._otel.get_current_span()
+        recording = parent.is_recording()
+        if not recording and parent.get_span_context().is_valid:
+            return _NO_SPAN  # a trace the sampler dropped: its spans would record nothing
         attributes = {
             "flowker.node.id": node_id,
             "flowker.node.type": node_type,
             "flowker.workflow.name": workflow_name,
             "flowker.execution.id": execution_id,
         }
-        assert self._otel is not None
-        parent = self._otel.get_current_span()
-        if parent.is_recording():  # under the execution's span: the lean path (flowker.tracing_spans)
+        if recording:  # under the execution's span: the lean path (flowker.tracing_spans)
             span = self._otel.LeanSpan.child(
                 "flowker.step",
                 parent,
@@ -362,7 +358,9 @@ class Tracing:
         if tracer is None:
             return _NO_SPAN
         assert self._otel is not None
-        if self._unsampled():
+        parent = self._otel.get_current_span()
+        recording = parent.is_recording()
+        if not recording and parent.get_span_context().is_valid:
             return _PropagatingSpan(self._otel)  # the service still learns the trace, unsampled
         parts = urlsplit(url)
         attributes: dict[str, Any] = {
@@ -373,8 +371,7 @@ class Tracing:
         }
         if attempt > 1:
             attributes["http.request.resend_count"] = attempt - 1
-        parent = self._otel.get_current_span()
-        if parent.is_recording():
+        if recording:
             span = self._otel.LeanSpan.child(
                 method, parent, tracer.span_processor, tracer.id_generator, self._otel.SpanKind.CLIENT, attributes
             )

@@ -13,7 +13,9 @@ The "on" variant sends its traces to a local OTLP/HTTP receiver (a separate proc
 
 Printed per variant: completed executions/s over all its rounds, p50/p99 latency (wrk),
 the servers' CPU ms per execution, spans received; then the ratio on/off for throughput
-and CPU. Target: all on >= 90 % of off's throughput, in the same run.
+and CPU, over all rounds and round by round (median and range). Target: all on >= 90 % of
+off's throughput, in the same run. "off" is everything off (:data:`ALL_OFF`): Flowker's
+defaults are not (metrics on, text lines at INFO: the "defaults" variant).
 """
 
 from __future__ import annotations

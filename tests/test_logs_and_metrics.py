@@ -208,3 +208,13 @@ def test_a_process_that_leaves_its_directory_records_in_memory_again():
     alone = Metrics.from_settings(Settings())
     alone.execution_ended("wf", "completed", 0.1)
     assert 'flowker_executions_total{status="completed",workflow="wf"} 1.0' in alone.exposition().decode()
+
+
+def test_metrics_values_go_to_shared_memory_unless_tmpdir_is_set(tmp_path):
+    from flowker.observability.metrics import _values_folder
+
+    shared = tmp_path / "shm"
+    shared.mkdir()
+    assert _values_folder({}, str(shared)) == str(shared)  # tmpfs: no page write-back per request
+    assert _values_folder({"TMPDIR": str(tmp_path)}, str(shared)) is None  # the operator's choice wins
+    assert _values_folder({}, str(tmp_path / "missing")) is None  # no tmpfs: the default temporary folder

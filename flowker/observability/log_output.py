@@ -52,10 +52,22 @@ class BatchingStreamHandler(logging.StreamHandler):
         except Exception:
             self.handleError(record)
             return
+        self._add(line, record.levelno)
+
+    def write_line(self, line: str, levelno: int) -> None:
+        """A line formatted without a record (:func:`flowker.observability.logs.log_line`),
+        queued as :meth:`emit` queues one."""
+        self.acquire()
+        try:
+            self._add(line + self.terminator, levelno)
+        finally:
+            self.release()
+
+    def _add(self, line: str, levelno: int) -> None:
         first = not self._pending
         self._pending.append(line)
         self._pending_bytes += len(line)
-        if record.levelno >= logging.WARNING or self._pending_bytes >= MAX_PENDING_BYTES or self._closed:
+        if levelno >= logging.WARNING or self._pending_bytes >= MAX_PENDING_BYTES or self._closed:
             self._write_pending()
         elif first:
             if self._flusher_pid != os.getpid():

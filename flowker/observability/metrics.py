@@ -246,8 +246,12 @@ class Metrics:
             self._child(self._i.executor_call_seconds, executor, endpoint).observe(max(0.0, seconds))
 
     def executor_retries(self, executor: str, count: int) -> None:
-        if self._i is not None:  # 0 too: the series exists from the first call, so rate() works
-            self._child(self._i.executor_retries, executor).inc(max(0, count))
+        if self._i is not None:
+            # The child is made on the first call, so the series exists (at 0) for rate();
+            # adding 0 would only be one more value write (a lock and a file write per call).
+            child = self._child(self._i.executor_retries, executor)
+            if count > 0:
+                child.inc(count)
 
     def breaker_state(self, executor: str, state: str) -> None:
         if self._i is not None and state in BREAKER_STATE_VALUES:

@@ -80,6 +80,13 @@ def test_flush_and_close_write_what_is_waiting():
     assert stream.getvalue() == "before flush\nbefore close\n"
 
 
+def test_the_flusher_finding_nothing_waiting_on_a_closed_stream_does_not_fail(tmp_path):
+    stream = open(tmp_path / "log", "w")  # noqa: SIM115 - closed below, as the test needs
+    handler = BatchingStreamHandler(stream, flush_seconds=60.0)
+    stream.close()  # as pytest closes the stderr it captured, before the flusher's last turn
+    handler.flush()
+
+
 def test_a_forked_child_does_not_write_its_parents_lines_again(tmp_path):
     path = tmp_path / "lines.log"
     with open(path, "w", buffering=1) as stream:

@@ -102,7 +102,10 @@ class BatchingStreamHandler(logging.StreamHandler):
             except Exception:
                 self.handleError(logging.makeLogRecord({"msg": "log lines could not be written"}))
         elif self.stream and hasattr(self.stream, "flush"):
-            self.stream.flush()
+            try:
+                self.stream.flush()
+            except ValueError:  # closed (a test's captured stderr): nothing was waiting to be written
+                pass
 
     def _start_flusher(self) -> None:
         self._flusher_pid = os.getpid()

@@ -13,7 +13,11 @@ The "on" variant sends its traces to a local OTLP/HTTP receiver (a separate proc
 
 Printed per variant: completed executions/s over all its rounds, p50/p99 latency (wrk),
 the servers' CPU ms per execution, spans received; then the ratio on/off for throughput
-and CPU. Target: all on >= 90 % of off's throughput, in the same run.
+and CPU, over all rounds and round by round (median and range). Target: all on >= 90 % of
+off's throughput, in the same run. ``--together`` runs each variant's server at the same time
+as an off server (wrk on both, half the connections each): on a machine shared with other
+jobs both then see the same neighbours, and the CPU per execution compares round by round. "off" is everything off (:data:`ALL_OFF`): Flowker's
+defaults are not (metrics on, text lines at INFO: the "defaults" variant).
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import median
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -54,12 +60,16 @@ ALL_ON = {
     "OTEL_EXPORTER_OTLP_ENDPOINT": RECEIVER,
     "OTEL_SERVICE_NAME": "flowker-benchmark",
 }
+# Everything off: metrics off, no INFO lines (the access and execution lines), no traces.
+# (The defaults are not off: metrics on, text lines at INFO - the "defaults" variant.)
+ALL_OFF = {"FLOWKER_METRICS": "off", "FLOWKER_LOG_LEVEL": "WARNING"}
 # Each variant's environment for `flowker serve`, on top of benchmarks/api.py's (which drops
 # every inherited FLOWKER_* and OTEL_* variable). Add a switch here as observability grows.
 # "off" and "on" are compared against the target; the others are printed beside them
 # ("on-sampled-10%": everything on, one run in ten traced: the lever docs/tracing.md names).
 VARIANTS: dict[str, dict[str, str]] = {
-    "off": {},
+    "off": ALL_OFF,
+    "defaults": {},
     "on": ALL_ON,
     "on-sampled-10%": {
         **ALL_ON,
@@ -67,10 +77,10 @@ VARIANTS: dict[str, dict[str, str]] = {
         "OTEL_TRACES_SAMPLER_ARG": "0.1",
     },
     # One part at a time (not run by default: --variants off,logs,metrics,traces): where the cost is.
-    "logs": {"FLOWKER_LOG_FORMAT": "json", "FLOWKER_LOG_LEVEL": "INFO"},
-    "metrics": {"FLOWKER_METRICS": "on"},
-    "traces": {key: value for key, value in ALL_ON.items() if key.startswith("OTEL_")},
-    # Against "off" (text access lines at INFO, the default): what the access line itself costs.
+    "logs": {"FLOWKER_LOG_FORMAT": "json", "FLOWKER_LOG_LEVEL": "INFO", "FLOWKER_METRICS": "off"},
+    "metrics": {**ALL_OFF, "FLOWKER_METRICS": "on"},
+    "traces": {**ALL_OFF, **{key: value for key, value in ALL_ON.items() if key.startswith("OTEL_")}},
+    # Against "defaults" (text access lines at INFO): what the access line itself costs.
     "warnings-only": {"FLOWKER_LOG_LEVEL": "WARNING"},
 }
 DEFAULT_VARIANTS = ("off", "on", "on-sampled-10%")
@@ -137,6 +147,8 @@ class Totals:
     spans: int = 0
     p50: list = field(default_factory=list)
     p99: list = field(default_factory=list)
+    rounds: list = field(default_factory=list)  # (executions/s, CPU ms per execution) of each round
+    beside: list = field(default_factory=list)  # --together: off's rounds, run at the same time as these
 
     @property
     def rate(self) -> float:
@@ -173,6 +185,64 @@ def measure(variant_env: dict, stub_port: int, args, wrk: str | None) -> tuple[i
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def measure_together(env_off: dict, env_variant: dict, stub_port: int, args, wrk: str) -> tuple[tuple, tuple]:
+    """One round of ``off`` and a variant at the same time, each its own server and wrk (half
+    the connections each): both see the same neighbours, so their CPU per execution compares
+    even when the machine's load swings. Returns each one's (completed, errors, seconds, CPU, [p50, p99])."""
+    folders = [tempfile.mkdtemp(prefix="flowker-obs-bench-") for _ in range(2)]
+    servers = []
+    try:
+        for folder, env in zip(folders, (env_off, env_variant)):
+            servers.append(Server(f"sqlite:///{folder}/flowker.db", args.workers, args.threads, env))
+        workflows = []
+        for server in servers:
+            wait_ready(server.url)
+            workflows.append(create_workflow(server.url, stub_port))
+            Load(server.url, workflows[-1], args.warmup, 60).run(args.concurrency)
+        pids = [process_tree(server.process.pid) for server in servers]
+        before = [cpu_seconds(tree) for tree in pids]
+        results: list = [None, None]
+        connections = max(1, args.concurrency // 2)
+
+        def load(index: int) -> None:
+            results[index] = run_wrk(servers[index].url, workflows[index], args.seconds, connections, wrk=wrk)
+
+        threads = [threading.Thread(target=load, args=(index,)) for index in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        used = [cpu_seconds(tree) - cpu for tree, cpu in zip(pids, before)]
+        off, variant = (
+            (
+                result.completed,
+                result.errors,
+                result.seconds,
+                cpu,
+                [result.latencies_ms["p50"], result.latencies_ms["p99"]],
+            )
+            for result, cpu in zip(results, used)
+        )
+        return off, variant
+    finally:
+        for server in servers:
+            server.stop()
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def add(total: Totals, measured: tuple) -> None:
+    done, errors, seconds, cpu, latency = measured
+    total.completed += done
+    total.errors += errors
+    total.seconds += seconds
+    total.server_cpu += cpu
+    total.rounds.append((done / seconds if seconds else 0.0, 1000.0 * cpu / done if done else 0.0))
+    if latency:
+        total.p50.append(latency[0])
+        total.p99.append(latency[1])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="load per round and variant")
@@ -184,6 +254,12 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
         "--variants", default=",".join(DEFAULT_VARIANTS), help="which of VARIANTS to run, comma-separated"
+    )
+    parser.add_argument(
+        "--together",
+        action="store_true",
+        help="run each variant's server at the same time as an off server (wrk on both, half the "
+        "connections each) instead of one after the other: both see the same neighbours",
     )
     args = parser.parse_args(argv)
     chosen = [name.strip() for name in args.variants.split(",") if name.strip()]
@@ -202,21 +278,23 @@ def main(argv=None) -> int:
     totals = {name: Totals() for name in chosen}
     started = time.monotonic()
     try:
+        if args.together and wrk is None:
+            raise SystemExit("--together needs wrk")
         for _round in range(args.rounds):
             for name in chosen:
-                template = VARIANTS[name]
-                env = {key: value.replace(RECEIVER, receiver_url) for key, value in template.items()}
+                if args.together and name == "off":
+                    continue  # measured beside each of the others
+                env = {key: value.replace(RECEIVER, receiver_url) for key, value in VARIANTS[name].items()}
                 spans_before = spans.value
-                done, errors, seconds, cpu, latency = measure(env, stub_port, args, wrk)
-                total = totals[name]
-                total.completed += done
-                total.errors += errors
-                total.seconds += seconds
-                total.server_cpu += cpu
-                total.spans += spans.value - spans_before  # the server flushed them as it stopped
-                if latency:
-                    total.p50.append(latency[0])
-                    total.p99.append(latency[1])
+                if args.together:
+                    assert wrk is not None
+                    off_measured, measured = measure_together(VARIANTS["off"], env, stub_port, args, wrk)
+                    add(totals["off"], off_measured)
+                    totals[name].beside.append(totals["off"].rounds[-1])
+                else:
+                    measured = measure(env, stub_port, args, wrk)
+                add(totals[name], measured)
+                totals[name].spans += spans.value - spans_before  # the server flushed them as it stopped
     finally:
         stub.terminate()
         receiver.terminate()
@@ -246,6 +324,21 @@ def main(argv=None) -> int:
                 f"    / off: throughput {100 * total.rate / off.rate:.1f} %, "
                 f"CPU per execution {100 * total.cpu_ms / off.cpu_ms:.1f} %"
             )
+    for name, total in totals.items():
+        if name == "off":
+            continue
+        # Round i of a variant against round i of off (run one after the other, or at the same
+        # time with --together): the neighbours' load drifts less within a pair than over the run.
+        off_rounds = total.beside or totals["off"].rounds
+        throughput = [mine[0] / off[0] for mine, off in zip(total.rounds, off_rounds) if off[0]]
+        cpu = [mine[1] / off[1] for mine, off in zip(total.rounds, off_rounds) if off[1]]
+        if throughput and cpu:
+            print(
+                f"  {name} / off, round by round: throughput median {100 * median(throughput):.1f} % "
+                f"(min {100 * min(throughput):.1f}, max {100 * max(throughput):.1f}), "
+                f"CPU per execution median {100 * median(cpu):.1f} % (min {100 * min(cpu):.1f}, max {100 * max(cpu):.1f})"
+            )
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
     if "on" not in totals:
         return 0 if not any(total.errors for total in totals.values()) else 1
     off, on = totals["off"], totals["on"]

@@ -14,7 +14,10 @@ first span, whichever comes first - never at import, and in each gunicorn worker
 fork (``post_fork``). Nothing is set as the process's global tracer provider: the runner
 gets this object from the runtime. :meth:`Tracing.shutdown` exports what is left.
 
-Spans (their parents through the OpenTelemetry context of the running thread):
+Spans (their parents through the current span of the running thread: one context
+variable of this module, set and reset once per span - not the OpenTelemetry context,
+whose attach of a copied context per span costs more; an incoming ``traceparent`` is
+still read through the OpenTelemetry propagator):
 
 * ``flowker.execution``: one run; its parent is the W3C ``traceparent`` of the REST or
   webhook request that started it (:meth:`Tracing.extract`), else a new trace;
@@ -29,6 +32,7 @@ No span carries a secret: URLs go through the project's redactor, errors are rec
 from __future__ import annotations
 
 import threading
+from contextvars import ContextVar
 from typing import Any, Callable, Mapping
 from urllib.parse import urlencode, urlsplit
 
@@ -39,6 +43,8 @@ TRACER_NAME = "flowker"
 DEFAULT_SERVICE_NAME = "flowker"
 _ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 _PROTOCOL_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+# The span of the innermost Flowker ``with`` block of this thread (None outside any).
+_CURRENT_SPAN: ContextVar[Any] = ContextVar("flowker_current_span", default=None)
 
 
 def otel_environment(environ: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
@@ -167,7 +173,7 @@ class _Span:
         self._span.set_status(self._otel.StatusCode.ERROR)
 
     def __enter__(self):
-        self._token = self._otel.attach(self._otel.set_span_in_context(self._span))
+        self._token = _CURRENT_SPAN.set(self._span)
         return self
 
     def __exit__(self, exc_type, exc, _traceback) -> None:
@@ -175,7 +181,7 @@ class _Span:
             if exc is not None:
                 self.failed(_error_type(exc))
         finally:
-            self._otel.detach(self._token)
+            _CURRENT_SPAN.reset(self._token)
             self._span.end()
 
 
@@ -218,12 +224,13 @@ class _PropagatingSpan(_NoSpan):
     """An unsampled trace's executor call: no span, but its ``traceparent`` goes along
     (sampled flag off) so the service's spans, if it keeps any, join the same trace."""
 
-    def __init__(self, otel):
+    def __init__(self, otel, parent):
         self._otel = otel
+        self._parent = parent
 
     def headers(self, headers: dict) -> dict:
         carried = {name: value for name, value in headers.items() if name.lower() not in TRACE_CONTEXT_HEADERS}
-        self._otel.propagator.inject(carried)
+        self._otel.propagator.inject(carried, context=self._otel.set_span_in_context(self._parent))
         return carried
 
 
@@ -231,19 +238,23 @@ class _Otel:
     """The OpenTelemetry names the spans use, imported once when tracing starts."""
 
     def __init__(self):
-        from opentelemetry import context, trace
+        from opentelemetry import trace
         from opentelemetry.trace import SpanKind, StatusCode
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-        self.attach, self.detach = context.attach, context.detach
         self.set_span_in_context = trace.set_span_in_context
         self.get_current_span = trace.get_current_span
         self.SpanKind, self.StatusCode = SpanKind, StatusCode
         self.propagator = TraceContextTextMapPropagator()
 
-        from flowker.tracing_spans import LeanSpan
+        from flowker.tracing_spans import LeanSpan, start_root
 
-        self.LeanSpan = LeanSpan
+        self.LeanSpan, self.start_root = LeanSpan, start_root
+
+    def current_span(self) -> Any:
+        """The current Flowker span of this thread, else OpenTelemetry's (an invalid one)."""
+        span = _CURRENT_SPAN.get()
+        return span if span is not None else self.get_current_span()
 
 
 class Tracing:
@@ -319,30 +330,29 @@ class Tracing:
         tracer = self._started()
         if tracer is None:  # shut down: the process is ending
             return _NO_SPAN
-        span = tracer.start_span("flowker.execution", context=parent, attributes={"flowker.execution.id": execution_id})
-        return _Span(span, self._otel)
-
-    def _unsampled(self) -> bool:
-        """Whether the current trace is one the sampler dropped: its spans would record
-        nothing, so none are made (every standard sampler decides alike for one trace)."""
         assert self._otel is not None
-        current = self._otel.get_current_span()
-        return not current.is_recording() and current.get_span_context().is_valid
+        if parent is None and _CURRENT_SPAN.get() is not None:  # a run inside another's span
+            parent = self._otel.set_span_in_context(_CURRENT_SPAN.get())
+        span = self._otel.start_root(tracer, "flowker.execution", parent, {"flowker.execution.id": execution_id})
+        return _Span(span, self._otel)
 
     def step(self, node_id: str, node_type: str, workflow_name: str, execution_id: str) -> _Span | _NoSpan:
         tracer = self._started()
-        if tracer is None or self._unsampled():
+        if tracer is None:
             return _NO_SPAN
+        assert self._otel is not None
+        parent = self._otel.current_span()
+        recording = parent.is_recording()
+        if not recording and parent.get_span_context().is_valid:
+            return _NO_SPAN  # a trace the sampler dropped: its spans would record nothing
         attributes = {
             "flowker.node.id": node_id,
             "flowker.node.type": node_type,
             "flowker.workflow.name": workflow_name,
             "flowker.execution.id": execution_id,
         }
-        assert self._otel is not None
-        parent = self._otel.get_current_span()
-        if parent.is_recording():  # under the execution's span: the lean path (flowker.tracing_spans)
-            span = self._otel.LeanSpan(
+        if recording:  # under the execution's span: the lean path (flowker.tracing_spans)
+            span = self._otel.LeanSpan.child(
                 "flowker.step",
                 parent,
                 tracer.span_processor,
@@ -361,8 +371,10 @@ class Tracing:
         if tracer is None:
             return _NO_SPAN
         assert self._otel is not None
-        if self._unsampled():
-            return _PropagatingSpan(self._otel)  # the service still learns the trace, unsampled
+        parent = self._otel.current_span()
+        recording = parent.is_recording()
+        if not recording and parent.get_span_context().is_valid:
+            return _PropagatingSpan(self._otel, parent)  # the service still learns the trace, unsampled
         parts = urlsplit(url)
         attributes: dict[str, Any] = {
             "http.request.method": method,
@@ -372,9 +384,8 @@ class Tracing:
         }
         if attempt > 1:
             attributes["http.request.resend_count"] = attempt - 1
-        parent = self._otel.get_current_span()
-        if parent.is_recording():
-            span = self._otel.LeanSpan(
+        if recording:
+            span = self._otel.LeanSpan.child(
                 method, parent, tracer.span_processor, tracer.id_generator, self._otel.SpanKind.CLIENT, attributes
             )
         else:

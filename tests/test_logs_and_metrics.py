@@ -3,15 +3,18 @@ settings, and metrics in one process and across processes sharing a directory.""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import multiprocessing
 import os
+import re
 
 import pytest
 
 from flowker.errors import ConfigurationError
-from flowker.observability.logs import JsonFormatter, SafeField, TextFormatter, logconfig
+from flowker.observability.log_output import BatchingStreamHandler
+from flowker.observability.logs import JsonFormatter, SafeField, TextFormatter, _direct_handler, log_line, logconfig
 from flowker.observability.metrics import Metrics, MetricsDirectory, directory_exposition
 from flowker.security.redaction import Redactor, install_log_redaction
 from flowker.settings import Settings
@@ -92,6 +95,54 @@ def test_known_safe_fields_skip_the_redactor_and_every_other_field_goes_through_
     assert not any("e-0190" in text for text in redactor.asked)
     document = json.loads(JsonFormatter().format(made))
     assert type(document["execution_id"]) is str and document["execution_id"] == "e-0190"
+
+
+def _written_lines(handler: BatchingStreamHandler, stream: io.StringIO) -> list[str]:
+    handler.flush()
+    # The time is the only part that differs between two lines written a moment apart.
+    return [re.sub(r'"time": "[^"]+"', '"time": "T"', line) for line in stream.getvalue().splitlines()]
+
+
+@pytest.mark.parametrize("redactors", [0, 1, 2])
+def test_a_line_written_without_a_record_is_the_record_paths_line_scrubbed_alike(redactors):
+    secret = "s3cr3t-value-0123456789"
+    installed = []
+    for _ in range(redactors):
+        redactor = Redactor()
+        redactor.add_secret(secret)
+        installed.append(install_log_redaction(redactor))
+    direct_stream, record_stream = io.StringIO(), io.StringIO()
+    direct, through_record = BatchingStreamHandler(direct_stream, 60.0), BatchingStreamHandler(record_stream, 60.0)
+    through_record.addFilter(lambda made: True)  # a filter: the record path
+    loggers = []
+    for name, handler in (("flowker.test.direct", direct), ("flowker.test.record", through_record)):
+        handler.setFormatter(JsonFormatter())
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.propagate, logger.level = False, logging.INFO
+        loggers.append(logger)
+    try:
+        assert _direct_handler(loggers[0], logging.INFO) is direct
+        assert _direct_handler(loggers[1], logging.INFO) is None
+        for logger in loggers:
+            fields = {"execution_id": SafeField("e-1"), "principal": secret, "status": 200, "duration_ms": 1.5}
+            log_line(logger, logging.INFO, "call %s ü %d", (secret, 3), fields)
+            log_line(logger, logging.WARNING, "https://user:hunter2-pass@example.com/x", (), {"workflow": "w"})
+        direct_lines, record_lines = (
+            _written_lines(direct, direct_stream),
+            _written_lines(through_record, record_stream),
+        )
+    finally:
+        for logger, handler in zip(loggers, (direct, through_record)):
+            logger.removeHandler(handler)
+            logger.propagate = True
+        for uninstall in installed:
+            uninstall()
+    assert len(direct_lines) == 2
+    assert direct_lines == [line.replace("flowker.test.record", "flowker.test.direct") for line in record_lines]
+    text = "\n".join(direct_lines)
+    assert "hunter2-pass" not in text and '"pid": %d' % os.getpid() in text
+    assert (secret in text) is (redactors == 0)  # no redactor knows it: only credential-looking text is masked
 
 
 def test_without_any_redactor_credential_looking_text_is_still_masked():
@@ -208,3 +259,13 @@ def test_a_process_that_leaves_its_directory_records_in_memory_again():
     alone = Metrics.from_settings(Settings())
     alone.execution_ended("wf", "completed", 0.1)
     assert 'flowker_executions_total{status="completed",workflow="wf"} 1.0' in alone.exposition().decode()
+
+
+def test_metrics_values_go_to_shared_memory_unless_tmpdir_is_set(tmp_path):
+    from flowker.observability.metrics import _values_folder
+
+    shared = tmp_path / "shm"
+    shared.mkdir()
+    assert _values_folder({}, str(shared)) == str(shared)  # tmpfs: no page write-back per request
+    assert _values_folder({"TMPDIR": str(tmp_path)}, str(shared)) is None  # the operator's choice wins
+    assert _values_folder({}, str(tmp_path / "missing")) is None  # no tmpfs: the default temporary folder

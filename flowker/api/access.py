@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import falcon
 
-from flowker.observability.logs import ACCESS_LOGGER, SafeField
+from flowker.observability.logs import ACCESS_LOGGER, SafeField, log_line
 from flowker.observability.metrics import HTTP_METHODS, UNMATCHED_ROUTE
 
 logger = logging.getLogger(ACCESS_LOGGER)
@@ -64,12 +64,12 @@ class AccessMiddleware:
         # The route is a template of the app's own (or "unmatched"): no secret can be in it.
         # The message repeats for a route and status (its scrubbing is cached); the
         # duration and ids are fields.
-        logger.info(
+        log_line(
+            logger,
+            logging.INFO,
             '"%s %s" %d',
-            method,
-            route,
-            status,
-            extra={
+            (method, route, status),
+            {
                 "method": method,
                 "route": SafeField(route),
                 "status": status,

@@ -14,17 +14,20 @@ made; the formatters here scrub again what is added after that (the ``extra`` fi
 records made before any redactor was installed), with the installed redactors or, when
 none is, a redactor that knows no secret but still masks credential-looking text.
 
-``flowker serve`` hands :func:`gunicorn_logconfig` to gunicorn, so its own error log and
-the workers' lines share one format and one stream (stderr).
+``flowker serve`` hands :func:`logconfig` to gunicorn, so its own error log and the
+workers' lines share one format and one stream (stderr), written in batches
+(:mod:`flowker.observability.log_output`: at most 50 ms late, WARNING and worse at once).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from typing import Any, Callable
 
+from flowker.observability.log_output import BatchingStreamHandler
 from flowker.security.log_redaction import RedactingRecordFactory, scrub_record
 from flowker.security.redaction import Redactor
 
@@ -94,9 +97,83 @@ class _Scrub:
 _JSON = json.JSONEncoder(ensure_ascii=False, default=str)  # one encoder, not one per line (json.dumps)
 
 
-def _timestamp(record: logging.LogRecord) -> str:
-    """UTC, milliseconds: ``2026-12-07T04:30:34.966Z``."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+_last_second: tuple[int, str] = (-1, "")  # (whole seconds, their text), replaced as one object
+
+
+def _timestamp(created: float, msecs: float) -> str:
+    """UTC, milliseconds: ``2026-12-07T04:30:34.966Z`` (the seconds formatted once per second)."""
+    global _last_second
+    whole = int(created)
+    last = _last_second
+    if last[0] != whole:
+        last = _last_second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{last[1]}.{int(msecs):03d}Z"
+
+
+def log_line(logger: logging.Logger, level: int, message: str, args: tuple, fields: dict[str, Any]) -> None:
+    """``logger.log(level, message, *args, extra=fields)`` without the caller lookup (a
+    stack walk per line: Flowker's lines name their logger, never a source line).
+
+    When the line would reach exactly one handler - Flowker's batching stream with the JSON
+    formatter, nothing filtering on the way, the standard or the redacting record factory -
+    it is formatted and queued without a ``LogRecord`` (same bytes, same scrubbing: the
+    message and fields through the installed redactors). Otherwise the record is made by the
+    process's record factory (scrubbed) and handled as any other."""
+    if not logger.isEnabledFor(level):
+        return
+    handler = _direct_handler(logger, level)
+    if handler is not None:
+        try:
+            text = message % args if args else message
+        except Exception:  # noqa: BLE001 - the record path says what went wrong, scrubbed
+            handler = None
+        if handler is not None:
+            formatter = handler.formatter
+            assert isinstance(formatter, JsonFormatter)  # checked by _direct_handler
+            created = time.time()
+            line = formatter.json_line(
+                _timestamp(created, int((created - int(created)) * 1000)),
+                logging.getLevelName(level),
+                logger.name,
+                text,
+                os.getpid(),
+                fields,
+                formatter.scrubber.for_line(),
+            )
+            handler.write_line(line, level)
+            return
+    logger.handle(logger.makeRecord(logger.name, level, "(flowker)", 0, message, args, None, None, fields))
+
+
+def _direct_handler(logger: logging.Logger, level: int) -> Any:
+    """The :class:`BatchingStreamHandler` a line at ``level`` reaches alone, or None when
+    the record path is needed (filters, other handlers, another record factory...)."""
+    factory = logging.getLogRecordFactory()
+    if factory is not logging.LogRecord and not (
+        type(factory) is RedactingRecordFactory and factory.previous is logging.LogRecord
+    ):
+        return None
+    if logger.disabled or logger.filters or not logging.logProcesses:
+        return None
+    found = None
+    current: Any = logger
+    while current is not None:
+        for handler in current.handlers:
+            if level >= handler.level:
+                if found is not None:
+                    return None
+                found = handler
+        if not current.propagate:
+            break
+        current = current.parent
+    if (
+        type(found) is not BatchingStreamHandler
+        or found.filters
+        or type(found.formatter) is not JsonFormatter
+        or found.terminator != "\n"
+    ):
+        return None
+    return found
 
 
 class _ScrubbingFormatter(logging.Formatter):
@@ -104,10 +181,10 @@ class _ScrubbingFormatter(logging.Formatter):
         super().__init__()
         self.scrubber = _LineScrubber()
 
-    def fields(self, record: logging.LogRecord, scrub: Callable[[str], str]) -> dict[str, Any]:
-        """The record's named fields, strings scrubbed (they were added after the factory ran)."""
+    def fields(self, values: dict[str, Any], scrub: Callable[[str], str]) -> dict[str, Any]:
+        """A record's named fields (``values``: its ``__dict__``), strings scrubbed (they were
+        added after the factory ran)."""
         found = {}
-        values = record.__dict__
         for name in FIELDS:
             value = values.get(name)
             if value is None:
@@ -130,18 +207,46 @@ class JsonFormatter(_ScrubbingFormatter):
 
     def format(self, record: logging.LogRecord) -> str:
         record, scrub = self.scrubbed(record)
+        return self.json_line(
+            _timestamp(record.created, record.msecs),
+            record.levelname,
+            record.name,
+            record.getMessage(),
+            record.process,
+            record.__dict__,
+            scrub,
+            record.exc_text,
+            record.stack_info,
+            scrubbed=True,
+        )
+
+    def json_line(
+        self,
+        timestamp: str,
+        levelname: str,
+        name: str,
+        message: str,
+        pid: int | None,
+        values: dict[str, Any],
+        scrub: Callable[[str], str],
+        exc_text: str | None = None,
+        stack_info: str | None = None,
+        *,
+        scrubbed: bool = False,
+    ) -> str:
+        """The line; ``message`` is scrubbed here unless ``scrubbed`` (a record's was)."""
         document: dict[str, Any] = {
-            "time": _timestamp(record),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-            "pid": record.process,  # which gunicorn worker (or the master)
+            "time": timestamp,
+            "level": levelname,
+            "logger": name,
+            "message": message if scrubbed else scrub(message),
+            "pid": pid,  # which gunicorn worker (or the master)
         }
-        document.update(self.fields(record, scrub))
-        if record.exc_text:
-            document["exception"] = record.exc_text
-        if record.stack_info:
-            document["stack"] = record.stack_info
+        document.update(self.fields(values, scrub))
+        if exc_text:
+            document["exception"] = exc_text
+        if stack_info:
+            document["stack"] = stack_info
         return _JSON.encode(document)
 
 
@@ -150,9 +255,9 @@ class TextFormatter(_ScrubbingFormatter):
 
     def format(self, record: logging.LogRecord) -> str:
         record, scrub = self.scrubbed(record)
-        parts = [_timestamp(record), record.levelname, record.name, record.getMessage()]
+        parts = [_timestamp(record.created, record.msecs), record.levelname, record.name, record.getMessage()]
         skip = _ACCESS_MESSAGE_FIELDS if record.name == ACCESS_LOGGER else frozenset()
-        fields = self.fields(record, scrub)
+        fields = self.fields(record.__dict__, scrub)
         parts += [f"{name}={_text_value(value)}" for name, value in fields.items() if name not in skip]
         line = " ".join(parts)
         if record.exc_text:
@@ -186,7 +291,11 @@ def logconfig(settings) -> dict:
         "disable_existing_loggers": False,
         "formatters": {"flowker": {"()": f"{__name__}.formatter", "log_format": settings.effective_log_format}},
         "handlers": {
-            "flowker": {"class": "logging.StreamHandler", "formatter": "flowker", "stream": "ext://sys.stderr"}
+            "flowker": {
+                "class": "flowker.observability.log_output.BatchingStreamHandler",  # lines written in batches
+                "formatter": "flowker",
+                "stream": "ext://sys.stderr",
+            }
         },
         "root": {"level": level, "handlers": ["flowker"]},
         "loggers": {

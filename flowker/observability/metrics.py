@@ -255,8 +255,12 @@ class Metrics:
             self._child(self._i.executor_call_seconds, executor, endpoint).observe(max(0.0, seconds))
 
     def executor_retries(self, executor: str, count: int) -> None:
-        if self._i is not None:  # 0 too: the series exists from the first call, so rate() works
-            self._child(self._i.executor_retries, executor).inc(max(0, count))
+        if self._i is not None:
+            # The child is made on the first call, so the series exists (at 0) for rate();
+            # adding 0 would only be one more value write (a lock and a file write per call).
+            child = self._child(self._i.executor_retries, executor)
+            if count > 0:
+                child.inc(count)
 
     def breaker_state(self, executor: str, state: str) -> None:
         if self._i is not None and state in BREAKER_STATE_VALUES:
@@ -306,6 +310,24 @@ def directory_exposition(path: str) -> bytes:
     return generate_latest(directory_registry(path))
 
 
+SHARED_MEMORY = "/dev/shm"
+
+
+def _values_folder(environ: Any = os.environ, shared_memory: str = SHARED_MEMORY) -> str | None:
+    """Where the directory goes: ``TMPDIR`` when the operator set one, else the shared-memory
+    file system (tmpfs) when there is one, else the default temporary folder.
+
+    Every request writes its values into the workers' memory-mapped files. On a disk file
+    system the kernel writes the dirty pages back every few seconds and the next write to
+    each page faults again (system time in the request thread: about 6 % of the CPU per
+    execution, benchmarks/README.md "observability_cost"); on tmpfs nothing is written back."""
+    if environ.get("TMPDIR"):
+        return None
+    if os.path.isdir(shared_memory) and os.access(shared_memory, os.W_OK | os.X_OK):
+        return shared_memory
+    return None
+
+
 @dataclass
 class MetricsDirectory:
     """The multiprocess directory ``flowker serve`` owns: fresh and private (0700) at start,
@@ -316,7 +338,7 @@ class MetricsDirectory:
     @classmethod
     def create(cls, *, join: bool = True) -> "MetricsDirectory":
         """A new directory; ``join``: this process (and the children it forks) record there."""
-        path = tempfile.mkdtemp(prefix="flowker-metrics-")  # mode 0700, never reused
+        path = tempfile.mkdtemp(prefix="flowker-metrics-", dir=_values_folder())  # mode 0700, never reused
         if join:
             join_metrics_directory(path)
         return cls(path)

@@ -14,10 +14,7 @@ first span, whichever comes first - never at import, and in each gunicorn worker
 fork (``post_fork``). Nothing is set as the process's global tracer provider: the runner
 gets this object from the runtime. :meth:`Tracing.shutdown` exports what is left.
 
-Spans (their parents through the current span of the running thread: one context
-variable of this module, set and reset once per span - not the OpenTelemetry context,
-whose attach of a copied context per span costs more; an incoming ``traceparent`` is
-still read through the OpenTelemetry propagator):
+Spans (their parents through the OpenTelemetry context of the running thread):
 
 * ``flowker.execution``: one run; its parent is the W3C ``traceparent`` of the REST or
   webhook request that started it (:meth:`Tracing.extract`), else a new trace;
@@ -32,7 +29,6 @@ No span carries a secret: URLs go through the project's redactor, errors are rec
 from __future__ import annotations
 
 import threading
-from contextvars import ContextVar
 from typing import Any, Callable, Mapping
 from urllib.parse import urlencode, urlsplit
 
@@ -43,8 +39,6 @@ TRACER_NAME = "flowker"
 DEFAULT_SERVICE_NAME = "flowker"
 _ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 _PROTOCOL_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
-# The span of the innermost Flowker ``with`` block of this thread (None outside any).
-_CURRENT_SPAN: ContextVar[Any] = ContextVar("flowker_current_span", default=None)
 
 
 def otel_environment(environ: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
@@ -173,7 +167,7 @@ class _Span:
         self._span.set_status(self._otel.StatusCode.ERROR)
 
     def __enter__(self):
-        self._token = _CURRENT_SPAN.set(self._span)
+        self._token = self._otel.attach(self._otel.set_span_in_context(self._span))
         return self
 
     def __exit__(self, exc_type, exc, _traceback) -> None:
@@ -181,7 +175,7 @@ class _Span:
             if exc is not None:
                 self.failed(_error_type(exc))
         finally:
-            _CURRENT_SPAN.reset(self._token)
+            self._otel.detach(self._token)
             self._span.end()
 
 
@@ -224,13 +218,12 @@ class _PropagatingSpan(_NoSpan):
     """An unsampled trace's executor call: no span, but its ``traceparent`` goes along
     (sampled flag off) so the service's spans, if it keeps any, join the same trace."""
 
-    def __init__(self, otel, parent):
+    def __init__(self, otel):
         self._otel = otel
-        self._parent = parent
 
     def headers(self, headers: dict) -> dict:
         carried = {name: value for name, value in headers.items() if name.lower() not in TRACE_CONTEXT_HEADERS}
-        self._otel.propagator.inject(carried, context=self._otel.set_span_in_context(self._parent))
+        self._otel.propagator.inject(carried)
         return carried
 
 
@@ -238,10 +231,11 @@ class _Otel:
     """The OpenTelemetry names the spans use, imported once when tracing starts."""
 
     def __init__(self):
-        from opentelemetry import trace
+        from opentelemetry import context, trace
         from opentelemetry.trace import SpanKind, StatusCode
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+        self.attach, self.detach = context.attach, context.detach
         self.set_span_in_context = trace.set_span_in_context
         self.get_current_span = trace.get_current_span
         self.SpanKind, self.StatusCode = SpanKind, StatusCode
@@ -250,11 +244,6 @@ class _Otel:
         from flowker.tracing_spans import LeanSpan, start_root
 
         self.LeanSpan, self.start_root = LeanSpan, start_root
-
-    def current_span(self) -> Any:
-        """The current Flowker span of this thread, else OpenTelemetry's (an invalid one)."""
-        span = _CURRENT_SPAN.get()
-        return span if span is not None else self.get_current_span()
 
 
 class Tracing:
@@ -331,8 +320,6 @@ class Tracing:
         if tracer is None:  # shut down: the process is ending
             return _NO_SPAN
         assert self._otel is not None
-        if parent is None and _CURRENT_SPAN.get() is not None:  # a run inside another's span
-            parent = self._otel.set_span_in_context(_CURRENT_SPAN.get())
         span = self._otel.start_root(tracer, "flowker.execution", parent, {"flowker.execution.id": execution_id})
         return _Span(span, self._otel)
 
@@ -341,7 +328,7 @@ class Tracing:
         if tracer is None:
             return _NO_SPAN
         assert self._otel is not None
-        parent = self._otel.current_span()
+        parent = self._otel.get_current_span()
         recording = parent.is_recording()
         if not recording and parent.get_span_context().is_valid:
             return _NO_SPAN  # a trace the sampler dropped: its spans would record nothing
@@ -371,10 +358,10 @@ class Tracing:
         if tracer is None:
             return _NO_SPAN
         assert self._otel is not None
-        parent = self._otel.current_span()
+        parent = self._otel.get_current_span()
         recording = parent.is_recording()
         if not recording and parent.get_span_context().is_valid:
-            return _PropagatingSpan(self._otel, parent)  # the service still learns the trace, unsampled
+            return _PropagatingSpan(self._otel)  # the service still learns the trace, unsampled
         parts = urlsplit(url)
         attributes: dict[str, Any] = {
             "http.request.method": method,

@@ -4,9 +4,8 @@ The SDK's ``start_span`` and ``end`` cost 45 to 120 µs per span (attribute clea
 lock per span, span limits, the read-only copy for the processor) - most of what tracing
 every run costs once the export is lean (benchmarks/README.md, observability_cost). Flowker's
 spans need none of that: their attributes are Flowker's own (a few strings and ints), they
-carry no events or links. A :class:`LeanSpan` is itself the :class:`ReadableSpan` the
-SDK would build on end (same fields): on end it hands itself to the processor, no copy is
-made on the request thread.
+carry no events or links. On end, a :class:`LeanSpan` hands the processor the same
+:class:`ReadableSpan` the SDK would.
 
 * :func:`start_root` - the execution's span - decides as the SDK's ``start_span`` does: the
   parent from the context (an incoming ``traceparent``, or the current span), the trace id
@@ -31,7 +30,6 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status,
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
-_UNSET = Status(StatusCode.UNSET)
 _RANDOM_TRACE_ID = getattr(TraceFlags, "RANDOM_TRACE_ID", 0)  # W3C level 2 flag, newer SDKs set it
 
 
@@ -73,11 +71,8 @@ def start_root(tracer: Any, name: str, context: Any, attributes: dict[str, Any])
     )
 
 
-class LeanSpan(trace.Span, ReadableSpan):
-    """A recording span: ``context`` its own, ``parent`` its parent's (None for a root).
-
-    Its fields are :class:`ReadableSpan`'s, so its read-only view (``name``, ``attributes``,
-    ``status``...) is the SDK's; after :meth:`end` nothing changes it."""
+class LeanSpan(trace.Span):
+    """A recording span: ``context`` its own, ``parent`` its parent's (None for a root)."""
 
     @classmethod
     def child(cls, name: str, parent_span: Any, processor: Any, id_generator: Any, kind: SpanKind, attributes):
@@ -102,30 +97,35 @@ class LeanSpan(trace.Span, ReadableSpan):
         )
 
     def __init__(self, name, context, parent, resource, scope, processor, kind: SpanKind, attributes):
-        # ReadableSpan's fields, set here rather than through its __init__ (one call less).
         self._name = name
-        self._context = context
         self._parent = parent
+        self._context = context
         self._resource = resource
-        self._instrumentation_scope = scope
-        self._instrumentation_info = None
+        self._scope = scope
+        self._processor = processor
         self._kind = kind
         self._attributes: dict[str, Any] = dict(attributes)
-        self._events = ()
-        self._links = ()
-        self._status = _UNSET
-        self._start_time = time.time_ns()
-        self._end_time: int | None = None
-        self._processor = processor
+        self._status = Status(StatusCode.UNSET)
+        self._start = time.time_ns()
+        self._end: int | None = None
+
+    # What children and the propagator read (ReadableSpan's names).
+    @property
+    def resource(self):
+        return self._resource
+
+    @property
+    def instrumentation_scope(self):
+        return self._scope
 
     def get_span_context(self) -> SpanContext:
-        return self._context  # type: ignore[return-value]  # always set here (ReadableSpan allows None)
+        return self._context
 
     def is_recording(self) -> bool:
-        return self._end_time is None
+        return self._end is None
 
     def set_attribute(self, key: str, value: Any) -> None:
-        if self._end_time is None and value is not None:
+        if self._end is None and value is not None:
             self._attributes[key] = value
 
     def set_attributes(self, attributes) -> None:
@@ -133,7 +133,7 @@ class LeanSpan(trace.Span, ReadableSpan):
             self.set_attribute(key, value)
 
     def set_status(self, status, description: str | None = None) -> None:
-        if self._end_time is not None or self._status.status_code is StatusCode.OK:
+        if self._end is not None or self._status.status_code is StatusCode.OK:
             return  # as the SDK: OK is final
         self._status = status if isinstance(status, Status) else Status(status, description)
 
@@ -144,11 +144,24 @@ class LeanSpan(trace.Span, ReadableSpan):
         """Never the message (it may hold a secret): failures are ``error.type`` attributes."""
 
     def update_name(self, name: str) -> None:
-        if self._end_time is None:
+        if self._end is None:
             self._name = name
 
     def end(self, end_time: int | None = None) -> None:
-        if self._end_time is not None:
+        if self._end is not None:
             return
-        self._end_time = end_time if end_time is not None else time.time_ns()
-        self._processor.on_end(self)
+        self._end = end_time if end_time is not None else time.time_ns()
+        self._processor.on_end(
+            ReadableSpan(
+                name=self._name,
+                context=self._context,
+                parent=self._parent,
+                resource=self._resource,
+                attributes=self._attributes,
+                kind=self._kind,
+                status=self._status,
+                start_time=self._start,
+                end_time=self._end,
+                instrumentation_scope=self._scope,
+            )
+        )

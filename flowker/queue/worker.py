@@ -32,7 +32,7 @@ import peewee
 from flowker.queue.claim import claim
 from flowker.queue.depth import DEPTH_SAMPLE_SECONDS, QueueDepthSampler
 from flowker.queue.notify import waiter_for
-from flowker.runner.service import QUEUE_CHANNEL
+from flowker.runner.queue_notice import QUEUE_CHANNEL
 
 logger = logging.getLogger(__name__)
 

@@ -25,8 +25,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
+from flowker.runner.queue_notice import notify_queue_workers
 from flowker.runner.records import audit_append
-from flowker.storage.database import bound_to, connection, is_postgres, write_transaction
+from flowker.storage.database import bound_to, connection, write_transaction
 from flowker.storage.models import Execution, WorkflowVersion, utcnow
 from flowker.storage.statements import model_database
 
@@ -154,12 +155,7 @@ def _requeue(execution: Execution, now: dt.datetime, audit_log) -> bool:
             },
             audit_log=audit_log,
         )
-        database = model_database(Execution)
-        if is_postgres(database):
-            from flowker.runner.service import QUEUE_CHANNEL  # imports this module
-
-            # Idle workers LISTEN: the notice is delivered at commit, as an enqueue's is.
-            database.execute_sql("SELECT pg_notify(%s, current_schema())", (QUEUE_CHANNEL,))
+        notify_queue_workers(model_database(Execution))  # delivered at commit, as an enqueue's
     return True
 
 

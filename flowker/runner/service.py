@@ -39,6 +39,7 @@ from flowker.runner.admission import (
     request_hash,
 )
 from flowker.runner.graph import WorkflowPlan, compile_plan
+from flowker.runner.queue_notice import QUEUE_CHANNEL, notify_queue_workers
 from flowker.runner.records import (
     FLUSH_INTERVAL_SECONDS,
     ExecutionRecorder,
@@ -51,7 +52,7 @@ from flowker.runner.resume import recorded_steps
 from flowker.runner.run_telemetry import RunTelemetry
 from flowker.runner.recovery import LeaseHeartbeat, LeaseSweeper, Recovered, recover_interrupted
 from flowker.runner.wal_checkpoints import WalCheckpointer
-from flowker.storage.database import bound_to, connection, is_postgres
+from flowker.storage.database import bound_to, connection
 from flowker.storage.lookups import WorkflowHead
 from flowker.storage.models import Execution, WorkflowVersion, new_id, utcnow
 from flowker.storage.statements import CompiledInsert, CompiledSelect, model_database, model_from_values
@@ -80,8 +81,6 @@ EXECUTION_COLUMNS = (
 INSERT_EXECUTION = CompiledInsert(Execution, EXECUTION_COLUMNS)
 QUEUED_COLUMNS = EXECUTION_COLUMNS + ("queued_at", "retry_of", "trace_parent")
 INSERT_QUEUED_EXECUTION = CompiledInsert(Execution, QUEUED_COLUMNS)
-# The PostgreSQL channel an enqueue notifies at commit; idle workers LISTEN on it.
-QUEUE_CHANNEL = "flowker_queue"
 TRACE_PARENT_LENGTH = 55
 EXECUTION_BY_ID = CompiledSelect(Execution, '"id" = {p}')
 
@@ -279,10 +278,7 @@ class ExecutionService:
                 )
                 INSERT_QUEUED_EXECUTION.execute(database, [values])
                 audit_batch([queued_entry], self.audit_log)
-                if is_postgres(database):
-                    # Delivered at commit; the payload names the schema, so workers of another
-                    # schema on the same database (tests, tenants) can ignore it.
-                    database.execute_sql("SELECT pg_notify(%s, current_schema())", (QUEUE_CHANNEL,))
+                notify_queue_workers(database)  # delivered at commit
                 return model_from_values(
                     Execution,
                     QUEUED_COLUMNS + ("final_output", "error_message", "completed_at", "resumes", "trace_id"),

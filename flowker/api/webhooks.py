@@ -28,6 +28,7 @@ from flowker.runner.service import request_hash
 from flowker.storage.models import Execution, WebhookRoute, Workflow
 from flowker.catalog.workflows import normalise_webhook_path
 from flowker.error_codes import ErrorCode
+from flowker.validation.input_reads import WEBHOOK_INPUT
 
 MAX_PATH = 500
 # Never copied into the run's input: they are credentials.
@@ -115,7 +116,7 @@ class Webhook:
         if key is not None and self._replayed(req, resp, workflow.id, key, body, headers):
             return
         input_data = dict(body)
-        input_data["_webhook"] = {
+        input_data[WEBHOOK_INPUT] = {
             "method": method,
             "path": route_path.lstrip("/"),
             "headers": {
@@ -154,7 +155,7 @@ class Webhook:
         existing = Execution.get_or_none((Execution.workflow_id == workflow_id) & (Execution.idempotency_key == key))
         if existing is None:
             return False
-        previous = {k: v for k, v in (existing.input_data or {}).items() if k != "_webhook"}
+        previous = {k: v for k, v in (existing.input_data or {}).items() if k != WEBHOOK_INPUT}
         if previous != body:
             raise UnprocessableEntity(
                 "this Idempotency-Key was already used with a different request body",

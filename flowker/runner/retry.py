@@ -25,10 +25,9 @@ from flowker.runner.records import audit_batch, audit_item, prepare_audit
 from flowker.runner.resume import copy_reusable_steps, reusable_step_rows
 from flowker.storage.database import bound_to, connection, write_transaction
 from flowker.storage.models import Execution
+from flowker.validation.input_reads import WEBHOOK_INPUT
 
 __all__ = ["retried_by", "retry_execution"]
-
-WEBHOOK_INPUT = "_webhook"  # what a webhook adds to the body (flowker.api.webhooks)
 
 
 def retried_by(execution_id: str) -> str | None:

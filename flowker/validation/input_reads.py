@@ -29,6 +29,7 @@ _SEGMENT = rf"\s*\.\s*{_NAME}|\s*\[\s*(?:\"[^\"\\]*\"|'[^'\\]*')\s*\]"
 _READ = re.compile(rf"(?<![\w.])workflow((?:{_SEGMENT})+)")
 _SEGMENT_PARTS = re.compile(rf"\s*\.\s*({_NAME})|\s*\[\s*(?:\"([^\"\\]*)\"|'([^'\\]*)')\s*\]")
 _STRING_LITERAL = re.compile(r"[rRbB]?(\"\"\"[\s\S]*?\"\"\"|'''[\s\S]*?'''|\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\\\n]|\\.)*')")
+# What a webhook trigger adds to the run's input beside the body (flowker.api.webhooks).
 WEBHOOK_INPUT = "_webhook"
 
 

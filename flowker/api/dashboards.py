@@ -3,14 +3,13 @@ the queue now (depth, age of the oldest queued execution)."""
 
 from __future__ import annotations
 
-import datetime
 
 import peewee
 
 from flowker.api.errors import bad_query
 from flowker.api.scope import scoped_executions, scoped_workflows
 from flowker.api.views import parse_time
-from flowker.storage.models import Execution, Workflow, utcnow
+from flowker.storage.models import Execution, Workflow
 from flowker.catalog.workflows import STATUSES as WORKFLOW_STATUSES
 from flowker.error_codes import ErrorCode
 
@@ -72,14 +71,8 @@ def queue_figures(req) -> dict:
     """The queue now, whatever the time window: how many executions wait, and how long the
     oldest has waited (seconds; null when none waits). Counted over the workflows the
     principal sees."""
-    row = (
-        scoped_executions(req, Execution.select(peewee.fn.COUNT(Execution.id), peewee.fn.MIN(Execution.queued_at)))
-        .where(Execution.status == "queued")
-        .tuples()
-        .first()
-    )
-    depth, oldest = row if row else (0, None)
-    if isinstance(oldest, str):  # SQLite gives an aggregate of a datetime column back as text
-        oldest = datetime.datetime.fromisoformat(oldest)
-    age = None if oldest is None else round(max(0.0, (utcnow() - oldest).total_seconds()), 3)
-    return {"depth": int(depth or 0), "oldestAgeSeconds": age}
+    from flowker.queue.depth import queue_depth
+
+    depth, oldest_age = queue_depth(scope=lambda query: scoped_executions(req, query))
+    age = None if oldest_age is None else round(oldest_age, 3)
+    return {"depth": depth, "oldestAgeSeconds": age}

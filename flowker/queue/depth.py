@@ -18,18 +18,17 @@ from flowker.storage.models import Execution, utcnow
 DEPTH_SAMPLE_SECONDS = 5.0
 
 
-def queue_depth(database=None) -> tuple[int, float | None]:
+def queue_depth(database=None, *, scope=None) -> tuple[int, float | None]:
     """(queued executions, age in seconds of the oldest one or None) on ``database``
-    (default: the bound one)."""
+    (default: the bound one). ``scope``: narrows the query (the dashboard counts only the
+    workflows its principal sees)."""
     from peewee import fn
 
     with bound_to(database), connection():
-        row = (
-            Execution.select(fn.COUNT(Execution.id), fn.MIN(Execution.queued_at))
-            .where(Execution.status == "queued")
-            .tuples()
-            .first()
-        )
+        query = Execution.select(fn.COUNT(Execution.id), fn.MIN(Execution.queued_at))
+        if scope is not None:
+            query = scope(query)
+        row = query.where(Execution.status == "queued").tuples().first()
     count, oldest = row if row else (0, None)
     if oldest is not None and isinstance(oldest, str):  # SQLite aggregates come back as text
         oldest = dt.datetime.fromisoformat(oldest)

@@ -178,22 +178,8 @@ class ExecutionService:
             workflow, plan, digest = admitted
             execution_id = new_id()
             # Serialized before the transaction: the write lock is held for the statements only.
-            (started_entry,) = prepare_audit(
-                [
-                    audit_item(
-                        "EXECUTION_STARTED",
-                        "SUCCESS",
-                        execution_id,
-                        actor=actor,
-                        context={"workflowId": workflow.id, "workflowVersion": workflow.version},
-                        metadata={
-                            "workflowName": workflow.name,
-                            "totalSteps": plan.total_steps,
-                            "idempotencyKey": bool(idempotency_key),
-                            "inputHash": digest,
-                        },
-                    )
-                ]
+            started_entry = _creation_entry(
+                "EXECUTION_STARTED", execution_id, workflow, plan, actor, digest, idempotency_key
             )
 
             def create() -> Execution:
@@ -235,25 +221,15 @@ class ExecutionService:
                 return admitted
             workflow, plan, digest = admitted
             execution_id = new_id()
-            metadata = {
-                "workflowName": workflow.name,
-                "totalSteps": plan.total_steps,
-                "idempotencyKey": bool(idempotency_key),
-                "inputHash": digest,
-                **({"retryOf": retry_of} if retry_of else {}),
-                **(audit_metadata or {}),
-            }
-            (queued_entry,) = prepare_audit(
-                [
-                    audit_item(
-                        "EXECUTION_QUEUED",
-                        "SUCCESS",
-                        execution_id,
-                        actor=actor,
-                        context={"workflowId": workflow.id, "workflowVersion": workflow.version},
-                        metadata=metadata,
-                    )
-                ]
+            queued_entry = _creation_entry(
+                "EXECUTION_QUEUED",
+                execution_id,
+                workflow,
+                plan,
+                actor,
+                digest,
+                idempotency_key,
+                {**({"retryOf": retry_of} if retry_of else {}), **(audit_metadata or {})},
             )
             database = model_database(Execution)
 
@@ -508,6 +484,24 @@ class ExecutionService:
 def _continues(execution: Execution) -> bool:
     """A resumed run, or a retry: its deadline counts from its recorded steps."""
     return bool(execution.resumes) or execution.retry_of is not None
+
+
+def _creation_entry(
+    event_type: str, execution_id: str, workflow, plan, actor, digest: str, idempotency_key, extra=None
+):
+    """The prepared audit entry of an execution's creation (started at once, or queued)."""
+    metadata = {
+        "workflowName": workflow.name,
+        "totalSteps": plan.total_steps,
+        "idempotencyKey": bool(idempotency_key),
+        "inputHash": digest,
+        **(extra or {}),
+    }
+    context = {"workflowId": workflow.id, "workflowVersion": workflow.version}
+    (entry,) = prepare_audit(
+        [audit_item(event_type, "SUCCESS", execution_id, actor=actor, context=context, metadata=metadata)]
+    )
+    return entry
 
 
 def traced_outcome(span, outcome: RunOutcome) -> None:

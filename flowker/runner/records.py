@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 from flowker.runner.engine import COMPLETED, FAILED, SKIPPED, RunOutcome, StepRecord
 from flowker.runner.graph import NodePlan
+from flowker.runner.progress_timers import ArmedCallback, ProgressTimers
 from flowker.storage.database import bound_to, connection, write_transaction
 from flowker.storage.models import Execution, StepResult, utcnow
 from flowker.storage.statements import CompiledInsert, CompiledUpdate, model_database
@@ -44,8 +45,8 @@ MAX_ERROR_MESSAGE = 4000
 # Pending steps are committed before the next executor call, at the end, or once the
 # oldest has waited this long.
 FLUSH_INTERVAL_SECONDS = 0.25
-# An executor call still going after this long has the steps before it committed from a
-# timer, so a run's progress can be read while a slow call holds it (GET
+# An executor call still going after this long (plus up to one tick of the shared timer
+# thread, flowker.runner.progress_timers) has the steps before it committed, so a run's progress can be read while a slow call holds it (GET
 # /v1/executions/{id}/steps); a fast call adds no commit.
 PROGRESS_AFTER_SECONDS = 1.0
 
@@ -167,8 +168,12 @@ class ExecutionRecorder:
         flush_interval: float = FLUSH_INTERVAL_SECONDS,
         audit_log=None,
         telemetry=None,
+        timers: ProgressTimers | None = None,
     ):
         self.execution = execution
+        # The service's shared timer thread for progress commits; None: no progress commits
+        # (a recorder made on its own, in tests).
+        self.timers = timers
         # Metrics and log lines of this run (flowker.runner.run_telemetry.RunTelemetry), if any.
         self.telemetry = telemetry
         self.audit_log = audit_log  # the runtime's AuditLog (None: a plain log of the bound database)
@@ -183,10 +188,10 @@ class ExecutionRecorder:
         self._pending_since = 0.0
         self._pending_call = False  # a pending record is an executor call's (it had side effects)
         self.progress_after = PROGRESS_AFTER_SECONDS
-        # The timer of a slow call's progress commit runs in its own thread: the lock keeps
-        # it and the engine's thread from touching the pending steps at once.
+        # A slow call's progress commit runs on the timers' thread: the lock keeps it and
+        # the engine's thread from touching the pending steps at once.
         self._lock = threading.RLock()
-        self._progress_timer: threading.Timer | None = None
+        self._progress_timer: ArmedCallback | None = None
         self._database = model_database(Execution)
 
     # -- StepSink ---------------------------------------------------------------------
@@ -199,16 +204,10 @@ class ExecutionRecorder:
             or time.monotonic() - self._pending_since >= self.flush_interval
         ):
             self.flush()
-        if self._pending and node.type == "executor":
-            self._arm_progress_timer()
+        if self._pending and node.type == "executor" and self.timers is not None:
+            self._progress_timer = self.timers.arm(self.progress_after, self._progress_flush)
         if self.observer is not None:
             self.observer.step_started(node)
-
-    def _arm_progress_timer(self) -> None:
-        timer = threading.Timer(self.progress_after, self._progress_flush)
-        timer.daemon = True
-        self._progress_timer = timer
-        timer.start()
 
     def _cancel_progress_timer(self) -> None:
         if self._progress_timer is not None:
@@ -216,7 +215,7 @@ class ExecutionRecorder:
             self._progress_timer = None
 
     def _progress_flush(self) -> None:
-        """The timer's commit of the steps before a slow call (its own thread and connection).
+        """The timer's commit of the steps before a slow call (the timers' thread, its own connection).
         A failure leaves them pending: the engine's next commit writes them or fails the run."""
         try:
             with bound_to(self._database), connection(self._database):

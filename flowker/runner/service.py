@@ -40,6 +40,7 @@ from flowker.runner.admission import (
 )
 from flowker.runner.graph import WorkflowPlan, compile_plan
 from flowker.runner.queue_notice import QUEUE_CHANNEL, notify_queue_workers
+from flowker.runner.progress_timers import ProgressTimers
 from flowker.runner.records import (
     FLUSH_INTERVAL_SECONDS,
     ExecutionRecorder,
@@ -147,6 +148,7 @@ class ExecutionService:
         self.sweeper = LeaseSweeper(lease_seconds / 2.0, audit_log=audit_log, database=database)
         # SQLite: the log is copied back by a thread of its own, not by a step's commit.
         self.wal_checkpoints = WalCheckpointer(database=database)
+        self.progress_timers = ProgressTimers()  # slow calls' progress commits (no thread per call)
         # Expensive expressions run in evaluator processes, started on first use (after a fork).
         self.expression_sandbox = ExpressionSandbox()
 
@@ -346,6 +348,7 @@ class ExecutionService:
             flush_interval=self.flush_interval,
             audit_log=self.audit_log,
             telemetry=RunTelemetry(self.metrics, execution.id, self._workflow_name(execution)),
+            timers=self.progress_timers,
         )
         try:
             with self.tracing.execution(execution.id, trace_parent) as span:
@@ -476,6 +479,7 @@ class ExecutionService:
         self.sweeper.stop()
         self.heartbeat.stop()
         self.wal_checkpoints.stop()
+        self.progress_timers.stop()
         self.executors.close()
         self.expression_sandbox.close()
         self._uninstall_log_redaction()

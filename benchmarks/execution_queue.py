@@ -1,6 +1,6 @@
 """The execution queue: a queued run's wait with idle workers, and workers scaling out.
 
-    .venv/bin/python -m benchmarks.queue [--postgres-url URL] [--sections wait,scale]
+    .venv/bin/python -m benchmarks.execution_queue [--postgres-url URL] [--sections wait,scale]
         [--workers 4] [--host-cores 0.6] [--seconds 10] [--backlog 6000] [--concurrency 4]
 
 What runs, all on this machine: ``flowker worker`` processes (real ones, started with
@@ -310,6 +310,10 @@ def main(argv=None) -> int:
     parser.add_argument("--wait-samples", type=int, default=100)
     args = parser.parse_args(argv)
     sections = set(args.sections.split(","))
+    if args.postgres_url:
+        from benchmarks.before_after import ensure_database
+
+        ensure_database(args.postgres_url)  # a new machine has only test, root and postgres
     load = os.getloadavg()[0]
     print(f"load average at start: {load:.2f}", flush=True)
     stub, stub_port = start_stub()

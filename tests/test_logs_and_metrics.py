@@ -269,3 +269,38 @@ def test_metrics_values_go_to_shared_memory_unless_tmpdir_is_set(tmp_path):
     assert _values_folder({}, str(shared)) == str(shared)  # tmpfs: no page write-back per request
     assert _values_folder({"TMPDIR": str(tmp_path)}, str(shared)) is None  # the operator's choice wins
     assert _values_folder({}, str(tmp_path / "missing")) is None  # no tmpfs: the default temporary folder
+
+
+def test_the_execution_line_takes_the_direct_way_past_its_loggers_null_handler():
+    # flowker.executions keeps a NullHandler (an unconfigured process stays quiet); with a
+    # JSON stream configured above it, its lines must still be written without a LogRecord.
+    from flowker.runner import run_telemetry
+
+    stream = io.StringIO()
+    handler = BatchingStreamHandler(stream, 60.0)
+    handler.setFormatter(JsonFormatter())
+    parent = logging.getLogger("flowker")
+    saved = (parent.handlers[:], parent.level, parent.propagate)
+    parent.handlers[:] = [handler]
+    parent.setLevel(logging.INFO)
+    parent.propagate = False
+    made: list[logging.LogRecord] = []
+    handler.emit = made.append  # type: ignore[method-assign]  # the record way ends here
+    try:
+        executions = run_telemetry.logger
+        assert any(type(h) is logging.NullHandler for h in executions.handlers)
+        assert _direct_handler(executions, logging.INFO) is handler
+        run_telemetry.RunTelemetry(_NoMetrics(), "e-1", "orders").execution_ended("completed", 12.5)
+        lines = _written_lines(handler, stream)
+    finally:
+        parent.handlers[:], parent.level, parent.propagate = saved
+    assert made == []  # no LogRecord: the direct way
+    assert len(lines) == 1
+    line = json.loads(lines[0])
+    assert line["message"] == "execution of workflow orders completed"
+    assert line["execution_id"] == "e-1" and line["duration_ms"] == 12.5
+
+
+class _NoMetrics:
+    def execution_ended(self, workflow, status, seconds) -> None:
+        pass

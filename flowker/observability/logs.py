@@ -159,7 +159,9 @@ def _direct_handler(logger: logging.Logger, level: int) -> Any:
     current: Any = logger
     while current is not None:
         for handler in current.handlers:
-            if level >= handler.level:
+            # A NullHandler writes nothing (flowker.executions keeps one so an unconfigured
+            # process stays quiet): it must not send every execution line the record way.
+            if level >= handler.level and type(handler) is not logging.NullHandler:
                 if found is not None:
                     return None
                 found = handler

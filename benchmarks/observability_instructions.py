@@ -1,0 +1,173 @@
+"""What logs, metrics and traces cost in instructions: a figure the machine's speed does not move.
+
+    .venv/bin/python -m benchmarks.observability_instructions [--variants off,on] [--executions 50,250]
+
+On this 2-core machine the servers' CPU per execution moves by a third between rounds a
+minute apart, so ``benchmarks/observability_cost.py`` needs many rounds to see a 10 % effect
+(benchmarks/README.md). This counts work instead: each variant (the environments of
+:data:`benchmarks.observability_cost.VARIANTS`) runs the REST benchmark's synchronous 3-node
+execution through the whole Falcon app in one process (falcon's TestClient: the
+middleware, authentication, the run, its commits, its log lines, metrics and spans; no
+gunicorn, no socket to a client) under ``valgrind --tool=callgrind``, once with a few
+executions and once with more, and the difference of the two instruction totals divided
+by the difference of the counts is the instructions per execution. Instruction counts
+repeat exactly for the same code and inputs whatever else the machine runs; they are not
+time (a cache miss costs more than an add), so this is a proxy for the throughput target,
+for finding and checking reductions, not the target itself.
+
+The stub executor and, for traced variants, the OTLP receiver run outside valgrind. Log
+lines go to /dev/null; metrics use a fresh multiprocess directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+API_KEY = "instructions-api-key-0123456789"
+CHILD_FLAG = "--child"
+
+
+def child(variant_env: dict[str, str], stub_port: int, executions: int, warmup: int) -> None:
+    """One measured process: set the variant up, run ``warmup`` then ``executions``."""
+    import logging
+
+    folder = tempfile.mkdtemp(prefix="flowker-instructions-")
+    os.environ.update(variant_env)
+    os.environ.update(
+        FLOWKER_DATABASE_URL=f"sqlite:///{folder}/flowker.db",
+        FLOWKER_API_KEYS=f"bench:{API_KEY}",
+        BENCHMARK_STUB_TOKEN="benchmark-stub-token",
+    )
+    if os.environ.get("FLOWKER_METRICS", "on") != "off":
+        from flowker.observability.metrics import join_metrics_directory
+
+        metrics_folder = os.path.join(folder, "metrics")
+        os.mkdir(metrics_folder)
+        join_metrics_directory(metrics_folder)
+    import falcon.testing
+
+    from benchmarks.overhead import three_node_workflow
+    from flowker.api.app import create_app
+    from flowker.observability.logs import configure_logging
+    from flowker.settings import Settings
+    from flowker.storage.database import bind_database
+    from flowker.storage.migrations import upgrade
+
+    settings = Settings.load()
+    configure_logging(settings)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
+    upgrade(bind_database(settings.database_url))
+    app = create_app(settings)
+    try:
+        client = falcon.testing.TestClient(app, headers={"X-API-Key": API_KEY})
+        executor = {
+            "kind": "Executor",
+            "name": "bench-stub",
+            "baseUrl": f"http://127.0.0.1:{stub_port}",
+            "endpoints": [{"name": "score", "path": "/score", "method": "POST", "timeout": 30}],
+            "authentication": {"type": "bearer", "config": {"token": {"$env": "BENCHMARK_STUB_TOKEN"}}},
+        }
+        assert client.simulate_post("/v1/executors", json=executor).status_code == 201
+        workflow = {"kind": "Workflow", **three_node_workflow()}
+        workflow["nodes"][1]["data"]["executor"] = "bench-stub"
+        made = client.simulate_post("/v1/workflows", json=workflow)
+        assert made.status_code == 201, made.text
+        workflow_id = made.json["workflowId"]
+        assert client.simulate_post(f"/v1/workflows/{workflow_id}/activate").status_code == 200
+        path = f"/v1/workflows/{workflow_id}/executions"
+        for number in range(warmup + executions):
+            answer = client.simulate_post(path, json={"inputData": {"orderId": f"i-{number}", "amount": number}})
+            if answer.status_code != 201 or answer.json["status"] != "completed":
+                raise SystemExit(f"execution failed: {answer.status_code} {answer.text[:300]}")
+    finally:
+        app.state.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def instructions(variant_env: dict, stub_port: int, executions: int, warmup: int) -> int:
+    """Instructions callgrind counted for one child process (startup included)."""
+    with tempfile.TemporaryDirectory(prefix="flowker-callgrind-") as scratch:
+        command = [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={scratch}/callgrind.out",
+            sys.executable,
+            str(Path(__file__).resolve()),
+            CHILD_FLAG,
+            repr((variant_env, stub_port, executions, warmup)),
+        ]
+        # The variant's settings only (as benchmarks/api.py's Server): none inherited.
+        environment = {key: value for key, value in os.environ.items() if not key.startswith(("FLOWKER_", "OTEL_"))}
+        done = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=1800)
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if done.returncode != 0 or found is None:
+        raise SystemExit(f"the measured process failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variants", default="off,on", help="names of benchmarks.observability_cost.VARIANTS")
+    parser.add_argument("--executions", default="50,250", help="the two counts whose difference is measured")
+    parser.add_argument("--warmup", type=int, default=30)
+    args = parser.parse_args(argv)
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed (apt-get install valgrind)")
+    from concurrent.futures import ThreadPoolExecutor
+
+    from benchmarks.api import start_stub
+    from benchmarks.observability_cost import RECEIVER, VARIANTS, start_receiver
+
+    names = args.variants.split(",")
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown:
+        raise SystemExit(f"--variants: choose among {', '.join(VARIANTS)}")
+    few, many = (int(part) for part in args.executions.split(","))
+    stub, stub_port = start_stub()
+    receiver, receiver_url, spans = start_receiver()
+    try:
+        environments = {
+            name: {key: value.replace(RECEIVER, receiver_url) for key, value in VARIANTS[name].items()}
+            for name in names
+        }
+        # Two processes at a time (the machine's two cores): counts do not depend on it.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            totals = {
+                (name, count): pool.submit(instructions, environments[name], stub_port, count, args.warmup)
+                for name in names
+                for count in (few, many)
+            }
+            per_execution = {
+                name: (totals[(name, many)].result() - totals[(name, few)].result()) / (many - few) for name in names
+            }
+    finally:
+        stub.terminate()
+        receiver.terminate()
+    print(f"instructions per synchronous 3-node REST execution, in one process under callgrind ({many} - {few} runs):")
+    base = per_execution.get("off")
+    for name in names:
+        ratio = f"  {100 * per_execution[name] / base:.1f} % of off" if base and name != "off" else ""
+        print(f"  {name:16s} {per_execution[name] / 1e6:8.3f} M{ratio}")
+    print(f"spans received: {spans.value}")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == CHILD_FLAG:
+        import ast
+
+        child(*ast.literal_eval(sys.argv[2]))
+        sys.exit(0)
+    sys.exit(main())

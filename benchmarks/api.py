@@ -226,42 +226,31 @@ def wait_ready(url: str, timeout: float = 60.0) -> None:
     raise SystemExit("the server never became ready")
 
 
-def create_workflow(url: str, stub_port: int) -> str:
-    client = Client(url)
-    executor = {
+def stub_executor(stub_port: int) -> dict:
+    """The stub executor's spec (a bearer token from ``BENCHMARK_STUB_TOKEN``)."""
+    return {
         "kind": "Executor",
         "name": "bench-stub",
         "baseUrl": f"http://127.0.0.1:{stub_port}",
         "endpoints": [{"name": "score", "path": "/score", "method": "POST", "timeout": 10}],
         "authentication": {"type": "bearer", "config": {"token": {"$env": "BENCHMARK_STUB_TOKEN"}}},
     }
-    status, body = client.call("POST", "/v1/executors", executor)
+
+
+def rest_workflow() -> dict:
+    """The REST benchmark's 3-node workflow (trigger, a call of the stub, set_output) as a spec."""
+    from benchmarks.overhead import three_node_workflow
+
+    workflow = {"kind": "Workflow", **three_node_workflow()}
+    workflow["nodes"][1]["data"]["executor"] = "bench-stub"
+    return workflow
+
+
+def create_workflow(url: str, stub_port: int) -> str:
+    client = Client(url)
+    status, body = client.call("POST", "/v1/executors", stub_executor(stub_port))
     assert status == 201, (status, body)
-    workflow = {
-        "kind": "Workflow",
-        "name": "bench-3-nodes",
-        "nodes": [
-            {"id": "start", "type": "trigger", "data": {"triggerType": "manual"}},
-            {
-                "id": "score",
-                "type": "executor",
-                "data": {
-                    "executor": "bench-stub",
-                    "endpoint": "score",
-                    "body": {"orderId": "${{ workflow.orderId }}", "amount": "${{ workflow.amount }}"},
-                },
-            },
-            {
-                "id": "out",
-                "type": "action",
-                "data": {
-                    "actionType": "set_output",
-                    "output": {"orderId": "${{ workflow.orderId }}", "score": "${{ nodes.score.body.score }}"},
-                },
-            },
-        ],
-        "edges": [{"source": "start", "target": "score"}, {"source": "score", "target": "out"}],
-    }
+    workflow = rest_workflow()
     status, body = client.call("POST", "/v1/workflows", workflow)
     assert status == 201, (status, body)
     workflow_id = body["workflowId"]

@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import hosts  # noqa: E402
 from benchmarks.api import FreshPostgresSchema, percentile, start_stub  # noqa: E402
+from benchmarks.overhead import three_node_workflow  # noqa: E402
 from benchmarks.load_tools import cpu_seconds, machine_cpu, postgres_pids  # noqa: E402
 from benchmarks.scaleout import LockSampler  # noqa: E402
 
@@ -119,27 +120,8 @@ def _store_specs(stub_port: int) -> str:
         "authentication": {"type": "none"},
     }
     Executor.create(name="bench-stub", base_url=executor["baseUrl"], spec=executor, spec_hash="bench")
-    workflow = {
-        "name": "bench-queued-3-nodes",
-        "nodes": [
-            {"id": "start", "type": "trigger", "data": {"triggerType": "manual"}},
-            {
-                "id": "score",
-                "type": "executor",
-                "data": {
-                    "executor": "bench-stub",
-                    "endpoint": "score",
-                    "body": {"orderId": "${{ workflow.orderId }}", "amount": "${{ workflow.amount }}"},
-                },
-            },
-            {
-                "id": "out",
-                "type": "action",
-                "data": {"actionType": "set_output", "output": {"score": "${{ nodes.score.body.score }}"}},
-            },
-        ],
-        "edges": [{"source": "start", "target": "score"}, {"source": "score", "target": "out"}],
-    }
+    workflow = {**three_node_workflow(), "name": "bench-queued-3-nodes"}
+    workflow["nodes"][1]["data"]["executor"] = "bench-stub"
     row = Workflow.create(name=workflow["name"], status="active", version=1, spec=workflow, spec_hash="bench")
     WorkflowVersion.create(workflow_id=row.id, version=1, spec=workflow)
     return row.id
@@ -342,7 +324,8 @@ def main(argv=None) -> int:
                     args.backlog,
                 )
                 ratio = many["runs_per_s"] / one["runs_per_s"] if one["runs_per_s"] else 0.0
-                verdict = "met" if ratio >= 3.0 or args.workers != 4 else "NOT met"
+                # The target is for 4 workers; another count is only shown.
+                verdict = ("met" if ratio >= 3.0 else "NOT met") if args.workers == 4 else "not this run's count"
                 print(
                     f"{args.workers} workers / 1 worker: {ratio:.2f}x (target for 4 workers: >= 3x: {verdict}); "
                     f"load average now {os.getloadavg()[0]:.2f}",

@@ -56,7 +56,7 @@ def child(variant_env: dict[str, str], stub_port: int, executions: int, warmup: 
         join_metrics_directory(metrics_folder)
     import falcon.testing
 
-    from benchmarks.overhead import three_node_workflow
+    from benchmarks.profile_paths import rest_workflow_in_process
     from flowker.api.app import create_app
     from flowker.observability.logs import configure_logging
     from flowker.settings import Settings
@@ -72,21 +72,7 @@ def child(variant_env: dict[str, str], stub_port: int, executions: int, warmup: 
     app = create_app(settings)
     try:
         client = falcon.testing.TestClient(app, headers={"X-API-Key": API_KEY})
-        executor = {
-            "kind": "Executor",
-            "name": "bench-stub",
-            "baseUrl": f"http://127.0.0.1:{stub_port}",
-            "endpoints": [{"name": "score", "path": "/score", "method": "POST", "timeout": 30}],
-            "authentication": {"type": "bearer", "config": {"token": {"$env": "BENCHMARK_STUB_TOKEN"}}},
-        }
-        assert client.simulate_post("/v1/executors", json=executor).status_code == 201
-        workflow = {"kind": "Workflow", **three_node_workflow()}
-        workflow["nodes"][1]["data"]["executor"] = "bench-stub"
-        made = client.simulate_post("/v1/workflows", json=workflow)
-        assert made.status_code == 201, made.text
-        workflow_id = made.json["workflowId"]
-        assert client.simulate_post(f"/v1/workflows/{workflow_id}/activate").status_code == 200
-        path = f"/v1/workflows/{workflow_id}/executions"
+        path = rest_workflow_in_process(client, stub_port)
         for number in range(warmup + executions):
             answer = client.simulate_post(path, json={"inputData": {"orderId": f"i-{number}", "amount": number}})
             if answer.status_code != 201 or answer.json["status"] != "completed":

@@ -154,6 +154,20 @@ def profile_steps(database_url: str | None, stub_url: str, args) -> None:
         report(profile, args.executions, time.perf_counter() - wall, time.process_time() - cpu, args.top)
 
 
+def rest_workflow_in_process(client, stub_port: int) -> str:
+    """Store and activate the REST benchmark's 3-node workflow (and its stub executor)
+    through a falcon TestClient; answers the path that starts its executions."""
+    from benchmarks.api import rest_workflow, stub_executor
+
+    assert client.simulate_post("/v1/executors", json=stub_executor(stub_port)).status_code == 201
+    workflow = rest_workflow()
+    made = client.simulate_post("/v1/workflows", json=workflow)
+    assert made.status_code == 201, made.text
+    workflow_id = made.json["workflowId"]
+    assert client.simulate_post(f"/v1/workflows/{workflow_id}/activate").status_code == 200
+    return f"/v1/workflows/{workflow_id}/executions"
+
+
 def profile_rest(database_url: str, stub_port: int, args) -> None:
     import falcon.testing
 
@@ -169,23 +183,7 @@ def profile_rest(database_url: str, stub_port: int, args) -> None:
     app = create_app(settings, log_requests=False)
     try:
         client = falcon.testing.TestClient(app, headers={"X-API-Key": API_KEY})
-        executor = {
-            "kind": "Executor",
-            "name": "bench-stub",
-            "baseUrl": f"http://127.0.0.1:{stub_port}",
-            "endpoints": [{"name": "score", "path": "/score", "method": "POST", "timeout": 10}],
-            "authentication": {"type": "bearer", "config": {"token": {"$env": "BENCHMARK_STUB_TOKEN"}}},
-        }
-        assert client.simulate_post("/v1/executors", json=executor).status_code == 201
-        from benchmarks.overhead import three_node_workflow
-
-        workflow = {"kind": "Workflow", **three_node_workflow()}
-        workflow["nodes"][1]["data"]["executor"] = "bench-stub"
-        made = client.simulate_post("/v1/workflows", json=workflow)
-        assert made.status_code == 201, made.text
-        workflow_id = made.json["workflowId"]
-        assert client.simulate_post(f"/v1/workflows/{workflow_id}/activate").status_code == 200
-        path = f"/v1/workflows/{workflow_id}/executions"
+        path = rest_workflow_in_process(client, stub_port)
 
         def post(number: int) -> None:
             answer = client.simulate_post(path, json={"inputData": {"orderId": f"p-{number}", "amount": number}})

@@ -8,7 +8,7 @@ config with resolved secrets into a :class:`requests.auth.AuthBase`.
 What Flowker guarantees around ``build`` (:mod:`flowker.auth.resolution`): the config
 passed the schema when the spec was saved *and* again after its secret references were
 resolved (FLK-0521 otherwise), and every secret in it is known to the redactor. Around
-the auth's ``__call__`` (:func:`flowker.security.http.apply_auth`): every header and query
+the auth's ``__call__`` (:func:`flowker.security.auth_tracking.apply_auth`): every header and query
 parameter it sets is recorded and removed from a redirect hop that leaves the origin. An
 auth object may name more in ``credential_headers`` / ``credential_query_params``
 (iterables of names), e.g. a header it sets to a value the caller's request already had.

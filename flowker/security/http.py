@@ -26,9 +26,8 @@ from __future__ import annotations
 import socket
 import sys
 import threading
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable
-from urllib.parse import parse_qsl, unquote_plus, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import DEFAULT_POOLSIZE, HTTPAdapter
@@ -41,6 +40,7 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.util.timeout import _DEFAULT_TIMEOUT
 
 from flowker.errors import ResponseTooLargeError  # noqa: F401 (re-exported)
+from flowker.security.auth_tracking import _prepare_tracking_auth, apply_auth, strip_off_origin
 from flowker.security.redaction import SECRET_HEADER_NAMES
 from flowker.security.ssrf import AddressPolicy, HostResolutionError, ResolvedTarget, parse_ip_literal
 
@@ -202,7 +202,6 @@ class PinnedAdapter(HTTPAdapter):
 
 
 def _too_large_message(url: str, limit: int) -> str:
-    from urllib.parse import urlsplit
 
     try:
         host = urlsplit(url).hostname or "?"
@@ -281,129 +280,6 @@ def read_capped(response: requests.Response, limit: int) -> bytes:
     response._content = body
     response._content_consumed = True  # type: ignore[attr-defined]  # requests' private flag, not in its stubs
     return body
-
-
-# --------------------------------------------------------------------------- auth tracking
-
-# The PreparedRequest attribute holding what its auth added (carried from hop to hop).
-_CREDENTIALS_ATTRIBUTE = "_flowker_credentials"
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-# What flowker.tracing adds for the executor's service; another origin does not get them.
-TRACE_CONTEXT_HEADERS = frozenset({"traceparent", "tracestate"})
-
-
-@dataclass(frozen=True)
-class AddedCredentials:
-    """What the auth of a request put on it, and the URL it was meant for.
-
-    Only the header names are worked out when the request is sent; the origin and the
-    query parameters (URL parsing) only when a redirect needs them.
-    """
-
-    url: str  # the first request's URL before its auth ran
-    headers: frozenset = frozenset()  # lower-case header names
-    url_with_auth: str | None = None  # the URL after the auth ran, when it changed it
-    declared_query: tuple = ()  # query parameter names the auth object declares
-
-    @property
-    def origin(self) -> tuple:
-        return url_origin(self.url)
-
-    @property
-    def query(self) -> frozenset:
-        names = set(self.declared_query)
-        if self.url_with_auth is not None:
-            before, after = _query_values(self.url), _query_values(self.url_with_auth)
-            names.update(name for name, values in after.items() if before.get(name) != values)
-        return frozenset(names)
-
-
-def url_origin(url: str | None) -> tuple:
-    """(scheme, host, port) of ``url``, lower-cased, default ports filled in."""
-    try:
-        parts = urlsplit(url or "")
-        scheme = parts.scheme.lower()
-        port = parts.port or _DEFAULT_PORTS.get(scheme)
-        return scheme, (parts.hostname or "").lower(), port
-    except ValueError:
-        return ("", url or "", None)
-
-
-def _query_values(url: str) -> dict[str, list[str]]:
-    values: dict[str, list[str]] = {}
-    for name, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
-        values.setdefault(name, []).append(value)
-    return values
-
-
-def apply_auth(prepared: requests.PreparedRequest, auth: Any, url: str) -> requests.PreparedRequest:
-    """``prepared.prepare_auth(auth, url)``, recording what the auth added.
-
-    The headers whose value the auth set or changed, and the query parameters it added
-    or changed, are remembered on the request (plus any names the auth object declares
-    in ``credential_headers`` / ``credential_query_params``); a redirect hop that leaves
-    the first request's origin loses exactly those (see :func:`strip_off_origin`).
-    """
-    headers_before = dict(prepared.headers.lower_items())
-    url_before = prepared.url or ""
-    prepared.prepare_auth(auth, url)
-    added_headers = {name for name, value in prepared.headers.lower_items() if headers_before.get(name) != value}
-    declared_headers = getattr(auth, "credential_headers", None)
-    if declared_headers:
-        added_headers.update(str(name).lower() for name in declared_headers)
-    setattr(
-        prepared,
-        _CREDENTIALS_ATTRIBUTE,
-        AddedCredentials(
-            url_before,
-            frozenset(added_headers),
-            prepared.url if prepared.url != url_before else None,
-            tuple(str(name) for name in getattr(auth, "credential_query_params", None) or ()),
-        ),
-    )
-    return prepared
-
-
-def _without_query_params(url: str, names: frozenset) -> str:
-    parts = urlsplit(url)
-    if not parts.query:
-        return url
-    kept = [pair for pair in parts.query.split("&") if unquote_plus(pair.split("=", 1)[0]) not in names]
-    return urlunsplit(parts._replace(query="&".join(kept)))
-
-
-def strip_off_origin(
-    prepared_request: requests.PreparedRequest, response: requests.Response, secret_headers: Iterable[str]
-) -> None:
-    """On a redirect hop: carry the record of what the auth added, and when the hop's
-    origin differs from the first request's, remove it all from ``prepared_request`` -
-    the auth's headers and query parameters and ``secret_headers`` (lower-case)."""
-    previous = response.request
-    credentials = getattr(previous, _CREDENTIALS_ATTRIBUTE, None)
-    if credentials is None:  # prepared elsewhere: its own URL is the origin
-        credentials = AddedCredentials(previous.url or "")
-    setattr(prepared_request, _CREDENTIALS_ATTRIBUTE, credentials)
-    if url_origin(prepared_request.url) == credentials.origin:
-        return
-    stripped = set(secret_headers) | credentials.headers | TRACE_CONTEXT_HEADERS
-    for name in list(prepared_request.headers):
-        if name.lower() in stripped:
-            del prepared_request.headers[name]
-    query = credentials.query
-    if query and prepared_request.url:
-        prepared_request.url = _without_query_params(prepared_request.url, query)
-
-
-def _prepare_tracking_auth(prepare, session: requests.Session, request: requests.Request) -> requests.PreparedRequest:
-    """Session.prepare_request with the auth applied last, through :func:`apply_auth`."""
-    original = request.auth
-    auth = original if original is not None else session.auth
-    request.auth = False  # merge_setting keeps False; prepare_auth then adds nothing
-    try:
-        prepared = prepare(request)
-    finally:
-        request.auth = original
-    return apply_auth(prepared, auth, prepared.url)
 
 
 # --------------------------------------------------------------------------- requests

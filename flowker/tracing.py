@@ -167,7 +167,7 @@ class _Span:
         self._span.set_status(self._otel.StatusCode.ERROR)
 
     def __enter__(self):
-        self._token = self._otel.attach(self._otel.set_span_in_context(self._span))
+        self._token = self._otel.make_current(self._span)
         return self
 
     def __exit__(self, exc_type, exc, _traceback) -> None:
@@ -175,7 +175,7 @@ class _Span:
             if exc is not None:
                 self.failed(_error_type(exc))
         finally:
-            self._otel.detach(self._token)
+            self._otel.restore(self._token)
             self._span.end()
 
 
@@ -194,7 +194,7 @@ class ClientSpan(_Span):
         """``headers`` plus this attempt's ``traceparent`` (and ``tracestate``); any the
         workflow set are replaced, so the service sees exactly one."""
         carried = {name: value for name, value in headers.items() if name.lower() not in TRACE_CONTEXT_HEADERS}
-        self._otel.propagator.inject(carried, context=self._otel.set_span_in_context(self._span))
+        self._otel.inject(carried, self._span.get_span_context())
         return carried
 
     def answered(self, response) -> None:
@@ -218,12 +218,13 @@ class _PropagatingSpan(_NoSpan):
     """An unsampled trace's executor call: no span, but its ``traceparent`` goes along
     (sampled flag off) so the service's spans, if it keeps any, join the same trace."""
 
-    def __init__(self, otel):
+    def __init__(self, otel, parent):
         self._otel = otel
+        self._parent = parent  # the step's (or execution's) span context
 
     def headers(self, headers: dict) -> dict:
         carried = {name: value for name, value in headers.items() if name.lower() not in TRACE_CONTEXT_HEADERS}
-        self._otel.propagator.inject(carried)
+        self._otel.inject(carried, self._parent)
         return carried
 
 
@@ -231,19 +232,17 @@ class _Otel:
     """The OpenTelemetry names the spans use, imported once when tracing starts."""
 
     def __init__(self):
-        from opentelemetry import context, trace
         from opentelemetry.trace import SpanKind, StatusCode
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-        self.attach, self.detach = context.attach, context.detach
-        self.set_span_in_context = trace.set_span_in_context
-        self.get_current_span = trace.get_current_span
+        from flowker import tracing_spans
+
         self.SpanKind, self.StatusCode = SpanKind, StatusCode
-        self.propagator = TraceContextTextMapPropagator()
-
-        from flowker.tracing_spans import LeanSpan, start_root
-
-        self.LeanSpan, self.start_root = LeanSpan, start_root
+        self.propagator = TraceContextTextMapPropagator()  # reads an incoming traceparent
+        # OpenTelemetry's current context, read and set directly (flowker.tracing_spans).
+        self.make_current, self.restore = tracing_spans.make_current, tracing_spans.restore
+        self.current_span, self.inject = tracing_spans.current_span, tracing_spans.inject
+        self.LeanSpan, self.start_root = tracing_spans.LeanSpan, tracing_spans.start_root
 
 
 class Tracing:
@@ -257,6 +256,7 @@ class Tracing:
         self._lock = threading.Lock()
         self._provider: Any = None
         self._tracer: Any = None
+        self._processor: Any = None  # the tracer's only span processor, handed ended spans directly
         self._otel: _Otel | None = None
         self._stopped = False
 
@@ -280,8 +280,10 @@ class Tracing:
             OTELResourceDetector().detect()
         )
         provider = TracerProvider(resource=resource, shutdown_on_exit=False)  # sampler: OTEL_TRACES_SAMPLER
-        provider.add_span_processor(BatchSpanProcessor(self._exporter or LeanOTLPSpanExporter()))
+        processor = BatchSpanProcessor(self._exporter or LeanOTLPSpanExporter())
+        provider.add_span_processor(processor)
         self._otel = _Otel()
+        self._processor = processor
         self._provider = provider
         self._tracer = provider.get_tracer(TRACER_NAME, __version__)
 
@@ -320,7 +322,9 @@ class Tracing:
         if tracer is None:  # shut down: the process is ending
             return _NO_SPAN
         assert self._otel is not None
-        span = self._otel.start_root(tracer, "flowker.execution", parent, {"flowker.execution.id": execution_id})
+        span = self._otel.start_root(
+            tracer, self._processor, "flowker.execution", parent, {"flowker.execution.id": execution_id}
+        )
         return _Span(span, self._otel)
 
     def step(self, node_id: str, node_type: str, workflow_name: str, execution_id: str) -> _Span | _NoSpan:
@@ -328,7 +332,7 @@ class Tracing:
         if tracer is None:
             return _NO_SPAN
         assert self._otel is not None
-        parent = self._otel.get_current_span()
+        parent = self._otel.current_span()
         recording = parent.is_recording()
         if not recording and parent.get_span_context().is_valid:
             return _NO_SPAN  # a trace the sampler dropped: its spans would record nothing
@@ -342,7 +346,7 @@ class Tracing:
             span = self._otel.LeanSpan.child(
                 "flowker.step",
                 parent,
-                tracer.span_processor,
+                self._processor,
                 tracer.id_generator,
                 self._otel.SpanKind.INTERNAL,
                 attributes,
@@ -358,10 +362,10 @@ class Tracing:
         if tracer is None:
             return _NO_SPAN
         assert self._otel is not None
-        parent = self._otel.get_current_span()
+        parent = self._otel.current_span()
         recording = parent.is_recording()
         if not recording and parent.get_span_context().is_valid:
-            return _PropagatingSpan(self._otel)  # the service still learns the trace, unsampled
+            return _PropagatingSpan(self._otel, parent.get_span_context())  # the service learns the trace, unsampled
         parts = urlsplit(url)
         attributes: dict[str, Any] = {
             "http.request.method": method,
@@ -373,7 +377,7 @@ class Tracing:
             attributes["http.request.resend_count"] = attempt - 1
         if recording:
             span = self._otel.LeanSpan.child(
-                method, parent, tracer.span_processor, tracer.id_generator, self._otel.SpanKind.CLIENT, attributes
+                method, parent, self._processor, tracer.id_generator, self._otel.SpanKind.CLIENT, attributes
             )
         else:
             span = tracer.start_span(method, kind=self._otel.SpanKind.CLIENT, attributes=attributes)

@@ -4,8 +4,9 @@ The SDK's ``start_span`` and ``end`` cost 45 to 120 µs per span (attribute clea
 lock per span, span limits, the read-only copy for the processor) - most of what tracing
 every run costs once the export is lean (benchmarks/README.md, observability_cost). Flowker's
 spans need none of that: their attributes are Flowker's own (a few strings and ints), they
-carry no events or links. On end, a :class:`LeanSpan` hands the processor the same
-:class:`ReadableSpan` the SDK would.
+carry no events or links. A :class:`LeanSpan` is itself the :class:`ReadableSpan` the SDK
+would build on end (the same fields): on end it hands itself to the processor, no copy is
+made; nothing changes it after.
 
 * :func:`start_root` - the execution's span - decides as the SDK's ``start_span`` does: the
   parent from the context (an incoming ``traceparent``, or the current span), the trace id
@@ -16,27 +17,110 @@ carry no events or links. On end, a :class:`LeanSpan` hands the processor the sa
   standard sampler decides alike for one trace), its resource and scope too (so the export
   groups them with the parent).
 
+The spans still go into OpenTelemetry's current context while they run (a plugin's own
+spans nest under them); :data:`current_context`, :data:`attach` and :data:`reset` read and
+set it through the context variable of the SDK's default runtime context directly (the
+public ``get_current``/``attach``/``detach`` are two calls deep each), else through the
+public functions when ``OTEL_PYTHON_CONTEXT`` chose another runtime context.
+
 Imported only when tracing is on (it imports the SDK).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from contextvars import ContextVar
+from types import MappingProxyType
+from typing import Any, Callable
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import (
+    INVALID_SPAN,
+    INVALID_SPAN_CONTEXT,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+_UNSET = Status(StatusCode.UNSET)
+_SPAN_ID_MAX = 2**64 - 1
+_new_tuple = tuple.__new__
 _RANDOM_TRACE_ID = getattr(TraceFlags, "RANDOM_TRACE_ID", 0)  # W3C level 2 flag, newer SDKs set it
 
+# The key OpenTelemetry keeps the current span under (learnt through the public API).
+(SPAN_KEY,) = trace.set_span_in_context(INVALID_SPAN, Context()).keys()
+_set_in = dict.__setitem__  # a Context refuses item assignment; a fresh copy is ours to fill
 
-def start_root(tracer: Any, name: str, context: Any, attributes: dict[str, Any]) -> trace.Span:
+
+def _runtime_variable() -> ContextVar | None:
+    """The context variable behind ``opentelemetry.context.get_current``, when it is the
+    default runtime context's (``OTEL_PYTHON_CONTEXT`` unset) and answers the same."""
+    variable = getattr(getattr(otel_context, "_RUNTIME_CONTEXT", None), "_current_context", None)
+    if isinstance(variable, ContextVar) and variable.get() is otel_context.get_current():
+        return variable
+    return None
+
+
+current_context: Callable[[], Context]
+attach: Callable[[Context], Any]
+reset: Callable[[Any], None]
+_VARIABLE = _runtime_variable()
+if _VARIABLE is not None:
+    current_context, attach, reset = _VARIABLE.get, _VARIABLE.set, _VARIABLE.reset
+else:
+    current_context, attach, reset = otel_context.get_current, otel_context.attach, otel_context.detach
+
+
+def make_current(span: Any) -> Any:
+    """Attach the current context with ``span`` as its span (what
+    ``attach(set_span_in_context(span))`` does); the token :func:`restore` takes."""
+    context = Context(current_context())
+    _set_in(context, SPAN_KEY, span)
+    return attach(context)
+
+
+def restore(token: Any) -> None:
+    """Put back the context :func:`make_current` replaced; a token that cannot be reset (used
+    twice, another thread's) is logged by OpenTelemetry's ``detach``, not raised, as before."""
+    try:
+        reset(token)
+    except Exception:  # noqa: BLE001 - detach tries again and logs what went wrong
+        otel_context.detach(token)
+
+
+def current_span() -> Any:
+    """``trace.get_current_span()``, with one dictionary look-up when the span is a LeanSpan."""
+    context = current_context()
+    span = context.get(SPAN_KEY)
+    return span if type(span) is LeanSpan else trace.get_current_span(context)
+
+
+def inject(carrier: dict, span_context: SpanContext) -> None:
+    """What ``TraceContextTextMapPropagator().inject`` writes for a span with ``span_context``:
+    its W3C ``traceparent`` and, when it has one, ``tracestate``."""
+    if span_context == INVALID_SPAN_CONTEXT:
+        return
+    trace_id, span_id, _, flags, state, _ = span_context
+    carrier["traceparent"] = f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
+    if state:
+        carrier["tracestate"] = state.to_header()
+
+
+def start_root(tracer: Any, processor: Any, name: str, context: Any, attributes: dict[str, Any]) -> trace.Span:
     """A span named ``name`` in ``context`` (None: the current one), decided as the SDK's
     ``Tracer.start_span`` decides: a :class:`LeanSpan` when the sampler records it, else the
-    SDK's :class:`NonRecordingSpan` (its trace still propagates, sampled flag off)."""
+    SDK's :class:`NonRecordingSpan` (its trace still propagates, sampled flag off). Ended, it
+    goes to ``processor`` (the tracer's)."""
+    if context is None:
+        context = current_context()  # read once: for the parent and the sampler
     current = trace.get_current_span(context).get_span_context()
     is_enabled = getattr(tracer, "_is_enabled", None)
     if is_enabled is not None and not is_enabled():
@@ -65,67 +149,88 @@ def start_root(tracer: Any, name: str, context: Any, attributes: dict[str, Any])
         parent,
         tracer.resource,
         tracer._instrumentation_scope,
-        tracer.span_processor,
+        processor,
         SpanKind.INTERNAL,
-        decision.attributes,
+        dict(decision.attributes),
     )
 
 
-class LeanSpan(trace.Span):
-    """A recording span: ``context`` its own, ``parent`` its parent's (None for a root)."""
+class LeanSpan(trace.Span, ReadableSpan):
+    """A recording span: ``context`` its own, ``parent`` its parent's (None for a root).
+
+    It is the :class:`ReadableSpan` the processor gets: its private fields are ReadableSpan's
+    (``to_json`` works), and its read-only view (``name``, ``context``, ``attributes``...) is
+    plain slots rather than ReadableSpan's properties - the exporter reads some thirteen per
+    span, and a property is a Python call each. After :meth:`end` nothing changes either."""
+
+    __slots__ = (
+        "name",
+        "context",
+        "parent",
+        "kind",
+        "resource",
+        "instrumentation_scope",
+        "attributes",
+        "status",
+        "start_time",
+        "end_time",
+    )
+    name: str
+    context: SpanContext
+    parent: SpanContext | None
+    kind: SpanKind
+    resource: Any
+    instrumentation_scope: Any
+    attributes: Any
+    status: Status
+    start_time: int
+    end_time: int | None
+    events: tuple = ()
+    links: tuple = ()
+    dropped_attributes = dropped_events = dropped_links = 0  # no limits: nothing is dropped
 
     @classmethod
     def child(cls, name: str, parent_span: Any, processor: Any, id_generator: Any, kind: SpanKind, attributes):
-        """A span under ``parent_span`` (a recording LeanSpan or SDK span of this process)."""
-        parent = parent_span.get_span_context()
-        context = SpanContext(
-            parent.trace_id,
-            id_generator.generate_span_id(),
-            is_remote=False,
-            trace_flags=parent.trace_flags,
-            trace_state=parent.trace_state,
-        )
-        return cls(
-            name,
-            context,
-            parent,
-            parent_span.resource,
-            parent_span.instrumentation_scope,
-            processor,
-            kind,
-            attributes,
-        )
+        """A span under ``parent_span`` (a recording LeanSpan or SDK span of this process);
+        ``attributes`` becomes the span's own (not copied)."""
+        if type(parent_span) is cls:  # the usual parent: its fields read directly
+            parent = parent_span.context
+            resource, scope = parent_span.resource, parent_span.instrumentation_scope
+        else:
+            parent = parent_span.get_span_context()
+            resource, scope = parent_span.resource, parent_span.instrumentation_scope
+        trace_id, _, _, flags, state, _ = parent
+        span_id = id_generator.generate_span_id()
+        # SpanContext's __new__ (a Python call) only adds whether the ids are valid; the
+        # trace id is a valid parent's.
+        context = _new_tuple(SpanContext, (trace_id, span_id, False, flags, state, 0 < span_id <= _SPAN_ID_MAX))
+        return cls(name, context, parent, resource, scope, processor, kind, attributes)
 
-    def __init__(self, name, context, parent, resource, scope, processor, kind: SpanKind, attributes):
-        self._name = name
-        self._parent = parent
-        self._context = context
-        self._resource = resource
-        self._scope = scope
+    def __init__(self, name, context, parent, resource, scope, processor, kind: SpanKind, attributes: dict):
+        start = time.time_ns()
+        self.name = self._name = name
+        self.context = self._context = context
+        self.parent = self._parent = parent
+        self.resource = self._resource = resource
+        self.instrumentation_scope = self._instrumentation_scope = scope
+        self._instrumentation_info = None
+        self.kind = self._kind = kind
+        self._attributes: dict[str, Any] = attributes
+        self.attributes = MappingProxyType(attributes)  # a read-only view, as ReadableSpan's
+        self._events = self._links = ()
+        self.status = self._status = _UNSET
+        self.start_time = self._start_time = start
+        self.end_time = self._end_time = None
         self._processor = processor
-        self._kind = kind
-        self._attributes: dict[str, Any] = dict(attributes)
-        self._status = Status(StatusCode.UNSET)
-        self._start = time.time_ns()
-        self._end: int | None = None
-
-    # What children and the propagator read (ReadableSpan's names).
-    @property
-    def resource(self):
-        return self._resource
-
-    @property
-    def instrumentation_scope(self):
-        return self._scope
 
     def get_span_context(self) -> SpanContext:
-        return self._context
+        return self.context
 
     def is_recording(self) -> bool:
-        return self._end is None
+        return self._end_time is None
 
     def set_attribute(self, key: str, value: Any) -> None:
-        if self._end is None and value is not None:
+        if self._end_time is None and value is not None:
             self._attributes[key] = value
 
     def set_attributes(self, attributes) -> None:
@@ -133,9 +238,9 @@ class LeanSpan(trace.Span):
             self.set_attribute(key, value)
 
     def set_status(self, status, description: str | None = None) -> None:
-        if self._end is not None or self._status.status_code is StatusCode.OK:
+        if self._end_time is not None or self._status.status_code is StatusCode.OK:
             return  # as the SDK: OK is final
-        self._status = status if isinstance(status, Status) else Status(status, description)
+        self.status = self._status = status if isinstance(status, Status) else Status(status, description)
 
     def add_event(self, name: str, attributes=None, timestamp: int | None = None) -> None:
         """Flowker's spans carry no events; an event asked for is not kept."""
@@ -144,24 +249,11 @@ class LeanSpan(trace.Span):
         """Never the message (it may hold a secret): failures are ``error.type`` attributes."""
 
     def update_name(self, name: str) -> None:
-        if self._end is None:
-            self._name = name
+        if self._end_time is None:
+            self.name = self._name = name
 
     def end(self, end_time: int | None = None) -> None:
-        if self._end is not None:
+        if self._end_time is not None:
             return
-        self._end = end_time if end_time is not None else time.time_ns()
-        self._processor.on_end(
-            ReadableSpan(
-                name=self._name,
-                context=self._context,
-                parent=self._parent,
-                resource=self._resource,
-                attributes=self._attributes,
-                kind=self._kind,
-                status=self._status,
-                start_time=self._start,
-                end_time=self._end,
-                instrumentation_scope=self._scope,
-            )
-        )
+        self.end_time = self._end_time = end_time if end_time is not None else time.time_ns()
+        self._processor.on_end(self)

@@ -43,6 +43,12 @@ def child(variant_env: dict[str, str], stub_port: int, executions: int, warmup: 
 
     folder = tempfile.mkdtemp(prefix="flowker-instructions-")
     os.environ.update(variant_env)
+    if "OTEL_EXPORTER_OTLP_ENDPOINT" in variant_env:
+        # Under valgrind an execution takes a good part of a second, so the span batch's 5 s
+        # timer would send a small batch (an HTTP request: millions of instructions) every
+        # few executions; a busy server fills its 512-span batches long before the timer.
+        # Batches by size only, as there.
+        os.environ.setdefault("OTEL_BSP_SCHEDULE_DELAY", "3600000")
     os.environ.update(
         FLOWKER_DATABASE_URL=f"sqlite:///{folder}/flowker.db",
         FLOWKER_API_KEYS=f"bench:{API_KEY}",

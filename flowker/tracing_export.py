@@ -23,21 +23,30 @@ from typing import Any
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace.export import SpanExportResult
 
+from flowker.tracing_spans import _UNSET, LeanSpan
+
 _logger = logging.getLogger(__name__)
 
 _FIXED64 = struct.Struct("<Q").pack
 _FIXED32 = struct.Struct("<I").pack
 _DOUBLE = struct.Struct("<d").pack
+# A LeanSpan's ids in one call: tags 1 (trace id), 2 (span id) [and 4 (parent span id)], big-endian.
+_ROOT_IDS = struct.Struct(">HQQHQ").pack
+_CHILD_IDS = struct.Struct(">HQQHQHQ").pack
+_IDS_TAGS = (0x0A10, 0x1208, 0x2208)  # tag and length of each id field
+_TIMES = struct.Struct("<BQBQ").pack  # start (tag 7) and end (tag 8), fixed64
+_LOW64 = (1 << 64) - 1
 # Span.flags: the SDK always says whether the parent is remote (SpanFlags in trace.proto).
 _FLAGS_HAS_IS_REMOTE = 0x100
 _FLAGS_IS_REMOTE = 0x200
 # Wire tags: (field number << 3) | wire type (0 varint, 1 fixed64, 2 length-delimited, 5 fixed32).
-_KEY_CACHE_MAX = 512  # encoded attribute keys kept (the keys are a small fixed set in practice)
+_KEY_CACHE_MAX = 512  # encoded attribute keys and span names kept (a small fixed set in practice)
 _PAIR_CACHE_MAX = 4096  # encoded (key, value) attributes kept
 _PAIR_VALUE_MAX = 200  # longer strings (URLs with ids) are not kept
 _KINDS = {value: b"\x30" + bytes((value + 1,)) for value in range(5)}
 _REMOTE_PARENT_FLAGS = b"\x85\x01" + struct.pack("<I", _FLAGS_HAS_IS_REMOTE | _FLAGS_IS_REMOTE)
 _LOCAL_PARENT_FLAGS = b"\x85\x01" + struct.pack("<I", _FLAGS_HAS_IS_REMOTE)
+_STATUS_UNSET = b"\x7a\x00"  # an empty Status, as the SDK writes it
 
 
 def _varint(value: int) -> bytes:
@@ -51,6 +60,11 @@ def _varint(value: int) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+# The varints of the lengths spans and attributes have: a list index, not a call.
+_SIZES = [_varint(size) for size in range(4096)]
+_SIZES_MAX = len(_SIZES)
 
 
 def _field(tag: int, payload: bytes) -> bytes:
@@ -93,14 +107,27 @@ def _key_value(key: str, value: Any) -> bytes:
     return _string(0x0A, key) + _field(0x12, _any_value(value))
 
 
+def _status(status) -> bytes:
+    code = status.status_code.value
+    if code or status.description:
+        body = _string(0x12, status.description)
+        if code:
+            body += b"\x18" + _varint(code)
+        return _field(0x7A, body)
+    return _STATUS_UNSET
+
+
 class _Encoder:
     """Encodes batches; remembers encoded attributes whose values repeat (bounded caches)."""
 
     def __init__(self):
         self._keys: dict[str, bytes] = {}
-        # (tag, key, value) -> the whole KeyValue field: node types, workflow and executor
-        # names, methods, hosts repeat from span to span; ids do not and are not kept.
-        self._pairs: dict[tuple[int, str, type, Any], bytes] = {}
+        # tag -> key -> value -> the whole KeyValue field: node types, workflow and executor
+        # names, methods, hosts repeat from span to span; ids do not and are not kept. Only
+        # str and int (not bool) values are kept, so True, 1 and 1.0 never meet in one dict.
+        self._pairs: dict[int, dict[str, dict[Any, bytes]]] = {0x4A: {}}
+        self._pair_count = 0
+        self._names: dict[str, tuple[Any, bytes]] = {}  # span name -> (kind, name and kind fields)
 
     def _key(self, key: str) -> bytes:
         encoded = self._keys.get(key)
@@ -110,31 +137,98 @@ class _Encoder:
                 self._keys[key] = encoded
         return encoded
 
+    def _pair(self, tag: int, key: str, value: Any) -> bytes | None:
+        """One ``KeyValue`` field, kept when its value may repeat; None when it cannot be encoded."""
+        kind = type(value)
+        try:
+            if kind is str:
+                data = value.encode("utf-8")
+                size = len(data)
+                key_field = self._key(key)
+                value_size = 1 + len(_varint(size)) + size if size < _SIZES_MAX else len(_any_value(value))
+                if value_size < _SIZES_MAX:
+                    head = _SIZES[size]
+                    pair_size = len(key_field) + 1 + len(_SIZES[value_size]) + value_size
+                    parts = (key_field, b"\x12", _SIZES[value_size], b"\x0a", head, data)
+                    encoded = bytes((tag,)) + _varint(pair_size) + b"".join(parts)
+                else:
+                    encoded = _field(tag, key_field + _field(0x12, _any_value(value)))
+            else:
+                encoded = _field(tag, self._key(key) + _field(0x12, _any_value(value)))
+        except Exception as error:  # one bad attribute must not lose the batch
+            _logger.warning("Failed to encode span attribute %s: %s", key, error)
+            return None
+        if kind is int or (kind is str and len(value) <= _PAIR_VALUE_MAX):
+            if self._pair_count >= _PAIR_CACHE_MAX:
+                for values_by_key in self._pairs.values():
+                    values_by_key.clear()  # bounded; values that repeat come back at once
+                self._pair_count = 0
+            by_key = self._pairs.setdefault(tag, {})
+            values = by_key.get(key)
+            if values is None:
+                values = by_key[key] = {}
+            values[value] = encoded
+            self._pair_count += 1
+        return encoded
+
     def attributes(self, tag: int, attributes: Mapping[str, Any] | None) -> bytes:
         """Repeated ``KeyValue`` fields; a value that cannot be encoded is left out (as the SDK does)."""
         if not attributes:
             return b""
         parts = []
-        pairs = self._pairs
+        by_key = self._pairs.get(tag) or {}
         for key, value in attributes.items():
             kind = type(value)
-            cacheable = kind is str or kind is int or kind is bool
-            if cacheable:
-                # the type is part of the key: True == 1 must not share an entry
-                encoded = pairs.get((tag, key, kind, value))
-                if encoded is not None:
-                    parts.append(encoded)
-                    continue
-            try:
-                encoded = _field(tag, self._key(key) + _field(0x12, _any_value(value)))
-            except Exception as error:  # one bad attribute must not lose the batch
-                _logger.warning("Failed to encode span attribute %s: %s", key, error)
-                continue
-            parts.append(encoded)
-            if cacheable and (kind is not str or len(value) <= _PAIR_VALUE_MAX):
-                if len(pairs) >= _PAIR_CACHE_MAX:
-                    pairs.clear()  # bounded; values that repeat come back at once
-                pairs[(tag, key, kind, value)] = encoded
+            if kind is str or kind is int:
+                values = by_key.get(key)
+                if values is not None:
+                    encoded = values.get(value)
+                    if encoded is not None:
+                        parts.append(encoded)
+                        continue
+            encoded = self._pair(tag, key, value)
+            if encoded is not None:
+                parts.append(encoded)
+        return b"".join(parts)
+
+    def lean_span(self, span: LeanSpan) -> bytes | None:
+        """A LeanSpan's ``Span`` bytes, its slots read directly and the usual fields from caches;
+        None for one the general :meth:`span` must write (a trace state, not ended)."""
+        trace_id, span_id, _, _, trace_state, _ = span.context
+        start, end = span.start_time, span.end_time
+        if trace_state or not start or not end:
+            return None
+        parent = span.parent
+        if parent is None:
+            ids = _ROOT_IDS(0x0A10, trace_id >> 64, trace_id & _LOW64, 0x1208, span_id)
+            flags = _LOCAL_PARENT_FLAGS
+        else:
+            ids = _CHILD_IDS(0x0A10, trace_id >> 64, trace_id & _LOW64, 0x1208, span_id, 0x2208, parent[1])
+            flags = _REMOTE_PARENT_FLAGS if parent[2] else _LOCAL_PARENT_FLAGS
+        name, kind = span.name, span.kind
+        named = self._names.get(name)
+        if named is None or named[0] is not kind:
+            named = (kind, _string(0x2A, name) + _KINDS[kind._value_])
+            if len(self._names) < _KEY_CACHE_MAX:
+                self._names[name] = named
+        parts = [ids, named[1], _TIMES(0x39, start, 0x41, end)]
+        append = parts.append
+        by_key = self._pairs[0x4A]
+        for key, value in span.attributes.items():
+            value_type = type(value)
+            if value_type is str or value_type is int:
+                values = by_key.get(key)
+                if values is not None:
+                    encoded = values.get(value)
+                    if encoded is not None:
+                        append(encoded)
+                        continue
+            encoded = self._pair(0x4A, key, value)
+            if encoded is not None:
+                append(encoded)
+        status = span.status
+        append(_STATUS_UNSET if status is _UNSET else _status(status))
+        append(flags)
         return b"".join(parts)
 
     def span(self, span) -> bytes:
@@ -186,14 +280,7 @@ class _Encoder:
             out.append(b"\x70" + _varint(span.dropped_links))
         status = span.status
         if status is not None:
-            code = status.status_code.value
-            if code or status.description:
-                body = _string(0x12, status.description)
-                if code:
-                    body += b"\x18" + _varint(code)
-                out.append(_field(0x7A, body))
-            else:
-                out.append(b"\x7a\x00")  # unset: an empty Status, as the SDK writes it
+            out.append(_status(status))
         # Span.flags (field 16, fixed32: a two-byte tag)
         out.append(_REMOTE_PARENT_FLAGS if parent is not None and parent.is_remote else _LOCAL_PARENT_FLAGS)
         return b"".join(out)
@@ -207,18 +294,30 @@ class _Encoder:
         """The ``ExportTraceServiceRequest`` bytes: spans grouped by resource, then by scope,
         in the order each first appears (as the SDK groups them)."""
         # Grouped by identity: a Resource's hash dumps its attributes as JSON (the SDK pays
-        # that per span); the spans of one provider share one Resource object.
+        # that per span); the spans of one provider share one Resource object, and a batch's
+        # spans mostly one scope too: the group is looked up only when either changes.
         groups: dict[int, tuple[Any, dict[int, tuple[Any, list[bytes]]]]] = {}
+        last_resource = last_scope = encoded = None
+        lean_span, sizes = self.lean_span, _SIZES
         for span in spans:
-            resource = span.resource
-            scope = span.instrumentation_scope or None
-            _resource, scopes = groups.setdefault(id(resource), (resource, {}))
-            scopes.setdefault(id(scope), (scope, []))[1].append(self.span(span))
+            resource, scope = span.resource, span.instrumentation_scope
+            if resource is not last_resource or scope is not last_scope or encoded is None:
+                last_resource, last_scope = resource, scope
+                scope = scope or None
+                _resource, scopes = groups.setdefault(id(resource), (resource, {}))
+                encoded = scopes.setdefault(id(scope), (scope, []))[1]
+            body = lean_span(span) if type(span) is LeanSpan else None
+            if body is None:
+                body = self.span(span)
+            size = len(body)
+            encoded.append(b"\x12")  # ScopeSpans.spans
+            encoded.append(sizes[size] if size < _SIZES_MAX else _varint(size))
+            encoded.append(body)
         out = []
         for resource, scopes in groups.values():
             body = [_field(0x0A, self.attributes(0x0A, resource.attributes))]
             for scope, encoded in scopes.values():
-                scope_body = _field(0x0A, self.scope(scope)) + b"".join(_field(0x12, item) for item in encoded)
+                scope_body = _field(0x0A, self.scope(scope)) + b"".join(encoded)
                 scope_body += _string(0x1A, getattr(scope, "schema_url", None))
                 body.append(_field(0x12, scope_body))
             body.append(_string(0x1A, resource.schema_url))

@@ -6,10 +6,11 @@ Builds the spans of ``--executions`` traced executions as Flowker's tracing make
 (flowker.tracing: one ``flowker.execution`` span under an incoming remote parent, two
 ``flowker.step`` spans, two CLIENT calls ``POST``/``GET``; LeanSpans), checks that
 :func:`flowker.tracing_export.encode_spans` writes exactly the SDK encoder's bytes for them,
-then times the exporter's encoder (warm caches, as a running exporter's) on the whole batch:
-best of several rounds, µs per span of process time. ``--callgrind`` also counts
+then times the exporter's encoder (its caches warmed by a first batch, as a running exporter's)
+on 7 more batches: best of several rounds, µs per span of process time. ``--callgrind`` also counts
 instructions per span: the same process under ``valgrind --tool=callgrind`` encoding the
-batch 2 and 4 times; the difference of the totals over the spans of the extra rounds.
+first of 5 batches (of runs all different: new ids and URLs, as an exporter's batches) and
+then 2 or 4 more; the difference of the totals over the spans of the 2 extra batches.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ sys.path.insert(0, str(ROOT))
 CHILD_FLAG = "--child"
 
 
-def build_spans(executions: int) -> list:
-    """The finished spans of ``executions`` runs, made by :class:`flowker.tracing.Tracing`."""
+def build_spans(executions: int, first: int = 0) -> list:
+    """The finished spans of ``executions`` runs (numbered from ``first``: their ids and URLs
+    are the run's own), made by :class:`flowker.tracing.Tracing`."""
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     from flowker.tracing import Tracing
@@ -38,7 +40,7 @@ def build_spans(executions: int) -> list:
     memory = InMemorySpanExporter()
     tracing = Tracing({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}, exporter=memory).start()
     try:
-        for number in range(executions):
+        for number in range(first, first + executions):
             execution_id = f"0190b8a2-1f7c-7b1e-9a43-{number:012x}"
             traceparent = f"00-{number + 1:032x}-{number + 7:016x}-01"
             parent = tracing.extract({"traceparent": traceparent}.get)
@@ -65,29 +67,34 @@ def check_bytes(spans: list) -> bool:
     return encode_spans(spans) == sdk_encode_spans(spans).SerializePartialToString()
 
 
-def time_per_span(spans: list, rounds: int = 7, repeats: int = 20) -> float:
-    """µs of process time per span, best of ``rounds`` (each encoding the batch ``repeats`` times)."""
+def batches_of(executions: int, count: int) -> list[list]:
+    """``count`` batches of the spans of ``executions`` runs each, no two runs alike."""
+    return [build_spans(executions, executions * number) for number in range(count)]
+
+
+def time_per_span(batches: list[list], rounds: int = 7) -> float:
+    """µs of process time per span encoding ``batches[1:]`` with a fresh encoder warmed by
+    ``batches[0]`` (the exporter's caches outlive a batch; new runs bring new ids), best of ``rounds``."""
     from flowker.tracing_export import _Encoder
 
-    encoder = _Encoder()
-    encoder.request(spans)  # warm: the exporter's caches outlive a batch
     best = float("inf")
     for _ in range(rounds):
+        encoder = _Encoder()
+        encoder.request(batches[0])
         started = time.process_time()
-        for _ in range(repeats):
+        for spans in batches[1:]:
             encoder.request(spans)
         best = min(best, time.process_time() - started)
-    return best / (repeats * len(spans)) * 1e6
+    return best / sum(len(spans) for spans in batches[1:]) * 1e6
 
 
 def child(executions: int, rounds: int) -> None:
-    """The measured process: build the spans, warm the encoder, encode the batch ``rounds`` times."""
+    """The measured process: build 5 batches, warm the encoder with the first, encode ``rounds`` more."""
     from flowker.tracing_export import _Encoder
 
-    spans = build_spans(executions)
+    batches = batches_of(executions, 5)
     encoder = _Encoder()
-    encoder.request(spans)
-    for _ in range(rounds):
+    for spans in batches[: 1 + rounds]:
         encoder.request(spans)
 
 
@@ -120,11 +127,12 @@ def main(argv=None) -> int:
     parser.add_argument("--executions", type=int, default=100)
     parser.add_argument("--callgrind", action="store_true", help="also count instructions per span (valgrind)")
     args = parser.parse_args(arguments)
-    spans = build_spans(args.executions)
-    print(f"{len(spans)} spans ({args.executions} executions)")
-    same = check_bytes(spans)
+    batches = batches_of(args.executions, 8)
+    spans = batches[1]
+    print(f"batches of {len(spans)} spans ({args.executions} executions)")
+    same = all(check_bytes(spans) for spans in batches[:2])
     print(f"bytes identical to the SDK encoder's: {same}")
-    print(f"encoding: {time_per_span(spans):.2f} µs per span (process time, best of 7)")
+    print(f"encoding: {time_per_span(batches):.2f} µs per span (process time, 7 batches, best of 7)")
     if args.callgrind:
         if shutil.which("valgrind") is None:
             raise SystemExit("valgrind is not installed")

@@ -141,20 +141,17 @@ class _Encoder:
         """One ``KeyValue`` field, kept when its value may repeat; None when it cannot be encoded."""
         kind = type(value)
         try:
-            if kind is str:
-                data = value.encode("utf-8")
-                size = len(data)
-                key_field = self._key(key)
-                value_size = 1 + len(_varint(size)) + size if size < _SIZES_MAX else len(_any_value(value))
-                if value_size < _SIZES_MAX:
-                    head = _SIZES[size]
-                    pair_size = len(key_field) + 1 + len(_SIZES[value_size]) + value_size
-                    parts = (key_field, b"\x12", _SIZES[value_size], b"\x0a", head, data)
-                    encoded = bytes((tag,)) + _varint(pair_size) + b"".join(parts)
-                else:
-                    encoded = _field(tag, key_field + _field(0x12, _any_value(value)))
+            key_field = self._keys.get(key) or self._key(key)
+            if kind is str and len(value) < _SIZES_MAX // 4:  # its UTF-8 and the sizes fit the table
+                data = value.encode()
+                data_size = _SIZES[len(data)]
+                value_size = 1 + len(data_size) + len(data)
+                pair_size = len(key_field) + 1 + len(_SIZES[value_size]) + value_size
+                size = _SIZES[pair_size] if pair_size < _SIZES_MAX else _varint(pair_size)
+                # tag < 0x80: its varint is the byte itself
+                encoded = b"".join((_SIZES[tag], size, key_field, b"\x12", _SIZES[value_size], b"\x0a", data_size, data))
             else:
-                encoded = _field(tag, self._key(key) + _field(0x12, _any_value(value)))
+                encoded = _field(tag, key_field + _field(0x12, _any_value(value)))
         except Exception as error:  # one bad attribute must not lose the batch
             _logger.warning("Failed to encode span attribute %s: %s", key, error)
             return None
@@ -163,7 +160,9 @@ class _Encoder:
                 for values_by_key in self._pairs.values():
                     values_by_key.clear()  # bounded; values that repeat come back at once
                 self._pair_count = 0
-            by_key = self._pairs.setdefault(tag, {})
+            by_key = self._pairs.get(tag)
+            if by_key is None:
+                by_key = self._pairs[tag] = {}
             values = by_key.get(key)
             if values is None:
                 values = by_key[key] = {}
@@ -189,46 +188,6 @@ class _Encoder:
             encoded = self._pair(tag, key, value)
             if encoded is not None:
                 parts.append(encoded)
-        return b"".join(parts)
-
-    def lean_span(self, span: LeanSpan) -> bytes | None:
-        """A LeanSpan's ``Span`` bytes, its slots read directly and the usual fields from caches;
-        None for one the general :meth:`span` must write (a trace state, not ended)."""
-        trace_id, span_id, _, _, trace_state, _ = span.context
-        start, end = span.start_time, span.end_time
-        if trace_state or not start or not end:
-            return None
-        parent = span.parent
-        if parent is None:
-            ids = _ROOT_IDS(0x0A10, trace_id >> 64, trace_id & _LOW64, 0x1208, span_id)
-            flags = _LOCAL_PARENT_FLAGS
-        else:
-            ids = _CHILD_IDS(0x0A10, trace_id >> 64, trace_id & _LOW64, 0x1208, span_id, 0x2208, parent[1])
-            flags = _REMOTE_PARENT_FLAGS if parent[2] else _LOCAL_PARENT_FLAGS
-        name, kind = span.name, span.kind
-        named = self._names.get(name)
-        if named is None or named[0] is not kind:
-            named = (kind, _string(0x2A, name) + _KINDS[kind._value_])
-            if len(self._names) < _KEY_CACHE_MAX:
-                self._names[name] = named
-        parts = [ids, named[1], _TIMES(0x39, start, 0x41, end)]
-        append = parts.append
-        by_key = self._pairs[0x4A]
-        for key, value in span.attributes.items():
-            value_type = type(value)
-            if value_type is str or value_type is int:
-                values = by_key.get(key)
-                if values is not None:
-                    encoded = values.get(value)
-                    if encoded is not None:
-                        append(encoded)
-                        continue
-            encoded = self._pair(0x4A, key, value)
-            if encoded is not None:
-                append(encoded)
-        status = span.status
-        append(_STATUS_UNSET if status is _UNSET else _status(status))
-        append(flags)
         return b"".join(parts)
 
     def span(self, span) -> bytes:
@@ -297,8 +256,9 @@ class _Encoder:
         # that per span); the spans of one provider share one Resource object, and a batch's
         # spans mostly one scope too: the group is looked up only when either changes.
         groups: dict[int, tuple[Any, dict[int, tuple[Any, list[bytes]]]]] = {}
-        last_resource = last_scope = encoded = None
-        lean_span, sizes = self.lean_span, _SIZES
+        last_resource = last_scope = None
+        encoded: list[bytes] | None = None
+        names, span_pairs, pair, sizes = self._names, self._pairs[0x4A], self._pair, _SIZES
         for span in spans:
             resource, scope = span.resource, span.instrumentation_scope
             if resource is not last_resource or scope is not last_scope or encoded is None:
@@ -306,13 +266,41 @@ class _Encoder:
                 scope = scope or None
                 _resource, scopes = groups.setdefault(id(resource), (resource, {}))
                 encoded = scopes.setdefault(id(scope), (scope, []))[1]
-            body = lean_span(span) if type(span) is LeanSpan else None
-            if body is None:
+            if type(span) is not LeanSpan or span.context[4] or not span.start_time or not span.end_time:
                 body = self.span(span)
+            else:  # the usual span, inline: slots read directly, its usual fields from caches
+                trace_id, span_id, _, _, _, _ = span.context
+                parent = span.parent
+                if parent is None:
+                    ids = _ROOT_IDS(0x0A10, trace_id >> 64, trace_id & _LOW64, 0x1208, span_id)
+                    flags = _LOCAL_PARENT_FLAGS
+                else:
+                    ids = _CHILD_IDS(0x0A10, trace_id >> 64, trace_id & _LOW64, 0x1208, span_id, 0x2208, parent[1])
+                    flags = _REMOTE_PARENT_FLAGS if parent[2] else _LOCAL_PARENT_FLAGS
+                name, kind = span.name, span.kind
+                named = names.get(name)
+                if named is None or named[0] is not kind:
+                    named = (kind, _string(0x2A, name) + _KINDS[kind._value_])
+                    if len(names) < _KEY_CACHE_MAX:
+                        names[name] = named
+                parts = [ids, named[1], _TIMES(0x39, span.start_time, 0x41, span.end_time)]
+                for key, value in span.attributes.items():
+                    value_type = type(value)
+                    if value_type is str or value_type is int:
+                        values = span_pairs.get(key)
+                        if values is not None:
+                            cached = values.get(value)
+                            if cached is not None:
+                                parts.append(cached)
+                                continue
+                    cached = pair(0x4A, key, value)
+                    if cached is not None:
+                        parts.append(cached)
+                status = span.status
+                parts += (_STATUS_UNSET if status is _UNSET else _status(status), flags)
+                body = b"".join(parts)
             size = len(body)
-            encoded.append(b"\x12")  # ScopeSpans.spans
-            encoded.append(sizes[size] if size < _SIZES_MAX else _varint(size))
-            encoded.append(body)
+            encoded += (b"\x12", sizes[size] if size < _SIZES_MAX else _varint(size), body)  # ScopeSpans.spans
         out = []
         for resource, scopes in groups.values():
             body = [_field(0x0A, self.attributes(0x0A, resource.attributes))]

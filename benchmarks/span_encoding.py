@@ -16,6 +16,7 @@ then 2 or 4 more; the difference of the totals over the spans of the 2 extra bat
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -111,7 +112,9 @@ def instructions(executions: int, rounds: int) -> int:
             str(executions),
             str(rounds),
         ]
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+        # str hashes fixed: dictionary probes (and so the counts) the same from run to run
+        environment = {**os.environ, "PYTHONHASHSEED": "0"}
+        done = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=1800)
     found = re.search(r"Collected : (\d+)", done.stderr)
     if done.returncode != 0 or found is None:
         raise SystemExit(f"the measured process failed ({done.returncode}):\n{done.stderr[-2000:]}")

@@ -47,6 +47,7 @@ _KINDS = {value: b"\x30" + bytes((value + 1,)) for value in range(5)}
 _REMOTE_PARENT_FLAGS = b"\x85\x01" + struct.pack("<I", _FLAGS_HAS_IS_REMOTE | _FLAGS_IS_REMOTE)
 _LOCAL_PARENT_FLAGS = b"\x85\x01" + struct.pack("<I", _FLAGS_HAS_IS_REMOTE)
 _STATUS_UNSET = b"\x7a\x00"  # an empty Status, as the SDK writes it
+_ATTRIBUTE_TAGS = (0x0A, 0x1A, 0x22, 0x4A)  # resource or scope, event, link, span attributes
 
 
 def _varint(value: int) -> bytes:
@@ -125,7 +126,7 @@ class _Encoder:
         # tag -> key -> value -> the whole KeyValue field: node types, workflow and executor
         # names, methods, hosts repeat from span to span; ids do not and are not kept. Only
         # str and int (not bool) values are kept, so True, 1 and 1.0 never meet in one dict.
-        self._pairs: dict[int, dict[str, dict[Any, bytes]]] = {0x4A: {}}
+        self._pairs: dict[int, dict[str, dict[Any, bytes]]] = {tag: {} for tag in _ATTRIBUTE_TAGS}
         self._pair_count = 0
         self._names: dict[str, tuple[Any, bytes]] = {}  # span name -> (kind, name and kind fields)
 
@@ -160,9 +161,7 @@ class _Encoder:
                 for values_by_key in self._pairs.values():
                     values_by_key.clear()  # bounded; values that repeat come back at once
                 self._pair_count = 0
-            by_key = self._pairs.get(tag)
-            if by_key is None:
-                by_key = self._pairs[tag] = {}
+            by_key = self._pairs[tag]
             values = by_key.get(key)
             if values is None:
                 values = by_key[key] = {}
@@ -175,7 +174,7 @@ class _Encoder:
         if not attributes:
             return b""
         parts = []
-        by_key = self._pairs.get(tag) or {}
+        by_key = self._pairs[tag]
         for key, value in attributes.items():
             kind = type(value)
             if kind is str or kind is int:
@@ -301,15 +300,18 @@ class _Encoder:
                 body = b"".join(parts)
             size = len(body)
             encoded += (b"\x12", sizes[size] if size < _SIZES_MAX else _varint(size), body)  # ScopeSpans.spans
-        out = []
+        # Each group's fields with their sizes in one list, joined once (the spans copied twice).
+        out: list[bytes] = []
         for resource, scopes in groups.values():
-            body = [_field(0x0A, self.attributes(0x0A, resource.attributes))]
+            resource_parts = [_field(0x0A, self.attributes(0x0A, resource.attributes))]
             for scope, encoded in scopes.values():
-                scope_body = _field(0x0A, self.scope(scope)) + b"".join(encoded)
-                scope_body += _string(0x1A, getattr(scope, "schema_url", None))
-                body.append(_field(0x12, scope_body))
-            body.append(_string(0x1A, resource.schema_url))
-            out.append(_field(0x0A, b"".join(body)))
+                head = _field(0x0A, self.scope(scope))
+                schema_url = _string(0x1A, getattr(scope, "schema_url", None))
+                spans_field = b"".join(encoded)
+                size = len(head) + len(spans_field) + len(schema_url)
+                resource_parts += (b"\x12", _varint(size), head, spans_field, schema_url)
+            resource_parts.append(_string(0x1A, resource.schema_url))
+            out += (b"\x0a", _varint(sum(map(len, resource_parts))), *resource_parts)
         return b"".join(out)
 
 

@@ -30,12 +30,10 @@ _logger = logging.getLogger(__name__)
 _FIXED64 = struct.Struct("<Q").pack
 _FIXED32 = struct.Struct("<I").pack
 _DOUBLE = struct.Struct("<d").pack
-# A LeanSpan's ids in one call: tags 1 (trace id), 2 (span id) [and 4 (parent span id)], big-endian.
-_ROOT_IDS = struct.Struct(">HQQHQ").pack
-_CHILD_IDS = struct.Struct(">HQQHQHQ").pack
-_IDS_TAGS = (0x0A10, 0x1208, 0x2208)  # tag and length of each id field
+# A LeanSpan's ids in one call: tag and length, big-endian id: 2 (span id) [and 4 (parent span id)].
+_ROOT_IDS = struct.Struct(">HQ").pack
+_CHILD_IDS = struct.Struct(">HQHQ").pack
 _TIMES = struct.Struct("<BQBQ").pack  # start (tag 7) and end (tag 8), fixed64
-_LOW64 = (1 << 64) - 1
 # Span.flags: the SDK always says whether the parent is remote (SpanFlags in trace.proto).
 _FLAGS_HAS_IS_REMOTE = 0x100
 _FLAGS_IS_REMOTE = 0x200
@@ -255,8 +253,8 @@ class _Encoder:
         # that per span); the spans of one provider share one Resource object, and a batch's
         # spans mostly one scope too: the group is looked up only when either changes.
         groups: dict[int, tuple[Any, dict[int, tuple[Any, list[bytes]]]]] = {}
-        last_resource = last_scope = None
-        encoded: list[bytes] | None = None
+        last_resource = last_scope = empty_state = last_trace_id = None
+        trace_field, encoded = b"", None
         names, span_pairs, pair, sizes = self._names, self._pairs[0x4A], self._pair, _SIZES
         for span in spans:
             resource, scope = span.resource, span.instrumentation_scope
@@ -265,16 +263,22 @@ class _Encoder:
                 scope = scope or None
                 _resource, scopes = groups.setdefault(id(resource), (resource, {}))
                 encoded = scopes.setdefault(id(scope), (scope, []))[1]
-            if type(span) is not LeanSpan or span.context[4] or not span.start_time or not span.end_time:
+            lean = False
+            if type(span) is LeanSpan and span.start_time and span.end_time:
+                trace_id, span_id, _, _, trace_state, _ = span.context
+                if trace_state is not empty_state and not trace_state:
+                    empty_state = trace_state  # a span's is its parent's: mostly one object, read once
+                lean = trace_state is empty_state
+            if not lean:
                 body = self.span(span)
-            else:  # the usual span, inline: slots read directly, its usual fields from caches
-                trace_id, span_id, _, _, _, _ = span.context
+            else:  # the usual span: slots read directly, its usual fields from caches
+                if trace_id != last_trace_id:  # the spans of one execution come together
+                    last_trace_id, trace_field = trace_id, b"\x0a\x10" + trace_id.to_bytes(16, "big")
                 parent = span.parent
                 if parent is None:
-                    ids = _ROOT_IDS(0x0A10, trace_id >> 64, trace_id & _LOW64, 0x1208, span_id)
-                    flags = _LOCAL_PARENT_FLAGS
+                    ids, flags = _ROOT_IDS(0x1208, span_id), _LOCAL_PARENT_FLAGS
                 else:
-                    ids = _CHILD_IDS(0x0A10, trace_id >> 64, trace_id & _LOW64, 0x1208, span_id, 0x2208, parent[1])
+                    ids = _CHILD_IDS(0x1208, span_id, 0x2208, parent[1])
                     flags = _REMOTE_PARENT_FLAGS if parent[2] else _LOCAL_PARENT_FLAGS
                 name, kind = span.name, span.kind
                 named = names.get(name)
@@ -282,7 +286,7 @@ class _Encoder:
                     named = (kind, _string(0x2A, name) + _KINDS[kind._value_])
                     if len(names) < _KEY_CACHE_MAX:
                         names[name] = named
-                parts = [ids, named[1], _TIMES(0x39, span.start_time, 0x41, span.end_time)]
+                parts = [trace_field, ids, named[1], _TIMES(0x39, span.start_time, 0x41, span.end_time)]
                 for key, value in span.attributes.items():
                     value_type = type(value)
                     if value_type is str or value_type is int:

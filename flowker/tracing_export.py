@@ -45,6 +45,8 @@ _KINDS = {value: b"\x30" + bytes((value + 1,)) for value in range(5)}
 _REMOTE_PARENT_FLAGS = b"\x85\x01" + struct.pack("<I", _FLAGS_HAS_IS_REMOTE | _FLAGS_IS_REMOTE)
 _LOCAL_PARENT_FLAGS = b"\x85\x01" + struct.pack("<I", _FLAGS_HAS_IS_REMOTE)
 _STATUS_UNSET = b"\x7a\x00"  # an empty Status, as the SDK writes it
+_KEPT_TYPES = frozenset((str, int))  # the attribute values kept encoded (exact types: not bool)
+_NO_VALUES: dict = {}  # a key with no values kept (never written)
 _ATTRIBUTE_TAGS = (0x0A, 0x1A, 0x22, 0x4A)  # resource or scope, event, link, span attributes
 
 
@@ -122,8 +124,9 @@ class _Encoder:
     def __init__(self):
         self._keys: dict[str, bytes] = {}
         # tag -> key -> value -> the whole KeyValue field: node types, workflow and executor
-        # names, methods, hosts repeat from span to span; ids do not and are not kept. Only
-        # str and int (not bool) values are kept, so True, 1 and 1.0 never meet in one dict.
+        # names, methods, hosts repeat from span to span; long ids are not kept. Only str
+        # and int (not bool, float) values are kept and looked up, so True, 1 and 1.0 (equal,
+        # encoded differently) never meet.
         self._pairs: dict[int, dict[str, dict[Any, bytes]]] = {tag: {} for tag in _ATTRIBUTE_TAGS}
         self._pair_count = 0
         self._names: dict[str, tuple[Any, bytes]] = {}  # span name -> (kind, name and kind fields)
@@ -141,30 +144,33 @@ class _Encoder:
         kind = type(value)
         try:
             key_field = self._keys.get(key) or self._key(key)
-            if kind is str and len(value) < _SIZES_MAX // 4:  # its UTF-8 and the sizes fit the table
+            if kind is str:
                 data = value.encode()
-                data_size = _SIZES[len(data)]
-                value_size = 1 + len(data_size) + len(data)
-                pair_size = len(key_field) + 1 + len(_SIZES[value_size]) + value_size
-                size = _SIZES[pair_size] if pair_size < _SIZES_MAX else _varint(pair_size)
-                # tag < 0x80: its varint is the byte itself
-                encoded = b"".join((_SIZES[tag], size, key_field, b"\x12", _SIZES[value_size], b"\x0a", data_size, data))
+                size, key_size = len(data), len(key_field)
+                if size + key_size < 124:  # every size one byte (the usual): no varint to compute
+                    sizes = _SIZES
+                    parts = (sizes[tag], sizes[key_size + size + 4], key_field, b"\x12", sizes[size + 2], b"\x0a")
+                    encoded = b"".join((*parts, sizes[size], data))
+                else:
+                    encoded = _field(tag, key_field + _field(0x12, b"\x0a" + _varint(size) + data))
+                if size > _PAIR_VALUE_MAX:
+                    return encoded
             else:
                 encoded = _field(tag, key_field + _field(0x12, _any_value(value)))
+                if kind is not int:  # only str and int kept: True == 1, their encodings differ
+                    return encoded
         except Exception as error:  # one bad attribute must not lose the batch
             _logger.warning("Failed to encode span attribute %s: %s", key, error)
             return None
-        if kind is int or (kind is str and len(value) <= _PAIR_VALUE_MAX):
-            if self._pair_count >= _PAIR_CACHE_MAX:
-                for values_by_key in self._pairs.values():
-                    values_by_key.clear()  # bounded; values that repeat come back at once
-                self._pair_count = 0
-            by_key = self._pairs[tag]
-            values = by_key.get(key)
-            if values is None:
-                values = by_key[key] = {}
-            values[value] = encoded
-            self._pair_count += 1
+        if self._pair_count >= _PAIR_CACHE_MAX:
+            for pairs in self._pairs.values():
+                pairs.clear()  # bounded; values that repeat come back at once
+            self._pair_count = 0
+        values = self._pairs[tag].get(key)
+        if values is None:
+            values = self._pairs[tag][key] = {}
+        values[value] = encoded
+        self._pair_count += 1
         return encoded
 
     def attributes(self, tag: int, attributes: Mapping[str, Any] | None) -> bytes:
@@ -174,14 +180,11 @@ class _Encoder:
         parts = []
         by_key = self._pairs[tag]
         for key, value in attributes.items():
-            kind = type(value)
-            if kind is str or kind is int:
-                values = by_key.get(key)
-                if values is not None:
-                    encoded = values.get(value)
-                    if encoded is not None:
-                        parts.append(encoded)
-                        continue
+            if type(value) in _KEPT_TYPES:
+                encoded = by_key.get(key, _NO_VALUES).get(value)
+                if encoded is not None:
+                    parts.append(encoded)
+                    continue
             encoded = self._pair(tag, key, value)
             if encoded is not None:
                 parts.append(encoded)
@@ -288,14 +291,11 @@ class _Encoder:
                         names[name] = named
                 parts = [trace_field, ids, named[1], _TIMES(0x39, span.start_time, 0x41, span.end_time)]
                 for key, value in span.attributes.items():
-                    value_type = type(value)
-                    if value_type is str or value_type is int:
-                        values = span_pairs.get(key)
-                        if values is not None:
-                            cached = values.get(value)
-                            if cached is not None:
-                                parts.append(cached)
-                                continue
+                    if type(value) in _KEPT_TYPES:
+                        cached = span_pairs.get(key, _NO_VALUES).get(value)
+                        if cached is not None:
+                            parts.append(cached)
+                            continue
                     cached = pair(0x4A, key, value)
                     if cached is not None:
                         parts.append(cached)

@@ -30,10 +30,10 @@ _logger = logging.getLogger(__name__)
 _FIXED64 = struct.Struct("<Q").pack
 _FIXED32 = struct.Struct("<I").pack
 _DOUBLE = struct.Struct("<d").pack
-# A LeanSpan's ids in one call: tag and length, big-endian id: 2 (span id) [and 4 (parent span id)].
-_ROOT_IDS = struct.Struct(">HQ").pack
-_CHILD_IDS = struct.Struct(">HQHQ").pack
-_TIMES = struct.Struct("<BQBQ").pack  # start (tag 7) and end (tag 8), fixed64
+# A LeanSpan's ids in one call: the trace id field, then tag, length and big-endian id of
+# fields 2 (span id) [and 4 (parent span id)].
+_ROOT_IDS = struct.Struct(">18sHQ").pack
+_CHILD_IDS = struct.Struct(">18sHQHQ").pack
 # Span.flags: the SDK always says whether the parent is remote (SpanFlags in trace.proto).
 _FLAGS_HAS_IS_REMOTE = 0x100
 _FLAGS_IS_REMOTE = 0x200
@@ -45,6 +45,7 @@ _KINDS = {value: b"\x30" + bytes((value + 1,)) for value in range(5)}
 _REMOTE_PARENT_FLAGS = b"\x85\x01" + struct.pack("<I", _FLAGS_HAS_IS_REMOTE | _FLAGS_IS_REMOTE)
 _LOCAL_PARENT_FLAGS = b"\x85\x01" + struct.pack("<I", _FLAGS_HAS_IS_REMOTE)
 _STATUS_UNSET = b"\x7a\x00"  # an empty Status, as the SDK writes it
+_UNSET_LOCAL, _UNSET_REMOTE = _STATUS_UNSET + _LOCAL_PARENT_FLAGS, _STATUS_UNSET + _REMOTE_PARENT_FLAGS
 _KEPT_TYPES = frozenset((str, int))  # the attribute values kept encoded (exact types: not bool)
 _NO_VALUES: dict = {}  # a key with no values kept (never written)
 _ATTRIBUTE_TAGS = (0x0A, 0x1A, 0x22, 0x4A)  # resource or scope, event, link, span attributes
@@ -129,7 +130,8 @@ class _Encoder:
         # encoded differently) never meet.
         self._pairs: dict[int, dict[str, dict[Any, bytes]]] = {tag: {} for tag in _ATTRIBUTE_TAGS}
         self._pair_count = 0
-        self._names: dict[str, tuple[Any, bytes]] = {}  # span name -> (kind, name and kind fields)
+        # span name -> (pack of its name and kind fields and the times, kind, name and kind fields)
+        self._names: dict[str, tuple[Any, Any, bytes]] = {}
 
     def _key(self, key: str) -> bytes:
         encoded = self._keys.get(key)
@@ -279,18 +281,18 @@ class _Encoder:
                     last_trace_id, trace_field = trace_id, b"\x0a\x10" + trace_id.to_bytes(16, "big")
                 parent = span.parent
                 if parent is None:
-                    ids, flags = _ROOT_IDS(0x1208, span_id), _LOCAL_PARENT_FLAGS
+                    ids, remote = _ROOT_IDS(trace_field, 0x1208, span_id), False
                 else:
-                    ids = _CHILD_IDS(0x1208, span_id, 0x2208, parent[1])
-                    flags = _REMOTE_PARENT_FLAGS if parent[2] else _LOCAL_PARENT_FLAGS
+                    ids, remote = _CHILD_IDS(trace_field, 0x1208, span_id, 0x2208, parent[1]), parent[2]
                 name, kind = span.name, span.kind
                 named = names.get(name)
-                if named is None or named[0] is not kind:
-                    named = (kind, _string(0x2A, name) + _KINDS[kind._value_])
+                if named is None or named[1] is not kind:
+                    field = _string(0x2A, name) + _KINDS[kind._value_]  # and the times after: one pack
+                    named = (struct.Struct(f"<{len(field)}sBQBQ").pack, kind, field)
                     if len(names) < _KEY_CACHE_MAX:
                         names[name] = named
-                parts = [trace_field, ids, named[1], _TIMES(0x39, span.start_time, 0x41, span.end_time)]
-                for key, value in span.attributes.items():
+                parts = [ids, named[0](named[2], 0x39, span.start_time, 0x41, span.end_time)]
+                for key, value in span._attributes.items():  # the dict its attributes are a view of
                     if type(value) in _KEPT_TYPES:
                         cached = span_pairs.get(key, _NO_VALUES).get(value)
                         if cached is not None:
@@ -300,7 +302,10 @@ class _Encoder:
                     if cached is not None:
                         parts.append(cached)
                 status = span.status
-                parts += (_STATUS_UNSET if status is _UNSET else _status(status), flags)
+                if status is _UNSET:
+                    parts.append(_UNSET_REMOTE if remote else _UNSET_LOCAL)
+                else:
+                    parts += (_status(status), _REMOTE_PARENT_FLAGS if remote else _LOCAL_PARENT_FLAGS)
                 body = b"".join(parts)
             size = len(body)
             encoded += (b"\x12", sizes[size] if size < _SIZES_MAX else _varint(size), body)  # ScopeSpans.spans

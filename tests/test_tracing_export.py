@@ -21,7 +21,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from flowker.local_server import LocalHTTPServer, RecordedRequest
-from flowker.tracing_export import LeanOTLPSpanExporter, encode_spans
+from flowker.tracing_export import LeanOTLPSpanExporter, _Encoder, encode_spans
 
 ATTRIBUTES = {
     "text": "héllo wörld",
@@ -191,3 +191,108 @@ def test_step_and_call_spans_are_lean_children_exported_like_the_sdks():
     (resource_spans,) = decoded.resource_spans
     (scope_spans,) = resource_spans.scope_spans  # one scope: the children share the execution's
     assert len(scope_spans.spans) == 4 and "must not" not in str(decoded)
+
+
+# -- the lean encoder's fast path and caches: the bytes still the SDK encoder's -------------
+
+
+def _sdk_bytes(spans) -> bytes:
+    return sdk_encode_spans(spans).SerializeToString()
+
+
+def _lean_spans(executions=3, tracestate=None, values=()):
+    """LeanSpans as Flowker's tracing makes them: each run under a remote parent, two steps,
+    a client call each (the second failing with error.type); ``values`` set on the steps."""
+    from flowker.tracing import Tracing
+
+    memory = InMemorySpanExporter()
+    tracing = Tracing({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}, exporter=memory).start()
+    try:
+        for number in range(executions):
+            headers = {"traceparent": f"00-{number + 1:032x}-{number + 7:016x}-01"}
+            if tracestate:
+                headers["tracestate"] = tracestate
+            with tracing.execution(f"e-{number}", tracing.extract(headers.get)):
+                for node, method in (("score", "POST"), ("fetch", "GET")):
+                    with tracing.step(node, "executor", "payments", f"e-{number}") as step:
+                        for name, value in values:
+                            step.set(name, value)
+                        url = f"https://api.example.com/{node}/{number}"
+                        with tracing.client("stub", method, url, {"q": "é"}, str, 1 + number % 2) as call:
+                            call.set("http.response.status_code", 200 if method == "POST" else 503)
+                            if method == "GET":
+                                call.failed("503")
+    finally:
+        tracing.shutdown()
+    return list(memory.get_finished_spans())
+
+
+def test_lean_spans_are_encoded_as_the_sdk_encodes_them():
+    from flowker.tracing_spans import LeanSpan
+
+    spans = _lean_spans()
+    assert len(spans) == 15 and all(type(span) is LeanSpan for span in spans)
+    assert {span.parent.is_remote for span in spans if span.name == "flowker.execution"} == {True}
+    failed = [span for span in spans if span.name == "GET"]
+    assert failed[0].status.status_code is StatusCode.ERROR and failed[0].attributes["error.type"] == "503"
+    assert encode_spans(spans) == _sdk_bytes(spans)
+
+
+def test_lean_spans_with_a_trace_state_take_the_general_path_to_the_same_bytes():
+    spans = _lean_spans(2, tracestate="vendor=value,x=y")
+    assert all(span.context.trace_state for span in spans)
+    ours = encode_spans(spans)
+    assert ours == _sdk_bytes(spans) and b"vendor=value,x=y" in ours
+
+
+def test_a_large_batch_with_long_values_and_multi_byte_sizes():
+    long_text = "ü" * 150  # 300 bytes: two-byte sizes at every level
+    values = [
+        ("negative", -5),
+        ("most negative", -(2**63)),
+        ("big", 2**63 - 1),
+        ("long", long_text),
+        ("key " + "k" * 130, "v"),  # a long key with a short value
+    ]
+    values += [(chr(97 + n), "x" * (115 + n)) for n in range(16)]  # sizes either side of one byte
+    spans = _lean_spans(120, values=values)  # 600 spans: the group's size a three-byte varint
+    assert len(spans) == 600
+    encoder = _Encoder()
+    for _ in range(2):  # the second time from the caches
+        assert encoder.request(spans) == _sdk_bytes(spans)
+
+
+def test_equal_values_of_other_types_never_share_a_cache_entry():
+    encoder = _Encoder()
+    for value in (1, True, 1.0, "1", 0, False, 0.0, "", b"1", -1, "True"):
+        spans = _lean_spans(1, values=[("v", value), ("flowker.node.id", value)])
+        assert encoder.request(spans) == _sdk_bytes(spans), value
+    spans = _lean_spans(1, values=[("v", 1)])
+    assert encoder.request(spans) == _sdk_bytes(spans)  # 1 after True, 1.0 and "1": still an int
+
+
+def test_values_of_every_type_on_lean_and_sdk_spans(monkeypatch):
+    monkeypatch.setattr("flowker.tracing_export._PAIR_CACHE_MAX", 5)  # the caches cleared often
+    odd_values = {
+        "bytes": b"\x00\xffraw",
+        "mapping": {"a": 1, "b": [True, 2.5], "c": {"d": "e"}},
+        "list": [1, "two", 3.0],
+        "tuple of lists": ([1], [2]),
+        "float": -0.0,
+        "bool": True,
+    }
+    lean = _lean_spans(2, values=list(odd_values.items()))
+    sdk = [span for span in _spans() if span.name == "root"]
+    sdk[0]._attributes = dict(odd_values)  # past the SDK's own checks, as ReadableSpan allows
+    encoder = _Encoder()
+    for spans in (lean, sdk, lean + sdk, sdk + lean):
+        assert encoder.request(spans) == _sdk_bytes(spans)
+
+
+def test_several_resources_and_scopes_interleaved_in_one_batch():
+    lean = _lean_spans(2)
+    sdk = _spans({"service.name": "other", "deployment": "ci"})
+    spans = [item for pair in zip(lean, sdk) for item in pair] + lean[len(sdk) :]
+    assert len({id(span.resource) for span in spans}) == 2
+    assert len({id(span.instrumentation_scope) for span in spans}) == 3
+    assert encode_spans(spans) == _sdk_bytes(spans)

@@ -39,14 +39,14 @@ _FLAGS_HAS_IS_REMOTE = 0x100
 _FLAGS_IS_REMOTE = 0x200
 # Wire tags: (field number << 3) | wire type (0 varint, 1 fixed64, 2 length-delimited, 5 fixed32).
 _KEY_CACHE_MAX = 512  # encoded attribute keys and span names kept (a small fixed set in practice)
-_PAIR_CACHE_MAX = 4096  # encoded (key, value) attributes kept
+_PAIR_CACHE_MAX = 1024  # encoded attributes kept per key
 _PAIR_VALUE_MAX = 200  # longer strings (URLs with ids) are not kept
 _KINDS = {value: b"\x30" + bytes((value + 1,)) for value in range(5)}
 _REMOTE_PARENT_FLAGS = b"\x85\x01" + struct.pack("<I", _FLAGS_HAS_IS_REMOTE | _FLAGS_IS_REMOTE)
 _LOCAL_PARENT_FLAGS = b"\x85\x01" + struct.pack("<I", _FLAGS_HAS_IS_REMOTE)
 _STATUS_UNSET = b"\x7a\x00"  # an empty Status, as the SDK writes it
 _UNSET_LOCAL, _UNSET_REMOTE = _STATUS_UNSET + _LOCAL_PARENT_FLAGS, _STATUS_UNSET + _REMOTE_PARENT_FLAGS
-_KEPT_TYPES = frozenset((str, int))  # the attribute values kept encoded (exact types: not bool)
+_KEPT_TYPES = (str, int)  # the attribute values kept encoded (exact types: not bool)
 _NO_VALUES: dict = {}  # a key with no values kept (never written)
 _ATTRIBUTE_TAGS = (0x0A, 0x1A, 0x22, 0x4A)  # resource or scope, event, link, span attributes
 
@@ -129,7 +129,6 @@ class _Encoder:
         # and int (not bool, float) values are kept and looked up, so True, 1 and 1.0 (equal,
         # encoded differently) never meet.
         self._pairs: dict[int, dict[str, dict[Any, bytes]]] = {tag: {} for tag in _ATTRIBUTE_TAGS}
-        self._pair_count = 0
         # span name -> (pack of its name and kind fields and the times, kind, name and kind fields)
         self._names: dict[str, tuple[Any, Any, bytes]] = {}
 
@@ -164,15 +163,15 @@ class _Encoder:
         except Exception as error:  # one bad attribute must not lose the batch
             _logger.warning("Failed to encode span attribute %s: %s", key, error)
             return None
-        if self._pair_count >= _PAIR_CACHE_MAX:
-            for pairs in self._pairs.values():
-                pairs.clear()  # bounded; values that repeat come back at once
-            self._pair_count = 0
-        values = self._pairs[tag].get(key)
+        by_key = self._pairs[tag]
+        values = by_key.get(key)
         if values is None:
-            values = self._pairs[tag][key] = {}
+            if len(by_key) >= _KEY_CACHE_MAX:
+                by_key.clear()  # bounded: keys and values that repeat come back at once
+            values = by_key[key] = {}
+        elif len(values) >= _PAIR_CACHE_MAX:
+            values.clear()
         values[value] = encoded
-        self._pair_count += 1
         return encoded
 
     def attributes(self, tag: int, attributes: Mapping[str, Any] | None) -> bytes:
@@ -269,7 +268,7 @@ class _Encoder:
                 _resource, scopes = groups.setdefault(id(resource), (resource, {}))
                 encoded = scopes.setdefault(id(scope), (scope, []))[1]
             lean = False
-            if type(span) is LeanSpan and span.start_time and span.end_time:
+            if type(span) is LeanSpan and (start := span.start_time) and (end := span.end_time):
                 trace_id, span_id, _, _, trace_state, _ = span.context
                 if trace_state is not empty_state and not trace_state:
                     empty_state = trace_state  # a span's is its parent's: mostly one object, read once
@@ -291,7 +290,7 @@ class _Encoder:
                     named = (struct.Struct(f"<{len(field)}sBQBQ").pack, kind, field)
                     if len(names) < _KEY_CACHE_MAX:
                         names[name] = named
-                parts = [ids, named[0](named[2], 0x39, span.start_time, 0x41, span.end_time)]
+                parts = [ids, named[0](named[2], 0x39, start, 0x41, end)]
                 for key, value in span._attributes.items():  # the dict its attributes are a view of
                     if type(value) in _KEPT_TYPES:
                         cached = span_pairs.get(key, _NO_VALUES).get(value)

@@ -8,6 +8,15 @@ SDK's, so a receiver sees the same message; tests/test_tracing_export.py decodes
 and compares them) with varints, length-delimited fields and fixed64 times, and encodes
 each resource and instrumentation scope once per batch.
 
+Flowker's own spans (:class:`flowker.tracing_spans.LeanSpan`: no events, links or trace
+state) take a short path inline in :meth:`_Encoder.request`, some 20 k instructions per
+span against 52 k for the general one (benchmarks/span_encoding.py): their slots read
+directly, the ids in one ``struct`` pack (the trace id field once per trace), the name and
+kind with the times in another, the unset status and flags one constant, and each
+attribute whose value repeats (node ids and types, methods, hosts, ports) one cached
+``KeyValue`` field. Any other span - the SDK's, or a LeanSpan with a trace state - is
+written field by field as before.
+
 :class:`LeanOTLPSpanExporter` is the SDK's ``OTLPSpanExporter`` - its endpoint, headers,
 timeout, compression, TLS and retries from the ``OTEL_*`` variables, its HTTP client -
 with only the encoding replaced.
@@ -23,7 +32,7 @@ from typing import Any
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from flowker.tracing_spans import _UNSET, LeanSpan
+from flowker.tracing_spans import UNSET_STATUS, LeanSpan
 
 _logger = logging.getLogger(__name__)
 
@@ -301,7 +310,7 @@ class _Encoder:
                     if cached is not None:
                         parts.append(cached)
                 status = span.status
-                if status is _UNSET:
+                if status is UNSET_STATUS:
                     parts.append(_UNSET_REMOTE if remote else _UNSET_LOCAL)
                 else:
                     parts += (_status(status), _REMOTE_PARENT_FLAGS if remote else _LOCAL_PARENT_FLAGS)

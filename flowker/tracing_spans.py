@@ -50,7 +50,7 @@ from opentelemetry.trace import (
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
-_UNSET = Status(StatusCode.UNSET)
+UNSET_STATUS = Status(StatusCode.UNSET)  # every LeanSpan's until set (the exporter knows it by identity)
 _SPAN_ID_MAX = 2**64 - 1
 _new_tuple = tuple.__new__
 _RANDOM_TRACE_ID = getattr(TraceFlags, "RANDOM_TRACE_ID", 0)  # W3C level 2 flag, newer SDKs set it
@@ -218,7 +218,7 @@ class LeanSpan(trace.Span, ReadableSpan):
         self._attributes: dict[str, Any] = attributes
         self.attributes = MappingProxyType(attributes)  # a read-only view, as ReadableSpan's
         self._events = self._links = ()
-        self.status = self._status = _UNSET
+        self.status = self._status = UNSET_STATUS
         self.start_time = self._start_time = start
         self.end_time = self._end_time = None
         self._processor = processor

@@ -48,7 +48,7 @@ _FLAGS_HAS_IS_REMOTE = 0x100
 _FLAGS_IS_REMOTE = 0x200
 # Wire tags: (field number << 3) | wire type (0 varint, 1 fixed64, 2 length-delimited, 5 fixed32).
 _KEY_CACHE_MAX = 512  # encoded attribute keys and span names kept (a small fixed set in practice)
-_PAIR_CACHE_MAX = 1024  # encoded attributes kept per key
+_PAIR_CACHE_MAX = 4096  # encoded (key, value) attributes kept
 _PAIR_VALUE_MAX = 200  # longer strings (URLs with ids) are not kept
 _KINDS = {value: b"\x30" + bytes((value + 1,)) for value in range(5)}
 _REMOTE_PARENT_FLAGS = b"\x85\x01" + struct.pack("<I", _FLAGS_HAS_IS_REMOTE | _FLAGS_IS_REMOTE)
@@ -138,6 +138,7 @@ class _Encoder:
         # and int (not bool, float) values are kept and looked up, so True, 1 and 1.0 (equal,
         # encoded differently) never meet.
         self._pairs: dict[int, dict[str, dict[Any, bytes]]] = {tag: {} for tag in _ATTRIBUTE_TAGS}
+        self._pair_count = 0
         # span name -> (pack of its name and kind fields and the times, kind, name and kind fields)
         self._names: dict[str, tuple[Any, Any, bytes]] = {}
 
@@ -159,8 +160,10 @@ class _Encoder:
                 size, key_size = len(data), len(key_field)
                 if size + key_size < 124:  # every size one byte (the usual): no varint to compute
                     sizes = _SIZES
-                    parts = (sizes[tag], sizes[key_size + size + 4], key_field, b"\x12", sizes[size + 2], b"\x0a")
-                    encoded = b"".join((*parts, sizes[size], data))
+                    pair_size, value_size = sizes[key_size + size + 4], sizes[size + 2]
+                    encoded = b"".join(
+                        (sizes[tag], pair_size, key_field, b"\x12", value_size, b"\x0a", sizes[size], data)
+                    )
                 else:
                     encoded = _field(tag, key_field + _field(0x12, b"\x0a" + _varint(size) + data))
                 if size > _PAIR_VALUE_MAX:
@@ -172,15 +175,15 @@ class _Encoder:
         except Exception as error:  # one bad attribute must not lose the batch
             _logger.warning("Failed to encode span attribute %s: %s", key, error)
             return None
-        by_key = self._pairs[tag]
-        values = by_key.get(key)
+        if self._pair_count >= _PAIR_CACHE_MAX:
+            for pairs in self._pairs.values():
+                pairs.clear()  # bounded; values that repeat come back at once
+            self._pair_count = 0
+        values = self._pairs[tag].get(key)
         if values is None:
-            if len(by_key) >= _KEY_CACHE_MAX:
-                by_key.clear()  # bounded: keys and values that repeat come back at once
-            values = by_key[key] = {}
-        elif len(values) >= _PAIR_CACHE_MAX:
-            values.clear()
+            values = self._pairs[tag][key] = {}
         values[value] = encoded
+        self._pair_count += 1
         return encoded
 
     def attributes(self, tag: int, attributes: Mapping[str, Any] | None) -> bytes:

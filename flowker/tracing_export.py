@@ -9,8 +9,8 @@ and compares them) with varints, length-delimited fields and fixed64 times, and 
 each resource and instrumentation scope once per batch.
 
 Flowker's own spans (:class:`flowker.tracing_spans.LeanSpan`: no events, links or trace
-state) take a short path inline in :meth:`_Encoder.request`, some 20 k instructions per
-span against 52 k for the general one (benchmarks/span_encoding.py): their slots read
+state) take a short path inline in :meth:`_Encoder.request`, some 19 k instructions per
+span against 51 k before (benchmarks/span_encoding.py): their slots read
 directly, the ids in one ``struct`` pack (the trace id field once per trace), the name and
 kind with the times in another, the unset status and flags one constant, and each
 attribute whose value repeats (node ids and types, methods, hosts, ports) one cached

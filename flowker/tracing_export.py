@@ -32,7 +32,7 @@ from typing import Any
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from flowker.tracing_spans import UNSET_STATUS, LeanSpan
+from flowker.tracing_spans import UNSET_STATUS, LeanClientSpan, LeanSpan
 
 _logger = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ _PAIR_VALUE_MAX = 200  # longer strings (URLs with ids) are not kept
 _KINDS = {value: b"\x30" + bytes((value + 1,)) for value in range(5)}
 _REMOTE_PARENT_FLAGS = b"\x85\x01" + struct.pack("<I", _FLAGS_HAS_IS_REMOTE | _FLAGS_IS_REMOTE)
 _LOCAL_PARENT_FLAGS = b"\x85\x01" + struct.pack("<I", _FLAGS_HAS_IS_REMOTE)
+_LEAN_TYPES = (LeanSpan, LeanClientSpan)  # no events, links or dropped counts: the fast path
 _STATUS_UNSET = b"\x7a\x00"  # an empty Status, as the SDK writes it
 _UNSET_LOCAL, _UNSET_REMOTE = _STATUS_UNSET + _LOCAL_PARENT_FLAGS, _STATUS_UNSET + _REMOTE_PARENT_FLAGS
 _KEPT_TYPES = (str, int)  # the attribute values kept encoded (exact types: not bool)
@@ -280,7 +281,7 @@ class _Encoder:
                 _resource, scopes = groups.setdefault(id(resource), (resource, {}))
                 encoded = scopes.setdefault(id(scope), (scope, []))[1]
             lean = False
-            if type(span) is LeanSpan and (start := span.start_time) and (end := span.end_time):
+            if type(span) in _LEAN_TYPES and (start := span.start_time) and (end := span.end_time):
                 trace_id, span_id, _, _, trace_state, _ = span.context
                 if trace_state is not empty_state and not trace_state:
                     empty_state = trace_state  # a span's is its parent's: mostly one object, read once

@@ -194,3 +194,17 @@ def test_the_cache_is_bounded(tmp_path, fresh_values, monkeypatch):
     text = directory_exposition(directory).decode()
     for index in range(25):  # recorders made again after a clear write on from the file's value
         assert f'flowker_steps_total{{node_type="call",status="succeeded",workflow="workflow-{index}"}} 2.0' in text
+
+
+def test_recorders_write_on_when_the_file_grows(tmp_path, fresh_values):
+    directory = str(tmp_path)
+    metrics = Metrics(fresh_values(directory), None, directory)
+    metrics.execution_ended(WORKFLOW, "succeeded", 0.02)
+    size = os.path.getsize(os.path.join(directory, f"counter_{os.getpid()}.db"))
+    for index in range(1000):  # new series: the file is enlarged and mapped again
+        metrics.step_settled(f"workflow-{index}", "call", "succeeded")
+    assert os.path.getsize(os.path.join(directory, f"counter_{os.getpid()}.db")) > size
+    metrics.execution_ended(WORKFLOW, "succeeded", 0.02)  # a recorder made before the growth
+    text = directory_exposition(directory)
+    assert b'flowker_executions_total{status="succeeded",workflow="pay-roll"} 2.0' in text
+    assert b'flowker_execution_duration_seconds_count{workflow="pay-roll"} 2.0' in text

@@ -27,9 +27,13 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 import time
 from bisect import bisect_left
 from typing import Any
+
+# MmapedDict's own: a value and its timestamp, written in one slice assignment.
+_pack_value = struct.Struct(b"dd").pack
 
 # Recorders by (instrument, label values). The label values are bounded (names, route
 # templates, statuses), so the cap is only a guard: when full, the cache starts again.
@@ -69,6 +73,8 @@ def _file_lock(value) -> Any | None:
         return None
     if not all(hasattr(value, name) for name in ("_file", "_key", "_value", "_timestamp")):
         return None
+    if not all(hasattr(value._file, name) for name in ("_m", "_positions", "write_value")):
+        return None
     inc = getattr(cls, "inc", None)
     code, closure = getattr(inc, "__code__", None), getattr(inc, "__closure__", None)
     if code is None or closure is None:
@@ -88,23 +94,35 @@ def _new_recorder(child):
     # prometheus-client's own fork check, before anything is read: in a forked child it
     # reopens every value's file under the child's pid (then the recorder holds those).
     first.get()
-    if kind == "counter":
-        return CounterRecorder(lock, first)
-    if kind == "gauge":
-        return GaugeRecorder(lock, first, bool(getattr(child, "_is_most_recent", False)))
-    if kind == "histogram":
-        buckets = list(child._buckets)
-        if buckets and all(_file_lock(bucket) is lock for bucket in buckets):
-            return HistogramRecorder(lock, first, tuple(child._upper_bounds), tuple(buckets))
+    with lock:
+        if kind == "counter":
+            return CounterRecorder(lock, first)
+        if kind == "gauge":
+            return GaugeRecorder(lock, first, bool(getattr(child, "_is_most_recent", False)))
+        if kind == "histogram":
+            buckets = list(child._buckets)
+            if buckets and all(_file_lock(bucket) is lock and bucket._file is first._file for bucket in buckets):
+                return HistogramRecorder(lock, first, tuple(child._upper_bounds), tuple(buckets))
     return child
 
 
+def _position(value) -> int:
+    """Where ``value``'s value and timestamp are in its file (fixed for that file: entries
+    are only appended). Its key is there: the value read it when it was made."""
+    file = value._file
+    if value._key not in file._positions:
+        file.write_value(value._key, value._value, value._timestamp)
+    return file._positions[value._key]
+
+
 class CounterRecorder:
-    __slots__ = ("_lock", "_value")
+    __slots__ = ("_lock", "_value", "_file", "_at")
 
     def __init__(self, lock, value):
         self._lock = lock
         self._value = value
+        self._file = value._file
+        self._at = _position(value)
 
     def inc(self, amount: float = 1) -> None:
         if amount < 0:
@@ -112,18 +130,26 @@ class CounterRecorder:
         value = self._value
         with self._lock:
             # MmapedValue.inc without its pid check: same value, timestamp, key and file.
-            value._value += amount
+            number = value._value + amount
+            value._value = number
             value._timestamp = 0.0
-            value._file.write_value(value._key, value._value, 0.0)
+            file = value._file
+            if file is self._file:  # MmapedDict.write_value without finding the key again
+                at = self._at
+                file._m[at : at + 16] = _pack_value(number, 0.0)
+            else:
+                file.write_value(value._key, number, 0.0)
 
 
 class GaugeRecorder:
-    __slots__ = ("_lock", "_value", "_most_recent")
+    __slots__ = ("_lock", "_value", "_most_recent", "_file", "_at")
 
     def __init__(self, lock, value, most_recent: bool):
         self._lock = lock
         self._value = value
         self._most_recent = most_recent
+        self._file = value._file
+        self._at = _position(value)
 
     def set(self, number: float) -> None:
         number = float(number)
@@ -133,30 +159,50 @@ class GaugeRecorder:
         with self._lock:
             value._value = number
             value._timestamp = timestamp
-            value._file.write_value(value._key, number, timestamp)
+            file = value._file
+            if file is self._file:
+                at = self._at
+                file._m[at : at + 16] = _pack_value(number, timestamp)
+            else:
+                file.write_value(value._key, number, timestamp)
 
 
 class HistogramRecorder:
     """Histogram.observe: the sum, and the one (non-cumulative) bucket the amount falls in."""
 
-    __slots__ = ("_lock", "_sum", "_bounds", "_buckets")
+    __slots__ = ("_lock", "_sum", "_bounds", "_buckets", "_file", "_sum_at", "_bucket_at")
 
     def __init__(self, lock, sum_value, bounds: tuple[float, ...], buckets: tuple):
         self._lock = lock
         self._sum = sum_value
         self._bounds = bounds
         self._buckets = buckets
+        self._file = sum_value._file  # the buckets' too (checked by the caller)
+        self._sum_at = _position(sum_value)
+        self._bucket_at = tuple(_position(bucket) for bucket in buckets)
 
     def observe(self, amount: float) -> None:
         # The first bound >= amount, as the library's loop finds it; NaN falls in none.
         index = bisect_left(self._bounds, amount) if not math.isnan(amount) else len(self._bounds)
         total = self._sum
         with self._lock:
-            total._value += amount
+            number = total._value + amount
+            total._value = number
             total._timestamp = 0.0
-            total._file.write_value(total._key, total._value, 0.0)
+            file = total._file
+            if file is self._file:
+                at = self._sum_at
+                file._m[at : at + 16] = _pack_value(number, 0.0)
+            else:
+                file.write_value(total._key, number, 0.0)
             if index < len(self._buckets):
                 bucket = self._buckets[index]
-                bucket._value += 1
+                count = bucket._value + 1
+                bucket._value = count
                 bucket._timestamp = 0.0
-                bucket._file.write_value(bucket._key, bucket._value, 0.0)
+                bucket_file = bucket._file
+                if bucket_file is self._file:
+                    at = self._bucket_at[index]
+                    bucket_file._m[at : at + 16] = _pack_value(count, 0.0)
+                else:
+                    bucket_file.write_value(bucket._key, count, 0.0)

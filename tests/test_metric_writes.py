@@ -53,6 +53,9 @@ def record_with_flowker(metrics: Metrics) -> None:
         metrics.http_request("POST", ROUTE, 201 if index % 3 else 500, seconds)
         metrics.http_request("BREW", None, 404, seconds)
         metrics.queue_depth(index, seconds or None)
+    # Counted without a duration: no histogram series for these labels.
+    metrics.executor_attempt("cold", "score", "circuit_open", None)
+    metrics.execution_ended("unfinished", "failed", None)
 
 
 def record_plainly(i: _Instruments) -> None:
@@ -79,6 +82,8 @@ def record_plainly(i: _Instruments) -> None:
         i.http_seconds.labels("other", "unmatched").observe(seconds)
         i.queue_depth.set(index)
         i.queue_oldest_age.set(seconds or 0.0)
+    i.executor_calls.labels("cold", "score", "circuit_open").inc()
+    i.executions.labels("unfinished", "failed").inc()
 
 
 def file_values(directory: str) -> dict[str, dict[str, float]]:

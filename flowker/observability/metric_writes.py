@@ -38,7 +38,7 @@ _pack_value = struct.Struct(b"dd").pack
 # Recorders by (instrument, label values). The label values are bounded (names, route
 # templates, statuses), so the cap is only a guard: when full, the cache starts again.
 CACHE_LIMIT = 4096
-_recorders: dict[tuple[Any, tuple[str, ...]], Any] = {}
+_recorders: dict[tuple, Any] = {}
 
 
 def _drop_recorders_in_child() -> None:
@@ -58,6 +58,19 @@ def recorder(instrument, labels: tuple[str, ...]):
         if len(_recorders) >= CACHE_LIMIT:
             _recorders.clear()
         found = _recorders[key] = _new_recorder(instrument.labels(*labels) if labels else instrument)
+    return found
+
+
+def counted_and_timed(counter, histogram, labels: tuple[str, ...]) -> CountAndObserve:
+    """``counter``'s series of ``labels`` and ``histogram``'s of ``labels[:-1]`` (the same
+    labels but the last: an outcome or status), recorded together: ``record(seconds)``."""
+    key = (counter, histogram, labels)  # three parts: never one of recorder()'s keys
+    found = _recorders.get(key)
+    if found is None:
+        both = CountAndObserve(recorder(counter, labels), recorder(histogram, labels[:-1]))
+        if len(_recorders) >= CACHE_LIMIT:
+            _recorders.clear()
+        found = _recorders[key] = both
     return found
 
 
@@ -127,18 +140,21 @@ class CounterRecorder:
     def inc(self, amount: float = 1) -> None:
         if amount < 0:
             raise ValueError("Counters can only be incremented by non-negative amounts.")
-        value = self._value
         with self._lock:
-            # MmapedValue.inc without its pid check: same value, timestamp, key and file.
-            number = value._value + amount
-            value._value = number
-            value._timestamp = 0.0
-            file = value._file
-            if file is self._file:  # MmapedDict.write_value without finding the key again
-                at = self._at
-                file._m[at : at + 16] = _pack_value(number, 0.0)
-            else:
-                file.write_value(value._key, number, 0.0)
+            self.add_locked(amount)
+
+    def add_locked(self, amount: float) -> None:
+        """MmapedValue.inc without its pid check (same value, timestamp, key and file); the lock is held."""
+        value = self._value
+        number = value._value + amount
+        value._value = number
+        value._timestamp = 0.0
+        file = value._file
+        if file is self._file:  # MmapedDict.write_value without finding the key again
+            at = self._at
+            file._m[at : at + 16] = _pack_value(number, 0.0)
+        else:
+            file.write_value(value._key, number, 0.0)
 
 
 class GaugeRecorder:
@@ -182,27 +198,58 @@ class HistogramRecorder:
         self._bucket_at = tuple(_position(bucket) for bucket in buckets)
 
     def observe(self, amount: float) -> None:
+        with self._lock:
+            self.add_locked(amount)
+
+    def add_locked(self, amount: float) -> None:
+        """Histogram.observe's writes; the lock is held."""
         # The first bound >= amount, as the library's loop finds it; NaN falls in none.
         index = bisect_left(self._bounds, amount) if not math.isnan(amount) else len(self._bounds)
         total = self._sum
-        with self._lock:
-            number = total._value + amount
-            total._value = number
-            total._timestamp = 0.0
-            file = total._file
-            if file is self._file:
-                at = self._sum_at
-                file._m[at : at + 16] = _pack_value(number, 0.0)
+        number = total._value + amount
+        total._value = number
+        total._timestamp = 0.0
+        file = total._file
+        if file is self._file:
+            at = self._sum_at
+            file._m[at : at + 16] = _pack_value(number, 0.0)
+        else:
+            file.write_value(total._key, number, 0.0)
+        if index < len(self._buckets):
+            bucket = self._buckets[index]
+            count = bucket._value + 1
+            bucket._value = count
+            bucket._timestamp = 0.0
+            bucket_file = bucket._file
+            if bucket_file is self._file:
+                at = self._bucket_at[index]
+                bucket_file._m[at : at + 16] = _pack_value(count, 0.0)
             else:
-                file.write_value(total._key, number, 0.0)
-            if index < len(self._buckets):
-                bucket = self._buckets[index]
-                count = bucket._value + 1
-                bucket._value = count
-                bucket._timestamp = 0.0
-                bucket_file = bucket._file
-                if bucket_file is self._file:
-                    at = self._bucket_at[index]
-                    bucket_file._m[at : at + 16] = _pack_value(count, 0.0)
-                else:
-                    bucket_file.write_value(bucket._key, count, 0.0)
+                bucket_file.write_value(bucket._key, count, 0.0)
+
+
+class CountAndObserve:
+    """An event counted and its duration observed (an execution's end, an executor call, an
+    HTTP request): one recording, so one lock for both when both are file recorders."""
+
+    __slots__ = ("_counter", "_histogram", "_lock")
+
+    def __init__(self, counter, histogram):
+        self._counter = counter
+        self._histogram = histogram
+        shared = (
+            isinstance(counter, CounterRecorder)
+            and isinstance(histogram, HistogramRecorder)
+            and counter._lock is histogram._lock
+        )
+        self._lock = counter._lock if shared else None
+
+    def record(self, seconds: float) -> None:
+        lock = self._lock
+        if lock is None:  # the library's own children (values in memory)
+            self._counter.inc()
+            self._histogram.observe(seconds)
+            return
+        with lock:
+            self._counter.add_locked(1)
+            self._histogram.add_locked(seconds)

@@ -31,7 +31,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
 
 from flowker.errors import ConfigurationError
-from flowker.observability.metric_writes import recorder
+from flowker.observability.metric_writes import counted_and_timed, recorder
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own variable
 # What generate_latest writes: the classic text format, which every Prometheus reads.
@@ -230,9 +230,12 @@ class Metrics:
     def execution_ended(self, workflow: str, status: str, seconds: float | None) -> None:
         if self._i is None:
             return
-        recorder(self._i.executions, (workflow, status)).inc()
-        if seconds is not None:
-            recorder(self._i.execution_seconds, (workflow,)).observe(max(0.0, seconds))
+        if seconds is None:  # no histogram series made (nor shown) for it
+            recorder(self._i.executions, (workflow, status)).inc()
+        else:
+            counted_and_timed(self._i.executions, self._i.execution_seconds, (workflow, status)).record(
+                max(0.0, seconds)
+            )
 
     def step_settled(self, workflow: str, node_type: str, status: str) -> None:
         if self._i is not None:
@@ -241,9 +244,11 @@ class Metrics:
     def executor_attempt(self, executor: str, endpoint: str, outcome: str, seconds: float | None) -> None:
         if self._i is None:
             return
-        recorder(self._i.executor_calls, (executor, endpoint, outcome)).inc()
-        if seconds is not None:
-            recorder(self._i.executor_call_seconds, (executor, endpoint)).observe(max(0.0, seconds))
+        labels = (executor, endpoint, outcome)
+        if seconds is None:  # refused by the breaker: no call, no duration
+            recorder(self._i.executor_calls, labels).inc()
+        else:
+            counted_and_timed(self._i.executor_calls, self._i.executor_call_seconds, labels).record(max(0.0, seconds))
 
     def executor_retries(self, executor: str, count: int) -> None:
         if self._i is not None:
@@ -262,8 +267,9 @@ class Metrics:
             return
         method = method if method in HTTP_METHODS else "other"
         route = route or UNMATCHED_ROUTE
-        recorder(self._i.http_requests, (method, route, str(status))).inc()
-        recorder(self._i.http_seconds, (method, route)).observe(max(0.0, seconds))
+        counted_and_timed(self._i.http_requests, self._i.http_seconds, (method, route, str(status))).record(
+            max(0.0, seconds)
+        )
 
     def audit_appended(self, count: int = 1) -> None:
         if self._i is not None and count > 0:

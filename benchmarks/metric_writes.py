@@ -9,7 +9,8 @@ settled steps, one executor attempt and its retries, the breaker's state, two au
 appends and the execution's end; about 15 values written to the memory-mapped files of a
 fresh multiprocess directory. Prints the CPU time per execution (``time.process_time``,
 best of 5 rounds); ``--callgrind`` also counts instructions per execution under valgrind
-(N and 2N executions in two processes: the difference divided by N, startup cancelled).
+(N and 2N executions in two processes: the difference divided by N, startup cancelled),
+and the same for the same calls on a disabled ``Metrics``: what recording adds to them.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD_FLAG = "--child"
+OFF_FLAG = "--off"  # the same calls on Metrics.disabled(): what the calls cost without recording
 WORKFLOW = "bench-rest"
 
 
@@ -52,10 +54,12 @@ def recording_metrics(folder: str):
     return Metrics.from_settings(SimpleNamespace(metrics=True))
 
 
-def run(executions: int) -> None:
+def run(executions: int, enabled: bool = True) -> None:
+    from flowker.observability.metrics import Metrics
+
     folder = tempfile.mkdtemp(prefix="flowker-metric-writes-")
     try:
-        metrics = recording_metrics(folder)
+        metrics = recording_metrics(folder) if enabled else Metrics.disabled()
         for _ in range(executions):
             one_execution(metrics)
     finally:
@@ -79,7 +83,7 @@ def seconds_per_execution(executions: int, rounds: int = 5) -> float:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def instructions(executions: int) -> int:
+def instructions(executions: int, enabled: bool = True) -> int:
     """Instructions callgrind counted for one process recording ``executions`` (startup included)."""
     with tempfile.TemporaryDirectory(prefix="flowker-callgrind-") as scratch:
         command = [
@@ -92,6 +96,8 @@ def instructions(executions: int) -> int:
             CHILD_FLAG,
             str(executions),
         ]
+        if not enabled:
+            command.append(OFF_FLAG)
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1800)
     found = re.search(r"Collected : (\d+)", done.stderr)
     if done.returncode != 0 or found is None:
@@ -105,9 +111,10 @@ def main(argv=None) -> int:
     parser.add_argument("--callgrind", action="store_true", help="also count instructions under valgrind")
     parser.add_argument("--callgrind-executions", type=int, default=2000, help="N (and 2N) under valgrind")
     parser.add_argument(CHILD_FLAG, type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument(OFF_FLAG, action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
-        run(args.child)
+        run(args.child, enabled=not args.off)
         return 0
     per_execution = seconds_per_execution(args.executions)
     print(f"metric writes of one REST execution: {per_execution * 1e6:.2f} µs CPU (best of 5 x {args.executions})")
@@ -115,8 +122,12 @@ def main(argv=None) -> int:
         if shutil.which("valgrind") is None:
             raise SystemExit("valgrind is not installed (apt-get install valgrind)")
         few = args.callgrind_executions
-        difference = instructions(2 * few) - instructions(few)
-        print(f"instructions per execution: {difference / few:,.0f} (callgrind, {2 * few} - {few} executions)")
+        recorded = (instructions(2 * few) - instructions(few)) / few
+        calls_only = (instructions(2 * few, enabled=False) - instructions(few, enabled=False)) / few
+        print(
+            f"instructions per execution (callgrind, {2 * few} - {few} executions): {recorded:,.0f}; "
+            f"the same calls with metrics off {calls_only:,.0f}; added by recording {recorded - calls_only:,.0f}"
+        )
     return 0
 
 

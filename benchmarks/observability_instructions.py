@@ -11,7 +11,10 @@ middleware, authentication, the run, its commits, its log lines, metrics and spa
 gunicorn, no socket to a client) under ``valgrind --tool=callgrind``, once with a few
 executions and once with more, and the difference of the two instruction totals divided
 by the difference of the counts is the instructions per execution. Instruction counts
-repeat exactly for the same code and inputs whatever else the machine runs; they are not
+do not follow what else the machine runs, but they do not repeat exactly either: timers
+(the log batch, the metrics and progress threads) fire a different number of times, and
+the hash seed (fixed at 0 here) changes set and dict orders; ``off`` has moved by up to
+2 % between runs, so compare variants of one run, and small differences twice. They are not
 time (a cache miss costs more than an add), so this is a proxy for the throughput target,
 for finding and checking reductions, not the target itself.
 
@@ -102,6 +105,8 @@ def instructions(variant_env: dict, stub_port: int, executions: int, warmup: int
         ]
         # The variant's settings only (as benchmarks/api.py's Server): none inherited.
         environment = {key: value for key, value in os.environ.items() if not key.startswith(("FLOWKER_", "OTEL_"))}
+        # One hash seed for every child: set and dict orders (and so some counts) follow it.
+        environment["PYTHONHASHSEED"] = "0"
         done = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=1800)
     found = re.search(r"Collected : (\d+)", done.stderr)
     if done.returncode != 0 or found is None:

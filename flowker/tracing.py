@@ -34,7 +34,7 @@ from urllib.parse import urlencode, urlsplit
 
 from flowker.errors import ConfigurationError
 
-TRACE_CONTEXT_HEADERS = ("traceparent", "tracestate")
+TRACE_CONTEXT_HEADERS = ("traceparent", "tracestate")  # also flowker.tracing_spans's
 TRACER_NAME = "flowker"
 DEFAULT_SERVICE_NAME = "flowker"
 _ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -173,7 +173,7 @@ class _Span:
     def __exit__(self, exc_type, exc, _traceback) -> None:
         try:
             if exc is not None:
-                self.failed(_error_type(exc))
+                self.failed(error_type(exc))
         finally:
             self._otel.restore(self._token)
             self._span.end()
@@ -207,11 +207,15 @@ class ClientSpan(_Span):
             self.failed(str(status))
 
     def __exit__(self, exc_type, exc, traceback) -> None:
-        url = self._url
-        if self._query:
-            url = f"{url}{'&' if '?' in url else '?'}{urlencode(self._query, doseq=True)}"
-        self._span.set_attribute("url.full", self._redact_url(url))
+        self._span.set_attribute("url.full", self._redact_url(full_url(self._url, self._query)))
         super().__exit__(exc_type, exc, traceback)
+
+
+def full_url(url: str, query: dict | None) -> str:
+    """The URL with the query parameters an auth added (what ``url.full`` shows, redacted)."""
+    if query:
+        return f"{url}{'&' if '?' in url else '?'}{urlencode(query, doseq=True)}"
+    return url
 
 
 class _PropagatingSpan(_NoSpan):
@@ -243,6 +247,7 @@ class _Otel:
         self.make_current, self.restore = tracing_spans.make_current, tracing_spans.restore
         self.current_span, self.inject = tracing_spans.current_span, tracing_spans.inject
         self.LeanSpan, self.start_root = tracing_spans.LeanSpan, tracing_spans.start_root
+        self.LeanClientSpan = tracing_spans.LeanClientSpan
 
 
 class Tracing:
@@ -270,9 +275,9 @@ class Tracing:
     def _build(self) -> None:
         from opentelemetry.sdk.resources import OTELResourceDetector, Resource
         from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
         from flowker import __version__
+        from flowker.tracing_batch import SpanBatch
         from flowker.tracing_export import LeanOTLPSpanExporter
 
         # service.name defaults to "flowker"; OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win.
@@ -280,7 +285,7 @@ class Tracing:
             OTELResourceDetector().detect()
         )
         provider = TracerProvider(resource=resource, shutdown_on_exit=False)  # sampler: OTEL_TRACES_SAMPLER
-        processor = BatchSpanProcessor(self._exporter or LeanOTLPSpanExporter())
+        processor = SpanBatch(self._exporter or LeanOTLPSpanExporter(), self._environ)
         provider.add_span_processor(processor)
         self._otel = _Otel()
         self._processor = processor
@@ -317,17 +322,19 @@ class Tracing:
         assert self._otel is not None  # set with the tracer
         return self._otel.propagator.extract(carrier)
 
-    def execution(self, execution_id: str, parent: Any = None) -> _Span | _NoSpan:
+    def execution(self, execution_id: str, parent: Any = None) -> Any:
+        """The run's span: a recording LeanSpan is its own handle; an unsampled one is wrapped."""
         tracer = self._started()
         if tracer is None:  # shut down: the process is ending
             return _NO_SPAN
-        assert self._otel is not None
-        span = self._otel.start_root(
+        otel = self._otel
+        assert otel is not None
+        span = otel.start_root(
             tracer, self._processor, "flowker.execution", parent, {"flowker.execution.id": execution_id}
         )
-        return _Span(span, self._otel)
+        return span if type(span) is otel.LeanSpan else _Span(span, otel)
 
-    def step(self, node_id: str, node_type: str, workflow_name: str, execution_id: str) -> _Span | _NoSpan:
+    def step(self, node_id: str, node_type: str, workflow_name: str, execution_id: str) -> Any:
         tracer = self._started()
         if tracer is None:
             return _NO_SPAN
@@ -342,22 +349,13 @@ class Tracing:
             "flowker.workflow.name": workflow_name,
             "flowker.execution.id": execution_id,
         }
-        if recording:  # under the execution's span: the lean path (flowker.tracing_spans)
-            span = self._otel.LeanSpan.child(
-                "flowker.step",
-                parent,
-                self._processor,
-                tracer.id_generator,
-                self._otel.SpanKind.INTERNAL,
-                attributes,
+        if recording:  # under the execution's span: the lean path (flowker.tracing_spans), its own handle
+            return self._otel.LeanSpan.child(
+                "flowker.step", parent, self._processor, tracer.id_generator, self._otel.SpanKind.INTERNAL, attributes
             )
-        else:
-            span = tracer.start_span("flowker.step", attributes=attributes)
-        return _Span(span, self._otel)
+        return _Span(tracer.start_span("flowker.step", attributes=attributes), self._otel)
 
-    def client(
-        self, executor: str, method: str, url: str, query: dict | None, redact_url, attempt: int
-    ) -> ClientSpan | _PropagatingSpan | _NoSpan:
+    def client(self, executor: str, method: str, url: str, query: dict | None, redact_url, attempt: int) -> Any:
         tracer = self._started()
         if tracer is None:
             return _NO_SPAN
@@ -376,15 +374,15 @@ class Tracing:
         if attempt > 1:
             attributes["http.request.resend_count"] = attempt - 1
         if recording:
-            span = self._otel.LeanSpan.child(
+            lean = self._otel.LeanClientSpan.child(
                 method, parent, self._processor, tracer.id_generator, self._otel.SpanKind.CLIENT, attributes
             )
-        else:
-            span = tracer.start_span(method, kind=self._otel.SpanKind.CLIENT, attributes=attributes)
+            return lean.expect(redact_url, url, query)
+        span = tracer.start_span(method, kind=self._otel.SpanKind.CLIENT, attributes=attributes)
         return ClientSpan(span, self._otel, redact_url, url, query)
 
 
-def _error_type(exc: BaseException) -> str:
+def error_type(exc: BaseException) -> str:
     """A low-cardinality name for what went wrong: an error code, an HTTP status, else a class."""
     code = getattr(exc, "code", None)
     if isinstance(code, str) and code:

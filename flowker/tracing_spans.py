@@ -28,6 +28,7 @@ Imported only when tracing is on (it imports the SDK).
 
 from __future__ import annotations
 
+import random
 import time
 from contextvars import ContextVar
 from types import MappingProxyType
@@ -37,6 +38,9 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from flowker.tracing import error_type, full_url
+
 from opentelemetry.trace import (
     INVALID_SPAN,
     INVALID_SPAN_CONTEXT,
@@ -51,6 +55,9 @@ from opentelemetry.trace import (
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _UNSET = Status(StatusCode.UNSET)
+_ERROR = Status(StatusCode.ERROR)
+TRACE_CONTEXT_HEADERS = ("traceparent", "tracestate")
+_random_bits = random.getrandbits  # what the SDK's RandomIdGenerator draws span ids with
 _SPAN_ID_MAX = 2**64 - 1
 _new_tuple = tuple.__new__
 _RANDOM_TRACE_ID = getattr(TraceFlags, "RANDOM_TRACE_ID", 0)  # W3C level 2 flag, newer SDKs set it
@@ -193,14 +200,18 @@ class LeanSpan(trace.Span, ReadableSpan):
     def child(cls, name: str, parent_span: Any, processor: Any, id_generator: Any, kind: SpanKind, attributes):
         """A span under ``parent_span`` (a recording LeanSpan or SDK span of this process);
         ``attributes`` becomes the span's own (not copied)."""
-        if type(parent_span) is cls:  # the usual parent: its fields read directly
+        if type(parent_span) is LeanSpan:  # the usual parent (an execution or step): its fields read directly
             parent = parent_span.context
             resource, scope = parent_span.resource, parent_span.instrumentation_scope
         else:
             parent = parent_span.get_span_context()
             resource, scope = parent_span.resource, parent_span.instrumentation_scope
         trace_id, _, _, flags, state, _ = parent
-        span_id = id_generator.generate_span_id()
+        # The SDK's RandomIdGenerator draws from the same generator (without two calls);
+        # 0 is not a span id: it asks the generator again, as the SDK does.
+        span_id = _random_bits(64) if type(id_generator) is RandomIdGenerator else 0
+        if not span_id:
+            span_id = id_generator.generate_span_id()
         # SpanContext's __new__ (a Python call) only adds whether the ids are valid; the
         # trace id is a valid parent's.
         context = _new_tuple(SpanContext, (trace_id, span_id, False, flags, state, 0 < span_id <= _SPAN_ID_MAX))
@@ -225,6 +236,40 @@ class LeanSpan(trace.Span, ReadableSpan):
 
     def get_span_context(self) -> SpanContext:
         return self.context
+
+    # -- Flowker's span handle (flowker.tracing): the span itself, no wrapper ----------
+
+    @property
+    def trace_id(self) -> str | None:
+        """The trace id a result shows, when the trace is sampled (exported)."""
+        context = self.context
+        return f"{context.trace_id:032x}" if context.trace_flags & 1 else None
+
+    def set(self, name: str, value: Any) -> None:
+        if value is not None and self._end_time is None:
+            self._attributes[name] = value
+
+    def failed(self, error_type: str) -> None:
+        if self._end_time is None:
+            self._attributes["error.type"] = error_type
+            self.set_status(_ERROR)
+
+    def __enter__(self) -> "LeanSpan":
+        """The span becomes OpenTelemetry's current span until the block ends."""
+        context = Context(current_context())
+        _set_in(context, SPAN_KEY, self)
+        self._token = attach(context)
+        return self
+
+    def __exit__(self, exc_type, exc, _traceback) -> None:
+        """Ends the span; an exception leaving the block marks it failed with ``error.type``
+        (its code, else its class), never with its message."""
+        try:
+            if exc is not None:
+                self.failed(error_type(exc))
+        finally:
+            restore(self._token)
+            self.end()
 
     def is_recording(self) -> bool:
         return self._end_time is None
@@ -256,4 +301,35 @@ class LeanSpan(trace.Span, ReadableSpan):
         if self._end_time is not None:
             return
         self.end_time = self._end_time = end_time if end_time is not None else time.time_ns()
-        self._processor.on_end(self)
+        if self.context[3] & 1:  # sampled (a RECORD_ONLY span is not exported, as with the SDK's processors)
+            self._processor.add(self)
+
+
+class LeanClientSpan(LeanSpan):
+    """One executor call attempt (HTTP client semantic conventions); see
+    :class:`flowker.tracing.ClientSpan`, whose handle this is, for a recording parent."""
+
+    def expect(self, redact_url: Callable[[str], str], url: str, query: dict | None) -> "LeanClientSpan":
+        self._redact_url = redact_url
+        self._url, self._query = url, query
+        return self
+
+    def headers(self, headers: dict) -> dict:
+        """``headers`` plus this attempt's ``traceparent`` (and ``tracestate``); any the
+        workflow set are replaced, so the service sees exactly one."""
+        carried = {name: value for name, value in headers.items() if name.lower() not in TRACE_CONTEXT_HEADERS}
+        inject(carried, self.context)
+        return carried
+
+    def answered(self, response) -> None:
+        status = response.status_code
+        first = response.history[0] if response.history else response
+        if first.request is not None and first.request.url:
+            self._url, self._query = first.request.url, None
+        self.set("http.response.status_code", status)
+        if status >= 400:
+            self.failed(str(status))
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        self.set("url.full", self._redact_url(full_url(self._url, self._query)))
+        super().__exit__(exc_type, exc, traceback)

@@ -304,3 +304,64 @@ def test_the_execution_line_takes_the_direct_way_past_its_loggers_null_handler()
 class _NoMetrics:
     def execution_ended(self, workflow, status, seconds) -> None:
         pass
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "plain",
+        'quotes " and \\ backslashes',
+        "control \x00\x01\x1f\n\t\r characters",
+        "unicode é ü 日本 \u2028 \U0001f600",
+        SafeField("/v1/workflows/{workflow_id}"),
+        0,
+        -17,
+        2**70,
+        1.5,
+        0.1,
+        1e-7,
+        float("nan"),
+        float("inf"),
+        -float("inf"),
+        True,
+        False,
+        ["list", 1],
+        {"nested": "dict"},
+        object(),
+    ],
+    ids=repr,
+)
+def test_a_json_line_joined_from_pieces_is_what_the_json_encoder_writes(value):
+    """The line is built from pieces, not by encoding a dict: for every kind of value it
+    must be the same text json.JSONEncoder(ensure_ascii=False, default=str) writes."""
+    formatter = JsonFormatter()
+    fields = {"method": "POST", "status": value, "principal": value, "attempts": value, "request_id": None}
+
+    def scrub(text):
+        return text
+
+    line = formatter.json_line("2026-12-07T00:00:00.000Z", "INFO", "flowker.access", 'say "hi"', 4242, fields, scrub)
+    expected = {
+        "time": "2026-12-07T00:00:00.000Z",
+        "level": "INFO",
+        "logger": "flowker.access",
+        "message": 'say "hi"',
+        "pid": 4242,
+        "method": "POST",
+        "status": value,
+        "principal": value,
+        "attempts": value,
+    }
+    assert line == json.JSONEncoder(ensure_ascii=False, default=str).encode(expected)
+    with_traceback = formatter.json_line("t", "ERROR", "x", "m", None, {}, scrub, 'Trace "1"\n', "stack\u00e9")
+    assert with_traceback == json.JSONEncoder(ensure_ascii=False).encode(
+        {
+            "time": "t",
+            "level": "ERROR",
+            "logger": "x",
+            "message": "m",
+            "pid": None,
+            "exception": 'Trace "1"\n',
+            "stack": "stack\u00e9",
+        }
+    )

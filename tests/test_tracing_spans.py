@@ -104,7 +104,7 @@ def test_lean_spans_read_and_export_as_the_readable_span_copies_the_sdk_would_ma
             raise RuntimeError("no")
     tracing.shutdown()
     ended = tracing.exporter.get_finished_spans()
-    assert len(ended) == 4 and all(type(span) is LeanSpan for span in ended)
+    assert len(ended) == 4 and all(isinstance(span, LeanSpan) for span in ended)
     copies = []
     for span in ended:
         for name in READ_VIEW:  # the fast read view agrees with ReadableSpan's own getters

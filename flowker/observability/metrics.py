@@ -31,6 +31,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
 
 from flowker.errors import ConfigurationError
+from flowker.observability.metric_writes import counted_and_timed, recorder
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own variable
 # What generate_latest writes: the classic text format, which every Prometheus reads.
@@ -204,16 +205,6 @@ class Metrics:
         self._i = instruments
         self._registry = registry
         self.directory = directory
-        # Labelled children by (instrument, labels): ``labels()`` checks and locks on every
-        # call; the label values are bounded (names, templates, statuses), so is this.
-        self._children: dict[tuple, Any] = {}
-
-    def _child(self, instrument, *labels: str):
-        key = (id(instrument), labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = instrument.labels(*labels)
-        return child
 
     @classmethod
     def from_settings(cls, settings) -> "Metrics":
@@ -239,53 +230,59 @@ class Metrics:
     def execution_ended(self, workflow: str, status: str, seconds: float | None) -> None:
         if self._i is None:
             return
-        self._child(self._i.executions, workflow, status).inc()
-        if seconds is not None:
-            self._child(self._i.execution_seconds, workflow).observe(max(0.0, seconds))
+        if seconds is None:  # no histogram series made (nor shown) for it
+            recorder(self._i.executions, (workflow, status)).inc()
+        else:
+            counted_and_timed(self._i.executions, self._i.execution_seconds, (workflow, status)).record(
+                max(0.0, seconds)
+            )
 
     def step_settled(self, workflow: str, node_type: str, status: str) -> None:
         if self._i is not None:
-            self._child(self._i.steps, workflow, node_type, status).inc()
+            recorder(self._i.steps, (workflow, node_type, status)).inc()
 
     def executor_attempt(self, executor: str, endpoint: str, outcome: str, seconds: float | None) -> None:
         if self._i is None:
             return
-        self._child(self._i.executor_calls, executor, endpoint, outcome).inc()
-        if seconds is not None:
-            self._child(self._i.executor_call_seconds, executor, endpoint).observe(max(0.0, seconds))
+        labels = (executor, endpoint, outcome)
+        if seconds is None:  # refused by the breaker: no call, no duration
+            recorder(self._i.executor_calls, labels).inc()
+        else:
+            counted_and_timed(self._i.executor_calls, self._i.executor_call_seconds, labels).record(max(0.0, seconds))
 
     def executor_retries(self, executor: str, count: int) -> None:
         if self._i is not None:
             # The child is made on the first call, so the series exists (at 0) for rate();
             # adding 0 would only be one more value write (a lock and a file write per call).
-            child = self._child(self._i.executor_retries, executor)
+            child = recorder(self._i.executor_retries, (executor,))
             if count > 0:
                 child.inc(count)
 
     def breaker_state(self, executor: str, state: str) -> None:
         if self._i is not None and state in BREAKER_STATE_VALUES:
-            self._i.breaker_state.labels(executor).set(BREAKER_STATE_VALUES[state])
+            recorder(self._i.breaker_state, (executor,)).set(BREAKER_STATE_VALUES[state])
 
     def http_request(self, method: str, route: str | None, status: int, seconds: float) -> None:
         if self._i is None:
             return
         method = method if method in HTTP_METHODS else "other"
         route = route or UNMATCHED_ROUTE
-        self._child(self._i.http_requests, method, route, str(status)).inc()
-        self._child(self._i.http_seconds, method, route).observe(max(0.0, seconds))
+        counted_and_timed(self._i.http_requests, self._i.http_seconds, (method, route, str(status))).record(
+            max(0.0, seconds)
+        )
 
     def audit_appended(self, count: int = 1) -> None:
         if self._i is not None and count > 0:
-            self._i.audit_appends.inc(count)
+            recorder(self._i.audit_appends, ()).inc(count)
 
     def audit_verified(self, valid: bool) -> None:
         if self._i is not None:
-            self._i.audit_verifications.labels("valid" if valid else "invalid").inc()
+            recorder(self._i.audit_verifications, ("valid" if valid else "invalid",)).inc()
 
     def queue_depth(self, depth: int, oldest_age_seconds: float | None = None) -> None:
         if self._i is not None:
-            self._i.queue_depth.set(depth)
-            self._i.queue_oldest_age.set(oldest_age_seconds or 0.0)
+            recorder(self._i.queue_depth, ()).set(depth)
+            recorder(self._i.queue_oldest_age, ()).set(oldest_age_seconds or 0.0)
 
     # -- exposition -------------------------------------------------------------------
 

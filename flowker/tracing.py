@@ -6,10 +6,10 @@ Configured only by the standard ``OTEL_*`` variables, captured in
 do not turn it off). Off, :func:`tracing_from_settings` answers :data:`NO_TRACING`, whose
 methods do nothing and import nothing: the cost is one method call per step.
 
-On, a :class:`Tracing` builds its SDK parts (a ``TracerProvider``, a ``BatchSpanProcessor``
-and the OTLP/HTTP protobuf exporter - the SDK's, with :mod:`flowker.tracing_export`'s lean
-encoder - which read the other ``OTEL_*`` variables themselves:
-sampler, batch delay, headers, timeout, resource attributes) on :meth:`Tracing.start` or the
+On, a :class:`Tracing` builds its SDK parts (a ``TracerProvider``; the span batch of
+:mod:`flowker.tracing_batch` in place of the SDK's ``BatchSpanProcessor``; the OTLP/HTTP
+protobuf exporter - the SDK's, with :mod:`flowker.tracing_export`'s lean encoder; they read
+the other ``OTEL_*`` variables: sampler, batch delay, headers, timeout, resource attributes) on :meth:`Tracing.start` or the
 first span, whichever comes first - never at import, and in each gunicorn worker after the
 fork (``post_fork``). Nothing is set as the process's global tracer provider: the runner
 gets this object from the runtime. :meth:`Tracing.shutdown` exports what is left.

@@ -37,6 +37,7 @@ from flowker.errors import ConfigurationError
 TRACE_CONTEXT_HEADERS = ("traceparent", "tracestate")  # also flowker.tracing_spans's
 TRACER_NAME = "flowker"
 DEFAULT_SERVICE_NAME = "flowker"
+SERVER_CACHE_SIZE = 256  # URLs whose server address and port are kept
 _ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 _PROTOCOL_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
 
@@ -248,6 +249,7 @@ class _Otel:
         self.current_span, self.inject = tracing_spans.current_span, tracing_spans.inject
         self.LeanSpan, self.start_root = tracing_spans.LeanSpan, tracing_spans.start_root
         self.LeanClientSpan = tracing_spans.LeanClientSpan
+        self.recording_parent = tracing_spans.recording_parent
 
 
 class Tracing:
@@ -264,6 +266,7 @@ class Tracing:
         self._processor: Any = None  # the tracer's only span processor, handed ended spans directly
         self._otel: _Otel | None = None
         self._stopped = False
+        self._servers: dict[str, tuple[str, int]] = {}  # url -> (server.address, server.port)
 
     def start(self) -> "Tracing":
         """Build the tracer provider, its batch processor (a thread) and the exporter now."""
@@ -335,6 +338,23 @@ class Tracing:
         return span if type(span) is otel.LeanSpan else _Span(span, otel)
 
     def step(self, node_id: str, node_type: str, workflow_name: str, execution_id: str) -> Any:
+        otel, tracer = self._otel, self._tracer
+        if otel is not None and tracer is not None:
+            parent = otel.recording_parent()
+            if parent is not None:  # under the execution's span: the lean path, the span its own handle
+                attributes = {
+                    "flowker.node.id": node_id,
+                    "flowker.node.type": node_type,
+                    "flowker.workflow.name": workflow_name,
+                    "flowker.execution.id": execution_id,
+                }
+                return otel.LeanSpan.child(
+                    "flowker.step", parent, self._processor, tracer.id_generator, otel.SpanKind.INTERNAL, attributes
+                )
+        return self._other_step(node_id, node_type, workflow_name, execution_id)
+
+    def _other_step(self, node_id: str, node_type: str, workflow_name: str, execution_id: str) -> Any:
+        """A step whose parent is not a running LeanSpan: none yet, an unsampled trace, an SDK span."""
         tracer = self._started()
         if tracer is None:
             return _NO_SPAN
@@ -349,13 +369,42 @@ class Tracing:
             "flowker.workflow.name": workflow_name,
             "flowker.execution.id": execution_id,
         }
-        if recording:  # under the execution's span: the lean path (flowker.tracing_spans), its own handle
+        if recording:  # a LeanSpan's path (flowker.tracing_spans), the span its own handle
             return self._otel.LeanSpan.child(
                 "flowker.step", parent, self._processor, tracer.id_generator, self._otel.SpanKind.INTERNAL, attributes
             )
         return _Span(tracer.start_span("flowker.step", attributes=attributes), self._otel)
 
     def client(self, executor: str, method: str, url: str, query: dict | None, redact_url, attempt: int) -> Any:
+        otel, tracer = self._otel, self._tracer
+        if otel is not None and tracer is not None:
+            parent = otel.recording_parent()
+            if parent is not None:  # under the step's span: the lean path
+                lean = otel.LeanClientSpan.child(
+                    method,
+                    parent,
+                    self._processor,
+                    tracer.id_generator,
+                    otel.SpanKind.CLIENT,
+                    self._call_attributes(executor, method, url, attempt),
+                )
+                return lean.expect(redact_url, url, query)
+        return self._other_client(executor, method, url, query, redact_url, attempt)
+
+    def _call_attributes(self, executor: str, method: str, url: str, attempt: int) -> dict[str, Any]:
+        address, port = self._servers.get(url) or self._server_of(url)
+        attributes: dict[str, Any] = {
+            "http.request.method": method,
+            "server.address": address,
+            "server.port": port,
+            "flowker.executor.name": executor,
+        }
+        if attempt > 1:
+            attributes["http.request.resend_count"] = attempt - 1
+        return attributes
+
+    def _other_client(self, executor: str, method: str, url: str, query: dict | None, redact_url, attempt: int) -> Any:
+        """A call whose parent is not a running LeanSpan (see :meth:`_other_step`)."""
         tracer = self._started()
         if tracer is None:
             return _NO_SPAN
@@ -364,15 +413,7 @@ class Tracing:
         recording = parent.is_recording()
         if not recording and parent.get_span_context().is_valid:
             return _PropagatingSpan(self._otel, parent.get_span_context())  # the service learns the trace, unsampled
-        parts = urlsplit(url)
-        attributes: dict[str, Any] = {
-            "http.request.method": method,
-            "server.address": parts.hostname or "",
-            "server.port": parts.port or (443 if parts.scheme == "https" else 80),
-            "flowker.executor.name": executor,
-        }
-        if attempt > 1:
-            attributes["http.request.resend_count"] = attempt - 1
+        attributes = self._call_attributes(executor, method, url, attempt)
         if recording:
             lean = self._otel.LeanClientSpan.child(
                 method, parent, self._processor, tracer.id_generator, self._otel.SpanKind.CLIENT, attributes
@@ -380,6 +421,15 @@ class Tracing:
             return lean.expect(redact_url, url, query)
         span = tracer.start_span(method, kind=self._otel.SpanKind.CLIENT, attributes=attributes)
         return ClientSpan(span, self._otel, redact_url, url, query)
+
+    def _server_of(self, url: str) -> tuple[str, int]:
+        """``server.address`` and ``server.port`` of ``url``, kept: an executor's URLs repeat."""
+        parts = urlsplit(url)
+        found = (parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+        if len(self._servers) >= SERVER_CACHE_SIZE:
+            self._servers.clear()  # bounded; the URLs in use come back at once
+        self._servers[url] = found
+        return found
 
 
 def error_type(exc: BaseException) -> str:

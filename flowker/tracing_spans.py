@@ -110,6 +110,13 @@ def current_span() -> Any:
     return span if type(span) is LeanSpan else trace.get_current_span(context)
 
 
+def recording_parent() -> "LeanSpan | None":
+    """The current span when it is a LeanSpan still running - the usual parent of a step or
+    an executor call (the execution's or the step's) - found with one look-up; else None."""
+    span = current_context().get(SPAN_KEY)
+    return span if type(span) is LeanSpan and span.end_time is None else None
+
+
 def inject(carrier: dict, span_context: SpanContext) -> None:
     """What ``TraceContextTextMapPropagator().inject`` writes for a span with ``span_context``:
     its W3C ``traceparent`` and, when it has one, ``tracestate``."""

@@ -163,3 +163,29 @@ def test_the_context_is_read_directly_only_from_the_default_runtime_context(monk
 
     monkeypatch.setattr(otel_context, "_RUNTIME_CONTEXT", OtherRuntime())
     assert tracing_spans._runtime_variable() is None
+
+
+def test_a_calls_server_address_and_port_are_right_and_the_kept_ones_stay_bounded(tracing):
+    from flowker.tracing import SERVER_CACHE_SIZE
+
+    urls = [f"https://svc-{number}.example:{8000 + number}/pay" for number in range(SERVER_CACHE_SIZE + 10)]
+    with tracing.execution("e-1"):
+        with tracing.step("pay", "executor", "wf", "e-1"):
+            for url in [*urls, "https://default.example/pay", "http://plain.example/x", urls[0]]:
+                with tracing.client("svc", "POST", url, None, str, 1):
+                    pass
+    tracing.shutdown()
+    calls = [span for span in tracing.exporter.get_finished_spans() if span.name == "POST"]
+    assert len(calls) == len(urls) + 3
+    for span, url in zip(calls, urls):
+        number = int(url.split("-")[1].split(".")[0])
+        assert (span.attributes["server.address"], span.attributes["server.port"]) == (
+            f"svc-{number}.example",
+            8000 + number,
+        )
+    assert [(span.attributes["server.address"], span.attributes["server.port"]) for span in calls[-3:]] == [
+        ("default.example", 443),
+        ("plain.example", 80),
+        ("svc-0.example", 8000),
+    ]
+    assert 0 < len(tracing._servers) <= SERVER_CACHE_SIZE

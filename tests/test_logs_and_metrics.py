@@ -365,3 +365,37 @@ def test_a_json_line_joined_from_pieces_is_what_the_json_encoder_writes(value):
             "stack": "stack\u00e9",
         }
     )
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_a_forked_childs_direct_lines_carry_the_childs_pid(tmp_path):
+    """The direct path keeps the pid (a system call per line otherwise): a forked child
+    (a gunicorn worker) must still write its own."""
+    out = tmp_path / "lines.txt"
+    stream = open(out, "w")  # noqa: SIM115 - closed below, shared with the child
+    handler = BatchingStreamHandler(stream, 60.0)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("flowker.test.fork")
+    logger.addHandler(handler)
+    logger.propagate, logger.level = False, logging.INFO
+    try:
+        assert _direct_handler(logger, logging.INFO) is handler
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                log_line(logger, logging.INFO, "from the child", (), {})
+                handler.flush()
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        log_line(logger, logging.INFO, "from the parent", (), {})
+        handler.flush()
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+        stream.close()
+    lines = {json.loads(line)["message"]: json.loads(line)["pid"] for line in out.read_text().splitlines()}
+    assert lines == {"from the child": pid, "from the parent": os.getpid()}

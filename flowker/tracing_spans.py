@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import random
 import time
+from operator import attrgetter
 from contextvars import ContextVar
 from types import MappingProxyType
 from typing import Any, Callable
@@ -188,6 +189,9 @@ class LeanSpan(trace.Span, ReadableSpan):
         "status",
         "start_time",
         "end_time",
+        "_attributes",
+        "_processor",
+        "_token",
     )
     name: str
     context: SpanContext
@@ -199,6 +203,7 @@ class LeanSpan(trace.Span, ReadableSpan):
     status: Status
     start_time: int
     end_time: int | None
+    _attributes: dict[str, Any]  # the span's own (ReadableSpan's is a Mapping)
     events: tuple = ()
     links: tuple = ()
     dropped_attributes = dropped_events = dropped_links = 0  # no limits: nothing is dropped
@@ -224,21 +229,31 @@ class LeanSpan(trace.Span, ReadableSpan):
         context = _new_tuple(SpanContext, (trace_id, span_id, False, flags, state, 0 < span_id <= _SPAN_ID_MAX))
         return cls(name, context, parent, resource, scope, processor, kind, attributes)
 
+    # ReadableSpan's own methods (to_json...) read its private fields: here the same slots.
+    _name = property(attrgetter("name"))
+    _context = property(attrgetter("context"))
+    _parent = property(attrgetter("parent"))
+    _resource = property(attrgetter("resource"))
+    _instrumentation_scope = property(attrgetter("instrumentation_scope"))
+    _kind = property(attrgetter("kind"))
+    _status = property(attrgetter("status"))
+    _start_time = property(attrgetter("start_time"))
+    _end_time = property(attrgetter("end_time"))
+    _events = _links = ()
+    _instrumentation_info = None
+
     def __init__(self, name, context, parent, resource, scope, processor, kind: SpanKind, attributes: dict):
-        start = time.time_ns()
-        self.name = self._name = name
-        self.context = self._context = context
-        self.parent = self._parent = parent
-        self.resource = self._resource = resource
-        self.instrumentation_scope = self._instrumentation_scope = scope
-        self._instrumentation_info = None
-        self.kind = self._kind = kind
-        self._attributes: dict[str, Any] = attributes
+        self.start_time = time.time_ns()
+        self.end_time = None
+        self.name = name
+        self.context = context
+        self.parent = parent
+        self.resource = resource
+        self.instrumentation_scope = scope
+        self.kind = kind
+        self._attributes = attributes
         self.attributes = MappingProxyType(attributes)  # a read-only view, as ReadableSpan's
-        self._events = self._links = ()
-        self.status = self._status = UNSET_STATUS
-        self.start_time = self._start_time = start
-        self.end_time = self._end_time = None
+        self.status = UNSET_STATUS
         self._processor = processor
 
     def get_span_context(self) -> SpanContext:
@@ -253,11 +268,11 @@ class LeanSpan(trace.Span, ReadableSpan):
         return f"{context.trace_id:032x}" if context.trace_flags & 1 else None
 
     def set(self, name: str, value: Any) -> None:
-        if value is not None and self._end_time is None:
+        if value is not None and self.end_time is None:
             self._attributes[name] = value
 
     def failed(self, error_type: str) -> None:
-        if self._end_time is None:
+        if self.end_time is None:
             self._attributes["error.type"] = error_type
             self.set_status(_ERROR)
 
@@ -279,10 +294,10 @@ class LeanSpan(trace.Span, ReadableSpan):
             self.end()
 
     def is_recording(self) -> bool:
-        return self._end_time is None
+        return self.end_time is None
 
     def set_attribute(self, key: str, value: Any) -> None:
-        if self._end_time is None and value is not None:
+        if self.end_time is None and value is not None:
             self._attributes[key] = value
 
     def set_attributes(self, attributes) -> None:
@@ -290,9 +305,9 @@ class LeanSpan(trace.Span, ReadableSpan):
             self.set_attribute(key, value)
 
     def set_status(self, status, description: str | None = None) -> None:
-        if self._end_time is not None or self._status.status_code is StatusCode.OK:
+        if self.end_time is not None or self.status.status_code is StatusCode.OK:
             return  # as the SDK: OK is final
-        self.status = self._status = status if isinstance(status, Status) else Status(status, description)
+        self.status = status if isinstance(status, Status) else Status(status, description)
 
     def add_event(self, name: str, attributes=None, timestamp: int | None = None) -> None:
         """Flowker's spans carry no events; an event asked for is not kept."""
@@ -301,13 +316,13 @@ class LeanSpan(trace.Span, ReadableSpan):
         """Never the message (it may hold a secret): failures are ``error.type`` attributes."""
 
     def update_name(self, name: str) -> None:
-        if self._end_time is None:
-            self.name = self._name = name
+        if self.end_time is None:
+            self.name = name
 
     def end(self, end_time: int | None = None) -> None:
-        if self._end_time is not None:
+        if self.end_time is not None:
             return
-        self.end_time = self._end_time = end_time if end_time is not None else time.time_ns()
+        self.end_time = end_time if end_time is not None else time.time_ns()
         if self.context[3] & 1:  # sampled (a RECORD_ONLY span is not exported, as with the SDK's processors)
             self._processor.add(self)
 
@@ -315,6 +330,8 @@ class LeanSpan(trace.Span, ReadableSpan):
 class LeanClientSpan(LeanSpan):
     """One executor call attempt (HTTP client semantic conventions); see
     :class:`flowker.tracing.ClientSpan`, whose handle this is, for a recording parent."""
+
+    __slots__ = ("_redact_url", "_url", "_query")
 
     def expect(self, redact_url: Callable[[str], str], url: str, query: dict | None) -> "LeanClientSpan":
         self._redact_url = redact_url

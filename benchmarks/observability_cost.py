@@ -324,6 +324,7 @@ def main(argv=None) -> int:
                 f"    / off: throughput {100 * total.rate / off.rate:.1f} %, "
                 f"CPU per execution {100 * total.cpu_ms / off.cpu_ms:.1f} %"
             )
+    medians: dict[str, float] = {}
     for name, total in totals.items():
         if name == "off":
             continue
@@ -333,6 +334,7 @@ def main(argv=None) -> int:
         throughput = [mine[0] / off[0] for mine, off in zip(total.rounds, off_rounds) if off[0]]
         cpu = [mine[1] / off[1] for mine, off in zip(total.rounds, off_rounds) if off[1]]
         if throughput and cpu:
+            medians[name] = median(throughput)
             print(
                 f"  {name} / off, round by round: throughput median {100 * median(throughput):.1f} % "
                 f"(min {100 * min(throughput):.1f}, max {100 * max(throughput):.1f}), "
@@ -344,10 +346,14 @@ def main(argv=None) -> int:
     off, on = totals["off"], totals["on"]
     ratio = on.rate / off.rate if off.rate else 0.0
     cpu_ratio = on.cpu_ms / off.cpu_ms if off.cpu_ms else 0.0
-    met = ratio >= TARGET_RATIO
+    # Both the total and the median of the rounds: a bimodal round (benchmarks/README.md)
+    # swings the total either way; the median alone can hide a real tail.
+    round_median = medians.get("on", 0.0)
+    met = ratio >= TARGET_RATIO and round_median >= TARGET_RATIO
     print(
-        f"all on / off: throughput {100 * ratio:.1f} %, CPU per execution {100 * cpu_ratio:.1f} % "
-        f"(target: throughput >= {100 * TARGET_RATIO:.0f} %): {'met' if met else 'NOT met'}"
+        f"all on / off: throughput {100 * ratio:.1f} % over all rounds, median {100 * round_median:.1f} % "
+        f"round by round; CPU per execution {100 * cpu_ratio:.1f} % "
+        f"(target: throughput >= {100 * TARGET_RATIO:.0f} %, both): {'met' if met else 'NOT met'}"
     )
     if on.spans == 0:
         print("note: the 'on' variant exported no spans: traces were not on")

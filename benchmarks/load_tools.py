@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -261,3 +263,18 @@ def run_wrk_all(
         max(result.seconds for result in results),
         latencies,
     )
+
+
+def callgrind_instructions(arguments: list[str], cwd, environment: dict | None = None) -> int:
+    """Instructions ``valgrind --tool=callgrind`` counts for ``python *arguments`` (start-up
+    included), with str hashes fixed (seed 0) so dictionary probes repeat from run to run."""
+    with tempfile.TemporaryDirectory(prefix="flowker-callgrind-") as scratch:
+        command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={scratch}/callgrind.out", sys.executable]
+        environment = {**(os.environ if environment is None else environment), "PYTHONHASHSEED": "0"}
+        done = subprocess.run(
+            command + arguments, cwd=cwd, env=environment, capture_output=True, text=True, timeout=1800
+        )
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if done.returncode != 0 or found is None:
+        raise SystemExit(f"the measured process failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return int(found.group(1))

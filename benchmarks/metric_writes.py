@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -85,24 +83,10 @@ def seconds_per_execution(executions: int, rounds: int = 5) -> float:
 
 def instructions(executions: int, enabled: bool = True) -> int:
     """Instructions callgrind counted for one process recording ``executions`` (startup included)."""
-    with tempfile.TemporaryDirectory(prefix="flowker-callgrind-") as scratch:
-        command = [
-            "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={scratch}/callgrind.out",
-            sys.executable,
-            "-m",
-            "benchmarks.metric_writes",
-            CHILD_FLAG,
-            str(executions),
-        ]
-        if not enabled:
-            command.append(OFF_FLAG)
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1800)
-    found = re.search(r"Collected : (\d+)", done.stderr)
-    if done.returncode != 0 or found is None:
-        raise SystemExit(f"the measured process failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    return int(found.group(1))
+    from benchmarks.load_tools import callgrind_instructions
+
+    arguments = ["-m", "benchmarks.metric_writes", CHILD_FLAG, str(executions)] + ([] if enabled else [OFF_FLAG])
+    return callgrind_instructions(arguments, ROOT)
 
 
 def main(argv=None) -> int:

@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -93,25 +91,12 @@ def child(variant_env: dict[str, str], stub_port: int, executions: int, warmup: 
 
 def instructions(variant_env: dict, stub_port: int, executions: int, warmup: int) -> int:
     """Instructions callgrind counted for one child process (startup included)."""
-    with tempfile.TemporaryDirectory(prefix="flowker-callgrind-") as scratch:
-        command = [
-            "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={scratch}/callgrind.out",
-            sys.executable,
-            str(Path(__file__).resolve()),
-            CHILD_FLAG,
-            repr((variant_env, stub_port, executions, warmup)),
-        ]
-        # The variant's settings only (as benchmarks/api.py's Server): none inherited.
-        environment = {key: value for key, value in os.environ.items() if not key.startswith(("FLOWKER_", "OTEL_"))}
-        # One hash seed for every child: set and dict orders (and so some counts) follow it.
-        environment["PYTHONHASHSEED"] = "0"
-        done = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=1800)
-    found = re.search(r"Collected : (\d+)", done.stderr)
-    if done.returncode != 0 or found is None:
-        raise SystemExit(f"the measured process failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    return int(found.group(1))
+    from benchmarks.load_tools import callgrind_instructions
+
+    # The variant's settings only (as benchmarks/api.py's Server): none inherited.
+    environment = {key: value for key, value in os.environ.items() if not key.startswith(("FLOWKER_", "OTEL_"))}
+    arguments = [str(Path(__file__).resolve()), CHILD_FLAG, repr((variant_env, stub_port, executions, warmup))]
+    return callgrind_instructions(arguments, ROOT, environment)
 
 
 def main(argv=None) -> int:

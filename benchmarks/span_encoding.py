@@ -16,12 +16,8 @@ then 2 or 4 more; the difference of the totals over the spans of the 2 extra bat
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -100,25 +96,9 @@ def child(executions: int, rounds: int) -> None:
 
 
 def instructions(executions: int, rounds: int) -> int:
-    with tempfile.TemporaryDirectory(prefix="flowker-callgrind-") as scratch:
-        command = [
-            "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={scratch}/callgrind.out",
-            sys.executable,
-            "-m",
-            "benchmarks.span_encoding",
-            CHILD_FLAG,
-            str(executions),
-            str(rounds),
-        ]
-        # str hashes fixed: dictionary probes (and so the counts) the same from run to run
-        environment = {**os.environ, "PYTHONHASHSEED": "0"}
-        done = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=1800)
-    found = re.search(r"Collected : (\d+)", done.stderr)
-    if done.returncode != 0 or found is None:
-        raise SystemExit(f"the measured process failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    return int(found.group(1))
+    from benchmarks.load_tools import callgrind_instructions
+
+    return callgrind_instructions(["-m", "benchmarks.span_encoding", CHILD_FLAG, str(executions), str(rounds)], ROOT)
 
 
 def main(argv=None) -> int:

@@ -34,7 +34,7 @@ from urllib.parse import urlencode, urlsplit
 
 from flowker.errors import ConfigurationError
 
-TRACE_CONTEXT_HEADERS = ("traceparent", "tracestate")  # also flowker.tracing_spans's
+TRACE_CONTEXT_HEADERS = ("traceparent", "tracestate")
 TRACER_NAME = "flowker"
 DEFAULT_SERVICE_NAME = "flowker"
 SERVER_CACHE_SIZE = 256  # URLs whose server address and port are kept
@@ -192,17 +192,14 @@ class ClientSpan(_Span):
         self._url, self._query = url, query
 
     def headers(self, headers: dict) -> dict:
-        """``headers`` plus this attempt's ``traceparent`` (and ``tracestate``); any the
-        workflow set are replaced, so the service sees exactly one."""
-        carried = {name: value for name, value in headers.items() if name.lower() not in TRACE_CONTEXT_HEADERS}
+        """``headers`` plus this attempt's ``traceparent`` (and ``tracestate``)."""
+        carried = without_trace_headers(headers)
         self._otel.inject(carried, self._span.get_span_context())
         return carried
 
     def answered(self, response) -> None:
         status = response.status_code
-        first = response.history[0] if response.history else response
-        if first.request is not None and first.request.url:
-            self._url, self._query = first.request.url, None
+        self._url, self._query = sent_url(response, self._url, self._query)
         self._span.set_attribute("http.response.status_code", status)
         if status >= 400:
             self.failed(str(status))
@@ -210,6 +207,21 @@ class ClientSpan(_Span):
     def __exit__(self, exc_type, exc, traceback) -> None:
         self._span.set_attribute("url.full", self._redact_url(full_url(self._url, self._query)))
         super().__exit__(exc_type, exc, traceback)
+
+
+def without_trace_headers(headers: dict) -> dict:
+    """A copy of ``headers`` without the ``traceparent``/``tracestate`` a workflow set: the
+    attempt's own replace them, so the service sees exactly one."""
+    return {name: value for name, value in headers.items() if name.lower() not in TRACE_CONTEXT_HEADERS}
+
+
+def sent_url(response, url: str, query: dict | None) -> tuple[str, dict | None]:
+    """The URL the first request of ``response`` went to (auth query parameters included),
+    else ``url`` and ``query`` as they were."""
+    first = response.history[0] if response.history else response
+    if first.request is not None and first.request.url:
+        return first.request.url, None
+    return url, query
 
 
 def full_url(url: str, query: dict | None) -> str:
@@ -228,7 +240,7 @@ class _PropagatingSpan(_NoSpan):
         self._parent = parent  # the step's (or execution's) span context
 
     def headers(self, headers: dict) -> dict:
-        carried = {name: value for name, value in headers.items() if name.lower() not in TRACE_CONTEXT_HEADERS}
+        carried = without_trace_headers(headers)
         self._otel.inject(carried, self._parent)
         return carried
 

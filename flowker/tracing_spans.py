@@ -40,7 +40,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-from flowker.tracing import error_type, full_url
+from flowker.tracing import error_type, full_url, sent_url, without_trace_headers
 
 from opentelemetry.trace import (
     INVALID_SPAN,
@@ -57,7 +57,6 @@ _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 UNSET_STATUS = Status(StatusCode.UNSET)  # every LeanSpan's until set (the exporter knows it by identity)
 _ERROR = Status(StatusCode.ERROR)
-TRACE_CONTEXT_HEADERS = ("traceparent", "tracestate")
 _random_bits = random.getrandbits  # what the SDK's RandomIdGenerator draws span ids with
 _SPAN_ID_MAX = 2**64 - 1
 _new_tuple = tuple.__new__
@@ -342,17 +341,14 @@ class LeanClientSpan(LeanSpan):
         return self
 
     def headers(self, headers: dict) -> dict:
-        """``headers`` plus this attempt's ``traceparent`` (and ``tracestate``); any the
-        workflow set are replaced, so the service sees exactly one."""
-        carried = {name: value for name, value in headers.items() if name.lower() not in TRACE_CONTEXT_HEADERS}
+        """``headers`` plus this attempt's ``traceparent`` (and ``tracestate``)."""
+        carried = without_trace_headers(headers)
         inject(carried, self.context)
         return carried
 
     def answered(self, response) -> None:
         status = response.status_code
-        first = response.history[0] if response.history else response
-        if first.request is not None and first.request.url:
-            self._url, self._query = first.request.url, None
+        self._url, self._query = sent_url(response, self._url, self._query)
         self.set("http.response.status_code", status)
         if status >= 400:
             self.failed(str(status))

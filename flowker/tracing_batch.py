@@ -72,7 +72,9 @@ class SpanBatch(SpanProcessor):
     def _start(self) -> None:
         """A fresh queue, lock and thread (at start, and in a forked child: the parent's
         thread does not exist there, and its queued spans are the parent's to export)."""
-        self._queue: collections.deque = collections.deque()
+        # Bounded: appending to a full queue drops the oldest in the same step, so its length
+        # never falls under what the export thread counted before it pops.
+        self._queue: collections.deque = collections.deque(maxlen=self._max_queue_size)
         self._export_lock = threading.Lock()
         self._awake = threading.Event()
         self._thread = threading.Thread(target=self._work, name="FlowkerSpanBatch", daemon=True)
@@ -86,8 +88,7 @@ class SpanBatch(SpanProcessor):
         if len(queue) >= self._max_queue_size:
             if self._shutdown:
                 return
-            queue.pop()
-            self._dropped += 1
+            self._dropped += 1  # the append below drops the oldest
             if self._dropped == 1 or self._dropped % 1000 == 0:
                 _logger.warning("span queue full (%d): %d spans dropped so far", self._max_queue_size, self._dropped)
         queue.appendleft(span)

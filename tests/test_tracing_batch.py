@@ -94,8 +94,9 @@ def test_a_full_queue_drops_the_oldest_and_says_so(caplog):
         "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "9",
     }
     batch = SpanBatch(exporter, settings)
-    for number in range(5):
-        batch.add(FakeSpan(number))
+    with batch._export_lock:  # the export thread, woken by a full batch, waits for the five
+        for number in range(5):
+            batch.add(FakeSpan(number))
     batch.shutdown()
     assert numbers(exporter.batches) == [[2, 3, 4]]  # the batch size is capped at the queue's
     assert "span queue full (3)" in caplog.text
@@ -150,9 +151,10 @@ def test_a_forked_child_exports_its_own_spans_from_its_own_thread(tmp_path):
             batch.add(FakeSpan(1))
             batch.add(FakeSpan(2))
             deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and not out.exists():
+            # The line whole, not the file only created: the export thread may be mid-write.
+            while time.monotonic() < deadline and not (out.exists() and out.read_text().endswith("\n")):
                 time.sleep(0.01)
-            code = 0 if out.exists() else 3
+            code = 0 if out.exists() and out.read_text().endswith("\n") else 3
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
@@ -160,3 +162,36 @@ def test_a_forked_child_exports_its_own_spans_from_its_own_thread(tmp_path):
     assert out.read_text() == f"{pid}:[1, 2]\n"
     batch.shutdown()
     assert out.read_text().splitlines()[-1] == f"{os.getpid()}:[100]"
+
+
+def test_spans_added_while_a_full_queue_is_exported_are_exported_or_counted_as_dropped():
+    """A queue no longer than a batch, a slow exporter, two threads adding: the export thread
+    keeps going (it never pops from a queue shorter than it counted) and sends whole batches."""
+
+    class SlowExporter(RecordingExporter):
+        def export(self, batch):
+            time.sleep(0.001)
+            super().export(batch)
+
+    exporter = SlowExporter()
+    settings = {
+        "OTEL_BSP_SCHEDULE_DELAY": "600000",
+        "OTEL_BSP_MAX_QUEUE_SIZE": "8",
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "8",
+    }
+    batch = SpanBatch(exporter, settings)
+
+    def add_many(first: int) -> None:
+        for number in range(first, first + 1000):
+            batch.add(FakeSpan(number))
+
+    adders = [threading.Thread(target=add_many, args=(start,)) for start in (0, 1000)]
+    for adder in adders:
+        adder.start()
+    for adder in adders:
+        adder.join(timeout=30)
+    assert batch._thread.is_alive()
+    batch.add(FakeSpan(5000))  # after the rush: still exported
+    batch.shutdown()
+    assert all(0 < len(one) <= 8 for one in exporter.batches)
+    assert exporter.batches[-1][-1].number == 5000 and batch._dropped > 0

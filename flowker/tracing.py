@@ -9,8 +9,8 @@ methods do nothing and import nothing: the cost is one method call per step.
 On, a :class:`Tracing` builds its SDK parts (a ``TracerProvider``; the span batch of
 :mod:`flowker.tracing_batch` in place of the SDK's ``BatchSpanProcessor``; the OTLP/HTTP
 protobuf exporter - the SDK's, with :mod:`flowker.tracing_export`'s lean encoder; they read
-the other ``OTEL_*`` variables: sampler, batch delay, headers, timeout, resource attributes) on :meth:`Tracing.start` or the
-first span, whichever comes first - never at import, and in each gunicorn worker after the
+the other ``OTEL_*`` variables: sampler, batch delay, headers, timeout, resource attributes)
+on :meth:`Tracing.start` or the first span, whichever comes first - never at import, and in each gunicorn worker after the
 fork (``post_fork``). Nothing is set as the process's global tracer provider: the runner
 gets this object from the runtime. :meth:`Tracing.shutdown` exports what is left.
 
@@ -349,29 +349,27 @@ class Tracing:
         )
         return span if type(span) is otel.LeanSpan else _Span(span, otel)
 
-    def step(self, node_id: str, node_type: str, workflow_name: str, execution_id: str) -> Any:
+    def _child_parent(self) -> tuple[Any, Any]:
+        """The tracer and the span a step or call goes under: the running LeanSpan of the
+        execution or step (one look-up, the usual case), else OpenTelemetry's current span;
+        (None, None) once shut down."""
         otel, tracer = self._otel, self._tracer
         if otel is not None and tracer is not None:
             parent = otel.recording_parent()
-            if parent is not None:  # under the execution's span: the lean path, the span its own handle
-                attributes = {
-                    "flowker.node.id": node_id,
-                    "flowker.node.type": node_type,
-                    "flowker.workflow.name": workflow_name,
-                    "flowker.execution.id": execution_id,
-                }
-                return otel.LeanSpan.child(
-                    "flowker.step", parent, self._processor, tracer.id_generator, otel.SpanKind.INTERNAL, attributes
-                )
-        return self._other_step(node_id, node_type, workflow_name, execution_id)
-
-    def _other_step(self, node_id: str, node_type: str, workflow_name: str, execution_id: str) -> Any:
-        """A step whose parent is not a running LeanSpan: none yet, an unsampled trace, an SDK span."""
+            if parent is not None:
+                return tracer, parent
         tracer = self._started()
         if tracer is None:
+            return None, None
+        assert self._otel is not None  # set with the tracer
+        return tracer, self._otel.current_span()
+
+    def step(self, node_id: str, node_type: str, workflow_name: str, execution_id: str) -> Any:
+        tracer, parent = self._child_parent()
+        if tracer is None:
             return _NO_SPAN
-        assert self._otel is not None
-        parent = self._otel.current_span()
+        otel = self._otel
+        assert otel is not None
         recording = parent.is_recording()
         if not recording and parent.get_span_context().is_valid:
             return _NO_SPAN  # a trace the sampler dropped: its spans would record nothing
@@ -381,29 +379,21 @@ class Tracing:
             "flowker.workflow.name": workflow_name,
             "flowker.execution.id": execution_id,
         }
-        if recording:  # a LeanSpan's path (flowker.tracing_spans), the span its own handle
-            return self._otel.LeanSpan.child(
-                "flowker.step", parent, self._processor, tracer.id_generator, self._otel.SpanKind.INTERNAL, attributes
+        if recording:  # the lean path (flowker.tracing_spans): the span is its own handle
+            return otel.LeanSpan.child(
+                "flowker.step", parent, self._processor, tracer.id_generator, otel.SpanKind.INTERNAL, attributes
             )
-        return _Span(tracer.start_span("flowker.step", attributes=attributes), self._otel)
+        return _Span(tracer.start_span("flowker.step", attributes=attributes), otel)
 
     def client(self, executor: str, method: str, url: str, query: dict | None, redact_url, attempt: int) -> Any:
-        otel, tracer = self._otel, self._tracer
-        if otel is not None and tracer is not None:
-            parent = otel.recording_parent()
-            if parent is not None:  # under the step's span: the lean path
-                lean = otel.LeanClientSpan.child(
-                    method,
-                    parent,
-                    self._processor,
-                    tracer.id_generator,
-                    otel.SpanKind.CLIENT,
-                    self._call_attributes(executor, method, url, attempt),
-                )
-                return lean.expect(redact_url, url, query)
-        return self._other_client(executor, method, url, query, redact_url, attempt)
-
-    def _call_attributes(self, executor: str, method: str, url: str, attempt: int) -> dict[str, Any]:
+        tracer, parent = self._child_parent()
+        if tracer is None:
+            return _NO_SPAN
+        otel = self._otel
+        assert otel is not None
+        recording = parent.is_recording()
+        if not recording and parent.get_span_context().is_valid:
+            return _PropagatingSpan(otel, parent.get_span_context())  # the service learns the trace, unsampled
         address, port = self._servers.get(url) or self._server_of(url)
         attributes: dict[str, Any] = {
             "http.request.method": method,
@@ -413,26 +403,13 @@ class Tracing:
         }
         if attempt > 1:
             attributes["http.request.resend_count"] = attempt - 1
-        return attributes
-
-    def _other_client(self, executor: str, method: str, url: str, query: dict | None, redact_url, attempt: int) -> Any:
-        """A call whose parent is not a running LeanSpan (see :meth:`_other_step`)."""
-        tracer = self._started()
-        if tracer is None:
-            return _NO_SPAN
-        assert self._otel is not None
-        parent = self._otel.current_span()
-        recording = parent.is_recording()
-        if not recording and parent.get_span_context().is_valid:
-            return _PropagatingSpan(self._otel, parent.get_span_context())  # the service learns the trace, unsampled
-        attributes = self._call_attributes(executor, method, url, attempt)
         if recording:
-            lean = self._otel.LeanClientSpan.child(
-                method, parent, self._processor, tracer.id_generator, self._otel.SpanKind.CLIENT, attributes
+            lean = otel.LeanClientSpan.child(
+                method, parent, self._processor, tracer.id_generator, otel.SpanKind.CLIENT, attributes
             )
             return lean.expect(redact_url, url, query)
-        span = tracer.start_span(method, kind=self._otel.SpanKind.CLIENT, attributes=attributes)
-        return ClientSpan(span, self._otel, redact_url, url, query)
+        span = tracer.start_span(method, kind=otel.SpanKind.CLIENT, attributes=attributes)
+        return ClientSpan(span, otel, redact_url, url, query)
 
     def _server_of(self, url: str) -> tuple[str, int]:
         """``server.address`` and ``server.port`` of ``url``, kept: an executor's URLs repeat."""

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import random
 import time
-from operator import attrgetter
 from contextvars import ContextVar
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Any, Callable
 
@@ -40,8 +40,6 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-from flowker.tracing import error_type, full_url, sent_url, without_trace_headers
-
 from opentelemetry.trace import (
     INVALID_SPAN,
     INVALID_SPAN_CONTEXT,
@@ -52,6 +50,8 @@ from opentelemetry.trace import (
     StatusCode,
     TraceFlags,
 )
+
+from flowker.tracing import error_type, full_url, sent_url, without_trace_headers
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
@@ -211,12 +211,9 @@ class LeanSpan(trace.Span, ReadableSpan):
     def child(cls, name: str, parent_span: Any, processor: Any, id_generator: Any, kind: SpanKind, attributes):
         """A span under ``parent_span`` (a recording LeanSpan or SDK span of this process);
         ``attributes`` becomes the span's own (not copied)."""
-        if type(parent_span) is LeanSpan:  # the usual parent (an execution or step): its fields read directly
-            parent = parent_span.context
-            resource, scope = parent_span.resource, parent_span.instrumentation_scope
-        else:
-            parent = parent_span.get_span_context()
-            resource, scope = parent_span.resource, parent_span.instrumentation_scope
+        # The usual parent (an execution or step) is a LeanSpan: its context read directly.
+        parent = parent_span.context if type(parent_span) is LeanSpan else parent_span.get_span_context()
+        resource, scope = parent_span.resource, parent_span.instrumentation_scope
         trace_id, _, _, flags, state, _ = parent
         # The SDK's RandomIdGenerator draws from the same generator (without two calls);
         # 0 is not a span id: it asks the generator again, as the SDK does.

@@ -99,6 +99,7 @@ _JSON = json.JSONEncoder(ensure_ascii=False, default=str)  # one encoder, not on
 # from pieces rather than encoded from a dict - the same bytes at a third of the work.
 _json_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
 _FIELD_PREFIXES = {name: f', "{name}": ' for name in FIELDS}
+_INFINITY = float("inf")
 
 
 def _json_value(value: Any) -> str:
@@ -111,9 +112,6 @@ def _json_value(value: Any) -> str:
     if kind is float and value == value and value not in (_INFINITY, -_INFINITY):
         return float.__repr__(value)
     return _JSON.encode(value)
-
-
-_INFINITY = float("inf")
 
 
 _last_second: tuple[int, str] = (-1, "")  # (whole seconds, their text), replaced as one object
@@ -285,19 +283,9 @@ class JsonFormatter(_ScrubbingFormatter):
             ', "pid": ',
             "null" if pid is None else _json_value(pid),
         ]
-        for field in FIELDS:  # what self.fields(values, scrub) finds, written as it goes
-            value = values.get(field)
-            if value is None:
-                continue
-            kind = type(value)
-            if kind is SafeField:
-                text = _json_string(value)
-            elif kind is int:
-                text = int.__repr__(value)
-            else:
-                text = _json_value(scrub(value) if isinstance(value, str) else value)
+        for field, value in self.fields(values, scrub).items():
             parts.append(_FIELD_PREFIXES[field])
-            parts.append(text)
+            parts.append(_json_value(value))
         if exc_text:
             parts.append(', "exception": ')
             parts.append(_json_string(exc_text))

@@ -1,14 +1,13 @@
 """Hostile input gets a clear 4xx and changes nothing: bodies over the limit refused without
 being read, YAML alias bombs and deep nesting refused quickly, unknown fields refused,
 every path and query parameter validated (400, never 500); and no request, however
-crafted, spends more than about a second of CPU (``time.process_time`` around each call).
+crafted, spends more than about a second of CPU (``cpu_clock.cpu_seconds`` around each call).
 """
 
 from __future__ import annotations
 
 import io
 import json
-import time
 import uuid
 
 import falcon.testing
@@ -17,19 +16,13 @@ import pytest
 from flowker.api.openapi import OPERATIONS
 from flowker.local_server import LocalHTTPServer
 
+from cpu_clock import cpu_seconds as cpu
 from hardening_helpers import API_KEY
 
 # "About 1 s of CPU" per request, with room for a slow or busy test machine.
 CPU_LIMIT_SECONDS = 1.5
 MIB = 1024 * 1024
 SAMPLE_ID = str(uuid.uuid4())
-
-
-def cpu(call):
-    """(result, CPU seconds of this process) for one call."""
-    started = time.process_time()
-    result = call()
-    return result, time.process_time() - started
 
 
 def workflow_body(name: str = "w", nodes: list | None = None, edges: list | None = None) -> dict:

@@ -40,7 +40,9 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, StaticSampler
 from opentelemetry.trace import (
+    DEFAULT_TRACE_STATE,
     INVALID_SPAN,
     INVALID_SPAN_CONTEXT,
     NonRecordingSpan,
@@ -59,7 +61,9 @@ UNSET_STATUS = Status(StatusCode.UNSET)  # every LeanSpan's until set (the expor
 _ERROR = Status(StatusCode.ERROR)
 _random_bits = random.getrandbits  # what the SDK's RandomIdGenerator draws span ids with
 _SPAN_ID_MAX = 2**64 - 1
+_TRACE_ID_MAX = 2**128 - 1
 _new_tuple = tuple.__new__
+_new_object = object.__new__
 _RANDOM_TRACE_ID = getattr(TraceFlags, "RANDOM_TRACE_ID", 0)  # W3C level 2 flag, newer SDKs set it
 
 # The key OpenTelemetry keeps the current span under (learnt through the public API).
@@ -110,13 +114,6 @@ def current_span() -> Any:
     return span if type(span) is LeanSpan else trace.get_current_span(context)
 
 
-def recording_parent() -> "LeanSpan | None":
-    """The current span when it is a LeanSpan still running - the usual parent of a step or
-    an executor call (the execution's or the step's) - found with one look-up; else None."""
-    span = current_context().get(SPAN_KEY)
-    return span if type(span) is LeanSpan and span.end_time is None else None
-
-
 def inject(carrier: dict, span_context: SpanContext) -> None:
     """What ``TraceContextTextMapPropagator().inject`` writes for a span with ``span_context``:
     its W3C ``traceparent`` and, when it has one, ``tracestate``."""
@@ -132,7 +129,7 @@ def start_root(tracer: Any, processor: Any, name: str, context: Any, attributes:
     """A span named ``name`` in ``context`` (None: the current one), decided as the SDK's
     ``Tracer.start_span`` decides: a :class:`LeanSpan` when the sampler records it, else the
     SDK's :class:`NonRecordingSpan` (its trace still propagates, sampled flag off). Ended, it
-    goes to ``processor`` (the tracer's)."""
+    goes to ``processor`` (the tracer's). ``attributes`` becomes the span's own (not copied)."""
     if context is None:
         context = current_context()  # read once: for the parent and the sampler
     current = trace.get_current_span(context).get_span_context()
@@ -140,22 +137,36 @@ def start_root(tracer: Any, processor: Any, name: str, context: Any, attributes:
     if is_enabled is not None and not is_enabled():
         return NonRecordingSpan(current)
     id_generator = tracer.id_generator
+    random_ids = type(id_generator) is RandomIdGenerator
     parent: SpanContext | None = current
     if parent is None or not parent.is_valid:
         parent = None
-        trace_id = id_generator.generate_trace_id()
+        # The SDK's RandomIdGenerator draws from the same generator (0 is drawn again).
+        trace_id = (_random_bits(128) if random_ids else 0) or id_generator.generate_trace_id()
         random_trace_id = _RANDOM_TRACE_ID and id_generator.is_trace_id_random()
     else:
         trace_id = parent.trace_id
         random_trace_id = _RANDOM_TRACE_ID and parent.trace_flags & _RANDOM_TRACE_ID
-    decision = tracer.sampler.should_sample(context, trace_id, name, SpanKind.INTERNAL, attributes, ())
-    flags = _SAMPLED if decision.decision.is_sampled() else _NOT_SAMPLED
+    sampler = tracer.sampler
+    if parent is None and _samples_every_root(sampler):
+        # The default sampler (parentbased_always_on) or always_on, for a run with no parent:
+        # what its should_sample answers - record and sample, the attributes as given, no
+        # trace state - without its calls and result object.
+        recording, flags, state = True, _SAMPLED, DEFAULT_TRACE_STATE
+    else:
+        decision = sampler.should_sample(context, trace_id, name, SpanKind.INTERNAL, attributes, ())
+        recording, state = decision.decision.is_recording(), decision.trace_state
+        if state is None:
+            state = DEFAULT_TRACE_STATE  # as SpanContext's __new__ fills it in
+        flags = _SAMPLED if decision.decision.is_sampled() else _NOT_SAMPLED
+        attributes = dict(decision.attributes)
     if random_trace_id:
         flags = TraceFlags(flags | _RANDOM_TRACE_ID)
-    span_context = SpanContext(
-        trace_id, id_generator.generate_span_id(), is_remote=False, trace_flags=flags, trace_state=decision.trace_state
-    )
-    if not decision.decision.is_recording():
+    span_id = (_random_bits(64) if random_ids else 0) or id_generator.generate_span_id()
+    # SpanContext's __new__ (a Python call) only adds whether the ids are valid.
+    valid = 0 < trace_id <= _TRACE_ID_MAX and 0 < span_id <= _SPAN_ID_MAX
+    span_context = _new_tuple(SpanContext, (trace_id, span_id, False, flags, state, valid))
+    if not recording:
         return NonRecordingSpan(span_context)
     return LeanSpan(
         name,
@@ -165,8 +176,16 @@ def start_root(tracer: Any, processor: Any, name: str, context: Any, attributes:
         tracer._instrumentation_scope,
         processor,
         SpanKind.INTERNAL,
-        dict(decision.attributes),
+        attributes,
     )
+
+
+def _samples_every_root(sampler: Any) -> bool:
+    """Whether ``sampler`` records and samples every span without a parent, as the SDK's
+    ``ALWAYS_ON`` and ``ParentBased(ALWAYS_ON)`` (the default) do."""
+    if type(sampler) is ParentBased:
+        sampler = sampler._root
+    return type(sampler) is StaticSampler and sampler._decision is Decision.RECORD_AND_SAMPLE
 
 
 class LeanSpan(trace.Span, ReadableSpan):
@@ -223,7 +242,22 @@ class LeanSpan(trace.Span, ReadableSpan):
         # SpanContext's __new__ (a Python call) only adds whether the ids are valid; the
         # trace id is a valid parent's.
         context = _new_tuple(SpanContext, (trace_id, span_id, False, flags, state, 0 < span_id <= _SPAN_ID_MAX))
-        return cls(name, context, parent, resource, scope, processor, kind, attributes)
+        # __init__'s fields, set here: a type call and a frame less for four spans in five
+        # (tests/test_tracing_spans.py checks both ways fill the same fields alike).
+        span = _new_object(cls)
+        span.start_time = time.time_ns()
+        span.end_time = None
+        span.name = name
+        span.context = context
+        span.parent = parent
+        span.resource = resource
+        span.instrumentation_scope = scope
+        span.kind = kind
+        span._attributes = attributes
+        span.attributes = MappingProxyType(attributes)
+        span.status = UNSET_STATUS
+        span._processor = processor
+        return span
 
     # ReadableSpan's own methods (to_json...) read its private fields: here the same slots.
     _name = property(attrgetter("name"))
@@ -290,7 +324,15 @@ class LeanSpan(trace.Span, ReadableSpan):
                 reset(self._token)  # restore(), inline: a frame less per span
             except Exception:  # noqa: BLE001 - detach tries again and logs what went wrong
                 otel_context.detach(self._token)
-            self.end()
+            if self.end_time is None:  # end(), inline: two frames less per span
+                self.end_time = time.time_ns()
+                if self.context[3] & 1:
+                    processor = self._processor
+                    queue = processor.queue
+                    if len(queue) + 1 < processor.batch_size:
+                        queue.appendleft(self)  # what add() does short of a full batch
+                    else:
+                        processor.add(self)
 
     def is_recording(self) -> bool:
         return self.end_time is None

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import random
 
 import pytest
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider, sampling
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import INVALID_SPAN_CONTEXT, SpanContext, StatusCode, TraceFlags, TraceState
@@ -21,6 +22,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from flowker import tracing_spans
 from flowker.tracing import Tracing
+from flowker.tracing_batch import SpanBatch
 from flowker.tracing_export import encode_spans
 from flowker.tracing_spans import LeanSpan
 
@@ -189,3 +191,53 @@ def test_a_calls_server_address_and_port_are_right_and_the_kept_ones_stay_bounde
         ("svc-0.example", 8000),
     ]
     assert 0 < len(tracing._servers) <= SERVER_CACHE_SIZE
+
+
+@pytest.mark.parametrize(
+    "sampler",
+    [
+        sampling.DEFAULT_ON,
+        sampling.ALWAYS_ON,
+        sampling.ALWAYS_OFF,
+        sampling.DEFAULT_OFF,
+        sampling.TraceIdRatioBased(0.5),
+        sampling.ParentBased(sampling.TraceIdRatioBased(0.5)),
+    ],
+    ids=["parentbased_always_on", "always_on", "always_off", "parentbased_always_off", "ratio", "parentbased_ratio"],
+)
+@pytest.mark.parametrize("with_parent", [False, True], ids=["root", "remote-parent"])
+def test_a_runs_span_is_decided_as_the_sdks_start_span_decides(sampler, with_parent):
+    """start_root answers what Tracer.start_span would (ids drawn alike, seeded), with the
+    default sampler's shortcut for a run without a parent included."""
+    provider = TracerProvider(sampler=sampler)
+    tracer = provider.get_tracer("flowker-test")
+    batch = SpanBatch(InMemorySpanExporter(), {})
+    try:
+        for seed in range(20):  # ratio samplers: some traces in, some out
+            if with_parent:
+                carrier = {"traceparent": f"00-{seed + 1:032x}-00000000000000{seed + 1:02x}-0{seed % 2}"}
+                context = TraceContextTextMapPropagator().extract(carrier)
+            else:
+                context = otel_context.Context()
+            random.seed(seed)
+            lean = tracing_spans.start_root(tracer, batch, "flowker.execution", context, {"flowker.execution.id": "e"})
+            random.seed(seed)
+            sdk = tracer.start_span("flowker.execution", context=context, attributes={"flowker.execution.id": "e"})
+            assert tuple(lean.get_span_context()) == tuple(sdk.get_span_context()), seed
+            assert lean.is_recording() == sdk.is_recording()
+            if sdk.is_recording():
+                assert isinstance(lean, LeanSpan) and dict(lean.attributes) == dict(sdk.attributes)
+                assert lean.parent == sdk.parent
+    finally:
+        batch.shutdown()
+        provider.shutdown()
+
+
+def test_a_child_span_fills_every_field_a_run_span_does(tracing):
+    with tracing.execution("e-1") as run, tracing.step("n", "action", "wf", "e-1") as step:
+        for name in LeanSpan.__slots__:
+            assert hasattr(run, name) == hasattr(step, name), name
+            if hasattr(run, name) and name != "parent":
+                assert type(getattr(run, name)) is type(getattr(step, name)), name
+        assert step.parent == run.context and step.resource is run.resource
+    assert run.end_time >= step.end_time > step.start_time >= run.start_time

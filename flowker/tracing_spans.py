@@ -192,9 +192,10 @@ class LeanSpan(trace.Span, ReadableSpan):
     """A recording span: ``context`` its own, ``parent`` its parent's (None for a root).
 
     It is the :class:`ReadableSpan` the processor gets: its private fields are ReadableSpan's
-    (``to_json`` works), and its read-only view (``name``, ``context``, ``attributes``...) is
+    (``to_json`` works), and its read-only view (``name``, ``context``, ``status``...) is
     plain slots rather than ReadableSpan's properties - the exporter reads some thirteen per
-    span, and a property is a Python call each. After :meth:`end` nothing changes either."""
+    span, and a property is a Python call each; ``attributes``, which the exporter does not
+    read, is a view made when asked for. After :meth:`end` nothing changes either."""
 
     __slots__ = (
         "name",
@@ -203,7 +204,6 @@ class LeanSpan(trace.Span, ReadableSpan):
         "kind",
         "resource",
         "instrumentation_scope",
-        "attributes",
         "status",
         "start_time",
         "end_time",
@@ -217,7 +217,6 @@ class LeanSpan(trace.Span, ReadableSpan):
     kind: SpanKind
     resource: Any
     instrumentation_scope: Any
-    attributes: Any
     status: Status
     start_time: int
     end_time: int | None
@@ -254,7 +253,6 @@ class LeanSpan(trace.Span, ReadableSpan):
         span.instrumentation_scope = scope
         span.kind = kind
         span._attributes = attributes
-        span.attributes = MappingProxyType(attributes)
         span.status = UNSET_STATUS
         span._processor = processor
         return span
@@ -272,6 +270,12 @@ class LeanSpan(trace.Span, ReadableSpan):
     _events = _links = ()
     _instrumentation_info = None
 
+    @property
+    def attributes(self) -> Any:
+        """A read-only view, as ReadableSpan's, made when read (the exporter reads
+        ``_attributes``): one object fewer per span kept until its export."""
+        return MappingProxyType(self._attributes)
+
     def __init__(self, name, context, parent, resource, scope, processor, kind: SpanKind, attributes: dict):
         self.start_time = time.time_ns()
         self.end_time = None
@@ -282,7 +286,6 @@ class LeanSpan(trace.Span, ReadableSpan):
         self.instrumentation_scope = scope
         self.kind = kind
         self._attributes = attributes
-        self.attributes = MappingProxyType(attributes)  # a read-only view, as ReadableSpan's
         self.status = UNSET_STATUS
         self._processor = processor
 

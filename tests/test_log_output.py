@@ -54,6 +54,39 @@ def test_info_lines_are_written_together_in_order_within_the_flush_interval():
         handler.close()
 
 
+def test_a_busy_stream_is_written_on_schedule_without_waking_the_flusher_per_batch():
+    """While lines keep coming the flusher writes every interval on its own; only after an
+    interval with nothing to write does it wait for the next line to wake it."""
+    stream = CountingStream()
+    handler = BatchingStreamHandler(stream, flush_seconds=0.05)
+    logger = logger_with(handler, "flowker.test.busy")
+    wakes = []
+    try:
+        logger.info("first")
+        wake = handler._wake
+        original_set = wake.set
+        wake.set = lambda: (wakes.append(time.monotonic()), original_set())  # type: ignore[method-assign]
+        busy_until = time.monotonic() + 0.4
+        number = 0
+        while time.monotonic() < busy_until:  # a line every 5 ms: never a whole quiet interval
+            number += 1
+            logger.info("busy %d", number)
+            time.sleep(0.005)
+        assert wait_for(lambda: stream.getvalue().count("\n") == number + 1)
+        writes = stream.writes
+        assert writes >= 4  # written as it went, about every 50 ms, not at the end
+        # Each batch used to wake the flusher; now none does unless this test's thread
+        # stalled for a whole interval (a loaded machine), which lets it park once or so.
+        assert len(wakes) < writes / 2, (wakes, writes)
+        assert wait_for(lambda: handler._parked)  # quiet: it waits to be woken
+        before = len(wakes)
+        logger.info("after a pause")
+        assert len(wakes) == before + 1
+        assert wait_for(lambda: stream.getvalue().endswith("after a pause\n"))
+    finally:
+        handler.close()
+
+
 def test_a_warning_is_written_at_once_with_every_line_before_it():
     stream = CountingStream()
     handler = BatchingStreamHandler(stream, flush_seconds=60.0)  # the timer never fires in this test
@@ -105,3 +138,38 @@ def test_a_forked_child_does_not_write_its_parents_lines_again(tmp_path):
         handler.close()
     lines = path.read_text().splitlines()
     assert sorted(lines) == ["child", "parent before fork"]
+
+
+def test_a_lines_scrubber_follows_the_redactors_installed_and_gone():
+    """JSON lines look the installed redactor up once while it stays the same one: a second
+    installed, one uninstalled or one garbage-collected is seen at the next line."""
+    import gc
+
+    from flowker.observability.logs import JsonFormatter
+    from flowker.security.log_redaction import install_log_redaction
+    from flowker.security.redaction import Redactor
+
+    scrubber = JsonFormatter().scrubber
+    first, second = Redactor(), Redactor()
+    first.add_secret("alpha-secret-0123")
+    second.add_secret("beta-secret-4567")
+    line = "alpha-secret-0123 beta-secret-4567"
+    uninstall_first = install_log_redaction(first)
+    try:
+        for _ in range(2):  # worked out, then from what was kept
+            assert scrubber.for_line()(line) == "**** beta-secret-4567"
+        uninstall_second = install_log_redaction(second)
+        assert scrubber.for_line()(line) == "**** ****"
+        uninstall_second()
+        for _ in range(2):
+            assert scrubber.for_line()(line) == "**** beta-secret-4567"
+    finally:
+        uninstall_first()
+    assert scrubber.for_line()(line) == line
+    passing = Redactor()
+    passing.add_secret("gamma-secret-8901")
+    uninstall_passing = install_log_redaction(passing)
+    assert scrubber.for_line()("gamma-secret-8901") == "****"
+    del passing, uninstall_passing  # the uninstaller holds its redactor too
+    gc.collect()
+    assert scrubber.for_line()("gamma-secret-8901") == "gamma-secret-8901"

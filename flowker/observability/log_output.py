@@ -8,7 +8,10 @@ from the workers. :class:`BatchingStreamHandler` keeps the formatted lines of a 
 writes them together:
 
 * when :data:`FLUSH_SECONDS` have passed since the first line waiting (a daemon thread per
-  process, started with the first line and again in a forked child);
+  process, started with the first line and again in a forked child). While lines keep
+  coming the thread writes every :data:`FLUSH_SECONDS` on its own; only when it found
+  nothing to write does it wait to be woken by the next line. So a busy server's request
+  threads never wake it (each wake-up is a context switch and a hand-over of the GIL);
 * at once, with every line before it, for a WARNING or worse, or when
   :data:`MAX_PENDING_BYTES` are waiting;
 * on ``flush()`` and ``close()`` - ``logging.shutdown`` at exit, gunicorn's worker and master
@@ -40,6 +43,7 @@ class BatchingStreamHandler(logging.StreamHandler):
         self._pending_bytes = 0
         self._wake = threading.Event()
         self._flusher_pid = 0
+        self._parked = True  # the flusher (none yet) waits for a line to wake it
         self._closed = False
         _handlers.add(self)
 
@@ -57,21 +61,20 @@ class BatchingStreamHandler(logging.StreamHandler):
     def write_line(self, line: str, levelno: int) -> None:
         """A line formatted without a record (:func:`flowker.observability.logs.log_line`),
         queued as :meth:`emit` queues one."""
-        self.acquire()
-        try:
+        lock = self.lock
+        assert lock is not None  # made by Handler.__init__
+        with lock:  # acquire() and release(), without their two calls
             self._add(line + self.terminator, levelno)
-        finally:
-            self.release()
 
     def _add(self, line: str, levelno: int) -> None:
-        first = not self._pending
         self._pending.append(line)
         self._pending_bytes += len(line)
         if levelno >= logging.WARNING or self._pending_bytes >= MAX_PENDING_BYTES or self._closed:
             self._write_pending()
-        elif first:
+        elif self._parked:
             if self._flusher_pid != os.getpid():
                 self._start_flusher()
+            self._parked = False
             self._wake.set()
 
     def flush(self) -> None:
@@ -118,23 +121,37 @@ class BatchingStreamHandler(logging.StreamHandler):
     def _after_fork_in_child(self) -> None:
         self._pending, self._pending_bytes = [], 0  # the parent wrote them (flushed before the fork)
         self._flusher_pid = 0
+        self._parked = True
 
 
 def _flush_loop(reference: "weakref.ref[BatchingStreamHandler]", wake: threading.Event) -> None:
     while True:
-        wake.wait()
+        wake.wait()  # parked: the next line wakes it
         handler = reference()
         if handler is None or handler._closed or handler._wake is not wake:
             return
         seconds = handler.flush_seconds
         del handler
-        time.sleep(seconds)  # the lines of the next few ms join this write
-        wake.clear()
-        handler = reference()
-        if handler is None:
-            return
-        handler.flush()
-        del handler
+        parked = False
+        while not parked:
+            time.sleep(seconds)  # the lines of the next few ms join this write
+            handler = reference()
+            if handler is None:
+                return
+            with handler.lock:  # type: ignore[union-attr] # made by Handler.__init__
+                if handler._pending:
+                    handler._write_pending()
+                elif handler._wake is wake:
+                    # Nothing came for a whole interval: wait to be woken. Decided under the
+                    # lock a line is added under, so that line sees it and wakes the thread.
+                    handler._parked = parked = True
+                    wake.clear()
+                else:
+                    return  # another thread (a forked child's) serves the handler now
+                closed = handler._closed
+            del handler
+            if closed:
+                return
 
 
 def _flush_all_before_fork() -> None:

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import time
+import weakref
 from typing import Any, Callable
 
 from flowker.observability.log_output import BatchingStreamHandler
@@ -69,14 +70,25 @@ class _LineScrubber:
 
     def __init__(self):
         self._fallback = Redactor()
+        # (the factory's snapshot, a weak reference to its one redactor): the usual case,
+        # one redactor, worked out once rather than per line; held weakly, as the factory holds it.
+        self._single: tuple[Any, Any] = ((), None)
 
     def for_line(self) -> Callable[[str], str]:
         """The scrubbing function for one line (the installed redactors, looked up once)."""
         factory = logging.getLogRecordFactory()
+        if type(factory) is RedactingRecordFactory:
+            snapshot, reference = self._single
+            if snapshot is factory.snapshot:
+                redactor = reference()
+                if redactor is not None:
+                    return redactor.scrub_text
         redactors = factory.redactors() if isinstance(factory, RedactingRecordFactory) else []
         if not redactors:
             return self._fallback.scrub_text
         if len(redactors) == 1:
+            if type(factory) is RedactingRecordFactory and len(factory.snapshot) == 1:
+                self._single = (factory.snapshot, weakref.ref(redactors[0]))
             return redactors[0].scrub_text
 
         def scrub(text: str) -> str:
@@ -284,8 +296,11 @@ class JsonFormatter(_ScrubbingFormatter):
             "null" if pid is None else _json_value(pid),
         ]
         for field, value in self.fields(values, scrub).items():
+            kind = type(value)  # fields() made every SafeField a str
             parts.append(_FIELD_PREFIXES[field])
-            parts.append(_json_value(value))
+            parts.append(
+                _json_string(value) if kind is str else int.__repr__(value) if kind is int else _json_value(value)
+            )
         if exc_text:
             parts.append(', "exception": ')
             parts.append(_json_string(exc_text))

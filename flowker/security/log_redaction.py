@@ -76,23 +76,24 @@ class RedactingRecordFactory:
         self._lock = threading.Lock()
         self._redactors: "weakref.WeakSet[Redactor]" = weakref.WeakSet()
         # What every record reads: weak references, rebuilt on add and remove (iterating
-        # the WeakSet under its guard cost more than the scrubbing of a cached line).
-        self._snapshot: tuple[weakref.ref, ...] = ()
+        # the WeakSet under its guard cost more than the scrubbing of a cached line). A new
+        # tuple each time: a reader may keep what it worked out from it while it is the same.
+        self.snapshot: tuple[weakref.ref, ...] = ()
 
     def add(self, redactor: Redactor) -> None:
         with self._lock:
             self._redactors.add(redactor)
-            self._snapshot = tuple(weakref.ref(item) for item in self._redactors)
+            self.snapshot = tuple(weakref.ref(item) for item in self._redactors)
 
     def remove(self, redactor: Redactor) -> bool:
         """Forget ``redactor``; True when none is left."""
         with self._lock:
             self._redactors.discard(redactor)
-            self._snapshot = tuple(weakref.ref(item) for item in self._redactors)
+            self.snapshot = tuple(weakref.ref(item) for item in self._redactors)
             return len(self._redactors) == 0
 
     def redactors(self) -> list[Redactor]:
-        found = [reference() for reference in self._snapshot]
+        found = [reference() for reference in self.snapshot]
         return [redactor for redactor in found if redactor is not None]
 
     def scrub_text(self, text: Any) -> Any:

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 from dataclasses import dataclass
 
 
@@ -268,13 +269,29 @@ def run_wrk_all(
 def callgrind_instructions(arguments: list[str], cwd, environment: dict | None = None) -> int:
     """Instructions ``valgrind --tool=callgrind`` counts for ``python *arguments`` (start-up
     included), with str hashes fixed (seed 0) so dictionary probes repeat from run to run."""
+    return sum(callgrind_instructions_per_thread(arguments, cwd, environment, separate=False).values())
+
+
+def callgrind_instructions_per_thread(
+    arguments: list[str], cwd, environment: dict | None = None, *, separate: bool = True
+) -> dict[int, int]:
+    """As :func:`callgrind_instructions`, counted per thread (1: the main thread, then in the
+    order the threads started) with ``separate``; ``{0: total}`` without."""
     with tempfile.TemporaryDirectory(prefix="flowker-callgrind-") as scratch:
         command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={scratch}/callgrind.out", sys.executable]
+        if separate:
+            command.insert(2, "--separate-threads=yes")
         environment = {**(os.environ if environment is None else environment), "PYTHONHASHSEED": "0"}
         done = subprocess.run(
             command + arguments, cwd=cwd, env=environment, capture_output=True, text=True, timeout=1800
         )
-    found = re.search(r"Collected : (\d+)", done.stderr)
-    if done.returncode != 0 or found is None:
-        raise SystemExit(f"the measured process failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    return int(found.group(1))
+        found = re.search(r"Collected : (\d+)", done.stderr)
+        if done.returncode != 0 or found is None:
+            raise SystemExit(f"the measured process failed ({done.returncode}):\n{done.stderr[-2000:]}")
+        if not separate:
+            return {0: int(found.group(1))}
+        threads = {}
+        for path in Path(scratch).glob("callgrind.out-*"):  # one file per thread: callgrind.out-01...
+            summary = re.search(r"^(?:summary|totals): (\d+)", path.read_text(), re.MULTILINE)
+            threads[int(path.name.rsplit("-", 1)[1])] = int(summary.group(1)) if summary else 0
+        return threads

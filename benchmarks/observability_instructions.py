@@ -1,6 +1,6 @@
 """What logs, metrics and traces cost in instructions: a figure the machine's speed does not move.
 
-    .venv/bin/python -m benchmarks.observability_instructions [--variants off,on] [--executions 50,250]
+    .venv/bin/python -m benchmarks.observability_instructions [--variants off,on] [--executions 50,250] [--per-thread]
 
 On this 2-core machine the servers' CPU per execution moves by a third between rounds a
 minute apart, so ``benchmarks/observability_cost.py`` needs many rounds to see a 10 % effect
@@ -17,6 +17,12 @@ the hash seed (fixed at 0 here) changes set and dict orders; ``off`` has moved b
 2 % between runs, so compare variants of one run, and small differences twice. They are not
 time (a cache miss costs more than an add), so this is a proxy for the throughput target,
 for finding and checking reductions, not the target itself.
+
+``--per-thread`` counts each thread apart (callgrind's ``--separate-threads``): thread 1
+runs the requests; the others, numbered as they started, are the background threads (the
+span export, the log writer, the WAL checkpoints, timers), told apart by their sizes. The
+SQLite WAL checkpoint thread's count follows wall-clock time, not executions, and is most
+of the noise in the totals.
 
 The stub executor and, for traced variants, the OTLP receiver run outside valgrind. Log
 lines go to /dev/null; metrics use a fresh multiprocess directory.
@@ -89,14 +95,15 @@ def child(variant_env: dict[str, str], stub_port: int, executions: int, warmup: 
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def instructions(variant_env: dict, stub_port: int, executions: int, warmup: int) -> int:
-    """Instructions callgrind counted for one child process (startup included)."""
-    from benchmarks.load_tools import callgrind_instructions
+def instructions(variant_env: dict, stub_port: int, executions: int, warmup: int, per_thread: bool) -> dict[int, int]:
+    """Instructions callgrind counted for one child process (startup included): per thread,
+    or ``{0: total}``."""
+    from benchmarks.load_tools import callgrind_instructions_per_thread
 
     # The variant's settings only (as benchmarks/api.py's Server): none inherited.
     environment = {key: value for key, value in os.environ.items() if not key.startswith(("FLOWKER_", "OTEL_"))}
     arguments = [str(Path(__file__).resolve()), CHILD_FLAG, repr((variant_env, stub_port, executions, warmup))]
-    return callgrind_instructions(arguments, ROOT, environment)
+    return callgrind_instructions_per_thread(arguments, ROOT, environment, separate=per_thread)
 
 
 def main(argv=None) -> int:
@@ -104,6 +111,7 @@ def main(argv=None) -> int:
     parser.add_argument("--variants", default="off,on", help="names of benchmarks.observability_cost.VARIANTS")
     parser.add_argument("--executions", default="50,250", help="the two counts whose difference is measured")
     parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--per-thread", action="store_true", help="count each thread apart as well")
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
@@ -127,13 +135,19 @@ def main(argv=None) -> int:
         # Two processes at a time (the machine's two cores): counts do not depend on it.
         with ThreadPoolExecutor(max_workers=2) as pool:
             totals = {
-                (name, count): pool.submit(instructions, environments[name], stub_port, count, args.warmup)
+                (name, count): pool.submit(
+                    instructions, environments[name], stub_port, count, args.warmup, args.per_thread
+                )
                 for name in names
                 for count in (few, many)
             }
-            per_execution = {
-                name: (totals[(name, many)].result() - totals[(name, few)].result()) / (many - few) for name in names
-            }
+            threads = {}
+            for name in names:
+                small, large = totals[(name, few)].result(), totals[(name, many)].result()
+                threads[name] = {
+                    thread: (large.get(thread, 0) - small.get(thread, 0)) / (many - few) for thread in sorted(large)
+                }
+            per_execution = {name: sum(threads[name].values()) for name in names}
     finally:
         stub.terminate()
         receiver.terminate()
@@ -142,6 +156,8 @@ def main(argv=None) -> int:
     for name in names:
         ratio = f"  {100 * per_execution[name] / base:.1f} % of off" if base and name != "off" else ""
         print(f"  {name:16s} {per_execution[name] / 1e6:8.3f} M{ratio}")
+        if args.per_thread:
+            print("      per thread, k: " + ", ".join(f"{t}: {v / 1e3:,.0f}" for t, v in threads[name].items()))
     print(f"spans received: {spans.value}")
     return 0
 

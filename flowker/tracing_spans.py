@@ -168,7 +168,7 @@ def start_root(tracer: Any, processor: Any, name: str, context: Any, attributes:
     span_context = _new_tuple(SpanContext, (trace_id, span_id, False, flags, state, valid))
     if not recording:
         return NonRecordingSpan(span_context)
-    return LeanSpan(
+    return LeanSpan.made(
         name,
         span_context,
         parent,
@@ -221,6 +221,7 @@ class LeanSpan(trace.Span, ReadableSpan):
     start_time: int
     end_time: int | None
     _attributes: dict[str, Any]  # the span's own (ReadableSpan's is a Mapping)
+    _processor: Any  # the span batch its end queues it in
     events: tuple = ()
     links: tuple = ()
     dropped_attributes = dropped_events = dropped_links = 0  # no limits: nothing is dropped
@@ -241,8 +242,13 @@ class LeanSpan(trace.Span, ReadableSpan):
         # SpanContext's __new__ (a Python call) only adds whether the ids are valid; the
         # trace id is a valid parent's.
         context = _new_tuple(SpanContext, (trace_id, span_id, False, flags, state, 0 < span_id <= _SPAN_ID_MAX))
-        # __init__'s fields, set here: a type call and a frame less for four spans in five
-        # (tests/test_tracing_spans.py checks both ways fill the same fields alike).
+        return cls.made(name, context, parent, resource, scope, processor, kind, attributes)
+
+    @classmethod
+    def made(cls, name, context, parent, resource, scope, processor, kind: SpanKind, attributes: dict):
+        """A started span (``attributes`` its own, not copied): the one way a LeanSpan is
+        made, without a type call's ``__new__`` and ``__init__`` (ReadableSpan's
+        ``__init__`` is not run: its fields are the slots set here)."""
         span = _new_object(cls)
         span.start_time = time.time_ns()
         span.end_time = None
@@ -275,19 +281,6 @@ class LeanSpan(trace.Span, ReadableSpan):
         """A read-only view, as ReadableSpan's, made when read (the exporter reads
         ``_attributes``): one object fewer per span kept until its export."""
         return MappingProxyType(self._attributes)
-
-    def __init__(self, name, context, parent, resource, scope, processor, kind: SpanKind, attributes: dict):
-        self.start_time = time.time_ns()
-        self.end_time = None
-        self.name = name
-        self.context = context
-        self.parent = parent
-        self.resource = resource
-        self.instrumentation_scope = scope
-        self.kind = kind
-        self._attributes = attributes
-        self.status = UNSET_STATUS
-        self._processor = processor
 
     def get_span_context(self) -> SpanContext:
         return self.context

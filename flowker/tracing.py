@@ -351,8 +351,14 @@ class Tracing:
         return span if type(span) is otel.LeanSpan else _Span(span, otel)
 
     def _child_parent(self) -> tuple[Any, Any]:
-        """The tracer and the span a step or call goes under when it is not a running
-        LeanSpan (see :meth:`step`): OpenTelemetry's current span; (None, None) once shut down."""
+        """The tracer and the span a step or call goes under: the running LeanSpan of the
+        execution or step (one look-up, the usual case), else OpenTelemetry's current span;
+        (None, None) once shut down."""
+        otel, tracer = self._otel, self._tracer
+        if otel is not None and tracer is not None:
+            parent = otel.current_context().get(otel.SPAN_KEY)
+            if type(parent) is otel.LeanSpan and parent.end_time is None:
+                return tracer, parent
         tracer = self._started()
         if tracer is None:
             return None, None
@@ -360,21 +366,6 @@ class Tracing:
         return tracer, self._otel.current_span()
 
     def step(self, node_id: str, node_type: str, workflow_name: str, execution_id: str) -> Any:
-        attributes = {
-            "flowker.node.id": node_id,
-            "flowker.node.type": node_type,
-            "flowker.workflow.name": workflow_name,
-            "flowker.execution.id": execution_id,
-        }
-        otel, tracer = self._otel, self._tracer
-        if otel is not None and tracer is not None:
-            # The usual parent, the execution's running LeanSpan, found with one look-up;
-            # the span is its own handle (flowker.tracing_spans).
-            parent = otel.current_context().get(otel.SPAN_KEY)
-            if type(parent) is otel.LeanSpan and parent.end_time is None:
-                return otel.LeanSpan.child(
-                    "flowker.step", parent, self._processor, tracer.id_generator, otel.INTERNAL, attributes
-                )
         tracer, parent = self._child_parent()
         if tracer is None:
             return _NO_SPAN
@@ -383,20 +374,20 @@ class Tracing:
         recording = parent.is_recording()
         if not recording and parent.get_span_context().is_valid:
             return _NO_SPAN  # a trace the sampler dropped: its spans would record nothing
-        if recording:
+        attributes = {
+            "flowker.node.id": node_id,
+            "flowker.node.type": node_type,
+            "flowker.workflow.name": workflow_name,
+            "flowker.execution.id": execution_id,
+        }
+        if recording:  # the lean path (flowker.tracing_spans): the span is its own handle
             return otel.LeanSpan.child(
                 "flowker.step", parent, self._processor, tracer.id_generator, otel.INTERNAL, attributes
             )
         return _Span(tracer.start_span("flowker.step", attributes=attributes), otel)
 
     def client(self, executor: str, method: str, url: str, query: dict | None, redact_url, attempt: int) -> Any:
-        otel, tracer = self._otel, self._tracer
-        if otel is not None and tracer is not None:
-            parent = otel.current_context().get(otel.SPAN_KEY)  # the step's LeanSpan, usually
-            if type(parent) is not otel.LeanSpan or parent.end_time is not None:
-                tracer, parent = self._child_parent()
-        else:
-            tracer, parent = self._child_parent()
+        tracer, parent = self._child_parent()
         if tracer is None:
             return _NO_SPAN
         otel = self._otel

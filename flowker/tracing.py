@@ -262,7 +262,6 @@ class _Otel:
         self.LeanSpan, self.start_root = tracing_spans.LeanSpan, tracing_spans.start_root
         self.LeanClientSpan = tracing_spans.LeanClientSpan
         self.current_context, self.SPAN_KEY = tracing_spans.current_context, tracing_spans.SPAN_KEY
-        self.INTERNAL = SpanKind.INTERNAL
 
 
 class Tracing:
@@ -350,28 +349,28 @@ class Tracing:
         )
         return span if type(span) is otel.LeanSpan else _Span(span, otel)
 
-    def _child_parent(self) -> tuple[Any, Any]:
-        """The tracer and the span a step or call goes under: the running LeanSpan of the
-        execution or step (one look-up, the usual case), else OpenTelemetry's current span;
-        (None, None) once shut down."""
+    def _child_parent(self) -> tuple[_Otel, Any, Any, bool] | None:
+        """(names, tracer, parent, whether the parent records) for a step or call: the
+        running LeanSpan of the execution or step (one look-up, the usual case), else
+        OpenTelemetry's current span; None once shut down."""
         otel, tracer = self._otel, self._tracer
         if otel is not None and tracer is not None:
             parent = otel.current_context().get(otel.SPAN_KEY)
             if type(parent) is otel.LeanSpan and parent.end_time is None:
-                return tracer, parent
+                return otel, tracer, parent, True
         tracer = self._started()
         if tracer is None:
-            return None, None
-        assert self._otel is not None  # set with the tracer
-        return tracer, self._otel.current_span()
+            return None
+        otel = self._otel
+        assert otel is not None  # set with the tracer
+        parent = otel.current_span()
+        return otel, tracer, parent, parent.is_recording()
 
     def step(self, node_id: str, node_type: str, workflow_name: str, execution_id: str) -> Any:
-        tracer, parent = self._child_parent()
-        if tracer is None:
+        found = self._child_parent()
+        if found is None:
             return _NO_SPAN
-        otel = self._otel
-        assert otel is not None
-        recording = parent.is_recording()
+        otel, tracer, parent, recording = found
         if not recording and parent.get_span_context().is_valid:
             return _NO_SPAN  # a trace the sampler dropped: its spans would record nothing
         attributes = {
@@ -382,17 +381,15 @@ class Tracing:
         }
         if recording:  # the lean path (flowker.tracing_spans): the span is its own handle
             return otel.LeanSpan.child(
-                "flowker.step", parent, self._processor, tracer.id_generator, otel.INTERNAL, attributes
+                "flowker.step", parent, self._processor, tracer.id_generator, otel.SpanKind.INTERNAL, attributes
             )
         return _Span(tracer.start_span("flowker.step", attributes=attributes), otel)
 
     def client(self, executor: str, method: str, url: str, query: dict | None, redact_url, attempt: int) -> Any:
-        tracer, parent = self._child_parent()
-        if tracer is None:
+        found = self._child_parent()
+        if found is None:
             return _NO_SPAN
-        otel = self._otel
-        assert otel is not None
-        recording = parent.is_recording()
+        otel, tracer, parent, recording = found
         if not recording and parent.get_span_context().is_valid:
             return _PropagatingSpan(otel, parent.get_span_context())  # the service learns the trace, unsampled
         address, port = self._servers.get(url) or self._server_of(url)

@@ -54,8 +54,7 @@ class SpanBatch(SpanProcessor):
         self._exporter = exporter
         self._schedule_delay = max(0, _setting(environ, "OTEL_BSP_SCHEDULE_DELAY", DEFAULT_SCHEDULE_DELAY_MS)) / 1e3
         self._max_queue_size = _setting(environ, "OTEL_BSP_MAX_QUEUE_SIZE", DEFAULT_MAX_QUEUE_SIZE)
-        # Public for LeanSpan's end, which appends itself while the queue is short of a batch.
-        self.batch_size = min(
+        self._batch_size = min(
             self._max_queue_size, _setting(environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", DEFAULT_MAX_EXPORT_BATCH_SIZE)
         )
         self._shutdown = False
@@ -75,7 +74,7 @@ class SpanBatch(SpanProcessor):
         thread does not exist there, and its queued spans are the parent's to export)."""
         # Bounded: appending to a full queue drops the oldest in the same step, so its length
         # never falls under what the export thread counted before it pops.
-        self.queue: collections.deque = collections.deque(maxlen=self._max_queue_size)
+        self._queue: collections.deque = collections.deque(maxlen=self._max_queue_size)
         self._export_lock = threading.Lock()
         self._awake = threading.Event()
         self._thread = threading.Thread(target=self._work, name="FlowkerSpanBatch", daemon=True)
@@ -85,7 +84,7 @@ class SpanBatch(SpanProcessor):
 
     def add(self, span: Any) -> None:
         """Queue an ended, sampled span: the newest at the left, the oldest dropped when full."""
-        queue = self.queue
+        queue = self._queue
         if len(queue) >= self._max_queue_size:
             if self._shutdown:
                 return
@@ -93,7 +92,7 @@ class SpanBatch(SpanProcessor):
             if self._dropped == 1 or self._dropped % 1000 == 0:
                 _logger.warning("span queue full (%d): %d spans dropped so far", self._max_queue_size, self._dropped)
         queue.appendleft(span)
-        if len(queue) >= self.batch_size and not self._awake.is_set():
+        if len(queue) >= self._batch_size and not self._awake.is_set():
             self._awake.set()
 
     def on_start(self, span: Any, parent_context: Context | None = None) -> None:
@@ -118,10 +117,10 @@ class SpanBatch(SpanProcessor):
         """Full batches while there are; one (partial) batch more when ``at_least_one``
         (the timer ran out), all of it when ``everything``."""
         with self._export_lock:
-            queue, first = self.queue, True
-            while queue and (len(queue) >= self.batch_size or everything or (at_least_one and first)):
+            queue, first = self._queue, True
+            while queue and (len(queue) >= self._batch_size or everything or (at_least_one and first)):
                 first = False
-                batch = [queue.pop() for _ in range(min(self.batch_size, len(queue)))]
+                batch = [queue.pop() for _ in range(min(self._batch_size, len(queue)))]
                 token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
                 try:
                     self._exporter.export(batch)

@@ -42,7 +42,6 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision, ParentBased, StaticSampler
 from opentelemetry.trace import (
-    DEFAULT_TRACE_STATE,
     INVALID_SPAN,
     INVALID_SPAN_CONTEXT,
     NonRecordingSpan,
@@ -61,7 +60,6 @@ UNSET_STATUS = Status(StatusCode.UNSET)  # every LeanSpan's until set (the expor
 _ERROR = Status(StatusCode.ERROR)
 _random_bits = random.getrandbits  # what the SDK's RandomIdGenerator draws span ids with
 _SPAN_ID_MAX = 2**64 - 1
-_TRACE_ID_MAX = 2**128 - 1
 _new_tuple = tuple.__new__
 _new_object = object.__new__
 _RANDOM_TRACE_ID = getattr(TraceFlags, "RANDOM_TRACE_ID", 0)  # W3C level 2 flag, newer SDKs set it
@@ -137,12 +135,10 @@ def start_root(tracer: Any, processor: Any, name: str, context: Any, attributes:
     if is_enabled is not None and not is_enabled():
         return NonRecordingSpan(current)
     id_generator = tracer.id_generator
-    random_ids = type(id_generator) is RandomIdGenerator
     parent: SpanContext | None = current
     if parent is None or not parent.is_valid:
         parent = None
-        # The SDK's RandomIdGenerator draws from the same generator (0 is drawn again).
-        trace_id = (_random_bits(128) if random_ids else 0) or id_generator.generate_trace_id()
+        trace_id = id_generator.generate_trace_id()
         random_trace_id = _RANDOM_TRACE_ID and id_generator.is_trace_id_random()
     else:
         trace_id = parent.trace_id
@@ -152,20 +148,17 @@ def start_root(tracer: Any, processor: Any, name: str, context: Any, attributes:
         # The default sampler (parentbased_always_on) or always_on, for a run with no parent:
         # what its should_sample answers - record and sample, the attributes as given, no
         # trace state - without its calls and result object.
-        recording, flags, state = True, _SAMPLED, DEFAULT_TRACE_STATE
+        recording, flags, state = True, _SAMPLED, None
     else:
         decision = sampler.should_sample(context, trace_id, name, SpanKind.INTERNAL, attributes, ())
         recording, state = decision.decision.is_recording(), decision.trace_state
-        if state is None:
-            state = DEFAULT_TRACE_STATE  # as SpanContext's __new__ fills it in
         flags = _SAMPLED if decision.decision.is_sampled() else _NOT_SAMPLED
         attributes = dict(decision.attributes)
     if random_trace_id:
         flags = TraceFlags(flags | _RANDOM_TRACE_ID)
-    span_id = (_random_bits(64) if random_ids else 0) or id_generator.generate_span_id()
-    # SpanContext's __new__ (a Python call) only adds whether the ids are valid.
-    valid = 0 < trace_id <= _TRACE_ID_MAX and 0 < span_id <= _SPAN_ID_MAX
-    span_context = _new_tuple(SpanContext, (trace_id, span_id, False, flags, state, valid))
+    span_context = SpanContext(
+        trace_id, id_generator.generate_span_id(), is_remote=False, trace_flags=flags, trace_state=state
+    )
     if not recording:
         return NonRecordingSpan(span_context)
     return LeanSpan.made(
@@ -320,15 +313,7 @@ class LeanSpan(trace.Span, ReadableSpan):
                 reset(self._token)  # restore(), inline: a frame less per span
             except Exception:  # noqa: BLE001 - detach tries again and logs what went wrong
                 otel_context.detach(self._token)
-            if self.end_time is None:  # end(), inline: two frames less per span
-                self.end_time = time.time_ns()
-                if self.context[3] & 1:
-                    processor = self._processor
-                    queue = processor.queue
-                    if len(queue) + 1 < processor.batch_size:
-                        queue.appendleft(self)  # what add() does short of a full batch
-                    else:
-                        processor.add(self)
+            self.end()
 
     def is_recording(self) -> bool:
         return self.end_time is None

@@ -124,7 +124,7 @@ def test_a_failing_export_does_not_stop_the_thread(caplog):
 def test_a_bad_setting_falls_back_to_the_default_with_a_warning(settings, caplog):
     batch = SpanBatch(RecordingExporter(), settings)
     try:
-        assert (batch._max_queue_size, batch.batch_size) == (2048, 512)
+        assert (batch._max_queue_size, batch._batch_size) == (2048, 512)
         assert next(iter(settings)) in caplog.text
     finally:
         batch.shutdown()

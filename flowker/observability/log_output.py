@@ -118,6 +118,18 @@ class BatchingStreamHandler(logging.StreamHandler):
             target=_flush_loop, args=(reference, self._wake), name="flowker-log-flush", daemon=True
         ).start()
 
+    def _write_or_park(self, wake: threading.Event) -> bool:
+        """The flusher's turn: write what is waiting, or, with nothing for a whole interval,
+        park it (True) until a line wakes it - decided under the lock lines are added under,
+        so the next line sees it parked."""
+        with self.lock:  # type: ignore[union-attr] # made by Handler.__init__
+            if self._pending:
+                self._write_pending()
+                return False
+            self._parked = True
+            wake.clear()
+            return True
+
     def _after_fork_in_child(self) -> None:
         self._pending, self._pending_bytes = [], 0  # the parent wrote them (flushed before the fork)
         self._flusher_pid = 0
@@ -132,26 +144,17 @@ def _flush_loop(reference: "weakref.ref[BatchingStreamHandler]", wake: threading
             return
         seconds = handler.flush_seconds
         del handler
-        parked = False
-        while not parked:
+        while True:
             time.sleep(seconds)  # the lines of the next few ms join this write
             handler = reference()
             if handler is None:
                 return
-            with handler.lock:  # type: ignore[union-attr] # made by Handler.__init__
-                if handler._pending:
-                    handler._write_pending()
-                elif handler._wake is wake:
-                    # Nothing came for a whole interval: wait to be woken. Decided under the
-                    # lock a line is added under, so that line sees it and wakes the thread.
-                    handler._parked = parked = True
-                    wake.clear()
-                else:
-                    return  # another thread (a forked child's) serves the handler now
-                closed = handler._closed
+            parked, closed = handler._write_or_park(wake), handler._closed
             del handler
             if closed:
                 return
+            if parked:
+                break
 
 
 def _flush_all_before_fork() -> None:

@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import time
-import weakref
 from typing import Any, Callable
 
 from flowker.observability.log_output import BatchingStreamHandler
@@ -70,25 +69,20 @@ class _LineScrubber:
 
     def __init__(self):
         self._fallback = Redactor()
-        # (the factory's snapshot, a weak reference to its one redactor): the usual case,
-        # one redactor, worked out once rather than per line; held weakly, as the factory holds it.
-        self._single: tuple[Any, Any] = ((), None)
 
     def for_line(self) -> Callable[[str], str]:
         """The scrubbing function for one line (the installed redactors, looked up once)."""
         factory = logging.getLogRecordFactory()
-        if type(factory) is RedactingRecordFactory:
-            snapshot, reference = self._single
-            if snapshot is factory.snapshot:
-                redactor = reference()
-                if redactor is not None:
-                    return redactor.scrub_text
-        redactors = factory.redactors() if isinstance(factory, RedactingRecordFactory) else []
+        if not isinstance(factory, RedactingRecordFactory):
+            return self._fallback.scrub_text
+        snapshot = factory.snapshot
+        if len(snapshot) == 1:  # the usual case: one redactor, read without building lists
+            redactor = snapshot[0]()
+            return redactor.scrub_text if redactor is not None else self._fallback.scrub_text
+        redactors = factory.redactors()
         if not redactors:
             return self._fallback.scrub_text
         if len(redactors) == 1:
-            if type(factory) is RedactingRecordFactory and len(factory.snapshot) == 1:
-                self._single = (factory.snapshot, weakref.ref(redactors[0]))
             return redactors[0].scrub_text
 
         def scrub(text: str) -> str:

@@ -76,8 +76,7 @@ class RedactingRecordFactory:
         self._lock = threading.Lock()
         self._redactors: "weakref.WeakSet[Redactor]" = weakref.WeakSet()
         # What every record reads: weak references, rebuilt on add and remove (iterating
-        # the WeakSet under its guard cost more than the scrubbing of a cached line). A new
-        # tuple each time: a reader may keep what it worked out from it while it is the same.
+        # the WeakSet under its guard cost more than the scrubbing of a cached line).
         self.snapshot: tuple[weakref.ref, ...] = ()
 
     def add(self, redactor: Redactor) -> None:

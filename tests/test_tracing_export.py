@@ -8,6 +8,7 @@ receiver on 127.0.0.1 with its OTEL_* settings (endpoint, headers, compression).
 
 from __future__ import annotations
 
+import base64
 import gzip
 
 import pytest
@@ -296,3 +297,45 @@ def test_several_resources_and_scopes_interleaved_in_one_batch():
     assert len({id(span.resource) for span in spans}) == 2
     assert len({id(span.instrumentation_scope) for span in spans}) == 3
     assert encode_spans(spans) == _sdk_bytes(spans)
+
+
+def _recording_server(requests: list[RecordedRequest]) -> LocalHTTPServer:
+    def answer(request: RecordedRequest):
+        requests.append(request)
+        return 200, {"Content-Type": "application/x-protobuf"}, b""
+
+    return LocalHTTPServer(answer)
+
+
+@pytest.mark.parametrize("bypassed", [False, True], ids=["through the proxy", "NO_PROXY"])
+def test_the_exporter_takes_proxy_and_netrc_login_from_the_environment_once(monkeypatch, tmp_path, bypassed):
+    through_proxy: list[RecordedRequest] = []
+    direct: list[RecordedRequest] = []
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login otel password netrc-s3cret\n")
+    netrc.chmod(0o600)
+    spans = _spans()
+    with _recording_server(through_proxy) as proxy, _recording_server(direct) as collector:
+        for name in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        if bypassed:
+            monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        monkeypatch.setenv("NETRC", str(netrc))
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url)
+        exporter = LeanOTLPSpanExporter()
+        try:
+            assert exporter.export(spans) is SpanExportResult.SUCCESS
+            # Read once, when the exporter was made: a later change of the variables is not seen.
+            monkeypatch.setenv("NO_PROXY", "*" if not bypassed else "")
+            assert exporter.export(spans) is SpanExportResult.SUCCESS
+        finally:
+            exporter.shutdown()
+        expected_path = "/v1/traces" if bypassed else f"{collector.url}/v1/traces"  # a proxy is sent the whole URL
+    received, idle = (direct, through_proxy) if bypassed else (through_proxy, direct)
+    assert len(received) == 2 and not idle
+    login = "Basic " + base64.b64encode(b"otel:netrc-s3cret").decode()
+    for request in received:
+        assert request.method == "POST" and request.path == expected_path
+        assert request.header("Authorization") == login
+        assert request.body == sdk_encode_spans(spans).SerializeToString()

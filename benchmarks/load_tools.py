@@ -295,3 +295,54 @@ def callgrind_instructions_per_thread(
             summary = re.search(r"^(?:summary|totals): (\d+)", path.read_text(), re.MULTILINE)
             threads[int(path.name.rsplit("-", 1)[1])] = int(summary.group(1)) if summary else 0
         return threads
+
+
+def _v2_has_cpu(root: Path) -> bool:
+    controllers = root / "cgroup.subtree_control"
+    return controllers.exists() and "cpu" in controllers.read_text().split()
+
+
+class CpuLimit:
+    """A cgroup that caps the processes moved into it at ``cpus`` CPUs (the kernel's CFS
+    quota; cgroup v1's ``cpu`` controller or cgroup v2's ``cpu.max``): two servers capped
+    alike get the same CPU however the scheduler would have shared the machine, so their
+    throughputs compare as their costs per request do. ``with CpuLimit(0.6) as limit:
+    limit.add(pids)``; removed on exit (once its processes have gone)."""
+
+    PERIOD_US = 100_000
+    V1 = Path("/sys/fs/cgroup/cpu")
+    V2 = Path("/sys/fs/cgroup")
+
+    def __init__(self, cpus: float, name: str = "flowker-benchmark"):
+        self.cpus = cpus
+        quota = int(cpus * self.PERIOD_US)
+        suffix = f"{name}-{os.getpid()}-{id(self):x}"
+        if (self.V1 / "cpu.cfs_quota_us").exists():
+            self.path = self.V1 / suffix
+            self.path.mkdir()
+            (self.path / "cpu.cfs_period_us").write_text(str(self.PERIOD_US))
+            (self.path / "cpu.cfs_quota_us").write_text(str(quota))
+        elif _v2_has_cpu(self.V2):
+            self.path = self.V2 / suffix
+            self.path.mkdir()
+            (self.path / "cpu.max").write_text(f"{quota} {self.PERIOD_US}")
+        else:
+            raise SystemExit("--cpu-limit needs a writable cgroup cpu controller (run as root on Linux)")
+
+    def add(self, pids) -> None:
+        for pid in pids:
+            try:
+                (self.path / "cgroup.procs").write_text(str(pid))
+            except ProcessLookupError:
+                continue  # exited meanwhile
+
+    def __enter__(self) -> "CpuLimit":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for _attempt in range(50):  # its processes may take a moment to be reaped
+            try:
+                self.path.rmdir()
+                return
+            except OSError:
+                time.sleep(0.1)

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/observability_cost.py [--seconds 8] [--rounds 3]
         [--generator auto|wrk|python] [--concurrency 4] [--workers 2] [--threads 1]
+        [--together [--cpu-limit CPUS]]
 
 The same workload as ``benchmarks/api.py`` (its helpers: the stub executor process, the
 ``flowker serve`` processes, the 3-node workflow, wrk or the Python client), run once per
@@ -23,6 +24,7 @@ defaults are not (metrics on, text lines at INFO: the "defaults" variant).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.server
 import multiprocessing
 import os
@@ -49,7 +51,7 @@ from benchmarks.api import (  # noqa: E402
     start_stub,
     wait_ready,
 )
-from benchmarks.load_tools import cpu_seconds  # noqa: E402
+from benchmarks.load_tools import CpuLimit, cpu_seconds  # noqa: E402
 
 RECEIVER = "{receiver}"  # replaced with the local OTLP receiver's URL
 # Everything on: JSON logs at INFO, metrics, traces of every run.
@@ -85,6 +87,7 @@ VARIANTS: dict[str, dict[str, str]] = {
 }
 DEFAULT_VARIANTS = ("off", "on", "on-sampled-10%")
 TARGET_RATIO = 0.90
+CAP_BOUND = 0.95  # --cpu-limit: the share of its cap each server must use for a verdict
 
 
 # --------------------------------------------------------------------------- the OTLP receiver
@@ -186,11 +189,18 @@ def measure(variant_env: dict, stub_port: int, args, wrk: str | None) -> tuple[i
 
 
 def measure_together(env_off: dict, env_variant: dict, stub_port: int, args, wrk: str) -> tuple[tuple, tuple]:
+    with contextlib.ExitStack() as stack:  # the CPU limits go after the servers have stopped
+        return _measure_together(stack, env_off, env_variant, stub_port, args, wrk)
+
+
+def _measure_together(stack, env_off: dict, env_variant: dict, stub_port: int, args, wrk: str) -> tuple[tuple, tuple]:
     """One round of ``off`` and a variant at the same time, each its own server and wrk (half
     the connections each): both see the same neighbours, so their CPU per execution compares
     even when the machine's load swings. Returns each one's (completed, errors, seconds, CPU, [p50, p99])."""
     folders = [tempfile.mkdtemp(prefix="flowker-obs-bench-") for _ in range(2)]
     servers = []
+    # --cpu-limit: each server (master and workers) in a cgroup of its own, capped alike.
+    limits = [stack.enter_context(CpuLimit(args.cpu_limit)) for _ in range(2)] if args.cpu_limit else []
     try:
         for folder, env in zip(folders, (env_off, env_variant)):
             servers.append(Server(f"sqlite:///{folder}/flowker.db", args.workers, args.threads, env))
@@ -200,6 +210,8 @@ def measure_together(env_off: dict, env_variant: dict, stub_port: int, args, wrk
             workflows.append(create_workflow(server.url, stub_port))
             Load(server.url, workflows[-1], args.warmup, 60).run(args.concurrency)
         pids = [process_tree(server.process.pid) for server in servers]
+        for limit, tree in zip(limits, pids):
+            limit.add(tree)
         before = [cpu_seconds(tree) for tree in pids]
         results: list = [None, None]
         connections = max(1, args.concurrency // 2)
@@ -261,7 +273,17 @@ def main(argv=None) -> int:
         help="run each variant's server at the same time as an off server (wrk on both, half the "
         "connections each) instead of one after the other: both see the same neighbours",
     )
+    parser.add_argument(
+        "--cpu-limit",
+        type=float,
+        default=0.0,
+        help="with --together: cap each of the two servers at this many CPUs (a cgroup each, "
+        "e.g. 0.6 on 2 cores), so both get the same CPU and their throughputs compare as their "
+        "costs do; each round prints how much of its cap each server used",
+    )
     args = parser.parse_args(argv)
+    if args.cpu_limit and not args.together:
+        raise SystemExit("--cpu-limit goes with --together")
     chosen = [name.strip() for name in args.variants.split(",") if name.strip()]
     unknown = sorted(set(chosen) - set(VARIANTS))
     if unknown or "off" not in chosen:
@@ -318,6 +340,10 @@ def main(argv=None) -> int:
             f"  {name}: {total.rate:.1f} executions/s{latency_text}, servers' CPU {total.cpu_ms:.2f} ms per execution, "
             f"{total.errors} errors, {total.spans} spans received  ({settings})"
         )
+        if args.cpu_limit and total.seconds:
+            print(
+                f"    used {100 * total.server_cpu / (total.seconds * args.cpu_limit):.1f} % of its {args.cpu_limit:g}-CPU cap"
+            )
         if name != "off" and totals["off"].rate:
             off = totals["off"]
             print(
@@ -350,6 +376,13 @@ def main(argv=None) -> int:
     # swings the total either way; the median alone can hide a real tail.
     round_median = medians.get("on", 0.0)
     met = ratio >= TARGET_RATIO and round_median >= TARGET_RATIO
+    if args.cpu_limit:
+        # Capped servers compare only while both are held by their caps: a server that left
+        # CPU unused waited on something else (the load generator, the stub), not its cost.
+        used = [total.server_cpu / (total.seconds * args.cpu_limit) for total in (off, on) if total.seconds]
+        if min(used, default=0.0) < CAP_BOUND:
+            print(f"note: a server used under {100 * CAP_BOUND:.0f} % of its cap: not CPU-bound, no verdict")
+            met = False
     print(
         f"all on / off: throughput {100 * ratio:.1f} % over all rounds, median {100 * round_median:.1f} % "
         f"round by round; CPU per execution {100 * cpu_ratio:.1f} % "

@@ -6,10 +6,11 @@ Records, through the same :class:`flowker.observability.metrics.Metrics` methods
 the audit log and the API call, what one synchronous 3-node REST execution records (the
 REST benchmark's workflow: trigger, one executor call, set_output): the HTTP request, three
 settled steps, one executor attempt and its retries, the breaker's state, two audit
-appends and the execution's end; about 15 values written to the memory-mapped files of a
-fresh multiprocess directory. Prints the CPU time per execution (``time.process_time``,
-best of 5 rounds); ``--callgrind`` also counts instructions per execution under valgrind
-(N and 2N executions in two processes: the difference divided by N, startup cancelled),
+appends and the execution's end; about 15 values for the memory-mapped files of a fresh
+multiprocess directory, written in batches by the process's flusher thread. Prints the CPU
+time per execution (``time.process_time``, every thread's: the flusher's included, best of
+5 rounds); ``--callgrind`` also counts instructions per execution under valgrind (N and 2N
+executions in two processes: the difference divided by N, startup cancelled; all threads),
 and the same for the same calls on a disabled ``Metrics``: what recording adds to them.
 """
 

@@ -1,19 +1,34 @@
 """flowker.observability.metric_writes: the cached recorders write what prometheus-client
-would (same files, same exposition), a forked child writes into its own pid's files, threads
-lose no increment, and the cache stays bounded."""
+would (same files, same exposition), in batches: a flush (the flusher thread's, an
+exposition's, at exit and before a fork) writes them. A forked child writes into its own
+pid's files, threads lose no increment, and the cache stays bounded."""
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import pytest
-from prometheus_client import values
+from prometheus_client import generate_latest, values
 from prometheus_client.mmap_dict import MmapedDict
 
 from flowker.observability import metric_writes
 from flowker.observability.metric_writes import CounterRecorder, GaugeRecorder, HistogramRecorder, recorder
-from flowker.observability.metrics import MULTIPROCESS_ENV, Metrics, _Instruments, directory_exposition
+from flowker.observability.metrics import (
+    MULTIPROCESS_ENV,
+    Metrics,
+    _Instruments,
+    directory_exposition,
+    directory_registry,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+NEVER = 3600.0  # a flusher interval no test waits for: only the flushes it makes write
 
 WORKFLOW = "pay-roll"
 ROUTE = "/v1/workflows/{workflow_id}/executions"
@@ -36,6 +51,22 @@ def fresh_values(monkeypatch):
 
     yield make
     metric_writes._recorders.clear()  # they hold this test's instruments
+
+
+@pytest.fixture
+def own_pending(monkeypatch):
+    """A function giving the process pending writes of their own, flushed by their thread
+    every ``seconds`` (the recorders made from then on add to them)."""
+
+    def install(seconds: float) -> metric_writes.PendingWrites:
+        pending = metric_writes.PendingWrites(seconds)
+        monkeypatch.setattr(metric_writes, "_pending", pending)
+        metric_writes._recorders.clear()
+        return pending
+
+    yield install
+    metric_writes.write_pending()  # before the monkeypatch is undone: this test's own
+    metric_writes._recorders.clear()
 
 
 def record_with_flowker(metrics: Metrics) -> None:
@@ -95,7 +126,8 @@ def file_values(directory: str) -> dict[str, dict[str, float]]:
     return found
 
 
-def test_files_and_exposition_are_prometheus_clients_own(tmp_path, fresh_values):
+def test_files_and_exposition_are_prometheus_clients_own(tmp_path, fresh_values, own_pending):
+    own_pending(NEVER)
     plain, flowker = str(tmp_path / "plain"), str(tmp_path / "flowker")
     os.mkdir(plain)
     os.mkdir(flowker)
@@ -106,6 +138,10 @@ def test_files_and_exposition_are_prometheus_clients_own(tmp_path, fresh_values)
     assert isinstance(recorder(metrics._i.steps, (WORKFLOW, "trigger", "succeeded")), CounterRecorder)
     assert isinstance(recorder(metrics._i.http_seconds, ("POST", ROUTE)), HistogramRecorder)
     assert isinstance(recorder(metrics._i.breaker_state, ("stub",)), GaugeRecorder)
+    pending = file_values(flowker)
+    assert set(pending) == set(file_values(plain))  # the same series, all still at 0: nothing flushed
+    assert all(value == 0.0 for series in pending.values() for value in series.values())
+    metric_writes.write_pending()
     assert file_values(flowker) == file_values(plain)
     text = directory_exposition(flowker)
     assert text == directory_exposition(plain)
@@ -129,26 +165,33 @@ def counter_in(directory: str, name: str, pid: int) -> float:
     return sum(value for key, value, _ts, _pos in entries if f'"{name}"' in key)
 
 
-def test_a_forked_child_writes_its_own_files(tmp_path, fresh_values):
+def test_a_forked_child_writes_its_own_files(tmp_path, fresh_values, own_pending):
+    pending = own_pending(NEVER)
     directory = str(tmp_path)
     metrics = Metrics(fresh_values(directory), None, directory)
-    for _ in range(3):  # the parent's recorders exist (cached) before the fork
+    for _ in range(3):  # the parent's recorders exist (cached) and are pending at the fork
         metrics.execution_ended(WORKFLOW, "succeeded", 0.02)
     parent = os.getpid()
+    assert counter_in(directory, "flowker_executions_total", parent) == 0
 
     child = os.fork()
     if child == 0:  # pragma: no cover - the child's result is its exit status
         code = 1
         try:
+            # The parent's recorders and pending writes stay the parent's.
+            assert metric_writes.cached_recorders() == 0 and not pending._dirty
             for _ in range(5):
                 metrics.execution_ended(WORKFLOW, "succeeded", 0.02)
+            metric_writes.write_pending()  # os._exit runs no atexit
             code = 0
         finally:
             os._exit(code)
+    assert counter_in(directory, "flowker_executions_total", parent) == 3  # written before the fork
     _, status = os.waitpid(child, 0)
     assert os.waitstatus_to_exitcode(status) == 0
 
     metrics.execution_ended(WORKFLOW, "succeeded", 0.02)  # the parent's recorders still write its file
+    metric_writes.write_pending()
     assert counter_in(directory, "flowker_executions_total", parent) == 4
     assert counter_in(directory, "flowker_executions_total", child) == 5
     text = directory_exposition(directory)
@@ -157,12 +200,13 @@ def test_a_forked_child_writes_its_own_files(tmp_path, fresh_values):
     assert b'flowker_execution_duration_seconds_count{workflow="pay-roll"} 9.0' in text
 
 
-def test_threads_lose_no_increment(tmp_path, fresh_values):
+@pytest.mark.parametrize("flush_seconds", [0.0005, NEVER], ids=["flushed-while-recording", "flushed-once"])
+def test_threads_lose_no_increment(tmp_path, fresh_values, own_pending, flush_seconds):
+    own_pending(flush_seconds)
     directory = str(tmp_path)
     metrics = Metrics(fresh_values(directory), None, directory)
     threads, writes = 8, 4000
     plain_steps = metrics._i.steps.labels(WORKFLOW, "call", "succeeded")
-    start = threading.Barrier(threads + 1)
 
     def record() -> None:
         start.wait()
@@ -175,11 +219,22 @@ def test_threads_lose_no_increment(tmp_path, fresh_values):
         for _ in range(writes):
             plain_steps.inc()
 
+    recording = True
+
+    def flush_meanwhile() -> None:  # flushes racing the recordings, as an exposition's
+        start.wait()
+        while recording:
+            metric_writes.write_pending()
+
     workers = [threading.Thread(target=record) for _ in range(threads)] + [threading.Thread(target=record_plainly)]
-    for worker in workers:
+    flusher = threading.Thread(target=flush_meanwhile)
+    start = threading.Barrier(threads + 2)
+    for worker in [*workers, flusher]:
         worker.start()
     for worker in workers:
         worker.join()
+    recording = False
+    flusher.join()
     text = directory_exposition(directory).decode()
     total = threads * writes
     assert f'flowker_steps_total{{node_type="call",status="succeeded",workflow="pay-roll"}} {total + writes}.0' in text
@@ -213,3 +268,105 @@ def test_recorders_write_on_when_the_file_grows(tmp_path, fresh_values):
     text = directory_exposition(directory)
     assert b'flowker_executions_total{status="succeeded",workflow="pay-roll"} 2.0' in text
     assert b'flowker_execution_duration_seconds_count{workflow="pay-roll"} 2.0' in text
+
+
+class CountedEvent(threading.Event):
+    def __init__(self):
+        super().__init__()
+        self.sets = 0
+
+    def set(self) -> None:
+        self.sets += 1
+        super().set()
+
+
+def wait_for(condition, what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout}s for {what}"
+        time.sleep(0.005)
+
+
+def test_the_flusher_writes_within_its_interval_then_parks(tmp_path, fresh_values, own_pending):
+    pending = own_pending(0.05)
+    pending._wake = wake = CountedEvent()  # the flusher's, counted: who wakes it how often
+    directory = str(tmp_path)
+    metrics = Metrics(fresh_values(directory), None, directory)
+    pid = os.getpid()
+
+    started = time.monotonic()
+    for _ in range(500):  # a burst: the first recording wakes the flusher, the others do not
+        metrics.step_settled(WORKFLOW, "call", "succeeded")
+    assert counter_in(directory, "flowker_steps_total", pid) == 0  # pending, not yet written
+    wait_for(lambda: counter_in(directory, "flowker_steps_total", pid) == 500, "the flusher's write")
+    assert time.monotonic() - started < 2.0
+    assert wake.sets == 1
+    wait_for(lambda: pending._parked, "the flusher to park after an idle interval")
+
+    metrics.step_settled(WORKFLOW, "call", "succeeded")  # a parked flusher is woken once
+    assert wake.sets == 2
+    wait_for(lambda: counter_in(directory, "flowker_steps_total", pid) == 501, "the woken flusher's write")
+
+
+def test_an_exposition_shows_this_processs_recordings_at_once(tmp_path, fresh_values, own_pending):
+    own_pending(NEVER)
+    directory = str(tmp_path)
+    metrics = Metrics(fresh_values(directory), None, directory)
+    metrics.execution_ended(WORKFLOW, "succeeded", 0.3)
+    assert counter_in(directory, "flowker_executions_total", os.getpid()) == 0
+    assert b'flowker_executions_total{status="succeeded",workflow="pay-roll"} 1.0' in metrics.exposition()
+    metrics.execution_ended(WORKFLOW, "succeeded", 0.3)
+    metrics.breaker_state("stub", "open")
+    text = generate_latest(directory_registry(directory))  # what --metrics-bind serves
+    assert b'flowker_executions_total{status="succeeded",workflow="pay-roll"} 2.0' in text
+    assert b'flowker_execution_duration_seconds_count{workflow="pay-roll"} 2.0' in text
+    assert b'flowker_circuit_breaker_state{executor="stub"} 2.0' in text
+
+
+def test_a_mostrecent_gauge_keeps_the_time_it_was_set(tmp_path, fresh_values, own_pending):
+    own_pending(NEVER)
+    directory = str(tmp_path)
+    metrics = Metrics(fresh_values(directory), None, directory)
+    before = time.time()
+    metrics.breaker_state("stub", "half_open")
+    after = time.time()
+    time.sleep(0.05)
+    metric_writes.write_pending()
+    path = os.path.join(directory, f"gauge_mostrecent_{os.getpid()}.db")
+    (entry,) = [e for e in MmapedDict.read_all_values_from_file(path) if '"flowker_circuit_breaker_state"' in e[0]]
+    _key, value, timestamp, _position = entry
+    assert value == 1.0 and before <= timestamp <= after  # not the flush's time: the newest setting wins
+
+
+RECORDING_PROCESS = """
+import os, signal, sys, time
+from types import SimpleNamespace
+from flowker.observability.metrics import Metrics, join_metrics_directory
+join_metrics_directory(sys.argv[1])
+metrics = Metrics.from_settings(SimpleNamespace(metrics=True))
+for _ in range(7):
+    metrics.execution_ended("pay-roll", "succeeded", 0.02)
+if sys.argv[2] == "kill":
+    time.sleep(float(sys.argv[3]))
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("ending", ["exit", "kill"])
+def test_a_process_writes_its_recordings_at_exit_or_within_the_interval(tmp_path, ending):
+    """At a normal exit (atexit) everything is written; a process killed (SIGKILL) loses at
+    most its last FLUSH_SECONDS: here it is killed after five of them, so nothing."""
+    wait = str(5 * metric_writes.FLUSH_SECONDS)
+    environment = {key: value for key, value in os.environ.items() if key != MULTIPROCESS_ENV}
+    done = subprocess.run(
+        [sys.executable, "-c", RECORDING_PROCESS, str(tmp_path), ending, wait],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == (-signal.SIGKILL if ending == "kill" else 0), done.stderr
+    text = directory_exposition(str(tmp_path))
+    assert b'flowker_executions_total{status="succeeded",workflow="pay-roll"} 7.0' in text
+    assert b'flowker_execution_duration_seconds_count{workflow="pay-roll"} 7.0' in text

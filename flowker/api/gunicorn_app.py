@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from gunicorn.app.base import BaseApplication
 
 from flowker.observability.logs import logconfig
+from flowker.observability.metric_writes import write_pending
 from flowker.errors import ConfigurationError
 from flowker.settings import Settings
 from flowker.storage.database import close_database
@@ -209,3 +210,6 @@ class FlowkerApplication(BaseApplication):
                 close_database(state.database)
             if self.tracing is not None:
                 self.tracing.shutdown()  # the spans of the last runs are exported
+            # The last runs' metrics into the worker's files, before the master marks it dead
+            # (atexit would too, unless a thread left running holds the exit up).
+            write_pending()

@@ -10,7 +10,9 @@ Two modes:
 * **One process** (tests, ``flowker run``): each :class:`Metrics` has its own registry.
 * **Several processes** (``flowker serve``; ``flowker worker`` processes joining it): the
   values live in files of one directory, one file per process and kind
-  (prometheus-client's multiprocess mode), and an exposition sums them. ``flowker serve``
+  (prometheus-client's multiprocess mode), and an exposition sums them. A process writes
+  its recordings there in batches, at most ``FLUSH_SECONDS`` late, and all of them before it
+  reads the files itself (:mod:`flowker.observability.metric_writes`). ``flowker serve``
   makes a fresh private directory (:meth:`MetricsDirectory.create`), marks each exited
   worker dead and removes the directory when it stops; another process on the same host
   joins it with :func:`join_metrics_directory` before it builds its runtime.
@@ -31,7 +33,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
 
 from flowker.errors import ConfigurationError
-from flowker.observability.metric_writes import counted_and_timed, recorder
+from flowker.observability.metric_writes import counted_and_timed, recorder, write_pending
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own variable
 # What generate_latest writes: the classic text format, which every Prometheus reads.
@@ -296,9 +298,19 @@ class Metrics:
         return generate_latest(self._registry)
 
 
+class _PendingWritesFirst:
+    """Collected first: this process's pending recordings go into its files before they are
+    read (flowker.observability.metric_writes), so its own show at once."""
+
+    def collect(self) -> list:
+        write_pending()
+        return []
+
+
 def directory_registry(path: str) -> CollectorRegistry:
     """A registry that reads (and sums) every process's values in ``path`` when collected."""
     registry = CollectorRegistry()
+    registry.register(_PendingWritesFirst())  # type: ignore[arg-type] # a collector without metrics
     multiprocess.MultiProcessCollector(registry, path=path)
     return registry
 
@@ -345,6 +357,7 @@ class MetricsDirectory:
         multiprocess.mark_process_dead(pid, self.path)
 
     def remove(self) -> None:
+        write_pending()  # this process's last recordings, into files about to go
         if os.environ.get(MULTIPROCESS_ENV) == self.path:
             del os.environ[MULTIPROCESS_ENV]
             _use_process_values()

@@ -31,6 +31,7 @@ import weakref
 
 FLUSH_SECONDS = 0.05
 MAX_PENDING_BYTES = 64 * 1024
+_WRITTEN_AT_ONCE = logging.WARNING  # and worse (a module global: read per line)
 
 _handlers: "weakref.WeakSet[BatchingStreamHandler]" = weakref.WeakSet()
 
@@ -69,7 +70,7 @@ class BatchingStreamHandler(logging.StreamHandler):
     def _add(self, line: str, levelno: int) -> None:
         self._pending.append(line)
         self._pending_bytes += len(line)
-        if levelno >= logging.WARNING or self._pending_bytes >= MAX_PENDING_BYTES or self._closed:
+        if levelno >= _WRITTEN_AT_ONCE or self._pending_bytes >= MAX_PENDING_BYTES or self._closed:
             self._write_pending()
         elif self._parked:
             if self._flusher_pid != os.getpid():

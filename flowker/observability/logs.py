@@ -138,12 +138,12 @@ _MAX_KEPT = 256  # entries in each of the caches below
 
 
 def _field_order(names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
-    order = _field_orders.get(names)
-    if order is None:
-        order = tuple((field, f', "{field}": ') for field in FIELDS if field in names)
-        if len(_field_orders) >= _MAX_KEPT:  # names a program made up: forget, do not grow
-            _field_orders.clear()
-        _field_orders[names] = order
+    """Worked out and kept (read as ``_field_orders.get(names) or _field_order(names)``: a
+    call fewer per line)."""
+    order = tuple((field, f', "{field}": ') for field in FIELDS if field in names)
+    if len(_field_orders) >= _MAX_KEPT:  # names a program made up: forget, do not grow
+        _field_orders.clear()
+    _field_orders[names] = order
     return order
 
 
@@ -151,13 +151,11 @@ _LEVELS_AND_LOGGERS: dict[tuple[str, str], str] = {}  # (level, logger name) -> 
 
 
 def _level_and_logger(levelname: str, name: str) -> str:
-    """A line's level and logger, as JSON writes them (kept: the pairs in use are few)."""
-    text = _LEVELS_AND_LOGGERS.get((levelname, name))
-    if text is None:
-        text = f'{_json_string(levelname)}, "logger": {_json_string(name)}'
-        if len(_LEVELS_AND_LOGGERS) >= _MAX_KEPT:  # a program naming loggers without end: forget, do not grow
-            _LEVELS_AND_LOGGERS.clear()
-        _LEVELS_AND_LOGGERS[(levelname, name)] = text
+    """A line's level and logger, as JSON writes them, kept (the pairs in use are few)."""
+    text = f'{_json_string(levelname)}, "logger": {_json_string(name)}'
+    if len(_LEVELS_AND_LOGGERS) >= _MAX_KEPT:  # a program naming loggers without end: forget, do not grow
+        _LEVELS_AND_LOGGERS.clear()
+    _LEVELS_AND_LOGGERS[(levelname, name)] = text
     return text
 
 
@@ -252,12 +250,8 @@ def _direct_handler(logger: logging.Logger, level: int, factory: Any = None) -> 
         if not current.propagate:
             break
         current = current.parent
-    if (
-        type(found) is not BatchingStreamHandler
-        or found.filters
-        or type(found.formatter) is not JsonFormatter
-        or found.terminator != "\n"
-    ):
+    # (Its terminator needs no check: write_line ends the line with it, as emit does.)
+    if type(found) is not BatchingStreamHandler or found.filters or type(found.formatter) is not JsonFormatter:
         return None
     return found
 
@@ -271,7 +265,8 @@ class _ScrubbingFormatter(logging.Formatter):
         """The named fields among ``values`` (a record's ``__dict__``), in FIELDS order,
         strings scrubbed (they were added after the factory ran)."""
         found = {}
-        for name, _ in _field_order(tuple(values)):
+        names = tuple(values)
+        for name, _ in _field_orders.get(names) or _field_order(names):
             value = values[name]
             if value is not None:
                 found[name] = _scrubbed(value, scrub)
@@ -323,12 +318,14 @@ class JsonFormatter(_ScrubbingFormatter):
         gunicorn worker, or the master), the named fields, exception, stack}, written with
         as few Python operations as that takes: the direct way makes one per line."""
         line = (
-            f'{{"time": "{timestamp}", "level": {_level_and_logger(levelname, name)}, '
+            f'{{"time": "{timestamp}", '
+            f'"level": {_LEVELS_AND_LOGGERS.get((levelname, name)) or _level_and_logger(levelname, name)}, '
             f'"message": {_json_string(message if scrubbed else scrub(message))}, '
             f'"pid": {pid if type(pid) is int else _json_value(pid)}'
         )
         # An f-string writes an int or a float as int.__repr__ and float.__repr__ do.
-        for field, before in _field_order(tuple(values)):
+        names = tuple(values)
+        for field, before in _field_orders.get(names) or _field_order(names):
             value = values[field]
             kind = type(value)  # the kinds lines carry first, each encoded as _JSON would
             if kind is SafeField:

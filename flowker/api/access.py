@@ -23,6 +23,10 @@ from flowker.observability.metrics import HTTP_METHODS, UNMATCHED_ROUTE
 
 logger = logging.getLogger(ACCESS_LOGGER)
 _CONVERTER = re.compile(r"\{(\w+):\w+\}")
+# The standard methods and the app's route templates as the SafeFields a line carries, made
+# once each rather than per request (the templates are the app's own: few).
+_SAFE_METHODS = {method: SafeField(method) for method in HTTP_METHODS}
+_safe_routes: dict[str, SafeField] = {}
 
 
 class AccessMiddleware:
@@ -60,7 +64,7 @@ class AccessMiddleware:
         request_id = getattr(req.context, "request_id", None)
         if request_id and request_id != req.get_header("X-Request-ID"):
             request_id = SafeField(request_id)  # generated here (uuid4); a client's own id is scrubbed
-        method = SafeField(req.method) if req.method in HTTP_METHODS else _method(req.method)
+        method = _SAFE_METHODS.get(req.method) or _method(req.method)
         # The route is a template of the app's own (or "unmatched"): no secret can be in it.
         # The message repeats for a route and status (its scrubbing is cached); the
         # duration and ids are fields.
@@ -71,7 +75,7 @@ class AccessMiddleware:
             (method, route, status),
             {
                 "method": method,
-                "route": SafeField(route),
+                "route": _safe_routes.get(route) or _safe_route(route),
                 "status": status,
                 "duration_ms": round(seconds * 1000.0, 3),
                 "request_id": request_id,
@@ -87,6 +91,12 @@ class AccessMiddleware:
 def _shown(template: str) -> str:
     """The template as the API document writes it: ``{path:path}`` -> ``{path}``."""
     return _CONVERTER.sub(r"{\1}", template) if ":" in template else template
+
+
+def _safe_route(route: str) -> SafeField:
+    """The route as a SafeField, kept for the next request (see _safe_routes)."""
+    safe = _safe_routes[route] = SafeField(route)
+    return safe
 
 
 def _method(method: str) -> str:

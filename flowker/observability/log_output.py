@@ -31,6 +31,7 @@ import weakref
 
 FLUSH_SECONDS = 0.05
 MAX_PENDING_BYTES = 64 * 1024
+_WRITTEN_AT_ONCE = logging.WARNING  # and worse (a module global: read per line)
 
 _handlers: "weakref.WeakSet[BatchingStreamHandler]" = weakref.WeakSet()
 
@@ -50,32 +51,28 @@ class BatchingStreamHandler(logging.StreamHandler):
     def emit(self, record: logging.LogRecord) -> None:
         # Called under the handler's lock (Handler.handle), as flush() writes.
         try:
-            line = self.format(record) + self.terminator
+            line = self.format(record)
         except RecursionError:
             raise
         except Exception:
             self.handleError(record)
             return
-        self._add(line, record.levelno)
+        self.write_line(line, record.levelno)  # the lock again: an RLock, taken by this thread
 
     def write_line(self, line: str, levelno: int) -> None:
-        """A line formatted without a record (:func:`flowker.observability.logs.log_line`),
-        queued as :meth:`emit` queues one."""
-        lock = self.lock
-        assert lock is not None  # made by Handler.__init__
-        with lock:  # acquire() and release(), without their two calls
-            self._add(line + self.terminator, levelno)
-
-    def _add(self, line: str, levelno: int) -> None:
-        self._pending.append(line)
-        self._pending_bytes += len(line)
-        if levelno >= logging.WARNING or self._pending_bytes >= MAX_PENDING_BYTES or self._closed:
-            self._write_pending()
-        elif self._parked:
-            if self._flusher_pid != os.getpid():
-                self._start_flusher()
-            self._parked = False
-            self._wake.set()
+        """Queue a formatted line (:meth:`emit`'s, or one made without a record by
+        :func:`flowker.observability.logs.log_line`), ended by the terminator."""
+        line += self.terminator
+        with self.lock:  # type: ignore[union-attr] # made by Handler.__init__; acquire() and release() without their calls
+            self._pending.append(line)
+            self._pending_bytes += len(line)
+            if levelno >= _WRITTEN_AT_ONCE or self._pending_bytes >= MAX_PENDING_BYTES or self._closed:
+                self._write_pending()
+            elif self._parked:
+                if self._flusher_pid != os.getpid():
+                    self._start_flusher()
+                self._parked = False
+                self._wake.set()
 
     def flush(self) -> None:
         self.acquire()

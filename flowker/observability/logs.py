@@ -72,7 +72,10 @@ class _LineScrubber:
 
     def for_line(self) -> Callable[[str], str]:
         """The scrubbing function for one line (the installed redactors, looked up once)."""
-        factory = logging.getLogRecordFactory()
+        return self.for_factory(logging.getLogRecordFactory())
+
+    def for_factory(self, factory: Callable[..., logging.LogRecord]) -> Callable[[str], str]:
+        """:meth:`for_line` with the record factory already read (the direct way reads it)."""
         if not isinstance(factory, RedactingRecordFactory):
             return self._fallback.scrub_text
         snapshot = factory.snapshot
@@ -104,7 +107,6 @@ _JSON = json.JSONEncoder(ensure_ascii=False, default=str)  # one encoder, not on
 # What _JSON writes for a string (json's C function when there is one): lines are joined
 # from pieces rather than encoded from a dict - the same bytes at a third of the work.
 _json_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
-_FIELD_PREFIXES = {name: f', "{name}": ' for name in FIELDS}
 _INFINITY = float("inf")
 
 
@@ -120,7 +122,45 @@ def _json_value(value: Any) -> str:
     return _JSON.encode(value)
 
 
+def _scrubbed(value: Any, scrub: Callable[[str], str]) -> Any:
+    """A field's value as a line shows it: a SafeField as it is (a plain str), any other
+    string through the redactors, anything else unchanged."""
+    if type(value) is SafeField:
+        return str(value)
+    return scrub(value) if isinstance(value, str) else value
+
+
+# A set of field names (a dict's keys, in the caller's order) -> the FIELDS among them, in
+# FIELDS order, each with the text put before its value. A line's fields are then visited
+# without looking up the FIELDS it does not have; a few shapes recur (one per call site).
+_field_orders: dict[tuple[str, ...], tuple[tuple[str, str], ...]] = {}
+_MAX_KEPT = 256  # entries in each of the caches below
+
+
+def _field_order(names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """Worked out and kept (read as ``_field_orders.get(names) or _field_order(names)``: a
+    call fewer per line)."""
+    order = tuple((field, f', "{field}": ') for field in FIELDS if field in names)
+    if len(_field_orders) >= _MAX_KEPT:  # names a program made up: forget, do not grow
+        _field_orders.clear()
+    _field_orders[names] = order
+    return order
+
+
+_LEVELS_AND_LOGGERS: dict[tuple[str, str], str] = {}  # (level, logger name) -> '"INFO", "logger": "flowker.access"'
+
+
+def _level_and_logger(levelname: str, name: str) -> str:
+    """A line's level and logger, as JSON writes them, kept (the pairs in use are few)."""
+    text = f'{_json_string(levelname)}, "logger": {_json_string(name)}'
+    if len(_LEVELS_AND_LOGGERS) >= _MAX_KEPT:  # a program naming loggers without end: forget, do not grow
+        _LEVELS_AND_LOGGERS.clear()
+    _LEVELS_AND_LOGGERS[(levelname, name)] = text
+    return text
+
+
 _last_second: tuple[int, str] = (-1, "")  # (whole seconds, their text), replaced as one object
+_MILLISECONDS = tuple(f".{millis:03d}Z" for millis in range(1000))  # formatting one cost more than the rest
 
 
 def _timestamp(created: float, msecs: float) -> str:
@@ -130,7 +170,8 @@ def _timestamp(created: float, msecs: float) -> str:
     last = _last_second
     if last[0] != whole:
         last = _last_second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
-    return f"{last[1]}.{int(msecs):03d}Z"
+    millis = int(msecs)
+    return last[1] + (_MILLISECONDS[millis] if 0 <= millis < 1000 else f".{millis:03d}Z")
 
 
 class _ProcessId:
@@ -158,7 +199,8 @@ def log_line(logger: logging.Logger, level: int, message: str, args: tuple, fiel
     process's record factory (scrubbed) and handled as any other."""
     if not logger.isEnabledFor(level):
         return
-    handler = _direct_handler(logger, level)
+    factory = logging.getLogRecordFactory()
+    handler = _direct_handler(logger, level, factory)
     if handler is not None:
         try:
             text = message % args if args else message
@@ -166,26 +208,29 @@ def log_line(logger: logging.Logger, level: int, message: str, args: tuple, fiel
             handler = None
         if handler is not None:
             formatter = handler.formatter
-            assert isinstance(formatter, JsonFormatter)  # checked by _direct_handler
             created = time.time()
             line = formatter.json_line(
-                _timestamp(created, int((created - int(created)) * 1000)),
+                _timestamp(created, (created - int(created)) * 1000),
                 logging.getLevelName(level),
                 logger.name,
                 text,
                 _ProcessId.value,
                 fields,
-                formatter.scrubber.for_line(),
+                formatter.scrubber.for_factory(factory),
             )
             handler.write_line(line, level)
             return
     logger.handle(logger.makeRecord(logger.name, level, "(flowker)", 0, message, args, None, None, fields))
 
 
-def _direct_handler(logger: logging.Logger, level: int) -> Any:
+def _direct_handler(logger: logging.Logger, level: int, factory: Any = None) -> Any:
     """The :class:`BatchingStreamHandler` a line at ``level`` reaches alone, or None when
-    the record path is needed (filters, other handlers, another record factory...)."""
-    factory = logging.getLogRecordFactory()
+    the record path is needed (filters, other handlers, another record factory...).
+
+    Decided again for every line, not kept: handlers, levels and filters are plain
+    attributes anyone (a test, a library) may change with no hook to tell."""
+    if factory is None:
+        factory = logging.getLogRecordFactory()
     if factory is not logging.LogRecord and not (
         type(factory) is RedactingRecordFactory and factory.previous is logging.LogRecord
     ):
@@ -205,12 +250,8 @@ def _direct_handler(logger: logging.Logger, level: int) -> Any:
         if not current.propagate:
             break
         current = current.parent
-    if (
-        type(found) is not BatchingStreamHandler
-        or found.filters
-        or type(found.formatter) is not JsonFormatter
-        or found.terminator != "\n"
-    ):
+    # (Its terminator needs no check: write_line ends the line with it, as emit does.)
+    if type(found) is not BatchingStreamHandler or found.filters or type(found.formatter) is not JsonFormatter:
         return None
     return found
 
@@ -221,17 +262,14 @@ class _ScrubbingFormatter(logging.Formatter):
         self.scrubber = _LineScrubber()
 
     def fields(self, values: dict[str, Any], scrub: Callable[[str], str]) -> dict[str, Any]:
-        """A record's named fields (``values``: its ``__dict__``), strings scrubbed (they were
-        added after the factory ran)."""
+        """The named fields among ``values`` (a record's ``__dict__``), in FIELDS order,
+        strings scrubbed (they were added after the factory ran)."""
         found = {}
-        for name in FIELDS:
-            value = values.get(name)
-            if value is None:
-                continue
-            if type(value) is SafeField:
-                found[name] = str(value)
-            else:
-                found[name] = scrub(value) if isinstance(value, str) else value
+        names = tuple(values)
+        for name, _ in _field_orders.get(names) or _field_order(names):
+            value = values[name]
+            if value is not None:
+                found[name] = _scrubbed(value, scrub)
         return found
 
     def scrubbed(self, record: logging.LogRecord) -> tuple[logging.LogRecord, Callable[[str], str]]:
@@ -273,36 +311,36 @@ class JsonFormatter(_ScrubbingFormatter):
         *,
         scrubbed: bool = False,
     ) -> str:
-        """The line; ``message`` is scrubbed here unless ``scrubbed`` (a record's was).
+        """The line; ``message`` is scrubbed here unless ``scrubbed`` (a record's was);
+        ``timestamp`` is as :func:`_timestamp` writes it (nothing JSON would escape).
 
         The bytes are ``_JSON.encode`` of the dict {time, level, logger, message, pid (which
-        gunicorn worker, or the master), the named fields, exception, stack}."""
-        parts = [
-            '{"time": ',
-            _json_string(timestamp),
-            ', "level": ',
-            _json_string(levelname),
-            ', "logger": ',
-            _json_string(name),
-            ', "message": ',
-            _json_string(message if scrubbed else scrub(message)),
-            ', "pid": ',
-            "null" if pid is None else _json_value(pid),
-        ]
-        for field, value in self.fields(values, scrub).items():
-            kind = type(value)  # fields() made every SafeField a str
-            parts.append(_FIELD_PREFIXES[field])
-            parts.append(
-                _json_string(value) if kind is str else int.__repr__(value) if kind is int else _json_value(value)
-            )
+        gunicorn worker, or the master), the named fields, exception, stack}, written with
+        as few Python operations as that takes: the direct way makes one per line."""
+        line = (
+            f'{{"time": "{timestamp}", '
+            f'"level": {_LEVELS_AND_LOGGERS.get((levelname, name)) or _level_and_logger(levelname, name)}, '
+            f'"message": {_json_string(message if scrubbed else scrub(message))}, '
+            f'"pid": {pid if type(pid) is int else _json_value(pid)}'
+        )
+        # An f-string writes an int or a float as int.__repr__ and float.__repr__ do.
+        names = tuple(values)
+        for field, before in _field_orders.get(names) or _field_order(names):
+            value = values[field]
+            kind = type(value)  # the kinds lines carry first, each encoded as _JSON would
+            if kind is SafeField:
+                line += before + _json_string(value)
+            elif kind is str:
+                line += before + _json_string(scrub(value))
+            elif kind is int or (kind is float and value - value == 0.0):  # finite (nan and inf are not)
+                line += f"{before}{value}"
+            elif value is not None:
+                line += before + _json_value(_scrubbed(value, scrub))
         if exc_text:
-            parts.append(', "exception": ')
-            parts.append(_json_string(exc_text))
+            line += ', "exception": ' + _json_string(exc_text)
         if stack_info:
-            parts.append(', "stack": ')
-            parts.append(_json_string(stack_info))
-        parts.append("}")
-        return "".join(parts)
+            line += ', "stack": ' + _json_string(stack_info)
+        return line + "}"
 
 
 class TextFormatter(_ScrubbingFormatter):

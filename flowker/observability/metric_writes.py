@@ -168,6 +168,7 @@ def write_pending() -> None:
     _pending.flush()
 
 
+# Looked up at each fork (not bound once): the module's PendingWrites is the one to flush.
 def _before_fork() -> None:
     _pending.before_fork()
 
@@ -302,13 +303,6 @@ def _added(number: float, amounts: list[float]) -> float:
     return number
 
 
-def _take(amounts: list) -> list:
-    count = len(amounts)
-    taken = amounts[:count]
-    del amounts[:count]  # those only: what another thread appended meanwhile stays
-    return taken
-
-
 class _AmountsRecorder(_FileRecorder):
     """A recorder whose recordings are amounts, all written (a counter's, a histogram's)."""
 
@@ -324,7 +318,11 @@ class _AmountsRecorder(_FileRecorder):
             self._pending.mark_dirty(self)
 
     def take(self) -> list[float]:
-        return _take(self.amounts)
+        amounts = self.amounts
+        count = len(amounts)
+        taken = amounts[:count]
+        del amounts[:count]  # those only: what another thread appended meanwhile stays
+        return taken
 
 
 class CounterRecorder(_AmountsRecorder):

@@ -161,6 +161,10 @@ class Totals:
     def cpu_ms(self) -> float:
         return 1000.0 * self.server_cpu / self.completed if self.completed else 0.0
 
+    def cap_share(self, cpu_limit: float) -> float:
+        """The share of its ``--cpu-limit`` cap the server used over all its rounds."""
+        return self.server_cpu / (self.seconds * cpu_limit) if self.seconds and cpu_limit else 0.0
+
 
 def measure(variant_env: dict, stub_port: int, args, wrk: str | None) -> tuple[int, int, float, float, list]:
     """One round of one variant: (completed, errors, seconds, server CPU seconds, [p50, p99])."""
@@ -279,7 +283,7 @@ def main(argv=None) -> int:
         default=0.0,
         help="with --together: cap each of the two servers at this many CPUs (a cgroup each, "
         "e.g. 0.6 on 2 cores), so both get the same CPU and their throughputs compare as their "
-        "costs do; each round prints how much of its cap each server used",
+        "costs do; each variant prints how much of its cap its server used over all its rounds",
     )
     args = parser.parse_args(argv)
     if args.cpu_limit and not args.together:
@@ -341,9 +345,7 @@ def main(argv=None) -> int:
             f"{total.errors} errors, {total.spans} spans received  ({settings})"
         )
         if args.cpu_limit and total.seconds:
-            print(
-                f"    used {100 * total.server_cpu / (total.seconds * args.cpu_limit):.1f} % of its {args.cpu_limit:g}-CPU cap"
-            )
+            print(f"    used {100 * total.cap_share(args.cpu_limit):.1f} % of its {args.cpu_limit:g}-CPU cap")
         if name != "off" and totals["off"].rate:
             off = totals["off"]
             print(
@@ -379,8 +381,7 @@ def main(argv=None) -> int:
     if args.cpu_limit:
         # Capped servers compare only while both are held by their caps: a server that left
         # CPU unused waited on something else (the load generator, the stub), not its cost.
-        used = [total.server_cpu / (total.seconds * args.cpu_limit) for total in (off, on) if total.seconds]
-        if min(used, default=0.0) < CAP_BOUND:
+        if min(total.cap_share(args.cpu_limit) for total in (off, on)) < CAP_BOUND:
             print(f"note: a server used under {100 * CAP_BOUND:.0f} % of its cap: not CPU-bound, no verdict")
             met = False
     print(

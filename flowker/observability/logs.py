@@ -16,7 +16,7 @@ none is, a redactor that knows no secret but still masks credential-looking text
 
 ``flowker serve`` hands :func:`logconfig` to gunicorn, so its own error log and the
 workers' lines share one format and one stream (stderr), written in batches
-(:mod:`flowker.observability.log_output`: at most 50 ms late, WARNING and worse at once).
+(:mod:`flowker.observability.log_output`: at most 1 s late, WARNING and worse at once).
 """
 
 from __future__ import annotations

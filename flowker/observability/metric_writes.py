@@ -58,7 +58,8 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-FLUSH_SECONDS = 0.1
+# As the log lines' (log_output.FLUSH_SECONDS), for the same reason; scrapes come every 15 s or more.
+FLUSH_SECONDS = 1.0
 
 # MmapedDict's own: a value and its timestamp, written in one slice assignment.
 _pack_value = struct.Struct(b"dd").pack

@@ -116,6 +116,15 @@ def prometheus_at(tmp_path):
             server.stop()
 
 
+def webhook_lines(output: str) -> list[dict]:
+    """The access lines of the webhook's requests."""
+    return [
+        line
+        for line in json_lines(output)
+        if line["logger"] == "flowker.access" and line["route"] == "/v1/webhooks/{path}"
+    ]
+
+
 def json_lines(output: str) -> list[dict]:
     found = []
     for line in output.splitlines():
@@ -163,11 +172,9 @@ def test_prometheus_sums_the_executions_of_both_workers(start_server, scorer, pr
             results = list(pool.map(lambda amount: execute(server.url, amount), range(executions, executions + 10)))
             assert all(result["status"] == "completed" for result in results), results
             executions += len(results)
-            pids = {
-                line["pid"]
-                for line in json_lines(server.output)
-                if line["logger"] == "flowker.access" and line["route"] == "/v1/webhooks/{path}"
-            }
+            # A worker writes its INFO lines once a second while busy (log_output.FLUSH_SECONDS).
+            server.wait_until(lambda: len(webhook_lines(server.output)) >= executions, "the access lines", timeout=10)
+            pids = {line["pid"] for line in webhook_lines(server.output)}
     assert len(pids) == 2, f"every execution ran on one worker ({pids})"
 
     prometheus = prometheus_at(f"127.0.0.1:{metrics_port}")

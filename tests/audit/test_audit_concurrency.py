@@ -42,6 +42,9 @@ def _race_writer(url: str, worker: int, start, results) -> None:
                 metadata={"worker": worker, "i": i},
             )
             acknowledged.append(entry.sequence)
+            # A breath between appends: on a loaded machine one writer could otherwise make all
+            # of its appends before the others are scheduled, and the race would not be run.
+            time.sleep(0.001)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails the test
         error = repr(exc)
     results.put((worker, acknowledged, error))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import datetime, timezone
 
 from flowker.storage.database import is_postgres, write_transaction
 from queue_helpers import execution_report, store_stub_executor, store_workflow, wait_for, workflow_spec
@@ -77,8 +78,27 @@ def test_a_workflows_concurrency_holds_across_worker_processes(database, service
         assert worker.terminate() == 0, worker.output
 
 
-def _claims(worker) -> int:
-    return len(re.findall(r"queue claim: \d+ of up to", worker.output))
+STAMPED_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z (.*)$", re.MULTILINE)
+
+
+def _stamped(worker) -> list[tuple[datetime, str]]:
+    """The worker's log lines with their times (UTC)."""
+    return [(datetime.fromisoformat(stamp), rest) for stamp, rest in STAMPED_LINE.findall(worker.output)]
+
+
+def _claims_between(worker, start: datetime, end: datetime) -> int:
+    """The claims the worker logged between ``start`` and ``end``, by the lines' own times:
+    its DEBUG lines reach the output in batches, up to a second late (log_output.FLUSH_SECONDS)."""
+    wait_for(
+        lambda: any(stamp > end for stamp, _ in _stamped(worker)),
+        "the worker's lines past the idle window",
+        15,  # a look every 5 s at most, and its lines up to 1 s late
+    )
+    return sum(1 for stamp, rest in _stamped(worker) if start <= stamp <= end and "queue claim: " in rest)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 def test_an_idle_worker_claims_rarely_and_new_work_wakes_it(database, service, stub, start_worker):
@@ -86,10 +106,9 @@ def test_an_idle_worker_claims_rarely_and_new_work_wakes_it(database, service, s
     workflow_id = store_workflow(workflow_spec("wake", "work"))
     worker = start_worker("--concurrency", "2", env={"FLOWKER_LOG_LEVEL": "DEBUG"})
     time.sleep(0.5)  # past the first looks
-    before = _claims(worker)
-    idle_seconds = 3.0
-    time.sleep(idle_seconds)
-    idle_claims = _claims(worker) - before
+    idle_start = _utc_now()
+    time.sleep(3.0)
+    idle_claims = _claims_between(worker, idle_start, _utc_now())
     postgres = is_postgres(database)
     # PostgreSQL: LISTEN, and a look every 5 s at most; SQLite: a backoff doubling to 1 s.
     assert idle_claims <= (2 if postgres else 6), (idle_claims, worker.output[-2000:])

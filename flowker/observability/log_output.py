@@ -29,8 +29,8 @@ import threading
 import time
 import weakref
 
-# One write a second while busy: each flush wakes the thread and hands it the GIL, and at
-# 20 a second those hand-overs cost the request threads more than the writes (benchmarks/README.md).
+# One write a second while busy: each flush wakes the thread and hands it the GIL; going from
+# 20 a second (and the metrics' 10) to 1 each gained about 1.5 points of throughput (benchmarks/README.md).
 FLUSH_SECONDS = 1.0
 MAX_PENDING_BYTES = 64 * 1024
 _WRITTEN_AT_ONCE = logging.WARNING  # and worse (a module global: read per line)
